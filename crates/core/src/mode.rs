@@ -1,0 +1,246 @@
+//! Test and live modes, API key kinds and scopes.
+
+use crate::DomainError;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Test data and live data never mix: a key of one mode sees only records of that mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Test mode: only published test card numbers are accepted.
+    Test,
+    /// Live mode: published test card numbers are refused.
+    Live,
+}
+
+impl Mode {
+    /// `"test"` or `"live"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Test => "test",
+            Self::Live => "live",
+        }
+    }
+
+    /// Parses `"test"` or `"live"`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "test" => Some(Self::Test),
+            "live" => Some(Self::Live),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What kind of API key a credential is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    /// `sk_`: server-side, every scope except `cards:reveal`.
+    Secret,
+    /// `pk_`: may only create cards; safe to embed in a browser.
+    Publishable,
+    /// `rk_`: exactly the scopes it names.
+    Restricted,
+}
+
+impl KeyKind {
+    /// `"secret"`, `"publishable"` or `"restricted"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Secret => "secret",
+            Self::Publishable => "publishable",
+            Self::Restricted => "restricted",
+        }
+    }
+
+    /// Parses the name given by [`KeyKind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "secret" => Some(Self::Secret),
+            "publishable" => Some(Self::Publishable),
+            "restricted" => Some(Self::Restricted),
+            _ => None,
+        }
+    }
+
+    /// The secret's prefix for this kind and mode, e.g. `sk_test_`.
+    pub const fn secret_prefix(self, mode: Mode) -> &'static str {
+        match (self, mode) {
+            (Self::Secret, Mode::Test) => "sk_test_",
+            (Self::Secret, Mode::Live) => "sk_live_",
+            (Self::Publishable, Mode::Test) => "pk_test_",
+            (Self::Publishable, Mode::Live) => "pk_live_",
+            (Self::Restricted, Mode::Test) => "rk_test_",
+            (Self::Restricted, Mode::Live) => "rk_live_",
+        }
+    }
+
+    /// The scopes a key of this kind carries when it is created with `requested`.
+    /// Secret keys carry every scope but `cards:reveal`; publishable keys only
+    /// `cards:write`; restricted keys exactly what they name (at least one).
+    pub fn effective_scopes(self, requested: Option<Scopes>) -> Result<Scopes, DomainError> {
+        match (self, requested) {
+            (Self::Secret, None) => Ok(Scopes::SECRET_DEFAULT),
+            (Self::Publishable, None) => Ok(Scopes::from(Scope::CardsWrite)),
+            (Self::Restricted, Some(s)) if !s.is_empty() => Ok(s),
+            (Self::Restricted, _) => Err(DomainError::ScopesRequired),
+            (_, Some(_)) => Err(DomainError::ScopesNotAllowed),
+        }
+    }
+}
+
+/// One permission an API key may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Create cards.
+    CardsWrite,
+    /// Read masked cards and list them.
+    CardsRead,
+    /// Reveal a card's number (with an OTP).
+    CardsReveal,
+    /// Delete cards.
+    CardsDelete,
+}
+
+impl Scope {
+    /// Every scope, in display order.
+    pub const ALL: [Scope; 4] = [
+        Scope::CardsWrite,
+        Scope::CardsRead,
+        Scope::CardsReveal,
+        Scope::CardsDelete,
+    ];
+
+    /// The scope's name, e.g. `cards:read`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::CardsWrite => "cards:write",
+            Self::CardsRead => "cards:read",
+            Self::CardsReveal => "cards:reveal",
+            Self::CardsDelete => "cards:delete",
+        }
+    }
+
+    const fn bit(self) -> u32 {
+        match self {
+            Self::CardsWrite => 1,
+            Self::CardsRead => 2,
+            Self::CardsReveal => 4,
+            Self::CardsDelete => 8,
+        }
+    }
+
+    /// Parses a scope name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|sc| sc.as_str() == s)
+    }
+}
+
+/// A set of scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Scopes(u32);
+
+impl Scopes {
+    /// A secret key's scopes: all but `cards:reveal`.
+    pub const SECRET_DEFAULT: Scopes =
+        Scopes(Scope::CardsWrite.bit() | Scope::CardsRead.bit() | Scope::CardsDelete.bit());
+
+    /// Whether `scope` is in the set.
+    pub const fn contains(self, scope: Scope) -> bool {
+        self.0 & scope.bit() != 0
+    }
+
+    /// Whether the set is empty.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Adds a scope.
+    pub fn insert(&mut self, scope: Scope) {
+        self.0 |= scope.bit();
+    }
+
+    /// The scope names, in display order.
+    pub fn names(self) -> Vec<&'static str> {
+        Scope::ALL
+            .into_iter()
+            .filter(|s| self.contains(*s))
+            .map(Scope::as_str)
+            .collect()
+    }
+
+    /// Parses scope names; an unknown name is an error.
+    pub fn parse_list<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, DomainError> {
+        let mut out = Scopes::default();
+        for n in names {
+            out.insert(Scope::parse(n).ok_or(DomainError::ScopeUnknown)?);
+        }
+        Ok(out)
+    }
+
+    /// Space-separated names, the form kept in storage.
+    pub fn to_storage(self) -> String {
+        self.names().join(" ")
+    }
+
+    /// Parses the storage form; unknown names are ignored so that an older binary can
+    /// read rows written by a newer one.
+    pub fn from_storage(s: &str) -> Self {
+        let mut out = Scopes::default();
+        for sc in s.split_whitespace().filter_map(Scope::parse) {
+            out.insert(sc);
+        }
+        out
+    }
+}
+
+impl From<Scope> for Scopes {
+    fn from(s: Scope) -> Self {
+        Scopes(s.bit())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_keys_cannot_reveal() {
+        let s = KeyKind::Secret.effective_scopes(None).unwrap();
+        assert!(s.contains(Scope::CardsWrite));
+        assert!(s.contains(Scope::CardsRead));
+        assert!(s.contains(Scope::CardsDelete));
+        assert!(!s.contains(Scope::CardsReveal));
+    }
+
+    #[test]
+    fn publishable_keys_only_write() {
+        let s = KeyKind::Publishable.effective_scopes(None).unwrap();
+        assert_eq!(s.names(), vec!["cards:write"]);
+        assert!(
+            KeyKind::Publishable
+                .effective_scopes(Some(Scopes::SECRET_DEFAULT))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn restricted_keys_need_scopes() {
+        assert_eq!(
+            KeyKind::Restricted.effective_scopes(None),
+            Err(DomainError::ScopesRequired)
+        );
+        let s = Scopes::parse_list(["cards:reveal", "cards:read"]).unwrap();
+        assert_eq!(KeyKind::Restricted.effective_scopes(Some(s)).unwrap(), s);
+        assert_eq!(Scopes::from_storage(&s.to_storage()), s);
+        assert!(Scopes::parse_list(["cards:everything"]).is_err());
+    }
+}
