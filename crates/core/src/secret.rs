@@ -63,3 +63,10 @@ mod tests {
         assert_eq!(s.expose(), "4242424242424242");
     }
 }
+
+/// Secrets arrive in request bodies; they may be deserialized but never serialized.
+impl<'de> serde::Deserialize<'de> for Sensitive<String> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Sensitive::new)
+    }
+}

@@ -1,0 +1,180 @@
+//! The one place where errors become HTTP. Every error body is
+//! `{"error": {"type", "code", "message", "request_id"}}`; a message never echoes
+//! input and never names internals. 5xx details go to the log with their call site.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use std::panic::Location;
+use strongroom_core::DomainError;
+use strongroom_crypto::CryptoError;
+use strongroom_store::StoreError;
+
+/// An error a handler returns. Rendered to JSON by the request-id middleware, which
+/// knows the request id.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine code.
+    pub code: &'static str,
+    /// Human message; constant text, never input.
+    pub message: &'static str,
+}
+
+/// Marker placed in a response's extensions so the outer middleware renders the body.
+#[derive(Debug, Clone)]
+pub struct ErrorBody(pub ApiError);
+
+impl ApiError {
+    const fn new(status: StatusCode, code: &'static str, message: &'static str) -> Self {
+        Self { status, code, message }
+    }
+
+    /// The error `type`, derived from the status.
+    pub fn error_type(&self) -> &'static str {
+        match self.status.as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            409 | 422 | 423 => "conflict_error",
+            429 => "rate_limit_error",
+            500..=599 => "api_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// A 500 whose detail is logged with its call site, never returned.
+    #[track_caller]
+    pub fn internal(detail: &dyn std::fmt::Display) -> Self {
+        let at = Location::caller();
+        tracing::error!(file = at.file(), line = at.line(), error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "An internal error occurred.",
+        )
+    }
+
+    /// 503 when the store cannot be reached.
+    #[track_caller]
+    pub fn unavailable(detail: &dyn std::fmt::Display) -> Self {
+        let at = Location::caller();
+        tracing::error!(file = at.file(), line = at.line(), error = %detail, "store unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "The service is temporarily unavailable.",
+        )
+    }
+}
+
+/// Every stable error this API returns, with its status. Documented in the OpenAPI spec.
+pub mod codes {
+    use super::ApiError;
+    use axum::http::StatusCode as S;
+
+    macro_rules! codes {
+        ($($name:ident = ($status:ident, $code:literal, $msg:literal);)*) => {
+            $(
+                #[doc = $msg]
+                pub const $name: ApiError = ApiError::new(S::$status, $code, $msg);
+            )*
+            /// All codes, for the docs.
+            pub const ALL: &[ApiError] = &[$($name),*];
+        };
+    }
+
+    codes! {
+        INVALID_REQUEST = (BAD_REQUEST, "invalid_request", "The request body or parameters are malformed.");
+        UNKNOWN_FIELD = (BAD_REQUEST, "unknown_field", "The request contains a field that is not allowed.");
+        MISSING_FIELD = (BAD_REQUEST, "missing_field", "A required field is missing.");
+        INVALID_PARAMETER = (BAD_REQUEST, "invalid_parameter", "A parameter has an invalid value.");
+        BODY_TOO_LARGE = (PAYLOAD_TOO_LARGE, "body_too_large", "The request body is too large.");
+        UNSUPPORTED_MEDIA_TYPE = (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "The request body must be application/json.");
+        AUTHENTICATION_REQUIRED = (UNAUTHORIZED, "authentication_required", "An API key is required: Authorization: Bearer <key>.");
+        INVALID_API_KEY = (UNAUTHORIZED, "invalid_api_key", "The API key is invalid.");
+        API_KEY_REVOKED = (UNAUTHORIZED, "api_key_revoked", "The API key has been revoked.");
+        PERMISSION_DENIED = (FORBIDDEN, "permission_denied", "The API key does not have permission for this request.");
+        OTP_INVALID = (FORBIDDEN, "otp_invalid", "The one-time password is invalid, expired or used.");
+        NOT_FOUND = (NOT_FOUND, "not_found", "No such resource.");
+        METHOD_NOT_ALLOWED = (METHOD_NOT_ALLOWED, "method_not_allowed", "The method is not allowed for this resource.");
+        CONFLICT = (CONFLICT, "conflict", "The request conflicts with the current state; retry.");
+        KEY_IN_USE = (CONFLICT, "key_in_use", "The key version still protects records or is the active writer.");
+        OTP_DELIVERY_NOT_CONFIGURED = (CONFLICT, "otp_delivery_not_configured", "The account has no OTP delivery URL for live mode.");
+        OTP_DELIVERY_FAILED = (BAD_GATEWAY, "otp_delivery_failed", "The one-time password could not be delivered.");
+        CARD_NUMBER_INVALID = (BAD_REQUEST, "card_number_invalid", "The card number is not a valid card number.");
+        CARD_NUMBER_LUHN = (BAD_REQUEST, "card_number_luhn", "The card number failed its check digit.");
+        CARD_BRAND_UNKNOWN = (BAD_REQUEST, "card_brand_unknown", "The card number does not belong to a supported card brand.");
+        EXPIRY_INVALID = (BAD_REQUEST, "expiry_invalid", "The expiry month or year is invalid.");
+        CARD_EXPIRED = (BAD_REQUEST, "card_expired", "The card has expired.");
+        TEST_CARD_IN_LIVE_MODE = (BAD_REQUEST, "test_card_in_live_mode", "Test card numbers cannot be used in live mode.");
+        LIVE_CARD_IN_TEST_MODE = (BAD_REQUEST, "live_card_in_test_mode", "Only test card numbers are accepted in test mode.");
+        SCOPE_UNKNOWN = (BAD_REQUEST, "scope_unknown", "A requested scope is unknown.");
+        SCOPES_REQUIRED = (BAD_REQUEST, "scopes_required", "Restricted keys must name at least one scope.");
+        SCOPES_NOT_ALLOWED = (BAD_REQUEST, "scopes_not_allowed", "Only restricted keys take explicit scopes.");
+        INTERNAL = (INTERNAL_SERVER_ERROR, "internal_error", "An internal error occurred.");
+        SERVICE_UNAVAILABLE = (SERVICE_UNAVAILABLE, "service_unavailable", "The service is temporarily unavailable.");
+        TIMEOUT = (REQUEST_TIMEOUT, "request_timeout", "The request took too long.");
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        use codes::*;
+        match e {
+            DomainError::CardNumberInvalid => CARD_NUMBER_INVALID,
+            DomainError::CardNumberLuhn => CARD_NUMBER_LUHN,
+            DomainError::CardBrandUnknown => CARD_BRAND_UNKNOWN,
+            DomainError::ExpiryInvalid => EXPIRY_INVALID,
+            DomainError::CardExpired => CARD_EXPIRED,
+            DomainError::TestCardInLiveMode => TEST_CARD_IN_LIVE_MODE,
+            DomainError::LiveCardInTestMode => LIVE_CARD_IN_TEST_MODE,
+            DomainError::ScopeUnknown => SCOPE_UNKNOWN,
+            DomainError::ScopesRequired => SCOPES_REQUIRED,
+            DomainError::ScopesNotAllowed => SCOPES_NOT_ALLOWED,
+            DomainError::NotFound => NOT_FOUND,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    #[track_caller]
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(_) => codes::CONFLICT,
+            StoreError::Unavailable(_) => ApiError::unavailable(&e),
+            StoreError::Corrupt(_) => ApiError::internal(&e),
+        }
+    }
+}
+
+impl From<CryptoError> for ApiError {
+    #[track_caller]
+    fn from(e: CryptoError) -> Self {
+        ApiError::internal(&e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = self.status.into_response();
+        res.extensions_mut().insert(ErrorBody(self));
+        res
+    }
+}
+
+/// Renders the error body with the request id.
+pub fn render(err: &ApiError, request_id: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "error": {
+            "type": err.error_type(),
+            "code": err.code,
+            "message": err.message,
+            "request_id": request_id,
+        }
+    }))
+    .unwrap_or_default()
+}
+
+/// Result type of handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,89 @@
+//! Extractors whose rejections have the same error shape as everything else.
+
+use crate::error::{ApiError, codes};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// A JSON body: `application/json`, at most [`BODY_LIMIT`] bytes, unknown fields refused
+/// (the body types carry `deny_unknown_fields`).
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+            return Err(codes::BODY_TOO_LARGE);
+        }
+        if !is_json {
+            return Err(codes::UNSUPPORTED_MEDIA_TYPE);
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
+            .await
+            .map_err(|_| codes::BODY_TOO_LARGE)?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses JSON, classifying the failure without ever echoing the input.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        // serde's message names the field, never the value; we only classify it.
+        let msg = e.to_string();
+        if msg.starts_with("unknown field") {
+            codes::UNKNOWN_FIELD
+        } else if msg.starts_with("missing field") {
+            codes::MISSING_FIELD
+        } else {
+            codes::INVALID_REQUEST
+        }
+    })
+}
+
+/// Query parameters; unknown parameters refused by `deny_unknown_fields` on `T`.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let q = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(q).map(ApiQuery).map_err(|e| {
+            if e.to_string().starts_with("unknown field") {
+                codes::UNKNOWN_FIELD
+            } else {
+                codes::INVALID_PARAMETER
+            }
+        })
+    }
+}
+
+/// Path parameters.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|_| codes::NOT_FOUND)
+    }
+}

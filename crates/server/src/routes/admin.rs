@@ -1,0 +1,272 @@
+//! `/v1/admin/…`: operators manage accounts, API keys and data keys with the admin key.
+
+use crate::auth::Admin;
+use crate::error::{ApiResult, codes};
+use crate::extract::{ApiJson, ApiPath};
+use crate::service::{account_json, api_key_json, otp, secs};
+use crate::state::{AppState, NewKeyKind};
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use strongroom_core::{IdKind, KeyKind, Mode, Scopes, parse_id};
+use strongroom_store::{KeyPurpose, RetireOutcome, VaultStore};
+use utoipa::ToSchema;
+
+/// Body of `POST /v1/admin/accounts`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccountBody {
+    /// Display name, 1–200 characters.
+    pub name: String,
+    /// HTTPS URL that receives live-mode OTP codes.
+    pub otp_delivery_url: Option<String>,
+}
+
+fn check_name(name: &str) -> ApiResult<()> {
+    let n = name.chars().count();
+    if n == 0 || n > 200 || name.chars().any(char::is_control) {
+        return Err(codes::INVALID_PARAMETER);
+    }
+    Ok(())
+}
+
+fn check_url(state: &AppState, url: &str) -> ApiResult<()> {
+    let ok = url.len() <= 2048
+        && (url.starts_with("https://")
+            || (state.config().dev_mode
+                && (url.starts_with("http://127.0.0.1") || url.starts_with("http://[::1]") || url.starts_with("http://localhost"))));
+    if ok { Ok(()) } else { Err(codes::INVALID_PARAMETER) }
+}
+
+fn with_delivery_secret(state: &AppState, acct: &strongroom_store::AccountRecord) -> ApiResult<Value> {
+    let mut v = account_json(acct);
+    if acct.otp_delivery_url.is_some()
+        && let Some(obj) = v.as_object_mut()
+    {
+        let secret = otp::delivery_secret(state, &acct.id)?;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(secret.as_slice());
+        obj.insert("otp_signing_secret".into(), Value::String(format!("whsec_{encoded}")));
+    }
+    Ok(v)
+}
+
+/// Create an account.
+#[utoipa::path(post, path = "/v1/admin/accounts", tag = "admin", security(("admin_key" = [])), request_body = CreateAccountBody,
+    responses((status = 201, description = "The account; `otp_signing_secret` when an OTP delivery URL is set")))]
+pub async fn create_account(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiJson(body): ApiJson<CreateAccountBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    check_name(&body.name)?;
+    if let Some(u) = &body.otp_delivery_url {
+        check_url(&state, u)?;
+    }
+    let acct = state.create_account(&body.name, body.otp_delivery_url).await?;
+    Ok((StatusCode::CREATED, Json(with_delivery_secret(&state, &acct)?)))
+}
+
+/// Retrieve an account.
+#[utoipa::path(get, path = "/v1/admin/accounts/{id}", tag = "admin", security(("admin_key" = [])),
+    params(("id" = String, Path)), responses((status = 200, description = "The account"), (status = 404, description = "not_found")))]
+pub async fn get_account(State(state): State<AppState>, _admin: Admin, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
+    parse_id(IdKind::Account, &id)?;
+    Ok(Json(account_json(&state.account(&id).await?)))
+}
+
+/// Body of `PATCH /v1/admin/accounts/{id}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAccountBody {
+    /// New display name.
+    pub name: Option<String>,
+    /// New OTP delivery URL.
+    pub otp_delivery_url: Option<String>,
+}
+
+/// Update an account.
+#[utoipa::path(patch, path = "/v1/admin/accounts/{id}", tag = "admin", security(("admin_key" = [])), request_body = UpdateAccountBody,
+    params(("id" = String, Path)), responses((status = 200, description = "The account")))]
+pub async fn update_account(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<UpdateAccountBody>,
+) -> ApiResult<Json<Value>> {
+    parse_id(IdKind::Account, &id)?;
+    let mut acct = state.account(&id).await?;
+    if let Some(n) = body.name {
+        check_name(&n)?;
+        acct.name = n;
+    }
+    if let Some(u) = body.otp_delivery_url {
+        check_url(&state, &u)?;
+        acct.otp_delivery_url = Some(u);
+    }
+    if !state.store().update_account(&acct).await? {
+        return Err(codes::NOT_FOUND);
+    }
+    Ok(Json(with_delivery_secret(&state, &acct)?))
+}
+
+/// Body of `POST /v1/admin/accounts/{id}/api_keys`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyBody {
+    /// `secret`, `publishable` or `restricted`.
+    pub kind: String,
+    /// `test` or `live`.
+    pub mode: String,
+    /// Restricted keys only: `cards:write`, `cards:read`, `cards:reveal`, `cards:delete`.
+    pub scopes: Option<Vec<String>>,
+}
+
+/// Create an API key. The response carries `secret`; it is never shown again.
+#[utoipa::path(post, path = "/v1/admin/accounts/{id}/api_keys", tag = "admin", security(("admin_key" = [])), request_body = CreateKeyBody,
+    params(("id" = String, Path)), responses((status = 201, description = "{id, object, secret, prefix, kind, mode, scopes, created}"),
+        (status = 400, description = "invalid_parameter, scope_unknown, scopes_required, scopes_not_allowed")))]
+pub async fn create_key(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<CreateKeyBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    parse_id(IdKind::Account, &id)?;
+    let kind = KeyKind::parse(&body.kind).ok_or(codes::INVALID_PARAMETER)?;
+    let mode = Mode::parse(&body.mode).ok_or(codes::INVALID_PARAMETER)?;
+    let scopes = body
+        .scopes
+        .as_ref()
+        .map(|s| Scopes::parse_list(s.iter().map(String::as_str)))
+        .transpose()?;
+    let issued = state.create_api_key(Some(&id), NewKeyKind::Account(kind), mode, scopes).await?;
+    let mut v = api_key_json(&issued.record);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("secret".into(), Value::String(issued.secret.expose().clone()));
+    }
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// List an account's API keys (prefixes and metadata only).
+#[utoipa::path(get, path = "/v1/admin/accounts/{id}/api_keys", tag = "admin", security(("admin_key" = [])),
+    params(("id" = String, Path)), responses((status = 200, description = "{object: list, data: [api_key]}")))]
+pub async fn list_keys(State(state): State<AppState>, _admin: Admin, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
+    parse_id(IdKind::Account, &id)?;
+    state.account(&id).await?;
+    let keys = state.store().list_api_keys(Some(&id)).await?;
+    Ok(Json(json!({"object": "list", "data": keys.iter().map(api_key_json).collect::<Vec<_>>(), "has_more": false})))
+}
+
+/// Revoke an API key; effective on the next request.
+#[utoipa::path(delete, path = "/v1/admin/accounts/{id}/api_keys/{key_id}", tag = "admin", security(("admin_key" = [])),
+    params(("id" = String, Path), ("key_id" = String, Path)), responses((status = 200, description = "The revoked key"), (status = 404, description = "not_found")))]
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath((id, key_id)): ApiPath<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    parse_id(IdKind::Account, &id)?;
+    parse_id(IdKind::ApiKey, &key_id)?;
+    let key = state.revoke_api_key(Some(&id), &key_id).await?;
+    Ok(Json(api_key_json(&key)))
+}
+
+/// Body naming a key purpose.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PurposeBody {
+    /// `cards` or `fingerprint`.
+    pub purpose: String,
+    /// For retire: the version.
+    pub version: Option<i64>,
+}
+
+fn purpose(s: &str) -> ApiResult<KeyPurpose> {
+    KeyPurpose::parse(s).ok_or(codes::INVALID_PARAMETER)
+}
+
+/// Per purpose: every version, its state, and how many records it protects.
+pub async fn key_status_json(state: &AppState, account_id: &str) -> ApiResult<Value> {
+    let records = state.store().data_keys(account_id).await?;
+    if records.is_empty() {
+        return Err(codes::NOT_FOUND);
+    }
+    let mut out = serde_json::Map::new();
+    for p in KeyPurpose::ALL {
+        let usage = state.store().key_usage(account_id, p).await?;
+        let versions: Vec<Value> = records
+            .iter()
+            .filter(|r| r.purpose == p)
+            .map(|r| {
+                let count = usage.iter().find(|(v, _)| *v == r.version).map_or(0, |(_, n)| *n);
+                json!({
+                    "version": r.version,
+                    "state": r.state.as_str(),
+                    "records": count,
+                    "created": secs(r.created_ms),
+                    "retired": r.retired_ms.map(secs),
+                })
+            })
+            .collect();
+        let pending: i64 = records
+            .iter()
+            .filter(|r| r.purpose == p && r.state != strongroom_store::KeyState::Active)
+            .map(|r| usage.iter().find(|(v, _)| *v == r.version).map_or(0, |(_, n)| *n))
+            .sum();
+        out.insert(p.as_str().into(), json!({"versions": versions, "records_to_rewrap": pending}));
+    }
+    Ok(json!({"object": "data_keys", "account": account_id, "purposes": out}))
+}
+
+/// Data-key versions and re-wrap progress.
+#[utoipa::path(get, path = "/v1/admin/accounts/{id}/keys", tag = "admin", security(("admin_key" = [])),
+    params(("id" = String, Path)), responses((status = 200, description = "{purposes: {cards: {versions: [{version, state, records}], records_to_rewrap}, fingerprint: …}}")))]
+pub async fn key_status(State(state): State<AppState>, _admin: Admin, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
+    parse_id(IdKind::Account, &id)?;
+    Ok(Json(key_status_json(&state, &id).await?))
+}
+
+/// Rotate a data key: a new version becomes the writer at once; re-wrap starts.
+#[utoipa::path(post, path = "/v1/admin/accounts/{id}/keys/rotate", tag = "admin", security(("admin_key" = [])), request_body = PurposeBody,
+    params(("id" = String, Path)), responses((status = 200, description = "Key status after rotation")))]
+pub async fn rotate_keys(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<PurposeBody>,
+) -> ApiResult<Json<Value>> {
+    parse_id(IdKind::Account, &id)?;
+    if body.version.is_some() {
+        return Err(codes::UNKNOWN_FIELD);
+    }
+    state.keyring().rotate(&state, &id, purpose(&body.purpose)?).await?;
+    Ok(Json(key_status_json(&state, &id).await?))
+}
+
+/// Retire a data-key version that protects no record; afterwards nothing can use it.
+#[utoipa::path(post, path = "/v1/admin/accounts/{id}/keys/retire", tag = "admin", security(("admin_key" = [])), request_body = PurposeBody,
+    params(("id" = String, Path)), responses((status = 200, description = "Key status after retiring"), (status = 409, description = "key_in_use")))]
+pub async fn retire_key(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<PurposeBody>,
+) -> ApiResult<Json<Value>> {
+    parse_id(IdKind::Account, &id)?;
+    let version = body.version.ok_or(codes::MISSING_FIELD)?;
+    let outcome = state
+        .store()
+        .retire_data_key(&id, purpose(&body.purpose)?, version, state.now_ms())
+        .await?;
+    match outcome {
+        RetireOutcome::Retired => {
+            state.keyring().forget(&id);
+            Ok(Json(key_status_json(&state, &id).await?))
+        }
+        RetireOutcome::InUse(_) | RetireOutcome::Active => Err(codes::KEY_IN_USE),
+        RetireOutcome::NotFound => Err(codes::NOT_FOUND),
+    }
+}

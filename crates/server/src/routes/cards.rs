@@ -1,0 +1,264 @@
+//! `/v1/cards` and `/v1/otp`.
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult, codes};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::service::cards::{self as svc, CardView, NewCard};
+use crate::service::{otp, secs};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use strongroom_core::{IdKind, Scope, Sensitive};
+use strongroom_store::{ListCards, VaultStore};
+use utoipa::ToSchema;
+
+/// Body of `POST /v1/cards`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCardBody {
+    /// 12–19 digits; spaces and dashes allowed.
+    #[schema(value_type = String, example = "4242 4242 4242 4242")]
+    pub number: Sensitive<String>,
+    /// 1–12.
+    pub exp_month: i64,
+    /// Four digits (two accepted).
+    pub exp_year: i64,
+    /// Optional, at most 200 characters; stored encrypted.
+    #[schema(value_type = Option<String>)]
+    pub cardholder_name: Option<Sensitive<String>>,
+}
+
+/// Tokenize a card.
+#[utoipa::path(post, path = "/v1/cards", tag = "cards", request_body = CreateCardBody,
+    security(("api_key" = [])),
+    responses(
+        (status = 201, description = "Created", body = CardView),
+        (status = 200, description = "This number was already vaulted in this account and mode; the existing card", body = CardView),
+        (status = 400, description = "card_number_invalid, card_number_luhn, card_brand_unknown, expiry_invalid, card_expired, test_card_in_live_mode, live_card_in_test_mode, unknown_field, missing_field, invalid_request", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "authentication_required, invalid_api_key, api_key_revoked", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "permission_denied", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "body_too_large", body = crate::openapi::ErrorResponse),
+        (status = 415, description = "unsupported_media_type", body = crate::openapi::ErrorResponse),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiJson(body): ApiJson<CreateCardBody>,
+) -> ApiResult<(StatusCode, Json<CardView>)> {
+    who.require(Scope::CardsWrite)?;
+    let new = NewCard {
+        number: body.number,
+        exp_month: body.exp_month,
+        exp_year: body.exp_year,
+        cardholder_name: body.cardholder_name,
+    };
+    let (card, created) = svc::tokenize(&state, &who, new).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(card)))
+}
+
+/// Retrieve a card (masked).
+#[utoipa::path(get, path = "/v1/cards/{id}", tag = "cards", security(("api_key" = [])),
+    params(("id" = String, Path, description = "card_…")),
+    responses((status = 200, body = CardView), (status = 404, description = "not_found", body = crate::openapi::ErrorResponse)))]
+pub async fn retrieve(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<CardView>> {
+    who.require(Scope::CardsRead)?;
+    let card = svc::get(&state, &who, &id).await?;
+    Ok(Json(CardView::from(&card)))
+}
+
+/// Query of `GET /v1/cards`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only cards with this fingerprint.
+    pub fingerprint: Option<String>,
+    /// 1–100, default 10.
+    pub limit: Option<i64>,
+    /// A card id: return cards created before it.
+    pub starting_after: Option<String>,
+}
+
+/// A page of cards.
+#[derive(Serialize, ToSchema)]
+pub struct CardList {
+    /// Always `list`.
+    pub object: &'static str,
+    /// Newest first.
+    pub data: Vec<CardView>,
+    /// Whether more follow.
+    pub has_more: bool,
+}
+
+/// List cards, newest first; filter by fingerprint.
+#[utoipa::path(get, path = "/v1/cards", tag = "cards", security(("api_key" = [])), params(ListQuery),
+    responses((status = 200, body = CardList), (status = 400, description = "invalid_parameter", body = crate::openapi::ErrorResponse)))]
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<CardList>> {
+    who.require(Scope::CardsRead)?;
+    let limit = q.limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(codes::INVALID_PARAMETER);
+    }
+    if let Some(after) = &q.starting_after {
+        strongroom_core::parse_id(IdKind::Card, after).map_err(|_| codes::INVALID_PARAMETER)?;
+    }
+    let query = ListCards {
+        fingerprint: q.fingerprint.as_deref().map(svc::parse_fingerprint).transpose()?,
+        starting_after: q.starting_after,
+        limit: limit + 1,
+    };
+    let mut rows = state.store().list_cards(&who.account_id, who.mode, &query).await?;
+    let has_more = rows.len() > usize::try_from(limit).unwrap_or(0);
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(Json(CardList {
+        object: "list",
+        data: rows.iter().map(CardView::from).collect(),
+        has_more,
+    }))
+}
+
+/// Result of a delete.
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    /// The id.
+    pub id: String,
+    /// Always `card`.
+    pub object: &'static str,
+    /// Always true.
+    pub deleted: bool,
+}
+
+/// Delete a card; its ciphertext is erased.
+#[utoipa::path(delete, path = "/v1/cards/{id}", tag = "cards", security(("api_key" = [])),
+    params(("id" = String, Path, description = "card_…")),
+    responses((status = 200, body = Deleted), (status = 404, description = "not_found", body = crate::openapi::ErrorResponse)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Deleted>> {
+    who.require(Scope::CardsDelete)?;
+    svc::delete(&state, &who, &id).await?;
+    Ok(Json(Deleted { id, object: "card", deleted: true }))
+}
+
+/// Body of `POST /v1/otp`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOtpBody {
+    /// What the OTP authorises: `card.reveal`.
+    pub purpose: String,
+    /// The card it is for.
+    pub card: String,
+}
+
+/// A created OTP.
+#[derive(Serialize, ToSchema)]
+pub struct OtpView {
+    /// `otp_…`
+    pub id: String,
+    /// Always `otp`.
+    pub object: &'static str,
+    /// The purpose.
+    pub purpose: String,
+    /// The card.
+    pub card: Option<String>,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Test mode only: the code. In live mode it goes to the account's OTP delivery URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_code: Option<String>,
+}
+
+/// Create a one-time password for a step-up (needs `cards:reveal`).
+#[utoipa::path(post, path = "/v1/otp", tag = "cards", security(("api_key" = [])), request_body = CreateOtpBody,
+    responses((status = 201, body = OtpView), (status = 403, description = "permission_denied", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "not_found", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "otp_delivery_not_configured", body = crate::openapi::ErrorResponse),
+        (status = 502, description = "otp_delivery_failed", body = crate::openapi::ErrorResponse)))]
+pub async fn create_otp(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiJson(body): ApiJson<CreateOtpBody>,
+) -> ApiResult<(StatusCode, Json<OtpView>)> {
+    let created = otp::create(&state, &who, &body.purpose, &body.card).await?;
+    let r = created.record;
+    Ok((
+        StatusCode::CREATED,
+        Json(OtpView {
+            id: r.id,
+            object: "otp",
+            purpose: r.purpose,
+            card: r.card_id,
+            expires_at: secs(r.expires_ms),
+            test_code: created.test_code.map(|c| c.to_string()),
+        }),
+    ))
+}
+
+/// Body of `POST /v1/cards/{id}/reveal`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevealBody {
+    /// `otp_…`
+    pub otp: String,
+    /// The 6-digit code.
+    #[schema(value_type = String)]
+    pub code: Sensitive<String>,
+}
+
+/// The clear card.
+#[derive(Serialize, ToSchema)]
+pub struct RevealedView {
+    /// `card_…`
+    pub id: String,
+    /// The full number.
+    pub number: String,
+    /// 1–12.
+    pub exp_month: i64,
+    /// Four digits.
+    pub exp_year: i64,
+    /// As stored.
+    pub cardholder_name: Option<String>,
+}
+
+/// Reveal a card's number (needs `cards:reveal` and a `card.reveal` OTP).
+#[utoipa::path(post, path = "/v1/cards/{id}/reveal", tag = "cards", security(("api_key" = [])), request_body = RevealBody,
+    params(("id" = String, Path, description = "card_…")),
+    responses((status = 200, body = RevealedView), (status = 403, description = "permission_denied, otp_invalid", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "not_found", body = crate::openapi::ErrorResponse)))]
+pub async fn reveal(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<RevealBody>,
+) -> ApiResult<axum::response::Response> {
+    let (card, clear) = otp::reveal(&state, &who, &id, &body.otp, body.code.expose()).await?;
+    // Serialise straight from the zeroizing buffers; the response body is the one
+    // place the PAN leaves.
+    let body = serde_json::to_vec(&serde_json::json!({
+        "id": card.id,
+        "object": "revealed_card",
+        "number": clear.number.as_str(),
+        "exp_month": card.exp_month,
+        "exp_year": card.exp_year,
+        "cardholder_name": clear.cardholder_name.as_deref().map(String::as_str),
+    }))
+    .map_err(|e| ApiError::internal(&e))?;
+    axum::response::Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store")
+        .body(axum::body::Body::from(body))
+        .map_err(|e| ApiError::internal(&e))
+}

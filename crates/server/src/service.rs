@@ -1,0 +1,40 @@
+//! The service layer: where a key meets a record. Handlers parse and authorise;
+//! these functions do the work.
+
+pub mod cards;
+pub mod otp;
+pub mod rewrap;
+
+use strongroom_store::{AccountRecord, ApiKeyRecord};
+
+/// Unix seconds from milliseconds.
+pub fn secs(ms: i64) -> i64 {
+    ms.div_euclid(1000)
+}
+
+/// The public view of an API key (never its secret or digest).
+pub fn api_key_json(k: &ApiKeyRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": k.id,
+        "object": "api_key",
+        "account": k.account_id,
+        "kind": k.kind,
+        "mode": k.mode.as_str(),
+        "prefix": k.prefix,
+        "scopes": k.scopes.split_whitespace().collect::<Vec<_>>(),
+        "created": secs(k.created_ms),
+        "revoked": k.revoked_ms.is_some(),
+        "revoked_at": k.revoked_ms.map(secs),
+    })
+}
+
+/// The public view of an account.
+pub fn account_json(a: &AccountRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": a.id,
+        "object": "account",
+        "name": a.name,
+        "otp_delivery_url": a.otp_delivery_url,
+        "created": secs(a.created_ms),
+    })
+}

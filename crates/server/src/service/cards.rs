@@ -1,0 +1,239 @@
+//! Tokenize, read, list, delete and reveal cards.
+
+use crate::auth::Principal;
+use crate::error::{ApiResult, codes};
+use crate::keyring::AccountKeys;
+use crate::service::secs;
+use crate::state::AppState;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use strongroom_core::{Expiry, IdKind, Mode, Pan, Sensitive};
+use strongroom_crypto::DataKey;
+use strongroom_store::{CardRecord, InsertCard, KeyPurpose, VaultStore};
+use zeroize::Zeroizing;
+
+/// The masked card object: everything a card may show without a reveal.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CardView {
+    /// `card_…`
+    pub id: String,
+    /// Always `card`.
+    pub object: &'static str,
+    /// Card brand.
+    pub brand: String,
+    /// First six digits.
+    pub bin: String,
+    /// Last four digits.
+    pub last4: String,
+    /// `XXXX` + last four.
+    pub masked_number: String,
+    /// Keyed fingerprint of the number: equal numbers in one account have equal
+    /// fingerprints until the fingerprint key is rotated.
+    pub fingerprint: String,
+    /// 1–12.
+    pub exp_month: i64,
+    /// Four digits.
+    pub exp_year: i64,
+    /// `test` or `live`.
+    pub mode: &'static str,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+impl From<&CardRecord> for CardView {
+    fn from(c: &CardRecord) -> Self {
+        Self {
+            id: c.id.clone(),
+            object: "card",
+            brand: c.brand.clone(),
+            bin: c.bin.clone(),
+            masked_number: format!("XXXX{}", c.last4),
+            last4: c.last4.clone(),
+            fingerprint: URL_SAFE_NO_PAD.encode(&c.fingerprint),
+            exp_month: c.exp_month,
+            exp_year: c.exp_year,
+            mode: c.mode.as_str(),
+            created: secs(c.created_ms),
+        }
+    }
+}
+
+/// What a client sends to tokenize a card.
+pub struct NewCard {
+    /// The number as sent.
+    pub number: Sensitive<String>,
+    /// Expiry month.
+    pub exp_month: i64,
+    /// Expiry year.
+    pub exp_year: i64,
+    /// Cardholder name.
+    pub cardholder_name: Option<Sensitive<String>>,
+}
+
+/// The clear card data after a reveal.
+pub struct RevealedCard {
+    /// Digits.
+    pub number: Zeroizing<String>,
+    /// Cardholder name, if one was stored.
+    pub cardholder_name: Option<Zeroizing<String>>,
+}
+
+/// AAD for a card's ciphertext: binds account, record, mode and key version.
+fn card_aad(account_id: &str, card_id: &str, mode: Mode, version: i64) -> Vec<u8> {
+    format!("strongroom/card/v1|{account_id}|{card_id}|{}|{version}", mode.as_str()).into_bytes()
+}
+
+// The sealed plaintext is a tiny length-prefixed layout written by hand: serde would
+// leave unzeroized intermediate strings behind. Layout: 0x01, PAN length (1 byte),
+// PAN digits, then the cardholder name's UTF-8 bytes (possibly empty).
+fn encode_secret(pan: &str, name: Option<&str>) -> ApiResult<Zeroizing<Vec<u8>>> {
+    let pan_len = u8::try_from(pan.len()).map_err(|_| codes::CARD_NUMBER_INVALID)?;
+    let name = name.unwrap_or_default();
+    let mut out = Zeroizing::new(Vec::with_capacity(2 + pan.len() + name.len()));
+    out.push(1);
+    out.push(pan_len);
+    out.extend_from_slice(pan.as_bytes());
+    out.extend_from_slice(name.as_bytes());
+    Ok(out)
+}
+
+fn decode_secret(bytes: &[u8]) -> ApiResult<RevealedCard> {
+    let corrupt = || crate::ApiError::internal(&"sealed card layout");
+    let (&ver, rest) = bytes.split_first().ok_or_else(corrupt)?;
+    let (&len, rest) = rest.split_first().ok_or_else(corrupt)?;
+    if ver != 1 || rest.len() < usize::from(len) {
+        return Err(corrupt());
+    }
+    let (pan, name) = rest.split_at(usize::from(len));
+    let number = Zeroizing::new(String::from_utf8(pan.to_vec()).map_err(|_| corrupt())?);
+    let name = Zeroizing::new(String::from_utf8(name.to_vec()).map_err(|_| corrupt())?);
+    Ok(RevealedCard {
+        number,
+        cardholder_name: (!name.is_empty()).then_some(name),
+    })
+}
+
+/// Seals a card's secret fields under the writer key.
+fn seal(keys: &AccountKeys, c: &CardRecord, pan: &str, name: Option<&str>) -> ApiResult<(i64, Vec<u8>)> {
+    let (version, key) = keys.writer(KeyPurpose::Cards)?;
+    let plain = encode_secret(pan, name)?;
+    let sealed = key.seal(&plain, &card_aad(&c.account_id, &c.id, c.mode, version))?;
+    Ok((version, sealed))
+}
+
+/// Opens a card's secret fields with the key version that sealed them.
+pub fn open(keys: &AccountKeys, c: &CardRecord) -> ApiResult<RevealedCard> {
+    let key = keys.version(KeyPurpose::Cards, c.key_version)?;
+    let plain = key.open(&c.sealed, &card_aad(&c.account_id, &c.id, c.mode, c.key_version))?;
+    decode_secret(&plain)
+}
+
+/// Re-seals an existing card under the current writers (used by re-wrap).
+pub fn reseal(keys: &AccountKeys, c: &CardRecord) -> ApiResult<strongroom_store::CardRewrap> {
+    let clear = open(keys, c)?;
+    let (key_version, sealed) = seal(keys, c, &clear.number, clear.cardholder_name.as_deref().map(String::as_str))?;
+    let (fp_version, fk) = keys.writer(KeyPurpose::Fingerprint)?;
+    Ok(strongroom_store::CardRewrap {
+        id: c.id.clone(),
+        expect_key_version: c.key_version,
+        expect_fp_version: c.fp_version,
+        sealed,
+        key_version,
+        fingerprint: fk.fingerprint(clear.number.as_bytes()).to_vec(),
+        fp_version,
+    })
+}
+
+fn fingerprint(key: &DataKey, pan: &Pan) -> Vec<u8> {
+    key.fingerprint(pan.expose_digits().as_bytes()).to_vec()
+}
+
+/// Validates a cardholder name: at most 200 characters, no control characters.
+fn check_name(name: Option<&Sensitive<String>>) -> ApiResult<()> {
+    if let Some(n) = name {
+        let n = n.expose();
+        if n.chars().count() > 200 || n.chars().any(char::is_control) {
+            return Err(codes::INVALID_PARAMETER);
+        }
+    }
+    Ok(())
+}
+
+/// Tokenizes a card. Returns the card and whether it was created (false: the same
+/// number was already vaulted in this account and mode).
+pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> ApiResult<(CardView, bool)> {
+    let pan = Pan::parse(new.number.expose())?;
+    let expiry = Expiry::new(new.exp_month, new.exp_year, state.clock().now())?;
+    pan.check_mode(who.mode)?;
+    check_name(new.cardholder_name.as_ref())?;
+
+    let keys = state.keyring().account(state, &who.account_id).await?;
+    let (fp_version, fp_key) = keys.writer(KeyPurpose::Fingerprint)?;
+    let dedup: Vec<(i64, Vec<u8>)> = keys
+        .usable(KeyPurpose::Fingerprint)
+        .iter()
+        .map(|(v, k)| (*v, fingerprint(k, &pan)))
+        .collect();
+    let mut card = CardRecord {
+        id: state.new_id(IdKind::Card)?,
+        account_id: who.account_id.clone(),
+        mode: who.mode,
+        fingerprint: fingerprint(&fp_key, &pan),
+        fp_version,
+        key_version: 0,
+        sealed: Vec::new(),
+        brand: pan.brand().as_str().to_owned(),
+        bin: pan.bin().to_owned(),
+        last4: pan.last4().to_owned(),
+        exp_month: i64::from(expiry.month),
+        exp_year: i64::from(expiry.year),
+        created_ms: state.now_ms(),
+    };
+    let name = new.cardholder_name.as_ref().map(|n| n.expose().as_str());
+    let (key_version, sealed) = seal(&keys, &card, pan.expose_digits(), name)?;
+    card.key_version = key_version;
+    card.sealed = sealed;
+
+    let view = CardView::from(&card);
+    let event = state.event(&card.account_id, card.mode, "card.created", serde_json::to_value(&view).map_err(|e| crate::ApiError::internal(&e))?)?;
+    match state.store().insert_card(&card, &dedup, &[event]).await? {
+        InsertCard::Created(c) => Ok((CardView::from(&c), true)),
+        InsertCard::Existing(c) => Ok((CardView::from(&c), false)),
+    }
+}
+
+/// One card of the principal's account and mode.
+pub async fn get(state: &AppState, who: &Principal, id: &str) -> ApiResult<CardRecord> {
+    strongroom_core::parse_id(IdKind::Card, id)?;
+    state
+        .store()
+        .get_card(&who.account_id, who.mode, id)
+        .await?
+        .ok_or(codes::NOT_FOUND)
+}
+
+/// Deletes a card: its ciphertext is gone.
+pub async fn delete(state: &AppState, who: &Principal, id: &str) -> ApiResult<()> {
+    let card = get(state, who, id).await?;
+    let event = state.event(
+        &who.account_id,
+        who.mode,
+        "card.deleted",
+        serde_json::json!({"id": card.id, "object": "card", "deleted": true}),
+    )?;
+    if state.store().delete_card(&who.account_id, who.mode, id, &[event]).await? {
+        Ok(())
+    } else {
+        Err(codes::NOT_FOUND)
+    }
+}
+
+/// Parses a fingerprint as shown in the card object.
+pub fn parse_fingerprint(s: &str) -> ApiResult<Vec<u8>> {
+    URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()
+        .filter(|b| b.len() == 32)
+        .ok_or(codes::INVALID_PARAMETER)
+}

@@ -1,0 +1,287 @@
+//! `AppState`: everything a handler needs, in one place. No globals.
+
+use crate::error::{ApiResult, codes};
+use crate::keyring::Keyring;
+use crate::{ServerConfig, service};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use strongroom_core::{Clock, IdKind, KeyKind, Mode, Scopes, Sensitive, new_id};
+use strongroom_crypto::{RootKey, random};
+use strongroom_store::{AccountRecord, ApiKeyRecord, EventRecord, Store, VaultStore};
+use tokio::sync::Notify;
+
+/// Digest domain for API secrets.
+pub const API_KEY_DIGEST: &str = "api_key";
+/// The secret prefix of admin keys.
+pub const ADMIN_PREFIX: &str = "sk_admin_";
+/// The `kind` of admin keys in storage.
+pub const ADMIN_KIND: &str = "admin";
+
+/// Shared state; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    store: Store,
+    root: RootKey,
+    clock: Arc<dyn Clock>,
+    config: ServerConfig,
+    keyring: Keyring,
+    key_cache: KeyCache,
+    rewrap_wake: Notify,
+}
+
+/// What kind of key to issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewKeyKind {
+    /// An account key of this kind.
+    Account(KeyKind),
+    /// An operator key for `/v1/admin/`.
+    Admin,
+}
+
+/// A freshly issued key: the only moment its secret exists outside the client.
+pub struct IssuedKey {
+    /// The stored record (digest only).
+    pub record: ApiKeyRecord,
+    /// The secret, to show once.
+    pub secret: Sensitive<String>,
+}
+
+impl AppState {
+    pub(crate) fn new(store: Store, root: RootKey, clock: Arc<dyn Clock>, config: ServerConfig) -> Self {
+        let keyring = Keyring::new(config.keyring_ttl);
+        let key_cache = KeyCache::new(config.api_key_cache_ttl);
+        Self(Arc::new(Inner {
+            store,
+            root,
+            clock,
+            config,
+            keyring,
+            key_cache,
+            rewrap_wake: Notify::new(),
+        }))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    /// The root key.
+    pub fn root(&self) -> &RootKey {
+        &self.0.root
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &dyn Clock {
+        self.0.clock.as_ref()
+    }
+
+    /// Now, in Unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.0.clock.now_ms()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.0.config
+    }
+
+    /// The data-key cache.
+    pub fn keyring(&self) -> &Keyring {
+        &self.0.keyring
+    }
+
+    pub(crate) fn rewrap_wake(&self) -> &Notify {
+        &self.0.rewrap_wake
+    }
+
+    /// A new id of this kind.
+    pub fn new_id(&self, kind: IdKind) -> ApiResult<String> {
+        Ok(new_id(kind, self.now_ms(), random::bytes::<10>()?))
+    }
+
+    /// An event row for the outbox.
+    pub fn event(
+        &self,
+        account_id: &str,
+        mode: Mode,
+        event_type: &str,
+        object: serde_json::Value,
+    ) -> ApiResult<EventRecord> {
+        let id = self.new_id(IdKind::Event)?;
+        let created_ms = self.now_ms();
+        let data = serde_json::json!({
+            "id": id,
+            "object": "event",
+            "type": event_type,
+            "created": created_ms / 1000,
+            "mode": mode.as_str(),
+            "data": { "object": object },
+        });
+        Ok(EventRecord {
+            id,
+            account_id: account_id.to_owned(),
+            mode,
+            event_type: event_type.to_owned(),
+            created_ms,
+            data: data.to_string(),
+        })
+    }
+
+    /// Creates an account and its first data keys.
+    pub async fn create_account(&self, name: &str, otp_delivery_url: Option<String>) -> ApiResult<AccountRecord> {
+        let account = AccountRecord {
+            id: self.new_id(IdKind::Account)?,
+            name: name.to_owned(),
+            otp_delivery_url,
+            created_ms: self.now_ms(),
+        };
+        let keys = self.keyring().initial_keys(self, &account.id)?;
+        self.store().create_account(&account, &keys, &[]).await?;
+        Ok(account)
+    }
+
+    /// Issues a key. Account keys need an existing account; admin keys have none.
+    pub async fn create_api_key(
+        &self,
+        account_id: Option<&str>,
+        kind: NewKeyKind,
+        mode: Mode,
+        scopes: Option<Scopes>,
+    ) -> ApiResult<IssuedKey> {
+        let (prefix, scopes, kind_name, mode) = match kind {
+            NewKeyKind::Account(k) => {
+                let scopes = k.effective_scopes(scopes)?;
+                (k.secret_prefix(mode), scopes.to_storage(), k.as_str(), mode)
+            }
+            NewKeyKind::Admin => {
+                if scopes.is_some() {
+                    return Err(codes::SCOPES_NOT_ALLOWED);
+                }
+                (ADMIN_PREFIX, String::new(), ADMIN_KIND, Mode::Live)
+            }
+        };
+        if let Some(acct) = account_id {
+            self.store().get_account(acct).await?.ok_or(codes::NOT_FOUND)?;
+        }
+        let body = random::base62(40)?;
+        let secret = Sensitive::new(format!("{prefix}{}", body.as_str()));
+        let record = ApiKeyRecord {
+            id: self.new_id(IdKind::ApiKey)?,
+            account_id: account_id.map(str::to_owned),
+            kind: kind_name.to_owned(),
+            mode,
+            prefix: secret.expose().chars().take(prefix.len() + 4).collect(),
+            digest: self.root().digest(API_KEY_DIGEST, secret.expose().as_bytes()).to_vec(),
+            scopes,
+            created_ms: self.now_ms(),
+            revoked_ms: None,
+        };
+        let events = match account_id {
+            Some(acct) => vec![self.event(acct, mode, "api_key.created", service::api_key_json(&record))?],
+            None => vec![],
+        };
+        self.store().insert_api_key(&record, &events).await?;
+        Ok(IssuedKey { record, secret })
+    }
+
+    /// Revokes a key; effective on the next request.
+    pub async fn revoke_api_key(&self, account_id: Option<&str>, key_id: &str) -> ApiResult<ApiKeyRecord> {
+        let now = self.now_ms();
+        let existing = self.store().list_api_keys(account_id).await?;
+        let key = existing.iter().find(|k| k.id == key_id).ok_or(codes::NOT_FOUND)?;
+        let events = match account_id {
+            Some(acct) => vec![self.event(acct, key.mode, "api_key.revoked", service::api_key_json(key))?],
+            None => vec![],
+        };
+        let revoked = self
+            .store()
+            .revoke_api_key(account_id, key_id, now, &events)
+            .await?
+            .ok_or(codes::NOT_FOUND)?;
+        self.0.key_cache.forget(&revoked.digest);
+        Ok(revoked)
+    }
+
+    /// Looks a presented secret up by its keyed digest, through the bounded cache.
+    pub async fn lookup_api_key(&self, secret: &str) -> ApiResult<Option<Arc<ApiKeyRecord>>> {
+        let digest = self.root().digest(API_KEY_DIGEST, secret.as_bytes());
+        let now = self.now_ms();
+        if let Some(hit) = self.0.key_cache.get(&digest, now) {
+            return Ok(Some(hit));
+        }
+        let found = self.store().api_key_by_digest(&digest).await?;
+        Ok(found.map(|rec| self.0.key_cache.put(digest, rec, now)))
+    }
+
+    /// Whether the account exists.
+    pub async fn account(&self, id: &str) -> ApiResult<AccountRecord> {
+        self.store().get_account(id).await?.ok_or(codes::NOT_FOUND)
+    }
+
+    /// Wakes the re-wrap worker.
+    pub fn wake_rewrap(&self) {
+        self.0.rewrap_wake.notify_one();
+    }
+
+    /// Forgets cached API keys (after an incident, or when another node may have revoked).
+    pub fn clear_key_cache(&self) {
+        self.0.key_cache.clear();
+    }
+}
+
+/// A bounded map from key digest to key record. Revocation through this node removes
+/// the entry at once; the TTL bounds staleness for revocations made by other nodes.
+struct KeyCache {
+    ttl_ms: i64,
+    map: RwLock<HashMap<[u8; 32], (i64, Arc<ApiKeyRecord>)>>,
+}
+
+const KEY_CACHE_MAX: usize = 10_000;
+
+impl KeyCache {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, digest: &[u8; 32], now: i64) -> Option<Arc<ApiKeyRecord>> {
+        if self.ttl_ms == 0 {
+            return None;
+        }
+        let map = self.map.read().ok()?;
+        let (at, rec) = map.get(digest)?;
+        (now.saturating_sub(*at) < self.ttl_ms).then(|| rec.clone())
+    }
+
+    fn put(&self, digest: [u8; 32], rec: ApiKeyRecord, now: i64) -> Arc<ApiKeyRecord> {
+        let rec = Arc::new(rec);
+        if self.ttl_ms > 0
+            && let Ok(mut map) = self.map.write()
+        {
+            if map.len() >= KEY_CACHE_MAX {
+                // Crude but bounded: start over rather than track recency on the hot path.
+                map.clear();
+            }
+            map.insert(digest, (now, rec.clone()));
+        }
+        rec
+    }
+
+    fn forget(&self, digest: &[u8]) {
+        if let (Ok(mut map), Ok(d)) = (self.map.write(), <[u8; 32]>::try_from(digest)) {
+            map.remove(&d);
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut map) = self.map.write() {
+            map.clear();
+        }
+    }
+}

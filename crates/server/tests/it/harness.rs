@@ -1,0 +1,352 @@
+//! `TestServer`: boots the real server; a small typed client; captured logs.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use strongroom_core::{Clock, KeyKind, Mode, Scopes, SystemClock};
+use strongroom_crypto::RootKey;
+use strongroom_server::{NewKeyKind, Running, ServerConfig, TlsFiles};
+use strongroom_store::StoreConfig;
+use time::OffsetDateTime;
+
+/// System time plus an offset that tests can move forward.
+#[derive(Clone, Default)]
+pub struct TestClock(Arc<std::sync::atomic::AtomicI64>);
+
+impl TestClock {
+    pub fn advance(&self, d: Duration) {
+        self.0
+            .fetch_add(d.as_millis() as i64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> OffsetDateTime {
+        let off = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        SystemClock.now() + time::Duration::milliseconds(off)
+    }
+}
+
+/// Everything the server logged during this test process.
+pub fn captured_logs() -> String {
+    let buf = log_buffer().lock().unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUF.get_or_init(Default::default)
+}
+
+#[derive(Clone)]
+struct Sink(Arc<Mutex<Vec<u8>>>, Option<Arc<Mutex<std::fs::File>>>);
+
+impl Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        if let Some(f) = &self.1 {
+            f.lock().unwrap().write_all(b)?;
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logging() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        // Also appended to a file that .ci/run scans after the whole suite.
+        let file = std::env::var_os("STRONGROOM_TEST_LOG_FILE").and_then(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .ok()
+                .map(|f| Arc::new(Mutex::new(f)))
+        });
+        let sink = Sink(log_buffer().clone(), file);
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .with_env_filter("info")
+            .with_writer(move || sink.clone())
+            .try_init();
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
+struct Pki {
+    dir: PathBuf,
+    ca_pem: Vec<u8>,
+}
+
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("strongroom-it-pki-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "strongroom test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+        std::fs::write(dir.join("cert.pem"), leaf_cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
+        Pki {
+            ca_pem: ca_cert.pem().into_bytes(),
+            dir,
+        }
+    })
+}
+
+pub fn backend() -> String {
+    std::env::var("STRONGROOM_TEST_BACKEND").unwrap_or_else(|_| "sqlite".into())
+}
+
+pub fn pg_url() -> String {
+    std::env::var("STRONGROOM_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Where a test server keeps its data.
+pub struct Data {
+    pub dir: tempfile::TempDir,
+    pub store: StoreConfig,
+    pub root: [u8; 32],
+}
+
+impl Data {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = if backend() == "postgres" {
+            let schema = format!("it_{}", hex::encode(strongroom_crypto::random::bytes::<8>().unwrap()));
+            StoreConfig { url: pg_url(), schema: Some(schema), max_connections: 8 }
+        } else {
+            StoreConfig {
+                url: format!("sqlite://{}", dir.path().join("strongroom.db").display()),
+                schema: None,
+                max_connections: 4,
+            }
+        };
+        Self { dir, store, root: strongroom_crypto::random::bytes::<32>().unwrap() }
+    }
+
+    pub fn sqlite_files(&self) -> Vec<PathBuf> {
+        ["strongroom.db", "strongroom.db-wal"]
+            .iter()
+            .map(|f| self.dir.path().join(f))
+            .filter(|p| p.exists())
+            .collect()
+    }
+}
+
+pub struct TestServer {
+    pub running: Running,
+    pub url: String,
+    pub client: reqwest::Client,
+    pub clock: TestClock,
+    pub admin_key: String,
+    pub account: String,
+    pub sk_test: String,
+    pub pk_test: String,
+    pub sk_live: String,
+    /// Restricted test key with every card scope, reveal included.
+    pub rk_reveal: String,
+    pub data: Arc<Data>,
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pki().ca_pem).unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_on(Arc::new(Data::new()), |_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        Self::start_on(Arc::new(Data::new()), tweak).await
+    }
+
+    /// Boots a server on existing data (for restarts).
+    pub async fn start_on(data: Arc<Data>, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        init_logging();
+        let p = pki();
+        let tls = TlsFiles { cert_path: p.dir.join("cert.pem"), key_path: p.dir.join("key.pem") };
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut config = ServerConfig::new(addr, Some(tls), data.store.clone());
+        config.dev_mode = true;
+        config.rewrap_interval = Duration::from_millis(200);
+        config.rewrap_batch = 50;
+        tweak(&mut config);
+        let clock = TestClock::default();
+        let root = RootKey::from_bytes(&data.root).unwrap();
+        let running = strongroom_server::start_with_clock(config, root, Arc::new(clock.clone()))
+            .await
+            .unwrap();
+        let s = running.state.clone();
+        let admin = s.create_api_key(None, NewKeyKind::Admin, Mode::Live, None).await.unwrap();
+        let acct = s.create_account("Test merchant", None).await.unwrap();
+        let key = |kind, mode, scopes: Option<Scopes>| {
+            let s = s.clone();
+            let acct = acct.id.clone();
+            async move {
+                s.create_api_key(Some(&acct), NewKeyKind::Account(kind), mode, scopes)
+                    .await
+                    .unwrap()
+                    .secret
+                    .expose()
+                    .clone()
+            }
+        };
+        let all = Scopes::parse_list(["cards:write", "cards:read", "cards:reveal", "cards:delete"]).unwrap();
+        let url = format!("https://127.0.0.1:{}", running.local_addr.port());
+        Self {
+            sk_test: key(KeyKind::Secret, Mode::Test, None).await,
+            pk_test: key(KeyKind::Publishable, Mode::Test, None).await,
+            sk_live: key(KeyKind::Secret, Mode::Live, None).await,
+            rk_reveal: key(KeyKind::Restricted, Mode::Test, Some(all)).await,
+            admin_key: admin.secret.expose().clone(),
+            account: acct.id,
+            running,
+            url,
+            client: client(),
+            clock,
+            data,
+        }
+    }
+
+    pub async fn stop(self) -> Arc<Data> {
+        self.running.shutdown();
+        self.running.wait().await.unwrap();
+        self.data
+    }
+
+    /// Sends a request; returns status, JSON body (Null if none) and headers.
+    pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> Resp {
+        let mut req = self.client.request(method, format!("{}{}", self.url, path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        Resp::from(req.send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, key: &str, body: Value) -> Resp {
+        self.call(Method::POST, path, Some(key), Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Resp {
+        self.call(Method::GET, path, Some(key), None).await
+    }
+
+    pub async fn delete(&self, path: &str, key: &str) -> Resp {
+        self.call(Method::DELETE, path, Some(key), None).await
+    }
+
+    /// Tokenizes with the test secret key; asserts success.
+    pub async fn tokenize(&self, number: &str) -> Value {
+        let r = self
+            .post("/v1/cards", &self.sk_test, json!({"number": number, "exp_month": 12, "exp_year": 2030}))
+            .await;
+        assert!(r.status.is_success(), "tokenize: {} {}", r.status, r.body);
+        r.body
+    }
+
+    /// Creates a reveal OTP and reveals with it using `key`.
+    pub async fn reveal(&self, key: &str, card_id: &str) -> Resp {
+        let otp = self.post("/v1/otp", key, json!({"purpose": "card.reveal", "card": card_id})).await;
+        assert_eq!(otp.status, StatusCode::CREATED, "{}", otp.body);
+        let code = otp.body["test_code"].as_str().unwrap().to_owned();
+        let id = otp.body["id"].as_str().unwrap().to_owned();
+        self.post(&format!("/v1/cards/{card_id}/reveal"), key, json!({"otp": id, "code": code})).await
+    }
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Resp {
+    pub async fn from(r: reqwest::Response) -> Self {
+        let status = r.status();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self { status, body, headers, text }
+    }
+
+    /// Asserts an error response with this status and code, in the standard shape.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
+        assert_eq!(self.body["error"]["code"], code, "body: {}", self.text);
+        let rid = self.body["error"]["request_id"].as_str().unwrap();
+        assert!(rid.starts_with("req_"));
+        assert_eq!(self.headers["request-id"].to_str().unwrap(), rid);
+        assert!(self.body["error"]["type"].is_string());
+        assert!(self.body["error"]["message"].is_string());
+    }
+}
+
+/// Every way a PAN might be written: plain, spaced in fours, dashed.
+pub fn spellings(pan: &str) -> Vec<String> {
+    let groups: Vec<String> = pan
+        .as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    vec![pan.to_owned(), groups.join(" "), groups.join("-")]
+}
+
+/// Asserts that none of `secrets` appears in the server's logs so far.
+#[track_caller]
+pub fn assert_not_logged(secrets: &[&str]) {
+    let logs = captured_logs();
+    for s in secrets {
+        for form in spellings(s) {
+            assert!(!logs.contains(&form), "a secret appeared in the server's logs");
+        }
+    }
+}
+
+/// Asserts that none of `needles` occurs in the bytes of `path`.
+#[track_caller]
+pub fn assert_not_in_file(path: &Path, needles: &[&str]) {
+    let bytes = std::fs::read(path).unwrap();
+    for n in needles {
+        assert!(
+            !bytes.windows(n.len()).any(|w| w == n.as_bytes()),
+            "a secret appeared in clear in {}",
+            path.display()
+        );
+    }
+}
+
+/// A Luhn-valid 16-digit number in the 40000000 test range, unique per `n`.
+pub fn test_pan(n: u64) -> String {
+    let body = format!("40000000{:07}", n % 10_000_000);
+    (0..10)
+        .map(|d| format!("{body}{d}"))
+        .find(|c| strongroom_core::pan::luhn_valid(c.as_bytes()))
+        .unwrap()
+}

@@ -1,0 +1,13 @@
+//! The server's one integration-test binary. Every test boots the real app on
+//! 127.0.0.1:0 with TLS and talks to it over HTTPS.
+//!
+//! Backend: `STRONGROOM_TEST_BACKEND=sqlite` (default) or `postgres`
+//! (`STRONGROOM_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432/test`; each
+//! server gets its own schema).
+
+mod admin;
+mod bad_input;
+mod cards;
+mod harness;
+mod leaks;
+mod rotation;

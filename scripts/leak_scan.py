@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Fails if any test card number (in any spacing) or any Luhn-valid 13-19 digit run
+appears in what the server logged during the test suite."""
+import re
+import sys
+
+TEST_PANS = [
+    "4242424242424242", "4111111111111111", "5555555555554444", "2223003122003222",
+    "378282246310005", "6011111111111117", "3566002020360505", "36227206271667",
+    "6200000000000005", "4000000000000002", "4532015112830366",
+]
+
+
+def luhn(d: str) -> bool:
+    s = 0
+    for i, c in enumerate(reversed(d)):
+        v = int(c)
+        if i % 2:
+            v *= 2
+            if v > 9:
+                v -= 9
+        s += v
+    return s % 10 == 0
+
+
+def main(path: str) -> int:
+    try:
+        text = open(path, encoding="utf-8", errors="replace").read()
+    except FileNotFoundError:
+        print(f"leak scan: no log file at {path}")
+        return 1
+    lines = text.count("\n")
+    if lines == 0:
+        print("leak scan: the log is empty; the suite did not run the server")
+        return 1
+    squashed = re.sub(r"[ -]", "", text)
+    hits = [p for p in TEST_PANS if p in squashed]
+    # Any Luhn-valid 13-19 digit run standing alone (not inside an id or a hex string).
+    for m in re.finditer(r"(?<![\w.])(?:\d[ -]?){12,18}\d(?![\w.])", text):
+        digits = re.sub(r"[ -]", "", m.group())
+        if 13 <= len(digits) <= 19 and luhn(digits):
+            hits.append(digits[:6] + "…")
+    for prefix in ("sk_test_", "sk_live_", "rk_test_", "rk_live_", "pk_test_", "pk_live_", "sk_admin_", "whsec_"):
+        for m in re.finditer(re.escape(prefix) + r"[A-Za-z0-9]{8,}", text):
+            hits.append(prefix + "…")
+    if hits:
+        print(f"leak scan: FAILED, {len(hits)} secret-shaped strings in {lines} log lines: {sorted(set(hits))}")
+        return 1
+    print(f"leak scan: {lines} log lines, no card number or key found")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
