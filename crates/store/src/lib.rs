@@ -9,7 +9,16 @@
 
 pub mod model;
 
+mod exec;
+mod postgres;
+mod sql;
+mod sqlite;
+mod store;
+
 pub use model::*;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+pub use store::Store;
 
 use thiserror::Error;
 
