@@ -51,6 +51,13 @@ impl From<String> for Sensitive<String> {
     }
 }
 
+/// Secrets arrive in request bodies; they may be deserialized but never serialized.
+impl<'de> serde::Deserialize<'de> for Sensitive<String> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Sensitive::new)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,12 +68,5 @@ mod tests {
         assert_eq!(format!("{s:?}"), "[REDACTED]");
         assert_eq!(format!("{s}"), "[REDACTED]");
         assert_eq!(s.expose(), "4242424242424242");
-    }
-}
-
-/// Secrets arrive in request bodies; they may be deserialized but never serialized.
-impl<'de> serde::Deserialize<'de> for Sensitive<String> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Sensitive::new)
     }
 }

@@ -203,6 +203,14 @@ fn derive(ikm: &[u8], info: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
     Ok(out)
 }
 
+/// HMAC-SHA256 of `data` under `key`, e.g. to sign an outbound delivery.
+pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(hmac::sign(&k, data).as_ref());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,12 +300,4 @@ mod tests {
         assert!(RootKey::from_bytes(&[0u8; 31]).is_err());
         assert!(DataKey::from_bytes(&[0u8; 33]).is_err());
     }
-}
-
-/// HMAC-SHA256 of `data` under `key`, e.g. to sign an outbound delivery.
-pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let k = hmac::Key::new(hmac::HMAC_SHA256, key);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(hmac::sign(&k, data).as_ref());
-    out
 }

@@ -56,15 +56,25 @@ fn bearer(parts: &Parts) -> ApiResult<&str> {
     if token.is_empty() {
         return Err(codes::AUTHENTICATION_REQUIRED);
     }
-    if token.len() > 128 || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if token.len() > 128
+        || !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
         return Err(codes::INVALID_API_KEY);
     }
     Ok(token)
 }
 
-async fn resolve(parts: &Parts, state: &AppState) -> ApiResult<std::sync::Arc<strongroom_store::ApiKeyRecord>> {
+async fn resolve(
+    parts: &Parts,
+    state: &AppState,
+) -> ApiResult<std::sync::Arc<strongroom_store::ApiKeyRecord>> {
     let token = bearer(parts)?;
-    let key = state.lookup_api_key(token).await?.ok_or(codes::INVALID_API_KEY)?;
+    let key = state
+        .lookup_api_key(token)
+        .await?
+        .ok_or(codes::INVALID_API_KEY)?;
     if key.revoked_ms.is_some() {
         return Err(codes::API_KEY_REVOKED);
     }
@@ -96,6 +106,8 @@ impl FromRequestParts<AppState> for Admin {
         if key.kind != ADMIN_KIND || key.account_id.is_some() {
             return Err(codes::PERMISSION_DENIED);
         }
-        Ok(Admin { key_id: key.id.clone() })
+        Ok(Admin {
+            key_id: key.id.clone(),
+        })
     }
 }

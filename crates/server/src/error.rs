@@ -27,7 +27,11 @@ pub struct ErrorBody(pub ApiError);
 
 impl ApiError {
     const fn new(status: StatusCode, code: &'static str, message: &'static str) -> Self {
-        Self { status, code, message }
+        Self {
+            status,
+            code,
+            message,
+        }
     }
 
     /// The error `type`, derived from the status.

@@ -11,7 +11,10 @@ use strongroom_store::{DataKeyRecord, KeyPurpose, KeyState, VaultStore};
 
 /// The wrap context binds a wrapped key to its account, purpose and version.
 pub fn wrap_context(account_id: &str, purpose: KeyPurpose, version: i64) -> String {
-    format!("strongroom/datakey/v1|{account_id}|{}|{version}", purpose.as_str())
+    format!(
+        "strongroom/datakey/v1|{account_id}|{}|{version}",
+        purpose.as_str()
+    )
 }
 
 /// One account's unwrapped keys.
@@ -24,7 +27,10 @@ pub struct AccountKeys {
 impl AccountKeys {
     /// The writer version of a purpose and its key.
     pub fn writer(&self, purpose: KeyPurpose) -> ApiResult<(i64, Arc<DataKey>)> {
-        let v = *self.writers.get(&purpose).ok_or_else(|| missing("no active key"))?;
+        let v = *self
+            .writers
+            .get(&purpose)
+            .ok_or_else(|| missing("no active key"))?;
         Ok((v, self.version(purpose, v)?))
     }
 
@@ -70,7 +76,11 @@ impl Keyring {
     }
 
     /// Version 1 of every purpose for a new account, wrapped.
-    pub fn initial_keys(&self, state: &AppState, account_id: &str) -> ApiResult<Vec<DataKeyRecord>> {
+    pub fn initial_keys(
+        &self,
+        state: &AppState,
+        account_id: &str,
+    ) -> ApiResult<Vec<DataKeyRecord>> {
         KeyPurpose::ALL
             .into_iter()
             .map(|p| new_wrapped(state, account_id, p, 1))
@@ -117,7 +127,12 @@ impl Keyring {
     }
 
     /// Makes a new version of `purpose` the writer. Older versions still decrypt.
-    pub async fn rotate(&self, state: &AppState, account_id: &str, purpose: KeyPurpose) -> ApiResult<i64> {
+    pub async fn rotate(
+        &self,
+        state: &AppState,
+        account_id: &str,
+        purpose: KeyPurpose,
+    ) -> ApiResult<i64> {
         let records = state.store().data_keys(account_id).await?;
         if records.is_empty() {
             return Err(codes::NOT_FOUND);
@@ -151,9 +166,16 @@ impl Keyring {
     }
 }
 
-fn new_wrapped(state: &AppState, account_id: &str, purpose: KeyPurpose, version: i64) -> ApiResult<DataKeyRecord> {
+fn new_wrapped(
+    state: &AppState,
+    account_id: &str,
+    purpose: KeyPurpose,
+    version: i64,
+) -> ApiResult<DataKeyRecord> {
     let key = DataKey::generate()?;
-    let wrapped = state.root().wrap(&key, &wrap_context(account_id, purpose, version))?;
+    let wrapped = state
+        .root()
+        .wrap(&key, &wrap_context(account_id, purpose, version))?;
     Ok(DataKeyRecord {
         account_id: account_id.to_owned(),
         purpose,

@@ -17,7 +17,11 @@ use strongroom_core::IdKind;
 pub struct RequestId(pub String);
 
 /// See the module docs.
-pub async fn request_context(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn request_context(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let request_id = state
         .new_id(IdKind::Request)
@@ -39,8 +43,10 @@ pub async fn request_context(State(state): State<AppState>, mut req: Request, ne
         .or_else(|| framework_error(&res));
     if let Some(err) = &error {
         *res.body_mut() = Body::from(render(err, &request_id));
-        res.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         res.headers_mut().remove(header::CONTENT_LENGTH);
     }
     let h = res.headers_mut();
@@ -52,12 +58,17 @@ pub async fn request_context(State(state): State<AppState>, mut req: Request, ne
         HeaderValue::from_static("max-age=63072000; includeSubDomains; preload"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
 
     let status = res.status().as_u16();
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     match &error {
-        Some(e) => tracing::info!(target: "access", request_id, %method, route, status, latency_us, code = e.code),
+        Some(e) => {
+            tracing::info!(target: "access", request_id, %method, route, status, latency_us, code = e.code)
+        }
         None => tracing::info!(target: "access", request_id, %method, route, status, latency_us),
     }
     res

@@ -37,8 +37,14 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(admin::revoke_key),
         )
         .route("/v1/admin/accounts/{id}/keys", get(admin::key_status))
-        .route("/v1/admin/accounts/{id}/keys/rotate", post(admin::rotate_keys))
-        .route("/v1/admin/accounts/{id}/keys/retire", post(admin::retire_key))
+        .route(
+            "/v1/admin/accounts/{id}/keys/rotate",
+            post(admin::rotate_keys),
+        )
+        .route(
+            "/v1/admin/accounts/{id}/keys/retire",
+            post(admin::retire_key),
+        )
         .fallback(|| async { codes::NOT_FOUND })
         .method_not_allowed_fallback(|| async { codes::METHOD_NOT_ALLOWED })
         // Layers run outermost last-added: context wraps everything, panics become 500s.
@@ -50,6 +56,9 @@ pub fn router(state: AppState) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), request_context))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ))
         .with_state(state)
 }

@@ -50,7 +50,12 @@ pub struct IssuedKey {
 }
 
 impl AppState {
-    pub(crate) fn new(store: Store, root: RootKey, clock: Arc<dyn Clock>, config: ServerConfig) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        root: RootKey,
+        clock: Arc<dyn Clock>,
+        config: ServerConfig,
+    ) -> Self {
         let keyring = Keyring::new(config.keyring_ttl);
         let key_cache = KeyCache::new(config.api_key_cache_ttl);
         Self(Arc::new(Inner {
@@ -132,7 +137,11 @@ impl AppState {
     }
 
     /// Creates an account and its first data keys.
-    pub async fn create_account(&self, name: &str, otp_delivery_url: Option<String>) -> ApiResult<AccountRecord> {
+    pub async fn create_account(
+        &self,
+        name: &str,
+        otp_delivery_url: Option<String>,
+    ) -> ApiResult<AccountRecord> {
         let account = AccountRecord {
             id: self.new_id(IdKind::Account)?,
             name: name.to_owned(),
@@ -165,7 +174,10 @@ impl AppState {
             }
         };
         if let Some(acct) = account_id {
-            self.store().get_account(acct).await?.ok_or(codes::NOT_FOUND)?;
+            self.store()
+                .get_account(acct)
+                .await?
+                .ok_or(codes::NOT_FOUND)?;
         }
         let body = random::base62(40)?;
         let secret = Sensitive::new(format!("{prefix}{}", body.as_str()));
@@ -175,13 +187,21 @@ impl AppState {
             kind: kind_name.to_owned(),
             mode,
             prefix: secret.expose().chars().take(prefix.len() + 4).collect(),
-            digest: self.root().digest(API_KEY_DIGEST, secret.expose().as_bytes()).to_vec(),
+            digest: self
+                .root()
+                .digest(API_KEY_DIGEST, secret.expose().as_bytes())
+                .to_vec(),
             scopes,
             created_ms: self.now_ms(),
             revoked_ms: None,
         };
         let events = match account_id {
-            Some(acct) => vec![self.event(acct, mode, "api_key.created", service::api_key_json(&record))?],
+            Some(acct) => vec![self.event(
+                acct,
+                mode,
+                "api_key.created",
+                service::api_key_json(&record),
+            )?],
             None => vec![],
         };
         self.store().insert_api_key(&record, &events).await?;
@@ -189,12 +209,24 @@ impl AppState {
     }
 
     /// Revokes a key; effective on the next request.
-    pub async fn revoke_api_key(&self, account_id: Option<&str>, key_id: &str) -> ApiResult<ApiKeyRecord> {
+    pub async fn revoke_api_key(
+        &self,
+        account_id: Option<&str>,
+        key_id: &str,
+    ) -> ApiResult<ApiKeyRecord> {
         let now = self.now_ms();
         let existing = self.store().list_api_keys(account_id).await?;
-        let key = existing.iter().find(|k| k.id == key_id).ok_or(codes::NOT_FOUND)?;
+        let key = existing
+            .iter()
+            .find(|k| k.id == key_id)
+            .ok_or(codes::NOT_FOUND)?;
         let events = match account_id {
-            Some(acct) => vec![self.event(acct, key.mode, "api_key.revoked", service::api_key_json(key))?],
+            Some(acct) => vec![self.event(
+                acct,
+                key.mode,
+                "api_key.revoked",
+                service::api_key_json(key),
+            )?],
             None => vec![],
         };
         let revoked = self
@@ -237,10 +269,13 @@ impl AppState {
 /// the entry at once; the TTL bounds staleness for revocations made by other nodes.
 struct KeyCache {
     ttl_ms: i64,
-    map: RwLock<HashMap<[u8; 32], (i64, Arc<ApiKeyRecord>)>>,
+    map: RwLock<HashMap<[u8; 32], CachedKey>>,
 }
 
 const KEY_CACHE_MAX: usize = 10_000;
+
+/// When a key was fetched, and the record.
+type CachedKey = (i64, Arc<ApiKeyRecord>);
 
 impl KeyCache {
     fn new(ttl: Duration) -> Self {

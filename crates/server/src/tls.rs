@@ -28,12 +28,21 @@ fn suites() -> Vec<rustls::SupportedCipherSuite> {
 pub fn rustls_config(files: &TlsFiles) -> Result<RustlsConfig, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert_path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|_| format!("cannot read certificates from {}", files.cert_path.display()))?;
+        .map_err(|_| {
+            format!(
+                "cannot read certificates from {}",
+                files.cert_path.display()
+            )
+        })?;
     if certs.is_empty() {
         return Err(format!("no certificate in {}", files.cert_path.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key_path)
-        .map_err(|_| format!("cannot read a private key from {}", files.key_path.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key_path).map_err(|_| {
+        format!(
+            "cannot read a private key from {}",
+            files.key_path.display()
+        )
+    })?;
     let provider = rustls::crypto::CryptoProvider {
         cipher_suites: suites(),
         ..provider::default_provider()
@@ -43,7 +52,9 @@ pub fn rustls_config(files: &TlsFiles) -> Result<RustlsConfig, String> {
         .map_err(|e| format!("TLS versions: {e}"))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|_| "the certificate and private key do not match or are unsupported".to_owned())?;
+        .map_err(|_| {
+            "the certificate and private key do not match or are unsupported".to_owned()
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(RustlsConfig::from_config(Arc::new(config)))
 }

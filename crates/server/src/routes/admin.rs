@@ -37,18 +37,30 @@ fn check_url(state: &AppState, url: &str) -> ApiResult<()> {
     let ok = url.len() <= 2048
         && (url.starts_with("https://")
             || (state.config().dev_mode
-                && (url.starts_with("http://127.0.0.1") || url.starts_with("http://[::1]") || url.starts_with("http://localhost"))));
-    if ok { Ok(()) } else { Err(codes::INVALID_PARAMETER) }
+                && (url.starts_with("http://127.0.0.1")
+                    || url.starts_with("http://[::1]")
+                    || url.starts_with("http://localhost"))));
+    if ok {
+        Ok(())
+    } else {
+        Err(codes::INVALID_PARAMETER)
+    }
 }
 
-fn with_delivery_secret(state: &AppState, acct: &strongroom_store::AccountRecord) -> ApiResult<Value> {
+fn with_delivery_secret(
+    state: &AppState,
+    acct: &strongroom_store::AccountRecord,
+) -> ApiResult<Value> {
     let mut v = account_json(acct);
     if acct.otp_delivery_url.is_some()
         && let Some(obj) = v.as_object_mut()
     {
         let secret = otp::delivery_secret(state, &acct.id)?;
         let encoded = base64::engine::general_purpose::STANDARD.encode(secret.as_slice());
-        obj.insert("otp_signing_secret".into(), Value::String(format!("whsec_{encoded}")));
+        obj.insert(
+            "otp_signing_secret".into(),
+            Value::String(format!("whsec_{encoded}")),
+        );
     }
     Ok(v)
 }
@@ -65,14 +77,23 @@ pub async fn create_account(
     if let Some(u) = &body.otp_delivery_url {
         check_url(&state, u)?;
     }
-    let acct = state.create_account(&body.name, body.otp_delivery_url).await?;
-    Ok((StatusCode::CREATED, Json(with_delivery_secret(&state, &acct)?)))
+    let acct = state
+        .create_account(&body.name, body.otp_delivery_url)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(with_delivery_secret(&state, &acct)?),
+    ))
 }
 
 /// Retrieve an account.
 #[utoipa::path(get, path = "/v1/admin/accounts/{id}", tag = "admin", security(("admin_key" = [])),
     params(("id" = String, Path)), responses((status = 200, description = "The account"), (status = 404, description = "not_found")))]
-pub async fn get_account(State(state): State<AppState>, _admin: Admin, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
+pub async fn get_account(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
     parse_id(IdKind::Account, &id)?;
     Ok(Json(account_json(&state.account(&id).await?)))
 }
@@ -142,10 +163,15 @@ pub async fn create_key(
         .as_ref()
         .map(|s| Scopes::parse_list(s.iter().map(String::as_str)))
         .transpose()?;
-    let issued = state.create_api_key(Some(&id), NewKeyKind::Account(kind), mode, scopes).await?;
+    let issued = state
+        .create_api_key(Some(&id), NewKeyKind::Account(kind), mode, scopes)
+        .await?;
     let mut v = api_key_json(&issued.record);
     if let Some(obj) = v.as_object_mut() {
-        obj.insert("secret".into(), Value::String(issued.secret.expose().clone()));
+        obj.insert(
+            "secret".into(),
+            Value::String(issued.secret.expose().clone()),
+        );
     }
     Ok((StatusCode::CREATED, Json(v)))
 }
@@ -153,11 +179,17 @@ pub async fn create_key(
 /// List an account's API keys (prefixes and metadata only).
 #[utoipa::path(get, path = "/v1/admin/accounts/{id}/api_keys", tag = "admin", security(("admin_key" = [])),
     params(("id" = String, Path)), responses((status = 200, description = "{object: list, data: [api_key]}")))]
-pub async fn list_keys(State(state): State<AppState>, _admin: Admin, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
+pub async fn list_keys(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
     parse_id(IdKind::Account, &id)?;
     state.account(&id).await?;
     let keys = state.store().list_api_keys(Some(&id)).await?;
-    Ok(Json(json!({"object": "list", "data": keys.iter().map(api_key_json).collect::<Vec<_>>(), "has_more": false})))
+    Ok(Json(
+        json!({"object": "list", "data": keys.iter().map(api_key_json).collect::<Vec<_>>(), "has_more": false}),
+    ))
 }
 
 /// Revoke an API key; effective on the next request.
@@ -201,7 +233,10 @@ pub async fn key_status_json(state: &AppState, account_id: &str) -> ApiResult<Va
             .iter()
             .filter(|r| r.purpose == p)
             .map(|r| {
-                let count = usage.iter().find(|(v, _)| *v == r.version).map_or(0, |(_, n)| *n);
+                let count = usage
+                    .iter()
+                    .find(|(v, _)| *v == r.version)
+                    .map_or(0, |(_, n)| *n);
                 json!({
                     "version": r.version,
                     "state": r.state.as_str(),
@@ -214,9 +249,17 @@ pub async fn key_status_json(state: &AppState, account_id: &str) -> ApiResult<Va
         let pending: i64 = records
             .iter()
             .filter(|r| r.purpose == p && r.state != strongroom_store::KeyState::Active)
-            .map(|r| usage.iter().find(|(v, _)| *v == r.version).map_or(0, |(_, n)| *n))
+            .map(|r| {
+                usage
+                    .iter()
+                    .find(|(v, _)| *v == r.version)
+                    .map_or(0, |(_, n)| *n)
+            })
             .sum();
-        out.insert(p.as_str().into(), json!({"versions": versions, "records_to_rewrap": pending}));
+        out.insert(
+            p.as_str().into(),
+            json!({"versions": versions, "records_to_rewrap": pending}),
+        );
     }
     Ok(json!({"object": "data_keys", "account": account_id, "purposes": out}))
 }
@@ -224,7 +267,11 @@ pub async fn key_status_json(state: &AppState, account_id: &str) -> ApiResult<Va
 /// Data-key versions and re-wrap progress.
 #[utoipa::path(get, path = "/v1/admin/accounts/{id}/keys", tag = "admin", security(("admin_key" = [])),
     params(("id" = String, Path)), responses((status = 200, description = "{purposes: {cards: {versions: [{version, state, records}], records_to_rewrap}, fingerprint: …}}")))]
-pub async fn key_status(State(state): State<AppState>, _admin: Admin, ApiPath(id): ApiPath<String>) -> ApiResult<Json<Value>> {
+pub async fn key_status(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
     parse_id(IdKind::Account, &id)?;
     Ok(Json(key_status_json(&state, &id).await?))
 }
@@ -242,7 +289,10 @@ pub async fn rotate_keys(
     if body.version.is_some() {
         return Err(codes::UNKNOWN_FIELD);
     }
-    state.keyring().rotate(&state, &id, purpose(&body.purpose)?).await?;
+    state
+        .keyring()
+        .rotate(&state, &id, purpose(&body.purpose)?)
+        .await?;
     Ok(Json(key_status_json(&state, &id).await?))
 }
 

@@ -55,7 +55,11 @@ pub async fn create(
         cardholder_name: body.cardholder_name,
     };
     let (card, created) = svc::tokenize(&state, &who, new).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(card)))
 }
 
@@ -113,11 +117,18 @@ pub async fn list(
         strongroom_core::parse_id(IdKind::Card, after).map_err(|_| codes::INVALID_PARAMETER)?;
     }
     let query = ListCards {
-        fingerprint: q.fingerprint.as_deref().map(svc::parse_fingerprint).transpose()?,
+        fingerprint: q
+            .fingerprint
+            .as_deref()
+            .map(svc::parse_fingerprint)
+            .transpose()?,
         starting_after: q.starting_after,
         limit: limit + 1,
     };
-    let mut rows = state.store().list_cards(&who.account_id, who.mode, &query).await?;
+    let mut rows = state
+        .store()
+        .list_cards(&who.account_id, who.mode, &query)
+        .await?;
     let has_more = rows.len() > usize::try_from(limit).unwrap_or(0);
     rows.truncate(usize::try_from(limit).unwrap_or(0));
     Ok(Json(CardList {
@@ -149,7 +160,11 @@ pub async fn delete(
 ) -> ApiResult<Json<Deleted>> {
     who.require(Scope::CardsDelete)?;
     svc::delete(&state, &who, &id).await?;
-    Ok(Json(Deleted { id, object: "card", deleted: true }))
+    Ok(Json(Deleted {
+        id,
+        object: "card",
+        deleted: true,
+    }))
 }
 
 /// Body of `POST /v1/otp`.

@@ -15,7 +15,11 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// Ready: the store answers.
 #[utoipa::path(get, path = "/readyz", tag = "meta", responses((status = 200, description = "Ready to serve"), (status = 503, description = "Store unreachable")))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
-    state.store().ping().await.map_err(|_| codes::SERVICE_UNAVAILABLE)?;
+    state
+        .store()
+        .ping()
+        .await
+        .map_err(|_| codes::SERVICE_UNAVAILABLE)?;
     Ok(Json(serde_json::json!({"status": "ready"})))
 }
 

@@ -81,7 +81,11 @@ pub struct RevealedCard {
 
 /// AAD for a card's ciphertext: binds account, record, mode and key version.
 fn card_aad(account_id: &str, card_id: &str, mode: Mode, version: i64) -> Vec<u8> {
-    format!("strongroom/card/v1|{account_id}|{card_id}|{}|{version}", mode.as_str()).into_bytes()
+    format!(
+        "strongroom/card/v1|{account_id}|{card_id}|{}|{version}",
+        mode.as_str()
+    )
+    .into_bytes()
 }
 
 // The sealed plaintext is a tiny length-prefixed layout written by hand: serde would
@@ -115,7 +119,12 @@ fn decode_secret(bytes: &[u8]) -> ApiResult<RevealedCard> {
 }
 
 /// Seals a card's secret fields under the writer key.
-fn seal(keys: &AccountKeys, c: &CardRecord, pan: &str, name: Option<&str>) -> ApiResult<(i64, Vec<u8>)> {
+fn seal(
+    keys: &AccountKeys,
+    c: &CardRecord,
+    pan: &str,
+    name: Option<&str>,
+) -> ApiResult<(i64, Vec<u8>)> {
     let (version, key) = keys.writer(KeyPurpose::Cards)?;
     let plain = encode_secret(pan, name)?;
     let sealed = key.seal(&plain, &card_aad(&c.account_id, &c.id, c.mode, version))?;
@@ -125,14 +134,22 @@ fn seal(keys: &AccountKeys, c: &CardRecord, pan: &str, name: Option<&str>) -> Ap
 /// Opens a card's secret fields with the key version that sealed them.
 pub fn open(keys: &AccountKeys, c: &CardRecord) -> ApiResult<RevealedCard> {
     let key = keys.version(KeyPurpose::Cards, c.key_version)?;
-    let plain = key.open(&c.sealed, &card_aad(&c.account_id, &c.id, c.mode, c.key_version))?;
+    let plain = key.open(
+        &c.sealed,
+        &card_aad(&c.account_id, &c.id, c.mode, c.key_version),
+    )?;
     decode_secret(&plain)
 }
 
 /// Re-seals an existing card under the current writers (used by re-wrap).
 pub fn reseal(keys: &AccountKeys, c: &CardRecord) -> ApiResult<strongroom_store::CardRewrap> {
     let clear = open(keys, c)?;
-    let (key_version, sealed) = seal(keys, c, &clear.number, clear.cardholder_name.as_deref().map(String::as_str))?;
+    let (key_version, sealed) = seal(
+        keys,
+        c,
+        &clear.number,
+        clear.cardholder_name.as_deref().map(String::as_str),
+    )?;
     let (fp_version, fk) = keys.writer(KeyPurpose::Fingerprint)?;
     Ok(strongroom_store::CardRewrap {
         id: c.id.clone(),
@@ -162,7 +179,11 @@ fn check_name(name: Option<&Sensitive<String>>) -> ApiResult<()> {
 
 /// Tokenizes a card. Returns the card and whether it was created (false: the same
 /// number was already vaulted in this account and mode).
-pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> ApiResult<(CardView, bool)> {
+pub async fn tokenize(
+    state: &AppState,
+    who: &Principal,
+    new: NewCard,
+) -> ApiResult<(CardView, bool)> {
     let pan = Pan::parse(new.number.expose())?;
     let expiry = Expiry::new(new.exp_month, new.exp_year, state.clock().now())?;
     pan.check_mode(who.mode)?;
@@ -196,7 +217,12 @@ pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> ApiRes
     card.sealed = sealed;
 
     let view = CardView::from(&card);
-    let event = state.event(&card.account_id, card.mode, "card.created", serde_json::to_value(&view).map_err(|e| crate::ApiError::internal(&e))?)?;
+    let event = state.event(
+        &card.account_id,
+        card.mode,
+        "card.created",
+        serde_json::to_value(&view).map_err(|e| crate::ApiError::internal(&e))?,
+    )?;
     match state.store().insert_card(&card, &dedup, &[event]).await? {
         InsertCard::Created(c) => Ok((CardView::from(&c), true)),
         InsertCard::Existing(c) => Ok((CardView::from(&c), false)),
@@ -222,7 +248,11 @@ pub async fn delete(state: &AppState, who: &Principal, id: &str) -> ApiResult<()
         "card.deleted",
         serde_json::json!({"id": card.id, "object": "card", "deleted": true}),
     )?;
-    if state.store().delete_card(&who.account_id, who.mode, id, &[event]).await? {
+    if state
+        .store()
+        .delete_card(&who.account_id, who.mode, id, &[event])
+        .await?
+    {
         Ok(())
     } else {
         Err(codes::NOT_FOUND)

@@ -38,12 +38,19 @@ fn code_digest(state: &AppState, otp_id: &str, code: &str) -> Vec<u8> {
 
 /// The secret an account uses to verify OTP deliveries; derived, never stored.
 pub fn delivery_secret(state: &AppState, account_id: &str) -> ApiResult<Zeroizing<[u8; 32]>> {
-    Ok(state.root().derive_subkey(&format!("otp-delivery|{account_id}"))?)
+    Ok(state
+        .root()
+        .derive_subkey(&format!("otp-delivery|{account_id}"))?)
 }
 
 /// Creates an OTP for `purpose` on `card_id`. In live mode the code is POSTed to the
 /// account's OTP delivery URL and no API call can read it.
-pub async fn create(state: &AppState, who: &Principal, purpose: &str, card_id: &str) -> ApiResult<CreatedOtp> {
+pub async fn create(
+    state: &AppState,
+    who: &Principal,
+    purpose: &str,
+    card_id: &str,
+) -> ApiResult<CreatedOtp> {
     if !PURPOSES.contains(&purpose) {
         return Err(codes::INVALID_PARAMETER);
     }
@@ -71,10 +78,16 @@ pub async fn create(state: &AppState, who: &Principal, purpose: &str, card_id: &
     };
     state.store().insert_otp(&record, &[]).await?;
     match (who.mode, account.otp_delivery_url.as_deref()) {
-        (Mode::Test, _) => Ok(CreatedOtp { record, test_code: Some(code) }),
+        (Mode::Test, _) => Ok(CreatedOtp {
+            record,
+            test_code: Some(code),
+        }),
         (Mode::Live, Some(url)) => {
             deliver(state, url, &record, &code).await?;
-            Ok(CreatedOtp { record, test_code: None })
+            Ok(CreatedOtp {
+                record,
+                test_code: None,
+            })
         }
         (Mode::Live, None) => Err(codes::OTP_DELIVERY_NOT_CONFIGURED),
     }
@@ -118,19 +131,34 @@ async fn deliver(state: &AppState, url: &str, otp: &OtpRecord, code: &str) -> Ap
         }
         Err(e) => {
             // reqwest errors may carry the URL; log only its kind.
-            tracing::warn!(timeout = e.is_timeout(), connect = e.is_connect(), "OTP delivery failed");
+            tracing::warn!(
+                timeout = e.is_timeout(),
+                connect = e.is_connect(),
+                "OTP delivery failed"
+            );
             Err(codes::OTP_DELIVERY_FAILED)
         }
     }
 }
 
 /// Checks and consumes an OTP for `purpose` on `card_id`. Any failure is `otp_invalid`.
-pub async fn verify(state: &AppState, who: &Principal, otp_id: &str, code: &str, purpose: &str, card_id: &str) -> ApiResult<()> {
+pub async fn verify(
+    state: &AppState,
+    who: &Principal,
+    otp_id: &str,
+    code: &str,
+    purpose: &str,
+    card_id: &str,
+) -> ApiResult<()> {
     let invalid = codes::OTP_INVALID;
     if strongroom_core::parse_id(IdKind::Otp, otp_id).is_err() || code.len() != 6 {
         return Err(invalid);
     }
-    let otp = state.store().get_otp(&who.account_id, otp_id).await?.ok_or(invalid.clone())?;
+    let otp = state
+        .store()
+        .get_otp(&who.account_id, otp_id)
+        .await?
+        .ok_or(invalid.clone())?;
     let now = state.now_ms();
     if otp.mode != who.mode
         || otp.purpose != purpose
@@ -145,7 +173,11 @@ pub async fn verify(state: &AppState, who: &Principal, otp_id: &str, code: &str,
         state.store().otp_fail(&otp.id).await?;
         return Err(invalid);
     }
-    if state.store().otp_consume(&otp.id, now, OTP_MAX_ATTEMPTS).await? {
+    if state
+        .store()
+        .otp_consume(&otp.id, now, OTP_MAX_ATTEMPTS)
+        .await?
+    {
         Ok(())
     } else {
         Err(invalid)
@@ -153,7 +185,13 @@ pub async fn verify(state: &AppState, who: &Principal, otp_id: &str, code: &str,
 }
 
 /// Reveals a card's number after a valid `card.reveal` OTP.
-pub async fn reveal(state: &AppState, who: &Principal, card_id: &str, otp_id: &str, code: &str) -> ApiResult<(strongroom_store::CardRecord, RevealedCard)> {
+pub async fn reveal(
+    state: &AppState,
+    who: &Principal,
+    card_id: &str,
+    otp_id: &str,
+    code: &str,
+) -> ApiResult<(strongroom_store::CardRecord, RevealedCard)> {
     who.require(Scope::CardsReveal)?;
     let card = cards::get(state, who, card_id).await?;
     verify(state, who, otp_id, code, "card.reveal", &card.id).await?;

@@ -45,7 +45,10 @@ async fn rewrap_account(state: &AppState, account_id: &str) -> ApiResult<u64> {
     for purpose in KeyPurpose::ALL {
         let (writer, _) = keys.writer(purpose)?;
         loop {
-            let cards = state.store().cards_for_rewrap(account_id, purpose, writer, batch).await?;
+            let cards = state
+                .store()
+                .cards_for_rewrap(account_id, purpose, writer, batch)
+                .await?;
             if cards.is_empty() {
                 break;
             }
@@ -62,7 +65,11 @@ async fn rewrap_account(state: &AppState, account_id: &str) -> ApiResult<u64> {
         }
     }
     if moved > 0 {
-        tracing::info!(account = account_id, moved, "re-wrap moved records to the newest key versions");
+        tracing::info!(
+            account = account_id,
+            moved,
+            "re-wrap moved records to the newest key versions"
+        );
     }
     Ok(moved)
 }

@@ -6,38 +6,99 @@ use serde_json::json;
 #[tokio::test]
 async fn accounts_and_keys_lifecycle() {
     let srv = TestServer::start().await;
-    let a = srv.post("/v1/admin/accounts", &srv.admin_key, json!({"name": "Acme"})).await;
+    let a = srv
+        .post(
+            "/v1/admin/accounts",
+            &srv.admin_key,
+            json!({"name": "Acme"}),
+        )
+        .await;
     assert_eq!(a.status, 201, "{}", a.text);
     let acct = a.body["id"].as_str().unwrap().to_owned();
     assert!(acct.starts_with("acct_"));
     assert_eq!(a.body["name"], "Acme");
 
     let path = format!("/v1/admin/accounts/{acct}/api_keys");
-    let sk = srv.post(&path, &srv.admin_key, json!({"kind": "secret", "mode": "test"})).await;
+    let sk = srv
+        .post(
+            &path,
+            &srv.admin_key,
+            json!({"kind": "secret", "mode": "test"}),
+        )
+        .await;
     assert_eq!(sk.status, 201, "{}", sk.text);
     let secret = sk.body["secret"].as_str().unwrap().to_owned();
     assert!(secret.starts_with("sk_test_") && secret.len() > 40);
     assert!(secret.starts_with(sk.body["prefix"].as_str().unwrap()));
     assert_eq!(sk.body["kind"], "secret");
     assert_eq!(sk.body["mode"], "test");
-    assert_eq!(sk.body["scopes"], json!(["cards:write", "cards:read", "cards:delete"]));
+    assert_eq!(
+        sk.body["scopes"],
+        json!(["cards:write", "cards:read", "cards:delete"])
+    );
 
-    let pk = srv.post(&path, &srv.admin_key, json!({"kind": "publishable", "mode": "live"})).await;
+    let pk = srv
+        .post(
+            &path,
+            &srv.admin_key,
+            json!({"kind": "publishable", "mode": "live"}),
+        )
+        .await;
     assert!(pk.body["secret"].as_str().unwrap().starts_with("pk_live_"));
     assert_eq!(pk.body["scopes"], json!(["cards:write"]));
-    let rk = srv.post(&path, &srv.admin_key, json!({"kind": "restricted", "mode": "test", "scopes": ["cards:read"]})).await;
+    let rk = srv
+        .post(
+            &path,
+            &srv.admin_key,
+            json!({"kind": "restricted", "mode": "test", "scopes": ["cards:read"]}),
+        )
+        .await;
     assert!(rk.body["secret"].as_str().unwrap().starts_with("rk_test_"));
     assert_eq!(rk.body["scopes"], json!(["cards:read"]));
 
     // Bad key requests.
-    srv.post(&path, &srv.admin_key, json!({"kind": "restricted", "mode": "test"})).await.assert_error(400, "scopes_required");
-    srv.post(&path, &srv.admin_key, json!({"kind": "restricted", "mode": "test", "scopes": ["cards:all"]})).await.assert_error(400, "scope_unknown");
-    srv.post(&path, &srv.admin_key, json!({"kind": "secret", "mode": "test", "scopes": ["cards:reveal"]})).await.assert_error(400, "scopes_not_allowed");
-    srv.post(&path, &srv.admin_key, json!({"kind": "root", "mode": "test"})).await.assert_error(400, "invalid_parameter");
-    srv.post(&path, &srv.admin_key, json!({"kind": "secret", "mode": "prod"})).await.assert_error(400, "invalid_parameter");
-    srv.post("/v1/admin/accounts/acct_00000000000000000000000000000000/api_keys", &srv.admin_key, json!({"kind": "secret", "mode": "test"}))
-        .await
-        .assert_error(404, "not_found");
+    srv.post(
+        &path,
+        &srv.admin_key,
+        json!({"kind": "restricted", "mode": "test"}),
+    )
+    .await
+    .assert_error(400, "scopes_required");
+    srv.post(
+        &path,
+        &srv.admin_key,
+        json!({"kind": "restricted", "mode": "test", "scopes": ["cards:all"]}),
+    )
+    .await
+    .assert_error(400, "scope_unknown");
+    srv.post(
+        &path,
+        &srv.admin_key,
+        json!({"kind": "secret", "mode": "test", "scopes": ["cards:reveal"]}),
+    )
+    .await
+    .assert_error(400, "scopes_not_allowed");
+    srv.post(
+        &path,
+        &srv.admin_key,
+        json!({"kind": "root", "mode": "test"}),
+    )
+    .await
+    .assert_error(400, "invalid_parameter");
+    srv.post(
+        &path,
+        &srv.admin_key,
+        json!({"kind": "secret", "mode": "prod"}),
+    )
+    .await
+    .assert_error(400, "invalid_parameter");
+    srv.post(
+        "/v1/admin/accounts/acct_00000000000000000000000000000000/api_keys",
+        &srv.admin_key,
+        json!({"kind": "secret", "mode": "test"}),
+    )
+    .await
+    .assert_error(404, "not_found");
 
     // The list shows prefixes and metadata, never secrets.
     let list = srv.get(&path, &srv.admin_key).await;
@@ -51,45 +112,98 @@ async fn accounts_and_keys_lifecycle() {
     let kid = sk.body["id"].as_str().unwrap();
     let r = srv.delete(&format!("{path}/{kid}"), &srv.admin_key).await;
     assert_eq!(r.status, 200);
-    srv.get("/v1/cards", &secret).await.assert_error(401, "api_key_revoked");
-    srv.delete(&format!("{path}/key_00000000000000000000000000000000"), &srv.admin_key).await.assert_error(404, "not_found");
+    srv.get("/v1/cards", &secret)
+        .await
+        .assert_error(401, "api_key_revoked");
+    srv.delete(
+        &format!("{path}/key_00000000000000000000000000000000"),
+        &srv.admin_key,
+    )
+    .await
+    .assert_error(404, "not_found");
 
     // Account keys cannot use the admin API; the admin key cannot use the account API.
-    srv.get(&path, &srv.sk_test).await.assert_error(403, "permission_denied");
-    srv.get("/v1/cards", &srv.admin_key).await.assert_error(401, "invalid_api_key");
-    srv.call(reqwest::Method::GET, &path, None, None).await.assert_error(401, "authentication_required");
+    srv.get(&path, &srv.sk_test)
+        .await
+        .assert_error(403, "permission_denied");
+    srv.get("/v1/cards", &srv.admin_key)
+        .await
+        .assert_error(401, "invalid_api_key");
+    srv.call(reqwest::Method::GET, &path, None, None)
+        .await
+        .assert_error(401, "authentication_required");
 
     // Account read and update.
-    let got = srv.get(&format!("/v1/admin/accounts/{acct}"), &srv.admin_key).await;
+    let got = srv
+        .get(&format!("/v1/admin/accounts/{acct}"), &srv.admin_key)
+        .await;
     assert_eq!(got.body["name"], "Acme");
     let up = srv
-        .call(reqwest::Method::PATCH, &format!("/v1/admin/accounts/{acct}"), Some(&srv.admin_key), Some(json!({"name": "Acme Ltd"})))
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/accounts/{acct}"),
+            Some(&srv.admin_key),
+            Some(json!({"name": "Acme Ltd"})),
+        )
         .await;
     assert_eq!(up.status, 200, "{}", up.text);
     assert_eq!(up.body["name"], "Acme Ltd");
-    srv.post("/v1/admin/accounts", &srv.admin_key, json!({"name": ""})).await.assert_error(400, "invalid_parameter");
-    srv.post("/v1/admin/accounts", &srv.admin_key, json!({"name": "x", "otp_delivery_url": "http://example.com/otp"}))
+    srv.post("/v1/admin/accounts", &srv.admin_key, json!({"name": ""}))
         .await
         .assert_error(400, "invalid_parameter");
+    srv.post(
+        "/v1/admin/accounts",
+        &srv.admin_key,
+        json!({"name": "x", "otp_delivery_url": "http://example.com/otp"}),
+    )
+    .await
+    .assert_error(400, "invalid_parameter");
     assert_not_logged(&[&secret, &srv.admin_key]);
 }
 
 #[tokio::test]
 async fn openapi_is_served_and_matches_the_committed_copy() {
     let srv = TestServer::start().await;
-    let r = srv.call(reqwest::Method::GET, "/v1/openapi.json", None, None).await;
+    let r = srv
+        .call(reqwest::Method::GET, "/v1/openapi.json", None, None)
+        .await;
     assert_eq!(r.status, 200);
     assert!(r.body["paths"]["/v1/cards"]["post"].is_object());
     assert!(r.body["paths"]["/v1/cards/{id}/reveal"]["post"].is_object());
-    let codes: Vec<&str> = r.body["x-error-codes"].as_array().unwrap().iter().map(|c| c["code"].as_str().unwrap()).collect();
-    for c in ["card_number_invalid", "card_number_luhn", "card_brand_unknown", "expiry_invalid", "card_expired", "test_card_in_live_mode", "unknown_field", "body_too_large", "unsupported_media_type", "authentication_required", "invalid_api_key", "api_key_revoked", "permission_denied", "otp_invalid", "not_found"] {
+    let codes: Vec<&str> = r.body["x-error-codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["code"].as_str().unwrap())
+        .collect();
+    for c in [
+        "card_number_invalid",
+        "card_number_luhn",
+        "card_brand_unknown",
+        "expiry_invalid",
+        "card_expired",
+        "test_card_in_live_mode",
+        "unknown_field",
+        "body_too_large",
+        "unsupported_media_type",
+        "authentication_required",
+        "invalid_api_key",
+        "api_key_revoked",
+        "permission_denied",
+        "otp_invalid",
+        "not_found",
+    ] {
         assert!(codes.contains(&c), "{c}");
     }
-    let committed_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    let committed_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
     let generated = serde_json::to_string_pretty(&r.body).unwrap() + "\n";
     if std::env::var_os("UPDATE_OPENAPI").is_some() {
         std::fs::write(&committed_path, &generated).unwrap();
     }
     let committed = std::fs::read_to_string(&committed_path).unwrap_or_default();
-    assert!(committed == generated, "docs/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo test -p strongroom-server --test it openapi` and commit it");
+    assert!(
+        committed == generated,
+        "docs/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo test -p strongroom-server --test it openapi` and commit it"
+    );
 }

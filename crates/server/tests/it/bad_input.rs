@@ -18,45 +18,130 @@ async fn card_count(srv: &TestServer, key: &str) -> usize {
 async fn bad_card_input_is_refused_with_stable_codes_and_nothing_written() {
     let srv = TestServer::start().await;
     // Another account's card.
-    let other = srv.running.state.create_account("Other", None).await.unwrap();
+    let other = srv
+        .running
+        .state
+        .create_account("Other", None)
+        .await
+        .unwrap();
     let other_key = srv
         .running
         .state
-        .create_api_key(Some(&other.id), strongroom_server::NewKeyKind::Account(strongroom_core::KeyKind::Secret), strongroom_core::Mode::Test, None)
+        .create_api_key(
+            Some(&other.id),
+            strongroom_server::NewKeyKind::Account(strongroom_core::KeyKind::Secret),
+            strongroom_core::Mode::Test,
+            None,
+        )
         .await
         .unwrap();
     let foreign = srv
-        .post("/v1/cards", other_key.secret.expose(), card("5555555555554444", 1, 2030))
+        .post(
+            "/v1/cards",
+            other_key.secret.expose(),
+            card("5555555555554444", 1, 2030),
+        )
         .await;
     let foreign_id = foreign.body["id"].as_str().unwrap().to_owned();
 
     let cases: Vec<(&str, Value, u16, &str)> = vec![
-        ("non-digits", card("4242-4242-4242-424x", 12, 2030), 400, "card_number_invalid"),
-        ("11 digits", card("42424242424", 12, 2030), 400, "card_number_invalid"),
-        ("20 digits", card("42424242424242424242", 12, 2030), 400, "card_number_invalid"),
-        ("bad luhn", card("4242424242424241", 12, 2030), 400, "card_number_luhn"),
-        ("unknown brand", card("9999999999999995", 12, 2030), 400, "card_brand_unknown"),
-        ("month 0", card("4242424242424242", 0, 2030), 400, "expiry_invalid"),
-        ("month 13", card("4242424242424242", 13, 2030), 400, "expiry_invalid"),
-        ("past expiry", card("4242424242424242", 1, 2020), 400, "card_expired"),
-        ("unknown field", json!({"number": "4242424242424242", "exp_month": 1, "exp_year": 2030, "cvv": "123"}), 400, "unknown_field"),
-        ("missing field", json!({"number": "4242424242424242", "exp_month": 1}), 400, "missing_field"),
-        ("wrong type", json!({"number": 4242424242424242u64, "exp_month": 1, "exp_year": 2030}), 400, "invalid_request"),
-        ("not an object", json!(["4242424242424242"]), 400, "invalid_request"),
+        (
+            "non-digits",
+            card("4242-4242-4242-424x", 12, 2030),
+            400,
+            "card_number_invalid",
+        ),
+        (
+            "11 digits",
+            card("42424242424", 12, 2030),
+            400,
+            "card_number_invalid",
+        ),
+        (
+            "20 digits",
+            card("42424242424242424242", 12, 2030),
+            400,
+            "card_number_invalid",
+        ),
+        (
+            "bad luhn",
+            card("4242424242424241", 12, 2030),
+            400,
+            "card_number_luhn",
+        ),
+        (
+            "unknown brand",
+            card("9999999999999995", 12, 2030),
+            400,
+            "card_brand_unknown",
+        ),
+        (
+            "month 0",
+            card("4242424242424242", 0, 2030),
+            400,
+            "expiry_invalid",
+        ),
+        (
+            "month 13",
+            card("4242424242424242", 13, 2030),
+            400,
+            "expiry_invalid",
+        ),
+        (
+            "past expiry",
+            card("4242424242424242", 1, 2020),
+            400,
+            "card_expired",
+        ),
+        (
+            "unknown field",
+            json!({"number": "4242424242424242", "exp_month": 1, "exp_year": 2030, "cvv": "123"}),
+            400,
+            "unknown_field",
+        ),
+        (
+            "missing field",
+            json!({"number": "4242424242424242", "exp_month": 1}),
+            400,
+            "missing_field",
+        ),
+        (
+            "wrong type",
+            json!({"number": 4242424242424242u64, "exp_month": 1, "exp_year": 2030}),
+            400,
+            "invalid_request",
+        ),
+        (
+            "not an object",
+            json!(["4242424242424242"]),
+            400,
+            "invalid_request",
+        ),
     ];
     for (name, body, status, code) in &cases {
         let r = srv.post("/v1/cards", &srv.sk_test, body.clone()).await;
         assert_eq!(r.status.as_u16(), *status, "{name}: {}", r.text);
         r.assert_error(*status, code);
-        assert!(!r.text.contains("4242"), "{name}: the error must not echo input");
+        assert!(
+            !r.text.contains("4242"),
+            "{name}: the error must not echo input"
+        );
     }
 
     // Test card with a live key.
-    srv.post("/v1/cards", &srv.sk_live, card("4242424242424242", 12, 2030)).await.assert_error(400, "test_card_in_live_mode");
+    srv.post(
+        "/v1/cards",
+        &srv.sk_live,
+        card("4242424242424242", 12, 2030),
+    )
+    .await
+    .assert_error(400, "test_card_in_live_mode");
 
     // 1 MiB body.
     let big = json!({"number": "4242424242424242", "exp_month": 1, "exp_year": 2030, "cardholder_name": "x".repeat(1 << 20)});
-    srv.post("/v1/cards", &srv.sk_test, big).await.assert_error(413, "body_too_large");
+    srv.post("/v1/cards", &srv.sk_test, big)
+        .await
+        .assert_error(413, "body_too_large");
 
     // Wrong content type.
     let r = srv
@@ -68,7 +153,9 @@ async fn bad_card_input_is_refused_with_stable_codes_and_nothing_written() {
         .send()
         .await
         .unwrap();
-    Resp::from(r).await.assert_error(415, "unsupported_media_type");
+    Resp::from(r)
+        .await
+        .assert_error(415, "unsupported_media_type");
 
     // Malformed JSON.
     let r = srv
@@ -85,41 +172,93 @@ async fn bad_card_input_is_refused_with_stable_codes_and_nothing_written() {
     assert!(!r.text.contains("4242"));
 
     // No auth, garbage auth, unknown key.
-    srv.call(Method::POST, "/v1/cards", None, Some(card("4242424242424242", 1, 2030))).await.assert_error(401, "authentication_required");
-    srv.post("/v1/cards", "not a key!", card("4242424242424242", 1, 2030)).await.assert_error(401, "invalid_api_key");
-    srv.post("/v1/cards", "sk_test_0000000000000000000000000000000000000000", card("4242424242424242", 1, 2030)).await.assert_error(401, "invalid_api_key");
+    srv.call(
+        Method::POST,
+        "/v1/cards",
+        None,
+        Some(card("4242424242424242", 1, 2030)),
+    )
+    .await
+    .assert_error(401, "authentication_required");
+    srv.post("/v1/cards", "not a key!", card("4242424242424242", 1, 2030))
+        .await
+        .assert_error(401, "invalid_api_key");
+    srv.post(
+        "/v1/cards",
+        "sk_test_0000000000000000000000000000000000000000",
+        card("4242424242424242", 1, 2030),
+    )
+    .await
+    .assert_error(401, "invalid_api_key");
 
     // Revoked key: effective on the next request.
     let issued = srv
         .running
         .state
-        .create_api_key(Some(&srv.account), strongroom_server::NewKeyKind::Account(strongroom_core::KeyKind::Secret), strongroom_core::Mode::Test, None)
+        .create_api_key(
+            Some(&srv.account),
+            strongroom_server::NewKeyKind::Account(strongroom_core::KeyKind::Secret),
+            strongroom_core::Mode::Test,
+            None,
+        )
         .await
         .unwrap();
     let doomed = issued.secret.expose().clone();
     assert_eq!(srv.get("/v1/cards", &doomed).await.status, 200);
-    let rev = srv.delete(&format!("/v1/admin/accounts/{}/api_keys/{}", srv.account, issued.record.id), &srv.admin_key).await;
+    let rev = srv
+        .delete(
+            &format!(
+                "/v1/admin/accounts/{}/api_keys/{}",
+                srv.account, issued.record.id
+            ),
+            &srv.admin_key,
+        )
+        .await;
     assert_eq!(rev.status, 200, "{}", rev.text);
     assert_eq!(rev.body["revoked"], true);
-    srv.post("/v1/cards", &doomed, card("4242424242424242", 1, 2030)).await.assert_error(401, "api_key_revoked");
+    srv.post("/v1/cards", &doomed, card("4242424242424242", 1, 2030))
+        .await
+        .assert_error(401, "api_key_revoked");
 
     // Another account's card id, and malformed ids.
-    srv.get(&format!("/v1/cards/{foreign_id}"), &srv.sk_test).await.assert_error(404, "not_found");
-    srv.delete(&format!("/v1/cards/{foreign_id}"), &srv.sk_test).await.assert_error(404, "not_found");
-    srv.get("/v1/cards/card_nope", &srv.sk_test).await.assert_error(404, "not_found");
-    srv.get("/v1/cards/%2e%2e", &srv.sk_test).await.assert_error(404, "not_found");
+    srv.get(&format!("/v1/cards/{foreign_id}"), &srv.sk_test)
+        .await
+        .assert_error(404, "not_found");
+    srv.delete(&format!("/v1/cards/{foreign_id}"), &srv.sk_test)
+        .await
+        .assert_error(404, "not_found");
+    srv.get("/v1/cards/card_nope", &srv.sk_test)
+        .await
+        .assert_error(404, "not_found");
+    srv.get("/v1/cards/%2e%2e", &srv.sk_test)
+        .await
+        .assert_error(404, "not_found");
 
     // Unknown route and method.
-    srv.get("/v1/nothing", &srv.sk_test).await.assert_error(404, "not_found");
-    srv.call(Method::PUT, "/v1/cards", Some(&srv.sk_test), None).await.assert_error(405, "method_not_allowed");
+    srv.get("/v1/nothing", &srv.sk_test)
+        .await
+        .assert_error(404, "not_found");
+    srv.call(Method::PUT, "/v1/cards", Some(&srv.sk_test), None)
+        .await
+        .assert_error(405, "method_not_allowed");
 
     // Nothing was written by any refused request.
     assert_eq!(card_count(&srv, &srv.sk_test).await, 0);
     assert_eq!(card_count(&srv, &srv.sk_live).await, 0);
     // The other account's card survived our attempts.
-    let still = srv.get(&format!("/v1/cards/{foreign_id}"), other_key.secret.expose()).await;
+    let still = srv
+        .get(
+            &format!("/v1/cards/{foreign_id}"),
+            other_key.secret.expose(),
+        )
+        .await;
     assert_eq!(still.status, 200);
-    assert_not_logged(&["4242424242424242", "4242424242424241", "5555555555554444", &doomed]);
+    assert_not_logged(&[
+        "4242424242424242",
+        "4242424242424241",
+        "5555555555554444",
+        &doomed,
+    ]);
 }
 
 #[tokio::test]
@@ -127,10 +266,23 @@ async fn every_response_has_request_id_and_security_headers() {
     let srv = TestServer::start().await;
     let ok = srv.call(Method::GET, "/healthz", None, None).await;
     let unauth = srv.call(Method::GET, "/v1/cards", None, None).await;
-    let missing = srv.get("/v1/cards/card_00000000000000000000000000000000", &srv.sk_test).await;
+    let missing = srv
+        .get(
+            "/v1/cards/card_00000000000000000000000000000000",
+            &srv.sk_test,
+        )
+        .await;
     for r in [&ok, &unauth, &missing] {
-        assert!(r.headers["request-id"].to_str().unwrap().starts_with("req_"));
-        assert_eq!(r.headers["strict-transport-security"], "max-age=63072000; includeSubDomains; preload");
+        assert!(
+            r.headers["request-id"]
+                .to_str()
+                .unwrap()
+                .starts_with("req_")
+        );
+        assert_eq!(
+            r.headers["strict-transport-security"],
+            "max-age=63072000; includeSubDomains; preload"
+        );
         assert_eq!(r.headers["cache-control"], "no-store");
         assert_eq!(r.headers["x-content-type-options"], "nosniff");
     }

@@ -97,7 +97,8 @@ fn pki() -> &'static Pki {
             .push(rcgen::DnType::CommonName, "strongroom test CA");
         let ca_cert = ca.self_signed(&ca_key).unwrap();
         let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let leaf =
+            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
         let issuer = rcgen::Issuer::new(ca, ca_key);
         let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
         std::fs::write(dir.join("cert.pem"), leaf_cert.pem()).unwrap();
@@ -129,8 +130,15 @@ impl Data {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = if backend() == "postgres" {
-            let schema = format!("it_{}", hex::encode(strongroom_crypto::random::bytes::<8>().unwrap()));
-            StoreConfig { url: pg_url(), schema: Some(schema), max_connections: 8 }
+            let schema = format!(
+                "it_{}",
+                hex::encode(strongroom_crypto::random::bytes::<8>().unwrap())
+            );
+            StoreConfig {
+                url: pg_url(),
+                schema: Some(schema),
+                max_connections: 8,
+            }
         } else {
             StoreConfig {
                 url: format!("sqlite://{}", dir.path().join("strongroom.db").display()),
@@ -138,7 +146,11 @@ impl Data {
                 max_connections: 4,
             }
         };
-        Self { dir, store, root: strongroom_crypto::random::bytes::<32>().unwrap() }
+        Self {
+            dir,
+            store,
+            root: strongroom_crypto::random::bytes::<32>().unwrap(),
+        }
     }
 
     pub fn sqlite_files(&self) -> Vec<PathBuf> {
@@ -178,15 +190,14 @@ impl TestServer {
         Self::start_on(Arc::new(Data::new()), |_| {}).await
     }
 
-    pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
-        Self::start_on(Arc::new(Data::new()), tweak).await
-    }
-
     /// Boots a server on existing data (for restarts).
     pub async fn start_on(data: Arc<Data>, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         init_logging();
         let p = pki();
-        let tls = TlsFiles { cert_path: p.dir.join("cert.pem"), key_path: p.dir.join("key.pem") };
+        let tls = TlsFiles {
+            cert_path: p.dir.join("cert.pem"),
+            key_path: p.dir.join("key.pem"),
+        };
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let mut config = ServerConfig::new(addr, Some(tls), data.store.clone());
         config.dev_mode = true;
@@ -199,7 +210,10 @@ impl TestServer {
             .await
             .unwrap();
         let s = running.state.clone();
-        let admin = s.create_api_key(None, NewKeyKind::Admin, Mode::Live, None).await.unwrap();
+        let admin = s
+            .create_api_key(None, NewKeyKind::Admin, Mode::Live, None)
+            .await
+            .unwrap();
         let acct = s.create_account("Test merchant", None).await.unwrap();
         let key = |kind, mode, scopes: Option<Scopes>| {
             let s = s.clone();
@@ -213,7 +227,8 @@ impl TestServer {
                     .clone()
             }
         };
-        let all = Scopes::parse_list(["cards:write", "cards:read", "cards:reveal", "cards:delete"]).unwrap();
+        let all = Scopes::parse_list(["cards:write", "cards:read", "cards:reveal", "cards:delete"])
+            .unwrap();
         let url = format!("https://127.0.0.1:{}", running.local_addr.port());
         Self {
             sk_test: key(KeyKind::Secret, Mode::Test, None).await,
@@ -237,7 +252,13 @@ impl TestServer {
     }
 
     /// Sends a request; returns status, JSON body (Null if none) and headers.
-    pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> Resp {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
         let mut req = self.client.request(method, format!("{}{}", self.url, path));
         if let Some(k) = key {
             req = req.bearer_auth(k);
@@ -263,7 +284,11 @@ impl TestServer {
     /// Tokenizes with the test secret key; asserts success.
     pub async fn tokenize(&self, number: &str) -> Value {
         let r = self
-            .post("/v1/cards", &self.sk_test, json!({"number": number, "exp_month": 12, "exp_year": 2030}))
+            .post(
+                "/v1/cards",
+                &self.sk_test,
+                json!({"number": number, "exp_month": 12, "exp_year": 2030}),
+            )
             .await;
         assert!(r.status.is_success(), "tokenize: {} {}", r.status, r.body);
         r.body
@@ -271,11 +296,22 @@ impl TestServer {
 
     /// Creates a reveal OTP and reveals with it using `key`.
     pub async fn reveal(&self, key: &str, card_id: &str) -> Resp {
-        let otp = self.post("/v1/otp", key, json!({"purpose": "card.reveal", "card": card_id})).await;
+        let otp = self
+            .post(
+                "/v1/otp",
+                key,
+                json!({"purpose": "card.reveal", "card": card_id}),
+            )
+            .await;
         assert_eq!(otp.status, StatusCode::CREATED, "{}", otp.body);
         let code = otp.body["test_code"].as_str().unwrap().to_owned();
         let id = otp.body["id"].as_str().unwrap().to_owned();
-        self.post(&format!("/v1/cards/{card_id}/reveal"), key, json!({"otp": id, "code": code})).await
+        self.post(
+            &format!("/v1/cards/{card_id}/reveal"),
+            key,
+            json!({"otp": id, "code": code}),
+        )
+        .await
     }
 }
 
@@ -292,7 +328,12 @@ impl Resp {
         let headers = r.headers().clone();
         let text = r.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Self { status, body, headers, text }
+        Self {
+            status,
+            body,
+            headers,
+            text,
+        }
     }
 
     /// Asserts an error response with this status and code, in the standard shape.
@@ -324,7 +365,10 @@ pub fn assert_not_logged(secrets: &[&str]) {
     let logs = captured_logs();
     for s in secrets {
         for form in spellings(s) {
-            assert!(!logs.contains(&form), "a secret appeared in the server's logs");
+            assert!(
+                !logs.contains(&form),
+                "a secret appeared in the server's logs"
+            );
         }
     }
 }

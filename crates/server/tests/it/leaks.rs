@@ -3,7 +3,12 @@
 use crate::harness::*;
 use serde_json::json;
 
-const PANS: &[&str] = &["4242424242424242", "5555555555554444", "378282246310005", "6011111111111117"];
+const PANS: &[&str] = &[
+    "4242424242424242",
+    "5555555555554444",
+    "378282246310005",
+    "6011111111111117",
+];
 
 #[tokio::test]
 async fn no_pan_in_clear_on_disk_or_in_logs() {
@@ -14,8 +19,19 @@ async fn no_pan_in_clear_on_disk_or_in_logs() {
         assert_eq!(srv.reveal(&srv.rk_reveal, id).await.body["number"], *pan);
     }
     // Refused input is not written or logged either.
-    srv.post("/v1/cards", &srv.sk_test, json!({"number": "4242424242424241", "exp_month": 12, "exp_year": 2030})).await.assert_error(400, "card_number_luhn");
-    let keys = [srv.sk_test.clone(), srv.rk_reveal.clone(), srv.admin_key.clone(), srv.pk_test.clone()];
+    srv.post(
+        "/v1/cards",
+        &srv.sk_test,
+        json!({"number": "4242424242424241", "exp_month": 12, "exp_year": 2030}),
+    )
+    .await
+    .assert_error(400, "card_number_luhn");
+    let keys = [
+        srv.sk_test.clone(),
+        srv.rk_reveal.clone(),
+        srv.admin_key.clone(),
+        srv.pk_test.clone(),
+    ];
     let backend = backend();
     let store = srv.data.store.clone();
     let data = srv.stop().await;
@@ -27,20 +43,24 @@ async fn no_pan_in_clear_on_disk_or_in_logs() {
         use sqlx::{Connection, Row};
         let mut conn = sqlx::PgConnection::connect(&store.url).await.unwrap();
         let schema = store.schema.unwrap();
-        let tables: Vec<String> = sqlx::query("SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1")
-            .bind(&schema)
-            .fetch_all(&mut conn)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get::<String, _>(0))
-            .collect();
+        let tables: Vec<String> = sqlx::query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+        )
+        .bind(&schema)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect();
         assert!(tables.iter().any(|t| t == "cards"), "{tables:?}");
         for t in tables {
-            let rows = sqlx::query(&format!("SELECT t::text FROM \"{schema}\".\"{t}\" t"))
-                .fetch_all(&mut conn)
-                .await
-                .unwrap();
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT t::text FROM \"{schema}\".\"{t}\" t"
+            )))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
             for r in rows {
                 let text: String = r.get(0);
                 for n in &needles {
@@ -48,7 +68,12 @@ async fn no_pan_in_clear_on_disk_or_in_logs() {
                 }
             }
         }
-        sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE")).execute(&mut conn).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA \"{schema}\" CASCADE"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     } else {
         let files = data.sqlite_files();
         assert!(!files.is_empty());

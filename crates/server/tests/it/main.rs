@@ -5,6 +5,14 @@
 //! (`STRONGROOM_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432/test`; each
 //! server gets its own schema).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
 mod admin;
 mod bad_input;
 mod cards;
