@@ -254,3 +254,33 @@ fn copy_err(e: &StoreError) -> StoreError {
         StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::{RowGet, args};
+
+    /// The shared SQL relies on this: sqlx-sqlite binds `$N` by number, not by position.
+    #[tokio::test]
+    async fn dollar_n_placeholders_bind_by_number() {
+        let mut c = SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        let row = c
+            .opt("SELECT $2, $1, $2 || $1", args!["one", "two"])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.text(0).unwrap(), "two");
+        assert_eq!(row.text(1).unwrap(), "one");
+        assert_eq!(row.text(2).unwrap(), "twoone");
+    }
+
+    #[test]
+    fn schema_names_are_validated() {
+        use crate::postgres::valid_schema;
+        assert!(valid_schema("t_0123abcd"));
+        assert!(valid_schema("Tenant_1"));
+        for bad in ["", "1abc", "a-b", "a;b", "a b", "\"x\"", &"a".repeat(64)] {
+            assert!(!valid_schema(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! One-time passwords and events.
+
+use strongroom_core::IdKind;
+use strongroom_store::{ListEvents, Mode, OtpRecord, Store, StoreConfig, VaultStore};
+
+use crate::{T0, account, both, event, id};
+
+fn otp(account_id: &str, ms: i64) -> OtpRecord {
+    OtpRecord {
+        id: id(IdKind::Otp, ms),
+        account_id: account_id.to_owned(),
+        mode: Mode::Test,
+        purpose: "card.reveal".into(),
+        card_id: None,
+        api_key_id: "key_0".into(),
+        code_digest: vec![5; 32],
+        created_ms: ms,
+        expires_ms: ms + 300_000,
+        attempts: 0,
+        used_ms: None,
+    }
+}
+
+both!(otps);
+async fn otps(store: Store) {
+    let a = account(&store).await;
+    let o = otp(&a, T0);
+    store
+        .insert_otp(&o, &[event(&a, Mode::Test, "otp.created", T0)])
+        .await
+        .unwrap();
+    assert_eq!(store.get_otp(&a, &o.id).await.unwrap(), Some(o.clone()));
+    assert_eq!(store.get_otp("acct_other", &o.id).await.unwrap(), None);
+
+    assert_eq!(store.otp_fail(&o.id).await.unwrap(), 1);
+    assert_eq!(store.otp_fail(&o.id).await.unwrap(), 2);
+    // Too many attempts: refused.
+    assert!(!store.otp_consume(&o.id, T0 + 1, 2).await.unwrap());
+    // Expired: refused.
+    assert!(!store.otp_consume(&o.id, o.expires_ms, 5).await.unwrap());
+    // Consumed once only.
+    assert!(store.otp_consume(&o.id, T0 + 2, 5).await.unwrap());
+    assert!(!store.otp_consume(&o.id, T0 + 3, 5).await.unwrap());
+    let got = store.get_otp(&a, &o.id).await.unwrap().unwrap();
+    assert_eq!((got.attempts, got.used_ms), (2, Some(T0 + 2)));
+    assert_eq!(store.otp_fail("otp_missing").await.unwrap(), 0);
+
+    // Concurrent consumers: exactly one wins.
+    let mut bound = otp(&a, T0 + 10);
+    bound.card_id = Some("card_x".into());
+    store.insert_otp(&bound, &[]).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (store, id) = (store.clone(), bound.id.clone());
+        tasks.spawn(async move { store.otp_consume(&id, T0 + 11, 5).await.unwrap() });
+    }
+    let wins = tasks.join_all().await.into_iter().filter(|w| *w).count();
+    assert_eq!(wins, 1);
+}
+
+both!(events);
+async fn events(store: Store) {
+    let a = account(&store).await;
+    let mut all = Vec::new();
+    for i in 0..6 {
+        let t = if i % 2 == 0 {
+            "card.created"
+        } else {
+            "card.deleted"
+        };
+        let e = event(&a, Mode::Test, t, T0 + 1000 + i);
+        store
+            .insert_otp(&otp(&a, T0 + i), std::slice::from_ref(&e))
+            .await
+            .unwrap();
+        all.push(e);
+    }
+    let list = |q: ListEvents| {
+        let store = store.clone();
+        let a = a.clone();
+        async move {
+            store
+                .list_events(&a, Mode::Test, &q)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let ids = |ix: &[usize]| ix.iter().map(|&i| all[i].id.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        list(ListEvents {
+            limit: 3,
+            ..Default::default()
+        })
+        .await,
+        ids(&[5, 4, 3])
+    );
+    let after = Some(all[3].id.clone());
+    assert_eq!(
+        list(ListEvents {
+            limit: 10,
+            starting_after: after.clone(),
+            ..Default::default()
+        })
+        .await,
+        ids(&[2, 1, 0])
+    );
+    let created = Some("card.created".to_owned());
+    assert_eq!(
+        list(ListEvents {
+            limit: 10,
+            event_type: created.clone(),
+            ..Default::default()
+        })
+        .await,
+        ids(&[4, 2, 0])
+    );
+    assert_eq!(
+        list(ListEvents {
+            limit: 10,
+            event_type: created,
+            starting_after: after,
+            ..Default::default()
+        })
+        .await,
+        ids(&[2, 0])
+    );
+    let range = ListEvents {
+        limit: 10,
+        created_gte: Some(T0 + 1001),
+        created_lt: Some(T0 + 1004),
+        ..Default::default()
+    };
+    assert_eq!(list(range).await, ids(&[3, 2, 1]));
+    // Other mode: the account's creation event only (live).
+    assert!(
+        store
+            .list_events(
+                &a,
+                Mode::Live,
+                &ListEvents {
+                    event_type: Some("card.created".into()),
+                    limit: 10,
+                    ..Default::default()
+                }
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.get_event(&a, &all[0].id).await.unwrap(),
+        Some(all[0].clone())
+    );
+    assert_eq!(
+        store.get_event("acct_other", &all[0].id).await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn bad_urls_and_schemas_are_refused() {
+    let cfg = |url: &str, schema: Option<&str>| StoreConfig {
+        url: url.to_owned(),
+        schema: schema.map(str::to_owned),
+        max_connections: 1,
+    };
+    assert!(Store::connect(&cfg("mysql://x", None)).await.is_err());
+    assert!(Store::connect(&cfg("sqlite://", None)).await.is_err());
+    let evil = Some("x; DROP TABLE cards");
+    assert!(Store::connect(&cfg(&crate::pg_url(), evil)).await.is_err());
+    assert!(
+        Store::connect(&cfg(&crate::pg_url(), Some("1abc")))
+            .await
+            .is_err()
+    );
+}
