@@ -2,9 +2,9 @@
 //!
 //! Reads use a small pool of read-only connections. Every write goes to one writer task
 //! that owns the only writing connection and batches whatever is queued into one
-//! transaction (group commit): one fsync acknowledges up to [`MAX_BATCH`] writes. Each
-//! write runs in its own savepoint, so a failing one rolls back only itself; replies
-//! are sent after `COMMIT` returns, so an acknowledged write is durable.
+//! transaction (group commit): one fsync acknowledges up to [`MAX_BATCH`] writes. A
+//! failing write rolls back only itself (the batch is re-run with a savepoint per
+//! write); replies are sent after `COMMIT` returns, so an acknowledged write is durable.
 
 use std::path::Path;
 use std::time::Duration;
@@ -96,7 +96,17 @@ impl SqliteStore {
             .await
             .map_err(db_err)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(writer(conn, rx));
+        // The writer gets a thread of its own: every statement is a round trip to
+        // sqlx's SQLite worker thread, and on a busy runtime each wake-up would queue
+        // behind request handlers. On its own thread the writer is woken at once.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || rt.block_on(writer(conn, rx)))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(Self {
             readers,
             writer: tx,
@@ -201,12 +211,29 @@ async fn single(conn: &mut SqliteConnection, op: &WriteOp) -> StoreResult<StoreR
     Ok(result)
 }
 
+/// Writes rarely fail, so a batch first runs without savepoints (two statements fewer
+/// per write). If one write fails, that attempt is rolled back whole and the batch runs
+/// again with a savepoint around each write, so only the failing one is lost.
 async fn grouped(
     conn: &mut SqliteConnection,
     batch: &[(WriteOp, Reply)],
 ) -> StoreResult<Vec<StoreResult<WriteReply>>> {
     conn.exec(BEGIN, &[]).await?;
     let mut results = Vec::with_capacity(batch.len());
+    for (op, _) in batch {
+        match sql::apply(conn, op).await {
+            Ok(r) => results.push(Ok(r)),
+            Err(_) => break,
+        }
+    }
+    if results.len() == batch.len() {
+        finish(conn, COMMIT).await?;
+        return Ok(results);
+    }
+    finish(conn, ROLLBACK).await?;
+    results.clear();
+
+    conn.exec(BEGIN, &[]).await?;
     for (op, _) in batch {
         match savepoint(conn, op).await {
             Ok(r) => results.push(r),
