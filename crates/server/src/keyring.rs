@@ -146,13 +146,19 @@ impl Keyring {
             + 1;
         let rec = new_wrapped(state, account_id, purpose, next)?;
         let acct = state.account(account_id).await?;
-        let event = state.event(
-            &acct.id,
-            strongroom_core::Mode::Live,
-            "data_key.rotated",
-            serde_json::json!({"object": "data_key", "purpose": purpose.as_str(), "version": next}),
-        )?;
-        state.store().rotate_data_key(&rec, &[event]).await?;
+        // Data keys serve both modes, so each mode's event stream hears of the rotation.
+        let events = [strongroom_core::Mode::Test, strongroom_core::Mode::Live]
+            .into_iter()
+            .map(|mode| {
+                state.event(
+                    &acct.id,
+                    mode,
+                    "data_key.rotated",
+                    serde_json::json!({"object": "data_key", "purpose": purpose.as_str(), "version": next}),
+                )
+            })
+            .collect::<ApiResult<Vec<_>>>()?;
+        state.store().rotate_data_key(&rec, &events).await?;
         self.reload(state, account_id).await?;
         state.wake_rewrap();
         Ok(next)
