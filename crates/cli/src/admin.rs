@@ -51,10 +51,10 @@ pub enum KeysCommand {
         #[arg(long)]
         account: String,
         /// secret, publishable or restricted.
-        #[arg(long)]
+        #[arg(long, value_parser = ["secret", "publishable", "restricted"])]
         kind: String,
         /// test or live.
-        #[arg(long)]
+        #[arg(long, value_parser = ["test", "live"])]
         mode: String,
         /// Scopes of a restricted key (repeatable).
         #[arg(long = "scope")]
@@ -76,7 +76,7 @@ pub enum KeysCommand {
     Rotate {
         #[arg(long)]
         account: String,
-        #[arg(long)]
+        #[arg(long, value_parser = ["cards", "fingerprint"])]
         purpose: String,
     },
     /// Data-key versions, states and re-wrap progress.
@@ -88,7 +88,7 @@ pub enum KeysCommand {
     Retire {
         #[arg(long)]
         account: String,
-        #[arg(long)]
+        #[arg(long, value_parser = ["cards", "fingerprint"])]
         purpose: String,
         #[arg(long)]
         version: i64,
@@ -101,33 +101,69 @@ struct Conn {
     client: reqwest::Client,
 }
 
+/// Where to connect, and with which key.
+#[derive(Debug, PartialEq)]
+struct Resolved {
+    url: String,
+    key: String,
+    ca: Option<PathBuf>,
+}
+
 impl Target {
+    /// With `--url` (or `STRONGROOM_URL`) everything comes from flags and environment, and
+    /// dev.json is not read at all: a dev admin key must never be sent to another server.
+    /// Without it, dev.json supplies the URL, and the key and CA unless given.
+    fn resolve(self) -> Result<Resolved> {
+        if let Some(url) = self.url {
+            let key = self.admin_key.ok_or_else(|| {
+                anyhow!("no admin key: pass --admin-key or set STRONGROOM_ADMIN_KEY")
+            })?;
+            return Ok(Resolved {
+                url,
+                key,
+                ca: self.ca_cert,
+            });
+        }
+        let path = self.data_dir.join("dev.json");
+        let bytes = std::fs::read(&path).map_err(|_| {
+            anyhow!(
+                "no server: pass --url (or set STRONGROOM_URL), or run `strongroom dev` so that {} exists",
+                path.display()
+            )
+        })?;
+        let dev: crate::dev::DevJson = serde_json::from_slice(&bytes)
+            .map_err(|_| anyhow!("{} is not a strongroom dev.json", path.display()))?;
+        Ok(Resolved {
+            url: dev.url,
+            key: self.admin_key.unwrap_or(dev.admin_key),
+            ca: self.ca_cert.or(Some(PathBuf::from(dev.ca_cert))),
+        })
+    }
+
     fn connect(self) -> Result<Conn> {
-        let dev: Option<crate::dev::DevJson> = std::fs::read(self.data_dir.join("dev.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        let url = self
-            .url
-            .or_else(|| dev.as_ref().map(|d| d.url.clone()))
-            .ok_or_else(|| anyhow!("no server: pass --url or run `strongroom dev` first"))?;
-        let key = self
-            .admin_key
-            .or_else(|| dev.as_ref().map(|d| d.admin_key.clone()))
-            .ok_or_else(|| anyhow!("no admin key: pass --admin-key or set STRONGROOM_ADMIN_KEY"))?;
-        let ca = self
-            .ca_cert
-            .or_else(|| dev.as_ref().map(|d| PathBuf::from(&d.ca_cert)));
+        let r = self.resolve()?;
         let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
-        if let Some(ca) = ca {
+        if let Some(ca) = r.ca {
             let pem =
                 std::fs::read(&ca).with_context(|| format!("cannot read {}", ca.display()))?;
-            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|_| anyhow!("{} is not a PEM certificate", ca.display()))?;
+            builder = builder.add_root_certificate(cert);
         }
         Ok(Conn {
-            url: url.trim_end_matches('/').to_owned(),
-            key,
+            url: r.url.trim_end_matches('/').to_owned(),
+            key: r.key,
             client: builder.build()?,
         })
+    }
+}
+
+/// Ids go into URL paths, so only id characters are allowed (no `/`, `?`, `..`).
+fn id(s: &str) -> Result<&str> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        Ok(s)
+    } else {
+        bail!("not an id: expected letters, digits and `_` (e.g. acct_…, key_…)")
     }
 }
 
@@ -140,10 +176,16 @@ impl Conn {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let res = req
-            .send()
-            .await
-            .map_err(|e| anyhow!("cannot reach the server: {}", e.without_url()))?;
+        let res = req.send().await.map_err(|e| {
+            // The source chain says why (refused, unknown issuer, …); the URL is already known.
+            let why = format!("{:#}", anyhow::Error::from(e.without_url()));
+            let hint = if why.contains("certificate") {
+                " (pass --ca-cert with the CA that signed the server's certificate)"
+            } else {
+                ""
+            };
+            anyhow!("cannot reach the server: {why}{hint}")
+        })?;
         let status = res.status();
         let body: Value = res.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
@@ -158,8 +200,17 @@ impl Conn {
                     .unwrap_or("")
             );
         }
-        println!("{}", serde_json::to_string_pretty(&body)?);
-        Ok(())
+        print_stdout(&serde_json::to_string_pretty(&body)?)
+    }
+}
+
+/// Prints a line; a closed pipe (`… | head`) is not an error.
+fn print_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
 }
 
@@ -171,16 +222,19 @@ pub async fn accounts(cmd: AccountsCommand, target: Target) -> Result<()> {
             name,
             otp_delivery_url,
         } => {
-            c.call(
-                Method::POST,
-                "/v1/admin/accounts",
-                Some(json!({"name": name, "otp_delivery_url": otp_delivery_url})),
-            )
-            .await
+            let mut body = json!({ "name": name });
+            if let (Some(u), Some(obj)) = (otp_delivery_url, body.as_object_mut()) {
+                obj.insert("otp_delivery_url".to_owned(), Value::String(u));
+            }
+            c.call(Method::POST, "/v1/admin/accounts", Some(body)).await
         }
         AccountsCommand::Get { account } => {
-            c.call(Method::GET, &format!("/v1/admin/accounts/{account}"), None)
-                .await
+            c.call(
+                Method::GET,
+                &format!("/v1/admin/accounts/{}", id(&account)?),
+                None,
+            )
+            .await
         }
     }
 }
@@ -188,7 +242,7 @@ pub async fn accounts(cmd: AccountsCommand, target: Target) -> Result<()> {
 pub async fn keys(cmd: KeysCommand, target: Target) -> Result<()> {
     use reqwest::Method;
     let c = target.connect()?;
-    let base = |a: &str| format!("/v1/admin/accounts/{a}");
+    let base = |a: &str| id(a).map(|a| format!("/v1/admin/accounts/{a}"));
     match cmd {
         KeysCommand::Create {
             account,
@@ -203,19 +257,19 @@ pub async fn keys(cmd: KeysCommand, target: Target) -> Result<()> {
             };
             c.call(
                 Method::POST,
-                &format!("{}/api_keys", base(&account)),
+                &format!("{}/api_keys", base(&account)?),
                 Some(body),
             )
             .await
         }
         KeysCommand::List { account } => {
-            c.call(Method::GET, &format!("{}/api_keys", base(&account)), None)
+            c.call(Method::GET, &format!("{}/api_keys", base(&account)?), None)
                 .await
         }
         KeysCommand::Revoke { account, key } => {
             c.call(
                 Method::DELETE,
-                &format!("{}/api_keys/{key}", base(&account)),
+                &format!("{}/api_keys/{}", base(&account)?, id(&key)?),
                 None,
             )
             .await
@@ -223,13 +277,13 @@ pub async fn keys(cmd: KeysCommand, target: Target) -> Result<()> {
         KeysCommand::Rotate { account, purpose } => {
             c.call(
                 Method::POST,
-                &format!("{}/keys/rotate", base(&account)),
+                &format!("{}/keys/rotate", base(&account)?),
                 Some(json!({"purpose": purpose})),
             )
             .await
         }
         KeysCommand::Status { account } => {
-            c.call(Method::GET, &format!("{}/keys", base(&account)), None)
+            c.call(Method::GET, &format!("{}/keys", base(&account)?), None)
                 .await
         }
         KeysCommand::Retire {
@@ -239,10 +293,73 @@ pub async fn keys(cmd: KeysCommand, target: Target) -> Result<()> {
         } => {
             c.call(
                 Method::POST,
-                &format!("{}/keys/retire", base(&account)),
+                &format!("{}/keys/retire", base(&account)?),
                 Some(json!({"purpose": purpose, "version": version})),
             )
             .await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(dir: &std::path::Path, url: Option<&str>, key: Option<&str>) -> Target {
+        Target {
+            url: url.map(str::to_owned),
+            admin_key: key.map(str::to_owned),
+            ca_cert: None,
+            data_dir: dir.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn dev_json_supplies_defaults_only_without_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = crate::dev::DevJson {
+            url: "https://127.0.0.1:9".into(),
+            ca_cert: "/d/ca.pem".into(),
+            account_id: "acct_1".into(),
+            secret_key: "sk_test_x".into(),
+            publishable_key: "pk_test_x".into(),
+            admin_key: "sk_admin_dev".into(),
+        };
+        std::fs::write(
+            dir.path().join("dev.json"),
+            serde_json::to_vec(&dev).unwrap(),
+        )
+        .unwrap();
+        let r = target(dir.path(), None, None).resolve().unwrap();
+        assert_eq!(r.url, "https://127.0.0.1:9");
+        assert_eq!(r.key, "sk_admin_dev");
+        assert_eq!(r.ca, Some(PathBuf::from("/d/ca.pem")));
+        let r = target(dir.path(), None, Some("sk_admin_other"))
+            .resolve()
+            .unwrap();
+        assert_eq!(r.key, "sk_admin_other");
+        // Another server never gets the dev key or the dev CA.
+        assert!(
+            target(dir.path(), Some("https://prod"), None)
+                .resolve()
+                .is_err()
+        );
+        let r = target(dir.path(), Some("https://prod"), Some("sk_admin_p"))
+            .resolve()
+            .unwrap();
+        assert_eq!(r.ca, None);
+        assert_eq!(r.key, "sk_admin_p");
+        // Nothing at all.
+        let empty = tempfile::tempdir().unwrap();
+        let e = target(empty.path(), None, None).resolve().unwrap_err();
+        assert!(e.to_string().contains("--url"), "{e}");
+    }
+
+    #[test]
+    fn ids_cannot_escape_the_path() {
+        assert!(id("acct_01a2087e4b09").is_ok());
+        for bad in ["", "../x", "a/b", "a?b", "a#b", "a b", "a%2f"] {
+            assert!(id(bad).is_err(), "{bad}");
         }
     }
 }

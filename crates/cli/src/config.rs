@@ -53,15 +53,38 @@ pub struct Checked {
     pub server: ServerConfig,
     pub root: RootKey,
     pub log_dir: Option<PathBuf>,
+    /// Serving plain HTTP on loopback (worth a warning in the log).
+    pub plaintext: bool,
 }
 
 /// Reads and validates everything `serve` needs, without starting.
 pub fn check(path: &Path) -> Result<Checked> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let file: FileConfig =
-        toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e.message()))?;
-    validate(file)
+    validate(parse_toml(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?)
+}
+
+/// Parses the TOML text. The message names the line and the offending key, but never
+/// quotes the file (a value could be a secret pasted in by mistake).
+fn parse_toml(text: &str) -> Result<FileConfig> {
+    toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .and_then(|s| text.get(..s.start))
+            .map(|before| before.matches('\n').count() + 1);
+        match line {
+            Some(n) => anyhow!("line {n}: {}", e.message()),
+            None => anyhow!("{}", e.message()),
+        }
+    })
+}
+
+/// Seconds from the file; zero is refused where it would make no sense.
+fn secs(name: &str, value: Option<u64>, zero_ok: bool) -> Result<Option<Duration>> {
+    match value {
+        Some(0) if !zero_ok => bail!("{name} must be at least 1"),
+        v => Ok(v.map(Duration::from_secs)),
+    }
 }
 
 fn validate(file: FileConfig) -> Result<Checked> {
@@ -77,7 +100,7 @@ fn validate(file: FileConfig) -> Result<Checked> {
         (None, true) => None,
         (Some(t), false) => {
             for p in [&t.cert, &t.key] {
-                std::fs::metadata(p)
+                std::fs::File::open(p)
                     .with_context(|| format!("cannot read TLS file {}", p.display()))?;
             }
             Some(TlsFiles {
@@ -102,32 +125,38 @@ fn validate(file: FileConfig) -> Result<Checked> {
     if let Some(t) = &tls {
         strongroom_server::tls::rustls_config(t).map_err(|e| anyhow!(e))?;
     }
+    let max_connections = file
+        .store
+        .as_ref()
+        .and_then(|s| s.max_connections)
+        .unwrap_or(8);
+    if max_connections == 0 {
+        bail!("[store] max_connections must be at least 1");
+    }
     let store = StoreConfig {
         url: file.database_url.clone(),
         schema: None,
-        max_connections: file
-            .store
-            .as_ref()
-            .and_then(|s| s.max_connections)
-            .unwrap_or(8),
+        max_connections,
     };
     let mut server = ServerConfig::new(file.listen, tls, store);
-    if let Some(s) = file.rewrap_interval_secs {
-        server.rewrap_interval = Duration::from_secs(s.max(1));
+    if let Some(d) = secs("rewrap_interval_secs", file.rewrap_interval_secs, false)? {
+        server.rewrap_interval = d;
     }
-    if let Some(s) = file.api_key_cache_ttl_secs {
-        server.api_key_cache_ttl = Duration::from_secs(s);
+    // Zero disables the API key cache; it is the right choice with several nodes.
+    if let Some(d) = secs("api_key_cache_ttl_secs", file.api_key_cache_ttl_secs, true)? {
+        server.api_key_cache_ttl = d;
     }
-    if let Some(s) = file.keyring_ttl_secs {
-        server.keyring_ttl = Duration::from_secs(s);
+    if let Some(d) = secs("keyring_ttl_secs", file.keyring_ttl_secs, true)? {
+        server.keyring_ttl = d;
     }
-    if let Some(s) = file.request_timeout_secs {
-        server.request_timeout = Duration::from_secs(s.max(1));
+    if let Some(d) = secs("request_timeout_secs", file.request_timeout_secs, false)? {
+        server.request_timeout = d;
     }
     Ok(Checked {
         server,
         root,
         log_dir: file.log_dir,
+        plaintext: file.plaintext,
     })
 }
 
@@ -136,17 +165,21 @@ fn validate(file: FileConfig) -> Result<Checked> {
 pub fn load_root_key(path: &Path) -> Result<RootKey> {
     let meta = std::fs::metadata(path)
         .with_context(|| format!("cannot read root key file {}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
         bail!(
-            "root key file {} is readable by group or others; run `chmod 600 {}`",
+            "root key file {} has mode 0{mode:03o}, which gives group or others access; it must be 0600 or stricter: run `chmod 600 {}`",
             path.display(),
             path.display()
         );
     }
+    if !meta.is_file() {
+        bail!("root key file {} is not a regular file", path.display());
+    }
     let bytes = zeroize::Zeroizing::new(std::fs::read(path)?);
     if bytes.starts_with(crate::dev::DEV_KEY_MARKER.as_bytes()) {
         bail!(
-            "{} is a dev root key; refusing to serve with it (create one with `strongroom init`)",
+            "{} is a dev root key, and strongroom serve refuses to start with a dev key; create a production key with `strongroom init --root-key-file PATH`",
             path.display()
         );
     }
@@ -201,6 +234,12 @@ pub fn init_root_key(path: &Path) -> Result<()> {
 pub async fn serve(path: &Path) -> Result<()> {
     let checked = check(path)?;
     let _guard = init_logging(checked.log_dir.as_deref())?;
+    if checked.plaintext {
+        tracing::warn!(
+            listen = %checked.server.listen,
+            "serving plaintext HTTP on loopback; TLS must be terminated in front of this process"
+        );
+    }
     let running = strongroom_server::start(checked.server, checked.root)
         .await
         .map_err(|e| anyhow!("cannot start: {e}"))?;
@@ -243,83 +282,214 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn key_file(dir: &Path, mode: u32, content: &[u8]) -> PathBuf {
-        let p = dir.join(format!("root-{mode:o}.key"));
+    struct Fixture {
+        dir: tempfile::TempDir,
+        key: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let key = key_file(dir.path(), "good.key", 0o600, &[7u8; 32]);
+        Fixture { dir, key }
+    }
+
+    fn key_file(dir: &Path, name: &str, mode: u32, content: &[u8]) -> PathBuf {
+        let p = dir.join(name);
         let mut f = std::fs::File::create(&p).unwrap();
         f.write_all(content).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
         p
     }
 
-    fn parse(toml_text: &str) -> Result<Checked> {
-        let file: FileConfig = toml::from_str(toml_text).map_err(|e| anyhow!("{}", e.message()))?;
-        validate(file)
+    /// A config listening on `listen`, with the given root key and extra lines.
+    fn toml_with(listen: &str, key: &Path, extra: &str) -> String {
+        format!(
+            "listen = \"{listen}\"\ndatabase_url = \"sqlite:///tmp/x.db\"\nroot_key_file = \"{}\"\n{extra}\n",
+            key.display()
+        )
+    }
+
+    fn parse(text: &str) -> Result<Checked> {
+        validate(parse_toml(text)?)
+    }
+
+    fn err(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    /// A CA-signed leaf for localhost, as `strongroom dev` makes it.
+    fn tls_files(dir: &Path) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
     }
 
     #[test]
-    fn config_rules() {
-        let dir = tempfile::tempdir().unwrap();
-        let good = key_file(dir.path(), 0o600, &[7u8; 32]);
-        let loose = key_file(dir.path(), 0o640, &[7u8; 32]);
-        let dev = key_file(
-            dir.path(),
-            0o400,
-            format!("{}{}", crate::dev::DEV_KEY_MARKER, "ab".repeat(32)).as_bytes(),
+    fn good_config_with_tls_is_accepted() {
+        let f = fixture();
+        let (c, k) = tls_files(f.dir.path());
+        let text = toml_with(
+            "0.0.0.0:8443",
+            &f.key,
+            &format!(
+                "log_dir = \"/tmp/logs\"\nrewrap_interval_secs = 5\napi_key_cache_ttl_secs = 0\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n[store]\nmax_connections = 3",
+                c.display(),
+                k.display()
+            ),
         );
-        let base = |extra: &str, key: &Path| {
-            format!(
-                "listen = \"127.0.0.1:8443\"\ndatabase_url = \"sqlite:///tmp/x.db\"\nroot_key_file = \"{}\"\n{extra}",
-                key.display()
-            )
-        };
-        // Plaintext on loopback is allowed; a good key loads.
-        assert!(parse(&base("plaintext = true", &good)).is_ok());
-        // TLS missing.
-        let e = parse(&base("", &good)).err().unwrap().to_string();
+        let checked = parse(&text).unwrap();
+        assert_eq!(checked.server.store.max_connections, 3);
+        assert_eq!(checked.server.rewrap_interval, Duration::from_secs(5));
+        assert_eq!(checked.server.api_key_cache_ttl, Duration::ZERO);
+        assert!(checked.server.tls.is_some());
+        assert!(!checked.server.dev_mode);
+    }
+
+    #[test]
+    fn plaintext_on_loopback_is_accepted() {
+        let f = fixture();
+        let checked = parse(&toml_with("127.0.0.1:8443", &f.key, "plaintext = true")).unwrap();
+        assert!(checked.server.tls.is_none());
+        assert!(parse(&toml_with("[::1]:8443", &f.key, "plaintext = true")).is_ok());
+    }
+
+    #[test]
+    fn plaintext_off_loopback_is_refused() {
+        let f = fixture();
+        let e = err(&toml_with("0.0.0.0:8443", &f.key, "plaintext = true"));
+        assert!(e.contains("off loopback"), "{e}");
+    }
+
+    #[test]
+    fn missing_tls_is_refused() {
+        let f = fixture();
+        let e = err(&toml_with("127.0.0.1:8443", &f.key, ""));
         assert!(e.contains("TLS is missing"), "{e}");
-        // Plaintext off loopback.
-        let off = base("plaintext = true", &good).replace("127.0.0.1:8443", "0.0.0.0:8443");
-        assert!(
-            parse(&off)
-                .err()
-                .unwrap()
-                .to_string()
-                .contains("off loopback")
-        );
-        // Unknown keys.
-        let e = parse(&base("plaintext = true\nlisten_port = 1", &good))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("unknown field"), "{e}");
-        // Group-readable key.
-        let e = parse(&base("plaintext = true", &loose))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("chmod 600"), "{e}");
-        // Dev key.
-        let e = parse(&base("plaintext = true", &dev))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("dev root key"), "{e}");
-        assert!(!e.contains(&"ab".repeat(32)));
-        // Hex key accepted.
-        let hex = key_file(
-            dir.path(),
-            0o400,
-            format!("{}\n", "cd".repeat(32)).as_bytes(),
-        );
-        assert!(parse(&base("plaintext = true", &hex)).is_ok());
-        // Missing TLS files.
-        let e = parse(&base(
+    }
+
+    #[test]
+    fn unreadable_tls_files_are_refused() {
+        let f = fixture();
+        let e = err(&toml_with(
+            "127.0.0.1:8443",
+            &f.key,
             "[tls]\ncert = \"/nope/cert.pem\"\nkey = \"/nope/key.pem\"",
-            &good,
-        ))
-        .err()
-        .unwrap()
-        .to_string();
-        assert!(e.contains("cannot read TLS file"), "{e}");
+        ));
+        assert!(e.contains("cannot read TLS file /nope/cert.pem"), "{e}");
+        // Readable but not PEM.
+        let junk = key_file(f.dir.path(), "junk.pem", 0o600, b"junk");
+        let e = err(&toml_with(
+            "127.0.0.1:8443",
+            &f.key,
+            &format!(
+                "[tls]\ncert = \"{}\"\nkey = \"{}\"",
+                junk.display(),
+                junk.display()
+            ),
+        ));
+        assert!(e.contains("junk.pem"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let f = fixture();
+        let e = err(&toml_with(
+            "127.0.0.1:8443",
+            &f.key,
+            "plaintext = true\nlisten_port = \"s3cr3t\"",
+        ));
+        assert!(e.contains("unknown field `listen_port`"), "{e}");
+        assert!(e.contains("line 5"), "{e}");
+        assert!(!e.contains("s3cr3t"), "{e}");
+        let e = err(&toml_with(
+            "127.0.0.1:8443",
+            &f.key,
+            "plaintext = true\n[store]\npool = 3",
+        ));
+        assert!(e.contains("unknown field `pool`"), "{e}");
+    }
+
+    #[test]
+    fn group_or_other_access_to_the_key_file_is_refused() {
+        let f = fixture();
+        for mode in [0o640, 0o604, 0o610, 0o660] {
+            let loose = key_file(f.dir.path(), &format!("{mode:o}.key"), mode, &[7u8; 32]);
+            let e = err(&toml_with("127.0.0.1:8443", &loose, "plaintext = true"));
+            assert!(e.contains("chmod 600"), "{e}");
+        }
+        let strict = key_file(f.dir.path(), "400.key", 0o400, &[7u8; 32]);
+        assert!(parse(&toml_with("127.0.0.1:8443", &strict, "plaintext = true")).is_ok());
+    }
+
+    #[test]
+    fn dev_key_is_refused_without_showing_it() {
+        let f = fixture();
+        let hex = "ab".repeat(32);
+        let dev = key_file(
+            f.dir.path(),
+            "dev.key",
+            0o600,
+            format!("{}{hex}\n", crate::dev::DEV_KEY_MARKER).as_bytes(),
+        );
+        let e = err(&toml_with("127.0.0.1:8443", &dev, "plaintext = true"));
+        assert!(e.contains("refuses to start with a dev key"), "{e}");
+        assert!(!e.contains(&hex));
+    }
+
+    #[test]
+    fn key_file_formats() {
+        let f = fixture();
+        let ok = |content: &[u8]| {
+            let p = key_file(f.dir.path(), "k.key", 0o600, content);
+            parse(&toml_with("127.0.0.1:8443", &p, "plaintext = true"))
+        };
+        assert!(ok(format!("{}\n", "cd".repeat(32)).as_bytes()).is_ok());
+        assert!(ok("CD".repeat(32).as_bytes()).is_ok());
+        let e = format!("{:#}", ok(&[1u8; 31]).err().unwrap());
+        assert!(e.contains("not 32 bytes or 64 hex digits"), "{e}");
+        assert!(ok(&[1u8; 33]).is_err());
+        assert!(ok(format!("+{}", "c".repeat(63)).as_bytes()).is_err());
+        assert!(ok("cd".repeat(33).as_bytes()).is_err());
+    }
+
+    #[test]
+    fn nonsense_values_are_refused() {
+        let f = fixture();
+        let e = err(&toml_with(
+            "127.0.0.1:8443",
+            &f.key,
+            "plaintext = true\nrequest_timeout_secs = 0",
+        ));
+        assert!(e.contains("request_timeout_secs"), "{e}");
+        let e = err(&toml_with("127.0.0.1:8443", &f.key, "plaintext = true")
+            .replace("sqlite:///tmp/x.db", "mysql://h/db"));
+        assert!(e.contains("database_url"), "{e}");
+        let e = err(&toml_with(
+            "127.0.0.1:8443",
+            &f.key,
+            "plaintext = true\n[store]\nmax_connections = 0",
+        ));
+        assert!(e.contains("max_connections"), "{e}");
+    }
+
+    #[test]
+    fn init_writes_a_private_key_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("root.key");
+        init_root_key(&p).unwrap();
+        let meta = std::fs::metadata(&p).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.len(), 32);
+        assert!(load_root_key(&p).is_ok());
+        assert!(init_root_key(&p).is_err());
     }
 }

@@ -180,20 +180,26 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The dev root key: text `strongroom-dev-root-key:` and 64 hex digits, so that `serve`
+/// can recognise (and refuse) it. Generated on first start, reused afterwards.
 fn dev_root_key(path: &Path) -> Result<RootKey> {
+    use zeroize::Zeroizing;
     if !path.exists() {
-        let key = strongroom_crypto::random::bytes::<32>().map_err(|_| anyhow!("no randomness"))?;
-        write_private(
-            path,
-            format!("{DEV_KEY_MARKER}{}\n", hex_encode(&key)).as_bytes(),
-        )?;
+        let key = Zeroizing::new(
+            strongroom_crypto::random::bytes::<32>().map_err(|_| anyhow!("no randomness"))?,
+        );
+        let text = Zeroizing::new(format!("{DEV_KEY_MARKER}{}\n", hex_encode(key.as_slice())));
+        write_private(path, text.as_bytes())?;
     }
-    let text = std::fs::read_to_string(path)?;
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+    );
     let hex = text
         .trim()
         .strip_prefix(DEV_KEY_MARKER)
         .ok_or_else(|| anyhow!("{} is not a dev root key", path.display()))?;
-    let bytes = hex_decode(hex).ok_or_else(|| anyhow!("{} is corrupt", path.display()))?;
+    let bytes =
+        Zeroizing::new(hex_decode(hex).ok_or_else(|| anyhow!("{} is corrupt", path.display()))?);
     RootKey::from_bytes(&bytes).map_err(|_| anyhow!("{} is corrupt", path.display()))
 }
 
@@ -201,13 +207,17 @@ pub fn hex_encode(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Strict hex: an even number of ASCII hex digits, nothing else (no signs, no spaces).
 pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
+    let b = s.as_bytes();
+    if !b.len().is_multiple_of(2) || !b.iter().all(u8::is_ascii_hexdigit) {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|p| u8::from_str_radix(p, 16).ok()))
+    b.chunks(2)
+        .map(|pair| {
+            let pair = std::str::from_utf8(pair).ok()?;
+            u8::from_str_radix(pair, 16).ok()
+        })
         .collect()
 }
 
@@ -221,10 +231,17 @@ fn dev_tls(dir: &Path) -> Result<TlsFiles> {
     if files.cert_path.exists() && files.key_path.exists() && ca_path.exists() {
         return Ok(files);
     }
-    std::fs::create_dir_all(dir)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // The CA's private key is never written: the leaf is issued once, and a fresh data
+    // directory gets a fresh CA.
     let ca_key = rcgen::KeyPair::generate()?;
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
     ca.distinguished_name
         .push(rcgen::DnType::CommonName, "Strongroom dev CA");
     let ca_cert = ca.self_signed(&ca_key)?;
@@ -233,10 +250,86 @@ fn dev_tls(dir: &Path) -> Result<TlsFiles> {
         rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()])?;
     leaf.distinguished_name
         .push(rcgen::DnType::CommonName, "localhost");
+    leaf.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let issuer = rcgen::Issuer::new(ca, ca_key);
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer)?;
     std::fs::write(&ca_path, ca_cert.pem())?;
     std::fs::write(&files.cert_path, leaf_cert.pem())?;
     write_private(&files.key_path, leaf_key.serialize_pem().as_bytes())?;
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip_and_strictness() {
+        let b: Vec<u8> = (0u8..=255).collect();
+        assert_eq!(hex_decode(&hex_encode(&b)).unwrap(), b);
+        assert_eq!(hex_decode("ABcd").unwrap(), vec![0xab, 0xcd]);
+        for bad in ["abc", "+f", "0x", " a", "zz", "é1"] {
+            assert!(hex_decode(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dev_key_is_generated_once_and_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("root.key");
+        dev_root_key(&p).unwrap();
+        let first = std::fs::read_to_string(&p).unwrap();
+        assert!(first.starts_with(DEV_KEY_MARKER));
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        dev_root_key(&p).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), first);
+        // And `serve` refuses it.
+        let e = format!("{:#}", crate::config::load_root_key(&p).err().unwrap());
+        assert!(e.contains("dev key"), "{e}");
+    }
+
+    #[test]
+    fn dev_tls_chain_verifies_for_loopback_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = dev_tls(dir.path()).unwrap();
+        let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+        let leaf = std::fs::read(&files.cert_path).unwrap();
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::pem::PemObject::pem_slice_iter(&ca) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let verifier = rustls::client::WebPkiServerVerifier::builder(std::sync::Arc::new(roots))
+            .build()
+            .unwrap();
+        let leaf: rustls::pki_types::CertificateDer<'_> =
+            rustls::pki_types::pem::PemObject::from_pem_slice(&leaf).unwrap();
+        for name in ["localhost", "127.0.0.1", "::1"] {
+            let name = rustls::pki_types::ServerName::try_from(name).unwrap();
+            rustls::client::danger::ServerCertVerifier::verify_server_cert(
+                verifier.as_ref(),
+                &leaf,
+                &[],
+                &name,
+                &[],
+                rustls::pki_types::UnixTime::now(),
+            )
+            .unwrap();
+        }
+        // Generated once: a second call keeps the same files.
+        dev_tls(dir.path()).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca);
+        assert_eq!(
+            std::fs::metadata(&files.key_path)
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+    }
 }
