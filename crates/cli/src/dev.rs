@@ -22,6 +22,14 @@ pub struct DevArgs {
     /// Address to listen on (loopback).
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
+    /// Use this database instead of the embedded SQLite file (e.g. a local
+    /// `postgres://…` for benchmarks). The dev root key still lives in the data directory.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// PostgreSQL only: the schema to use (created if missing), so several dev
+    /// vaults can share one database.
+    #[arg(long, requires = "database_url")]
+    database_schema: Option<String>,
 }
 
 /// What `dev.json` holds: exactly these fields.
@@ -50,9 +58,12 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let root = dev_root_key(&dir.join("root.key"))?;
     let tls = dev_tls(&dir.join("tls"))?;
     let store = StoreConfig {
-        url: format!("sqlite://{}", dir.join("strongroom.db").display()),
-        schema: None,
-        max_connections: 4,
+        url: args
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.join("strongroom.db").display())),
+        schema: args.database_schema.clone(),
+        max_connections: if args.database_url.is_some() { 16 } else { 4 },
     };
     let mut config = ServerConfig::new(args.listen, Some(tls), store);
     config.dev_mode = true;
