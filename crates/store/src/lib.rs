@@ -178,8 +178,15 @@ pub trait VaultStore: Send + Sync {
     /// Counts a wrong code; returns the new attempt count.
     async fn otp_fail(&self, id: &str) -> StoreResult<i64>;
     /// Marks the OTP used if it is unused, unexpired at `now_ms`, and below
-    /// `max_attempts`. True if this call consumed it (exactly one caller wins).
-    async fn otp_consume(&self, id: &str, now_ms: i64, max_attempts: i64) -> StoreResult<bool>;
+    /// `max_attempts`. True if this call consumed it (exactly one caller wins); the
+    /// events are written, in the same transaction, only then.
+    async fn otp_consume(
+        &self,
+        id: &str,
+        now_ms: i64,
+        max_attempts: i64,
+        events: &[EventRecord],
+    ) -> StoreResult<bool>;
 
     // ---- events ----
 

@@ -517,6 +517,7 @@ pub(crate) enum WriteOp {
         id: String,
         now_ms: i64,
         max_attempts: i64,
+        events: Vec<EventRecord>,
     },
 }
 
@@ -711,10 +712,14 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &WriteOp) -> StoreResult<Write
             id,
             now_ms,
             max_attempts,
+            events,
         } => {
             let n = c
                 .exec(OTP_CONSUME, args![id, *now_ms, *max_attempts])
                 .await?;
+            if n == 1 {
+                insert_events(c, events).await?;
+            }
             Ok(WriteReply::Flag(n == 1))
         }
     }

@@ -287,11 +287,18 @@ impl VaultStore for Store {
             .count()
     }
 
-    async fn otp_consume(&self, id: &str, now_ms: i64, max_attempts: i64) -> StoreResult<bool> {
+    async fn otp_consume(
+        &self,
+        id: &str,
+        now_ms: i64,
+        max_attempts: i64,
+        events: &[EventRecord],
+    ) -> StoreResult<bool> {
         self.write(WriteOp::OtpConsume {
             id: id.to_owned(),
             now_ms,
             max_attempts,
+            events: events.to_vec(),
         })
         .await?
         .flag()

@@ -141,14 +141,15 @@ async fn deliver(state: &AppState, url: &str, otp: &OtpRecord, code: &str) -> Ap
     }
 }
 
-/// Checks and consumes an OTP for `purpose` on `card_id`. Any failure is `otp_invalid`.
+/// Checks and consumes an OTP for `purpose` on `card_id`, writing `events` in the same
+/// transaction as the consumption. Any failure is `otp_invalid`.
 pub async fn verify(
     state: &AppState,
     who: &Principal,
     otp_id: &str,
     code: &str,
-    purpose: &str,
-    card_id: &str,
+    (purpose, card_id): (&str, &str),
+    events: &[strongroom_store::EventRecord],
 ) -> ApiResult<()> {
     let invalid = codes::OTP_INVALID;
     if strongroom_core::parse_id(IdKind::Otp, otp_id).is_err() || code.len() != 6 {
@@ -175,7 +176,7 @@ pub async fn verify(
     }
     if state
         .store()
-        .otp_consume(&otp.id, now, OTP_MAX_ATTEMPTS)
+        .otp_consume(&otp.id, now, OTP_MAX_ATTEMPTS, events)
         .await?
     {
         Ok(())
@@ -194,7 +195,22 @@ pub async fn reveal(
 ) -> ApiResult<(strongroom_store::CardRecord, RevealedCard)> {
     who.require(Scope::CardsReveal)?;
     let card = cards::get(state, who, card_id).await?;
-    verify(state, who, otp_id, code, "card.reveal", &card.id).await?;
+    // The reveal is recorded in the outbox in the same transaction that spends the OTP.
+    let event = state.event(
+        &card.account_id,
+        card.mode,
+        "card.revealed",
+        serde_json::json!({"id": card.id, "object": "card", "api_key": who.key_id}),
+    )?;
+    verify(
+        state,
+        who,
+        otp_id,
+        code,
+        ("card.reveal", &card.id),
+        &[event],
+    )
+    .await?;
     let keys = state.keyring().account(state, &who.account_id).await?;
     let clear = match cards::open(&keys, &card) {
         Ok(c) => c,

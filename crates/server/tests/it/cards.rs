@@ -231,6 +231,29 @@ async fn otp_rules_single_use_three_tries_five_minutes() {
     srv.post(&path, &rk, json!({"otp": otp}))
         .await
         .assert_error(400, "missing_field");
+    // Exactly the two successful reveals were recorded in the outbox; failures were not.
+    use strongroom_store::{ListEvents, VaultStore};
+    let revealed = srv
+        .running
+        .state
+        .store()
+        .list_events(
+            &srv.account,
+            strongroom_core::Mode::Test,
+            &ListEvents {
+                event_type: Some("card.revealed".into()),
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(revealed.len(), 2);
+    assert!(
+        revealed
+            .iter()
+            .all(|e| e.data.contains(&id) && !e.data.contains("4111111111111111"))
+    );
     assert_not_logged(&["4111111111111111", &code]);
 }
 

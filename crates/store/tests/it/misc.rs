@@ -35,12 +35,17 @@ async fn otps(store: Store) {
     assert_eq!(store.otp_fail(&o.id).await.unwrap(), 1);
     assert_eq!(store.otp_fail(&o.id).await.unwrap(), 2);
     // Too many attempts: refused.
-    assert!(!store.otp_consume(&o.id, T0 + 1, 2).await.unwrap());
+    assert!(!store.otp_consume(&o.id, T0 + 1, 2, &[]).await.unwrap());
     // Expired: refused.
-    assert!(!store.otp_consume(&o.id, o.expires_ms, 5).await.unwrap());
+    assert!(
+        !store
+            .otp_consume(&o.id, o.expires_ms, 5, &[])
+            .await
+            .unwrap()
+    );
     // Consumed once only.
-    assert!(store.otp_consume(&o.id, T0 + 2, 5).await.unwrap());
-    assert!(!store.otp_consume(&o.id, T0 + 3, 5).await.unwrap());
+    assert!(store.otp_consume(&o.id, T0 + 2, 5, &[]).await.unwrap());
+    assert!(!store.otp_consume(&o.id, T0 + 3, 5, &[]).await.unwrap());
     let got = store.get_otp(&a, &o.id).await.unwrap().unwrap();
     assert_eq!((got.attempts, got.used_ms), (2, Some(T0 + 2)));
     assert_eq!(store.otp_fail("otp_missing").await.unwrap(), 0);
@@ -52,7 +57,7 @@ async fn otps(store: Store) {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..20 {
         let (store, id) = (store.clone(), bound.id.clone());
-        tasks.spawn(async move { store.otp_consume(&id, T0 + 11, 5).await.unwrap() });
+        tasks.spawn(async move { store.otp_consume(&id, T0 + 11, 5, &[]).await.unwrap() });
     }
     let wins = tasks.join_all().await.into_iter().filter(|w| *w).count();
     assert_eq!(wins, 1);
