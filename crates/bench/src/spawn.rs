@@ -1,0 +1,156 @@
+//! `--spawn`: a fresh `strongroom dev` child on a temporary data directory and a free
+//! loopback port. The child is killed and the directory removed when this is dropped, on
+//! success and on error alike.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// The fields of `dev.json` the bench uses.
+#[derive(Deserialize)]
+pub struct DevJson {
+    pub url: String,
+    pub ca_cert: String,
+    pub secret_key: String,
+}
+
+pub struct SpawnedServer {
+    child: Child,
+    dir: PathBuf,
+    keep_dir: bool,
+    pub dev: DevJson,
+}
+
+impl SpawnedServer {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Starts `BIN dev --data-dir TMP --listen 127.0.0.1:PORT` and waits (up to
+    /// `timeout`) for `dev.json` and for `GET /healthz` to answer 200.
+    pub async fn start(bin: &Path, keep_dir: bool, timeout: Duration) -> Result<Self> {
+        if !bin.is_file() {
+            bail!(
+                "server binary {} not found: build it with `cargo build --release -p strongroom-cli` or pass --server-bin",
+                bin.display()
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("strongroom-bench-{}", std::process::id()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let port = free_port()?;
+        let log = std::fs::File::create(dir.join("server.stderr.log"))?;
+        let child = Command::new(bin)
+            .arg("dev")
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        // From here on, Drop kills the child.
+        let mut server = Self {
+            child,
+            dir,
+            keep_dir,
+            dev: DevJson {
+                url: String::new(),
+                ca_cert: String::new(),
+                secret_key: String::new(),
+            },
+        };
+        let deadline = Instant::now() + timeout;
+        let dev_path = server.dir.join("dev.json");
+        let dev: DevJson = loop {
+            if let Some(status) = server.child.try_wait()? {
+                bail!(
+                    "the server exited with {status} before it was ready; see {}",
+                    server.dir.join("server.stderr.log").display()
+                );
+            }
+            if let Ok(text) = std::fs::read_to_string(&dev_path)
+                && let Ok(dev) = serde_json::from_str(&text)
+            {
+                break dev;
+            }
+            if Instant::now() > deadline {
+                bail!("no {} after {timeout:?}", dev_path.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        check_loopback(&dev.url)?;
+        server.dev = dev;
+        let client = crate::load::client(&server.dev.ca_cert, false)?;
+        let health = format!("{}/healthz", server.dev.url.trim_end_matches('/'));
+        loop {
+            if let Ok(r) = client.get(&health).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            if let Some(status) = server.child.try_wait()? {
+                bail!("the server exited with {status} before /healthz answered");
+            }
+            if Instant::now() > deadline {
+                bail!("{health} did not answer within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for SpawnedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A port that was free a moment ago (bind to :0, read it back, release it).
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    Ok(l.local_addr()?.port())
+}
+
+/// In `--spawn` mode, traffic goes only to loopback: refuse any other URL.
+pub fn check_loopback(url: &str) -> Result<()> {
+    let u = reqwest::Url::parse(url).with_context(|| format!("bad url {url}"))?;
+    let host = u.host_str().unwrap_or_default();
+    let ok = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|a| a.is_loopback());
+    if !ok {
+        bail!("refusing to send --spawn traffic to {url}: only 127.0.0.1 or ::1");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_only() {
+        assert!(super::check_loopback("https://127.0.0.1:8443").is_ok());
+        assert!(super::check_loopback("https://[::1]:8443").is_ok());
+        assert!(super::check_loopback("https://localhost:8443").is_err());
+        assert!(super::check_loopback("https://10.0.0.1:8443").is_err());
+    }
+}
