@@ -507,6 +507,8 @@ async fn phase_with(
         total.merge(t);
     }
     progress.abort();
+    // Wait for the abort to land, so the progress task's handle on `shared` is gone.
+    let _ = progress.await;
     let shared = Arc::try_unwrap(shared)
         .map_err(|_| anyhow::anyhow!("worker state still shared after the phase"))?;
     Ok((out, shared, total))

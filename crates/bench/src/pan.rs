@@ -42,11 +42,15 @@ pub struct PanSlice {
 impl PanSlice {
     /// Worker `w` of `workers`, within `[start, end)` of the range.
     pub fn for_worker(start: u64, end: u64, w: u64, workers: u64) -> Self {
-        let per = (end.saturating_sub(start)) / workers.max(1);
-        let next = start + w * per;
+        let len = end.saturating_sub(start);
+        let n = workers.max(1);
+        // Cut points w*len/n: every number belongs to exactly one worker, none is lost.
+        let cut = |i: u64| {
+            start + u64::try_from(u128::from(len) * u128::from(i) / u128::from(n)).unwrap_or(0)
+        };
         Self {
-            next,
-            end: next + per,
+            next: cut(w),
+            end: cut(w + 1),
         }
     }
 
@@ -101,5 +105,12 @@ mod tests {
         assert_eq!(xs.first().unwrap(), &nth(100));
         assert_eq!(ys.first().unwrap(), &nth(150));
         assert!(xs.iter().all(|x| !ys.contains(x)));
+        let total: usize = (0..64)
+            .map(|w| {
+                let mut s = PanSlice::for_worker(0, 10_000, w, 64);
+                std::iter::from_fn(|| s.next_pan()).count()
+            })
+            .sum();
+        assert_eq!(total, 10_000);
     }
 }
