@@ -32,7 +32,7 @@ use load::{Scenario, Shared, Tally, Worker};
 #[command(name = "strongroom-bench", version)]
 struct Args {
     /// Start a fresh `strongroom dev` server as a child process (killed at the end).
-    #[arg(long, conflicts_with_all = ["target", "key"])]
+    #[arg(long, conflicts_with = "target")]
     spawn: bool,
     /// The `strongroom` binary for --spawn [default: `strongroom` beside this executable].
     #[arg(long, value_name = "PATH")]
