@@ -162,7 +162,13 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(run(args))
+    // On Ctrl-C the `run` future is dropped, and with it the spawned server (killed).
+    rt.block_on(async {
+        tokio::select! {
+            r = run(args) => r,
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        }
+    })
 }
 
 async fn run(args: Args) -> Result<()> {
@@ -179,6 +185,13 @@ async fn run(args: Args) -> Result<()> {
     }
     if args.pan_offset >= pan::SPACE {
         bail!("--pan-offset must be below {}", pan::SPACE);
+    }
+    let needs_cards = args
+        .scenario
+        .iter()
+        .any(|s| matches!(s, Scenario::Get | Scenario::Mixed));
+    if needs_cards && args.preload == 0 {
+        bail!("get and mixed read preloaded cards: give --preload N (N > 0)");
     }
     let http2 = args.http2;
     let machine = procfs::machine();
