@@ -25,9 +25,8 @@ use load::{Scenario, Shared, Tally, Worker};
 /// Either --spawn (a fresh release server on a temporary data dir, loopback only) or
 /// --target URL --key KEY (a running deployment; server CPU and RSS are then null).
 ///
-/// --database-url is not supported with --spawn yet: `strongroom dev` always uses its
-/// embedded SQLite database. To benchmark PostgreSQL, run `strongroom serve` with a
-/// PostgreSQL database_url and point --target at it.
+/// With --spawn, --database-url postgres://… runs the spawned server on PostgreSQL (a
+/// fresh schema `bench_<pid>` in that database) instead of its embedded SQLite.
 #[derive(Parser, Debug)]
 #[command(name = "strongroom-bench", version)]
 struct Args {
@@ -40,8 +39,7 @@ struct Args {
     /// Keep the spawned server's temporary data dir (logs, database) after the run.
     #[arg(long)]
     keep_data_dir: bool,
-    /// PostgreSQL URL for the spawned server. NOT SUPPORTED YET: `strongroom dev` has no
-    /// database option; the run stops with an explanation.
+    /// PostgreSQL URL for the spawned server (a fresh schema `bench_<pid>` is used).
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
     /// Base URL of a running deployment (instead of --spawn).
@@ -199,12 +197,6 @@ async fn run(args: Args) -> Result<()> {
     // The server: spawned (and killed when `server` drops) or given.
     let mut server = None;
     let (url, key, ca, pid, port, server_bin) = if args.spawn {
-        if args.database_url.is_some() {
-            bail!(
-                "--database-url is not supported with --spawn: `strongroom dev` always uses its embedded \
-                 SQLite database. Run `strongroom serve` with database_url = \"postgres://…\" and use --target."
-            );
-        }
         let bin = match &args.server_bin {
             Some(p) => p.clone(),
             None => std::env::current_exe()?
@@ -213,8 +205,13 @@ async fn run(args: Args) -> Result<()> {
                 .join("strongroom"),
         };
         eprintln!("starting {} dev …", bin.display());
-        let s =
-            spawn::SpawnedServer::start(&bin, args.keep_data_dir, Duration::from_secs(120)).await?;
+        let s = spawn::SpawnedServer::start(
+            &bin,
+            args.keep_data_dir,
+            args.database_url.as_deref(),
+            Duration::from_secs(120),
+        )
+        .await?;
         eprintln!(
             "server pid {} at {} (data dir {})",
             s.pid(),
@@ -433,10 +430,10 @@ async fn measure(
             preloaded: shared.ids.len(),
             mix_get_ratio: args.mix_get_ratio,
             http: if http2 { "http2" } else { "http1" },
-            store: if args.spawn {
-                "sqlite (strongroom dev)"
-            } else {
-                "unknown (target)"
+            store: match (args.spawn, args.database_url.is_some()) {
+                (true, false) => "sqlite (strongroom dev)",
+                (true, true) => "postgres (strongroom dev --database-url)",
+                (false, _) => "unknown (target)",
             },
             pan_range: [range_start, used_end],
             next_pan_offset: used_end % pan::SPACE,

@@ -36,7 +36,14 @@ impl SpawnedServer {
 
     /// Starts `BIN dev --data-dir TMP --listen 127.0.0.1:PORT` and waits (up to
     /// `timeout`) for `dev.json` and for `GET /healthz` to answer 200.
-    pub async fn start(bin: &Path, keep_dir: bool, timeout: Duration) -> Result<Self> {
+    /// `database_url`: a PostgreSQL URL for the server instead of its embedded SQLite; the
+    /// server then uses a fresh schema `bench_<pid>` in that database.
+    pub async fn start(
+        bin: &Path,
+        keep_dir: bool,
+        database_url: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self> {
         if !bin.is_file() {
             bail!(
                 "server binary {} not found: build it with `cargo build --release -p strongroom-cli` or pass --server-bin",
@@ -50,12 +57,19 @@ impl SpawnedServer {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let port = free_port()?;
         let log = std::fs::File::create(dir.join("server.stderr.log"))?;
-        let child = Command::new(bin)
-            .arg("dev")
+        let mut cmd = Command::new(bin);
+        cmd.arg("dev")
             .arg("--data-dir")
             .arg(&dir)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("127.0.0.1:{port}"));
+        if let Some(url) = database_url {
+            cmd.arg("--database-url")
+                .arg(url)
+                .arg("--database-schema")
+                .arg(format!("bench_{}", std::process::id()));
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

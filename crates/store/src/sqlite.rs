@@ -92,7 +92,15 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         let readers = SqlitePoolOptions::new()
             .max_connections(max_connections.max(1))
-            .connect_with(opts.pragma("query_only", "ON"))
+            // A real page cache per reader (SQLite's default is 2 MiB): with a million
+            // cards the B-tree interior and hot leaves stay in memory instead of being
+            // read back through syscalls on every lookup. 4 readers x 24 MiB keeps the server
+            // inside the 250 MB RSS budget at a million cards.
+            .connect_with(
+                opts.clone()
+                    .pragma("query_only", "ON")
+                    .pragma("cache_size", "-24576"),
+            )
             .await
             .map_err(db_err)?;
         let (tx, rx) = mpsc::channel(QUEUE);
