@@ -179,6 +179,7 @@ pub(crate) trait RowGet {
     fn int(&self, i: usize) -> StoreResult<i64>;
     fn opt_int(&self, i: usize) -> StoreResult<Option<i64>>;
     fn blob(&self, i: usize) -> StoreResult<Vec<u8>>;
+    fn opt_blob(&self, i: usize) -> StoreResult<Option<Vec<u8>>>;
 }
 
 impl<R> RowGet for R
@@ -202,6 +203,9 @@ where
         get(self, i)
     }
     fn blob(&self, i: usize) -> StoreResult<Vec<u8>> {
+        get(self, i)
+    }
+    fn opt_blob(&self, i: usize) -> StoreResult<Option<Vec<u8>>> {
         get(self, i)
     }
 }

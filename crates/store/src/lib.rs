@@ -7,18 +7,33 @@
 //! The store holds ciphertext, wrapped keys and digests. It never decrypts anything and
 //! never sees a clear PAN, key or secret.
 
+pub mod audit;
+pub mod controls;
 pub mod model;
+pub mod pin;
 
 mod exec;
 mod postgres;
 mod sql;
 mod sqlite;
+mod stats;
 mod store;
+pub mod tokens;
+pub mod webhooks;
 
+pub use audit::{AuditCheckpoint, AuditQuery, AuditRecord, AuditScope, AuditStore, HashFn};
+pub use controls::{
+    AccountControls, ControlStore, ControlsUpdate, IdempotencyBegin, IdempotencyClaim,
+    IdempotencyRecord, SigningKeyRecord,
+};
 pub use model::*;
+pub use pin::{PinOutcome, PinRecord, PinRewrap, PinStore, SetKind, SpendOtp, TransportKeyRecord};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use stats::StatsStore;
 pub use store::Store;
+pub use tokens::{JwtKeyRecord, TokenStore};
+pub use webhooks::WebhookStore;
 
 use thiserror::Error;
 

@@ -45,17 +45,20 @@ pub enum KeyPurpose {
     Cards,
     /// Keys the PAN fingerprint HMAC.
     Fingerprint,
+    /// Enciphers ISO 9564-1 format 4 PIN blocks (AES-256).
+    Pin,
 }
 
 impl KeyPurpose {
     /// Every purpose.
-    pub const ALL: [KeyPurpose; 2] = [KeyPurpose::Cards, KeyPurpose::Fingerprint];
+    pub const ALL: [KeyPurpose; 3] = [KeyPurpose::Cards, KeyPurpose::Fingerprint, KeyPurpose::Pin];
 
     /// `cards` or `fingerprint`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Cards => "cards",
             Self::Fingerprint => "fingerprint",
+            Self::Pin => "pin",
         }
     }
 

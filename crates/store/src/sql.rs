@@ -203,7 +203,7 @@ pub(crate) trait FromRow: Sized {
     fn from_row<R: RowGet>(r: &R) -> StoreResult<Self>;
 }
 
-fn mode(s: &str) -> StoreResult<Mode> {
+pub(crate) fn mode(s: &str) -> StoreResult<Mode> {
     Mode::parse(s).ok_or_else(|| StoreError::Corrupt("unknown mode".into()))
 }
 
@@ -311,7 +311,7 @@ impl FromRow for (i64, i64) {
     }
 }
 
-async fn one<C: Exec, T: FromRow>(
+pub(crate) async fn one<C: Exec, T: FromRow>(
     c: &mut C,
     sql: &'static str,
     a: &[crate::exec::Arg<'_>],
@@ -319,7 +319,7 @@ async fn one<C: Exec, T: FromRow>(
     c.opt(sql, a).await?.as_ref().map(T::from_row).transpose()
 }
 
-async fn many<C: Exec, T: FromRow>(
+pub(crate) async fn many<C: Exec, T: FromRow>(
     c: &mut C,
     sql: &'static str,
     a: &[crate::exec::Arg<'_>],
@@ -373,6 +373,7 @@ pub(crate) async fn key_usage<C: Exec>(
     let sql = match purpose {
         KeyPurpose::Cards => USAGE_CARDS,
         KeyPurpose::Fingerprint => USAGE_FINGERPRINT,
+        KeyPurpose::Pin => crate::pin::USAGE_PIN,
     };
     many(c, sql, args![account_id]).await
 }
@@ -414,6 +415,8 @@ pub(crate) async fn cards_for_rewrap<C: Exec>(
     let sql = match purpose {
         KeyPurpose::Cards => REWRAP_CARDS,
         KeyPurpose::Fingerprint => REWRAP_FINGERPRINTS,
+        // PINs are not cards: see `PinStore::pins_for_rewrap`.
+        KeyPurpose::Pin => return Ok(Vec::new()),
     };
     many(c, sql, args![account_id, below_version, limit.max(0)]).await
 }
@@ -519,6 +522,11 @@ pub(crate) enum WriteOp {
         max_attempts: i64,
         events: Vec<EventRecord>,
     },
+    Controls(crate::controls::Op),
+    Pin(crate::pin::Op),
+    Audit(crate::audit::Op),
+    Tokens(crate::tokens::Op),
+    Webhook(crate::webhooks::Op),
 }
 
 /// What a [`WriteOp`] returns.
@@ -530,6 +538,10 @@ pub(crate) enum WriteReply {
     ApiKey(Option<ApiKeyRecord>),
     Card(InsertCard),
     Retire(RetireOutcome),
+    Controls(crate::controls::Reply),
+    Pin(crate::pin::Reply),
+    Audit(crate::audit::Reply),
+    Webhook(crate::webhooks::Reply),
 }
 
 fn unexpected() -> StoreError {
@@ -722,6 +734,11 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &WriteOp) -> StoreResult<Write
             }
             Ok(WriteReply::Flag(n == 1))
         }
+        WriteOp::Controls(op) => crate::controls::apply(c, op).await,
+        WriteOp::Pin(op) => crate::pin::apply(c, op).await.map(WriteReply::Pin),
+        WriteOp::Audit(op) => crate::audit::apply(c, op).await,
+        WriteOp::Tokens(op) => crate::tokens::apply(c, op).await,
+        WriteOp::Webhook(op) => crate::webhooks::apply(c, op).await.map(WriteReply::Webhook),
     }
 }
 
@@ -738,7 +755,7 @@ async fn insert_data_key<C: Exec>(c: &mut C, k: &DataKeyRecord) -> StoreResult<(
     c.exec(INSERT_DATA_KEY, args).await.map(drop)
 }
 
-async fn insert_events<C: Exec>(c: &mut C, events: &[EventRecord]) -> StoreResult<()> {
+pub(crate) async fn insert_events<C: Exec>(c: &mut C, events: &[EventRecord]) -> StoreResult<()> {
     for e in events {
         let args = args![
             &e.id,
@@ -749,6 +766,7 @@ async fn insert_events<C: Exec>(c: &mut C, events: &[EventRecord]) -> StoreResul
             &e.data
         ];
         c.exec(INSERT_EVENT, args).await?;
+        crate::webhooks::fan_out(c, e).await?;
     }
     Ok(())
 }
@@ -818,6 +836,7 @@ async fn retire_data_key<C: Exec>(
     let count_sql = match purpose {
         KeyPurpose::Cards => COUNT_CARDS_KEY_VERSION,
         KeyPurpose::Fingerprint => COUNT_CARDS_FP_VERSION,
+        KeyPurpose::Pin => crate::pin::COUNT_PIN_KEY_VERSION,
     };
     let in_use = match c.opt(count_sql, args![account_id, version]).await? {
         Some(r) => r.int(0)?,

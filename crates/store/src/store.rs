@@ -65,11 +65,15 @@ impl Store {
         }
     }
 
-    async fn write(&self, op: WriteOp) -> StoreResult<sql::WriteReply> {
-        match self {
+    /// Every write goes through here; inside an audit scope it carries the scope's
+    /// records in its transaction (see [`crate::audit`]).
+    pub(crate) async fn write(&self, op: WriteOp) -> StoreResult<sql::WriteReply> {
+        let (op, attached) = crate::audit::attach(op);
+        let result = match self {
             Self::Sqlite(s) => s.write(op).await,
             Self::Postgres(p) => p.write(op).await,
-        }
+        };
+        crate::audit::settle(attached, result)
     }
 }
 

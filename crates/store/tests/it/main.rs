@@ -10,9 +10,13 @@
     clippy::indexing_slicing
 )]
 
+mod audit;
 mod cards;
+mod controls;
 mod keys;
 mod misc;
+mod pin;
+mod tokens;
 
 use std::collections::hash_map::RandomState;
 use std::future::Future;

@@ -1,0 +1,693 @@
+//! The audit trail: an append-only, hash-chained log of every authenticated request and
+//! security event, its head, and signed checkpoints of the head.
+//!
+//! `hash_n = H(hash_{n-1} ‖ canonical(record_n))`, `hash_0` = 32 zero bytes. `H` is
+//! SHA-256, handed in as a [`HashFn`] by the caller (the store never imports the crypto
+//! crate). Every append locks the one-row `audit_head` table with an `UPDATE` inside the
+//! appending transaction, which serialises chain appends on SQLite (one writer) and on
+//! PostgreSQL (a row lock held to commit, across nodes) alike.
+//!
+//! **Same transaction as the change.** A request runs inside an [`AuditScope`]
+//! (a task-local set by the server's outermost middleware). Every store write made while
+//! a scope is active is wrapped by [`attach`]: the request's record and any queued
+//! security events are appended in the same transaction as the write, so the change
+//! and its record commit together or not at all, and the SQLite group commit carries
+//! both with one fsync. Store method signatures are unchanged. A request that writes
+//! nothing gets a standalone append after its handler ([`AuditStore::append_audit`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::exec::{Exec, RowGet, args};
+use crate::sql::{WriteOp, WriteReply};
+use crate::store::Store;
+use crate::{RetireOutcome, StoreError, StoreResult};
+
+/// One chain step: `H(prev ‖ canonical record)`.
+pub type HashFn = fn(&[u8; 32], &[u8]) -> [u8; 32];
+
+/// One audit record. Never holds a PAN, CVV, PIN, code, key or secret: only ids,
+/// names and codes. Empty strings stand for "none".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditRecord {
+    /// Position in the chain, from 1 (assigned on append).
+    pub seq: i64,
+    /// Unix milliseconds.
+    pub time_ms: i64,
+    /// `req_…`, or empty for a system event.
+    pub request_id: String,
+    /// `acct_…` the request acted on, if any.
+    pub account_id: String,
+    /// `key_…` of the API key, `admin:key_…`, `system`, or `anonymous`.
+    pub actor: String,
+    /// What was done, e.g. `card.reveal`, `api_key.create`, `auth.failed`.
+    pub action: String,
+    /// `type:id` of the object, e.g. `card:card_…` (never a PAN), or empty.
+    pub resource: String,
+    /// `success` or `failure`.
+    pub outcome: String,
+    /// The error code of a failure (`otp_invalid`), or the HTTP status of a success.
+    pub code: String,
+    /// The client's IP address, if known.
+    pub client_ip: String,
+    /// HTTP method, if a request.
+    pub method: String,
+    /// Route template (`/v1/cards/{id}`), never the raw path.
+    pub route: String,
+    /// The chain hash after this record (assigned on append).
+    pub hash: Vec<u8>,
+}
+
+impl AuditRecord {
+    /// The canonical encoding that is hashed: a version label, then every field
+    /// except `hash`, each as a big-endian length (u32) and bytes; integers as 8
+    /// big-endian bytes. Unambiguous, and independent of storage.
+    pub fn canonical(&self, seq: i64) -> Vec<u8> {
+        let fields: [&str; 10] = [
+            &self.request_id,
+            &self.account_id,
+            &self.actor,
+            &self.action,
+            &self.resource,
+            &self.outcome,
+            &self.code,
+            &self.client_ip,
+            &self.method,
+            &self.route,
+        ];
+        let mut out = Vec::with_capacity(64 + fields.iter().map(|f| f.len() + 4).sum::<usize>());
+        out.extend_from_slice(b"strongroom-audit/v1");
+        out.extend_from_slice(&seq.to_be_bytes());
+        out.extend_from_slice(&self.time_ms.to_be_bytes());
+        for f in fields {
+            let len = u32::try_from(f.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(f.as_bytes());
+        }
+        out
+    }
+}
+
+/// A signed checkpoint of the chain head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCheckpoint {
+    /// The head's sequence number.
+    pub seq: i64,
+    /// The head's hash.
+    pub hash: Vec<u8>,
+    /// When it was taken.
+    pub time_ms: i64,
+    /// Ed25519 public key that signed it.
+    pub public_key: Vec<u8>,
+    /// Ed25519 signature over the checkpoint message.
+    pub signature: Vec<u8>,
+}
+
+/// Filters of an audit query; records come oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only this account.
+    pub account_id: Option<String>,
+    /// Only this actor.
+    pub actor: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only records at or after this time.
+    pub since_ms: Option<i64>,
+    /// Only records before this time.
+    pub until_ms: Option<i64>,
+    /// Only records after this sequence number (paging).
+    pub after_seq: Option<i64>,
+    /// At most this many.
+    pub limit: i64,
+}
+
+// ---- SQL ----
+
+macro_rules! audit_cols {
+    () => {
+        "seq, time_ms, request_id, account_id, actor, action, resource, outcome, code, \
+         client_ip, method, route, hash"
+    };
+}
+
+// A no-op UPDATE takes the row lock (PostgreSQL waits for a concurrent appender to
+// commit and then reads its head); on SQLite the writer is alone anyway.
+const LOCK_HEAD: &str = "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
+const HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+const INSERT: &str = concat!(
+    "INSERT INTO audit_log (",
+    audit_cols!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+);
+const RANGE: &str = concat!(
+    "SELECT ",
+    audit_cols!(),
+    " FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
+);
+const QUERY: &str = concat!(
+    "SELECT ",
+    audit_cols!(),
+    " FROM audit_log WHERE seq > $1 AND ($2 IS NULL OR account_id = $2) \
+     AND ($3 IS NULL OR actor = $3) AND ($4 IS NULL OR action = $4) \
+     AND ($5 IS NULL OR time_ms >= $5) AND ($6 IS NULL OR time_ms < $6) \
+     ORDER BY seq LIMIT $7"
+);
+const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints \
+     (seq, hash, time_ms, public_key, signature) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (seq) DO NOTHING";
+const CHECKPOINTS: &str = "SELECT seq, hash, time_ms, public_key, signature \
+     FROM audit_checkpoints ORDER BY seq";
+const LATEST_CHECKPOINT: &str = "SELECT seq, hash, time_ms, public_key, signature \
+     FROM audit_checkpoints ORDER BY seq DESC LIMIT 1";
+// Readiness: the probe appends nothing that survives (its savepoint is rolled back).
+const PROBE: &str = concat!(
+    "INSERT INTO audit_log (",
+    audit_cols!(),
+    ") VALUES (-1, 0, '', '', 'system', 'audit.probe', '', 'success', '', '', '', '', $1)"
+);
+
+fn record<R: RowGet>(r: &R) -> StoreResult<AuditRecord> {
+    Ok(AuditRecord {
+        seq: r.int(0)?,
+        time_ms: r.int(1)?,
+        request_id: r.text(2)?,
+        account_id: r.text(3)?,
+        actor: r.text(4)?,
+        action: r.text(5)?,
+        resource: r.text(6)?,
+        outcome: r.text(7)?,
+        code: r.text(8)?,
+        client_ip: r.text(9)?,
+        method: r.text(10)?,
+        route: r.text(11)?,
+        hash: r.blob(12)?,
+    })
+}
+
+fn checkpoint<R: RowGet>(r: &R) -> StoreResult<AuditCheckpoint> {
+    Ok(AuditCheckpoint {
+        seq: r.int(0)?,
+        hash: r.blob(1)?,
+        time_ms: r.int(2)?,
+        public_key: r.blob(3)?,
+        signature: r.blob(4)?,
+    })
+}
+
+fn hash32(v: &[u8]) -> StoreResult<[u8; 32]> {
+    <[u8; 32]>::try_from(v).map_err(|_| StoreError::Corrupt("audit head hash length".into()))
+}
+
+/// Appends `records` to the chain inside the caller's transaction; returns the new
+/// head's sequence number.
+async fn append<C: Exec>(
+    c: &mut C,
+    records: impl Iterator<Item = &AuditRecord>,
+    hash: HashFn,
+) -> StoreResult<i64> {
+    let head = c
+        .opt(LOCK_HEAD, &[])
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("audit head missing".into()))?;
+    let (mut seq, mut prev) = (head.int(0)?, hash32(&head.blob(1)?)?);
+    for r in records {
+        seq = seq.saturating_add(1);
+        prev = hash(&prev, &r.canonical(seq));
+        let h: &[u8] = &prev;
+        let a = args![
+            seq,
+            r.time_ms,
+            &r.request_id,
+            &r.account_id,
+            &r.actor,
+            &r.action,
+            &r.resource,
+            &r.outcome,
+            &r.code,
+            &r.client_ip,
+            &r.method,
+            &r.route,
+            h
+        ];
+        c.exec(INSERT, a).await?;
+    }
+    // The `audit_log_head` trigger (migration 0005) has moved the head along.
+    Ok(seq)
+}
+
+// ---- the write operations ----
+
+/// An audit write (one variant of the writer's `WriteOp`).
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// Another write, with the records that commit with it.
+    Wrap(Box<Wrapped>),
+    /// Records alone.
+    Append {
+        records: Vec<AuditRecord>,
+        hash: HashFn,
+    },
+    /// A signed checkpoint.
+    Checkpoint(AuditCheckpoint),
+    /// Inserts a row in a savepoint and rolls it back: readiness.
+    Probe,
+}
+
+#[derive(Debug)]
+pub(crate) struct Wrapped {
+    op: WriteOp,
+    /// The request's own record; appended only if `op` took effect.
+    request: Option<AuditRecord>,
+    /// Security events; appended whenever `op` succeeds.
+    events: Vec<AuditRecord>,
+    hash: HashFn,
+    /// Set by the writer when the append (not the wrapped op) failed.
+    failed: Arc<AtomicBool>,
+}
+
+/// What an audit write returns.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// The wrapped write's reply; whether the request record went with it; the head.
+    Wrapped(Box<WriteReply>, bool, i64),
+    /// The head after an append.
+    Head(i64),
+    /// A checkpoint was stored (false: one at that seq existed).
+    Stored(bool),
+}
+
+const PROBE_SAVEPOINT: &str = "SAVEPOINT audit_probe";
+const PROBE_ROLLBACK: &str = "ROLLBACK TO SAVEPOINT audit_probe";
+const PROBE_RELEASE: &str = "RELEASE SAVEPOINT audit_probe";
+
+/// Applies an audit op inside the caller's transaction. Boxed: it runs
+/// [`crate::sql::apply`] for the wrapped op, which itself lands here.
+pub(crate) fn apply<'a, C: Exec>(
+    c: &'a mut C,
+    op: &'a Op,
+) -> Pin<Box<dyn Future<Output = StoreResult<WriteReply>> + Send + 'a>> {
+    Box::pin(async move {
+        match op {
+            Op::Wrap(w) => {
+                let reply = crate::sql::apply(c, &w.op).await?;
+                let carry = w.request.is_some() && took_effect(&w.op, &reply);
+                let recs = w.events.iter().chain(w.request.iter().filter(|_| carry));
+                match append(c, recs, w.hash).await {
+                    Ok(head) => Ok(WriteReply::Audit(Reply::Wrapped(
+                        Box::new(reply),
+                        carry,
+                        head,
+                    ))),
+                    Err(e) => {
+                        w.failed.store(true, Ordering::SeqCst);
+                        Err(e)
+                    }
+                }
+            }
+            Op::Append { records, hash } => append(c, records.iter(), *hash)
+                .await
+                .map(|h| WriteReply::Audit(Reply::Head(h))),
+            Op::Checkpoint(cp) => {
+                let a = args![cp.seq, &cp.hash, cp.time_ms, &cp.public_key, &cp.signature];
+                let n = c.exec(INSERT_CHECKPOINT, a).await?;
+                Ok(WriteReply::Audit(Reply::Stored(n > 0)))
+            }
+            Op::Probe => {
+                // Inside its own savepoint, rolled back: the batch it shares is untouched.
+                let zero: &[u8] = &[0u8; 32];
+                c.exec(PROBE_SAVEPOINT, &[]).await?;
+                let probe = c.exec(PROBE, args![zero]).await;
+                c.exec(PROBE_ROLLBACK, &[]).await?;
+                c.exec(PROBE_RELEASE, &[]).await?;
+                probe.map(|_| WriteReply::Audit(Reply::Stored(false)))
+            }
+        }
+    })
+}
+
+/// Whether a write changed something, so the request's record belongs with it. A write
+/// that found nothing (or counted a wrong OTP code) leaves the request record to the
+/// standalone append after the handler, which knows the final status.
+fn took_effect(op: &WriteOp, reply: &WriteReply) -> bool {
+    if matches!(op, WriteOp::OtpFail { .. }) {
+        return false;
+    }
+    !matches!(
+        reply,
+        WriteReply::Flag(false)
+            | WriteReply::ApiKey(None)
+            | WriteReply::Card(crate::InsertCard::Existing(_))
+            | WriteReply::Retire(
+                RetireOutcome::NotFound | RetireOutcome::Active | RetireOutcome::InUse(_)
+            )
+    )
+}
+
+// ---- the request scope ----
+
+tokio::task_local! {
+    static SCOPE: Arc<AuditScope>;
+}
+
+/// The audit state of one request (or one system operation): its record, queued
+/// security events, and whether an audit write failed.
+#[derive(Debug)]
+pub struct AuditScope {
+    hash: HashFn,
+    state: Mutex<ScopeState>,
+    failed: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Default)]
+struct ScopeState {
+    /// The request's own record; `None` once committed (or if the request is not audited).
+    request: Option<AuditRecord>,
+    /// Whether the request's record has been committed with a write.
+    committed: bool,
+    /// Security events waiting to ride on the next write or the standalone append.
+    events: Vec<AuditRecord>,
+    /// Head after the last append through this scope.
+    head: Option<i64>,
+}
+
+impl AuditScope {
+    /// A scope whose request record is `request` (`None`: only events are recorded,
+    /// until [`AuditScope::set_request`]).
+    pub fn new(hash: HashFn, request: Option<AuditRecord>) -> Arc<Self> {
+        Arc::new(Self {
+            hash,
+            state: Mutex::new(ScopeState {
+                request,
+                ..ScopeState::default()
+            }),
+            failed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The hash function.
+    pub fn hash_fn(&self) -> HashFn {
+        self.hash
+    }
+
+    /// Runs `fut` with this scope active: its writes carry the scope's records.
+    pub async fn run<F: Future>(self: &Arc<Self>, fut: F) -> F::Output {
+        SCOPE.scope(self.clone(), fut).await
+    }
+
+    /// The scope of the current task, if any.
+    pub fn current() -> Option<Arc<Self>> {
+        SCOPE.try_with(Arc::clone).ok()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ScopeState> {
+        // A poisoned lock only means another thread panicked mid-update; the state is
+        // plain data and still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sets (or replaces) the request's record, unless it was committed already.
+    pub fn set_request(&self, rec: AuditRecord) {
+        let mut s = self.lock();
+        if !s.committed {
+            s.request = Some(rec);
+        }
+    }
+
+    /// Edits the pending request record (e.g. to name the resource).
+    pub fn update(&self, f: impl FnOnce(&mut AuditRecord)) {
+        if let Some(r) = self.lock().request.as_mut() {
+            f(r);
+        }
+    }
+
+    /// A copy of the request record, committed or not.
+    pub fn request(&self) -> Option<AuditRecord> {
+        self.lock().request.clone()
+    }
+
+    /// Queues a security event; it commits with the next write of the scope or the
+    /// final append.
+    pub fn event(&self, rec: AuditRecord) {
+        self.lock().events.push(rec);
+    }
+
+    /// Whether the request record has been committed with a write.
+    pub fn committed(&self) -> bool {
+        self.lock().committed
+    }
+
+    /// Whether an audit append of this scope failed (the operation was not performed).
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    /// The head after the last successful append through this scope.
+    pub fn head(&self) -> Option<i64> {
+        self.lock().head
+    }
+
+    /// Takes what is still pending for the final append: the request record (if not
+    /// committed; `finish` sets its outcome) and the queued events.
+    pub fn take_pending(&self, finish: impl FnOnce(&mut AuditRecord)) -> Vec<AuditRecord> {
+        let mut s = self.lock();
+        let mut out = std::mem::take(&mut s.events);
+        if !s.committed
+            && let Some(mut r) = s.request.take()
+        {
+            finish(&mut r);
+            out.push(r);
+        }
+        out
+    }
+
+    fn restore(&self, request: Option<AuditRecord>, events: Vec<AuditRecord>) {
+        let mut s = self.lock();
+        if let Some(r) = request
+            && !s.committed
+        {
+            s.request = Some(r);
+        }
+        let later = std::mem::replace(&mut s.events, events);
+        s.events.extend(later);
+    }
+}
+
+/// What [`attach`] took from a scope, to settle after the write.
+pub(crate) struct Attached {
+    scope: Arc<AuditScope>,
+    request: Option<AuditRecord>,
+    events: Vec<AuditRecord>,
+}
+
+/// Wraps `op` with the current scope's pending records, if there is a scope and the op
+/// is not itself an audit write.
+pub(crate) fn attach(op: WriteOp) -> (WriteOp, Option<Attached>) {
+    if matches!(op, WriteOp::Audit(_)) {
+        return (op, None);
+    }
+    let Some(scope) = AuditScope::current() else {
+        return (op, None);
+    };
+    let (request, events) = {
+        let mut s = scope.lock();
+        // Carried by a write, the request's record says the action succeeded.
+        let request = if s.committed {
+            None
+        } else {
+            s.request.clone().map(|mut r| {
+                if r.outcome.is_empty() {
+                    r.outcome = "success".into();
+                }
+                r
+            })
+        };
+        (request, std::mem::take(&mut s.events))
+    };
+    if request.is_none() && events.is_empty() {
+        return (op, None);
+    }
+    let wrapped = WriteOp::Audit(Op::Wrap(Box::new(Wrapped {
+        op,
+        request: request.clone(),
+        events: events.clone(),
+        hash: scope.hash,
+        failed: scope.failed.clone(),
+    })));
+    (
+        wrapped,
+        Some(Attached {
+            scope,
+            request,
+            events,
+        }),
+    )
+}
+
+/// Unwraps a wrapped write's reply and tells the scope what was committed.
+pub(crate) fn settle(
+    att: Option<Attached>,
+    result: StoreResult<WriteReply>,
+) -> StoreResult<WriteReply> {
+    let Some(att) = att else {
+        return result;
+    };
+    match result {
+        Ok(WriteReply::Audit(Reply::Wrapped(inner, carried, head))) => {
+            let mut s = att.scope.lock();
+            if carried {
+                s.committed = true;
+            }
+            s.head = Some(head);
+            Ok(*inner)
+        }
+        Ok(other) => Ok(other),
+        Err(e) => {
+            att.scope.restore(att.request, Vec::new());
+            // The events did not commit: queue them again.
+            let mut s = att.scope.lock();
+            let later = std::mem::replace(&mut s.events, att.events);
+            s.events.extend(later);
+            drop(s);
+            Err(e)
+        }
+    }
+}
+
+// ---- reads and standalone writes ----
+
+/// Audit operations on the store.
+#[allow(async_fn_in_trait)]
+pub trait AuditStore {
+    /// Appends records (not wrapped in any other write); returns the new head's seq.
+    async fn append_audit(&self, records: Vec<AuditRecord>, hash: HashFn) -> StoreResult<i64>;
+    /// The chain head: sequence number and hash (0 and zeros when empty).
+    async fn audit_head(&self) -> StoreResult<(i64, Vec<u8>)>;
+    /// Up to `limit` records after `after_seq`, in order (for verification and export).
+    async fn audit_range(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<AuditRecord>>;
+    /// Records matching a query, oldest first.
+    async fn list_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditRecord>>;
+    /// Stores a checkpoint (false if one at that seq exists).
+    async fn insert_checkpoint(&self, cp: &AuditCheckpoint) -> StoreResult<bool>;
+    /// Every checkpoint, oldest first.
+    async fn checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>>;
+    /// The latest checkpoint.
+    async fn latest_checkpoint(&self) -> StoreResult<Option<AuditCheckpoint>>;
+    /// Whether an audit record could be written now (a write that is rolled back).
+    async fn audit_writable(&self) -> StoreResult<()>;
+}
+
+pub(crate) async fn head<C: Exec>(c: &mut C) -> StoreResult<(i64, Vec<u8>)> {
+    let r = c
+        .opt(HEAD, &[])
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("audit head missing".into()))?;
+    Ok((r.int(0)?, r.blob(1)?))
+}
+
+pub(crate) async fn range<C: Exec>(
+    c: &mut C,
+    after_seq: i64,
+    limit: i64,
+) -> StoreResult<Vec<AuditRecord>> {
+    c.all(RANGE, args![after_seq, limit.max(0)])
+        .await?
+        .iter()
+        .map(record)
+        .collect()
+}
+
+pub(crate) async fn query<C: Exec>(c: &mut C, q: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
+    let a = args![
+        q.after_seq.unwrap_or(0),
+        q.account_id.as_deref(),
+        q.actor.as_deref(),
+        q.action.as_deref(),
+        q.since_ms,
+        q.until_ms,
+        q.limit.max(0)
+    ];
+    c.all(QUERY, a).await?.iter().map(record).collect()
+}
+
+pub(crate) async fn checkpoints<C: Exec>(c: &mut C) -> StoreResult<Vec<AuditCheckpoint>> {
+    c.all(CHECKPOINTS, &[])
+        .await?
+        .iter()
+        .map(checkpoint)
+        .collect()
+}
+
+pub(crate) async fn latest_checkpoint<C: Exec>(c: &mut C) -> StoreResult<Option<AuditCheckpoint>> {
+    c.opt(LATEST_CHECKPOINT, &[])
+        .await?
+        .as_ref()
+        .map(checkpoint)
+        .transpose()
+}
+
+fn unexpected() -> StoreError {
+    StoreError::Corrupt("unexpected reply from the writer".into())
+}
+
+impl Store {
+    async fn audit_write(&self, op: Op) -> StoreResult<Reply> {
+        match self.write(WriteOp::Audit(op)).await? {
+            WriteReply::Audit(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+macro_rules! read {
+    ($store:expr, $f:ident($($arg:expr),* $(,)?)) => {
+        match $store {
+            Store::Sqlite(s) => $f(&mut *s.reader().await?, $($arg),*).await,
+            Store::Postgres(p) => $f(&mut *p.reader().await?, $($arg),*).await,
+        }
+    };
+}
+
+impl AuditStore for Store {
+    async fn append_audit(&self, records: Vec<AuditRecord>, hash: HashFn) -> StoreResult<i64> {
+        match self.audit_write(Op::Append { records, hash }).await? {
+            Reply::Head(h) => Ok(h),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn audit_head(&self) -> StoreResult<(i64, Vec<u8>)> {
+        read!(self, head())
+    }
+
+    async fn audit_range(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<AuditRecord>> {
+        read!(self, range(after_seq, limit))
+    }
+
+    async fn list_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
+        read!(self, query(q))
+    }
+
+    async fn insert_checkpoint(&self, cp: &AuditCheckpoint) -> StoreResult<bool> {
+        match self.audit_write(Op::Checkpoint(cp.clone())).await? {
+            Reply::Stored(b) => Ok(b),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>> {
+        read!(self, checkpoints())
+    }
+
+    async fn latest_checkpoint(&self) -> StoreResult<Option<AuditCheckpoint>> {
+        read!(self, latest_checkpoint())
+    }
+
+    async fn audit_writable(&self) -> StoreResult<()> {
+        self.audit_write(Op::Probe).await.map(drop)
+    }
+}

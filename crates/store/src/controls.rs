@@ -1,0 +1,642 @@
+//! Gateway controls (issue 3): per-account settings (signed requests required, IP
+//! allowlist, rate-limit override), per-key IP allowlists, request-signing keys, the
+//! nonces signatures have used, and idempotency records.
+//!
+//! Reads run on a pooled connection; writes go through the one writer as
+//! [`crate::sql::WriteOp::Controls`].
+
+use crate::exec::{Exec, RowGet, args};
+use crate::sql::{self, FromRow, WriteOp, WriteReply};
+use crate::store::Store;
+use crate::{EventRecord, StoreError, StoreResult};
+
+/// Per-account gateway settings. A missing row reads as [`AccountControls::defaults`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountControls {
+    /// The account.
+    pub account_id: String,
+    /// Every request must carry a valid RFC 9421 signature.
+    pub require_signed_requests: bool,
+    /// CIDRs requests may come from; empty means anywhere.
+    pub ip_allowlist: Vec<String>,
+    /// Operator override of the per-credential rate limit (requests per minute).
+    pub rate_limit_per_minute: Option<i64>,
+    /// Last change.
+    pub updated_ms: i64,
+}
+
+impl AccountControls {
+    /// The settings of an account nobody has configured.
+    pub fn defaults(account_id: &str) -> Self {
+        Self {
+            account_id: account_id.to_owned(),
+            require_signed_requests: false,
+            ip_allowlist: Vec::new(),
+            rate_limit_per_minute: None,
+            updated_ms: 0,
+        }
+    }
+}
+
+/// A partial change of an account's settings, applied atomically; `None` keeps the
+/// stored value (so concurrent changes of different settings never undo each other).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControlsUpdate {
+    /// The account.
+    pub account_id: String,
+    /// New `require_signed_requests`.
+    pub require_signed_requests: Option<bool>,
+    /// New IP allowlist.
+    pub ip_allowlist: Option<Vec<String>>,
+    /// New rate-limit override.
+    pub rate_limit_per_minute: Option<i64>,
+    /// Now.
+    pub now_ms: i64,
+}
+
+/// An Ed25519 public key an account signs requests with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    /// `sigk_…`: the `keyid` of signatures.
+    pub id: String,
+    /// Owning account.
+    pub account_id: String,
+    /// The raw 32-byte public key.
+    pub public_key: Vec<u8>,
+    /// Registered at.
+    pub created_ms: i64,
+    /// Revoked at; a revoked key verifies nothing.
+    pub revoked_ms: Option<i64>,
+}
+
+/// A stored idempotency record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// SHA-256 of what identifies the request (method, route, body).
+    pub request_hash: Vec<u8>,
+    /// `None` while the first request is still running.
+    pub response: Option<(i64, Vec<u8>)>,
+}
+
+/// What [`ControlStore::idempotency_begin`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// No live record: this request now holds the key (state in progress).
+    Started,
+    /// A live record exists.
+    Existing(IdempotencyRecord),
+}
+
+/// A new idempotency claim.
+#[derive(Debug, Clone)]
+pub struct IdempotencyClaim {
+    /// Account id (or admin key id) the key belongs to.
+    pub scope: String,
+    /// The client's `Idempotency-Key`.
+    pub key: String,
+    /// See [`IdempotencyRecord::request_hash`].
+    pub request_hash: Vec<u8>,
+    /// Now.
+    pub now_ms: i64,
+    /// When the record may be forgotten.
+    pub expires_ms: i64,
+    /// An in-progress record created before this is abandoned (its node died) and
+    /// may be taken over.
+    pub stale_before_ms: i64,
+    /// Also delete every expired record (callers do this now and then, not on every
+    /// request: concurrent bulk deletes contend on PostgreSQL).
+    pub purge_expired: bool,
+}
+
+/// The controls' storage operations.
+#[allow(async_fn_in_trait)]
+pub trait ControlStore: Send + Sync {
+    /// The account's settings (defaults if never set).
+    async fn account_controls(&self, account_id: &str) -> StoreResult<AccountControls>;
+    /// Replaces the account's settings.
+    async fn set_account_controls(&self, controls: &AccountControls) -> StoreResult<()>;
+    /// Changes some of the account's settings; returns them all after the change.
+    async fn update_account_controls(
+        &self,
+        update: &ControlsUpdate,
+    ) -> StoreResult<AccountControls>;
+    /// The IP allowlist of one API key (empty: none).
+    async fn key_ip_allowlist(&self, key_id: &str) -> StoreResult<Vec<String>>;
+    /// Sets the IP allowlist of one API key.
+    async fn set_key_ip_allowlist(&self, key_id: &str, cidrs: &[String]) -> StoreResult<()>;
+
+    /// Registers a signing key.
+    async fn insert_signing_key(
+        &self,
+        key: &SigningKeyRecord,
+        events: &[EventRecord],
+    ) -> StoreResult<()>;
+    /// One signing key of the account.
+    async fn signing_key(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> StoreResult<Option<SigningKeyRecord>>;
+    /// The account's signing keys, oldest first.
+    async fn list_signing_keys(&self, account_id: &str) -> StoreResult<Vec<SigningKeyRecord>>;
+    /// Revokes a signing key (keeps an earlier revocation time); `None` if absent.
+    async fn revoke_signing_key(
+        &self,
+        account_id: &str,
+        id: &str,
+        now_ms: i64,
+        events: &[EventRecord],
+    ) -> StoreResult<Option<SigningKeyRecord>>;
+    /// Records a signature nonce; false if it was already used and has not expired.
+    /// With `purge_expired`, every expired nonce is deleted on the way.
+    async fn use_nonce(
+        &self,
+        key_id: &str,
+        nonce: &str,
+        now_ms: i64,
+        expires_ms: i64,
+        purge_expired: bool,
+    ) -> StoreResult<bool>;
+
+    /// Claims an idempotency key, or returns the live record that holds it.
+    async fn idempotency_begin(&self, claim: &IdempotencyClaim) -> StoreResult<IdempotencyBegin>;
+    /// Stores the response of a claimed key.
+    async fn idempotency_finish(
+        &self,
+        scope: &str,
+        key: &str,
+        status: i64,
+        body: &[u8],
+    ) -> StoreResult<()>;
+    /// Releases a claimed key without a response (the request failed in a way a retry
+    /// should run again).
+    async fn idempotency_abort(&self, scope: &str, key: &str) -> StoreResult<()>;
+}
+
+// ---- SQL ----
+
+const GET_CONTROLS: &str = "SELECT account_id, require_signed_requests, ip_allowlist, \
+     rate_limit_per_minute, updated_ms FROM account_controls WHERE account_id = $1";
+const UPSERT_CONTROLS: &str = "INSERT INTO account_controls (account_id, \
+     require_signed_requests, ip_allowlist, rate_limit_per_minute, updated_ms) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id) DO UPDATE SET \
+     require_signed_requests = excluded.require_signed_requests, \
+     ip_allowlist = excluded.ip_allowlist, \
+     rate_limit_per_minute = excluded.rate_limit_per_minute, updated_ms = excluded.updated_ms";
+const UPDATE_CONTROLS: &str = "INSERT INTO account_controls (account_id, \
+     require_signed_requests, ip_allowlist, rate_limit_per_minute, updated_ms) \
+     VALUES ($1, COALESCE($2, 0), COALESCE($3, ''), $4, $5) ON CONFLICT (account_id) DO UPDATE SET \
+     require_signed_requests = COALESCE($2, account_controls.require_signed_requests), \
+     ip_allowlist = COALESCE($3, account_controls.ip_allowlist), \
+     rate_limit_per_minute = COALESCE($4, account_controls.rate_limit_per_minute), \
+     updated_ms = $5 \
+     RETURNING account_id, require_signed_requests, ip_allowlist, rate_limit_per_minute, updated_ms";
+const GET_KEY_ALLOWLIST: &str = "SELECT ip_allowlist FROM api_key_controls WHERE key_id = $1";
+const UPSERT_KEY_ALLOWLIST: &str = "INSERT INTO api_key_controls (key_id, ip_allowlist) \
+     VALUES ($1, $2) ON CONFLICT (key_id) DO UPDATE SET ip_allowlist = excluded.ip_allowlist";
+
+macro_rules! signing_key_cols {
+    () => {
+        "id, account_id, public_key, created_ms, revoked_ms"
+    };
+}
+const INSERT_SIGNING_KEY: &str = concat!(
+    "INSERT INTO signing_keys (",
+    signing_key_cols!(),
+    ") VALUES ($1, $2, $3, $4, $5)"
+);
+const GET_SIGNING_KEY: &str = concat!(
+    "SELECT ",
+    signing_key_cols!(),
+    " FROM signing_keys WHERE account_id = $1 AND id = $2"
+);
+const LIST_SIGNING_KEYS: &str = concat!(
+    "SELECT ",
+    signing_key_cols!(),
+    " FROM signing_keys WHERE account_id = $1 ORDER BY id"
+);
+const REVOKE_SIGNING_KEY: &str = concat!(
+    "UPDATE signing_keys SET revoked_ms = COALESCE(revoked_ms, $3) \
+     WHERE account_id = $1 AND id = $2 RETURNING ",
+    signing_key_cols!()
+);
+
+const PURGE_NONCES: &str = "DELETE FROM signature_nonces WHERE expires_ms <= $1";
+const EXPIRE_NONCE: &str =
+    "DELETE FROM signature_nonces WHERE key_id = $1 AND nonce = $2 AND expires_ms <= $3";
+const INSERT_NONCE: &str = "INSERT INTO signature_nonces (key_id, nonce, expires_ms) \
+     VALUES ($1, $2, $3) ON CONFLICT (key_id, nonce) DO NOTHING";
+
+const PURGE_IDEM: &str = "DELETE FROM idempotency_keys WHERE expires_ms <= $1";
+// This key's record if it expired, or if it is a claim abandoned by a dead node.
+const RELEASE_STALE_IDEM: &str = "DELETE FROM idempotency_keys WHERE scope = $1 \
+     AND idem_key = $2 AND (expires_ms <= $4 OR (state = 'in_progress' AND created_ms <= $3))";
+const INSERT_IDEM: &str = "INSERT INTO idempotency_keys (scope, idem_key, request_hash, state, \
+     status, body, created_ms, expires_ms) VALUES ($1, $2, $3, 'in_progress', NULL, NULL, $4, $5) \
+     ON CONFLICT (scope, idem_key) DO NOTHING";
+const GET_IDEM: &str = "SELECT request_hash, state, status, body FROM idempotency_keys \
+     WHERE scope = $1 AND idem_key = $2";
+const FINISH_IDEM: &str = "UPDATE idempotency_keys SET state = 'done', status = $3, body = $4 \
+     WHERE scope = $1 AND idem_key = $2 AND state = 'in_progress'";
+const ABORT_IDEM: &str = "DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2 \
+     AND state = 'in_progress'";
+
+/// CIDR lists are stored space-separated (CIDRs contain no spaces).
+fn join_cidrs(cidrs: &[String]) -> String {
+    cidrs.join(" ")
+}
+
+fn split_cidrs(s: &str) -> Vec<String> {
+    s.split_ascii_whitespace().map(str::to_owned).collect()
+}
+
+impl FromRow for AccountControls {
+    fn from_row<R: RowGet>(r: &R) -> StoreResult<Self> {
+        Ok(Self {
+            account_id: r.text(0)?,
+            require_signed_requests: r.int(1)? != 0,
+            ip_allowlist: split_cidrs(&r.text(2)?),
+            rate_limit_per_minute: r.opt_int(3)?,
+            updated_ms: r.int(4)?,
+        })
+    }
+}
+
+impl FromRow for SigningKeyRecord {
+    fn from_row<R: RowGet>(r: &R) -> StoreResult<Self> {
+        Ok(Self {
+            id: r.text(0)?,
+            account_id: r.text(1)?,
+            public_key: r.blob(2)?,
+            created_ms: r.int(3)?,
+            revoked_ms: r.opt_int(4)?,
+        })
+    }
+}
+
+// ---- reads ----
+
+async fn account_controls<C: Exec>(c: &mut C, account_id: &str) -> StoreResult<AccountControls> {
+    Ok(sql::one(c, GET_CONTROLS, args![account_id])
+        .await?
+        .unwrap_or_else(|| AccountControls::defaults(account_id)))
+}
+
+async fn key_ip_allowlist<C: Exec>(c: &mut C, key_id: &str) -> StoreResult<Vec<String>> {
+    match c.opt(GET_KEY_ALLOWLIST, args![key_id]).await? {
+        Some(r) => Ok(split_cidrs(&r.text(0)?)),
+        None => Ok(Vec::new()),
+    }
+}
+
+async fn signing_key<C: Exec>(
+    c: &mut C,
+    account_id: &str,
+    id: &str,
+) -> StoreResult<Option<SigningKeyRecord>> {
+    sql::one(c, GET_SIGNING_KEY, args![account_id, id]).await
+}
+
+async fn list_signing_keys<C: Exec>(
+    c: &mut C,
+    account_id: &str,
+) -> StoreResult<Vec<SigningKeyRecord>> {
+    sql::many(c, LIST_SIGNING_KEYS, args![account_id]).await
+}
+
+// ---- writes ----
+
+/// A controls write, applied by the one writer.
+#[derive(Debug)]
+pub(crate) enum Op {
+    SetControls(AccountControls),
+    UpdateControls(ControlsUpdate),
+    SetKeyAllowlist {
+        key_id: String,
+        cidrs: String,
+    },
+    InsertSigningKey {
+        key: SigningKeyRecord,
+        events: Vec<EventRecord>,
+    },
+    RevokeSigningKey {
+        account_id: String,
+        id: String,
+        now_ms: i64,
+        events: Vec<EventRecord>,
+    },
+    UseNonce {
+        key_id: String,
+        nonce: String,
+        now_ms: i64,
+        expires_ms: i64,
+        purge: bool,
+    },
+    IdemBegin(IdempotencyClaim),
+    IdemFinish {
+        scope: String,
+        key: String,
+        status: i64,
+        body: Vec<u8>,
+    },
+    IdemAbort {
+        scope: String,
+        key: String,
+    },
+}
+
+/// What an [`Op`] returns.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Done,
+    Flag(bool),
+    Controls(AccountControls),
+    SigningKey(Option<SigningKeyRecord>),
+    Idem(IdempotencyBegin),
+}
+
+pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply> {
+    let reply = match op {
+        Op::SetControls(a) => {
+            let cidrs = join_cidrs(&a.ip_allowlist);
+            let a = args![
+                &a.account_id,
+                i64::from(a.require_signed_requests),
+                &cidrs,
+                a.rate_limit_per_minute,
+                a.updated_ms
+            ];
+            c.exec(UPSERT_CONTROLS, a).await?;
+            Reply::Done
+        }
+        Op::UpdateControls(u) => {
+            let cidrs = u.ip_allowlist.as_deref().map(join_cidrs);
+            let a = args![
+                &u.account_id,
+                u.require_signed_requests.map(i64::from),
+                cidrs.as_deref(),
+                u.rate_limit_per_minute,
+                u.now_ms
+            ];
+            let row = sql::one(c, UPDATE_CONTROLS, a)
+                .await?
+                .ok_or(StoreError::Conflict("account settings not written"))?;
+            Reply::Controls(row)
+        }
+        Op::SetKeyAllowlist { key_id, cidrs } => {
+            c.exec(UPSERT_KEY_ALLOWLIST, args![key_id, cidrs]).await?;
+            Reply::Done
+        }
+        Op::InsertSigningKey { key: k, events } => {
+            let a = args![
+                &k.id,
+                &k.account_id,
+                &k.public_key,
+                k.created_ms,
+                k.revoked_ms
+            ];
+            c.exec(INSERT_SIGNING_KEY, a).await?;
+            sql::insert_events(c, events).await?;
+            Reply::Done
+        }
+        Op::RevokeSigningKey {
+            account_id,
+            id,
+            now_ms,
+            events,
+        } => {
+            let key: Option<SigningKeyRecord> =
+                sql::one(c, REVOKE_SIGNING_KEY, args![account_id, id, *now_ms]).await?;
+            if key.is_some() {
+                sql::insert_events(c, events).await?;
+            }
+            Reply::SigningKey(key)
+        }
+        Op::UseNonce {
+            key_id,
+            nonce,
+            now_ms,
+            expires_ms,
+            purge,
+        } => {
+            if *purge {
+                c.exec(PURGE_NONCES, args![*now_ms]).await?;
+            }
+            c.exec(EXPIRE_NONCE, args![key_id, nonce, *now_ms]).await?;
+            let n = c
+                .exec(INSERT_NONCE, args![key_id, nonce, *expires_ms])
+                .await?;
+            Reply::Flag(n == 1)
+        }
+        Op::IdemBegin(cl) => {
+            if cl.purge_expired {
+                c.exec(PURGE_IDEM, args![cl.now_ms]).await?;
+            }
+            c.exec(
+                RELEASE_STALE_IDEM,
+                args![&cl.scope, &cl.key, cl.stale_before_ms, cl.now_ms],
+            )
+            .await?;
+            let a = args![
+                &cl.scope,
+                &cl.key,
+                &cl.request_hash,
+                cl.now_ms,
+                cl.expires_ms
+            ];
+            if c.exec(INSERT_IDEM, a).await? == 1 {
+                Reply::Idem(IdempotencyBegin::Started)
+            } else {
+                let row = c
+                    .opt(GET_IDEM, args![&cl.scope, &cl.key])
+                    .await?
+                    .ok_or(StoreError::Conflict("idempotency record changed; retry"))?;
+                let done = row.text(1)? == "done";
+                let response = if done {
+                    Some((row.opt_int(2)?.unwrap_or(500), row.blob(3)?))
+                } else {
+                    None
+                };
+                Reply::Idem(IdempotencyBegin::Existing(IdempotencyRecord {
+                    request_hash: row.blob(0)?,
+                    response,
+                }))
+            }
+        }
+        Op::IdemFinish {
+            scope,
+            key,
+            status,
+            body,
+        } => {
+            c.exec(FINISH_IDEM, args![scope, key, *status, body])
+                .await?;
+            Reply::Done
+        }
+        Op::IdemAbort { scope, key } => {
+            c.exec(ABORT_IDEM, args![scope, key]).await?;
+            Reply::Done
+        }
+    };
+    Ok(WriteReply::Controls(reply))
+}
+
+fn unexpected() -> StoreError {
+    StoreError::Corrupt("unexpected reply from the writer".into())
+}
+
+impl Store {
+    async fn controls_write(&self, op: Op) -> StoreResult<Reply> {
+        match self.write(WriteOp::Controls(op)).await? {
+            WriteReply::Controls(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn controls_done(&self, op: Op) -> StoreResult<()> {
+        match self.controls_write(op).await? {
+            Reply::Done => Ok(()),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+/// Runs a read of this module on a pooled connection of whichever backend.
+macro_rules! read {
+    ($store:expr, $f:ident($($arg:expr),* $(,)?)) => {
+        match $store {
+            Store::Sqlite(s) => $f(&mut *s.reader().await?, $($arg),*).await,
+            Store::Postgres(p) => $f(&mut *p.reader().await?, $($arg),*).await,
+        }
+    };
+}
+
+impl ControlStore for Store {
+    async fn account_controls(&self, account_id: &str) -> StoreResult<AccountControls> {
+        read!(self, account_controls(account_id))
+    }
+
+    async fn set_account_controls(&self, controls: &AccountControls) -> StoreResult<()> {
+        self.controls_done(Op::SetControls(controls.clone())).await
+    }
+
+    async fn update_account_controls(
+        &self,
+        update: &ControlsUpdate,
+    ) -> StoreResult<AccountControls> {
+        match self
+            .controls_write(Op::UpdateControls(update.clone()))
+            .await?
+        {
+            Reply::Controls(c) => Ok(c),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn key_ip_allowlist(&self, key_id: &str) -> StoreResult<Vec<String>> {
+        read!(self, key_ip_allowlist(key_id))
+    }
+
+    async fn set_key_ip_allowlist(&self, key_id: &str, cidrs: &[String]) -> StoreResult<()> {
+        self.controls_done(Op::SetKeyAllowlist {
+            key_id: key_id.to_owned(),
+            cidrs: join_cidrs(cidrs),
+        })
+        .await
+    }
+
+    async fn insert_signing_key(
+        &self,
+        key: &SigningKeyRecord,
+        events: &[EventRecord],
+    ) -> StoreResult<()> {
+        self.controls_done(Op::InsertSigningKey {
+            key: key.clone(),
+            events: events.to_vec(),
+        })
+        .await
+    }
+
+    async fn signing_key(
+        &self,
+        account_id: &str,
+        id: &str,
+    ) -> StoreResult<Option<SigningKeyRecord>> {
+        read!(self, signing_key(account_id, id))
+    }
+
+    async fn list_signing_keys(&self, account_id: &str) -> StoreResult<Vec<SigningKeyRecord>> {
+        read!(self, list_signing_keys(account_id))
+    }
+
+    async fn revoke_signing_key(
+        &self,
+        account_id: &str,
+        id: &str,
+        now_ms: i64,
+        events: &[EventRecord],
+    ) -> StoreResult<Option<SigningKeyRecord>> {
+        let op = Op::RevokeSigningKey {
+            account_id: account_id.to_owned(),
+            id: id.to_owned(),
+            now_ms,
+            events: events.to_vec(),
+        };
+        match self.controls_write(op).await? {
+            Reply::SigningKey(k) => Ok(k),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn use_nonce(
+        &self,
+        key_id: &str,
+        nonce: &str,
+        now_ms: i64,
+        expires_ms: i64,
+        purge_expired: bool,
+    ) -> StoreResult<bool> {
+        let op = Op::UseNonce {
+            key_id: key_id.to_owned(),
+            nonce: nonce.to_owned(),
+            now_ms,
+            expires_ms,
+            purge: purge_expired,
+        };
+        match self.controls_write(op).await? {
+            Reply::Flag(f) => Ok(f),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn idempotency_begin(&self, claim: &IdempotencyClaim) -> StoreResult<IdempotencyBegin> {
+        match self.controls_write(Op::IdemBegin(claim.clone())).await? {
+            Reply::Idem(b) => Ok(b),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn idempotency_finish(
+        &self,
+        scope: &str,
+        key: &str,
+        status: i64,
+        body: &[u8],
+    ) -> StoreResult<()> {
+        self.controls_done(Op::IdemFinish {
+            scope: scope.to_owned(),
+            key: key.to_owned(),
+            status,
+            body: body.to_vec(),
+        })
+        .await
+    }
+
+    async fn idempotency_abort(&self, scope: &str, key: &str) -> StoreResult<()> {
+        self.controls_done(Op::IdemAbort {
+            scope: scope.to_owned(),
+            key: key.to_owned(),
+        })
+        .await
+    }
+}

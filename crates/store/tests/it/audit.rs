@@ -1,0 +1,109 @@
+//! The audit scope: records ride on the writes made inside it, in the same transaction.
+
+use std::hash::{BuildHasher, Hasher};
+
+use strongroom_core::IdKind;
+use strongroom_store::{AuditRecord, AuditScope, AuditStore, Mode, OtpRecord, Store, VaultStore};
+
+use crate::{T0, account, both, id};
+
+/// A stand-in for SHA-256 (the store never imports the crypto crate): deterministic and
+/// order-sensitive, enough to test chaining.
+fn test_hash(prev: &[u8; 32], rec: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let mut h =
+            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                .build_hasher();
+        h.write_usize(i);
+        h.write(prev);
+        h.write(rec);
+        chunk.copy_from_slice(&h.finish().to_be_bytes());
+    }
+    out
+}
+
+fn rec(action: &str) -> AuditRecord {
+    AuditRecord {
+        time_ms: T0,
+        request_id: "req_1".into(),
+        actor: "key_1".into(),
+        action: action.into(),
+        ..AuditRecord::default()
+    }
+}
+
+fn otp(account_id: &str) -> OtpRecord {
+    OtpRecord {
+        id: id(IdKind::Otp, T0),
+        account_id: account_id.to_owned(),
+        mode: Mode::Test,
+        purpose: "card.reveal".into(),
+        card_id: None,
+        api_key_id: "key_0".into(),
+        code_digest: vec![5; 32],
+        created_ms: T0,
+        expires_ms: T0 + 300_000,
+        attempts: 0,
+        used_ms: None,
+    }
+}
+
+both!(records_ride_on_writes);
+async fn records_ride_on_writes(store: Store) {
+    let a = account(&store).await; // outside any scope: not audited
+    assert_eq!(store.audit_head().await.unwrap().0, 0);
+
+    // A write in a scope carries the request record (marked success) and queued events.
+    let scope = AuditScope::new(test_hash, Some(rec("otp.create")));
+    scope.event(rec("something.happened"));
+    let o = otp(&a);
+    scope.run(store.insert_otp(&o, &[])).await.unwrap();
+    assert!(scope.committed());
+    assert_eq!(scope.head(), Some(2));
+    let rows = store.audit_range(0, 10).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].action, "something.happened");
+    assert_eq!(rows[1].action, "otp.create");
+    assert_eq!(rows[1].outcome, "success");
+    assert_eq!(
+        rows[1].hash,
+        test_hash(
+            &rows[0].hash.clone().try_into().unwrap(),
+            &rows[1].canonical(2)
+        )
+    );
+    // Nothing is left for the final append; a second write carries nothing more.
+    assert!(scope.take_pending(|_| {}).is_empty());
+    scope.run(store.otp_fail(&o.id)).await.unwrap();
+    assert_eq!(store.audit_head().await.unwrap().0, 2);
+
+    // A write that finds nothing leaves the request record pending (events still go).
+    let scope = AuditScope::new(test_hash, Some(rec("card.delete")));
+    scope.event(rec("otp.failed"));
+    let gone = scope
+        .run(store.delete_card(&a, Mode::Test, "card_nope", &[]))
+        .await
+        .unwrap();
+    assert!(!gone);
+    assert!(!scope.committed());
+    assert_eq!(store.audit_head().await.unwrap().0, 3);
+    let pending = scope.take_pending(|r| r.outcome = "failure".into());
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].action, "card.delete");
+    assert_eq!(store.append_audit(pending, test_hash).await.unwrap(), 4);
+
+    // A failed write commits no record and keeps everything pending.
+    let scope = AuditScope::new(test_hash, Some(rec("otp.create")));
+    scope.event(rec("queued"));
+    assert!(scope.run(store.insert_otp(&o, &[])).await.is_err()); // same id again
+    assert!(!scope.committed());
+    assert_eq!(store.audit_head().await.unwrap().0, 4);
+    let pending = scope.take_pending(|_| {});
+    assert_eq!(pending.len(), 2);
+    assert_eq!(pending[0].action, "queued");
+
+    // Readiness probe leaves nothing behind; checkpoints are kept once per seq.
+    store.audit_writable().await.unwrap();
+    assert_eq!(store.audit_range(0, 100).await.unwrap().len(), 4);
+}
