@@ -6,7 +6,14 @@
 //! - [`DataKey`]: a per-account, per-purpose AES-256-GCM key (or HMAC key for
 //!   fingerprints), versioned, stored only wrapped.
 //! - [`random`]: the one module that draws randomness.
+//! - [`pin`]: ISO 9564-1 format 4 PIN blocks; [`jwe`]: the PIN transport key and
+//!   RSA-OAEP-256 + A256GCM JWE decryption.
 
+pub mod audit;
+pub mod httpsig;
+pub mod jwe;
+pub mod jwt;
+pub mod pin;
 pub mod random;
 
 use aws_lc_rs::{aead, constant_time, hkdf, hmac};
@@ -63,6 +70,21 @@ impl RootKey {
     pub fn unwrap_key(&self, wrapped: &[u8], context: &str) -> Result<DataKey, CryptoError> {
         let bytes = open_with(&self.wrap, wrapped, context.as_bytes())?;
         DataKey::from_bytes(&bytes)
+    }
+
+    /// Wraps other key material (e.g. a JWT signing key's or the PIN transport key's
+    /// PKCS#8) under `context`.
+    pub fn wrap_bytes(&self, secret: &[u8], context: &str) -> Result<Vec<u8>, CryptoError> {
+        seal_with(&self.wrap, secret, context.as_bytes())
+    }
+
+    /// Unwraps what [`RootKey::wrap_bytes`] wrapped under the same `context`.
+    pub fn unwrap_bytes(
+        &self,
+        wrapped: &[u8],
+        context: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        open_with(&self.wrap, wrapped, context.as_bytes())
     }
 
     /// Keyed digest (HMAC-SHA256) of a high-entropy secret such as an API key, under a
@@ -301,3 +323,5 @@ mod tests {
         assert!(DataKey::from_bytes(&[0u8; 33]).is_err());
     }
 }
+
+pub mod webhook;
