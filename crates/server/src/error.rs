@@ -119,6 +119,34 @@ pub mod codes {
         INTERNAL = (INTERNAL_SERVER_ERROR, "internal_error", "An internal error occurred.");
         SERVICE_UNAVAILABLE = (SERVICE_UNAVAILABLE, "service_unavailable", "The service is temporarily unavailable.");
         TIMEOUT = (REQUEST_TIMEOUT, "request_timeout", "The request took too long.");
+        SIGNATURE_MISSING = (UNAUTHORIZED, "signature_missing", "This account requires signed requests (Signature-Input and Signature headers).");
+        SIGNATURE_INVALID = (UNAUTHORIZED, "signature_invalid", "The request signature is invalid, stale, replayed, or does not cover what it must.");
+        SIGNATURE_EXPIRED = (UNAUTHORIZED, "signature_expired", "The request signature was created outside the accepted time window.");
+        CONTENT_DIGEST_MISMATCH = (UNAUTHORIZED, "content_digest_mismatch", "The Content-Digest header is missing, unsupported or does not match the body.");
+        IP_NOT_ALLOWED = (FORBIDDEN, "ip_not_allowed", "Requests from this address are not allowed for this account or key.");
+        RATE_LIMITED = (TOO_MANY_REQUESTS, "rate_limited", "Too many requests; retry after the number of seconds in Retry-After.");
+        IDEMPOTENCY_KEY_INVALID = (BAD_REQUEST, "idempotency_key_invalid", "The Idempotency-Key header must be 1 to 255 printable ASCII characters.");
+        IDEMPOTENCY_NOT_SUPPORTED = (BAD_REQUEST, "idempotency_not_supported", "This endpoint does not accept an Idempotency-Key because its response carries a secret.");
+        IDEMPOTENCY_KEY_REUSED = (UNPROCESSABLE_ENTITY, "idempotency_key_reused", "The Idempotency-Key was already used with a different request.");
+        IDEMPOTENCY_IN_PROGRESS = (CONFLICT, "idempotency_in_progress", "A request with this Idempotency-Key is still in progress; retry later.");
+        PIN_PAYLOAD_INVALID = (BAD_REQUEST, "pin_payload_invalid", "The encrypted PIN could not be read: malformed, for an unknown or expired key, or not decryptable.");
+        PIN_PAYLOAD_UNSUPPORTED = (BAD_REQUEST, "pin_payload_unsupported", "The encrypted PIN must be a compact JWE with alg RSA-OAEP-256 and enc A256GCM.");
+        PIN_PAYLOAD_CARD_MISMATCH = (BAD_REQUEST, "pin_payload_card_mismatch", "The encrypted PIN was made for another card.");
+        PIN_PAYLOAD_STALE = (BAD_REQUEST, "pin_payload_stale", "The encrypted PIN's iat is older than 5 minutes or in the future.");
+        PIN_PAYLOAD_REPLAYED = (CONFLICT, "pin_payload_replayed", "The encrypted PIN's jti has been used before.");
+        PIN_LENGTH = (BAD_REQUEST, "pin_length", "A PIN must be 4 to 12 digits.");
+        PIN_TOO_WEAK = (BAD_REQUEST, "pin_too_weak", "The PIN is too easy to guess.");
+        PIN_INCORRECT = (FORBIDDEN, "pin_incorrect", "The current PIN is incorrect.");
+        PIN_LOCKED = (LOCKED, "pin_locked", "The PIN is locked after too many failed attempts; reset it with an OTP or ask an operator to unlock it.");
+        PIN_NOT_SET = (CONFLICT, "pin_not_set", "The card has no PIN.");
+        PIN_ALREADY_SET = (CONFLICT, "pin_already_set", "The card already has a PIN; change it, or reset it with a pin.reset OTP.");
+        AUDIT_UNAVAILABLE = (SERVICE_UNAVAILABLE, "audit_unavailable", "The request could not be recorded in the audit log, so it was not performed.");
+        TOKEN_INVALID = (UNAUTHORIZED, "token_invalid", "The bearer token is invalid.");
+        TOKEN_EXPIRED = (UNAUTHORIZED, "token_expired", "The bearer token has expired; request a new one.");
+        TOKEN_REVOKED = (UNAUTHORIZED, "token_revoked", "The bearer token has been revoked.");
+        INVALID_SCOPE = (BAD_REQUEST, "invalid_scope", "The requested scope is empty, unknown or not held by the API key.");
+        URL_NOT_ALLOWED = (BAD_REQUEST, "url_not_allowed", "The URL must use HTTPS and reach a public address.");
+        ENDPOINT_DISABLED = (CONFLICT, "endpoint_disabled", "The webhook endpoint is disabled; enable it first.");
     }
 }
 

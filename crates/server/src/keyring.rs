@@ -34,6 +34,11 @@ impl AccountKeys {
         Ok((v, self.version(purpose, v)?))
     }
 
+    /// Whether the purpose has a writer (accounts made before a purpose existed may not).
+    pub fn has_writer(&self, purpose: KeyPurpose) -> bool {
+        self.writers.contains_key(&purpose)
+    }
+
     /// A version's key; fails if it is retired or unknown.
     pub fn version(&self, purpose: KeyPurpose, version: i64) -> ApiResult<Arc<DataKey>> {
         self.keys

@@ -3,10 +3,14 @@
 //! [`start`] boots the server from a [`ServerConfig`] and a root key and returns a
 //! [`Running`] handle; the CLI and the integration tests both go through it.
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod gateway;
 pub mod keyring;
+pub mod leak_guard;
+pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
@@ -60,6 +64,37 @@ pub struct ServerConfig {
     pub keyring_ttl: Duration,
     /// Time after which a request is abandoned with 408.
     pub request_timeout: Duration,
+    /// Proxies whose `X-Forwarded-For` is believed (CIDRs). Empty: the socket peer is
+    /// always the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Rate limits and where their state lives.
+    pub rate_limit: gateway::RateLimitConfig,
+    /// How far a signature's `created` may be from now.
+    pub signature_window: Duration,
+    /// How long an idempotent response is kept.
+    pub idempotency_ttl: Duration,
+    /// PINs refused as too weak besides repeated digits and ascending/descending runs.
+    pub pin_deny_list: Vec<String>,
+    /// Failed PIN verifications or changes before a PIN locks, unless the account sets
+    /// its own (1–10).
+    pub pin_max_failures: i64,
+    /// How long a replaced PIN transport key still decrypts after a rotation.
+    pub pin_transport_grace: Duration,
+    /// The admin listener serving `/metrics` (plain HTTP; loopback by default, port 0
+    /// picks a free one). `None`: no metrics listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often the audit chain head is signed into a checkpoint (also at shutdown).
+    /// Zero: only at shutdown.
+    pub audit_checkpoint_interval: Duration,
+    /// Bearer tokens (JWT): algorithm, lifetime, key pre-publication, issuer, audience.
+    pub tokens: service::tokens::TokenConfig,
+    /// How long a client may take to send a request's headers (HTTP/1.1; also bounds an
+    /// idle keep-alive connection), and the HTTP/2 keep-alive ping timeout.
+    pub header_read_timeout: Duration,
+    /// Webhook delivery settings (retry schedule, workers, timeouts).
+    pub webhooks: service::webhooks::WebhookConfig,
+    /// Inbound processor hook sources (`POST /v1/inbound/{source}`).
+    pub inbound_sources: Vec<service::inbound::InboundSource>,
 }
 
 impl ServerConfig {
@@ -80,6 +115,22 @@ impl ServerConfig {
             },
             keyring_ttl: Duration::from_secs(if single_node { 300 } else { 5 }),
             request_timeout: Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
+            rate_limit: gateway::RateLimitConfig::default(),
+            signature_window: Duration::from_secs(300),
+            idempotency_ttl: Duration::from_secs(24 * 60 * 60),
+            pin_deny_list: service::pin::DEFAULT_DENY_LIST
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            pin_max_failures: service::pin::DEFAULT_MAX_FAILURES,
+            pin_transport_grace: Duration::from_secs(24 * 3600),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            audit_checkpoint_interval: Duration::from_secs(60),
+            tokens: service::tokens::TokenConfig::default(),
+            header_read_timeout: Duration::from_secs(10),
+            webhooks: service::webhooks::WebhookConfig::default(),
+            inbound_sources: Vec::new(),
         }
     }
 }
@@ -96,6 +147,15 @@ pub enum StartError {
     /// The listener could not be bound.
     #[error("listen: {0}")]
     Io(#[from] std::io::Error),
+    /// A setting cannot be used.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The audit log could not be written (the service fails closed).
+    #[error("audit log: {0}")]
+    Audit(&'static str),
+    /// The JWT signing keys could not be loaded or created.
+    #[error("JWT signing keys: {0}")]
+    Keys(&'static str),
 }
 
 /// A started server.
@@ -104,6 +164,9 @@ pub struct Running {
     pub local_addr: SocketAddr,
     /// Its state, for provisioning (accounts, keys) from the CLI and tests.
     pub state: AppState,
+    /// The admin listener's address (`/metrics`), if one runs.
+    pub metrics_addr: Option<SocketAddr>,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -116,10 +179,24 @@ impl Running {
 
     /// Waits until the server has stopped.
     pub async fn wait(self) -> Result<(), StartError> {
-        match self.task.await {
+        let result = match self.task.await {
             Ok(r) => r.map_err(StartError::Io),
             Err(e) => Err(StartError::Io(std::io::Error::other(e))),
+        };
+        if let Some(t) = &self.metrics_task {
+            t.abort();
         }
+        // The stop is recorded and the head signed, so a truncation behind it shows.
+        if let Err(e) = audit::system(&self.state, "service.stop", "").await {
+            tracing::error!(code = e.code, "could not record the service stop");
+        }
+        if let Err(e) = audit::checkpoint(&self.state).await {
+            tracing::error!(
+                code = e.code,
+                "could not checkpoint the audit log at shutdown"
+            );
+        }
+        result
     }
 }
 
@@ -134,13 +211,28 @@ pub async fn start_with_clock(
     root: RootKey,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, StartError> {
+    gateway::check_config(&config).map_err(StartError::Config)?;
     let store = Store::connect(&config.store).await?;
     let tls = match &config.tls {
         Some(files) => Some(tls::rustls_config(files).map_err(StartError::Tls)?),
         None => None,
     };
     let state = AppState::new(store, root, clock, config.clone());
+    // Fail closed from the start: a service that cannot record cannot serve.
+    audit::system(&state, "service.start", "")
+        .await
+        .map_err(|e| StartError::Audit(e.code))?;
+    audit::checkpoint(&state)
+        .await
+        .map_err(|e| StartError::Audit(e.code))?;
+    audit::spawn_checkpointer(state.clone());
+    state
+        .tokens()
+        .ensure_keys(&state)
+        .await
+        .map_err(|e| StartError::Keys(e.message))?;
     service::rewrap::spawn(state.clone());
+    service::webhooks::spawn(state.clone());
     let app = routes::router(state.clone());
     let listener = std::net::TcpListener::bind(config.listen)?;
     listener.set_nonblocking(true)?;
@@ -149,19 +241,53 @@ pub async fn start_with_clock(
     let make = app.into_make_service_with_connect_info::<SocketAddr>();
     let task = match tls {
         Some(tls) => {
-            let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
+            let mut server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
+            slow_client_limits(server.http_builder(), &config);
             tokio::spawn(async move { server.serve(make).await })
         }
         None => {
-            let server = axum_server::from_tcp(listener)?.handle(handle.clone());
+            let mut server = axum_server::from_tcp(listener)?.handle(handle.clone());
+            slow_client_limits(server.http_builder(), &config);
             tokio::spawn(async move { server.serve(make).await })
         }
+    };
+    let (metrics_addr, metrics_task) = match config.metrics_listen {
+        Some(addr) => {
+            let (a, t) = routes::metrics::serve(state.clone(), addr).await?;
+            (Some(a), Some(t))
+        }
+        None => (None, None),
     };
     tracing::info!(addr = %local_addr, backend = state.store().backend_name(), tls = config.tls.is_some(), "strongroom listening");
     Ok(Running {
         local_addr,
         state,
+        metrics_addr,
+        metrics_task,
         handle,
         task,
     })
+}
+
+/// Limits that stop slow or idle clients from holding connections: a deadline for the
+/// request headers (which hyper also applies to an idle keep-alive connection), HTTP/2
+/// keep-alive pings that must be answered, and a cap on concurrent HTTP/2 streams. The
+/// TLS handshake has its own 10 s deadline (axum-server) and whole requests time out
+/// with 408 ([`ServerConfig::request_timeout`]).
+fn slow_client_limits(
+    b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    config: &ServerConfig,
+) {
+    let t = config.header_read_timeout;
+    b.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(t)
+        .keep_alive(true)
+        .max_buf_size(64 * 1024);
+    b.http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(t)
+        .keep_alive_timeout(t)
+        .max_concurrent_streams(128)
+        .max_header_list_size(64 * 1024);
 }

@@ -2,15 +2,18 @@
 //! renders every error (ours, the framework's, timeouts, panics) as the one JSON shape,
 //! sets the security headers, and writes the access log with the route template only.
 
+use crate::audit;
 use crate::error::{ApiError, ErrorBody, codes, render};
 use crate::state::AppState;
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use std::net::SocketAddr;
 use std::time::Instant;
 use strongroom_core::IdKind;
+use strongroom_store::AuditRecord;
 
 /// The request id of the current request, for handlers that want it.
 #[derive(Debug, Clone)]
@@ -33,14 +36,39 @@ pub async fn request_context(
         .to_owned();
     let method = req.method().clone();
     req.extensions_mut().insert(RequestId(request_id.clone()));
+    // The request's audit template; the auth extractors arm it with the actor.
+    let template = AuditRecord {
+        time_ms: state.now_ms(),
+        request_id: request_id.clone(),
+        action: audit::action_for(method.as_str(), &route),
+        resource: audit::resource_from_path(&route, req.uri().path()),
+        account_id: audit::account_from_path(&route, req.uri().path()),
+        client_ip: req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default(),
+        method: crate::metrics::method_label(method.as_str()).to_owned(),
+        route: route.clone(),
+        ..AuditRecord::default()
+    };
+    req.extensions_mut().insert(audit::RequestAudit(template));
+    let scope = audit::request_scope();
 
-    let mut res = next.run(req).await;
+    let mut res = scope.run(next.run(req)).await;
 
-    let error = res
+    let mut error = res
         .extensions_mut()
         .remove::<ErrorBody>()
         .map(|e| e.0)
         .or_else(|| framework_error(&res));
+    if !record(&state, &scope, res.status().as_u16(), error.as_ref()).await {
+        // Nothing unrecorded leaves: not the body (a revealed number), not the status.
+        state.metrics().audit_failure();
+        res = Response::new(Body::empty());
+        *res.status_mut() = codes::AUDIT_UNAVAILABLE.status;
+        error = Some(codes::AUDIT_UNAVAILABLE);
+    }
     if let Some(err) = &error {
         *res.body_mut() = Body::from(render(err, &request_id));
         res.headers_mut().insert(
@@ -64,7 +92,11 @@ pub async fn request_context(
     );
 
     let status = res.status().as_u16();
-    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let elapsed = started.elapsed();
+    let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    state
+        .metrics()
+        .request(method.as_str(), &route, status, elapsed.as_secs_f64());
     match &error {
         Some(e) => {
             tracing::info!(target: "access", request_id, %method, route, status, latency_us, code = e.code)
@@ -72,6 +104,54 @@ pub async fn request_context(
         None => tracing::info!(target: "access", request_id, %method, route, status, latency_us),
     }
     res
+}
+
+/// Commits what the request still owes the audit log: its own record if no write
+/// carried it (reads, refusals), queued security events, and a failure record when a
+/// committed action still ended in an error. False if the log could not be written.
+async fn record(
+    state: &AppState,
+    scope: &strongroom_store::AuditScope,
+    status: u16,
+    error: Option<&ApiError>,
+) -> bool {
+    if scope.failed() {
+        return false;
+    }
+    let (outcome, code) = match error {
+        Some(e) => (audit::FAILURE, e.code.to_owned()),
+        None if status >= 400 => (audit::FAILURE, status.to_string()),
+        None => (audit::SUCCESS, status.to_string()),
+    };
+    let mut pending = scope.take_pending(|r| {
+        if r.outcome.is_empty() {
+            r.outcome = outcome.to_owned();
+            r.code.clone_from(&code);
+        }
+    });
+    if scope.committed()
+        && outcome == audit::FAILURE
+        && let Some(mut r) = scope.request()
+    {
+        r.outcome = outcome.to_owned();
+        r.code = code;
+        pending.push(r);
+    }
+    if pending.is_empty() {
+        return true;
+    }
+    let now = state.now_ms();
+    for r in &mut pending {
+        r.time_ms = now;
+    }
+    match state.audit_appender().append(pending).await {
+        Ok(head) => {
+            state.metrics().audit_head(head);
+            true
+        }
+        // Logged by the appender; the response is refused.
+        Err(()) => false,
+    }
 }
 
 /// An error response produced outside our handlers (routing, timeout, panic): give it

@@ -62,6 +62,42 @@ impl Modify for Security {
         crate::routes::admin::key_status,
         crate::routes::admin::rotate_keys,
         crate::routes::admin::retire_key,
+        crate::routes::controls::create_signing_key,
+        crate::routes::controls::list_signing_keys,
+        crate::routes::controls::revoke_signing_key,
+        crate::routes::controls::get_account,
+        crate::routes::controls::update_account,
+        crate::routes::controls::get_ip_allowlist,
+        crate::routes::controls::put_ip_allowlist,
+        crate::routes::pin::encryption_key,
+        crate::routes::pin::set,
+        crate::routes::pin::verify,
+        crate::routes::pin::change,
+        crate::routes::pin::admin_unlock,
+        crate::routes::pin::admin_rotate,
+        crate::routes::pin::get_settings,
+        crate::routes::pin::set_settings,
+        crate::routes::audit::list,
+        crate::routes::tokens::issue,
+        crate::routes::tokens::jwks,
+        crate::routes::tokens::list_keys,
+        crate::routes::tokens::rotate,
+        crate::routes::tokens::revoke_all,
+        crate::routes::webhooks::list_events,
+        crate::routes::webhooks::get_event,
+        crate::routes::webhooks::event_deliveries,
+        crate::routes::webhooks::redeliver,
+        crate::routes::webhooks::create_endpoint,
+        crate::routes::webhooks::list_endpoints,
+        crate::routes::webhooks::get_endpoint,
+        crate::routes::webhooks::update_endpoint,
+        crate::routes::webhooks::delete_endpoint,
+        crate::routes::webhooks::disable_endpoint,
+        crate::routes::webhooks::enable_endpoint,
+        crate::routes::webhooks::rotate_secret,
+        crate::routes::webhooks::recover,
+        crate::routes::webhooks::attempts,
+        crate::routes::webhooks::inbound,
     ),
     components(schemas(ErrorResponse, ErrorDetail)),
     modifiers(&Security),
@@ -77,6 +113,18 @@ pub fn document() -> serde_json::Value {
         .collect();
     if let Some(obj) = doc.as_object_mut() {
         obj.insert("x-error-codes".into(), serde_json::Value::Array(codes));
+        obj.insert("x-response-headers".into(), response_headers());
     }
+    crate::gateway::openapi::document_headers(&mut doc);
     doc
+}
+
+/// Headers on every response, errors included (see `docs/tokens.md`).
+fn response_headers() -> serde_json::Value {
+    serde_json::json!([
+        {"name": "Request-Id", "value": "req_…"},
+        {"name": "Strict-Transport-Security", "value": "max-age=63072000; includeSubDomains; preload"},
+        {"name": "Cache-Control", "value": "no-store"},
+        {"name": "X-Content-Type-Options", "value": "nosniff"},
+    ])
 }

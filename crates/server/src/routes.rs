@@ -1,8 +1,14 @@
 //! The router: every route, and the middleware around them.
 
 pub mod admin;
+pub mod audit;
 pub mod cards;
+pub mod controls;
 pub mod meta;
+pub mod metrics;
+pub mod pin;
+pub mod tokens;
+pub mod webhooks;
 
 use crate::error::codes;
 use crate::middleware::request_context;
@@ -45,9 +51,90 @@ pub fn router(state: AppState) -> Router {
             "/v1/admin/accounts/{id}/keys/retire",
             post(admin::retire_key),
         )
+        .route(
+            "/v1/signing_keys",
+            post(controls::create_signing_key).get(controls::list_signing_keys),
+        )
+        .route(
+            "/v1/signing_keys/{id}",
+            axum::routing::delete(controls::revoke_signing_key),
+        )
+        .route(
+            "/v1/account",
+            get(controls::get_account).patch(controls::update_account),
+        )
+        .route(
+            "/v1/ip_allowlist",
+            get(controls::get_ip_allowlist).put(controls::put_ip_allowlist),
+        )
+        .route("/v1/pin/encryption_key", get(pin::encryption_key))
+        .route("/v1/cards/{id}/pin", axum::routing::put(pin::set))
+        .route("/v1/cards/{id}/pin/verify", post(pin::verify))
+        .route("/v1/cards/{id}/pin/change", post(pin::change))
+        .route("/v1/admin/cards/{id}/pin/unlock", post(pin::admin_unlock))
+        .route(
+            "/v1/admin/pin/encryption_key/rotate",
+            post(pin::admin_rotate),
+        )
+        .route(
+            "/v1/admin/accounts/{id}/pin_settings",
+            get(pin::get_settings).post(pin::set_settings),
+        )
+        .route("/v1/admin/audit", get(audit::list))
+        .route("/v1/auth/token", post(tokens::issue))
+        .route("/.well-known/jwks.json", get(tokens::jwks))
+        .route("/v1/admin/jwt_keys", get(tokens::list_keys))
+        .route("/v1/admin/jwt_keys/rotate", post(tokens::rotate))
+        .route(
+            "/v1/admin/accounts/{id}/revoke_all",
+            post(tokens::revoke_all),
+        )
+        .route("/v1/events", get(webhooks::list_events))
+        .route("/v1/events/{id}", get(webhooks::get_event))
+        .route(
+            "/v1/events/{id}/deliveries",
+            get(webhooks::event_deliveries),
+        )
+        .route("/v1/events/{id}/redeliver", post(webhooks::redeliver))
+        .route(
+            "/v1/webhook_endpoints",
+            post(webhooks::create_endpoint).get(webhooks::list_endpoints),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}",
+            get(webhooks::get_endpoint)
+                .patch(webhooks::update_endpoint)
+                .delete(webhooks::delete_endpoint),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}/disable",
+            post(webhooks::disable_endpoint),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}/enable",
+            post(webhooks::enable_endpoint),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}/rotate_secret",
+            post(webhooks::rotate_secret),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}/recover",
+            post(webhooks::recover),
+        )
+        .route(
+            "/v1/webhook_endpoints/{id}/attempts",
+            get(webhooks::attempts),
+        )
+        .route("/v1/inbound/{source}", post(webhooks::inbound))
         .fallback(|| async { codes::NOT_FOUND })
         .method_not_allowed_fallback(|| async { codes::METHOD_NOT_ALLOWED })
         // Layers run outermost last-added: context wraps everything, panics become 500s.
+        // Gateway controls (allowlist, auth, signatures, rate limit, idempotency): innermost.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::gateway::gateway,
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("handler panicked");
             axum::response::IntoResponse::into_response(codes::INTERNAL)

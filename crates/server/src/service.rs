@@ -2,8 +2,12 @@
 //! these functions do the work.
 
 pub mod cards;
+pub mod inbound;
 pub mod otp;
+pub mod pin;
 pub mod rewrap;
+pub mod tokens;
+pub mod webhooks;
 
 use strongroom_store::{AccountRecord, ApiKeyRecord};
 

@@ -30,6 +30,11 @@ struct Inner {
     keyring: Keyring,
     key_cache: KeyCache,
     rewrap_wake: Notify,
+    gateway: crate::gateway::Gateway,
+    pin: service::pin::PinState,
+    metrics: crate::metrics::Metrics,
+    audit_appender: crate::audit::Appender,
+    tokens: service::tokens::Tokens,
 }
 
 /// What kind of key to issue.
@@ -58,6 +63,13 @@ impl AppState {
     ) -> Self {
         let keyring = Keyring::new(config.keyring_ttl);
         let key_cache = KeyCache::new(config.api_key_cache_ttl);
+        let gateway = crate::gateway::Gateway::new(&config, &root);
+        let audit_appender = crate::audit::Appender::spawn(store.clone());
+        let tokens = service::tokens::Tokens::new(
+            config.tokens.clone(),
+            config.keyring_ttl,
+            config.api_key_cache_ttl,
+        );
         Self(Arc::new(Inner {
             store,
             root,
@@ -66,6 +78,11 @@ impl AppState {
             keyring,
             key_cache,
             rewrap_wake: Notify::new(),
+            gateway,
+            pin: service::pin::PinState::default(),
+            metrics: crate::metrics::Metrics::default(),
+            audit_appender,
+            tokens,
         }))
     }
 
@@ -97,6 +114,21 @@ impl AppState {
     /// The data-key cache.
     pub fn keyring(&self) -> &Keyring {
         &self.0.keyring
+    }
+
+    /// The PIN service's in-memory state (the unwrapped transport keys).
+    pub fn pin(&self) -> &service::pin::PinState {
+        &self.0.pin
+    }
+
+    /// Batches standalone audit appends (see [`crate::audit::Appender`]).
+    pub fn audit_appender(&self) -> &crate::audit::Appender {
+        &self.0.audit_appender
+    }
+
+    /// Counters and gauges for `/metrics` (e.g. `metrics().rate_limited()`).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.0.metrics
     }
 
     pub(crate) fn rewrap_wake(&self) -> &Notify {
@@ -149,7 +181,11 @@ impl AppState {
             created_ms: self.now_ms(),
         };
         let keys = self.keyring().initial_keys(self, &account.id)?;
-        self.store().create_account(&account, &keys, &[]).await?;
+        crate::audit::as_system(self, "account.create", async {
+            crate::audit::set_resource("account", &account.id);
+            self.store().create_account(&account, &keys, &[]).await
+        })
+        .await?;
         Ok(account)
     }
 
@@ -204,7 +240,11 @@ impl AppState {
             )?],
             None => vec![],
         };
-        self.store().insert_api_key(&record, &events).await?;
+        crate::audit::as_system(self, "api_key.create", async {
+            crate::audit::set_resource("api_key", &record.id);
+            self.store().insert_api_key(&record, &events).await
+        })
+        .await?;
         Ok(IssuedKey { record, secret })
     }
 
@@ -229,12 +269,16 @@ impl AppState {
             )?],
             None => vec![],
         };
-        let revoked = self
-            .store()
-            .revoke_api_key(account_id, key_id, now, &events)
-            .await?
-            .ok_or(codes::NOT_FOUND)?;
+        let revoked = crate::audit::as_system(self, "api_key.revoke", async {
+            crate::audit::set_resource("api_key", key_id);
+            self.store()
+                .revoke_api_key(account_id, key_id, now, &events)
+                .await
+        })
+        .await?
+        .ok_or(codes::NOT_FOUND)?;
         self.0.key_cache.forget(&revoked.digest);
+        self.0.tokens.forget_key(key_id);
         Ok(revoked)
     }
 
@@ -262,6 +306,17 @@ impl AppState {
     /// Forgets cached API keys (after an incident, or when another node may have revoked).
     pub fn clear_key_cache(&self) {
         self.0.key_cache.clear();
+        self.0.tokens.clear_keys();
+    }
+
+    /// Bearer tokens: issue, verify, signing keys.
+    pub fn tokens(&self) -> &service::tokens::Tokens {
+        &self.0.tokens
+    }
+
+    /// The gateway controls (rate limiter, cached account controls).
+    pub fn gateway(&self) -> &crate::gateway::Gateway {
+        &self.0.gateway
     }
 }
 

@@ -106,6 +106,9 @@ pub struct UpdateAccountBody {
     pub name: Option<String>,
     /// New OTP delivery URL.
     pub otp_delivery_url: Option<String>,
+    /// Per-credential rate limit of this account, requests per minute (the burst
+    /// follows); 1–1000000.
+    pub rate_limit_per_minute: Option<i64>,
 }
 
 /// Update an account.
@@ -118,6 +121,12 @@ pub async fn update_account(
     ApiJson(body): ApiJson<UpdateAccountBody>,
 ) -> ApiResult<Json<Value>> {
     parse_id(IdKind::Account, &id)?;
+    if body
+        .rate_limit_per_minute
+        .is_some_and(|n| !(1..=1_000_000).contains(&n))
+    {
+        return Err(codes::INVALID_PARAMETER);
+    }
     let mut acct = state.account(&id).await?;
     if let Some(n) = body.name {
         check_name(&n)?;
@@ -130,7 +139,13 @@ pub async fn update_account(
     if !state.store().update_account(&acct).await? {
         return Err(codes::NOT_FOUND);
     }
-    Ok(Json(with_delivery_secret(&state, &acct)?))
+    let rate =
+        crate::routes::controls::set_rate_limit(&state, &id, body.rate_limit_per_minute).await?;
+    let mut v = with_delivery_secret(&state, &acct)?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("rate_limit_per_minute".into(), json!(rate));
+    }
+    Ok(Json(v))
 }
 
 /// Body of `POST /v1/admin/accounts/{id}/api_keys`.
@@ -141,8 +156,12 @@ pub struct CreateKeyBody {
     pub kind: String,
     /// `test` or `live`.
     pub mode: String,
-    /// Restricted keys only: `cards:write`, `cards:read`, `cards:reveal`, `cards:delete`.
+    /// Restricted keys only: `cards:write`, `cards:read`, `cards:reveal`, `cards:delete`,
+    /// `pins:write`, `pins:verify`.
     pub scopes: Option<Vec<String>>,
+    /// CIDRs this key may be used from (at most 100); absent or empty: anywhere the
+    /// account allows.
+    pub ip_allowlist: Option<Vec<String>>,
 }
 
 /// Create an API key. The response carries `secret`; it is never shown again.
@@ -163,14 +182,25 @@ pub async fn create_key(
         .as_ref()
         .map(|s| Scopes::parse_list(s.iter().map(String::as_str)))
         .transpose()?;
+    let allowlist = crate::gateway::parse_cidrs(body.ip_allowlist.as_deref().unwrap_or_default())?;
     let issued = state
         .create_api_key(Some(&id), NewKeyKind::Account(kind), mode, scopes)
         .await?;
+    crate::routes::controls::set_key_allowlist(&state, &issued.record, &allowlist).await?;
     let mut v = api_key_json(&issued.record);
     if let Some(obj) = v.as_object_mut() {
         obj.insert(
             "secret".into(),
             Value::String(issued.secret.expose().clone()),
+        );
+        obj.insert(
+            "ip_allowlist".into(),
+            json!(
+                allowlist
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
         );
     }
     Ok((StatusCode::CREATED, Json(v)))
@@ -210,7 +240,7 @@ pub async fn revoke_key(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PurposeBody {
-    /// `cards` or `fingerprint`.
+    /// `cards`, `fingerprint` or `pin`.
     pub purpose: String,
     /// For retire: the version.
     pub version: Option<i64>,

@@ -223,9 +223,13 @@ pub async fn tokenize(
         "card.created",
         serde_json::to_value(&view).map_err(|e| crate::ApiError::internal(&e))?,
     )?;
+    crate::audit::set_resource("card", &card.id);
     match state.store().insert_card(&card, &dedup, &[event]).await? {
         InsertCard::Created(c) => Ok((CardView::from(&c), true)),
-        InsertCard::Existing(c) => Ok((CardView::from(&c), false)),
+        InsertCard::Existing(c) => {
+            crate::audit::set_resource("card", &c.id);
+            Ok((CardView::from(&c), false))
+        }
     }
 }
 

@@ -7,10 +7,14 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, codes};
 use crate::service::cards::{self, RevealedCard};
 use crate::service::secs;
+use crate::service::webhooks;
 use crate::state::AppState;
+use base64::Engine;
 use strongroom_core::{IdKind, Mode, Scope};
-use strongroom_crypto::{ct_eq, hmac_sha256, random};
+use strongroom_crypto::{ct_eq, random};
+use strongroom_store::webhooks::{OTP_EVENT, WebhookEndpointRecord};
 use strongroom_store::{OtpRecord, VaultStore};
+use strongroom_store::{StoreError, WebhookStore};
 use zeroize::Zeroizing;
 
 /// How long a code lives.
@@ -18,7 +22,16 @@ pub const OTP_TTL_MS: i64 = 5 * 60 * 1000;
 /// Wrong codes before an OTP dies.
 pub const OTP_MAX_ATTEMPTS: i64 = 3;
 /// Purposes an OTP may have.
-pub const PURPOSES: &[&str] = &["card.reveal"];
+pub const PURPOSES: &[&str] = &["card.reveal", "pin.set", "pin.reset", "pin.change"];
+
+/// The scope a key needs to create an OTP for `purpose`.
+fn purpose_scope(purpose: &str) -> Scope {
+    if purpose.starts_with("pin.") {
+        Scope::PinsWrite
+    } else {
+        Scope::CardsReveal
+    }
+}
 
 /// A created OTP, with the code only when it may be shown (test mode).
 pub struct CreatedOtp {
@@ -43,8 +56,8 @@ pub fn delivery_secret(state: &AppState, account_id: &str) -> ApiResult<Zeroizin
         .derive_subkey(&format!("otp-delivery|{account_id}"))?)
 }
 
-/// Creates an OTP for `purpose` on `card_id`. In live mode the code is POSTed to the
-/// account's OTP delivery URL and no API call can read it.
+/// Creates an OTP for `purpose` on `card_id`. In live mode the code is delivered to the
+/// account's OTP delivery URL as an `otp.created` webhook, and no API call can read it.
 pub async fn create(
     state: &AppState,
     who: &Principal,
@@ -54,7 +67,7 @@ pub async fn create(
     if !PURPOSES.contains(&purpose) {
         return Err(codes::INVALID_PARAMETER);
     }
-    who.require(Scope::CardsReveal)?;
+    who.require(purpose_scope(purpose))?;
     let card = cards::get(state, who, card_id).await?;
     let account = state.account(&who.account_id).await?;
     if who.mode == Mode::Live && account.otp_delivery_url.is_none() {
@@ -76,14 +89,36 @@ pub async fn create(
         attempts: 0,
         used_ms: None,
     };
-    state.store().insert_otp(&record, &[]).await?;
+    crate::audit::set_resource("otp", &record.id);
     match (who.mode, account.otp_delivery_url.as_deref()) {
-        (Mode::Test, _) => Ok(CreatedOtp {
-            record,
-            test_code: Some(code),
-        }),
+        (Mode::Test, _) => {
+            state.store().insert_otp(&record, &[]).await?;
+            Ok(CreatedOtp {
+                record,
+                test_code: Some(code),
+            })
+        }
         (Mode::Live, Some(url)) => {
-            deliver(state, url, &record, &code).await?;
+            // The code leaves only as an `otp.created` event, committed with the OTP and
+            // delivered (retried, signed like every webhook) to the OTP endpoint alone.
+            otp_endpoint(state, &account.id, who.mode, url).await?;
+            let sealed = state
+                .root()
+                .wrap_bytes(code.as_bytes(), &code_context(&record.id))?;
+            let event = state.event(
+                &record.account_id,
+                record.mode,
+                OTP_EVENT,
+                serde_json::json!({
+                    "id": record.id,
+                    "object": "otp",
+                    "purpose": record.purpose,
+                    "card": record.card_id,
+                    "expires_at": secs(record.expires_ms),
+                    "sealed_code": base64::engine::general_purpose::STANDARD.encode(sealed),
+                }),
+            )?;
+            state.store().insert_otp(&record, &[event]).await?;
             Ok(CreatedOtp {
                 record,
                 test_code: None,
@@ -93,52 +128,93 @@ pub async fn create(
     }
 }
 
-/// POSTs a live-mode code to the account's delivery URL, signed with HMAC-SHA256 in
-/// `Strongroom-Signature: t=<unix>,v1=<hex>` over `"{t}.{body}"`.
-async fn deliver(state: &AppState, url: &str, otp: &OtpRecord, code: &str) -> ApiResult<()> {
-    let body = Zeroizing::new(
-        serde_json::json!({
-            "otp": otp.id,
-            "code": code,
-            "purpose": otp.purpose,
-            "card": otp.card_id,
-            "expires_at": secs(otp.expires_ms),
-        })
-        .to_string(),
-    );
-    let t = secs(state.now_ms());
-    let secret = delivery_secret(state, &otp.account_id)?;
-    let mut signed = Zeroizing::new(format!("{t}.").into_bytes());
-    signed.extend_from_slice(body.as_bytes());
-    let sig = hex::encode(hmac_sha256(secret.as_slice(), &signed));
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .map_err(|e| ApiError::internal(&e))?;
-    let res = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("strongroom-signature", format!("t={t},v1={sig}"))
-        .body(body.to_string())
-        .send()
-        .await;
-    match res {
-        Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => {
-            tracing::warn!(status = r.status().as_u16(), "OTP delivery refused");
-            Err(codes::OTP_DELIVERY_FAILED)
+fn code_context(otp_id: &str) -> String {
+    format!("otp-code|{otp_id}")
+}
+
+/// The account's OTP endpoint for `mode`, created on first use and kept pointing at the
+/// account's current OTP delivery URL. Signed with the account's OTP signing secret.
+async fn otp_endpoint(
+    state: &AppState,
+    account_id: &str,
+    mode: Mode,
+    url: &str,
+) -> ApiResult<WebhookEndpointRecord> {
+    if let Some(mut ep) = state.store().otp_endpoint(account_id, mode).await? {
+        if ep.url != url {
+            ep.url = url.to_owned();
+            state.store().update_endpoint(&ep, false).await?;
         }
-        Err(e) => {
-            // reqwest errors may carry the URL; log only its kind.
-            tracing::warn!(
-                timeout = e.is_timeout(),
-                connect = e.is_connect(),
-                "OTP delivery failed"
-            );
-            Err(codes::OTP_DELIVERY_FAILED)
+        if ep.disabled_ms.is_some() {
+            state
+                .store()
+                .set_endpoint_disabled(account_id, &ep.id, None, None, &[])
+                .await?;
         }
+        return Ok(ep);
     }
+    let id = state.new_id(IdKind::WebhookEndpoint)?;
+    let secret = delivery_secret(state, account_id)?;
+    let wrapped = state
+        .root()
+        .wrap_bytes(secret.as_slice(), &webhooks::wrap_context(&id, 1))?;
+    let ep = WebhookEndpointRecord {
+        id,
+        account_id: account_id.to_owned(),
+        mode,
+        url: url.to_owned(),
+        signing: webhooks::SIGNING_HMAC.to_owned(),
+        description: Some("OTP delivery".into()),
+        secret_wrapped: wrapped,
+        secret_version: 1,
+        old_wrapped: None,
+        old_version: None,
+        old_expires_ms: None,
+        disabled_ms: None,
+        disabled_reason: None,
+        failing_since_ms: None,
+        created_ms: state.now_ms(),
+        enabled_events: vec![OTP_EVENT.to_owned()],
+        kind: "otp".into(),
+    };
+    match state.store().insert_endpoint(&ep).await {
+        Ok(()) => Ok(ep),
+        // A concurrent request created it first.
+        Err(StoreError::Conflict(_)) => state
+            .store()
+            .otp_endpoint(account_id, mode)
+            .await?
+            .ok_or(codes::CONFLICT),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The body delivered for an `otp.created` event: the stored event with the sealed code
+/// replaced by the code. Built only for the delivery request, never stored or logged.
+pub fn delivery_body(state: &AppState, data: &str) -> ApiResult<Zeroizing<String>> {
+    let mut v: serde_json::Value =
+        serde_json::from_str(data).map_err(|e| ApiError::internal(&e))?;
+    let obj = v
+        .pointer_mut("/data/object")
+        .and_then(serde_json::Value::as_object_mut)
+        .ok_or(codes::INTERNAL)?;
+    let otp_id = obj
+        .get("id")
+        .and_then(|i| i.as_str())
+        .ok_or(codes::INTERNAL)?
+        .to_owned();
+    let sealed = obj
+        .remove("sealed_code")
+        .and_then(|s| s.as_str().map(str::to_owned))
+        .ok_or(codes::INTERNAL)?;
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(sealed)
+        .map_err(|_| codes::INTERNAL)?;
+    let code = state.root().unwrap_bytes(&sealed, &code_context(&otp_id))?;
+    let code = Zeroizing::new(String::from_utf8(code.to_vec()).map_err(|_| codes::INTERNAL)?);
+    obj.insert("code".into(), serde_json::Value::String(code.to_string()));
+    let body = Zeroizing::new(v.to_string());
+    Ok(body)
 }
 
 /// Checks and consumes an OTP for `purpose` on `card_id`, writing `events` in the same
@@ -151,6 +227,27 @@ pub async fn verify(
     (purpose, card_id): (&str, &str),
     events: &[strongroom_store::EventRecord],
 ) -> ApiResult<()> {
+    let otp = check(state, who, otp_id, code, (purpose, card_id)).await?;
+    if state
+        .store()
+        .otp_consume(&otp.id, state.now_ms(), OTP_MAX_ATTEMPTS, events)
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(codes::OTP_INVALID)
+    }
+}
+
+/// Checks an OTP for `purpose` on `card_id` without spending it (a wrong code is
+/// counted). The caller spends it in the transaction of the change it authorises.
+pub async fn check(
+    state: &AppState,
+    who: &Principal,
+    otp_id: &str,
+    code: &str,
+    (purpose, card_id): (&str, &str),
+) -> ApiResult<OtpRecord> {
     let invalid = codes::OTP_INVALID;
     if strongroom_core::parse_id(IdKind::Otp, otp_id).is_err() || code.len() != 6 {
         return Err(invalid);
@@ -171,18 +268,21 @@ pub async fn verify(
         return Err(invalid);
     }
     if !ct_eq(&code_digest(state, &otp.id, code), &otp.code_digest) {
-        state.store().otp_fail(&otp.id).await?;
+        // Security events: the wrong code commits with the attempt count.
+        let resource = format!("otp:{}", otp.id);
+        crate::audit::event("otp.failed", &resource, crate::audit::FAILURE, invalid.code);
+        let attempts = state.store().otp_fail(&otp.id).await?;
+        if attempts >= OTP_MAX_ATTEMPTS {
+            crate::audit::event(
+                "otp.exhausted",
+                &resource,
+                crate::audit::FAILURE,
+                invalid.code,
+            );
+        }
         return Err(invalid);
     }
-    if state
-        .store()
-        .otp_consume(&otp.id, now, OTP_MAX_ATTEMPTS, events)
-        .await?
-    {
-        Ok(())
-    } else {
-        Err(invalid)
-    }
+    Ok(otp)
 }
 
 /// Reveals a card's number after a valid `card.reveal` OTP.

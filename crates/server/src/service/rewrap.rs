@@ -43,6 +43,10 @@ async fn rewrap_account(state: &AppState, account_id: &str) -> ApiResult<u64> {
     let batch = state.config().rewrap_batch.max(1);
     let mut moved = 0;
     for purpose in KeyPurpose::ALL {
+        if purpose == KeyPurpose::Pin {
+            moved += crate::service::pin::rewrap(state, &keys, account_id, batch).await?;
+            continue;
+        }
         let (writer, _) = keys.writer(purpose)?;
         loop {
             let cards = state
@@ -58,6 +62,7 @@ async fn rewrap_account(state: &AppState, account_id: &str) -> ApiResult<u64> {
                 .collect::<ApiResult<Vec<_>>>()?;
             let applied = state.store().rewrap_cards(&updates).await?;
             moved += applied;
+            state.metrics().rewrapped(applied);
             if applied == 0 && cards.len() < usize::try_from(batch).unwrap_or(usize::MAX) {
                 // Everything left was changed under us (deleted or re-wrapped elsewhere).
                 break;

@@ -34,7 +34,13 @@ async fn accounts_and_keys_lifecycle() {
     assert_eq!(sk.body["mode"], "test");
     assert_eq!(
         sk.body["scopes"],
-        json!(["cards:write", "cards:read", "cards:delete"])
+        json!([
+            "cards:write",
+            "cards:read",
+            "cards:delete",
+            "pins:write",
+            "pins:verify"
+        ])
     );
 
     let pk = srv

@@ -467,25 +467,36 @@ async fn live_otp_goes_to_the_delivery_url_signed() {
 
     let request = captured.await.unwrap();
     let (head, body) = request.split_once("\r\n\r\n").unwrap();
-    let sig_line = head
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("strongroom-signature:"))
-        .unwrap();
-    let sig = sig_line.split_once(':').unwrap().1.trim();
-    let (t, v1) = sig.split_once(",v1=").unwrap();
-    let t = t.strip_prefix("t=").unwrap();
-    // Verify independently of the server's code path: HMAC-SHA256 over "{t}.{body}".
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+            .unwrap()
+    };
+    // Delivered as an `otp.created` webhook, Standard Webhooks signed under the
+    // account's OTP signing secret. Verify independently of the server's code path:
+    // HMAC-SHA256 over "{id}.{timestamp}.{body}".
+    let (msg_id, ts, sig) = (
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+    );
     use base64::Engine;
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(secret.strip_prefix("whsec_").unwrap())
-        .unwrap();
-    let expected = hex::encode(strongroom_crypto::hmac_sha256(
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let expected = b64.encode(strongroom_crypto::hmac_sha256(
         &key,
-        format!("{t}.{body}").as_bytes(),
+        format!("{msg_id}.{ts}.{body}").as_bytes(),
     ));
-    assert_eq!(v1, expected);
-    let delivered: serde_json::Value = serde_json::from_str(body).unwrap();
-    assert_eq!(delivered["otp"], otp.body["id"]);
+    assert_eq!(sig, format!("v1,{expected}"));
+    let event: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(event["id"], msg_id.as_str());
+    assert_eq!(event["type"], "otp.created");
+    let delivered = &event["data"]["object"];
+    assert_eq!(delivered["id"], otp.body["id"]);
+    assert!(delivered.get("sealed_code").is_none());
     let code = delivered["code"].as_str().unwrap();
     let shown = srv
         .post(

@@ -103,6 +103,7 @@ fn pki() -> &'static Pki {
         let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
         std::fs::write(dir.join("cert.pem"), leaf_cert.pem()).unwrap();
         std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
         Pki {
             ca_pem: ca_cert.pem().into_bytes(),
             dir,
@@ -203,6 +204,11 @@ impl TestServer {
         config.dev_mode = true;
         config.rewrap_interval = Duration::from_millis(200);
         config.rewrap_batch = 50;
+        // Tests that are not about rate limits must not trip them (controls.rs sets its own).
+        config.rate_limit.per_minute = 1_000_000;
+        config.rate_limit.reveal_per_minute = 1_000_000;
+        config.rate_limit.otp_per_minute = 1_000_000;
+        config.rate_limit.ip_per_minute = 1_000_000;
         tweak(&mut config);
         let clock = TestClock::default();
         let root = RootKey::from_bytes(&data.root).unwrap();
@@ -393,4 +399,23 @@ pub fn test_pan(n: u64) -> String {
         .map(|d| format!("{body}{d}"))
         .find(|c| strongroom_core::pan::luhn_valid(c.as_bytes()))
         .unwrap()
+}
+
+/// The test CA certificate (PEM), for clients in other languages.
+pub fn ca_pem() -> Vec<u8> {
+    pki().ca_pem.clone()
+}
+
+/// The test CA certificate as a PEM file (for openssl, Python and other clients).
+pub fn ca_pem_path() -> PathBuf {
+    let p = pki();
+    let path = p.dir.join("ca.pem");
+    if !path.exists() {
+        let tmp = p
+            .dir
+            .join(format!("ca.pem.{:?}", std::thread::current().id()));
+        std::fs::write(&tmp, &p.ca_pem).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+    path
 }

@@ -14,8 +14,16 @@
 )]
 
 mod admin;
+mod audit;
 mod bad_input;
+mod canary;
 mod cards;
+mod controls;
 mod harness;
 mod leaks;
+mod metrics;
+mod pin;
 mod rotation;
+mod tls;
+mod tokens;
+mod webhooks;

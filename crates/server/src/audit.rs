@@ -1,0 +1,486 @@
+//! The audit trail, server side: the per-request scope, security events, system
+//! records (start, stop, provisioning), signed checkpoints, and verification.
+//!
+//! How a request is recorded (fail closed):
+//! 1. `request_context` opens an [`AuditScope`] around the handler, with the request id,
+//!    method, route template and client IP in a template record.
+//! 2. The auth extractors fill the actor and account and arm the record ([`arm`]).
+//!    A failed authentication arms a `failure` record with its code.
+//! 3. Any store write the handler makes carries the record (and queued security events)
+//!    in its own transaction (`strongroom_store::audit`): the change and its record commit
+//!    together or not at all.
+//! 4. After the handler, what is still pending (reads, refusals, events) is appended
+//!    before the response leaves. If any audit append failed, the response is replaced by
+//!    `503 audit_unavailable`: a reveal's number never leaves unrecorded.
+
+use crate::state::AppState;
+use std::sync::Arc;
+use std::time::Duration;
+use strongroom_core::IdKind;
+use strongroom_crypto::audit::{AuditSigner, GENESIS, chain_hash, verify_checkpoint};
+use strongroom_store::{AuditCheckpoint, AuditRecord, AuditScope, AuditStore, HashFn, Store};
+
+/// The chain's hash function (SHA-256, from the crypto crate).
+pub const HASH: HashFn = chain_hash;
+
+/// Outcome of a successful action.
+pub const SUCCESS: &str = "success";
+/// Outcome of a refused or failed action.
+pub const FAILURE: &str = "failure";
+
+/// The request's template record (no actor yet), kept in the request extensions.
+#[derive(Debug, Clone)]
+pub struct RequestAudit(pub AuditRecord);
+
+/// A new request scope with `template` in the extensions; the record is armed by auth.
+pub fn request_scope() -> Arc<AuditScope> {
+    AuditScope::new(HASH, None)
+}
+
+/// Arms the request's record for `actor` on `account` (called by the auth extractors).
+pub fn arm(template: Option<&RequestAudit>, actor: &str, account: &str, failure: Option<&str>) {
+    let (Some(scope), Some(t)) = (AuditScope::current(), template) else {
+        return;
+    };
+    let mut rec = t.0.clone();
+    rec.actor = actor.to_owned();
+    if !account.is_empty() {
+        rec.account_id = account.to_owned();
+    }
+    if let Some(code) = failure {
+        rec.action = "auth.failed".into();
+        rec.outcome = FAILURE.into();
+        rec.code = code.to_owned();
+    }
+    scope.set_request(rec);
+}
+
+/// Names the object the current request acts on (`card`, `card_…`). Only well-formed
+/// ids are recorded.
+pub fn set_resource(kind: &str, id: &str) {
+    if !KINDS
+        .iter()
+        .any(|(k, _)| strongroom_core::parse_id(*k, id).is_ok())
+    {
+        return;
+    }
+    if let Some(scope) = AuditScope::current() {
+        let r = format!("{kind}:{id}");
+        scope.update(|rec| rec.resource = r);
+    }
+}
+
+/// Queues a security event in the current request's scope; it commits with the
+/// request's next write or its final record.
+pub fn event(action: &str, resource: &str, outcome: &str, code: &str) {
+    let Some(scope) = AuditScope::current() else {
+        return;
+    };
+    let Some(mut rec) = scope.request() else {
+        return;
+    };
+    rec.action = action.to_owned();
+    rec.resource = resource.to_owned();
+    rec.outcome = outcome.to_owned();
+    rec.code = code.to_owned();
+    scope.event(rec);
+}
+
+/// The action a route stands for.
+pub fn action_for(method: &str, route: &str) -> String {
+    let named = match (method, route) {
+        ("POST", "/v1/cards") => "card.create",
+        ("GET", "/v1/cards") => "card.list",
+        ("GET", "/v1/cards/{id}") => "card.retrieve",
+        ("DELETE", "/v1/cards/{id}") => "card.delete",
+        ("POST", "/v1/cards/{id}/reveal") => "card.reveal",
+        ("POST", "/v1/otp") => "otp.create",
+        ("POST", "/v1/admin/accounts") => "account.create",
+        ("GET", "/v1/admin/accounts/{id}") => "account.retrieve",
+        ("PATCH", "/v1/admin/accounts/{id}") => "account.update",
+        ("POST", "/v1/admin/accounts/{id}/api_keys") => "api_key.create",
+        ("GET", "/v1/admin/accounts/{id}/api_keys") => "api_key.list",
+        ("DELETE", "/v1/admin/accounts/{id}/api_keys/{key_id}") => "api_key.revoke",
+        ("GET", "/v1/admin/accounts/{id}/keys") => "data_key.list",
+        ("POST", "/v1/admin/accounts/{id}/keys/rotate") => "data_key.rotate",
+        ("POST", "/v1/admin/accounts/{id}/keys/retire") => "data_key.retire",
+        ("GET", "/v1/admin/audit") => "audit.query",
+        ("POST", "/v1/auth/token") => "token.issue",
+        ("GET", "/v1/admin/jwt_keys") => "jwt_key.list",
+        ("POST", "/v1/admin/jwt_keys/rotate") => "jwt_key.rotate",
+        ("POST", "/v1/admin/accounts/{id}/revoke_all") => "account.revoke_all",
+        ("POST", "/v1/signing_keys") => "signing_key.create",
+        ("GET", "/v1/signing_keys") => "signing_key.list",
+        ("DELETE", "/v1/signing_keys/{id}") => "signing_key.revoke",
+        ("GET", "/v1/account") => "account_settings.retrieve",
+        ("PATCH", "/v1/account") => "account_settings.update",
+        ("GET", "/v1/ip_allowlist") => "ip_allowlist.retrieve",
+        ("PUT", "/v1/ip_allowlist") => "ip_allowlist.update",
+        ("GET", "/v1/pin/encryption_key") => "pin_transport_key.retrieve",
+        ("PUT", "/v1/cards/{id}/pin") => "pin.set",
+        ("POST", "/v1/cards/{id}/pin/verify") => "pin.verify",
+        ("POST", "/v1/cards/{id}/pin/change") => "pin.change",
+        ("POST", "/v1/admin/cards/{id}/pin/unlock") => "pin.unlock",
+        ("POST", "/v1/admin/pin/encryption_key/rotate") => "pin_transport_key.rotate",
+        ("GET", "/v1/admin/accounts/{id}/pin_settings") => "pin_settings.retrieve",
+        ("POST", "/v1/admin/accounts/{id}/pin_settings") => "pin_settings.update",
+        ("GET", "/v1/events") => "event.list",
+        ("GET", "/v1/events/{id}") => "event.retrieve",
+        ("GET", "/v1/events/{id}/deliveries") => "event.deliveries",
+        ("POST", "/v1/events/{id}/redeliver") => "event.redeliver",
+        ("POST", "/v1/webhook_endpoints") => "webhook_endpoint.create",
+        ("GET", "/v1/webhook_endpoints") => "webhook_endpoint.list",
+        ("GET", "/v1/webhook_endpoints/{id}") => "webhook_endpoint.retrieve",
+        ("PATCH", "/v1/webhook_endpoints/{id}") => "webhook_endpoint.update",
+        ("DELETE", "/v1/webhook_endpoints/{id}") => "webhook_endpoint.delete",
+        ("POST", "/v1/webhook_endpoints/{id}/disable") => "webhook_endpoint.disable",
+        ("POST", "/v1/webhook_endpoints/{id}/enable") => "webhook_endpoint.enable",
+        ("POST", "/v1/webhook_endpoints/{id}/rotate_secret") => "webhook_endpoint.rotate_secret",
+        ("POST", "/v1/webhook_endpoints/{id}/recover") => "webhook_endpoint.recover",
+        ("GET", "/v1/webhook_endpoints/{id}/attempts") => "webhook_endpoint.attempts",
+        ("POST", "/v1/inbound/{source}") => "inbound.receive",
+        _ => "",
+    };
+    if named.is_empty() {
+        format!("{} {route}", method.to_ascii_lowercase())
+    } else {
+        named.to_owned()
+    }
+}
+
+const KINDS: &[(IdKind, &str)] = &[
+    (IdKind::Card, "card"),
+    (IdKind::Account, "account"),
+    (IdKind::ApiKey, "api_key"),
+    (IdKind::Otp, "otp"),
+    (IdKind::Event, "event"),
+    (IdKind::WebhookEndpoint, "webhook_endpoint"),
+];
+
+/// The resource a path names: the last path parameter that is a well-formed id.
+/// Anything else (which could be a number someone pasted into a URL) is not recorded.
+pub fn resource_from_path(route: &str, path: &str) -> String {
+    let mut out = String::new();
+    for (tpl, seg) in route.split('/').zip(path.split('/')) {
+        if tpl.starts_with('{') {
+            for (kind, name) in KINDS {
+                if strongroom_core::parse_id(*kind, seg).is_ok() {
+                    out = format!("{name}:{seg}");
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Most records in one batched append.
+const APPEND_BATCH: usize = 512;
+
+type AppendReply = tokio::sync::oneshot::Sender<Result<i64, ()>>;
+
+/// Batches the standalone appends of concurrent requests (reads, refusals) into one
+/// transaction: one head lock and one commit for many records. On SQLite the writer's
+/// group commit would share the fsync anyway; on PostgreSQL, where appends serialise on
+/// the head row until commit, this is what keeps reads from queueing one commit each.
+pub struct Appender {
+    tx: tokio::sync::mpsc::Sender<(Vec<AuditRecord>, AppendReply)>,
+}
+
+impl Appender {
+    /// Starts the batching task on `store`.
+    pub fn spawn(store: Store) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<AuditRecord>, AppendReply)>(4096);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut records = first.0;
+                let mut replies = vec![first.1];
+                while records.len() < APPEND_BATCH {
+                    match rx.try_recv() {
+                        Ok((r, reply)) => {
+                            records.extend(r);
+                            replies.push(reply);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let result = store.append_audit(records, HASH).await.map_err(|e| {
+                    tracing::error!(error = %e, requests = replies.len(), "audit append failed");
+                });
+                for r in replies {
+                    r.send(result).ok();
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Appends `records` (in order, possibly with other requests' records); the new head.
+    pub async fn append(&self, records: Vec<AuditRecord>) -> Result<i64, ()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx.send((records, tx)).await.map_err(drop)?;
+        rx.await.map_err(drop)?
+    }
+}
+
+/// The account an admin route names (`/v1/admin/accounts/{id}/…`), if well formed.
+pub fn account_from_path(route: &str, path: &str) -> String {
+    if !route.starts_with("/v1/admin/accounts/{id}") {
+        return String::new();
+    }
+    path.split('/')
+        .nth(4)
+        .filter(|s| strongroom_core::parse_id(IdKind::Account, s).is_ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Appends a system record (actor `system`) on its own: start, stop, provisioning.
+pub async fn system(state: &AppState, action: &str, resource: &str) -> crate::ApiResult<()> {
+    let rec = AuditRecord {
+        time_ms: state.now_ms(),
+        actor: "system".into(),
+        action: action.to_owned(),
+        resource: resource.to_owned(),
+        outcome: SUCCESS.into(),
+        ..AuditRecord::default()
+    };
+    let head = state.store().append_audit(vec![rec], HASH).await?;
+    state.metrics().audit_head(head);
+    Ok(())
+}
+
+/// Runs a state-changing operation outside any request (CLI provisioning, tests) in a
+/// system scope, so its record commits with it. Inside a request, just runs it.
+pub async fn as_system<F: std::future::Future>(
+    state: &AppState,
+    action: &str,
+    fut: F,
+) -> F::Output {
+    if AuditScope::current().is_some() {
+        return fut.await;
+    }
+    let rec = AuditRecord {
+        time_ms: state.now_ms(),
+        actor: "system".into(),
+        action: action.to_owned(),
+        outcome: SUCCESS.into(),
+        ..AuditRecord::default()
+    };
+    AuditScope::new(HASH, Some(rec)).run(fut).await
+}
+
+/// Signs the current head into a checkpoint, unless the latest checkpoint is at it.
+pub async fn checkpoint(state: &AppState) -> crate::ApiResult<Option<AuditCheckpoint>> {
+    let (seq, hash) = state.store().audit_head().await?;
+    state.metrics().audit_head(seq);
+    let latest = state.store().latest_checkpoint().await?;
+    if latest.as_ref().is_some_and(|c| c.seq >= seq) || seq == 0 {
+        if let Some(c) = &latest {
+            state.metrics().audit_checkpoint(c.time_ms);
+        }
+        return Ok(None);
+    }
+    let signer = AuditSigner::derive(state.root())?;
+    let time_ms = state.now_ms();
+    let cp = AuditCheckpoint {
+        seq,
+        signature: signer.sign_checkpoint(seq, &hash, time_ms),
+        hash,
+        time_ms,
+        public_key: signer.public_key(),
+    };
+    state.store().insert_checkpoint(&cp).await?;
+    state.metrics().audit_checkpoint(time_ms);
+    Ok(Some(cp))
+}
+
+/// Checkpoints the head every `audit_checkpoint_interval`.
+pub fn spawn_checkpointer(state: AppState) {
+    let every = state.config().audit_checkpoint_interval;
+    if every.is_zero() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = checkpoint(&state).await {
+                tracing::warn!(code = e.code, "audit checkpoint failed");
+            }
+        }
+    });
+}
+
+/// Where verification found the log broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broken {
+    /// The record at this position does not hash to what the chain says (modified,
+    /// reordered or inserted).
+    Hash(i64),
+    /// The record expected at this position is missing (deleted), the next one found
+    /// has another sequence number.
+    Gap {
+        /// The position expected.
+        expected: i64,
+        /// The sequence number found.
+        found: i64,
+    },
+    /// The log ends at `end`, behind a checkpoint at `checkpoint` (truncated tail).
+    Truncated {
+        /// Last position present.
+        end: i64,
+        /// The checkpointed position.
+        checkpoint: i64,
+    },
+    /// A checkpoint's hash differs from the chain at its position (the chain was
+    /// rewritten, hashes and all).
+    CheckpointMismatch(i64),
+    /// A checkpoint's signature does not verify under the expected key.
+    BadSignature(i64),
+}
+
+impl Broken {
+    /// The first broken position.
+    pub fn position(&self) -> i64 {
+        match self {
+            Self::Hash(p) | Self::CheckpointMismatch(p) | Self::BadSignature(p) => *p,
+            Self::Gap { expected, .. } => *expected,
+            Self::Truncated { end, .. } => end.saturating_add(1),
+        }
+    }
+}
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Hash(p) => write!(
+                f,
+                "record {p}: hash mismatch (modified, reordered or inserted)"
+            ),
+            Self::Gap { expected, found } => write!(
+                f,
+                "record {expected}: missing (next record found is {found}; deleted?)"
+            ),
+            Self::Truncated { end, checkpoint } => write!(
+                f,
+                "record {}: missing; the log ends at {end} but a signed checkpoint covers {checkpoint} (tail truncated)",
+                end.saturating_add(1)
+            ),
+            Self::CheckpointMismatch(p) => write!(
+                f,
+                "record {p}: the chain differs from the signed checkpoint at {p} (rewritten)"
+            ),
+            Self::BadSignature(p) => {
+                write!(f, "checkpoint {p}: signature does not verify")
+            }
+        }
+    }
+}
+
+/// What verification found.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// Records checked.
+    pub records: i64,
+    /// Checkpoints checked.
+    pub checkpoints: usize,
+    /// The first problem, if any.
+    pub broken: Option<Broken>,
+}
+
+/// Walks the whole chain and every checkpoint. `public_key`: the audit key checkpoints
+/// must verify under (derived from the root key); `None` trusts the key recorded in
+/// each checkpoint (detects accidents, not a forger who also rewrote checkpoints).
+pub async fn verify(store: &Store, public_key: Option<&[u8]>) -> crate::ApiResult<Verified> {
+    const PAGE: i64 = 1000;
+    let cps = store.checkpoints().await?;
+    let mut at: std::collections::HashMap<i64, &AuditCheckpoint> =
+        cps.iter().map(|c| (c.seq, c)).collect();
+    let mut prev = GENESIS;
+    let mut expected: i64 = 1;
+    let mut first: Option<Broken> = None;
+    'pages: loop {
+        let rows = store.audit_range(expected.saturating_sub(1), PAGE).await?;
+        let n = rows.len();
+        for r in rows {
+            if r.seq != expected {
+                first = Some(if r.seq > expected {
+                    Broken::Gap {
+                        expected,
+                        found: r.seq,
+                    }
+                } else {
+                    Broken::Hash(expected)
+                });
+                break 'pages;
+            }
+            let h = chain_hash(&prev, &r.canonical(r.seq));
+            if !strongroom_crypto::ct_eq(&h, &r.hash) {
+                first = Some(Broken::Hash(r.seq));
+                break 'pages;
+            }
+            if let Some(cp) = at.remove(&r.seq)
+                && !strongroom_crypto::ct_eq(&cp.hash, &h)
+            {
+                first = Some(Broken::CheckpointMismatch(r.seq));
+                break 'pages;
+            }
+            prev = h;
+            expected = expected.saturating_add(1);
+        }
+        if n < usize::try_from(PAGE).unwrap_or(usize::MAX) {
+            break;
+        }
+    }
+    let end = expected.saturating_sub(1);
+    if first.is_none()
+        && let Some(cp) = cps.iter().rev().find(|c| c.seq > end)
+    {
+        first = Some(Broken::Truncated {
+            end,
+            checkpoint: cp.seq,
+        });
+    }
+    if first.is_none() {
+        for cp in &cps {
+            let key = public_key.unwrap_or(&cp.public_key);
+            if !verify_checkpoint(key, cp.seq, &cp.hash, cp.time_ms, &cp.signature) {
+                first = Some(Broken::BadSignature(cp.seq));
+                break;
+            }
+        }
+    }
+    Ok(Verified {
+        records: end,
+        checkpoints: cps.len(),
+        broken: first,
+    })
+}
+
+/// The JSON view of a record (API and export).
+pub fn record_json(r: &AuditRecord) -> serde_json::Value {
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(r.time_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        });
+    serde_json::json!({
+        "object": "audit_record",
+        "seq": r.seq,
+        "time": time,
+        "request_id": opt(&r.request_id),
+        "account": opt(&r.account_id),
+        "actor": r.actor,
+        "action": r.action,
+        "resource": opt(&r.resource),
+        "outcome": r.outcome,
+        "code": opt(&r.code),
+        "client_ip": opt(&r.client_ip),
+        "method": opt(&r.method),
+        "route": opt(&r.route),
+        "hash": hex::encode(&r.hash),
+    })
+}

@@ -1,0 +1,523 @@
+//! The gateway controls, one middleware inside the request context: client address →
+//! authentication (resolves the caller once, for the handlers too) → IP allowlists →
+//! request signatures → rate limits → idempotency → handler.
+//!
+//! Refusals are plain [`ApiError`]s; the outer `request_context` renders them. Every
+//! response that got as far as the rate limiter carries `RateLimit-Limit`,
+//! `RateLimit-Remaining` and `RateLimit-Reset`; a refusal adds `Retry-After`.
+
+pub mod client_ip;
+pub mod idempotency;
+pub mod openapi;
+pub mod ratelimit;
+pub mod sfv;
+pub mod signature;
+
+use crate::ServerConfig;
+use crate::auth::{Admin, Principal};
+use crate::error::{ApiError, ApiResult, codes};
+use crate::extract::BODY_LIMIT;
+use crate::state::AppState;
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use client_ip::ClientIp;
+use ipnet::IpNet;
+use ratelimit::{Decision, Limiter, MemoryLimiter, Quota, RateLimitBackend, RedisLimiter};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use strongroom_core::KeyKind;
+use strongroom_crypto::{DataKey, RootKey};
+use strongroom_store::{AccountControls, ControlStore};
+
+/// Where rate-limit state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateLimitStore {
+    /// In this process (one node).
+    Memory,
+    /// In Redis at this URL (shared by nodes).
+    Redis(String),
+}
+
+/// Rate-limit settings (requests per minute; the burst equals the per-minute figure).
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    /// Backend.
+    pub store: RateLimitStore,
+    /// Per credential, unless the account has an override.
+    pub per_minute: u32,
+    /// Card reveals, per credential.
+    pub reveal_per_minute: u32,
+    /// OTP creation, per credential.
+    pub otp_per_minute: u32,
+    /// Per client address on unauthenticated requests and on token issue.
+    pub ip_per_minute: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            store: RateLimitStore::Memory,
+            per_minute: 100,
+            reveal_per_minute: 10,
+            otp_per_minute: 10,
+            ip_per_minute: 60,
+        }
+    }
+}
+
+/// The route templates whose responses carry a secret (a PAN, an OTP code, an API
+/// secret, an access token): an `Idempotency-Key` there is refused, so no such
+/// response is ever stored.
+pub const IDEMPOTENCY_EXCLUDED: &[&str] = &[
+    "/v1/cards/{id}/reveal",
+    "/v1/otp",
+    "/v1/auth/token",
+    "/v1/admin/accounts",
+    "/v1/admin/accounts/{id}/api_keys",
+    // Both answer with a webhook signing secret (`whsec_…`).
+    "/v1/webhook_endpoints",
+    "/v1/webhook_endpoints/{id}/rotate_secret",
+];
+
+/// Route of the token endpoint: limited per client address as well.
+const TOKEN_ROUTE: &str = "/v1/auth/token";
+
+/// The gateway's state, in [`AppState`].
+pub struct Gateway {
+    limiter: Limiter,
+    idem_key: Option<DataKey>,
+    controls: TtlCache<Arc<AccountControls>>,
+    key_lists: TtlCache<Arc<Vec<IpNet>>>,
+}
+
+/// Checks what [`Gateway::new`] cannot report (called before the server starts).
+pub fn check_config(config: &ServerConfig) -> Result<(), String> {
+    if let RateLimitStore::Redis(url) = &config.rate_limit.store {
+        RedisLimiter::new(url)?;
+    }
+    let r = &config.rate_limit;
+    if [
+        r.per_minute,
+        r.reveal_per_minute,
+        r.otp_per_minute,
+        r.ip_per_minute,
+    ]
+    .iter()
+    .any(|n| !(1..=ratelimit::MAX_PER_MINUTE).contains(n))
+    {
+        return Err("rate limits must be between 1 and 1000000 per minute".into());
+    }
+    Ok(())
+}
+
+impl Gateway {
+    pub(crate) fn new(config: &ServerConfig, root: &RootKey) -> Self {
+        let limiter = match &config.rate_limit.store {
+            RateLimitStore::Memory => Limiter::Memory(MemoryLimiter::default()),
+            RateLimitStore::Redis(url) => match RedisLimiter::new(url) {
+                Ok(r) => Limiter::Redis(Box::new(r)),
+                Err(e) => {
+                    // `check_config` refuses this before start; stay safe anyway.
+                    tracing::error!(error = %e, "redis rate limiter unusable; using memory");
+                    Limiter::Memory(MemoryLimiter::default())
+                }
+            },
+        };
+        let idem_key = root
+            .derive_subkey("idempotency")
+            .ok()
+            .and_then(|k| DataKey::from_bytes(k.as_slice()).ok());
+        let ttl = config.api_key_cache_ttl;
+        Self {
+            limiter,
+            idem_key,
+            controls: TtlCache::new(ttl),
+            key_lists: TtlCache::new(ttl),
+        }
+    }
+
+    /// The account's controls, through the cache.
+    pub async fn account_controls(
+        &self,
+        state: &AppState,
+        account_id: &str,
+    ) -> ApiResult<Arc<AccountControls>> {
+        let now = state.now_ms();
+        if let Some(c) = self.controls.get(account_id, now) {
+            return Ok(c);
+        }
+        let c = Arc::new(state.store().account_controls(account_id).await?);
+        self.controls.put(account_id, c.clone(), now);
+        Ok(c)
+    }
+
+    /// Forgets cached controls of an account (after a change through this node).
+    pub fn forget_account(&self, account_id: &str) {
+        self.controls.forget(account_id);
+    }
+
+    async fn key_allowlist(&self, state: &AppState, key_id: &str) -> ApiResult<Arc<Vec<IpNet>>> {
+        let now = state.now_ms();
+        if let Some(c) = self.key_lists.get(key_id, now) {
+            return Ok(c);
+        }
+        let list = state.store().key_ip_allowlist(key_id).await?;
+        let nets = Arc::new(parse_stored_cidrs(&list));
+        self.key_lists.put(key_id, nets.clone(), now);
+        Ok(nets)
+    }
+
+    /// Forgets a cached key allowlist.
+    pub fn forget_key(&self, key_id: &str) {
+        self.key_lists.forget(key_id);
+    }
+
+    /// Redis, when the deployment uses it (rate limits and the idempotency cache).
+    pub(crate) fn redis(&self) -> Option<&RedisLimiter> {
+        match &self.limiter {
+            Limiter::Redis(r) => Some(r),
+            Limiter::Memory(_) => None,
+        }
+    }
+
+    pub(crate) fn idempotency_key(&self) -> ApiResult<&DataKey> {
+        self.idem_key
+            .as_ref()
+            .ok_or_else(|| ApiError::internal(&"idempotency key unavailable"))
+    }
+}
+
+/// Parses client-supplied CIDRs (or bare addresses), at most 100, into canonical
+/// networks. Refuses anything else with `invalid_parameter`.
+pub fn parse_cidrs(input: &[String]) -> ApiResult<Vec<IpNet>> {
+    if input.len() > 100 {
+        return Err(codes::INVALID_PARAMETER);
+    }
+    let mut out: Vec<IpNet> = Vec::new();
+    for s in input {
+        let s = s.trim();
+        let net = match s.parse::<IpNet>() {
+            Ok(n) => n.trunc(),
+            Err(_) => IpNet::from(s.parse::<IpAddr>().map_err(|_| codes::INVALID_PARAMETER)?),
+        };
+        if !out.contains(&net) {
+            out.push(net);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_stored_cidrs(list: &[String]) -> Vec<IpNet> {
+    list.iter().filter_map(|s| s.parse().ok()).collect()
+}
+
+fn allowed_by(list: &[IpNet], ip: IpAddr) -> bool {
+    list.is_empty() || list.iter().any(|n| n.contains(&ip))
+}
+
+/// A small map with a time-to-live; zero TTL disables it (several nodes, PostgreSQL).
+struct TtlCache<T: Clone> {
+    ttl_ms: i64,
+    map: RwLock<HashMap<String, (i64, T)>>,
+}
+
+const CACHE_MAX: usize = 10_000;
+
+impl<T: Clone> TtlCache<T> {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+    fn get(&self, k: &str, now: i64) -> Option<T> {
+        if self.ttl_ms == 0 {
+            return None;
+        }
+        let map = self.map.read().ok()?;
+        let (at, v) = map.get(k)?;
+        (now.saturating_sub(*at) < self.ttl_ms).then(|| v.clone())
+    }
+    fn put(&self, k: &str, v: T, now: i64) {
+        if self.ttl_ms > 0
+            && let Ok(mut map) = self.map.write()
+        {
+            if map.len() >= CACHE_MAX {
+                map.clear();
+            }
+            map.insert(k.to_owned(), (now, v));
+        }
+    }
+    fn forget(&self, k: &str) {
+        if let Ok(mut map) = self.map.write() {
+            map.remove(k);
+        }
+    }
+}
+
+/// Who is calling, as far as the gateway can tell.
+enum Caller {
+    Account(Principal),
+    Admin(Admin),
+    Anonymous,
+}
+
+async fn resolve_caller(parts: &mut Parts, state: &AppState) -> Caller {
+    if !parts
+        .headers
+        .contains_key(axum::http::header::AUTHORIZATION)
+    {
+        return Caller::Anonymous;
+    }
+    // A failure here is left to the handler's extractor, which gives the precise error.
+    if let Ok(p) = Principal::from_request_parts(parts, state).await {
+        parts.extensions.insert(p.clone());
+        return Caller::Account(p);
+    }
+    if let Ok(a) = Admin::from_request_parts(parts, state).await {
+        parts.extensions.insert(a.clone());
+        return Caller::Admin(a);
+    }
+    Caller::Anonymous
+}
+
+/// Reads the whole body (bounded), or refuses with 413.
+async fn read_body(body: Body) -> ApiResult<Bytes> {
+    axum::body::to_bytes(body, BODY_LIMIT)
+        .await
+        .map_err(|_| codes::BODY_TOO_LARGE)
+}
+
+/// The quotas a request counts against: `(bucket key, quota)`.
+fn buckets(
+    state: &AppState,
+    caller: &Caller,
+    controls: Option<&AccountControls>,
+    route: &str,
+    method: &Method,
+    ip: IpAddr,
+) -> Vec<(String, Quota)> {
+    let rl = &state.config().rate_limit;
+    let q = |per_minute: u32| Quota { per_minute };
+    let mut out = Vec::new();
+    match caller {
+        Caller::Account(p) => {
+            let per_minute = controls
+                .and_then(|c| c.rate_limit_per_minute)
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(rl.per_minute);
+            if route == "/v1/cards/{id}/reveal" {
+                out.push((format!("reveal:{}", p.key_id), q(rl.reveal_per_minute)));
+            }
+            if route == "/v1/otp" && method == Method::POST {
+                out.push((format!("otp:{}", p.key_id), q(rl.otp_per_minute)));
+            }
+            out.push((format!("key:{}", p.key_id), q(per_minute)));
+        }
+        Caller::Admin(a) => out.push((format!("key:{}", a.key_id), q(rl.per_minute))),
+        Caller::Anonymous => {
+            if route != "/healthz" && route != "/readyz" {
+                out.push((format!("ip:{ip}:{route}"), q(rl.ip_per_minute)));
+            }
+        }
+    }
+    if route == TOKEN_ROUTE && !matches!(caller, Caller::Anonymous) {
+        out.push((format!("ip:{ip}:{route}"), q(rl.ip_per_minute)));
+    }
+    out
+}
+
+async fn peek(
+    state: &AppState,
+    caller: &Caller,
+    parts: &Parts,
+    route: &str,
+    ip: IpAddr,
+) -> Option<Decision> {
+    let controls = match caller {
+        Caller::Account(p) => state
+            .gateway()
+            .account_controls(state, &p.account_id)
+            .await
+            .ok(),
+        _ => None,
+    };
+    let (key, quota) = buckets(state, caller, controls.as_deref(), route, &parts.method, ip)
+        .into_iter()
+        .next()?;
+    let now = state.now_ms();
+    state.gateway().limiter.peek(&key, quota, now).await.ok()
+}
+
+fn set_rate_headers(res: &mut Response, d: &Decision) {
+    let h = res.headers_mut();
+    h.insert("ratelimit-limit", HeaderValue::from(d.limit));
+    h.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+    h.insert("ratelimit-reset", HeaderValue::from(d.reset_secs));
+    if !d.allowed {
+        h.insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from(d.retry_after_secs),
+        );
+    }
+}
+
+/// See the module docs.
+pub async fn gateway(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("(unmatched)", |p| p.as_str())
+        .to_owned();
+    let (mut parts, body) = req.into_parts();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let ip = client_ip::client_ip(peer, &parts.headers, &state.config().trusted_proxies);
+    parts.extensions.insert(ClientIp(ip));
+
+    let caller = resolve_caller(&mut parts, &state).await;
+    let mut decision: Option<Decision> = None;
+    let res = match controls(&state, &caller, &mut parts, body, &route, ip, &mut decision).await {
+        Ok((parts, body, idem)) => match idem {
+            Some(idem) => {
+                idem.run(&state, Request::from_parts(parts, body), next)
+                    .await
+            }
+            None => next.run(Request::from_parts(parts, body)).await,
+        },
+        Err(e) => {
+            if decision.is_none() && e.status.is_client_error() {
+                // Refused before the limiter (allowlist, signature): show the quota
+                // without spending it.
+                decision = peek(&state, &caller, &parts, &route, ip).await;
+            }
+            e.into_response()
+        }
+    };
+    let mut res = res;
+    if let Some(d) = &decision {
+        set_rate_headers(&mut res, d);
+    }
+    res
+}
+
+/// Everything before the handler. Returns the (possibly re-assembled) request, and
+/// the idempotency claim when the request carries a key.
+async fn controls(
+    state: &AppState,
+    caller: &Caller,
+    parts: &mut Parts,
+    body: Body,
+    route: &str,
+    ip: IpAddr,
+    decision: &mut Option<Decision>,
+) -> ApiResult<(Parts, Body, Option<idempotency::Idem>)> {
+    let gw = state.gateway();
+    let mut body = Some(body);
+    let mut bytes: Option<Bytes> = None;
+    let mut controls: Option<Arc<AccountControls>> = None;
+
+    if let Caller::Account(p) = caller {
+        // IP allowlists: the account's and the key's; both must admit the address.
+        let c = gw.account_controls(state, &p.account_id).await?;
+        let account_list = parse_stored_cidrs(&c.ip_allowlist);
+        if !allowed_by(&account_list, ip)
+            || !allowed_by(&gw.key_allowlist(state, &p.key_id).await?, ip)
+        {
+            return Err(codes::IP_NOT_ALLOWED);
+        }
+        // Signatures: always verified when present; required when the account says so.
+        if signature::is_signed(&parts.headers) {
+            let b = read_body(body.take().unwrap_or_default()).await?;
+            let view = signature::RequestView::new(parts, scheme(state));
+            signature::verify(state, p, &view, &b).await?;
+            bytes = Some(b);
+        } else if c.require_signed_requests {
+            return Err(codes::SIGNATURE_MISSING);
+        }
+        controls = Some(c);
+    }
+
+    // Rate limits: every bucket must admit the request; the headers show the tightest.
+    let now = state.now_ms();
+    for (key, quota) in buckets(state, caller, controls.as_deref(), route, &parts.method, ip) {
+        let d = gw.limiter.check(&key, quota, now).await?;
+        let tighter = decision
+            .as_ref()
+            .is_none_or(|prev| !d.allowed || d.remaining < prev.remaining);
+        if tighter {
+            *decision = Some(d);
+        }
+        if !d.allowed {
+            state.metrics().rate_limited();
+            return Err(codes::RATE_LIMITED);
+        }
+    }
+
+    // Idempotency.
+    let idem = match idempotency::key_of(parts)? {
+        Some(key) if parts.method == Method::POST => {
+            let scope = match caller {
+                Caller::Account(p) => format!("{}:{}", p.account_id, p.mode.as_str()),
+                Caller::Admin(a) => a.key_id.clone(),
+                // The handler will refuse it; nothing to remember.
+                Caller::Anonymous => String::new(),
+            };
+            if scope.is_empty() {
+                None
+            } else {
+                if IDEMPOTENCY_EXCLUDED.contains(&route) {
+                    return Err(codes::IDEMPOTENCY_NOT_SUPPORTED);
+                }
+                let b = match bytes.take() {
+                    Some(b) => b,
+                    None => read_body(body.take().unwrap_or_default()).await?,
+                };
+                let idem = idempotency::Idem::new(scope, key, parts, route, &b);
+                bytes = Some(b);
+                Some(idem)
+            }
+        }
+        _ => None,
+    };
+
+    let body = match (bytes, body) {
+        (Some(b), _) => Body::from(b),
+        (None, Some(b)) => b,
+        (None, None) => Body::empty(),
+    };
+    let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
+    Ok((parts, body, idem))
+}
+
+fn scheme(state: &AppState) -> &'static str {
+    if state.config().tls.is_some() {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// Refuses unless the caller's key is a secret key (account settings are changed
+/// with the secret key only).
+pub fn require_secret_key(who: &Principal) -> ApiResult<()> {
+    if who.kind == KeyKind::Secret {
+        Ok(())
+    } else {
+        Err(codes::PERMISSION_DENIED)
+    }
+}
+
+/// True about once in 64 calls: when to sweep expired nonces and idempotency records.
+pub(crate) fn sweep_now() -> bool {
+    strongroom_crypto::random::bytes::<1>().is_ok_and(|[b]| b < 4)
+}

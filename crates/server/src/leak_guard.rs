@@ -1,0 +1,261 @@
+//! The leak guard: the last line of defence behind secret types. Every byte the log
+//! writers emit (stderr, the log file) and every panic message passes through [`mask`],
+//! which blanks
+//! - any run of 13–19 digits (single spaces or dashes allowed between digits) that
+//!   passes the Luhn check: a card number, however it was spelled;
+//! - anything shaped like one of our secrets: `sk_…`, `rk_…`, `pk_…` (with or without
+//!   `test_`/`live_`/`admin_`) followed by 8 or more key characters, and `whsec_…`.
+//!
+//! Short prefixes such as an API key's display prefix (`sk_test_4f3a`) stay readable.
+
+use std::borrow::Cow;
+use std::io::{self, Write};
+
+/// What a masked card number becomes.
+pub const PAN_MASK: &str = "[REDACTED-PAN]";
+/// What a masked secret's body becomes (its prefix is kept).
+pub const SECRET_MASK: &str = "[REDACTED]";
+
+const KEY_PREFIXES: &[&str] = &["sk_", "rk_", "pk_"];
+const KEY_MODES: &[&str] = &["test_", "live_", "admin_"];
+const WEBHOOK_PREFIX: &str = "whsec_";
+const MIN_SECRET_BODY: usize = 8;
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+fn luhn(digits: &[u8]) -> bool {
+    strongroom_core::pan::luhn_valid(digits)
+}
+
+/// Masks card numbers and secret-shaped strings. Borrows when there is nothing to mask.
+pub fn mask(input: &[u8]) -> Cow<'_, [u8]> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut i = 0;
+    let mut copied = 0;
+    while i < input.len() {
+        if let Some((end, replacement)) = pan_at(input, i).or_else(|| secret_at(input, i)) {
+            let o = out.get_or_insert_with(|| Vec::with_capacity(input.len()));
+            o.extend_from_slice(input.get(copied..i).unwrap_or_default());
+            o.extend_from_slice(&replacement);
+            i = end;
+            copied = end;
+        } else {
+            i += 1;
+        }
+    }
+    match out {
+        None => Cow::Borrowed(input),
+        Some(mut o) => {
+            o.extend_from_slice(input.get(copied..).unwrap_or_default());
+            Cow::Owned(o)
+        }
+    }
+}
+
+/// Masks a string (for panic messages).
+pub fn mask_str(s: &str) -> String {
+    String::from_utf8_lossy(&mask(s.as_bytes())).into_owned()
+}
+
+/// A Luhn-valid 13–19 digit run starting at `i` (not inside a longer run of digits).
+fn pan_at(b: &[u8], i: usize) -> Option<(usize, Vec<u8>)> {
+    let first = *b.get(i)?;
+    if !first.is_ascii_digit() || (i > 0 && b.get(i - 1).is_some_and(u8::is_ascii_digit)) {
+        return None;
+    }
+    let mut digits = Vec::with_capacity(19);
+    let mut j = i;
+    let mut end = i;
+    while let Some(&c) = b.get(j) {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            j += 1;
+            end = j;
+            if digits.len() > 19 {
+                return None;
+            }
+        } else if (c == b' ' || c == b'-')
+            && b.get(j + 1).is_some_and(u8::is_ascii_digit)
+            && b.get(j.wrapping_sub(1)).is_some_and(u8::is_ascii_digit)
+        {
+            j += 1;
+        } else {
+            break;
+        }
+    }
+    if (13..=19).contains(&digits.len()) && luhn(&digits) {
+        Some((end, PAN_MASK.as_bytes().to_vec()))
+    } else {
+        None
+    }
+}
+
+/// A secret-shaped string starting at `i`: keeps the prefix, blanks the body.
+fn secret_at(b: &[u8], i: usize) -> Option<(usize, Vec<u8>)> {
+    if i > 0 && b.get(i - 1).copied().is_some_and(is_word) {
+        return None;
+    }
+    let rest = b.get(i..)?;
+    let (prefix_len, body_ok): (usize, fn(u8) -> bool) =
+        if rest.starts_with(WEBHOOK_PREFIX.as_bytes()) {
+            (WEBHOOK_PREFIX.len(), |c| {
+                c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'-' | b'_')
+            })
+        } else {
+            let p = KEY_PREFIXES
+                .iter()
+                .find(|p| rest.starts_with(p.as_bytes()))?
+                .len();
+            let after = rest.get(p..)?;
+            let mode = KEY_MODES
+                .iter()
+                .find(|m| after.starts_with(m.as_bytes()))
+                .map_or(0, |m| m.len());
+            (p + mode, |c| c.is_ascii_alphanumeric())
+        };
+    let body = rest.get(prefix_len..)?;
+    let n = body.iter().take_while(|c| body_ok(**c)).count();
+    if n < MIN_SECRET_BODY {
+        return None;
+    }
+    let mut rep = rest.get(..prefix_len)?.to_vec();
+    rep.extend_from_slice(SECRET_MASK.as_bytes());
+    Some((i + prefix_len + n, rep))
+}
+
+/// An `io::Write` that masks everything before passing it on. The tracing formatter
+/// writes each event with one `write_all`, so a whole line is masked at once.
+pub struct Guarded<W: Write>(pub W);
+
+impl<W: Write> Write for Guarded<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(&mask(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Replaces the panic hook: the message and location go to the log (and stderr)
+/// through [`mask`], never the default hook's raw text.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = mask_str(&panic_text(info));
+        tracing::error!(target: "panic", message = %msg, "panic");
+        let _ = writeln!(io::stderr(), "panic: {msg}");
+    }));
+}
+
+/// The panic's message and location, unmasked (masked by the caller).
+pub fn panic_text(info: &std::panic::PanicHookInfo<'_>) -> String {
+    let payload = info
+        .payload()
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| info.payload().downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    match info.location() {
+        Some(l) => format!("{payload} at {}:{}", l.file(), l.line()),
+        None => payload,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(s: &str) -> String {
+        String::from_utf8(mask(s.as_bytes()).into_owned()).unwrap()
+    }
+
+    #[test]
+    fn card_numbers_are_masked_in_any_spelling() {
+        for pan in [
+            "4242424242424242",
+            "4242 4242 4242 4242",
+            "4242-4242-4242-4242",
+            "378282246310005",
+            "6200000000000005",
+            "4000000000000000006",
+        ] {
+            let line = format!("{{\"msg\":\"saw {pan} here\"}}");
+            let out = m(&line);
+            assert_eq!(out, format!("{{\"msg\":\"saw {PAN_MASK} here\"}}"), "{pan}");
+        }
+        assert_eq!(m("x=4242424242424242"), format!("x={PAN_MASK}"));
+    }
+
+    #[test]
+    fn other_numbers_are_left_alone() {
+        for s in [
+            "4242424242424241",         // fails Luhn
+            "424242424242",             // 12 digits
+            "42424242424242424242",     // 20 digits
+            "2026-11-23T18:25:12.123Z", // a timestamp
+            "latency_us=1234",
+            "4242  4242 4242 4242", // a double space breaks the run
+        ] {
+            assert_eq!(m(s), s);
+        }
+        assert!(matches!(mask(b"nothing here"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn secret_shaped_strings_are_masked_but_display_prefixes_stay() {
+        let sk = "sk_test_4eC39HqLyjWDarjtT1zdp7dc0000000000000000";
+        assert_eq!(m(&format!("key {sk}.")), "key sk_test_[REDACTED].");
+        assert_eq!(m("Bearer rk_live_abcdefgh12"), "Bearer rk_live_[REDACTED]");
+        assert_eq!(m("pk_test_ABCDEFGHIJ"), "pk_test_[REDACTED]");
+        assert_eq!(m("sk_admin_0123456789abcdef"), "sk_admin_[REDACTED]");
+        assert_eq!(
+            m("\"whsec_dGhpcyBpcyBhIHNlY3JldA==\""),
+            "\"whsec_[REDACTED]\""
+        );
+        assert_eq!(m("sk_abcdefgh"), "sk_[REDACTED]");
+        // A key's display prefix, and words that merely contain the letters.
+        for s in [
+            "sk_test_4f3a",
+            "prefix=pk_live_ab12",
+            "task_sk_12345678",
+            "disk_rk_abcdefghij",
+        ] {
+            assert_eq!(m(s), s);
+        }
+    }
+
+    #[test]
+    fn the_writer_masks_what_passes_through() {
+        let mut w = Guarded(Vec::new());
+        write!(w, "a 5555 5555 5555 4444 b sk_live_0123456789").unwrap();
+        assert_eq!(
+            String::from_utf8(w.0).unwrap(),
+            format!("a {PAN_MASK} b sk_live_[REDACTED]")
+        );
+    }
+
+    #[test]
+    fn panic_messages_are_masked() {
+        let prev = std::panic::take_hook();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let s2 = seen.clone();
+        std::panic::set_hook(Box::new(move |info| {
+            *s2.lock().unwrap() = mask_str(&panic_text(info));
+        }));
+        let r = std::panic::catch_unwind(|| {
+            std::panic::panic_any(String::from(
+                "bad card 4111111111111111 with sk_test_abcdefghijkl",
+            ))
+        });
+        std::panic::set_hook(prev);
+        assert!(r.is_err());
+        let msg = seen.lock().unwrap().clone();
+        assert!(
+            msg.starts_with(&format!("bad card {PAN_MASK} with sk_test_[REDACTED] at ")),
+            "{msg}"
+        );
+    }
+}

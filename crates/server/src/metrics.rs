@@ -1,0 +1,284 @@
+//! Metrics in the Prometheus text format (version 0.0.4), served on the separate admin
+//! listener (`/metrics`, loopback by default).
+//!
+//! Hand-written rather than through `prometheus-client`: the set is small and fixed,
+//! the exposition format is a few lines of text, and it spares a dependency tree on the
+//! hot path; `tests/interop/metrics/parse.py` checks the output with the reference
+//! Python parser. Labels are only bounded, non-sensitive values: method, route
+//! template, status, key purpose and state. Never a card id, key, IP or account.
+
+use crate::state::AppState;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Latency buckets, seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// Counters and gauges the server and its workers update. Cheap to share (in AppState).
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<HashMap<(&'static str, String, u16), u64>>,
+    latency: Mutex<HashMap<(&'static str, String), Histogram>>,
+    rate_limited: AtomicU64,
+    webhook_queue_depth: AtomicI64,
+    webhook_oldest_ms: AtomicI64,
+    audit_head: AtomicI64,
+    audit_checkpoint_ms: AtomicI64,
+    audit_failures: AtomicU64,
+    rewrapped: AtomicU64,
+}
+
+/// A method as a label: the standard ones, or `other`.
+pub fn method_label(m: &str) -> &'static str {
+    match m {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Metrics {
+    /// Counts a finished request (`route` is the template or `(unmatched)`).
+    pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let m = method_label(method);
+        *lock(&self.requests)
+            .entry((m, route.to_owned(), status))
+            .or_default() += 1;
+        let mut lat = lock(&self.latency);
+        let h = lat.entry((m, route.to_owned())).or_default();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if seconds <= *b
+                && let Some(c) = h.buckets.get_mut(i)
+            {
+                *c += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += seconds;
+    }
+
+    /// Counts a request refused by a rate limit.
+    pub fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets the webhook delivery queue's depth and the creation time (Unix ms) of its
+    /// oldest entry (`None`: empty).
+    pub fn webhook_queue(&self, depth: i64, oldest_ms: Option<i64>) {
+        self.webhook_queue_depth.store(depth, Ordering::Relaxed);
+        self.webhook_oldest_ms
+            .store(oldest_ms.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Records the audit chain head after an append.
+    pub fn audit_head(&self, seq: i64) {
+        self.audit_head.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    /// Records the time of the latest checkpoint.
+    pub fn audit_checkpoint(&self, time_ms: i64) {
+        self.audit_checkpoint_ms
+            .fetch_max(time_ms, Ordering::Relaxed);
+    }
+
+    /// Counts a request refused because its audit record could not be written.
+    pub fn audit_failure(&self) {
+        self.audit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts records moved by the re-wrap worker.
+    pub fn rewrapped(&self, n: u64) {
+        self.rewrapped.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn age_secs(now_ms: i64, at_ms: i64) -> f64 {
+    if at_ms <= 0 {
+        return 0.0;
+    }
+    // Milliseconds to seconds; precision loss is irrelevant at these magnitudes.
+    #[allow(clippy::cast_precision_loss)]
+    let s = now_ms.saturating_sub(at_ms).max(0) as f64 / 1000.0;
+    s
+}
+
+/// Renders every metric; reads data-key figures from the store.
+pub async fn render(state: &AppState) -> String {
+    use strongroom_store::StatsStore;
+    let m = state.metrics();
+    let now = state.now_ms();
+    let mut out = String::with_capacity(8192);
+    let w = &mut out;
+
+    let _ = writeln!(
+        w,
+        "# HELP strongroom_http_requests_total HTTP requests by method, route template and status."
+    );
+    let _ = writeln!(w, "# TYPE strongroom_http_requests_total counter");
+    {
+        let mut rows: Vec<_> = lock(&m.requests)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        rows.sort();
+        for ((method, route, status), n) in rows {
+            let _ = writeln!(
+                w,
+                "strongroom_http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}",
+                escape(&route)
+            );
+        }
+    }
+
+    let _ = writeln!(
+        w,
+        "# HELP strongroom_http_request_duration_seconds Request latency by method and route template."
+    );
+    let _ = writeln!(
+        w,
+        "# TYPE strongroom_http_request_duration_seconds histogram"
+    );
+    {
+        let lat = lock(&m.latency);
+        let mut keys: Vec<_> = lat.keys().cloned().collect();
+        keys.sort();
+        for key in keys {
+            let Some(h) = lat.get(&key) else { continue };
+            let (method, route) = (key.0, escape(&key.1));
+            for (b, c) in BUCKETS.iter().zip(h.buckets.iter()) {
+                let _ = writeln!(
+                    w,
+                    "strongroom_http_request_duration_seconds_bucket{{method=\"{method}\",route=\"{route}\",le=\"{b}\"}} {c}"
+                );
+            }
+            let _ = writeln!(
+                w,
+                "strongroom_http_request_duration_seconds_bucket{{method=\"{method}\",route=\"{route}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                w,
+                "strongroom_http_request_duration_seconds_sum{{method=\"{method}\",route=\"{route}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                w,
+                "strongroom_http_request_duration_seconds_count{{method=\"{method}\",route=\"{route}\"}} {}",
+                h.count
+            );
+        }
+    }
+
+    // The delivery backlog is read at scrape time: the outbox table is the truth, shared by
+    // every node, so each node reports the same figure.
+    if let Ok((depth, oldest)) = state.store().webhook_backlog().await {
+        m.webhook_queue(depth, oldest);
+    }
+    let simple: [(&str, &str, &str, String); 7] = [
+        (
+            "strongroom_rate_limit_refusals_total",
+            "counter",
+            "Requests refused by a rate limit.",
+            m.rate_limited.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "strongroom_webhook_queue_depth",
+            "gauge",
+            "Webhook deliveries waiting to be sent.",
+            m.webhook_queue_depth.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "strongroom_webhook_queue_oldest_age_seconds",
+            "gauge",
+            "Age of the oldest waiting webhook delivery (0 when none).",
+            age_secs(now, m.webhook_oldest_ms.load(Ordering::Relaxed)).to_string(),
+        ),
+        (
+            "strongroom_audit_chain_length",
+            "gauge",
+            "Records in the audit hash chain (sequence number of its head).",
+            m.audit_head.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "strongroom_audit_last_checkpoint_age_seconds",
+            "gauge",
+            "Seconds since the audit head was last signed into a checkpoint (0 before the first).",
+            age_secs(now, m.audit_checkpoint_ms.load(Ordering::Relaxed)).to_string(),
+        ),
+        (
+            "strongroom_audit_unavailable_total",
+            "counter",
+            "Requests refused because their audit record could not be committed.",
+            m.audit_failures.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "strongroom_rewrap_records_total",
+            "counter",
+            "Records re-sealed under a newer data-key version by the re-wrap worker.",
+            m.rewrapped.load(Ordering::Relaxed).to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in simple {
+        let _ = writeln!(w, "# HELP {name} {help}");
+        let _ = writeln!(w, "# TYPE {name} {kind}");
+        let _ = writeln!(w, "{name} {value}");
+    }
+
+    let store = state.store();
+    let _ = writeln!(
+        w,
+        "# HELP strongroom_data_key_versions Data-key versions across accounts, by purpose and state."
+    );
+    let _ = writeln!(w, "# TYPE strongroom_data_key_versions gauge");
+    if let Ok(rows) = store.data_key_versions().await {
+        for (purpose, st, n) in rows {
+            let _ = writeln!(
+                w,
+                "strongroom_data_key_versions{{purpose=\"{}\",state=\"{}\"}} {n}",
+                escape(&purpose),
+                escape(&st)
+            );
+        }
+    }
+    let _ = writeln!(
+        w,
+        "# HELP strongroom_rewrap_pending_records Records still sealed under a data-key version older than their account's active one."
+    );
+    let _ = writeln!(w, "# TYPE strongroom_rewrap_pending_records gauge");
+    if let Ok(rows) = store.rewrap_pending().await {
+        for (purpose, n) in rows {
+            let _ = writeln!(
+                w,
+                "strongroom_rewrap_pending_records{{purpose=\"{}\"}} {n}",
+                escape(&purpose)
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,623 @@
+//! `/v1/events`, `/v1/webhook_endpoints` and `/v1/inbound/{source}`.
+
+use crate::auth::Principal;
+use crate::error::{ApiResult, codes};
+use crate::extract::{ApiPath, ApiQuery, BODY_LIMIT, parse_json};
+use crate::service::inbound;
+use crate::service::secs;
+use crate::service::webhooks::{self as svc, SIGNING_ED25519, SIGNING_HMAC};
+use crate::state::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use strongroom_core::{IdKind, KeyKind, parse_id};
+use strongroom_store::webhooks::{InboundRecord, WebhookEndpointRecord};
+use strongroom_store::{ListEvents, VaultStore, WebhookStore};
+use utoipa::ToSchema;
+
+/// Events and webhooks are managed with secret keys only.
+fn secret_key(who: &Principal) -> ApiResult<()> {
+    if who.kind == KeyKind::Secret {
+        Ok(())
+    } else {
+        Err(codes::PERMISSION_DENIED)
+    }
+}
+
+/// A JSON body that may be absent (then `T::default()`).
+fn optional_json<T: DeserializeOwned + Default>(headers: &HeaderMap, body: &Bytes) -> ApiResult<T> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    let is_json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(codes::UNSUPPORTED_MEDIA_TYPE);
+    }
+    if body.len() > BODY_LIMIT {
+        return Err(codes::BODY_TOO_LARGE);
+    }
+    parse_json(body)
+}
+
+fn required_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> ApiResult<T> {
+    let v: Option<Value> = optional_json::<Option<Value>>(headers, body)?;
+    let v = v.ok_or(codes::INVALID_REQUEST)?;
+    parse_json(&serde_json::to_vec(&v).map_err(|_| codes::INVALID_REQUEST)?)
+}
+
+// ---- events ----
+
+/// Query of `GET /v1/events`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    /// Only this type, e.g. `card.created`.
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    /// Created at or after (Unix seconds).
+    pub created_gte: Option<i64>,
+    /// Created before (Unix seconds).
+    pub created_lt: Option<i64>,
+    /// An event id: return events created before it.
+    pub starting_after: Option<String>,
+    /// 1–100, default 10.
+    pub limit: Option<i64>,
+}
+
+fn event_json(data: &str) -> ApiResult<Value> {
+    let mut v: Value = serde_json::from_str(data).map_err(|e| crate::ApiError::internal(&e))?;
+    // The OTP code travels only to the OTP endpoint; not even its ciphertext is shown.
+    if let Some(o) = v.pointer_mut("/data/object").and_then(Value::as_object_mut) {
+        o.remove("sealed_code");
+    }
+    Ok(v)
+}
+
+/// List events, newest first (kept 30 days).
+#[utoipa::path(get, path = "/v1/events", tag = "events", security(("api_key" = [])), params(EventQuery),
+    responses((status = 200, description = "{object: list, data: [event], has_more}"), (status = 400, description = "invalid_parameter")))]
+pub async fn list_events(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiQuery(q): ApiQuery<EventQuery>,
+) -> ApiResult<Json<Value>> {
+    secret_key(&who)?;
+    let limit = q.limit.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        return Err(codes::INVALID_PARAMETER);
+    }
+    if let Some(after) = &q.starting_after {
+        parse_id(IdKind::Event, after).map_err(|_| codes::INVALID_PARAMETER)?;
+    }
+    if q.event_type.as_ref().is_some_and(|t| t.len() > 100) {
+        return Err(codes::INVALID_PARAMETER);
+    }
+    let to_ms = |s: Option<i64>| s.map(|s| s.saturating_mul(1000));
+    let query = ListEvents {
+        event_type: q.event_type,
+        created_gte: to_ms(q.created_gte),
+        created_lt: to_ms(q.created_lt),
+        starting_after: q.starting_after,
+        limit: limit + 1,
+    };
+    let mut rows = state
+        .store()
+        .list_events(&who.account_id, who.mode, &query)
+        .await?;
+    let has_more = rows.len() > usize::try_from(limit).unwrap_or(0);
+    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let data = rows
+        .iter()
+        .map(|e| event_json(&e.data))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(
+        json!({"object": "list", "data": data, "has_more": has_more}),
+    ))
+}
+
+async fn own_event(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> ApiResult<strongroom_store::EventRecord> {
+    parse_id(IdKind::Event, id)?;
+    state
+        .store()
+        .get_event(&who.account_id, id)
+        .await?
+        .filter(|e| e.mode == who.mode)
+        .ok_or(codes::NOT_FOUND)
+}
+
+/// Retrieve an event.
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events", security(("api_key" = [])),
+    params(("id" = String, Path)), responses((status = 200, description = "The event"), (status = 404, description = "not_found")))]
+pub async fn get_event(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    secret_key(&who)?;
+    Ok(Json(event_json(&own_event(&state, &who, &id).await?.data)?))
+}
+
+/// The deliveries of an event: one per endpoint, with state and attempt count.
+#[utoipa::path(get, path = "/v1/events/{id}/deliveries", tag = "events", security(("api_key" = [])),
+    params(("id" = String, Path)), responses((status = 200, description = "{object: list, data: [delivery]}")))]
+pub async fn event_deliveries(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    secret_key(&who)?;
+    let ev = own_event(&state, &who, &id).await?;
+    let rows = state
+        .store()
+        .event_deliveries(&who.account_id, &ev.id)
+        .await?;
+    let data: Vec<Value> = rows
+        .iter()
+        .map(|d| {
+            json!({
+                "object": "webhook_delivery",
+                "event": d.event_id,
+                "endpoint": d.endpoint_id,
+                "state": d.state,
+                "attempts": d.attempts,
+                "next_attempt_at": (d.state == "pending").then(|| secs(d.next_ms)),
+                "last_status": d.last_status,
+                "delivered_at": d.delivered_ms.map(secs),
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({"object": "list", "data": data, "has_more": false}),
+    ))
+}
+
+/// Body of `POST /v1/events/{id}/redeliver`.
+#[derive(Deserialize, Default, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedeliverBody {
+    /// Only to this endpoint (default: every enabled endpoint that wants the event).
+    pub endpoint: Option<String>,
+}
+
+/// Send an event again (a new delivery run with the same `webhook-id`).
+#[utoipa::path(post, path = "/v1/events/{id}/redeliver", tag = "events", security(("api_key" = [])), request_body = RedeliverBody,
+    params(("id" = String, Path)), responses((status = 200, description = "{object: redelivery, queued}")))]
+pub async fn redeliver(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    secret_key(&who)?;
+    let b: RedeliverBody = optional_json(&headers, &body)?;
+    let ev = own_event(&state, &who, &id).await?;
+    if let Some(ep) = &b.endpoint {
+        parse_id(IdKind::WebhookEndpoint, ep).map_err(|_| codes::INVALID_PARAMETER)?;
+    }
+    let n = state
+        .store()
+        .requeue(
+            &who.account_id,
+            who.mode,
+            b.endpoint.as_deref(),
+            Some(&ev.id),
+            None,
+            state.now_ms(),
+        )
+        .await?;
+    Ok(Json(
+        json!({"object": "redelivery", "event": ev.id, "queued": n}),
+    ))
+}
+
+// ---- endpoints ----
+
+/// Body of `POST /v1/webhook_endpoints`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEndpointBody {
+    /// HTTPS URL (plain HTTP only to loopback in dev/test deployments, test mode).
+    pub url: String,
+    /// Event types, or `["*"]` for all (never `otp.created`).
+    pub enabled_events: Vec<String>,
+    /// `hmac-sha256` (default) or `ed25519`.
+    pub signing: Option<String>,
+    /// Free text, at most 500 characters.
+    pub description: Option<String>,
+}
+
+fn check_description(d: Option<&String>) -> ApiResult<()> {
+    match d {
+        Some(d) if d.chars().count() > 500 || d.chars().any(char::is_control) => {
+            Err(codes::INVALID_PARAMETER)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Register an endpoint. The response carries its `secret` (`whsec_…`, HMAC) once; an
+/// Ed25519 endpoint shows its `public_key` (`whpk_…`).
+#[utoipa::path(post, path = "/v1/webhook_endpoints", tag = "webhooks", security(("api_key" = [])), request_body = CreateEndpointBody,
+    responses((status = 201, description = "The endpoint, with `secret` for HMAC endpoints"), (status = 400, description = "url_not_allowed, invalid_parameter")))]
+pub async fn create_endpoint(
+    State(state): State<AppState>,
+    who: Principal,
+    crate::extract::ApiJson(body): crate::extract::ApiJson<CreateEndpointBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    secret_key(&who)?;
+    let signing = body.signing.as_deref().unwrap_or(SIGNING_HMAC);
+    if signing != SIGNING_HMAC && signing != SIGNING_ED25519 {
+        return Err(codes::INVALID_PARAMETER);
+    }
+    check_description(body.description.as_ref())?;
+    let types = svc::check_event_types(&body.enabled_events)?;
+    let url = svc::check_url(&state, who.mode, &body.url).await?;
+    let id = state.new_id(IdKind::WebhookEndpoint)?;
+    let (wrapped, shown) = svc::new_secret(&state, signing, &id, 1)?;
+    let ep = WebhookEndpointRecord {
+        id,
+        account_id: who.account_id.clone(),
+        mode: who.mode,
+        url,
+        signing: signing.to_owned(),
+        description: body.description,
+        secret_wrapped: wrapped,
+        secret_version: 1,
+        old_wrapped: None,
+        old_version: None,
+        old_expires_ms: None,
+        disabled_ms: None,
+        disabled_reason: None,
+        failing_since_ms: None,
+        created_ms: state.now_ms(),
+        enabled_events: types,
+        kind: "webhook".into(),
+    };
+    state.store().insert_endpoint(&ep).await?;
+    let mut v = svc::endpoint_json(&state, &ep)?;
+    if signing == SIGNING_HMAC
+        && let Some(o) = v.as_object_mut()
+    {
+        o.insert("secret".into(), Value::String(shown.to_string()));
+    }
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn own_endpoint(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+) -> ApiResult<WebhookEndpointRecord> {
+    parse_id(IdKind::WebhookEndpoint, id)?;
+    state
+        .store()
+        .get_endpoint(&who.account_id, id)
+        .await?
+        .filter(|e| e.mode == who.mode)
+        .ok_or(codes::NOT_FOUND)
+}
+
+/// List endpoints.
+#[utoipa::path(get, path = "/v1/webhook_endpoints", tag = "webhooks", security(("api_key" = [])),
+    responses((status = 200, description = "{object: list, data: [webhook_endpoint]}")))]
+pub async fn list_endpoints(
+    State(state): State<AppState>,
+    who: Principal,
+) -> ApiResult<Json<Value>> {
+    secret_key(&who)?;
+    let eps = state
+        .store()
+        .list_endpoints(&who.account_id, who.mode)
+        .await?;
+    let data = eps
+        .iter()
+        .map(|e| svc::endpoint_json(&state, e))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(
+        json!({"object": "list", "data": data, "has_more": false}),
+    ))
+}
+
+/// Retrieve an endpoint (never its secret).
+#[utoipa::path(get, path = "/v1/webhook_endpoints/{id}", tag = "webhooks", security(("api_key" = [])),
+    params(("id" = String, Path)), responses((status = 200, description = "The endpoint"), (status = 404, description = "not_found")))]
+pub async fn get_endpoint(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    secret_key(&who)?;
+    let ep = own_endpoint(&state, &who, &id).await?;
+    Ok(Json(svc::endpoint_json(&state, &ep)?))
+}
+
+/// Body of `PATCH /v1/webhook_endpoints/{id}`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEndpointBody {
+    /// New URL (same rules as at creation).
+    pub url: Option<String>,
+    /// New event types.
+    pub enabled_events: Option<Vec<String>>,
+    /// New description.
+    pub description: Option<String>,
+}
+
+/// Update an endpoint's URL, event types or description.
+#[utoipa::path(patch, path = "/v1/webhook_endpoints/{id}", tag = "webhooks", security(("api_key" = [])), request_body = UpdateEndpointBody,
+    params(("id" = String, Path)), responses((status = 200, description = "The endpoint")))]
+pub async fn update_endpoint(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<String>,
+    crate::extract::ApiJson(body): crate::extract::ApiJson<UpdateEndpointBody>,
+) -> ApiResult<Json<Value>> {
+    secret_key(&who)?;
+    let mut ep = own_endpoint(&state, &who, &id).await?;
+    if let Some(u) = &body.url {
+        ep.url = svc::check_url(&state, who.mode, u).await?;
+    }
+    check_description(body.description.as_ref())?;
+    if body.description.is_some() {
+        ep.description = body.description;
+    }
+    let types = body.enabled_events.is_some();
+    if let Some(t) = &body.enabled_events {
+        ep.enabled_events = svc::check_event_types(t)?;
+    }
+    if !state.store().update_endpoint(&ep, types).await? {
+        return Err(codes::NOT_FOUND);
+    }
+    Ok(Json(svc::endpoint_json(&state, &ep)?))
+}
+
+/// Delete an endpoint and its pending deliveries.
+#[utoipa::path(delete, path = "/v1/webhook_endpoints/{id}", tag = "webhooks", security(("api_key" = [])),
+    params(("id" = String, Path)), responses((status = 200, description = "{id, object, deleted: true}")))]
+pub async fn delete_endpoint(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    secret_key(&who)?;
+    let ep = own_endpoint(&state, &who, &id).await?;
+    if !state
+        .store()
+        .delete_endpoint(&who.account_id, &ep.id)
+        .await?
+    {
+        return Err(codes::NOT_FOUND);
+    }
+    Ok(Json(
+        json!({"id": ep.id, "object": "webhook_endpoint", "deleted": true}),
+    ))
+}
+
+/// Disable an endpoint: nothing is queued for it until it is enabled.
+#[utoipa::path(post, path = "/v1/webhook_endpoints/{id}/disable", tag = "webhooks", security(("api_key" = [])),
+    params(("id" = String, Path)), responses((status = 200, description = "The endpoint")))]
+pub async fn disable_endpoint(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    secret_key(&who)?;
+    let ep = own_endpoint(&state, &who, &id).await?;
+    state
+        .store()
+        .set_endpoint_disabled(
+            &who.account_id,
+            &ep.id,
+            Some(state.now_ms()),
+            Some("manual"),
+            &[],
+        )
+        .await?;
+    let ep = own_endpoint(&state, &who, &id).await?;
+    Ok(Json(svc::endpoint_json(&state, &ep)?))
+}
+
+/// Enable an endpoint (and clear its failure run).
+#[utoipa::path(post, path = "/v1/webhook_endpoints/{id}/enable", tag = "webhooks", security(("api_key" = [])),
+    params(("id" = String, Path)), responses((status = 200, description = "The endpoint")))]
+pub async fn enable_endpoint(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    secret_key(&who)?;
+    let ep = own_endpoint(&state, &who, &id).await?;
+    state
+        .store()
+        .set_endpoint_disabled(&who.account_id, &ep.id, None, None, &[])
+        .await?;
+    let ep = own_endpoint(&state, &who, &id).await?;
+    Ok(Json(svc::endpoint_json(&state, &ep)?))
+}
+
+/// Issue a new secret (shown once). For 24 hours every delivery is signed under both.
+#[utoipa::path(post, path = "/v1/webhook_endpoints/{id}/rotate_secret", tag = "webhooks", security(("api_key" = [])),
+    params(("id" = String, Path)), responses((status = 200, description = "The endpoint with the new `secret` (HMAC) or `public_key` (Ed25519)"), (status = 409, description = "conflict")))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    secret_key(&who)?;
+    let mut ep = own_endpoint(&state, &who, &id).await?;
+    let prev = ep.secret_version;
+    let version = prev.saturating_add(1);
+    let (wrapped, shown) = svc::new_secret(&state, &ep.signing, &ep.id, version)?;
+    ep.old_wrapped = Some(std::mem::replace(&mut ep.secret_wrapped, wrapped));
+    ep.old_version = Some(prev);
+    ep.old_expires_ms = Some(state.now_ms().saturating_add(svc::ROTATION_OVERLAP_MS));
+    ep.secret_version = version;
+    if !state.store().rotate_endpoint_secret(&ep, prev).await? {
+        return Err(codes::CONFLICT);
+    }
+    let mut v = svc::endpoint_json(&state, &ep)?;
+    if ep.signing == SIGNING_HMAC
+        && let Some(o) = v.as_object_mut()
+    {
+        o.insert("secret".into(), Value::String(shown.to_string()));
+    }
+    Ok(Json(v))
+}
+
+/// Body of `POST /v1/webhook_endpoints/{id}/recover`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverBody {
+    /// Unix seconds: resend every matching event created since then.
+    pub since: i64,
+}
+
+/// Resend every event since a time to this endpoint (same `webhook-id`s).
+#[utoipa::path(post, path = "/v1/webhook_endpoints/{id}/recover", tag = "webhooks", security(("api_key" = [])), request_body = RecoverBody,
+    params(("id" = String, Path)), responses((status = 200, description = "{object: recovery, queued}")))]
+pub async fn recover(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    secret_key(&who)?;
+    let b: RecoverBody = required_json(&headers, &body)?;
+    let ep = own_endpoint(&state, &who, &id).await?;
+    if ep.disabled_ms.is_some() {
+        return Err(codes::ENDPOINT_DISABLED);
+    }
+    let since_ms = b.since.checked_mul(1000).ok_or(codes::INVALID_PARAMETER)?;
+    if since_ms < 0 {
+        return Err(codes::INVALID_PARAMETER);
+    }
+    let n = state
+        .store()
+        .requeue(
+            &who.account_id,
+            who.mode,
+            Some(&ep.id),
+            None,
+            Some(since_ms),
+            state.now_ms(),
+        )
+        .await?;
+    Ok(Json(
+        json!({"object": "recovery", "endpoint": ep.id, "queued": n}),
+    ))
+}
+
+/// The latest delivery attempts to an endpoint (time, status, latency, error class,
+/// at most 1 KiB of the response body).
+#[utoipa::path(get, path = "/v1/webhook_endpoints/{id}/attempts", tag = "webhooks", security(("api_key" = [])),
+    params(("id" = String, Path)), responses((status = 200, description = "{object: list, data: [attempt]}")))]
+pub async fn attempts(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    secret_key(&who)?;
+    let ep = own_endpoint(&state, &who, &id).await?;
+    let rows = state.store().endpoint_attempts(&ep.id, 100).await?;
+    let data: Vec<Value> = rows
+        .iter()
+        .map(|a| {
+            json!({
+                "object": "webhook_attempt",
+                "event": a.delivery_id.split(':').next(),
+                "attempt": a.attempt,
+                "at": secs(a.at_ms),
+                "at_ms": a.at_ms,
+                "status": a.status,
+                "latency_ms": a.latency_ms,
+                "error_class": a.error_class,
+                "response_body": a.response_body,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({"object": "list", "data": data, "has_more": false}),
+    ))
+}
+
+// ---- inbound ----
+
+/// Receive a processor notification for a configured source. Verified on the raw
+/// bytes; refused with 401 (and recorded) when unsigned, mis-signed or stale.
+#[utoipa::path(post, path = "/v1/inbound/{source}", tag = "inbound", request_body(content = String, content_type = "application/json", description = "The processor's raw notification"),
+    params(("source" = String, Path)), responses((status = 200, description = "{object: inbound_hook, id, verified: true}"), (status = 401, description = "signature_invalid"), (status = 404, description = "not_found")))]
+pub async fn inbound(
+    State(state): State<AppState>,
+    ApiPath(source): ApiPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let src = state
+        .config()
+        .inbound_sources
+        .iter()
+        .find(|s| s.name == source)
+        .ok_or(codes::NOT_FOUND)?
+        .clone();
+    if body.len() > BODY_LIMIT {
+        return Err(codes::BODY_TOO_LARGE);
+    }
+    let now = state.now_ms();
+    let id = state.new_id(IdKind::Event)?;
+    let verdict = inbound::verify(&src, &headers, &body, secs(now));
+    // Verified on the raw bytes; stored and emitted only with card numbers redacted.
+    let redacted = std::str::from_utf8(&body).ok().map(inbound::redact_pans);
+    let text = redacted.as_deref();
+    match verdict {
+        Ok(()) => {
+            let payload: Value = text
+                .and_then(|t| serde_json::from_str(t).ok())
+                .unwrap_or(Value::Null);
+            let ev = state.event(
+                &src.account_id,
+                src.mode,
+                "inbound.received",
+                json!({"id": id, "object": "inbound_hook", "source": src.name, "payload": payload}),
+            )?;
+            let rec = InboundRecord {
+                id: id.clone(),
+                source: src.name.clone(),
+                verified: true,
+                reason: None,
+                received_ms: now,
+                body: text.map(str::to_owned),
+            };
+            state.store().insert_inbound(&rec, &[ev]).await?;
+            Ok(Json(
+                json!({"object": "inbound_hook", "id": id, "verified": true}),
+            ))
+        }
+        Err(refusal) => {
+            let rec = InboundRecord {
+                id,
+                source: src.name.clone(),
+                verified: false,
+                reason: Some(refusal.as_str().to_owned()),
+                received_ms: now,
+                body: None,
+            };
+            state.store().insert_inbound(&rec, &[]).await?;
+            tracing::warn!(source = %src.name, reason = refusal.as_str(), "inbound hook refused");
+            Err(codes::SIGNATURE_INVALID)
+        }
+    }
+}

@@ -1,0 +1,708 @@
+//! The PIN service: RSA-OAEP PIN transport, ISO 9564-1 format 4 blocks under the
+//! account's `pin` key, set / reset / verify / change with OTPs, and lockout.
+//!
+//! A clear PIN exists only as a [`Pin`] (zeroizing, masked) during one request. Nothing
+//! returns a PIN or a PIN block; events and logs name the card, never the PIN.
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult, codes};
+use crate::keyring::AccountKeys;
+use crate::service::{cards, otp};
+use crate::state::AppState;
+use serde::Deserialize;
+use std::sync::{Arc, RwLock};
+use strongroom_core::{Scope, Sensitive};
+use strongroom_crypto::jwe::{CompactJwe, JweError, TransportKey};
+use strongroom_crypto::pin::{self as blocks, Pin, PinBlock, PinKey};
+use strongroom_store::{
+    CardRecord, EventRecord, KeyPurpose, PinOutcome, PinRecord, PinRewrap, PinStore, SetKind,
+    SpendOtp, StoreError, TransportKeyRecord, VaultStore,
+};
+
+/// Failures before a PIN locks, unless configured.
+pub const DEFAULT_MAX_FAILURES: i64 = 3;
+/// The range an account may choose.
+pub const MAX_FAILURES_RANGE: std::ops::RangeInclusive<i64> = 1..=10;
+/// A payload's `iat` may be at most this old.
+pub const PAYLOAD_MAX_AGE_S: i64 = 5 * 60;
+/// Commonly chosen PINs refused besides repeats and runs (configurable).
+pub const DEFAULT_DENY_LIST: &[&str] = &[
+    "1212", "1122", "1313", "2580", "0852", "1004", "2000", "2001", "1010", "6969", "1984", "4444",
+    "121212", "112233", "123123", "147258", "159753", "696969", "131313",
+];
+
+const CLOCK_SKEW_S: i64 = 5;
+
+/// The unwrapped transport keys, cached; re-read after the keyring TTL or when a
+/// payload names a key this node has not seen (a rotation on another node).
+#[derive(Default)]
+pub struct PinState {
+    keys: RwLock<Option<Arc<Loaded>>>,
+}
+
+struct Loaded {
+    at_ms: i64,
+    keys: Vec<(TransportKeyRecord, Arc<TransportKey>)>,
+}
+
+fn transport_context(kid: &str) -> String {
+    format!("strongroom/pin-transport/v1|{kid}")
+}
+
+async fn load(state: &AppState) -> ApiResult<Arc<Loaded>> {
+    let records = state.store().pin_transport_keys().await?;
+    let mut keys = Vec::with_capacity(records.len());
+    for r in records {
+        let der = state
+            .root()
+            .unwrap_bytes(&r.wrapped, &transport_context(&r.kid))?;
+        let k = TransportKey::from_pkcs8(&der)?;
+        keys.push((r, Arc::new(k)));
+    }
+    let loaded = Arc::new(Loaded {
+        at_ms: state.now_ms(),
+        keys,
+    });
+    if let Ok(mut slot) = state.pin().keys.write() {
+        *slot = Some(loaded.clone());
+    }
+    Ok(loaded)
+}
+
+async fn cached(state: &AppState) -> ApiResult<Arc<Loaded>> {
+    let ttl = i64::try_from(state.config().keyring_ttl.as_millis()).unwrap_or(i64::MAX);
+    let hit = state
+        .pin()
+        .keys
+        .read()
+        .ok()
+        .and_then(|s| s.clone())
+        .filter(|l| state.now_ms().saturating_sub(l.at_ms) < ttl);
+    match hit {
+        Some(l) => Ok(l),
+        None => load(state).await,
+    }
+}
+
+fn usable(r: &TransportKeyRecord, now: i64) -> bool {
+    r.retire_after_ms.is_none_or(|t| t > now)
+}
+
+/// Makes a new transport key the current one; older keys decrypt for the grace period.
+pub async fn rotate_transport_key(state: &AppState) -> ApiResult<serde_json::Value> {
+    let (key, der) = TransportKey::generate()?;
+    let now = state.now_ms();
+    let kid = format!(
+        "ptk_{now:012x}{}",
+        hex::encode(strongroom_crypto::random::bytes::<8>()?)
+    );
+    let wrapped = state.root().wrap_bytes(&der, &transport_context(&kid))?;
+    let grace = i64::try_from(state.config().pin_transport_grace.as_millis()).unwrap_or(i64::MAX);
+    let record = TransportKeyRecord {
+        kid: kid.clone(),
+        wrapped,
+        created_ms: now,
+        retire_after_ms: None,
+    };
+    state
+        .store()
+        .insert_pin_transport_key(&record, now.saturating_add(grace))
+        .await?;
+    load(state).await?;
+    tracing::info!(kid = %kid, "PIN transport key rotated");
+    Ok(key.public_jwk(&kid))
+}
+
+/// The current transport key as a JWK, made on first use.
+pub async fn current_jwk(state: &AppState) -> ApiResult<serde_json::Value> {
+    let now = state.now_ms();
+    let loaded = cached(state).await?;
+    match loaded
+        .keys
+        .iter()
+        .rev()
+        .find(|(r, _)| r.retire_after_ms.is_none())
+        .or_else(|| loaded.keys.iter().rev().find(|(r, _)| usable(r, now)))
+    {
+        Some((r, k)) => Ok(k.public_jwk(&r.kid)),
+        None => rotate_transport_key(state).await,
+    }
+}
+
+async fn transport_key(state: &AppState, kid: &str) -> ApiResult<Arc<TransportKey>> {
+    let now = state.now_ms();
+    let find = |l: Arc<Loaded>| {
+        l.keys
+            .iter()
+            .find(|(r, _)| r.kid == kid)
+            .map(|(r, k)| (usable(r, now), k.clone()))
+    };
+    let found = match find(cached(state).await?) {
+        Some(f) => Some(f),
+        None => find(load(state).await?),
+    };
+    match found {
+        Some((true, k)) => Ok(k),
+        _ => Err(codes::PIN_PAYLOAD_INVALID),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Payload {
+    pin: Sensitive<String>,
+    card: String,
+    iat: i64,
+    jti: String,
+}
+
+/// Decrypts and checks an encrypted PIN payload for `card`, and spends its `jti`.
+async fn open_payload(
+    state: &AppState,
+    who: &Principal,
+    card: &CardRecord,
+    compact: &str,
+) -> ApiResult<Pin> {
+    let jwe = CompactJwe::parse(compact).map_err(|e| match e {
+        JweError::Unsupported => codes::PIN_PAYLOAD_UNSUPPORTED,
+        JweError::Malformed | JweError::Decrypt => codes::PIN_PAYLOAD_INVALID,
+    })?;
+    let key = transport_key(state, &jwe.kid).await?;
+    let plain = key.decrypt(&jwe).map_err(|_| codes::PIN_PAYLOAD_INVALID)?;
+    let payload: Payload =
+        serde_json::from_slice(&plain).map_err(|_| codes::PIN_PAYLOAD_INVALID)?;
+    if payload.card != card.id {
+        return Err(codes::PIN_PAYLOAD_CARD_MISMATCH);
+    }
+    let now_s = state.now_ms().div_euclid(1000);
+    if payload.iat > now_s.saturating_add(CLOCK_SKEW_S)
+        || now_s.saturating_sub(payload.iat) > PAYLOAD_MAX_AGE_S
+    {
+        return Err(codes::PIN_PAYLOAD_STALE);
+    }
+    if payload.jti.is_empty() || payload.jti.len() > 128 {
+        return Err(codes::PIN_PAYLOAD_INVALID);
+    }
+    let pin = Pin::new(payload.pin.expose()).ok_or(codes::PIN_LENGTH)?;
+    // Kept until the payload would be stale anyway, so replays are refused across nodes
+    // and restarts.
+    let expires_ms = (payload.iat + PAYLOAD_MAX_AGE_S + CLOCK_SKEW_S + 1) * 1000;
+    if !state
+        .store()
+        .spend_pin_jti(&who.account_id, &payload.jti, expires_ms, state.now_ms())
+        .await?
+    {
+        return Err(codes::PIN_PAYLOAD_REPLAYED);
+    }
+    Ok(pin)
+}
+
+/// Refuses trivial PINs: one digit repeated, an ascending or descending run, or a PIN
+/// on the deny list.
+///
+/// ```text
+/// 0000, 1234, 9876, 7890, 012345678901, 2109: too weak;  5803, 1357: accepted
+/// ```
+pub fn check_strength(state: &AppState, pin: &Pin) -> ApiResult<()> {
+    let d = pin.expose_digits().as_bytes();
+    // Runs wrap around (7890, 2109), as they do on a keypad's digit sequence.
+    let steps = |delta: i16| {
+        d.windows(2)
+            .all(|w| matches!(w, [a, b] if (i16::from(*b) - i16::from(*a)).rem_euclid(10) == delta))
+    };
+    let denied = state
+        .config()
+        .pin_deny_list
+        .iter()
+        .any(|p| strongroom_crypto::ct_eq(p.as_bytes(), d));
+    if steps(0) || steps(1) || steps(9) || denied {
+        return Err(codes::PIN_TOO_WEAK);
+    }
+    Ok(())
+}
+
+/// The account's keys with a `pin` writer, made now for accounts older than the PIN
+/// service.
+async fn pin_keys(state: &AppState, account_id: &str) -> ApiResult<Arc<AccountKeys>> {
+    let keys = state.keyring().account(state, account_id).await?;
+    if keys.has_writer(KeyPurpose::Pin) {
+        return Ok(keys);
+    }
+    let keys = state.keyring().reload(state, account_id).await?;
+    if keys.has_writer(KeyPurpose::Pin) {
+        return Ok(keys);
+    }
+    match state
+        .keyring()
+        .rotate(state, account_id, KeyPurpose::Pin)
+        .await
+    {
+        Ok(_) => {}
+        // Another request made it first.
+        Err(e) if e.code == codes::CONFLICT.code => {}
+        Err(e) => return Err(e),
+    }
+    state.keyring().reload(state, account_id).await
+}
+
+fn pan_of(keys: &AccountKeys, card: &CardRecord) -> ApiResult<cards::RevealedCard> {
+    cards::open(keys, card)
+}
+
+/// Deciphers the stored PIN. Reloads the keyring once if the version is unknown here.
+async fn stored_pin(
+    state: &AppState,
+    card: &CardRecord,
+    rec: &PinRecord,
+) -> ApiResult<(Pin, Arc<AccountKeys>)> {
+    let mut keys = state.keyring().account(state, &card.account_id).await?;
+    if !keys
+        .usable(KeyPurpose::Pin)
+        .iter()
+        .any(|(v, _)| *v == rec.key_version)
+    {
+        keys = state.keyring().reload(state, &card.account_id).await?;
+    }
+    let key = keys.version(KeyPurpose::Pin, rec.key_version)?;
+    let pan = pan_of(&keys, card)?;
+    let block = PinBlock::from_bytes(&rec.block)?;
+    let pin = blocks::decipher(&PinKey::from_data_key(&key), &block, &pan.number)?;
+    Ok((pin, keys))
+}
+
+fn encipher(keys: &AccountKeys, card: &CardRecord, pin: &Pin) -> ApiResult<(i64, Vec<u8>)> {
+    let (version, key) = keys.writer(KeyPurpose::Pin)?;
+    let pan = pan_of(keys, card)?;
+    let block = blocks::encipher(&PinKey::from_data_key(&key), pin, &pan.number)?;
+    Ok((version, block.expose_bytes().to_vec()))
+}
+
+fn event(state: &AppState, card: &CardRecord, kind: &str, who: &str) -> ApiResult<EventRecord> {
+    state.event(
+        &card.account_id,
+        card.mode,
+        kind,
+        serde_json::json!({"object": "card_pin", "card": card.id, "actor": who}),
+    )
+}
+
+fn failure_event(
+    state: &AppState,
+    card: &CardRecord,
+    who: &str,
+    operation: &str,
+) -> ApiResult<EventRecord> {
+    state.event(
+        &card.account_id,
+        card.mode,
+        "pin.verification_failed",
+        serde_json::json!({"object": "card_pin", "card": card.id, "actor": who, "operation": operation}),
+    )
+}
+
+/// One audit event per PIN operation, beside the request's own record: it names what
+/// happened (`pin.reset` rather than the route's `pin.set`, `pin.verify.mismatch` for a
+/// 200 that did not match) and commits with the request's write or its final record.
+/// The actor and client come from the request; never a PIN.
+fn audit(op: &str, card_id: &str, result: &ApiResult<impl Sized>) {
+    let (outcome, code) = match result {
+        Ok(_) if op.ends_with(".mismatch") => (crate::audit::FAILURE, "pin_mismatch"),
+        Ok(_) => (crate::audit::SUCCESS, ""),
+        Err(e) => (crate::audit::FAILURE, e.code),
+    };
+    // The id comes from the URL: record it only if it is a well-formed card id.
+    let resource = if strongroom_core::parse_id(strongroom_core::IdKind::Card, card_id).is_ok() {
+        format!("card:{card_id}")
+    } else {
+        String::new()
+    };
+    crate::audit::event(op, &resource, outcome, code);
+}
+
+/// The account's lockout threshold.
+pub async fn max_failures(state: &AppState, account_id: &str) -> ApiResult<i64> {
+    Ok(state
+        .store()
+        .pin_max_failures(account_id)
+        .await?
+        .unwrap_or(state.config().pin_max_failures))
+}
+
+fn outcome_err(o: PinOutcome) -> ApiError {
+    match o {
+        PinOutcome::Locked => codes::PIN_LOCKED,
+        PinOutcome::Missing => codes::PIN_NOT_SET,
+        PinOutcome::AlreadySet => codes::PIN_ALREADY_SET,
+        PinOutcome::OtpInvalid => codes::OTP_INVALID,
+        PinOutcome::Changed | PinOutcome::Done | PinOutcome::Failed { .. } => codes::CONFLICT,
+    }
+}
+
+fn conflict(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Conflict(_) => codes::CONFLICT,
+        other => other.into(),
+    }
+}
+
+/// What `PUT /v1/cards/{id}/pin` did.
+pub struct SetResult {
+    /// The card.
+    pub card_id: String,
+    /// Whether a `pin.reset` OTP was used.
+    pub reset: bool,
+}
+
+/// Sets the card's PIN with a `pin.set` OTP (first PIN) or a `pin.reset` OTP (replaces
+/// and unlocks).
+async fn set_inner(
+    state: &AppState,
+    who: &Principal,
+    card_id: &str,
+    encrypted_pin: &str,
+    otp_id: &str,
+    code: &str,
+) -> ApiResult<SetResult> {
+    who.require(Scope::PinsWrite)?;
+    let card = cards::get(state, who, card_id).await?;
+    let purpose = match state.store().get_otp(&who.account_id, otp_id).await? {
+        Some(o) if o.purpose == "pin.set" || o.purpose == "pin.reset" => o.purpose,
+        _ => return Err(codes::OTP_INVALID),
+    };
+    let kind = if purpose == "pin.reset" {
+        SetKind::Reset
+    } else {
+        SetKind::Initial
+    };
+    if kind == SetKind::Initial
+        && let Some(existing) = state
+            .store()
+            .get_pin(&who.account_id, who.mode, &card.id)
+            .await?
+    {
+        return Err(if existing.locked {
+            codes::PIN_LOCKED
+        } else {
+            codes::PIN_ALREADY_SET
+        });
+    }
+    otp::check(state, who, otp_id, code, (&purpose, &card.id)).await?;
+    let pin = open_payload(state, who, &card, encrypted_pin).await?;
+    check_strength(state, &pin)?;
+    let keys = pin_keys(state, &who.account_id).await?;
+    let (key_version, block) = encipher(&keys, &card, &pin)?;
+    drop(pin);
+    let now = state.now_ms();
+    let record = PinRecord {
+        card_id: card.id.clone(),
+        account_id: card.account_id.clone(),
+        mode: card.mode,
+        key_version,
+        block,
+        failures: 0,
+        locked: false,
+        updated_ms: now,
+    };
+    let spend = SpendOtp {
+        id: otp_id.to_owned(),
+        purpose: purpose.clone(),
+        now_ms: now,
+        max_attempts: otp::OTP_MAX_ATTEMPTS,
+    };
+    let set_event = state.event(
+        &card.account_id,
+        card.mode,
+        "pin.set",
+        serde_json::json!({"object": "card_pin", "card": card.id, "actor": who.key_id, "reset": kind == SetKind::Reset}),
+    )?;
+    let unlocked = event(state, &card, "pin.unlocked", &who.key_id)?;
+    let outcome = state
+        .store()
+        .set_pin(&record, kind, &spend, &[set_event], Some(&unlocked))
+        .await
+        .map_err(conflict)?;
+    match outcome {
+        PinOutcome::Done => Ok(SetResult {
+            card_id: card.id,
+            reset: kind == SetKind::Reset,
+        }),
+        other => Err(outcome_err(other)),
+    }
+}
+
+async fn unlocked_pin(
+    state: &AppState,
+    who: &Principal,
+    card: &CardRecord,
+) -> ApiResult<PinRecord> {
+    let rec = state
+        .store()
+        .get_pin(&who.account_id, who.mode, &card.id)
+        .await?
+        .ok_or(codes::PIN_NOT_SET)?;
+    if rec.locked {
+        return Err(codes::PIN_LOCKED);
+    }
+    Ok(rec)
+}
+
+/// Records a failed comparison; the error to return.
+async fn count_failure(
+    state: &AppState,
+    who: &Principal,
+    card: &CardRecord,
+    rec: &PinRecord,
+    operation: &str,
+) -> ApiResult<PinOutcome> {
+    let max = max_failures(state, &card.account_id).await?;
+    let failed = failure_event(state, card, &who.key_id, operation)?;
+    let locked = event(state, card, "pin.locked", &who.key_id)?;
+    let outcome = state
+        .store()
+        .record_pin_attempt(rec, false, max, &[failed], Some(&locked))
+        .await?;
+    if let PinOutcome::Failed { locked: true, .. } = outcome {
+        tracing::warn!(card = %card.id, "PIN locked after too many failures");
+        crate::audit::event(
+            "pin.locked",
+            &format!("card:{}", card.id),
+            crate::audit::FAILURE,
+            codes::PIN_LOCKED.code,
+        );
+    }
+    Ok(outcome)
+}
+
+/// Verifies a PIN. `Ok(true)` on a match, `Ok(false)` otherwise (counted).
+async fn verify_inner(
+    state: &AppState,
+    who: &Principal,
+    card_id: &str,
+    encrypted_pin: &str,
+) -> ApiResult<bool> {
+    who.require(Scope::PinsVerify)?;
+    let card = cards::get(state, who, card_id).await?;
+    let rec = unlocked_pin(state, who, &card).await?;
+    let given = open_payload(state, who, &card, encrypted_pin).await?;
+    let (stored, _) = stored_pin(state, &card, &rec).await?;
+    let matched = stored.ct_matches(&given);
+    drop((stored, given));
+    let outcome = if matched {
+        let max = max_failures(state, &card.account_id).await?;
+        state
+            .store()
+            .record_pin_attempt(&rec, true, max, &[], None)
+            .await?
+    } else {
+        count_failure(state, who, &card, &rec, "verify").await?
+    };
+    match outcome {
+        PinOutcome::Done => Ok(true),
+        PinOutcome::Failed { .. } => Ok(false),
+        other => Err(outcome_err(other)),
+    }
+}
+
+/// Changes a PIN: the current PIN, a new PIN and a `pin.change` OTP.
+async fn change_inner(
+    state: &AppState,
+    who: &Principal,
+    card_id: &str,
+    encrypted_current: &str,
+    encrypted_new: &str,
+    otp_id: &str,
+    code: &str,
+) -> ApiResult<()> {
+    who.require(Scope::PinsWrite)?;
+    let card = cards::get(state, who, card_id).await?;
+    let rec = unlocked_pin(state, who, &card).await?;
+    otp::check(state, who, otp_id, code, ("pin.change", &card.id)).await?;
+    let current = open_payload(state, who, &card, encrypted_current).await?;
+    let new = open_payload(state, who, &card, encrypted_new).await?;
+    check_strength(state, &new)?;
+    let (stored, _) = stored_pin(state, &card, &rec).await?;
+    let matched = stored.ct_matches(&current);
+    drop((stored, current));
+    if !matched {
+        return match count_failure(state, who, &card, &rec, "change").await? {
+            PinOutcome::Failed { .. } => Err(codes::PIN_INCORRECT),
+            other => Err(outcome_err(other)),
+        };
+    }
+    let keys = pin_keys(state, &who.account_id).await?;
+    let (key_version, block) = encipher(&keys, &card, &new)?;
+    drop(new);
+    let now = state.now_ms();
+    let next = PinRecord {
+        key_version,
+        block,
+        failures: 0,
+        locked: false,
+        updated_ms: now,
+        ..rec.clone()
+    };
+    let spend = SpendOtp {
+        id: otp_id.to_owned(),
+        purpose: "pin.change".to_owned(),
+        now_ms: now,
+        max_attempts: otp::OTP_MAX_ATTEMPTS,
+    };
+    let changed = event(state, &card, "pin.changed", &who.key_id)?;
+    match state
+        .store()
+        .change_pin(&rec, &next, &spend, &[changed])
+        .await
+        .map_err(conflict)?
+    {
+        PinOutcome::Done => Ok(()),
+        other => Err(outcome_err(other)),
+    }
+}
+
+/// Operator unlock of a card's PIN (any account). Returns the card id.
+async fn admin_unlock_inner(state: &AppState, admin_key_id: &str, card_id: &str) -> ApiResult<()> {
+    strongroom_core::parse_id(strongroom_core::IdKind::Card, card_id)?;
+    let (account_id, mode) = state
+        .store()
+        .pin_owner(card_id)
+        .await?
+        .ok_or(codes::PIN_NOT_SET)?;
+    let ev = state.event(
+        &account_id,
+        mode,
+        "pin.unlocked",
+        serde_json::json!({"object": "card_pin", "card": card_id, "actor": admin_key_id}),
+    )?;
+    match state
+        .store()
+        .unlock_pin(&account_id, mode, card_id, state.now_ms(), &[ev])
+        .await?
+    {
+        // Not locked: nothing to do, and nothing announced.
+        PinOutcome::Done | PinOutcome::Changed => Ok(()),
+        other => Err(outcome_err(other)),
+    }
+}
+
+/// Re-enciphers an account's PINs under its newest `pin` key version (re-wrap worker).
+pub async fn rewrap(
+    state: &AppState,
+    keys: &AccountKeys,
+    account_id: &str,
+    batch: i64,
+) -> ApiResult<u64> {
+    if !keys.has_writer(KeyPurpose::Pin) {
+        return Ok(0);
+    }
+    let (writer, _) = keys.writer(KeyPurpose::Pin)?;
+    let mut moved = 0;
+    loop {
+        let pins = state
+            .store()
+            .pins_for_rewrap(account_id, writer, batch)
+            .await?;
+        if pins.is_empty() {
+            break;
+        }
+        let mut updates = Vec::with_capacity(pins.len());
+        for rec in &pins {
+            let Some(card) = state
+                .store()
+                .get_card(account_id, rec.mode, &rec.card_id)
+                .await?
+            else {
+                continue;
+            };
+            let old = keys.version(KeyPurpose::Pin, rec.key_version)?;
+            let pan = pan_of(keys, &card)?;
+            let pin = blocks::decipher(
+                &PinKey::from_data_key(&old),
+                &PinBlock::from_bytes(&rec.block)?,
+                &pan.number,
+            )?;
+            let (key_version, block) = encipher(keys, &card, &pin)?;
+            updates.push(PinRewrap {
+                card_id: rec.card_id.clone(),
+                expect_key_version: rec.key_version,
+                expect_block: rec.block.clone(),
+                key_version,
+                block,
+            });
+        }
+        let applied = state.store().rewrap_pins(&updates).await?;
+        moved += applied;
+        if applied == 0 && pins.len() < usize::try_from(batch).unwrap_or(usize::MAX) {
+            break;
+        }
+        if applied == 0 {
+            // Nothing could move (all changed under us); try again next pass.
+            break;
+        }
+    }
+    Ok(moved)
+}
+
+/// Sets or resets a card's PIN (see `set_inner`), with an audit record.
+pub async fn set(
+    state: &AppState,
+    who: &Principal,
+    card_id: &str,
+    encrypted_pin: &str,
+    otp_id: &str,
+    code: &str,
+) -> ApiResult<SetResult> {
+    let r = set_inner(state, who, card_id, encrypted_pin, otp_id, code).await;
+    let op = match &r {
+        Ok(SetResult { reset: true, .. }) => "pin.reset",
+        _ => "pin.set",
+    };
+    audit(op, card_id, &r);
+    r
+}
+
+/// Verifies a card's PIN (see `verify_inner`), with an audit record.
+pub async fn verify(
+    state: &AppState,
+    who: &Principal,
+    card_id: &str,
+    encrypted_pin: &str,
+) -> ApiResult<bool> {
+    let r = verify_inner(state, who, card_id, encrypted_pin).await;
+    let op = match &r {
+        Ok(false) => "pin.verify.mismatch",
+        _ => "pin.verify",
+    };
+    audit(op, card_id, &r);
+    r
+}
+
+/// Changes a card's PIN (see `change_inner`), with an audit record.
+pub async fn change(
+    state: &AppState,
+    who: &Principal,
+    card_id: &str,
+    encrypted_current: &str,
+    encrypted_new: &str,
+    otp_id: &str,
+    code: &str,
+) -> ApiResult<()> {
+    let r = change_inner(
+        state,
+        who,
+        card_id,
+        encrypted_current,
+        encrypted_new,
+        otp_id,
+        code,
+    )
+    .await;
+    audit("pin.change", card_id, &r);
+    r
+}
+
+/// Operator unlock (see `admin_unlock_inner`), with an audit record.
+pub async fn admin_unlock(state: &AppState, admin_key_id: &str, card_id: &str) -> ApiResult<()> {
+    let r = admin_unlock_inner(state, admin_key_id, card_id).await;
+    audit("pin.unlock", card_id, &r);
+    r
+}

@@ -1,0 +1,574 @@
+//! Bearer tokens: issuing JWTs from an API key, verifying them on every request (with a
+//! bounded cache of verified tokens), the JWT signing keys and their rotation, and
+//! revoke-all for incidents.
+//!
+//! Key schedule. Every key generation has an `active_from` time. The signer at time `t`
+//! is the newest generation with `active_from <= t`. A rotation inserts the next
+//! generation with `active_from = now + prepublish`, so it is in the JWKS before it
+//! signs anything. A generation stays published (and accepted) until its successor has
+//! been active for a whole token lifetime plus the leeway: by then every token it
+//! signed has expired. Nothing changes state on a timer, so every node computes the
+//! same schedule from the same rows.
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult, codes};
+use crate::state::AppState;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use strongroom_core::{KeyKind, Mode, Scope, Scopes};
+use strongroom_crypto::jwt::{
+    Claims, Expectations, JwtAlg, JwtError, JwtPrivateKey, JwtSigner, JwtVerifier, token_digest,
+};
+use strongroom_crypto::random;
+use strongroom_store::{ApiKeyRecord, JwtKeyRecord, StoreError, TokenStore};
+
+/// Event written when every key of an account is revoked at once.
+pub const KEYS_REVOKED_EVENT: &str = "account.keys_revoked";
+
+/// Settings of bearer tokens (part of [`crate::ServerConfig`]).
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    /// Algorithm of newly generated signing keys.
+    pub alg: JwtAlg,
+    /// Lifetime of an access token.
+    pub lifetime: Duration,
+    /// How long a new signing key is published before it signs.
+    pub prepublish: Duration,
+    /// Allowed clock skew for `exp`, `nbf` and `iat`.
+    pub leeway: Duration,
+    /// The `iss` claim.
+    pub issuer: String,
+    /// The `aud` claim.
+    pub audience: String,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            alg: JwtAlg::EdDsa,
+            lifetime: Duration::from_secs(3600),
+            prepublish: Duration::from_secs(300),
+            leeway: Duration::from_secs(5),
+            issuer: "strongroom".into(),
+            audience: "strongroom-api".into(),
+        }
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// One loaded key generation.
+struct LoadedKey {
+    kid: String,
+    generation: i64,
+    alg: String,
+    jwk: serde_json::Value,
+    created_ms: i64,
+    active_from_ms: i64,
+    /// When the next generation starts signing (None: no successor).
+    superseded_ms: Option<i64>,
+    signer: Option<Arc<JwtSigner>>,
+}
+
+/// Every key generation, as loaded from the store.
+struct KeySet {
+    loaded_ms: i64,
+    keys: Vec<LoadedKey>,
+    verifier: JwtVerifier,
+}
+
+impl KeySet {
+    fn published_until(&self, k: &LoadedKey, lifetime_ms: i64, leeway_ms: i64) -> Option<i64> {
+        k.superseded_ms
+            .map(|s| s.saturating_add(lifetime_ms).saturating_add(leeway_ms))
+    }
+
+    fn signer(&self, now_ms: i64) -> Option<&LoadedKey> {
+        self.keys
+            .iter()
+            .filter(|k| k.active_from_ms <= now_ms && k.signer.is_some())
+            .max_by_key(|k| k.generation)
+    }
+}
+
+/// A verified token, cached by digest until it expires.
+struct Verified {
+    claims: Arc<Claims>,
+    kid: String,
+}
+
+const VERIFIED_MAX: usize = 50_000;
+const KEY_IDS_MAX: usize = 10_000;
+
+/// The token service, held in [`AppState`].
+pub struct Tokens {
+    config: TokenConfig,
+    keyset_ttl_ms: i64,
+    key_ttl_ms: i64,
+    keys: RwLock<Option<Arc<KeySet>>>,
+    verified: RwLock<HashMap<[u8; 32], Verified>>,
+    key_ids: RwLock<HashMap<String, (i64, Arc<ApiKeyRecord>)>>,
+    last_unknown_kid_reload_ms: AtomicI64,
+}
+
+impl Tokens {
+    pub(crate) fn new(config: TokenConfig, keyset_ttl: Duration, key_ttl: Duration) -> Self {
+        Self {
+            config,
+            keyset_ttl_ms: ms(keyset_ttl),
+            key_ttl_ms: ms(key_ttl),
+            keys: RwLock::new(None),
+            verified: RwLock::new(HashMap::new()),
+            key_ids: RwLock::new(HashMap::new()),
+            last_unknown_kid_reload_ms: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TokenConfig {
+        &self.config
+    }
+
+    fn expectations(&self) -> Expectations {
+        Expectations {
+            issuer: self.config.issuer.clone(),
+            audience: self.config.audience.clone(),
+            leeway_s: i64::try_from(self.config.leeway.as_secs()).unwrap_or(0),
+        }
+    }
+
+    /// Forgets a cached key record (after it was revoked on this node).
+    pub fn forget_key(&self, key_id: &str) {
+        if let Ok(mut m) = self.key_ids.write() {
+            m.remove(key_id);
+        }
+    }
+
+    /// Forgets every cached key record.
+    pub fn clear_keys(&self) {
+        if let Ok(mut m) = self.key_ids.write() {
+            m.clear();
+        }
+    }
+
+    async fn key_by_id(&self, state: &AppState, id: &str) -> ApiResult<Option<Arc<ApiKeyRecord>>> {
+        let now = state.now_ms();
+        if self.key_ttl_ms > 0
+            && let Ok(m) = self.key_ids.read()
+            && let Some((at, rec)) = m.get(id)
+            && now.saturating_sub(*at) < self.key_ttl_ms
+        {
+            return Ok(Some(rec.clone()));
+        }
+        let Some(rec) = state.store().api_key_by_id(id).await? else {
+            return Ok(None);
+        };
+        let rec = Arc::new(rec);
+        if self.key_ttl_ms > 0
+            && let Ok(mut m) = self.key_ids.write()
+        {
+            if m.len() >= KEY_IDS_MAX {
+                m.clear();
+            }
+            m.insert(id.to_owned(), (now, rec.clone()));
+        }
+        Ok(Some(rec))
+    }
+
+    /// Loads every key generation from the store and replaces the cached set.
+    async fn reload(&self, state: &AppState) -> ApiResult<Arc<KeySet>> {
+        let rows = state.store().jwt_keys().await?;
+        let mut keys = Vec::with_capacity(rows.len());
+        let mut verifier = JwtVerifier::new();
+        for (i, r) in rows.iter().enumerate() {
+            let jwk: serde_json::Value = serde_json::from_str(&r.public_jwk)
+                .map_err(|_| ApiError::internal(&"stored JWK is not JSON"))?;
+            verifier.add_jwk(&jwk)?;
+            let signer = if r.wrapped.is_empty() {
+                None
+            } else {
+                let alg = JwtAlg::parse(&r.alg)
+                    .ok_or_else(|| ApiError::internal(&"stored JWT key has an unknown alg"))?;
+                let pkcs8 = state
+                    .root()
+                    .unwrap_bytes(&r.wrapped, &wrap_context(&r.kid, r.generation, alg))?;
+                let key = JwtPrivateKey::from_pkcs8(alg, &pkcs8)?;
+                Some(Arc::new(key.signer(&r.kid)?))
+            };
+            let superseded_ms = rows
+                .iter()
+                .skip(i.saturating_add(1))
+                .map(|n| n.active_from_ms)
+                .min();
+            keys.push(LoadedKey {
+                kid: r.kid.clone(),
+                generation: r.generation,
+                alg: r.alg.clone(),
+                jwk,
+                created_ms: r.created_ms,
+                active_from_ms: r.active_from_ms,
+                superseded_ms,
+                signer,
+            });
+        }
+        let set = Arc::new(KeySet {
+            loaded_ms: state.now_ms(),
+            keys,
+            verifier,
+        });
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = Some(set.clone());
+        }
+        Ok(set)
+    }
+
+    /// The key set, reloaded when older than the keyring TTL (so a rotation made on
+    /// another node is seen well within the pre-publication period).
+    async fn keyset(&self, state: &AppState) -> ApiResult<Arc<KeySet>> {
+        let cached = self.keys.read().ok().and_then(|s| s.clone());
+        match cached {
+            Some(set) if state.now_ms().saturating_sub(set.loaded_ms) < self.keyset_ttl_ms => {
+                Ok(set)
+            }
+            _ => self.reload(state).await,
+        }
+    }
+
+    /// At startup: creates the first signing key if there is none, and rotates to the
+    /// configured algorithm if the newest key uses another one.
+    pub async fn ensure_keys(&self, state: &AppState) -> ApiResult<()> {
+        let set = self.reload(state).await?;
+        let newest_alg = set.keys.last().map(|k| k.alg.clone());
+        if newest_alg.as_deref() == Some(self.config.alg.as_str()) {
+            return Ok(());
+        }
+        match self.rotate(state).await {
+            Ok(_) => Ok(()),
+            // Another node did it at the same moment.
+            Err(e) if e.code == codes::CONFLICT.code => self.reload(state).await.map(drop),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Generates the next signing key. The first key signs at once; later ones after the
+    /// pre-publication period. Returns the key list.
+    pub async fn rotate(&self, state: &AppState) -> ApiResult<serde_json::Value> {
+        let set = self.reload(state).await?;
+        let now = state.now_ms();
+        let generation = set
+            .keys
+            .last()
+            .map_or(1, |k| k.generation.saturating_add(1));
+        let active_from_ms = if set.keys.is_empty() {
+            now
+        } else {
+            now.saturating_add(ms(self.config.prepublish))
+        };
+        let erase_below = set.signer(now).map_or(0, |k| k.generation);
+        let alg = self.config.alg;
+        let kid = format!(
+            "{}-{}",
+            state
+                .new_id(strongroom_core::IdKind::ApiKey)?
+                .trim_start_matches("key_")
+                .get(..12)
+                .unwrap_or("k"),
+            hex::encode(random::bytes::<4>()?)
+        );
+        let key = JwtPrivateKey::generate(alg)?;
+        let record = JwtKeyRecord {
+            kid: kid.clone(),
+            generation,
+            alg: alg.as_str().to_owned(),
+            wrapped: state
+                .root()
+                .wrap_bytes(key.expose_pkcs8(), &wrap_context(&kid, generation, alg))?,
+            public_jwk: key.public_jwk(&kid)?.to_string(),
+            created_ms: now,
+            active_from_ms,
+        };
+        match state.store().insert_jwt_key(&record, erase_below).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => return Err(codes::CONFLICT),
+            Err(e) => return Err(e.into()),
+        }
+        // Seconds, not milliseconds: a 13-digit number in a log line can look like a PAN.
+        let signs_from = active_from_ms.div_euclid(1000);
+        tracing::info!(kid = %kid, generation, alg = alg.as_str(), signs_from, "JWT signing key created");
+        self.list(state, true).await
+    }
+
+    /// The key list for operators: each generation's state and times.
+    pub async fn list(&self, state: &AppState, fresh: bool) -> ApiResult<serde_json::Value> {
+        let set = if fresh {
+            self.reload(state).await?
+        } else {
+            self.keyset(state).await?
+        };
+        let now = state.now_ms();
+        let lifetime = ms(self.config.lifetime);
+        let leeway = ms(self.config.leeway);
+        let signer = set.signer(now).map(|k| k.generation);
+        let data: Vec<_> = set
+            .keys
+            .iter()
+            .map(|k| {
+                let until = set.published_until(k, lifetime, leeway);
+                let st = if Some(k.generation) == signer {
+                    "active"
+                } else if k.active_from_ms > now {
+                    "pending"
+                } else if until.is_none_or(|u| now < u) {
+                    "retiring"
+                } else {
+                    "expired"
+                };
+                serde_json::json!({
+                    "object": "jwt_key",
+                    "kid": k.kid,
+                    "alg": k.alg,
+                    "generation": k.generation,
+                    "state": st,
+                    "created": k.created_ms.div_euclid(1000),
+                    "signs_from": k.active_from_ms.div_euclid(1000),
+                    "published_until": until.map(|u| u.div_euclid(1000)),
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({"object": "list", "data": data}))
+    }
+
+    /// The JWKS: every generation that is pending, signing, or may still have unexpired
+    /// tokens.
+    pub async fn jwks(&self, state: &AppState) -> ApiResult<serde_json::Value> {
+        let set = self.keyset(state).await?;
+        let now = state.now_ms();
+        let (lifetime, leeway) = (ms(self.config.lifetime), ms(self.config.leeway));
+        let keys: Vec<_> = set
+            .keys
+            .iter()
+            .filter(|k| {
+                set.published_until(k, lifetime, leeway)
+                    .is_none_or(|u| now < u)
+            })
+            .map(|k| k.jwk.clone())
+            .collect();
+        Ok(serde_json::json!({ "keys": keys }))
+    }
+
+    fn is_published(&self, set: &KeySet, kid: &str, now: i64) -> bool {
+        let (lifetime, leeway) = (ms(self.config.lifetime), ms(self.config.leeway));
+        set.keys.iter().any(|k| {
+            k.kid == kid
+                && set
+                    .published_until(k, lifetime, leeway)
+                    .is_none_or(|u| now < u)
+        })
+    }
+
+    /// Issues an access token for an API-key principal, with its scopes or the
+    /// requested subset.
+    pub async fn issue(
+        &self,
+        state: &AppState,
+        p: &Principal,
+        requested: Option<Scopes>,
+    ) -> ApiResult<IssuedToken> {
+        let scopes = match requested {
+            None => p.scopes,
+            Some(r) => {
+                let within = Scope::ALL
+                    .into_iter()
+                    .all(|s| !r.contains(s) || p.scopes.contains(s));
+                if r.is_empty() || !within {
+                    return Err(codes::INVALID_SCOPE);
+                }
+                r
+            }
+        };
+        let now = state.now_ms();
+        let set = self.keyset(state).await?;
+        let signer = match set.signer(now) {
+            Some(k) => k.signer.clone(),
+            None => None,
+        }
+        .ok_or_else(|| ApiError::internal(&"no JWT signing key is active"))?;
+        let now_s = now.div_euclid(1000);
+        let lifetime_s = i64::try_from(self.config.lifetime.as_secs()).unwrap_or(3600);
+        let claims = Claims {
+            iss: self.config.issuer.clone(),
+            aud: self.config.audience.clone(),
+            sub: p.key_id.clone(),
+            acct: p.account_id.clone(),
+            mode: p.mode.as_str().to_owned(),
+            scope: scopes.to_storage(),
+            iat: now_s,
+            nbf: now_s,
+            exp: now_s.saturating_add(lifetime_s),
+            jti: format!("tok_{}", random::base62(24)?.as_str()),
+        };
+        let token = signer.sign(&claims)?;
+        Ok(IssuedToken {
+            token: strongroom_core::Sensitive::new(token),
+            expires_in: lifetime_s,
+            scope: claims.scope,
+        })
+    }
+
+    /// Signs arbitrary claims with the current key (operators' tooling and tests).
+    pub async fn sign_claims(&self, state: &AppState, claims: &Claims) -> ApiResult<String> {
+        let set = self.keyset(state).await?;
+        let signer = set
+            .signer(state.now_ms())
+            .and_then(|k| k.signer.clone())
+            .ok_or_else(|| ApiError::internal(&"no JWT signing key is active"))?;
+        Ok(signer.sign(claims)?)
+    }
+
+    async fn verify(&self, state: &AppState, token: &str) -> ApiResult<Arc<Claims>> {
+        let now = state.now_ms();
+        let now_s = now.div_euclid(1000);
+        let leeway_s = i64::try_from(self.config.leeway.as_secs()).unwrap_or(0);
+        let digest = token_digest(token);
+        let mut set = self.keyset(state).await?;
+        if let Ok(m) = self.verified.read()
+            && let Some(v) = m.get(&digest)
+        {
+            if now_s >= v.claims.exp.saturating_add(leeway_s) {
+                return Err(codes::TOKEN_EXPIRED);
+            }
+            if self.is_published(&set, &v.kid, now) {
+                return Ok(v.claims.clone());
+            }
+        }
+        let exp = self.expectations();
+        let mut result = set.verifier.verify(token, &exp, now_s);
+        if result == Err(JwtError::UnknownKey) {
+            // Perhaps another node rotated and we have not reloaded yet; at most once a
+            // second, so unknown kids cannot be used to hammer the store.
+            let last = self.last_unknown_kid_reload_ms.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= 1000 {
+                self.last_unknown_kid_reload_ms
+                    .store(now, Ordering::Relaxed);
+                set = self.reload(state).await?;
+                result = set.verifier.verify(token, &exp, now_s);
+            }
+        }
+        let claims = match result {
+            Ok(c) => Arc::new(c),
+            Err(JwtError::Expired) => return Err(codes::TOKEN_EXPIRED),
+            Err(JwtError::Invalid | JwtError::UnknownKey) => return Err(codes::TOKEN_INVALID),
+        };
+        let kid = jsonwebtoken_kid(token).unwrap_or_default();
+        if !self.is_published(&set, &kid, now) {
+            return Err(codes::TOKEN_INVALID);
+        }
+        if let Ok(mut m) = self.verified.write() {
+            if m.len() >= VERIFIED_MAX {
+                // Bounded: drop what has expired, and start over if that was not enough.
+                m.retain(|_, v| now_s < v.claims.exp.saturating_add(leeway_s));
+                if m.len() >= VERIFIED_MAX {
+                    m.clear();
+                }
+            }
+            m.insert(
+                digest,
+                Verified {
+                    claims: claims.clone(),
+                    kid,
+                },
+            );
+        }
+        Ok(claims)
+    }
+
+    /// Resolves a bearer JWT to a principal: signature, algorithm, issuer, audience and
+    /// times (cached until expiry), then the issuing key's current state (revocation is
+    /// seen on the next request).
+    pub async fn authenticate(&self, state: &AppState, token: &str) -> ApiResult<Principal> {
+        let claims = self.verify(state, token).await?;
+        let key = self
+            .key_by_id(state, &claims.sub)
+            .await?
+            .ok_or(codes::TOKEN_INVALID)?;
+        if key.revoked_ms.is_some() {
+            return Err(codes::TOKEN_REVOKED);
+        }
+        let mode = Mode::parse(&claims.mode).ok_or(codes::TOKEN_INVALID)?;
+        let account_id = key.account_id.clone().ok_or(codes::TOKEN_INVALID)?;
+        let kind = KeyKind::parse(&key.kind).ok_or(codes::TOKEN_INVALID)?;
+        if account_id != claims.acct || mode != key.mode {
+            return Err(codes::TOKEN_INVALID);
+        }
+        // The token's scopes, never more than the key holds now.
+        let held = Scopes::from_storage(&key.scopes);
+        let mut scopes = Scopes::default();
+        for s in Scopes::from_storage(&claims.scope).names() {
+            if let Some(s) = Scope::parse(s).filter(|s| held.contains(*s)) {
+                scopes.insert(s);
+            }
+        }
+        Ok(Principal {
+            key_id: key.id.clone(),
+            account_id,
+            mode,
+            kind,
+            scopes,
+            token_id: Some(claims.jti.clone()),
+        })
+    }
+
+    /// Revokes every key of an account (and so every token issued from them) and
+    /// writes `account.keys_revoked` in both modes, in one transaction. Returns how many
+    /// keys it revoked.
+    pub async fn revoke_all(&self, state: &AppState, account_id: &str) -> ApiResult<i64> {
+        let now = state.now_ms();
+        let object = serde_json::json!({
+            "id": account_id,
+            "object": "account",
+            "keys_revoked_at": now.div_euclid(1000),
+        });
+        let events = [Mode::Test, Mode::Live]
+            .into_iter()
+            .map(|m| state.event(account_id, m, KEYS_REVOKED_EVENT, object.clone()))
+            .collect::<ApiResult<Vec<_>>>()?;
+        let n = state
+            .store()
+            .revoke_all_api_keys(account_id, now, &events)
+            .await?
+            .ok_or(codes::NOT_FOUND)?;
+        state.clear_key_cache();
+        tracing::warn!(account = %account_id, revoked = n, "every API key of the account revoked");
+        Ok(n)
+    }
+}
+
+/// The `kid` of a token's header (already verified by the caller).
+fn jsonwebtoken_kid(token: &str) -> Option<String> {
+    use base64::Engine;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("kid")?.as_str().map(str::to_owned)
+}
+
+/// The wrap context binds a wrapped JWT key to its kid, generation and algorithm.
+pub fn wrap_context(kid: &str, generation: i64, alg: JwtAlg) -> String {
+    format!("strongroom/jwtkey/v1|{kid}|{generation}|{}", alg.as_str())
+}
+
+/// A freshly issued access token.
+pub struct IssuedToken {
+    /// The compact JWT.
+    pub token: strongroom_core::Sensitive<String>,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+    /// Its scopes, space-separated.
+    pub scope: String,
+}

@@ -1,0 +1,700 @@
+//! Outbound webhooks: endpoint rules (URL checks, secrets), Standard Webhooks signing,
+//! and the delivery worker pool.
+//!
+//! Every event commits together with one `pending` delivery row per matching endpoint
+//! (see `strongroom_store::webhooks`). Workers claim due rows with a lease, POST them,
+//! record each attempt and schedule the next with jitter. The `webhook-id` is the event
+//! id, so it is stable across retries, restarts and redeliveries.
+
+use crate::error::{ApiResult, codes};
+use crate::service::secs;
+use crate::state::AppState;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use strongroom_core::Mode;
+use strongroom_crypto::{random, webhook as sig};
+use strongroom_store::webhooks::{
+    AttemptRecord, DeliveryOutcome, DeliveryRecord, RecordAttempt, WebhookEndpointRecord,
+};
+use strongroom_store::{VaultStore, WebhookStore};
+use zeroize::Zeroizing;
+
+/// `hmac-sha256`: `v1` signatures under a `whsec_` secret.
+pub const SIGNING_HMAC: &str = "hmac-sha256";
+/// `ed25519`: `v1a` signatures; the merchant gets the `whpk_` public key.
+pub const SIGNING_ED25519: &str = "ed25519";
+/// How long the previous secret keeps signing after a rotation.
+pub const ROTATION_OVERLAP_MS: i64 = 24 * 60 * 60 * 1000;
+/// The most of a response body kept with an attempt.
+pub const RESPONSE_BODY_MAX: usize = 1024;
+
+/// Settings of the delivery workers (part of `ServerConfig`).
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Delay before attempt n+1 after attempt n failed (`[0]` is the first attempt's);
+    /// its length is the number of attempts.
+    pub retry_schedule: Vec<Duration>,
+    /// Concurrent deliveries per node.
+    pub workers: usize,
+    /// How often idle workers look for due deliveries.
+    pub poll_interval: Duration,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// The longest `Retry-After` honoured.
+    pub retry_after_cap: Duration,
+    /// Continuous failure after which an endpoint is disabled.
+    pub disable_after: Duration,
+    /// How long a claimed delivery is reserved for its worker.
+    pub lease: Duration,
+    /// How long events are kept.
+    pub event_retention: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        let m = |n: u64| Duration::from_secs(60 * n);
+        Self {
+            retry_schedule: vec![
+                Duration::ZERO,
+                Duration::from_secs(5),
+                m(5),
+                m(30),
+                m(120),
+                m(300),
+                m(600),
+                m(600),
+            ],
+            workers: 8,
+            poll_interval: Duration::from_millis(500),
+            timeout: Duration::from_secs(15),
+            retry_after_cap: Duration::from_secs(3600),
+            disable_after: Duration::from_secs(5 * 24 * 3600),
+            lease: Duration::from_secs(60),
+            event_retention: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+// ---- URL rules ----
+
+/// Whether deliveries for this mode must go to public HTTPS destinations: always in
+/// live mode, and in every mode outside dev/test deployments.
+pub fn strict(state: &AppState, mode: Mode) -> bool {
+    mode == Mode::Live || !state.config().dev_mode
+}
+
+/// Whether an address is a public unicast destination (not loopback, private,
+/// link-local (cloud metadata included), shared, reserved, multicast or documentation).
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let seg = v6.segments();
+            let first = seg.first().copied().unwrap_or(0);
+            // NAT64 (64:ff9b::/96) embeds an IPv4 address.
+            if first == 0x64 && seg.get(1) == Some(&0xff9b) {
+                let o = v6.octets();
+                let v4 = std::net::Ipv4Addr::new(
+                    o.get(12).copied().unwrap_or(0),
+                    o.get(13).copied().unwrap_or(0),
+                    o.get(14).copied().unwrap_or(0),
+                    o.get(15).copied().unwrap_or(0),
+                );
+                return is_public(IpAddr::V4(v4));
+            }
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || (first == 0x2001 && seg.get(1) == Some(&0x0db8))
+                || first == 0)
+        }
+    }
+}
+
+fn is_loopback_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// Checks an endpoint URL at registration: HTTPS (plain HTTP only to loopback outside
+/// strict mode), no credentials, and in strict mode a host that is not, and does not
+/// resolve to, a non-public address.
+pub async fn check_url(state: &AppState, mode: Mode, raw: &str) -> ApiResult<String> {
+    let bad = codes::URL_NOT_ALLOWED;
+    if raw.len() > 2048 {
+        return Err(bad);
+    }
+    let url = reqwest::Url::parse(raw).map_err(|_| bad.clone())?;
+    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        return Err(bad);
+    }
+    let host = url.host().ok_or(bad.clone())?;
+    let strict = strict(state, mode);
+    match url.scheme() {
+        "https" => {}
+        "http" if !strict && is_loopback_host(&host) => {}
+        _ => return Err(bad),
+    }
+    if strict {
+        match host {
+            url::Host::Ipv4(ip) if !is_public(IpAddr::V4(ip)) => return Err(bad),
+            url::Host::Ipv6(ip) if !is_public(IpAddr::V6(ip)) => return Err(bad),
+            url::Host::Domain(d) => {
+                let d = d.trim_end_matches('.').to_ascii_lowercase();
+                if d == "localhost" || d.ends_with(".localhost") {
+                    return Err(bad);
+                }
+                let port = url.port_or_known_default().unwrap_or(443);
+                // A name that does not resolve now is checked again at delivery time.
+                if let Ok(addrs) = tokio::net::lookup_host((d.as_str(), port)).await {
+                    let addrs: Vec<SocketAddr> = addrs.collect();
+                    if addrs.iter().any(|a| !is_public(a.ip())) {
+                        return Err(bad);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(url.to_string())
+}
+
+/// Event types an endpoint may ask for: `*` or dotted lowercase names; never the OTP
+/// event, which goes only to the account's OTP delivery endpoint.
+pub fn check_event_types(types: &[String]) -> ApiResult<Vec<String>> {
+    if types.is_empty() || types.len() > 100 {
+        return Err(codes::INVALID_PARAMETER);
+    }
+    let mut out: Vec<String> = Vec::with_capacity(types.len());
+    for t in types {
+        let ok = t == "*"
+            || (t.len() <= 100
+                && t.contains('.')
+                && !t.starts_with('.')
+                && !t.ends_with('.')
+                && t.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.'));
+        if !ok || t == strongroom_store::webhooks::OTP_EVENT {
+            return Err(codes::INVALID_PARAMETER);
+        }
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+// ---- secrets ----
+
+/// The root-key wrapping context of an endpoint's secret version.
+pub fn wrap_context(endpoint_id: &str, version: i64) -> String {
+    format!("webhook|{endpoint_id}|{version}")
+}
+
+/// A fresh secret wrapped for (endpoint, version), and what the merchant is shown:
+/// the `whsec_` secret (HMAC) or the `whpk_` public key (Ed25519).
+pub fn new_secret(
+    state: &AppState,
+    signing: &str,
+    endpoint_id: &str,
+    version: i64,
+) -> ApiResult<(Vec<u8>, Zeroizing<String>)> {
+    let secret = sig::new_secret()?;
+    let wrapped = state
+        .root()
+        .wrap_bytes(secret.as_slice(), &wrap_context(endpoint_id, version))?;
+    let shown = if signing == SIGNING_ED25519 {
+        Zeroizing::new(sig::encode_public_key(&sig::ed25519_public_key(
+            secret.as_slice(),
+        )?))
+    } else {
+        sig::encode_hmac_secret(secret.as_slice())
+    };
+    Ok((wrapped, shown))
+}
+
+/// The `whpk_` public key of an Ed25519 endpoint (public, so always shown).
+pub fn public_key(state: &AppState, ep: &WebhookEndpointRecord) -> ApiResult<Option<String>> {
+    if ep.signing != SIGNING_ED25519 {
+        return Ok(None);
+    }
+    let seed = state
+        .root()
+        .unwrap_bytes(&ep.secret_wrapped, &wrap_context(&ep.id, ep.secret_version))?;
+    Ok(Some(sig::encode_public_key(&sig::ed25519_public_key(
+        &seed,
+    )?)))
+}
+
+/// The `webhook-signature` header: one signature per live secret, space-separated.
+pub fn signature_header(
+    state: &AppState,
+    ep: &WebhookEndpointRecord,
+    msg_id: &str,
+    ts: i64,
+    body: &[u8],
+    now_ms: i64,
+) -> ApiResult<String> {
+    let mut secrets = vec![(ep.secret_wrapped.as_slice(), ep.secret_version)];
+    if let (Some(w), Some(v), Some(until)) = (&ep.old_wrapped, ep.old_version, ep.old_expires_ms)
+        && until > now_ms
+    {
+        secrets.push((w.as_slice(), v));
+    }
+    let mut out = Vec::with_capacity(secrets.len());
+    for (wrapped, version) in secrets {
+        let secret = state
+            .root()
+            .unwrap_bytes(wrapped, &wrap_context(&ep.id, version))?;
+        out.push(if ep.signing == SIGNING_ED25519 {
+            sig::sign_v1a(&secret, msg_id, ts, body)?
+        } else {
+            sig::sign_v1(&secret, msg_id, ts, body)
+        });
+    }
+    Ok(out.join(" "))
+}
+
+/// The public view of an endpoint (never a secret).
+pub fn endpoint_json(state: &AppState, ep: &WebhookEndpointRecord) -> ApiResult<serde_json::Value> {
+    Ok(serde_json::json!({
+        "id": ep.id,
+        "object": "webhook_endpoint",
+        "url": ep.url,
+        "description": ep.description,
+        "enabled_events": ep.enabled_events,
+        "signing": ep.signing,
+        "public_key": public_key(state, ep)?,
+        "mode": ep.mode.as_str(),
+        "status": if ep.disabled_ms.is_some() { "disabled" } else { "enabled" },
+        "disabled_reason": ep.disabled_reason,
+        "disabled_at": ep.disabled_ms.map(secs),
+        "secret_rotation_ends_at": ep.old_expires_ms.filter(|t| *t > state.now_ms()).map(secs),
+        "created": secs(ep.created_ms),
+    }))
+}
+
+// ---- delivery ----
+
+/// The resolver of strict clients: resolves at delivery time and hands reqwest only
+/// public addresses, so the connection goes to an address that was checked.
+struct PublicOnly;
+
+#[derive(Debug)]
+struct RefusedAddress;
+
+impl std::fmt::Display for RefusedAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("destination address not allowed")
+    }
+}
+
+impl std::error::Error for RefusedAddress {}
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            // Any non-public answer refuses the whole name (DNS rebinding).
+            if addrs.is_empty() || addrs.iter().any(|a| !is_public(a.ip())) {
+                return Err(Box::new(RefusedAddress) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The two HTTP clients: strict (public destinations only) and dev (loopback allowed).
+#[derive(Clone)]
+pub struct Clients {
+    strict: reqwest::Client,
+    dev: reqwest::Client,
+}
+
+impl Clients {
+    /// Builds both clients: no redirects, the configured timeout.
+    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
+        let base = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(timeout)
+                .user_agent("Strongroom-Webhooks/1")
+        };
+        Ok(Self {
+            strict: base().dns_resolver(Arc::new(PublicOnly)).build()?,
+            dev: base().build()?,
+        })
+    }
+}
+
+impl Clients {
+    /// Sends a bare `HEAD` with the strict client and returns `ok` or the error class
+    /// (what an attempt would record); for diagnostics and tests.
+    pub async fn probe_strict(&self, url: &str) -> &'static str {
+        match self.strict.head(url).send().await {
+            Ok(_) => "ok",
+            Err(e) => error_class(&e),
+        }
+    }
+}
+
+fn error_class(e: &reqwest::Error) -> &'static str {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if s.is::<RefusedAddress>() {
+            return "refused_address";
+        }
+        src = s.source();
+    }
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_redirect() {
+        "redirect"
+    } else {
+        "request"
+    }
+}
+
+/// Starts the worker pool on the runtime.
+pub fn spawn(state: AppState) {
+    tokio::spawn(async move {
+        let cfg = state.config().webhooks.clone();
+        let clients = match Clients::new(cfg.timeout) {
+            Ok(c) => c,
+            Err(_) => {
+                tracing::error!("cannot build the webhook HTTP client; deliveries stopped");
+                return;
+            }
+        };
+        if state.store().backend_name() == "sqlite" {
+            // One process owns an embedded store: leases left by a crash are ours.
+            if let Err(e) = state.store().release_claims().await {
+                tracing::warn!(error = %e, "cannot release webhook leases");
+            }
+        }
+        let permits = Arc::new(tokio::sync::Semaphore::new(cfg.workers.max(1)));
+        let mut last_prune = i64::MIN;
+        loop {
+            let now = state.now_ms();
+            if now.saturating_sub(last_prune) > 3_600_000 {
+                last_prune = now;
+                let keep = i64::try_from(cfg.event_retention.as_millis()).unwrap_or(i64::MAX);
+                if let Err(e) = state.store().prune(now.saturating_sub(keep)).await {
+                    tracing::warn!(error = %e, "pruning old events failed");
+                }
+            }
+            let free = permits.available_permits();
+            if free == 0 {
+                // Wait for a worker to finish before claiming more.
+                if let Ok(p) = permits.clone().acquire_owned().await {
+                    drop(p);
+                }
+                continue;
+            }
+            let lease = i64::try_from(cfg.lease.as_millis()).unwrap_or(60_000);
+            let claimed = state
+                .store()
+                .claim_deliveries(
+                    now,
+                    now.saturating_add(lease),
+                    i64::try_from(free).unwrap_or(1),
+                )
+                .await;
+            match claimed {
+                Ok(rows) if !rows.is_empty() => {
+                    for row in rows {
+                        let Ok(permit) = permits.clone().acquire_owned().await else {
+                            return;
+                        };
+                        let (state, clients) = (state.clone(), clients.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = deliver(&state, &clients, &row).await {
+                                tracing::warn!(
+                                    code = e.code,
+                                    "webhook delivery could not be recorded; it will be retried"
+                                );
+                            }
+                            drop(permit);
+                        });
+                    }
+                    continue;
+                }
+                Ok(_) => tokio::time::sleep(cfg.poll_interval).await,
+                Err(strongroom_store::StoreError::Unavailable(m)) if m.ends_with("closed") => {
+                    // The server shut its store down: the workers end with it.
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming webhook deliveries failed");
+                    tokio::time::sleep(cfg.poll_interval.max(Duration::from_secs(2))).await;
+                }
+            }
+        }
+    });
+}
+
+/// Parses `Retry-After` in seconds (the HTTP-date form is ignored).
+fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `d` scaled by a random factor in [0.8, 1.2).
+fn jitter(d: Duration) -> ApiResult<Duration> {
+    if d.is_zero() {
+        return Ok(d);
+    }
+    let r = u16::from_be_bytes(random::bytes::<2>()?);
+    let factor = 0.8 + 0.4 * (f64::from(r) / 65536.0);
+    Ok(d.mul_f64(factor))
+}
+
+struct Sent {
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+    error_class: Option<&'static str>,
+    body: Option<String>,
+}
+
+async fn post(
+    state: &AppState,
+    clients: &Clients,
+    ep: &WebhookEndpointRecord,
+    msg_id: &str,
+    body: &[u8],
+) -> ApiResult<Sent> {
+    let now = state.now_ms();
+    let ts = secs(now);
+    let signature = signature_header(state, ep, msg_id, ts, body, now)?;
+    // The OTP endpoint is set by the operator (admin API), under the admin URL rules.
+    let strict = ep.kind != "otp" && strict(state, ep.mode);
+    let refused = || Sent {
+        status: None,
+        retry_after: None,
+        error_class: Some("refused_address"),
+        body: None,
+    };
+    // IP literals bypass the resolver: check them here.
+    let url = reqwest::Url::parse(&ep.url).map_err(|_| codes::URL_NOT_ALLOWED)?;
+    if strict {
+        let ok = match url.host() {
+            Some(url::Host::Ipv4(ip)) => is_public(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => is_public(IpAddr::V6(ip)),
+            Some(url::Host::Domain(_)) => url.scheme() == "https",
+            None => false,
+        };
+        if !ok {
+            return Ok(refused());
+        }
+    }
+    let client = if strict {
+        &clients.strict
+    } else {
+        &clients.dev
+    };
+    let res = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("webhook-id", msg_id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", signature)
+        .body(body.to_vec())
+        .send()
+        .await;
+    match res {
+        Ok(mut r) => {
+            let status = r.status().as_u16();
+            let retry_after = retry_after(r.headers());
+            let mut kept = Vec::new();
+            while kept.len() < RESPONSE_BODY_MAX {
+                match r.chunk().await {
+                    Ok(Some(c)) => kept.extend_from_slice(&c),
+                    _ => break,
+                }
+            }
+            kept.truncate(RESPONSE_BODY_MAX);
+            Ok(Sent {
+                status: Some(status),
+                retry_after,
+                error_class: (!(200..300).contains(&status)).then_some("http_status"),
+                body: (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned()),
+            })
+        }
+        Err(e) => Ok(Sent {
+            status: None,
+            retry_after: None,
+            error_class: Some(error_class(&e)),
+            body: None,
+        }),
+    }
+}
+
+/// One attempt of one claimed delivery, and its record.
+async fn deliver(state: &AppState, clients: &Clients, d: &DeliveryRecord) -> ApiResult<()> {
+    let cfg = &state.config().webhooks;
+    let ep = state.store().endpoint_by_id(&d.endpoint_id).await?;
+    let event = state.store().get_event(&d.account_id, &d.event_id).await?;
+    let attempt_no = d.attempts.saturating_add(1);
+    let started = state.now_ms();
+    let (Some(ep), Some(event)) = (ep, event) else {
+        // The endpoint or the event is gone: nothing left to deliver.
+        return record(
+            state,
+            d,
+            attempt_no,
+            started,
+            None,
+            Some("gone"),
+            None,
+            DeliveryOutcome::Failed,
+            None,
+        )
+        .await;
+    };
+    if ep.disabled_ms.is_some() {
+        return record(
+            state,
+            d,
+            attempt_no,
+            started,
+            None,
+            Some("endpoint_disabled"),
+            None,
+            DeliveryOutcome::Failed,
+            None,
+        )
+        .await;
+    }
+    let body = if event.event_type == strongroom_store::webhooks::OTP_EVENT {
+        crate::service::otp::delivery_body(state, &event.data)?
+    } else {
+        Zeroizing::new(event.data.clone())
+    };
+    let t0 = Instant::now();
+    let sent = post(state, clients, &ep, &event.id, body.as_bytes()).await?;
+    let latency = i64::try_from(t0.elapsed().as_millis()).unwrap_or(i64::MAX);
+    let now = state.now_ms();
+    let ok = sent.status.is_some_and(|s| (200..300).contains(&s));
+    let gone = sent.status == Some(410);
+    let outcome = if ok {
+        DeliveryOutcome::Delivered
+    } else if gone {
+        DeliveryOutcome::Failed
+    } else {
+        let n = usize::try_from(attempt_no).unwrap_or(usize::MAX);
+        match cfg.retry_schedule.get(n) {
+            Some(delay) => {
+                let delay = match sent.retry_after {
+                    Some(ra) => ra.min(cfg.retry_after_cap),
+                    None => jitter(*delay)?,
+                };
+                DeliveryOutcome::Retry(now.saturating_add(ms(delay)))
+            }
+            None => DeliveryOutcome::Failed,
+        }
+    };
+    let failing_for = now.saturating_sub(ep.failing_since_ms.unwrap_or(now));
+    let disable = if gone {
+        Some("gone")
+    } else if !ok && failing_for >= ms(cfg.disable_after) {
+        Some("failing")
+    } else {
+        None
+    };
+    let disable = match disable {
+        Some(reason) => {
+            let mut view = endpoint_json(state, &ep)?;
+            if let Some(o) = view.as_object_mut() {
+                o.insert("status".into(), "disabled".into());
+                o.insert("disabled_reason".into(), reason.into());
+                o.insert("disabled_at".into(), secs(now).into());
+            }
+            let ev = state.event(&ep.account_id, ep.mode, "webhook_endpoint.disabled", view)?;
+            tracing::warn!(endpoint = %ep.id, reason, "webhook endpoint disabled");
+            Some((reason.to_owned(), vec![ev]))
+        }
+        None => None,
+    };
+    tracing::info!(
+        event = %d.event_id,
+        endpoint = %d.endpoint_id,
+        attempt = attempt_no,
+        status = sent.status,
+        latency_ms = latency,
+        "webhook attempt"
+    );
+    record(
+        state,
+        d,
+        attempt_no,
+        started,
+        sent.status.map(i64::from),
+        sent.error_class,
+        sent.body,
+        outcome,
+        disable,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    state: &AppState,
+    d: &DeliveryRecord,
+    attempt: i64,
+    at_ms: i64,
+    status: Option<i64>,
+    error_class: Option<&str>,
+    body: Option<String>,
+    outcome: DeliveryOutcome,
+    disable: Option<(String, Vec<strongroom_store::EventRecord>)>,
+) -> ApiResult<()> {
+    let rec = RecordAttempt {
+        attempt: AttemptRecord {
+            delivery_id: d.id.clone(),
+            attempt,
+            at_ms,
+            status,
+            latency_ms: state.now_ms().saturating_sub(at_ms).max(0),
+            error_class: error_class.map(str::to_owned),
+            response_body: body,
+        },
+        outcome,
+        endpoint_id: d.endpoint_id.clone(),
+        disable,
+    };
+    state.store().record_attempt(&rec).await?;
+    Ok(())
+}

@@ -1,0 +1,805 @@
+//! Gateway controls (issue 3): IP allowlists, rate limits (memory and Redis, two
+//! nodes), idempotency, request signatures (with an independent Python signer).
+
+use crate::harness::{Data, Resp, TestServer, test_pan};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use strongroom_server::gateway::RateLimitStore;
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+async fn send(
+    srv: &TestServer,
+    method: Method,
+    path: &str,
+    key: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Resp {
+    let mut req = srv
+        .client
+        .request(method, format!("{}{}", srv.url, path))
+        .bearer_auth(key);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    Resp::from(req.send().await.unwrap()).await
+}
+
+fn header(r: &Resp, name: &str) -> String {
+    r.headers
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+// ---------------------------------------------------------------- IP allowlists
+
+#[tokio::test]
+async fn account_allowlist_admits_and_refuses() {
+    let srv = TestServer::start().await;
+    let r = srv.get("/v1/ip_allowlist", &srv.sk_test).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["cidrs"], json!([]));
+
+    // Bad input, and keys that may not change it.
+    for bad in [
+        json!({"cidrs": ["10.0.0.0/33"]}),
+        json!({"cidrs": ["not an ip"]}),
+    ] {
+        srv.call(
+            Method::PUT,
+            "/v1/ip_allowlist",
+            Some(&srv.sk_test),
+            Some(bad),
+        )
+        .await
+        .assert_error(400, "invalid_parameter");
+    }
+    srv.call(
+        Method::PUT,
+        "/v1/ip_allowlist",
+        Some(&srv.pk_test),
+        Some(json!({"cidrs": []})),
+    )
+    .await
+    .assert_error(403, "permission_denied");
+
+    // Loopback listed (and normalised): still admitted.
+    let r = srv
+        .call(
+            Method::PUT,
+            "/v1/ip_allowlist",
+            Some(&srv.sk_test),
+            Some(json!({"cidrs": ["127.0.0.1/8", "::1"]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["cidrs"], json!(["127.0.0.0/8", "::1/128"]));
+    assert_eq!(srv.get("/v1/cards", &srv.sk_test).await.status, 200);
+
+    // Only elsewhere: every key of the account is refused, the admin is not.
+    let r = srv
+        .call(
+            Method::PUT,
+            "/v1/ip_allowlist",
+            Some(&srv.sk_test),
+            Some(json!({"cidrs": ["10.0.0.0/8", "2001:db8::/32"]})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    for key in [&srv.sk_test, &srv.pk_test, &srv.rk_reveal, &srv.sk_live] {
+        let r = srv.get("/v1/cards", key).await;
+        r.assert_error(403, "ip_not_allowed");
+        // The quota is shown, not spent, and there is nothing to retry after.
+        assert!(r.headers.get("ratelimit-limit").is_some());
+        assert!(r.headers.get("retry-after").is_none());
+    }
+    let acct = srv.account.clone();
+    assert_eq!(
+        srv.get(&format!("/v1/admin/accounts/{acct}"), &srv.admin_key)
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn key_allowlist_from_the_admin_api() {
+    let srv = TestServer::start().await;
+    let acct = srv.account.clone();
+    let create = |cidrs: Value| {
+        let srv = &srv;
+        let acct = acct.clone();
+        async move {
+            srv.post(
+                &format!("/v1/admin/accounts/{acct}/api_keys"),
+                &srv.admin_key,
+                json!({"kind": "secret", "mode": "test", "ip_allowlist": cidrs}),
+            )
+            .await
+        }
+    };
+    create(json!(["300.1.1.1"]))
+        .await
+        .assert_error(400, "invalid_parameter");
+    let far = create(json!(["192.0.2.0/24"])).await;
+    assert_eq!(far.status, 201, "{}", far.text);
+    assert_eq!(far.body["ip_allowlist"], json!(["192.0.2.0/24"]));
+    let near = create(json!(["127.0.0.1"])).await;
+    assert_eq!(near.status, 201);
+    srv.get("/v1/cards", far.body["secret"].as_str().unwrap())
+        .await
+        .assert_error(403, "ip_not_allowed");
+    assert_eq!(
+        srv.get("/v1/cards", near.body["secret"].as_str().unwrap())
+            .await
+            .status,
+        200
+    );
+    // Other keys of the account are unaffected.
+    assert_eq!(srv.get("/v1/cards", &srv.sk_test).await.status, 200);
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_only_from_trusted_proxies() {
+    // Behind a trusted proxy (the test client on loopback plays it).
+    let proxied = TestServer::start_on(Arc::new(Data::new()), |c| {
+        c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    // Not behind one: X-Forwarded-For is whatever the client says, so it is ignored.
+    let direct = TestServer::start().await;
+    for srv in [&proxied, &direct] {
+        let r = srv
+            .call(
+                Method::PUT,
+                "/v1/ip_allowlist",
+                Some(&srv.sk_test),
+                Some(json!({"cidrs": ["203.0.113.0/24"]})),
+            )
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let get = |srv: &TestServer, xff: Option<&str>| {
+        let mut req = srv
+            .client
+            .get(format!("{}/v1/cards", srv.url))
+            .bearer_auth(&srv.sk_test);
+        if let Some(x) = xff {
+            req = req.header("x-forwarded-for", x);
+        }
+        async move { Resp::from(req.send().await.unwrap()).await }
+    };
+    assert_eq!(get(&proxied, Some("203.0.113.5")).await.status, 200);
+    // The right-most untrusted entry counts; a forged left-most entry does not.
+    assert_eq!(
+        get(&proxied, Some("198.51.100.1, 203.0.113.5, 127.0.0.1"))
+            .await
+            .status,
+        200
+    );
+    get(&proxied, Some("203.0.113.5, 198.51.100.1"))
+        .await
+        .assert_error(403, "ip_not_allowed");
+    get(&proxied, None)
+        .await
+        .assert_error(403, "ip_not_allowed");
+    // Spoofed header from an untrusted peer changes nothing.
+    get(&direct, Some("203.0.113.5"))
+        .await
+        .assert_error(403, "ip_not_allowed");
+}
+
+// ---------------------------------------------------------------- rate limits
+
+fn small_limits(c: &mut strongroom_server::ServerConfig) {
+    c.rate_limit.per_minute = 5;
+    c.rate_limit.reveal_per_minute = 2;
+    c.rate_limit.otp_per_minute = 3;
+    c.rate_limit.ip_per_minute = 3;
+}
+
+#[tokio::test]
+async fn gcra_per_credential_with_headers_and_retry_after() {
+    let srv = TestServer::start_on(Arc::new(Data::new()), small_limits).await;
+    for i in 0..5u32 {
+        let r = srv.get("/v1/cards", &srv.sk_test).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text);
+        assert_eq!(header(&r, "ratelimit-limit"), "5");
+        assert_eq!(header(&r, "ratelimit-remaining"), (4 - i).to_string());
+        assert!(header(&r, "ratelimit-reset").parse::<u64>().unwrap() <= 60);
+    }
+    let r = srv.get("/v1/cards", &srv.sk_test).await;
+    r.assert_error(429, "rate_limited");
+    // One request every 60/5 s; the first of the burst was sent a moment ago.
+    let retry: u64 = header(&r, "retry-after").parse().unwrap();
+    assert!((11..=12).contains(&retry), "retry-after {retry}");
+    assert_eq!(header(&r, "ratelimit-remaining"), "0");
+    // Errors count and carry the headers too; another credential has its own budget.
+    let other = srv
+        .get(
+            "/v1/cards/card_00000000000000000000000000000000",
+            &srv.sk_live,
+        )
+        .await;
+    other.assert_error(404, "not_found");
+    assert_eq!(header(&other, "ratelimit-remaining"), "4");
+    // One interval later exactly one more request.
+    srv.clock.advance(Duration::from_secs(12));
+    assert_eq!(srv.get("/v1/cards", &srv.sk_test).await.status, 200);
+    srv.get("/v1/cards", &srv.sk_test)
+        .await
+        .assert_error(429, "rate_limited");
+
+    // The operator raises the account's limit; the burst follows.
+    let acct = srv.account.clone();
+    let r = srv
+        .call(
+            Method::PATCH,
+            &format!("/v1/admin/accounts/{acct}"),
+            Some(&srv.admin_key),
+            Some(json!({"rate_limit_per_minute": 20})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["rate_limit_per_minute"], 20);
+    // The backlog carries over: a full minute's worth is queued, and under the new
+    // quota one slot frees every 3 s.
+    srv.clock.advance(Duration::from_secs(3));
+    srv.call(
+        Method::PATCH,
+        &format!("/v1/admin/accounts/{acct}"),
+        Some(&srv.admin_key),
+        Some(json!({"rate_limit_per_minute": 0})),
+    )
+    .await
+    .assert_error(400, "invalid_parameter");
+    let r = srv.get("/v1/cards", &srv.sk_test).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(header(&r, "ratelimit-limit"), "20");
+}
+
+#[tokio::test]
+async fn reveal_otp_and_unauthenticated_limits_are_tighter() {
+    let srv = TestServer::start_on(Arc::new(Data::new()), small_limits).await;
+    let card = srv.tokenize(&test_pan(1)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // OTP creation: 3 per minute per credential.
+    for _ in 0..3 {
+        let r = srv
+            .post(
+                "/v1/otp",
+                &srv.rk_reveal,
+                json!({"purpose": "card.reveal", "card": card}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!(header(&r, "ratelimit-limit"), "3");
+    }
+    srv.post(
+        "/v1/otp",
+        &srv.rk_reveal,
+        json!({"purpose": "card.reveal", "card": card}),
+    )
+    .await
+    .assert_error(429, "rate_limited");
+
+    // Reveal: 2 per minute per credential (wrong codes count as well).
+    let path = format!("/v1/cards/{card}/reveal");
+    let body = json!({"otp": "otp_00000000000000000000000000000000", "code": "000000"});
+    for _ in 0..2 {
+        let r = srv.post(&path, &srv.sk_test, body.clone()).await;
+        assert_ne!(r.status, 429, "{}", r.text);
+        assert_eq!(header(&r, "ratelimit-limit"), "2");
+    }
+    let r = srv.post(&path, &srv.sk_test, body).await;
+    r.assert_error(429, "rate_limited");
+    let retry: u64 = header(&r, "retry-after").parse().unwrap();
+    assert!((29..=30).contains(&retry), "retry-after {retry}");
+
+    // No credential: per client address, 3 per minute.
+    for _ in 0..3 {
+        let r = srv.call(Method::GET, "/v1/cards", None, None).await;
+        r.assert_error(401, "authentication_required");
+        assert_eq!(header(&r, "ratelimit-limit"), "3");
+    }
+    srv.call(Method::GET, "/v1/cards", None, None)
+        .await
+        .assert_error(429, "rate_limited");
+    // Health checks are not limited.
+    for _ in 0..5 {
+        assert_eq!(
+            srv.call(Method::GET, "/healthz", None, None).await.status,
+            200
+        );
+    }
+}
+
+/// Fires `n` GETs with `key`, alternating between the nodes, all at once; returns how
+/// many were accepted and how long it took.
+async fn burst(nodes: &[Arc<TestServer>], key: &str, n: usize) -> (usize, Duration) {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let node = nodes[i % nodes.len()].clone();
+        let key = key.to_owned();
+        tasks.push(tokio::spawn(async move {
+            node.get("/v1/cards?limit=1", &key).await.status.as_u16()
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            200 => accepted += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    (accepted, started.elapsed())
+}
+
+async fn two_nodes(store: RateLimitStore) -> (Arc<TestServer>, Arc<TestServer>) {
+    let tweak = move |c: &mut strongroom_server::ServerConfig| {
+        c.rate_limit.per_minute = 20;
+        c.rate_limit.store = store.clone();
+    };
+    let a = TestServer::start_on(Arc::new(Data::new()), tweak.clone()).await;
+    // The second node shares the first one's database (and, with Redis, its limiter).
+    let b = TestServer::start_on(a.data.clone(), tweak).await;
+    (Arc::new(a), Arc::new(b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_sharing_redis_stay_within_the_limit() {
+    let mut probe = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("this test needs Redis at {REDIS_URL} (apt-get install redis-server): {e}")
+        });
+    let _: () = redis::cmd("PING").query_async(&mut probe).await.unwrap();
+
+    let (a, b) = two_nodes(RateLimitStore::Redis(REDIS_URL.into())).await;
+    let key = a.sk_test.clone();
+    // Twice the limit, spread over both nodes.
+    let started = Instant::now();
+    let (accepted, took) = burst(&[a.clone(), b.clone()], &key, 40).await;
+    // 20 at once, plus one per 3 s that the burst took to send.
+    let refill = usize::try_from(took.as_secs() / 3).unwrap() + 1;
+    assert!(
+        (20..=20 + refill).contains(&accepted),
+        "accepted {accepted} of 40 with a limit of 20 (took {took:?})"
+    );
+    // Both nodes see the same exhausted budget (a slot frees 3 s after the burst began).
+    for node in [&a, &b] {
+        let r = node.get("/v1/cards", &key).await;
+        if started.elapsed() < Duration::from_millis(2900) {
+            r.assert_error(429, "rate_limited");
+        }
+        assert_eq!(header(&r, "ratelimit-remaining"), "0");
+    }
+
+    // The same load against two nodes with in-process limiters: each node admits its
+    // own 20, which is what the shared backend prevents.
+    let (a, b) = two_nodes(RateLimitStore::Memory).await;
+    let key = a.sk_test.clone();
+    let (accepted, _) = burst(&[a.clone(), b.clone()], &key, 40).await;
+    assert_eq!(accepted, 40, "in-process limiters are per node");
+}
+
+#[tokio::test]
+async fn unreachable_redis_fails_closed() {
+    let srv = TestServer::start_on(Arc::new(Data::new()), |c| {
+        c.rate_limit.store = RateLimitStore::Redis("redis://127.0.0.1:1".into());
+    })
+    .await;
+    srv.get("/v1/cards", &srv.sk_test)
+        .await
+        .assert_error(503, "service_unavailable");
+}
+
+// ---------------------------------------------------------------- idempotency
+
+fn card_body(n: u64) -> Value {
+    json!({"number": test_pan(n), "exp_month": 12, "exp_year": 2030})
+}
+
+#[tokio::test]
+async fn same_key_same_body_replays_different_body_is_refused() {
+    let srv = TestServer::start().await;
+    let post = |key: &'static str, body: Value| {
+        let srv = &srv;
+        async move {
+            send(
+                srv,
+                Method::POST,
+                "/v1/cards",
+                &srv.sk_test,
+                &[("idempotency-key", key)],
+                Some(body),
+            )
+            .await
+        }
+    };
+    let first = post("order-1", card_body(1)).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    let again = post("order-1", card_body(1)).await;
+    assert_eq!(again.status, 201);
+    assert_eq!(header(&again, "idempotent-replayed"), "true");
+    assert_eq!(again.body, first.body);
+    assert_ne!(header(&again, "request-id"), header(&first, "request-id"));
+
+    post("order-1", card_body(2))
+        .await
+        .assert_error(422, "idempotency_key_reused");
+
+    // An error is not stored: the corrected retry with the same key runs.
+    let bad = post(
+        "order-2",
+        json!({"number": "4242424242424241", "exp_month": 12, "exp_year": 2030}),
+    )
+    .await;
+    bad.assert_error(400, "card_number_luhn");
+    let fixed = post("order-2", card_body(3)).await;
+    assert_eq!(fixed.status, 201, "{}", fixed.text);
+    assert!(fixed.headers.get("idempotent-replayed").is_none());
+
+    // Keys are per account and mode: the live key's "order-1" is a different key.
+    let live = send(
+        &srv,
+        Method::POST,
+        "/v1/cards",
+        &srv.sk_live,
+        &[("idempotency-key", "order-1")],
+        Some(json!({"number": "4000000000000000", "exp_month": 12, "exp_year": 2030})),
+    )
+    .await;
+    assert_ne!(live.status, 422, "{}", live.text);
+
+    // After 24 hours the key is forgotten.
+    srv.clock.advance(Duration::from_secs(24 * 3600 + 1));
+    let later = post("order-1", card_body(2)).await;
+    assert_eq!(later.status, 201, "{}", later.text);
+    assert!(later.headers.get("idempotent-replayed").is_none());
+}
+
+#[tokio::test]
+async fn malformed_and_secret_bearing_requests_are_refused() {
+    let srv = TestServer::start().await;
+    let long = "k".repeat(256);
+    let r = send(
+        &srv,
+        Method::POST,
+        "/v1/cards",
+        &srv.sk_test,
+        &[("idempotency-key", &long)],
+        Some(card_body(1)),
+    )
+    .await;
+    r.assert_error(400, "idempotency_key_invalid");
+    let max = "k".repeat(255);
+    let r = send(
+        &srv,
+        Method::POST,
+        "/v1/cards",
+        &srv.sk_test,
+        &[("idempotency-key", &max)],
+        Some(card_body(1)),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    // Reveal (a PAN) and OTP creation (a code) never have their responses stored.
+    let card = r.body["id"].as_str().unwrap().to_owned();
+    let r = send(
+        &srv,
+        Method::POST,
+        &format!("/v1/cards/{card}/reveal"),
+        &srv.rk_reveal,
+        &[("idempotency-key", "reveal-1")],
+        Some(json!({"otp": "otp_00000000000000000000000000000000", "code": "000000"})),
+    )
+    .await;
+    r.assert_error(400, "idempotency_not_supported");
+    let r = send(
+        &srv,
+        Method::POST,
+        "/v1/otp",
+        &srv.rk_reveal,
+        &[("idempotency-key", "otp-1")],
+        Some(json!({"purpose": "card.reveal", "card": card})),
+    )
+    .await;
+    r.assert_error(400, "idempotency_not_supported");
+    // Webhook endpoint creation and secret rotation answer with a signing secret.
+    let r = send(
+        &srv,
+        Method::POST,
+        "/v1/webhook_endpoints",
+        &srv.sk_test,
+        &[("idempotency-key", "we-1")],
+        Some(json!({"url": "https://example.com/hook", "enabled_events": ["card.created"]})),
+    )
+    .await;
+    r.assert_error(400, "idempotency_not_supported");
+    let r = send(
+        &srv,
+        Method::POST,
+        "/v1/webhook_endpoints/we_00000000000000000000000000000000/rotate_secret",
+        &srv.sk_test,
+        &[("idempotency-key", "we-2")],
+        None,
+    )
+    .await;
+    r.assert_error(400, "idempotency_not_supported");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_identical_tokenizations_create_one_card() {
+    let srv = Arc::new(TestServer::start().await);
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let srv = srv.clone();
+        tasks.push(tokio::spawn(async move {
+            send(
+                &srv,
+                Method::POST,
+                "/v1/cards",
+                &srv.sk_test,
+                &[("idempotency-key", "fifty")],
+                Some(card_body(77)),
+            )
+            .await
+        }));
+    }
+    let (mut executed, mut replayed, mut in_progress) = (0, 0, 0);
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r.status.as_u16() {
+            201 if r.headers.get("idempotent-replayed").is_some() => replayed += 1,
+            201 => executed += 1,
+            409 => {
+                r.assert_error(409, "idempotency_in_progress");
+                in_progress += 1;
+                continue;
+            }
+            other => panic!("unexpected {other}: {}", r.text),
+        }
+        ids.insert(r.body["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(executed, 1, "the handler ran more than once");
+    assert_eq!(executed + replayed + in_progress, 50);
+    assert_eq!(ids.len(), 1);
+    // One card.created event, one card.
+    let list = srv.get("/v1/cards?limit=100", &srv.sk_test).await;
+    assert_eq!(list.body["data"].as_array().unwrap().len(), 1);
+    // And a retry now replays it.
+    let r = send(
+        &srv,
+        Method::POST,
+        "/v1/cards",
+        &srv.sk_test,
+        &[("idempotency-key", "fifty")],
+        Some(card_body(77)),
+    )
+    .await;
+    assert_eq!(header(&r, "idempotent-replayed"), "true");
+}
+
+// ---------------------------------------------------------------- signatures
+
+#[tokio::test]
+async fn signature_headers_are_verified_and_can_be_required() {
+    let srv = TestServer::start().await;
+    // Garbage signatures are refused even when the account does not require them.
+    for (input, sig) in [
+        ("sig1=(\"@method\");created=1;keyid=\"sigk_x\"", ":AAAA:"),
+        ("not a dictionary", ":AAAA:"),
+        (
+            "sig1=(\"@method\" \"@target-uri\");created=1",
+            "sig1=:AAAA:",
+        ),
+    ] {
+        send(
+            &srv,
+            Method::GET,
+            "/v1/cards",
+            &srv.sk_test,
+            &[("signature-input", input), ("signature", sig)],
+            None,
+        )
+        .await
+        .assert_error(401, "signature_invalid");
+    }
+    // Only the secret key changes the setting.
+    srv.call(
+        Method::PATCH,
+        "/v1/account",
+        Some(&srv.pk_test),
+        Some(json!({"require_signed_requests": true})),
+    )
+    .await
+    .assert_error(403, "permission_denied");
+    srv.post(
+        "/v1/signing_keys",
+        &srv.sk_test,
+        json!({"pem": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"}),
+    )
+    .await
+    .assert_error(400, "invalid_parameter");
+    srv.post(
+        "/v1/signing_keys",
+        &srv.sk_test,
+        json!({"jwk": {"kty": "OKP", "crv": "Ed25519", "x": "AAAA", "d": "AAAA"}}),
+    )
+    .await
+    .assert_error(400, "unknown_field");
+    srv.post("/v1/signing_keys", &srv.sk_test, json!({}))
+        .await
+        .assert_error(400, "missing_field");
+    let r = srv
+        .call(
+            Method::PATCH,
+            "/v1/account",
+            Some(&srv.sk_test),
+            Some(json!({"require_signed_requests": true})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["require_signed_requests"], true);
+    srv.get("/v1/cards", &srv.sk_test)
+        .await
+        .assert_error(401, "signature_missing");
+    // Other accounts' requests are unaffected (the admin API has no account).
+    let acct = srv.account.clone();
+    assert_eq!(
+        srv.get(&format!("/v1/admin/accounts/{acct}"), &srv.admin_key)
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn requests_signed_by_python_http_message_signatures() {
+    let srv = TestServer::start().await;
+    let ca = srv.data.dir.path().join("ca.pem");
+    std::fs::write(&ca, crate::harness::ca_pem()).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/interop/signatures/sign.py"
+    );
+    let (url, sk) = (srv.url.clone(), srv.sk_test.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(url)
+            .arg(ca)
+            .arg(sk)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("python3 is needed for the signature interop test: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "interop script failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    println!("{stdout}");
+    assert!(stdout.contains("\"done\": true"), "{stdout}");
+    assert!(stdout.contains("replayed nonce refused"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_responses_are_shared_through_redis_across_nodes() {
+    let mut redis_conn = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| panic!("this test needs Redis at {REDIS_URL}: {e}"));
+    let (a, b) = two_nodes(RateLimitStore::Redis(REDIS_URL.into())).await;
+    // Node B serves the same account (shared database), so node A's key works there.
+    let post = |srv: Arc<TestServer>, key: String| async move {
+        send(
+            &srv,
+            Method::POST,
+            "/v1/cards",
+            &key,
+            &[("idempotency-key", "shared-1")],
+            Some(card_body(31)),
+        )
+        .await
+    };
+    let first = post(a.clone(), a.sk_test.clone()).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    // Node B answers the retry with node A's response.
+    let again = post(b.clone(), a.sk_test.clone()).await;
+    assert_eq!(header(&again, "idempotent-replayed"), "true");
+    assert_eq!(again.body, first.body);
+
+    // The cached record is in Redis under a digest of scope and key, sealed (the card id
+    // is not readable in it).
+    let scope = format!("{}:test", a.account);
+    let rkey = strongroom_server::gateway::idempotency::Idem::redis_key(&scope, "shared-1");
+    let cached: Vec<u8> = redis::cmd("GET")
+        .arg(&rkey)
+        .query_async(&mut redis_conn)
+        .await
+        .unwrap();
+    let card_id = first.body["id"].as_str().unwrap();
+    assert!(cached.len() > 34);
+    assert!(
+        !cached
+            .windows(card_id.len())
+            .any(|w| w == card_id.as_bytes())
+    );
+    // Retries are answered from Redis: a record whose request hash differs makes the
+    // same retry a reuse.
+    let mut forged = cached.clone();
+    forged[0] ^= 1;
+    let _: () = redis::cmd("SET")
+        .arg(&rkey)
+        .arg(forged)
+        .query_async(&mut redis_conn)
+        .await
+        .unwrap();
+    post(b.clone(), a.sk_test.clone())
+        .await
+        .assert_error(422, "idempotency_key_reused");
+    // Without the cache entry the database answers, as before.
+    let _: () = redis::cmd("DEL")
+        .arg(&rkey)
+        .query_async(&mut redis_conn)
+        .await
+        .unwrap();
+    let db = post(b.clone(), a.sk_test.clone()).await;
+    assert_eq!(header(&db, "idempotent-replayed"), "true");
+    assert_eq!(db.body, first.body);
+}
+
+#[tokio::test]
+async fn redis_gcra_matches_the_in_process_one_step_by_step() {
+    use strongroom_server::gateway::ratelimit::{
+        MemoryLimiter, Quota, RateLimitBackend, RedisLimiter,
+    };
+    let redis = RedisLimiter::new(REDIS_URL).unwrap();
+    let memory = MemoryLimiter::default();
+    let key = format!(
+        "test:{}",
+        hex::encode(strongroom_crypto::random::bytes::<8>().unwrap())
+    );
+    // An odd quota (a 857142 µs interval) and a clock with awkward offsets: every
+    // decision and header value must agree exactly.
+    let q = Quota { per_minute: 70 };
+    let t0 = 1_763_900_000_123;
+    let mut allowed = 0;
+    for i in 0..200i64 {
+        let now = t0 + i * 97;
+        let r = redis.check(&key, q, now).await.unwrap();
+        let m = memory.check(&key, q, now).await.unwrap();
+        assert_eq!(r, m, "step {i}");
+        allowed += usize::from(r.allowed);
+    }
+    // 70 at once plus one per 857 ms over the 19.3 s the steps span.
+    assert_eq!(allowed, 70 + 22);
+    assert_eq!(
+        redis.peek(&key, q, t0 + 30_000).await.unwrap(),
+        memory.peek(&key, q, t0 + 30_000).await.unwrap()
+    );
+}
