@@ -27,7 +27,8 @@ pub enum Scenario {
     Get,
     /// `--mix-get-ratio` gets, the rest tokenizations.
     Mixed,
-    /// Bearer-token (JWT) requests: not available until issue 3.
+    /// GET /v1/cards/{id} of preloaded cards authenticated with a bearer JWT from
+    /// `POST /v1/auth/token` instead of the API key (expects 200).
     Auth,
 }
 
@@ -66,6 +67,8 @@ pub fn client(ca_cert: &str, http2: bool) -> Result<Client> {
 pub struct Shared {
     pub base: String,
     pub auth: String,
+    /// `Bearer <jwt>` from `POST /v1/auth/token` (`auth` scenario).
+    pub bearer: String,
     /// Card ids to read (`get`, `mixed`).
     pub ids: Vec<String>,
     pub get_ratio: f64,
@@ -138,6 +141,7 @@ enum Op {
     Floor,
     Tokenize(String),
     Get(usize),
+    AuthGet(usize),
 }
 
 /// Sends requests of `scenario` until `deadline` or `max_ops` (or, with `keep_ids`, until the worker's
@@ -155,7 +159,8 @@ pub async fn run(
     let health = format!("{}/healthz", shared.base);
     while Instant::now() < deadline && max_ops.is_none_or(|m| t.ok + t.errors < m) {
         let op = match scenario {
-            Scenario::Floor | Scenario::Auth => Op::Floor,
+            Scenario::Floor => Op::Floor,
+            Scenario::Auth => Op::AuthGet(pick(&mut w, shared.ids.len())),
             Scenario::Get => Op::Get(pick(&mut w, shared.ids.len())),
             Scenario::Tokenize => match w.pans.next_pan() {
                 Some(p) => Op::Tokenize(p),
@@ -197,6 +202,15 @@ pub async fn run(
                     w.client
                         .get(format!("{cards}/{id}"))
                         .header("authorization", &shared.auth),
+                    StatusCode::OK,
+                )
+            }
+            Op::AuthGet(i) => {
+                let id = shared.ids.get(*i).map_or("", String::as_str);
+                (
+                    w.client
+                        .get(format!("{cards}/{id}"))
+                        .header("authorization", &shared.bearer),
                     StatusCode::OK,
                 )
             }

@@ -62,7 +62,10 @@ impl SpawnedServer {
             .arg("--data-dir")
             .arg(&dir)
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"));
+            .arg(format!("127.0.0.1:{port}"))
+            // The load generator measures the vault, not the 100/min default rate limit.
+            .arg("--rate-limit-per-minute")
+            .arg("1000000");
         if let Some(url) = database_url {
             cmd.arg("--database-url")
                 .arg(url)

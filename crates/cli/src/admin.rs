@@ -72,13 +72,17 @@ pub enum KeysCommand {
         #[arg(long)]
         key: String,
     },
-    /// Rotate a data key (cards or fingerprint); re-wrap starts at once.
+    /// Rotate a data key (cards, fingerprint or pin; re-wrap starts at once), or with
+    /// `--purpose jwt` (no account) the token signing key, which is published at once
+    /// and signs after the pre-publication period.
     Rotate {
-        #[arg(long)]
-        account: String,
-        #[arg(long, value_parser = ["cards", "fingerprint"])]
+        #[arg(long, required_if_eq_any = [("purpose", "cards"), ("purpose", "fingerprint"), ("purpose", "pin")])]
+        account: Option<String>,
+        #[arg(long, value_parser = ["cards", "fingerprint", "pin", "jwt"])]
         purpose: String,
     },
+    /// The token signing keys: pending, active, retiring, expired.
+    JwtStatus,
     /// Data-key versions, states and re-wrap progress.
     Status {
         #[arg(long)]
@@ -88,14 +92,14 @@ pub enum KeysCommand {
     Retire {
         #[arg(long)]
         account: String,
-        #[arg(long, value_parser = ["cards", "fingerprint"])]
+        #[arg(long, value_parser = ["cards", "fingerprint", "pin"])]
         purpose: String,
         #[arg(long)]
         version: i64,
     },
 }
 
-struct Conn {
+pub(crate) struct Conn {
     url: String,
     key: String,
     client: reqwest::Client,
@@ -140,7 +144,7 @@ impl Target {
         })
     }
 
-    fn connect(self) -> Result<Conn> {
+    pub(crate) fn connect(self) -> Result<Conn> {
         let r = self.resolve()?;
         let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
         if let Some(ca) = r.ca {
@@ -159,7 +163,7 @@ impl Target {
 }
 
 /// Ids go into URL paths, so only id characters are allowed (no `/`, `?`, `..`).
-fn id(s: &str) -> Result<&str> {
+pub(crate) fn id(s: &str) -> Result<&str> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         Ok(s)
     } else {
@@ -168,7 +172,12 @@ fn id(s: &str) -> Result<&str> {
 }
 
 impl Conn {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<()> {
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<()> {
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.url))
@@ -274,14 +283,25 @@ pub async fn keys(cmd: KeysCommand, target: Target) -> Result<()> {
             )
             .await
         }
-        KeysCommand::Rotate { account, purpose } => {
-            c.call(
-                Method::POST,
-                &format!("{}/keys/rotate", base(&account)?),
-                Some(json!({"purpose": purpose})),
-            )
-            .await
-        }
+        KeysCommand::Rotate { account, purpose } => match (purpose.as_str(), account) {
+            ("jwt", None) => {
+                c.call(Method::POST, "/v1/admin/jwt_keys/rotate", None)
+                    .await
+            }
+            ("jwt", Some(_)) => {
+                bail!("--purpose jwt rotates the server's signing key: omit --account")
+            }
+            (_, Some(account)) => {
+                c.call(
+                    Method::POST,
+                    &format!("{}/keys/rotate", base(&account)?),
+                    Some(json!({"purpose": purpose})),
+                )
+                .await
+            }
+            (_, None) => bail!("--account is required for --purpose {purpose}"),
+        },
+        KeysCommand::JwtStatus => c.call(Method::GET, "/v1/admin/jwt_keys", None).await,
         KeysCommand::Status { account } => {
             c.call(Method::GET, &format!("{}/keys", base(&account)?), None)
                 .await
@@ -324,6 +344,7 @@ mod tests {
             secret_key: "sk_test_x".into(),
             publishable_key: "pk_test_x".into(),
             admin_key: "sk_admin_dev".into(),
+            metrics_url: None,
         };
         std::fs::write(
             dir.path().join("dev.json"),

@@ -33,7 +33,47 @@ pub struct FileConfig {
     pub api_key_cache_ttl_secs: Option<u64>,
     pub keyring_ttl_secs: Option<u64>,
     pub request_timeout_secs: Option<u64>,
+    /// Rate limits (issue 3).
+    pub rate_limit: Option<crate::controls::RateLimitSection>,
+    /// Client address, signatures, idempotency (issue 3).
+    pub gateway: Option<crate::controls::GatewaySection>,
+    /// PIN service settings.
+    pub pin: Option<crate::pin::PinSection>,
+    /// The admin listener for `/metrics`.
+    pub metrics: Option<MetricsSection>,
+    /// The audit trail.
+    pub audit: Option<AuditSection>,
+    /// Bearer tokens (JWT).
+    pub tokens: Option<crate::tokens::TokensSection>,
+    /// Limits against slow clients.
+    pub connections: Option<crate::tokens::ConnectionsSection>,
+    /// Webhook delivery settings.
+    pub webhooks: Option<crate::webhooks::WebhooksSection>,
+    /// Inbound processor hook sources.
+    #[serde(default)]
+    pub inbound: Vec<crate::webhooks::InboundSection>,
 }
+
+/// `[metrics]`: the admin listener (plain HTTP; keep it on loopback or a private network).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address of `/metrics` (default `127.0.0.1:9464`).
+    pub listen: Option<SocketAddr>,
+    /// `false` turns the listener off (default on).
+    pub enabled: Option<bool>,
+}
+
+/// `[audit]`: the audit trail.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// How often the chain head is signed into a checkpoint (default 60; also at shutdown).
+    pub checkpoint_interval_secs: Option<u64>,
+}
+
+/// Where `serve` exposes `/metrics` unless configured.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,6 +192,25 @@ fn validate(file: FileConfig) -> Result<Checked> {
     if let Some(d) = secs("request_timeout_secs", file.request_timeout_secs, false)? {
         server.request_timeout = d;
     }
+    crate::controls::apply(file.rate_limit.as_ref(), file.gateway.as_ref(), &mut server)?;
+    if let Some(pin) = &file.pin {
+        pin.apply(&mut server)?;
+    }
+    let metrics = file.metrics.as_ref();
+    server.metrics_listen = if metrics.and_then(|m| m.enabled) == Some(false) {
+        None
+    } else {
+        Some(match metrics.and_then(|m| m.listen) {
+            Some(a) => a,
+            None => DEFAULT_METRICS_LISTEN.parse()?,
+        })
+    };
+    let interval = file.audit.as_ref().and_then(|a| a.checkpoint_interval_secs);
+    if let Some(d) = secs("[audit] checkpoint_interval_secs", interval, false)? {
+        server.audit_checkpoint_interval = d;
+    }
+    crate::tokens::apply(file.tokens.as_ref(), file.connections.as_ref(), &mut server)?;
+    crate::webhooks::apply(&mut server, file.webhooks.as_ref(), &file.inbound)?;
     Ok(Checked {
         server,
         root,
@@ -258,16 +317,22 @@ pub fn init_logging(
     use tracing_subscriber::{EnvFilter, fmt};
     let filter =
         EnvFilter::try_from_env("STRONGROOM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let stderr = fmt::layer().json().with_writer(std::io::stderr);
+    use strongroom_server::leak_guard::Guarded;
+    // Everything written passes the leak guard (card numbers, secret-shaped strings).
+    let stderr = fmt::layer()
+        .json()
+        .with_writer(|| Guarded(std::io::stderr()));
     let (file_layer, guard) = match dir {
         Some(d) => {
             std::fs::create_dir_all(d)?;
             let appender = tracing_appender::rolling::never(d, "strongroom.log");
             let (w, g) = tracing_appender::non_blocking(appender);
-            (Some(fmt::layer().json().with_writer(w)), Some(g))
+            let layer = fmt::layer().json().with_writer(move || Guarded(w.clone()));
+            (Some(layer), Some(g))
         }
         None => (None, None),
     };
+    strongroom_server::leak_guard::install_panic_hook();
     tracing_subscriber::registry()
         .with(filter)
         .with(stderr)
@@ -331,6 +396,48 @@ mod tests {
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         (c, k)
+    }
+
+    #[test]
+    fn metrics_and_audit_sections() {
+        let f = fixture();
+        let c = parse(&toml_with("127.0.0.1:8443", &f.key, "plaintext = true")).unwrap();
+        assert_eq!(
+            c.server.metrics_listen,
+            Some(DEFAULT_METRICS_LISTEN.parse().unwrap())
+        );
+        assert_eq!(c.server.audit_checkpoint_interval, Duration::from_secs(60));
+        let c = parse(&toml_with(
+            "127.0.0.1:8443",
+            &f.key,
+            "plaintext = true\n[metrics]\nlisten = \"127.0.0.1:9999\"\n[audit]\ncheckpoint_interval_secs = 5",
+        ))
+        .unwrap();
+        assert_eq!(c.server.metrics_listen.unwrap().port(), 9999);
+        assert_eq!(c.server.audit_checkpoint_interval, Duration::from_secs(5));
+        let c = parse(&toml_with(
+            "127.0.0.1:8443",
+            &f.key,
+            "plaintext = true\n[metrics]\nenabled = false",
+        ))
+        .unwrap();
+        assert_eq!(c.server.metrics_listen, None);
+        assert!(
+            err(&toml_with(
+                "127.0.0.1:8443",
+                &f.key,
+                "plaintext = true\n[audit]\nkeep = 1"
+            ))
+            .contains("keep")
+        );
+        assert!(
+            err(&toml_with(
+                "127.0.0.1:8443",
+                &f.key,
+                "plaintext = true\n[audit]\ncheckpoint_interval_secs = 0"
+            ))
+            .contains("checkpoint_interval_secs")
+        );
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct DevArgs {
     /// vaults can share one database.
     #[arg(long, requires = "database_url")]
     database_schema: Option<String>,
+    /// Per-credential rate limit, requests per minute (default 100; benchmarks raise it).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    rate_limit_per_minute: Option<u32>,
 }
 
 /// What `dev.json` holds: exactly these fields.
@@ -41,6 +44,9 @@ pub struct DevJson {
     pub secret_key: String,
     pub publishable_key: String,
     pub admin_key: String,
+    /// The admin listener's `/metrics` (plain HTTP, loopback).
+    #[serde(default)]
+    pub metrics_url: Option<String>,
 }
 
 pub async fn run(args: DevArgs) -> Result<()> {
@@ -67,11 +73,15 @@ pub async fn run(args: DevArgs) -> Result<()> {
     };
     let mut config = ServerConfig::new(args.listen, Some(tls), store);
     config.dev_mode = true;
+    if let Some(n) = args.rate_limit_per_minute {
+        config.rate_limit.per_minute = n;
+    }
     let running = strongroom_server::start(config, root)
         .await
         .map_err(|e| anyhow!("cannot start: {e}"))?;
     let url = format!("https://{}", running.local_addr);
-    let dev = provision(&running.state, &dir, url).await?;
+    let mut dev = provision(&running.state, &dir, url).await?;
+    dev.metrics_url = running.metrics_addr.map(|a| format!("http://{a}/metrics"));
     let path = dir.join("dev.json");
     write_private(&path, &serde_json::to_vec_pretty(&dev)?)?;
 
@@ -81,6 +91,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!("  secret key:      {}", dev.secret_key);
     println!("  publishable key: {}", dev.publishable_key);
     println!("  admin key:       {}", dev.admin_key);
+    if let Some(m) = &dev.metrics_url {
+        println!("  metrics:         {m}");
+    }
     println!("  (all of this is in {})", path.display());
 
     shutdown_signal().await;
@@ -171,6 +184,7 @@ async fn provision(state: &AppState, dir: &Path, url: String) -> Result<DevJson>
         secret_key,
         publishable_key,
         admin_key,
+        metrics_url: None,
     })
 }
 
@@ -193,7 +207,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// The dev root key: text `strongroom-dev-root-key:` and 64 hex digits, so that `serve`
 /// can recognise (and refuse) it. Generated on first start, reused afterwards.
-fn dev_root_key(path: &Path) -> Result<RootKey> {
+pub(crate) fn dev_root_key(path: &Path) -> Result<RootKey> {
     use zeroize::Zeroizing;
     if !path.exists() {
         let key = Zeroizing::new(

@@ -2,8 +2,13 @@
 //! the admin API.
 
 mod admin;
+mod audit;
 mod config;
+mod controls;
 mod dev;
+mod pin;
+mod tokens;
+mod webhooks;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -47,10 +52,30 @@ enum Command {
         #[command(flatten)]
         target: admin::Target,
     },
+    /// Verify or export the audit log, reading the database directly.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Manage API keys and data keys through the admin API.
     Keys {
         #[command(subcommand)]
         command: admin::KeysCommand,
+        #[command(flatten)]
+        target: admin::Target,
+    },
+    /// Load generator: HTTPS load against a spawned or running vault, with a table and a
+    /// JSON report (`strongroom bench --help`; BENCHMARKS.md has the figures).
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Everything after `bench` goes to the load generator.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// Incident response through the admin API.
+    Incident {
+        #[command(subcommand)]
+        command: tokens::IncidentCommand,
         #[command(flatten)]
         target: admin::Target,
     },
@@ -68,6 +93,18 @@ enum ConfigCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::Bench { args } = cli.command {
+        // The bench runs its own runtime, so it starts before ours exists. With --spawn it
+        // starts this same binary as `strongroom dev`.
+        let argv = std::iter::once(std::ffi::OsString::from("strongroom bench")).chain(args);
+        return match strongroom_bench::main_from(argv) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("strongroom bench: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -89,6 +126,10 @@ fn main() -> std::process::ExitCode {
             Command::Init { root_key_file } => config::init_root_key(&root_key_file),
             Command::Accounts { command, target } => admin::accounts(command, target).await,
             Command::Keys { command, target } => admin::keys(command, target).await,
+            Command::Audit { command } => audit::run(command).await,
+            Command::Incident { command, target } => tokens::incident(command, target).await,
+            // Run before the runtime was built (above).
+            Command::Bench { .. } => Ok(()),
         }
     });
     match result {

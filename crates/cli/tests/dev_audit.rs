@@ -1,0 +1,84 @@
+//! `strongroom dev` end to end: dev.json names the metrics listener, the audit log of
+//! the run (start, provisioning, stop) verifies with `strongroom audit verify`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn dev_writes_metrics_url_and_its_audit_log_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("dev");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let json = d.join("dev.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dev: serde_json::Value = loop {
+        if let Some(v) = std::fs::read(&json)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+        {
+            break v;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("strongroom dev did not write dev.json");
+        }
+        std::thread::park_timeout(Duration::from_millis(50));
+    };
+    let metrics = dev["metrics_url"].as_str().unwrap().to_owned();
+    assert!(metrics.starts_with("http://127.0.0.1:"), "{metrics}");
+    assert!(metrics.ends_with("/metrics"));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+    let out = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(&d)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // At least start + account + 3 keys + stop; checkpoints at start and at stop.
+    assert!(text.starts_with("audit log OK: "), "{text}");
+    let n: Vec<i64> = text
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(n[0] >= 6 && n[1] >= 2, "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["audit", "export", "--data-dir"])
+        .arg(&d)
+        .output()
+        .unwrap();
+    let actions: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["action"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(actions.first().map(String::as_str), Some("service.start"));
+    assert_eq!(actions.last().map(String::as_str), Some("service.stop"));
+    assert!(actions.iter().any(|a| a == "api_key.create"));
+}

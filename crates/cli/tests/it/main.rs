@@ -1,0 +1,10 @@
+//! The cli crate's one integration-test binary: runs the real `strongroom` binary.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod webhooks;
