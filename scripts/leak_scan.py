@@ -23,12 +23,16 @@ def luhn(d: str) -> bool:
     return s % 10 == 0
 
 
-def main(path: str) -> int:
-    try:
-        text = open(path, encoding="utf-8", errors="replace").read()
-    except FileNotFoundError:
-        print(f"leak scan: no log file at {path}")
-        return 1
+def main(path: str, *more: str) -> int:
+    """Scans one file, or several (the canary test passes audit records, events,
+    error bodies and metrics as well as the log)."""
+    text = ""
+    for p in (path, *more):
+        try:
+            text += open(p, encoding="utf-8", errors="replace").read()
+        except FileNotFoundError:
+            print(f"leak scan: no file at {p}")
+            return 1
     lines = text.count("\n")
     if lines == 0:
         print("leak scan: the log is empty; the suite did not run the server")
@@ -43,6 +47,12 @@ def main(path: str) -> int:
     for prefix in ("sk_test_", "sk_live_", "rk_test_", "rk_live_", "pk_test_", "pk_live_", "sk_admin_", "whsec_"):
         for m in re.finditer(re.escape(prefix) + r"[A-Za-z0-9]{8,}", text):
             hits.append(prefix + "…")
+    # A PIN in a JSON field or a key=value pair (PINs have no prefix to look for).
+    for m in re.finditer(r'\bpin\\?"?\s*[:=]\s*\\?"?\d{4,12}\b', text, re.IGNORECASE):
+        hits.append("pin=…")
+    # Bearer JWTs (base64url JSON header and payload: both start `eyJ`).
+    for m in re.finditer(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}", text):
+        hits.append("jwt " + m.group()[:6] + "…")
     if hits:
         print(f"leak scan: FAILED, {len(hits)} secret-shaped strings in {lines} log lines: {sorted(set(hits))}")
         return 1
@@ -51,4 +61,4 @@ def main(path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(*sys.argv[1:]))

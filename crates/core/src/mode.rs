@@ -108,15 +108,21 @@ pub enum Scope {
     CardsReveal,
     /// Delete cards.
     CardsDelete,
+    /// Set, reset and change card PINs (with an OTP), and create PIN OTPs.
+    PinsWrite,
+    /// Verify card PINs.
+    PinsVerify,
 }
 
 impl Scope {
     /// Every scope, in display order.
-    pub const ALL: [Scope; 4] = [
+    pub const ALL: [Scope; 6] = [
         Scope::CardsWrite,
         Scope::CardsRead,
         Scope::CardsReveal,
         Scope::CardsDelete,
+        Scope::PinsWrite,
+        Scope::PinsVerify,
     ];
 
     /// The scope's name, e.g. `cards:read`.
@@ -126,6 +132,8 @@ impl Scope {
             Self::CardsRead => "cards:read",
             Self::CardsReveal => "cards:reveal",
             Self::CardsDelete => "cards:delete",
+            Self::PinsWrite => "pins:write",
+            Self::PinsVerify => "pins:verify",
         }
     }
 
@@ -135,6 +143,8 @@ impl Scope {
             Self::CardsRead => 2,
             Self::CardsReveal => 4,
             Self::CardsDelete => 8,
+            Self::PinsWrite => 16,
+            Self::PinsVerify => 32,
         }
     }
 
@@ -149,9 +159,15 @@ impl Scope {
 pub struct Scopes(u32);
 
 impl Scopes {
-    /// A secret key's scopes: all but `cards:reveal`.
-    pub const SECRET_DEFAULT: Scopes =
-        Scopes(Scope::CardsWrite.bit() | Scope::CardsRead.bit() | Scope::CardsDelete.bit());
+    /// A secret key's scopes: all but `cards:reveal` (the PIN scopes included: no PIN
+    /// operation returns a PIN, and setting or changing one needs an OTP).
+    pub const SECRET_DEFAULT: Scopes = Scopes(
+        Scope::CardsWrite.bit()
+            | Scope::CardsRead.bit()
+            | Scope::CardsDelete.bit()
+            | Scope::PinsWrite.bit()
+            | Scope::PinsVerify.bit(),
+    );
 
     /// Whether `scope` is in the set.
     pub const fn contains(self, scope: Scope) -> bool {
