@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::exec::{Exec, RowGet, args};
+use crate::exec::{Arg, Exec, RowGet, args};
 use crate::sql::{WriteOp, WriteReply};
 use crate::store::Store;
 use crate::{RetireOutcome, StoreError, StoreResult};
@@ -137,11 +137,50 @@ macro_rules! audit_cols {
 // commit and then reads its head); on SQLite the writer is alone anyway.
 const LOCK_HEAD: &str = "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
 const HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
-const INSERT: &str = concat!(
-    "INSERT INTO audit_log (",
-    audit_cols!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-);
+/// Columns of one audit row, i.e. bind values per row of [`insert_sql`].
+const COLS: usize = 13;
+
+/// Row counts of the multi-row `INSERT`s an append is cut into (largest first). A few
+/// fixed sizes keep the prepared-statement cache small; one statement for 32 rows is
+/// one round trip to the driver instead of 32 (on SQLite each is a thread hand-off), and
+/// 32 × 13 bind values stay far below both backends' parameter limits.
+const CHUNKS: [usize; 3] = [32, 8, 1];
+
+/// `INSERT INTO audit_log (…) VALUES ($1 … $13), ($14 … $26), …` for `rows` rows, built
+/// once per size and kept for the life of the process (the statement caches key on
+/// `&'static str`).
+fn insert_sql(rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        CHUNKS
+            .iter()
+            .map(|&n| {
+                let mut s = String::from(concat!(
+                    "INSERT INTO audit_log (",
+                    audit_cols!(),
+                    ") VALUES "
+                ));
+                for r in 0..n {
+                    s.push_str(if r == 0 { "(" } else { ", (" });
+                    for c in 0..COLS {
+                        if c > 0 {
+                            s.push_str(", ");
+                        }
+                        s.push('$');
+                        s.push_str(&(r * COLS + c + 1).to_string());
+                    }
+                    s.push(')');
+                }
+                &*Box::leak(s.into_boxed_str())
+            })
+            .collect()
+    });
+    CHUNKS
+        .iter()
+        .position(|&n| n == rows)
+        .and_then(|i| all.get(i).copied())
+        .unwrap_or("")
+}
 const RANGE: &str = concat!(
     "SELECT ",
     audit_cols!(),
@@ -213,28 +252,45 @@ async fn append<C: Exec>(
         .await?
         .ok_or_else(|| StoreError::Corrupt("audit head missing".into()))?;
     let (mut seq, mut prev) = (head.int(0)?, hash32(&head.blob(1)?)?);
+    // Chain first (seq and hash of every record), then insert in as few statements as
+    // the chunk sizes allow, in order.
+    let mut rows: Vec<(&AuditRecord, i64, [u8; 32])> = Vec::new();
     for r in records {
         seq = seq.saturating_add(1);
         prev = hash(&prev, &r.canonical(seq));
-        let h: &[u8] = &prev;
-        let a = args![
-            seq,
-            r.time_ms,
-            &r.request_id,
-            &r.account_id,
-            &r.actor,
-            &r.action,
-            &r.resource,
-            &r.outcome,
-            &r.code,
-            &r.client_ip,
-            &r.method,
-            &r.route,
-            h
-        ];
-        c.exec(INSERT, a).await?;
+        rows.push((r, seq, prev));
     }
-    // The `audit_log_head` trigger (migration 0005) has moved the head along.
+    let mut rest = rows.as_slice();
+    while !rest.is_empty() {
+        let n = CHUNKS
+            .iter()
+            .copied()
+            .find(|&n| n <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(n);
+        let mut a: Vec<Arg<'_>> = Vec::with_capacity(n * COLS);
+        for (r, seq, h) in chunk {
+            a.extend_from_slice(args![
+                *seq,
+                r.time_ms,
+                &r.request_id,
+                &r.account_id,
+                &r.actor,
+                &r.action,
+                &r.resource,
+                &r.outcome,
+                &r.code,
+                &r.client_ip,
+                &r.method,
+                &r.route,
+                &h[..]
+            ]);
+        }
+        c.exec(insert_sql(n), &a).await?;
+        rest = tail;
+    }
+    // The `audit_log_head` trigger (migration 0005) has moved the head along, row by
+    // row in insertion order.
     Ok(seq)
 }
 

@@ -107,3 +107,34 @@ async fn records_ride_on_writes(store: Store) {
     store.audit_writable().await.unwrap();
     assert_eq!(store.audit_range(0, 100).await.unwrap().len(), 4);
 }
+
+both!(a_large_append_is_chained_in_order);
+/// One append of 45 records goes in as multi-row inserts (32 + 8 + 5 × 1): every record
+/// keeps its place, its sequence number and its chain hash, and the head is the last.
+async fn a_large_append_is_chained_in_order(store: Store) {
+    let first = store
+        .append_audit(vec![rec("before")], test_hash)
+        .await
+        .unwrap();
+    assert_eq!(first, 1);
+    let batch: Vec<AuditRecord> = (0..45).map(|i| rec(&format!("bulk.{i}"))).collect();
+    assert_eq!(store.append_audit(batch, test_hash).await.unwrap(), 46);
+    let rows = store.audit_range(0, 100).await.unwrap();
+    assert_eq!(rows.len(), 46);
+    let mut prev = [0u8; 32];
+    for (i, r) in rows.iter().enumerate() {
+        let seq = i64::try_from(i).unwrap() + 1;
+        assert_eq!(r.seq, seq);
+        let want = if i == 0 {
+            "before".to_owned()
+        } else {
+            format!("bulk.{}", i - 1)
+        };
+        assert_eq!(r.action, want);
+        prev = test_hash(&prev, &r.canonical(seq));
+        assert_eq!(r.hash, prev, "hash of record {seq}");
+    }
+    let (head_seq, head_hash) = store.audit_head().await.unwrap();
+    assert_eq!(head_seq, 46);
+    assert_eq!(head_hash, prev);
+}
