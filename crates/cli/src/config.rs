@@ -309,37 +309,66 @@ pub async fn serve(path: &Path) -> Result<()> {
 }
 
 /// JSON lines on stderr, and in `dir/strongroom.log` when given.
-pub fn init_logging(
-    dir: Option<&Path>,
-) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+///
+/// Each event is formatted once and passes the leak guard once; a background thread
+/// (`tracing-appender`, lossless: it applies back-pressure rather than drop a line) then
+/// writes the same bytes to stderr and to the file. Request threads never make the
+/// write system calls themselves: the access log is one line per request.
+pub fn init_logging(dir: Option<&Path>) -> Result<tracing_appender::non_blocking::WorkerGuard> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{EnvFilter, fmt};
     let filter =
         EnvFilter::try_from_env("STRONGROOM_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     use strongroom_server::leak_guard::Guarded;
-    // Everything written passes the leak guard (card numbers, secret-shaped strings).
-    let stderr = fmt::layer()
-        .json()
-        .with_writer(|| Guarded(std::io::stderr()));
-    let (file_layer, guard) = match dir {
+    let file = match dir {
         Some(d) => {
             std::fs::create_dir_all(d)?;
-            let appender = tracing_appender::rolling::never(d, "strongroom.log");
-            let (w, g) = tracing_appender::non_blocking(appender);
-            let layer = fmt::layer().json().with_writer(move || Guarded(w.clone()));
-            (Some(layer), Some(g))
+            Some(tracing_appender::rolling::never(d, "strongroom.log"))
         }
-        None => (None, None),
+        None => None,
     };
+    let (w, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(Tee {
+            stderr: std::io::stderr(),
+            file,
+        });
+    // Everything written passes the leak guard (card numbers, secret-shaped strings).
+    let layer = fmt::layer().json().with_writer(move || Guarded(w.clone()));
     strongroom_server::leak_guard::install_panic_hook();
     tracing_subscriber::registry()
         .with(filter)
-        .with(stderr)
-        .with(file_layer)
+        .with(layer)
         .try_init()
         .map_err(|e| anyhow!("logging: {e}"))?;
     Ok(guard)
+}
+
+/// Writes every log line to stderr and, when there is one, to the log file.
+struct Tee {
+    stderr: std::io::Stderr,
+    file: Option<tracing_appender::rolling::RollingFileAppender>,
+}
+
+impl std::io::Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // stderr may be closed (a daemon); the file still gets the line.
+        let _ = self.stderr.write_all(buf);
+        if let Some(f) = &mut self.file {
+            f.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = self.stderr.flush();
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

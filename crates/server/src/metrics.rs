@@ -25,11 +25,18 @@ struct Histogram {
     sum: f64,
 }
 
+#[derive(Default)]
+struct RouteStats {
+    requests: HashMap<(&'static str, u16), u64>,
+    latency: HashMap<&'static str, Histogram>,
+}
+
 /// Counters and gauges the server and its workers update. Cheap to share (in AppState).
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<HashMap<(&'static str, String, u16), u64>>,
-    latency: Mutex<HashMap<(&'static str, String), Histogram>>,
+    /// Per route template: counts by (method, status) and latency by method. One lock
+    /// and, after a route's first request, no allocation per request.
+    routes: Mutex<HashMap<String, RouteStats>>,
     rate_limited: AtomicU64,
     webhook_queue_depth: AtomicI64,
     webhook_oldest_ms: AtomicI64,
@@ -61,11 +68,15 @@ impl Metrics {
     /// Counts a finished request (`route` is the template or `(unmatched)`).
     pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
         let m = method_label(method);
-        *lock(&self.requests)
-            .entry((m, route.to_owned(), status))
-            .or_default() += 1;
-        let mut lat = lock(&self.latency);
-        let h = lat.entry((m, route.to_owned())).or_default();
+        let mut routes = lock(&self.routes);
+        if !routes.contains_key(route) {
+            routes.insert(route.to_owned(), RouteStats::default());
+        }
+        let Some(r) = routes.get_mut(route) else {
+            return;
+        };
+        *r.requests.entry((m, status)).or_default() += 1;
+        let h = r.latency.entry(m).or_default();
         for (i, b) in BUCKETS.iter().enumerate() {
             if seconds <= *b
                 && let Some(c) = h.buckets.get_mut(i)
@@ -142,9 +153,13 @@ pub async fn render(state: &AppState) -> String {
     );
     let _ = writeln!(w, "# TYPE strongroom_http_requests_total counter");
     {
-        let mut rows: Vec<_> = lock(&m.requests)
+        let mut rows: Vec<_> = lock(&m.routes)
             .iter()
-            .map(|(k, v)| (k.clone(), *v))
+            .flat_map(|(route, r)| {
+                r.requests
+                    .iter()
+                    .map(move |((method, status), n)| ((*method, route.clone(), *status), *n))
+            })
             .collect();
         rows.sort();
         for ((method, route, status), n) in rows {
@@ -165,11 +180,16 @@ pub async fn render(state: &AppState) -> String {
         "# TYPE strongroom_http_request_duration_seconds histogram"
     );
     {
-        let lat = lock(&m.latency);
-        let mut keys: Vec<_> = lat.keys().cloned().collect();
+        let routes = lock(&m.routes);
+        let mut keys: Vec<(&'static str, String)> = routes
+            .iter()
+            .flat_map(|(route, r)| r.latency.keys().map(move |m| (*m, route.clone())))
+            .collect();
         keys.sort();
         for key in keys {
-            let Some(h) = lat.get(&key) else { continue };
+            let Some(h) = routes.get(&key.1).and_then(|r| r.latency.get(key.0)) else {
+                continue;
+            };
             let (method, route) = (key.0, escape(&key.1));
             for (b, c) in BUCKETS.iter().zip(h.buckets.iter()) {
                 let _ = writeln!(
