@@ -83,8 +83,8 @@ pub struct ServerConfig {
     /// The admin listener serving `/metrics` (plain HTTP; loopback by default, port 0
     /// picks a free one). `None`: no metrics listener.
     pub metrics_listen: Option<SocketAddr>,
-    /// How often the audit chain head is signed into a checkpoint (also at shutdown).
-    /// Zero: only at shutdown.
+    /// How often the audit chain head is signed into a checkpoint (also at start and at
+    /// shutdown). Zero: only at start and at shutdown.
     pub audit_checkpoint_interval: Duration,
     /// Bearer tokens (JWT): algorithm, lifetime, key pre-publication, issuer, audience.
     pub tokens: service::tokens::TokenConfig,
