@@ -54,7 +54,8 @@ pub struct FileConfig {
     pub inbound: Vec<crate::webhooks::InboundSection>,
 }
 
-/// `[metrics]`: the admin listener (plain HTTP; keep it on loopback or a private network).
+/// `[metrics]`: the admin listener (plain HTTP, no authentication; keep it on loopback or a
+/// private network: another address is accepted with a warning).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsSection {
@@ -68,7 +69,9 @@ pub struct MetricsSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSection {
-    /// How often the chain head is signed into a checkpoint (default 60; also at shutdown).
+    /// How often the chain head is signed into a checkpoint (default 60; also at start and
+    /// at shutdown). 0: only at start and at shutdown (accepted with a warning), e.g. on
+    /// all but one of several nodes sharing a database.
     pub checkpoint_interval_secs: Option<u64>,
 }
 
@@ -95,6 +98,19 @@ pub struct Checked {
     pub log_dir: Option<PathBuf>,
     /// Serving plain HTTP on loopback (worth a warning in the log).
     pub plaintext: bool,
+    /// Settings that are allowed but weaken something: `config check` prints them and
+    /// `serve` logs them.
+    pub warnings: Vec<String>,
+}
+
+/// `strongroom config check`: validates and prints the warnings, then `config OK`.
+pub fn check_and_report(path: &Path) -> Result<()> {
+    let checked = check(path)?;
+    for w in &checked.warnings {
+        eprintln!("strongroom: warning: {w}");
+    }
+    println!("config OK");
+    Ok(())
 }
 
 /// Reads and validates everything `serve` needs, without starting.
@@ -196,6 +212,7 @@ fn validate(file: FileConfig) -> Result<Checked> {
     if let Some(pin) = &file.pin {
         pin.apply(&mut server)?;
     }
+    let mut warnings = Vec::new();
     let metrics = file.metrics.as_ref();
     server.metrics_listen = if metrics.and_then(|m| m.enabled) == Some(false) {
         None
@@ -205,8 +222,21 @@ fn validate(file: FileConfig) -> Result<Checked> {
             None => DEFAULT_METRICS_LISTEN.parse()?,
         })
     };
+    if let Some(a) = server.metrics_listen
+        && !a.ip().is_loopback()
+    {
+        warnings.push(format!(
+            "[metrics] listen = {a} is not a loopback address: /metrics is plain HTTP without authentication, so anyone who can reach that address can read it; keep it on a private network or firewall it"
+        ));
+    }
+    // Zero is what the server means by "only at start and at shutdown".
     let interval = file.audit.as_ref().and_then(|a| a.checkpoint_interval_secs);
-    if let Some(d) = secs("[audit] checkpoint_interval_secs", interval, false)? {
+    if let Some(d) = secs("[audit] checkpoint_interval_secs", interval, true)? {
+        if d.is_zero() {
+            warnings.push(
+                "[audit] checkpoint_interval_secs = 0: the audit head is signed only at start and at shutdown, so after a crash the records since start are covered by no checkpoint and a cut tail would go unnoticed; use this only where another node checkpoints the same database".into(),
+            );
+        }
         server.audit_checkpoint_interval = d;
     }
     crate::tokens::apply(file.tokens.as_ref(), file.connections.as_ref(), &mut server)?;
@@ -216,6 +246,7 @@ fn validate(file: FileConfig) -> Result<Checked> {
         root,
         log_dir: file.log_dir,
         plaintext: file.plaintext,
+        warnings,
     })
 }
 
@@ -298,6 +329,9 @@ pub async fn serve(path: &Path) -> Result<()> {
             listen = %checked.server.listen,
             "serving plaintext HTTP on loopback; TLS must be terminated in front of this process"
         );
+    }
+    for w in &checked.warnings {
+        tracing::warn!("{w}");
     }
     let running = strongroom_server::start(checked.server, checked.root)
         .await
@@ -459,14 +493,55 @@ mod tests {
             ))
             .contains("keep")
         );
-        assert!(
-            err(&toml_with(
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn zero_checkpoint_interval_means_start_and_shutdown_only() {
+        // The server's meaning of zero: no periodic checkpoints. Accepted, with a warning.
+        let f = fixture();
+        let c = parse(&toml_with(
+            "127.0.0.1:8443",
+            &f.key,
+            "plaintext = true\n[audit]\ncheckpoint_interval_secs = 0",
+        ))
+        .unwrap();
+        assert_eq!(c.server.audit_checkpoint_interval, Duration::ZERO);
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].contains("checkpoint_interval_secs = 0"));
+    }
+
+    #[test]
+    fn metrics_off_loopback_is_a_warning_not_a_refusal() {
+        let f = fixture();
+        for (listen, warned) in [
+            ("127.0.0.1:9464", false),
+            ("[::1]:9464", false),
+            ("10.0.0.5:9464", true),
+            ("0.0.0.0:9464", true),
+            ("[::]:9464", true),
+        ] {
+            let c = parse(&toml_with(
                 "127.0.0.1:8443",
                 &f.key,
-                "plaintext = true\n[audit]\ncheckpoint_interval_secs = 0"
+                &format!("plaintext = true\n[metrics]\nlisten = \"{listen}\""),
             ))
-            .contains("checkpoint_interval_secs")
-        );
+            .unwrap();
+            assert_eq!(c.server.metrics_listen, Some(listen.parse().unwrap()));
+            assert_eq!(c.warnings.len(), usize::from(warned), "{listen}");
+            if warned {
+                assert!(c.warnings[0].contains("[metrics]"), "{:?}", c.warnings);
+                assert!(c.warnings[0].contains("authentication"), "{:?}", c.warnings);
+            }
+        }
+        // Turned off: nothing to warn about.
+        let c = parse(&toml_with(
+            "127.0.0.1:8443",
+            &f.key,
+            "plaintext = true\n[metrics]\nlisten = \"0.0.0.0:9464\"\nenabled = false",
+        ))
+        .unwrap();
+        assert!(c.warnings.is_empty());
     }
 
     #[test]

@@ -122,7 +122,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve { config } => config::serve(&config).await,
             Command::Config {
                 command: ConfigCommand::Check { config },
-            } => config::check(&config).map(|_| println!("config OK")),
+            } => config::check_and_report(&config),
             Command::Init { root_key_file } => config::init_root_key(&root_key_file),
             Command::Accounts { command, target } => admin::accounts(command, target).await,
             Command::Keys { command, target } => admin::keys(command, target).await,

@@ -10,7 +10,7 @@
 //!
 //! [[inbound]]
 //! name = "m2p"                      # POST /v1/inbound/m2p
-//! account = "acct_…"                # whose outbox gets inbound.received
+//! account = "acct_…"                # whose outbox gets inbound.received; must exist, or serve refuses to start
 //! mode = "live"
 //! scheme = "hmac-sha256-hex"        # or "stripe", "standard-webhooks"
 //! header = "X-M2P-Signature"        # hmac-sha256-hex (required) and stripe (default Stripe-Signature)

@@ -10,7 +10,6 @@ pub mod client_ip;
 pub mod idempotency;
 pub mod openapi;
 pub mod ratelimit;
-pub mod sfv;
 pub mod signature;
 
 use crate::ServerConfig;

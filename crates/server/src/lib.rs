@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use strongroom_core::{Clock, SystemClock};
 use strongroom_crypto::RootKey;
-use strongroom_store::{Store, StoreConfig};
+use strongroom_store::{Store, StoreConfig, VaultStore};
 use thiserror::Error;
 
 /// Where the TLS certificate chain and private key are (PEM).
@@ -83,8 +83,8 @@ pub struct ServerConfig {
     /// The admin listener serving `/metrics` (plain HTTP; loopback by default, port 0
     /// picks a free one). `None`: no metrics listener.
     pub metrics_listen: Option<SocketAddr>,
-    /// How often the audit chain head is signed into a checkpoint (also at shutdown).
-    /// Zero: only at shutdown.
+    /// How often the audit chain head is signed into a checkpoint (also at start and at
+    /// shutdown). Zero: only at start and at shutdown.
     pub audit_checkpoint_interval: Duration,
     /// Bearer tokens (JWT): algorithm, lifetime, key pre-publication, issuer, audience.
     pub tokens: service::tokens::TokenConfig,
@@ -213,6 +213,7 @@ pub async fn start_with_clock(
 ) -> Result<Running, StartError> {
     gateway::check_config(&config).map_err(StartError::Config)?;
     let store = Store::connect(&config.store).await?;
+    check_inbound_accounts(&store, &config.inbound_sources).await?;
     let tls = match &config.tls {
         Some(files) => Some(tls::rustls_config(files).map_err(StartError::Tls)?),
         None => None,
@@ -267,6 +268,24 @@ pub async fn start_with_clock(
         handle,
         task,
     })
+}
+
+/// Refuses a configured inbound source whose account does not exist: it would accept
+/// signed hooks and then have nowhere to record them. The message names the source and
+/// the account, never the secret.
+async fn check_inbound_accounts(
+    store: &Store,
+    sources: &[service::inbound::InboundSource],
+) -> Result<(), StartError> {
+    for src in sources {
+        if store.get_account(&src.account_id).await?.is_none() {
+            return Err(StartError::Config(format!(
+                "inbound source {:?} names account {}, which does not exist; create the account or correct the source",
+                src.name, src.account_id
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Limits that stop slow or idle clients from holding connections: a deadline for the

@@ -1,13 +1,14 @@
 //! The request-context middleware, outermost on every route: gives each request an id,
 //! renders every error (ours, the framework's, timeouts, panics) as the one JSON shape,
-//! sets the security headers, and writes the access log with the route template only.
+//! sets the security headers (and `WWW-Authenticate` on a 401), and writes the access log
+//! with the route template only.
 
 use crate::audit;
 use crate::error::{ApiError, ErrorBody, codes, render};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::net::SocketAddr;
@@ -76,6 +77,10 @@ pub async fn request_context(
             HeaderValue::from_static("application/json"),
         );
         res.headers_mut().remove(header::CONTENT_LENGTH);
+    }
+    if res.status() == StatusCode::UNAUTHORIZED {
+        res.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, www_authenticate(error.as_ref()));
     }
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -151,6 +156,27 @@ async fn record(
         }
         // Logged by the appender; the response is refused.
         Err(()) => false,
+    }
+}
+
+/// The challenge on a 401 (RFC 9110 §11.6.1 requires one; RFC 6750 §3 gives its form).
+/// A rejected bearer token adds `error="invalid_token"` so that OAuth clients know to get
+/// a new one; a missing credential (and every other 401: API keys, signatures) gets the
+/// bare challenge. Nothing from the request is echoed.
+fn www_authenticate(error: Option<&ApiError>) -> HeaderValue {
+    let token_error = error.is_some_and(|e| {
+        [
+            codes::TOKEN_INVALID,
+            codes::TOKEN_EXPIRED,
+            codes::TOKEN_REVOKED,
+        ]
+        .iter()
+        .any(|t| t.code == e.code)
+    });
+    if token_error {
+        HeaderValue::from_static(r#"Bearer realm="strongroom", error="invalid_token""#)
+    } else {
+        HeaderValue::from_static(r#"Bearer realm="strongroom""#)
     }
 }
 

@@ -7,4 +7,5 @@
     clippy::panic
 )]
 
+mod config;
 mod webhooks;

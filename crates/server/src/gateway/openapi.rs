@@ -1,7 +1,8 @@
 //! The gateway's headers in the OpenAPI document: request headers (`Idempotency-Key`,
 //! `Signature-Input`, `Signature`, `Content-Digest`) as parameters, and the response
 //! headers (`RateLimit-*`, `Retry-After`, `Idempotent-Replayed`) on every response of
-//! every limited operation, plus the 429 response.
+//! every limited operation, plus the 429 response; and a 401 response with its
+//! `WWW-Authenticate` challenge on every operation that takes a credential.
 
 use serde_json::{Map, Value, json};
 
@@ -32,6 +33,7 @@ pub fn document_headers(doc: &mut Value) {
         "RateLimit-Remaining": header("Requests that may be made right now.", int.clone()),
         "RateLimit-Reset": header("Seconds until the quota is full again.", int.clone()),
         "Retry-After": header("On 429: seconds until one request is allowed.", int),
+        "WWW-Authenticate": header("On every 401: `Bearer realm=\"strongroom\"`, with `, error=\"invalid_token\"` added when a bearer token was rejected (token_invalid, token_expired, token_revoked; RFC 6750 §3).", json!({"type": "string"})),
         "Idempotent-Replayed": header("`true` when the response is the stored response of an earlier request with the same Idempotency-Key.", json!({"type": "string", "enum": ["true"]})),
     });
     let params = json!({
@@ -85,6 +87,10 @@ fn add_to_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
     {
         list.extend(wanted.iter().map(|p| pref(p)));
     }
+    let takes_credential = op
+        .get("security")
+        .and_then(Value::as_array)
+        .is_some_and(|s| !s.is_empty());
     let Some(responses) = op
         .entry("responses")
         .or_insert_with(|| json!({}))
@@ -92,6 +98,16 @@ fn add_to_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
     else {
         return;
     };
+    if takes_credential {
+        let codes = if path.starts_with("/v1/admin/") {
+            "authentication_required, invalid_api_key, api_key_revoked"
+        } else {
+            "authentication_required, invalid_api_key, api_key_revoked, token_invalid, token_expired, token_revoked, signature_missing, signature_invalid, signature_expired, content_digest_mismatch"
+        };
+        responses.entry("401").or_insert_with(|| {
+            json!({"description": codes, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}})
+        });
+    }
     responses.entry("429").or_insert_with(
         || json!({"description": "rate_limited", "headers": {"Retry-After": href("Retry-After")}}),
     );
@@ -105,6 +121,9 @@ fn add_to_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
         };
         for name in ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"] {
             h.insert(name.into(), href(name));
+        }
+        if status == "401" {
+            h.insert("WWW-Authenticate".into(), href("WWW-Authenticate"));
         }
         if method == "post" && status.starts_with('2') {
             h.insert("Idempotent-Replayed".into(), href("Idempotent-Replayed"));

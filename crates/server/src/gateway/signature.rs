@@ -7,13 +7,17 @@
 //! `created` (within the configured window of now) and `keyid` (a live signing key of
 //! the caller's account). `alg`, when given, must be `ed25519`; `expires`, when given,
 //! must not have passed; a `nonce`, when given, is accepted once per key.
+//!
+//! The three headers are RFC 8941 dictionaries, parsed and re-serialized by the `sfv`
+//! crate (RFC 8941 mode: no dates or display strings). Malformed input is refused with
+//! the header's error code, and the parser's message, which could quote it, is dropped.
 
-use super::sfv::{self, Bare, Member};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, codes};
 use crate::state::AppState;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, Uri};
+use sfv::{BareItem, Dictionary, FieldType, InnerList, ListEntry, Parser, Version};
 use strongroom_crypto::{ct_eq, httpsig};
 use strongroom_store::ControlStore;
 
@@ -21,6 +25,8 @@ use strongroom_store::ControlStore;
 const MAX_NONCE: usize = 128;
 /// Most signatures on one request.
 const MAX_SIGNATURES: usize = 4;
+/// Longest structured header value parsed (signature headers are small).
+const MAX_FIELD_LEN: usize = 8 * 1024;
 
 /// Whether the request carries a signature (then it is always verified).
 pub fn is_signed(headers: &HeaderMap) -> bool {
@@ -145,53 +151,72 @@ fn header_text(headers: &HeaderMap, name: &str) -> ApiResult<Option<String>> {
     Ok(out)
 }
 
+/// Parses a structured dictionary (RFC 8941 §4.2.2); `None` when it is malformed or
+/// longer than [`MAX_FIELD_LEN`]. A repeated key keeps its last value, as the RFC says.
+fn dictionary(text: &str) -> Option<Dictionary> {
+    if text.len() > MAX_FIELD_LEN {
+        return None;
+    }
+    Parser::new(text)
+        .with_version(Version::Rfc8941)
+        .parse_dictionary()
+        .ok()
+}
+
+/// The `@signature-params` value (RFC 9421 §2.3): the canonical serialization of the
+/// label's inner list, which is what a one-member list serializes to.
+fn params_line(list: &InnerList) -> Option<String> {
+    vec![ListEntry::InnerList(list.clone())].serialize()
+}
+
 fn parse(headers: &HeaderMap) -> ApiResult<Vec<Parsed>> {
     let input = header_text(headers, "signature-input")?.ok_or(codes::SIGNATURE_INVALID)?;
     let sigs = header_text(headers, "signature")?.ok_or(codes::SIGNATURE_INVALID)?;
-    let input = sfv::parse_dictionary(&input).map_err(|_| codes::SIGNATURE_INVALID)?;
-    let sigs = sfv::parse_dictionary(&sigs).map_err(|_| codes::SIGNATURE_INVALID)?;
+    let input = dictionary(&input).ok_or(codes::SIGNATURE_INVALID)?;
+    let sigs = dictionary(&sigs).ok_or(codes::SIGNATURE_INVALID)?;
     if input.is_empty() || input.len() > MAX_SIGNATURES {
         return Err(codes::SIGNATURE_INVALID);
     }
     let mut out = Vec::new();
     for (label, member) in &input {
-        let Member::InnerList(items, params) = member else {
+        let ListEntry::InnerList(list) = member else {
             return Err(codes::SIGNATURE_INVALID);
         };
-        let signature = match sigs.iter().find(|(l, _)| l == label) {
-            Some((
-                _,
-                Member::Item(sfv::Item {
-                    bare: Bare::Bytes(b),
-                    ..
-                }),
-            )) => b.clone(),
+        let signature = match sigs.get(label.as_str()) {
+            Some(ListEntry::Item(sfv::Item {
+                bare_item: BareItem::ByteSequence(b),
+                ..
+            })) => b.clone(),
             _ => return Err(codes::SIGNATURE_INVALID),
         };
-        let mut components = Vec::new();
-        for item in items {
+        let mut components: Vec<String> = Vec::new();
+        for item in &list.items {
             // Parameterised components (`;sf`, `;key`, `;req`…) are not supported.
-            match (&item.bare, item.params.is_empty()) {
-                (Bare::String(s), true) if !components.contains(s) => components.push(s.clone()),
+            match (&item.bare_item, item.params.is_empty()) {
+                (BareItem::String(s), true) if !components.iter().any(|c| c == s.as_str()) => {
+                    components.push(s.as_str().to_owned());
+                }
                 _ => return Err(codes::SIGNATURE_INVALID),
             }
         }
         let (mut created, mut expires, mut keyid, mut nonce) = (None, None, None, None);
-        for (k, v) in params {
+        for (k, v) in &list.params {
             match (k.as_str(), v) {
-                ("created", Bare::Integer(n)) => created = Some(*n),
-                ("expires", Bare::Integer(n)) => expires = Some(*n),
-                ("keyid", Bare::String(s)) => keyid = Some(s.clone()),
-                ("nonce", Bare::String(s)) if !s.is_empty() && s.len() <= MAX_NONCE => {
-                    nonce = Some(s.clone());
+                ("created", BareItem::Integer(n)) => created = Some(i64::from(*n)),
+                ("expires", BareItem::Integer(n)) => expires = Some(i64::from(*n)),
+                ("keyid", BareItem::String(s)) => keyid = Some(s.as_str().to_owned()),
+                ("nonce", BareItem::String(s))
+                    if !s.as_str().is_empty() && s.as_str().len() <= MAX_NONCE =>
+                {
+                    nonce = Some(s.as_str().to_owned());
                 }
-                ("alg", Bare::String(s)) if s == "ed25519" => {}
-                ("tag", Bare::String(_)) => {}
+                ("alg", BareItem::String(s)) if s.as_str() == "ed25519" => {}
+                ("tag", BareItem::String(_)) => {}
                 _ => return Err(codes::SIGNATURE_INVALID),
             }
         }
         out.push(Parsed {
-            params_line: sfv::serialize_inner_list(items, params),
+            params_line: params_line(list).ok_or(codes::SIGNATURE_INVALID)?,
             components,
             created: created.ok_or(codes::SIGNATURE_INVALID)?,
             expires,
@@ -203,25 +228,34 @@ fn parse(headers: &HeaderMap) -> ApiResult<Vec<Parsed>> {
     Ok(out)
 }
 
+/// The signature base (RFC 9421 §2.5).
+fn signature_base(req: &RequestView<'_>, s: &Parsed) -> ApiResult<String> {
+    let mut base = String::new();
+    for c in &s.components {
+        let value = req.component(c)?;
+        if value.contains('\n') {
+            return Err(codes::SIGNATURE_INVALID);
+        }
+        base.push_str(&format!("\"{c}\": {value}\n"));
+    }
+    base.push_str("\"@signature-params\": ");
+    base.push_str(&s.params_line);
+    Ok(base)
+}
+
 /// Checks the `Content-Digest` header against the body (sha-256 required).
 pub fn check_content_digest(headers: &HeaderMap, body: &[u8]) -> ApiResult<()> {
     let text = header_text(headers, "content-digest")
         .map_err(|_| codes::CONTENT_DIGEST_MISMATCH)?
         .ok_or(codes::CONTENT_DIGEST_MISMATCH)?;
-    let dict = sfv::parse_dictionary(&text).map_err(|_| codes::CONTENT_DIGEST_MISMATCH)?;
-    let claimed = dict
-        .iter()
-        .find_map(|(k, m)| match (k.as_str(), m) {
-            (
-                "sha-256",
-                Member::Item(sfv::Item {
-                    bare: Bare::Bytes(b),
-                    ..
-                }),
-            ) => Some(b),
-            _ => None,
-        })
-        .ok_or(codes::CONTENT_DIGEST_MISMATCH)?;
+    let dict = dictionary(&text).ok_or(codes::CONTENT_DIGEST_MISMATCH)?;
+    let claimed = match dict.get("sha-256") {
+        Some(ListEntry::Item(sfv::Item {
+            bare_item: BareItem::ByteSequence(b),
+            ..
+        })) => b,
+        _ => return Err(codes::CONTENT_DIGEST_MISMATCH),
+    };
     if ct_eq(claimed, &httpsig::sha256(body)) {
         Ok(())
     } else {
@@ -248,18 +282,7 @@ pub async fn verify(
         if !covers("@method") || !target || (!body.is_empty() && !covers("content-digest")) {
             return Err(codes::SIGNATURE_INVALID);
         }
-        // The signature base (RFC 9421 §2.5).
-        let mut base = String::new();
-        for c in &s.components {
-            let value = req.component(c)?;
-            if value.contains('\n') {
-                return Err(codes::SIGNATURE_INVALID);
-            }
-            base.push_str(&format!("\"{c}\": {value}\n"));
-        }
-        base.push_str("\"@signature-params\": ");
-        base.push_str(&s.params_line);
-
+        let base = signature_base(req, s)?;
         let key = state
             .store()
             .signing_key(&who.account_id, &s.keyid)
@@ -298,4 +321,181 @@ pub async fn verify(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use base64::Engine;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn line(input: &str) -> String {
+        let dict = dictionary(input).unwrap();
+        let Some(ListEntry::InnerList(list)) = dict.values().next() else {
+            panic!("not an inner list")
+        };
+        params_line(list).unwrap()
+    }
+
+    /// RFC 9421 §B.2.6: the Ed25519 example request, its `Signature-Input` and
+    /// `Signature`, and the B.1.4 public key. The base must be byte-identical to the
+    /// RFC's for the RFC's signature to verify.
+    #[test]
+    fn rfc9421_b26_known_answer() {
+        let input = r#"sig-b26=("date" "@method" "@path" "@authority" "content-type" "content-length");created=1618884473;keyid="test-key-ed25519""#;
+        let h = headers(&[
+            ("host", "example.com"),
+            ("date", "Tue, 20 Apr 2021 02:07:55 GMT"),
+            ("content-type", "application/json"),
+            ("content-length", "18"),
+            ("signature-input", input),
+            (
+                "signature",
+                "sig-b26=:wqcAqbmYJ2ji2glfAMaRy4gruYYnx2nEFN2HN6jrnDnQCK1u02Gb04v9EDgwUPiu4A0w6vuQv5lIp5WPpBKRCw==:",
+            ),
+        ]);
+        let parsed = parse(&h).unwrap();
+        assert_eq!(parsed.len(), 1);
+        let s = &parsed[0];
+        assert_eq!(s.created, 1_618_884_473);
+        assert_eq!(s.keyid, "test-key-ed25519");
+        assert_eq!(
+            s.params_line,
+            input.strip_prefix("sig-b26=").unwrap(),
+            "the @signature-params line"
+        );
+        let uri: Uri = "/foo?param=Value&Pet=dog".parse().unwrap();
+        let req = RequestView {
+            method: &Method::POST,
+            uri: &uri,
+            headers: &h,
+            scheme: "https",
+        };
+        let base = signature_base(&req, s).unwrap();
+        assert_eq!(
+            base,
+            "\"date\": Tue, 20 Apr 2021 02:07:55 GMT\n\"@method\": POST\n\"@path\": /foo\n\
+             \"@authority\": example.com\n\"content-type\": application/json\n\
+             \"content-length\": 18\n\"@signature-params\": (\"date\" \"@method\" \"@path\" \
+             \"@authority\" \"content-type\" \"content-length\");created=1618884473;\
+             keyid=\"test-key-ed25519\""
+        );
+        let public = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode("JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs")
+            .unwrap();
+        assert!(httpsig::ed25519_verify(
+            &public,
+            base.as_bytes(),
+            &s.signature
+        ));
+    }
+
+    #[test]
+    fn params_lines_are_canonical() {
+        // RFC 9421 §2.3 / B.2.1 and B.2.2, and string escapes.
+        for input in [
+            r#"sig-b21=();created=1618884473;keyid="test-key-rsa-pss";nonce="b3k2pp5k7z-50gnwp.yemd""#,
+            r#"sig-b22=("@authority" "content-digest" "@query-param";name="Pet");created=1618884473;keyid="test-key-rsa-pss";tag="header-example""#,
+            r#"a=("x\"y" "b\\c");k="v""#,
+            "a=(\"x\");expires=-5;flag",
+        ] {
+            let (label, _) = input.split_once('=').unwrap();
+            assert_eq!(format!("{label}={}", line(input)), input);
+        }
+        // Whitespace that the grammar allows is not part of the canonical form.
+        assert_eq!(
+            line("a=(  \"x\"   \"y\" );created=1, b=1"),
+            r#"("x" "y");created=1"#
+        );
+    }
+
+    #[test]
+    fn malformed_signature_headers_are_signature_invalid() {
+        let sig = "a=:AAAA:";
+        let cases: Vec<String> = vec![
+            String::new(),
+            "Sig=()".into(),
+            "a=(".into(),
+            "a=(\"x\"".into(),
+            "a=\"unterminated".into(),
+            "a=1,".into(),
+            "a=1 b=2".into(),
+            "a=(\"x\"\"y\")".into(),
+            "a=(\"@method\");created=1234567890123456;keyid=\"k\"".into(),
+            "a=(\"@method\");created=1.5;keyid=\"k\"".into(),
+            // RFC 9651 dates and display strings are not RFC 8941.
+            "a=(\"@method\");created=@1618884473;keyid=\"k\"".into(),
+            "a=(\"@method\");created=1;keyid=%\"k\"".into(),
+            // An item, not an inner list.
+            "a=\"@method\"".into(),
+            // Parameterised or repeated components, unknown parameters, missing keyid.
+            "a=(\"@query-param\";name=\"x\");created=1;keyid=\"k\"".into(),
+            "a=(\"@method\" \"@method\");created=1;keyid=\"k\"".into(),
+            "a=(\"@method\");created=1;keyid=\"k\";foo=1".into(),
+            "a=(\"@method\");created=1".into(),
+            "a=(\"@method\");created=1;keyid=\"k\";alg=\"rsa-pss-sha512\"".into(),
+            // Too many signatures, and too long.
+            "a=(),b=(),c=(),d=(),e=()".into(),
+            format!(
+                "a=(\"@method\");created=1;keyid=\"{}\"",
+                "k".repeat(MAX_FIELD_LEN)
+            ),
+        ];
+        for input in &cases {
+            let h = headers(&[("signature-input", input), ("signature", sig)]);
+            assert!(
+                matches!(parse(&h), Err(e) if e.code == "signature_invalid"),
+                "accepted {input:?}"
+            );
+        }
+        // A label without a signature, or a signature that is not a byte sequence.
+        let good = "a=(\"@method\");created=1;keyid=\"k\"";
+        for sig in ["b=:AAAA:", "a=\"AAAA\"", "a=:not base64!:", "a=:AAAA"] {
+            let h = headers(&[("signature-input", good), ("signature", sig)]);
+            assert!(parse(&h).is_err(), "accepted {sig:?}");
+        }
+        let h = headers(&[("signature-input", good), ("signature", sig)]);
+        assert_eq!(
+            parse(&h).unwrap()[0].params_line,
+            r#"("@method");created=1;keyid="k""#
+        );
+    }
+
+    #[test]
+    fn content_digest() {
+        let body = br#"{"hello": "world"}"#;
+        // RFC 9530 §B.1's digest of this body.
+        let good = "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:";
+        check_content_digest(&headers(&[("content-digest", good)]), body).unwrap();
+        check_content_digest(
+            &headers(&[("content-digest", &format!("sha-512=:AAAA:, {good}"))]),
+            body,
+        )
+        .unwrap();
+        for bad in [
+            "sha-256=:AAAA:",
+            "sha-512=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:",
+            "sha-256=\"X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=\"",
+            "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=",
+            "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:;",
+            "",
+        ] {
+            let r = check_content_digest(&headers(&[("content-digest", bad)]), body);
+            assert!(
+                matches!(r, Err(e) if e.code == "content_digest_mismatch"),
+                "accepted {bad:?}"
+            );
+        }
+        let long = format!("{good}, x=\"{}\"", "a".repeat(MAX_FIELD_LEN));
+        assert!(check_content_digest(&headers(&[("content-digest", &long)]), body).is_err());
+        assert!(check_content_digest(&HeaderMap::new(), body).is_err());
+    }
 }

@@ -199,8 +199,7 @@ pub struct OtpView {
 #[utoipa::path(post, path = "/v1/otp", tag = "cards", security(("api_key" = [])), request_body = CreateOtpBody,
     responses((status = 201, body = OtpView), (status = 403, description = "permission_denied", body = crate::openapi::ErrorResponse),
         (status = 404, description = "not_found", body = crate::openapi::ErrorResponse),
-        (status = 409, description = "otp_delivery_not_configured", body = crate::openapi::ErrorResponse),
-        (status = 502, description = "otp_delivery_failed", body = crate::openapi::ErrorResponse)))]
+        (status = 409, description = "otp_delivery_not_configured", body = crate::openapi::ErrorResponse)))]
 pub async fn create_otp(
     State(state): State<AppState>,
     who: Principal,

@@ -461,10 +461,21 @@ pub fn spawn(state: AppState) {
     });
 }
 
-/// Parses `Retry-After` in seconds (the HTTP-date form is ignored).
-fn retry_after(h: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+/// Parses `Retry-After` (RFC 9110 §10.2.3): delay-seconds, or an HTTP-date read against `now_ms`
+/// (the injected clock, not the wall clock), a date already past meaning "retry now". Anything
+/// else is ignored and the schedule applies. The caller caps the result.
+fn retry_after(h: &reqwest::header::HeaderMap, now_ms: i64) -> Option<Duration> {
+    let v = h.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits to fit is still "a very long time": the cap applies.
+        return Some(Duration::from_secs(v.parse::<u64>().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    let at_ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let wait = u64::try_from(at_ms.saturating_sub(now_ms)).unwrap_or(0);
+    Some(Duration::from_millis(wait))
 }
 
 fn ms(d: Duration) -> i64 {
@@ -536,7 +547,7 @@ async fn post(
     match res {
         Ok(mut r) => {
             let status = r.status().as_u16();
-            let retry_after = retry_after(r.headers());
+            let retry_after = retry_after(r.headers(), state.now_ms());
             let mut kept = Vec::new();
             while kept.len() < RESPONSE_BODY_MAX {
                 match r.chunk().await {
@@ -697,4 +708,73 @@ async fn record(
     };
     state.store().record_attempt(&rec).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_after;
+    use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+    use std::time::Duration;
+
+    /// 2015-10-21T07:28:00Z, the RFC 9110 example date, in ms since the epoch.
+    const EXAMPLE_MS: i64 = 1_445_412_480_000;
+
+    fn parse(v: &str, now_ms: i64) -> Option<Duration> {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+        retry_after(&h, now_ms)
+    }
+
+    #[test]
+    fn delay_seconds() {
+        assert_eq!(parse("120", EXAMPLE_MS), Some(Duration::from_secs(120)));
+        assert_eq!(parse(" 0 ", EXAMPLE_MS), Some(Duration::ZERO));
+        // Overflowing digits mean "very long"; the delivery loop caps it.
+        assert_eq!(
+            parse("99999999999999999999999", EXAMPLE_MS),
+            Some(Duration::from_secs(u64::MAX))
+        );
+    }
+
+    #[test]
+    fn http_date() {
+        let date = "Wed, 21 Oct 2015 07:28:00 GMT";
+        assert_eq!(
+            parse(date, EXAMPLE_MS - 90_000),
+            Some(Duration::from_secs(90))
+        );
+        // Past (or present) dates mean retry now.
+        assert_eq!(parse(date, EXAMPLE_MS), Some(Duration::ZERO));
+        assert_eq!(parse(date, EXAMPLE_MS + 5_000), Some(Duration::ZERO));
+        // The obsolete forms RFC 9110 says recipients must accept.
+        assert_eq!(
+            parse("Wednesday, 21-Oct-15 07:28:00 GMT", EXAMPLE_MS - 1_000),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            parse("Wed Oct 21 07:28:00 2015", EXAMPLE_MS - 1_000),
+            Some(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn garbage_is_ignored() {
+        for v in [
+            "",
+            "soon",
+            "-5",
+            "+5",
+            "1.5",
+            "5s",
+            "0x10",
+            "Wed, 32 Oct 2015 07:28:00 GMT",
+            "2015-10-21T07:28:00Z",
+        ] {
+            assert_eq!(parse(v, EXAMPLE_MS), None, "{v:?}");
+        }
+        assert_eq!(retry_after(&HeaderMap::new(), EXAMPLE_MS), None);
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_bytes(b"\xff12").unwrap());
+        assert_eq!(retry_after(&h, EXAMPLE_MS), None);
+    }
 }

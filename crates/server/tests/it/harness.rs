@@ -352,6 +352,21 @@ impl Resp {
         assert_eq!(self.headers["request-id"].to_str().unwrap(), rid);
         assert!(self.body["error"]["type"].is_string());
         assert!(self.body["error"]["message"].is_string());
+        // RFC 9110 §11.6.1 / RFC 6750 §3: every 401 carries a challenge.
+        let challenge = self
+            .headers
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap());
+        if status == 401 {
+            let expected = if code.starts_with("token_") {
+                r#"Bearer realm="strongroom", error="invalid_token""#
+            } else {
+                r#"Bearer realm="strongroom""#
+            };
+            assert_eq!(challenge, Some(expected), "{code}");
+        } else {
+            assert_eq!(challenge, None, "{status} {code}");
+        }
     }
 }
 

@@ -193,5 +193,16 @@ async fn security_headers_on_success_401_404_and_405() {
         );
         assert_eq!(r.headers["cache-control"], "no-store");
         assert_eq!(r.headers["x-content-type-options"], "nosniff");
+        let challenge = r.headers.get("www-authenticate");
+        // Missing credential and unknown API key: the bare challenge; a malformed token
+        // names the error too.
+        match status {
+            401 if r.body["error"]["code"] == "token_invalid" => assert_eq!(
+                challenge.unwrap(),
+                r#"Bearer realm="strongroom", error="invalid_token""#
+            ),
+            401 => assert_eq!(challenge.unwrap(), r#"Bearer realm="strongroom""#),
+            _ => assert!(challenge.is_none(), "{status}"),
+        }
     }
 }

@@ -297,6 +297,10 @@ async fn tampered_none_expired_and_foreign_tokens_are_refused() {
     let r = srv.get("/v1/cards?limit=1", &t).await;
     r.assert_error(401, "token_expired");
     assert_security_headers(&r);
+    assert_eq!(
+        r.headers["www-authenticate"],
+        r#"Bearer realm="strongroom", error="invalid_token""#
+    );
     // The key itself still works, and a fresh token too.
     assert_eq!(srv.get("/v1/cards?limit=1", &srv.sk_test).await.status, 200);
     let fresh = token(&srv, &srv.sk_test, None).await;

@@ -712,6 +712,36 @@ async fn inbound_hooks_are_verified_on_the_raw_bytes() {
 }
 
 #[tokio::test]
+async fn an_inbound_source_naming_a_missing_account_stops_the_start() {
+    // Otherwise hooks would verify and then have no account to be recorded under.
+    let data = crate::harness::Data::new();
+    let missing = "acct_0192f3a4b5c67d8e9f00112233445566";
+    let mut c = ServerConfig::new("127.0.0.1:0".parse().unwrap(), None, data.store.clone());
+    c.metrics_listen = None;
+    c.inbound_sources = vec![InboundSource {
+        name: "m2p".into(),
+        account_id: missing.into(),
+        mode: strongroom_core::Mode::Live,
+        scheme: InboundScheme::HmacSha256Hex {
+            header: "x-m2p-signature".into(),
+        },
+        secret: strongroom_core::Sensitive::new(b"inbound-secret-never-shown".to_vec()),
+    }];
+    let root = strongroom_crypto::RootKey::from_bytes(&data.root).unwrap();
+    let err = match strongroom_server::start(c, root).await {
+        Ok(_) => panic!("started with an inbound source for a missing account"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(err, strongroom_server::StartError::Config(_)),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("\"m2p\"") && msg.contains(missing), "{msg}");
+    assert!(!msg.contains("inbound-secret"), "{msg}");
+}
+
+#[tokio::test]
 async fn live_otp_codes_reach_only_the_otp_endpoint() {
     let s = server().await;
     let otp_rx = Receiver::start().await;
