@@ -13,6 +13,7 @@ pub mod model;
 pub mod pin;
 
 mod exec;
+mod group;
 mod postgres;
 mod sql;
 mod sqlite;

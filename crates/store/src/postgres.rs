@@ -1,7 +1,14 @@
-//! The scale-out backend: PostgreSQL through a connection pool, each write in its own
-//! transaction. Races between nodes are settled by the database: a unique index for
-//! card dedup, conditional updates for one-time passwords, the primary key for data
-//! key versions.
+//! The scale-out backend: PostgreSQL through a connection pool. Reads take any pooled
+//! connection; writes go through one writer task per node that group-commits whatever
+//! is queued in one transaction (see [`crate::group`]), as on SQLite. Races between
+//! nodes are settled by the database: a unique index for card dedup, conditional
+//! updates for one-time passwords, the primary key for data key versions.
+//!
+//! Every write transaction takes the audit chain's head row lock first. Audited writes
+//! need it anyway (the chain is one sequence across nodes), and taking it before
+//! anything else gives every node the same lock order: a batch can never hold a card's
+//! unique-index entry while waiting for the head that another node's batch holds while
+//! waiting for that entry.
 
 use std::str::FromStr;
 
@@ -10,8 +17,11 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres};
 use sqlx::{AssertSqlSafe, Connection};
 
+use tokio::sync::{mpsc, oneshot};
+
 use crate::exec::{db_err, impl_exec};
-use crate::sql::{self, WriteOp, WriteReply};
+use crate::group::{self, Msg, closed};
+use crate::sql::{WriteOp, WriteReply};
 use crate::{StoreError, StoreResult};
 
 impl_exec!(PgConnection, Postgres);
@@ -22,6 +32,32 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    writer: mpsc::Sender<Msg>,
+}
+
+const BEGIN: &[&str] = &["BEGIN", "UPDATE audit_head SET seq = seq WHERE id = 1"];
+
+/// The writer takes a pooled connection per batch: a broken connection is replaced by
+/// the pool, not kept.
+struct Pooled {
+    pool: PgPool,
+    conn: Option<PoolConnection<Postgres>>,
+}
+
+impl group::Conn for Pooled {
+    type C = PgConnection;
+    async fn get(&mut self) -> StoreResult<&mut PgConnection> {
+        // Hand the previous batch's connection back first (the pool tests it).
+        self.conn = None;
+        let c = self.pool.acquire().await.map_err(db_err)?;
+        Ok(&mut **self.conn.insert(c))
+    }
+    fn begin(&self) -> &'static [&'static str] {
+        BEGIN
+    }
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
 }
 
 /// A schema name we are willing to put into SQL: an unquoted identifier of ASCII
@@ -64,7 +100,15 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        Ok(Self { pool })
+        let (tx, rx) = mpsc::channel(group::QUEUE);
+        let conn = Pooled {
+            pool: pool.clone(),
+            conn: None,
+        };
+        tokio::spawn(async move {
+            drop(group::writer(conn, rx).await);
+        });
+        Ok(Self { pool, writer: tx })
     }
 
     /// A connection from the pool.
@@ -72,24 +116,23 @@ impl PgStore {
         self.pool.acquire().await.map_err(db_err)
     }
 
-    /// Applies a write in its own transaction.
+    /// Queues a write and waits until its group commit is durable.
     pub(crate) async fn write(&self, op: WriteOp) -> StoreResult<WriteReply> {
-        let mut tx = self.pool.begin().await.map_err(db_err)?;
-        match sql::apply(&mut *tx, &op).await {
-            Ok(reply) => {
-                tx.commit().await.map_err(db_err)?;
-                Ok(reply)
-            }
-            Err(e) => {
-                // Dropping would roll back too; doing it here returns the connection clean.
-                tx.rollback().await.ok();
-                Err(e)
-            }
-        }
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send(Msg::Write(op, tx))
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
     }
 
-    /// Closes the pool.
+    /// Finishes the queued writes, stops the writer and closes the pool.
     pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.writer.send(Msg::Close(tx)).await.is_ok() {
+            // An error only means the writer is gone already.
+            rx.await.ok();
+        }
         self.pool.close().await;
     }
 }

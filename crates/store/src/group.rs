@@ -1,0 +1,218 @@
+//! Group commit, shared by both backends: one writer task per store takes every queued
+//! write and applies the lot in one transaction, so one commit (one fsync on SQLite,
+//! one WAL flush on PostgreSQL) acknowledges the whole batch. A failing write rolls back
+//! only itself: the batch is re-run with a savepoint around each write. Replies are sent
+//! after `COMMIT` returns, so an acknowledged write is durable.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::exec::Exec;
+use crate::sql::{self, WriteOp, WriteReply};
+use crate::{StoreError, StoreResult};
+
+/// Most writes in one group commit.
+pub(crate) const MAX_BATCH: usize = 256;
+/// Writes waiting for the writer before senders wait too (back-pressure).
+pub(crate) const QUEUE: usize = 4096;
+
+const COMMIT: &str = "COMMIT";
+const ROLLBACK: &str = "ROLLBACK";
+const SAVEPOINT: &str = "SAVEPOINT op";
+const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT op";
+const RELEASE: &str = "RELEASE SAVEPOINT op";
+
+pub(crate) type Reply = oneshot::Sender<StoreResult<WriteReply>>;
+
+/// What a store sends its writer.
+// Moved once into the channel; boxing would cost an allocation per write.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Msg {
+    Write(WriteOp, Reply),
+    Close(oneshot::Sender<()>),
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Write(..) => "Write",
+            Self::Close(_) => "Close",
+        })
+    }
+}
+
+pub(crate) fn closed() -> StoreError {
+    StoreError::Unavailable("store closed".into())
+}
+
+/// Where a writer gets its connection for a batch, and how it opens a transaction.
+pub(crate) trait Conn: Send {
+    /// The connection type (a pooled guard or an owned connection).
+    type C: Exec;
+    /// The connection for the next batch.
+    fn get(&mut self) -> impl Future<Output = StoreResult<&mut Self::C>> + Send;
+    /// The statements that open a write transaction, in order.
+    fn begin(&self) -> &'static [&'static str];
+    /// The backend, for logs.
+    fn name(&self) -> &'static str;
+}
+
+/// The writer task: waits for a write, takes whatever else is queued (up to
+/// [`MAX_BATCH`]), commits it all; on `Close`, refuses what is left and returns.
+pub(crate) async fn writer<K: Conn>(mut conn: K, mut rx: mpsc::Receiver<Msg>) -> K {
+    let mut batch: Vec<(WriteOp, Reply)> = Vec::with_capacity(MAX_BATCH);
+    let mut closing: Vec<oneshot::Sender<()>> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Write(op, reply) => batch.push((op, reply)),
+                Msg::Close(done) => closing.push(done),
+            }
+            if closing.is_empty() && batch.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            commit(&mut conn, &mut batch).await;
+        }
+        if !closing.is_empty() {
+            break;
+        }
+    }
+    // Refuse what is still queued.
+    rx.close();
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Msg::Write(_, reply) => {
+                reply.send(Err(closed())).ok();
+            }
+            Msg::Close(done) => closing.push(done),
+        }
+    }
+    for done in closing {
+        done.send(()).ok();
+    }
+    conn
+}
+
+/// Runs a batch as one transaction and answers every write (after `COMMIT`).
+async fn commit<K: Conn>(conn: &mut K, batch: &mut Vec<(WriteOp, Reply)>) {
+    let (begin, name) = (conn.begin(), conn.name());
+    let outcome = match conn.get().await {
+        Ok(c) => {
+            if let [(op, _)] = batch.as_slice() {
+                // Alone: the transaction is the savepoint.
+                single(c, begin, op).await.map(|r| vec![r])
+            } else {
+                grouped(c, begin, batch).await
+            }
+        }
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(results) => {
+            for ((_, reply), result) in batch.drain(..).zip(results) {
+                reply.send(result).ok();
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, writes = batch.len(), backend = name, "group commit failed");
+            for (_, reply) in batch.drain(..) {
+                reply.send(Err(copy_err(&e))).ok();
+            }
+        }
+    }
+}
+
+async fn open<C: Exec>(c: &mut C, begin: &'static [&'static str]) -> StoreResult<()> {
+    for (i, stmt) in begin.iter().enumerate() {
+        if let Err(e) = c.exec(stmt, &[]).await {
+            if i > 0 {
+                c.exec(ROLLBACK, &[]).await.ok();
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+async fn single<C: Exec>(
+    c: &mut C,
+    begin: &'static [&'static str],
+    op: &WriteOp,
+) -> StoreResult<StoreResult<WriteReply>> {
+    open(c, begin).await?;
+    let result = sql::apply(c, op).await;
+    let end = if result.is_ok() { COMMIT } else { ROLLBACK };
+    finish(c, end).await?;
+    Ok(result)
+}
+
+/// Writes rarely fail, so a batch first runs without savepoints (two statements fewer
+/// per write). If one write fails, that attempt is rolled back whole and the batch runs
+/// again with a savepoint around each write, so only the failing one is lost.
+async fn grouped<C: Exec>(
+    c: &mut C,
+    begin: &'static [&'static str],
+    batch: &[(WriteOp, Reply)],
+) -> StoreResult<Vec<StoreResult<WriteReply>>> {
+    open(c, begin).await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for (op, _) in batch {
+        match sql::apply(c, op).await {
+            Ok(r) => results.push(Ok(r)),
+            Err(_) => break,
+        }
+    }
+    if results.len() == batch.len() {
+        finish(c, COMMIT).await?;
+        return Ok(results);
+    }
+    finish(c, ROLLBACK).await?;
+    results.clear();
+
+    open(c, begin).await?;
+    for (op, _) in batch {
+        match savepoint(c, op).await {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                finish(c, ROLLBACK).await.ok();
+                return Err(e);
+            }
+        }
+    }
+    finish(c, COMMIT).await?;
+    Ok(results)
+}
+
+/// One write inside its savepoint. The outer error means the transaction is unusable.
+async fn savepoint<C: Exec>(c: &mut C, op: &WriteOp) -> StoreResult<StoreResult<WriteReply>> {
+    c.exec(SAVEPOINT, &[]).await?;
+    let result = sql::apply(c, op).await;
+    if result.is_err() {
+        c.exec(ROLLBACK_TO, &[]).await?;
+    }
+    c.exec(RELEASE, &[]).await?;
+    Ok(result)
+}
+
+/// `COMMIT` or `ROLLBACK`; a failed `COMMIT` is rolled back.
+async fn finish<C: Exec>(c: &mut C, end: &'static str) -> StoreResult<()> {
+    match c.exec(end, &[]).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            if end == COMMIT {
+                c.exec(ROLLBACK, &[]).await.ok();
+            }
+            Err(StoreError::Unavailable(format!("{end} failed: {e}")))
+        }
+    }
+}
+
+fn copy_err(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Conflict(m) => StoreError::Conflict(m),
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+    }
+}
