@@ -50,6 +50,9 @@ pub(crate) trait Conn: Send {
     type C: Exec;
     /// The connection for the next batch.
     fn get(&mut self) -> impl Future<Output = StoreResult<&mut Self::C>> + Send;
+    /// The batch is answered: let go of what `get` took (a pooled connection goes back
+    /// to the pool, which may be as small as one connection).
+    fn done(&mut self) {}
     /// The statements that open a write transaction, in order.
     fn begin(&self) -> &'static [&'static str];
     /// The backend, for logs.
@@ -109,6 +112,7 @@ async fn commit<K: Conn>(conn: &mut K, batch: &mut Vec<(WriteOp, Reply)>) {
         }
         Err(e) => Err(e),
     };
+    conn.done();
     match outcome {
         Ok(results) => {
             for ((_, reply), result) in batch.drain(..).zip(results) {

@@ -37,8 +37,9 @@ pub struct PgStore {
 
 const BEGIN: &[&str] = &["BEGIN", "UPDATE audit_head SET seq = seq WHERE id = 1"];
 
-/// The writer takes a pooled connection per batch: a broken connection is replaced by
-/// the pool, not kept.
+/// The writer takes a pooled connection per batch and gives it back after: a broken
+/// connection is replaced by the pool, and a pool of one still serves reads between
+/// batches.
 struct Pooled {
     pool: PgPool,
     conn: Option<PoolConnection<Postgres>>,
@@ -47,10 +48,11 @@ struct Pooled {
 impl group::Conn for Pooled {
     type C = PgConnection;
     async fn get(&mut self) -> StoreResult<&mut PgConnection> {
-        // Hand the previous batch's connection back first (the pool tests it).
-        self.conn = None;
         let c = self.pool.acquire().await.map_err(db_err)?;
         Ok(&mut **self.conn.insert(c))
+    }
+    fn done(&mut self) {
+        self.conn = None;
     }
     fn begin(&self) -> &'static [&'static str] {
         BEGIN

@@ -182,3 +182,46 @@ async fn bad_urls_and_schemas_are_refused() {
             .is_err()
     );
 }
+
+/// The PostgreSQL writer takes a pooled connection per group commit and gives it back:
+/// with a pool of one, reads and writes from many tasks still all finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_pool_of_one_serves_reads_and_writes() {
+    let schema = format!("t_pool1_{}", std::process::id());
+    let store = Store::connect(&StoreConfig {
+        url: crate::pg_url(),
+        schema: Some(schema.clone()),
+        max_connections: 1,
+    })
+    .await
+    .unwrap();
+    let a = account(&store).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (store, a) = (store.clone(), a.clone());
+            tokio::spawn(async move {
+                let o = otp(&a, T0 + i);
+                store.insert_otp(&o, &[]).await.unwrap();
+                assert!(store.get_account(&a).await.unwrap().is_some());
+            })
+        })
+        .collect();
+    let all = join_all(tasks);
+    tokio::time::timeout(std::time::Duration::from_secs(30), all)
+        .await
+        .expect("reads and writes on a pool of one finished");
+    store.close().await;
+    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&crate::pg_url())
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&mut c)
+        .await
+        .unwrap();
+}
+
+async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
