@@ -44,6 +44,25 @@ pub(crate) fn closed() -> StoreError {
     StoreError::Unavailable("store closed".into())
 }
 
+/// Queues a write on a writer and waits until its group commit is durable.
+pub(crate) async fn write(writer: &mpsc::Sender<Msg>, op: WriteOp) -> StoreResult<WriteReply> {
+    let (tx, rx) = oneshot::channel();
+    writer
+        .send(Msg::Write(op, tx))
+        .await
+        .map_err(|_| closed())?;
+    rx.await.map_err(|_| closed())?
+}
+
+/// Asks a writer to finish what is queued and stop; returns when it has.
+pub(crate) async fn stop(writer: &mpsc::Sender<Msg>) {
+    let (tx, rx) = oneshot::channel();
+    if writer.send(Msg::Close(tx)).await.is_ok() {
+        // An error only means the writer is gone already.
+        rx.await.ok();
+    }
+}
+
 /// Where a writer gets its connection for a batch, and how it opens a transaction.
 pub(crate) trait Conn: Send {
     /// The connection type (a pooled guard or an owned connection).

@@ -16,10 +16,10 @@ use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
     SqlitePoolOptions, SqliteSynchronous,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::exec::{db_err, impl_exec};
-use crate::group::{self, Msg, closed};
+use crate::group::{self, Msg};
 use crate::sql::{WriteOp, WriteReply};
 use crate::{StoreError, StoreResult};
 
@@ -113,22 +113,13 @@ impl SqliteStore {
 
     /// Queues a write and waits until its group commit is durable.
     pub(crate) async fn write(&self, op: WriteOp) -> StoreResult<WriteReply> {
-        let (tx, rx) = oneshot::channel();
-        self.writer
-            .send(Msg::Write(op, tx))
-            .await
-            .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        group::write(&self.writer, op).await
     }
 
     /// Finishes the queued writes, stops the writer and closes every connection.
     /// Later calls on any clone fail with [`StoreError::Unavailable`].
     pub async fn close(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.writer.send(Msg::Close(tx)).await.is_ok() {
-            // An error only means the writer is gone already.
-            rx.await.ok();
-        }
+        group::stop(&self.writer).await;
         self.readers.close().await;
     }
 }
