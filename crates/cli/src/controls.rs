@@ -92,16 +92,8 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strongroom_store::StoreConfig;
 
-    fn server() -> ServerConfig {
-        let store = StoreConfig {
-            url: "sqlite:///tmp/x.db".into(),
-            schema: None,
-            max_connections: 1,
-        };
-        ServerConfig::new("127.0.0.1:0".parse().unwrap(), None, store)
-    }
+    use crate::test_support::server;
 
     fn apply_toml(rate: &str, gw: &str) -> Result<ServerConfig> {
         let r: Option<RateLimitSection> = if rate.is_empty() {

@@ -10,6 +10,24 @@ mod pin;
 mod tokens;
 mod webhooks;
 
+#[cfg(test)]
+mod test_support {
+    use strongroom_server::ServerConfig;
+
+    /// A server configuration for the config-section tests (nothing is opened).
+    pub fn server() -> ServerConfig {
+        ServerConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            None,
+            strongroom_store::StoreConfig {
+                url: "sqlite:///tmp/x.db".into(),
+                schema: None,
+                max_connections: 1,
+            },
+        )
+    }
+}
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 

@@ -50,17 +50,7 @@ impl PinSection {
 mod tests {
     use super::*;
 
-    fn server() -> ServerConfig {
-        ServerConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            None,
-            strongroom_store::StoreConfig {
-                url: "sqlite:///tmp/x.db".into(),
-                schema: None,
-                max_connections: 1,
-            },
-        )
-    }
+    use crate::test_support::server;
 
     #[test]
     fn applies_and_validates() {

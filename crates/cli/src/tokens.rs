@@ -125,17 +125,7 @@ pub async fn incident(cmd: IncidentCommand, target: crate::admin::Target) -> Res
 mod tests {
     use super::*;
 
-    fn server() -> ServerConfig {
-        ServerConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            None,
-            strongroom_store::StoreConfig {
-                url: "sqlite:///tmp/x.db".into(),
-                schema: None,
-                max_connections: 1,
-            },
-        )
-    }
+    use crate::test_support::server;
 
     fn section(text: &str) -> TokensSection {
         toml::from_str(text).unwrap()

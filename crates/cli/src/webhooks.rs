@@ -191,17 +191,7 @@ fn source(s: &InboundSection) -> Result<InboundSource> {
 mod tests {
     use super::*;
 
-    fn server() -> ServerConfig {
-        ServerConfig::new(
-            "127.0.0.1:0".parse().unwrap(),
-            None,
-            strongroom_store::StoreConfig {
-                url: "sqlite:///tmp/x.db".into(),
-                schema: None,
-                max_connections: 1,
-            },
-        )
-    }
+    use crate::test_support::server;
 
     fn section(scheme: &str, secret_file: &std::path::Path) -> InboundSection {
         toml::from_str(&format!(
