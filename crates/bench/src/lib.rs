@@ -37,7 +37,8 @@ struct Args {
     /// The `strongroom` binary for --spawn [default: `strongroom` beside this executable].
     #[arg(long, value_name = "PATH")]
     server_bin: Option<PathBuf>,
-    /// Keep the spawned server's temporary data dir (logs, database) after the run.
+    /// Keep the spawned server's temporary data dir (logs, database) after the run, and with
+    /// --database-url its PostgreSQL schema.
     #[arg(long)]
     keep_data_dir: bool,
     /// PostgreSQL URL for the spawned server (a fresh schema `bench_<pid>` is used).

@@ -22,6 +22,8 @@ pub struct SpawnedServer {
     child: Child,
     dir: PathBuf,
     keep_dir: bool,
+    /// PostgreSQL URL and the run's schema, dropped with the server.
+    pg: Option<(String, String)>,
     pub dev: DevJson,
 }
 
@@ -66,11 +68,12 @@ impl SpawnedServer {
             // The load generator measures the vault, not the 100/min default rate limit.
             .arg("--rate-limit-per-minute")
             .arg("1000000");
-        if let Some(url) = database_url {
+        let pg = database_url.map(|url| (url.to_owned(), format!("bench_{}", std::process::id())));
+        if let Some((url, schema)) = &pg {
             cmd.arg("--database-url")
                 .arg(url)
                 .arg("--database-schema")
-                .arg(format!("bench_{}", std::process::id()));
+                .arg(schema);
         }
         let child = cmd
             .stdin(Stdio::null())
@@ -83,6 +86,7 @@ impl SpawnedServer {
             child,
             dir,
             keep_dir,
+            pg,
             dev: DevJson {
                 url: String::new(),
                 ca_cert: String::new(),
@@ -136,7 +140,41 @@ impl Drop for SpawnedServer {
         let _ = self.child.wait();
         if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
+            if let Some((url, schema)) = self.pg.take() {
+                drop_schema(url, schema);
+            }
         }
+    }
+}
+
+/// Drops the run's PostgreSQL schema (tables, cards, audit log). Runs on a thread of its
+/// own with its own runtime: `Drop` may run inside the bench's async runtime, where a
+/// nested `block_on` would panic.
+fn drop_schema(url: String, schema: String) {
+    let done = std::thread::spawn(move || -> Result<()> {
+        use sqlx::Connection;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let mut c =
+                tokio::time::timeout(Duration::from_secs(10), sqlx::PgConnection::connect(&url))
+                    .await??;
+            // Safe to format: the name is `bench_` and this process's id, never input.
+            let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await?;
+            c.close().await?;
+            Ok(())
+        })
+    })
+    .join();
+    if !matches!(done, Ok(Ok(()))) {
+        eprintln!(
+            "could not drop the run's PostgreSQL schema; drop it by hand: DROP SCHEMA bench_{} CASCADE",
+            std::process::id()
+        );
     }
 }
 
