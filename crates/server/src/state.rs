@@ -293,8 +293,10 @@ impl AppState {
         Ok(found.map(|rec| self.0.key_cache.put(digest, rec, now)))
     }
 
-    /// Whether the account exists.
+    /// The account, after checking the id's shape (a malformed id is refused as
+    /// [`strongroom_core::parse_id`] refuses it; an unknown one is `not_found`).
     pub async fn account(&self, id: &str) -> ApiResult<AccountRecord> {
+        strongroom_core::parse_id(strongroom_core::IdKind::Account, id)?;
         self.store().get_account(id).await?.ok_or(codes::NOT_FOUND)
     }
 

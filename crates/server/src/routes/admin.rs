@@ -94,7 +94,6 @@ pub async fn get_account(
     _admin: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    parse_id(IdKind::Account, &id)?;
     Ok(Json(account_json(&state.account(&id).await?)))
 }
 
@@ -214,7 +213,6 @@ pub async fn list_keys(
     _admin: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    parse_id(IdKind::Account, &id)?;
     state.account(&id).await?;
     let keys = state.store().list_api_keys(Some(&id)).await?;
     Ok(Json(

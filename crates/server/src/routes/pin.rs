@@ -231,7 +231,6 @@ pub async fn get_settings(
     _admin: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    parse_id(IdKind::Account, &id)?;
     state.account(&id).await?;
     Ok(Json(settings_json(&state, &id).await?))
 }

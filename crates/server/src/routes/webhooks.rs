@@ -414,20 +414,8 @@ pub async fn disable_endpoint(
     who: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    secret_key(&who)?;
-    let ep = own_endpoint(&state, &who, &id).await?;
-    state
-        .store()
-        .set_endpoint_disabled(
-            &who.account_id,
-            &ep.id,
-            Some(state.now_ms()),
-            Some("manual"),
-            &[],
-        )
-        .await?;
-    let ep = own_endpoint(&state, &who, &id).await?;
-    Ok(Json(svc::endpoint_json(&state, &ep)?))
+    let now = state.now_ms();
+    set_disabled(&state, &who, &id, Some((now, "manual"))).await
 }
 
 /// Enable an endpoint (and clear its failure run).
@@ -438,14 +426,30 @@ pub async fn enable_endpoint(
     who: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    secret_key(&who)?;
-    let ep = own_endpoint(&state, &who, &id).await?;
+    set_disabled(&state, &who, &id, None).await
+}
+
+/// Disables (`Some((when, reason))`) or enables an own endpoint; the endpoint after.
+async fn set_disabled(
+    state: &AppState,
+    who: &Principal,
+    id: &str,
+    disabled: Option<(i64, &str)>,
+) -> ApiResult<Json<Value>> {
+    secret_key(who)?;
+    let ep = own_endpoint(state, who, id).await?;
     state
         .store()
-        .set_endpoint_disabled(&who.account_id, &ep.id, None, None, &[])
+        .set_endpoint_disabled(
+            &who.account_id,
+            &ep.id,
+            disabled.map(|d| d.0),
+            disabled.map(|d| d.1),
+            &[],
+        )
         .await?;
-    let ep = own_endpoint(&state, &who, &id).await?;
-    Ok(Json(svc::endpoint_json(&state, &ep)?))
+    let ep = own_endpoint(state, who, id).await?;
+    Ok(Json(svc::endpoint_json(state, &ep)?))
 }
 
 /// Issue a new secret (shown once). For 24 hours every delivery is signed under both.
