@@ -242,10 +242,9 @@ fn hash32(v: &[u8]) -> StoreResult<[u8; 32]> {
 
 /// Appends `records` to the chain inside the caller's transaction; returns the new
 /// head's sequence number.
-async fn append<C: Exec>(
+async fn append<'r, C: Exec>(
     c: &mut C,
-    records: impl Iterator<Item = &AuditRecord>,
-    hash: HashFn,
+    records: impl Iterator<Item = (&'r AuditRecord, HashFn)>,
 ) -> StoreResult<i64> {
     let head = c
         .opt(LOCK_HEAD, &[])
@@ -255,7 +254,7 @@ async fn append<C: Exec>(
     // Chain first (seq and hash of every record), then insert in as few statements as
     // the chunk sizes allow, in order.
     let mut rows: Vec<(&AuditRecord, i64, [u8; 32])> = Vec::new();
-    for r in records {
+    for (r, hash) in records {
         seq = seq.saturating_add(1);
         prev = hash(&prev, &r.canonical(seq));
         rows.push((r, seq, prev));
@@ -324,6 +323,79 @@ pub(crate) struct Wrapped {
     failed: Arc<AtomicBool>,
 }
 
+impl Wrapped {
+    /// The records that commit with the wrapped write.
+    fn records(&self, carry: bool) -> impl Iterator<Item = (&AuditRecord, HashFn)> {
+        self.events
+            .iter()
+            .chain(self.request.iter().filter(move |_| carry))
+            .map(|r| (r, self.hash))
+    }
+}
+
+/// A write of a group commit whose audit records wait for [`flush`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deferred {
+    /// Index of the write in its batch.
+    pub(crate) op: usize,
+    /// Whether the request's own record goes with it.
+    pub(crate) carry: bool,
+}
+
+/// Appends the audit records of a batch's deferred writes in one go, in batch order,
+/// inside the batch's transaction, and puts the head after each write's records into
+/// its reply. One head lock and a few multi-row inserts per batch instead of per write:
+/// on PostgreSQL each statement is a network round trip, and the writer is serial.
+/// If the append fails, every deferred wrapped write is marked failed (fail closed)
+/// and the batch must roll back.
+pub(crate) async fn flush<'o, C: Exec>(
+    c: &mut C,
+    op_at: impl Fn(usize) -> Option<&'o WriteOp>,
+    deferred: &[Deferred],
+    results: &mut [StoreResult<WriteReply>],
+) -> StoreResult<()> {
+    if deferred.is_empty() {
+        return Ok(());
+    }
+    let mut recs: Vec<(&AuditRecord, HashFn)> = Vec::with_capacity(deferred.len() * 2);
+    let mut ends: Vec<usize> = Vec::with_capacity(deferred.len());
+    for d in deferred {
+        match op_at(d.op) {
+            Some(WriteOp::Audit(Op::Wrap(w))) => recs.extend(w.records(d.carry)),
+            Some(WriteOp::Audit(Op::Append { records, hash })) => {
+                recs.extend(records.iter().map(|r| (r, *hash)));
+            }
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "deferred audit of a plain write".into(),
+                ));
+            }
+        }
+        ends.push(recs.len());
+    }
+    let head = match append(c, recs.into_iter()).await {
+        Ok(h) => h,
+        Err(e) => {
+            for d in deferred {
+                if let Some(WriteOp::Audit(Op::Wrap(w))) = op_at(d.op) {
+                    w.failed.store(true, Ordering::SeqCst);
+                }
+            }
+            return Err(e);
+        }
+    };
+    let total = ends.last().copied().unwrap_or(0);
+    let start = head.saturating_sub(i64::try_from(total).unwrap_or(i64::MAX));
+    for (d, end) in deferred.iter().zip(ends) {
+        let at = start.saturating_add(i64::try_from(end).unwrap_or(i64::MAX));
+        match results.get_mut(d.op) {
+            Some(Ok(WriteReply::Audit(Reply::Wrapped(_, _, h) | Reply::Head(h)))) => *h = at,
+            _ => return Err(StoreError::Corrupt("deferred audit reply missing".into())),
+        }
+    }
+    Ok(())
+}
+
 /// What an audit write returns.
 #[derive(Debug)]
 pub(crate) enum Reply {
@@ -350,8 +422,11 @@ pub(crate) fn apply<'a, C: Exec>(
             Op::Wrap(w) => {
                 let reply = crate::sql::apply(c, &w.op).await?;
                 let carry = w.request.is_some() && took_effect(&w.op, &reply);
-                let recs = w.events.iter().chain(w.request.iter().filter(|_| carry));
-                match append(c, recs, w.hash).await {
+                if c.defer_audit(carry) {
+                    // The head is filled in by `flush`.
+                    return Ok(WriteReply::Audit(Reply::Wrapped(Box::new(reply), carry, 0)));
+                }
+                match append(c, w.records(carry)).await {
                     Ok(head) => Ok(WriteReply::Audit(Reply::Wrapped(
                         Box::new(reply),
                         carry,
@@ -363,7 +438,8 @@ pub(crate) fn apply<'a, C: Exec>(
                     }
                 }
             }
-            Op::Append { records, hash } => append(c, records.iter(), *hash)
+            Op::Append { .. } if c.defer_audit(false) => Ok(WriteReply::Audit(Reply::Head(0))),
+            Op::Append { records, hash } => append(c, records.iter().map(|r| (r, *hash)))
                 .await
                 .map(|h| WriteReply::Audit(Reply::Head(h))),
             Op::Checkpoint(cp) => {

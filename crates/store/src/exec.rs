@@ -104,6 +104,15 @@ pub(crate) trait Exec: Send {
         sql: &'static str,
         args: &[Arg<'_>],
     ) -> impl Future<Output = StoreResult<Option<Self::Row>>> + Send;
+
+    /// Inside a group commit: leave the audit records of the write being applied to
+    /// the batch, which appends every write's records at once before `COMMIT` (see
+    /// [`crate::audit::flush`]). `carry`: whether the request's own record goes too.
+    /// Returns false on a bare connection: append now.
+    fn defer_audit(&mut self, carry: bool) -> bool {
+        let _ = carry;
+        false
+    }
 }
 
 /// Implements [`Exec`] for a concrete connection type of a driver.

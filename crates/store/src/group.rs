@@ -6,7 +6,8 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::exec::Exec;
+use crate::audit;
+use crate::exec::{Arg, Exec};
 use crate::sql::{self, WriteOp, WriteReply};
 use crate::{StoreError, StoreResult};
 
@@ -122,9 +123,9 @@ async fn commit<K: Conn>(conn: &mut K, batch: &mut Vec<(WriteOp, Reply)>) {
     let (begin, name) = (conn.begin(), conn.name());
     let outcome = match conn.get().await {
         Ok(c) => {
-            if let [(op, _)] = batch.as_slice() {
+            if batch.len() == 1 {
                 // Alone: the transaction is the savepoint.
-                single(c, begin, op).await.map(|r| vec![r])
+                single(c, begin, batch).await.map(|r| vec![r])
             } else {
                 grouped(c, begin, batch).await
             }
@@ -162,18 +163,36 @@ async fn open<C: Exec>(c: &mut C, begin: &'static [&'static str]) -> StoreResult
 async fn single<C: Exec>(
     c: &mut C,
     begin: &'static [&'static str],
-    op: &WriteOp,
+    batch: &[(WriteOp, Reply)],
 ) -> StoreResult<StoreResult<WriteReply>> {
     open(c, begin).await?;
-    let result = sql::apply(c, op).await;
-    let end = if result.is_ok() { COMMIT } else { ROLLBACK };
+    let mut b = Batched::new(c);
+    let mut results = Vec::with_capacity(1);
+    for (op, _) in batch {
+        results.push(sql::apply(&mut b, op).await);
+    }
+    let flushed = if results.iter().all(Result::is_ok) {
+        b.flush(batch, &mut results).await
+    } else {
+        Ok(())
+    };
+    let end = if results.iter().all(Result::is_ok) && flushed.is_ok() {
+        COMMIT
+    } else {
+        ROLLBACK
+    };
     finish(c, end).await?;
-    Ok(result)
+    let result = results.pop().unwrap_or_else(|| Err(closed()));
+    match flushed {
+        Ok(()) => Ok(result),
+        Err(e) => Ok(Err(e)),
+    }
 }
 
 /// Writes rarely fail, so a batch first runs without savepoints (two statements fewer
 /// per write). If one write fails, that attempt is rolled back whole and the batch runs
-/// again with a savepoint around each write, so only the failing one is lost.
+/// again with a savepoint around each write, so only the failing one is lost. The
+/// audit records of all writes are appended together before `COMMIT` ([`Batched`]).
 async fn grouped<C: Exec>(
     c: &mut C,
     begin: &'static [&'static str],
@@ -181,13 +200,19 @@ async fn grouped<C: Exec>(
 ) -> StoreResult<Vec<StoreResult<WriteReply>>> {
     open(c, begin).await?;
     let mut results = Vec::with_capacity(batch.len());
-    for (op, _) in batch {
-        match sql::apply(c, op).await {
+    let mut b = Batched::new(c);
+    for (i, (op, _)) in batch.iter().enumerate() {
+        b.current = i;
+        match sql::apply(&mut b, op).await {
             Ok(r) => results.push(Ok(r)),
             Err(_) => break,
         }
     }
     if results.len() == batch.len() {
+        if let Err(e) = b.flush(batch, &mut results).await {
+            finish(c, ROLLBACK).await.ok();
+            return Err(e);
+        }
         finish(c, COMMIT).await?;
         return Ok(results);
     }
@@ -195,17 +220,75 @@ async fn grouped<C: Exec>(
     results.clear();
 
     open(c, begin).await?;
-    for (op, _) in batch {
-        match savepoint(c, op).await {
+    let mut b = Batched::new(c);
+    for (i, (op, _)) in batch.iter().enumerate() {
+        b.current = i;
+        match savepoint(&mut b, op).await {
             Ok(r) => results.push(r),
             Err(e) => {
-                finish(c, ROLLBACK).await.ok();
+                finish(b.c, ROLLBACK).await.ok();
                 return Err(e);
             }
         }
     }
+    if let Err(e) = b.flush(batch, &mut results).await {
+        finish(c, ROLLBACK).await.ok();
+        return Err(e);
+    }
     finish(c, COMMIT).await?;
     Ok(results)
+}
+
+/// A connection inside a group commit: it collects the writes whose audit records
+/// wait for the batch's one append ([`audit::flush`]).
+struct Batched<'c, C> {
+    c: &'c mut C,
+    /// Index in the batch of the write being applied.
+    current: usize,
+    deferred: Vec<audit::Deferred>,
+}
+
+impl<'c, C: Exec> Batched<'c, C> {
+    fn new(c: &'c mut C) -> Self {
+        Self {
+            c,
+            current: 0,
+            deferred: Vec::new(),
+        }
+    }
+
+    async fn flush(
+        &mut self,
+        batch: &[(WriteOp, Reply)],
+        results: &mut [StoreResult<WriteReply>],
+    ) -> StoreResult<()> {
+        let op_at = |i: usize| batch.get(i).map(|(op, _)| op);
+        audit::flush(self.c, op_at, &self.deferred, results).await
+    }
+}
+
+impl<C: Exec> Exec for Batched<'_, C> {
+    type Row = C::Row;
+
+    async fn exec(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<u64> {
+        self.c.exec(sql, args).await
+    }
+
+    async fn all(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<Vec<C::Row>> {
+        self.c.all(sql, args).await
+    }
+
+    async fn opt(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<Option<C::Row>> {
+        self.c.opt(sql, args).await
+    }
+
+    fn defer_audit(&mut self, carry: bool) -> bool {
+        self.deferred.push(audit::Deferred {
+            op: self.current,
+            carry,
+        });
+        true
+    }
 }
 
 /// One write inside its savepoint. The outer error means the transaction is unusable.

@@ -138,3 +138,74 @@ async fn a_large_append_is_chained_in_order(store: Store) {
     assert_eq!(head_seq, 46);
     assert_eq!(head_hash, prev);
 }
+
+both!(concurrent_writes_share_one_append_per_batch);
+/// Writes queued together are group-committed, and their records appended together at
+/// the end of the batch: each scope still learns the head right after its own records,
+/// the chain is whole and in order, and a write that fails inside a batch commits no
+/// record while the others do.
+async fn concurrent_writes_share_one_append_per_batch(store: Store) {
+    let a = account(&store).await;
+    let dup = otp(&a);
+    store.insert_otp(&dup, &[]).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..40_i64 {
+        let (store, a, dup) = (store.clone(), a.clone(), dup.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut r = rec("otp.create");
+            r.request_id = format!("req_{i}");
+            let scope = AuditScope::new(test_hash, Some(r));
+            let mut ev = rec("event");
+            ev.request_id = format!("req_{i}");
+            scope.event(ev);
+            let o = if i == 17 {
+                dup // refused: the id exists
+            } else {
+                OtpRecord {
+                    id: id(IdKind::Otp, T0 + 1 + i),
+                    ..otp(&a)
+                }
+            };
+            let ok = scope.run(store.insert_otp(&o, &[])).await.is_ok();
+            if i % 5 == 0 {
+                // A standalone append in the same stream of writes.
+                let mut extra = rec("read");
+                extra.request_id = format!("req_{i}_read");
+                store.append_audit(vec![extra], test_hash).await.unwrap();
+            }
+            (i, ok, scope.head())
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let rows = store.audit_range(0, 1000).await.unwrap();
+    // 39 writes x 2 records, 8 standalone reads; nothing of the refused write.
+    assert_eq!(rows.len(), 39 * 2 + 8);
+    let mut prev = [0u8; 32];
+    for (n, r) in rows.iter().enumerate() {
+        let seq = i64::try_from(n).unwrap() + 1;
+        assert_eq!(r.seq, seq);
+        prev = test_hash(&prev, &r.canonical(seq));
+        assert_eq!(r.hash, prev, "hash of record {seq}");
+    }
+    for (i, ok, head) in results {
+        let rid = format!("req_{i}");
+        let mine: Vec<&AuditRecord> = rows.iter().filter(|r| r.request_id == rid).collect();
+        if i == 17 {
+            assert!(!ok);
+            assert!(mine.is_empty());
+            assert_eq!(head, None);
+            continue;
+        }
+        assert!(ok, "write {i}");
+        // The event, then the request's record, back to back; the head is the latter.
+        assert_eq!(mine.len(), 2, "records of {rid}");
+        assert_eq!(mine[0].action, "event");
+        assert_eq!(mine[1].action, "otp.create");
+        assert_eq!(mine[1].seq, mine[0].seq + 1);
+        assert_eq!(head, Some(mine[1].seq), "head of {rid}");
+    }
+    assert_eq!(store.audit_head().await.unwrap().0, rows.len() as i64);
+}
