@@ -126,7 +126,7 @@ async fn provision(state: &AppState, dir: &Path, url: String) -> Result<DevJson>
     let valid = |secret: &str| {
         let secret = secret.to_owned();
         async move {
-            matches!(state.lookup_api_key(&secret).await, Ok(Some(k)) if k.revoked_ms.is_none())
+            matches!(state.lookup_api_key(&secret).await, Ok(Some((k, _))) if k.revoked_ms.is_none())
         }
     };
     let account_id = match &old {

@@ -107,16 +107,19 @@ fn bearer(parts: &Parts) -> ApiResult<&str> {
 async fn resolve(
     parts: &Parts,
     state: &AppState,
-) -> ApiResult<std::sync::Arc<strongroom_store::ApiKeyRecord>> {
+) -> ApiResult<(
+    std::sync::Arc<strongroom_store::ApiKeyRecord>,
+    Option<crate::gateway::Prefetched>,
+)> {
     let token = bearer(parts)?;
-    let key = state
+    let (key, pre) = state
         .lookup_api_key(token)
         .await?
         .ok_or(codes::INVALID_API_KEY)?;
     if key.revoked_ms.is_some() {
         return Err(codes::API_KEY_REVOKED);
     }
-    Ok(key)
+    Ok((key, pre))
 }
 
 /// Arms the request's audit record: the actor, or a failed authentication.
@@ -144,27 +147,39 @@ impl FromRequestParts<AppState> for Principal {
         if let Some(p) = parts.extensions.get::<Principal>() {
             return Ok(p.clone());
         }
-        let r = Self::resolve(parts, state).await;
+        let r = match Self::resolve(parts, state).await {
+            Ok((p, pre)) => {
+                if let Some(pre) = pre {
+                    parts.extensions.insert(pre);
+                }
+                Ok(p)
+            }
+            Err(e) => Err(e),
+        };
         audited(parts, r, |p| (p.key_id.clone(), p.account_id.clone()))
     }
 }
 
 impl Principal {
-    async fn resolve(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn resolve(
+        parts: &Parts,
+        state: &AppState,
+    ) -> Result<(Self, Option<crate::gateway::Prefetched>), ApiError> {
         if let Some(jwt) = bearer_jwt(parts)? {
-            return state.tokens().authenticate(state, jwt).await;
+            return Ok((state.tokens().authenticate(state, jwt).await?, None));
         }
-        let key = resolve(parts, state).await?;
+        let (key, pre) = resolve(parts, state).await?;
         let kind = KeyKind::parse(&key.kind).ok_or(codes::INVALID_API_KEY)?;
         let account_id = key.account_id.clone().ok_or(codes::INVALID_API_KEY)?;
-        Ok(Principal {
+        let p = Principal {
             key_id: key.id.clone(),
             account_id,
             mode: key.mode,
             kind,
             scopes: Scopes::from_storage(&key.scopes),
             token_id: None,
-        })
+        };
+        Ok((p, pre))
     }
 }
 
@@ -183,7 +198,8 @@ impl FromRequestParts<AppState> for Admin {
 
 impl Admin {
     async fn resolve(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = resolve(parts, state).await?;
+        // An admin key has no account: nothing was prefetched.
+        let (key, _) = resolve(parts, state).await?;
         if key.kind != ADMIN_KIND || key.account_id.is_some() {
             return Err(codes::PERMISSION_DENIED);
         }

@@ -212,6 +212,24 @@ pub fn parse_cidrs(input: &[String]) -> ApiResult<Vec<IpNet>> {
     Ok(out)
 }
 
+/// The caller's account controls and key allowlist, read together with its API key
+/// when nothing is cached (see [`AppState::lookup_api_key`]); a request extension, used
+/// by this request's checks instead of reading them again.
+#[derive(Debug, Clone)]
+pub struct Prefetched {
+    controls: Arc<AccountControls>,
+    key_allowlist: Arc<Vec<IpNet>>,
+}
+
+impl Prefetched {
+    pub(crate) fn new(controls: AccountControls, key_allowlist: &[String]) -> Self {
+        Self {
+            controls: Arc::new(controls),
+            key_allowlist: Arc::new(parse_stored_cidrs(key_allowlist)),
+        }
+    }
+}
+
 fn parse_stored_cidrs(list: &[String]) -> Vec<IpNet> {
     list.iter().filter_map(|s| s.parse().ok()).collect()
 }
@@ -427,11 +445,17 @@ async fn controls(
 
     if let Caller::Account(p) = caller {
         // IP allowlists: the account's and the key's; both must admit the address.
-        let c = gw.account_controls(state, &p.account_id).await?;
+        let pre = parts.extensions.get::<Prefetched>().cloned();
+        let c = match &pre {
+            Some(pre) => pre.controls.clone(),
+            None => gw.account_controls(state, &p.account_id).await?,
+        };
+        let key_list = match pre {
+            Some(pre) => pre.key_allowlist,
+            None => gw.key_allowlist(state, &p.key_id).await?,
+        };
         let account_list = parse_stored_cidrs(&c.ip_allowlist);
-        if !allowed_by(&account_list, ip)
-            || !allowed_by(&gw.key_allowlist(state, &p.key_id).await?, ip)
-        {
+        if !allowed_by(&account_list, ip) || !allowed_by(&key_list, ip) {
             return Err(codes::IP_NOT_ALLOWED);
         }
         // Signatures: always verified when present; required when the account says so.

@@ -282,15 +282,31 @@ impl AppState {
         Ok(revoked)
     }
 
-    /// Looks a presented secret up by its keyed digest, through the bounded cache.
-    pub async fn lookup_api_key(&self, secret: &str) -> ApiResult<Option<Arc<ApiKeyRecord>>> {
+    /// Looks a presented secret up by its keyed digest, through the bounded cache. When
+    /// nothing is cached (a database shared by several nodes), the key's account controls
+    /// and allowlist come in the same read, for the gateway to use for this request.
+    pub async fn lookup_api_key(
+        &self,
+        secret: &str,
+    ) -> ApiResult<Option<(Arc<ApiKeyRecord>, Option<crate::gateway::Prefetched>)>> {
         let digest = self.root().digest(API_KEY_DIGEST, secret.as_bytes());
         let now = self.now_ms();
         if let Some(hit) = self.0.key_cache.get(&digest, now) {
-            return Ok(Some(hit));
+            return Ok(Some((hit, None)));
+        }
+        if self.0.key_cache.ttl_ms == 0 {
+            // One round trip instead of three (key, controls, allowlist).
+            let found =
+                strongroom_store::ControlStore::key_with_controls(self.store(), &digest).await?;
+            return Ok(found.map(|f| {
+                let pre = f
+                    .controls
+                    .map(|c| crate::gateway::Prefetched::new(c, &f.key_allowlist));
+                (self.0.key_cache.put(digest, f.key, now), pre)
+            }));
         }
         let found = self.store().api_key_by_digest(&digest).await?;
-        Ok(found.map(|rec| self.0.key_cache.put(digest, rec, now)))
+        Ok(found.map(|rec| (self.0.key_cache.put(digest, rec, now), None)))
     }
 
     /// The account, after checking the id's shape (a malformed id is refused as

@@ -8,7 +8,7 @@
 use crate::exec::{Exec, RowGet, args};
 use crate::sql::{self, FromRow, WriteOp, WriteReply};
 use crate::store::Store;
-use crate::{EventRecord, StoreError, StoreResult};
+use crate::{ApiKeyRecord, EventRecord, StoreError, StoreResult};
 
 /// Per-account gateway settings. A missing row reads as [`AccountControls::defaults`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +108,20 @@ pub struct IdempotencyClaim {
     pub purge_expired: bool,
 }
 
+/// An API key with what the gateway checks before every request made with it, read in
+/// one statement: for deployments that cache none of it (several nodes sharing a
+/// database, where another node's change must hold on the next request).
+#[derive(Debug, Clone)]
+pub struct KeyWithControls {
+    /// The key.
+    pub key: ApiKeyRecord,
+    /// Its account's controls (defaults when never set); `None` for a key without an
+    /// account (admin keys).
+    pub controls: Option<AccountControls>,
+    /// The key's own IP allowlist (empty: none).
+    pub key_allowlist: Vec<String>,
+}
+
 /// The controls' storage operations.
 #[allow(async_fn_in_trait)]
 pub trait ControlStore: Send + Sync {
@@ -122,6 +136,9 @@ pub trait ControlStore: Send + Sync {
     ) -> StoreResult<AccountControls>;
     /// The IP allowlist of one API key (empty: none).
     async fn key_ip_allowlist(&self, key_id: &str) -> StoreResult<Vec<String>>;
+    /// The API key with this digest, its account's controls and its allowlist, in one
+    /// read.
+    async fn key_with_controls(&self, digest: &[u8]) -> StoreResult<Option<KeyWithControls>>;
     /// Sets the IP allowlist of one API key.
     async fn set_key_ip_allowlist(&self, key_id: &str, cidrs: &[String]) -> StoreResult<()>;
 
@@ -280,6 +297,55 @@ async fn account_controls<C: Exec>(c: &mut C, account_id: &str) -> StoreResult<A
     Ok(sql::one(c, GET_CONTROLS, args![account_id])
         .await?
         .unwrap_or_else(|| AccountControls::defaults(account_id)))
+}
+
+/// A row read from column `.1` on: lets the `FromRow` decoders read a joined row.
+struct At<'r, R>(&'r R, usize);
+
+impl<R: RowGet> RowGet for At<'_, R> {
+    fn text(&self, i: usize) -> StoreResult<String> {
+        self.0.text(self.1 + i)
+    }
+    fn opt_text(&self, i: usize) -> StoreResult<Option<String>> {
+        self.0.opt_text(self.1 + i)
+    }
+    fn int(&self, i: usize) -> StoreResult<i64> {
+        self.0.int(self.1 + i)
+    }
+    fn opt_int(&self, i: usize) -> StoreResult<Option<i64>> {
+        self.0.opt_int(self.1 + i)
+    }
+    fn blob(&self, i: usize) -> StoreResult<Vec<u8>> {
+        self.0.blob(self.1 + i)
+    }
+    fn opt_blob(&self, i: usize) -> StoreResult<Option<Vec<u8>>> {
+        self.0.opt_blob(self.1 + i)
+    }
+}
+
+async fn key_with_controls<C: Exec>(
+    c: &mut C,
+    digest: &[u8],
+) -> StoreResult<Option<KeyWithControls>> {
+    let Some(r) = c.opt(sql::KEY_WITH_CONTROLS, args![digest]).await? else {
+        return Ok(None);
+    };
+    let key = ApiKeyRecord::from_row(&r)?;
+    let at = sql::API_KEY_COLS;
+    let controls = match (&key.account_id, r.opt_text(at)?) {
+        (None, _) => None,
+        (Some(_), Some(_)) => Some(AccountControls::from_row(&At(&r, at))?),
+        (Some(account), None) => Some(AccountControls::defaults(account)),
+    };
+    let key_allowlist = r
+        .opt_text(at + 5)?
+        .map(|s| split_cidrs(&s))
+        .unwrap_or_default();
+    Ok(Some(KeyWithControls {
+        key,
+        controls,
+        key_allowlist,
+    }))
 }
 
 async fn key_ip_allowlist<C: Exec>(c: &mut C, key_id: &str) -> StoreResult<Vec<String>> {
@@ -535,6 +601,10 @@ impl ControlStore for Store {
 
     async fn key_ip_allowlist(&self, key_id: &str) -> StoreResult<Vec<String>> {
         read!(self, key_ip_allowlist(key_id))
+    }
+
+    async fn key_with_controls(&self, digest: &[u8]) -> StoreResult<Option<KeyWithControls>> {
+        read!(self, key_with_controls(digest))
     }
 
     async fn set_key_ip_allowlist(&self, key_id: &str, cidrs: &[String]) -> StoreResult<()> {

@@ -1,8 +1,8 @@
 //! Persistence for Strongroom.
 //!
 //! One trait, [`VaultStore`], with two backends: SQLite (the embedded default, WAL,
-//! `synchronous=FULL`, every write batched by a single writer task into group commits)
-//! and PostgreSQL (pooled connections). [`Store`] is the enum the server holds.
+//! `synchronous=FULL`, every write batched by a single writer thread into group commits)
+//! and PostgreSQL (pooled connections, one writer task per node). [`Store`] is the enum the server holds.
 //!
 //! The store holds ciphertext, wrapped keys and digests. It never decrypts anything and
 //! never sees a clear PAN, key or secret.
@@ -25,7 +25,7 @@ pub mod webhooks;
 pub use audit::{AuditCheckpoint, AuditQuery, AuditRecord, AuditScope, AuditStore, HashFn};
 pub use controls::{
     AccountControls, ControlStore, ControlsUpdate, IdempotencyBegin, IdempotencyClaim,
-    IdempotencyRecord, SigningKeyRecord,
+    IdempotencyRecord, KeyWithControls, SigningKeyRecord,
 };
 pub use model::*;
 pub use pin::{PinOutcome, PinRecord, PinRewrap, PinStore, SetKind, SpendOtp, TransportKeyRecord};
@@ -63,7 +63,9 @@ pub struct StoreConfig {
     /// PostgreSQL only: a schema to create (if missing) and use as `search_path`.
     /// Tests give every server its own schema.
     pub schema: Option<String>,
-    /// Pool size for readers (SQLite) or for all work (PostgreSQL).
+    /// SQLite: the most idle read connections kept (reads run on the calling thread, so
+    /// no more are open at once than threads reading). PostgreSQL: the pool size for all
+    /// work, the writer included.
     pub max_connections: u32,
 }
 

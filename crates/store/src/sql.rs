@@ -69,6 +69,19 @@ const API_KEY_BY_DIGEST: &str = concat!(
     api_key_cols!(),
     " FROM api_keys WHERE digest = $1"
 );
+/// An API key with its account's controls and its own allowlist: the key's columns,
+/// then `account_controls`' five (all NULL when the account has none), then the key's
+/// allowlist (NULL when none).
+pub(crate) const KEY_WITH_CONTROLS: &str = concat!(
+    "SELECT k.*, c.account_id, c.require_signed_requests, c.ip_allowlist, \
+     c.rate_limit_per_minute, c.updated_ms, kc.ip_allowlist FROM (SELECT ",
+    api_key_cols!(),
+    " FROM api_keys WHERE digest = $1) k \
+     LEFT JOIN account_controls c ON c.account_id = k.account_id \
+     LEFT JOIN api_key_controls kc ON kc.key_id = k.id"
+);
+/// Columns of [`api_key_cols`].
+pub(crate) const API_KEY_COLS: usize = 9;
 const LIST_API_KEYS: &str = concat!(
     "SELECT ",
     api_key_cols!(),

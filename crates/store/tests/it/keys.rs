@@ -276,3 +276,62 @@ async fn rotate_and_retire(store: Store) {
         .unwrap();
     assert_eq!(v1.retired_ms, Some(T0 + 50));
 }
+
+both!(a_key_with_its_controls_in_one_read);
+/// The gateway's one read per request when nothing is cached: the key, its account's
+/// controls (defaults when never set) and its own allowlist, each as the separate reads
+/// give them.
+async fn a_key_with_its_controls_in_one_read(store: Store) {
+    use strongroom_store::{AccountControls, ControlStore};
+    let a = account(&store).await;
+    let k = api_key(Some(&a), T0 + 1, 11);
+    let admin = api_key(None, T0 + 2, 12);
+    store.insert_api_key(&k, &[]).await.unwrap();
+    store.insert_api_key(&admin, &[]).await.unwrap();
+    assert!(store.key_with_controls(&[99; 32]).await.unwrap().is_none());
+
+    // Nothing set: default controls, no allowlist.
+    let got = store.key_with_controls(&k.digest).await.unwrap().unwrap();
+    assert_eq!(got.key, k);
+    assert_eq!(got.controls, Some(AccountControls::defaults(&a)));
+    assert!(got.key_allowlist.is_empty());
+
+    let c = AccountControls {
+        account_id: a.clone(),
+        require_signed_requests: true,
+        ip_allowlist: vec!["10.0.0.0/8".into()],
+        rate_limit_per_minute: Some(250),
+        updated_ms: T0,
+    };
+    store.set_account_controls(&c).await.unwrap();
+    let list = vec!["192.0.2.0/24".to_owned(), "2001:db8::/32".to_owned()];
+    store.set_key_ip_allowlist(&k.id, &list).await.unwrap();
+    let got = store.key_with_controls(&k.digest).await.unwrap().unwrap();
+    assert_eq!(got.controls.as_ref(), Some(&c));
+    assert_eq!(
+        got.controls,
+        Some(store.account_controls(&a).await.unwrap())
+    );
+    assert_eq!(got.key_allowlist, list);
+    assert_eq!(
+        got.key_allowlist,
+        store.key_ip_allowlist(&k.id).await.unwrap()
+    );
+
+    // A revoked key is still returned (the caller refuses it, with its own code).
+    store
+        .revoke_api_key(Some(&a), &k.id, T0 + 5, &[])
+        .await
+        .unwrap();
+    let got = store.key_with_controls(&k.digest).await.unwrap().unwrap();
+    assert_eq!(got.key.revoked_ms, Some(T0 + 5));
+
+    // A key without an account has no account controls.
+    let got = store
+        .key_with_controls(&admin.digest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.key, admin);
+    assert_eq!(got.controls, None);
+}
