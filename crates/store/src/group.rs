@@ -122,14 +122,7 @@ pub(crate) async fn writer<K: Conn>(mut conn: K, mut rx: mpsc::Receiver<Msg>) ->
 async fn commit<K: Conn>(conn: &mut K, batch: &mut Vec<(WriteOp, Reply)>) {
     let (begin, name) = (conn.begin(), conn.name());
     let outcome = match conn.get().await {
-        Ok(c) => {
-            if batch.len() == 1 {
-                // Alone: the transaction is the savepoint.
-                single(c, begin, batch).await.map(|r| vec![r])
-            } else {
-                grouped(c, begin, batch).await
-            }
-        }
+        Ok(c) => grouped(c, begin, batch).await,
         Err(e) => Err(e),
     };
     conn.done();
@@ -160,39 +153,11 @@ async fn open<C: Exec>(c: &mut C, begin: &'static [&'static str]) -> StoreResult
     Ok(())
 }
 
-async fn single<C: Exec>(
-    c: &mut C,
-    begin: &'static [&'static str],
-    batch: &[(WriteOp, Reply)],
-) -> StoreResult<StoreResult<WriteReply>> {
-    open(c, begin).await?;
-    let mut b = Batched::new(c);
-    let mut results = Vec::with_capacity(1);
-    for (op, _) in batch {
-        results.push(sql::apply(&mut b, op).await);
-    }
-    let flushed = if results.iter().all(Result::is_ok) {
-        b.flush(batch, &mut results).await
-    } else {
-        Ok(())
-    };
-    let end = if results.iter().all(Result::is_ok) && flushed.is_ok() {
-        COMMIT
-    } else {
-        ROLLBACK
-    };
-    finish(c, end).await?;
-    let result = results.pop().unwrap_or_else(|| Err(closed()));
-    match flushed {
-        Ok(()) => Ok(result),
-        Err(e) => Ok(Err(e)),
-    }
-}
-
 /// Writes rarely fail, so a batch first runs without savepoints (two statements fewer
-/// per write). If one write fails, that attempt is rolled back whole and the batch runs
-/// again with a savepoint around each write, so only the failing one is lost. The
-/// audit records of all writes are appended together before `COMMIT` ([`Batched`]).
+/// per write). If one write fails, that attempt is rolled back whole; a write alone has
+/// its answer then (its transaction was its savepoint), a batch runs again with a
+/// savepoint around each write, so only the failing one is lost. The audit records of
+/// all writes are appended together before `COMMIT` ([`Batched`]).
 async fn grouped<C: Exec>(
     c: &mut C,
     begin: &'static [&'static str],
@@ -201,22 +166,25 @@ async fn grouped<C: Exec>(
     open(c, begin).await?;
     let mut results = Vec::with_capacity(batch.len());
     let mut b = Batched::new(c);
+    let mut failed = None;
     for (i, (op, _)) in batch.iter().enumerate() {
         b.current = i;
         match sql::apply(&mut b, op).await {
             Ok(r) => results.push(Ok(r)),
-            Err(_) => break,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
         }
     }
-    if results.len() == batch.len() {
-        if let Err(e) = b.flush(batch, &mut results).await {
-            finish(c, ROLLBACK).await.ok();
-            return Err(e);
-        }
-        finish(c, COMMIT).await?;
+    let Some(e) = failed else {
+        b.commit(batch, &mut results).await?;
         return Ok(results);
-    }
+    };
     finish(c, ROLLBACK).await?;
+    if batch.len() == 1 {
+        return Ok(vec![Err(e)]);
+    }
     results.clear();
 
     open(c, begin).await?;
@@ -231,11 +199,7 @@ async fn grouped<C: Exec>(
             }
         }
     }
-    if let Err(e) = b.flush(batch, &mut results).await {
-        finish(c, ROLLBACK).await.ok();
-        return Err(e);
-    }
-    finish(c, COMMIT).await?;
+    b.commit(batch, &mut results).await?;
     Ok(results)
 }
 
@@ -257,13 +221,18 @@ impl<'c, C: Exec> Batched<'c, C> {
         }
     }
 
-    async fn flush(
+    /// Appends the deferred audit records, then commits; rolls back if the append fails.
+    async fn commit(
         &mut self,
         batch: &[(WriteOp, Reply)],
         results: &mut [StoreResult<WriteReply>],
     ) -> StoreResult<()> {
         let op_at = |i: usize| batch.get(i).map(|(op, _)| op);
-        audit::flush(self.c, op_at, &self.deferred, results).await
+        if let Err(e) = audit::flush(self.c, op_at, &self.deferred, results).await {
+            finish(self.c, ROLLBACK).await.ok();
+            return Err(e);
+        }
+        finish(self.c, COMMIT).await
     }
 }
 

@@ -197,20 +197,17 @@ impl Exec for SyncConn {
     type Row = SqlRow;
 
     async fn exec(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<u64> {
-        let changes = self.with(sql, args, |st| {
-            if st.column_count() == 0 {
-                return st.raw_execute().map(|n| n as u64);
+        self.with(sql, args, |st| {
+            if st.column_count() > 0 {
+                // A statement with RETURNING (or a PRAGMA) yields rows: step to the end.
+                let mut rows = st.raw_query();
+                while rows.next()?.is_some() {}
+            } else {
+                st.raw_execute()?;
             }
-            // A statement with RETURNING (or a PRAGMA) yields rows: step to the end.
-            let mut rows = st.raw_query();
-            while rows.next()?.is_some() {}
-            Ok(u64::MAX)
+            Ok(())
         })?;
-        Ok(if changes == u64::MAX {
-            self.conn.changes()
-        } else {
-            changes
-        })
+        Ok(self.conn.changes())
     }
 
     async fn all(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<Vec<SqlRow>> {
