@@ -333,6 +333,14 @@ impl Wrapped {
     }
 }
 
+/// The write itself: `op`, or the write an audit wrapper carries.
+pub(crate) fn inner(op: &WriteOp) -> &WriteOp {
+    match op {
+        WriteOp::Audit(Op::Wrap(w)) => &w.op,
+        other => other,
+    }
+}
+
 /// A write of a group commit whose audit records wait for [`flush`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Deferred {

@@ -20,6 +20,10 @@ pub(crate) enum Arg<'a> {
     OptInt(Option<i64>),
     Blob(&'a [u8]),
     OptBlob(Option<&'a [u8]>),
+    /// Arrays, for PostgreSQL's `UNNEST` (one statement for many rows); SQLite refuses them.
+    Texts(&'a [&'a str]),
+    Ints(&'a [i64]),
+    Blobs(&'a [&'a [u8]]),
 }
 
 impl<'a> From<&'a str> for Arg<'a> {
@@ -113,6 +117,12 @@ pub(crate) trait Exec: Send {
         let _ = carry;
         false
     }
+
+    /// Inside a group commit that inserted its cards in one statement
+    /// ([`crate::sql::insert_cards_bulk`]): the outcome for the write being applied.
+    fn bulk_card(&mut self) -> Option<crate::InsertCard> {
+        None
+    }
 }
 
 /// Implements [`Exec`] for a concrete connection type of a driver.
@@ -176,6 +186,9 @@ macro_rules! bind {
             $crate::exec::Arg::OptInt(v) => $q.bind(v),
             $crate::exec::Arg::Blob(v) => $q.bind(v),
             $crate::exec::Arg::OptBlob(v) => $q.bind(v),
+            $crate::exec::Arg::Texts(v) => $q.bind(v),
+            $crate::exec::Arg::Ints(v) => $q.bind(v),
+            $crate::exec::Arg::Blobs(v) => $q.bind(v),
         }
     };
 }

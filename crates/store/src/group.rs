@@ -77,6 +77,11 @@ pub(crate) trait Conn: Send {
     fn begin(&self) -> &'static [&'static str];
     /// The backend, for logs.
     fn name(&self) -> &'static str;
+    /// Whether a batch inserts its cards in one statement ([`sql::insert_cards_bulk`],
+    /// PostgreSQL: a statement is a round trip; SQLite's run in place and gain nothing).
+    fn bulk(&self) -> bool {
+        false
+    }
 }
 
 /// The writer task: waits for a write, takes whatever else is queued (up to
@@ -120,9 +125,9 @@ pub(crate) async fn writer<K: Conn>(mut conn: K, mut rx: mpsc::Receiver<Msg>) ->
 
 /// Runs a batch as one transaction and answers every write (after `COMMIT`).
 async fn commit<K: Conn>(conn: &mut K, batch: &mut Vec<(WriteOp, Reply)>) {
-    let (begin, name) = (conn.begin(), conn.name());
+    let (begin, name, bulk) = (conn.begin(), conn.name(), conn.bulk());
     let outcome = match conn.get().await {
-        Ok(c) => grouped(c, begin, batch).await,
+        Ok(c) => grouped(c, begin, bulk, batch).await,
         Err(e) => Err(e),
     };
     conn.done();
@@ -157,17 +162,25 @@ async fn open<C: Exec>(c: &mut C, begin: &'static [&'static str]) -> StoreResult
 /// per write). If one write fails, that attempt is rolled back whole; a write alone has
 /// its answer then (its transaction was its savepoint), a batch runs again with a
 /// savepoint around each write, so only the failing one is lost. The audit records of
-/// all writes are appended together before `COMMIT` ([`Batched`]).
+/// all writes are appended together before `COMMIT` ([`Batched`]). With `bulk`, the
+/// first attempt inserts the batch's new cards in one statement before the writes run.
 async fn grouped<C: Exec>(
     c: &mut C,
     begin: &'static [&'static str],
+    bulk: bool,
     batch: &[(WriteOp, Reply)],
 ) -> StoreResult<Vec<StoreResult<WriteReply>>> {
     open(c, begin).await?;
     let mut results = Vec::with_capacity(batch.len());
     let mut b = Batched::new(c);
     let mut failed = None;
-    for (i, (op, _)) in batch.iter().enumerate() {
+    if bulk {
+        match sql::insert_cards_bulk(b.c, batch.iter().map(|(op, _)| op)).await {
+            Ok(cards) => b.cards = cards,
+            Err(e) => failed = Some(e),
+        }
+    }
+    for (i, (op, _)) in batch.iter().enumerate().filter(|_| failed.is_none()) {
         b.current = i;
         match sql::apply(&mut b, op).await {
             Ok(r) => results.push(Ok(r)),
@@ -210,6 +223,8 @@ struct Batched<'c, C> {
     /// Index in the batch of the write being applied.
     current: usize,
     deferred: Vec<audit::Deferred>,
+    /// The outcomes of the card inserts made in one statement, by batch index.
+    cards: Vec<Option<crate::InsertCard>>,
 }
 
 impl<'c, C: Exec> Batched<'c, C> {
@@ -218,6 +233,7 @@ impl<'c, C: Exec> Batched<'c, C> {
             c,
             current: 0,
             deferred: Vec::new(),
+            cards: Vec::new(),
         }
     }
 
@@ -257,6 +273,10 @@ impl<C: Exec> Exec for Batched<'_, C> {
             carry,
         });
         true
+    }
+
+    fn bulk_card(&mut self) -> Option<crate::InsertCard> {
+        self.cards.get_mut(self.current).and_then(Option::take)
     }
 }
 

@@ -60,6 +60,9 @@ impl group::Conn for Pooled {
     fn name(&self) -> &'static str {
         "postgres"
     }
+    fn bulk(&self) -> bool {
+        true
+    }
 }
 
 /// A schema name we are willing to put into SQL: an unquoted identifier of ASCII

@@ -4,7 +4,7 @@
 //! parameter and sqlx binds it by number). Only portable SQL is used: `ON CONFLICT …
 //! DO NOTHING`, `RETURNING`, `IS NOT DISTINCT FROM`, partial indexes.
 
-use crate::exec::{Exec, RowGet, args};
+use crate::exec::{Arg, Exec, RowGet, args};
 use crate::{
     AccountRecord, ApiKeyRecord, CardRecord, CardRewrap, DataKeyRecord, EventRecord, InsertCard,
     KeyPurpose, KeyState, ListCards, ListEvents, Mode, OtpRecord, RetireOutcome, StoreError,
@@ -133,6 +133,36 @@ const INSERT_CARD: &str = concat!(
     card_cols!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
      ON CONFLICT (account_id, mode, fingerprint) DO NOTHING RETURNING id"
+);
+/// PostgreSQL: a batch's new cards in one statement, with their events and the events'
+/// webhook deliveries, from parallel arrays (`UNNEST`). Every statement costs the
+/// database as much again as the rows it writes, and the writer waits for each, so three
+/// statements per card became one per batch. Events go in only for the cards that were
+/// inserted (`$14`, the card each event belongs to); the ids returned are those cards.
+const INSERT_CARDS_BULK: &str = concat!(
+    "WITH n AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bytea[], \
+     $5::int8[], $6::int8[], $7::bytea[], $8::text[], $9::text[], $10::text[], $11::int8[], \
+     $12::int8[], $13::int8[]) WITH ORDINALITY AS n (",
+    card_cols!(),
+    ", ord)), c AS (INSERT INTO cards (",
+    card_cols!(),
+    ") SELECT ",
+    card_cols!(),
+    " FROM n ORDER BY ord ON CONFLICT (account_id, mode, fingerprint) DO NOTHING RETURNING id), \
+     v AS (INSERT INTO events (",
+    event_cols!(),
+    ") SELECT x.id, x.account_id, x.mode, x.event_type, x.created_ms, x.data \
+     FROM UNNEST($14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
+     $19::int8[], $20::text[]) WITH ORDINALITY \
+     AS x (card_id, id, account_id, mode, event_type, created_ms, data, ord) \
+     JOIN c ON c.id = x.card_id ORDER BY x.ord \
+     RETURNING id, account_id, mode, event_type, created_ms), \
+     w AS (",
+    crate::webhooks::delivery_insert!(),
+    "SELECT v.id || ':' || e.id, v.id, e.id, v.account_id, 'pending', 0, v.created_ms, \
+     v.created_ms FROM v JOIN webhook_endpoints e ON ",
+    crate::webhooks::fan_out_match!("v.account_id", "v.mode", "v.event_type"),
+    ") SELECT id FROM c"
 );
 const GET_CARD: &str = concat!(
     "SELECT ",
@@ -790,6 +820,9 @@ async fn insert_card<C: Exec>(
     dedup: &[(i64, Vec<u8>)],
     events: &[EventRecord],
 ) -> StoreResult<InsertCard> {
+    if let Some(done) = c.bulk_card() {
+        return Ok(done);
+    }
     let mode = card.mode.as_str();
     // Fingerprints under other key versions: only a lookup can find them. The card's
     // own fingerprint is settled by the unique index below, which is race-free across
@@ -825,6 +858,128 @@ async fn insert_card<C: Exec>(
         // The holder of the fingerprint was deleted between our insert and this read.
         None => Err(StoreError::Conflict("card changed concurrently; retry")),
     }
+}
+
+/// A card to insert, with its events.
+type NewCard<'o> = (&'o CardRecord, &'o [EventRecord]);
+
+/// The card inserts of a batch that can share one statement, by batch index: a card
+/// insert (bare or under its audit wrapper) whose only fingerprint is the card's own
+/// (during a fingerprint-key rotation, lookups under older versions come first, one by
+/// one). `None` when another write of the batch changes cards (a delete, a re-wrap):
+/// then the batch applies its writes one at a time, in order.
+fn bulk_cards<'o>(
+    ops: impl Iterator<Item = &'o WriteOp>,
+) -> Option<Vec<Option<NewCard<'o>>>> {
+    let mut out = Vec::new();
+    for op in ops {
+        out.push(match crate::audit::inner(op) {
+            WriteOp::InsertCard {
+                card,
+                dedup,
+                events,
+            } if dedup.iter().all(|(_, fp)| *fp == card.fingerprint) => {
+                Some((card, events.as_slice()))
+            }
+            WriteOp::DeleteCard { .. } | WriteOp::RewrapCards { .. } => return None,
+            _ => None,
+        });
+    }
+    Some(out)
+}
+
+/// PostgreSQL: inserts the batch's eligible cards ([`bulk_cards`]), their events and
+/// webhook deliveries in one statement, inside the batch's transaction. Returns each
+/// write's outcome by batch index (empty when nothing was eligible); the writer hands
+/// them out as it applies the writes in order ([`Exec::bulk_card`]). A card whose
+/// fingerprint was there already (or came twice in this batch) is read back, as
+/// [`insert_card`] does.
+pub(crate) async fn insert_cards_bulk<'o, C: Exec>(
+    c: &mut C,
+    ops: impl Iterator<Item = &'o WriteOp>,
+) -> StoreResult<Vec<Option<InsertCard>>> {
+    let Some(slots) = bulk_cards(ops) else {
+        return Ok(Vec::new());
+    };
+    let cards: Vec<&CardRecord> = slots.iter().flatten().map(|(card, _)| *card).collect();
+    if cards.is_empty() {
+        return Ok(Vec::new());
+    }
+    let text = |f: fn(&CardRecord) -> &str| cards.iter().map(|c| f(c)).collect::<Vec<&str>>();
+    let int = |f: fn(&CardRecord) -> i64| cards.iter().map(|c| f(c)).collect::<Vec<i64>>();
+    let blob = |f: fn(&CardRecord) -> &[u8]| cards.iter().map(|c| f(c)).collect::<Vec<&[u8]>>();
+    let (ids, accounts, modes) = (
+        text(|c| &c.id),
+        text(|c| &c.account_id),
+        text(|c| c.mode.as_str()),
+    );
+    let (fps, sealed) = (blob(|c| &c.fingerprint), blob(|c| &c.sealed));
+    let (fp_versions, key_versions) = (int(|c| c.fp_version), int(|c| c.key_version));
+    let (brands, bins, last4s) = (text(|c| &c.brand), text(|c| &c.bin), text(|c| &c.last4));
+    let (months, years, created) = (
+        int(|c| c.exp_month),
+        int(|c| c.exp_year),
+        int(|c| c.created_ms),
+    );
+    let events: Vec<(&'o str, &'o EventRecord)> = slots
+        .iter()
+        .flatten()
+        .flat_map(|(card, evs)| evs.iter().map(|e| (card.id.as_str(), e)))
+        .collect();
+    let ev_text =
+        |f: fn(&(&'o str, &'o EventRecord)) -> &'o str| events.iter().map(f).collect::<Vec<&str>>();
+    let ev_cards = ev_text(|(card, _)| card);
+    let (ev_ids, ev_accounts) = (ev_text(|(_, e)| &e.id), ev_text(|(_, e)| &e.account_id));
+    let (ev_modes, ev_types) = (
+        ev_text(|(_, e)| e.mode.as_str()),
+        ev_text(|(_, e)| &e.event_type),
+    );
+    let ev_data = ev_text(|(_, e)| &e.data);
+    let ev_created: Vec<i64> = events.iter().map(|(_, e)| e.created_ms).collect();
+    let args = [
+        Arg::Texts(&ids),
+        Arg::Texts(&accounts),
+        Arg::Texts(&modes),
+        Arg::Blobs(&fps),
+        Arg::Ints(&fp_versions),
+        Arg::Ints(&key_versions),
+        Arg::Blobs(&sealed),
+        Arg::Texts(&brands),
+        Arg::Texts(&bins),
+        Arg::Texts(&last4s),
+        Arg::Ints(&months),
+        Arg::Ints(&years),
+        Arg::Ints(&created),
+        Arg::Texts(&ev_cards),
+        Arg::Texts(&ev_ids),
+        Arg::Texts(&ev_accounts),
+        Arg::Texts(&ev_modes),
+        Arg::Texts(&ev_types),
+        Arg::Ints(&ev_created),
+        Arg::Texts(&ev_data),
+    ];
+    let rows = c.all(INSERT_CARDS_BULK, &args).await?;
+    let inserted = rows
+        .iter()
+        .map(|r| r.text(0))
+        .collect::<StoreResult<std::collections::HashSet<String>>>()?;
+    let mut out = Vec::with_capacity(slots.len());
+    for slot in slots {
+        out.push(match slot {
+            None => None,
+            Some((card, _)) if inserted.contains(&card.id) => {
+                Some(InsertCard::Created(card.clone()))
+            }
+            Some((card, _)) => {
+                let a = args![&card.account_id, card.mode.as_str(), &card.fingerprint];
+                match one(c, CARD_BY_FP, a).await? {
+                    Some(existing) => Some(InsertCard::Existing(existing)),
+                    None => return Err(StoreError::Conflict("card changed concurrently; retry")),
+                }
+            }
+        });
+    }
+    Ok(out)
 }
 
 async fn retire_data_key<C: Exec>(

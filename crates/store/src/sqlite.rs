@@ -148,6 +148,11 @@ impl SyncConn {
                 Arg::OptInt(v) => st.raw_bind_parameter(idx, v),
                 Arg::Blob(v) => st.raw_bind_parameter(idx, v),
                 Arg::OptBlob(v) => st.raw_bind_parameter(idx, v),
+                Arg::Texts(_) | Arg::Ints(_) | Arg::Blobs(_) => {
+                    return Err(StoreError::Unavailable(
+                        "array parameters are for PostgreSQL only".into(),
+                    ));
+                }
             };
             r.map_err(sq_err)?;
         }

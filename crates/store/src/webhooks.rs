@@ -256,13 +256,43 @@ const ROTATE_ENDPOINT: &str = "UPDATE webhook_endpoints SET secret_wrapped = $3,
 
 // One pending delivery per enabled endpoint that wants the event (same transaction as
 // the event). `*` never matches the OTP event.
-const FAN_OUT: &str = "INSERT INTO webhook_deliveries \
-     (id, event_id, endpoint_id, account_id, state, attempts, next_ms, created_ms) \
-     SELECT CAST($1 AS TEXT) || ':' || e.id, $1, e.id, e.account_id, 'pending', 0, $4, $4 \
-     FROM webhook_endpoints e WHERE e.account_id = $2 AND e.mode = $3 \
-     AND e.disabled_ms IS NULL AND EXISTS (SELECT 1 FROM webhook_endpoint_events t \
-     WHERE t.endpoint_id = e.id AND (t.event_type = $5 \
-     OR (t.event_type = '*' AND $5 <> 'otp.created')))";
+/// The endpoint `e` an event is delivered to: enabled, of the event's account and mode,
+/// and subscribed to its type (or to every type; `*` leaves out `otp.created`, whose
+/// payload goes only to endpoints that name it). Arguments: SQL for the event's
+/// account, mode and type.
+macro_rules! fan_out_match {
+    ($account:literal, $mode:literal, $ty:literal) => {
+        concat!(
+            "e.account_id = ",
+            $account,
+            " AND e.mode = ",
+            $mode,
+            " AND e.disabled_ms IS NULL AND EXISTS (SELECT 1 FROM webhook_endpoint_events t \
+             WHERE t.endpoint_id = e.id AND (t.event_type = ",
+            $ty,
+            " OR (t.event_type = '*' AND ",
+            $ty,
+            " <> 'otp.created')))"
+        )
+    };
+}
+pub(crate) use fan_out_match;
+
+/// The columns of a new delivery row.
+macro_rules! delivery_insert {
+    () => {
+        "INSERT INTO webhook_deliveries \
+         (id, event_id, endpoint_id, account_id, state, attempts, next_ms, created_ms) "
+    };
+}
+pub(crate) use delivery_insert;
+
+const FAN_OUT: &str = concat!(
+    delivery_insert!(),
+    "SELECT CAST($1 AS TEXT) || ':' || e.id, $1, e.id, e.account_id, 'pending', 0, $4, $4 \
+     FROM webhook_endpoints e WHERE ",
+    fan_out_match!("$2", "$3", "$5")
+);
 
 const REQUEUE: &str = "INSERT INTO webhook_deliveries \
      (id, event_id, endpoint_id, account_id, state, attempts, next_ms, created_ms) \

@@ -9,7 +9,7 @@ use crate::{T0, account, both, id};
 
 /// A stand-in for SHA-256 (the store never imports the crypto crate): deterministic and
 /// order-sensitive, enough to test chaining.
-fn test_hash(prev: &[u8; 32], rec: &[u8]) -> [u8; 32] {
+pub(crate) fn test_hash(prev: &[u8; 32], rec: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     for (i, chunk) in out.chunks_mut(8).enumerate() {
         let mut h =
@@ -23,7 +23,7 @@ fn test_hash(prev: &[u8; 32], rec: &[u8]) -> [u8; 32] {
     out
 }
 
-fn rec(action: &str) -> AuditRecord {
+pub(crate) fn rec(action: &str) -> AuditRecord {
     AuditRecord {
         time_ms: T0,
         request_id: "req_1".into(),

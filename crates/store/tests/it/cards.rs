@@ -2,11 +2,15 @@
 
 use std::time::Instant;
 
+use strongroom_core::IdKind;
+use strongroom_store::webhooks::{WebhookEndpointRecord, WebhookStore};
 use strongroom_store::{
-    CardRewrap, InsertCard, KeyPurpose, ListCards, ListEvents, Mode, Store, StoreError, VaultStore,
+    AuditScope, AuditStore, CardRewrap, InsertCard, KeyPurpose, ListCards, ListEvents, Mode, Store,
+    StoreError, VaultStore,
 };
 
-use crate::{T0, account, both, card, event, fp, sqlite_cfg};
+use crate::audit::{rec, test_hash};
+use crate::{T0, account, both, card, event, fp, id, sqlite_cfg};
 
 fn created_events(limit: i64) -> ListEvents {
     ListEvents {
@@ -417,4 +421,156 @@ async fn sqlite_insert_throughput() {
         total as f64 / secs
     );
     store.close().await;
+}
+
+fn endpoint(a: &str, mode: Mode, ms: i64, types: &[&str], disabled: bool) -> WebhookEndpointRecord {
+    WebhookEndpointRecord {
+        id: id(IdKind::WebhookEndpoint, ms),
+        account_id: a.to_owned(),
+        mode,
+        url: "https://127.0.0.1:9/hook".into(),
+        signing: "hmac-sha256".into(),
+        description: None,
+        secret_wrapped: vec![1; 48],
+        secret_version: 1,
+        old_wrapped: None,
+        old_version: None,
+        old_expires_ms: None,
+        disabled_ms: disabled.then_some(ms),
+        disabled_reason: disabled.then(|| "manual".into()),
+        failing_since_ms: None,
+        created_ms: ms,
+        enabled_events: types.iter().map(|t| (*t).to_owned()).collect(),
+        kind: "webhook".into(),
+    }
+}
+
+both!(concurrent_new_cards_with_events_and_deliveries);
+/// Many tokenizations at once share group commits (on PostgreSQL, one statement inserts
+/// a batch's cards, events and webhook deliveries): every new card gets its event and one
+/// delivery per matching endpoint, repeated fingerprints in the crowd get the one card,
+/// audited writes carry their records, and deletes in the same stream take effect.
+async fn concurrent_new_cards_with_events_and_deliveries(store: Store) {
+    let a = account(&store).await;
+    let wanted = [
+        endpoint(&a, Mode::Test, T0 + 1, &["card.created"], false),
+        endpoint(&a, Mode::Test, T0 + 2, &["*"], false),
+    ];
+    let unwanted = [
+        endpoint(&a, Mode::Test, T0 + 3, &["card.deleted"], false),
+        endpoint(&a, Mode::Live, T0 + 4, &["*"], false),
+        endpoint(&a, Mode::Test, T0 + 5, &["*"], true),
+    ];
+    for ep in wanted.iter().chain(&unwanted) {
+        store.insert_endpoint(ep).await.unwrap();
+    }
+    // `fp` is random beyond its number: one fingerprint per number, made once.
+    let fps: Vec<Vec<u8>> = (0..60).map(fp).collect();
+    let insert = |i: i64, f: usize| {
+        let (store, a, fpr) = (store.clone(), a.clone(), fps[f].clone());
+        async move {
+            let c = card(&a, Mode::Test, T0 + 100 + i, &fpr);
+            let ev = [event(&a, Mode::Test, "card.created", T0 + 100 + i)];
+            let dedup = [(1, fpr)];
+            if i % 3 == 0 {
+                let mut r = rec("card.tokenize");
+                r.request_id = format!("req_{i}");
+                let scope = AuditScope::new(test_hash, Some(r));
+                let out = scope.run(store.insert_card(&c, &dedup, &ev)).await;
+                (i, f, out.unwrap(), scope.head())
+            } else {
+                (
+                    i,
+                    f,
+                    store.insert_card(&c, &dedup, &ev).await.unwrap(),
+                    None,
+                )
+            }
+        }
+    };
+    // 60 writes, 40 distinct cards.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        tasks.spawn(insert(i, usize::try_from(i % 40).unwrap()));
+    }
+    let results = tasks.join_all().await;
+    let mut by_fp = std::collections::HashMap::new();
+    for (_, f, r, _) in &results {
+        if let InsertCard::Created(c) = r {
+            assert!(
+                by_fp.insert(*f, c.id.clone()).is_none(),
+                "fingerprint {f} twice"
+            );
+        }
+    }
+    assert_eq!(by_fp.len(), 40);
+    let audit = store.audit_range(0, 1000).await.unwrap();
+    for (i, f, r, head) in &results {
+        let id = match r {
+            InsertCard::Created(c) | InsertCard::Existing(c) => &c.id,
+        };
+        assert_eq!(Some(id), by_fp.get(f), "write {i}");
+        let created = matches!(r, InsertCard::Created(_));
+        if i % 3 == 0 {
+            let rid = format!("req_{i}");
+            let mine = audit.iter().filter(|r| r.request_id == rid).count();
+            assert_eq!(mine, usize::from(created), "records of {rid}");
+            assert!(head.is_some() || !created, "head of {rid}");
+        }
+    }
+    let q = ListCards {
+        limit: 100,
+        ..Default::default()
+    };
+    assert_eq!(
+        store.list_cards(&a, Mode::Test, &q).await.unwrap().len(),
+        40
+    );
+    let evts = store
+        .list_events(&a, Mode::Test, &created_events(100))
+        .await
+        .unwrap();
+    assert_eq!(evts.len(), 40);
+    for e in &evts {
+        let mut to: Vec<String> = store
+            .event_deliveries(&a, &e.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| {
+                assert_eq!((d.state.as_str(), d.next_ms), ("pending", e.created_ms));
+                d.endpoint_id
+            })
+            .collect();
+        to.sort();
+        assert_eq!(to, [wanted[0].id.clone(), wanted[1].id.clone()]);
+    }
+
+    // Deletes in the same stream: the cards inserted in one statement must not be
+    // moved before them, so a batch with a delete inserts one by one.
+    let (mut deletes, mut inserts) = (tokio::task::JoinSet::new(), tokio::task::JoinSet::new());
+    let doomed: Vec<String> = (0..10).filter_map(|f| by_fp.get(&f).cloned()).collect();
+    for (n, victim) in doomed.iter().enumerate() {
+        let (store, a, victim) = (store.clone(), a.clone(), victim.clone());
+        let n = i64::try_from(n).unwrap();
+        deletes.spawn(async move {
+            let ev = [event(&a, Mode::Test, "card.deleted", T0 + 500 + n)];
+            store
+                .delete_card(&a, Mode::Test, &victim, &ev)
+                .await
+                .unwrap()
+        });
+        inserts.spawn(insert(200 + n, 40 + usize::try_from(n).unwrap()));
+    }
+    assert_eq!(deletes.join_all().await, [true; 10]);
+    for (i, _, r, _) in inserts.join_all().await {
+        assert!(matches!(r, InsertCard::Created(_)), "write {i}: {r:?}");
+    }
+    for victim in &doomed {
+        assert_eq!(store.get_card(&a, Mode::Test, victim).await.unwrap(), None);
+    }
+    assert_eq!(
+        store.list_cards(&a, Mode::Test, &q).await.unwrap().len(),
+        40
+    );
 }
