@@ -14,6 +14,7 @@ pub mod signature;
 
 use crate::ServerConfig;
 use crate::auth::{Admin, Principal};
+use crate::cache::Cache;
 use crate::error::{ApiError, ApiResult, codes};
 use crate::extract::BODY_LIMIT;
 use crate::state::AppState;
@@ -26,10 +27,8 @@ use axum::response::{IntoResponse, Response};
 use client_ip::ClientIp;
 use ipnet::IpNet;
 use ratelimit::{Decision, Limiter, MemoryLimiter, Quota, RateLimitBackend, RedisLimiter};
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::Arc;
 use strongroom_core::KeyKind;
 use strongroom_crypto::{DataKey, RootKey};
 use strongroom_store::{AccountControls, ControlStore};
@@ -84,6 +83,9 @@ pub const IDEMPOTENCY_EXCLUDED: &[&str] = &[
     "/v1/webhook_endpoints/{id}/rotate_secret",
 ];
 
+/// Most accounts' controls, and most keys' allowlists, cached.
+const CACHE_MAX: usize = 10_000;
+
 /// Route of the token endpoint: limited per client address as well.
 const TOKEN_ROUTE: &str = "/v1/auth/token";
 
@@ -91,8 +93,8 @@ const TOKEN_ROUTE: &str = "/v1/auth/token";
 pub struct Gateway {
     limiter: Limiter,
     idem_key: Option<DataKey>,
-    controls: TtlCache<Arc<AccountControls>>,
-    key_lists: TtlCache<Arc<Vec<IpNet>>>,
+    controls: Cache<String, Arc<AccountControls>>,
+    key_lists: Cache<String, Arc<Vec<IpNet>>>,
 }
 
 /// Checks what [`Gateway::new`] cannot report (called before the server starts).
@@ -136,8 +138,8 @@ impl Gateway {
         Self {
             limiter,
             idem_key,
-            controls: TtlCache::new(ttl),
-            key_lists: TtlCache::new(ttl),
+            controls: Cache::new(ttl, CACHE_MAX),
+            key_lists: Cache::new(ttl, CACHE_MAX),
         }
     }
 
@@ -147,12 +149,14 @@ impl Gateway {
         state: &AppState,
         account_id: &str,
     ) -> ApiResult<Arc<AccountControls>> {
-        let now = state.now_ms();
-        if let Some(c) = self.controls.get(account_id, now) {
+        let (now, sync) = (state.now_ms(), state.cache_sync());
+        if let Some(c) = self.controls.get(sync, account_id, now) {
             return Ok(c);
         }
+        let epoch = self.controls.epoch(sync);
         let c = Arc::new(state.store().account_controls(account_id).await?);
-        self.controls.put(account_id, c.clone(), now);
+        self.controls
+            .put(sync, account_id.to_owned(), c.clone(), now, epoch);
         Ok(c)
     }
 
@@ -162,13 +166,15 @@ impl Gateway {
     }
 
     async fn key_allowlist(&self, state: &AppState, key_id: &str) -> ApiResult<Arc<Vec<IpNet>>> {
-        let now = state.now_ms();
-        if let Some(c) = self.key_lists.get(key_id, now) {
+        let (now, sync) = (state.now_ms(), state.cache_sync());
+        if let Some(c) = self.key_lists.get(sync, key_id, now) {
             return Ok(c);
         }
+        let epoch = self.key_lists.epoch(sync);
         let list = state.store().key_ip_allowlist(key_id).await?;
         let nets = Arc::new(parse_stored_cidrs(&list));
-        self.key_lists.put(key_id, nets.clone(), now);
+        self.key_lists
+            .put(sync, key_id.to_owned(), nets.clone(), now, epoch);
         Ok(nets)
     }
 
@@ -236,46 +242,6 @@ fn parse_stored_cidrs(list: &[String]) -> Vec<IpNet> {
 
 fn allowed_by(list: &[IpNet], ip: IpAddr) -> bool {
     list.is_empty() || list.iter().any(|n| n.contains(&ip))
-}
-
-/// A small map with a time-to-live; zero TTL disables it (several nodes, PostgreSQL).
-struct TtlCache<T: Clone> {
-    ttl_ms: i64,
-    map: RwLock<HashMap<String, (i64, T)>>,
-}
-
-const CACHE_MAX: usize = 10_000;
-
-impl<T: Clone> TtlCache<T> {
-    fn new(ttl: Duration) -> Self {
-        Self {
-            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
-            map: RwLock::new(HashMap::new()),
-        }
-    }
-    fn get(&self, k: &str, now: i64) -> Option<T> {
-        if self.ttl_ms == 0 {
-            return None;
-        }
-        let map = self.map.read().ok()?;
-        let (at, v) = map.get(k)?;
-        (now.saturating_sub(*at) < self.ttl_ms).then(|| v.clone())
-    }
-    fn put(&self, k: &str, v: T, now: i64) {
-        if self.ttl_ms > 0
-            && let Ok(mut map) = self.map.write()
-        {
-            if map.len() >= CACHE_MAX {
-                map.clear();
-            }
-            map.insert(k.to_owned(), (now, v));
-        }
-    }
-    fn forget(&self, k: &str) {
-        if let Ok(mut map) = self.map.write() {
-            map.remove(k);
-        }
-    }
 }
 
 /// Who is calling, as far as the gateway can tell.

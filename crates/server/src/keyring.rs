@@ -104,6 +104,13 @@ impl Keyring {
         self.reload(state, account_id).await
     }
 
+    /// Forgets every account's keys (another node may have rotated one).
+    pub fn clear(&self) {
+        if let Ok(mut map) = self.accounts.write() {
+            map.clear();
+        }
+    }
+
     /// Re-reads the account's keys from the store.
     pub async fn reload(&self, state: &AppState, account_id: &str) -> ApiResult<Arc<AccountKeys>> {
         let records = state.store().data_keys(account_id).await?;

@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod cache;
 pub mod error;
 pub mod extract;
 pub mod gateway;
@@ -55,9 +56,10 @@ pub struct ServerConfig {
     pub rewrap_interval: Duration,
     /// How many records the re-wrap worker moves per transaction.
     pub rewrap_batch: i64,
-    /// How long a looked-up API key may be served from memory. Local revocations clear
-    /// it at once; with several nodes this bounds how late another node's revocation
-    /// is seen. Zero disables the cache.
+    /// How long a looked-up API key (and an account's controls, a key's allowlist) may
+    /// be served from memory. Local changes clear it at once; on PostgreSQL, changes by
+    /// other nodes clear it as soon as they are heard (`LISTEN`), and it is bypassed while
+    /// not listening. Zero disables the cache.
     pub api_key_cache_ttl: Duration,
     /// How long unwrapped data keys are trusted before the key list is re-read (so a
     /// rotation on another node is picked up).
@@ -108,11 +110,8 @@ impl ServerConfig {
             dev_mode: false,
             rewrap_interval: Duration::from_secs(30),
             rewrap_batch: 256,
-            api_key_cache_ttl: if single_node {
-                Duration::from_secs(300)
-            } else {
-                Duration::ZERO
-            },
+            // On PostgreSQL too: every node hears committed changes (`crate::cache`).
+            api_key_cache_ttl: Duration::from_secs(300),
             keyring_ttl: Duration::from_secs(if single_node { 300 } else { 5 }),
             request_timeout: Duration::from_secs(30),
             trusted_proxies: Vec::new(),
@@ -219,6 +218,7 @@ pub async fn start_with_clock(
         None => None,
     };
     let state = AppState::new(store, root, clock, config.clone());
+    state.watch_store();
     // Fail closed from the start: a service that cannot record cannot serve.
     audit::system(&state, "service.start", "")
         .await

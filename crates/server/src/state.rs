@@ -1,14 +1,13 @@
 //! `AppState`: everything a handler needs, in one place. No globals.
 
+use crate::cache::{Cache, CacheSync};
 use crate::error::{ApiResult, codes};
 use crate::keyring::Keyring;
 use crate::{ServerConfig, service};
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::Arc;
 use strongroom_core::{Clock, IdKind, KeyKind, Mode, Scopes, Sensitive, new_id};
 use strongroom_crypto::{RootKey, random};
-use strongroom_store::{AccountRecord, ApiKeyRecord, EventRecord, Store, VaultStore};
+use strongroom_store::{AccountRecord, ApiKeyRecord, CacheEvent, EventRecord, Store, VaultStore};
 use tokio::sync::Notify;
 
 /// Digest domain for API secrets.
@@ -17,6 +16,9 @@ pub const API_KEY_DIGEST: &str = "api_key";
 pub const ADMIN_PREFIX: &str = "sk_admin_";
 /// The `kind` of admin keys in storage.
 pub const ADMIN_KIND: &str = "admin";
+
+/// Most API keys cached.
+const KEY_CACHE_MAX: usize = 10_000;
 
 /// Shared state; cheap to clone.
 #[derive(Clone)]
@@ -28,7 +30,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     config: ServerConfig,
     keyring: Keyring,
-    key_cache: KeyCache,
+    key_cache: Cache<[u8; 32], Arc<ApiKeyRecord>>,
+    cache_sync: Arc<CacheSync>,
     rewrap_wake: Notify,
     gateway: crate::gateway::Gateway,
     pin: service::pin::PinState,
@@ -62,7 +65,12 @@ impl AppState {
         config: ServerConfig,
     ) -> Self {
         let keyring = Keyring::new(config.keyring_ttl);
-        let key_cache = KeyCache::new(config.api_key_cache_ttl);
+        let key_cache = Cache::new(config.api_key_cache_ttl, KEY_CACHE_MAX);
+        // A shared database: trust nothing cached until its changes are heard.
+        let cache_sync = Arc::new(match &store {
+            Store::Sqlite(_) => CacheSync::live(),
+            Store::Postgres(_) => CacheSync::offline(),
+        });
         let gateway = crate::gateway::Gateway::new(&config, &root);
         let audit_appender = crate::audit::Appender::spawn(store.clone());
         let tokens = service::tokens::Tokens::new(
@@ -77,6 +85,7 @@ impl AppState {
             config,
             keyring,
             key_cache,
+            cache_sync,
             rewrap_wake: Notify::new(),
             gateway,
             pin: service::pin::PinState::default(),
@@ -277,7 +286,9 @@ impl AppState {
         })
         .await?
         .ok_or(codes::NOT_FOUND)?;
-        self.0.key_cache.forget(&revoked.digest);
+        if let Ok(d) = <[u8; 32]>::try_from(revoked.digest.as_slice()) {
+            self.0.key_cache.forget(&d);
+        }
         self.0.tokens.forget_key(key_id);
         Ok(revoked)
     }
@@ -291,22 +302,44 @@ impl AppState {
     ) -> ApiResult<Option<(Arc<ApiKeyRecord>, Option<crate::gateway::Prefetched>)>> {
         let digest = self.root().digest(API_KEY_DIGEST, secret.as_bytes());
         let now = self.now_ms();
-        if let Some(hit) = self.0.key_cache.get(&digest, now) {
+        let (cache, sync) = (&self.0.key_cache, self.cache_sync());
+        if let Some(hit) = cache.get(sync, &digest, now) {
             return Ok(Some((hit, None)));
         }
-        if self.0.key_cache.ttl_ms == 0 {
-            // One round trip instead of three (key, controls, allowlist).
-            let found =
-                strongroom_store::ControlStore::key_with_controls(self.store(), &digest).await?;
-            return Ok(found.map(|f| {
-                let pre = f
-                    .controls
-                    .map(|c| crate::gateway::Prefetched::new(c, &f.key_allowlist));
-                (self.0.key_cache.put(digest, f.key, now), pre)
-            }));
-        }
-        let found = self.store().api_key_by_digest(&digest).await?;
-        Ok(found.map(|rec| (self.0.key_cache.put(digest, rec, now), None)))
+        // On a miss: one round trip instead of three (key, controls, allowlist).
+        let epoch = cache.epoch(sync);
+        let found =
+            strongroom_store::ControlStore::key_with_controls(self.store(), &digest).await?;
+        Ok(found.map(|f| {
+            let pre = f
+                .controls
+                .map(|c| crate::gateway::Prefetched::new(c, &f.key_allowlist));
+            let key = Arc::new(f.key);
+            cache.put(sync, digest, key.clone(), now, epoch);
+            (key, pre)
+        }))
+    }
+
+    /// The generation the caches of shared rows must match (see [`crate::cache`]).
+    pub fn cache_sync(&self) -> &CacheSync {
+        &self.0.cache_sync
+    }
+
+    /// Hears committed changes on a shared database: drops every cache of shared rows
+    /// on a change, and bypasses them while not listening.
+    pub(crate) fn watch_store(&self) {
+        let state = self.clone();
+        self.store().watch(move |event| {
+            match event {
+                CacheEvent::Changed => state.cache_sync().invalidate(),
+                CacheEvent::Listening => state.cache_sync().set_live(true),
+                CacheEvent::Lost => state.cache_sync().set_live(false),
+            }
+            if event != CacheEvent::Lost {
+                state.keyring().clear();
+                state.tokens().clear_keyset();
+            }
+        });
     }
 
     /// The account, after checking the id's shape (a malformed id is refused as
@@ -335,61 +368,5 @@ impl AppState {
     /// The gateway controls (rate limiter, cached account controls).
     pub fn gateway(&self) -> &crate::gateway::Gateway {
         &self.0.gateway
-    }
-}
-
-/// A bounded map from key digest to key record. Revocation through this node removes
-/// the entry at once; the TTL bounds staleness for revocations made by other nodes.
-struct KeyCache {
-    ttl_ms: i64,
-    map: RwLock<HashMap<[u8; 32], CachedKey>>,
-}
-
-const KEY_CACHE_MAX: usize = 10_000;
-
-/// When a key was fetched, and the record.
-type CachedKey = (i64, Arc<ApiKeyRecord>);
-
-impl KeyCache {
-    fn new(ttl: Duration) -> Self {
-        Self {
-            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
-            map: RwLock::new(HashMap::new()),
-        }
-    }
-
-    fn get(&self, digest: &[u8; 32], now: i64) -> Option<Arc<ApiKeyRecord>> {
-        if self.ttl_ms == 0 {
-            return None;
-        }
-        let map = self.map.read().ok()?;
-        let (at, rec) = map.get(digest)?;
-        (now.saturating_sub(*at) < self.ttl_ms).then(|| rec.clone())
-    }
-
-    fn put(&self, digest: [u8; 32], rec: ApiKeyRecord, now: i64) -> Arc<ApiKeyRecord> {
-        let rec = Arc::new(rec);
-        if self.ttl_ms > 0
-            && let Ok(mut map) = self.map.write()
-        {
-            if map.len() >= KEY_CACHE_MAX {
-                // Crude but bounded: start over rather than track recency on the hot path.
-                map.clear();
-            }
-            map.insert(digest, (now, rec.clone()));
-        }
-        rec
-    }
-
-    fn forget(&self, digest: &[u8]) {
-        if let (Ok(mut map), Ok(d)) = (self.map.write(), <[u8; 32]>::try_from(digest)) {
-            map.remove(&d);
-        }
-    }
-
-    fn clear(&self) {
-        if let Ok(mut map) = self.map.write() {
-            map.clear();
-        }
     }
 }

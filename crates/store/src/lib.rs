@@ -29,7 +29,7 @@ pub use controls::{
 };
 pub use model::*;
 pub use pin::{PinOutcome, PinRecord, PinRewrap, PinStore, SetKind, SpendOtp, TransportKeyRecord};
-pub use postgres::PgStore;
+pub use postgres::{CacheEvent, PgStore};
 pub use sqlite::SqliteStore;
 pub use stats::StatsStore;
 pub use store::Store;

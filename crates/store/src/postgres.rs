@@ -14,10 +14,13 @@ use std::str::FromStr;
 
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, Postgres};
 use sqlx::{AssertSqlSafe, Connection};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::exec::{db_err, impl_exec};
 use crate::group::{self, Msg};
@@ -33,7 +36,23 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 pub struct PgStore {
     pool: PgPool,
     writer: mpsc::Sender<Msg>,
+    /// Set on [`PgStore::close`]: stops the change watcher.
+    closed: Arc<watch::Sender<bool>>,
 }
+
+/// What the change watcher reports ([`PgStore::watch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// Listening (again): what was cached before may be stale; caching may resume.
+    Listening,
+    /// A change to a cached table committed (on any node).
+    Changed,
+    /// The listening connection is gone: changes may go unheard until `Listening`.
+    Lost,
+}
+
+/// The channel the `0007_cache_notify` triggers notify.
+const CACHE_CHANNEL: &str = "strongroom_cache";
 
 const BEGIN: &[&str] = &["BEGIN", "UPDATE audit_head SET seq = seq WHERE id = 1"];
 
@@ -113,7 +132,35 @@ impl PgStore {
         tokio::spawn(async move {
             drop(group::writer(conn, rx).await);
         });
-        Ok(Self { pool, writer: tx })
+        Ok(Self {
+            pool,
+            writer: tx,
+            closed: Arc::new(watch::channel(false).0),
+        })
+    }
+
+    /// Listens for committed changes to the tables nodes cache (API keys, controls,
+    /// data keys, JWT keys) and reports them to `on`, from a task of its own, until the
+    /// store closes. The first report is `Listening` once `LISTEN` is in place; a lost
+    /// connection reports `Lost` and is retried (backing off up to 5 s).
+    pub fn watch(&self, on: impl Fn(CacheEvent) + Send + Sync + 'static) {
+        let pool = self.pool.clone();
+        let mut closed = self.closed.subscribe();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                tokio::select! {
+                    () = listen(&pool, &on, &mut backoff) => {}
+                    _ = closed.wait_for(|c| *c) => return,
+                }
+                on(CacheEvent::Lost);
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = closed.wait_for(|c| *c) => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
     }
 
     /// A connection from the pool.
@@ -128,7 +175,36 @@ impl PgStore {
 
     /// Finishes the queued writes, stops the writer and closes the pool.
     pub async fn close(&self) {
+        self.closed.send_replace(true);
         group::stop(&self.writer).await;
         self.pool.close().await;
+    }
+}
+
+/// One listening session: returns when the connection fails or is lost.
+async fn listen(pool: &PgPool, on: &impl Fn(CacheEvent), backoff: &mut Duration) {
+    // Notifications carry the schema of the changed table; ours is the pool's.
+    let schema: Result<String, _> = sqlx::query_scalar("SELECT current_schema()")
+        .fetch_one(pool)
+        .await;
+    let Ok(schema) = schema else { return };
+    let Ok(mut listener) = PgListener::connect_with(pool).await else {
+        return;
+    };
+    if let Err(e) = listener.listen(CACHE_CHANNEL).await {
+        tracing::warn!(error = %db_err(e), "cannot listen for cache invalidations");
+        return;
+    }
+    *backoff = Duration::from_millis(100);
+    on(CacheEvent::Listening);
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(n)) if n.payload() == schema => on(CacheEvent::Changed),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                tracing::warn!("lost the cache invalidation connection; reading through");
+                return;
+            }
+        }
     }
 }

@@ -868,9 +868,7 @@ type NewCard<'o> = (&'o CardRecord, &'o [EventRecord]);
 /// (during a fingerprint-key rotation, lookups under older versions come first, one by
 /// one). `None` when another write of the batch changes cards (a delete, a re-wrap):
 /// then the batch applies its writes one at a time, in order.
-fn bulk_cards<'o>(
-    ops: impl Iterator<Item = &'o WriteOp>,
-) -> Option<Vec<Option<NewCard<'o>>>> {
+fn bulk_cards<'o>(ops: impl Iterator<Item = &'o WriteOp>) -> Option<Vec<Option<NewCard<'o>>>> {
     let mut out = Vec::new();
     for op in ops {
         out.push(match crate::audit::inner(op) {

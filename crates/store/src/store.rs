@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::postgres::PgStore;
+use crate::postgres::{CacheEvent, PgStore};
 use crate::sql::{self, WriteOp};
 use crate::sqlite::SqliteStore;
 use crate::{
@@ -53,6 +53,18 @@ impl Store {
         match self {
             Self::Sqlite(_) => "sqlite",
             Self::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Reports committed changes to what nodes cache (see [`PgStore::watch`]). Returns
+    /// false on SQLite: one node owns the file, and it forgets what it changes itself.
+    pub fn watch(&self, on: impl Fn(CacheEvent) + Send + Sync + 'static) -> bool {
+        match self {
+            Self::Sqlite(_) => false,
+            Self::Postgres(p) => {
+                p.watch(on);
+                true
+            }
         }
     }
 

@@ -11,6 +11,7 @@
 //! same schedule from the same rows.
 
 use crate::auth::Principal;
+use crate::cache::Cache;
 use crate::error::{ApiError, ApiResult, codes};
 use crate::state::AppState;
 use std::collections::HashMap;
@@ -108,10 +109,9 @@ const KEY_IDS_MAX: usize = 10_000;
 pub struct Tokens {
     config: TokenConfig,
     keyset_ttl_ms: i64,
-    key_ttl_ms: i64,
     keys: RwLock<Option<Arc<KeySet>>>,
     verified: RwLock<HashMap<[u8; 32], Verified>>,
-    key_ids: RwLock<HashMap<String, (i64, Arc<ApiKeyRecord>)>>,
+    key_ids: Cache<String, Arc<ApiKeyRecord>>,
     last_unknown_kid_reload_ms: AtomicI64,
 }
 
@@ -120,10 +120,9 @@ impl Tokens {
         Self {
             config,
             keyset_ttl_ms: ms(keyset_ttl),
-            key_ttl_ms: ms(key_ttl),
             keys: RwLock::new(None),
             verified: RwLock::new(HashMap::new()),
-            key_ids: RwLock::new(HashMap::new()),
+            key_ids: Cache::new(key_ttl, KEY_IDS_MAX),
             last_unknown_kid_reload_ms: AtomicI64::new(i64::MIN),
         }
     }
@@ -143,39 +142,34 @@ impl Tokens {
 
     /// Forgets a cached key record (after it was revoked on this node).
     pub fn forget_key(&self, key_id: &str) {
-        if let Ok(mut m) = self.key_ids.write() {
-            m.remove(key_id);
-        }
+        self.key_ids.forget(key_id);
     }
 
     /// Forgets every cached key record.
     pub fn clear_keys(&self) {
-        if let Ok(mut m) = self.key_ids.write() {
-            m.clear();
+        self.key_ids.clear();
+    }
+
+    /// Forgets the signing key set (another node may have rotated it); the next use
+    /// reloads it.
+    pub fn clear_keyset(&self) {
+        if let Ok(mut slot) = self.keys.write() {
+            *slot = None;
         }
     }
 
     async fn key_by_id(&self, state: &AppState, id: &str) -> ApiResult<Option<Arc<ApiKeyRecord>>> {
-        let now = state.now_ms();
-        if self.key_ttl_ms > 0
-            && let Ok(m) = self.key_ids.read()
-            && let Some((at, rec)) = m.get(id)
-            && now.saturating_sub(*at) < self.key_ttl_ms
-        {
-            return Ok(Some(rec.clone()));
+        let (now, sync) = (state.now_ms(), state.cache_sync());
+        if let Some(rec) = self.key_ids.get(sync, id, now) {
+            return Ok(Some(rec));
         }
+        let epoch = self.key_ids.epoch(sync);
         let Some(rec) = state.store().api_key_by_id(id).await? else {
             return Ok(None);
         };
         let rec = Arc::new(rec);
-        if self.key_ttl_ms > 0
-            && let Ok(mut m) = self.key_ids.write()
-        {
-            if m.len() >= KEY_IDS_MAX {
-                m.clear();
-            }
-            m.insert(id.to_owned(), (now, rec.clone()));
-        }
+        self.key_ids
+            .put(sync, id.to_owned(), rec.clone(), now, epoch);
         Ok(Some(rec))
     }
 

@@ -1,7 +1,7 @@
 //! Gateway controls (issue 3): IP allowlists, rate limits (memory and Redis, two
 //! nodes), idempotency, request signatures (with an independent Python signer).
 
-use crate::harness::{Data, Resp, TestServer, test_pan};
+use crate::harness::{Data, Resp, TestServer, backend, eventually, test_pan};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -802,4 +802,37 @@ async fn redis_gcra_matches_the_in_process_one_step_by_step() {
         redis.peek(&key, q, t0 + 30_000).await.unwrap(),
         memory.peek(&key, q, t0 + 30_000).await.unwrap()
     );
+}
+
+/// With a shared database both nodes cache an account's controls; a change made on
+/// one is heard by the other when it commits, and enforced there.
+#[tokio::test]
+async fn an_allowlist_set_on_one_node_is_enforced_by_the_other() {
+    if backend() != "postgres" {
+        eprintln!("two-node cache test runs with STRONGROOM_TEST_BACKEND=postgres");
+        return;
+    }
+    let a = TestServer::start().await;
+    let b = TestServer::start_on(a.data.clone(), |_| {}).await;
+    // B serves the key, so its key, controls and allowlist caches are warm.
+    for _ in 0..3 {
+        assert_eq!(b.get("/v1/cards", &a.sk_test).await.status, 200);
+    }
+    let r = a
+        .call(
+            Method::PUT,
+            "/v1/ip_allowlist",
+            Some(&a.sk_test),
+            Some(json!({"cidrs": ["10.0.0.0/8"]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let heard = eventually("B enforces A's allowlist", || async {
+        b.get("/v1/cards", &a.sk_test).await.status == 403
+    })
+    .await;
+    eprintln!("allowlist set on node A enforced by node B after {heard:?}");
+    b.get("/v1/cards", &a.sk_test)
+        .await
+        .assert_error(403, "ip_not_allowed");
 }

@@ -434,3 +434,23 @@ pub fn ca_pem_path() -> PathBuf {
     }
     path
 }
+
+/// Polls `check` until it holds, for at most 5 s; returns how long that took. For what
+/// another node learns asynchronously (a change heard through `LISTEN`).
+pub async fn eventually<F, Fut>(what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{what}: not within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}

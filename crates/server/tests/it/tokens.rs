@@ -805,11 +805,12 @@ async fn two_nodes_share_signing_keys_rotation_and_revocation() {
     assert_eq!(b.get("/v1/cards?limit=1", &t2).await.status, 200);
     assert_eq!(b.get("/v1/cards?limit=1", &t).await.status, 200);
 
-    // Revoking on one node is seen by the other on the next request (PostgreSQL
-    // deployments do not cache API keys by default).
+    // Revoking on one node is heard by the other as soon as it commits (a trigger
+    // notifies every node's listener), even though both cache keys for 300 s.
     let (kid, secret) = new_key(&a, &a.account, json!({"kind": "secret", "mode": "test"})).await;
     let tk = token(&b, &secret, None).await;
     assert_eq!(b.get("/v1/cards?limit=1", &tk).await.status, 200);
+    assert_eq!(b.get("/v1/cards?limit=1", &secret).await.status, 200);
     let r = a
         .delete(
             &format!("/v1/admin/accounts/{}/api_keys/{kid}", a.account),
@@ -817,10 +818,18 @@ async fn two_nodes_share_signing_keys_rotation_and_revocation() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
+    let heard = eventually("B refuses the revoked key", || async {
+        b.get("/v1/cards?limit=1", &secret).await.status == 401
+    })
+    .await;
+    eprintln!("revocation on node A heard by node B after {heard:?}");
     b.get("/v1/cards?limit=1", &tk)
         .await
         .assert_error(401, "token_revoked");
-    // Revoke-all on B: A's tokens of that account stop at once.
+    b.get("/v1/cards?limit=1", &secret)
+        .await
+        .assert_error(401, "api_key_revoked");
+    // Revoke-all on B: A's tokens of that account stop too.
     let ta = token(&a, &a.sk_test, None).await;
     assert_eq!(a.get("/v1/cards?limit=1", &ta).await.status, 200);
     let r = b
@@ -831,6 +840,10 @@ async fn two_nodes_share_signing_keys_rotation_and_revocation() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
+    eventually("A refuses the revoked token", || async {
+        a.get("/v1/cards?limit=1", &ta).await.status == 401
+    })
+    .await;
     a.get("/v1/cards?limit=1", &ta)
         .await
         .assert_error(401, "token_revoked");
