@@ -92,10 +92,12 @@ impl SyncConn {
             }
             // The writer never checkpoints on its own (see `checkpointer`); its cache
             // holds the index pages every insert walks (no other connection writes, so
-            // it is never invalidated).
+            // it is never invalidated). 128 MiB holds the random-ordered fingerprint
+            // index of a million cards: at 32 MiB tokenize lost 23% going from 10k to 1M
+            // cards, at 128 MiB 11% (BENCHMARKS.md). Peak RSS measured 194 MB.
             Role::Writer => {
                 "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-                 PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -32768; \
+                 PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -131072; \
                  PRAGMA journal_size_limit = 134217728;"
             }
             Role::Checkpointer => "PRAGMA synchronous = FULL;",
