@@ -137,6 +137,8 @@ macro_rules! audit_cols {
 // commit and then reads its head); on SQLite the writer is alone anyway.
 const LOCK_HEAD: &str = "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
 const HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+/// The head after an append (under the lock `LOCK_HEAD` took).
+const SET_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
 /// Columns of one audit row, i.e. bind values per row of [`insert_sql`].
 const COLS: usize = 13;
 
@@ -288,8 +290,9 @@ async fn append<'r, C: Exec>(
         c.exec(insert_sql(n), &a).await?;
         rest = tail;
     }
-    // The `audit_log_head` trigger (migration 0005) has moved the head along, row by
-    // row in insertion order.
+    if let Some((_, seq, h)) = rows.last() {
+        c.exec(SET_HEAD, args![*seq, &h[..]]).await?;
+    }
     Ok(seq)
 }
 
