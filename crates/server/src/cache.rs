@@ -24,14 +24,15 @@ pub struct CacheSync {
 }
 
 impl CacheSync {
-    /// Caches usable from the start (one node).
-    pub(crate) fn live() -> Self {
+    /// Caches usable from the start.
+    #[cfg(test)]
+    fn live() -> Self {
         Self {
             epoch: AtomicU64::new(0),
         }
     }
 
-    /// Caches bypassed until [`CacheSync::set_live`] (several nodes, not yet listening).
+    /// Caches bypassed until [`CacheSync::set_live`].
     pub(crate) fn offline() -> Self {
         Self {
             epoch: AtomicU64::new(1),

@@ -218,7 +218,6 @@ pub async fn start_with_clock(
         None => None,
     };
     let state = AppState::new(store, root, clock, config.clone());
-    state.watch_store();
     // Fail closed from the start: a service that cannot record cannot serve.
     audit::system(&state, "service.start", "")
         .await

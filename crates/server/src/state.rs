@@ -31,7 +31,7 @@ struct Inner {
     config: ServerConfig,
     keyring: Keyring,
     key_cache: Cache<[u8; 32], Arc<ApiKeyRecord>>,
-    cache_sync: Arc<CacheSync>,
+    cache_sync: CacheSync,
     rewrap_wake: Notify,
     gateway: crate::gateway::Gateway,
     pin: service::pin::PinState,
@@ -66,11 +66,6 @@ impl AppState {
     ) -> Self {
         let keyring = Keyring::new(config.keyring_ttl);
         let key_cache = Cache::new(config.api_key_cache_ttl, KEY_CACHE_MAX);
-        // A shared database: trust nothing cached until its changes are heard.
-        let cache_sync = Arc::new(match &store {
-            Store::Sqlite(_) => CacheSync::live(),
-            Store::Postgres(_) => CacheSync::offline(),
-        });
         let gateway = crate::gateway::Gateway::new(&config, &root);
         let audit_appender = crate::audit::Appender::spawn(store.clone());
         let tokens = service::tokens::Tokens::new(
@@ -78,21 +73,24 @@ impl AppState {
             config.keyring_ttl,
             config.api_key_cache_ttl,
         );
-        Self(Arc::new(Inner {
+        let state = Self(Arc::new(Inner {
             store,
             root,
             clock,
             config,
             keyring,
             key_cache,
-            cache_sync,
+            // Nothing cached is trusted until `watch_store` says changes are heard.
+            cache_sync: CacheSync::offline(),
             rewrap_wake: Notify::new(),
             gateway,
             pin: service::pin::PinState::default(),
             metrics: crate::metrics::Metrics::default(),
             audit_appender,
             tokens,
-        }))
+        }));
+        state.watch_store();
+        state
     }
 
     /// The store.
@@ -327,9 +325,9 @@ impl AppState {
 
     /// Hears committed changes on a shared database: drops every cache of shared rows
     /// on a change, and bypasses them while not listening.
-    pub(crate) fn watch_store(&self) {
+    fn watch_store(&self) {
         let state = self.clone();
-        self.store().watch(move |event| {
+        let watching = self.store().watch(move |event| {
             match event {
                 CacheEvent::Changed => state.cache_sync().invalidate(),
                 CacheEvent::Listening => state.cache_sync().set_live(true),
@@ -340,6 +338,10 @@ impl AppState {
                 state.tokens().clear_keyset();
             }
         });
+        if !watching {
+            // One node owns the store (SQLite) and forgets what it changes itself.
+            self.cache_sync().set_live(true);
+        }
     }
 
     /// The account, after checking the id's shape (a malformed id is refused as

@@ -173,24 +173,7 @@ async fn grouped<C: Exec>(
     open(c, begin).await?;
     let mut results = Vec::with_capacity(batch.len());
     let mut b = Batched::new(c);
-    let mut failed = None;
-    if bulk {
-        match sql::insert_cards_bulk(b.c, batch.iter().map(|(op, _)| op)).await {
-            Ok(cards) => b.cards = cards,
-            Err(e) => failed = Some(e),
-        }
-    }
-    for (i, (op, _)) in batch.iter().enumerate().filter(|_| failed.is_none()) {
-        b.current = i;
-        match sql::apply(&mut b, op).await {
-            Ok(r) => results.push(Ok(r)),
-            Err(e) => {
-                failed = Some(e);
-                break;
-            }
-        }
-    }
-    let Some(e) = failed else {
+    let Err(e) = apply_all(&mut b, bulk, batch, &mut results).await else {
         b.commit(batch, &mut results).await?;
         return Ok(results);
     };
@@ -214,6 +197,24 @@ async fn grouped<C: Exec>(
     }
     b.commit(batch, &mut results).await?;
     Ok(results)
+}
+
+/// The first attempt at a batch: the bulk card insert (with `bulk`), then every write
+/// in order, without savepoints. The first error stops it.
+async fn apply_all<C: Exec>(
+    b: &mut Batched<'_, C>,
+    bulk: bool,
+    batch: &[(WriteOp, Reply)],
+    results: &mut Vec<StoreResult<WriteReply>>,
+) -> StoreResult<()> {
+    if bulk {
+        b.cards = sql::insert_cards_bulk(b.c, batch.iter().map(|(op, _)| op)).await?;
+    }
+    for (i, (op, _)) in batch.iter().enumerate() {
+        b.current = i;
+        results.push(Ok(sql::apply(&mut *b, op).await?));
+    }
+    Ok(())
 }
 
 /// A connection inside a group commit: it collects the writes whose audit records
