@@ -2,6 +2,7 @@
 //! hardware, as `strongroom bench …` or as its own `strongroom-bench` binary. See
 //! BENCHMARKS.md at the repository root for the commands and the figures.
 
+mod conn;
 mod hist;
 mod load;
 mod pan;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use http::HeaderValue;
 use serde::Serialize;
 
 use load::{Scenario, Shared, Tally, Worker};
@@ -94,15 +96,15 @@ struct Args {
 
 /// An access token from `POST /v1/auth/token` (valid for the server's token lifetime,
 /// an hour by default: longer than any sensible run).
-async fn bearer_token(url: &str, key: &str, ca: &str, http2: bool) -> Result<String> {
-    let r = load::client(ca, http2)?
-        .post(format!("{url}/v1/auth/token"))
-        .header("authorization", format!("Bearer {key}"))
-        .send()
+async fn bearer_token(target: &Arc<conn::Target>, auth: &HeaderValue) -> Result<String> {
+    let req = target
+        .request(http::Method::POST, "/v1/auth/token", Some(auth), None)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let (status, body) = conn::Conn::new(target.clone())
+        .send(req)
         .await
-        .context("POST /v1/auth/token")?;
-    let status = r.status();
-    let v: serde_json::Value = r.json().await.context("token response")?;
+        .map_err(|e| anyhow::anyhow!("POST /v1/auth/token: {e}"))?;
+    let v: serde_json::Value = serde_json::from_slice(&body).context("token response")?;
     match v.get("access_token").and_then(|t| t.as_str()) {
         Some(t) if status.is_success() => Ok(t.to_owned()),
         _ => bail!(
@@ -112,6 +114,15 @@ async fn bearer_token(url: &str, key: &str, ca: &str, http2: bool) -> Result<Str
                 .unwrap_or("")
         ),
     }
+}
+
+/// `Bearer <secret>` as a header value marked sensitive (never indexed by HPACK, hidden
+/// from `Debug`).
+fn bearer(secret: &str) -> Result<HeaderValue> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {secret}"))
+        .map_err(|_| anyhow::anyhow!("the key or token is not a valid header value"))?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -244,7 +255,12 @@ async fn run(args: Args) -> Result<()> {
             s.dev.url,
             s.data_dir().display()
         );
-        let port = reqwest::Url::parse(&s.dev.url)?.port();
+        let port = s
+            .dev
+            .url
+            .parse::<http::Uri>()
+            .with_context(|| format!("bad url {}", s.dev.url))?
+            .port_u16();
         let t = (
             s.dev.url.clone(),
             s.dev.secret_key.clone(),
@@ -294,16 +310,21 @@ async fn measure(
     let range_start = args.pan_offset;
     let range_end = args.pan_offset + block;
 
+    let target = Arc::new(conn::Target::new(url, ca, http2).await?);
     let mut workers = Vec::with_capacity(n);
     for w in 0..n {
         let pans =
             pan::PanSlice::for_worker(range_start, range_start + preload, w as u64, n as u64);
-        workers.push(Worker::new(load::client(ca, http2)?, pans, w as u64 + 1));
+        workers.push(Worker::new(
+            conn::Conn::new(target.clone()),
+            pans,
+            w as u64 + 1,
+        ));
     }
     let mut shared = Shared {
-        base: url.to_string(),
-        auth: format!("Bearer {key}"),
-        bearer: String::new(),
+        target: target.clone(),
+        auth: bearer(key)?,
+        bearer: HeaderValue::from_static(""),
         ids: Vec::new(),
         get_ratio: args.mix_get_ratio,
         ops: Default::default(),
@@ -359,7 +380,7 @@ async fn measure(
         }
     }
     if args.scenario.contains(&Scenario::Auth) {
-        shared.bearer = format!("Bearer {}", bearer_token(url, key, ca, http2).await?);
+        shared.bearer = bearer(&bearer_token(&target, &shared.auth).await?)?;
     }
     // The measured scenarios draw from the rest of the block, a slice per worker.
     for (w, worker) in workers.iter_mut().enumerate() {
@@ -517,18 +538,27 @@ async fn phase_with(
     let progress = {
         let shared = shared.clone();
         let label = label.to_string();
+        let count = move || {
+            conns.as_ref().and_then(|(port, seen)| {
+                let n = load::established_to(*port)?;
+                seen.fetch_max(n, Ordering::Relaxed);
+                Some(n)
+            })
+        };
         tokio::spawn(async move {
+            // Count the connections once midway too, so a run shorter than the first
+            // progress line still reports them.
+            if let Some(d) = duration.filter(|d| *d < Duration::from_secs(2)) {
+                tokio::time::sleep(d / 2).await;
+                count();
+            }
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.tick().await;
             let mut last = 0u64;
             loop {
                 tick.tick().await;
                 let ops = shared.ops.load(Ordering::Relaxed);
-                let c = conns.as_ref().and_then(|(port, seen)| {
-                    let n = load::established_to(*port)?;
-                    seen.fetch_max(n, Ordering::Relaxed);
-                    Some(n)
-                });
+                let c = count();
                 let c = c.map_or(String::new(), |c| format!("  conns {c}"));
                 eprintln!(
                     "[{label}] {:>5.1}s  ops {ops:>9}  {:>8}/s{c}",

@@ -1,15 +1,15 @@
-//! The request loops. One worker per connection: each owns a `reqwest::Client` whose pool
-//! keeps at most one idle connection, and sends one request at a time, so `--concurrency N`
-//! means exactly N keep-alive connections (HTTP/1.1) or N HTTP/2 connections with one
-//! stream each.
+//! The request loops. One worker per connection: each owns one [`Conn`] and sends one
+//! request at a time, so `--concurrency N` means exactly N keep-alive connections
+//! (HTTP/1.1) or N HTTP/2 connections with one stream each.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use reqwest::{Client, StatusCode};
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
 
+use crate::conn::{Conn, Target};
 use crate::hist::Histogram;
 use crate::pan::PanSlice;
 
@@ -44,31 +44,13 @@ impl Scenario {
     }
 }
 
-/// A client that trusts only `ca_cert` (PEM).
-pub fn client(ca_cert: &str, http2: bool) -> Result<Client> {
-    let pem = std::fs::read(ca_cert).with_context(|| format!("reading CA cert {ca_cert}"))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).context("parsing CA cert")?;
-    let b = Client::builder()
-        .tls_certs_only(certs)
-        .pool_max_idle_per_host(1)
-        .pool_idle_timeout(None)
-        .tcp_nodelay(true)
-        .timeout(REQUEST_TIMEOUT)
-        .no_proxy();
-    let b = if http2 {
-        b.http2_prior_knowledge()
-    } else {
-        b.http1_only()
-    };
-    b.build().context("building HTTP client")
-}
-
 /// What every worker shares.
 pub struct Shared {
-    pub base: String,
-    pub auth: String,
+    pub target: Arc<Target>,
+    /// `Bearer <secret key>` (marked sensitive: HTTP/2 never indexes it).
+    pub auth: HeaderValue,
     /// `Bearer <jwt>` from `POST /v1/auth/token` (`auth` scenario).
-    pub bearer: String,
+    pub bearer: HeaderValue,
     /// Card ids to read (`get`, `mixed`).
     pub ids: Vec<String>,
     pub get_ratio: f64,
@@ -78,15 +60,15 @@ pub struct Shared {
 
 /// One connection's worth of state, moved into its task and handed back at the end.
 pub struct Worker {
-    pub client: Client,
+    pub conn: Conn,
     pub pans: PanSlice,
     rng: u64,
 }
 
 impl Worker {
-    pub fn new(client: Client, pans: PanSlice, seed: u64) -> Self {
+    pub fn new(conn: Conn, pans: PanSlice, seed: u64) -> Self {
         Self {
-            client,
+            conn,
             pans,
             rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
         }
@@ -155,8 +137,7 @@ pub async fn run(
     max_ops: Option<u64>,
 ) -> (Worker, Tally) {
     let mut t = Tally::default();
-    let cards = format!("{}/v1/cards", shared.base);
-    let health = format!("{}/healthz", shared.base);
+    let target = &shared.target;
     while Instant::now() < deadline && max_ops.is_none_or(|m| t.ok + t.errors < m) {
         let op = match scenario {
             Scenario::Floor => Op::Floor,
@@ -184,53 +165,52 @@ pub async fn run(
                 }
             }
         };
+        let card = |i: &usize| {
+            let id = shared.ids.get(*i).map_or("", String::as_str);
+            format!("/v1/cards/{id}")
+        };
         let (req, expect) = match &op {
-            Op::Floor => (w.client.get(&health), StatusCode::OK),
+            Op::Floor => (
+                target.request(Method::GET, "/healthz", None, None),
+                StatusCode::OK,
+            ),
             Op::Tokenize(pan) => (
-                w.client
-                    .post(&cards)
-                    .header("authorization", &shared.auth)
-                    .header("content-type", "application/json")
-                    .body(format!(
+                target.request(
+                    Method::POST,
+                    "/v1/cards",
+                    Some(&shared.auth),
+                    Some(Bytes::from(format!(
                         r#"{{"number":"{pan}","exp_month":12,"exp_year":2030}}"#
-                    )),
+                    ))),
+                ),
                 StatusCode::CREATED,
             ),
-            Op::Get(i) => {
-                let id = shared.ids.get(*i).map_or("", String::as_str);
-                (
-                    w.client
-                        .get(format!("{cards}/{id}"))
-                        .header("authorization", &shared.auth),
-                    StatusCode::OK,
-                )
-            }
-            Op::AuthGet(i) => {
-                let id = shared.ids.get(*i).map_or("", String::as_str);
-                (
-                    w.client
-                        .get(format!("{cards}/{id}"))
-                        .header("authorization", &shared.bearer),
-                    StatusCode::OK,
-                )
-            }
+            Op::Get(i) => (
+                target.request(Method::GET, &card(i), Some(&shared.auth), None),
+                StatusCode::OK,
+            ),
+            Op::AuthGet(i) => (
+                target.request(Method::GET, &card(i), Some(&shared.bearer), None),
+                StatusCode::OK,
+            ),
         };
         let start = Instant::now();
-        let res = req.send().await;
-        let outcome = match res {
-            Ok(r) => {
-                let status = r.status();
-                match r.bytes().await {
-                    Ok(body) if status == expect => Ok(body),
-                    Ok(_) if status == StatusCode::OK && expect == StatusCode::CREATED => Err(
-                        "200 instead of 201: card already existed (use another --pan-offset)"
-                            .to_string(),
-                    ),
-                    Ok(_) => Err(format!("HTTP {status}")),
-                    Err(e) => Err(format!("reading body: {e}")),
+        let outcome = match req {
+            Ok(req) => match tokio::time::timeout(REQUEST_TIMEOUT, w.conn.send(req)).await {
+                Ok(Ok((status, body))) if status == expect => Ok(body),
+                Ok(Ok((StatusCode::OK, _))) if expect == StatusCode::CREATED => Err(
+                    "200 instead of 201: card already existed (use another --pan-offset)"
+                        .to_string(),
+                ),
+                Ok(Ok((status, _))) => Err(format!("HTTP {status}")),
+                Ok(Err(e)) => Err(e),
+                Err(_) => {
+                    // The request may still be in flight: never reuse that connection.
+                    w.conn.reset();
+                    Err("timeout".to_string())
                 }
-            }
-            Err(e) => Err(describe(&e)),
+            },
+            Err(e) => Err(e),
         };
         let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
         shared.ops.fetch_add(1, Ordering::Relaxed);
@@ -256,24 +236,6 @@ fn pick(w: &mut Worker, n: usize) -> usize {
         return 0;
     }
     usize::try_from(w.next_u64() % n as u64).unwrap_or(0)
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else {
-        "request"
-    };
-    // The source chain says why (TLS, reset, ...); it never holds a card number.
-    let mut msg = format!("{what}: {e}");
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    msg
 }
 
 /// Established TCP connections from this machine to `port` on loopback (both families),

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::conn::{Conn, Target};
+
 /// The fields of `dev.json` the bench uses.
 #[derive(Deserialize)]
 pub struct DevJson {
@@ -114,11 +116,14 @@ impl SpawnedServer {
         };
         check_loopback(&dev.url)?;
         server.dev = dev;
-        let client = crate::load::client(&server.dev.ca_cert, false)?;
-        let health = format!("{}/healthz", server.dev.url.trim_end_matches('/'));
+        let url = server.dev.url.trim_end_matches('/').to_owned();
+        let target = std::sync::Arc::new(Target::new(&url, &server.dev.ca_cert, false).await?);
+        let mut conn = Conn::new(target.clone());
+        let health = format!("{url}/healthz");
         loop {
-            if let Ok(r) = client.get(&health).send().await
-                && r.status().is_success()
+            if let Ok(req) = target.request(http::Method::GET, "/healthz", None, None)
+                && let Ok((status, _)) = conn.send(req).await
+                && status.is_success()
             {
                 break;
             }
@@ -186,9 +191,10 @@ fn free_port() -> Result<u16> {
 
 /// In `--spawn` mode, traffic goes only to loopback: refuse any other URL.
 pub fn check_loopback(url: &str) -> Result<()> {
-    let u = reqwest::Url::parse(url).with_context(|| format!("bad url {url}"))?;
-    let host = u.host_str().unwrap_or_default();
-    let ok = host
+    let u: http::Uri = url.parse().with_context(|| format!("bad url {url}"))?;
+    let ok = u
+        .host()
+        .unwrap_or_default()
         .trim_start_matches('[')
         .trim_end_matches(']')
         .parse::<std::net::IpAddr>()

@@ -7,5 +7,6 @@
     clippy::panic
 )]
 
+mod bench;
 mod config;
 mod webhooks;

@@ -1,0 +1,67 @@
+//! `strongroom bench --spawn` end to end with the real binary: it starts its own server,
+//! preloads cards, runs every scenario over real HTTPS on loopback (HTTP/1.1 and HTTP/2),
+//! and writes the JSON report the issue asks for.
+
+use std::process::Command;
+
+fn bench(extra: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args([
+            "bench",
+            "--spawn",
+            "--scenario",
+            "floor,tokenize,get,mixed,auth",
+            "--duration",
+            "700ms",
+            "--concurrency",
+            "8",
+            "--preload",
+            "40",
+            "--json",
+        ])
+        .arg(&json)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
+fn check(report: &serde_json::Value, http: &str) {
+    assert_eq!(report["config"]["http"], http);
+    assert_eq!(report["config"]["preloaded"], 40);
+    for name in ["floor", "tokenize", "get", "mixed", "auth"] {
+        let s = &report["scenarios"][name];
+        assert_eq!(s["errors"], 0, "{name}: {s}");
+        assert!(s["ok"].as_u64().unwrap() > 0, "{name}: {s}");
+        assert!(s["ops_per_s"].as_f64().unwrap() > 0.0, "{name}: {s}");
+        // Exactly the connections asked for, each kept alive for the whole run.
+        assert_eq!(s["connections"], 8, "{name}: {s}");
+        assert!(
+            s["p50_ms"].as_f64().unwrap() <= s["p99_ms"].as_f64().unwrap(),
+            "{name}: {s}"
+        );
+        assert!(
+            s["server_cpu_us_per_op"].as_f64().unwrap() > 0.0,
+            "{name}: {s}"
+        );
+        assert!(
+            s["server_peak_rss_mb"].as_f64().unwrap() > 0.0,
+            "{name}: {s}"
+        );
+    }
+    assert_eq!(report["scenarios"]["floor"]["floor_ratio"], 1.0);
+}
+
+#[test]
+fn bench_spawn_runs_every_scenario_over_http1() {
+    check(&bench(&["--http1"]), "http1");
+}
+
+#[test]
+fn bench_spawn_runs_every_scenario_over_http2() {
+    check(&bench(&["--http2"]), "http2");
+}
