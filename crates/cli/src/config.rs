@@ -366,8 +366,8 @@ pub fn init_logging(dir: Option<&Path>) -> Result<tracing_appender::non_blocking
         .lossy(false)
         .thread_name("log-writer")
         .finish(Tee {
-            stderr: std::io::stderr(),
-            file,
+            stderr: std::io::BufWriter::with_capacity(LOG_BUFFER, std::io::stderr()),
+            file: file.map(|f| std::io::BufWriter::with_capacity(LOG_BUFFER, f)),
         });
     // Everything written passes the leak guard (card numbers, secret-shaped strings).
     let layer = fmt::layer().json().with_writer(move || Guarded(w.clone()));
@@ -380,10 +380,18 @@ pub fn init_logging(dir: Option<&Path>) -> Result<tracing_appender::non_blocking
     Ok(guard)
 }
 
+/// Bytes of log lines the writer thread gathers per output before one `write`.
+const LOG_BUFFER: usize = 64 * 1024;
+
 /// Writes every log line to stderr and, when there is one, to the log file.
+///
+/// Both are buffered: the writer thread takes every line queued, then flushes (tracing-appender
+/// calls `flush` each time its queue is empty), so a line still reaches the file as soon as the
+/// thread gets to it, but a burst of access-log lines costs one `write` per output instead of
+/// one per line (at 15,000 requests a second that was 30,000 system calls a second).
 struct Tee {
-    stderr: std::io::Stderr,
-    file: Option<tracing_appender::rolling::RollingFileAppender>,
+    stderr: std::io::BufWriter<std::io::Stderr>,
+    file: Option<std::io::BufWriter<tracing_appender::rolling::RollingFileAppender>>,
 }
 
 impl std::io::Write for Tee {
