@@ -415,6 +415,8 @@ fn checkpointer(
     let mut last: Option<Instant> = None;
     // WAL frames already copied, as of the last flush.
     let mut flushed = 0;
+    // Warn about a failing flush once, not every 100 ms.
+    let mut flush_warned = false;
     let mut open = true;
     while open {
         if wake.recv().is_err() {
@@ -439,8 +441,13 @@ fn checkpointer(
                 }
                 // `copied` starts again from zero when the WAL does.
                 if copied != flushed {
-                    if let Err(e) = db_file.sync_data() {
-                        tracing::warn!(error = %e, "flushing the SQLite database file failed");
+                    match db_file.sync_data() {
+                        Ok(()) => flush_warned = false,
+                        Err(e) if !flush_warned => {
+                            flush_warned = true;
+                            tracing::warn!(error = %e, "flushing the SQLite database file failed; the checkpoint that completes will sync it");
+                        }
+                        Err(_) => {}
                     }
                     flushed = copied;
                 }
