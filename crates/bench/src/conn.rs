@@ -2,7 +2,7 @@
 //! over tokio-rustls.
 //!
 //! The load generator runs on the same two cores as the server it measures, so every
-//! microsecond it spends is taken from the server. `reqwest` cost 30–40 µs of CPU per request
+//! microsecond it spends is taken from the server. `reqwest` cost 24–43 µs of CPU per request
 //! here (its pool, redirect policy, header maps and per-request futures); a bare hyper
 //! connection per worker does the same HTTP and TLS work for much less (BENCHMARKS.md has the
 //! figures). What is not here (pooling, redirects, proxies, decompression) the bench never

@@ -413,10 +413,11 @@ fn checkpointer(
     state: Arc<CheckpointState>,
 ) {
     let mut last: Option<Instant> = None;
-    // WAL frames already copied, as of the last flush.
-    let mut flushed = 0;
-    // Warn about a failing flush once, not every 100 ms.
-    let mut flush_warned = false;
+    let mut flush = Flush {
+        file: db_file,
+        copied: 0,
+        warned: false,
+    };
     let mut open = true;
     while open {
         if wake.recv().is_err() {
@@ -439,18 +440,7 @@ fn checkpointer(
                 if frames > WAL_FINISH_FRAMES && frames - copied < WAL_FINISH_LEFT {
                     state.finish.store(true, Ordering::Release);
                 }
-                // `copied` starts again from zero when the WAL does.
-                if copied != flushed {
-                    match db_file.sync_data() {
-                        Ok(()) => flush_warned = false,
-                        Err(e) if !flush_warned => {
-                            flush_warned = true;
-                            tracing::warn!(error = %e, "flushing the SQLite database file failed; the checkpoint that completes will sync it");
-                        }
-                        Err(_) => {}
-                    }
-                    flushed = copied;
-                }
+                flush.after(copied);
             }
             Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed"),
         }
@@ -458,6 +448,34 @@ fn checkpointer(
     }
     if let Err(e) = conn.checkpoint() {
         tracing::warn!(error = %e, "SQLite checkpoint at close failed");
+    }
+}
+
+/// The checkpointer's flush of the database file (see [`checkpointer`]).
+struct Flush<'a> {
+    file: &'a std::fs::File,
+    /// WAL frames already copied, as of the last flush.
+    copied: i64,
+    /// A failure is reported once, not every 100 ms, until a flush succeeds again.
+    warned: bool,
+}
+
+impl Flush<'_> {
+    /// Flushes the file if the checkpoint copied anything since the last flush (`copied`
+    /// starts again from zero when the WAL does).
+    fn after(&mut self, copied: i64) {
+        if copied == self.copied {
+            return;
+        }
+        self.copied = copied;
+        match self.file.sync_data() {
+            Ok(()) => self.warned = false,
+            Err(e) if !self.warned => {
+                self.warned = true;
+                tracing::warn!(error = %e, "flushing the SQLite database file failed; the checkpoint that completes will sync it");
+            }
+            Err(_) => {}
+        }
     }
 }
 
