@@ -155,23 +155,36 @@ impl AppState {
         event_type: &str,
         object: serde_json::Value,
     ) -> ApiResult<EventRecord> {
+        self.event_of(account_id, mode, event_type, &object)
+    }
+
+    /// An event row for the outbox, its object serialized straight into the event's
+    /// JSON: no `serde_json::Value` tree is built (a card event is on the tokenize path).
+    pub fn event_of<T: serde::Serialize>(
+        &self,
+        account_id: &str,
+        mode: Mode,
+        event_type: &str,
+        object: &T,
+    ) -> ApiResult<EventRecord> {
         let id = self.new_id(IdKind::Event)?;
         let created_ms = self.now_ms();
-        let data = serde_json::json!({
-            "id": id,
-            "object": "event",
-            "type": event_type,
-            "created": created_ms / 1000,
-            "mode": mode.as_str(),
-            "data": { "object": object },
-        });
+        let data = serde_json::to_string(&EventJson {
+            created: created_ms / 1000,
+            data: EventData { object },
+            id: &id,
+            mode: mode.as_str(),
+            object: "event",
+            event_type,
+        })
+        .map_err(|e| crate::ApiError::internal(&e))?;
         Ok(EventRecord {
             id,
             account_id: account_id.to_owned(),
             mode,
             event_type: event_type.to_owned(),
             created_ms,
-            data: data.to_string(),
+            data,
         })
     }
 
@@ -371,4 +384,23 @@ impl AppState {
     pub fn gateway(&self) -> &crate::gateway::Gateway {
         &self.0.gateway
     }
+}
+
+/// The JSON of an event (what webhooks deliver). Fields in alphabetical order, as the
+/// event JSON has always had them.
+#[derive(serde::Serialize)]
+struct EventJson<'a, T: serde::Serialize> {
+    created: i64,
+    data: EventData<'a, T>,
+    id: &'a str,
+    mode: &'a str,
+    object: &'static str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+}
+
+/// `data` of an event: the object it is about.
+#[derive(serde::Serialize)]
+struct EventData<'a, T: serde::Serialize> {
+    object: &'a T,
 }

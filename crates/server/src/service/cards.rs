@@ -217,12 +217,7 @@ pub async fn tokenize(
     card.sealed = sealed;
 
     let view = CardView::from(&card);
-    let event = state.event(
-        &card.account_id,
-        card.mode,
-        "card.created",
-        serde_json::to_value(&view).map_err(|e| crate::ApiError::internal(&e))?,
-    )?;
+    let event = state.event_of(&card.account_id, card.mode, "card.created", &view)?;
     crate::audit::set_resource("card", &card.id);
     match state.store().insert_card(&card, &dedup, &[event]).await? {
         InsertCard::Created(c) => Ok((CardView::from(&c), true)),
