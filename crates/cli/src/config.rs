@@ -358,7 +358,8 @@ pub fn init_logging(dir: Option<&Path>) -> Result<tracing_appender::non_blocking
     let file = match dir {
         Some(d) => {
             std::fs::create_dir_all(d)?;
-            Some(tracing_appender::rolling::never(d, "strongroom.log"))
+            private_file(&d.join(LOG_FILE))?;
+            Some(tracing_appender::rolling::never(d, LOG_FILE))
         }
         None => None,
     };
@@ -378,6 +379,24 @@ pub fn init_logging(dir: Option<&Path>) -> Result<tracing_appender::non_blocking
         .try_init()
         .map_err(|e| anyhow!("logging: {e}"))?;
     Ok(guard)
+}
+
+/// The log file's name in the log directory.
+const LOG_FILE: &str = "strongroom.log";
+
+/// Creates `path` readable by the owner only, or narrows an existing file to that.
+/// The appender then opens it for appending and keeps the mode. The log holds no secret
+/// (the leak guard sees every line), but it does hold client addresses, request ids and
+/// account ids, which are for the operator alone.
+fn private_file(path: &Path) -> Result<()> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening the log file {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("setting the mode of {}", path.display()))
 }
 
 /// Bytes of log lines the writer thread gathers per output before one `write`.
@@ -435,6 +454,21 @@ mod tests {
         f.write_all(content).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
         p
+    }
+
+    /// The log file is the operator's alone: created 0600, and narrowed to 0600 when an
+    /// older run left it wider. What it held is kept.
+    #[test]
+    fn the_log_file_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let fresh = dir.path().join("fresh.log");
+        private_file(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o600);
+        let old = key_file(dir.path(), "old.log", 0o644, b"earlier line\n");
+        private_file(&old).unwrap();
+        assert_eq!(mode(&old), 0o600);
+        assert_eq!(std::fs::read(&old).unwrap(), b"earlier line\n");
     }
 
     /// A config listening on `listen`, with the given root key and extra lines.

@@ -7,6 +7,8 @@
     clippy::panic
 )]
 
+mod audit_cli;
 mod bench;
 mod config;
+mod dev_audit;
 mod webhooks;

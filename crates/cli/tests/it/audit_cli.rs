@@ -1,13 +1,6 @@
 //! `strongroom audit verify` / `export` on a real data directory: exit status and
 //! messages.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 use std::process::Command;
 use strongroom_crypto::RootKey;
 use strongroom_crypto::audit::AuditSigner;

@@ -1,13 +1,6 @@
 //! `strongroom dev` end to end: dev.json names the metrics listener, the audit log of
 //! the run (start, provisioning, stop) verifies with `strongroom audit verify`.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
