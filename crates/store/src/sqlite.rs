@@ -90,14 +90,11 @@ impl SyncConn {
                 "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
                  PRAGMA query_only = ON; PRAGMA cache_size = -24576;"
             }
-            // The writer never checkpoints on its own (see `checkpointer`); its cache
-            // holds the index pages every insert walks (no other connection writes, so
-            // it is never invalidated). 128 MiB holds the random-ordered fingerprint
-            // index of a million cards: at 32 MiB tokenize lost 23% going from 10k to 1M
-            // cards, at 128 MiB 11% (BENCHMARKS.md). Peak RSS measured 194 MB.
+            // The writer never checkpoints on its own (see `checkpointer`). Its page
+            // cache is sized by the database's size ([`WriterCache`]), once open.
             Role::Writer => {
                 "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-                 PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -131072; \
+                 PRAGMA wal_autocheckpoint = 0; \
                  PRAGMA journal_size_limit = 134217728;"
             }
             Role::Checkpointer => "PRAGMA synchronous = FULL;",
@@ -358,6 +355,106 @@ struct Owned {
     conn: SyncConn,
     ckpt: Arc<CheckpointState>,
     wake: std_mpsc::SyncSender<()>,
+    cache: WriterCache,
+}
+
+/// The writer's page-cache size, which depends on the database's size because of a SQLite
+/// quirk.
+///
+/// When a B-tree rebalance puts sibling pages in order (`balance_nonroot`), SQLite swaps
+/// page numbers through the pending-byte page, the page at 1 GiB (262,145 with 4 KiB
+/// pages). The page cache then believes it holds a page past the end of the database, and
+/// the truncate at the end of that transaction (`pcache1TruncateUnsafe`) walks every page
+/// in the writer's cache, a cache miss each. Inserts into the fingerprint index land on
+/// random leaves, so almost every group commit rebalances somewhere: with a 128 MiB cache
+/// (32k pages) the walk was a third of the writer's CPU during tokenize, 16% of the
+/// server's (perf, BENCHMARKS.md). Once the database is larger than 1 GiB the swap page
+/// lies inside it and the walk never happens.
+///
+/// So the cache is 4 MiB while the database is under 1 GiB: enough for the B-tree
+/// interiors, the append points of every table and a batch's dirty pages; the
+/// fingerprint-index leaves come from the OS page cache, a `pread` each (the walk then
+/// measured 1% of the server). Beyond 1 GiB it is 128 MiB, which holds the fingerprint
+/// index of a million cards (at 32 MiB tokenize lost 23% going from 10k to 1M cards, at
+/// 128 MiB 11%).
+#[derive(Debug)]
+struct WriterCache {
+    large: bool,
+    batches: u32,
+    /// Bytes past which the cache is large: [`PENDING_BYTE`] (smaller in tests).
+    threshold: i64,
+}
+
+impl Default for WriterCache {
+    fn default() -> Self {
+        Self {
+            large: false,
+            batches: 0,
+            threshold: PENDING_BYTE,
+        }
+    }
+}
+
+/// The cache while the database is under 1 GiB, and beyond (KiB, as `cache_size` takes).
+const WRITER_CACHE_SMALL_KIB: i64 = 4 * 1024;
+const WRITER_CACHE_LARGE_KIB: i64 = 128 * 1024;
+/// SQLite's pending byte: the page holding it is the one `balance_nonroot` swaps through.
+const PENDING_BYTE: i64 = 0x4000_0000;
+/// Batches between two looks at the database's size (a batch adds at most a few hundred
+/// pages, so the large cache comes at most a few hundred MiB late).
+const WRITER_CACHE_CHECK_EVERY: u32 = 1024;
+
+impl WriterCache {
+    /// Sizes the cache for the database as it is: when the writer opens (`force`), and
+    /// after every [`WRITER_CACHE_CHECK_EVERY`] batches until the cache is large.
+    fn adjust(&mut self, conn: &Connection, force: bool) {
+        if self.large {
+            return;
+        }
+        self.batches = self.batches.wrapping_add(1);
+        if !force && !self.batches.is_multiple_of(WRITER_CACHE_CHECK_EVERY) {
+            return;
+        }
+        let size = conn.query_row(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+            [],
+            |r| r.get::<_, i64>(0),
+        );
+        let large = match size {
+            Ok(bytes) => bytes > self.threshold,
+            Err(e) => {
+                tracing::warn!(error = %sq_err(e), "cannot read the database's size");
+                false
+            }
+        };
+        if large || force {
+            let kib = if large {
+                WRITER_CACHE_LARGE_KIB
+            } else {
+                WRITER_CACHE_SMALL_KIB
+            };
+            match conn.execute_batch(&format!("PRAGMA cache_size = -{kib}")) {
+                Ok(()) => {
+                    self.large = large;
+                    if large {
+                        tracing::info!(
+                            cache_kib = kib,
+                            "the database is past 1 GiB: the writer's page cache is now large"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %sq_err(e), "cannot size the writer's page cache"),
+            }
+        }
+    }
+
+    /// The cache size now, in KiB (for tests).
+    #[cfg(test)]
+    fn kib(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA cache_size", [], |r| r.get::<_, i64>(0))
+            .map(|n| -n)
+            .unwrap_or(0)
+    }
 }
 
 impl group::Conn for Owned {
@@ -366,6 +463,7 @@ impl group::Conn for Owned {
         Ok(&mut self.conn)
     }
     fn done(&mut self) {
+        self.cache.adjust(&self.conn.conn, false);
         if self.ckpt.finish.swap(false, Ordering::AcqRel) {
             // The checkpointer has copied most of the WAL but cannot catch up while
             // batches keep landing: copy the rest now, between batches, so the next
@@ -543,10 +641,13 @@ impl SqliteStore {
                 stopped_tx.send(()).ok();
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpointer: {e}")))?;
+        let mut cache = WriterCache::default();
+        cache.adjust(&writer.conn, true);
         let owned = Owned {
             conn: writer,
             ckpt: state,
             wake,
+            cache,
         };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -698,6 +799,42 @@ mod tests {
         assert!(matches!(bad, Err(StoreError::Unavailable(_))));
     }
 
+    /// The writer's cache is small while the database is small, and grows once it passes
+    /// the threshold, noticed at the next periodic look.
+    #[tokio::test]
+    async fn the_writer_cache_grows_with_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x BLOB);")
+            .unwrap();
+        let mut w = SyncConn::open(&path, Role::Writer).unwrap();
+        let mut cache = WriterCache {
+            threshold: 64 * 4096,
+            ..WriterCache::default()
+        };
+        cache.adjust(&w.conn, true);
+        assert_eq!(WriterCache::kib(&w.conn), WRITER_CACHE_SMALL_KIB);
+        let page = vec![7u8; 4000];
+        for _ in 0..100 {
+            w.exec("INSERT INTO t VALUES ($1)", args![&page])
+                .await
+                .unwrap();
+        }
+        // Looked at every WRITER_CACHE_CHECK_EVERY batches only (the open was the first).
+        for _ in 2..WRITER_CACHE_CHECK_EVERY {
+            cache.adjust(&w.conn, false);
+        }
+        assert_eq!(WriterCache::kib(&w.conn), WRITER_CACHE_SMALL_KIB);
+        cache.adjust(&w.conn, false);
+        assert!(cache.large);
+        assert_eq!(WriterCache::kib(&w.conn), WRITER_CACHE_LARGE_KIB);
+        // And it stays large without further looks.
+        cache.adjust(&w.conn, true);
+        assert_eq!(WriterCache::kib(&w.conn), WRITER_CACHE_LARGE_KIB);
+    }
+
     /// Background checkpoints copy the WAL without the writer; the writer's finishing
     /// checkpoint lets the next write start the WAL over, so it does not grow.
     #[tokio::test]
@@ -732,6 +869,7 @@ mod tests {
             conn: w,
             ckpt: state.clone(),
             wake,
+            cache: WriterCache::default(),
         };
         owned.done(); // wakes the checkpointer
         // Stop it (it checkpoints on the way out), keeping the writer.
@@ -739,6 +877,7 @@ mod tests {
             mut conn,
             ckpt,
             wake,
+            ..
         } = owned;
         drop(wake);
         t.join().unwrap();
@@ -765,6 +904,7 @@ mod tests {
             conn,
             ckpt: ckpt.clone(),
             wake,
+            cache: WriterCache::default(),
         };
         owned.done();
         assert!(!ckpt.finish.load(Ordering::Acquire));
