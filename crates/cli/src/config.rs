@@ -371,7 +371,10 @@ pub fn init_logging(dir: Option<&Path>) -> Result<tracing_appender::non_blocking
             file: file.map(|f| std::io::BufWriter::with_capacity(LOG_BUFFER, f)),
         });
     // Everything written passes the leak guard (card numbers, secret-shaped strings).
-    let layer = fmt::layer().json().with_writer(move || Guarded(w.clone()));
+    let layer = fmt::layer()
+        .json()
+        .event_format(crate::logfmt::LogFormat::default())
+        .with_writer(move || Guarded(w.clone()));
     strongroom_server::leak_guard::install_panic_hook();
     tracing_subscriber::registry()
         .with(filter)

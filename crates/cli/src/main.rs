@@ -12,6 +12,7 @@ mod audit;
 mod config;
 mod controls;
 mod dev;
+mod logfmt;
 mod pin;
 mod tokens;
 mod webhooks;
