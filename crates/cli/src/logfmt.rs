@@ -138,24 +138,24 @@ impl Visit for Fields<'_, '_> {
 /// `io::Write` and this writes into the formatter's `fmt::Write`.
 fn escaped(w: &mut Writer<'_>, s: &str) -> fmt::Result {
     w.write_char('"')?;
+    let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let short = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
-            _ => continue,
-        };
+    while let Some(at) = bytes.get(start..).and_then(|rest| {
+        rest.iter()
+            .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    }) {
+        let i = start + at;
         w.write_str(s.get(start..i).ok_or(fmt::Error)?)?;
-        if short.is_empty() {
-            write!(w, "\\u{b:04x}")?;
-        } else {
-            w.write_str(short)?;
+        let b = bytes.get(i).copied().ok_or(fmt::Error)?;
+        match b {
+            b'"' => w.write_str("\\\"")?,
+            b'\\' => w.write_str("\\\\")?,
+            0x08 => w.write_str("\\b")?,
+            0x0c => w.write_str("\\f")?,
+            b'\n' => w.write_str("\\n")?,
+            b'\r' => w.write_str("\\r")?,
+            b'\t' => w.write_str("\\t")?,
+            _ => write!(w, "\\u{b:04x}")?,
         }
         start = i + 1;
     }

@@ -37,6 +37,15 @@ pub fn mask(input: &[u8]) -> Cow<'_, [u8]> {
     let mut i = 0;
     let mut copied = 0;
     while i < input.len() {
+        // Only a digit or the first letter of a secret prefix (`sk_`, `rk_`, `pk_`,
+        // `whsec_`) can start a match: skip everything else in one tight loop.
+        let Some(skip) = input
+            .get(i..)
+            .and_then(|rest| rest.iter().position(|&c| may_start(c)))
+        else {
+            break;
+        };
+        i += skip;
         let found = pan_at(input, i)
             .map(|end| (end, 0, PAN_MASK))
             .or_else(|| secret_at(input, i).map(|(end, keep)| (end, keep, SECRET_MASK)));
@@ -57,6 +66,11 @@ pub fn mask(input: &[u8]) -> Cow<'_, [u8]> {
             Cow::Owned(o)
         }
     }
+}
+
+/// Whether a match ([`pan_at`], [`secret_at`]) can start with `c`.
+fn may_start(c: u8) -> bool {
+    c.is_ascii_digit() || matches!(c, b's' | b'r' | b'p' | b'w')
 }
 
 /// Masks a string (for panic messages).
@@ -168,6 +182,25 @@ pub fn panic_text(info: &std::panic::PanicHookInfo<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The skip in [`mask`] must stop at every byte a match can start with.
+    #[test]
+    fn the_skip_stops_at_every_prefix_and_digit() {
+        for p in KEY_PREFIXES.iter().chain([&WEBHOOK_PREFIX]) {
+            assert!(may_start(p.as_bytes()[0]), "{p}");
+        }
+        assert!((b'0'..=b'9').all(may_start));
+        assert!(!may_start(b'a') && !may_start(b'"') && !may_start(b' '));
+        // A secret and a card number after a long stretch of bytes that cannot start one.
+        let line = format!(
+            "{{\"a\":\"{}\",\"k\":\"sk_test_abcdefgh12\",\"n\":\"4111 1111 1111 1111\"}}",
+            "x".repeat(300)
+        );
+        let out = m(&line);
+        assert!(out.contains("sk_test_[REDACTED]"), "{out}");
+        assert!(out.contains(PAN_MASK), "{out}");
+        assert!(!out.contains("4111 1111"), "{out}");
+    }
 
     fn m(s: &str) -> String {
         String::from_utf8(mask(s.as_bytes()).into_owned()).unwrap()
