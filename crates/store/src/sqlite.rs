@@ -799,17 +799,22 @@ mod tests {
         assert!(matches!(bad, Err(StoreError::Unavailable(_))));
     }
 
+    /// A database at `path` in WAL mode with one table `t (x BLOB)`, and a writer on it.
+    fn wal_writer(path: &Path) -> SyncConn {
+        Connection::open(path)
+            .unwrap()
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x BLOB);")
+            .unwrap();
+        SyncConn::open(path, Role::Writer).unwrap()
+    }
+
     /// The writer's cache is small while the database is small, and grows once it passes
     /// the threshold, noticed at the next periodic look.
     #[tokio::test]
     async fn the_writer_cache_grows_with_the_database() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x BLOB);")
-            .unwrap();
-        let mut w = SyncConn::open(&path, Role::Writer).unwrap();
+        let mut w = wal_writer(&path);
         let mut cache = WriterCache {
             threshold: 64 * 4096,
             ..WriterCache::default()
@@ -844,11 +849,7 @@ mod tests {
         let path = dir.path().join("t.db");
         let size = |p: &Path| std::fs::metadata(p).unwrap().len();
         let wal = dir.path().join("t.db-wal");
-        Connection::open(&path)
-            .unwrap()
-            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x BLOB);")
-            .unwrap();
-        let mut w = SyncConn::open(&path, Role::Writer).unwrap();
+        let mut w = wal_writer(&path);
         let page = vec![7u8; 4000];
         for _ in 0..200 {
             w.exec("INSERT INTO t VALUES ($1)", args![&page])
