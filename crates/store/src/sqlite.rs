@@ -405,14 +405,17 @@ const PENDING_BYTE: i64 = 0x4000_0000;
 const WRITER_CACHE_CHECK_EVERY: u32 = 1024;
 
 impl WriterCache {
-    /// Sizes the cache for the database as it is: when the writer opens (`force`), and
-    /// after every [`WRITER_CACHE_CHECK_EVERY`] batches until the cache is large.
-    fn adjust(&mut self, conn: &Connection, force: bool) {
-        if self.large {
-            return;
-        }
+    /// Counts a batch; every [`WRITER_CACHE_CHECK_EVERY`] batches, sizes the cache again.
+    fn after_batch(&mut self, conn: &Connection) {
         self.batches = self.batches.wrapping_add(1);
-        if !force && !self.batches.is_multiple_of(WRITER_CACHE_CHECK_EVERY) {
+        if self.batches.is_multiple_of(WRITER_CACHE_CHECK_EVERY) {
+            self.set(conn);
+        }
+    }
+
+    /// Sizes the cache for the database as it is now (once large, it stays large).
+    fn set(&mut self, conn: &Connection) {
+        if self.large {
             return;
         }
         let size = conn.query_row(
@@ -427,24 +430,21 @@ impl WriterCache {
                 false
             }
         };
-        if large || force {
-            let kib = if large {
-                WRITER_CACHE_LARGE_KIB
-            } else {
-                WRITER_CACHE_SMALL_KIB
-            };
-            match conn.execute_batch(&format!("PRAGMA cache_size = -{kib}")) {
-                Ok(()) => {
-                    self.large = large;
-                    if large {
-                        tracing::info!(
-                            cache_kib = kib,
-                            "the database is past 1 GiB: the writer's page cache is now large"
-                        );
-                    }
-                }
-                Err(e) => tracing::warn!(error = %sq_err(e), "cannot size the writer's page cache"),
+        let kib = if large {
+            WRITER_CACHE_LARGE_KIB
+        } else {
+            WRITER_CACHE_SMALL_KIB
+        };
+        match conn.execute_batch(&format!("PRAGMA cache_size = -{kib}")) {
+            Ok(()) if large => {
+                self.large = true;
+                tracing::info!(
+                    cache_kib = kib,
+                    "the database is past 1 GiB: the writer's page cache is now large"
+                );
             }
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %sq_err(e), "cannot size the writer's page cache"),
         }
     }
 
@@ -463,7 +463,7 @@ impl group::Conn for Owned {
         Ok(&mut self.conn)
     }
     fn done(&mut self) {
-        self.cache.adjust(&self.conn.conn, false);
+        self.cache.after_batch(&self.conn.conn);
         if self.ckpt.finish.swap(false, Ordering::AcqRel) {
             // The checkpointer has copied most of the WAL but cannot catch up while
             // batches keep landing: copy the rest now, between batches, so the next
@@ -642,7 +642,7 @@ impl SqliteStore {
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpointer: {e}")))?;
         let mut cache = WriterCache::default();
-        cache.adjust(&writer.conn, true);
+        cache.set(&writer.conn);
         let owned = Owned {
             conn: writer,
             ckpt: state,
@@ -819,7 +819,7 @@ mod tests {
             threshold: 64 * 4096,
             ..WriterCache::default()
         };
-        cache.adjust(&w.conn, true);
+        cache.set(&w.conn);
         assert_eq!(WriterCache::kib(&w.conn), WRITER_CACHE_SMALL_KIB);
         let page = vec![7u8; 4000];
         for _ in 0..100 {
@@ -827,16 +827,16 @@ mod tests {
                 .await
                 .unwrap();
         }
-        // Looked at every WRITER_CACHE_CHECK_EVERY batches only (the open was the first).
-        for _ in 2..WRITER_CACHE_CHECK_EVERY {
-            cache.adjust(&w.conn, false);
+        // Looked at every WRITER_CACHE_CHECK_EVERY batches only.
+        for _ in 1..WRITER_CACHE_CHECK_EVERY {
+            cache.after_batch(&w.conn);
         }
         assert_eq!(WriterCache::kib(&w.conn), WRITER_CACHE_SMALL_KIB);
-        cache.adjust(&w.conn, false);
+        cache.after_batch(&w.conn);
         assert!(cache.large);
         assert_eq!(WriterCache::kib(&w.conn), WRITER_CACHE_LARGE_KIB);
-        // And it stays large without further looks.
-        cache.adjust(&w.conn, true);
+        // And it stays large.
+        cache.set(&w.conn);
         assert_eq!(WriterCache::kib(&w.conn), WRITER_CACHE_LARGE_KIB);
     }
 
