@@ -92,9 +92,17 @@ impl SyncConn {
             }
             // The writer never checkpoints on its own (see `checkpointer`). Its page
             // cache is sized by the database's size ([`WriterCache`]), once open.
+            //
+            // `temp_store = MEMORY` keeps statement journals in memory. A statement that
+            // changes many rows inside a transaction (the batch's card insert, its audit
+            // records) keeps the original of every page it touches so that it can be
+            // undone alone; past 64 KiB SQLite spills that journal to a temporary file, and
+            // a group commit then wrote each touched page twice: once there (two `pwrite`s
+            // per page, a third of the writer's writes) and once to the WAL. The journal
+            // is never needed after the statement ends, so it never needs a file.
             Role::Writer => {
                 "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-                 PRAGMA wal_autocheckpoint = 0; \
+                 PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY; \
                  PRAGMA journal_size_limit = 134217728;"
             }
             Role::Checkpointer => "PRAGMA synchronous = FULL;",
@@ -806,6 +814,25 @@ mod tests {
             .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x BLOB);")
             .unwrap();
         SyncConn::open(path, Role::Writer).unwrap()
+    }
+
+    /// The writer keeps statement journals (and any temporary table) in memory, never in
+    /// a temporary file (2 = `MEMORY`).
+    #[test]
+    fn the_writer_journals_statements_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = wal_writer(&dir.path().join("t.db"));
+        let mode: i64 = w
+            .conn
+            .query_row("PRAGMA temp_store", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, 2);
+        let r = SyncConn::open(&dir.path().join("t.db"), Role::Reader).unwrap();
+        let mode: i64 = r
+            .conn
+            .query_row("PRAGMA temp_store", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, 0, "readers keep the default");
     }
 
     /// The writer's cache is small while the database is small, and grows once it passes
