@@ -174,14 +174,15 @@ pub trait VaultStore: Send + Sync {
         id: &str,
         events: &[EventRecord],
     ) -> StoreResult<bool>;
-    /// Up to `limit` cards of the account (any mode) whose `key_version` (purpose
-    /// `Cards`) or `fp_version` (purpose `Fingerprint`) is below `below_version`.
+    /// Up to `q.limit` cards of the account in `q.mode`, in id order after `q.after`,
+    /// whose `key_version` (purpose `Cards`) or `fp_version` (purpose `Fingerprint`) is
+    /// below `q.below_version`. A pass walks every card of the mode once: check
+    /// [`VaultStore::key_usage`] first to skip it when nothing is stale.
     async fn cards_for_rewrap(
         &self,
         account_id: &str,
         purpose: KeyPurpose,
-        below_version: i64,
-        limit: i64,
+        q: &RewrapQuery<'_>,
     ) -> StoreResult<Vec<CardRecord>>;
     /// Applies re-wraps in one transaction. Each applies only if the row still has the
     /// expected versions (a concurrent delete or re-wrap wins). Returns how many applied.

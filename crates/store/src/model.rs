@@ -167,6 +167,20 @@ pub struct ListCards {
     pub limit: i64,
 }
 
+/// A batch of cards still under an older key version, read by the re-wrap worker: one
+/// mode at a time, in id order, after a cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RewrapQuery<'a> {
+    /// The mode whose cards to read.
+    pub mode: Mode,
+    /// Only cards whose id sorts after this one (`""` at the start of a pass).
+    pub after: &'a str,
+    /// Only cards whose version of the purpose's key is below this one.
+    pub below_version: i64,
+    /// How many at most.
+    pub limit: i64,
+}
+
 /// One re-wrap of a card, applied only if the row still has the expected versions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardRewrap {

@@ -7,8 +7,8 @@
 use crate::exec::{Arg, Exec, RowGet, args};
 use crate::{
     AccountRecord, ApiKeyRecord, CardRecord, CardRewrap, DataKeyRecord, EventRecord, InsertCard,
-    KeyPurpose, KeyState, ListCards, ListEvents, Mode, OtpRecord, RetireOutcome, StoreError,
-    StoreResult,
+    KeyPurpose, KeyState, ListCards, ListEvents, Mode, OtpRecord, RetireOutcome, RewrapQuery,
+    StoreError, StoreResult,
 };
 
 // ---- column lists, in the order the decoders below read them ----
@@ -109,14 +109,16 @@ const DEMOTE_ACTIVE: &str = "UPDATE data_keys SET state = 'decrypt_only' \
      WHERE account_id = $1 AND purpose = $2 AND state = 'active'";
 const RETIRE_DATA_KEY: &str = "UPDATE data_keys SET state = 'retired', wrapped = $4, retired_ms = $5 \
      WHERE account_id = $1 AND purpose = $2 AND version = $3 AND state = 'decrypt_only'";
-const USAGE_CARDS: &str = "SELECT key_version, COUNT(*) FROM cards WHERE account_id = $1 \
-     GROUP BY key_version ORDER BY key_version";
-const USAGE_FINGERPRINT: &str = "SELECT fp_version, COUNT(*) FROM cards WHERE account_id = $1 \
-     GROUP BY fp_version ORDER BY fp_version";
-const COUNT_CARDS_KEY_VERSION: &str =
-    "SELECT COUNT(*) FROM cards WHERE account_id = $1 AND key_version = $2";
-const COUNT_CARDS_FP_VERSION: &str =
-    "SELECT COUNT(*) FROM cards WHERE account_id = $1 AND fp_version = $2";
+// The counts come from `card_key_counts` (kept by triggers on `cards`); `SUM` is
+// `numeric` on PostgreSQL, hence the casts.
+const USAGE_CARDS: &str = "SELECT key_version, CAST(SUM(cards) AS BIGINT) FROM card_key_counts \
+     WHERE account_id = $1 GROUP BY key_version HAVING SUM(cards) > 0 ORDER BY key_version";
+const USAGE_FINGERPRINT: &str = "SELECT fp_version, CAST(SUM(cards) AS BIGINT) FROM card_key_counts \
+     WHERE account_id = $1 GROUP BY fp_version HAVING SUM(cards) > 0 ORDER BY fp_version";
+const COUNT_CARDS_KEY_VERSION: &str = "SELECT CAST(COALESCE(SUM(cards), 0) AS BIGINT) \
+     FROM card_key_counts WHERE account_id = $1 AND key_version = $2";
+const COUNT_CARDS_FP_VERSION: &str = "SELECT CAST(COALESCE(SUM(cards), 0) AS BIGINT) \
+     FROM card_key_counts WHERE account_id = $1 AND fp_version = $2";
 
 const CARD_BY_FP_VERSION: &str = concat!(
     "SELECT ",
@@ -187,15 +189,19 @@ const LIST_CARDS_FP: &str = concat!(
      AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $3"
 );
 const DELETE_CARD: &str = "DELETE FROM cards WHERE account_id = $1 AND mode = $2 AND id = $3";
+// One mode at a time along `cards_list`, after a cursor: a whole pass reads each card of
+// the account once, however many are stale.
 const REWRAP_CARDS: &str = concat!(
     "SELECT ",
     card_cols!(),
-    " FROM cards WHERE account_id = $1 AND key_version < $2 ORDER BY id LIMIT $3"
+    " FROM cards WHERE account_id = $1 AND mode = $2 AND id > $3 AND key_version < $4 \
+     ORDER BY id LIMIT $5"
 );
 const REWRAP_FINGERPRINTS: &str = concat!(
     "SELECT ",
     card_cols!(),
-    " FROM cards WHERE account_id = $1 AND fp_version < $2 ORDER BY id LIMIT $3"
+    " FROM cards WHERE account_id = $1 AND mode = $2 AND id > $3 AND fp_version < $4 \
+     ORDER BY id LIMIT $5"
 );
 const REWRAP_CARD: &str = "UPDATE cards SET sealed = $2, key_version = $3, fingerprint = $4, \
      fp_version = $5 WHERE id = $1 AND key_version = $6 AND fp_version = $7";
@@ -452,8 +458,7 @@ pub(crate) async fn cards_for_rewrap<C: Exec>(
     c: &mut C,
     account_id: &str,
     purpose: KeyPurpose,
-    below_version: i64,
-    limit: i64,
+    q: &RewrapQuery<'_>,
 ) -> StoreResult<Vec<CardRecord>> {
     let sql = match purpose {
         KeyPurpose::Cards => REWRAP_CARDS,
@@ -461,7 +466,14 @@ pub(crate) async fn cards_for_rewrap<C: Exec>(
         // PINs are not cards: see `PinStore::pins_for_rewrap`.
         KeyPurpose::Pin => return Ok(Vec::new()),
     };
-    many(c, sql, args![account_id, below_version, limit.max(0)]).await
+    let args = args![
+        account_id,
+        q.mode.as_str(),
+        q.after,
+        q.below_version,
+        q.limit.max(0)
+    ];
+    many(c, sql, args).await
 }
 
 pub(crate) async fn get_otp<C: Exec>(

@@ -6,10 +6,12 @@ use crate::store::Store;
 
 const DATA_KEY_VERSIONS: &str = "SELECT purpose, state, COUNT(*) FROM data_keys \
      GROUP BY purpose, state ORDER BY purpose, state";
-const REWRAP_PENDING: &str = "SELECT 'cards', COUNT(*) FROM cards c JOIN data_keys k \
+const REWRAP_PENDING: &str = "SELECT 'cards', CAST(COALESCE(SUM(c.cards), 0) AS BIGINT) \
+     FROM card_key_counts c JOIN data_keys k \
      ON k.account_id = c.account_id AND k.purpose = 'cards' AND k.state = 'active' \
      WHERE c.key_version < k.version \
-     UNION ALL SELECT 'fingerprint', COUNT(*) FROM cards c JOIN data_keys k \
+     UNION ALL SELECT 'fingerprint', CAST(COALESCE(SUM(c.cards), 0) AS BIGINT) \
+     FROM card_key_counts c JOIN data_keys k \
      ON k.account_id = c.account_id AND k.purpose = 'fingerprint' AND k.state = 'active' \
      WHERE c.fp_version < k.version \
      UNION ALL SELECT 'pin', COUNT(*) FROM pins p JOIN data_keys k \

@@ -7,8 +7,8 @@ use crate::sql::{self, WriteOp};
 use crate::sqlite::SqliteStore;
 use crate::{
     AccountRecord, ApiKeyRecord, CardRecord, CardRewrap, DataKeyRecord, EventRecord, InsertCard,
-    KeyPurpose, ListCards, ListEvents, Mode, OtpRecord, RetireOutcome, StoreConfig, StoreError,
-    StoreResult, VaultStore,
+    KeyPurpose, ListCards, ListEvents, Mode, OtpRecord, RetireOutcome, RewrapQuery, StoreConfig,
+    StoreError, StoreResult, VaultStore,
 };
 
 /// The store the server holds: one of the backends. Cheap to clone.
@@ -265,13 +265,9 @@ impl VaultStore for Store {
         &self,
         account_id: &str,
         purpose: KeyPurpose,
-        below_version: i64,
-        limit: i64,
+        q: &RewrapQuery<'_>,
     ) -> StoreResult<Vec<CardRecord>> {
-        read!(
-            self,
-            cards_for_rewrap(account_id, purpose, below_version, limit)
-        )
+        read!(self, cards_for_rewrap(account_id, purpose, q))
     }
 
     async fn rewrap_cards(&self, updates: &[CardRewrap]) -> StoreResult<u64> {

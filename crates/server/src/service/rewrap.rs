@@ -3,9 +3,10 @@
 //! traffic. Progress shows in `GET /v1/admin/accounts/{id}/keys`.
 
 use crate::error::ApiResult;
+use crate::keyring::AccountKeys;
 use crate::service::cards;
 use crate::state::AppState;
-use strongroom_store::{KeyPurpose, KeyState, VaultStore};
+use strongroom_store::{KeyPurpose, KeyState, Mode, RewrapQuery, VaultStore};
 
 /// Starts the worker on the runtime.
 pub fn spawn(state: AppState) {
@@ -38,6 +39,49 @@ pub async fn run_once(state: &AppState) -> ApiResult<u64> {
     Ok(moved)
 }
 
+/// One pass over the account's cards of one mode, a batch at a time in id order. The
+/// cursor always moves on: a card changed under us (deleted, or re-wrapped by another
+/// node) is skipped, and one that is still stale is picked up by the next pass. Cards
+/// created during the pass are sealed under the writer version already.
+async fn rewrap_mode(
+    state: &AppState,
+    keys: &AccountKeys,
+    account_id: &str,
+    purpose: KeyPurpose,
+    mode: Mode,
+    writer: i64,
+    batch: i64,
+) -> ApiResult<u64> {
+    let mut moved = 0;
+    let mut after = String::new();
+    loop {
+        let q = RewrapQuery {
+            mode,
+            after: &after,
+            below_version: writer,
+            limit: batch,
+        };
+        let cards = state
+            .store()
+            .cards_for_rewrap(account_id, purpose, &q)
+            .await?;
+        let Some(last) = cards.last() else {
+            return Ok(moved);
+        };
+        after.clone_from(&last.id);
+        let updates = cards
+            .iter()
+            .map(|c| cards::reseal(keys, c))
+            .collect::<ApiResult<Vec<_>>>()?;
+        let applied = state.store().rewrap_cards(&updates).await?;
+        moved += applied;
+        state.metrics().rewrapped(applied);
+        if cards.len() < usize::try_from(batch).unwrap_or(usize::MAX) {
+            return Ok(moved);
+        }
+    }
+}
+
 async fn rewrap_account(state: &AppState, account_id: &str) -> ApiResult<u64> {
     let keys = state.keyring().reload(state, account_id).await?;
     let batch = state.config().rewrap_batch.max(1);
@@ -48,25 +92,12 @@ async fn rewrap_account(state: &AppState, account_id: &str) -> ApiResult<u64> {
             continue;
         }
         let (writer, _) = keys.writer(purpose)?;
-        loop {
-            let cards = state
-                .store()
-                .cards_for_rewrap(account_id, purpose, writer, batch)
-                .await?;
-            if cards.is_empty() {
-                break;
-            }
-            let updates = cards
-                .iter()
-                .map(|c| cards::reseal(&keys, c))
-                .collect::<ApiResult<Vec<_>>>()?;
-            let applied = state.store().rewrap_cards(&updates).await?;
-            moved += applied;
-            state.metrics().rewrapped(applied);
-            if applied == 0 && cards.len() < usize::try_from(batch).unwrap_or(usize::MAX) {
-                // Everything left was changed under us (deleted or re-wrapped elsewhere).
-                break;
-            }
+        let usage = state.store().key_usage(account_id, purpose).await?;
+        if !usage.iter().any(|&(v, n)| v < writer && n > 0) {
+            continue;
+        }
+        for mode in [Mode::Test, Mode::Live] {
+            moved += rewrap_mode(state, &keys, account_id, purpose, mode, writer, batch).await?;
         }
     }
     if moved > 0 {

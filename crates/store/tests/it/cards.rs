@@ -5,8 +5,8 @@ use std::time::Instant;
 use strongroom_core::IdKind;
 use strongroom_store::webhooks::{WebhookEndpointRecord, WebhookStore};
 use strongroom_store::{
-    AuditScope, AuditStore, CardRewrap, InsertCard, KeyPurpose, ListCards, ListEvents, Mode, Store,
-    StoreError, VaultStore,
+    AuditScope, AuditStore, CardRewrap, InsertCard, KeyPurpose, ListCards, ListEvents, Mode,
+    RewrapQuery, Store, StoreError, VaultStore,
 };
 
 use crate::audit::{rec, test_hash};
@@ -213,33 +213,65 @@ async fn rewrap(store: Store) {
         [(1, 4)]
     );
 
-    let stale = store
-        .cards_for_rewrap(&a, KeyPurpose::Cards, 2, 10)
-        .await
-        .unwrap();
-    assert_eq!(stale, cards[..3]);
+    // A live card of the same account: counted, but read in its own mode's pass.
+    let live = card(&a, Mode::Live, T0 + 10, &fp(10));
+    store.insert_card(&live, &[], &[]).await.unwrap();
     assert_eq!(
-        store
-            .cards_for_rewrap(&a, KeyPurpose::Cards, 2, 2)
+        store.key_usage(&a, KeyPurpose::Cards).await.unwrap(),
+        [(1, 4), (2, 1)]
+    );
+
+    let stale = |purpose, mode, after, below_version, limit| {
+        let store = &store;
+        let a = &a;
+        async move {
+            let q = RewrapQuery {
+                mode,
+                after,
+                below_version,
+                limit,
+            };
+            store.cards_for_rewrap(a, purpose, &q).await.unwrap()
+        }
+    };
+    assert_eq!(
+        stale(KeyPurpose::Cards, Mode::Test, "", 2, 10).await,
+        cards[..3]
+    );
+    // A batch at a time, after a cursor.
+    let first = stale(KeyPurpose::Cards, Mode::Test, "", 2, 2).await;
+    assert_eq!(first, cards[..2]);
+    let rest = stale(KeyPurpose::Cards, Mode::Test, &first[1].id, 2, 2).await;
+    assert_eq!(rest, cards[2..3]);
+    assert!(
+        stale(KeyPurpose::Cards, Mode::Test, &cards[2].id, 2, 2)
             .await
-            .unwrap()
-            .len(),
-        2
+            .is_empty()
     );
     assert_eq!(
-        store
-            .cards_for_rewrap(&a, KeyPurpose::Fingerprint, 2, 10)
+        stale(KeyPurpose::Cards, Mode::Live, "", 2, 10).await,
+        std::slice::from_ref(&live)
+    );
+    assert_eq!(
+        stale(KeyPurpose::Fingerprint, Mode::Test, "", 2, 10)
             .await
-            .unwrap()
             .len(),
         4
     );
     assert!(
+        stale(KeyPurpose::Fingerprint, Mode::Test, "", 1, 10)
+            .await
+            .is_empty()
+    );
+    assert!(
         store
-            .cards_for_rewrap(&a, KeyPurpose::Fingerprint, 1, 10)
+            .delete_card(&a, Mode::Live, &live.id, &[])
             .await
             .unwrap()
-            .is_empty()
+    );
+    assert_eq!(
+        store.key_usage(&a, KeyPurpose::Cards).await.unwrap(),
+        [(1, 3), (2, 1)]
     );
 
     let to_v2 = |c: &strongroom_store::CardRecord, expect_key_version| CardRewrap {
@@ -332,6 +364,10 @@ async fn concurrent_same_fingerprint(store: Store) {
     };
     let all = store.list_cards(&a, Mode::Live, &q);
     assert_eq!(all.await.unwrap().len(), 1);
+    assert_eq!(
+        store.key_usage(&a, KeyPurpose::Fingerprint).await.unwrap(),
+        [(1, 1)]
+    );
 }
 
 /// Many concurrent writers through the SQLite group commit; one bad write in the crowd
@@ -384,6 +420,11 @@ async fn sqlite_group_commit_survives_reopen() {
         .await
         .unwrap();
     assert_eq!(evts.len(), n as usize - 1);
+    // The failed write's batch was rolled back and run again: it counted once per card.
+    assert_eq!(
+        store.key_usage(&a, KeyPurpose::Cards).await.unwrap(),
+        [(1, n)]
+    );
     store.close().await;
 }
 
@@ -573,4 +614,56 @@ async fn concurrent_new_cards_with_events_and_deliveries(store: Store) {
         store.list_cards(&a, Mode::Test, &q).await.unwrap().len(),
         40
     );
+    // The per-version counts (kept by triggers) followed every insert of the batches,
+    // none of the repeats, and the deletes.
+    assert_eq!(
+        store.key_usage(&a, KeyPurpose::Cards).await.unwrap(),
+        [(1, 40)]
+    );
+}
+
+/// A database made before the per-version counts (migration 8) gets them from its cards
+/// when it is opened, and the triggers keep them from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_card_counts_are_backfilled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vault.db");
+    let store = Store::connect(&sqlite_cfg(&path)).await.unwrap();
+    let a = account(&store).await;
+    for i in 0..5 {
+        let mut c = card(&a, Mode::Test, T0 + i, &fp(i as u64));
+        c.key_version = 1 + i % 2;
+        store.insert_card(&c, &[], &[]).await.unwrap();
+    }
+    store.close().await;
+    drop(store);
+
+    // Back to the schema before migration 8, cards kept.
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(
+        "DROP TRIGGER cards_count_insert; DROP TRIGGER cards_count_delete; \
+         DROP TRIGGER cards_count_update; DROP TABLE card_key_counts; \
+         CREATE INDEX cards_key_version ON cards (account_id, key_version); \
+         CREATE INDEX cards_fp_version ON cards (account_id, fp_version); \
+         DELETE FROM _sqlx_migrations WHERE version = 8;",
+    )
+    .unwrap();
+    drop(c);
+
+    let store = Store::connect(&sqlite_cfg(&path)).await.unwrap();
+    assert_eq!(
+        store.key_usage(&a, KeyPurpose::Cards).await.unwrap(),
+        [(1, 3), (2, 2)]
+    );
+    assert_eq!(
+        store.key_usage(&a, KeyPurpose::Fingerprint).await.unwrap(),
+        [(1, 5)]
+    );
+    let c = card(&a, Mode::Live, T0 + 9, &fp(9));
+    store.insert_card(&c, &[], &[]).await.unwrap();
+    assert_eq!(
+        store.key_usage(&a, KeyPurpose::Cards).await.unwrap(),
+        [(1, 4), (2, 2)]
+    );
+    store.close().await;
 }
