@@ -345,10 +345,11 @@ pub async fn serve(path: &Path) -> Result<()> {
 /// JSON lines on stderr, and in `dir/strongroom.log` when given.
 ///
 /// Each event is formatted once and passes the leak guard once; a background thread
-/// (`tracing-appender`, lossless: it applies back-pressure rather than drop a line) then
-/// writes the same bytes to stderr and to the file. Request threads never make the
-/// write system calls themselves: the access log is one line per request.
-pub fn init_logging(dir: Option<&Path>) -> Result<tracing_appender::non_blocking::WorkerGuard> {
+/// ([`crate::logq`], lossless: it applies back-pressure rather than drop a line) then
+/// writes the same bytes to stderr and to the file, a batch of lines at a time. Request
+/// threads never make the write system calls themselves: the access log is one line per
+/// request.
+pub fn init_logging(dir: Option<&Path>) -> Result<crate::logq::LogGuard> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{EnvFilter, fmt};
@@ -363,13 +364,11 @@ pub fn init_logging(dir: Option<&Path>) -> Result<tracing_appender::non_blocking
         }
         None => None,
     };
-    let (w, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("log-writer")
-        .finish(Tee {
-            stderr: std::io::BufWriter::with_capacity(LOG_BUFFER, std::io::stderr()),
-            file: file.map(|f| std::io::BufWriter::with_capacity(LOG_BUFFER, f)),
-        });
+    let (w, guard) = crate::logq::start(Tee {
+        stderr: std::io::BufWriter::with_capacity(LOG_BUFFER, std::io::stderr()),
+        file: file.map(|f| std::io::BufWriter::with_capacity(LOG_BUFFER, f)),
+    })
+    .context("starting the log writer thread")?;
     // Everything written passes the leak guard (card numbers, secret-shaped strings).
     let layer = fmt::layer()
         .json()
@@ -407,10 +406,10 @@ const LOG_BUFFER: usize = 64 * 1024;
 
 /// Writes every log line to stderr and, when there is one, to the log file.
 ///
-/// Both are buffered: the writer thread takes every line queued, then flushes (tracing-appender
-/// calls `flush` each time its queue is empty), so a line still reaches the file as soon as the
-/// thread gets to it, but a burst of access-log lines costs one `write` per output instead of
-/// one per line (at 15,000 requests a second that was 30,000 system calls a second).
+/// Both are buffered: the log writer thread hands over all the lines gathered since its
+/// last write, then flushes, so a burst of access-log lines costs one `write` per output
+/// instead of one per line (at 15,000 requests a second that was 30,000 system calls a
+/// second).
 struct Tee {
     stderr: std::io::BufWriter<std::io::Stderr>,
     file: Option<std::io::BufWriter<tracing_appender::rolling::RollingFileAppender>>,

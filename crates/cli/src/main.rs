@@ -13,6 +13,7 @@ mod config;
 mod controls;
 mod dev;
 mod logfmt;
+mod logq;
 mod pin;
 mod tokens;
 mod webhooks;
