@@ -15,6 +15,9 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Both modes.
+    pub const ALL: [Mode; 2] = [Mode::Test, Mode::Live];
+
     /// `"test"` or `"live"`.
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -96,7 +96,7 @@ async fn rewrap_account(state: &AppState, account_id: &str) -> ApiResult<u64> {
         if !usage.iter().any(|&(v, n)| v < writer && n > 0) {
             continue;
         }
-        for mode in [Mode::Test, Mode::Live] {
+        for mode in Mode::ALL {
             moved += rewrap_mode(state, &keys, account_id, purpose, mode, writer, batch).await?;
         }
     }

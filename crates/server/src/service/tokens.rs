@@ -526,7 +526,7 @@ impl Tokens {
             "object": "account",
             "keys_revoked_at": now.div_euclid(1000),
         });
-        let events = [Mode::Test, Mode::Live]
+        let events = Mode::ALL
             .into_iter()
             .map(|m| state.event(account_id, m, KEYS_REVOKED_EVENT, object.clone()))
             .collect::<ApiResult<Vec<_>>>()?;

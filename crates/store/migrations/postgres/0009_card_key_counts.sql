@@ -18,22 +18,12 @@ INSERT INTO card_key_counts (account_id, key_version, fp_version, cards)
     SELECT account_id, key_version, fp_version, COUNT(*) FROM cards
     GROUP BY account_id, key_version, fp_version;
 
-CREATE FUNCTION card_key_counts_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Inserts and deletes: the trigger names its transition table `changed` and passes the
+-- sign of the change (1 or -1) as its argument.
+CREATE FUNCTION card_key_counts_add() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO card_key_counts AS k (account_id, key_version, fp_version, cards)
-        SELECT account_id, key_version, fp_version, COUNT(*) FROM added
-        GROUP BY account_id, key_version, fp_version
-        ORDER BY account_id, key_version, fp_version
-        ON CONFLICT (account_id, key_version, fp_version)
-        DO UPDATE SET cards = k.cards + EXCLUDED.cards;
-    RETURN NULL;
-END
-$$;
-
-CREATE FUNCTION card_key_counts_delete() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO card_key_counts AS k (account_id, key_version, fp_version, cards)
-        SELECT account_id, key_version, fp_version, -COUNT(*) FROM removed
+        SELECT account_id, key_version, fp_version, COUNT(*) * TG_ARGV[0]::BIGINT FROM changed
         GROUP BY account_id, key_version, fp_version
         ORDER BY account_id, key_version, fp_version
         ON CONFLICT (account_id, key_version, fp_version)
@@ -67,11 +57,11 @@ END
 $$;
 
 CREATE TRIGGER cards_count_insert AFTER INSERT ON cards
-    REFERENCING NEW TABLE AS added
-    FOR EACH STATEMENT EXECUTE FUNCTION card_key_counts_insert();
+    REFERENCING NEW TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION card_key_counts_add('1');
 CREATE TRIGGER cards_count_delete AFTER DELETE ON cards
-    REFERENCING OLD TABLE AS removed
-    FOR EACH STATEMENT EXECUTE FUNCTION card_key_counts_delete();
+    REFERENCING OLD TABLE AS changed
+    FOR EACH STATEMENT EXECUTE FUNCTION card_key_counts_add('-1');
 CREATE TRIGGER cards_count_update AFTER UPDATE ON cards
     REFERENCING OLD TABLE AS removed NEW TABLE AS added
     FOR EACH STATEMENT EXECUTE FUNCTION card_key_counts_update();
