@@ -88,6 +88,10 @@ pub(crate) trait Exec: Send {
     /// The driver's row.
     type Row: RowGet + Send;
 
+    /// Whether a card's fingerprint is checked by a lookup before its insert, because no
+    /// unique index settles it (SQLite: see [`crate::sql::insert_card`]).
+    const FINGERPRINT_LOOKUP: bool = false;
+
     /// Executes; returns the number of rows affected.
     fn exec(
         &mut self,

@@ -207,6 +207,7 @@ fn param_numbers(st: &rusqlite::Statement<'_>) -> StoreResult<Box<[u16]>> {
 
 impl Exec for SyncConn {
     type Row = SqlRow;
+    const FINGERPRINT_LOOKUP: bool = true;
 
     async fn exec(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<u64> {
         self.with(sql, args, |st| {
@@ -805,6 +806,33 @@ mod tests {
         ));
         let bad = c.exec("SELECT * FROM missing_table", &[]).await;
         assert!(matches!(bad, Err(StoreError::Unavailable(_))));
+    }
+
+    /// Every lookup by fingerprint goes through the prefix index (migration 0009), never
+    /// along an account's cards, which would read a million rows per tokenization and
+    /// still pass every other test.
+    #[tokio::test]
+    async fn fingerprint_lookups_use_the_prefix_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.db");
+        let store = SqliteStore::open(&path, 1).await.unwrap();
+        store.close().await;
+        let c = Connection::open(&path).unwrap();
+        for sql in crate::sql::FINGERPRINT_LOOKUPS {
+            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let nulls = std::iter::repeat_n(rusqlite::types::Null, st.parameter_count());
+            let plan: Vec<String> = st
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(
+                plan.first().map(String::as_str),
+                Some("SEARCH cards USING INDEX cards_fp_prefix (<expr>=?)"),
+                "{sql}: {plan:?}"
+            );
+            assert!(plan.iter().all(|l| !l.starts_with("SCAN")), "{plan:?}");
+        }
     }
 
     /// A database at `path` in WAL mode with one table `t (x BLOB)`, and a writer on it.

@@ -70,6 +70,22 @@ async fn insert_card_dedups(store: Store) {
         .unwrap();
     assert_eq!(r, InsertCard::Created(live.clone()));
 
+    // Fingerprints that share their first 8 bytes (all SQLite indexes of them) are
+    // different cards, each found by its own.
+    let twin = card(&a, Mode::Test, T0 + 6, &fp(1));
+    assert_ne!(twin.fingerprint, f);
+    let own = [(1, twin.fingerprint.clone())];
+    let r = store.insert_card(&twin, &own, &[]).await.unwrap();
+    assert_eq!(r, InsertCard::Created(twin.clone()));
+    let again = card(&a, Mode::Test, T0 + 7, &twin.fingerprint);
+    let r = store.insert_card(&again, &own, &[]).await.unwrap();
+    assert_eq!(r, InsertCard::Existing(twin.clone()));
+    // Another account's card with the same fingerprint is that account's own.
+    let b = account(&store).await;
+    let other = card(&b, Mode::Test, T0 + 8, &f);
+    let r = store.insert_card(&other, &[(1, f.clone())], &[]).await;
+    assert_eq!(r.unwrap(), InsertCard::Created(other.clone()));
+
     // Same card id twice: a conflict, not a silent dedup.
     let mut same_id = card(&a, Mode::Test, T0 + 5, &fp(3));
     same_id.id = first.id.clone();
@@ -665,5 +681,58 @@ async fn sqlite_card_counts_are_backfilled() {
         store.key_usage(&a, KeyPurpose::Cards).await.unwrap(),
         [(1, 4), (2, 2)]
     );
+    store.close().await;
+}
+
+/// A database made before the fingerprint-prefix index (migration 9) gets it in place of
+/// the unique index when it is opened, and its cards are still found by fingerprint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_fingerprint_index_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vault.db");
+    let store = Store::connect(&sqlite_cfg(&path)).await.unwrap();
+    let a = account(&store).await;
+    let old: Vec<_> = (0..3)
+        .map(|i| card(&a, Mode::Test, T0 + i, &fp(i as u64)))
+        .collect();
+    for c in &old {
+        store.insert_card(c, &[], &[]).await.unwrap();
+    }
+    store.close().await;
+    drop(store);
+
+    // Back to the schema before migration 9, cards kept.
+    let indexes = |path: &std::path::Path| -> Vec<String> {
+        let c = rusqlite::Connection::open(path).unwrap();
+        let mut st = c
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'cards' ORDER BY name")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(
+        "DROP INDEX cards_fp_prefix; \
+         CREATE UNIQUE INDEX cards_fingerprint ON cards (account_id, mode, fingerprint); \
+         DELETE FROM _sqlx_migrations WHERE version = 9;",
+    )
+    .unwrap();
+    drop(c);
+    assert!(indexes(&path).contains(&"cards_fingerprint".to_string()));
+
+    let store = Store::connect(&sqlite_cfg(&path)).await.unwrap();
+    let now = indexes(&path);
+    assert!(now.contains(&"cards_fp_prefix".to_string()), "{now:?}");
+    assert!(!now.contains(&"cards_fingerprint".to_string()), "{now:?}");
+    for (i, c) in old.iter().enumerate() {
+        let again = card(&a, Mode::Test, T0 + 10 + i as i64, &c.fingerprint);
+        let r = store.insert_card(&again, &[], &[]).await.unwrap();
+        assert_eq!(r, InsertCard::Existing(c.clone()));
+    }
+    let new = card(&a, Mode::Test, T0 + 20, &fp(0));
+    let r = store.insert_card(&new, &[], &[]).await.unwrap();
+    assert_eq!(r, InsertCard::Created(new.clone()));
     store.close().await;
 }
