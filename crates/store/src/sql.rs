@@ -143,16 +143,21 @@ const CARD_BY_FP: &str = concat!(
     fp_prefix!("$3"),
     " AND account_id = $1 AND mode = $2 AND fingerprint = $3"
 );
-const INSERT_CARD_VALUES: &str = concat!(
-    "INSERT INTO cards (",
-    card_cols!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-);
+macro_rules! insert_card_values {
+    () => {
+        concat!(
+            "INSERT INTO cards (",
+            card_cols!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        )
+    };
+}
+/// SQLite: the insert after the lookup ([`insert_card`]).
+const INSERT_CARD_VALUES: &str = insert_card_values!();
+/// PostgreSQL: the unique index settles the fingerprint.
 const INSERT_CARD: &str = concat!(
-    "INSERT INTO cards (",
-    card_cols!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-     ON CONFLICT (account_id, mode, fingerprint) DO NOTHING RETURNING id"
+    insert_card_values!(),
+    " ON CONFLICT (account_id, mode, fingerprint) DO NOTHING RETURNING id"
 );
 /// PostgreSQL: a batch's new cards in one statement, with their events and the events'
 /// webhook deliveries, from parallel arrays (`UNNEST`). Every statement costs the
@@ -890,7 +895,7 @@ async fn insert_card<C: Exec>(
     let by_fp = args![&card.account_id, mode, &card.fingerprint];
     if C::FINGERPRINT_LOOKUP {
         // SQLite indexes a prefix of the fingerprint, not unique (migration 0009): a
-        // quarter of the size, so fewer pages for each group commit to write and for
+        // fifth of the size, so fewer pages for each group commit to write and for
         // the checkpoint to copy. The lookup and the insert run in the writer's one
         // transaction, and SQLite lets one write transaction run at a time (`BEGIN
         // IMMEDIATE`, across processes too), so nothing can come between them.
