@@ -85,8 +85,9 @@ struct Args {
     /// same --target must use disjoint ranges: the bench prints the next free offset.
     #[arg(long, default_value_t = 0)]
     pan_offset: u64,
-    /// How many numbers of the range this run may use [default: the rest of the range
-    /// with --spawn, 1000000 with --target].
+    /// How many numbers of the range this run may use; the preload takes half at most
+    /// [default: the rest of the range with --spawn; with --target, 1000000 or twice
+    /// --preload, whichever is more].
     #[arg(long)]
     pan_block: Option<u64>,
     /// Write the results as JSON to this file.
@@ -302,11 +303,7 @@ async fn measure(
     machine: procfs::Machine,
 ) -> Result<()> {
     let n = args.concurrency;
-    let block = args
-        .pan_block
-        .unwrap_or(if args.spawn { pan::SPACE } else { 1_000_000 })
-        .min(pan::SPACE - args.pan_offset);
-    let preload = args.preload.min(block / 2);
+    let (block, preload) = pan_plan(args)?;
     let range_start = args.pan_offset;
     let range_end = args.pan_offset + block;
 
@@ -620,9 +617,68 @@ fn print_table(results: &BTreeMap<&'static str, ScenarioResult>) {
     }
 }
 
+/// Numbers of the test range a run against a running server uses by default.
+const TARGET_BLOCK: u64 = 1_000_000;
+
+/// How many numbers of the test range this run may use, and how many the preload takes:
+/// the preload uses the first half of the block at most, the scenarios the rest. Without
+/// `--pan-block`, a run against `--target` takes [`TARGET_BLOCK`] or twice the preload,
+/// whichever is more. A preload that does not fit is an error, not a smaller preload.
+fn pan_plan(args: &Args) -> Result<(u64, u64)> {
+    let left = pan::SPACE.saturating_sub(args.pan_offset);
+    let block = match args.pan_block {
+        Some(b) => b,
+        None if args.spawn => left,
+        None => TARGET_BLOCK.max(args.preload.saturating_mul(2)),
+    }
+    .min(left);
+    if args.preload > block / 2 {
+        bail!(
+            "--preload {} does not fit: the preload may use half of this run's {block} numbers \
+             of the test range (from --pan-offset {}); give a smaller --preload, a larger \
+             --pan-block or a smaller --pan-offset",
+            args.preload,
+            args.pan_offset
+        );
+    }
+    Ok((block, args.preload))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan(argv: &[&str]) -> Result<(u64, u64)> {
+        pan_plan(&Args::try_parse_from([&["b"], argv].concat()).unwrap())
+    }
+
+    #[test]
+    fn the_pan_block_makes_room_for_the_preload() {
+        let target = [
+            "--target",
+            "https://127.0.0.1:1",
+            "--key",
+            "k",
+            "--ca-cert",
+            "c",
+        ];
+        assert_eq!(plan(&target).unwrap(), (TARGET_BLOCK, 1000));
+        // A million-card preload against a running server is not cut to half a million.
+        let big = [&target[..], &["--preload", "1000000"]].concat();
+        assert_eq!(plan(&big).unwrap(), (2_000_000, 1_000_000));
+        let near_end = [&big[..], &["--pan-offset", "9000000"]].concat();
+        assert!(plan(&near_end).is_err());
+        let small = [&target[..], &["--pan-block", "1000"]].concat();
+        assert!(plan(&small).is_err());
+        assert_eq!(
+            plan(&["--spawn", "--preload", "1000000"]).unwrap(),
+            (pan::SPACE, 1_000_000)
+        );
+        assert_eq!(
+            plan(&["--spawn", "--pan-offset", "4000000"]).unwrap(),
+            (pan::SPACE - 4_000_000, 1000)
+        );
+    }
 
     #[test]
     fn durations() {
