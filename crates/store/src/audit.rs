@@ -786,15 +786,6 @@ impl Store {
     }
 }
 
-macro_rules! read {
-    ($store:expr, $f:ident($($arg:expr),* $(,)?)) => {
-        match $store {
-            Store::Sqlite(s) => $f(&mut *s.reader().await?, $($arg),*).await,
-            Store::Postgres(p) => $f(&mut *p.reader().await?, $($arg),*).await,
-        }
-    };
-}
-
 impl AuditStore for Store {
     async fn append_audit(&self, records: Vec<AuditRecord>, hash: HashFn) -> StoreResult<i64> {
         match self.audit_write(Op::Append { records, hash }).await? {

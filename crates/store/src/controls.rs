@@ -568,15 +568,6 @@ impl Store {
 }
 
 /// Runs a read of this module on a pooled connection of whichever backend.
-macro_rules! read {
-    ($store:expr, $f:ident($($arg:expr),* $(,)?)) => {
-        match $store {
-            Store::Sqlite(s) => $f(&mut *s.reader().await?, $($arg),*).await,
-            Store::Postgres(p) => $f(&mut *p.reader().await?, $($arg),*).await,
-        }
-    };
-}
-
 impl ControlStore for Store {
     async fn account_controls(&self, account_id: &str) -> StoreResult<AccountControls> {
         read!(self, account_controls(account_id))

@@ -7,6 +7,18 @@
 //! The store holds ciphertext, wrapped keys and digests. It never decrypts anything and
 //! never sees a clear PAN, key or secret.
 
+/// Runs a read function on a read connection of the store's backend:
+/// `read!(store, module::f(args…))` calls `module::f(&mut conn, args…)`.
+// Defined before the modules, so that each of them sees it.
+macro_rules! read {
+    ($store:expr, $($f:ident)::+ ($($arg:expr),* $(,)?)) => {
+        match $store {
+            $crate::Store::Sqlite(s) => $($f)::+(&mut *s.reader().await?, $($arg),*).await,
+            $crate::Store::Postgres(p) => $($f)::+(&mut *p.reader().await?, $($arg),*).await,
+        }
+    };
+}
+
 pub mod audit;
 pub mod controls;
 pub mod model;

@@ -652,15 +652,6 @@ async fn still<C: Exec>(c: &mut C, seen: &PinRecord) -> StoreResult<PinOutcome> 
     })
 }
 
-macro_rules! read {
-    ($store:expr, $f:ident($($arg:expr),* $(,)?)) => {
-        match $store {
-            Store::Sqlite(s) => $f(&mut *s.reader().await?, $($arg),*).await,
-            Store::Postgres(p) => $f(&mut *p.reader().await?, $($arg),*).await,
-        }
-    };
-}
-
 impl Store {
     async fn pin_write(&self, op: Op) -> StoreResult<Reply> {
         match self.write(WriteOp::Pin(op)).await? {

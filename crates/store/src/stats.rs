@@ -57,23 +57,14 @@ async fn pending<C: Exec>(c: &mut C) -> StoreResult<Vec<(String, i64)>> {
 
 impl StatsStore for Store {
     async fn data_key_versions(&self) -> StoreResult<Vec<(String, String, i64)>> {
-        match self {
-            Store::Sqlite(s) => versions(&mut *s.reader().await?).await,
-            Store::Postgres(p) => versions(&mut *p.reader().await?).await,
-        }
+        read!(self, versions())
     }
 
     async fn rewrap_pending(&self) -> StoreResult<Vec<(String, i64)>> {
-        match self {
-            Store::Sqlite(s) => pending(&mut *s.reader().await?).await,
-            Store::Postgres(p) => pending(&mut *p.reader().await?).await,
-        }
+        read!(self, pending())
     }
 
     async fn webhook_backlog(&self) -> StoreResult<(i64, Option<i64>)> {
-        match self {
-            Store::Sqlite(s) => backlog(&mut *s.reader().await?).await,
-            Store::Postgres(p) => backlog(&mut *p.reader().await?).await,
-        }
+        read!(self, backlog())
     }
 }

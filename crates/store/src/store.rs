@@ -90,18 +90,9 @@ impl Store {
 }
 
 /// Runs a read from `crate::sql` on a pooled connection of whichever backend.
-macro_rules! read {
-    ($store:expr, $f:ident($($arg:expr),* $(,)?)) => {
-        match $store {
-            Store::Sqlite(s) => sql::$f(&mut *s.reader().await?, $($arg),*).await,
-            Store::Postgres(p) => sql::$f(&mut *p.reader().await?, $($arg),*).await,
-        }
-    };
-}
-
 impl VaultStore for Store {
     async fn ping(&self) -> StoreResult<()> {
-        read!(self, ping())
+        read!(self, sql::ping())
     }
 
     async fn create_account(
@@ -120,11 +111,11 @@ impl VaultStore for Store {
     }
 
     async fn get_account(&self, id: &str) -> StoreResult<Option<AccountRecord>> {
-        read!(self, get_account(id))
+        read!(self, sql::get_account(id))
     }
 
     async fn list_accounts(&self) -> StoreResult<Vec<AccountRecord>> {
-        read!(self, list_accounts())
+        read!(self, sql::list_accounts())
     }
 
     async fn update_account(&self, account: &AccountRecord) -> StoreResult<bool> {
@@ -145,11 +136,11 @@ impl VaultStore for Store {
     }
 
     async fn api_key_by_digest(&self, digest: &[u8]) -> StoreResult<Option<ApiKeyRecord>> {
-        read!(self, api_key_by_digest(digest))
+        read!(self, sql::api_key_by_digest(digest))
     }
 
     async fn list_api_keys(&self, account_id: Option<&str>) -> StoreResult<Vec<ApiKeyRecord>> {
-        read!(self, list_api_keys(account_id))
+        read!(self, sql::list_api_keys(account_id))
     }
 
     async fn revoke_api_key(
@@ -170,7 +161,7 @@ impl VaultStore for Store {
     }
 
     async fn data_keys(&self, account_id: &str) -> StoreResult<Vec<DataKeyRecord>> {
-        read!(self, data_keys(account_id))
+        read!(self, sql::data_keys(account_id))
     }
 
     async fn rotate_data_key(
@@ -208,7 +199,7 @@ impl VaultStore for Store {
         account_id: &str,
         purpose: KeyPurpose,
     ) -> StoreResult<Vec<(i64, i64)>> {
-        read!(self, key_usage(account_id, purpose))
+        read!(self, sql::key_usage(account_id, purpose))
     }
 
     async fn insert_card(
@@ -232,7 +223,7 @@ impl VaultStore for Store {
         mode: Mode,
         id: &str,
     ) -> StoreResult<Option<CardRecord>> {
-        read!(self, get_card(account_id, mode, id))
+        read!(self, sql::get_card(account_id, mode, id))
     }
 
     async fn list_cards(
@@ -241,7 +232,7 @@ impl VaultStore for Store {
         mode: Mode,
         query: &ListCards,
     ) -> StoreResult<Vec<CardRecord>> {
-        read!(self, list_cards(account_id, mode, query))
+        read!(self, sql::list_cards(account_id, mode, query))
     }
 
     async fn delete_card(
@@ -267,7 +258,7 @@ impl VaultStore for Store {
         purpose: KeyPurpose,
         q: &RewrapQuery<'_>,
     ) -> StoreResult<Vec<CardRecord>> {
-        read!(self, cards_for_rewrap(account_id, purpose, q))
+        read!(self, sql::cards_for_rewrap(account_id, purpose, q))
     }
 
     async fn rewrap_cards(&self, updates: &[CardRewrap]) -> StoreResult<u64> {
@@ -290,7 +281,7 @@ impl VaultStore for Store {
     }
 
     async fn get_otp(&self, account_id: &str, id: &str) -> StoreResult<Option<OtpRecord>> {
-        read!(self, get_otp(account_id, id))
+        read!(self, sql::get_otp(account_id, id))
     }
 
     async fn otp_fail(&self, id: &str) -> StoreResult<i64> {
@@ -317,7 +308,7 @@ impl VaultStore for Store {
     }
 
     async fn get_event(&self, account_id: &str, id: &str) -> StoreResult<Option<EventRecord>> {
-        read!(self, get_event(account_id, id))
+        read!(self, sql::get_event(account_id, id))
     }
 
     async fn list_events(
@@ -326,6 +317,6 @@ impl VaultStore for Store {
         mode: Mode,
         query: &ListEvents,
     ) -> StoreResult<Vec<EventRecord>> {
-        read!(self, list_events(account_id, mode, query))
+        read!(self, sql::list_events(account_id, mode, query))
     }
 }

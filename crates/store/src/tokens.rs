@@ -158,15 +158,6 @@ pub trait TokenStore {
 }
 
 /// Runs a read of this module on a pooled connection of whichever backend.
-macro_rules! read {
-    ($store:expr, $f:ident($($arg:expr),* $(,)?)) => {
-        match $store {
-            Store::Sqlite(s) => $f(&mut *s.reader().await?, $($arg),*).await,
-            Store::Postgres(p) => $f(&mut *p.reader().await?, $($arg),*).await,
-        }
-    };
-}
-
 impl TokenStore for Store {
     async fn jwt_keys(&self) -> StoreResult<Vec<JwtKeyRecord>> {
         read!(self, jwt_keys())

@@ -615,15 +615,6 @@ fn unexpected() -> StoreError {
 }
 
 /// Runs a read of this module on a pooled connection of whichever backend.
-macro_rules! read {
-    ($store:expr, $f:ident($($arg:expr),* $(,)?)) => {
-        match $store {
-            Store::Sqlite(s) => $f(&mut *s.reader().await?, $($arg),*).await,
-            Store::Postgres(p) => $f(&mut *p.reader().await?, $($arg),*).await,
-        }
-    };
-}
-
 async fn get_endpoint<C: Exec>(
     c: &mut C,
     account_id: &str,
