@@ -21,7 +21,7 @@ use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use client_ip::ClientIp;
@@ -339,11 +339,17 @@ async fn peek(
     state.gateway().limiter.peek(&key, quota, now).await.ok()
 }
 
+// Names built once: inserting a `&str` name that http does not know copies it into a
+// fresh allocation on every response.
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
 fn set_rate_headers(res: &mut Response, d: &Decision) {
     let h = res.headers_mut();
-    h.insert("ratelimit-limit", HeaderValue::from(d.limit));
-    h.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
-    h.insert("ratelimit-reset", HeaderValue::from(d.reset_secs));
+    h.insert(RATELIMIT_LIMIT, HeaderValue::from(d.limit));
+    h.insert(RATELIMIT_REMAINING, HeaderValue::from(d.remaining));
+    h.insert(RATELIMIT_RESET, HeaderValue::from(d.reset_secs));
     if !d.allowed {
         h.insert(
             axum::http::header::RETRY_AFTER,

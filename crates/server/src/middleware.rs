@@ -8,13 +8,16 @@ use crate::error::{ApiError, ErrorBody, codes, render};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::net::SocketAddr;
 use std::time::Instant;
 use strongroom_core::IdKind;
 use strongroom_store::AuditRecord;
+
+/// Built once (a `&str` name http does not know is copied into an allocation per insert).
+const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 
 /// The request id of the current request, for handlers that want it.
 #[derive(Debug, Clone)]
@@ -84,7 +87,7 @@ pub async fn request_context(
     }
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        h.insert("request-id", v);
+        h.insert(REQUEST_ID, v);
     }
     h.insert(
         header::STRICT_TRANSPORT_SECURITY,
