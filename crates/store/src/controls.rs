@@ -567,7 +567,6 @@ impl Store {
     }
 }
 
-/// Runs a read of this module on a pooled connection of whichever backend.
 impl ControlStore for Store {
     async fn account_controls(&self, account_id: &str) -> StoreResult<AccountControls> {
         read!(self, account_controls(account_id))

@@ -89,7 +89,6 @@ impl Store {
     }
 }
 
-/// Runs a read from `crate::sql` on a pooled connection of whichever backend.
 impl VaultStore for Store {
     async fn ping(&self) -> StoreResult<()> {
         read!(self, sql::ping())

@@ -157,7 +157,6 @@ pub trait TokenStore {
     ) -> StoreResult<Option<i64>>;
 }
 
-/// Runs a read of this module on a pooled connection of whichever backend.
 impl TokenStore for Store {
     async fn jwt_keys(&self) -> StoreResult<Vec<JwtKeyRecord>> {
         read!(self, jwt_keys())

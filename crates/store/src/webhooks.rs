@@ -614,7 +614,6 @@ fn unexpected() -> StoreError {
     StoreError::Corrupt("unexpected reply from the writer".into())
 }
 
-/// Runs a read of this module on a pooled connection of whichever backend.
 async fn get_endpoint<C: Exec>(
     c: &mut C,
     account_id: &str,
