@@ -109,7 +109,8 @@ const DEMOTE_ACTIVE: &str = "UPDATE data_keys SET state = 'decrypt_only' \
      WHERE account_id = $1 AND purpose = $2 AND state = 'active'";
 const RETIRE_DATA_KEY: &str = "UPDATE data_keys SET state = 'retired', wrapped = $4, retired_ms = $5 \
      WHERE account_id = $1 AND purpose = $2 AND version = $3 AND state = 'decrypt_only'";
-// The counts come from `card_key_counts` (kept by triggers on `cards`); `SUM` is
+// The counts come from `card_key_counts` (kept by triggers on `cards`; on SQLite a new
+// card's count is bumped by `COUNT_CARD_INSERT`, migration 0010); `SUM` is
 // `numeric` on PostgreSQL, hence the casts.
 const USAGE_CARDS: &str = "SELECT key_version, CAST(SUM(cards) AS BIGINT) FROM card_key_counts \
      WHERE account_id = $1 GROUP BY key_version HAVING SUM(cards) > 0 ORDER BY key_version";
@@ -154,6 +155,10 @@ macro_rules! insert_card_values {
 }
 /// SQLite: the insert after the lookup ([`insert_card`]).
 const INSERT_CARD_VALUES: &str = insert_card_values!();
+/// SQLite: a new card's count, right after [`INSERT_CARD_VALUES`] (a trigger on PostgreSQL).
+const COUNT_CARD_INSERT: &str = "INSERT INTO card_key_counts \
+     (account_id, key_version, fp_version, cards) VALUES ($1, $2, $3, 1) \
+     ON CONFLICT (account_id, key_version, fp_version) DO UPDATE SET cards = cards + 1";
 /// PostgreSQL: the unique index settles the fingerprint.
 const INSERT_CARD: &str = concat!(
     insert_card_values!(),
@@ -903,6 +908,8 @@ async fn insert_card<C: Exec>(
             return Ok(InsertCard::Existing(existing));
         }
         c.exec(INSERT_CARD_VALUES, args).await?;
+        let count = args![&card.account_id, card.key_version, card.fp_version];
+        c.exec(COUNT_CARD_INSERT, count).await?;
         insert_events(c, events).await?;
         return Ok(InsertCard::Created(card.clone()));
     }

@@ -1,0 +1,15 @@
+-- The count of a new card is bumped by the writer's own statement, right after the card's
+-- insert and in the same transaction (crates/store/src/sql.rs, `insert_card`), not by a
+-- trigger.
+--
+-- A trigger makes the card's insert a statement that writes more than one row, and such a
+-- statement, when it may fail part-way (a NOT NULL or foreign-key check), runs under a
+-- statement journal: before the insert first touches a page, SQLite copies the page aside,
+-- so that it could undo the statement alone. That is four to six pages, 16–24 KB copied,
+-- per tokenization, for an undo the writer never asks for (a failed write rolls back its
+-- whole attempt; see crates/store/src/group.rs). A single-row insert and a single-row
+-- upsert each write one row and need no statement journal.
+--
+-- Deletes and key-version changes keep their triggers: they are rare. Any new way of
+-- inserting a card on SQLite must bump the count itself (`COUNT_CARD_INSERT`).
+DROP TRIGGER cards_count_insert;
