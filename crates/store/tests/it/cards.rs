@@ -631,8 +631,8 @@ async fn concurrent_new_cards_with_events_and_deliveries(store: Store) {
         40
     );
     // The per-version counts (kept by triggers, and on SQLite by the insert's own
-    // statement) followed every insert of the batches,
-    // none of the repeats, and the deletes.
+    // statement) followed every insert of the batches, none of the repeats, and the
+    // deletes.
     assert_eq!(
         store.key_usage(&a, KeyPurpose::Cards).await.unwrap(),
         [(1, 40)]
