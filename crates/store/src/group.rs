@@ -22,7 +22,11 @@ const SAVEPOINT: &str = "SAVEPOINT op";
 const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT op";
 const RELEASE: &str = "RELEASE SAVEPOINT op";
 
-pub(crate) type Reply = oneshot::Sender<StoreResult<WriteReply>>;
+/// The answer to a write, and the write itself: sent back so that its strings and buffers
+/// are freed on the thread that allocated them. Freed on the writer, every one of them was a
+/// cross-thread free, which the allocator must hand back to the owning thread's heap (an
+/// atomic push there, a collection pass and cold cache lines here).
+pub(crate) type Reply = oneshot::Sender<(StoreResult<WriteReply>, WriteOp)>;
 
 /// What a store sends its writer.
 // Moved once into the channel; boxing would cost an allocation per write.
@@ -52,7 +56,9 @@ pub(crate) async fn write(writer: &mpsc::Sender<Msg>, op: WriteOp) -> StoreResul
         .send(Msg::Write(op, tx))
         .await
         .map_err(|_| closed())?;
-    rx.await.map_err(|_| closed())?
+    let (result, op) = rx.await.map_err(|_| closed())?;
+    drop(op);
+    result
 }
 
 /// Asks a writer to finish what is queued and stop; returns when it has.
@@ -111,8 +117,8 @@ pub(crate) async fn writer<K: Conn>(mut conn: K, mut rx: mpsc::Receiver<Msg>) ->
     rx.close();
     while let Some(msg) = rx.recv().await {
         match msg {
-            Msg::Write(_, reply) => {
-                reply.send(Err(closed())).ok();
+            Msg::Write(op, reply) => {
+                reply.send((Err(closed()), op)).ok();
             }
             Msg::Close(done) => closing.push(done),
         }
@@ -133,14 +139,14 @@ async fn commit<K: Conn>(conn: &mut K, batch: &mut Vec<(WriteOp, Reply)>) {
     conn.done();
     match outcome {
         Ok(results) => {
-            for ((_, reply), result) in batch.drain(..).zip(results) {
-                reply.send(result).ok();
+            for ((op, reply), result) in batch.drain(..).zip(results) {
+                reply.send((result, op)).ok();
             }
         }
         Err(e) => {
             tracing::error!(error = %e, writes = batch.len(), backend = name, "group commit failed");
-            for (_, reply) in batch.drain(..) {
-                reply.send(Err(copy_err(&e))).ok();
+            for (op, reply) in batch.drain(..) {
+                reply.send((Err(copy_err(&e)), op)).ok();
             }
         }
     }
