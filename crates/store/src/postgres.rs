@@ -67,6 +67,7 @@ struct Pooled {
 impl group::Conn for Pooled {
     type C = PgConnection;
     async fn get(&mut self) -> StoreResult<&mut PgConnection> {
+        // Boxed as in [`PgStore::reader`]: keeps the writer task's future small.
         let c = Box::pin(self.pool.acquire()).await.map_err(db_err)?;
         Ok(&mut **self.conn.insert(c))
     }
