@@ -602,6 +602,12 @@ fn round(
             return Ok(());
         }
     }
+    // A disk slower than the writes never gives a short round: past four times the
+    // threshold, the writer finishes anyway (a longer pause) rather than let the WAL grow
+    // without bound.
+    if frames > at.frames.saturating_mul(4) {
+        state.finish.store(true, Ordering::Release);
+    }
     Ok(())
 }
 
@@ -1025,11 +1031,15 @@ mod tests {
         let path = dir.path().join("t.db");
         let mut w = wal_writer(&path);
         let page = vec![7u8; 4000];
-        for _ in 0..300 {
-            w.exec("INSERT INTO t VALUES ($1)", args![&page])
-                .await
-                .unwrap();
-        }
+        // 300 rows, each its own commit: 300–600 WAL frames. Each fill follows a complete
+        // copy, so the WAL starts over.
+        let mut fill = async || {
+            for _ in 0..300 {
+                w.exec("INSERT INTO t VALUES ($1)", args![&page])
+                    .await
+                    .unwrap();
+            }
+        };
         let ck = SyncConn::open(&path, Role::Checkpointer).unwrap();
         let db_file = std::fs::File::open(&path).unwrap();
         let state = CheckpointState::default();
@@ -1038,41 +1048,35 @@ mod tests {
             copied: 0,
             warned: false,
         };
-        let at = |frames, left| FinishAt {
+        let at = |frames, left, rounds| FinishAt {
             frames,
             left,
-            rounds: CATCH_UP_ROUNDS,
+            rounds,
         };
+        let asked = || state.finish.swap(false, Ordering::AcqRel);
+
         // A short WAL: copied and flushed, the writer left alone.
-        round(&ck, &mut flush, &state, at(10_000, 512)).unwrap();
+        fill().await;
+        round(&ck, &mut flush, &state, at(10_000, 512, CATCH_UP_ROUNDS)).unwrap();
         assert!(flush.copied >= 300, "copied {}", flush.copied);
-        assert!(!state.finish.load(Ordering::Acquire));
+        assert!(!asked());
 
-        // A long WAL whose first round copies more than `left` (the WAL started over
-        // after the complete copy above): a second round copies nothing new, and that
-        // short round asks the writer.
-        for _ in 0..300 {
-            w.exec("INSERT INTO t VALUES ($1)", args![&page])
-                .await
-                .unwrap();
-        }
-        round(&ck, &mut flush, &state, at(100, 100)).unwrap();
+        // A long WAL whose first round copies more than `left`: a second round copies
+        // nothing new, and that short round asks the writer.
+        fill().await;
+        round(&ck, &mut flush, &state, at(100, 100, CATCH_UP_ROUNDS)).unwrap();
         assert!(flush.copied >= 300, "copied {}", flush.copied);
-        assert!(state.finish.load(Ordering::Acquire));
+        assert!(asked());
 
-        // With a single round, a long first copy does not ask the writer yet.
-        state.finish.store(false, Ordering::Release);
-        for _ in 0..300 {
-            w.exec("INSERT INTO t VALUES ($1)", args![&page])
-                .await
-                .unwrap();
-        }
-        let one = FinishAt {
-            rounds: 1,
-            ..at(100, 100)
-        };
-        round(&ck, &mut flush, &state, one).unwrap();
-        assert!(!state.finish.load(Ordering::Acquire));
+        // With a single round, a long first copy does not ask the writer yet...
+        fill().await;
+        round(&ck, &mut flush, &state, at(250, 100, 1)).unwrap();
+        assert!(!asked());
+
+        // ...unless the WAL is past four times the threshold.
+        fill().await;
+        round(&ck, &mut flush, &state, at(50, 100, 1)).unwrap();
+        assert!(asked());
     }
 
     #[test]
