@@ -51,33 +51,25 @@ enum Role {
 
 /// How often the checkpointer runs while writes come in.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-/// WAL frames (4 KiB pages) beyond which the writer finishes a checkpoint itself, once the
-/// checkpointer's last round copied fewer than [`WAL_FINISH_LEFT`], so the WAL can start
-/// over (see [`checkpointer`] and [`round`]). A checkpoint in the writer pauses every write
-/// for its copy and sync, so it should be rare (here about every second at full load) and
-/// short. Measured: at 4,000 frames the pauses pushed tokenize p99 from 18 to 30 ms.
-const WAL_FINISH_FRAMES: i64 = 16_000;
-const WAL_FINISH_LEFT: i64 = 512;
-/// Copy-and-flush rounds at most in one run of the checkpointer (see [`round`]). Each
-/// round copies what landed during the last one's flush, about half as much at full load
-/// with a million cards.
-const CATCH_UP_ROUNDS: usize = 6;
-
-/// When the checkpointer asks the writer to finish a checkpoint (see [`round`]).
+/// When the checkpointer asks the writer to finish a checkpoint (see [`checkpointer`] and
+/// [`round`]). A checkpoint in the writer pauses every write for its copy and sync, so it
+/// should be rare (here about every second at full load) and short.
 #[derive(Debug, Clone, Copy)]
 struct FinishAt {
-    /// WAL frames beyond which the WAL should start over.
+    /// WAL frames (4 KiB pages) beyond which the WAL should start over. Measured: at 4,000
+    /// frames the writer's pauses pushed tokenize p99 from 18 to 30 ms.
     frames: i64,
-    /// Frames copied by the last round below which the writer is asked to finish.
+    /// Frames copied by the checkpointer's last round below which the writer is asked.
     left: i64,
-    /// Rounds at most in one run.
+    /// Copy-and-flush rounds at most in one run. Each round copies what landed during the
+    /// last one's flush, about half as much at full load with a million cards.
     rounds: usize,
 }
 
 const FINISH_AT: FinishAt = FinishAt {
-    frames: WAL_FINISH_FRAMES,
-    left: WAL_FINISH_LEFT,
-    rounds: CATCH_UP_ROUNDS,
+    frames: 16_000,
+    left: 512,
+    rounds: 6,
 };
 
 /// One SQLite connection, driven synchronously. Its futures are ready at once.
@@ -574,9 +566,9 @@ fn checkpointer(
 }
 
 /// One run of the checkpointer: copy what the WAL holds, and flush it. Once the WAL is past
-/// [`WAL_FINISH_FRAMES`], copy and flush again what landed meanwhile, each round shorter
-/// than the last, and ask the writer to finish only after a round that copied (and
-/// flushed) fewer than [`WAL_FINISH_LEFT`] frames: what the writer then copies and syncs
+/// `at.frames`, copy and flush again what landed meanwhile, each round shorter than the
+/// last, and ask the writer to finish only after a round that copied (and flushed) fewer
+/// than `at.left` frames: what the writer then copies and syncs
 /// while every write waits is only what landed during that last, short flush. With a
 /// million cards, asking it right after one copy left it about 1,500 scattered pages to
 /// sync, 16–18 ms at the median, one and a half times a second at full load.
@@ -1057,14 +1049,14 @@ mod tests {
 
         // A short WAL: copied and flushed, the writer left alone.
         fill().await;
-        round(&ck, &mut flush, &state, at(10_000, 512, CATCH_UP_ROUNDS)).unwrap();
+        round(&ck, &mut flush, &state, at(10_000, 512, FINISH_AT.rounds)).unwrap();
         assert!(flush.copied >= 300, "copied {}", flush.copied);
         assert!(!asked());
 
         // A long WAL whose first round copies more than `left`: a second round copies
         // nothing new, and that short round asks the writer.
         fill().await;
-        round(&ck, &mut flush, &state, at(100, 100, CATCH_UP_ROUNDS)).unwrap();
+        round(&ck, &mut flush, &state, at(100, 100, FINISH_AT.rounds)).unwrap();
         assert!(flush.copied >= 300, "copied {}", flush.copied);
         assert!(asked());
 
