@@ -136,7 +136,6 @@ async fn commit<K: Conn>(conn: &mut K, batch: &mut Vec<(WriteOp, Reply)>) {
         Ok(c) => grouped(c, begin, bulk, batch).await,
         Err(e) => Err(e),
     };
-    conn.done();
     match outcome {
         Ok(results) => {
             for ((op, reply), result) in batch.drain(..).zip(results) {
@@ -150,6 +149,10 @@ async fn commit<K: Conn>(conn: &mut K, batch: &mut Vec<(WriteOp, Reply)>) {
             }
         }
     }
+    // After the answers: what `done` does between batches (on SQLite, at times, the
+    // writer's own checkpoint, a copy and an fsync of several milliseconds) must not hold
+    // up the answers of a batch that is durable already.
+    conn.done();
 }
 
 async fn open<C: Exec>(c: &mut C, begin: &'static [&'static str]) -> StoreResult<()> {

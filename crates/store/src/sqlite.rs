@@ -1071,6 +1071,59 @@ mod tests {
         assert!(asked());
     }
 
+    /// A batch is answered before the writer turns to what `done` does between batches
+    /// (at times its own checkpoint, milliseconds long): a durable write does not wait.
+    #[tokio::test]
+    async fn a_batch_is_answered_before_the_writer_moves_on() {
+        struct Gate {
+            conn: SyncConn,
+            held: std_mpsc::Receiver<()>,
+        }
+        impl group::Conn for Gate {
+            type C = SyncConn;
+            async fn get(&mut self) -> StoreResult<&mut SyncConn> {
+                Ok(&mut self.conn)
+            }
+            fn done(&mut self) {
+                // Held until the test has its answer (or gave up waiting).
+                self.held.recv_timeout(Duration::from_secs(30)).ok();
+            }
+            fn begin(&self) -> &'static [&'static str] {
+                BEGIN
+            }
+            fn name(&self) -> &'static str {
+                "gate"
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        SqliteStore::open(&path, 1).await.unwrap().close().await;
+        let conn = SyncConn::open(&path, Role::Writer).unwrap();
+        let (release, held) = std_mpsc::channel();
+        let (tx, rx) = mpsc::channel(8);
+        let writer = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            drop(rt.block_on(group::writer(Gate { conn, held }, rx)));
+        });
+        let op = WriteOp::RevokeApiKey {
+            account_id: None,
+            key_id: "key_missing".into(),
+            now_ms: 1,
+            events: Vec::new(),
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(10), group::write(&tx, op)).await;
+        release.send(()).unwrap();
+        drop(tx);
+        writer.join().unwrap();
+        assert!(
+            matches!(answer, Ok(Ok(WriteReply::ApiKey(None)))),
+            "no answer while the writer was held after the batch"
+        );
+    }
+
     #[test]
     fn schema_names_are_validated() {
         use crate::postgres::valid_schema;
