@@ -22,6 +22,7 @@ pub mod tls;
 pub use error::{ApiError, ApiResult};
 pub use state::{AppState, IssuedKey, NewKeyKind};
 
+use axum_server::accept::NoDelayAcceptor;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -239,14 +240,21 @@ pub async fn start_with_clock(
     let local_addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();
     let make = app.into_make_service_with_connect_info::<SocketAddr>();
+    // TCP_NODELAY on every connection: a response goes out when it is written, not held
+    // back by Nagle's algorithm until the client acknowledges an earlier segment (which
+    // a client may delay by up to 40 ms).
     let task = match tls {
         Some(tls) => {
-            let mut server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
+            let mut server = axum_server::from_tcp_rustls(listener, tls)?
+                .map(|tls| tls.acceptor(NoDelayAcceptor))
+                .handle(handle.clone());
             slow_client_limits(server.http_builder(), &config);
             tokio::spawn(async move { server.serve(make).await })
         }
         None => {
-            let mut server = axum_server::from_tcp(listener)?.handle(handle.clone());
+            let mut server = axum_server::from_tcp(listener)?
+                .acceptor(NoDelayAcceptor)
+                .handle(handle.clone());
             slow_client_limits(server.http_builder(), &config);
             tokio::spawn(async move { server.serve(make).await })
         }
