@@ -568,10 +568,10 @@ fn checkpointer(
 /// One run of the checkpointer: copy what the WAL holds, and flush it. Once the WAL is past
 /// `at.frames`, copy and flush again what landed meanwhile, each round shorter than the
 /// last, and ask the writer to finish only after a round that copied (and flushed) fewer
-/// than `at.left` frames: what the writer then copies and syncs
-/// while every write waits is only what landed during that last, short flush. With a
-/// million cards, asking it right after one copy left it about 1,500 scattered pages to
-/// sync, 16–18 ms at the median, one and a half times a second at full load.
+/// than `at.left` frames: what the writer then copies and syncs while every write waits is
+/// only what landed during that last, short flush. With a million cards, asking it right
+/// after one copy left it about 1,500 scattered pages to sync, 16–18 ms at the median, one
+/// and a half times a second at full load.
 fn round(
     conn: &SyncConn,
     flush: &mut Flush<'_>,
