@@ -49,8 +49,14 @@ enum Role {
     Checkpointer,
 }
 
-/// How often the checkpointer runs while writes come in.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// How often the checkpointer runs while writes come in. A page written many times
+/// between two runs is copied and flushed once, so a longer interval means fewer random
+/// writes into the database file, which compete with the WAL's `fsync` on the same disk.
+/// Measured in alternating pairs: 400 ms against 100 ms gave tokenize +14% on average over
+/// seven pairs at a million cards (p99 lower in six) and +9% to +33% in three at 10,000;
+/// 25 ms was worse, and 1 s no faster than 400 ms but with a p99.9 of 38–51 ms, because
+/// the writer's finishing checkpoint then has more to copy.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(400);
 /// When the checkpointer asks the writer to finish a checkpoint (see [`checkpointer`] and
 /// [`round`]). A checkpoint in the writer pauses every write for its copy and sync, so it
 /// should be rare (here about every second at full load) and short.
@@ -608,7 +614,7 @@ struct Flush<'a> {
     file: &'a std::fs::File,
     /// WAL frames already copied, as of the last flush.
     copied: i64,
-    /// A failure is reported once, not every 100 ms, until a flush succeeds again.
+    /// A failure is reported once, not on every run, until a flush succeeds again.
     warned: bool,
 }
 
