@@ -53,13 +53,13 @@ enum Role {
 /// between two runs is copied and flushed once, so a longer interval means fewer random
 /// writes into the database file, which compete with the WAL's `fsync` on the same disk.
 /// Measured in alternating pairs: 400 ms against 100 ms gave tokenize +14% on average over
-/// seven pairs at a million cards (p99 lower in six) and +9% to +33% in three at 10,000;
-/// 25 ms was worse, and 1 s no faster than 400 ms but with a p99.9 of 38–51 ms, because
-/// the writer's finishing checkpoint then has more to copy.
+/// seven pairs at a million cards (p99 lower in all seven) and +9% to +33% in three at
+/// 10,000; 25 ms was worse, and 1 s no faster than 400 ms but with a p99.9 of 38–51 ms,
+/// because the writer's finishing checkpoint then has more to copy.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(400);
 /// When the checkpointer asks the writer to finish a checkpoint (see [`checkpointer`] and
 /// [`round`]). A checkpoint in the writer pauses every write for its copy and sync, so it
-/// should be rare (here about every second at full load) and short.
+/// should be rare and short.
 #[derive(Debug, Clone, Copy)]
 struct FinishAt {
     /// WAL frames (4 KiB pages) beyond which the WAL should start over. Measured: at 4,000
