@@ -123,7 +123,7 @@ async fn bad_card_input_is_refused_with_stable_codes_and_nothing_written() {
         assert_eq!(r.status.as_u16(), *status, "{name}: {}", r.text);
         r.assert_error(*status, code);
         assert!(
-            !r.text.contains("4242"),
+            !r.text_without_ids().contains("4242"),
             "{name}: the error must not echo input"
         );
     }
@@ -169,7 +169,7 @@ async fn bad_card_input_is_refused_with_stable_codes_and_nothing_written() {
         .unwrap();
     let r = Resp::from(r).await;
     r.assert_error(400, "invalid_request");
-    assert!(!r.text.contains("4242"));
+    assert!(!r.text_without_ids().contains("4242"));
 
     // No auth, garbage auth, unknown key.
     srv.call(
