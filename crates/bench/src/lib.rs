@@ -234,7 +234,7 @@ async fn run(args: Args) -> Result<()> {
 
     // The server: spawned (and killed when `server` drops) or given.
     let mut server = None;
-    let (url, key, ca, pid, port, server_bin) = if args.spawn {
+    let (url, key, ca, port, server_bin) = if args.spawn {
         let bin = match &args.server_bin {
             Some(p) => p.clone(),
             None => std::env::current_exe()?
@@ -266,7 +266,6 @@ async fn run(args: Args) -> Result<()> {
             s.dev.url.clone(),
             s.dev.secret_key.clone(),
             s.dev.ca_cert.clone(),
-            Some(s.pid()),
             port,
             Some(bin.display().to_string()),
         );
@@ -279,11 +278,19 @@ async fn run(args: Args) -> Result<()> {
         let Some(ca) = args.ca_cert.clone() else {
             bail!("--target needs --ca-cert PEM (the CA that signed the server's certificate)");
         };
-        (url, key, ca, None, None, None)
+        (url, key, ca, None, None)
     };
     let url = url.trim_end_matches('/').to_string();
     let result = measure(
-        &args, http2, &url, &key, &ca, pid, port, server_bin, machine,
+        &args,
+        http2,
+        &url,
+        &key,
+        &ca,
+        server.as_ref(),
+        port,
+        server_bin,
+        machine,
     )
     .await;
     drop(server); // kills the child, on success and on error
@@ -297,12 +304,13 @@ async fn measure(
     url: &str,
     key: &str,
     ca: &str,
-    pid: Option<u32>,
+    server: Option<&spawn::SpawnedServer>,
     port: Option<u16>,
     server_bin: Option<String>,
     machine: procfs::Machine,
 ) -> Result<()> {
     let n = args.concurrency;
+    let pid = server.map(spawn::SpawnedServer::pid);
     let (block, preload) = pan_plan(args)?;
     let range_start = args.pan_offset;
     let range_end = args.pan_offset + block;
@@ -388,6 +396,9 @@ async fn measure(
     let mut results: BTreeMap<&'static str, ScenarioResult> = BTreeMap::new();
     let mut shared = Arc::new(shared);
     for &scenario in &args.scenario {
+        if let Some(s) = server {
+            s.settle().await;
+        }
         if let Some(pid) = pid {
             procfs::reset_peak_rss(pid);
         }

@@ -23,6 +23,8 @@ pub struct DevJson {
 pub struct SpawnedServer {
     child: Child,
     dir: PathBuf,
+    /// The child's stderr (its log), kept to flush it between phases ([`Self::settle`]).
+    log: std::fs::File,
     keep_dir: bool,
     /// PostgreSQL URL and the run's schema, dropped with the server.
     pg: Option<(String, String)>,
@@ -61,6 +63,7 @@ impl SpawnedServer {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let port = free_port()?;
         let log = std::fs::File::create(dir.join("server.stderr.log"))?;
+        let log_handle = log.try_clone()?;
         let mut cmd = Command::new(bin);
         cmd.arg("dev")
             .arg("--data-dir")
@@ -87,6 +90,7 @@ impl SpawnedServer {
         let mut server = Self {
             child,
             dir,
+            log: log_handle,
             keep_dir,
             pg,
             dev: DevJson {
@@ -136,6 +140,31 @@ impl SpawnedServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(server)
+    }
+}
+
+impl SpawnedServer {
+    /// Writes the server's logs out to disk before a measured phase: its stderr and the
+    /// files under `logs/` in its data dir. The server logs every request, twice, so a
+    /// preload or a floor phase leaves hundreds of MB of log in the OS cache (a 20-second
+    /// floor at 80,000 requests/s, about 800 MB), and the kernel writes that out 30 s later,
+    /// inside whichever phase is running then: a one-second drop of 40% in a tokenize phase,
+    /// whose every commit waits on the same disk (BENCHMARKS.md). Flushed here, between
+    /// phases, each phase pays only for its own writes.
+    pub async fn settle(&self) {
+        let mut files = vec![self.log.try_clone()];
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("logs")) {
+            files.extend(entries.flatten().map(|e| std::fs::File::open(e.path())));
+        }
+        let flushed = tokio::task::spawn_blocking(move || {
+            files
+                .into_iter()
+                .try_for_each(|f| f.and_then(|f| f.sync_data()))
+        })
+        .await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            eprintln!("  warning: could not flush the server's logs before the phase");
+        }
     }
 }
 
