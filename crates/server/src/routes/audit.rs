@@ -42,7 +42,6 @@ fn bounded(v: Option<&String>) -> ApiResult<Option<String>> {
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", security(("admin_key" = [])), params(AuditParams),
     responses((status = 200, description = "`{object: list, data: [audit_record], has_more}`"),
         (status = 400, description = "invalid_parameter, unknown_field", body = crate::openapi::ErrorResponse),
-        (status = 401, description = "authentication_required, invalid_api_key, api_key_revoked", body = crate::openapi::ErrorResponse),
         (status = 403, description = "permission_denied", body = crate::openapi::ErrorResponse)))]
 pub async fn list(
     State(state): State<AppState>,

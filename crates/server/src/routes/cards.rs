@@ -37,7 +37,6 @@ pub struct CreateCardBody {
         (status = 201, description = "Created", body = CardView),
         (status = 200, description = "This number was already vaulted in this account and mode; the existing card", body = CardView),
         (status = 400, description = "card_number_invalid, card_number_luhn, card_brand_unknown, expiry_invalid, card_expired, test_card_in_live_mode, live_card_in_test_mode, unknown_field, missing_field, invalid_request", body = crate::openapi::ErrorResponse),
-        (status = 401, description = "authentication_required, invalid_api_key, api_key_revoked", body = crate::openapi::ErrorResponse),
         (status = 403, description = "permission_denied", body = crate::openapi::ErrorResponse),
         (status = 413, description = "body_too_large", body = crate::openapi::ErrorResponse),
         (status = 415, description = "unsupported_media_type", body = crate::openapi::ErrorResponse),

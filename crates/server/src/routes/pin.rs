@@ -35,7 +35,7 @@ pub struct PinJwk {
 /// The current PIN transport key. Encrypt PIN payloads to it as a compact JWE with
 /// `alg: RSA-OAEP-256`, `enc: A256GCM` and its `kid`.
 #[utoipa::path(get, path = "/v1/pin/encryption_key", tag = "pin", security(("api_key" = [])),
-    responses((status = 200, body = PinJwk), (status = 401, description = "authentication_required, invalid_api_key", body = crate::openapi::ErrorResponse)))]
+    responses((status = 200, body = PinJwk)))]
 pub async fn encryption_key(
     State(state): State<AppState>,
     _who: Principal,

@@ -52,7 +52,6 @@ fn optional_json<T: DeserializeOwned + Default>(headers: &HeaderMap, body: &Byte
     responses(
         (status = 200, description = "`{access_token, token_type: \"Bearer\", expires_in, scope}`; `Cache-Control: no-store`"),
         (status = 400, description = "invalid_scope"),
-        (status = 401, description = "authentication_required, invalid_api_key, api_key_revoked"),
         (status = 403, description = "permission_denied (publishable keys and bearer tokens cannot issue tokens)")))]
 pub async fn issue(
     State(state): State<AppState>,

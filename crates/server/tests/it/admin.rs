@@ -201,6 +201,43 @@ async fn openapi_is_served_and_matches_the_committed_copy() {
     ] {
         assert!(codes.contains(&c), "{c}");
     }
+    // Every operation that takes a credential lists every 401 it can give: all of them, or
+    // for an admin route (admin key only) the key's three.
+    let all_401: std::collections::BTreeSet<&str> = r.body["x-error-codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == 401)
+        .map(|c| c["code"].as_str().unwrap())
+        .collect();
+    assert!(all_401.contains("token_expired") && all_401.contains("signature_invalid"));
+    let admin_401: std::collections::BTreeSet<&str> = [
+        "authentication_required",
+        "invalid_api_key",
+        "api_key_revoked",
+    ]
+    .into();
+    let mut secured = 0;
+    for (path, item) in r.body["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if op["security"].as_array().is_none_or(|s| s.is_empty()) {
+                continue;
+            }
+            secured += 1;
+            let listed: std::collections::BTreeSet<&str> = op["responses"]["401"]["description"]
+                .as_str()
+                .unwrap_or_default()
+                .split(", ")
+                .collect();
+            let want = if path.starts_with("/v1/admin/") {
+                &admin_401
+            } else {
+                &all_401
+            };
+            assert_eq!(&listed, want, "401 of {method} {path}");
+        }
+    }
+    assert!(secured > 40, "{secured} operations take a credential");
     let committed_path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
     let generated = serde_json::to_string_pretty(&r.body).unwrap() + "\n";
