@@ -543,6 +543,7 @@ fn checkpointer(
         file: db_file,
         copied: 0,
         warned: false,
+        flushes: 0,
     };
     let mut open = true;
     while open {
@@ -569,6 +570,7 @@ fn checkpointer(
     if let Err(e) = conn.checkpoint() {
         tracing::warn!(error = %e, "SQLite checkpoint at close failed");
     }
+    tracing::debug!(flushes = flush.flushes, "SQLite checkpointer stopped");
 }
 
 /// One run of the checkpointer: copy what the WAL holds, and flush it. Once the WAL is past
@@ -616,6 +618,8 @@ struct Flush<'a> {
     copied: i64,
     /// A failure is reported once, not on every run, until a flush succeeds again.
     warned: bool,
+    /// Flushes that succeeded (logged when the checkpointer stops).
+    flushes: u64,
 }
 
 impl Flush<'_> {
@@ -627,7 +631,10 @@ impl Flush<'_> {
         }
         self.copied = copied;
         match self.file.sync_data() {
-            Ok(()) => self.warned = false,
+            Ok(()) => {
+                self.warned = false;
+                self.flushes += 1;
+            }
             Err(e) if !self.warned => {
                 self.warned = true;
                 tracing::warn!(error = %e, "flushing the SQLite database file failed; the checkpoint that completes will sync it");
@@ -1045,6 +1052,7 @@ mod tests {
             file: &db_file,
             copied: 0,
             warned: false,
+            flushes: 0,
         };
         let at = |frames, left, rounds| FinishAt {
             frames,
@@ -1057,13 +1065,18 @@ mod tests {
         fill().await;
         round(&ck, &mut flush, &state, at(10_000, 512, FINISH_AT.rounds)).unwrap();
         assert!(flush.copied >= 300, "copied {}", flush.copied);
+        assert_eq!(flush.flushes, 1, "the copied pages are flushed once");
         assert!(!asked());
+        // Nothing copied since: no flush.
+        flush.after(flush.copied);
+        assert_eq!(flush.flushes, 1);
 
         // A long WAL whose first round copies more than `left`: a second round copies
         // nothing new, and that short round asks the writer.
         fill().await;
         round(&ck, &mut flush, &state, at(100, 100, FINISH_AT.rounds)).unwrap();
         assert!(flush.copied >= 300, "copied {}", flush.copied);
+        assert_eq!(flush.flushes, 2, "the new WAL's copy is flushed");
         assert!(asked());
 
         // With a single round, a long first copy does not ask the writer yet...
