@@ -40,6 +40,29 @@ impl SpawnedServer {
         &self.dir
     }
 
+    /// Writes the server's logs out to disk before a measured phase: its stderr and the
+    /// files under `logs/` in its data dir. The server logs every request, twice, so a
+    /// preload or a floor phase leaves hundreds of MB of log in the OS cache (a 20-second
+    /// floor at 80,000 requests/s, about 800 MB), and the kernel writes that out 30 s later,
+    /// inside whichever phase is running then: a one-second drop of 40% in a tokenize phase,
+    /// whose every commit waits on the same disk (BENCHMARKS.md). Flushed here, between
+    /// phases, each phase pays only for its own writes.
+    pub async fn settle(&self) {
+        let mut files = vec![self.log.try_clone()];
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("logs")) {
+            files.extend(entries.flatten().map(|e| std::fs::File::open(e.path())));
+        }
+        let flushed = tokio::task::spawn_blocking(move || {
+            files
+                .into_iter()
+                .try_for_each(|f| f.and_then(|f| f.sync_data()))
+        })
+        .await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            eprintln!("  warning: could not flush the server's logs before the phase");
+        }
+    }
+
     /// Starts `BIN dev --data-dir TMP --listen 127.0.0.1:PORT` and waits (up to
     /// `timeout`) for `dev.json` and for `GET /healthz` to answer 200.
     /// `database_url`: a PostgreSQL URL for the server instead of its embedded SQLite; the
@@ -140,31 +163,6 @@ impl SpawnedServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Ok(server)
-    }
-}
-
-impl SpawnedServer {
-    /// Writes the server's logs out to disk before a measured phase: its stderr and the
-    /// files under `logs/` in its data dir. The server logs every request, twice, so a
-    /// preload or a floor phase leaves hundreds of MB of log in the OS cache (a 20-second
-    /// floor at 80,000 requests/s, about 800 MB), and the kernel writes that out 30 s later,
-    /// inside whichever phase is running then: a one-second drop of 40% in a tokenize phase,
-    /// whose every commit waits on the same disk (BENCHMARKS.md). Flushed here, between
-    /// phases, each phase pays only for its own writes.
-    pub async fn settle(&self) {
-        let mut files = vec![self.log.try_clone()];
-        if let Ok(entries) = std::fs::read_dir(self.dir.join("logs")) {
-            files.extend(entries.flatten().map(|e| std::fs::File::open(e.path())));
-        }
-        let flushed = tokio::task::spawn_blocking(move || {
-            files
-                .into_iter()
-                .try_for_each(|f| f.and_then(|f| f.sync_data()))
-        })
-        .await;
-        if !matches!(flushed, Ok(Ok(()))) {
-            eprintln!("  warning: could not flush the server's logs before the phase");
-        }
     }
 }
 
