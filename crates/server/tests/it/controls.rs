@@ -836,3 +836,121 @@ async fn an_allowlist_set_on_one_node_is_enforced_by_the_other() {
         .await
         .assert_error(403, "ip_not_allowed");
 }
+
+/// The PIDs of the backends listening for cache invalidations in database `db`.
+async fn listeners(admin: &mut sqlx::PgConnection, db: &str) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'LISTEN%' ORDER BY pid",
+    )
+    .bind(db)
+    .fetch_all(admin)
+    .await
+    .unwrap()
+}
+
+/// A node whose cache-invalidation connection dies drops what it cached, listens again, and
+/// from then on hears the other node's changes as before. The nodes get a database of their
+/// own, so that the only listeners in it are theirs and the second node's can be told apart.
+#[tokio::test]
+async fn a_node_that_loses_its_cache_listener_listens_again() {
+    use sqlx::Connection;
+    if backend() != "postgres" {
+        eprintln!("two-node cache test runs with STRONGROOM_TEST_BACKEND=postgres");
+        return;
+    }
+    let base = crate::harness::pg_url();
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    let db = format!(
+        "it_listen_{}",
+        hex::encode(strongroom_crypto::random::bytes::<6>().unwrap())
+    );
+    // Safe to format: the name is a fixed prefix and hex digits.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let mut data = Data::new();
+    let (server, _) = base.rsplit_once('/').unwrap();
+    data.store.url = format!("{server}/{db}");
+    let data = Arc::new(data);
+
+    let live = |s: &TestServer| s.running.state.cache_sync().current().is_some();
+    let a = TestServer::start_on(data.clone(), |_| {}).await;
+    eventually("A listens", || async { live(&a) }).await;
+    let before_b = listeners(&mut admin, &db).await;
+    assert_eq!(before_b.len(), 1, "A's listener: {before_b:?}");
+    let b = TestServer::start_on(data.clone(), |_| {}).await;
+    eventually("B listens", || async { live(&b) }).await;
+    let mut b_listener = listeners(&mut admin, &db).await;
+    b_listener.retain(|pid| !before_b.contains(pid));
+    let [b_pid] = b_listener[..] else {
+        panic!("B's listener: {b_listener:?}")
+    };
+
+    // B serves a key, so the key is in its cache; then B's listener is cut.
+    let key = |srv: &TestServer| {
+        let s = srv.running.state.clone();
+        let account = srv.account.clone();
+        async move {
+            s.create_api_key(
+                Some(&account),
+                strongroom_server::NewKeyKind::Account(strongroom_core::KeyKind::Secret),
+                strongroom_core::Mode::Test,
+                None,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let first = key(&a).await;
+    let first_secret = first.secret.expose().clone();
+    assert_eq!(b.get("/v1/cards", &first_secret).await.status, 200);
+    let cached = b.running.state.cache_sync().current();
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(b_pid)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert!(killed);
+    // B notices: what it cached is stale (reading through, or listening anew).
+    eventually("B drops its cache", || async {
+        b.running.state.cache_sync().current() != cached
+    })
+    .await;
+    let revoke = |k: &strongroom_server::IssuedKey| {
+        format!("/v1/admin/accounts/{}/api_keys/{}", a.account, k.record.id)
+    };
+    let r = a
+        .call(Method::DELETE, &revoke(&first), Some(&a.admin_key), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    b.get("/v1/cards", &first_secret)
+        .await
+        .assert_error(401, "api_key_revoked");
+
+    // B listens again, on a new connection, and hears the next revocation through it.
+    eventually("B listens again", || async { live(&b) }).await;
+    let again = listeners(&mut admin, &db).await;
+    assert_eq!(again.len(), 2, "listeners after the cut: {again:?}");
+    assert!(!again.contains(&b_pid));
+    let second = key(&a).await;
+    let second_secret = second.secret.expose().clone();
+    assert_eq!(b.get("/v1/cards", &second_secret).await.status, 200);
+    let r = a
+        .call(Method::DELETE, &revoke(&second), Some(&a.admin_key), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    eventually("B hears the revocation", || async {
+        b.get("/v1/cards", &second_secret).await.status == 401
+    })
+    .await;
+
+    b.stop().await;
+    a.stop().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {db} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+}
