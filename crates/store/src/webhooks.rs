@@ -294,17 +294,19 @@ const FAN_OUT: &str = concat!(
     fan_out_match!("$2", "$3", "$5")
 );
 
-const REQUEUE: &str = "INSERT INTO webhook_deliveries \
+// The endpoints an event goes to are chosen by the same predicate as at fan-out.
+const REQUEUE: &str = concat!(
+    "INSERT INTO webhook_deliveries \
      (id, event_id, endpoint_id, account_id, state, attempts, next_ms, created_ms) \
      SELECT ev.id || ':' || e.id, ev.id, e.id, ev.account_id, 'pending', 0, $1, $1 \
-     FROM events ev JOIN webhook_endpoints e ON e.account_id = ev.account_id AND e.mode = ev.mode \
-     WHERE ev.account_id = $2 AND ev.mode = $3 AND e.disabled_ms IS NULL \
+     FROM events ev JOIN webhook_endpoints e ON ",
+    fan_out_match!("ev.account_id", "ev.mode", "ev.event_type"),
+    " WHERE ev.account_id = $2 AND ev.mode = $3 \
      AND ($4 IS NULL OR e.id = $4) AND ($5 IS NULL OR ev.id = $5) \
      AND ($6 IS NULL OR ev.created_ms >= $6) \
-     AND EXISTS (SELECT 1 FROM webhook_endpoint_events t WHERE t.endpoint_id = e.id \
-     AND (t.event_type = ev.event_type OR (t.event_type = '*' AND ev.event_type <> 'otp.created'))) \
      ON CONFLICT (id) DO UPDATE SET state = 'pending', attempts = 0, \
-     next_ms = excluded.next_ms, claimed_until = NULL";
+     next_ms = excluded.next_ms, claimed_until = NULL"
+);
 
 const CLAIM_PG: &str = concat!(
     "UPDATE webhook_deliveries SET claimed_until = $2 WHERE id IN (SELECT id FROM \
