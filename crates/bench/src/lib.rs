@@ -234,7 +234,7 @@ async fn run(args: Args) -> Result<()> {
 
     // The server: spawned (and killed when `server` drops) or given.
     let mut server = None;
-    let (url, key, ca, port, server_bin) = if args.spawn {
+    let (url, key, ca, server_bin) = if args.spawn {
         let bin = match &args.server_bin {
             Some(p) => p.clone(),
             None => std::env::current_exe()?
@@ -256,17 +256,10 @@ async fn run(args: Args) -> Result<()> {
             s.dev.url,
             s.data_dir().display()
         );
-        let port = s
-            .dev
-            .url
-            .parse::<http::Uri>()
-            .with_context(|| format!("bad url {}", s.dev.url))?
-            .port_u16();
         let t = (
             s.dev.url.clone(),
             s.dev.secret_key.clone(),
             s.dev.ca_cert.clone(),
-            port,
             Some(bin.display().to_string()),
         );
         server = Some(s);
@@ -278,7 +271,7 @@ async fn run(args: Args) -> Result<()> {
         let Some(ca) = args.ca_cert.clone() else {
             bail!("--target needs --ca-cert PEM (the CA that signed the server's certificate)");
         };
-        (url, key, ca, None, None)
+        (url, key, ca, None)
     };
     let url = url.trim_end_matches('/').to_string();
     let result = measure(
@@ -288,7 +281,6 @@ async fn run(args: Args) -> Result<()> {
         &key,
         &ca,
         server.as_ref(),
-        port,
         server_bin,
         machine,
     )
@@ -305,12 +297,15 @@ async fn measure(
     key: &str,
     ca: &str,
     server: Option<&spawn::SpawnedServer>,
-    port: Option<u16>,
     server_bin: Option<String>,
     machine: procfs::Machine,
 ) -> Result<()> {
     let n = args.concurrency;
     let pid = server.map(spawn::SpawnedServer::pid);
+    let port = server
+        .map(spawn::SpawnedServer::port)
+        .transpose()?
+        .flatten();
     let (block, preload) = pan_plan(args)?;
     let range_start = args.pan_offset;
     let range_end = args.pan_offset + block;

@@ -40,6 +40,16 @@ impl SpawnedServer {
         &self.dir
     }
 
+    /// The port the server listens on, from its URL in `dev.json`.
+    pub fn port(&self) -> Result<Option<u16>> {
+        Ok(self
+            .dev
+            .url
+            .parse::<http::Uri>()
+            .with_context(|| format!("bad url {}", self.dev.url))?
+            .port_u16())
+    }
+
     /// Writes the server's logs out to disk before a measured phase: its stderr and the
     /// files under `logs/` in its data dir. The server logs every request, twice, so a
     /// preload or a floor phase leaves hundreds of MB of log in the OS cache (a 20-second

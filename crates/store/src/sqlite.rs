@@ -539,12 +539,7 @@ fn checkpointer(
     state: Arc<CheckpointState>,
 ) {
     let mut last: Option<Instant> = None;
-    let mut flush = Flush {
-        file: db_file,
-        copied: 0,
-        warned: false,
-        flushes: 0,
-    };
+    let mut flush = Flush::new(db_file);
     let mut open = true;
     while open {
         if wake.recv().is_err() {
@@ -622,7 +617,16 @@ struct Flush<'a> {
     flushes: u64,
 }
 
-impl Flush<'_> {
+impl<'a> Flush<'a> {
+    fn new(file: &'a std::fs::File) -> Self {
+        Self {
+            file,
+            copied: 0,
+            warned: false,
+            flushes: 0,
+        }
+    }
+
     /// Flushes the file if the checkpoint copied anything since the last flush (`copied`
     /// starts again from zero when the WAL does).
     fn after(&mut self, copied: i64) {
@@ -1048,12 +1052,7 @@ mod tests {
         let ck = SyncConn::open(&path, Role::Checkpointer).unwrap();
         let db_file = std::fs::File::open(&path).unwrap();
         let state = CheckpointState::default();
-        let mut flush = Flush {
-            file: &db_file,
-            copied: 0,
-            warned: false,
-            flushes: 0,
-        };
+        let mut flush = Flush::new(&db_file);
         let at = |frames, left, rounds| FinishAt {
             frames,
             left,

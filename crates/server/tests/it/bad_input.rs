@@ -192,17 +192,7 @@ async fn bad_card_input_is_refused_with_stable_codes_and_nothing_written() {
     .assert_error(401, "invalid_api_key");
 
     // Revoked key: effective on the next request.
-    let issued = srv
-        .running
-        .state
-        .create_api_key(
-            Some(&srv.account),
-            strongroom_server::NewKeyKind::Account(strongroom_core::KeyKind::Secret),
-            strongroom_core::Mode::Test,
-            None,
-        )
-        .await
-        .unwrap();
+    let issued = srv.new_secret_key().await;
     let doomed = issued.secret.expose().clone();
     assert_eq!(srv.get("/v1/cards", &doomed).await.status, 200);
     let rev = srv

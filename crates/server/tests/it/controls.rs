@@ -888,21 +888,7 @@ async fn a_node_that_loses_its_cache_listener_listens_again() {
     };
 
     // B serves a key, so the key is in its cache; then B's listener is cut.
-    let key = |srv: &TestServer| {
-        let s = srv.running.state.clone();
-        let account = srv.account.clone();
-        async move {
-            s.create_api_key(
-                Some(&account),
-                strongroom_server::NewKeyKind::Account(strongroom_core::KeyKind::Secret),
-                strongroom_core::Mode::Test,
-                None,
-            )
-            .await
-            .unwrap()
-        }
-    };
-    let first = key(&a).await;
+    let first = a.new_secret_key().await;
     let first_secret = first.secret.expose().clone();
     assert_eq!(b.get("/v1/cards", &first_secret).await.status, 200);
     let cached = b.running.state.cache_sync().current();
@@ -933,7 +919,7 @@ async fn a_node_that_loses_its_cache_listener_listens_again() {
     let again = listeners(&mut admin, &db).await;
     assert_eq!(again.len(), 2, "listeners after the cut: {again:?}");
     assert!(!again.contains(&b_pid));
-    let second = key(&a).await;
+    let second = a.new_secret_key().await;
     let second_secret = second.secret.expose().clone();
     assert_eq!(b.get("/v1/cards", &second_secret).await.status, 200);
     let r = a

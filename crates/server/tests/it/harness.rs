@@ -257,6 +257,20 @@ impl TestServer {
         self.data
     }
 
+    /// A new secret test-mode key of this server's account.
+    pub async fn new_secret_key(&self) -> strongroom_server::IssuedKey {
+        self.running
+            .state
+            .create_api_key(
+                Some(&self.account),
+                NewKeyKind::Account(KeyKind::Secret),
+                Mode::Test,
+                None,
+            )
+            .await
+            .unwrap()
+    }
+
     /// Sends a request; returns status, JSON body (Null if none) and headers.
     pub async fn call(
         &self,
