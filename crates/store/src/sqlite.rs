@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,6 +57,11 @@ enum Role {
 /// 10,000; 25 ms was worse, and 1 s no faster than 400 ms but with a p99.9 of 38–51 ms,
 /// because the writer's finishing checkpoint then has more to copy.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(400);
+/// How long a reader keeps one read transaction at most. The writer's count of commits
+/// ([`Readers::commits`]) decides whether a kept snapshot holds every acknowledged write;
+/// this bounds how long a write by anything else than this store's writer (another
+/// process on the same file) can go unseen.
+const SNAPSHOT_AGE: Duration = Duration::from_millis(2);
 /// When the checkpointer asks the writer to finish a checkpoint (see [`checkpointer`] and
 /// [`round`]). A checkpoint in the writer pauses every write for its copy and sync, so it
 /// should be rare and short.
@@ -85,6 +90,15 @@ pub(crate) struct SyncConn {
     /// statement's parameters takes. Looking a parameter's name up costs a scan of the
     /// statement's parameter list, quadratic for a 400-parameter audit insert.
     params: HashMap<(usize, usize), Box<[u16]>>,
+    /// A reader's open read transaction, kept from one use to the next ([`Readers`]).
+    snapshot: Option<Snapshot>,
+}
+
+/// A read transaction a reader keeps open: as of which commit, and since when.
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    commit: u64,
+    at: Instant,
 }
 
 impl std::fmt::Debug for SyncConn {
@@ -104,7 +118,9 @@ impl SyncConn {
             // A real page cache per reader (SQLite's default is 2 MiB): with a million
             // cards the B-tree interior and hot leaves stay in memory instead of being
             // read back through syscalls on every lookup. A few readers x 24 MiB keeps
-            // the server inside the 250 MB RSS budget at a million cards.
+            // the server inside the 250 MB RSS budget at a million cards. SQLite empties
+            // it when the reader next begins a transaction after another connection's
+            // commit, which is why readers keep their snapshots ([`Readers`]).
             Role::Reader => {
                 "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
                  PRAGMA query_only = ON; PRAGMA cache_size = -24576;"
@@ -144,7 +160,48 @@ impl SyncConn {
         Self {
             conn,
             params: HashMap::new(),
+            snapshot: None,
         }
+    }
+
+    /// Makes sure this reader reads inside a read transaction that holds every write
+    /// acknowledged up to `commit` (the writer's count, [`Readers::commits`]): the one it
+    /// kept, if nothing has been committed since it began and it is young enough, or a new
+    /// one.
+    fn hold(&mut self, commit: u64, max_age: Duration) -> StoreResult<()> {
+        if let Some(s) = self.snapshot {
+            if s.commit == commit && s.at.elapsed() < max_age && !self.conn.is_autocommit() {
+                return Ok(());
+            }
+            self.release()?;
+        }
+        // The count is read before the transaction begins (its first read takes the
+        // snapshot), so the snapshot holds at least every write counted in `commit`.
+        self.conn
+            .prepare_cached("BEGIN")
+            .and_then(|mut st| st.execute([]))
+            .map_err(sq_err)?;
+        self.snapshot = Some(Snapshot {
+            commit,
+            at: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Ends the read transaction this reader kept, if any.
+    fn release(&mut self) -> StoreResult<()> {
+        if self.snapshot.take().is_some() && !self.conn.is_autocommit() {
+            self.conn
+                .prepare_cached("COMMIT")
+                .and_then(|mut st| st.execute([]))
+                .map_err(sq_err)?;
+        }
+        Ok(())
+    }
+
+    /// Whether this reader keeps a read transaction from before `commit`.
+    fn stale(&self, commit: u64) -> bool {
+        self.snapshot.is_some_and(|s| s.commit != commit)
     }
 
     /// Prepares (or takes from the cache) `sql`, binds `args` by their `$N` numbers and
@@ -338,6 +395,57 @@ struct Readers {
     /// this bounds what a burst of blocking threads leaves behind.
     max_idle: usize,
     closed: AtomicBool,
+    /// Batches the writer has committed. Bumped after `COMMIT` and before any of the
+    /// batch's writes is answered, so a reader whose snapshot began at the current count
+    /// sees every acknowledged write.
+    commits: AtomicU64,
+    /// How long a reader keeps one snapshot at most ([`SNAPSHOT_AGE`]).
+    max_age: Duration,
+}
+
+impl Readers {
+    /// A pool for the database at `path` (which must exist), with one reader open.
+    fn new(path: &Path, max_idle: usize, max_age: Duration) -> StoreResult<Self> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            idle: Mutex::new(vec![SyncConn::open(path, Role::Reader)?]),
+            max_idle: max_idle.max(1),
+            closed: AtomicBool::new(false),
+            commits: AtomicU64::new(0),
+            max_age,
+        })
+    }
+
+    /// A read-only connection (an idle one, or a new one) inside a read transaction that
+    /// holds every acknowledged write.
+    fn get(&self) -> StoreResult<Reader<'_>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(group::closed());
+        }
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match idle {
+            Some(c) => c,
+            None => SyncConn::open(&self.path, Role::Reader)?,
+        };
+        conn.hold(self.commits.load(Ordering::Acquire), self.max_age)?;
+        Ok(Reader {
+            conn: Some(conn),
+            pool: self,
+        })
+    }
+
+    /// Ends the read transactions that idle readers keep from before the last commit, so
+    /// that they hold back neither the checkpoint nor the WAL's restart.
+    fn sweep(&self) {
+        let commit = self.commits.load(Ordering::Acquire);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain_mut(|c| !c.stale(commit) || c.release().is_ok());
+    }
+
+    /// Counts a commit: every snapshot kept from before it is stale.
+    fn committed(&self) {
+        self.commits.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// A read connection, back to the pool when dropped.
@@ -366,8 +474,16 @@ impl std::ops::DerefMut for Reader<'_> {
 
 impl Drop for Reader<'_> {
     fn drop(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
         if self.pool.closed.load(Ordering::Acquire) {
+            return;
+        }
+        // A snapshot from before the last commit is of no further use: let it go now
+        // rather than hold back the checkpoint while idle. A reader that cannot end its
+        // transaction is not reused.
+        if conn.stale(self.pool.commits.load(Ordering::Acquire)) && conn.release().is_err() {
             return;
         }
         let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -384,6 +500,7 @@ struct Owned {
     ckpt: Arc<CheckpointState>,
     wake: std_mpsc::SyncSender<()>,
     cache: WriterCache,
+    readers: Arc<Readers>,
 }
 
 /// The writer's page-cache size, which depends on the database's size because of a SQLite
@@ -490,15 +607,23 @@ impl group::Conn for Owned {
     async fn get(&mut self) -> StoreResult<&mut SyncConn> {
         Ok(&mut self.conn)
     }
+    fn committed(&mut self) {
+        self.readers.committed();
+    }
     fn done(&mut self) {
         self.cache.after_batch(&self.conn.conn);
         if self.ckpt.finish.swap(false, Ordering::AcqRel) {
             // The checkpointer has copied most of the WAL but cannot catch up while
             // batches keep landing: copy the rest now, between batches, so the next
-            // batch starts the WAL over instead of growing it.
+            // batch starts the WAL over instead of growing it. Readers' snapshots from
+            // before the last commit would stop the copy short; those from after it use
+            // the WAL too, and would stop it starting over, so they are made stale too.
+            self.readers.sweep();
             if let Err(e) = self.conn.checkpoint() {
                 tracing::warn!(error = %e, "SQLite checkpoint failed");
             }
+            self.readers.committed();
+            self.readers.sweep();
         }
         // A full channel means the checkpointer has a wake-up pending already.
         self.wake.try_send(()).ok();
@@ -537,6 +662,7 @@ fn checkpointer(
     db_file: &std::fs::File,
     wake: std_mpsc::Receiver<()>,
     state: Arc<CheckpointState>,
+    readers: Arc<Readers>,
 ) {
     let mut last: Option<Instant> = None;
     let mut flush = Flush::new(db_file);
@@ -557,6 +683,8 @@ fn checkpointer(
                 }
             }
         }
+        // Idle readers' snapshots from before the last commit would stop the copy short.
+        readers.sweep();
         if let Err(e) = round(&conn, &mut flush, &state, FINISH_AT) {
             tracing::warn!(error = %e, "SQLite checkpoint failed");
         }
@@ -662,6 +790,11 @@ impl SqliteStore {
     /// the migrations and starts the writer thread. Read connections are opened as
     /// threads need them; up to `max_connections` idle ones are kept.
     pub async fn open(path: &Path, max_connections: u32) -> StoreResult<Self> {
+        Self::start(path, max_connections, SNAPSHOT_AGE).await
+    }
+
+    /// [`Self::open`], with readers that keep a snapshot for at most `max_age`.
+    async fn start(path: &Path, max_connections: u32, max_age: Duration) -> StoreResult<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(dir).await.map_err(|e| {
                 StoreError::Unavailable(format!("cannot create the data directory: {}", e.kind()))
@@ -687,12 +820,7 @@ impl SqliteStore {
         let ckpt_conn = SyncConn::open(path, Role::Checkpointer)?;
         let db_file = std::fs::File::open(path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open the database file: {e}")))?;
-        let readers = Arc::new(Readers {
-            path: path.to_path_buf(),
-            idle: Mutex::new(vec![SyncConn::open(path, Role::Reader)?]),
-            max_idle: max_connections.max(1) as usize,
-            closed: AtomicBool::new(false),
-        });
+        let readers = Arc::new(Readers::new(path, max_connections as usize, max_age)?);
         let (tx, rx) = mpsc::channel(group::QUEUE);
         // The writer gets a thread of its own, so it is woken at once rather than
         // queued behind request handlers on a busy runtime, and its synchronous
@@ -705,10 +833,11 @@ impl SqliteStore {
         let (wake, woken) = std_mpsc::sync_channel(1);
         let (stopped_tx, stopped) = oneshot::channel();
         let ckpt_state = state.clone();
+        let ckpt_readers = readers.clone();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || {
-                checkpointer(ckpt_conn, &db_file, woken, ckpt_state);
+                checkpointer(ckpt_conn, &db_file, woken, ckpt_state, ckpt_readers);
                 stopped_tx.send(()).ok();
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpointer: {e}")))?;
@@ -719,6 +848,7 @@ impl SqliteStore {
             ckpt: state,
             wake,
             cache,
+            readers: readers.clone(),
         };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -733,19 +863,7 @@ impl SqliteStore {
 
     /// A read-only connection: an idle one, or a new one.
     pub(crate) async fn reader(&self) -> StoreResult<Reader<'_>> {
-        let pool = &*self.readers;
-        if pool.closed.load(Ordering::Acquire) {
-            return Err(group::closed());
-        }
-        let idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match idle {
-            Some(c) => c,
-            None => SyncConn::open(&pool.path, Role::Reader)?,
-        };
-        Ok(Reader {
-            conn: Some(conn),
-            pool,
-        })
+        self.readers.get()
     }
 
     /// Queues a write and waits until its group commit is durable.
@@ -982,12 +1100,15 @@ mod tests {
         let ck = SyncConn::open(&path, Role::Checkpointer).unwrap();
         let st = state.clone();
         let db_file = std::fs::File::open(&path).unwrap();
-        let t = std::thread::spawn(move || checkpointer(ck, &db_file, woken, st));
+        let readers = Arc::new(Readers::new(&path, 4, SNAPSHOT_AGE).unwrap());
+        let rd = readers.clone();
+        let t = std::thread::spawn(move || checkpointer(ck, &db_file, woken, st, rd));
         let mut owned = Owned {
             conn: w,
             ckpt: state.clone(),
             wake,
             cache: WriterCache::default(),
+            readers: readers.clone(),
         };
         owned.done(); // wakes the checkpointer
         // Stop it (it checkpoints on the way out), keeping the writer.
@@ -1009,23 +1130,54 @@ mod tests {
         let (frames, _) = probe.checkpoint().unwrap();
         assert!(frames < 10, "the WAL did not start over: {frames} frames");
 
-        // The finish flag: the writer copies the rest itself between batches.
+        // The finish flag: the writer copies the rest itself between batches, although
+        // idle readers keep snapshots: one from before the batch (which would stop the
+        // copy short) and one from after it (which would stop the WAL starting over).
+        for _ in 0..5 {
+            conn.exec("INSERT INTO t VALUES ($1)", args![&page])
+                .await
+                .unwrap();
+        }
+        let count = "SELECT count(*) FROM t";
+        let (mut a, mut b) = (readers.get().unwrap(), readers.get().unwrap());
+        a.opt(count, &[]).await.unwrap();
+        b.opt(count, &[]).await.unwrap();
+        drop((a, b));
         for _ in 0..50 {
             conn.exec("INSERT INTO t VALUES ($1)", args![&page])
                 .await
                 .unwrap();
         }
-        let before = size(&path);
         let (wake, _woken) = std_mpsc::sync_channel(1);
-        ckpt.finish.store(true, Ordering::Release);
         let mut owned = Owned {
             conn,
             ckpt: ckpt.clone(),
             wake,
             cache: WriterCache::default(),
+            readers: readers.clone(),
         };
+        owned.committed(); // as the group commit does
+        readers.get().unwrap().opt(count, &[]).await.unwrap();
+        let kept = |r: &Readers| {
+            let idle = r.idle.lock().unwrap();
+            idle.iter().filter(|c| c.snapshot.is_some()).count()
+        };
+        assert_eq!(
+            kept(&readers),
+            2,
+            "idle readers do not keep their snapshots"
+        );
+        let before = size(&path);
+        ckpt.finish.store(true, Ordering::Release);
         owned.done();
         assert!(!ckpt.finish.load(Ordering::Acquire));
+        assert_eq!(kept(&readers), 0, "the writer left readers' snapshots open");
+        let Owned { mut conn, .. } = owned;
+        conn.exec("INSERT INTO t VALUES ($1)", args![&page])
+            .await
+            .unwrap();
+        let (frames, _) = probe.checkpoint().unwrap();
+        assert!(frames < 10, "the WAL did not start over: {frames} frames");
         assert!(
             size(&path) >= before + 50 * 4000,
             "the writer did not checkpoint"
@@ -1034,6 +1186,75 @@ mod tests {
 
     /// Past the WAL threshold, the checkpointer copies and flushes again until a round
     /// copies little, and only then asks the writer to finish; below it, never.
+    #[tokio::test]
+    async fn a_write_is_seen_once_answered_by_a_reader_that_kept_its_snapshot() {
+        use crate::VaultStore as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let s = SqliteStore::start(&path, 2, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let store = crate::Store::Sqlite(s.clone());
+        let mut acct = crate::AccountRecord {
+            id: "acct_1".into(),
+            name: "A".into(),
+            otp_delivery_url: None,
+            created_ms: 1,
+        };
+        assert!(store.get_account(&acct.id).await.unwrap().is_none());
+        store.create_account(&acct, &[], &[]).await.unwrap();
+        let name = |a: Option<crate::AccountRecord>| a.map(|a| a.name);
+        assert_eq!(
+            name(store.get_account(&acct.id).await.unwrap()).as_deref(),
+            Some("A")
+        );
+        acct.name = "B".into();
+        assert!(store.update_account(&acct).await.unwrap());
+        assert_eq!(
+            name(store.get_account(&acct.id).await.unwrap()).as_deref(),
+            Some("B"),
+            "a reader's kept snapshot hid an answered write"
+        );
+        s.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_reader_keeps_its_snapshot_until_the_writer_counts_a_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut w = wal_writer(&path);
+        // Long enough that only a counted commit ends a snapshot in this test.
+        let mut readers = Readers::new(&path, 4, Duration::from_secs(3600)).unwrap();
+        async fn rows(readers: &Readers) -> i64 {
+            let mut r = readers.get().unwrap();
+            let row = r.opt("SELECT count(*) FROM t", &[]).await.unwrap();
+            row.unwrap().int(0).unwrap()
+        }
+        assert_eq!(rows(&readers).await, 0);
+        let insert = "INSERT INTO t VALUES (x'00')";
+        w.exec(insert, &[]).await.unwrap();
+        // Not counted yet (its writes are not answered yet): the kept snapshot serves.
+        assert_eq!(
+            rows(&readers).await,
+            0,
+            "the reader did not keep its snapshot"
+        );
+        readers.committed();
+        assert_eq!(rows(&readers).await, 1, "a counted commit is not seen");
+        // A stale idle snapshot is ended by a sweep, a current one kept.
+        w.exec(insert, &[]).await.unwrap();
+        readers.sweep();
+        assert!(readers.idle.lock().unwrap()[0].snapshot.is_some());
+        readers.committed();
+        readers.sweep();
+        assert!(readers.idle.lock().unwrap()[0].snapshot.is_none());
+        assert_eq!(rows(&readers).await, 2);
+        // And past its age a snapshot is not reused, counted or not.
+        readers.max_age = Duration::ZERO;
+        w.exec(insert, &[]).await.unwrap();
+        assert_eq!(rows(&readers).await, 3, "a snapshot outlived its age");
+    }
+
     #[tokio::test]
     async fn the_checkpointer_asks_the_writer_to_finish_only_after_a_short_round() {
         let dir = tempfile::tempdir().unwrap();
