@@ -59,7 +59,7 @@ enum Role {
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(400);
 /// How long a reader keeps one read transaction at most. The writer's count of commits
 /// ([`Readers::commits`]) decides whether a kept snapshot holds every acknowledged write;
-/// this bounds how long a write by anything else than this store's writer (another
+/// this bounds how long a write by anything other than this store's writer (another
 /// process on the same file) can go unseen.
 const SNAPSHOT_AGE: Duration = Duration::from_millis(2);
 /// When the checkpointer asks the writer to finish a checkpoint (see [`checkpointer`] and
@@ -699,6 +699,9 @@ fn checkpointer(
         }
         last = Some(Instant::now());
     }
+    // The writer has stopped: idle readers' snapshots from before its last commit would
+    // leave the end of the WAL uncopied.
+    readers.sweep();
     if let Err(e) = conn.checkpoint() {
         tracing::warn!(error = %e, "SQLite checkpoint at close failed");
     }
