@@ -455,6 +455,12 @@ impl Readers {
     fn committed(&self) {
         self.commits.fetch_add(1, Ordering::AcqRel);
     }
+
+    /// Makes every kept snapshot stale, as a commit would, and ends the idle ones.
+    fn expire(&self) {
+        self.committed();
+        self.sweep();
+    }
 }
 
 /// A read connection, back to the pool when dropped.
@@ -626,13 +632,12 @@ impl group::Conn for Owned {
             // batches keep landing: copy the rest now, between batches, so the next
             // batch starts the WAL over instead of growing it. Readers' snapshots from
             // before the last commit would stop the copy short; those from after it use
-            // the WAL too, and would stop it starting over, so they are made stale too.
+            // the WAL too, and would stop it starting over, so they are expired after it.
             self.readers.sweep();
             if let Err(e) = self.conn.checkpoint() {
                 tracing::warn!(error = %e, "SQLite checkpoint failed");
             }
-            self.readers.committed();
-            self.readers.sweep();
+            self.readers.expire();
         }
         // A full channel means the checkpointer has a wake-up pending already.
         self.wake.try_send(()).ok();
