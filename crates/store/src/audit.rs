@@ -336,6 +336,16 @@ impl Wrapped {
     }
 }
 
+/// Whether `op` changes nothing but the audit trail (records appended alone, a signed
+/// checkpoint, the readiness probe that rolls itself back): a batch of only these leaves
+/// the snapshots that SQLite readers keep for other reads in use.
+pub(crate) fn audit_only(op: &WriteOp) -> bool {
+    matches!(
+        op,
+        WriteOp::Audit(Op::Append { .. } | Op::Checkpoint(_) | Op::Probe)
+    )
+}
+
 /// The write itself: `op`, or the write an audit wrapper carries.
 pub(crate) fn inner(op: &WriteOp) -> &WriteOp {
     match op {
@@ -795,15 +805,15 @@ impl AuditStore for Store {
     }
 
     async fn audit_head(&self) -> StoreResult<(i64, Vec<u8>)> {
-        read!(self, head())
+        read!(audit: self, head())
     }
 
     async fn audit_range(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<AuditRecord>> {
-        read!(self, range(after_seq, limit))
+        read!(audit: self, range(after_seq, limit))
     }
 
     async fn list_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
-        read!(self, query(q))
+        read!(audit: self, query(q))
     }
 
     async fn insert_checkpoint(&self, cp: &AuditCheckpoint) -> StoreResult<bool> {
@@ -814,11 +824,11 @@ impl AuditStore for Store {
     }
 
     async fn checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>> {
-        read!(self, checkpoints())
+        read!(audit: self, checkpoints())
     }
 
     async fn latest_checkpoint(&self) -> StoreResult<Option<AuditCheckpoint>> {
-        read!(self, latest_checkpoint())
+        read!(audit: self, latest_checkpoint())
     }
 
     async fn audit_writable(&self) -> StoreResult<()> {

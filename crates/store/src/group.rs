@@ -79,8 +79,9 @@ pub(crate) trait Conn: Send {
     /// The batch is answered: let go of what `get` took (a pooled connection goes back
     /// to the pool, which may be as small as one connection).
     fn done(&mut self) {}
-    /// The batch's transaction has ended; its writes are about to be answered.
-    fn committed(&mut self) {}
+    /// The batch's transaction has ended; its writes are about to be answered. `data`:
+    /// it held more than audit records appended alone ([`audit::audit_only`]).
+    fn committed(&mut self, _data: bool) {}
     /// The statements that open a write transaction, in order.
     fn begin(&self) -> &'static [&'static str];
     /// The backend, for logs.
@@ -138,7 +139,7 @@ async fn commit<K: Conn>(conn: &mut K, batch: &mut Vec<(WriteOp, Reply)>) {
         Ok(c) => grouped(c, begin, bulk, batch).await,
         Err(e) => Err(e),
     };
-    conn.committed();
+    conn.committed(batch.iter().any(|(op, _)| !audit::audit_only(op)));
     match outcome {
         Ok(results) => {
             for ((op, reply), result) in batch.drain(..).zip(results) {

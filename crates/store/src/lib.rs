@@ -9,8 +9,17 @@
 
 /// Runs a read function on a read connection of the store's backend:
 /// `read!(store, module::f(args…))` calls `module::f(&mut conn, args…)`.
+/// `read!(audit: store, …)` is for reads of the audit trail itself, which must also see
+/// the audit records appended alone (on SQLite, a reader may keep a snapshot across those:
+/// `sqlite::Sees`).
 // Defined before the modules, so that each of them sees it.
 macro_rules! read {
+    (audit: $store:expr, $($f:ident)::+ ($($arg:expr),* $(,)?)) => {
+        match $store {
+            $crate::Store::Sqlite(s) => $($f)::+(&mut *s.audit_reader().await?, $($arg),*).await,
+            $crate::Store::Postgres(p) => $($f)::+(&mut *p.reader().await?, $($arg),*).await,
+        }
+    };
     ($store:expr, $($f:ident)::+ ($($arg:expr),* $(,)?)) => {
         match $store {
             $crate::Store::Sqlite(s) => $($f)::+(&mut *s.reader().await?, $($arg),*).await,

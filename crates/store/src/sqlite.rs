@@ -57,11 +57,19 @@ enum Role {
 /// 10,000; 25 ms was worse, and 1 s no faster than 400 ms but with a p99.9 of 38–51 ms,
 /// because the writer's finishing checkpoint then has more to copy.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(400);
-/// How long a reader keeps one read transaction at most. The writer's count of commits
-/// ([`Readers::commits`]) decides whether a kept snapshot holds every acknowledged write;
-/// this bounds how long a write by anything other than this store's writer (another
-/// process on the same file) can go unseen.
+/// How long a reader keeps one read transaction at most for the audit trail's own reads
+/// ([`Sees::All`]). The writer's counts of commits ([`Readers::commits`]) decide whether a
+/// kept snapshot holds every acknowledged write; this bounds how long a write by anything
+/// other than this store's writer (another process on the same file, the audit tamper
+/// tests) can go unseen.
 const SNAPSHOT_AGE: Duration = Duration::from_millis(2);
+/// The same for every other read ([`Sees::Data`]), whose snapshot outlives commits of
+/// audit records alone. Longer, so that a reader's page cache stays warm across the
+/// thousand such commits a second that reads bring (each read's record is one): measured,
+/// 8% more gets a second and 11% less server CPU per request than ending the snapshot at
+/// each of them (BENCHMARKS.md). The checkpointer ends idle readers' snapshots before each
+/// of its runs anyway (at most every [`CHECKPOINT_EVERY`]), so this does not hold the WAL.
+const DATA_SNAPSHOT_AGE: Duration = Duration::from_millis(100);
 /// When the checkpointer asks the writer to finish a checkpoint (see [`checkpointer`] and
 /// [`round`]). A checkpoint in the writer pauses every write for its copy and sync, so it
 /// should be rare and short.
@@ -94,11 +102,41 @@ pub(crate) struct SyncConn {
     snapshot: Option<Snapshot>,
 }
 
-/// A read transaction a reader keeps open: as of which commit, and since when.
+/// A read transaction a reader keeps open: as of which commits, and since when.
 #[derive(Debug, Clone, Copy)]
 struct Snapshot {
-    commit: u64,
+    counts: Counts,
     at: Instant,
+}
+
+/// The writer's counts of commits ([`Readers::commits`]): all of them, and those that
+/// held more than audit records appended alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    all: u64,
+    data: u64,
+}
+
+impl Counts {
+    /// Whether a snapshot taken at `self` misses a commit that a read which `sees`
+    /// must see, by the counts `now`.
+    fn behind(self, now: Counts, sees: Sees) -> bool {
+        match sees {
+            Sees::Data => self.data != now.data,
+            Sees::All => self.all != now.all,
+        }
+    }
+}
+
+/// Which acknowledged writes a read must see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sees {
+    /// Every write but audit records appended alone: every read but the audit trail's.
+    /// A get writes nothing but its record, so under load such commits are most of them;
+    /// a snapshot that ended at each would read its B-tree pages again every time.
+    Data,
+    /// Every write: the audit trail's own reads (head, records, checkpoints).
+    All,
 }
 
 impl std::fmt::Debug for SyncConn {
@@ -164,13 +202,14 @@ impl SyncConn {
         }
     }
 
-    /// Makes sure this reader reads inside a read transaction that holds every write
-    /// acknowledged up to `commit` (the writer's count, [`Readers::commits`]): the one it
-    /// kept, if nothing has been committed since it began and it is young enough, or a new
-    /// one.
-    fn hold(&mut self, commit: u64, max_age: Duration) -> StoreResult<()> {
+    /// Makes sure this reader reads inside a read transaction that holds every write that
+    /// a read which `sees` must see, acknowledged up to the counts `now` (the writer's,
+    /// [`Readers::commits`]): the one it kept, if no such write has been committed since it
+    /// began and it is younger than `max_age`, or a new one.
+    fn hold(&mut self, now: Counts, sees: Sees, max_age: Duration) -> StoreResult<()> {
         if let Some(s) = self.snapshot {
-            if s.commit == commit && s.at.elapsed() < max_age && !self.conn.is_autocommit() {
+            if !s.counts.behind(now, sees) && s.at.elapsed() < max_age && !self.conn.is_autocommit()
+            {
                 return Ok(());
             }
             self.release()?;
@@ -182,7 +221,7 @@ impl SyncConn {
             .and_then(|mut st| st.execute([]))
             .map_err(sq_err)?;
         self.snapshot = Some(Snapshot {
-            commit,
+            counts: now,
             at: Instant::now(),
         });
         Ok(())
@@ -199,9 +238,10 @@ impl SyncConn {
         Ok(())
     }
 
-    /// Whether this reader keeps a read transaction from before `commit`.
-    fn stale(&self, commit: u64) -> bool {
-        self.snapshot.is_some_and(|s| s.commit != commit)
+    /// Whether this reader keeps a read transaction that misses a commit, by the counts
+    /// `now`, that a read which `sees` must see.
+    fn stale(&self, now: Counts, sees: Sees) -> bool {
+        self.snapshot.is_some_and(|s| s.counts.behind(now, sees))
     }
 
     /// Prepares (or takes from the cache) `sql`, binds `args` by their `$N` numbers and
@@ -388,13 +428,16 @@ fn sq_err(e: rusqlite::Error) -> StoreError {
 /// The read connections: opened on demand, kept for reuse, dropped on close.
 ///
 /// Each keeps its read transaction (its snapshot) from one use to the next while the
-/// writer has committed nothing since it began ([`Readers::commits`]), for at most
-/// [`SNAPSHOT_AGE`]. SQLite empties a reader's page cache when it begins a transaction
+/// writer has committed nothing since it began that the read must see ([`Sees`],
+/// [`Readers::commits`]), for at most [`DATA_SNAPSHOT_AGE`] ([`SNAPSHOT_AGE`] for the
+/// audit trail's reads). SQLite empties a reader's page cache when it begins a transaction
 /// after another connection's commit, and under load the writer commits about a thousand
 /// times a second (every request's audit record is a write): with a new transaction per
 /// read, a get read all seven of its B-tree pages again at a million cards. A kept
-/// snapshot keeps the interior pages that successive lookups share. Measured: server CPU
-/// per get 7 to 23 µs lower at a million cards, 9 to 14 µs at 10,000 (BENCHMARKS.md).
+/// snapshot keeps the pages that successive lookups share. Measured: server CPU per get 7
+/// to 23 µs lower at a million cards, 9 to 14 µs at 10,000, when snapshots ended at any
+/// commit; a further 11% per request since they outlive commits of audit records alone
+/// (BENCHMARKS.md).
 #[derive(Debug)]
 struct Readers {
     path: PathBuf,
@@ -408,12 +451,20 @@ struct Readers {
     /// batch's writes is answered, so a reader whose snapshot began at the current count
     /// sees every acknowledged write.
     commits: AtomicU64,
-    /// How long a reader keeps one snapshot at most ([`SNAPSHOT_AGE`]).
+    /// Of those, the batches that held more than audit records appended alone; bumped
+    /// with (and before) `commits`.
+    data: AtomicU64,
+    /// How long a reader keeps one snapshot at most for the audit trail's reads
+    /// ([`SNAPSHOT_AGE`]).
     max_age: Duration,
+    /// And for every other read ([`DATA_SNAPSHOT_AGE`]).
+    data_age: Duration,
 }
 
 impl Readers {
-    /// A pool for the database at `path` (which must exist), with one reader open.
+    /// A pool for the database at `path` (which must exist), with one reader open, whose
+    /// snapshots serve the audit trail's reads for at most `max_age`, and other reads for
+    /// at most [`DATA_SNAPSHOT_AGE`] or `max_age`, whichever is longer.
     fn new(path: &Path, max_idle: usize, max_age: Duration) -> StoreResult<Self> {
         Ok(Self {
             path: path.to_path_buf(),
@@ -421,13 +472,24 @@ impl Readers {
             max_idle: max_idle.max(1),
             closed: AtomicBool::new(false),
             commits: AtomicU64::new(0),
+            data: AtomicU64::new(0),
             max_age,
+            data_age: max_age.max(DATA_SNAPSHOT_AGE),
         })
     }
 
+    /// The counts as of now. Read before a snapshot begins, they undercount at worst (a
+    /// commit counted in one and not yet in the other), which only ends a snapshot early.
+    fn counts(&self) -> Counts {
+        Counts {
+            all: self.commits.load(Ordering::Acquire),
+            data: self.data.load(Ordering::Acquire),
+        }
+    }
+
     /// A read-only connection (an idle one, or a new one) inside a read transaction that
-    /// holds every acknowledged write.
-    fn get(&self) -> StoreResult<Reader<'_>> {
+    /// holds every acknowledged write that a read which `sees` must see.
+    fn get(&self, sees: Sees) -> StoreResult<Reader<'_>> {
         if self.closed.load(Ordering::Acquire) {
             return Err(group::closed());
         }
@@ -436,29 +498,37 @@ impl Readers {
             Some(c) => c,
             None => SyncConn::open(&self.path, Role::Reader)?,
         };
-        conn.hold(self.commits.load(Ordering::Acquire), self.max_age)?;
+        let max_age = match sees {
+            Sees::Data => self.data_age,
+            Sees::All => self.max_age,
+        };
+        conn.hold(self.counts(), sees, max_age)?;
         Ok(Reader {
             conn: Some(conn),
             pool: self,
         })
     }
 
-    /// Ends the read transactions that idle readers keep from before the last commit, so
-    /// that they hold back neither the checkpoint nor the WAL's restart.
+    /// Ends the read transactions that idle readers keep from before the last commit (of
+    /// any kind), so that they hold back neither the checkpoint nor the WAL's restart.
     fn sweep(&self) {
-        let commit = self.commits.load(Ordering::Acquire);
+        let now = self.counts();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain_mut(|c| !c.stale(commit) || c.release().is_ok());
+        idle.retain_mut(|c| !c.stale(now, Sees::All) || c.release().is_ok());
     }
 
-    /// Counts a commit: every snapshot kept from before it is stale.
-    fn committed(&self) {
+    /// Counts a commit: every snapshot kept from before it is stale for the audit trail's
+    /// reads and, if it held more than audit records appended alone (`data`), for all.
+    fn committed(&self, data: bool) {
+        if data {
+            self.data.fetch_add(1, Ordering::AcqRel);
+        }
         self.commits.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Makes every kept snapshot stale, as a commit would, and ends the idle ones.
+    /// Makes every kept snapshot stale, as a data commit would, and ends the idle ones.
     fn expire(&self) {
-        self.committed();
+        self.committed(true);
         self.sweep();
     }
 }
@@ -495,10 +565,11 @@ impl Drop for Reader<'_> {
         if self.pool.closed.load(Ordering::Acquire) {
             return;
         }
-        // A snapshot from before the last commit is of no further use: let it go now
-        // rather than hold back the checkpoint while idle. A reader that cannot end its
-        // transaction is not reused.
-        if conn.stale(self.pool.commits.load(Ordering::Acquire)) && conn.release().is_err() {
+        // A snapshot from before the last data commit is of no further use: let it go now
+        // rather than hold back the checkpoint while idle. (One that missed only audit
+        // records is kept for the next read; the checkpointer's sweep ends it if it is
+        // still idle then.) A reader that cannot end its transaction is not reused.
+        if conn.stale(self.pool.counts(), Sees::Data) && conn.release().is_err() {
             return;
         }
         let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -622,8 +693,8 @@ impl group::Conn for Owned {
     async fn get(&mut self) -> StoreResult<&mut SyncConn> {
         Ok(&mut self.conn)
     }
-    fn committed(&mut self) {
-        self.readers.committed();
+    fn committed(&mut self, data: bool) {
+        self.readers.committed(data);
     }
     fn done(&mut self) {
         self.cache.after_batch(&self.conn.conn);
@@ -878,9 +949,16 @@ impl SqliteStore {
         })
     }
 
-    /// A read-only connection: an idle one, or a new one.
+    /// A read-only connection (an idle one, or a new one) for any read but the audit
+    /// trail's.
     pub(crate) async fn reader(&self) -> StoreResult<Reader<'_>> {
-        self.readers.get()
+        self.readers.get(Sees::Data)
+    }
+
+    /// A read-only connection for the audit trail's reads, which must also see the audit
+    /// records appended alone.
+    pub(crate) async fn audit_reader(&self) -> StoreResult<Reader<'_>> {
+        self.readers.get(Sees::All)
     }
 
     /// Queues a write and waits until its group commit is durable.
@@ -1156,7 +1234,10 @@ mod tests {
                 .unwrap();
         }
         let count = "SELECT count(*) FROM t";
-        let (mut a, mut b) = (readers.get().unwrap(), readers.get().unwrap());
+        let (mut a, mut b) = (
+            readers.get(Sees::Data).unwrap(),
+            readers.get(Sees::Data).unwrap(),
+        );
         a.opt(count, &[]).await.unwrap();
         b.opt(count, &[]).await.unwrap();
         drop((a, b));
@@ -1173,8 +1254,13 @@ mod tests {
             cache: WriterCache::default(),
             readers: readers.clone(),
         };
-        owned.committed(); // as the group commit does
-        readers.get().unwrap().opt(count, &[]).await.unwrap();
+        owned.committed(true); // as the group commit does
+        readers
+            .get(Sees::Data)
+            .unwrap()
+            .opt(count, &[])
+            .await
+            .unwrap();
         let kept = |r: &Readers| {
             let idle = r.idle.lock().unwrap();
             idle.iter().filter(|c| c.snapshot.is_some()).count()
@@ -1232,6 +1318,46 @@ mod tests {
             Some("B"),
             "a reader's kept snapshot hid an answered write"
         );
+
+        // An audit record appended alone leaves the data readers' snapshots in use, but
+        // the audit trail's reads see it as soon as it is answered.
+        use crate::AuditStore as _;
+        fn chain(prev: &[u8; 32], rec: &[u8]) -> [u8; 32] {
+            let mut h = *prev;
+            h[0] = h[0].wrapping_add(u8::try_from(rec.len() % 251).unwrap());
+            h
+        }
+        let rec = crate::AuditRecord {
+            action: "card.get".into(),
+            ..Default::default()
+        };
+        let (before, _) = store.audit_head().await.unwrap();
+        let head = store.append_audit(vec![rec.clone()], chain).await.unwrap();
+        assert_eq!(head, before + 1);
+        assert_eq!(
+            store.audit_head().await.unwrap().0,
+            head,
+            "an audit read missed an answered audit append"
+        );
+        let listed = store
+            .list_audit(&crate::AuditQuery {
+                after_seq: Some(before),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].action, "card.get");
+        // A data write after audit appends is seen by the next read.
+        store.append_audit(vec![rec], chain).await.unwrap();
+        acct.name = "C".into();
+        assert!(store.update_account(&acct).await.unwrap());
+        assert_eq!(
+            name(store.get_account(&acct.id).await.unwrap()).as_deref(),
+            Some("C"),
+            "a reader's kept snapshot hid an answered write after an audit append"
+        );
         s.close().await;
     }
 
@@ -1242,34 +1368,84 @@ mod tests {
         let mut w = wal_writer(&path);
         // Long enough that only a counted commit ends a snapshot in this test.
         let mut readers = Readers::new(&path, 4, Duration::from_secs(3600)).unwrap();
-        async fn rows(readers: &Readers) -> i64 {
-            let mut r = readers.get().unwrap();
+        async fn rows(readers: &Readers, sees: Sees) -> i64 {
+            let mut r = readers.get(sees).unwrap();
             let row = r.opt("SELECT count(*) FROM t", &[]).await.unwrap();
             row.unwrap().int(0).unwrap()
         }
-        assert_eq!(rows(&readers).await, 0);
+        assert_eq!(rows(&readers, Sees::Data).await, 0);
         let insert = "INSERT INTO t VALUES (x'00')";
         w.exec(insert, &[]).await.unwrap();
         // Not counted yet (its writes are not answered yet): the kept snapshot serves.
         assert_eq!(
-            rows(&readers).await,
+            rows(&readers, Sees::Data).await,
             0,
             "the reader did not keep its snapshot"
         );
-        readers.committed();
-        assert_eq!(rows(&readers).await, 1, "a counted commit is not seen");
+        readers.committed(true);
+        assert_eq!(
+            rows(&readers, Sees::Data).await,
+            1,
+            "a counted commit is not seen"
+        );
         // A stale idle snapshot is ended by a sweep, a current one kept.
         w.exec(insert, &[]).await.unwrap();
         readers.sweep();
         assert!(readers.idle.lock().unwrap()[0].snapshot.is_some());
-        readers.committed();
+        readers.committed(true);
         readers.sweep();
         assert!(readers.idle.lock().unwrap()[0].snapshot.is_none());
-        assert_eq!(rows(&readers).await, 2);
+        assert_eq!(rows(&readers, Sees::Data).await, 2);
+
+        // A commit of audit records alone: other reads keep their snapshot (and its page
+        // cache), the audit trail's reads see it at once, and so does a sweep.
+        w.exec(insert, &[]).await.unwrap();
+        readers.committed(false);
+        assert_eq!(
+            rows(&readers, Sees::Data).await,
+            2,
+            "an audit-only commit ended a data read's snapshot"
+        );
+        assert!(
+            readers.idle.lock().unwrap()[0].snapshot.is_some(),
+            "a snapshot that missed only audit records was not kept while idle"
+        );
+        assert_eq!(
+            rows(&readers, Sees::All).await,
+            3,
+            "an audit read did not see an audit-only commit"
+        );
+        w.exec(insert, &[]).await.unwrap();
+        readers.committed(false);
+        readers.sweep();
+        assert!(
+            readers.idle.lock().unwrap()[0].snapshot.is_none(),
+            "a sweep left a snapshot from before an audit-only commit"
+        );
+        assert_eq!(rows(&readers, Sees::Data).await, 4);
+        // A data commit after audit-only ones is seen by both.
+        w.exec(insert, &[]).await.unwrap();
+        readers.committed(true);
+        assert_eq!(rows(&readers, Sees::Data).await, 5);
+        w.exec(insert, &[]).await.unwrap();
+        readers.committed(true);
+        assert_eq!(rows(&readers, Sees::All).await, 6);
+
         // And past its age a snapshot is not reused, counted or not.
         readers.max_age = Duration::ZERO;
         w.exec(insert, &[]).await.unwrap();
-        assert_eq!(rows(&readers).await, 3, "a snapshot outlived its age");
+        assert_eq!(
+            rows(&readers, Sees::All).await,
+            7,
+            "a snapshot outlived its age"
+        );
+        readers.data_age = Duration::ZERO;
+        w.exec(insert, &[]).await.unwrap();
+        assert_eq!(
+            rows(&readers, Sees::Data).await,
+            8,
+            "a snapshot outlived its age"
+        );
     }
 
     #[tokio::test]

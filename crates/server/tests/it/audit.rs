@@ -37,9 +37,10 @@ impl Db {
             Db::Pg(c) => sqlx::raw_sql(q).execute(&mut *c).await.map(drop),
         }
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
-        // The server's SQLite readers keep a read transaction for up to 2 ms while the
-        // server commits nothing itself; a change made behind its back, as here, is seen
-        // once they have let it go.
+        // The server's SQLite readers keep a read transaction for the audit trail's reads
+        // for up to 2 ms while the server commits nothing itself; a change made behind its
+        // back, as here, is seen once they have let it go. (Every edit here is to the
+        // audit tables, and only the audit trail's reads read them.)
         if !self.pg() {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
