@@ -1311,10 +1311,17 @@ mod tests {
             name(store.get_account(&acct.id).await.unwrap()).as_deref(),
             Some("A")
         );
-        acct.name = "B".into();
-        assert!(store.update_account(&acct).await.unwrap());
+        async fn renamed(
+            store: &crate::Store,
+            acct: &mut crate::AccountRecord,
+            to: &str,
+        ) -> Option<String> {
+            acct.name = to.into();
+            assert!(store.update_account(acct).await.unwrap());
+            store.get_account(&acct.id).await.unwrap().map(|a| a.name)
+        }
         assert_eq!(
-            name(store.get_account(&acct.id).await.unwrap()).as_deref(),
+            renamed(&store, &mut acct, "B").await.as_deref(),
             Some("B"),
             "a reader's kept snapshot hid an answered write"
         );
@@ -1351,10 +1358,8 @@ mod tests {
         assert_eq!(listed[0].action, "card.get");
         // A data write after audit appends is seen by the next read.
         store.append_audit(vec![rec], chain).await.unwrap();
-        acct.name = "C".into();
-        assert!(store.update_account(&acct).await.unwrap());
         assert_eq!(
-            name(store.get_account(&acct.id).await.unwrap()).as_deref(),
+            renamed(&store, &mut acct, "C").await.as_deref(),
             Some("C"),
             "a reader's kept snapshot hid an answered write after an audit append"
         );
