@@ -15,16 +15,17 @@
 // Defined before the modules, so that each of them sees it.
 macro_rules! read {
     (audit: $store:expr, $($f:ident)::+ ($($arg:expr),* $(,)?)) => {
+        read!(@on audit_reader, $store, $($f)::+ ($($arg),*))
+    };
+    // `$sqlite`: which of the SQLite store's readers (PostgreSQL has one kind).
+    (@on $sqlite:ident, $store:expr, $($f:ident)::+ ($($arg:expr),* $(,)?)) => {
         match $store {
-            $crate::Store::Sqlite(s) => $($f)::+(&mut *s.audit_reader().await?, $($arg),*).await,
+            $crate::Store::Sqlite(s) => $($f)::+(&mut *s.$sqlite().await?, $($arg),*).await,
             $crate::Store::Postgres(p) => $($f)::+(&mut *p.reader().await?, $($arg),*).await,
         }
     };
     ($store:expr, $($f:ident)::+ ($($arg:expr),* $(,)?)) => {
-        match $store {
-            $crate::Store::Sqlite(s) => $($f)::+(&mut *s.reader().await?, $($arg),*).await,
-            $crate::Store::Postgres(p) => $($f)::+(&mut *p.reader().await?, $($arg),*).await,
-        }
+        read!(@on reader, $store, $($f)::+ ($($arg),*))
     };
 }
 

@@ -66,9 +66,11 @@ const SNAPSHOT_AGE: Duration = Duration::from_millis(2);
 /// The same for every other read ([`Sees::Data`]), whose snapshot outlives commits of
 /// audit records alone. Longer, so that a reader's page cache stays warm across the
 /// thousand such commits a second that reads bring (each read's record is one): measured,
-/// 8% more gets a second and 11% less server CPU per request than ending the snapshot at
-/// each of them (BENCHMARKS.md). The checkpointer ends idle readers' snapshots before each
-/// of its runs anyway (at most every [`CHECKPOINT_EVERY`]), so this does not hold the WAL.
+/// 6–8% more gets a second and 7–11% less server CPU per request than ending the snapshot
+/// at each of them (BENCHMARKS.md). The checkpointer ends idle readers' snapshots before
+/// each of its runs anyway (at most every [`CHECKPOINT_EVERY`]), and the writer's finishing
+/// checkpoint ends them all, so this holds back neither the copy nor the WAL's restart for
+/// long.
 const DATA_SNAPSHOT_AGE: Duration = Duration::from_millis(100);
 /// When the checkpointer asks the writer to finish a checkpoint (see [`checkpointer`] and
 /// [`round`]). A checkpoint in the writer pauses every write for its copy and sync, so it
@@ -436,7 +438,7 @@ fn sq_err(e: rusqlite::Error) -> StoreError {
 /// read, a get read all seven of its B-tree pages again at a million cards. A kept
 /// snapshot keeps the pages that successive lookups share. Measured: server CPU per get 7
 /// to 23 µs lower at a million cards, 9 to 14 µs at 10,000, when snapshots ended at any
-/// commit; a further 11% per request since they outlive commits of audit records alone
+/// commit; a further 7–11% per request since they outlive commits of audit records alone
 /// (BENCHMARKS.md).
 #[derive(Debug)]
 struct Readers {
