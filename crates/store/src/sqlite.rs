@@ -64,14 +64,17 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(400);
 /// tests) can go unseen.
 const SNAPSHOT_AGE: Duration = Duration::from_millis(2);
 /// The same for every other read ([`Sees::Data`]), whose snapshot outlives commits of
-/// audit records alone. Longer, so that a reader's page cache stays warm across the
-/// thousand such commits a second that reads bring (each read's record is one): measured,
-/// 6–8% more gets a second and 7–11% less server CPU per request than ending the snapshot
-/// at each of them (BENCHMARKS.md). The checkpointer ends idle readers' snapshots before
+/// audit records alone, so that a reader's page cache stays warm across the
+/// thousand such commits a second that reads bring (each read's record is one). With a
+/// 100 ms age this measured 6–8% more gets a second and 7–11% less server CPU per request
+/// than ending the snapshot at each of them (BENCHMARKS.md); at 2 ms, not yet measured. The checkpointer ends idle readers' snapshots before
 /// each of its runs anyway (at most every [`CHECKPOINT_EVERY`]), and the writer's finishing
 /// checkpoint ends them all, so this holds back neither the copy nor the WAL's restart for
 /// long.
-const DATA_SNAPSHOT_AGE: Duration = Duration::from_millis(100);
+// Not longer: two servers may share one database file (the two-node tests), and a write
+// by the other node must be seen as soon as it would be with a snapshot per read plus 2 ms.
+// 100 ms was measured faster, and let a node miss the other's new transport key.
+const DATA_SNAPSHOT_AGE: Duration = SNAPSHOT_AGE;
 /// When the checkpointer asks the writer to finish a checkpoint (see [`checkpointer`] and
 /// [`round`]). A checkpoint in the writer pauses every write for its copy and sync, so it
 /// should be rare and short.
