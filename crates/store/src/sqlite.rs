@@ -63,18 +63,10 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(400);
 /// other than this store's writer (another process on the same file, the audit tamper
 /// tests) can go unseen.
 const SNAPSHOT_AGE: Duration = Duration::from_millis(2);
-/// The same for every other read ([`Sees::Data`]), whose snapshot outlives commits of
-/// audit records alone, so that a reader's page cache stays warm across the
-/// thousand such commits a second that reads bring (each read's record is one). With a
-/// 100 ms age this measured 6–8% more gets a second and 7–11% less server CPU per request
-/// than ending the snapshot at each of them (BENCHMARKS.md); at 2 ms, not yet measured. The checkpointer ends idle readers' snapshots before
-/// each of its runs anyway (at most every [`CHECKPOINT_EVERY`]), and the writer's finishing
-/// checkpoint ends them all, so this holds back neither the copy nor the WAL's restart for
-/// long.
-// Not longer: two servers may share one database file (the two-node tests), and a write
-// by the other node must be seen as soon as it would be with a snapshot per read plus 2 ms.
-// 100 ms was measured faster, and let a node miss the other's new transport key.
-const DATA_SNAPSHOT_AGE: Duration = SNAPSHOT_AGE;
+// Every other read ([`Sees::Data`]) keeps its snapshot across commits of audit records
+// alone, for as long: a 100 ms age for those measured 6–8% more gets a second, but two
+// servers may share one database file (the two-node tests), and with it a node missed the
+// other's new transport key. At 2 ms the gain is not yet measured (BENCHMARKS.md).
 /// When the checkpointer asks the writer to finish a checkpoint (see [`checkpointer`] and
 /// [`round`]). A checkpoint in the writer pauses every write for its copy and sync, so it
 /// should be rare and short.
@@ -434,8 +426,7 @@ fn sq_err(e: rusqlite::Error) -> StoreError {
 ///
 /// Each keeps its read transaction (its snapshot) from one use to the next while the
 /// writer has committed nothing since it began that the read must see ([`Sees`],
-/// [`Readers::commits`]), for at most [`DATA_SNAPSHOT_AGE`] ([`SNAPSHOT_AGE`] for the
-/// audit trail's reads). SQLite empties a reader's page cache when it begins a transaction
+/// [`Readers::commits`]), for at most [`SNAPSHOT_AGE`]. SQLite empties a reader's page cache when it begins a transaction
 /// after another connection's commit, and under load the writer commits about a thousand
 /// times a second (every request's audit record is a write): with a new transaction per
 /// read, a get read all seven of its B-tree pages again at a million cards. A kept
@@ -459,17 +450,13 @@ struct Readers {
     /// Of those, the batches that held more than audit records appended alone; bumped
     /// with (and before) `commits`.
     data: AtomicU64,
-    /// How long a reader keeps one snapshot at most for the audit trail's reads
-    /// ([`SNAPSHOT_AGE`]).
+    /// How long a reader keeps one snapshot at most ([`SNAPSHOT_AGE`]).
     max_age: Duration,
-    /// And for every other read ([`DATA_SNAPSHOT_AGE`]).
-    data_age: Duration,
 }
 
 impl Readers {
     /// A pool for the database at `path` (which must exist), with one reader open, whose
-    /// snapshots serve the audit trail's reads for at most `max_age`, and other reads for
-    /// at most [`DATA_SNAPSHOT_AGE`] or `max_age`, whichever is longer.
+    /// snapshots serve for at most `max_age`.
     fn new(path: &Path, max_idle: usize, max_age: Duration) -> StoreResult<Self> {
         Ok(Self {
             path: path.to_path_buf(),
@@ -479,7 +466,6 @@ impl Readers {
             commits: AtomicU64::new(0),
             data: AtomicU64::new(0),
             max_age,
-            data_age: max_age.max(DATA_SNAPSHOT_AGE),
         })
     }
 
@@ -503,11 +489,7 @@ impl Readers {
             Some(c) => c,
             None => SyncConn::open(&self.path, Role::Reader)?,
         };
-        let max_age = match sees {
-            Sees::Data => self.data_age,
-            Sees::All => self.max_age,
-        };
-        conn.hold(self.counts(), sees, max_age)?;
+        conn.hold(self.counts(), sees, self.max_age)?;
         Ok(Reader {
             conn: Some(conn),
             pool: self,
@@ -1449,7 +1431,6 @@ mod tests {
             7,
             "a snapshot outlived its age"
         );
-        readers.data_age = Duration::ZERO;
         w.exec(insert, &[]).await.unwrap();
         assert_eq!(
             rows(&readers, Sees::Data).await,
