@@ -57,16 +57,21 @@ enum Role {
 /// 10,000; 25 ms was worse, and 1 s no faster than 400 ms but with a p99.9 of 38–51 ms,
 /// because the writer's finishing checkpoint then has more to copy.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(400);
-/// How long a reader keeps one read transaction at most for the audit trail's own reads
-/// ([`Sees::All`]). The writer's counts of commits ([`Readers::commits`]) decide whether a
-/// kept snapshot holds every acknowledged write; this bounds how long a write by anything
-/// other than this store's writer (another process on the same file, the audit tamper
-/// tests) can go unseen.
+/// How long a reader keeps one read transaction at most, unless the writer has lately
+/// looked for other connections' commits ([`DATA_SNAPSHOT_AGE`]). The writer's counts of
+/// commits ([`Readers::commits`]) decide whether a kept snapshot holds every write this
+/// store acknowledged; this bounds how long a write by anything other than this store's
+/// writer (another server on the same file, the audit tamper tests) can go unseen.
 const SNAPSHOT_AGE: Duration = Duration::from_millis(2);
-// Every other read ([`Sees::Data`]) keeps its snapshot across commits of audit records
-// alone, for as long: a 100 ms age for those measured 6–8% more gets a second, but two
-// servers may share one database file (the two-node tests), and with it a node missed the
-// other's new transport key. At 2 ms the gain is not yet measured (BENCHMARKS.md).
+/// How long a read other than the audit trail's ([`Sees::Data`]) may keep its snapshot
+/// while the writer looks for other connections' commits after every batch
+/// ([`Readers::looked`]) and last did so less than [`SNAPSHOT_AGE`] ago: a write by
+/// another server then still goes unseen for [`SNAPSHOT_AGE`] at most. Under load the
+/// writer commits about a thousand batches a second, nearly all of read records alone,
+/// so a snapshot lives until the next data write or this age. A 100 ms age without the
+/// look measured 6-8% more gets a second (BENCHMARKS.md), but let a node miss the other's
+/// new transport key in the two-node tests.
+const DATA_SNAPSHOT_AGE: Duration = Duration::from_millis(100);
 /// When the checkpointer asks the writer to finish a checkpoint (see [`checkpointer`] and
 /// [`round`]). A checkpoint in the writer pauses every write for its copy and sync, so it
 /// should be rare and short.
@@ -426,13 +431,15 @@ fn sq_err(e: rusqlite::Error) -> StoreError {
 ///
 /// Each keeps its read transaction (its snapshot) from one use to the next while the
 /// writer has committed nothing since it began that the read must see ([`Sees`],
-/// [`Readers::commits`]), for at most [`SNAPSHOT_AGE`]. SQLite empties a reader's page cache when it begins a transaction
+/// [`Readers::commits`]), for at most [`SNAPSHOT_AGE`], or [`DATA_SNAPSHOT_AGE`] for
+/// data reads while the writer keeps looking for other connections' commits
+/// ([`Readers::age`]). SQLite empties a reader's page cache when it begins a transaction
 /// after another connection's commit, and under load the writer commits about a thousand
 /// times a second (every request's audit record is a write): with a new transaction per
 /// read, a get read all seven of its B-tree pages again at a million cards. A kept
 /// snapshot keeps the pages that successive lookups share. Measured: server CPU per get 7
 /// to 23 µs lower at a million cards, 9 to 14 µs at 10,000, when snapshots ended at any
-/// commit; a further 7–11% per request since they outlive commits of audit records alone
+/// commit; a further 7–11% per request when they outlive commits of audit records alone
 /// (BENCHMARKS.md).
 #[derive(Debug)]
 struct Readers {
@@ -452,12 +459,25 @@ struct Readers {
     data: AtomicU64,
     /// How long a reader keeps one snapshot at most ([`SNAPSHOT_AGE`]).
     max_age: Duration,
+    /// How long a data read keeps one while the writer looks ([`DATA_SNAPSHOT_AGE`]).
+    data_age: Duration,
+    /// When the writer last began to look for other connections' commits, in
+    /// microseconds since `epoch`, plus one (0: never). Any it found were counted as data
+    /// commits before this was stored.
+    looked_at: AtomicU64,
+    epoch: Instant,
 }
 
 impl Readers {
     /// A pool for the database at `path` (which must exist), with one reader open, whose
-    /// snapshots serve for at most `max_age`.
-    fn new(path: &Path, max_idle: usize, max_age: Duration) -> StoreResult<Self> {
+    /// snapshots serve for at most `max_age`, or `data_age` for data reads while the
+    /// writer looks for other connections' commits.
+    fn new(
+        path: &Path,
+        max_idle: usize,
+        max_age: Duration,
+        data_age: Duration,
+    ) -> StoreResult<Self> {
         Ok(Self {
             path: path.to_path_buf(),
             idle: Mutex::new(vec![SyncConn::open(path, Role::Reader)?]),
@@ -466,7 +486,37 @@ impl Readers {
             commits: AtomicU64::new(0),
             data: AtomicU64::new(0),
             max_age,
+            data_age: data_age.max(max_age),
+            looked_at: AtomicU64::new(0),
+            epoch: Instant::now(),
         })
+    }
+
+    /// Microseconds since `epoch`.
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// How long a read which `sees` may keep a snapshot now. Read before the counts, so
+    /// that a data commit the writer found in its last look is in them.
+    fn age(&self, sees: Sees) -> Duration {
+        let looked = self.looked_at.load(Ordering::Acquire);
+        let recent = looked != 0
+            && u128::from(self.now_us().saturating_sub(looked - 1)) < self.max_age.as_micros();
+        match sees {
+            Sees::Data if recent => self.data_age,
+            _ => self.max_age,
+        }
+    }
+
+    /// The writer began at `at` (from [`Self::now_us`]) to look for other connections'
+    /// commits and found some (`found`) or none: every commit before `at` is now counted.
+    fn looked(&self, at: u64, found: bool) {
+        if found {
+            self.committed(true);
+        }
+        self.looked_at
+            .store(at.saturating_add(1), Ordering::Release);
     }
 
     /// The counts as of now. Read before a snapshot begins, they undercount at worst (a
@@ -489,7 +539,8 @@ impl Readers {
             Some(c) => c,
             None => SyncConn::open(&self.path, Role::Reader)?,
         };
-        conn.hold(self.counts(), sees, self.max_age)?;
+        let age = self.age(sees);
+        conn.hold(self.counts(), sees, age)?;
         Ok(Reader {
             conn: Some(conn),
             pool: self,
@@ -574,6 +625,36 @@ struct Owned {
     wake: std_mpsc::SyncSender<()>,
     cache: WriterCache,
     readers: Arc<Readers>,
+    /// `PRAGMA data_version` at the writer's last look ([`Owned::look`]).
+    version: Option<i64>,
+}
+
+impl Owned {
+    /// Looks for commits by other connections to the file (another server sharing it)
+    /// since the last look, and tells the readers: `PRAGMA data_version` changes on the
+    /// writer's connection when, and only when, another connection has committed. The
+    /// first look counts as finding some, since nothing before it was looked at. Costs a
+    /// microsecond or two (no I/O: the WAL index is in shared memory).
+    fn look(&mut self) {
+        // Inside a transaction (a batch whose end failed) it would answer as of its start.
+        if !self.conn.conn.is_autocommit() {
+            return;
+        }
+        let at = self.readers.now_us();
+        let version = self
+            .conn
+            .conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)));
+        match version {
+            Ok(v) => {
+                let found = self.version.replace(v) != Some(v);
+                self.readers.looked(at, found);
+            }
+            // Without a look the readers keep to the short age.
+            Err(e) => tracing::warn!(error = %e, "SQLite data_version failed"),
+        }
+    }
 }
 
 /// The writer's page-cache size, which depends on the database's size because of a SQLite
@@ -682,6 +763,9 @@ impl group::Conn for Owned {
     }
     fn committed(&mut self, data: bool) {
         self.readers.committed(data);
+        // Before the answers, so that a write answered by this store was looked for by
+        // the time its answer arrives (a microsecond or two).
+        self.look();
     }
     fn done(&mut self) {
         self.cache.after_batch(&self.conn.conn);
@@ -895,7 +979,12 @@ impl SqliteStore {
         let ckpt_conn = SyncConn::open(path, Role::Checkpointer)?;
         let db_file = std::fs::File::open(path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open the database file: {e}")))?;
-        let readers = Arc::new(Readers::new(path, max_connections as usize, max_age)?);
+        let readers = Arc::new(Readers::new(
+            path,
+            max_connections as usize,
+            max_age,
+            DATA_SNAPSHOT_AGE,
+        )?);
         let (tx, rx) = mpsc::channel(group::QUEUE);
         // The writer gets a thread of its own, so it is woken at once rather than
         // queued behind request handlers on a busy runtime, and its synchronous
@@ -924,6 +1013,7 @@ impl SqliteStore {
             wake,
             cache,
             readers: readers.clone(),
+            version: None,
         };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -987,6 +1077,9 @@ async fn run_writer(owned: Owned, rx: mpsc::Receiver<Msg>) {
 mod tests {
     use super::*;
     use crate::exec::args;
+
+    /// Long enough that only a counted commit ends a snapshot in a test.
+    const HOUR: Duration = Duration::from_secs(3600);
 
     fn memory() -> SyncConn {
         SyncConn::new(Connection::open_in_memory().unwrap())
@@ -1182,7 +1275,7 @@ mod tests {
         let ck = SyncConn::open(&path, Role::Checkpointer).unwrap();
         let st = state.clone();
         let db_file = std::fs::File::open(&path).unwrap();
-        let readers = Arc::new(Readers::new(&path, 4, SNAPSHOT_AGE).unwrap());
+        let readers = Arc::new(Readers::new(&path, 4, SNAPSHOT_AGE, SNAPSHOT_AGE).unwrap());
         let rd = readers.clone();
         let t = std::thread::spawn(move || checkpointer(ck, &db_file, woken, st, rd));
         let mut owned = Owned {
@@ -1191,6 +1284,7 @@ mod tests {
             wake,
             cache: WriterCache::default(),
             readers: readers.clone(),
+            version: None,
         };
         owned.done(); // wakes the checkpointer
         // Stop it (it checkpoints on the way out), keeping the writer.
@@ -1240,6 +1334,7 @@ mod tests {
             wake,
             cache: WriterCache::default(),
             readers: readers.clone(),
+            version: None,
         };
         owned.committed(true); // as the group commit does
         readers
@@ -1281,9 +1376,7 @@ mod tests {
         use crate::VaultStore as _;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
-        let s = SqliteStore::start(&path, 2, Duration::from_secs(3600))
-            .await
-            .unwrap();
+        let s = SqliteStore::start(&path, 2, HOUR).await.unwrap();
         let store = crate::Store::Sqlite(s.clone());
         let mut acct = crate::AccountRecord {
             id: "acct_1".into(),
@@ -1353,13 +1446,85 @@ mod tests {
         s.close().await;
     }
 
+    /// Two servers on one database file, with the ages `strongroom dev` uses: a data read
+    /// on one keeps its snapshot across its own writer's commits of audit records alone,
+    /// but not past the other's data write, which its writer finds when it next looks.
+    #[tokio::test]
+    async fn a_kept_snapshot_ends_when_the_writer_finds_another_servers_write() {
+        use crate::{AuditStore as _, VaultStore as _};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let a = SqliteStore::open(&path, 2).await.unwrap();
+        let b = SqliteStore::open(&path, 2).await.unwrap();
+        let (store_a, store_b) = (
+            crate::Store::Sqlite(a.clone()),
+            crate::Store::Sqlite(b.clone()),
+        );
+        let mut acct = crate::AccountRecord {
+            id: "acct_1".into(),
+            name: "A".into(),
+            otp_delivery_url: None,
+            created_ms: 1,
+        };
+        store_a.create_account(&acct, &[], &[]).await.unwrap();
+        let rec = crate::AuditRecord {
+            action: "account.get".into(),
+            ..Default::default()
+        };
+        fn chain(prev: &[u8; 32], _rec: &[u8]) -> [u8; 32] {
+            *prev
+        }
+        let name = |a: Option<crate::AccountRecord>| a.map(|a| a.name);
+        // b's writer looks once (its first look counts as a find), then b's reader takes a
+        // snapshot that holds a's account.
+        store_b
+            .append_audit(vec![rec.clone()], chain)
+            .await
+            .unwrap();
+        assert_eq!(
+            name(store_b.get_account(&acct.id).await.unwrap()).as_deref(),
+            Some("A")
+        );
+        // b's own audit-only commits, and its looks that find nothing, leave the data count
+        // (so the snapshot) alone.
+        let data = b.readers.counts().data;
+        store_b
+            .append_audit(vec![rec.clone()], chain)
+            .await
+            .unwrap();
+        assert_eq!(
+            b.readers.counts().data,
+            data,
+            "a look found a write nobody made"
+        );
+        assert!(
+            b.readers.looked_at.load(Ordering::Acquire) > 0,
+            "the writer never looked"
+        );
+
+        acct.name = "B".into();
+        assert!(store_a.update_account(&acct).await.unwrap());
+        store_b.append_audit(vec![rec], chain).await.unwrap();
+        assert!(
+            b.readers.counts().data > data,
+            "b's writer did not find a's write"
+        );
+        assert_eq!(
+            name(store_b.get_account(&acct.id).await.unwrap()).as_deref(),
+            Some("B"),
+            "b's reader kept a snapshot from before a's answered write"
+        );
+        a.close().await;
+        b.close().await;
+    }
+
     #[tokio::test]
     async fn a_reader_keeps_its_snapshot_until_the_writer_counts_a_commit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let mut w = wal_writer(&path);
         // Long enough that only a counted commit ends a snapshot in this test.
-        let mut readers = Readers::new(&path, 4, Duration::from_secs(3600)).unwrap();
+        let mut readers = Readers::new(&path, 4, HOUR, HOUR).unwrap();
         async fn rows(readers: &Readers, sees: Sees) -> i64 {
             let mut r = readers.get(sees).unwrap();
             let row = r.opt("SELECT count(*) FROM t", &[]).await.unwrap();
