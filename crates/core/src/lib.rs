@@ -14,7 +14,7 @@ pub mod secret;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::DomainError;
-pub use ids::{IdKind, new_id, parse_id};
+pub use ids::{IdKind, new_id, next_id, parse_id, row_hint};
 pub use mode::{KeyKind, Mode, Scope, Scopes};
 pub use pan::{Brand, Expiry, Pan};
 pub use secret::Sensitive;

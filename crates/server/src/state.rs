@@ -5,7 +5,7 @@ use crate::error::{ApiResult, codes};
 use crate::keyring::Keyring;
 use crate::{ServerConfig, service};
 use std::sync::Arc;
-use strongroom_core::{Clock, IdKind, KeyKind, Mode, Scopes, Sensitive, new_id};
+use strongroom_core::{Clock, IdKind, KeyKind, Mode, Scopes, Sensitive, next_id};
 use strongroom_crypto::{RootKey, random};
 use strongroom_store::{AccountRecord, ApiKeyRecord, CacheEvent, EventRecord, Store, VaultStore};
 use tokio::sync::Notify;
@@ -142,9 +142,10 @@ impl AppState {
         &self.0.rewrap_wake
     }
 
-    /// A new id of this kind.
+    /// A new id of this kind, after every other this process made ([`next_id`]): a
+    /// card's then serves as its SQLite row id (`strongroom_core::row_hint`).
     pub fn new_id(&self, kind: IdKind) -> ApiResult<String> {
-        Ok(new_id(kind, self.now_ms(), random::bytes::<10>()?))
+        Ok(next_id(kind, self.now_ms(), random::bytes::<10>()?))
     }
 
     /// An event row for the outbox.

@@ -92,6 +92,9 @@ pub(crate) trait Exec: Send {
     /// unique index settles it (SQLite: see [`crate::sql::insert_card`]).
     const FINGERPRINT_LOOKUP: bool = false;
 
+    /// Whether a card's row id comes from its id (SQLite: see [`crate::sql::get_card`]).
+    const ROWID_FROM_ID: bool = false;
+
     /// Executes; returns the number of rows affected.
     fn exec(
         &mut self,

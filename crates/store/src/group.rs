@@ -269,6 +269,7 @@ impl<'c, C: Exec> Batched<'c, C> {
 impl<C: Exec> Exec for Batched<'_, C> {
     type Row = C::Row;
     const FINGERPRINT_LOOKUP: bool = C::FINGERPRINT_LOOKUP;
+    const ROWID_FROM_ID: bool = C::ROWID_FROM_ID;
 
     async fn exec(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<u64> {
         self.c.exec(sql, args).await

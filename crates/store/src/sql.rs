@@ -153,8 +153,15 @@ macro_rules! insert_card_values {
         )
     };
 }
-/// SQLite: the insert after the lookup ([`insert_card`]).
-const INSERT_CARD_VALUES: &str = insert_card_values!();
+/// SQLite: the insert after the lookup ([`insert_card`]), under the row id its id gives
+/// ([`strongroom_core::row_hint`], `$14`) unless that is taken or missing, when SQLite
+/// picks one. A read by id then finds the card in the table itself ([`GET_CARD_AT`]).
+const INSERT_CARD_VALUES: &str = concat!(
+    "INSERT INTO cards (rowid, ",
+    card_cols!(),
+    ") VALUES (CASE WHEN $14 IS NULL OR EXISTS (SELECT 1 FROM cards WHERE rowid = $14) \
+     THEN NULL ELSE $14 END, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+);
 /// SQLite: a new card's count, right after [`INSERT_CARD_VALUES`] (a trigger on PostgreSQL).
 const COUNT_CARD_INSERT: &str = "INSERT INTO card_key_counts \
      (account_id, key_version, fp_version, cards) VALUES ($1, $2, $3, 1) \
@@ -198,6 +205,14 @@ const GET_CARD: &str = concat!(
     "SELECT ",
     card_cols!(),
     " FROM cards WHERE account_id = $1 AND mode = $2 AND id = $3"
+);
+/// SQLite: [`GET_CARD`] at the row id the card's id gives (`$4`), one B-tree walk instead
+/// of two; no row when the card is elsewhere (made before row ids came from ids, or its
+/// row id was taken), and then [`GET_CARD`] finds it.
+pub(crate) const GET_CARD_AT: &str = concat!(
+    "SELECT ",
+    card_cols!(),
+    " FROM cards WHERE rowid = $4 AND account_id = $1 AND mode = $2 AND id = $3"
 );
 const LIST_CARDS: &str = concat!(
     "SELECT ",
@@ -469,7 +484,13 @@ pub(crate) async fn get_card<C: Exec>(
     mode: Mode,
     id: &str,
 ) -> StoreResult<Option<CardRecord>> {
-    one(c, GET_CARD, args![account_id, mode.as_str(), id]).await
+    let mode = mode.as_str();
+    if let Some(rowid) = strongroom_core::row_hint(id).filter(|_| C::ROWID_FROM_ID)
+        && let Some(card) = one(c, GET_CARD_AT, args![account_id, mode, id, rowid]).await?
+    {
+        return Ok(Some(card));
+    }
+    one(c, GET_CARD, args![account_id, mode, id]).await
 }
 
 pub(crate) async fn list_cards<C: Exec>(
@@ -895,7 +916,8 @@ async fn insert_card<C: Exec>(
         &card.last4,
         card.exp_month,
         card.exp_year,
-        card.created_ms
+        card.created_ms,
+        strongroom_core::row_hint(&card.id)
     ];
     let by_fp = args![&card.account_id, mode, &card.fingerprint];
     if C::FINGERPRINT_LOOKUP {
@@ -913,7 +935,11 @@ async fn insert_card<C: Exec>(
         insert_events(c, events).await?;
         return Ok(InsertCard::Created(card.clone()));
     }
-    if c.opt(INSERT_CARD, args).await?.is_some() {
+    // PostgreSQL wants exactly as many values as the text has parameters.
+    if c.opt(INSERT_CARD, args.get(..13).unwrap_or(args))
+        .await?
+        .is_some()
+    {
         insert_events(c, events).await?;
         return Ok(InsertCard::Created(card.clone()));
     }

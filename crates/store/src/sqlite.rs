@@ -326,6 +326,7 @@ fn param_numbers(st: &rusqlite::Statement<'_>) -> StoreResult<Box<[u16]>> {
 impl Exec for SyncConn {
     type Row = SqlRow;
     const FINGERPRINT_LOOKUP: bool = true;
+    const ROWID_FROM_ID: bool = true;
 
     async fn exec(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<u64> {
         self.with(sql, args, |st| {
@@ -1167,7 +1168,7 @@ mod tests {
     /// along an account's cards, which would read a million rows per tokenization and
     /// still pass every other test.
     #[tokio::test]
-    async fn fingerprint_lookups_use_the_prefix_index() {
+    async fn card_lookups_use_the_prefix_index_or_the_row_id() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v.db");
         let store = SqliteStore::open(&path, 1).await.unwrap();
@@ -1188,6 +1189,12 @@ mod tests {
             );
             assert!(plan.iter().all(|l| !l.starts_with("SCAN")), "{plan:?}");
         }
+        // A read by id at the row id the id gives walks the table alone.
+        let sql = format!("EXPLAIN QUERY PLAN {}", crate::sql::GET_CARD_AT);
+        let plan: String = c
+            .query_row(&sql, rusqlite::params![1, 2, 3, 4], |r| r.get(3))
+            .unwrap();
+        assert_eq!(plan, "SEARCH cards USING INTEGER PRIMARY KEY (rowid=?)");
     }
 
     /// A database at `path` in WAL mode with one table `t (x BLOB)`, and a writer on it.

@@ -10,7 +10,7 @@ use strongroom_store::{
 };
 
 use crate::audit::{rec, test_hash};
-use crate::{T0, account, both, card, event, fp, id, sqlite_cfg};
+use crate::{T0, account, both, card, event, fp, id, random_u64, sqlite_cfg};
 
 fn created_events(limit: i64) -> ListEvents {
     ListEvents {
@@ -91,6 +91,92 @@ async fn insert_card_dedups(store: Store) {
     same_id.id = first.id.clone();
     let r = store.insert_card(&same_id, &[], &[]).await;
     assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+}
+
+both!(cards_sharing_a_row_hint_are_each_found);
+/// On SQLite a card is stored under the row id its id gives (`row_hint`) when that is
+/// free, and read there first: cards whose ids give the same row id, or the one SQLite
+/// picked for another, are each found under their own id, and never another's.
+async fn cards_sharing_a_row_hint_are_each_found(store: Store) {
+    let a = account(&store).await;
+    let base = id(IdKind::Card, T0);
+    let hint = strongroom_core::row_hint(&base).unwrap();
+    let with_hint = |h: i64, n: u64| {
+        let mut c = card(&a, Mode::Test, T0, &fp(9000 + n));
+        c.id = format!("card_{h:016x}{:016x}", random_u64());
+        c
+    };
+    // Two with the same hint (the second gets another row id, likely hint + 1), then one
+    // whose hint is hint + 1, then one whose hint nobody took.
+    let cards = [
+        with_hint(hint, 1),
+        with_hint(hint, 2),
+        with_hint(hint + 1, 3),
+        with_hint(hint + 7, 4),
+    ];
+    for c in &cards {
+        let r = store
+            .insert_card(c, &[(1, c.fingerprint.clone())], &[])
+            .await
+            .unwrap();
+        assert!(matches!(r, InsertCard::Created(_)));
+    }
+    for c in &cards {
+        let got = store.get_card(&a, Mode::Test, &c.id).await.unwrap();
+        assert_eq!(
+            got.map(|g| g.fingerprint),
+            Some(c.fingerprint.clone()),
+            "{}",
+            c.id
+        );
+        // The same row id, another card's id: not found.
+        let other = with_hint(strongroom_core::row_hint(&c.id).unwrap(), 99);
+        assert!(
+            store
+                .get_card(&a, Mode::Test, &other.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Right row id and id, wrong mode or account: not found.
+        assert!(
+            store
+                .get_card(&a, Mode::Live, &c.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .get_card("acct_none", Mode::Test, &c.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    // Each is deleted alone.
+    assert!(
+        store
+            .delete_card(&a, Mode::Test, &cards[0].id, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .get_card(&a, Mode::Test, &cards[0].id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    for c in &cards[1..] {
+        assert!(
+            store
+                .get_card(&a, Mode::Test, &c.id)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
 }
 
 both!(list_get_delete);
