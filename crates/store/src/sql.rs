@@ -144,15 +144,6 @@ const CARD_BY_FP: &str = concat!(
     fp_prefix!("$3"),
     " AND account_id = $1 AND mode = $2 AND fingerprint = $3"
 );
-macro_rules! insert_card_values {
-    () => {
-        concat!(
-            "INSERT INTO cards (",
-            card_cols!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-        )
-    };
-}
 /// SQLite: the insert after the lookup ([`insert_card`]), under the row id its id gives
 /// ([`strongroom_core::row_hint`], `$14`) unless that is taken or missing, when SQLite
 /// picks one. A read by id then finds the card in the table itself ([`GET_CARD_AT`]).
@@ -168,8 +159,10 @@ const COUNT_CARD_INSERT: &str = "INSERT INTO card_key_counts \
      ON CONFLICT (account_id, key_version, fp_version) DO UPDATE SET cards = cards + 1";
 /// PostgreSQL: the unique index settles the fingerprint.
 const INSERT_CARD: &str = concat!(
-    insert_card_values!(),
-    " ON CONFLICT (account_id, mode, fingerprint) DO NOTHING RETURNING id"
+    "INSERT INTO cards (",
+    card_cols!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+     ON CONFLICT (account_id, mode, fingerprint) DO NOTHING RETURNING id"
 );
 /// PostgreSQL: a batch's new cards in one statement, with their events and the events'
 /// webhook deliveries, from parallel arrays (`UNNEST`). Every statement costs the

@@ -1197,61 +1197,6 @@ mod tests {
         assert_eq!(plan, "SEARCH cards USING INTEGER PRIMARY KEY (rowid=?)");
     }
 
-    /// A card is stored under the row id its id gives, unless another card has it.
-    #[tokio::test]
-    async fn a_card_is_stored_under_the_row_id_its_id_gives() {
-        use crate::VaultStore as _;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.db");
-        let s = SqliteStore::open(&path, 1).await.unwrap();
-        let store = crate::Store::Sqlite(s.clone());
-        let acct = crate::AccountRecord {
-            id: "acct_1".into(),
-            name: "A".into(),
-            otp_delivery_url: None,
-            created_ms: 1,
-        };
-        store.create_account(&acct, &[], &[]).await.unwrap();
-        let card = |id: &str, fp: u8| crate::CardRecord {
-            id: id.into(),
-            account_id: acct.id.clone(),
-            mode: crate::Mode::Test,
-            fingerprint: vec![fp; 32],
-            fp_version: 1,
-            key_version: 1,
-            sealed: vec![7; 64],
-            brand: "visa".into(),
-            bin: "424242".into(),
-            last4: "4242".into(),
-            exp_month: 12,
-            exp_year: 2030,
-            created_ms: 1,
-        };
-        let ids = [
-            strongroom_core::next_id(strongroom_core::IdKind::Card, 1_700_000_000_000, [3; 10]),
-            strongroom_core::next_id(strongroom_core::IdKind::Card, 1_700_000_000_000, [3; 10]),
-        ];
-        // The second shares the first's row id: SQLite picks another for it.
-        let twin = format!("{}{}", &ids[0][..21], "00000000000000ff");
-        for (n, id) in ids.iter().chain([&twin]).enumerate() {
-            let c = card(id, u8::try_from(n).unwrap());
-            store
-                .insert_card(&c, &[(1, c.fingerprint.clone())], &[])
-                .await
-                .unwrap();
-        }
-        s.close().await;
-        let c = Connection::open(&path).unwrap();
-        let rowid = |id: &str| -> i64 {
-            c.query_row("SELECT rowid FROM cards WHERE id = ?1", [id], |r| r.get(0))
-                .unwrap()
-        };
-        for id in &ids {
-            assert_eq!(Some(rowid(id)), strongroom_core::row_hint(id), "{id}");
-        }
-        assert_ne!(Some(rowid(&twin)), strongroom_core::row_hint(&twin));
-    }
-
     /// A database at `path` in WAL mode with one table `t (x BLOB)`, and a writer on it.
     fn wal_writer(path: &Path) -> SyncConn {
         Connection::open(path)

@@ -179,6 +179,37 @@ async fn cards_sharing_a_row_hint_are_each_found(store: Store) {
     }
 }
 
+/// On SQLite a card is stored under the row id its id gives, unless another card has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_cards_are_stored_under_the_row_id_their_id_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vault.db");
+    let store = Store::connect(&sqlite_cfg(&path)).await.unwrap();
+    let a = account(&store).await;
+    let ids = [
+        strongroom_core::next_id(IdKind::Card, T0, [3; 10]),
+        strongroom_core::next_id(IdKind::Card, T0, [3; 10]),
+    ];
+    // The third shares the first's row id: SQLite picks another for it.
+    let twin = format!("{}{}", &ids[0][..21], "00000000000000ff");
+    for (n, id) in ids.iter().chain([&twin]).enumerate() {
+        let mut c = card(&a, Mode::Test, T0, &fp(9100 + n as u64));
+        c.id = id.clone();
+        store.insert_card(&c, &[], &[]).await.unwrap();
+    }
+    store.close().await;
+    drop(store);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let rowid = |id: &str| -> i64 {
+        c.query_row("SELECT rowid FROM cards WHERE id = ?1", [id], |r| r.get(0))
+            .unwrap()
+    };
+    for id in &ids {
+        assert_eq!(Some(rowid(id)), strongroom_core::row_hint(id), "{id}");
+    }
+    assert_ne!(Some(rowid(&twin)), strongroom_core::row_hint(&twin));
+}
+
 both!(list_get_delete);
 async fn list_get_delete(store: Store) {
     let a = account(&store).await;
