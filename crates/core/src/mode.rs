@@ -64,6 +64,16 @@ impl KeyKind {
         }
     }
 
+    /// The scopes a stored key of this kind holds. A secret key holds exactly
+    /// [`Scopes::SECRET_DEFAULT`] whatever its row says: secret keys cannot be created
+    /// with other scopes, and rows written before a scope existed do not name it.
+    pub fn held_scopes(self, stored: &str) -> Scopes {
+        match self {
+            Self::Secret => Scopes::SECRET_DEFAULT,
+            Self::Publishable | Self::Restricted => Scopes::from_storage(stored),
+        }
+    }
+
     /// Parses the name given by [`KeyKind::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
         match s {
@@ -115,17 +125,37 @@ pub enum Scope {
     PinsWrite,
     /// Verify card PINs.
     PinsVerify,
+    /// Read the account's gateway settings, IP allowlist and request-signing keys.
+    AccountRead,
+    /// Change the account's gateway settings and IP allowlist (live mode only: they
+    /// protect live traffic too).
+    AccountWrite,
+    /// Register and revoke request-signing keys (live mode only).
+    SigningKeysWrite,
+    /// Read events and their deliveries.
+    EventsRead,
+    /// Read webhook endpoints and their attempts.
+    WebhooksRead,
+    /// Create, change, rotate, recover and delete webhook endpoints (their responses
+    /// carry signing secrets), and redeliver events.
+    WebhooksWrite,
 }
 
 impl Scope {
     /// Every scope, in display order.
-    pub const ALL: [Scope; 6] = [
+    pub const ALL: [Scope; 12] = [
         Scope::CardsWrite,
         Scope::CardsRead,
         Scope::CardsReveal,
         Scope::CardsDelete,
         Scope::PinsWrite,
         Scope::PinsVerify,
+        Scope::AccountRead,
+        Scope::AccountWrite,
+        Scope::SigningKeysWrite,
+        Scope::EventsRead,
+        Scope::WebhooksRead,
+        Scope::WebhooksWrite,
     ];
 
     /// The scope's name, e.g. `cards:read`.
@@ -137,6 +167,12 @@ impl Scope {
             Self::CardsDelete => "cards:delete",
             Self::PinsWrite => "pins:write",
             Self::PinsVerify => "pins:verify",
+            Self::AccountRead => "account:read",
+            Self::AccountWrite => "account:write",
+            Self::SigningKeysWrite => "signing_keys:write",
+            Self::EventsRead => "events:read",
+            Self::WebhooksRead => "webhooks:read",
+            Self::WebhooksWrite => "webhooks:write",
         }
     }
 
@@ -148,6 +184,12 @@ impl Scope {
             Self::CardsDelete => 8,
             Self::PinsWrite => 16,
             Self::PinsVerify => 32,
+            Self::AccountRead => 64,
+            Self::AccountWrite => 128,
+            Self::SigningKeysWrite => 256,
+            Self::EventsRead => 512,
+            Self::WebhooksRead => 1024,
+            Self::WebhooksWrite => 2048,
         }
     }
 
@@ -169,7 +211,13 @@ impl Scopes {
             | Scope::CardsRead.bit()
             | Scope::CardsDelete.bit()
             | Scope::PinsWrite.bit()
-            | Scope::PinsVerify.bit(),
+            | Scope::PinsVerify.bit()
+            | Scope::AccountRead.bit()
+            | Scope::AccountWrite.bit()
+            | Scope::SigningKeysWrite.bit()
+            | Scope::EventsRead.bit()
+            | Scope::WebhooksRead.bit()
+            | Scope::WebhooksWrite.bit(),
     );
 
     /// Whether `scope` is in the set.
@@ -238,6 +286,34 @@ mod tests {
         assert!(s.contains(Scope::CardsRead));
         assert!(s.contains(Scope::CardsDelete));
         assert!(!s.contains(Scope::CardsReveal));
+        for sc in [
+            Scope::AccountRead,
+            Scope::AccountWrite,
+            Scope::SigningKeysWrite,
+            Scope::EventsRead,
+            Scope::WebhooksRead,
+            Scope::WebhooksWrite,
+        ] {
+            assert!(s.contains(sc), "{}", sc.as_str());
+        }
+        // A row written before the control scopes existed still holds them.
+        let old = "cards:write cards:read cards:delete pins:write pins:verify";
+        assert_eq!(KeyKind::Secret.held_scopes(old), Scopes::SECRET_DEFAULT);
+        assert_eq!(
+            KeyKind::Restricted.held_scopes("cards:read"),
+            Scopes::from(Scope::CardsRead)
+        );
+    }
+
+    #[test]
+    fn scope_names_and_bits_are_distinct() {
+        let mut all = Scopes::default();
+        for sc in Scope::ALL {
+            assert!(!all.contains(sc), "{} shares a bit", sc.as_str());
+            all.insert(sc);
+            assert_eq!(Scope::parse(sc.as_str()), Some(sc));
+        }
+        assert_eq!(all.names().len(), Scope::ALL.len());
     }
 
     #[test]

@@ -95,6 +95,7 @@ pub fn action_for(method: &str, route: &str) -> String {
         ("DELETE", "/v1/cards/{id}") => "card.delete",
         ("POST", "/v1/cards/{id}/reveal") => "card.reveal",
         ("POST", "/v1/otp") => "otp.create",
+        ("POST", "/v1/card_tokens/redeem") => "card_token.redeem",
         ("POST", "/v1/admin/accounts") => "account.create",
         ("GET", "/v1/admin/accounts/{id}") => "account.retrieve",
         ("PATCH", "/v1/admin/accounts/{id}") => "account.update",

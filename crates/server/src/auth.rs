@@ -35,6 +35,19 @@ impl Principal {
             Err(codes::PERMISSION_DENIED)
         }
     }
+
+    /// Refuses unless the key carries `scope` and is a live-mode key. The account's
+    /// security settings (IP allowlist, signature requirement, signing keys) protect
+    /// live traffic, so a test key, which lives in CI and on laptops, cannot change
+    /// them.
+    pub fn require_live(&self, scope: Scope) -> ApiResult<()> {
+        self.require(scope)?;
+        if self.mode == Mode::Live {
+            Ok(())
+        } else {
+            Err(codes::LIVE_MODE_REQUIRED)
+        }
+    }
 }
 
 /// An authenticated operator (admin key).
@@ -122,41 +135,99 @@ async fn resolve(
     Ok((key, pre))
 }
 
-/// Arms the request's audit record: the actor, or a failed authentication.
-fn audited<T>(
-    parts: &Parts,
-    r: ApiResult<T>,
-    who: impl Fn(&T) -> (String, String),
-) -> ApiResult<T> {
-    let t = parts.extensions.get::<crate::audit::RequestAudit>();
-    match &r {
-        Ok(v) => {
-            let (actor, account) = who(v);
-            crate::audit::arm(t, &actor, &account, None);
-        }
-        Err(e) => crate::audit::arm(t, "anonymous", "", Some(e.code)),
+/// What the gateway found out about a request's credential. It is resolved once, by
+/// [`authenticate`]; the extractors only read it, so a handler never resolves a
+/// credential again and cannot reach a different answer (a token expiring between two
+/// checks, a store error on one of two lookups).
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// No `Authorization` header.
+    Anonymous,
+    /// An account's API key or bearer token.
+    Account(Principal),
+    /// An operator's admin key.
+    Admin(Admin),
+    /// A credential that is not valid: what account routes and admin routes answer.
+    Refused {
+        /// The error of account routes.
+        account: ApiError,
+        /// The error of admin routes.
+        admin: ApiError,
+    },
+}
+
+/// Resolves the request's credential, once (the gateway calls this; its answer is
+/// kept in the request extensions). A lookup that fails for another reason than a bad
+/// credential (the store, a key-set reload) is `503 service_unavailable`, never an
+/// anonymous request.
+pub async fn authenticate(parts: &mut Parts, state: &AppState) -> ApiResult<Caller> {
+    if !parts.headers.contains_key(AUTHORIZATION) {
+        return Ok(Caller::Anonymous);
     }
-    r
+    let account = match Principal::resolve(parts, state).await {
+        Ok((p, pre)) => {
+            if let Some(pre) = pre {
+                parts.extensions.insert(pre);
+            }
+            arm_actor(parts, &p.key_id, &p.account_id);
+            return Ok(Caller::Account(p));
+        }
+        Err(e) => unless_unavailable(e)?,
+    };
+    let admin = match Admin::resolve(parts, state).await {
+        Ok(a) => {
+            arm_actor(parts, &format!("admin:{}", a.key_id), "");
+            return Ok(Caller::Admin(a));
+        }
+        Err(e) => unless_unavailable(e)?,
+    };
+    arm_failure(parts, &account);
+    Ok(Caller::Refused { account, admin })
+}
+
+/// A credential's refusal (a 4xx) as it is; any other failure becomes 503.
+fn unless_unavailable(e: ApiError) -> ApiResult<ApiError> {
+    if e.status.is_client_error() {
+        Ok(e)
+    } else {
+        Err(codes::SERVICE_UNAVAILABLE)
+    }
+}
+
+fn arm_actor(parts: &Parts, actor: &str, account: &str) {
+    let t = parts.extensions.get::<crate::audit::RequestAudit>();
+    crate::audit::arm(t, actor, account, None);
+}
+
+/// Arms the request's audit record as a failed authentication, with the code the
+/// response carries.
+fn arm_failure(parts: &Parts, e: &ApiError) {
+    let t = parts.extensions.get::<crate::audit::RequestAudit>();
+    crate::audit::arm(t, "anonymous", "", Some(e.code));
+}
+
+/// The gateway's answer about the credential; a route outside the gateway has none,
+/// and is refused rather than resolved here.
+fn caller(parts: &Parts) -> ApiResult<&Caller> {
+    parts
+        .extensions
+        .get::<Caller>()
+        .ok_or_else(|| ApiError::internal(&"credential not resolved by the gateway"))
 }
 
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        // Already resolved by the gateway middleware.
-        if let Some(p) = parts.extensions.get::<Principal>() {
-            return Ok(p.clone());
-        }
-        let r = match Self::resolve(parts, state).await {
-            Ok((p, pre)) => {
-                if let Some(pre) = pre {
-                    parts.extensions.insert(pre);
-                }
-                Ok(p)
-            }
-            Err(e) => Err(e),
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        let e = match caller(parts)? {
+            Caller::Account(p) => return Ok(p.clone()),
+            Caller::Anonymous => codes::AUTHENTICATION_REQUIRED,
+            // An admin key has no account.
+            Caller::Admin(_) => codes::INVALID_API_KEY,
+            Caller::Refused { account, .. } => account.clone(),
         };
-        audited(parts, r, |p| (p.key_id.clone(), p.account_id.clone()))
+        arm_failure(parts, &e);
+        Err(e)
     }
 }
 
@@ -176,7 +247,7 @@ impl Principal {
             account_id,
             mode: key.mode,
             kind,
-            scopes: Scopes::from_storage(&key.scopes),
+            scopes: kind.held_scopes(&key.scopes),
             token_id: None,
         };
         Ok((p, pre))
@@ -186,13 +257,18 @@ impl Principal {
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        // Already resolved by the gateway middleware.
-        if let Some(a) = parts.extensions.get::<Admin>() {
-            return Ok(a.clone());
-        }
-        let r = Self::resolve(parts, state).await;
-        audited(parts, r, |a| (format!("admin:{}", a.key_id), String::new()))
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        let e = match caller(parts)? {
+            Caller::Admin(a) => return Ok(a.clone()),
+            Caller::Anonymous => codes::AUTHENTICATION_REQUIRED,
+            // A bearer token is not an admin credential at all; an account's key is a
+            // key without the permission.
+            Caller::Account(p) if p.token_id.is_some() => codes::INVALID_API_KEY,
+            Caller::Account(_) => codes::PERMISSION_DENIED,
+            Caller::Refused { admin, .. } => admin.clone(),
+        };
+        arm_failure(parts, &e);
+        Err(e)
     }
 }
 

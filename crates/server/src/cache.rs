@@ -127,17 +127,24 @@ impl<K: Eq + Hash, V: Clone> Cache<K, V> {
         }
     }
 
-    pub(crate) fn forget<Q>(&self, k: &Q)
+    /// Forgets `k` after a change made through this node. The generation moves on
+    /// too: a fill that read the store before the change committed (its generation
+    /// taken earlier) must not put the old value back, which deleting the entry alone
+    /// cannot prevent. Every cache of shared rows lapses with it; such changes are rare.
+    pub(crate) fn forget<Q>(&self, sync: &CacheSync, k: &Q)
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        sync.invalidate();
         if let Ok(mut map) = self.map.write() {
             map.remove(k);
         }
     }
 
-    pub(crate) fn clear(&self) {
+    /// Forgets everything, and moves the generation on (see [`Cache::forget`]).
+    pub(crate) fn clear(&self, sync: &CacheSync) {
+        sync.invalidate();
         if let Ok(mut map) = self.map.write() {
             map.clear();
         }
@@ -173,6 +180,22 @@ mod tests {
         let e = c.epoch(&sync);
         c.put(&sync, "a".into(), 2, 0, e);
         assert_eq!(c.get(&sync, "a", 0), Some(2));
+    }
+
+    #[test]
+    fn a_fill_that_overlapped_a_local_change_is_not_cached() {
+        // One node on SQLite: the generation only moves when this node forgets.
+        let sync = CacheSync::live();
+        let c: Cache<String, u32> = Cache::new(TTL, 10);
+        let e = c.epoch(&sync); // a fill starts and reads the old value …
+        c.forget(&sync, "a"); // … the change commits here and forgets the entry …
+        c.put(&sync, "a".into(), 1, 0, e); // … then the fill returns.
+        assert_eq!(c.get(&sync, "a", 0), None, "the old value came back");
+        let e = c.epoch(&sync);
+        c.put(&sync, "b".into(), 2, 0, e);
+        c.clear(&sync);
+        c.put(&sync, "b".into(), 2, 0, e);
+        assert_eq!(c.get(&sync, "b", 0), None, "the old value came back");
     }
 
     #[test]

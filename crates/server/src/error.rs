@@ -99,8 +99,10 @@ pub mod codes {
         INVALID_API_KEY = (UNAUTHORIZED, "invalid_api_key", "The API key is invalid.");
         API_KEY_REVOKED = (UNAUTHORIZED, "api_key_revoked", "The API key has been revoked.");
         PERMISSION_DENIED = (FORBIDDEN, "permission_denied", "The API key does not have permission for this request.");
+        LIVE_MODE_REQUIRED = (FORBIDDEN, "live_mode_required", "The account's security settings protect live traffic and can only be changed with a live-mode key.");
         OTP_INVALID = (FORBIDDEN, "otp_invalid", "The one-time password is invalid, expired or used.");
         NOT_FOUND = (NOT_FOUND, "not_found", "No such resource.");
+        CARD_TOKEN_INVALID = (NOT_FOUND, "card_token_invalid", "The card token is malformed, expired, or from another account or mode.");
         METHOD_NOT_ALLOWED = (METHOD_NOT_ALLOWED, "method_not_allowed", "The method is not allowed for this resource.");
         CONFLICT = (CONFLICT, "conflict", "The request conflicts with the current state; retry.");
         KEY_IN_USE = (CONFLICT, "key_in_use", "The key version still protects records or is the active writer.");

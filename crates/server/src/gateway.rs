@@ -13,13 +13,13 @@ pub mod ratelimit;
 pub mod signature;
 
 use crate::ServerConfig;
-use crate::auth::{Admin, Principal};
+use crate::auth::Caller;
 use crate::cache::Cache;
 use crate::error::{ApiError, ApiResult, codes};
 use crate::extract::BODY_LIMIT;
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
@@ -29,7 +29,6 @@ use ipnet::IpNet;
 use ratelimit::{Decision, Limiter, MemoryLimiter, Quota, RateLimitBackend, RedisLimiter};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use strongroom_core::KeyKind;
 use strongroom_crypto::{DataKey, RootKey};
 use strongroom_store::{AccountControls, ControlStore};
 
@@ -161,8 +160,8 @@ impl Gateway {
     }
 
     /// Forgets cached controls of an account (after a change through this node).
-    pub fn forget_account(&self, account_id: &str) {
-        self.controls.forget(account_id);
+    pub fn forget_account(&self, state: &AppState, account_id: &str) {
+        self.controls.forget(state.cache_sync(), account_id);
     }
 
     async fn key_allowlist(&self, state: &AppState, key_id: &str) -> ApiResult<Arc<Vec<IpNet>>> {
@@ -179,8 +178,8 @@ impl Gateway {
     }
 
     /// Forgets a cached key allowlist.
-    pub fn forget_key(&self, key_id: &str) {
-        self.key_lists.forget(key_id);
+    pub fn forget_key(&self, state: &AppState, key_id: &str) {
+        self.key_lists.forget(state.cache_sync(), key_id);
     }
 
     /// Redis, when the deployment uses it (rate limits and the idempotency cache).
@@ -244,32 +243,6 @@ fn allowed_by(list: &[IpNet], ip: IpAddr) -> bool {
     list.is_empty() || list.iter().any(|n| n.contains(&ip))
 }
 
-/// Who is calling, as far as the gateway can tell.
-enum Caller {
-    Account(Principal),
-    Admin(Admin),
-    Anonymous,
-}
-
-async fn resolve_caller(parts: &mut Parts, state: &AppState) -> Caller {
-    if !parts
-        .headers
-        .contains_key(axum::http::header::AUTHORIZATION)
-    {
-        return Caller::Anonymous;
-    }
-    // A failure here is left to the handler's extractor, which gives the precise error.
-    if let Ok(p) = Principal::from_request_parts(parts, state).await {
-        parts.extensions.insert(p.clone());
-        return Caller::Account(p);
-    }
-    if let Ok(a) = Admin::from_request_parts(parts, state).await {
-        parts.extensions.insert(a.clone());
-        return Caller::Admin(a);
-    }
-    Caller::Anonymous
-}
-
 /// Reads the whole body (bounded), or refuses with 413.
 async fn read_body(body: Body) -> ApiResult<Bytes> {
     axum::body::to_bytes(body, BODY_LIMIT)
@@ -305,7 +278,8 @@ fn buckets(
             out.push((format!("key:{}", p.key_id), q(per_minute)));
         }
         Caller::Admin(a) => out.push((format!("key:{}", a.key_id), q(rl.per_minute))),
-        Caller::Anonymous => {
+        // A refused credential counts as no credential: per address.
+        Caller::Anonymous | Caller::Refused { .. } => {
             if route != "/healthz" && route != "/readyz" {
                 out.push((format!("ip:{ip}:{route}"), q(rl.ip_per_minute)));
             }
@@ -373,7 +347,11 @@ pub async fn gateway(State(state): State<AppState>, req: Request, next: Next) ->
     let ip = client_ip::client_ip(peer, &parts.headers, &state.config().trusted_proxies);
     parts.extensions.insert(ClientIp(ip));
 
-    let caller = resolve_caller(&mut parts, &state).await;
+    let caller = match crate::auth::authenticate(&mut parts, &state).await {
+        Ok(c) => c,
+        Err(e) => return unavailable(e),
+    };
+    parts.extensions.insert(caller.clone());
     let mut decision: Option<Decision> = None;
     let res = match controls(&state, &caller, &mut parts, body, &route, ip, &mut decision).await {
         Ok((parts, body, idem)) => match idem {
@@ -433,7 +411,8 @@ async fn controls(
         if signature::is_signed(&parts.headers) {
             let b = read_body(body.take().unwrap_or_default()).await?;
             let view = signature::RequestView::new(parts, scheme(state));
-            Box::pin(signature::verify(state, p, &view, &b)).await?;
+            let required = c.require_signed_requests;
+            Box::pin(signature::verify(state, p, &view, &b, required)).await?;
             bytes = Some(b);
         } else if c.require_signed_requests {
             return Err(codes::SIGNATURE_MISSING);
@@ -461,10 +440,23 @@ async fn controls(
     let idem = match idempotency::key_of(parts)? {
         Some(key) if parts.method == Method::POST => {
             let scope = match caller {
-                Caller::Account(p) => format!("{}:{}", p.account_id, p.mode.as_str()),
+                // Per credential, not per account: a replay must not skip the
+                // replaying credential's own checks, and a public `pk_` must not
+                // claim the keys of the account's back end. A token also names its
+                // scopes, so a narrower token never replays a wider one's answer.
+                Caller::Account(p) => match &p.token_id {
+                    None => format!("{}:{}:{}", p.account_id, p.mode.as_str(), p.key_id),
+                    Some(_) => format!(
+                        "{}:{}:{}:{}",
+                        p.account_id,
+                        p.mode.as_str(),
+                        p.key_id,
+                        p.scopes.to_storage()
+                    ),
+                },
                 Caller::Admin(a) => a.key_id.clone(),
                 // The handler will refuse it; nothing to remember.
-                Caller::Anonymous => String::new(),
+                Caller::Anonymous | Caller::Refused { .. } => String::new(),
             };
             if scope.is_empty() {
                 None
@@ -493,21 +485,20 @@ async fn controls(
     Ok((parts, body, idem))
 }
 
+/// The credential could not be checked (the store, a key-set reload): the request
+/// stops here, as it would for a refused one, and the client is told when to retry.
+fn unavailable(e: ApiError) -> Response {
+    let mut res = e.into_response();
+    res.headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(1));
+    res
+}
+
 fn scheme(state: &AppState) -> &'static str {
     if state.config().tls.is_some() {
         "https"
     } else {
         "http"
-    }
-}
-
-/// Refuses unless the caller's key is a secret key (account settings are changed
-/// with the secret key only).
-pub fn require_secret_key(who: &Principal) -> ApiResult<()> {
-    if who.kind == KeyKind::Secret {
-        Ok(())
-    } else {
-        Err(codes::PERMISSION_DENIED)
     }
 }
 

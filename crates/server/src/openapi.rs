@@ -48,6 +48,7 @@ impl Modify for Security {
         crate::routes::meta::readyz,
         crate::routes::meta::openapi,
         crate::routes::cards::create,
+        crate::routes::cards::redeem_card_token,
         crate::routes::cards::list,
         crate::routes::cards::retrieve,
         crate::routes::cards::delete,

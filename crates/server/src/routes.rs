@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cards", post(cards::create).get(cards::list))
         .route("/v1/cards/{id}", get(cards::retrieve).delete(cards::delete))
         .route("/v1/cards/{id}/reveal", post(cards::reveal))
+        .route("/v1/card_tokens/redeem", post(cards::redeem_card_token))
         .route("/v1/otp", post(cards::create_otp))
         .route("/v1/admin/accounts", post(admin::create_account))
         .route(

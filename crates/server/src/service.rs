@@ -25,7 +25,10 @@ pub fn api_key_json(k: &ApiKeyRecord) -> serde_json::Value {
         "kind": k.kind,
         "mode": k.mode.as_str(),
         "prefix": k.prefix,
-        "scopes": k.scopes.split_whitespace().collect::<Vec<_>>(),
+        "scopes": match strongroom_core::KeyKind::parse(&k.kind) {
+            Some(kind) => kind.held_scopes(&k.scopes).names(),
+            None => k.scopes.split_whitespace().collect::<Vec<_>>(),
+        },
         "created": secs(k.created_ms),
         "revoked": k.revoked_ms.is_some(),
         "revoked_at": k.revoked_ms.map(secs),

@@ -299,9 +299,9 @@ impl AppState {
         .await?
         .ok_or(codes::NOT_FOUND)?;
         if let Ok(d) = <[u8; 32]>::try_from(revoked.digest.as_slice()) {
-            self.0.key_cache.forget(&d);
+            self.0.key_cache.forget(self.cache_sync(), &d);
         }
-        self.0.tokens.forget_key(key_id);
+        self.0.tokens.forget_key(self.cache_sync(), key_id);
         Ok(revoked)
     }
 
@@ -372,8 +372,8 @@ impl AppState {
 
     /// Forgets cached API keys (after an incident, or when another node may have revoked).
     pub fn clear_key_cache(&self) {
-        self.0.key_cache.clear();
-        self.0.tokens.clear_keys();
+        self.0.key_cache.clear(self.cache_sync());
+        self.0.tokens.clear_keys(self.cache_sync());
     }
 
     /// Bearer tokens: issue, verify, signing keys.

@@ -493,6 +493,7 @@ fn took_effect(op: &WriteOp, reply: &WriteReply) -> bool {
         WriteReply::Flag(false)
             | WriteReply::ApiKey(None)
             | WriteReply::Card(crate::InsertCard::Existing(_))
+            | WriteReply::Renewed(None)
             | WriteReply::Retire(
                 RetireOutcome::NotFound | RetireOutcome::Active | RetireOutcome::InUse(_)
             )

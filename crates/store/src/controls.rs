@@ -52,6 +52,8 @@ pub struct ControlsUpdate {
     pub rate_limit_per_minute: Option<i64>,
     /// Now.
     pub now_ms: i64,
+    /// Events that announce the change, in the same transaction.
+    pub events: Vec<EventRecord>,
 }
 
 /// An Ed25519 public key an account signs requests with.
@@ -447,6 +449,7 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply
             let row = sql::one(c, UPDATE_CONTROLS, a)
                 .await?
                 .ok_or(StoreError::Conflict("account settings not written"))?;
+            sql::insert_events(c, &u.events).await?;
             Reply::Controls(row)
         }
         Op::SetKeyAllowlist { key_id, cidrs } => {

@@ -188,6 +188,17 @@ pub trait VaultStore: Send + Sync {
         mode: Mode,
         query: &ListCards,
     ) -> StoreResult<Vec<CardRecord>>;
+    /// Moves a card's stored expiry to a later one (a renewed card tokenized again),
+    /// with its events. Returns the card after the change; `None` when it is gone or
+    /// its stored expiry is not earlier (so a stale request never moves it back).
+    async fn renew_card_expiry(
+        &self,
+        account_id: &str,
+        mode: Mode,
+        id: &str,
+        expiry: (i64, i64),
+        events: &[EventRecord],
+    ) -> StoreResult<Option<CardRecord>>;
     /// Deletes a card (the ciphertext is gone). False if absent.
     async fn delete_card(
         &self,

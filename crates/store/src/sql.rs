@@ -233,6 +233,12 @@ const LIST_CARDS_FP: &str = concat!(
 pub(crate) const FINGERPRINT_LOOKUPS: [&str; 3] = [CARD_BY_FP, CARD_BY_FP_VERSION, LIST_CARDS_FP];
 
 const DELETE_CARD: &str = "DELETE FROM cards WHERE account_id = $1 AND mode = $2 AND id = $3";
+const RENEW_CARD_EXPIRY: &str = concat!(
+    "UPDATE cards SET exp_month = $4, exp_year = $5 \
+     WHERE account_id = $1 AND mode = $2 AND id = $3 \
+     AND exp_year * 100 + exp_month < $5 * 100 + $4 RETURNING ",
+    card_cols!()
+);
 // One mode at a time along `cards_list`, after a cursor: a whole pass reads each card of
 // the account once, however many are stale.
 const REWRAP_CARDS: &str = concat!(
@@ -611,6 +617,14 @@ pub(crate) enum WriteOp {
         id: String,
         events: Vec<EventRecord>,
     },
+    RenewCardExpiry {
+        account_id: String,
+        mode: Mode,
+        id: String,
+        exp_month: i64,
+        exp_year: i64,
+        events: Vec<EventRecord>,
+    },
     RewrapCards {
         updates: Vec<CardRewrap>,
     },
@@ -642,6 +656,7 @@ pub(crate) enum WriteReply {
     Count(i64),
     ApiKey(Option<ApiKeyRecord>),
     Card(InsertCard),
+    Renewed(Option<CardRecord>),
     Retire(RetireOutcome),
     Controls(crate::controls::Reply),
     Pin(crate::pin::Reply),
@@ -681,6 +696,12 @@ impl WriteReply {
     pub(crate) fn card(self) -> StoreResult<InsertCard> {
         match self {
             Self::Card(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+    pub(crate) fn renewed(self) -> StoreResult<Option<CardRecord>> {
+        match self {
+            Self::Renewed(v) => Ok(v),
             _ => Err(unexpected()),
         }
     }
@@ -781,6 +802,21 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &WriteOp) -> StoreResult<Write
                 insert_events(c, events).await?;
             }
             Ok(WriteReply::Flag(n > 0))
+        }
+        WriteOp::RenewCardExpiry {
+            account_id,
+            mode,
+            id,
+            exp_month,
+            exp_year,
+            events,
+        } => {
+            let a = args![account_id, mode.as_str(), id, *exp_month, *exp_year];
+            let card: Option<CardRecord> = one(c, RENEW_CARD_EXPIRY, a).await?;
+            if card.is_some() {
+                insert_events(c, events).await?;
+            }
+            Ok(WriteReply::Renewed(card))
         }
         WriteOp::RewrapCards { updates } => {
             let mut applied: u64 = 0;

@@ -234,6 +234,26 @@ impl VaultStore for Store {
         read!(self, sql::list_cards(account_id, mode, query))
     }
 
+    async fn renew_card_expiry(
+        &self,
+        account_id: &str,
+        mode: Mode,
+        id: &str,
+        (exp_month, exp_year): (i64, i64),
+        events: &[EventRecord],
+    ) -> StoreResult<Option<CardRecord>> {
+        self.write(WriteOp::RenewCardExpiry {
+            account_id: account_id.to_owned(),
+            mode,
+            id: id.to_owned(),
+            exp_month,
+            exp_year,
+            events: events.to_vec(),
+        })
+        .await?
+        .renewed()
+    }
+
     async fn delete_card(
         &self,
         account_id: &str,

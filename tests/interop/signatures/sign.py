@@ -2,12 +2,15 @@
 """RFC 9421 interop: requests signed by the independent `http-message-signatures`
 library (Ed25519) against a running Strongroom.
 
-Usage: sign.py URL CA_PEM SECRET_KEY
+Usage: sign.py URL CA_PEM SECRET_KEY LIVE_SECRET_KEY
 
-Registers a fresh Ed25519 public key (PEM) with POST /v1/signing_keys, then checks:
+Registers a fresh Ed25519 public key (PEM) with POST /v1/signing_keys (signing keys and
+the account's settings protect live traffic, so they are changed with the live key; the
+requests themselves use the test key), then checks:
 a correctly signed POST with a body and a signed GET are accepted; the same request with
 one changed body byte, a changed signed header, a stale `created`, a replayed nonce, or
-a revoked key is refused with the right code; a JWK registration works too. Prints one
+a revoked key is refused with the right code; a JWK registration works too; once the
+account requires signatures, each must carry a nonce and cover `authorization`. Prints one
 JSON line per check and exits non-zero on the first mismatch.
 """
 
@@ -26,7 +29,7 @@ except ImportError as e:  # the Rust test turns this into a failure with this me
     print(f"missing Python package: {e.name}; run: pip install http-message-signatures requests cryptography", file=sys.stderr)
     sys.exit(3)
 
-URL, CA, SK = sys.argv[1], sys.argv[2], sys.argv[3]
+URL, CA, SK, LIVE = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 
 
 class Keys(HTTPSignatureKeyResolver):
@@ -63,12 +66,12 @@ def check(name, resp, status, code=None):
 
 
 def register(payload):
-    r = session.post(f"{URL}/v1/signing_keys", json=payload, headers={"Authorization": f"Bearer {SK}"})
+    r = session.post(f"{URL}/v1/signing_keys", json=payload, headers={"Authorization": f"Bearer {LIVE}"})
     return check("register " + next(iter(payload)), r, 201)["id"]
 
 
-def prepare(method, path, body=None):
-    headers = {"Authorization": f"Bearer {SK}"}
+def prepare(method, path, body=None, key=None):
+    headers = {"Authorization": f"Bearer {key or SK}"}
     if body is not None:
         headers["Content-Type"] = "application/json"
     req = requests.Request(method, f"{URL}{path}", headers=headers, data=body)
@@ -158,13 +161,22 @@ x = base64.urlsafe_b64encode(raw_pub).rstrip(b"=").decode()
 kid2 = register({"jwk": {"kty": "OKP", "crv": "Ed25519", "x": x}})
 resolver.keys[kid2] = priv2
 check("JWK key accepted", session.send(sign(prepare("GET", "/v1/cards?limit=1"), kid2)), 200)
-r = session.delete(f"{URL}/v1/signing_keys/{kid2}", headers={"Authorization": f"Bearer {SK}"})
+r = session.delete(f"{URL}/v1/signing_keys/{kid2}", headers={"Authorization": f"Bearer {LIVE}"})
 check("revoke", r, 200)
 check("revoked key refused", session.send(sign(prepare("GET", "/v1/cards?limit=1"), kid2)), 401, "signature_invalid")
 
-# 10. Require signatures: unsigned refused, signed accepted.
-p = sign(prepare("PATCH", "/v1/account", json.dumps({"require_signed_requests": True}).encode()), kid)
+# 10. Require signatures: unsigned refused; a signature without a nonce (replayable for
+# the whole window) or one that does not cover `authorization` (re-sendable with another
+# credential) refused; one with both accepted, once.
+p = sign(prepare("PATCH", "/v1/account", json.dumps({"require_signed_requests": True}).encode(), key=LIVE), kid)
 check("require signed requests", session.send(p), 200)
 check("unsigned refused", session.get(f"{URL}/v1/cards?limit=1", headers={"Authorization": f"Bearer {SK}"}), 401, "signature_missing")
-check("signed still accepted", session.send(sign(prepare("GET", "/v1/cards?limit=1"), kid)), 200)
+check("no nonce refused", session.send(sign(prepare("GET", "/v1/cards?limit=1"), kid)), 401, "signature_invalid")
+check("authorization not covered refused", session.send(sign(prepare("GET", "/v1/cards?limit=1"), kid, nonce=secrets.token_urlsafe(16), components=("@method", "@target-uri"))), 401, "signature_invalid")
+p = sign(prepare("GET", "/v1/cards?limit=1"), kid, nonce=secrets.token_urlsafe(16))
+check("signed with nonce and authorization accepted", session.send(p), 200)
+check("required: replay refused", session.send(p), 401, "signature_invalid")
+# Unset it again, signed (it is required until then).
+p = sign(prepare("PATCH", "/v1/account", json.dumps({"require_signed_requests": False}).encode(), key=LIVE), kid, nonce=secrets.token_urlsafe(16))
+check("signatures no longer required", session.send(p), 200)
 print(json.dumps({"done": True}))

@@ -1,10 +1,10 @@
 //! `Idempotency-Key` on POST requests. The first successful (2xx) response is stored
-//! for the configured time (24 h by default), per account and mode (or admin key) and
-//! key, sealed with AES-256-GCM under a key derived from the root key. A retry with
-//! the same key and the same request (method, path, body) gets the stored response
-//! with `Idempotent-Replayed: true`; a different request gets `422
-//! idempotency_key_reused`; a retry while the first runs gets `409
-//! idempotency_in_progress`. An error response is not stored: the key is released, so
+//! for the configured time (24 h by default), per credential (account, mode, API key
+//! and, for a bearer token, its scopes; or admin key) and key, sealed with AES-256-GCM
+//! under a key derived from the root key. A retry with the same key and the same
+//! request (method, path, body) gets the stored response with `Idempotent-Replayed:
+//! true`; a different request gets `422 idempotency_key_reused`; a retry while the
+//! first runs gets `409 idempotency_in_progress`. An error response is not stored: the key is released, so
 //! a corrected retry runs again (errors write nothing). Routes whose responses carry
 //! a secret refuse the header (see [`super::IDEMPOTENCY_EXCLUDED`]).
 //!

@@ -6,7 +6,10 @@
 //! the request has a query), and `content-digest` when there is a body; it must carry
 //! `created` (within the configured window of now) and `keyid` (a live signing key of
 //! the caller's account). `alg`, when given, must be `ed25519`; `expires`, when given,
-//! must not have passed; a `nonce`, when given, is accepted once per key.
+//! must not have passed; a `nonce`, when given, is accepted once per key. When the
+//! account requires signatures, each must also carry a `nonce` and cover
+//! `authorization`: otherwise a captured request could be replayed for the whole
+//! window, or re-sent with another credential under the same signature.
 //!
 //! The three headers are RFC 8941 dictionaries, parsed and re-serialized by the `sfv`
 //! crate (RFC 8941 mode: no dates or display strings). Malformed input is refused with
@@ -264,12 +267,14 @@ pub fn check_content_digest(headers: &HeaderMap, body: &[u8]) -> ApiResult<()> {
 }
 
 /// Verifies every signature of the request for `who`'s account. `body` is the whole
-/// request body.
+/// request body; `required`: the account requires signatures (then a nonce and the
+/// `authorization` header must be covered too).
 pub async fn verify(
     state: &AppState,
     who: &Principal,
     req: &RequestView<'_>,
     body: &[u8],
+    required: bool,
 ) -> Result<(), ApiError> {
     let sigs = parse(req.headers)?;
     let now_s = state.now_ms().div_euclid(1000);
@@ -280,6 +285,9 @@ pub async fn verify(
         let target = covers("@target-uri")
             || (covers("@authority") && covers("@path") && (!has_query || covers("@query")));
         if !covers("@method") || !target || (!body.is_empty() && !covers("content-digest")) {
+            return Err(codes::SIGNATURE_INVALID);
+        }
+        if required && (s.nonce.is_none() || !covers("authorization")) {
             return Err(codes::SIGNATURE_INVALID);
         }
         let base = signature_base(req, s)?;

@@ -3,7 +3,7 @@
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, codes};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::service::cards::{self as svc, CardView, NewCard};
+use crate::service::cards::{self as svc, CardTokenView, CardView, NewCard};
 use crate::service::{otp, secs};
 use crate::state::AppState;
 use axum::Json;
@@ -30,12 +30,27 @@ pub struct CreateCardBody {
     pub cardholder_name: Option<Sensitive<String>>,
 }
 
-/// Tokenize a card.
+/// What `POST /v1/cards` answers: the card to a caller that may read cards, a card
+/// token to one that may not.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Tokenized {
+    /// For keys and tokens that hold `cards:read`.
+    Card(CardView),
+    /// For publishable keys and others without `cards:read`.
+    Token(CardTokenView),
+}
+
+/// Tokenize a card. A caller that holds `cards:read` gets the card: `201` when it is
+/// new, `200` with the existing card when the number was already vaulted in this account
+/// and mode. Any other caller (a publishable key) gets `201` and a card token either
+/// way, holding only what it sent: it cannot learn whether a number is vaulted. A later
+/// expiry than the stored one (a renewed card) updates the card (`card.updated`).
 #[utoipa::path(post, path = "/v1/cards", tag = "cards", request_body = CreateCardBody,
     security(("api_key" = [])),
     responses(
-        (status = 201, description = "Created", body = CardView),
-        (status = 200, description = "This number was already vaulted in this account and mode; the existing card", body = CardView),
+        (status = 201, description = "Created (with `cards:read`: the card; without: a card token, whether or not the number was vaulted before)", body = Tokenized),
+        (status = 200, description = "With `cards:read` only: this number was already vaulted in this account and mode; the existing card", body = CardView),
         (status = 400, description = "card_number_invalid, card_number_luhn, card_brand_unknown, expiry_invalid, card_expired, test_card_in_live_mode, live_card_in_test_mode, unknown_field, missing_field, invalid_request", body = crate::openapi::ErrorResponse),
         (status = 403, description = "permission_denied", body = crate::openapi::ErrorResponse),
         (status = 413, description = "body_too_large", body = crate::openapi::ErrorResponse),
@@ -45,7 +60,7 @@ pub async fn create(
     State(state): State<AppState>,
     who: Principal,
     ApiJson(body): ApiJson<CreateCardBody>,
-) -> ApiResult<(StatusCode, Json<CardView>)> {
+) -> ApiResult<(StatusCode, Json<Tokenized>)> {
     who.require(Scope::CardsWrite)?;
     let new = NewCard {
         number: body.number,
@@ -53,13 +68,46 @@ pub async fn create(
         exp_year: body.exp_year,
         cardholder_name: body.cardholder_name,
     };
-    let (card, created) = svc::tokenize(&state, &who, new).await?;
-    let status = if created {
+    let t = svc::tokenize(&state, &who, new).await?;
+    if !who.scopes.contains(Scope::CardsRead) {
+        let token = svc::card_token(&state, &who, &t)?;
+        return Ok((StatusCode::CREATED, Json(Tokenized::Token(token))));
+    }
+    let status = if t.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(card)))
+    Ok((status, Json(Tokenized::Card(t.card))))
+}
+
+/// Body of `POST /v1/card_tokens/redeem`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemCardTokenBody {
+    /// The `ctok_…` a caller without `cards:read` got from `POST /v1/cards`.
+    pub token: String,
+}
+
+/// Redeem a card token for its card (masked), within an hour of its creation, with a
+/// key of the same account and mode that holds `cards:read`.
+#[utoipa::path(post, path = "/v1/card_tokens/redeem", tag = "cards", request_body = RedeemCardTokenBody,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The card", body = CardView),
+        (status = 400, description = "unknown_field, missing_field, invalid_request", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "permission_denied (no cards:read)", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "card_token_invalid (malformed, forged, expired, another account or mode); not_found (the card was deleted)", body = crate::openapi::ErrorResponse),
+    ))]
+pub async fn redeem_card_token(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiJson(body): ApiJson<RedeemCardTokenBody>,
+) -> ApiResult<Json<CardView>> {
+    who.require(Scope::CardsRead)?;
+    let card = svc::redeem_card_token(&state, &who, &body.token).await?;
+    crate::audit::set_resource("card", &card.id);
+    Ok(Json(CardView::from(&card)))
 }
 
 /// Retrieve a card (masked).

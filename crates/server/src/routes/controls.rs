@@ -1,11 +1,12 @@
-//! Account-side gateway controls, with the account's secret key: request-signing keys
-//! (`/v1/signing_keys`), the account settings (`/v1/account`) and the account's IP
-//! allowlist (`/v1/ip_allowlist`).
+//! Account-side gateway controls: request-signing keys (`/v1/signing_keys`), the
+//! account settings (`/v1/account`) and the account's IP allowlist (`/v1/ip_allowlist`).
+//! Reading them needs `account:read`; changing them needs `account:write` or
+//! `signing_keys:write` on a live-mode key, since they protect live traffic.
 
 use crate::auth::Principal;
 use crate::error::{ApiResult, codes};
 use crate::extract::{ApiJson, ApiPath};
-use crate::gateway::{parse_cidrs, require_secret_key};
+use crate::gateway::parse_cidrs;
 use crate::service::secs;
 use crate::state::AppState;
 use axum::Json;
@@ -14,7 +15,7 @@ use axum::http::StatusCode;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use strongroom_core::IdKind;
+use strongroom_core::{IdKind, Mode, Scope};
 use strongroom_crypto::httpsig;
 use strongroom_store::{AccountControls, ControlStore, ControlsUpdate, SigningKeyRecord};
 use utoipa::ToSchema;
@@ -109,13 +110,13 @@ pub fn signing_key_json(k: &SigningKeyRecord) -> Value {
 /// `keyid` to sign with.
 #[utoipa::path(post, path = "/v1/signing_keys", tag = "controls", security(("api_key" = [])), request_body = CreateSigningKeyBody,
     responses((status = 201, description = "{id, object: signing_key, algorithm, jwk, created, revoked}"),
-        (status = 400, description = "invalid_parameter, missing_field, unknown_field"), (status = 403, description = "permission_denied (not a secret key)")))]
+        (status = 400, description = "invalid_parameter, missing_field, unknown_field"), (status = 403, description = "permission_denied (no signing_keys:write), live_mode_required (a test key)")))]
 pub async fn create_signing_key(
     State(state): State<AppState>,
     who: Principal,
     ApiJson(body): ApiJson<CreateSigningKeyBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    require_secret_key(&who)?;
+    who.require_live(Scope::SigningKeysWrite)?;
     let public = match (&body.jwk, &body.pem) {
         (Some(j), None) => key_from_jwk(j)?,
         (None, Some(p)) => key_from_pem(p)?,
@@ -141,6 +142,13 @@ pub async fn create_signing_key(
         "signing_key.created",
         view.clone(),
     )?;
+    let resource = format!("account:{}", who.account_id);
+    crate::audit::event(
+        "security.signing_key_created",
+        &resource,
+        crate::audit::SUCCESS,
+        "",
+    );
     state.store().insert_signing_key(&rec, &[event]).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -152,7 +160,7 @@ pub async fn list_signing_keys(
     State(state): State<AppState>,
     who: Principal,
 ) -> ApiResult<Json<Value>> {
-    require_secret_key(&who)?;
+    who.require(Scope::AccountRead)?;
     let keys = state.store().list_signing_keys(&who.account_id).await?;
     Ok(Json(json!({
         "object": "list",
@@ -174,13 +182,13 @@ fn check_signing_key_id(id: &str) -> ApiResult<()> {
 
 /// Revoke a signing key; signatures made with it fail from the next request on.
 #[utoipa::path(delete, path = "/v1/signing_keys/{id}", tag = "controls", security(("api_key" = [])),
-    params(("id" = String, Path)), responses((status = 200, description = "The revoked key"), (status = 404, description = "not_found")))]
+    params(("id" = String, Path)), responses((status = 200, description = "The revoked key"), (status = 403, description = "permission_denied (no signing_keys:write), live_mode_required (a test key)"), (status = 404, description = "not_found")))]
 pub async fn revoke_signing_key(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    require_secret_key(&who)?;
+    who.require_live(Scope::SigningKeysWrite)?;
     check_signing_key_id(&id)?;
     let existing = state
         .store()
@@ -193,6 +201,13 @@ pub async fn revoke_signing_key(
         "signing_key.revoked",
         signing_key_json(&existing),
     )?;
+    let resource = format!("account:{}", who.account_id);
+    crate::audit::event(
+        "security.signing_key_revoked",
+        &resource,
+        crate::audit::SUCCESS,
+        "",
+    );
     let revoked = state
         .store()
         .revoke_signing_key(&who.account_id, &id, state.now_ms(), &[event])
@@ -216,7 +231,7 @@ pub fn controls_json(c: &AccountControls) -> Value {
 #[utoipa::path(get, path = "/v1/account", tag = "controls", security(("api_key" = [])),
     responses((status = 200, description = "{id, object: account, require_signed_requests, ip_allowlist, rate_limit_per_minute}")))]
 pub async fn get_account(State(state): State<AppState>, who: Principal) -> ApiResult<Json<Value>> {
-    require_secret_key(&who)?;
+    who.require(Scope::AccountRead)?;
     let c = state.store().account_controls(&who.account_id).await?;
     Ok(Json(controls_json(&c)))
 }
@@ -231,23 +246,20 @@ pub struct UpdateAccountControlsBody {
 
 /// Change the calling account's gateway settings.
 #[utoipa::path(patch, path = "/v1/account", tag = "controls", security(("api_key" = [])), request_body = UpdateAccountControlsBody,
-    responses((status = 200, description = "The account's settings")))]
+    responses((status = 200, description = "The account's settings; emits `account.updated` in live mode"), (status = 403, description = "permission_denied (no account:write), live_mode_required (a test key)")))]
 pub async fn update_account(
     State(state): State<AppState>,
     who: Principal,
     ApiJson(body): ApiJson<UpdateAccountControlsBody>,
 ) -> ApiResult<Json<Value>> {
-    require_secret_key(&who)?;
-    let c = state
-        .store()
-        .update_account_controls(&ControlsUpdate {
-            account_id: who.account_id.clone(),
-            require_signed_requests: body.require_signed_requests,
-            now_ms: state.now_ms(),
-            ..Default::default()
-        })
-        .await?;
-    state.gateway().forget_account(&who.account_id);
+    who.require_live(Scope::AccountWrite)?;
+    let update = ControlsUpdate {
+        account_id: who.account_id.clone(),
+        require_signed_requests: body.require_signed_requests,
+        now_ms: state.now_ms(),
+        ..Default::default()
+    };
+    let c = change_controls(&state, &who, update, "security.signatures_setting_changed").await?;
     Ok(Json(controls_json(&c)))
 }
 
@@ -270,32 +282,58 @@ pub async fn get_ip_allowlist(
     State(state): State<AppState>,
     who: Principal,
 ) -> ApiResult<Json<Value>> {
-    require_secret_key(&who)?;
+    who.require(Scope::AccountRead)?;
     let c = state.store().account_controls(&who.account_id).await?;
     Ok(Json(allowlist_json(&c.ip_allowlist)))
 }
 
 /// Replace the account's IP allowlist. Requests from elsewhere get `403 ip_not_allowed`.
 #[utoipa::path(put, path = "/v1/ip_allowlist", tag = "controls", security(("api_key" = [])), request_body = IpAllowlistBody,
-    responses((status = 200, description = "{object: ip_allowlist, cidrs: [...]}"), (status = 400, description = "invalid_parameter")))]
+    responses((status = 200, description = "{object: ip_allowlist, cidrs: [...]}; emits `account.updated` in live mode"), (status = 400, description = "invalid_parameter"), (status = 403, description = "permission_denied (no account:write), live_mode_required (a test key)")))]
 pub async fn put_ip_allowlist(
     State(state): State<AppState>,
     who: Principal,
     ApiJson(body): ApiJson<IpAllowlistBody>,
 ) -> ApiResult<Json<Value>> {
-    require_secret_key(&who)?;
+    who.require_live(Scope::AccountWrite)?;
     let nets = parse_cidrs(&body.cidrs)?;
-    let c = state
-        .store()
-        .update_account_controls(&ControlsUpdate {
-            account_id: who.account_id.clone(),
-            ip_allowlist: Some(nets.iter().map(ToString::to_string).collect()),
-            now_ms: state.now_ms(),
-            ..Default::default()
-        })
-        .await?;
-    state.gateway().forget_account(&who.account_id);
+    let update = ControlsUpdate {
+        account_id: who.account_id.clone(),
+        ip_allowlist: Some(nets.iter().map(ToString::to_string).collect()),
+        now_ms: state.now_ms(),
+        ..Default::default()
+    };
+    let c = change_controls(&state, &who, update, "security.ip_allowlist_changed").await?;
     Ok(Json(allowlist_json(&c.ip_allowlist)))
+}
+
+/// Applies a change of the account's security settings with its `account.updated`
+/// event in the live stream (the settings protect live traffic) and a security event
+/// in the audit log.
+async fn change_controls(
+    state: &AppState,
+    who: &Principal,
+    mut update: ControlsUpdate,
+    security_event: &str,
+) -> ApiResult<AccountControls> {
+    let mut next = state.store().account_controls(&who.account_id).await?;
+    if let Some(r) = update.require_signed_requests {
+        next.require_signed_requests = r;
+    }
+    if let Some(l) = &update.ip_allowlist {
+        next.ip_allowlist.clone_from(l);
+    }
+    update.events = vec![state.event(
+        &who.account_id,
+        Mode::Live,
+        "account.updated",
+        controls_json(&next),
+    )?];
+    let resource = format!("account:{}", who.account_id);
+    crate::audit::event(security_event, &resource, crate::audit::SUCCESS, "");
+    let c = state.store().update_account_controls(&update).await?;
+    state.gateway().forget_account(state, &who.account_id);
+    Ok(c)
 }
 
 /// Operator: sets (or, with `None`, keeps) an account's rate-limit override; returns
@@ -321,7 +359,7 @@ pub async fn set_rate_limit(
             ..Default::default()
         })
         .await?;
-    state.gateway().forget_account(account_id);
+    state.gateway().forget_account(state, account_id);
     Ok(c.rate_limit_per_minute)
 }
 
@@ -342,6 +380,6 @@ pub async fn set_key_allowlist(
             .await;
         return Err(e.into());
     }
-    state.gateway().forget_key(&key.id);
+    state.gateway().forget_key(state, &key.id);
     Ok(())
 }

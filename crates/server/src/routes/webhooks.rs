@@ -14,19 +14,10 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use strongroom_core::{IdKind, KeyKind, parse_id};
+use strongroom_core::{IdKind, Scope, parse_id};
 use strongroom_store::webhooks::{InboundRecord, WebhookEndpointRecord};
 use strongroom_store::{ListEvents, VaultStore, WebhookStore};
 use utoipa::ToSchema;
-
-/// Events and webhooks are managed with secret keys only.
-fn secret_key(who: &Principal) -> ApiResult<()> {
-    if who.kind == KeyKind::Secret {
-        Ok(())
-    } else {
-        Err(codes::PERMISSION_DENIED)
-    }
-}
 
 /// A JSON body that may be absent (then `T::default()`).
 fn optional_json<T: DeserializeOwned + Default>(headers: &HeaderMap, body: &Bytes) -> ApiResult<T> {
@@ -89,7 +80,7 @@ pub async fn list_events(
     who: Principal,
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> ApiResult<Json<Value>> {
-    secret_key(&who)?;
+    who.require(Scope::EventsRead)?;
     let limit = q.limit.unwrap_or(10);
     if !(1..=100).contains(&limit) {
         return Err(codes::INVALID_PARAMETER);
@@ -145,7 +136,7 @@ pub async fn get_event(
     who: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    secret_key(&who)?;
+    who.require(Scope::EventsRead)?;
     Ok(Json(event_json(&own_event(&state, &who, &id).await?.data)?))
 }
 
@@ -157,7 +148,7 @@ pub async fn event_deliveries(
     who: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    secret_key(&who)?;
+    who.require(Scope::EventsRead)?;
     let ev = own_event(&state, &who, &id).await?;
     let rows = state
         .store()
@@ -201,7 +192,7 @@ pub async fn redeliver(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    secret_key(&who)?;
+    who.require(Scope::WebhooksWrite)?;
     let b: RedeliverBody = optional_json(&headers, &body)?;
     let ev = own_event(&state, &who, &id).await?;
     if let Some(ep) = &b.endpoint {
@@ -257,7 +248,7 @@ pub async fn create_endpoint(
     who: Principal,
     crate::extract::ApiJson(body): crate::extract::ApiJson<CreateEndpointBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    secret_key(&who)?;
+    who.require(Scope::WebhooksWrite)?;
     let signing = body.signing.as_deref().unwrap_or(SIGNING_HMAC);
     if signing != SIGNING_HMAC && signing != SIGNING_ED25519 {
         return Err(codes::INVALID_PARAMETER);
@@ -317,7 +308,7 @@ pub async fn list_endpoints(
     State(state): State<AppState>,
     who: Principal,
 ) -> ApiResult<Json<Value>> {
-    secret_key(&who)?;
+    who.require(Scope::WebhooksRead)?;
     let eps = state
         .store()
         .list_endpoints(&who.account_id, who.mode)
@@ -339,7 +330,7 @@ pub async fn get_endpoint(
     who: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    secret_key(&who)?;
+    who.require(Scope::WebhooksRead)?;
     let ep = own_endpoint(&state, &who, &id).await?;
     Ok(Json(svc::endpoint_json(&state, &ep)?))
 }
@@ -365,7 +356,7 @@ pub async fn update_endpoint(
     ApiPath(id): ApiPath<String>,
     crate::extract::ApiJson(body): crate::extract::ApiJson<UpdateEndpointBody>,
 ) -> ApiResult<Json<Value>> {
-    secret_key(&who)?;
+    who.require(Scope::WebhooksWrite)?;
     let mut ep = own_endpoint(&state, &who, &id).await?;
     if let Some(u) = &body.url {
         ep.url = svc::check_url(&state, who.mode, u).await?;
@@ -392,7 +383,7 @@ pub async fn delete_endpoint(
     who: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    secret_key(&who)?;
+    who.require(Scope::WebhooksWrite)?;
     let ep = own_endpoint(&state, &who, &id).await?;
     if !state
         .store()
@@ -436,7 +427,7 @@ async fn set_disabled(
     id: &str,
     disabled: Option<(i64, &str)>,
 ) -> ApiResult<Json<Value>> {
-    secret_key(who)?;
+    who.require(Scope::WebhooksWrite)?;
     let ep = own_endpoint(state, who, id).await?;
     state
         .store()
@@ -460,7 +451,7 @@ pub async fn rotate_secret(
     who: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    secret_key(&who)?;
+    who.require(Scope::WebhooksWrite)?;
     let mut ep = own_endpoint(&state, &who, &id).await?;
     let prev = ep.secret_version;
     let version = prev.saturating_add(1);
@@ -499,7 +490,7 @@ pub async fn recover(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    secret_key(&who)?;
+    who.require(Scope::WebhooksWrite)?;
     let b: RecoverBody = required_json(&headers, &body)?;
     let ep = own_endpoint(&state, &who, &id).await?;
     if ep.disabled_ms.is_some() {
@@ -534,7 +525,7 @@ pub async fn attempts(
     who: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    secret_key(&who)?;
+    who.require(Scope::WebhooksRead)?;
     let ep = own_endpoint(&state, &who, &id).await?;
     let rows = state.store().endpoint_attempts(&ep.id, 100).await?;
     let data: Vec<Value> = rows

@@ -177,17 +177,26 @@ fn check_name(name: Option<&Sensitive<String>>) -> ApiResult<()> {
     Ok(())
 }
 
-/// Tokenizes a card. Returns the card and whether it was created (false: the same
-/// number was already vaulted in this account and mode).
-pub async fn tokenize(
-    state: &AppState,
-    who: &Principal,
-    new: NewCard,
-) -> ApiResult<(CardView, bool)> {
+/// The outcome of a tokenization.
+pub struct Tokenized {
+    /// The card as stored (after a renewal of its expiry).
+    pub card: CardView,
+    /// Whether it was created (false: the number was already vaulted in this account
+    /// and mode).
+    pub created: bool,
+    /// The expiry the caller sent, normalized (month, four-digit year).
+    pub submitted_expiry: (i64, i64),
+}
+
+/// Tokenizes a card. A number already vaulted in this account and mode returns its
+/// card; if the caller sent a later expiry (a renewed card), the stored expiry moves to
+/// it (`card.updated`), never back.
+pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> ApiResult<Tokenized> {
     let pan = Pan::parse(new.number.expose())?;
     let expiry = Expiry::new(new.exp_month, new.exp_year, state.clock().now())?;
     pan.check_mode(who.mode)?;
     check_name(new.cardholder_name.as_ref())?;
+    let submitted_expiry = (i64::from(expiry.month), i64::from(expiry.year));
 
     let keys = state.keyring().account(state, &who.account_id).await?;
     let (fp_version, fp_key) = keys.writer(KeyPurpose::Fingerprint)?;
@@ -207,8 +216,8 @@ pub async fn tokenize(
         brand: pan.brand().as_str().to_owned(),
         bin: pan.bin().to_owned(),
         last4: pan.last4().to_owned(),
-        exp_month: i64::from(expiry.month),
-        exp_year: i64::from(expiry.year),
+        exp_month: submitted_expiry.0,
+        exp_year: submitted_expiry.1,
         created_ms: state.now_ms(),
     };
     let name = new.cardholder_name.as_ref().map(|n| n.expose().as_str());
@@ -219,13 +228,144 @@ pub async fn tokenize(
     let view = CardView::from(&card);
     let event = state.event_of(&card.account_id, card.mode, "card.created", &view)?;
     crate::audit::set_resource("card", &card.id);
-    match state.store().insert_card(&card, &dedup, &[event]).await? {
-        InsertCard::Created(c) => Ok((CardView::from(&c), true)),
+    let (card, created) = match state.store().insert_card(&card, &dedup, &[event]).await? {
+        InsertCard::Created(c) => (c, true),
         InsertCard::Existing(c) => {
             crate::audit::set_resource("card", &c.id);
-            Ok((CardView::from(&c), false))
+            (renew_expiry(state, c, submitted_expiry).await?, false)
         }
+    };
+    Ok(Tokenized {
+        card: CardView::from(&card),
+        created,
+        submitted_expiry,
+    })
+}
+
+/// Moves a vaulted card's expiry to `(month, year)` if that is later than the stored
+/// one; the card as it is afterwards.
+async fn renew_expiry(
+    state: &AppState,
+    c: CardRecord,
+    (month, year): (i64, i64),
+) -> ApiResult<CardRecord> {
+    if (year, month) <= (c.exp_year, c.exp_month) {
+        return Ok(c);
     }
+    let mut view = CardView::from(&c);
+    (view.exp_month, view.exp_year) = (month, year);
+    let event = state.event_of(&c.account_id, c.mode, "card.updated", &view)?;
+    let renewed = state
+        .store()
+        .renew_card_expiry(&c.account_id, c.mode, &c.id, (month, year), &[event])
+        .await?;
+    // None: a concurrent renewal went further, or the card was deleted meanwhile.
+    Ok(renewed.unwrap_or(c))
+}
+
+/// Prefix of card tokens.
+pub const CARD_TOKEN_PREFIX: &str = "ctok_";
+/// How long a card token can be redeemed.
+pub const CARD_TOKEN_TTL_MS: i64 = 60 * 60 * 1000;
+/// Random salt of a card token, from which its one-use sealing key is derived.
+const CARD_TOKEN_SALT: usize = 16;
+
+/// What a tokenization answers to a caller that may not read cards (a publishable key,
+/// a key or token without `cards:read`): the same `201` whether or not the number was
+/// vaulted before, with only what the caller sent and a token that the account's back
+/// end redeems for the card (`POST /v1/card_tokens/redeem`). Nothing in it tells a new
+/// card from an old one: not the card id (its time would show the card's age), not the
+/// stored expiry, not the creation time, not the fingerprint.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CardTokenView {
+    /// `ctok_…`: redeemable for the card by the account's keys that hold `cards:read`.
+    pub id: String,
+    /// Always `card_token`.
+    pub object: &'static str,
+    /// Card brand.
+    pub brand: String,
+    /// First six digits.
+    pub bin: String,
+    /// Last four digits.
+    pub last4: String,
+    /// `XXXX` + last four.
+    pub masked_number: String,
+    /// The expiry month sent.
+    pub exp_month: i64,
+    /// The expiry year sent (four digits).
+    pub exp_year: i64,
+    /// `test` or `live`.
+    pub mode: &'static str,
+    /// Unix seconds: now.
+    pub created: i64,
+    /// Unix seconds: the token cannot be redeemed after this.
+    pub expires_at: i64,
+}
+
+fn card_token_aad(account_id: &str, mode: Mode) -> Vec<u8> {
+    format!("strongroom/card-token/v1|{account_id}|{}", mode.as_str()).into_bytes()
+}
+
+/// The one-use key a card token is sealed under: derived from the root key and the
+/// token's random salt, so no key seals more than one token (no nonce budget to keep).
+fn card_token_key(state: &AppState, salt: &[u8]) -> ApiResult<DataKey> {
+    let label = format!("card-token|{}", URL_SAFE_NO_PAD.encode(salt));
+    let bytes = state.root().derive_subkey(&label)?;
+    Ok(DataKey::from_bytes(bytes.as_slice())?)
+}
+
+/// The token view of a tokenization, for a caller without `cards:read`.
+pub fn card_token(state: &AppState, who: &Principal, t: &Tokenized) -> ApiResult<CardTokenView> {
+    let now = state.now_ms();
+    let expires_ms = now.saturating_add(CARD_TOKEN_TTL_MS);
+    let salt = strongroom_crypto::random::bytes::<CARD_TOKEN_SALT>()?;
+    let plain = format!("{}|{expires_ms}", t.card.id);
+    let sealed = card_token_key(state, &salt)?
+        .seal(plain.as_bytes(), &card_token_aad(&who.account_id, who.mode))?;
+    let mut raw = salt.to_vec();
+    raw.extend_from_slice(&sealed);
+    Ok(CardTokenView {
+        id: format!("{CARD_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw)),
+        object: "card_token",
+        brand: t.card.brand.clone(),
+        bin: t.card.bin.clone(),
+        last4: t.card.last4.clone(),
+        masked_number: t.card.masked_number.clone(),
+        exp_month: t.submitted_expiry.0,
+        exp_year: t.submitted_expiry.1,
+        mode: who.mode.as_str(),
+        created: secs(now),
+        expires_at: secs(expires_ms),
+    })
+}
+
+/// The card a card token names, for a key of the same account and mode. A token that
+/// is malformed, forged, expired, or of another account or mode is `card_token_invalid`.
+pub async fn redeem_card_token(
+    state: &AppState,
+    who: &Principal,
+    token: &str,
+) -> ApiResult<CardRecord> {
+    let invalid = codes::CARD_TOKEN_INVALID;
+    let raw = token
+        .strip_prefix(CARD_TOKEN_PREFIX)
+        .filter(|t| t.len() <= 256)
+        .and_then(|t| URL_SAFE_NO_PAD.decode(t).ok())
+        .ok_or(invalid.clone())?;
+    if raw.len() <= CARD_TOKEN_SALT {
+        return Err(invalid);
+    }
+    let (salt, sealed) = raw.split_at(CARD_TOKEN_SALT);
+    let plain = card_token_key(state, salt)?
+        .open(sealed, &card_token_aad(&who.account_id, who.mode))
+        .map_err(|_| invalid.clone())?;
+    let text = std::str::from_utf8(&plain).map_err(|_| invalid.clone())?;
+    let (card_id, expires) = text.split_once('|').ok_or(invalid.clone())?;
+    let expires_ms: i64 = expires.parse().map_err(|_| invalid.clone())?;
+    if expires_ms <= state.now_ms() {
+        return Err(invalid);
+    }
+    get(state, who, card_id).await
 }
 
 /// One card of the principal's account and mode.

@@ -258,7 +258,10 @@ pub async fn check(
         .await?
         .ok_or(invalid.clone())?;
     let now = state.now_ms();
+    // Bound to the key that created it: another key of the account (a leaked one, or
+    // one without the scope's history) cannot spend a code it did not ask for.
     if otp.mode != who.mode
+        || otp.api_key_id != who.key_id
         || otp.purpose != purpose
         || otp.card_id.as_deref() != Some(card_id)
         || otp.used_ms.is_some()

@@ -141,13 +141,13 @@ impl Tokens {
     }
 
     /// Forgets a cached key record (after it was revoked on this node).
-    pub fn forget_key(&self, key_id: &str) {
-        self.key_ids.forget(key_id);
+    pub fn forget_key(&self, sync: &crate::cache::CacheSync, key_id: &str) {
+        self.key_ids.forget(sync, key_id);
     }
 
     /// Forgets every cached key record.
-    pub fn clear_keys(&self) {
-        self.key_ids.clear();
+    pub fn clear_keys(&self, sync: &crate::cache::CacheSync) {
+        self.key_ids.clear(sync);
     }
 
     /// Forgets the signing key set (another node may have rotated it); the next use
@@ -499,7 +499,7 @@ impl Tokens {
             return Err(codes::TOKEN_INVALID);
         }
         // The token's scopes, never more than the key holds now.
-        let held = Scopes::from_storage(&key.scopes);
+        let held = kind.held_scopes(&key.scopes);
         let mut scopes = Scopes::default();
         for s in Scopes::from_storage(&claims.scope).names() {
             if let Some(s) = Scope::parse(s).filter(|s| held.contains(*s)) {

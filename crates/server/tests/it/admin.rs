@@ -39,7 +39,13 @@ async fn accounts_and_keys_lifecycle() {
             "cards:read",
             "cards:delete",
             "pins:write",
-            "pins:verify"
+            "pins:verify",
+            "account:read",
+            "account:write",
+            "signing_keys:write",
+            "events:read",
+            "webhooks:read",
+            "webhooks:write"
         ])
     );
 

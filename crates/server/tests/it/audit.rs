@@ -9,13 +9,13 @@ use strongroom_server::audit::{Broken, verify};
 use strongroom_store::{AuditStore, Store, StoreConfig};
 
 /// A direct connection to the test server's database, as an intruder would have.
-enum Db {
+pub(crate) enum Db {
     Sqlite(sqlx::SqliteConnection),
     Pg(sqlx::PgConnection),
 }
 
 impl Db {
-    async fn open(store: &StoreConfig) -> Self {
+    pub(crate) async fn open(store: &StoreConfig) -> Self {
         use sqlx::Connection;
         if store.url.starts_with("sqlite:") {
             let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&store.url)
@@ -30,7 +30,7 @@ impl Db {
         }
     }
 
-    async fn exec(&mut self, sql: &str) {
+    pub(crate) async fn exec(&mut self, sql: &str) {
         let q = sqlx::AssertSqlSafe(sql.to_owned());
         match self {
             Db::Sqlite(c) => sqlx::raw_sql(q).execute(&mut *c).await.map(drop),

@@ -36,16 +36,35 @@ async fn full_flow_then_restart_keeps_everything() {
             .contains("max-age=63072000")
     );
 
-    // Same PAN again: one PAN, one record.
+    // Same PAN again, with an earlier expiry: one PAN, one record, the stored expiry
+    // kept.
     let again = srv
+        .post(
+            "/v1/cards",
+            &srv.sk_test,
+            json!({"number": "4242424242424242", "exp_month": 11, "exp_year": 2030}),
+        )
+        .await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body, card);
+    // A later expiry (a renewed card) moves the stored one; the card is otherwise the same.
+    let renewed = srv
         .post(
             "/v1/cards",
             &srv.sk_test,
             json!({"number": "4242424242424242", "exp_month": 1, "exp_year": 2031}),
         )
         .await;
-    assert_eq!(again.status, 200);
-    assert_eq!(again.body["id"], card["id"]);
+    assert_eq!(renewed.status, 200);
+    assert_eq!(renewed.body["id"], card["id"]);
+    assert_eq!(
+        (&renewed.body["exp_month"], &renewed.body["exp_year"]),
+        (&json!(1), &json!(2031))
+    );
+    let mut card = card;
+    card["exp_month"] = json!(1);
+    card["exp_year"] = json!(2031);
+    assert_eq!(renewed.body, card);
 
     // Masked read.
     let got = srv.get(&format!("/v1/cards/{id}"), &srv.sk_test).await;
@@ -86,7 +105,7 @@ async fn full_flow_then_restart_keeps_everything() {
     assert_eq!(shown.status, 200, "{}", shown.text);
     assert_eq!(shown.body["number"], "4242424242424242");
     assert_eq!(shown.body["cardholder_name"], "Ada Lovelace");
-    assert_eq!(shown.body["exp_month"], 12);
+    assert_eq!(shown.body["exp_month"], 1, "the renewed expiry");
     assert_eq!(shown.headers["cache-control"], "no-store");
 
     // Restart on the same data: everything is still there and still works.

@@ -31,6 +31,23 @@ async fn send(
     Resp::from(req.send().await.unwrap()).await
 }
 
+/// The id of one of the test account's API keys, found by its shown prefix.
+async fn key_id(srv: &TestServer, secret: &str) -> String {
+    let r = srv
+        .get(
+            &format!("/v1/admin/accounts/{}/api_keys", srv.account),
+            &srv.admin_key,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let keys = r.body["data"].as_array().unwrap();
+    let k = keys
+        .iter()
+        .find(|k| secret.starts_with(k["prefix"].as_str().unwrap()))
+        .unwrap();
+    k["id"].as_str().unwrap().to_owned()
+}
+
 fn header(r: &Resp, name: &str) -> String {
     r.headers
         .get(name)
@@ -48,6 +65,15 @@ async fn account_allowlist_admits_and_refuses() {
     let r = srv.get("/v1/ip_allowlist", &srv.sk_test).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["cidrs"], json!([]));
+    // The allowlist protects live traffic too: a test key cannot change it.
+    srv.call(
+        Method::PUT,
+        "/v1/ip_allowlist",
+        Some(&srv.sk_test),
+        Some(json!({"cidrs": ["10.0.0.0/8"]})),
+    )
+    .await
+    .assert_error(403, "live_mode_required");
 
     // Bad input, and keys that may not change it.
     for bad in [
@@ -57,7 +83,7 @@ async fn account_allowlist_admits_and_refuses() {
         srv.call(
             Method::PUT,
             "/v1/ip_allowlist",
-            Some(&srv.sk_test),
+            Some(&srv.sk_live),
             Some(bad),
         )
         .await
@@ -77,7 +103,7 @@ async fn account_allowlist_admits_and_refuses() {
         .call(
             Method::PUT,
             "/v1/ip_allowlist",
-            Some(&srv.sk_test),
+            Some(&srv.sk_live),
             Some(json!({"cidrs": ["127.0.0.1/8", "::1"]})),
         )
         .await;
@@ -90,7 +116,7 @@ async fn account_allowlist_admits_and_refuses() {
         .call(
             Method::PUT,
             "/v1/ip_allowlist",
-            Some(&srv.sk_test),
+            Some(&srv.sk_live),
             Some(json!({"cidrs": ["10.0.0.0/8", "2001:db8::/32"]})),
         )
         .await;
@@ -162,7 +188,7 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
             .call(
                 Method::PUT,
                 "/v1/ip_allowlist",
-                Some(&srv.sk_test),
+                Some(&srv.sk_live),
                 Some(json!({"cidrs": ["203.0.113.0/24"]})),
             )
             .await;
@@ -624,7 +650,7 @@ async fn signature_headers_are_verified_and_can_be_required() {
         .await
         .assert_error(401, "signature_invalid");
     }
-    // Only the secret key changes the setting.
+    // Only a live secret key changes the setting.
     srv.call(
         Method::PATCH,
         "/v1/account",
@@ -633,28 +659,36 @@ async fn signature_headers_are_verified_and_can_be_required() {
     )
     .await
     .assert_error(403, "permission_denied");
+    srv.call(
+        Method::PATCH,
+        "/v1/account",
+        Some(&srv.sk_test),
+        Some(json!({"require_signed_requests": true})),
+    )
+    .await
+    .assert_error(403, "live_mode_required");
     srv.post(
         "/v1/signing_keys",
-        &srv.sk_test,
+        &srv.sk_live,
         json!({"pem": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"}),
     )
     .await
     .assert_error(400, "invalid_parameter");
     srv.post(
         "/v1/signing_keys",
-        &srv.sk_test,
+        &srv.sk_live,
         json!({"jwk": {"kty": "OKP", "crv": "Ed25519", "x": "AAAA", "d": "AAAA"}}),
     )
     .await
     .assert_error(400, "unknown_field");
-    srv.post("/v1/signing_keys", &srv.sk_test, json!({}))
+    srv.post("/v1/signing_keys", &srv.sk_live, json!({}))
         .await
         .assert_error(400, "missing_field");
     let r = srv
         .call(
             Method::PATCH,
             "/v1/account",
-            Some(&srv.sk_test),
+            Some(&srv.sk_live),
             Some(json!({"require_signed_requests": true})),
         )
         .await;
@@ -682,13 +716,14 @@ async fn requests_signed_by_python_http_message_signatures() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/interop/signatures/sign.py"
     );
-    let (url, sk) = (srv.url.clone(), srv.sk_test.clone());
+    let (url, sk, live) = (srv.url.clone(), srv.sk_test.clone(), srv.sk_live.clone());
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")
             .arg(script)
             .arg(url)
             .arg(ca)
             .arg(sk)
+            .arg(live)
             .output()
     })
     .await
@@ -704,6 +739,7 @@ async fn requests_signed_by_python_http_message_signatures() {
     println!("{stdout}");
     assert!(stdout.contains("\"done\": true"), "{stdout}");
     assert!(stdout.contains("replayed nonce refused"));
+    assert!(stdout.contains("authorization not covered refused"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -735,7 +771,7 @@ async fn idempotent_responses_are_shared_through_redis_across_nodes() {
 
     // The cached record is in Redis under a digest of scope and key, sealed (the card id
     // is not readable in it).
-    let scope = format!("{}:test", a.account);
+    let scope = format!("{}:test:{}", a.account, key_id(&a, &a.sk_test).await);
     let rkey = strongroom_server::gateway::idempotency::Idem::redis_key(&scope, "shared-1");
     let cached: Vec<u8> = redis::cmd("GET")
         .arg(&rkey)
@@ -822,7 +858,7 @@ async fn an_allowlist_set_on_one_node_is_enforced_by_the_other() {
         .call(
             Method::PUT,
             "/v1/ip_allowlist",
-            Some(&a.sk_test),
+            Some(&a.sk_live),
             Some(json!({"cidrs": ["10.0.0.0/8"]})),
         )
         .await;

@@ -24,6 +24,7 @@ mod leaks;
 mod metrics;
 mod pin;
 mod rotation;
+mod security;
 mod tls;
 mod tokens;
 mod webhooks;
