@@ -78,6 +78,9 @@ pub const IDEMPOTENCY_EXCLUDED: &[&str] = &[
     "/v1/auth/token",
     "/v1/admin/accounts",
     "/v1/admin/accounts/{id}/api_keys",
+    "/v1/admin/admin_keys",
+    // The account view it answers with carries the OTP signing secret.
+    "/v1/admin/accounts/{id}/otp_signing_secret/rotate",
     // Both answer with a webhook signing secret (`whsec_…`).
     "/v1/webhook_endpoints",
     "/v1/webhook_endpoints/{id}/rotate_secret",
@@ -270,6 +273,16 @@ async fn resolve_caller(parts: &mut Parts, state: &AppState) -> Caller {
     Caller::Anonymous
 }
 
+/// An admin key's own IP allowlist (admin keys have no account, so no account list).
+async fn admin_allowed(state: &AppState, admin: &Admin, ip: IpAddr) -> ApiResult<()> {
+    let list = state.gateway().key_allowlist(state, &admin.key_id).await?;
+    if allowed_by(&list, ip) {
+        Ok(())
+    } else {
+        Err(codes::IP_NOT_ALLOWED)
+    }
+}
+
 /// Reads the whole body (bounded), or refuses with 413.
 async fn read_body(body: Body) -> ApiResult<Bytes> {
     axum::body::to_bytes(body, BODY_LIMIT)
@@ -439,6 +452,9 @@ async fn controls(
             return Err(codes::SIGNATURE_MISSING);
         }
         controls = Some(c);
+    }
+    if let Caller::Admin(a) = caller {
+        admin_allowed(state, a, ip).await?;
     }
 
     // Rate limits: every bucket must admit the request; the headers show the tightest.
