@@ -301,6 +301,8 @@ fn buckets(
 ) -> Vec<(String, Quota)> {
     let rl = &state.config().rate_limit;
     let q = |per_minute: u32| Quota { per_minute };
+    // Per-address buckets key an IPv6 client by its /64 (built only when used).
+    let net = || ratelimit::client_network(ip);
     let mut out = Vec::new();
     match caller {
         Caller::Account(p) => {
@@ -320,12 +322,12 @@ fn buckets(
         Caller::Admin(a) => out.push((format!("key:{}", a.key_id), q(rl.per_minute))),
         Caller::Anonymous => {
             if route != "/healthz" && route != "/readyz" {
-                out.push((format!("ip:{ip}:{route}"), q(rl.ip_per_minute)));
+                out.push((format!("ip:{}:{route}", net()), q(rl.ip_per_minute)));
             }
         }
     }
     if route == TOKEN_ROUTE && !matches!(caller, Caller::Anonymous) {
-        out.push((format!("ip:{ip}:{route}"), q(rl.ip_per_minute)));
+        out.push((format!("ip:{}:{route}", net()), q(rl.ip_per_minute)));
     }
     out
 }
