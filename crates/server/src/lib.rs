@@ -186,6 +186,8 @@ impl Running {
         if let Some(t) = &self.metrics_task {
             t.abort();
         }
+        // Counted auth failures are written before the stop.
+        audit::flush_failures(&self.state, i64::MAX).await;
         // The stop is recorded and the head signed, so a truncation behind it shows.
         if let Err(e) = audit::system(&self.state, "service.stop", "").await {
             tracing::error!(code = e.code, "could not record the service stop");
@@ -227,6 +229,7 @@ pub async fn start_with_clock(
         .await
         .map_err(|e| StartError::Audit(e.code))?;
     audit::spawn_checkpointer(state.clone());
+    audit::spawn_failure_flusher(state.clone());
     state
         .tokens()
         .ensure_keys(&state)
