@@ -321,7 +321,8 @@ fn buckets(
         }
         Caller::Admin(a) => out.push((format!("key:{}", a.key_id), q(rl.per_minute))),
         Caller::Anonymous => {
-            if route != "/healthz" && route != "/readyz" {
+            // `/readyz` is limited too: its answer is cached, but it is no free probe.
+            if route != "/healthz" {
                 out.push((format!("ip:{}:{route}", net()), q(rl.ip_per_minute)));
             }
         }

@@ -449,6 +449,8 @@ async fn an_unwritable_audit_log_stops_reveals_and_nothing_leaks() {
     assert_eq!(ready["error"]["code"], "audit_unavailable");
 
     db.restore_audit().await;
+    // The readiness answer is reused for a second.
+    srv.clock.advance(Duration::from_secs(2));
     let ready = srv
         .client
         .get(format!("{}/readyz", srv.url))
@@ -578,4 +580,35 @@ async fn repeated_auth_failures_are_counted_not_written_each() {
         .await
         .assert_error(401, "invalid_api_key");
     assert_eq!(audit_log(&srv, "&action=auth.failed").await.len(), 2);
+}
+
+/// `/readyz` goes through the single writer: it answers from a one-second cache, and
+/// is limited per client address.
+#[tokio::test]
+async fn readiness_is_cached_for_a_second_and_limited_per_address() {
+    let srv = TestServer::start_on(std::sync::Arc::new(Data::new()), |c| {
+        c.rate_limit.ip_per_minute = 3;
+    })
+    .await;
+    let ready = || async {
+        let r = srv
+            .client
+            .get(format!("{}/readyz", srv.url))
+            .send()
+            .await
+            .unwrap();
+        Resp::from(r).await
+    };
+    assert_eq!(ready().await.status, 200);
+    let mut db = Db::open(&srv.data.store).await;
+    db.break_audit().await;
+    // Within the second: the cached answer, no probe through the writer.
+    assert_eq!(ready().await.status, 200);
+    srv.clock.advance(Duration::from_secs(2));
+    ready().await.assert_error(503, "audit_unavailable");
+    db.restore_audit().await;
+    // The address has spent its three: refused before any check.
+    let r = ready().await;
+    r.assert_error(429, "rate_limited");
+    assert!(r.headers.contains_key("retry-after"));
 }
