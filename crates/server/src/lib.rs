@@ -320,3 +320,39 @@ fn slow_client_limits(
         .max_concurrent_streams(128)
         .max_header_list_size(64 * 1024);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SECURITY.md states how long the caches keep entries; that must be what the code
+    /// does by default, on either backend.
+    #[test]
+    fn security_md_states_the_cache_lifetimes_in_force() {
+        let doc = include_str!("../../../SECURITY.md")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let config = |url: &str| {
+            let store = StoreConfig {
+                url: url.to_owned(),
+                schema: None,
+                max_connections: 1,
+            };
+            ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), None, store)
+        };
+        let (sqlite, pg) = (config("sqlite://x.db"), config("postgres://h/db"));
+        assert_eq!(sqlite.api_key_cache_ttl, pg.api_key_cache_ttl);
+        let keys = format!(
+            "`api_key_cache_ttl_secs` ({} s by default, on both backends)",
+            pg.api_key_cache_ttl.as_secs()
+        );
+        assert!(doc.contains(&keys), "SECURITY.md should say: {keys}");
+        let keyring = format!(
+            "`keyring_ttl_secs` ({} s with SQLite, {} s with PostgreSQL by default)",
+            sqlite.keyring_ttl.as_secs(),
+            pg.keyring_ttl.as_secs()
+        );
+        assert!(doc.contains(&keyring), "SECURITY.md should say: {keyring}");
+    }
+}
