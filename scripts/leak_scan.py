@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Fails if any test card number (in any spacing) or any Luhn-valid 13-19 digit run
-appears in what the server logged during the test suite."""
+"""Fails if any test card number (in any spacing), any Luhn-valid 12-19 digit run, a
+key, a bearer JWT or an OTP code appears in what the server logged during the test
+suite."""
 import re
 import sys
 
@@ -39,10 +40,10 @@ def main(path: str, *more: str) -> int:
         return 1
     squashed = re.sub(r"[ -]", "", text)
     hits = [p for p in TEST_PANS if p in squashed]
-    # Any Luhn-valid 13-19 digit run standing alone (not inside an id or a hex string).
-    for m in re.finditer(r"(?<![\w.])(?:\d[ -]?){12,18}\d(?![\w.])", text):
+    # Any Luhn-valid 12-19 digit run standing alone (not inside an id or a hex string).
+    for m in re.finditer(r"(?<![\w.])(?:\d[ -]?){11,18}\d(?![\w.])", text):
         digits = re.sub(r"[ -]", "", m.group())
-        if 13 <= len(digits) <= 19 and luhn(digits):
+        if 12 <= len(digits) <= 19 and luhn(digits):
             hits.append(digits[:6] + "…")
     for prefix in ("sk_test_", "sk_live_", "rk_test_", "rk_live_", "pk_test_", "pk_live_", "sk_admin_", "whsec_"):
         for m in re.finditer(re.escape(prefix) + r"[A-Za-z0-9]{8,}", text):
@@ -53,6 +54,10 @@ def main(path: str, *more: str) -> int:
     # Bearer JWTs (base64url JSON header and payload: both start `eyJ`).
     for m in re.finditer(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}", text):
         hits.append("jwt " + m.group()[:6] + "…")
+    # An OTP code: six digits as the value of a JSON key "code" or "test_code" (also in
+    # escaped JSON). Other six-digit numbers are not codes.
+    for m in re.finditer(r'\\?"(?:test_)?code\\?"\s*:\s*\\?"\d{6}\\?"', text):
+        hits.append("otp code")
     if hits:
         print(f"leak scan: FAILED, {len(hits)} secret-shaped strings in {lines} log lines: {sorted(set(hits))}")
         return 1

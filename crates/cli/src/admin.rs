@@ -42,6 +42,37 @@ pub enum AccountsCommand {
         #[arg(long)]
         account: String,
     },
+    /// Rotate the account's OTP signing secret (shown once); for 24 hours deliveries are
+    /// signed under the new and the previous secret.
+    RotateOtpSecret {
+        #[arg(long)]
+        account: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AdminKeysCommand {
+    /// Create another admin key (its secret is shown once).
+    Create {
+        /// A CIDR (or address) the key may be used from (repeatable); none: anywhere.
+        #[arg(long = "ip")]
+        ips: Vec<String>,
+    },
+    /// List the admin keys and their allowlists.
+    List,
+    /// Revoke an admin key (not the last one).
+    Revoke {
+        #[arg(long)]
+        key: String,
+    },
+    /// Replace an admin key's IP allowlist; without `--ip`, lift it.
+    Allowlist {
+        #[arg(long)]
+        key: String,
+        /// A CIDR (or address) the key may be used from (repeatable).
+        #[arg(long = "ip")]
+        ips: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -242,6 +273,49 @@ pub async fn accounts(cmd: AccountsCommand, target: Target) -> Result<()> {
                 Method::GET,
                 &format!("/v1/admin/accounts/{}", id(&account)?),
                 None,
+            )
+            .await
+        }
+        AccountsCommand::RotateOtpSecret { account } => {
+            c.call(
+                Method::POST,
+                &format!(
+                    "/v1/admin/accounts/{}/otp_signing_secret/rotate",
+                    id(&account)?
+                ),
+                None,
+            )
+            .await
+        }
+    }
+}
+
+pub async fn admin_keys(cmd: AdminKeysCommand, target: Target) -> Result<()> {
+    use reqwest::Method;
+    let c = target.connect()?;
+    match cmd {
+        AdminKeysCommand::Create { ips } => {
+            c.call(
+                Method::POST,
+                "/v1/admin/admin_keys",
+                Some(json!({"ip_allowlist": ips})),
+            )
+            .await
+        }
+        AdminKeysCommand::List => c.call(Method::GET, "/v1/admin/admin_keys", None).await,
+        AdminKeysCommand::Revoke { key } => {
+            c.call(
+                Method::DELETE,
+                &format!("/v1/admin/admin_keys/{}", id(&key)?),
+                None,
+            )
+            .await
+        }
+        AdminKeysCommand::Allowlist { key, ips } => {
+            c.call(
+                Method::PUT,
+                &format!("/v1/admin/admin_keys/{}/ip_allowlist", id(&key)?),
+                Some(json!({ "cidrs": ips })),
             )
             .await
         }

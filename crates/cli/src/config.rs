@@ -198,7 +198,7 @@ fn validate(file: FileConfig) -> Result<Checked> {
     if let Some(d) = secs("rewrap_interval_secs", file.rewrap_interval_secs, false)? {
         server.rewrap_interval = d;
     }
-    // Zero disables the API key cache; it is the right choice with several nodes.
+    // Zero disables the API key cache (several nodes hear changes anyway: strongroom_server::cache).
     if let Some(d) = secs("api_key_cache_ttl_secs", file.api_key_cache_ttl_secs, true)? {
         server.api_key_cache_ttl = d;
     }

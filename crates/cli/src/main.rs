@@ -78,6 +78,13 @@ enum Command {
         #[command(flatten)]
         target: admin::Target,
     },
+    /// Manage admin keys through the admin API: create, list, revoke, restrict by IP.
+    AdminKeys {
+        #[command(subcommand)]
+        command: admin::AdminKeysCommand,
+        #[command(flatten)]
+        target: admin::Target,
+    },
     /// Verify or export the audit log, reading the database directly.
     Audit {
         #[command(subcommand)]
@@ -152,6 +159,7 @@ fn main() -> std::process::ExitCode {
             Command::Init { root_key_file } => config::init_root_key(&root_key_file),
             Command::Accounts { command, target } => admin::accounts(command, target).await,
             Command::Keys { command, target } => admin::keys(command, target).await,
+            Command::AdminKeys { command, target } => admin::admin_keys(command, target).await,
             Command::Audit { command } => audit::run(command).await,
             Command::Incident { command, target } => tokens::incident(command, target).await,
             // Run before the runtime was built (above).

@@ -13,6 +13,8 @@
 //!    before the response leaves. If any audit append failed, the response is replaced by
 //!    `503 audit_unavailable`: a reveal's number never leaves unrecorded.
 
+pub mod failures;
+
 use crate::state::AppState;
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,6 +187,7 @@ type AppendReply = tokio::sync::oneshot::Sender<Result<i64, ()>>;
 /// the head row until commit, this is what keeps reads from queueing one commit each.
 pub struct Appender {
     tx: tokio::sync::mpsc::Sender<(Vec<AuditRecord>, AppendReply)>,
+    failures: failures::FailureCounter,
 }
 
 impl Appender {
@@ -212,7 +215,15 @@ impl Appender {
                 }
             }
         });
-        Self { tx }
+        Self {
+            tx,
+            failures: failures::FailureCounter::default(),
+        }
+    }
+
+    /// Repeated anonymous authentication failures (see [`failures`]).
+    pub fn failures(&self) -> &failures::FailureCounter {
+        &self.failures
     }
 
     /// Appends `records` (in order, possibly with other requests' records); the new head.
@@ -293,6 +304,37 @@ pub async fn checkpoint(state: &AppState) -> crate::ApiResult<Option<AuditCheckp
     state.store().insert_checkpoint(&cp).await?;
     state.metrics().audit_checkpoint(time_ms);
     Ok(Some(cp))
+}
+
+/// Appends the counts of repeated authentication failures whose window has ended (all
+/// of them with `now_ms = i64::MAX`, at shutdown).
+pub async fn flush_failures(state: &AppState, now_ms: i64) {
+    let mut due = state.audit_appender().failures().due(now_ms);
+    if due.is_empty() {
+        return;
+    }
+    let t = state.now_ms();
+    for r in &mut due {
+        r.time_ms = t;
+    }
+    match state.audit_appender().append(due).await {
+        Ok(head) => state.metrics().audit_head(head),
+        Err(()) => tracing::error!("could not record the counts of repeated auth failures"),
+    }
+}
+
+/// Writes the counts of ended failure windows once per window, so a quiet server
+/// records them too.
+pub fn spawn_failure_flusher(state: AppState) {
+    tokio::spawn(async move {
+        let every = Duration::from_millis(failures::REPEAT_WINDOW_MS.unsigned_abs());
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            flush_failures(&state, state.now_ms()).await;
+        }
+    });
 }
 
 /// Checkpoints the head every `audit_checkpoint_interval`.

@@ -107,6 +107,8 @@ pub mod codes {
         CONFLICT = (CONFLICT, "conflict", "The request conflicts with the current state; retry.");
         KEY_IN_USE = (CONFLICT, "key_in_use", "The key version still protects records or is the active writer.");
         OTP_DELIVERY_NOT_CONFIGURED = (CONFLICT, "otp_delivery_not_configured", "The account has no OTP delivery URL for live mode.");
+        LAST_ADMIN_KEY = (CONFLICT, "last_admin_key", "This is the last admin key that is not revoked; create another first.");
+        ALLOWLIST_EXCLUDES_CALLER = (BAD_REQUEST, "allowlist_excludes_caller", "The allowlist would refuse the admin key making this request from its current address.");
         CARD_NUMBER_INVALID = (BAD_REQUEST, "card_number_invalid", "The card number is not a valid card number.");
         CARD_NUMBER_LUHN = (BAD_REQUEST, "card_number_luhn", "The card number failed its check digit.");
         CARD_BRAND_UNKNOWN = (BAD_REQUEST, "card_brand_unknown", "The card number does not belong to a supported card brand.");

@@ -13,7 +13,7 @@ pub mod ratelimit;
 pub mod signature;
 
 use crate::ServerConfig;
-use crate::auth::Caller;
+use crate::auth::{Admin, Caller};
 use crate::cache::Cache;
 use crate::error::{ApiError, ApiResult, codes};
 use crate::extract::BODY_LIMIT;
@@ -77,6 +77,9 @@ pub const IDEMPOTENCY_EXCLUDED: &[&str] = &[
     "/v1/auth/token",
     "/v1/admin/accounts",
     "/v1/admin/accounts/{id}/api_keys",
+    "/v1/admin/admin_keys",
+    // The account view it answers with carries the OTP signing secret.
+    "/v1/admin/accounts/{id}/otp_signing_secret/rotate",
     // Both answer with a webhook signing secret (`whsec_…`).
     "/v1/webhook_endpoints",
     "/v1/webhook_endpoints/{id}/rotate_secret",
@@ -243,6 +246,16 @@ fn allowed_by(list: &[IpNet], ip: IpAddr) -> bool {
     list.is_empty() || list.iter().any(|n| n.contains(&ip))
 }
 
+/// An admin key's own IP allowlist (admin keys have no account, so no account list).
+async fn admin_allowed(state: &AppState, admin: &Admin, ip: IpAddr) -> ApiResult<()> {
+    let list = state.gateway().key_allowlist(state, &admin.key_id).await?;
+    if allowed_by(&list, ip) {
+        Ok(())
+    } else {
+        Err(codes::IP_NOT_ALLOWED)
+    }
+}
+
 /// Reads the whole body (bounded), or refuses with 413.
 async fn read_body(body: Body) -> ApiResult<Bytes> {
     axum::body::to_bytes(body, BODY_LIMIT)
@@ -261,6 +274,8 @@ fn buckets(
 ) -> Vec<(String, Quota)> {
     let rl = &state.config().rate_limit;
     let q = |per_minute: u32| Quota { per_minute };
+    // Per-address buckets key an IPv6 client by its /64 (built only when used).
+    let net = || ratelimit::client_network(ip);
     let mut out = Vec::new();
     match caller {
         Caller::Account(p) => {
@@ -280,13 +295,14 @@ fn buckets(
         Caller::Admin(a) => out.push((format!("key:{}", a.key_id), q(rl.per_minute))),
         // A refused credential counts as no credential: per address.
         Caller::Anonymous | Caller::Refused { .. } => {
-            if route != "/healthz" && route != "/readyz" {
-                out.push((format!("ip:{ip}:{route}"), q(rl.ip_per_minute)));
+            // `/readyz` is limited too: its answer is cached, but it is no free probe.
+            if route != "/healthz" {
+                out.push((format!("ip:{}:{route}", net()), q(rl.ip_per_minute)));
             }
         }
     }
-    if route == TOKEN_ROUTE && !matches!(caller, Caller::Anonymous) {
-        out.push((format!("ip:{ip}:{route}"), q(rl.ip_per_minute)));
+    if route == TOKEN_ROUTE && !matches!(caller, Caller::Anonymous | Caller::Refused { .. }) {
+        out.push((format!("ip:{}:{route}", net()), q(rl.ip_per_minute)));
     }
     out
 }
@@ -418,6 +434,9 @@ async fn controls(
             return Err(codes::SIGNATURE_MISSING);
         }
         controls = Some(c);
+    }
+    if let Caller::Admin(a) = caller {
+        admin_allowed(state, a, ip).await?;
     }
 
     // Rate limits: every bucket must admit the request; the headers show the tightest.

@@ -1,10 +1,16 @@
 //! The leak guard: the last line of defence behind secret types. Every byte the log
 //! writers emit (stderr, the log file) and every panic message passes through [`mask`],
 //! which blanks
-//! - any run of 13–19 digits (single spaces or dashes allowed between digits) that
-//!   passes the Luhn check: a card number, however it was spelled;
+//! - any run of 12–19 digits (single spaces or dashes allowed between digits) that
+//!   passes the Luhn check: a card number (Maestro numbers can be 12 digits), however it
+//!   was spelled;
 //! - anything shaped like one of our secrets: `sk_…`, `rk_…`, `pk_…` (with or without
-//!   `test_`/`live_`/`admin_`) followed by 8 or more key characters, and `whsec_…`.
+//!   `test_`/`live_`/`admin_`) followed by 8 or more key characters, and `whsec_…`;
+//! - a bearer JWT: `eyJ…` (a base64url JSON header), a dot, a payload, a dot and an
+//!   optional signature;
+//! - an OTP code: exactly 6 digits as the quoted value of a JSON key `code` or
+//!   `test_code` (also inside an escaped JSON string, `\"code\":\"123456\"`). Other
+//!   6-digit numbers stay: only that key carries a code in anything we write.
 //!
 //! Short prefixes such as an API key's display prefix (`sk_test_4f3a`) stay readable.
 
@@ -15,6 +21,10 @@ use std::io::{self, Write};
 pub const PAN_MASK: &str = "[REDACTED-PAN]";
 /// What a masked secret's body becomes (its prefix is kept).
 pub const SECRET_MASK: &str = "[REDACTED]";
+/// What a masked bearer JWT becomes.
+pub const JWT_MASK: &str = "[REDACTED-JWT]";
+/// What a masked OTP code becomes (its quotes are kept).
+pub const OTP_MASK: &str = "[REDACTED-OTP]";
 
 const KEY_PREFIXES: &[&str] = &["sk_", "rk_", "pk_"];
 const KEY_MODES: &[&str] = &["test_", "live_", "admin_"];
@@ -48,6 +58,8 @@ pub fn mask(input: &[u8]) -> Cow<'_, [u8]> {
         i += skip;
         let found = pan_at(input, i)
             .map(|end| (end, 0, PAN_MASK))
+            .or_else(|| otp_at(input, i).map(|end| (end, 0, OTP_MASK)))
+            .or_else(|| jwt_at(input, i).map(|end| (end, 0, JWT_MASK)))
             .or_else(|| secret_at(input, i).map(|(end, keep)| (end, keep, SECRET_MASK)));
         if let Some((end, keep, replacement)) = found {
             let o = out.get_or_insert_with(|| Vec::with_capacity(input.len()));
@@ -70,7 +82,76 @@ pub fn mask(input: &[u8]) -> Cow<'_, [u8]> {
 
 /// Whether a match ([`pan_at`], [`secret_at`]) can start with `c`.
 fn may_start(c: u8) -> bool {
-    c.is_ascii_digit() || matches!(c, b's' | b'r' | b'p' | b'w')
+    c.is_ascii_digit() || matches!(c, b's' | b'r' | b'p' | b'w' | b'e')
+}
+
+fn is_b64url(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
+}
+
+/// The end of a JWT starting at `i`: `eyJ` and at least 8 more base64url characters,
+/// `.`, a payload of at least 2, `.`, and a signature (possibly empty).
+fn jwt_at(b: &[u8], i: usize) -> Option<usize> {
+    if i > 0 && b.get(i - 1).copied().is_some_and(is_b64url) {
+        return None;
+    }
+    let rest = b.get(i..)?;
+    if !rest.starts_with(b"eyJ") {
+        return None;
+    }
+    let header = rest.iter().take_while(|c| is_b64url(**c)).count();
+    if header < 11 || rest.get(header) != Some(&b'.') {
+        return None;
+    }
+    let after = rest.get(header + 1..)?;
+    let payload = after.iter().take_while(|c| is_b64url(**c)).count();
+    if payload < 2 || after.get(payload) != Some(&b'.') {
+        return None;
+    }
+    let sig = after
+        .get(payload + 1..)?
+        .iter()
+        .take_while(|c| is_b64url(**c))
+        .count();
+    Some(i + header + 1 + payload + 1 + sig)
+}
+
+/// The end of an OTP code starting at `i`: exactly 6 digits, quoted, the value of a
+/// JSON key `code` or `test_code` (quotes possibly escaped, spaces around the colon).
+fn otp_at(b: &[u8], i: usize) -> Option<usize> {
+    let end = i + 6;
+    let run = b.get(i..end)?;
+    if !run.iter().all(u8::is_ascii_digit) || b.get(end).is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    // After: a closing quote, escaped or not.
+    let close = b.get(end..)?;
+    if !(close.starts_with(b"\"") || close.starts_with(b"\\\"")) {
+        return None;
+    }
+    // Before, right to left: the opening quote, the colon, the key's closing quote.
+    let mut j = i;
+    let quote = |j: &mut usize| -> Option<()> {
+        *j = j.checked_sub(1)?;
+        (b.get(*j) == Some(&b'"')).then_some(())?;
+        if b.get(j.wrapping_sub(1)) == Some(&b'\\') {
+            *j -= 1;
+        }
+        Some(())
+    };
+    quote(&mut j)?;
+    while j > 0 && b.get(j - 1) == Some(&b' ') {
+        j -= 1;
+    }
+    j = j.checked_sub(1)?;
+    (b.get(j) == Some(&b':')).then_some(())?;
+    while j > 0 && b.get(j - 1) == Some(&b' ') {
+        j -= 1;
+    }
+    quote(&mut j)?;
+    let key = b.get(..j)?;
+    let named = |name: &[u8]| key.strip_suffix(name).is_some_and(|k| k.ends_with(b"\""));
+    (named(b"code") || named(b"test_code")).then_some(end)
 }
 
 /// Masks a string (for panic messages).
@@ -78,7 +159,7 @@ pub fn mask_str(s: &str) -> String {
     String::from_utf8_lossy(&mask(s.as_bytes())).into_owned()
 }
 
-/// The end of a Luhn-valid 13–19 digit run starting at `i` (not inside a longer run of
+/// The end of a Luhn-valid 12–19 digit run starting at `i` (not inside a longer run of
 /// digits).
 fn pan_at(b: &[u8], i: usize) -> Option<usize> {
     let first = *b.get(i)?;
@@ -105,7 +186,7 @@ fn pan_at(b: &[u8], i: usize) -> Option<usize> {
         }
     }
     let digits = digits.get(..n)?;
-    ((13..=19).contains(&n) && luhn(digits)).then_some(end)
+    ((12..=19).contains(&n) && luhn(digits)).then_some(end)
 }
 
 /// A secret-shaped string starting at `i`: its end, and the length of the prefix that
@@ -227,11 +308,11 @@ mod tests {
     fn other_numbers_are_left_alone() {
         for s in [
             "4242424242424241",         // fails Luhn
-            "424242424242",             // 12 digits
+            "42424242424",              // 11 digits
             "42424242424242424242",     // 20 digits
             "2026-11-23T18:25:12.123Z", // a timestamp
             "latency_us=1234",
-            "4242  4242 4242 4242", // a double space breaks the run
+            "4111  1111 1111 1111", // a double space breaks the run
         ] {
             assert_eq!(m(s), s);
         }
@@ -294,5 +375,45 @@ mod tests {
             msg.starts_with(&format!("bad card {PAN_MASK} with sk_test_[REDACTED] at ")),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn twelve_digit_pans_jwts_and_otp_codes_are_masked() {
+        // A Luhn-valid 12-digit (Maestro-length) number, plain and spaced.
+        assert_eq!(m("n=424242424242 x"), "n=[REDACTED-PAN] x");
+        assert_eq!(m("n=4242 4242 4242"), "n=[REDACTED-PAN]");
+        assert_eq!(m("n=424242424241"), "n=424242424241"); // not Luhn-valid
+        // A bearer JWT, in a header and bare; its signature may be empty.
+        let jwt = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJrZXlfMSJ9.c2lnbmF0dXJlLXNpZw";
+        assert_eq!(m(&format!("Bearer {jwt} end")), "Bearer [REDACTED-JWT] end");
+        assert_eq!(
+            m("t=eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0. z"),
+            "t=[REDACTED-JWT] z"
+        );
+        assert_eq!(m("eyJhbGciOi without dots"), "eyJhbGciOi without dots");
+        // OTP codes as the value of `code` / `test_code`, plain or escaped JSON.
+        assert_eq!(
+            m(r#"{"code":"123456","n":1}"#),
+            r#"{"code":"[REDACTED-OTP]","n":1}"#
+        );
+        assert_eq!(
+            m(r#"{"test_code": "654321"}"#),
+            r#"{"test_code": "[REDACTED-OTP]"}"#
+        );
+        assert_eq!(
+            m(r#"{"body":"{\"code\":\"123456\"}"}"#),
+            r#"{"body":"{\"code\":\"[REDACTED-OTP]\"}"}"#
+        );
+        // Other 6-digit numbers stay: not a code's value, another key, not 6 digits.
+        for keep in [
+            r#"{"latency_us":"123456"}"#,
+            r#"{"zipcode":"123456"}"#,
+            r#"{"code":"1234567"}"#,
+            r#"{"code":123456}"#,
+            r#"{"code":"otp_invalid"}"#,
+            "took 123456 us",
+        ] {
+            assert_eq!(m(keep), keep);
+        }
     }
 }

@@ -186,6 +186,8 @@ impl Running {
         if let Some(t) = &self.metrics_task {
             t.abort();
         }
+        // Counted auth failures are written before the stop.
+        audit::flush_failures(&self.state, i64::MAX).await;
         // The stop is recorded and the head signed, so a truncation behind it shows.
         if let Err(e) = audit::system(&self.state, "service.stop", "").await {
             tracing::error!(code = e.code, "could not record the service stop");
@@ -227,6 +229,7 @@ pub async fn start_with_clock(
         .await
         .map_err(|e| StartError::Audit(e.code))?;
     audit::spawn_checkpointer(state.clone());
+    audit::spawn_failure_flusher(state.clone());
     state
         .tokens()
         .ensure_keys(&state)
@@ -316,4 +319,40 @@ fn slow_client_limits(
         .keep_alive_timeout(t)
         .max_concurrent_streams(128)
         .max_header_list_size(64 * 1024);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SECURITY.md states how long the caches keep entries; that must be what the code
+    /// does by default, on either backend.
+    #[test]
+    fn security_md_states_the_cache_lifetimes_in_force() {
+        let doc = include_str!("../../../SECURITY.md")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let config = |url: &str| {
+            let store = StoreConfig {
+                url: url.to_owned(),
+                schema: None,
+                max_connections: 1,
+            };
+            ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), None, store)
+        };
+        let (sqlite, pg) = (config("sqlite://x.db"), config("postgres://h/db"));
+        assert_eq!(sqlite.api_key_cache_ttl, pg.api_key_cache_ttl);
+        let keys = format!(
+            "`api_key_cache_ttl_secs` ({} s by default, on both backends)",
+            pg.api_key_cache_ttl.as_secs()
+        );
+        assert!(doc.contains(&keys), "SECURITY.md should say: {keys}");
+        let keyring = format!(
+            "`keyring_ttl_secs` ({} s with SQLite, {} s with PostgreSQL by default)",
+            sqlite.keyring_ttl.as_secs(),
+            pg.keyring_ttl.as_secs()
+        );
+        assert!(doc.contains(&keyring), "SECURITY.md should say: {keyring}");
+    }
 }

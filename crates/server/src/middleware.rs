@@ -145,10 +145,12 @@ async fn record(
         r.code = code;
         pending.push(r);
     }
+    let now = state.now_ms();
+    // Repeated anonymous auth failures are counted, not written each (audit/failures.rs).
+    let mut pending = state.audit_appender().failures().absorb(pending, now);
     if pending.is_empty() {
         return true;
     }
-    let now = state.now_ms();
     for r in &mut pending {
         r.time_ms = now;
     }

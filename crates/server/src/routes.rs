@@ -43,6 +43,22 @@ pub fn router(state: AppState) -> Router {
             "/v1/admin/accounts/{id}/api_keys/{key_id}",
             axum::routing::delete(admin::revoke_key),
         )
+        .route(
+            "/v1/admin/accounts/{id}/otp_signing_secret/rotate",
+            post(admin::rotate_otp_secret),
+        )
+        .route(
+            "/v1/admin/admin_keys",
+            post(admin::create_admin_key).get(admin::list_admin_keys),
+        )
+        .route(
+            "/v1/admin/admin_keys/{key_id}",
+            axum::routing::delete(admin::revoke_admin_key),
+        )
+        .route(
+            "/v1/admin/admin_keys/{key_id}/ip_allowlist",
+            axum::routing::put(admin::set_admin_key_allowlist),
+        )
         .route("/v1/admin/accounts/{id}/keys", get(admin::key_status))
         .route(
             "/v1/admin/accounts/{id}/keys/rotate",

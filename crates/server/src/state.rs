@@ -38,6 +38,7 @@ struct Inner {
     metrics: crate::metrics::Metrics,
     audit_appender: crate::audit::Appender,
     tokens: service::tokens::Tokens,
+    ready: crate::routes::meta::ReadyCache,
 }
 
 /// What kind of key to issue.
@@ -88,6 +89,7 @@ impl AppState {
             metrics: crate::metrics::Metrics::default(),
             audit_appender,
             tokens,
+            ready: crate::routes::meta::ReadyCache::default(),
         }));
         state.watch_store();
         state
@@ -379,6 +381,11 @@ impl AppState {
     /// Bearer tokens: issue, verify, signing keys.
     pub fn tokens(&self) -> &service::tokens::Tokens {
         &self.0.tokens
+    }
+
+    /// The last `/readyz` answer.
+    pub(crate) fn ready(&self) -> &crate::routes::meta::ReadyCache {
+        &self.0.ready
     }
 
     /// The gateway controls (rate limiter, cached account controls).

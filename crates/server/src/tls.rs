@@ -56,5 +56,8 @@ pub fn rustls_config(files: &TlsFiles) -> Result<RustlsConfig, String> {
             "the certificate and private key do not match or are unsupported".to_owned()
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Our order of `suites()`, not the client's, picks the suite: a client that lists a
+    // weaker suite first still gets the strongest both support.
+    config.ignore_client_order = true;
     Ok(RustlsConfig::from_config(Arc::new(config)))
 }

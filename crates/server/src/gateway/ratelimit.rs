@@ -7,7 +7,9 @@
 //! "theoretical arrival time" (TAT), in microseconds.
 
 use crate::error::{ApiError, ApiResult};
+use ipnet::Ipv6Net;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use tokio::sync::OnceCell;
 
@@ -99,30 +101,131 @@ fn peeked(quota: Quota, backlog_us: i64) -> Decision {
     }
 }
 
-/// Most keys kept in memory before expired ones are dropped.
-const MEMORY_SWEEP_AT: usize = 50_000;
+/// The network a client address is limited as: an IPv4 address on its own, an IPv6
+/// address by its /64. One IPv6 subscriber usually holds a whole /64 (SLAAC, privacy
+/// addresses), so per-address buckets would give them 2^64 fresh quotas. Used in bucket
+/// keys by every backend, so memory and Redis key alike.
+pub fn client_network(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let net = Ipv6Net::new(v6, 64).map_or_else(|_| Ipv6Net::from(v6), |n| n.trunc());
+            net.to_string()
+        }
+    }
+}
 
-/// In-process GCRA: a map from key to TAT.
-#[derive(Default)]
-pub struct MemoryLimiter {
+/// Most buckets one partition of the in-memory limiter holds.
+pub const MEMORY_MAX_BUCKETS: usize = 100_000;
+
+/// One bounded map from key to TAT.
+struct Buckets {
     tats: Mutex<HashMap<String, i64>>,
+    max: usize,
+}
+
+impl Buckets {
+    fn new(max: usize) -> Self {
+        Self {
+            tats: Mutex::new(HashMap::new()),
+            max: max.max(1),
+        }
+    }
+
+    fn lock(&self) -> ApiResult<std::sync::MutexGuard<'_, HashMap<String, i64>>> {
+        self.tats
+            .lock()
+            .map_err(|_| ApiError::internal(&"rate limiter lock poisoned"))
+    }
+}
+
+/// Makes room in a full map: drops expired buckets (a TAT in the past is the same as
+/// no entry); if that is not enough, the buckets closest to full credit, down to 7/8
+/// of the bound. Forgetting one of those forgives at most what it had nearly regained
+/// anyway, while the buckets of callers being held back (a far TAT) stay: an attacker
+/// who sprays fresh keys evicts its own one-request buckets first. Rare and amortised:
+/// after it an eighth of the bound is free.
+fn make_room(map: &mut HashMap<String, i64>, max: usize, now_us: i64) {
+    map.retain(|_, tat| *tat > now_us);
+    if map.len() < max {
+        return;
+    }
+    let keep = max - max / 8;
+    let mut tats: Vec<i64> = map.values().copied().collect();
+    let cut = tats.len().saturating_sub(keep);
+    if cut == 0 {
+        return;
+    }
+    let (_, &mut threshold, _) = tats.select_nth_unstable(cut - 1);
+    // Ties at the threshold: drop them too (never more than the bound allows to keep).
+    let mut over = map.len() - keep;
+    map.retain(|_, tat| {
+        if over > 0 && *tat <= threshold {
+            over -= 1;
+            false
+        } else {
+            true
+        }
+    });
+}
+
+/// In-process GCRA: bounded maps from key to TAT. Per-address buckets (`ip:` keys,
+/// which anyone can create by sending from new addresses) live apart from the
+/// credentials' buckets, so that spraying addresses can never evict a credential's.
+pub struct MemoryLimiter {
+    addresses: Buckets,
+    credentials: Buckets,
+}
+
+impl Default for MemoryLimiter {
+    fn default() -> Self {
+        Self::with_max(MEMORY_MAX_BUCKETS)
+    }
+}
+
+impl MemoryLimiter {
+    /// A limiter holding at most `max` buckets per partition.
+    pub fn with_max(max: usize) -> Self {
+        Self {
+            addresses: Buckets::new(max),
+            credentials: Buckets::new(max),
+        }
+    }
+
+    fn partition(&self, key: &str) -> &Buckets {
+        if key.starts_with("ip:") {
+            &self.addresses
+        } else {
+            &self.credentials
+        }
+    }
+
+    /// Buckets held now, both partitions together.
+    pub fn len(&self) -> usize {
+        [&self.addresses, &self.credentials]
+            .iter()
+            .map(|b| b.lock().map_or(0, |m| m.len()))
+            .sum()
+    }
+
+    /// True when no bucket is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl RateLimitBackend for MemoryLimiter {
     async fn check(&self, key: &str, quota: Quota, now_ms: i64) -> ApiResult<Decision> {
         let now = now_ms.saturating_mul(1000);
-        let mut map = self
-            .tats
-            .lock()
-            .map_err(|_| ApiError::internal(&"rate limiter lock poisoned"))?;
-        if map.len() >= MEMORY_SWEEP_AT {
-            // A TAT in the past is the same as no entry.
-            map.retain(|_, tat| *tat > now);
-        }
+        let buckets = self.partition(key);
+        let mut map = buckets.lock()?;
         let tat = map.get(key).copied().unwrap_or(now).max(now);
         let new_tat = tat + quota.interval_us();
         if new_tat - now > quota.tolerance_us() {
             return Ok(decide(quota, false, tat - now));
+        }
+        if map.len() >= buckets.max && !map.contains_key(key) {
+            make_room(&mut map, buckets.max, now);
         }
         map.insert(key.to_owned(), new_tat);
         Ok(decide(quota, true, new_tat - now))
@@ -130,10 +233,7 @@ impl RateLimitBackend for MemoryLimiter {
 
     async fn peek(&self, key: &str, quota: Quota, now_ms: i64) -> ApiResult<Decision> {
         let now = now_ms.saturating_mul(1000);
-        let map = self
-            .tats
-            .lock()
-            .map_err(|_| ApiError::internal(&"rate limiter lock poisoned"))?;
+        let map = self.partition(key).lock()?;
         Ok(peeked(quota, map.get(key).map_or(0, |tat| tat - now)))
     }
 }
@@ -245,6 +345,50 @@ impl RateLimitBackend for Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_is_keyed_by_its_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_network(a), "2001:db8:1:2::/64");
+        assert_eq!(client_network(a), client_network(b));
+        assert_ne!(client_network(a), client_network(other));
+        // IPv4, also written as an IPv4-mapped IPv6 address, is keyed by the address.
+        let v4: IpAddr = "203.0.113.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        assert_eq!(client_network(v4), "203.0.113.7");
+        assert_eq!(client_network(mapped), "203.0.113.7");
+        assert_ne!(
+            client_network("203.0.113.8".parse().unwrap()),
+            client_network(v4)
+        );
+    }
+
+    #[tokio::test]
+    async fn spraying_addresses_keeps_the_limiter_bounded() {
+        let m = MemoryLimiter::with_max(64);
+        let q = Quota { per_minute: 2 };
+        let t0 = 1_700_000_000_000;
+        // A caller held back, per credential and per address.
+        for key in ["key:k", "ip:198.51.100.1:/v1/cards"] {
+            for _ in 0..2 {
+                assert!(m.check(key, q, t0).await.unwrap().allowed);
+            }
+            assert!(!m.check(key, q, t0).await.unwrap().allowed);
+        }
+        // Ten thousand fresh addresses within the same second: the limiter never
+        // holds more than its bound per partition...
+        for i in 0..10_000u32 {
+            let key = format!("ip:2001:db8:{i:x}::/64:/v1/cards");
+            assert!(m.check(&key, q, t0 + 1).await.unwrap().allowed);
+            assert!(m.len() <= 2 * 64, "{} buckets after {i}", m.len());
+        }
+        // ...and the callers it holds back are still held back.
+        for key in ["key:k", "ip:198.51.100.1:/v1/cards"] {
+            assert!(!m.check(key, q, t0 + 1).await.unwrap().allowed, "{key}");
+        }
+    }
 
     #[tokio::test]
     async fn burst_then_one_per_interval() {

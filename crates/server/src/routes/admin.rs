@@ -3,16 +3,19 @@
 use crate::auth::Admin;
 use crate::error::{ApiResult, codes};
 use crate::extract::{ApiJson, ApiPath};
+use crate::gateway::client_ip::ClientIp;
+use crate::routes::tokens::EmptyBody;
 use crate::service::{account_json, api_key_json, otp, secs};
+use crate::state::ADMIN_KIND;
 use crate::state::{AppState, NewKeyKind};
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use strongroom_core::{IdKind, KeyKind, Mode, Scopes, parse_id};
-use strongroom_store::{KeyPurpose, RetireOutcome, VaultStore};
+use strongroom_store::{ControlStore, KeyPurpose, RetireOutcome, VaultStore};
 use utoipa::ToSchema;
 
 /// Body of `POST /v1/admin/accounts`.
@@ -47,7 +50,7 @@ fn check_url(state: &AppState, url: &str) -> ApiResult<()> {
     }
 }
 
-fn with_delivery_secret(
+async fn with_delivery_secret(
     state: &AppState,
     acct: &strongroom_store::AccountRecord,
 ) -> ApiResult<Value> {
@@ -55,11 +58,17 @@ fn with_delivery_secret(
     if acct.otp_delivery_url.is_some()
         && let Some(obj) = v.as_object_mut()
     {
-        let secret = otp::delivery_secret(state, &acct.id)?;
+        let (version, overlap_ends) = otp::delivery_generation(state, &acct.id).await?;
+        let secret = otp::delivery_secret(state, &acct.id, version)?;
         let encoded = base64::engine::general_purpose::STANDARD.encode(secret.as_slice());
         obj.insert(
             "otp_signing_secret".into(),
             Value::String(format!("whsec_{encoded}")),
+        );
+        obj.insert("otp_signing_secret_version".into(), json!(version));
+        obj.insert(
+            "otp_signing_secret_rotation_ends_at".into(),
+            json!(overlap_ends.map(secs)),
         );
     }
     Ok(v)
@@ -82,7 +91,7 @@ pub async fn create_account(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(with_delivery_secret(&state, &acct)?),
+        Json(with_delivery_secret(&state, &acct).await?),
     ))
 }
 
@@ -140,7 +149,7 @@ pub async fn update_account(
     }
     let rate =
         crate::routes::controls::set_rate_limit(&state, &id, body.rate_limit_per_minute).await?;
-    let mut v = with_delivery_secret(&state, &acct)?;
+    let mut v = with_delivery_secret(&state, &acct).await?;
     if let Some(obj) = v.as_object_mut() {
         obj.insert("rate_limit_per_minute".into(), json!(rate));
     }
@@ -347,4 +356,157 @@ pub async fn retire_key(
         RetireOutcome::InUse(_) | RetireOutcome::Active => Err(codes::KEY_IN_USE),
         RetireOutcome::NotFound => Err(codes::NOT_FOUND),
     }
+}
+
+/// Rotate the account's OTP signing secret. The response carries the new
+/// `otp_signing_secret`; for 24 hours every OTP delivery is signed under both the new
+/// and the previous secret, so the receiver can switch over without losing a code.
+#[utoipa::path(post, path = "/v1/admin/accounts/{id}/otp_signing_secret/rotate", tag = "admin", security(("admin_key" = [])),
+    request_body(content = EmptyBody, description = "Optional"),
+    params(("id" = String, Path)), responses((status = 200, description = "The account with the new `otp_signing_secret`, `otp_signing_secret_version` and `otp_signing_secret_rotation_ends_at`"),
+        (status = 404, description = "not_found"), (status = 409, description = "otp_delivery_not_configured, conflict")))]
+pub async fn rotate_otp_secret(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(id): ApiPath<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    parse_id(IdKind::Account, &id)?;
+    let _: EmptyBody = crate::routes::tokens::optional_json(&headers, &body)?;
+    otp::rotate_delivery_secret(&state, &id).await?;
+    let acct = state.account(&id).await?;
+    Ok(Json(with_delivery_secret(&state, &acct).await?))
+}
+
+/// Body of `POST /v1/admin/admin_keys`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAdminKeyBody {
+    /// CIDRs the key may be used from (at most 100); absent or empty: anywhere.
+    pub ip_allowlist: Option<Vec<String>>,
+}
+
+/// Body of `PUT /v1/admin/admin_keys/{key_id}/ip_allowlist`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminAllowlistBody {
+    /// IPv4/IPv6 CIDRs (or single addresses), at most 100. Empty: no restriction.
+    pub cidrs: Vec<String>,
+}
+
+fn admin_key_json(key: &strongroom_store::ApiKeyRecord, allowlist: &[String]) -> Value {
+    let mut v = api_key_json(key);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("ip_allowlist".into(), json!(allowlist));
+    }
+    v
+}
+
+/// The admin key `key_id`, or `not_found` (an account key is not an admin key).
+async fn admin_key(state: &AppState, key_id: &str) -> ApiResult<strongroom_store::ApiKeyRecord> {
+    parse_id(IdKind::ApiKey, key_id)?;
+    state
+        .store()
+        .list_api_keys(None)
+        .await?
+        .into_iter()
+        .find(|k| k.id == key_id && k.kind == ADMIN_KIND)
+        .ok_or(codes::NOT_FOUND)
+}
+
+/// Create another admin key (to hand over, or to replace one before revoking it). The
+/// response carries `secret`; it is never shown again.
+#[utoipa::path(post, path = "/v1/admin/admin_keys", tag = "admin", security(("admin_key" = [])), request_body = CreateAdminKeyBody,
+    responses((status = 201, description = "{id, object, secret, prefix, kind: admin, ip_allowlist, created}"),
+        (status = 400, description = "invalid_parameter, allowlist_excludes_caller")))]
+pub async fn create_admin_key(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiJson(body): ApiJson<CreateAdminKeyBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let nets = crate::gateway::parse_cidrs(body.ip_allowlist.as_deref().unwrap_or_default())?;
+    let issued = state
+        .create_api_key(None, NewKeyKind::Admin, Mode::Live, None)
+        .await?;
+    crate::routes::controls::set_key_allowlist(&state, &issued.record, &nets).await?;
+    let cidrs: Vec<String> = nets.iter().map(ToString::to_string).collect();
+    let mut v = admin_key_json(&issued.record, &cidrs);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert(
+            "secret".into(),
+            Value::String(issued.secret.expose().clone()),
+        );
+    }
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// List the admin keys (prefixes, metadata and allowlists only).
+#[utoipa::path(get, path = "/v1/admin/admin_keys", tag = "admin", security(("admin_key" = [])),
+    responses((status = 200, description = "{object: list, data: [api_key with ip_allowlist]}")))]
+pub async fn list_admin_keys(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> ApiResult<Json<Value>> {
+    let keys = state.store().list_api_keys(None).await?;
+    let mut data = Vec::with_capacity(keys.len());
+    for k in keys.iter().filter(|k| k.kind == ADMIN_KIND) {
+        let list = state.store().key_ip_allowlist(&k.id).await?;
+        data.push(admin_key_json(k, &list));
+    }
+    Ok(Json(
+        json!({"object": "list", "data": data, "has_more": false}),
+    ))
+}
+
+/// Revoke an admin key; effective on the next request. The last admin key that is not
+/// revoked cannot be revoked (`409 last_admin_key`): create its replacement first.
+#[utoipa::path(delete, path = "/v1/admin/admin_keys/{key_id}", tag = "admin", security(("admin_key" = [])),
+    params(("key_id" = String, Path)), responses((status = 200, description = "The revoked key"), (status = 404, description = "not_found"),
+        (status = 409, description = "last_admin_key")))]
+pub async fn revoke_admin_key(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(key_id): ApiPath<String>,
+) -> ApiResult<Json<Value>> {
+    let key = admin_key(&state, &key_id).await?;
+    if key.revoked_ms.is_none() {
+        let others = state
+            .store()
+            .list_api_keys(None)
+            .await?
+            .iter()
+            .filter(|k| k.kind == ADMIN_KIND && k.revoked_ms.is_none() && k.id != key_id)
+            .count();
+        if others == 0 {
+            return Err(codes::LAST_ADMIN_KEY);
+        }
+    }
+    let revoked = state.revoke_api_key(None, &key_id).await?;
+    let list = state.store().key_ip_allowlist(&key_id).await?;
+    Ok(Json(admin_key_json(&revoked, &list)))
+}
+
+/// Replace an admin key's IP allowlist (empty: anywhere). Requests with the key from
+/// elsewhere get `403 ip_not_allowed`. A key cannot shut itself out: a list that does
+/// not admit the address of the request making the change is refused.
+#[utoipa::path(put, path = "/v1/admin/admin_keys/{key_id}/ip_allowlist", tag = "admin", security(("admin_key" = [])), request_body = AdminAllowlistBody,
+    params(("key_id" = String, Path)), responses((status = 200, description = "The key with its `ip_allowlist`"), (status = 404, description = "not_found"),
+        (status = 400, description = "invalid_parameter, allowlist_excludes_caller")))]
+pub async fn set_admin_key_allowlist(
+    State(state): State<AppState>,
+    admin: Admin,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    ApiPath(key_id): ApiPath<String>,
+    ApiJson(body): ApiJson<AdminAllowlistBody>,
+) -> ApiResult<Json<Value>> {
+    let nets = crate::gateway::parse_cidrs(&body.cidrs)?;
+    let key = admin_key(&state, &key_id).await?;
+    if key.id == admin.key_id && !nets.is_empty() && !nets.iter().any(|n| n.contains(&ip)) {
+        return Err(codes::ALLOWLIST_EXCLUDES_CALLER);
+    }
+    let cidrs: Vec<String> = nets.iter().map(ToString::to_string).collect();
+    state.store().set_key_ip_allowlist(&key.id, &cidrs).await?;
+    state.gateway().forget_key(&state, &key.id);
+    Ok(Json(admin_key_json(&key, &cidrs)))
 }

@@ -12,9 +12,41 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Ready: the store answers, the keys are loaded, the audit log is writable.
-#[utoipa::path(get, path = "/readyz", tag = "meta", responses((status = 200, description = "Ready to serve"), (status = 503, description = "service_unavailable (store unreachable or keys not loadable) or audit_unavailable")))]
+/// How long a readiness answer is reused, in milliseconds of the server's clock.
+pub const READY_TTL_MS: i64 = 1000;
+
+/// The last readiness answer. The check goes through the single writer (an audit probe),
+/// so it runs at most once per [`READY_TTL_MS`] however often `/readyz` is asked, and one
+/// at a time: concurrent callers wait for the running check and share its answer.
+#[derive(Default)]
+pub struct ReadyCache {
+    last: tokio::sync::Mutex<Option<(i64, ApiResult<()>)>>,
+}
+
+/// Ready: the store answers, the keys are loaded, the audit log is writable. The answer
+/// is at most a second old.
+#[utoipa::path(get, path = "/readyz", tag = "meta", responses((status = 200, description = "Ready to serve (the answer is reused for up to a second)"),
+    (status = 429, description = "rate_limited (per client address)"),
+    (status = 503, description = "service_unavailable (store unreachable or keys not loadable) or audit_unavailable")))]
 pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let mut last = state.ready().last.lock().await;
+    let now = state.now_ms();
+    let fresh = last
+        .as_ref()
+        .filter(|(at, _)| (0..READY_TTL_MS).contains(&now.saturating_sub(*at)));
+    let outcome = match fresh {
+        Some((_, r)) => r.clone(),
+        None => {
+            let r = check(&state).await;
+            *last = Some((now, r.clone()));
+            r
+        }
+    };
+    drop(last);
+    outcome.map(|()| Json(serde_json::json!({"status": "ready"})))
+}
+
+async fn check(state: &AppState) -> ApiResult<()> {
     state
         .store()
         .ping()
@@ -29,7 +61,7 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<serde_json:
         .audit_writable()
         .await
         .map_err(|_| codes::AUDIT_UNAVAILABLE)?;
-    Ok(Json(serde_json::json!({"status": "ready"})))
+    Ok(())
 }
 
 /// The OpenAPI document, generated from the code.

@@ -29,7 +29,10 @@ pub struct TokenBody {
 pub struct EmptyBody {}
 
 /// A body that may be absent; when present it must be JSON.
-fn optional_json<T: DeserializeOwned + Default>(headers: &HeaderMap, body: &Bytes) -> ApiResult<T> {
+pub(crate) fn optional_json<T: DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<T> {
     if body.is_empty() {
         return Ok(T::default());
     }

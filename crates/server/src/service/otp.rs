@@ -49,11 +49,67 @@ fn code_digest(state: &AppState, otp_id: &str, code: &str) -> Vec<u8> {
     state.root().digest("otp", &input).to_vec()
 }
 
-/// The secret an account uses to verify OTP deliveries; derived, never stored.
-pub fn delivery_secret(state: &AppState, account_id: &str) -> ApiResult<Zeroizing<[u8; 32]>> {
-    Ok(state
+/// The secret an account uses to verify OTP deliveries, of generation `version`;
+/// derived, never stored in clear. Generation 1 keeps the label it always had, so the
+/// secret of an account that never rotated is unchanged; each rotation derives the next
+/// generation under a label of its own.
+pub fn delivery_secret(
+    state: &AppState,
+    account_id: &str,
+    version: i64,
+) -> ApiResult<Zeroizing<[u8; 32]>> {
+    let label = if version <= 1 {
+        format!("otp-delivery|{account_id}")
+    } else {
+        format!("otp-delivery|{account_id}|{version}")
+    };
+    Ok(state.root().derive_subkey(&label)?)
+}
+
+/// The OTP signing secret's generation in force for an account: its live OTP
+/// endpoint's secret version, 1 before the first live OTP or rotation. With the end of
+/// the overlap in which the previous generation still signs too, if one is running.
+pub async fn delivery_generation(
+    state: &AppState,
+    account_id: &str,
+) -> ApiResult<(i64, Option<i64>)> {
+    Ok(
+        match state.store().otp_endpoint(account_id, Mode::Live).await? {
+            Some(ep) => (
+                ep.secret_version,
+                ep.old_expires_ms.filter(|t| *t > state.now_ms()),
+            ),
+            None => (1, None),
+        },
+    )
+}
+
+/// Rotates the account's OTP signing secret: the next generation signs every delivery
+/// from now on, and for [`webhooks::ROTATION_OVERLAP_MS`] the previous one signs too
+/// (a second `v1,` signature in `webhook-signature`), so the receiver can switch over
+/// without losing a code. Needs an OTP delivery URL (the secret signs nothing without).
+pub async fn rotate_delivery_secret(state: &AppState, account_id: &str) -> ApiResult<()> {
+    let account = state.account(account_id).await?;
+    let url = account
+        .otp_delivery_url
+        .as_deref()
+        .ok_or(codes::OTP_DELIVERY_NOT_CONFIGURED)?;
+    let mut ep = otp_endpoint(state, account_id, Mode::Live, url).await?;
+    let prev = ep.secret_version;
+    let version = prev.saturating_add(1);
+    let secret = delivery_secret(state, account_id, version)?;
+    let wrapped = state
         .root()
-        .derive_subkey(&format!("otp-delivery|{account_id}"))?)
+        .wrap_bytes(secret.as_slice(), &webhooks::wrap_context(&ep.id, version))?;
+    ep.old_wrapped = Some(std::mem::replace(&mut ep.secret_wrapped, wrapped));
+    ep.old_version = Some(prev);
+    ep.old_expires_ms = Some(state.now_ms().saturating_add(webhooks::ROTATION_OVERLAP_MS));
+    ep.secret_version = version;
+    if !state.store().rotate_endpoint_secret(&ep, prev).await? {
+        // A concurrent rotation won.
+        return Err(codes::CONFLICT);
+    }
+    Ok(())
 }
 
 /// Creates an OTP for `purpose` on `card_id`. In live mode the code is delivered to the
@@ -154,7 +210,7 @@ async fn otp_endpoint(
         return Ok(ep);
     }
     let id = state.new_id(IdKind::WebhookEndpoint)?;
-    let secret = delivery_secret(state, account_id)?;
+    let secret = delivery_secret(state, account_id, 1)?;
     let wrapped = state
         .root()
         .wrap_bytes(secret.as_slice(), &webhooks::wrap_context(&id, 1))?;

@@ -256,3 +256,104 @@ async fn openapi_is_served_and_matches_the_committed_copy() {
         "docs/openapi.json is stale: run `UPDATE_OPENAPI=1 cargo test -p strongroom-server --test it openapi` and commit it"
     );
 }
+
+#[tokio::test]
+async fn admin_keys_are_created_restricted_by_ip_and_revoked() {
+    let srv = TestServer::start().await;
+    let account = format!("/v1/admin/accounts/{}", srv.account);
+    let created = srv
+        .post("/v1/admin/admin_keys", &srv.admin_key, json!({}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let second = created.body["secret"].as_str().unwrap().to_owned();
+    let second_id = created.body["id"].as_str().unwrap().to_owned();
+    assert!(second.starts_with("sk_admin_"));
+    assert_eq!(created.body["kind"], "admin");
+    assert_eq!(srv.get(&account, &second).await.status, 200);
+
+    let list = srv.get("/v1/admin/admin_keys", &second).await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    let keys = list.body["data"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    let first_id = keys.iter().find(|k| k["id"] != second_id.as_str()).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Restricted to another network: refused from here, before the handler.
+    let allow = |key_id: &str| format!("/v1/admin/admin_keys/{key_id}/ip_allowlist");
+    let r = srv
+        .call(
+            reqwest::Method::PUT,
+            &allow(&second_id),
+            Some(&srv.admin_key),
+            Some(json!({"cidrs": ["10.0.0.0/8", "2001:db8::/32"]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.body["ip_allowlist"],
+        json!(["10.0.0.0/8", "2001:db8::/32"])
+    );
+    srv.get(&account, &second)
+        .await
+        .assert_error(403, "ip_not_allowed");
+    // The first key still works, and a key cannot shut itself out.
+    assert_eq!(srv.get(&account, &srv.admin_key).await.status, 200);
+    srv.call(
+        reqwest::Method::PUT,
+        &allow(&first_id),
+        Some(&srv.admin_key),
+        Some(json!({"cidrs": ["10.0.0.0/8"]})),
+    )
+    .await
+    .assert_error(400, "allowlist_excludes_caller");
+    let own = srv
+        .call(
+            reqwest::Method::PUT,
+            &allow(&first_id),
+            Some(&srv.admin_key),
+            Some(json!({"cidrs": ["127.0.0.1/32"]})),
+        )
+        .await;
+    assert_eq!(own.status, 200, "{}", own.text);
+    assert_eq!(srv.get(&account, &srv.admin_key).await.status, 200);
+    // Lifted again: usable from here.
+    let r = srv
+        .call(
+            reqwest::Method::PUT,
+            &allow(&second_id),
+            Some(&srv.admin_key),
+            Some(json!({"cidrs": []})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(srv.get(&account, &second).await.status, 200);
+
+    // Revoked: refused on the next request. The last one cannot go.
+    let r = srv
+        .delete(&format!("/v1/admin/admin_keys/{second_id}"), &srv.admin_key)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["revoked"], true);
+    srv.get(&account, &second)
+        .await
+        .assert_error(401, "api_key_revoked");
+    srv.delete(&format!("/v1/admin/admin_keys/{first_id}"), &srv.admin_key)
+        .await
+        .assert_error(409, "last_admin_key");
+    // Account keys are not admin keys, and cannot manage them.
+    srv.get("/v1/admin/admin_keys", &srv.sk_test)
+        .await
+        .assert_error(403, "permission_denied");
+    let account_key = srv
+        .get(&format!("{account}/api_keys"), &srv.admin_key)
+        .await;
+    let account_key_id = account_key.body["data"][0]["id"].as_str().unwrap();
+    srv.delete(
+        &format!("/v1/admin/admin_keys/{account_key_id}"),
+        &srv.admin_key,
+    )
+    .await
+    .assert_error(404, "not_found");
+}

@@ -3,6 +3,7 @@
 use crate::harness::*;
 use serde_json::{Value, json};
 use std::str::FromStr;
+use std::time::Duration;
 use strongroom_crypto::RootKey;
 use strongroom_crypto::audit::AuditSigner;
 use strongroom_server::audit::{Broken, verify};
@@ -448,6 +449,8 @@ async fn an_unwritable_audit_log_stops_reveals_and_nothing_leaks() {
     assert_eq!(ready["error"]["code"], "audit_unavailable");
 
     db.restore_audit().await;
+    // The readiness answer is reused for a second.
+    srv.clock.advance(Duration::from_secs(2));
     let ready = srv
         .client
         .get(format!("{}/readyz", srv.url))
@@ -535,4 +538,77 @@ async fn the_head_is_checkpointed_at_intervals() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     srv.stop().await;
+}
+
+/// A sprayer of bad keys: its first failure is recorded as itself, the rest as one
+/// count per network and code when the window is over, never a record each.
+#[tokio::test]
+async fn repeated_auth_failures_are_counted_not_written_each() {
+    let srv = TestServer::start().await;
+    let bogus = format!("sk_test_{}", "x".repeat(40));
+    for _ in 0..25 {
+        srv.get("/v1/cards", &bogus)
+            .await
+            .assert_error(401, "invalid_api_key");
+    }
+    srv.get("/v1/cards", &bogus)
+        .await
+        .assert_error(401, "invalid_api_key");
+    let failed = audit_log(&srv, "&action=auth.failed").await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["code"], "invalid_api_key");
+    assert_eq!(failed[0]["actor"], "anonymous");
+    assert_eq!(failed[0]["client_ip"], "127.0.0.1");
+    assert!(
+        audit_log(&srv, "&action=auth.failed.repeated")
+            .await
+            .is_empty()
+    );
+
+    // Once the window is over, the next recorded request carries the count.
+    srv.clock.advance(Duration::from_secs(61));
+    assert_eq!(srv.get("/v1/cards", &srv.sk_test).await.status, 200);
+    let repeated = audit_log(&srv, "&action=auth.failed.repeated").await;
+    assert_eq!(repeated.len(), 1, "{repeated:?}");
+    assert_eq!(repeated[0]["resource"], "repeats:25");
+    assert_eq!(repeated[0]["code"], "invalid_api_key");
+    assert_eq!(repeated[0]["client_ip"], "127.0.0.1");
+    assert_eq!(repeated[0]["outcome"], "failure");
+    assert_eq!(repeated[0]["request_id"], failed[0]["request_id"]);
+    // A new window: the next failure is written again.
+    srv.get("/v1/cards", &bogus)
+        .await
+        .assert_error(401, "invalid_api_key");
+    assert_eq!(audit_log(&srv, "&action=auth.failed").await.len(), 2);
+}
+
+/// `/readyz` goes through the single writer: it answers from a one-second cache, and
+/// is limited per client address.
+#[tokio::test]
+async fn readiness_is_cached_for_a_second_and_limited_per_address() {
+    let srv = TestServer::start_on(std::sync::Arc::new(Data::new()), |c| {
+        c.rate_limit.ip_per_minute = 3;
+    })
+    .await;
+    let ready = || async {
+        let r = srv
+            .client
+            .get(format!("{}/readyz", srv.url))
+            .send()
+            .await
+            .unwrap();
+        Resp::from(r).await
+    };
+    assert_eq!(ready().await.status, 200);
+    let mut db = Db::open(&srv.data.store).await;
+    db.break_audit().await;
+    // Within the second: the cached answer, no probe through the writer.
+    assert_eq!(ready().await.status, 200);
+    srv.clock.advance(Duration::from_secs(2));
+    ready().await.assert_error(503, "audit_unavailable");
+    db.restore_audit().await;
+    // The address has spent its three: refused before any check.
+    let r = ready().await;
+    r.assert_error(429, "rate_limited");
+    assert!(r.headers.contains_key("retry-after"));
 }

@@ -976,3 +976,52 @@ async fn a_node_that_loses_its_cache_listener_listens_again() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn per_address_limits_key_ipv6_by_its_64() {
+    for store in [
+        RateLimitStore::Memory,
+        RateLimitStore::Redis(REDIS_URL.into()),
+    ] {
+        let srv = TestServer::start_on(Arc::new(Data::new()), move |c| {
+            // The test client on loopback plays a trusted proxy.
+            c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+            c.rate_limit.ip_per_minute = 2;
+            c.rate_limit.store = store.clone();
+        })
+        .await;
+        // A /64 of its own per run: Redis keeps buckets between runs.
+        let r = strongroom_crypto::random::bytes::<4>().unwrap();
+        let net = format!(
+            "2001:db8:{:x}:{:x}",
+            u16::from_be_bytes([r[0], r[1]]),
+            u16::from_be_bytes([r[2], r[3]])
+        );
+        let anonymous = |from: String| {
+            let req = srv
+                .client
+                .get(format!("{}/v1/cards", srv.url))
+                .header("x-forwarded-for", from);
+            async move { Resp::from(req.send().await.unwrap()).await }
+        };
+        // Three addresses of one /64 share its two requests a minute.
+        anonymous(format!("{net}::1"))
+            .await
+            .assert_error(401, "authentication_required");
+        anonymous(format!("{net}::2"))
+            .await
+            .assert_error(401, "authentication_required");
+        anonymous(format!("{net}:ffff:ffff:ffff:ffff"))
+            .await
+            .assert_error(429, "rate_limited");
+        // The next /64 has its own.
+        let next = format!(
+            "2001:db8:{:x}:{:x}::1",
+            u16::from_be_bytes([r[0], r[1]]),
+            u16::from_be_bytes([r[2], r[3]]).wrapping_add(1)
+        );
+        anonymous(next)
+            .await
+            .assert_error(401, "authentication_required");
+    }
+}

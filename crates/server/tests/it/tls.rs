@@ -206,3 +206,35 @@ async fn security_headers_on_success_401_404_and_405() {
         }
     }
 }
+
+/// The server's suite order wins over the client's (what scanners report as "has server
+/// cipher order"): a client that prefers ChaCha20 still gets AES-256-GCM.
+#[tokio::test]
+async fn the_server_picks_the_suite_by_its_own_order() {
+    let srv = TestServer::start().await;
+    let port = srv.running.local_addr.port();
+    tokio::task::spawn_blocking(move || {
+        let (ok, out) = s_client(
+            port,
+            &[
+                "-tls1_2",
+                "-cipher",
+                "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384",
+            ],
+        );
+        assert!(ok, "{out}");
+        assert!(out.contains("ECDHE-ECDSA-AES256-GCM-SHA384"), "{out}");
+        let (ok, out) = s_client(
+            port,
+            &[
+                "-tls1_3",
+                "-ciphersuites",
+                "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384",
+            ],
+        );
+        assert!(ok, "{out}");
+        assert!(out.contains("TLS_AES_256_GCM_SHA384"), "{out}");
+    })
+    .await
+    .unwrap();
+}

@@ -1029,3 +1029,101 @@ async fn timeouts_redirects_and_long_retry_after_are_bounded() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn otp_signing_secret_rotates_with_an_overlap() {
+    let s = server().await;
+    let otp_rx = Receiver::start().await;
+    let acct = s
+        .post(
+            "/v1/admin/accounts",
+            &s.admin_key,
+            json!({"name": "Live", "otp_delivery_url": otp_rx.url}),
+        )
+        .await;
+    assert_eq!(acct.status, 201, "{}", acct.text);
+    let id = acct.body["id"].as_str().unwrap().to_owned();
+    let old = acct.body["otp_signing_secret"].as_str().unwrap().to_owned();
+    assert_eq!(acct.body["otp_signing_secret_version"], 1);
+
+    let rotate = format!("/v1/admin/accounts/{id}/otp_signing_secret/rotate");
+    let r = s.post(&rotate, &s.admin_key, json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let new = r.body["otp_signing_secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(r.body["otp_signing_secret_version"], 2);
+    assert!(r.body["otp_signing_secret_rotation_ends_at"].is_i64());
+    // The account's update view now shows the new secret.
+    let patch = || async {
+        s.call(
+            reqwest::Method::PATCH,
+            &format!("/v1/admin/accounts/{id}"),
+            Some(&s.admin_key),
+            Some(json!({})),
+        )
+        .await
+    };
+    assert_eq!(patch().await.body["otp_signing_secret"], new.as_str());
+
+    let key = |body: Value| {
+        let path = format!("/v1/admin/accounts/{id}/api_keys");
+        let s = &s;
+        async move {
+            let r = s.post(&path, &s.admin_key, body).await;
+            r.body["secret"].as_str().unwrap().to_owned()
+        }
+    };
+    let sk = key(json!({"kind": "secret", "mode": "live"})).await;
+    let rk = key(json!({"kind": "restricted", "mode": "live", "scopes": ["cards:reveal"]})).await;
+    let card = s
+        .post(
+            "/v1/cards",
+            &sk,
+            json!({"number": "4532015112830366", "exp_month": 3, "exp_year": 2031}),
+        )
+        .await;
+    let card_id = card.body["id"].as_str().unwrap().to_owned();
+    let old_key = sig::decode_hmac_secret(&old).unwrap();
+    let new_key = sig::decode_hmac_secret(&new).unwrap();
+    let verifies = |m: &Got, k: &[u8]| {
+        let content = sig::signed_content(&m.id, m.timestamp, m.body.as_bytes());
+        sig::verify_standard(&m.signature, &content, &[k], &[])
+    };
+    let otp = || async {
+        let r = s
+            .post(
+                "/v1/otp",
+                &rk,
+                json!({"purpose": "card.reveal", "card": card_id}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    };
+
+    // During the overlap a delivery is signed under both secrets.
+    otp().await;
+    let got = otp_rx.wait_for("otp.created", |g| !g.is_empty()).await;
+    assert!(verifies(&got[0], &new_key), "{}", got[0].signature);
+    assert!(verifies(&got[0], &old_key), "{}", got[0].signature);
+
+    // After it, under the new one only.
+    s.clock.advance(Duration::from_secs(24 * 3600 + 1));
+    otp().await;
+    let got = otp_rx
+        .wait_for("second otp.created", |g| g.len() >= 2)
+        .await;
+    assert!(verifies(&got[1], &new_key));
+    assert!(!verifies(&got[1], &old_key));
+    let shown = patch().await;
+    assert_eq!(shown.body["otp_signing_secret"], new.as_str());
+    assert!(shown.body["otp_signing_secret_rotation_ends_at"].is_null());
+
+    // Without a delivery URL there is nothing to rotate; account keys may not.
+    let plain = format!("/v1/admin/accounts/{}/otp_signing_secret/rotate", s.account);
+    s.post(&plain, &s.admin_key, json!({}))
+        .await
+        .assert_error(409, "otp_delivery_not_configured");
+    s.post(&rotate, &sk, json!({}))
+        .await
+        .assert_error(403, "permission_denied");
+}
