@@ -1029,3 +1029,31 @@ async fn timeouts_redirects_and_long_retry_after_are_bounded() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn revoke_all_events_reach_webhooks() {
+    // `account.keys_revoked` goes through the one event path, so it has deliveries.
+    let s = server().await;
+    let rx = Receiver::start().await;
+    endpoint(&s, &s.sk_test, &rx.url, "hmac-sha256", json!(["*"])).await;
+    let r = s
+        .post(
+            &format!("/v1/admin/accounts/{}/revoke_all", s.account),
+            &s.admin_key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let got = rx
+        .wait_for("account.keys_revoked", |g| {
+            g.iter()
+                .any(|m| m.body.contains("\"account.keys_revoked\""))
+        })
+        .await;
+    let m = got
+        .iter()
+        .find(|m| m.body.contains("\"account.keys_revoked\""))
+        .unwrap();
+    let body: Value = serde_json::from_str(&m.body).unwrap();
+    assert_eq!(body["mode"], "test");
+}
