@@ -583,14 +583,11 @@ pub async fn inbound(
     let now = state.now_ms();
     let id = state.new_id(IdKind::Event)?;
     let verdict = inbound::verify(&src, &headers, &body, secs(now));
-    // Verified on the raw bytes; stored and emitted only with card numbers redacted.
-    let redacted = std::str::from_utf8(&body).ok().map(inbound::redact_pans);
-    let text = redacted.as_deref();
     match verdict {
         Ok(()) => {
-            let payload: Value = text
-                .and_then(|t| serde_json::from_str(t).ok())
-                .unwrap_or(Value::Null);
+            // Verified on the raw bytes; stored and emitted only with card numbers
+            // redacted, on the parsed JSON (so escapes cannot hide a digit).
+            let (payload, stored) = inbound::redact_body(&body);
             let ev = state.event(
                 &src.account_id,
                 src.mode,
@@ -603,7 +600,7 @@ pub async fn inbound(
                 verified: true,
                 reason: None,
                 received_ms: now,
-                body: text.map(str::to_owned),
+                body: stored,
             };
             state.store().insert_inbound(&rec, &[ev]).await?;
             Ok(Json(

@@ -1057,3 +1057,78 @@ async fn revoke_all_events_reach_webhooks() {
     let body: Value = serde_json::from_str(&m.body).unwrap();
     assert_eq!(body["mode"], "test");
 }
+
+#[tokio::test]
+async fn inbound_redaction_sees_spaced_dashed_and_escaped_numbers() {
+    let data = Arc::new(crate::harness::Data::new());
+    let s = TestServer::start_on(data.clone(), fast).await;
+    let (account, sk) = (s.account.clone(), s.sk_test.clone());
+    let data = s.stop().await;
+    let source = InboundSource {
+        name: "m2p".into(),
+        account_id: account,
+        mode: strongroom_core::Mode::Test,
+        scheme: InboundScheme::HmacSha256Hex {
+            header: "x-m2p-signature".into(),
+        },
+        secret: strongroom_core::Sensitive::new(b"inbound-secret".to_vec()),
+    };
+    let s = TestServer::start_on(data, move |c| {
+        fast(c);
+        c.inbound_sources = vec![source];
+    })
+    .await;
+    let rx = Receiver::start().await;
+    endpoint(&s, &sk, &rx.url, "hmac-sha256", json!(["inbound.received"])).await;
+    // The same number spelled four ways, one of them with JSON escapes that only a
+    // parser turns back into digits, one as a bare JSON number, one in a key.
+    let body = r#"{"spaced":"4242 4242 4242 4242","dashed":"card 5555-5555-5555-4444 ok","escaped":"\u0034\u0032424242424242\u00342","n":[4000056655665556],"4111111111111111":"k","ref":"1234567890123","amount":100}"#;
+    let mac = hex::encode(strongroom_crypto::hmac_sha256(
+        b"inbound-secret",
+        body.as_bytes(),
+    ));
+    let r = s
+        .client
+        .post(format!("{}/v1/inbound/m2p", s.url))
+        .header("x-m2p-signature", mac)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ev = s.get("/v1/events?type=inbound.received", &sk).await;
+    let p = &ev.body["data"][0]["data"]["object"]["payload"];
+    assert_eq!(p["spaced"], "[REDACTED]", "{}", ev.text);
+    assert_eq!(p["dashed"], "card [REDACTED] ok");
+    assert_eq!(p["escaped"], "[REDACTED]");
+    assert_eq!(p["n"][0], "[REDACTED]");
+    assert_eq!(p["[REDACTED]"], "k");
+    // Other numbers stay as they were.
+    assert_eq!(p["ref"], "1234567890123");
+    assert_eq!(p["amount"], 100);
+    let got = rx.wait_for("inbound.received", |g| !g.is_empty()).await;
+    let pans = [
+        "4242424242424242",
+        "5555555555554444",
+        "4000056655665556",
+        "4111111111111111",
+    ];
+    for text in [ev.text.as_str(), got[0].body.as_str()] {
+        for pan in pans {
+            for form in crate::harness::spellings(pan) {
+                assert!(!text.contains(&form), "a card number was emitted");
+            }
+        }
+        assert!(!text.contains("\\u0034"), "{text}");
+    }
+    crate::harness::assert_not_logged(&pans);
+    // Nor stored: the inbound record keeps the redacted JSON, not the raw bytes.
+    if let Some(db) = s.data.sqlite_files().first().cloned() {
+        s.stop().await;
+        for pan in pans {
+            for form in crate::harness::spellings(pan) {
+                crate::harness::assert_not_in_file(&db, &[&form]);
+            }
+        }
+    }
+}
