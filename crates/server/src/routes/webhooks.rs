@@ -199,7 +199,7 @@ pub async fn redeliver(
     who: Principal,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    crate::extract::ApiBytes(body): crate::extract::ApiBytes,
 ) -> ApiResult<Json<Value>> {
     secret_key(&who)?;
     let b: RedeliverBody = optional_json(&headers, &body)?;
@@ -497,7 +497,7 @@ pub async fn recover(
     who: Principal,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    crate::extract::ApiBytes(body): crate::extract::ApiBytes,
 ) -> ApiResult<Json<Value>> {
     secret_key(&who)?;
     let b: RecoverBody = required_json(&headers, &body)?;
@@ -568,7 +568,7 @@ pub async fn inbound(
     State(state): State<AppState>,
     ApiPath(source): ApiPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    crate::extract::ApiBytes(body): crate::extract::ApiBytes,
 ) -> ApiResult<Json<Value>> {
     let src = state
         .config()
