@@ -7,6 +7,7 @@
 //! retry_schedule_secs = [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
 //! retry_after_cap_secs = 3600
 //! disable_after_secs = 432000
+//! max_endpoints = 16                # per account and mode
 //!
 //! [[inbound]]
 //! name = "m2p"                      # POST /v1/inbound/m2p
@@ -40,6 +41,7 @@ pub struct WebhooksSection {
     pub retry_after_cap_secs: Option<u64>,
     pub disable_after_secs: Option<u64>,
     pub poll_interval_ms: Option<u64>,
+    pub max_endpoints: Option<i64>,
 }
 
 /// One `[[inbound]]` source.
@@ -96,6 +98,12 @@ pub fn apply(
                 bail!("[webhooks] poll_interval_ms must be at least 1");
             }
             c.poll_interval = Duration::from_millis(ms);
+        }
+        if let Some(n) = w.max_endpoints {
+            if !(1..=1000).contains(&n) {
+                bail!("[webhooks] max_endpoints must be 1 to 1000");
+            }
+            c.max_endpoints = n;
         }
     }
     for s in inbound {
@@ -241,8 +249,16 @@ mod tests {
         apply(&mut c, Some(&w), &[]).unwrap();
         assert_eq!(c.webhooks.workers, 4);
         assert_eq!(c.webhooks.retry_schedule.len(), 3);
+        assert_eq!(c.webhooks.max_endpoints, 16);
         let w: WebhooksSection = toml::from_str("workers = 0").unwrap();
         assert!(apply(&mut server(), Some(&w), &[]).is_err());
         assert!(toml::from_str::<WebhooksSection>("nope = 1").is_err());
+        let w: WebhooksSection = toml::from_str("max_endpoints = 4").unwrap();
+        apply(&mut c, Some(&w), &[]).unwrap();
+        assert_eq!(c.webhooks.max_endpoints, 4);
+        for bad in ["max_endpoints = 0", "max_endpoints = 1001"] {
+            let w: WebhooksSection = toml::from_str(bad).unwrap();
+            assert!(apply(&mut server(), Some(&w), &[]).is_err(), "{bad}");
+        }
     }
 }

@@ -103,6 +103,7 @@ pub mod codes {
         NOT_FOUND = (NOT_FOUND, "not_found", "No such resource.");
         METHOD_NOT_ALLOWED = (METHOD_NOT_ALLOWED, "method_not_allowed", "The method is not allowed for this resource.");
         CONFLICT = (CONFLICT, "conflict", "The request conflicts with the current state; retry.");
+        LIMIT_REACHED = (CONFLICT, "limit_reached", "The account already has as many of these as it may have; delete or revoke one first.");
         KEY_IN_USE = (CONFLICT, "key_in_use", "The key version still protects records or is the active writer.");
         OTP_DELIVERY_NOT_CONFIGURED = (CONFLICT, "otp_delivery_not_configured", "The account has no OTP delivery URL for live mode.");
         CARD_NUMBER_INVALID = (BAD_REQUEST, "card_number_invalid", "The card number is not a valid card number.");

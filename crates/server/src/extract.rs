@@ -99,6 +99,37 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// Query of a paged listing: `limit` (1–100, default 10) and `starting_after` (the id
+/// of the last item of the previous page).
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// 1–100, default 10.
+    pub limit: Option<i64>,
+    /// An id from the previous page: return the items listed after it.
+    pub starting_after: Option<String>,
+}
+
+impl PageQuery {
+    /// The page size, checked (`invalid_parameter` outside 1–100).
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        let limit = self.limit.unwrap_or(10);
+        if (1..=100).contains(&limit) {
+            Ok(limit)
+        } else {
+            Err(codes::INVALID_PARAMETER)
+        }
+    }
+}
+
+/// Cuts a page read with `limit + 1` rows to `limit`; whether more follow.
+pub fn page<T>(rows: &mut Vec<T>, limit: i64) -> bool {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    more
+}
+
 /// Path parameters.
 pub struct ApiPath<T>(pub T);
 

@@ -2,7 +2,7 @@
 
 use crate::auth::Principal;
 use crate::error::{ApiResult, codes};
-use crate::extract::{ApiPath, ApiQuery, BODY_LIMIT, parse_json};
+use crate::extract::{ApiPath, ApiQuery, BODY_LIMIT, PageQuery, page, parse_json};
 use crate::service::inbound;
 use crate::service::secs;
 use crate::service::webhooks::{self as svc, SIGNING_ED25519, SIGNING_HMAC};
@@ -251,7 +251,8 @@ fn check_description(d: Option<&String>) -> ApiResult<()> {
 /// Register an endpoint. The response carries its `secret` (`whsec_…`, HMAC) once; an
 /// Ed25519 endpoint shows its `public_key` (`whpk_…`).
 #[utoipa::path(post, path = "/v1/webhook_endpoints", tag = "webhooks", security(("api_key" = [])), request_body = CreateEndpointBody,
-    responses((status = 201, description = "The endpoint, with `secret` for HMAC endpoints"), (status = 400, description = "url_not_allowed, invalid_parameter")))]
+    responses((status = 201, description = "The endpoint, with `secret` for HMAC endpoints"), (status = 400, description = "url_not_allowed, invalid_parameter"),
+        (status = 409, description = "limit_reached: the account has `[webhooks] max_endpoints` endpoints in this mode (16 by default)")))]
 pub async fn create_endpoint(
     State(state): State<AppState>,
     who: Principal,
@@ -286,7 +287,10 @@ pub async fn create_endpoint(
         enabled_events: types,
         kind: "webhook".into(),
     };
-    state.store().insert_endpoint(&ep).await?;
+    let max = state.config().webhooks.max_endpoints;
+    if !state.store().insert_endpoint(&ep, Some(max)).await? {
+        return Err(codes::LIMIT_REACHED);
+    }
     let mut v = svc::endpoint_json(&state, &ep)?;
     if signing == SIGNING_HMAC
         && let Some(o) = v.as_object_mut()
@@ -310,24 +314,35 @@ async fn own_endpoint(
         .ok_or(codes::NOT_FOUND)
 }
 
-/// List endpoints.
-#[utoipa::path(get, path = "/v1/webhook_endpoints", tag = "webhooks", security(("api_key" = [])),
-    responses((status = 200, description = "{object: list, data: [webhook_endpoint]}")))]
+/// List endpoints, oldest first; page with `starting_after`.
+#[utoipa::path(get, path = "/v1/webhook_endpoints", tag = "webhooks", security(("api_key" = [])), params(PageQuery),
+    responses((status = 200, description = "{object: list, data: [webhook_endpoint], has_more}"), (status = 400, description = "invalid_parameter")))]
 pub async fn list_endpoints(
     State(state): State<AppState>,
     who: Principal,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Value>> {
     secret_key(&who)?;
-    let eps = state
+    let limit = q.limit()?;
+    if let Some(after) = &q.starting_after {
+        parse_id(IdKind::WebhookEndpoint, after).map_err(|_| codes::INVALID_PARAMETER)?;
+    }
+    let mut eps = state
         .store()
-        .list_endpoints(&who.account_id, who.mode)
+        .list_endpoints(
+            &who.account_id,
+            who.mode,
+            q.starting_after.as_deref(),
+            limit + 1,
+        )
         .await?;
+    let has_more = page(&mut eps, limit);
     let data = eps
         .iter()
         .map(|e| svc::endpoint_json(&state, e))
         .collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(
-        json!({"object": "list", "data": data, "has_more": false}),
+        json!({"object": "list", "data": data, "has_more": has_more}),
     ))
 }
 

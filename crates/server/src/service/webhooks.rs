@@ -49,7 +49,13 @@ pub struct WebhookConfig {
     pub lease: Duration,
     /// How long events are kept.
     pub event_retention: Duration,
+    /// The most API-managed endpoints an account may have in each mode: every event
+    /// writes one delivery row per matching endpoint inside the writer's transaction.
+    pub max_endpoints: i64,
 }
+
+/// Default of [`WebhookConfig::max_endpoints`].
+pub const DEFAULT_MAX_ENDPOINTS: i64 = 16;
 
 impl Default for WebhookConfig {
     fn default() -> Self {
@@ -72,6 +78,7 @@ impl Default for WebhookConfig {
             disable_after: Duration::from_secs(5 * 24 * 3600),
             lease: Duration::from_secs(60),
             event_retention: Duration::from_secs(30 * 24 * 3600),
+            max_endpoints: DEFAULT_MAX_ENDPOINTS,
         }
     }
 }

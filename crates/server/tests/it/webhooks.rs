@@ -1132,3 +1132,101 @@ async fn inbound_redaction_sees_spaced_dashed_and_escaped_numbers() {
         }
     }
 }
+
+#[tokio::test]
+async fn endpoints_are_capped_per_account_and_mode_and_listed_in_pages() {
+    let s = server().await;
+    let rx = Receiver::start().await;
+    // Concurrent creations cannot pass the cap together: the count and the insert share
+    // the writer's transaction.
+    let creates = (0..24).map(|_| {
+        s.post(
+            "/v1/webhook_endpoints",
+            &s.sk_test,
+            json!({"url": rx.url, "enabled_events": ["*"]}),
+        )
+    });
+    let results = futures_util::future::join_all(creates).await;
+    let created: Vec<&crate::harness::Resp> = results.iter().filter(|r| r.status == 201).collect();
+    assert_eq!(
+        created.len(),
+        16,
+        "the default cap is 16 per account and mode"
+    );
+    for r in results.iter().filter(|r| r.status != 201) {
+        r.assert_error(409, "limit_reached");
+        assert!(r.body.get("secret").is_none());
+    }
+    // The other mode has its own allowance.
+    let live = s
+        .post(
+            "/v1/webhook_endpoints",
+            &s.sk_live,
+            json!({"url": "https://93.184.215.14/hook", "enabled_events": ["*"]}),
+        )
+        .await;
+    assert_eq!(live.status, 201, "{}", live.text);
+    // Pages of 5: oldest first, has_more until the last, no endpoint twice.
+    let mut seen: Vec<String> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/v1/webhook_endpoints?limit=5&starting_after={a}"),
+            None => "/v1/webhook_endpoints?limit=5".to_owned(),
+        };
+        let r = s.get(&path, &s.sk_test).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let data = r.body["data"].as_array().unwrap();
+        seen.extend(data.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+        if r.body["has_more"] == false {
+            assert_eq!(data.len(), 1);
+            break;
+        }
+        assert_eq!(data.len(), 5);
+        after = seen.last().cloned();
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!((seen.len(), sorted), (16, seen.clone()));
+    for bad in ["limit=0", "limit=101", "starting_after=nope", "cursor=x"] {
+        let r = s
+            .get(&format!("/v1/webhook_endpoints?{bad}"), &s.sk_test)
+            .await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+    }
+    // Deleting one makes room for one.
+    let gone = s
+        .delete(&format!("/v1/webhook_endpoints/{}", seen[0]), &s.sk_test)
+        .await;
+    assert_eq!(gone.status, 200);
+    let again = || {
+        s.post(
+            "/v1/webhook_endpoints",
+            &s.sk_test,
+            json!({"url": rx.url, "enabled_events": ["*"]}),
+        )
+    };
+    assert_eq!(again().await.status, 201);
+    again().await.assert_error(409, "limit_reached");
+}
+
+#[tokio::test]
+async fn the_endpoint_cap_is_configurable() {
+    let s = TestServer::start_on(Arc::new(crate::harness::Data::new()), |c| {
+        fast(c);
+        c.webhooks.max_endpoints = 2;
+    })
+    .await;
+    let rx = Receiver::start().await;
+    for _ in 0..2 {
+        endpoint(&s, &s.sk_test, &rx.url, "hmac-sha256", json!(["*"])).await;
+    }
+    s.post(
+        "/v1/webhook_endpoints",
+        &s.sk_test,
+        json!({"url": rx.url, "enabled_events": ["*"]}),
+    )
+    .await
+    .assert_error(409, "limit_reached");
+}
