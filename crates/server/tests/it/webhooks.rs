@@ -586,7 +586,7 @@ async fn live_deliveries_resolve_and_refuse_private_addresses() {
         .unwrap()));
     // The strict client's resolver refuses `localhost` (it resolves to loopback).
     let clients =
-        strongroom_server::service::webhooks::Clients::new(Duration::from_secs(5)).unwrap();
+        strongroom_server::service::webhooks::Clients::new(Duration::from_secs(5), None).unwrap();
     let class = clients
         .probe_strict(&format!(
             "https://localhost:{}/hook",
@@ -743,7 +743,12 @@ async fn an_inbound_source_naming_a_missing_account_stops_the_start() {
 
 #[tokio::test]
 async fn live_otp_codes_reach_only_the_otp_endpoint() {
-    let s = server().await;
+    // Live deliveries go to public HTTPS only; the receiver is on loopback.
+    let s = TestServer::start_on(Arc::new(crate::harness::Data::new()), |c| {
+        fast(c);
+        c.webhooks.loopback_for_tests = true;
+    })
+    .await;
     let otp_rx = Receiver::start().await;
     let acct = s
         .post(
@@ -1229,4 +1234,134 @@ async fn the_endpoint_cap_is_configurable() {
     )
     .await
     .assert_error(409, "limit_reached");
+}
+
+#[tokio::test]
+async fn otp_delivery_urls_get_the_live_webhook_checks() {
+    use strongroom_store::VaultStore;
+    let s = server().await;
+    // At registration: the rules of a live endpoint, with credentials refused and never
+    // echoed (the old check took anything starting with https:// and loopback in dev).
+    for url in [
+        "https://otp-user:s3cret-pw@example.com/otp",
+        "https://otp-user@example.com/otp",
+        "http://127.0.0.1:9/otp",
+        "https://127.0.0.1/otp",
+        "https://10.0.0.1/otp",
+        "https://169.254.169.254/latest",
+        "https://localhost/otp",
+    ] {
+        let r = s
+            .post(
+                "/v1/admin/accounts",
+                &s.admin_key,
+                json!({"name": "x", "otp_delivery_url": url}),
+            )
+            .await;
+        r.assert_error(400, "url_not_allowed");
+        assert!(
+            !r.text.contains("s3cret") && !r.text.contains(url),
+            "{}",
+            r.text
+        );
+        let r = s
+            .call(
+                reqwest::Method::PATCH,
+                &format!("/v1/admin/accounts/{}", s.account),
+                Some(&s.admin_key),
+                Some(json!({"otp_delivery_url": url})),
+            )
+            .await;
+        r.assert_error(400, "url_not_allowed");
+    }
+    let ok = s
+        .post(
+            "/v1/admin/accounts",
+            &s.admin_key,
+            json!({"name": "x", "otp_delivery_url": "https://93.184.215.14/otp"}),
+        )
+        .await;
+    assert_eq!(ok.status, 201, "{}", ok.text);
+    // Webhook URLs with credentials are refused in every mode.
+    s.post(
+        "/v1/webhook_endpoints",
+        &s.sk_test,
+        json!({"url": "http://u:s3cret-pw@127.0.0.1:9/h", "enabled_events": ["*"]}),
+    )
+    .await
+    .assert_error(400, "url_not_allowed");
+
+    // At send time: an OTP URL stored before these checks (loopback, with credentials)
+    // is refused before any connection, and never echoed with its credentials.
+    let rx = Receiver::start().await;
+    let legacy = rx.url.replace("http://", "http://otp-user:s3cret-pw@");
+    let store = s.running.state.store();
+    let mut acct = store.get_account(&s.account).await.unwrap().unwrap();
+    acct.otp_delivery_url = Some(legacy);
+    assert!(store.update_account(&acct).await.unwrap());
+    let shown = s
+        .get(&format!("/v1/admin/accounts/{}", s.account), &s.admin_key)
+        .await;
+    assert_eq!(shown.status, 200);
+    assert!(!shown.text.contains("s3cret"), "{}", shown.text);
+    let card = s
+        .post(
+            "/v1/cards",
+            &s.sk_live,
+            json!({"number": "4532015112830366", "exp_month": 3, "exp_year": 2031}),
+        )
+        .await;
+    assert_eq!(card.status, 201, "{}", card.text);
+    let otp = s
+        .post(
+            "/v1/otp",
+            &s.sk_live,
+            json!({"purpose": "pin.set", "card": card.body["id"]}),
+        )
+        .await;
+    assert_eq!(otp.status, 201, "{}", otp.text);
+    let ev = s.get("/v1/events?type=otp.created", &s.sk_live).await;
+    let ev_id = ev.body["data"][0]["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = s
+            .get(&format!("/v1/events/{ev_id}/deliveries"), &s.sk_live)
+            .await;
+        if d.body["data"][0]["attempts"].as_i64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no attempt: {}", d.text);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(rx.got().is_empty(), "the OTP code went to a loopback URL");
+    assert!(!captured_logs().contains("s3cret"));
+
+    // The same URL without credentials is refused too: loopback is not public.
+    let mut acct = store.get_account(&s.account).await.unwrap().unwrap();
+    acct.otp_delivery_url = Some(rx.url.clone());
+    assert!(store.update_account(&acct).await.unwrap());
+    let otp = s
+        .post(
+            "/v1/otp",
+            &s.sk_live,
+            json!({"purpose": "pin.set", "card": card.body["id"]}),
+        )
+        .await;
+    assert_eq!(otp.status, 201, "{}", otp.text);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ev = s
+            .get("/v1/events?type=otp.created&limit=1", &s.sk_live)
+            .await;
+        let id = ev.body["data"][0]["id"].as_str().unwrap().to_owned();
+        let d = s
+            .get(&format!("/v1/events/{id}/deliveries"), &s.sk_live)
+            .await;
+        if id != ev_id && d.body["data"][0]["attempts"].as_i64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no attempt: {}", d.text);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(rx.got().is_empty(), "the OTP code went to a loopback URL");
 }
