@@ -241,6 +241,7 @@ fn validate(file: FileConfig) -> Result<Checked> {
     }
     crate::tokens::apply(file.tokens.as_ref(), file.connections.as_ref(), &mut server)?;
     crate::webhooks::apply(&mut server, file.webhooks.as_ref(), &file.inbound)?;
+    warnings.extend(crate::webhooks::warnings(&server));
     Ok(Checked {
         server,
         root,

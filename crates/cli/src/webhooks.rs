@@ -7,6 +7,8 @@
 //! retry_schedule_secs = [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
 //! retry_after_cap_secs = 3600
 //! disable_after_secs = 432000
+//! max_endpoints = 16                # per account and mode
+//! egress_proxy = "http://proxy.internal:3128"   # optional; the environment's proxy is ignored
 //!
 //! [[inbound]]
 //! name = "m2p"                      # POST /v1/inbound/m2p
@@ -40,6 +42,8 @@ pub struct WebhooksSection {
     pub retry_after_cap_secs: Option<u64>,
     pub disable_after_secs: Option<u64>,
     pub poll_interval_ms: Option<u64>,
+    pub max_endpoints: Option<i64>,
+    pub egress_proxy: Option<String>,
 }
 
 /// One `[[inbound]]` source.
@@ -97,6 +101,15 @@ pub fn apply(
             }
             c.poll_interval = Duration::from_millis(ms);
         }
+        if let Some(n) = w.max_endpoints {
+            if !(1..=1000).contains(&n) {
+                bail!("[webhooks] max_endpoints must be 1 to 1000");
+            }
+            c.max_endpoints = n;
+        }
+        if let Some(p) = &w.egress_proxy {
+            c.egress_proxy = Some(egress_proxy(p)?);
+        }
     }
     for s in inbound {
         server.inbound_sources.push(source(s)?);
@@ -107,6 +120,37 @@ pub fn apply(
         bail!("[[inbound]] names must be unique");
     }
     Ok(())
+}
+
+/// `[webhooks] egress_proxy`: an `http://` or `https://` proxy URL with a host and no
+/// credentials (secrets never live in the configuration file). Messages never echo it.
+fn egress_proxy(raw: &str) -> Result<String> {
+    let url =
+        reqwest::Url::parse(raw).map_err(|_| anyhow!("[webhooks] egress_proxy is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        bail!("[webhooks] egress_proxy must be an http:// or https:// URL with a host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        bail!(
+            "[webhooks] egress_proxy must not carry credentials: secrets never go in the configuration file"
+        );
+    }
+    Ok(url.to_string())
+}
+
+/// Start-up warnings (`serve` logs them, `config check` prints them).
+pub fn warnings(server: &ServerConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(p) = &server.webhooks.egress_proxy {
+        let at = reqwest::Url::parse(p)
+            .ok()
+            .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+            .unwrap_or_default();
+        out.push(format!(
+            "[webhooks] egress_proxy = {at}: every webhook and OTP delivery goes through this proxy, which resolves and connects to the destination; strongroom still refuses non-public addresses at registration and before each send, but what the proxy connects to is the proxy's to restrict (allow only public destinations there)"
+        ));
+    }
+    out
 }
 
 fn source(s: &InboundSection) -> Result<InboundSource> {
@@ -241,8 +285,34 @@ mod tests {
         apply(&mut c, Some(&w), &[]).unwrap();
         assert_eq!(c.webhooks.workers, 4);
         assert_eq!(c.webhooks.retry_schedule.len(), 3);
+        assert_eq!(c.webhooks.max_endpoints, 16);
         let w: WebhooksSection = toml::from_str("workers = 0").unwrap();
         assert!(apply(&mut server(), Some(&w), &[]).is_err());
         assert!(toml::from_str::<WebhooksSection>("nope = 1").is_err());
+        let w: WebhooksSection = toml::from_str("max_endpoints = 4").unwrap();
+        apply(&mut c, Some(&w), &[]).unwrap();
+        assert_eq!(c.webhooks.max_endpoints, 4);
+        assert!(warnings(&c).is_empty());
+        let w: WebhooksSection =
+            toml::from_str("egress_proxy = \"http://proxy.internal:3128\"").unwrap();
+        apply(&mut c, Some(&w), &[]).unwrap();
+        assert_eq!(
+            c.webhooks.egress_proxy.as_deref(),
+            Some("http://proxy.internal:3128/")
+        );
+        let warned = warnings(&c);
+        assert_eq!(warned.len(), 1);
+        assert!(warned[0].contains("proxy.internal:3128"), "{warned:?}");
+        for bad in [
+            "max_endpoints = 0",
+            "max_endpoints = 1001",
+            "egress_proxy = \"socks5://p:1080\"",
+            "egress_proxy = \"not a url\"",
+            "egress_proxy = \"http://user:s3cret@proxy:3128\"",
+        ] {
+            let w: WebhooksSection = toml::from_str(bad).unwrap();
+            let e = apply(&mut server(), Some(&w), &[]).unwrap_err().to_string();
+            assert!(!e.contains("s3cret"), "{e}");
+        }
     }
 }

@@ -105,6 +105,7 @@ pub mod codes {
         CARD_TOKEN_INVALID = (NOT_FOUND, "card_token_invalid", "The card token is malformed, expired, or from another account or mode.");
         METHOD_NOT_ALLOWED = (METHOD_NOT_ALLOWED, "method_not_allowed", "The method is not allowed for this resource.");
         CONFLICT = (CONFLICT, "conflict", "The request conflicts with the current state; retry.");
+        LIMIT_REACHED = (CONFLICT, "limit_reached", "The account already has as many of these as it may have; delete or revoke one first.");
         KEY_IN_USE = (CONFLICT, "key_in_use", "The key version still protects records or is the active writer.");
         OTP_DELIVERY_NOT_CONFIGURED = (CONFLICT, "otp_delivery_not_configured", "The account has no OTP delivery URL for live mode.");
         LAST_ADMIN_KEY = (CONFLICT, "last_admin_key", "This is the last admin key that is not revoked; create another first.");

@@ -41,6 +41,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// A raw body, read up to [`BODY_LIMIT`] bytes and no further: a larger declared length
+/// is refused before reading, and a body that runs past the limit is refused with 413
+/// `body_too_large` as soon as it does, never buffered whole. For handlers that verify
+/// or parse the bytes themselves (inbound hooks, optional JSON bodies).
+pub struct ApiBytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+            return Err(codes::BODY_TOO_LARGE);
+        }
+        axum::body::to_bytes(req.into_body(), BODY_LIMIT)
+            .await
+            .map(ApiBytes)
+            .map_err(|_| codes::BODY_TOO_LARGE)
+    }
+}
+
 /// Parses JSON, classifying the failure without ever echoing the input.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
@@ -72,6 +97,37 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             }
         })
     }
+}
+
+/// Query of a paged listing: `limit` (1–100, default 10) and `starting_after` (the id
+/// of the last item of the previous page).
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// 1–100, default 10.
+    pub limit: Option<i64>,
+    /// An id from the previous page: return the items listed after it.
+    pub starting_after: Option<String>,
+}
+
+impl PageQuery {
+    /// The page size, checked (`invalid_parameter` outside 1–100).
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        let limit = self.limit.unwrap_or(10);
+        if (1..=100).contains(&limit) {
+            Ok(limit)
+        } else {
+            Err(codes::INVALID_PARAMETER)
+        }
+    }
+}
+
+/// Cuts a page read with `limit + 1` rows to `limit`; whether more follow.
+pub fn page<T>(rows: &mut Vec<T>, limit: i64) -> bool {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    more
 }
 
 /// Path parameters.

@@ -159,6 +159,36 @@ pub fn mask_str(s: &str) -> String {
     String::from_utf8_lossy(&mask(s.as_bytes())).into_owned()
 }
 
+/// Replaces every card number in `input` with `with`: the same runs [`mask`] finds
+/// (12–19 digits, single spaces or dashes allowed between them, Luhn-valid), and nothing
+/// else. Borrows when there is none. For redacting data that is kept, not logged (inbound
+/// notifications), where a secret-shaped word is the sender's business.
+pub fn mask_pans<'a>(input: &'a str, with: &str) -> Cow<'a, str> {
+    let b = input.as_bytes();
+    let mut out: Option<String> = None;
+    let (mut i, mut copied) = (0, 0);
+    while i < b.len() {
+        match pan_at(b, i) {
+            // A match starts and ends on an ASCII digit: both are character boundaries.
+            Some(end) => {
+                let o = out.get_or_insert_with(|| String::with_capacity(input.len()));
+                o.push_str(input.get(copied..i).unwrap_or_default());
+                o.push_str(with);
+                i = end;
+                copied = end;
+            }
+            None => i += 1,
+        }
+    }
+    match out {
+        None => Cow::Borrowed(input),
+        Some(mut o) => {
+            o.push_str(input.get(copied..).unwrap_or_default());
+            Cow::Owned(o)
+        }
+    }
+}
+
 /// The end of a Luhn-valid 12–19 digit run starting at `i` (not inside a longer run of
 /// digits).
 fn pan_at(b: &[u8], i: usize) -> Option<usize> {
@@ -320,6 +350,20 @@ mod tests {
         // An access-log line has digits and hex everywhere and nothing to mask: no copy.
         let line = br#"{"timestamp":"2026-11-27T00:10:26.759512Z","level":"INFO","fields":{"request_id":"req_01a21a56d036750690cf75b693fde88e","method":"GET","route":"/v1/cards/{id}","status":200,"latency_us":1722},"target":"access"}"#;
         assert!(matches!(mask(line), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn mask_pans_finds_what_mask_finds_and_keeps_the_rest() {
+        for pan in [
+            "4242424242424242",
+            "4242 4242 4242 4242",
+            "5555-5555-5555-4444",
+        ] {
+            assert_eq!(mask_pans(&format!("é {pan}."), "[X]"), "é [X].");
+        }
+        for s in ["4242424242424241", "424242424242", "sk_test_abcdefghijkl"] {
+            assert!(matches!(mask_pans(s, "[X]"), Cow::Borrowed(_)), "{s}");
+        }
     }
 
     #[test]

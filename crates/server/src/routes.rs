@@ -146,6 +146,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/inbound/{source}", post(webhooks::inbound))
         .fallback(|| async { codes::NOT_FOUND })
         .method_not_allowed_fallback(|| async { codes::METHOD_NOT_ALLOWED })
+        // Our extractors stop at 64 KiB themselves (`ApiJson`, `ApiBytes`); this holds
+        // any of axum's own body extractors to the same limit instead of its 2 MiB.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::extract::BODY_LIMIT,
+        ))
         // Layers run outermost last-added: context wraps everything, panics become 500s.
         // Gateway controls (allowlist, auth, signatures, rate limit, idempotency): innermost.
         .layer(axum::middleware::from_fn_with_state(

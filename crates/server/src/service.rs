@@ -35,13 +35,27 @@ pub fn api_key_json(k: &ApiKeyRecord) -> serde_json::Value {
     })
 }
 
+/// A URL with any `user:password@` taken out: a row stored before credentials were
+/// refused is never echoed with them.
+fn without_userinfo(raw: &str) -> String {
+    match reqwest::Url::parse(raw) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            // Only fails for URLs that cannot have credentials, which these do not.
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
 /// The public view of an account.
 pub fn account_json(a: &AccountRecord) -> serde_json::Value {
     serde_json::json!({
         "id": a.id,
         "object": "account",
         "name": a.name,
-        "otp_delivery_url": a.otp_delivery_url,
+        "otp_delivery_url": a.otp_delivery_url.as_deref().map(without_userinfo),
         "created": secs(a.created_ms),
     })
 }

@@ -144,20 +144,29 @@ pub trait ControlStore: Send + Sync {
     /// Sets the IP allowlist of one API key.
     async fn set_key_ip_allowlist(&self, key_id: &str, cidrs: &[String]) -> StoreResult<()>;
 
-    /// Registers a signing key.
+    /// Registers a signing key, unless the account already has `max` unrevoked ones
+    /// (then false, and nothing is written). The count and the insert share the writer's
+    /// transaction, so concurrent registrations cannot pass the cap together.
     async fn insert_signing_key(
         &self,
         key: &SigningKeyRecord,
+        max: Option<i64>,
         events: &[EventRecord],
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     /// One signing key of the account.
     async fn signing_key(
         &self,
         account_id: &str,
         id: &str,
     ) -> StoreResult<Option<SigningKeyRecord>>;
-    /// The account's signing keys, oldest first.
-    async fn list_signing_keys(&self, account_id: &str) -> StoreResult<Vec<SigningKeyRecord>>;
+    /// The account's signing keys, oldest first: at most `limit`, after the key
+    /// `starting_after` (an id) if given.
+    async fn list_signing_keys(
+        &self,
+        account_id: &str,
+        starting_after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<SigningKeyRecord>>;
     /// Revokes a signing key (keeps an earlier revocation time); `None` if absent.
     async fn revoke_signing_key(
         &self,
@@ -232,8 +241,10 @@ const GET_SIGNING_KEY: &str = concat!(
 const LIST_SIGNING_KEYS: &str = concat!(
     "SELECT ",
     signing_key_cols!(),
-    " FROM signing_keys WHERE account_id = $1 ORDER BY id"
+    " FROM signing_keys WHERE account_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3"
 );
+const COUNT_SIGNING_KEYS: &str =
+    "SELECT COUNT(*) FROM signing_keys WHERE account_id = $1 AND revoked_ms IS NULL";
 const REVOKE_SIGNING_KEY: &str = concat!(
     "UPDATE signing_keys SET revoked_ms = COALESCE(revoked_ms, $3) \
      WHERE account_id = $1 AND id = $2 RETURNING ",
@@ -368,8 +379,11 @@ async fn signing_key<C: Exec>(
 async fn list_signing_keys<C: Exec>(
     c: &mut C,
     account_id: &str,
+    starting_after: Option<&str>,
+    limit: i64,
 ) -> StoreResult<Vec<SigningKeyRecord>> {
-    sql::many(c, LIST_SIGNING_KEYS, args![account_id]).await
+    let a = args![account_id, starting_after, limit.max(0)];
+    sql::many(c, LIST_SIGNING_KEYS, a).await
 }
 
 // ---- writes ----
@@ -385,6 +399,7 @@ pub(crate) enum Op {
     },
     InsertSigningKey {
         key: SigningKeyRecord,
+        max: Option<i64>,
         events: Vec<EventRecord>,
     },
     RevokeSigningKey {
@@ -456,7 +471,23 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply
             c.exec(UPSERT_KEY_ALLOWLIST, args![key_id, cidrs]).await?;
             Reply::Done
         }
-        Op::InsertSigningKey { key: k, events } => {
+        Op::InsertSigningKey {
+            key: k,
+            max,
+            events,
+        } => {
+            // Inside the writer's transaction (on PostgreSQL every batch first locks the
+            // audit head, so batches of all nodes run one at a time): no other insert can
+            // come between this count and the insert.
+            if let Some(max) = max {
+                let n = match c.opt(COUNT_SIGNING_KEYS, args![&k.account_id]).await? {
+                    Some(row) => row.int(0)?,
+                    None => 0,
+                };
+                if n >= *max {
+                    return Ok(WriteReply::Controls(Reply::Flag(false)));
+                }
+            }
             let a = args![
                 &k.id,
                 &k.account_id,
@@ -466,7 +497,7 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply
             ];
             c.exec(INSERT_SIGNING_KEY, a).await?;
             sql::insert_events(c, events).await?;
-            Reply::Done
+            Reply::Flag(true)
         }
         Op::RevokeSigningKey {
             account_id,
@@ -611,13 +642,18 @@ impl ControlStore for Store {
     async fn insert_signing_key(
         &self,
         key: &SigningKeyRecord,
+        max: Option<i64>,
         events: &[EventRecord],
-    ) -> StoreResult<()> {
-        self.controls_done(Op::InsertSigningKey {
+    ) -> StoreResult<bool> {
+        let op = Op::InsertSigningKey {
             key: key.clone(),
+            max,
             events: events.to_vec(),
-        })
-        .await
+        };
+        match self.controls_write(op).await? {
+            Reply::Flag(f) => Ok(f),
+            _ => Err(unexpected()),
+        }
     }
 
     async fn signing_key(
@@ -628,8 +664,13 @@ impl ControlStore for Store {
         read!(self, signing_key(account_id, id))
     }
 
-    async fn list_signing_keys(&self, account_id: &str) -> StoreResult<Vec<SigningKeyRecord>> {
-        read!(self, list_signing_keys(account_id))
+    async fn list_signing_keys(
+        &self,
+        account_id: &str,
+        starting_after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<SigningKeyRecord>> {
+        read!(self, list_signing_keys(account_id, starting_after, limit))
     }
 
     async fn revoke_signing_key(

@@ -99,22 +99,9 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply
                 return Ok(WriteReply::Count(-1));
             }
             let n = c.exec(REVOKE_ALL, args![account_id, *now_ms]).await?;
-            for e in events {
-                let a = args![
-                    &e.id,
-                    &e.account_id,
-                    e.mode.as_str(),
-                    &e.event_type,
-                    e.created_ms,
-                    &e.data
-                ];
-                c.exec(
-                    "INSERT INTO events (id, account_id, mode, event_type, created_ms, data) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                    a,
-                )
-                .await?;
-            }
+            // The one event path: each event gets its webhook deliveries in this
+            // transaction, like every other event.
+            crate::sql::insert_events(c, events).await?;
             Ok(WriteReply::Count(i64::try_from(n).unwrap_or(i64::MAX)))
         }
     }

@@ -146,7 +146,7 @@ pub struct InboundRecord {
 /// Writes of this module, carried by `WriteOp::Webhook`.
 #[derive(Debug)]
 pub(crate) enum Op {
-    InsertEndpoint(WebhookEndpointRecord),
+    InsertEndpoint(WebhookEndpointRecord, Option<i64>),
     UpdateEndpoint(WebhookEndpointRecord, bool),
     DeleteEndpoint {
         account_id: String,
@@ -241,8 +241,11 @@ const ENDPOINT_BY_ID: &str = concat!(
 const LIST_ENDPOINTS: &str = concat!(
     "SELECT ",
     endpoint_cols!(),
-    " FROM webhook_endpoints WHERE account_id = $1 AND mode = $2 AND kind = 'webhook' ORDER BY id"
+    " FROM webhook_endpoints WHERE account_id = $1 AND mode = $2 AND kind = 'webhook' \
+     AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4"
 );
+const COUNT_ENDPOINTS: &str = "SELECT COUNT(*) FROM webhook_endpoints \
+     WHERE account_id = $1 AND mode = $2 AND kind = 'webhook'";
 const UPDATE_ENDPOINT: &str = "UPDATE webhook_endpoints SET url = $3, description = $4 \
      WHERE account_id = $1 AND id = $2";
 const DELETE_ENDPOINT: &str = "DELETE FROM webhook_endpoints WHERE account_id = $1 AND id = $2";
@@ -446,7 +449,20 @@ async fn insert_types<C: Exec>(c: &mut C, ep: &WebhookEndpointRecord) -> StoreRe
 /// Applies one [`Op`] inside the caller's transaction.
 pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<Reply> {
     match op {
-        Op::InsertEndpoint(ep) => {
+        Op::InsertEndpoint(ep, max) => {
+            // Inside the writer's transaction (on PostgreSQL every batch first locks the
+            // audit head, so batches of all nodes run one at a time): no other insert can
+            // come between this count and the insert.
+            if let Some(max) = max {
+                let a = args![&ep.account_id, ep.mode.as_str()];
+                let n = match c.opt(COUNT_ENDPOINTS, a).await? {
+                    Some(row) => row.int(0)?,
+                    None => 0,
+                };
+                if n >= *max {
+                    return Ok(Reply::Flag(false));
+                }
+            }
             let a = args![
                 &ep.id,
                 &ep.account_id,
@@ -467,7 +483,7 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<Reply> {
             ];
             c.exec(INSERT_ENDPOINT, a).await?;
             insert_types(c, ep).await?;
-            Ok(Reply::Done)
+            Ok(Reply::Flag(true))
         }
         Op::UpdateEndpoint(ep, types) => {
             let a = args![&ep.account_id, &ep.id, &ep.url, ep.description.as_deref()];
@@ -646,9 +662,11 @@ async fn list_endpoints<C: Exec>(
     c: &mut C,
     account_id: &str,
     mode: Mode,
+    starting_after: Option<&str>,
+    limit: i64,
 ) -> StoreResult<Vec<WebhookEndpointRecord>> {
-    let eps: Vec<WebhookEndpointRecord> =
-        many(c, LIST_ENDPOINTS, args![account_id, mode.as_str()]).await?;
+    let a = args![account_id, mode.as_str(), starting_after, limit.max(0)];
+    let eps: Vec<WebhookEndpointRecord> = many(c, LIST_ENDPOINTS, a).await?;
     let mut out = Vec::with_capacity(eps.len());
     for ep in eps {
         if let Some(ep) = with_types(c, Some(ep)).await? {
@@ -677,8 +695,15 @@ async fn event_deliveries<C: Exec>(
 /// Webhook persistence.
 #[allow(async_fn_in_trait)]
 pub trait WebhookStore {
-    /// Stores a new endpoint and its event types.
-    async fn insert_endpoint(&self, ep: &WebhookEndpointRecord) -> StoreResult<()>;
+    /// Stores a new endpoint and its event types, unless `max` is given and the account
+    /// already has that many API-managed endpoints in the endpoint's mode (then false,
+    /// and nothing is written). The count and the insert share the writer's transaction,
+    /// so concurrent creations cannot pass the cap together.
+    async fn insert_endpoint(
+        &self,
+        ep: &WebhookEndpointRecord,
+        max: Option<i64>,
+    ) -> StoreResult<bool>;
     /// One endpoint of an account.
     async fn get_endpoint(
         &self,
@@ -693,11 +718,14 @@ pub trait WebhookStore {
     ) -> StoreResult<Option<WebhookEndpointRecord>>;
     /// One endpoint by id (workers).
     async fn endpoint_by_id(&self, id: &str) -> StoreResult<Option<WebhookEndpointRecord>>;
-    /// The endpoints of an account and mode, oldest first.
+    /// The endpoints of an account and mode, oldest first: at most `limit`, after the
+    /// endpoint `starting_after` (an id) if given.
     async fn list_endpoints(
         &self,
         account_id: &str,
         mode: Mode,
+        starting_after: Option<&str>,
+        limit: i64,
     ) -> StoreResult<Vec<WebhookEndpointRecord>>;
     /// Updates url and description, and the event types if `types`. False if absent.
     async fn update_endpoint(&self, ep: &WebhookEndpointRecord, types: bool) -> StoreResult<bool>;
@@ -790,8 +818,12 @@ impl Store {
 }
 
 impl WebhookStore for Store {
-    async fn insert_endpoint(&self, ep: &WebhookEndpointRecord) -> StoreResult<()> {
-        self.webhook_done(Op::InsertEndpoint(ep.clone())).await
+    async fn insert_endpoint(
+        &self,
+        ep: &WebhookEndpointRecord,
+        max: Option<i64>,
+    ) -> StoreResult<bool> {
+        self.webhook_flag(Op::InsertEndpoint(ep.clone(), max)).await
     }
 
     async fn get_endpoint(
@@ -818,8 +850,13 @@ impl WebhookStore for Store {
         &self,
         account_id: &str,
         mode: Mode,
+        starting_after: Option<&str>,
+        limit: i64,
     ) -> StoreResult<Vec<WebhookEndpointRecord>> {
-        read!(self, list_endpoints(account_id, mode))
+        read!(
+            self,
+            list_endpoints(account_id, mode, starting_after, limit)
+        )
     }
 
     async fn update_endpoint(&self, ep: &WebhookEndpointRecord, types: bool) -> StoreResult<bool> {

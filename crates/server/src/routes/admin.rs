@@ -24,7 +24,8 @@ use utoipa::ToSchema;
 pub struct CreateAccountBody {
     /// Display name, 1–200 characters.
     pub name: String,
-    /// HTTPS URL that receives live-mode OTP codes.
+    /// HTTPS URL, to a public address and without credentials, that receives
+    /// live-mode OTP codes.
     pub otp_delivery_url: Option<String>,
 }
 
@@ -36,18 +37,11 @@ fn check_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn check_url(state: &AppState, url: &str) -> ApiResult<()> {
-    let ok = url.len() <= 2048
-        && (url.starts_with("https://")
-            || (state.config().dev_mode
-                && (url.starts_with("http://127.0.0.1")
-                    || url.starts_with("http://[::1]")
-                    || url.starts_with("http://localhost"))));
-    if ok {
-        Ok(())
-    } else {
-        Err(codes::INVALID_PARAMETER)
-    }
+/// The OTP delivery URL gets a live-mode webhook's checks (HTTPS to a public address, no
+/// credentials), and its deliveries the same checks again at send time: live-mode OTP
+/// codes are what it receives. Returns the URL as it will be stored.
+async fn check_url(state: &AppState, url: &str) -> ApiResult<String> {
+    crate::service::webhooks::check_url(state, Mode::Live, url).await
 }
 
 async fn with_delivery_secret(
@@ -76,19 +70,19 @@ async fn with_delivery_secret(
 
 /// Create an account.
 #[utoipa::path(post, path = "/v1/admin/accounts", tag = "admin", security(("admin_key" = [])), request_body = CreateAccountBody,
-    responses((status = 201, description = "The account; `otp_signing_secret` when an OTP delivery URL is set")))]
+    responses((status = 201, description = "The account; `otp_signing_secret` when an OTP delivery URL is set"),
+        (status = 400, description = "invalid_parameter; url_not_allowed: the OTP delivery URL is not HTTPS to a public address, or carries credentials")))]
 pub async fn create_account(
     State(state): State<AppState>,
     _admin: Admin,
     ApiJson(body): ApiJson<CreateAccountBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     check_name(&body.name)?;
-    if let Some(u) = &body.otp_delivery_url {
-        check_url(&state, u)?;
-    }
-    let acct = state
-        .create_account(&body.name, body.otp_delivery_url)
-        .await?;
+    let url = match &body.otp_delivery_url {
+        Some(u) => Some(check_url(&state, u).await?),
+        None => None,
+    };
+    let acct = state.create_account(&body.name, url).await?;
     Ok((
         StatusCode::CREATED,
         Json(with_delivery_secret(&state, &acct).await?),
@@ -121,7 +115,8 @@ pub struct UpdateAccountBody {
 
 /// Update an account.
 #[utoipa::path(patch, path = "/v1/admin/accounts/{id}", tag = "admin", security(("admin_key" = [])), request_body = UpdateAccountBody,
-    params(("id" = String, Path)), responses((status = 200, description = "The account")))]
+    params(("id" = String, Path)), responses((status = 200, description = "The account"),
+        (status = 400, description = "invalid_parameter; url_not_allowed: the OTP delivery URL is not HTTPS to a public address, or carries credentials")))]
 pub async fn update_account(
     State(state): State<AppState>,
     _admin: Admin,
@@ -141,8 +136,7 @@ pub async fn update_account(
         acct.name = n;
     }
     if let Some(u) = body.otp_delivery_url {
-        check_url(&state, &u)?;
-        acct.otp_delivery_url = Some(u);
+        acct.otp_delivery_url = Some(check_url(&state, &u).await?);
     }
     if !state.store().update_account(&acct).await? {
         return Err(codes::NOT_FOUND);

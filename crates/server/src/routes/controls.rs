@@ -5,7 +5,7 @@
 
 use crate::auth::Principal;
 use crate::error::{ApiResult, codes};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, PageQuery, page};
 use crate::gateway::parse_cidrs;
 use crate::service::secs;
 use crate::state::AppState;
@@ -22,6 +22,8 @@ use utoipa::ToSchema;
 
 /// Prefix of signing-key ids (the `keyid` of signatures).
 pub const SIGNING_KEY_PREFIX: &str = "sigk_";
+/// The most unrevoked signing keys an account may have.
+pub const MAX_SIGNING_KEYS: i64 = 10;
 
 /// An Ed25519 public key as a JWK (RFC 8037). A private key (`d`) is refused.
 #[derive(Deserialize, ToSchema)]
@@ -110,7 +112,8 @@ pub fn signing_key_json(k: &SigningKeyRecord) -> Value {
 /// `keyid` to sign with.
 #[utoipa::path(post, path = "/v1/signing_keys", tag = "controls", security(("api_key" = [])), request_body = CreateSigningKeyBody,
     responses((status = 201, description = "{id, object: signing_key, algorithm, jwk, created, revoked}"),
-        (status = 400, description = "invalid_parameter, missing_field, unknown_field"), (status = 403, description = "permission_denied (no signing_keys:write), live_mode_required (a test key)")))]
+        (status = 400, description = "invalid_parameter, missing_field, unknown_field"), (status = 403, description = "permission_denied (no signing_keys:write), live_mode_required (a test key)"),
+        (status = 409, description = "limit_reached: the account has 10 unrevoked signing keys")))]
 pub async fn create_signing_key(
     State(state): State<AppState>,
     who: Principal,
@@ -142,6 +145,13 @@ pub async fn create_signing_key(
         "signing_key.created",
         view.clone(),
     )?;
+    if !state
+        .store()
+        .insert_signing_key(&rec, Some(MAX_SIGNING_KEYS), &[event])
+        .await?
+    {
+        return Err(codes::LIMIT_REACHED);
+    }
     let resource = format!("account:{}", who.account_id);
     crate::audit::event(
         "security.signing_key_created",
@@ -149,23 +159,31 @@ pub async fn create_signing_key(
         crate::audit::SUCCESS,
         "",
     );
-    state.store().insert_signing_key(&rec, &[event]).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
-/// List the account's signing keys.
-#[utoipa::path(get, path = "/v1/signing_keys", tag = "controls", security(("api_key" = [])),
-    responses((status = 200, description = "{object: list, data: [signing_key]}")))]
+/// List the account's signing keys, oldest first; page with `starting_after`.
+#[utoipa::path(get, path = "/v1/signing_keys", tag = "controls", security(("api_key" = [])), params(PageQuery),
+    responses((status = 200, description = "{object: list, data: [signing_key], has_more}"), (status = 400, description = "invalid_parameter")))]
 pub async fn list_signing_keys(
     State(state): State<AppState>,
     who: Principal,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Value>> {
     who.require(Scope::AccountRead)?;
-    let keys = state.store().list_signing_keys(&who.account_id).await?;
+    let limit = q.limit()?;
+    if let Some(after) = &q.starting_after {
+        check_signing_key_id(after).map_err(|_| codes::INVALID_PARAMETER)?;
+    }
+    let mut keys = state
+        .store()
+        .list_signing_keys(&who.account_id, q.starting_after.as_deref(), limit + 1)
+        .await?;
+    let has_more = page(&mut keys, limit);
     Ok(Json(json!({
         "object": "list",
         "data": keys.iter().map(signing_key_json).collect::<Vec<_>>(),
-        "has_more": false,
+        "has_more": has_more,
     })))
 }
 

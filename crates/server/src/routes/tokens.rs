@@ -60,7 +60,7 @@ pub async fn issue(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    body: Bytes,
+    crate::extract::ApiBytes(body): crate::extract::ApiBytes,
 ) -> ApiResult<Json<Value>> {
     if principal.token_id.is_some() || principal.kind == KeyKind::Publishable {
         return Err(codes::PERMISSION_DENIED);
@@ -105,7 +105,7 @@ pub async fn rotate(
     State(state): State<AppState>,
     _admin: Admin,
     headers: HeaderMap,
-    body: Bytes,
+    crate::extract::ApiBytes(body): crate::extract::ApiBytes,
 ) -> ApiResult<Json<Value>> {
     let _: EmptyBody = optional_json(&headers, &body)?;
     Ok(Json(state.tokens().rotate(&state).await?))
@@ -121,7 +121,7 @@ pub async fn revoke_all(
     _admin: Admin,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    crate::extract::ApiBytes(body): crate::extract::ApiBytes,
 ) -> ApiResult<Json<Value>> {
     parse_id(IdKind::Account, &id)?;
     let _: EmptyBody = optional_json(&headers, &body)?;

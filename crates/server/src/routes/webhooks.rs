@@ -2,7 +2,7 @@
 
 use crate::auth::Principal;
 use crate::error::{ApiResult, codes};
-use crate::extract::{ApiPath, ApiQuery, BODY_LIMIT, parse_json};
+use crate::extract::{ApiPath, ApiQuery, BODY_LIMIT, PageQuery, page, parse_json};
 use crate::service::inbound;
 use crate::service::secs;
 use crate::service::webhooks::{self as svc, SIGNING_ED25519, SIGNING_HMAC};
@@ -190,7 +190,7 @@ pub async fn redeliver(
     who: Principal,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    crate::extract::ApiBytes(body): crate::extract::ApiBytes,
 ) -> ApiResult<Json<Value>> {
     who.require(Scope::WebhooksWrite)?;
     let b: RedeliverBody = optional_json(&headers, &body)?;
@@ -242,7 +242,8 @@ fn check_description(d: Option<&String>) -> ApiResult<()> {
 /// Register an endpoint. The response carries its `secret` (`whsec_…`, HMAC) once; an
 /// Ed25519 endpoint shows its `public_key` (`whpk_…`).
 #[utoipa::path(post, path = "/v1/webhook_endpoints", tag = "webhooks", security(("api_key" = [])), request_body = CreateEndpointBody,
-    responses((status = 201, description = "The endpoint, with `secret` for HMAC endpoints"), (status = 400, description = "url_not_allowed, invalid_parameter")))]
+    responses((status = 201, description = "The endpoint, with `secret` for HMAC endpoints"), (status = 400, description = "url_not_allowed, invalid_parameter"),
+        (status = 409, description = "limit_reached: the account has `[webhooks] max_endpoints` endpoints in this mode (16 by default)")))]
 pub async fn create_endpoint(
     State(state): State<AppState>,
     who: Principal,
@@ -277,7 +278,10 @@ pub async fn create_endpoint(
         enabled_events: types,
         kind: "webhook".into(),
     };
-    state.store().insert_endpoint(&ep).await?;
+    let max = state.config().webhooks.max_endpoints;
+    if !state.store().insert_endpoint(&ep, Some(max)).await? {
+        return Err(codes::LIMIT_REACHED);
+    }
     let mut v = svc::endpoint_json(&state, &ep)?;
     if signing == SIGNING_HMAC
         && let Some(o) = v.as_object_mut()
@@ -301,24 +305,35 @@ async fn own_endpoint(
         .ok_or(codes::NOT_FOUND)
 }
 
-/// List endpoints.
-#[utoipa::path(get, path = "/v1/webhook_endpoints", tag = "webhooks", security(("api_key" = [])),
-    responses((status = 200, description = "{object: list, data: [webhook_endpoint]}")))]
+/// List endpoints, oldest first; page with `starting_after`.
+#[utoipa::path(get, path = "/v1/webhook_endpoints", tag = "webhooks", security(("api_key" = [])), params(PageQuery),
+    responses((status = 200, description = "{object: list, data: [webhook_endpoint], has_more}"), (status = 400, description = "invalid_parameter")))]
 pub async fn list_endpoints(
     State(state): State<AppState>,
     who: Principal,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Value>> {
     who.require(Scope::WebhooksRead)?;
-    let eps = state
+    let limit = q.limit()?;
+    if let Some(after) = &q.starting_after {
+        parse_id(IdKind::WebhookEndpoint, after).map_err(|_| codes::INVALID_PARAMETER)?;
+    }
+    let mut eps = state
         .store()
-        .list_endpoints(&who.account_id, who.mode)
+        .list_endpoints(
+            &who.account_id,
+            who.mode,
+            q.starting_after.as_deref(),
+            limit + 1,
+        )
         .await?;
+    let has_more = page(&mut eps, limit);
     let data = eps
         .iter()
         .map(|e| svc::endpoint_json(&state, e))
         .collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(
-        json!({"object": "list", "data": data, "has_more": false}),
+        json!({"object": "list", "data": data, "has_more": has_more}),
     ))
 }
 
@@ -488,7 +503,7 @@ pub async fn recover(
     who: Principal,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    crate::extract::ApiBytes(body): crate::extract::ApiBytes,
 ) -> ApiResult<Json<Value>> {
     who.require(Scope::WebhooksWrite)?;
     let b: RecoverBody = required_json(&headers, &body)?;
@@ -559,7 +574,7 @@ pub async fn inbound(
     State(state): State<AppState>,
     ApiPath(source): ApiPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    crate::extract::ApiBytes(body): crate::extract::ApiBytes,
 ) -> ApiResult<Json<Value>> {
     let src = state
         .config()
@@ -574,14 +589,11 @@ pub async fn inbound(
     let now = state.now_ms();
     let id = state.new_id(IdKind::Event)?;
     let verdict = inbound::verify(&src, &headers, &body, secs(now));
-    // Verified on the raw bytes; stored and emitted only with card numbers redacted.
-    let redacted = std::str::from_utf8(&body).ok().map(inbound::redact_pans);
-    let text = redacted.as_deref();
     match verdict {
         Ok(()) => {
-            let payload: Value = text
-                .and_then(|t| serde_json::from_str(t).ok())
-                .unwrap_or(Value::Null);
+            // Verified on the raw bytes; stored and emitted only with card numbers
+            // redacted, on the parsed JSON (so escapes cannot hide a digit).
+            let (payload, stored) = inbound::redact_body(&body);
             let ev = state.event(
                 &src.account_id,
                 src.mode,
@@ -594,7 +606,7 @@ pub async fn inbound(
                 verified: true,
                 reason: None,
                 received_ms: now,
-                body: text.map(str::to_owned),
+                body: stored,
             };
             state.store().insert_inbound(&rec, &[ev]).await?;
             Ok(Json(

@@ -119,36 +119,63 @@ pub fn verify(
     }
 }
 
-/// Replaces every Luhn-valid run of 13–19 digits (a card number a processor may have
-/// put in its notification) with `[REDACTED]`, so that nothing stored or emitted holds a
-/// PAN. Applied after verification, which uses the raw bytes.
+/// What a redacted card number becomes in an inbound notification.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Replaces every card number in `text` with [`REDACTED`], using the leak guard's
+/// scanner (plain, spaced or dashed, Luhn-valid). For bodies that are not JSON.
 pub fn redact_pans(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let start = i;
-        while bytes.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i > start {
-            let run = text.get(start..i).unwrap_or_default();
-            if (13..=19).contains(&run.len()) && strongroom_core::pan::luhn_valid(run.as_bytes()) {
-                out.push_str("[REDACTED]");
-            } else {
-                out.push_str(run);
+    crate::leak_guard::mask_pans(text, REDACTED).into_owned()
+}
+
+/// Redacts a parsed notification in place: every string (object keys included), read
+/// after JSON escapes were decoded, and every integer that is a card number. A number
+/// becomes the string [`REDACTED`]. Depth is bounded by the parser's recursion limit.
+pub fn redact_value(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    use std::borrow::Cow;
+    match v {
+        Value::String(s) => {
+            if let Cow::Owned(m) = crate::leak_guard::mask_pans(s, REDACTED) {
+                *s = m;
             }
-            continue;
         }
-        // Copy one (possibly multi-byte) character.
-        let ch_len = text
-            .get(i..)
-            .and_then(|rest| rest.chars().next())
-            .map_or(1, char::len_utf8);
-        out.push_str(text.get(i..i + ch_len).unwrap_or_default());
-        i += ch_len;
+        Value::Number(n) => {
+            let digits = n.to_string();
+            if let Cow::Owned(m) = crate::leak_guard::mask_pans(&digits, REDACTED) {
+                *v = Value::String(m);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_value),
+        Value::Object(map) => {
+            for (key, mut item) in std::mem::take(map) {
+                redact_value(&mut item);
+                map.insert(
+                    crate::leak_guard::mask_pans(&key, REDACTED).into_owned(),
+                    item,
+                );
+            }
+        }
+        Value::Null | Value::Bool(_) => {}
     }
-    out
+}
+
+/// A verified notification made safe to keep: the payload to emit (`Null` unless the
+/// body is JSON) and the text to store (the redacted JSON re-serialized, so no escape
+/// spelling of a number survives; a body that is not JSON is scanned as text; `None` if
+/// it is not UTF-8). Applied after verification, which uses the raw bytes.
+pub fn redact_body(body: &[u8]) -> (serde_json::Value, Option<String>) {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return (serde_json::Value::Null, None);
+    };
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(mut v) => {
+            redact_value(&mut v);
+            let stored = serde_json::to_string(&v).ok();
+            (v, stored)
+        }
+        Err(_) => (serde_json::Value::Null, Some(redact_pans(text))),
+    }
 }
 
 #[cfg(test)]
@@ -164,5 +191,24 @@ mod tests {
             r#"{"pan":"[REDACTED]","amount":1000,"ref":"1234567890123","é":"x"}"#
         );
         assert_eq!(redact_pans("card 4111111111111111."), "card [REDACTED].");
+        assert_eq!(redact_pans("card 4111 1111-1111 1111."), "card [REDACTED].");
+    }
+
+    #[test]
+    fn parsed_bodies_are_redacted_after_escapes_are_decoded() {
+        let raw = br#"{"a":"\u0034242 4242 4242 4242","4111111111111111":[4000056655665556, 7],"r":"1234567890123"}"#;
+        let (v, stored) = redact_body(raw);
+        assert_eq!(
+            v,
+            serde_json::json!({"a": "[REDACTED]", "[REDACTED]": ["[REDACTED]", 7], "r": "1234567890123"})
+        );
+        let stored = stored.unwrap();
+        assert!(!stored.contains("4242") && !stored.contains("4111") && !stored.contains("40000"));
+        // Not JSON: scanned as text; not UTF-8: nothing kept.
+        assert_eq!(
+            redact_body(b"pan=4242-4242-4242-4242").1.unwrap(),
+            "pan=[REDACTED]"
+        );
+        assert_eq!(redact_body(b"\xff4242").1, None);
     }
 }

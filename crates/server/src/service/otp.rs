@@ -233,8 +233,9 @@ async fn otp_endpoint(
         enabled_events: vec![OTP_EVENT.to_owned()],
         kind: "otp".into(),
     };
-    match state.store().insert_endpoint(&ep).await {
-        Ok(()) => Ok(ep),
+    // Not capped: one per account and mode, and not an API-managed endpoint.
+    match state.store().insert_endpoint(&ep, None).await {
+        Ok(_) => Ok(ep),
         // A concurrent request created it first.
         Err(StoreError::Conflict(_)) => state
             .store()

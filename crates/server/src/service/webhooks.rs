@@ -49,7 +49,22 @@ pub struct WebhookConfig {
     pub lease: Duration,
     /// How long events are kept.
     pub event_retention: Duration,
+    /// The most API-managed endpoints an account may have in each mode: every event
+    /// writes one delivery row per matching endpoint inside the writer's transaction.
+    pub max_endpoints: i64,
+    /// An HTTP(S) proxy that every delivery goes through (`[webhooks] egress_proxy`).
+    /// Without it the environment's proxy variables (`HTTPS_PROXY`, `ALL_PROXY`, …) are
+    /// ignored: a proxy would make the address checks see only the proxy.
+    pub egress_proxy: Option<String>,
+    /// Test harnesses only (no configuration file sets it): deliveries that must go to
+    /// public HTTPS destinations (live mode, OTP codes) may also go to plain-HTTP
+    /// loopback, where a test receiver listens. Nothing else private is let through.
+    #[doc(hidden)]
+    pub loopback_for_tests: bool,
 }
+
+/// Default of [`WebhookConfig::max_endpoints`].
+pub const DEFAULT_MAX_ENDPOINTS: i64 = 16;
 
 impl Default for WebhookConfig {
     fn default() -> Self {
@@ -72,6 +87,9 @@ impl Default for WebhookConfig {
             disable_after: Duration::from_secs(5 * 24 * 3600),
             lease: Duration::from_secs(60),
             event_retention: Duration::from_secs(30 * 24 * 3600),
+            max_endpoints: DEFAULT_MAX_ENDPOINTS,
+            egress_proxy: None,
+            loopback_for_tests: false,
         }
     }
 }
@@ -139,20 +157,28 @@ fn is_loopback_host(host: &url::Host<&str>) -> bool {
     }
 }
 
-/// Checks an endpoint URL at registration: HTTPS (plain HTTP only to loopback outside
-/// strict mode), no credentials, and in strict mode a host that is not, and does not
-/// resolve to, a non-public address.
+/// Whether a URL carries credentials (`https://user:pass@…`): refused everywhere, so a
+/// secret is never stored, shown or logged with a destination.
+fn has_userinfo(url: &reqwest::Url) -> bool {
+    !url.username().is_empty() || url.password().is_some()
+}
+
+/// Checks a webhook or OTP delivery URL at registration: HTTPS (plain HTTP only to
+/// loopback outside strict mode), no credentials, and in strict mode a host that is not,
+/// and does not resolve to, a non-public address. The OTP delivery URL is checked as a
+/// live-mode endpoint.
 pub async fn check_url(state: &AppState, mode: Mode, raw: &str) -> ApiResult<String> {
     let bad = codes::URL_NOT_ALLOWED;
     if raw.len() > 2048 {
         return Err(bad);
     }
     let url = reqwest::Url::parse(raw).map_err(|_| bad.clone())?;
-    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+    if has_userinfo(&url) || url.fragment().is_some() {
         return Err(bad);
     }
     let host = url.host().ok_or(bad.clone())?;
-    let strict = strict(state, mode);
+    let test_loopback = state.config().webhooks.loopback_for_tests && is_loopback_host(&host);
+    let strict = strict(state, mode) && !test_loopback;
     match url.scheme() {
         "https" => {}
         "http" if !strict && is_loopback_host(&host) => {}
@@ -335,20 +361,36 @@ impl reqwest::dns::Resolve for PublicOnly {
 pub struct Clients {
     strict: reqwest::Client,
     dev: reqwest::Client,
+    /// Deliveries go through an explicitly configured proxy.
+    proxied: bool,
 }
 
 impl Clients {
-    /// Builds both clients: no redirects, the configured timeout.
-    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
-        let base = || {
-            reqwest::Client::builder()
+    /// Builds both clients: no redirects, the configured timeout, and no proxy but
+    /// `egress_proxy` (the environment's proxy variables are ignored). Without a proxy the
+    /// strict client resolves names itself and connects only to public addresses; with
+    /// one, the proxy resolves and connects, and [`post`] checks what it can first.
+    pub fn new(timeout: Duration, egress_proxy: Option<&str>) -> Result<Self, reqwest::Error> {
+        let base = || -> Result<reqwest::ClientBuilder, reqwest::Error> {
+            let b = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(timeout)
                 .user_agent("Strongroom-Webhooks/1")
+                .no_proxy();
+            Ok(match egress_proxy {
+                Some(p) => b.proxy(reqwest::Proxy::all(p)?),
+                None => b,
+            })
+        };
+        let strict = match egress_proxy {
+            // The resolver would check the proxy's name, not the destination's.
+            Some(_) => base()?,
+            None => base()?.dns_resolver(Arc::new(PublicOnly)),
         };
         Ok(Self {
-            strict: base().dns_resolver(Arc::new(PublicOnly)).build()?,
-            dev: base().build()?,
+            strict: strict.build()?,
+            dev: base()?.build()?,
+            proxied: egress_proxy.is_some(),
         })
     }
 }
@@ -387,7 +429,7 @@ fn error_class(e: &reqwest::Error) -> &'static str {
 pub fn spawn(state: AppState) {
     tokio::spawn(async move {
         let cfg = state.config().webhooks.clone();
-        let clients = match Clients::new(cfg.timeout) {
+        let clients = match Clients::new(cfg.timeout, cfg.egress_proxy.as_deref()) {
             Ok(c) => c,
             Err(_) => {
                 tracing::error!("cannot build the webhook HTTP client; deliveries stopped");
@@ -509,25 +551,34 @@ async fn post(
     let now = state.now_ms();
     let ts = secs(now);
     let signature = signature_header(state, ep, msg_id, ts, body, now)?;
-    // The OTP endpoint is set by the operator (admin API), under the admin URL rules.
-    let strict = ep.kind != "otp" && strict(state, ep.mode);
-    let refused = || Sent {
+    let refused = |class: &'static str| Sent {
         status: None,
         retry_after: None,
-        error_class: Some("refused_address"),
+        error_class: Some(class),
         body: None,
     };
-    // IP literals bypass the resolver: check them here.
     let url = reqwest::Url::parse(&ep.url).map_err(|_| codes::URL_NOT_ALLOWED)?;
+    // A row stored before credentials were refused is not sent with them.
+    if has_userinfo(&url) {
+        return Ok(refused("url_not_allowed"));
+    }
+    // OTP endpoints follow the same rules as every other endpoint of their mode (OTP
+    // codes travel in live mode only).
+    let test_loopback = state.config().webhooks.loopback_for_tests
+        && url.host().is_some_and(|h| is_loopback_host(&h));
+    let strict = strict(state, ep.mode) && !test_loopback;
     if strict {
+        // IP literals bypass the resolver: check them here.
         let ok = match url.host() {
             Some(url::Host::Ipv4(ip)) => is_public(IpAddr::V4(ip)),
             Some(url::Host::Ipv6(ip)) => is_public(IpAddr::V6(ip)),
-            Some(url::Host::Domain(_)) => url.scheme() == "https",
+            Some(url::Host::Domain(d)) => {
+                url.scheme() == "https" && (!clients.proxied || public_now(d, &url).await)
+            }
             None => false,
         };
         if !ok {
-            return Ok(refused());
+            return Ok(refused("refused_address"));
         }
     }
     let client = if strict {
@@ -569,6 +620,16 @@ async fn post(
             error_class: Some(error_class(&e)),
             body: None,
         }),
+    }
+}
+
+/// Through a proxy the proxy resolves the name; refuse it here if it resolves to a
+/// non-public address now (a name that does not resolve here is left to the proxy).
+async fn public_now(host: &str, url: &reqwest::Url) -> bool {
+    let port = url.port_or_known_default().unwrap_or(443);
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(addrs) => addrs.into_iter().all(|a| is_public(a.ip())),
+        Err(_) => true,
     }
 }
 
@@ -708,6 +769,93 @@ async fn record(
     };
     state.store().record_attempt(&rec).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::Clients;
+    use std::time::Duration;
+
+    /// Set in the child process of [`the_environment_proxy_is_ignored`].
+    const CHILD: &str = "STRONGROOM_TEST_PROXY_CHILD";
+
+    /// With `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY` pointing at a listener, neither client
+    /// connects to it: the address checks would otherwise see only the proxy. The
+    /// variables are read when a client is built, and this process's environment is not
+    /// ours to change, so the clients are built in a child process (this test again).
+    #[test]
+    fn the_environment_proxy_is_ignored() {
+        if std::env::var_os(CHILD).is_some() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let c = Clients::new(Duration::from_secs(2), None).unwrap();
+                // Names only a proxy could reach: without one, they fail at once.
+                let _ = c
+                    .strict
+                    .post("https://strongroom-proxy.invalid/")
+                    .send()
+                    .await;
+                let _ = c.dev.post("http://strongroom-proxy.invalid/").send().await;
+            });
+            return;
+        }
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        proxy.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", proxy.local_addr().unwrap());
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "--exact",
+            "service::webhooks::proxy_tests::the_environment_proxy_is_ignored",
+        ])
+        .env(CHILD, "1")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy");
+        for var in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"] {
+            cmd.env(var, &url).env(var.to_ascii_lowercase(), &url);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "the child ran nothing: {out:?}"
+        );
+        assert!(
+            proxy.accept().is_err(),
+            "a webhook client connected to the environment's proxy"
+        );
+    }
+
+    /// An explicitly configured egress proxy is used.
+    #[tokio::test]
+    async fn a_configured_egress_proxy_is_used() {
+        use tokio::io::AsyncReadExt;
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", proxy.local_addr().unwrap());
+        let c = Clients::new(Duration::from_secs(2), Some(&url)).unwrap();
+        let send = tokio::spawn(async move {
+            let _ = c
+                .dev
+                .post("http://strongroom-proxy.invalid/hook")
+                .send()
+                .await;
+        });
+        let (mut sock, _) = tokio::time::timeout(Duration::from_secs(5), proxy.accept())
+            .await
+            .expect("no connection to the configured proxy")
+            .unwrap();
+        let mut buf = vec![0u8; 256];
+        let n = sock.read(&mut buf).await.unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(
+            head.starts_with("POST http://strongroom-proxy.invalid/hook"),
+            "{head}"
+        );
+        drop(sock);
+        send.await.unwrap();
+    }
 }
 
 #[cfg(test)]

@@ -169,7 +169,7 @@ async fn accounts_and_keys_lifecycle() {
         json!({"name": "x", "otp_delivery_url": "http://example.com/otp"}),
     )
     .await
-    .assert_error(400, "invalid_parameter");
+    .assert_error(400, "url_not_allowed");
     assert_not_logged(&[&secret, &srv.admin_key]);
 }
 

@@ -281,3 +281,66 @@ async fn every_response_has_request_id_and_security_headers() {
     missing.assert_error(404, "not_found");
     assert_ne!(ok.headers["request-id"], unauth.headers["request-id"]);
 }
+
+/// Sends `head` and then `sent` bytes of a chunked body over TLS, and never ends the
+/// body; returns what the server answered within 10 s (empty if nothing).
+fn stalled_upload(port: u16, head: &str, sent: usize) -> String {
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca_pem().as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![b' '; 16 * 1024];
+    let mut n = 0;
+    while n < sent {
+        let frame = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+        // The server may answer and close while we are still sending.
+        if tls.write_all(&frame).and_then(|()| tls.flush()).is_err() {
+            break;
+        }
+        n += chunk.len();
+    }
+    let mut buf = [0u8; 4096];
+    let got = tls.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..got]).into_owned()
+}
+
+#[tokio::test]
+async fn raw_bodies_are_limited_as_they_are_read() {
+    // Handlers that take the raw body (token issue, redelivery, recovery, inbound hooks)
+    // must stop reading at 64 KiB: an upload that sends 256 KiB and never ends is
+    // answered 413 at once, not after the server buffered up to its 2 MiB default.
+    let srv = TestServer::start().await;
+    let port = srv.running.local_addr.port();
+    let evt = "evt_0192f3a4b5c67d8e9f00112233445566";
+    for path in [
+        "/v1/auth/token".to_owned(),
+        format!("/v1/events/{evt}/redeliver"),
+        "/v1/webhook_endpoints/we_0192f3a4b5c67d8e9f00112233445566/recover".to_owned(),
+        "/v1/inbound/nope".to_owned(),
+    ] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+            srv.sk_test
+        );
+        let reply = tokio::task::spawn_blocking(move || stalled_upload(port, &head, 256 * 1024))
+            .await
+            .unwrap();
+        assert!(
+            reply.starts_with("HTTP/1.1 413"),
+            "{path}: expected 413 while the body was still coming, got {reply:?}"
+        );
+        assert!(reply.contains("body_too_large"), "{path}: {reply}");
+    }
+}

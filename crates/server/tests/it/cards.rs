@@ -426,7 +426,11 @@ async fn live_otp_goes_to_the_delivery_url_signed() {
         String::from_utf8(buf).unwrap()
     });
 
-    let srv = TestServer::start().await;
+    // Live deliveries go to public HTTPS only; the receiver is on loopback.
+    let srv = TestServer::start_on(std::sync::Arc::new(Data::new()), |c| {
+        c.webhooks.loopback_for_tests = true;
+    })
+    .await;
     let created = srv
         .post("/v1/admin/accounts", &srv.admin_key, json!({"name": "Live merchant", "otp_delivery_url": format!("http://127.0.0.1:{port}/otp")}))
         .await;

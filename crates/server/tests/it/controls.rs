@@ -1025,3 +1025,64 @@ async fn per_address_limits_key_ipv6_by_its_64() {
             .assert_error(401, "authentication_required");
     }
 }
+
+#[tokio::test]
+async fn signing_keys_are_capped_and_listed_in_pages() {
+    use base64::Engine;
+    let srv = TestServer::start().await;
+    let jwk = |i: u8| {
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([i; 32]);
+        json!({"jwk": {"kty": "OKP", "crv": "Ed25519", "x": x}})
+    };
+    let creates = (0..14).map(|i| srv.post("/v1/signing_keys", &srv.sk_live, jwk(i)));
+    let results = futures_util::future::join_all(creates).await;
+    let ids: Vec<String> = results
+        .iter()
+        .filter(|r| r.status == 201)
+        .map(|r| r.body["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 10, "at most 10 unrevoked signing keys");
+    for r in results.iter().filter(|r| r.status != 201) {
+        r.assert_error(409, "limit_reached");
+    }
+    // Pages of 4, 4, 2.
+    let first = srv.get("/v1/signing_keys?limit=4", &srv.sk_live).await;
+    assert_eq!(first.body["has_more"], true, "{}", first.text);
+    let last_id = first.body["data"][3]["id"].as_str().unwrap().to_owned();
+    let second = srv
+        .get(
+            &format!("/v1/signing_keys?limit=4&starting_after={last_id}"),
+            &srv.sk_live,
+        )
+        .await;
+    assert_eq!(second.body["has_more"], true);
+    let next = second.body["data"][3]["id"].as_str().unwrap().to_owned();
+    let third = srv
+        .get(
+            &format!("/v1/signing_keys?limit=4&starting_after={next}"),
+            &srv.sk_live,
+        )
+        .await;
+    assert_eq!(third.body["has_more"], false);
+    assert_eq!(third.body["data"].as_array().unwrap().len(), 2);
+    srv.get("/v1/signing_keys?limit=0", &srv.sk_live)
+        .await
+        .assert_error(400, "invalid_parameter");
+    srv.get("/v1/signing_keys?starting_after=sigk_x", &srv.sk_live)
+        .await
+        .assert_error(400, "invalid_parameter");
+    // A revoked key makes room for a new one.
+    let r = srv
+        .delete(&format!("/v1/signing_keys/{}", ids[0]), &srv.sk_live)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        srv.post("/v1/signing_keys", &srv.sk_live, jwk(99))
+            .await
+            .status,
+        201
+    );
+    srv.post("/v1/signing_keys", &srv.sk_live, jwk(100))
+        .await
+        .assert_error(409, "limit_reached");
+}

@@ -586,7 +586,7 @@ async fn live_deliveries_resolve_and_refuse_private_addresses() {
         .unwrap()));
     // The strict client's resolver refuses `localhost` (it resolves to loopback).
     let clients =
-        strongroom_server::service::webhooks::Clients::new(Duration::from_secs(5)).unwrap();
+        strongroom_server::service::webhooks::Clients::new(Duration::from_secs(5), None).unwrap();
     let class = clients
         .probe_strict(&format!(
             "https://localhost:{}/hook",
@@ -743,7 +743,12 @@ async fn an_inbound_source_naming_a_missing_account_stops_the_start() {
 
 #[tokio::test]
 async fn live_otp_codes_reach_only_the_otp_endpoint() {
-    let s = server().await;
+    // Live deliveries go to public HTTPS only; the receiver is on loopback.
+    let s = TestServer::start_on(Arc::new(crate::harness::Data::new()), |c| {
+        fast(c);
+        c.webhooks.loopback_for_tests = true;
+    })
+    .await;
     let otp_rx = Receiver::start().await;
     let acct = s
         .post(
@@ -1032,7 +1037,12 @@ async fn timeouts_redirects_and_long_retry_after_are_bounded() {
 
 #[tokio::test]
 async fn otp_signing_secret_rotates_with_an_overlap() {
-    let s = server().await;
+    // Live OTP deliveries go to public HTTPS only; the receiver is on loopback.
+    let s = TestServer::start_on(Arc::new(crate::harness::Data::new()), |c| {
+        fast(c);
+        c.webhooks.loopback_for_tests = true;
+    })
+    .await;
     let otp_rx = Receiver::start().await;
     let acct = s
         .post(
@@ -1126,4 +1136,335 @@ async fn otp_signing_secret_rotates_with_an_overlap() {
     s.post(&rotate, &sk, json!({}))
         .await
         .assert_error(403, "permission_denied");
+}
+
+#[tokio::test]
+async fn revoke_all_events_reach_webhooks() {
+    // `account.keys_revoked` goes through the one event path, so it has deliveries.
+    let s = server().await;
+    let rx = Receiver::start().await;
+    endpoint(&s, &s.sk_test, &rx.url, "hmac-sha256", json!(["*"])).await;
+    let r = s
+        .post(
+            &format!("/v1/admin/accounts/{}/revoke_all", s.account),
+            &s.admin_key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let got = rx
+        .wait_for("account.keys_revoked", |g| {
+            g.iter()
+                .any(|m| m.body.contains("\"account.keys_revoked\""))
+        })
+        .await;
+    let m = got
+        .iter()
+        .find(|m| m.body.contains("\"account.keys_revoked\""))
+        .unwrap();
+    let body: Value = serde_json::from_str(&m.body).unwrap();
+    assert_eq!(body["mode"], "test");
+}
+
+#[tokio::test]
+async fn inbound_redaction_sees_spaced_dashed_and_escaped_numbers() {
+    let data = Arc::new(crate::harness::Data::new());
+    let s = TestServer::start_on(data.clone(), fast).await;
+    let (account, sk) = (s.account.clone(), s.sk_test.clone());
+    let data = s.stop().await;
+    let source = InboundSource {
+        name: "m2p".into(),
+        account_id: account,
+        mode: strongroom_core::Mode::Test,
+        scheme: InboundScheme::HmacSha256Hex {
+            header: "x-m2p-signature".into(),
+        },
+        secret: strongroom_core::Sensitive::new(b"inbound-secret".to_vec()),
+    };
+    let s = TestServer::start_on(data, move |c| {
+        fast(c);
+        c.inbound_sources = vec![source];
+    })
+    .await;
+    let rx = Receiver::start().await;
+    endpoint(&s, &sk, &rx.url, "hmac-sha256", json!(["inbound.received"])).await;
+    // The same number spelled four ways, one of them with JSON escapes that only a
+    // parser turns back into digits, one as a bare JSON number, one in a key.
+    let body = r#"{"spaced":"4242 4242 4242 4242","dashed":"card 5555-5555-5555-4444 ok","escaped":"\u0034\u0032424242424242\u00342","n":[4000056655665556],"4111111111111111":"k","ref":"1234567890123","amount":100}"#;
+    let mac = hex::encode(strongroom_crypto::hmac_sha256(
+        b"inbound-secret",
+        body.as_bytes(),
+    ));
+    let r = s
+        .client
+        .post(format!("{}/v1/inbound/m2p", s.url))
+        .header("x-m2p-signature", mac)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ev = s.get("/v1/events?type=inbound.received", &sk).await;
+    let p = &ev.body["data"][0]["data"]["object"]["payload"];
+    assert_eq!(p["spaced"], "[REDACTED]", "{}", ev.text);
+    assert_eq!(p["dashed"], "card [REDACTED] ok");
+    assert_eq!(p["escaped"], "[REDACTED]");
+    assert_eq!(p["n"][0], "[REDACTED]");
+    assert_eq!(p["[REDACTED]"], "k");
+    // Other numbers stay as they were.
+    assert_eq!(p["ref"], "1234567890123");
+    assert_eq!(p["amount"], 100);
+    let got = rx.wait_for("inbound.received", |g| !g.is_empty()).await;
+    let pans = [
+        "4242424242424242",
+        "5555555555554444",
+        "4000056655665556",
+        "4111111111111111",
+    ];
+    for text in [ev.text.as_str(), got[0].body.as_str()] {
+        for pan in pans {
+            for form in crate::harness::spellings(pan) {
+                assert!(!text.contains(&form), "a card number was emitted");
+            }
+        }
+        assert!(!text.contains("\\u0034"), "{text}");
+    }
+    crate::harness::assert_not_logged(&pans);
+    // Nor stored: the inbound record keeps the redacted JSON, not the raw bytes.
+    if let Some(db) = s.data.sqlite_files().first().cloned() {
+        s.stop().await;
+        for pan in pans {
+            for form in crate::harness::spellings(pan) {
+                crate::harness::assert_not_in_file(&db, &[&form]);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn endpoints_are_capped_per_account_and_mode_and_listed_in_pages() {
+    let s = server().await;
+    let rx = Receiver::start().await;
+    // Concurrent creations cannot pass the cap together: the count and the insert share
+    // the writer's transaction.
+    let creates = (0..24).map(|_| {
+        s.post(
+            "/v1/webhook_endpoints",
+            &s.sk_test,
+            json!({"url": rx.url, "enabled_events": ["*"]}),
+        )
+    });
+    let results = futures_util::future::join_all(creates).await;
+    let created: Vec<&crate::harness::Resp> = results.iter().filter(|r| r.status == 201).collect();
+    assert_eq!(
+        created.len(),
+        16,
+        "the default cap is 16 per account and mode"
+    );
+    for r in results.iter().filter(|r| r.status != 201) {
+        r.assert_error(409, "limit_reached");
+        assert!(r.body.get("secret").is_none());
+    }
+    // The other mode has its own allowance.
+    let live = s
+        .post(
+            "/v1/webhook_endpoints",
+            &s.sk_live,
+            json!({"url": "https://93.184.215.14/hook", "enabled_events": ["*"]}),
+        )
+        .await;
+    assert_eq!(live.status, 201, "{}", live.text);
+    // Pages of 5: oldest first, has_more until the last, no endpoint twice.
+    let mut seen: Vec<String> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/v1/webhook_endpoints?limit=5&starting_after={a}"),
+            None => "/v1/webhook_endpoints?limit=5".to_owned(),
+        };
+        let r = s.get(&path, &s.sk_test).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let data = r.body["data"].as_array().unwrap();
+        seen.extend(data.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+        if r.body["has_more"] == false {
+            assert_eq!(data.len(), 1);
+            break;
+        }
+        assert_eq!(data.len(), 5);
+        after = seen.last().cloned();
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!((seen.len(), sorted), (16, seen.clone()));
+    for bad in ["limit=0", "limit=101", "starting_after=nope", "cursor=x"] {
+        let r = s
+            .get(&format!("/v1/webhook_endpoints?{bad}"), &s.sk_test)
+            .await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+    }
+    // Deleting one makes room for one.
+    let gone = s
+        .delete(&format!("/v1/webhook_endpoints/{}", seen[0]), &s.sk_test)
+        .await;
+    assert_eq!(gone.status, 200);
+    let again = || {
+        s.post(
+            "/v1/webhook_endpoints",
+            &s.sk_test,
+            json!({"url": rx.url, "enabled_events": ["*"]}),
+        )
+    };
+    assert_eq!(again().await.status, 201);
+    again().await.assert_error(409, "limit_reached");
+}
+
+#[tokio::test]
+async fn the_endpoint_cap_is_configurable() {
+    let s = TestServer::start_on(Arc::new(crate::harness::Data::new()), |c| {
+        fast(c);
+        c.webhooks.max_endpoints = 2;
+    })
+    .await;
+    let rx = Receiver::start().await;
+    for _ in 0..2 {
+        endpoint(&s, &s.sk_test, &rx.url, "hmac-sha256", json!(["*"])).await;
+    }
+    s.post(
+        "/v1/webhook_endpoints",
+        &s.sk_test,
+        json!({"url": rx.url, "enabled_events": ["*"]}),
+    )
+    .await
+    .assert_error(409, "limit_reached");
+}
+
+#[tokio::test]
+async fn otp_delivery_urls_get_the_live_webhook_checks() {
+    use strongroom_store::VaultStore;
+    let s = server().await;
+    // At registration: the rules of a live endpoint, with credentials refused and never
+    // echoed (the old check took anything starting with https:// and loopback in dev).
+    for url in [
+        "https://otp-user:s3cret-pw@example.com/otp",
+        "https://otp-user@example.com/otp",
+        "http://127.0.0.1:9/otp",
+        "https://127.0.0.1/otp",
+        "https://10.0.0.1/otp",
+        "https://169.254.169.254/latest",
+        "https://localhost/otp",
+    ] {
+        let r = s
+            .post(
+                "/v1/admin/accounts",
+                &s.admin_key,
+                json!({"name": "x", "otp_delivery_url": url}),
+            )
+            .await;
+        r.assert_error(400, "url_not_allowed");
+        assert!(
+            !r.text.contains("s3cret") && !r.text.contains(url),
+            "{}",
+            r.text
+        );
+        let r = s
+            .call(
+                reqwest::Method::PATCH,
+                &format!("/v1/admin/accounts/{}", s.account),
+                Some(&s.admin_key),
+                Some(json!({"otp_delivery_url": url})),
+            )
+            .await;
+        r.assert_error(400, "url_not_allowed");
+    }
+    let ok = s
+        .post(
+            "/v1/admin/accounts",
+            &s.admin_key,
+            json!({"name": "x", "otp_delivery_url": "https://93.184.215.14/otp"}),
+        )
+        .await;
+    assert_eq!(ok.status, 201, "{}", ok.text);
+    // Webhook URLs with credentials are refused in every mode.
+    s.post(
+        "/v1/webhook_endpoints",
+        &s.sk_test,
+        json!({"url": "http://u:s3cret-pw@127.0.0.1:9/h", "enabled_events": ["*"]}),
+    )
+    .await
+    .assert_error(400, "url_not_allowed");
+
+    // At send time: an OTP URL stored before these checks (loopback, with credentials)
+    // is refused before any connection, and never echoed with its credentials.
+    let rx = Receiver::start().await;
+    let legacy = rx.url.replace("http://", "http://otp-user:s3cret-pw@");
+    let store = s.running.state.store();
+    let mut acct = store.get_account(&s.account).await.unwrap().unwrap();
+    acct.otp_delivery_url = Some(legacy);
+    assert!(store.update_account(&acct).await.unwrap());
+    let shown = s
+        .get(&format!("/v1/admin/accounts/{}", s.account), &s.admin_key)
+        .await;
+    assert_eq!(shown.status, 200);
+    assert!(!shown.text.contains("s3cret"), "{}", shown.text);
+    let card = s
+        .post(
+            "/v1/cards",
+            &s.sk_live,
+            json!({"number": "4532015112830366", "exp_month": 3, "exp_year": 2031}),
+        )
+        .await;
+    assert_eq!(card.status, 201, "{}", card.text);
+    let otp = s
+        .post(
+            "/v1/otp",
+            &s.sk_live,
+            json!({"purpose": "pin.set", "card": card.body["id"]}),
+        )
+        .await;
+    assert_eq!(otp.status, 201, "{}", otp.text);
+    let ev = s.get("/v1/events?type=otp.created", &s.sk_live).await;
+    let ev_id = ev.body["data"][0]["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = s
+            .get(&format!("/v1/events/{ev_id}/deliveries"), &s.sk_live)
+            .await;
+        if d.body["data"][0]["attempts"].as_i64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no attempt: {}", d.text);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(rx.got().is_empty(), "the OTP code went to a loopback URL");
+    assert!(!captured_logs().contains("s3cret"));
+
+    // The same URL without credentials is refused too: loopback is not public.
+    let mut acct = store.get_account(&s.account).await.unwrap().unwrap();
+    acct.otp_delivery_url = Some(rx.url.clone());
+    assert!(store.update_account(&acct).await.unwrap());
+    let otp = s
+        .post(
+            "/v1/otp",
+            &s.sk_live,
+            json!({"purpose": "pin.set", "card": card.body["id"]}),
+        )
+        .await;
+    assert_eq!(otp.status, 201, "{}", otp.text);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ev = s
+            .get("/v1/events?type=otp.created&limit=1", &s.sk_live)
+            .await;
+        let id = ev.body["data"][0]["id"].as_str().unwrap().to_owned();
+        let d = s
+            .get(&format!("/v1/events/{id}/deliveries"), &s.sk_live)
+            .await;
+        if id != ev_id && d.body["data"][0]["attempts"].as_i64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no attempt: {}", d.text);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(rx.got().is_empty(), "the OTP code went to a loopback URL");
 }

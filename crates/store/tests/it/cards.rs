@@ -636,7 +636,7 @@ async fn concurrent_new_cards_with_events_and_deliveries(store: Store) {
         endpoint(&a, Mode::Test, T0 + 5, &["*"], true),
     ];
     for ep in wanted.iter().chain(&unwanted) {
-        store.insert_endpoint(ep).await.unwrap();
+        assert!(store.insert_endpoint(ep, None).await.unwrap());
     }
     // `fp` is random beyond its number: one fingerprint per number, made once.
     let fps: Vec<Vec<u8>> = (0..60).map(fp).collect();

@@ -92,13 +92,35 @@ async fn signing_keys_and_nonces(store: Store) {
         created_ms: T0,
         revoked_ms: None,
     };
-    store
-        .insert_signing_key(&k, &[event(&a, Mode::Test, "signing_key.created", T0)])
-        .await
-        .unwrap();
+    assert!(
+        store
+            .insert_signing_key(
+                &k,
+                Some(1),
+                &[event(&a, Mode::Test, "signing_key.created", T0)]
+            )
+            .await
+            .unwrap()
+    );
+    // The cap counts unrevoked keys: a second one is refused and nothing is written.
+    let k2 = SigningKeyRecord {
+        id: "sigk_2".into(),
+        ..k.clone()
+    };
+    assert!(!store.insert_signing_key(&k2, Some(1), &[]).await.unwrap());
     assert_eq!(store.signing_key(&a, &k.id).await.unwrap(), Some(k.clone()));
     assert_eq!(store.signing_key("acct_other", &k.id).await.unwrap(), None);
-    assert_eq!(store.list_signing_keys(&a).await.unwrap(), vec![k.clone()]);
+    assert_eq!(
+        store.list_signing_keys(&a, None, 10).await.unwrap(),
+        vec![k.clone()]
+    );
+    assert!(
+        store
+            .list_signing_keys(&a, Some(&k.id), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let revoked = store
         .revoke_signing_key(&a, &k.id, T0 + 5, &[])
         .await
@@ -118,6 +140,11 @@ async fn signing_keys_and_nonces(store: Store) {
             .unwrap()
             .is_none()
     );
+    // A revoked key no longer counts against the cap; the listing pages after a cursor.
+    assert!(store.insert_signing_key(&k2, Some(1), &[]).await.unwrap());
+    let page = store.list_signing_keys(&a, Some(&k.id), 10).await.unwrap();
+    assert_eq!(page, vec![k2.clone()]);
+    assert_eq!(store.list_signing_keys(&a, None, 1).await.unwrap().len(), 1);
 
     // A nonce is usable once until it expires, then again.
     assert!(
