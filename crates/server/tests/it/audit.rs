@@ -265,6 +265,54 @@ async fn requests_and_security_events_are_recorded_without_secrets() {
 }
 
 #[tokio::test]
+async fn records_behind_a_trusted_proxy_hold_the_clients_address() {
+    // The test client on loopback plays a trusted proxy that forwards for 203.0.113.5.
+    let proxied = TestServer::start_on(std::sync::Arc::new(Data::new()), |c| {
+        c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    // Not behind one: the same header is the client's own claim and must not count.
+    let direct = TestServer::start().await;
+    let send = |srv: &TestServer, method: reqwest::Method, path: &str, key: &str| {
+        let req = srv
+            .client
+            .request(method, format!("{}{path}", srv.url))
+            .bearer_auth(key)
+            .header("x-forwarded-for", "198.51.100.1, 203.0.113.5, 127.0.0.1");
+        async move { Resp::from(req.send().await.unwrap()).await }
+    };
+    for (srv, expected) in [(&proxied, "203.0.113.5"), (&direct, "127.0.0.1")] {
+        // A read (recorded after the handler), a refusal (anonymous) and a write (its
+        // record commits with the change).
+        assert_eq!(
+            send(srv, reqwest::Method::GET, "/v1/cards", &srv.sk_test)
+                .await
+                .status,
+            200
+        );
+        send(srv, reqwest::Method::GET, "/v1/cards", "sk_test_nope")
+            .await
+            .assert_error(401, "invalid_api_key");
+        let r = srv
+            .client
+            .post(format!("{}/v1/cards", srv.url))
+            .bearer_auth(&srv.sk_test)
+            .header("x-forwarded-for", "203.0.113.5")
+            .json(&json!({"number": test_pan(5150), "exp_month": 12, "exp_year": 2030}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let log = audit_log(srv, "").await;
+        for action in ["card.list", "auth.failed", "card.create"] {
+            let recs = find(&log, action);
+            assert_eq!(recs.len(), 1, "{action}: {recs:?}");
+            assert_eq!(recs[0]["client_ip"], expected, "{action}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn tampering_is_located_at_the_first_broken_record() {
     let srv = TestServer::start().await;
     for i in 0..6 {
