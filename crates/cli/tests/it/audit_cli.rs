@@ -65,6 +65,7 @@ async fn verify_and_export_a_data_directory() {
         time_ms: 1,
         public_key: signer.public_key(),
         signature: signer.sign_checkpoint(seq, &h, 1),
+        link: None,
     };
     store.insert_checkpoint(&cp(5)).await.unwrap();
     let (ok, out, _) = strongroom(&["audit", "verify", "--data-dir", d]);
@@ -162,6 +163,7 @@ async fn verify_a_postgres_schema() {
             time_ms: 1,
             public_key: other.public_key(),
             signature: other.sign_checkpoint(3, &h, 1),
+            link: None,
         })
         .await
         .unwrap();
