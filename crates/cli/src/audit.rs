@@ -7,7 +7,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use strongroom_crypto::RootKey;
 use strongroom_crypto::audit::AuditSigner;
-use strongroom_store::{AuditQuery, AuditStore, Store, StoreConfig};
+use strongroom_server::audit::{self, anchor};
+use strongroom_store::{AuditCheckpoint, AuditQuery, AuditStore, Store, StoreConfig};
 
 /// Which database to read.
 #[derive(Args, Debug, Clone)]
@@ -29,12 +30,18 @@ pub struct Source {
     /// from it (default with --data-dir: its dev root key).
     #[arg(long)]
     pub root_key_file: Option<PathBuf>,
+    /// The audit anchor (the server's `[audit] anchor_path`) to hold the database to
+    /// (default with --data-dir: its audit-anchor.jsonl).
+    #[arg(long)]
+    pub anchor: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain and the signed checkpoints; exits non-zero and names the
-    /// first broken record if the log was modified, reordered, cut or extended.
+    /// Check the hash chain, the chain of signed checkpoints and the anchor outside the
+    /// database; exits non-zero and names the first broken record if the log was
+    /// modified, reordered, cut or extended. Prints the newest checkpoint, to keep a copy
+    /// elsewhere.
     Verify {
         #[command(flatten)]
         source: Source,
@@ -93,39 +100,7 @@ async fn open(s: &Source) -> Result<Store> {
 
 pub async fn run(cmd: AuditCommand) -> Result<()> {
     match cmd {
-        AuditCommand::Verify { source } => {
-            let key = root_key(&source)?;
-            let pk = match &key {
-                Some(k) => Some(
-                    AuditSigner::derive(k)
-                        .map_err(|_| anyhow!("cannot derive the audit key"))?
-                        .public_key(),
-                ),
-                None => None,
-            };
-            let store = open(&source).await?;
-            let result = strongroom_server::audit::verify(&store, pk.as_deref()).await;
-            store.close().await;
-            let v = result.map_err(|e| anyhow!("cannot read the audit log: {}", e.code))?;
-            if let Some(b) = v.broken {
-                bail!(
-                    "audit log BROKEN at record {}: {b} ({} records verified before it)",
-                    b.position(),
-                    b.position().saturating_sub(1).min(v.records)
-                );
-            }
-            println!(
-                "audit log OK: {} records, {} checkpoints{}",
-                v.records,
-                v.checkpoints,
-                if pk.is_some() {
-                    ", signatures checked against the root key's audit key"
-                } else {
-                    "; no root key given: signatures checked only against the keys recorded in the checkpoints"
-                }
-            );
-            Ok(())
-        }
+        AuditCommand::Verify { source } => verify(&source).await,
         AuditCommand::Export {
             source,
             since,
@@ -150,6 +125,120 @@ pub async fn run(cmd: AuditCommand) -> Result<()> {
     }
 }
 
+/// Where the anchor is: given, or the data directory's. `None`: no anchor to check.
+fn anchor_path(s: &Source) -> Option<(PathBuf, bool)> {
+    match (&s.anchor, &s.data_dir) {
+        (Some(p), _) => Some((p.clone(), true)),
+        (None, Some(dir)) => Some((dir.join(anchor::FILE_NAME), false)),
+        (None, None) => None,
+    }
+}
+
+async fn verify(source: &Source) -> Result<()> {
+    let key = root_key(source)?;
+    let pk = match &key {
+        Some(k) => Some(
+            AuditSigner::derive(k)
+                .map_err(|_| anyhow!("cannot derive the audit key"))?
+                .public_key(),
+        ),
+        None => None,
+    };
+    let path = anchor_path(source);
+    let anchor = match &path {
+        // A missing default anchor is judged below, once the database says whether
+        // it should have one.
+        Some((p, explicit)) if *explicit || p.exists() => Some(
+            anchor::read(p).with_context(|| format!("cannot read the anchor {}", p.display()))?,
+        ),
+        _ => None,
+    };
+    let store = open(source).await?;
+    let result = audit::verify_anchored(&store, pk.as_deref(), anchor.as_ref()).await;
+    store.close().await;
+    let v = result.map_err(|e| anyhow!("cannot read the audit log: {}", e.code))?;
+    if let Some(b) = &v.broken {
+        if let Some(cp) = &v.newest_anchored {
+            println!("newest anchored checkpoint: {}", describe(cp));
+        }
+        let p = b.position();
+        if p > 0 {
+            bail!(
+                "audit log BROKEN at record {p}: {b} ({} records verified before it)",
+                p.saturating_sub(1).min(v.records)
+            );
+        }
+        bail!("audit log BROKEN: {b}");
+    }
+    if let Some((p, _)) = &path
+        && anchor.is_none()
+        && v.chained > 0
+    {
+        bail!(
+            "audit log BROKEN: the database holds {} chained checkpoints but there is no anchor at {} (deleted?); give --anchor if it is elsewhere",
+            v.chained,
+            p.display()
+        );
+    }
+    println!(
+        "audit log OK: {} records, {} checkpoints{}",
+        v.records,
+        v.checkpoints,
+        if pk.is_some() {
+            ", signatures checked against the root key's audit key"
+        } else {
+            "; no root key given: signatures checked only against the keys recorded in the checkpoints"
+        }
+    );
+    match (&path, &anchor) {
+        (Some((p, _)), Some(a)) => {
+            println!(
+                "anchor {}: {} checkpoints, all in the database{}",
+                p.display(),
+                v.anchored.unwrap_or(0),
+                if a.torn_tail {
+                    " (an unfinished last line, from a crash while appending, was skipped)"
+                } else {
+                    ""
+                }
+            );
+        }
+        _ => println!(
+            "no anchor checked: a tail cut together with its checkpoints would not show; give --anchor"
+        ),
+    }
+    if let Some(cp) = &v.newest {
+        println!(
+            "newest checkpoint: {} (keep a copy elsewhere: the log must always reach it)",
+            describe(cp)
+        );
+    }
+    Ok(())
+}
+
+/// One line naming a checkpoint: its place, position, time and hash.
+fn describe(cp: &AuditCheckpoint) -> String {
+    let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(cp.time_ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| cp.time_ms.to_string());
+    let place = cp
+        .link
+        .as_ref()
+        .map_or_else(|| "unchained".to_owned(), |l| format!("#{}", l.count));
+    format!(
+        "{place} at record {} time {time} hash {}",
+        cp.seq,
+        cp.hash
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
 async fn export(store: &Store, since_ms: Option<i64>, mut after: i64) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -165,7 +254,7 @@ async fn export(store: &Store, since_ms: Option<i64>, mut after: i64) -> Result<
             .await
             .map_err(|e| anyhow!("cannot read the audit log: {e}"))?;
         for r in &rows {
-            serde_json::to_writer(&mut out, &strongroom_server::audit::record_json(r))?;
+            serde_json::to_writer(&mut out, &audit::record_json(r))?;
             out.write_all(b"\n")?;
             after = r.seq;
         }

@@ -73,6 +73,10 @@ pub struct AuditSection {
     /// at shutdown). 0: only at start and at shutdown (accepted with a warning), e.g. on
     /// all but one of several nodes sharing a database.
     pub checkpoint_interval_secs: Option<u64>,
+    /// A file outside the database where every checkpoint is also appended (JSON lines,
+    /// 0600), for `strongroom audit verify --anchor`. Default: `audit-anchor.jsonl`
+    /// beside an SQLite database; with PostgreSQL, none (accepted with a warning).
+    pub anchor_path: Option<PathBuf>,
 }
 
 /// Where `serve` exposes `/metrics` unless configured.
@@ -238,6 +242,21 @@ fn validate(file: FileConfig) -> Result<Checked> {
             );
         }
         server.audit_checkpoint_interval = d;
+    }
+    if let Some(p) = file.audit.as_ref().and_then(|a| a.anchor_path.clone()) {
+        let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            bail!(
+                "[audit] anchor_path: the directory of {} does not exist",
+                p.display()
+            );
+        }
+        server.audit_anchor = Some(p);
+    }
+    if server.audit_anchor.is_none() {
+        warnings.push(
+            "[audit] anchor_path is not set: with PostgreSQL the audit checkpoints are then kept only in the database, so whoever can write it can cut the log's tail together with its checkpoints unnoticed; set it to a file on this node (or another volume)".into(),
+        );
     }
     crate::tokens::apply(file.tokens.as_ref(), file.connections.as_ref(), &mut server)?;
     crate::webhooks::apply(&mut server, file.webhooks.as_ref(), &file.inbound)?;
@@ -538,6 +557,47 @@ mod tests {
             ))
             .contains("keep")
         );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn the_audit_anchor_defaults_beside_sqlite_and_is_asked_for_with_postgres() {
+        let f = fixture();
+        let c = parse(&toml_with("127.0.0.1:8443", &f.key, "plaintext = true")).unwrap();
+        assert_eq!(
+            c.server.audit_anchor,
+            Some(PathBuf::from("/tmp/audit-anchor.jsonl"))
+        );
+        let elsewhere = f.dir.path().join("anchor.jsonl");
+        let c = parse(&toml_with(
+            "127.0.0.1:8443",
+            &f.key,
+            &format!(
+                "plaintext = true\n[audit]\nanchor_path = \"{}\"",
+                elsewhere.display()
+            ),
+        ))
+        .unwrap();
+        assert_eq!(c.server.audit_anchor, Some(elsewhere));
+        assert!(
+            err(&toml_with(
+                "127.0.0.1:8443",
+                &f.key,
+                "plaintext = true\n[audit]\nanchor_path = \"/nonexistent-dir/a.jsonl\""
+            ))
+            .contains("does not exist")
+        );
+        let pg = toml_with("127.0.0.1:8443", &f.key, "plaintext = true")
+            .replace("sqlite:///tmp/x.db", "postgres://db/strongroom");
+        let c = parse(&pg).unwrap();
+        assert_eq!(c.server.audit_anchor, None);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("anchor_path"), "{:?}", c.warnings);
+        let c = parse(&format!(
+            "{pg}[audit]\nanchor_path = \"{}\"\n",
+            f.dir.path().join("a").display()
+        ))
+        .unwrap();
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 

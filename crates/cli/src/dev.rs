@@ -73,6 +73,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
     };
     let mut config = ServerConfig::new(args.listen, Some(tls), store);
     config.dev_mode = true;
+    // In the data directory whatever the database, where `audit verify --data-dir` looks.
+    config.audit_anchor = Some(dir.join(strongroom_server::audit::anchor::FILE_NAME));
     if let Some(n) = args.rate_limit_per_minute {
         config.rate_limit.per_minute = n;
     }

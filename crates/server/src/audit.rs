@@ -13,14 +13,22 @@
 //!    before the response leaves. If any audit append failed, the response is replaced by
 //!    `503 audit_unavailable`: a reveal's number never leaves unrecorded.
 
+pub mod anchor;
 pub mod failures;
 
+use crate::error::{ApiResult, codes};
 use crate::state::AppState;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use strongroom_core::IdKind;
-use strongroom_crypto::audit::{AuditSigner, GENESIS, chain_hash, verify_checkpoint};
-use strongroom_store::{AuditCheckpoint, AuditRecord, AuditScope, AuditStore, HashFn, Store};
+use strongroom_crypto::audit::{
+    AuditSigner, CheckpointBody, CheckpointLink as Link, GENESIS, chain_hash, verify_body,
+};
+use strongroom_store::{
+    AuditCheckpoint, AuditRecord, AuditScope, AuditStore, CheckpointLink, HashFn, Store,
+};
 
 /// The chain's hash function (SHA-256, from the crypto crate).
 pub const HASH: HashFn = chain_hash;
@@ -281,29 +289,137 @@ pub async fn as_system<F: std::future::Future>(
     AuditScope::new(HASH, Some(rec)).run(fut).await
 }
 
-/// Signs the current head into a checkpoint, unless the latest checkpoint is at it.
-pub async fn checkpoint(state: &AppState) -> crate::ApiResult<Option<AuditCheckpoint>> {
-    let (seq, hash) = state.store().audit_head().await?;
-    state.metrics().audit_head(seq);
-    let latest = state.store().latest_checkpoint().await?;
-    if latest.as_ref().is_some_and(|c| c.seq >= seq) || seq == 0 {
-        if let Some(c) = &latest {
-            state.metrics().audit_checkpoint(c.time_ms);
-        }
-        return Ok(None);
+/// What a checkpoint signs, in the crypto crate's terms.
+pub fn body(cp: &AuditCheckpoint) -> CheckpointBody<'_> {
+    CheckpointBody {
+        seq: cp.seq,
+        hash: &cp.hash,
+        time_ms: cp.time_ms,
+        link: cp.link.as_ref().map(|l| Link {
+            prev: &l.prev,
+            count: l.count,
+        }),
     }
-    let signer = AuditSigner::derive(state.root())?;
-    let time_ms = state.now_ms();
-    let cp = AuditCheckpoint {
+}
+
+/// What [`checkpoint_store`] did.
+#[derive(Debug, Clone)]
+pub struct Checkpointed {
+    /// The head's sequence number when it looked.
+    pub head: i64,
+    /// The checkpoint it stored (and anchored), if the head had moved past the latest.
+    pub new: Option<AuditCheckpoint>,
+    /// The latest checkpoint afterwards.
+    pub latest: Option<AuditCheckpoint>,
+}
+
+/// Signs the current head into a checkpoint chained to the latest one, unless that one
+/// is at the head already; stores it, then appends it to `anchor` (if any). The anchor
+/// is written only after the database has it: an anchored checkpoint the database never
+/// held would read as a cut tail. A checkpoint another node stored first (same seq, or
+/// the same predecessor) wins, and this one is dropped.
+pub async fn checkpoint_store(
+    store: &Store,
+    signer: &AuditSigner,
+    time_ms: i64,
+    anchor: Option<&Path>,
+) -> ApiResult<Checkpointed> {
+    let (seq, hash) = store.audit_head().await?;
+    let latest = store.latest_checkpoint().await?;
+    if seq == 0 || latest.as_ref().is_some_and(|c| c.seq >= seq) {
+        return Ok(Checkpointed {
+            head: seq,
+            new: None,
+            latest,
+        });
+    }
+    let link = match &latest {
+        None => CheckpointLink {
+            prev: GENESIS.to_vec(),
+            count: 1,
+        },
+        Some(prev) => CheckpointLink {
+            prev: body(prev).digest().to_vec(),
+            count: match &prev.link {
+                Some(l) => l.count,
+                // The first chained checkpoint after unchained ones counts them.
+                None => store.checkpoint_count().await?,
+            }
+            .saturating_add(1),
+        },
+    };
+    let mut cp = AuditCheckpoint {
         seq,
-        signature: signer.sign_checkpoint(seq, &hash, time_ms),
         hash,
         time_ms,
         public_key: signer.public_key(),
+        signature: Vec::new(),
+        link: Some(link),
     };
-    state.store().insert_checkpoint(&cp).await?;
-    state.metrics().audit_checkpoint(time_ms);
-    Ok(Some(cp))
+    cp.signature = signer.sign_body(&body(&cp));
+    if !store.insert_checkpoint(&cp).await? {
+        let latest = store.latest_checkpoint().await?;
+        return Ok(Checkpointed {
+            head: seq,
+            new: None,
+            latest,
+        });
+    }
+    if let Some(path) = anchor {
+        append_anchor(path.to_path_buf(), cp.clone()).await?;
+    }
+    Ok(Checkpointed {
+        head: seq,
+        new: Some(cp.clone()),
+        latest: Some(cp),
+    })
+}
+
+async fn append_anchor(path: PathBuf, cp: AuditCheckpoint) -> ApiResult<()> {
+    let seq = cp.seq;
+    let written = tokio::task::spawn_blocking(move || anchor::append(&path, &cp))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+    written.map_err(|e| {
+        tracing::error!(error = %e, seq, "could not append the audit checkpoint to the anchor");
+        codes::AUDIT_UNAVAILABLE
+    })
+}
+
+/// Creates the configured anchor (or checks it can be appended to) at start: a service
+/// that cannot anchor its checkpoints does not start.
+pub async fn prepare_anchor(state: &AppState) -> ApiResult<()> {
+    let Some(path) = state.config().audit_anchor.clone() else {
+        return Ok(());
+    };
+    let done = tokio::task::spawn_blocking(move || anchor::prepare(&path))
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+    done.map_err(|e| {
+        tracing::error!(error = %e, "cannot open the audit anchor");
+        codes::AUDIT_UNAVAILABLE
+    })
+}
+
+/// Signs the current head into a checkpoint, unless the latest checkpoint is at it, and
+/// anchors it outside the database. The checkpoint-age metric moves only once both are
+/// done, so a failing anchor shows there as well as in the log.
+pub async fn checkpoint(state: &AppState) -> ApiResult<Option<AuditCheckpoint>> {
+    let signer = AuditSigner::derive(state.root())?;
+    let done = checkpoint_store(
+        state.store(),
+        &signer,
+        state.now_ms(),
+        state.config().audit_anchor.as_deref(),
+    )
+    .await?;
+    state.metrics().audit_head(done.head);
+    if let Some(c) = &done.latest {
+        state.metrics().audit_checkpoint(c.time_ms);
+    }
+    Ok(done.new)
 }
 
 /// Appends the counts of repeated authentication failures whose window has ended (all
@@ -381,15 +497,48 @@ pub enum Broken {
     CheckpointMismatch(i64),
     /// A checkpoint's signature does not verify under the expected key.
     BadSignature(i64),
+    /// The checkpoint at this position does not follow from the one before it (a
+    /// checkpoint was deleted, inserted or replaced), or is unchained after chained ones.
+    CheckpointChain(i64),
+    /// The log ends at `end`, behind checkpoint `count` at `seq` that is anchored outside
+    /// the database (the tail was cut together with its checkpoints).
+    AnchorTruncated {
+        /// Last position present.
+        end: i64,
+        /// The anchored checkpoint's place in the chain of checkpoints.
+        count: i64,
+        /// The position it covers.
+        seq: i64,
+    },
+    /// An anchored checkpoint is not in the database as anchored: missing (deleted) or
+    /// different (replaced).
+    AnchorDisagrees {
+        /// The anchored checkpoint's place in the chain of checkpoints.
+        count: i64,
+        /// The position it covers.
+        seq: i64,
+        /// Whether the database has no checkpoint in that place at all.
+        missing: bool,
+    },
+    /// A line of the anchor file is not a chained checkpoint signed by the audit key
+    /// (the anchor was edited).
+    BadAnchorLine(usize),
 }
 
 impl Broken {
-    /// The first broken position.
+    /// The first broken record position (0 when the problem is a line of the anchor).
     pub fn position(&self) -> i64 {
         match self {
-            Self::Hash(p) | Self::CheckpointMismatch(p) | Self::BadSignature(p) => *p,
+            Self::Hash(p)
+            | Self::CheckpointMismatch(p)
+            | Self::BadSignature(p)
+            | Self::CheckpointChain(p)
+            | Self::AnchorDisagrees { seq: p, .. } => *p,
             Self::Gap { expected, .. } => *expected,
-            Self::Truncated { end, .. } => end.saturating_add(1),
+            Self::Truncated { end, .. } | Self::AnchorTruncated { end, .. } => {
+                end.saturating_add(1)
+            }
+            Self::BadAnchorLine(_) => 0,
         }
     }
 }
@@ -417,6 +566,31 @@ impl std::fmt::Display for Broken {
             Self::BadSignature(p) => {
                 write!(f, "checkpoint {p}: signature does not verify")
             }
+            Self::CheckpointChain(p) => write!(
+                f,
+                "checkpoint {p}: does not follow from the checkpoint before it (a checkpoint was deleted, inserted or replaced)"
+            ),
+            Self::AnchorTruncated { end, count, seq } => write!(
+                f,
+                "record {}: missing; the log ends at {end} but checkpoint #{count}, anchored outside the database, covers {seq} (tail truncated with its checkpoints)",
+                end.saturating_add(1)
+            ),
+            Self::AnchorDisagrees {
+                count,
+                seq,
+                missing: true,
+            } => write!(
+                f,
+                "checkpoint {seq}: checkpoint #{count} is anchored outside the database but missing from it (checkpoints deleted)"
+            ),
+            Self::AnchorDisagrees { count, seq, .. } => write!(
+                f,
+                "checkpoint {seq}: the database's checkpoint #{count} differs from the anchored one (checkpoints replaced)"
+            ),
+            Self::BadAnchorLine(line) => write!(
+                f,
+                "anchor line {line}: not a checkpoint signed by the audit key (the anchor was edited)"
+            ),
         }
     }
 }
@@ -428,6 +602,14 @@ pub struct Verified {
     pub records: i64,
     /// Checkpoints checked.
     pub checkpoints: usize,
+    /// Chained checkpoints among them.
+    pub chained: usize,
+    /// The newest checkpoint in the database.
+    pub newest: Option<AuditCheckpoint>,
+    /// Anchored checkpoints checked against the database (`None`: no anchor given).
+    pub anchored: Option<usize>,
+    /// The newest anchored checkpoint.
+    pub newest_anchored: Option<AuditCheckpoint>,
     /// The first problem, if any.
     pub broken: Option<Broken>,
 }
@@ -435,11 +617,23 @@ pub struct Verified {
 /// Walks the whole chain and every checkpoint. `public_key`: the audit key checkpoints
 /// must verify under (derived from the root key); `None` trusts the key recorded in
 /// each checkpoint (detects accidents, not a forger who also rewrote checkpoints).
-pub async fn verify(store: &Store, public_key: Option<&[u8]>) -> crate::ApiResult<Verified> {
+pub async fn verify(store: &Store, public_key: Option<&[u8]>) -> ApiResult<Verified> {
+    verify_anchored(store, public_key, None).await
+}
+
+/// [`verify`], then holds the database to every checkpoint in `anchor`: each line must
+/// be a chained checkpoint signed by the audit key, the log must reach the newest, and
+/// the database must hold each one unchanged in its place. Since each database
+/// checkpoint is checked against the chain, and each against the one before it, this
+/// catches a tail cut together with its checkpoints and a replaced checkpoint chain.
+pub async fn verify_anchored(
+    store: &Store,
+    public_key: Option<&[u8]>,
+    anchor: Option<&anchor::Anchor>,
+) -> ApiResult<Verified> {
     const PAGE: i64 = 1000;
     let cps = store.checkpoints().await?;
-    let mut at: std::collections::HashMap<i64, &AuditCheckpoint> =
-        cps.iter().map(|c| (c.seq, c)).collect();
+    let mut at: HashMap<i64, &AuditCheckpoint> = cps.iter().map(|c| (c.seq, c)).collect();
     let mut prev = GENESIS;
     let mut expected: i64 = 1;
     let mut first: Option<Broken> = None;
@@ -486,19 +680,118 @@ pub async fn verify(store: &Store, public_key: Option<&[u8]>) -> crate::ApiResul
         });
     }
     if first.is_none() {
-        for cp in &cps {
-            let key = public_key.unwrap_or(&cp.public_key);
-            if !verify_checkpoint(key, cp.seq, &cp.hash, cp.time_ms, &cp.signature) {
-                first = Some(Broken::BadSignature(cp.seq));
-                break;
-            }
+        first = check_checkpoints(&cps, public_key);
+    }
+    let mut anchored = None;
+    let mut newest_anchored = None;
+    if let Some(a) = anchor {
+        let (n, newest, broken) = check_anchor(a, &cps, end, public_key);
+        anchored = Some(n);
+        newest_anchored = newest;
+        if first.is_none() {
+            first = broken;
         }
     }
     Ok(Verified {
         records: end,
         checkpoints: cps.len(),
+        chained: cps.iter().filter(|c| c.link.is_some()).count(),
+        newest: cps.last().cloned(),
+        anchored,
+        newest_anchored,
         broken: first,
     })
+}
+
+fn signed(cp: &AuditCheckpoint, public_key: Option<&[u8]>) -> bool {
+    verify_body(
+        public_key.unwrap_or(&cp.public_key),
+        &body(cp),
+        &cp.signature,
+    )
+}
+
+/// Signatures and links of the database's checkpoints, oldest first: each chained one
+/// must name the digest of the one before it (zeros for the first) and its own place;
+/// unchained ones (made before chaining) may only come first.
+fn check_checkpoints(cps: &[AuditCheckpoint], public_key: Option<&[u8]>) -> Option<Broken> {
+    let mut prev = GENESIS;
+    let mut chained = false;
+    for (i, cp) in cps.iter().enumerate() {
+        if !signed(cp, public_key) {
+            return Some(Broken::BadSignature(cp.seq));
+        }
+        match &cp.link {
+            None if chained => return Some(Broken::CheckpointChain(cp.seq)),
+            None => {}
+            Some(l) => {
+                let place = i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1);
+                if l.count != place || !strongroom_crypto::ct_eq(&l.prev, &prev) {
+                    return Some(Broken::CheckpointChain(cp.seq));
+                }
+                chained = true;
+            }
+        }
+        prev = body(cp).digest();
+    }
+    None
+}
+
+/// The anchor against the database: how many anchored checkpoints were checked, the
+/// newest, and the first disagreement.
+fn check_anchor(
+    a: &anchor::Anchor,
+    cps: &[AuditCheckpoint],
+    end: i64,
+    public_key: Option<&[u8]>,
+) -> (usize, Option<AuditCheckpoint>, Option<Broken>) {
+    let mut good: Vec<(i64, &AuditCheckpoint)> = Vec::with_capacity(a.entries.len());
+    let mut first = None;
+    for e in &a.entries {
+        match &e.checkpoint {
+            Some(cp) if signed(cp, public_key) => {
+                if let Some(l) = &cp.link {
+                    good.push((l.count, cp));
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        first = first.or(Some(Broken::BadAnchorLine(e.line)));
+    }
+    good.sort_by_key(|(count, _)| *count);
+    let newest = good.last().map(|(_, cp)| (*cp).clone());
+    if first.is_none()
+        && let Some((count, cp)) = good.last()
+        && cp.seq > end
+    {
+        first = Some(Broken::AnchorTruncated {
+            end,
+            count: *count,
+            seq: cp.seq,
+        });
+    }
+    if first.is_none() {
+        let by_count: HashMap<i64, &AuditCheckpoint> = cps
+            .iter()
+            .filter_map(|c| c.link.as_ref().map(|l| (l.count, c)))
+            .collect();
+        first = good.iter().find_map(|(count, cp)| {
+            let missing = match by_count.get(count) {
+                None => true,
+                Some(db) if db.seq == cp.seq && body(db).digest() == body(cp).digest() => {
+                    return None;
+                }
+                Some(_) => false,
+            };
+            Some(Broken::AnchorDisagrees {
+                count: *count,
+                seq: cp.seq,
+                missing,
+            })
+        });
+    }
+    (good.len(), newest, first)
 }
 
 /// The JSON view of a record (API and export).

@@ -356,12 +356,19 @@ pub async fn gateway(State(state): State<AppState>, req: Request, next: Next) ->
         .map_or("(unmatched)", |p| p.as_str())
         .to_owned();
     let (mut parts, body) = req.into_parts();
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-    let ip = client_ip::client_ip(peer, &parts.headers, &state.config().trusted_proxies);
-    parts.extensions.insert(ClientIp(ip));
+    // Resolved by `request_context`, which also records it in the audit template.
+    let ip = match parts.extensions.get::<ClientIp>() {
+        Some(c) => c.0,
+        None => {
+            let peer = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+            let ip = client_ip::client_ip(peer, &parts.headers, &state.config().trusted_proxies);
+            parts.extensions.insert(ClientIp(ip));
+            ip
+        }
+    };
 
     let caller = match crate::auth::authenticate(&mut parts, &state).await {
         Ok(c) => c,

@@ -89,6 +89,10 @@ pub struct ServerConfig {
     /// How often the audit chain head is signed into a checkpoint (also at start and at
     /// shutdown). Zero: only at start and at shutdown.
     pub audit_checkpoint_interval: Duration,
+    /// The file outside the database where every checkpoint is also appended
+    /// (`audit::anchor`). Default: `audit-anchor.jsonl` beside an SQLite database; none
+    /// with PostgreSQL unless configured.
+    pub audit_anchor: Option<std::path::PathBuf>,
     /// Bearer tokens (JWT): algorithm, lifetime, key pre-publication, issuer, audience.
     pub tokens: service::tokens::TokenConfig,
     /// How long a client may take to send a request's headers (HTTP/1.1; also bounds an
@@ -104,6 +108,7 @@ impl ServerConfig {
     /// Defaults for everything but the address, TLS and database.
     pub fn new(listen: SocketAddr, tls: Option<TlsFiles>, store: StoreConfig) -> Self {
         let single_node = store.url.starts_with("sqlite:");
+        let audit_anchor = audit::anchor::default_path(&store.url);
         Self {
             listen,
             tls,
@@ -127,6 +132,7 @@ impl ServerConfig {
             pin_transport_grace: Duration::from_secs(24 * 3600),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             audit_checkpoint_interval: Duration::from_secs(60),
+            audit_anchor,
             tokens: service::tokens::TokenConfig::default(),
             header_read_timeout: Duration::from_secs(10),
             webhooks: service::webhooks::WebhookConfig::default(),
@@ -223,6 +229,9 @@ pub async fn start_with_clock(
     let state = AppState::new(store, root, clock, config.clone());
     // Fail closed from the start: a service that cannot record cannot serve.
     audit::system(&state, "service.start", "")
+        .await
+        .map_err(|e| StartError::Audit(e.code))?;
+    audit::prepare_anchor(&state)
         .await
         .map_err(|e| StartError::Audit(e.code))?;
     audit::checkpoint(&state)

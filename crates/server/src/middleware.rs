@@ -5,13 +5,14 @@
 
 use crate::audit;
 use crate::error::{ApiError, ErrorBody, codes, render};
+use crate::gateway::client_ip::{ClientIp, client_ip};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 use strongroom_core::IdKind;
 use strongroom_store::AuditRecord;
@@ -40,6 +41,16 @@ pub async fn request_context(
         .to_owned();
     let method = req.method().clone();
     req.extensions_mut().insert(RequestId(request_id.clone()));
+    // The client's address, resolved once here (X-Forwarded-For counts only from a
+    // trusted proxy) so that the audit record names the same address the gateway's
+    // controls apply to, and not the proxy's.
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let ip = peer.map(|p| client_ip(p, req.headers(), &state.config().trusted_proxies));
+    req.extensions_mut()
+        .insert(ClientIp(ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))));
     // The request's audit template; the auth extractors arm it with the actor.
     let template = AuditRecord {
         time_ms: state.now_ms(),
@@ -47,11 +58,7 @@ pub async fn request_context(
         action: audit::action_for(method.as_str(), &route),
         resource: audit::resource_from_path(&route, req.uri().path()),
         account_id: audit::account_from_path(&route, req.uri().path()),
-        client_ip: req
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
-            .unwrap_or_default(),
+        client_ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
         method: crate::metrics::method_label(method.as_str()).to_owned(),
         route: route.clone(),
         ..AuditRecord::default()

@@ -103,6 +103,18 @@ pub struct AuditCheckpoint {
     pub public_key: Vec<u8>,
     /// Ed25519 signature over the checkpoint message.
     pub signature: Vec<u8>,
+    /// The link to the checkpoint before it, which the signature covers; `None` for a
+    /// checkpoint made before checkpoints were chained.
+    pub link: Option<CheckpointLink>,
+}
+
+/// A chained checkpoint's link to the one before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointLink {
+    /// The previous checkpoint's digest (32 zero bytes for the first).
+    pub prev: Vec<u8>,
+    /// This checkpoint's place in the chain of checkpoints, from 1.
+    pub count: i64,
 }
 
 /// Filters of an audit query; records come oldest first.
@@ -196,13 +208,16 @@ const QUERY: &str = concat!(
      AND ($5 IS NULL OR time_ms >= $5) AND ($6 IS NULL OR time_ms < $6) \
      ORDER BY seq LIMIT $7"
 );
+// A checkpoint at a seq that has one, or naming a predecessor that another checkpoint
+// names already (a fork, e.g. two nodes at once), is not stored.
 const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints \
-     (seq, hash, time_ms, public_key, signature) VALUES ($1, $2, $3, $4, $5) \
-     ON CONFLICT (seq) DO NOTHING";
-const CHECKPOINTS: &str = "SELECT seq, hash, time_ms, public_key, signature \
+     (seq, hash, time_ms, public_key, signature, prev_hash, count) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
+const CHECKPOINTS: &str = "SELECT seq, hash, time_ms, public_key, signature, prev_hash, count \
      FROM audit_checkpoints ORDER BY seq";
-const LATEST_CHECKPOINT: &str = "SELECT seq, hash, time_ms, public_key, signature \
-     FROM audit_checkpoints ORDER BY seq DESC LIMIT 1";
+const LATEST_CHECKPOINT: &str = "SELECT seq, hash, time_ms, public_key, signature, \
+     prev_hash, count FROM audit_checkpoints ORDER BY seq DESC LIMIT 1";
+const COUNT_CHECKPOINTS: &str = "SELECT COUNT(*) FROM audit_checkpoints";
 // Readiness: the probe appends nothing that survives (its savepoint is rolled back).
 const PROBE: &str = concat!(
     "INSERT INTO audit_log (",
@@ -235,6 +250,15 @@ fn checkpoint<R: RowGet>(r: &R) -> StoreResult<AuditCheckpoint> {
         time_ms: r.int(2)?,
         public_key: r.blob(3)?,
         signature: r.blob(4)?,
+        // Half a link (one column cleared by hand) is kept as a link that cannot
+        // verify, so that verification names the checkpoint rather than failing to read.
+        link: match (r.opt_blob(5)?, r.opt_int(6)?) {
+            (None, None) => None,
+            (prev, count) => Some(CheckpointLink {
+                prev: prev.unwrap_or_default(),
+                count: count.unwrap_or(0),
+            }),
+        },
     })
 }
 
@@ -464,7 +488,16 @@ pub(crate) fn apply<'a, C: Exec>(
                 .await
                 .map(|h| WriteReply::Audit(Reply::Head(h))),
             Op::Checkpoint(cp) => {
-                let a = args![cp.seq, &cp.hash, cp.time_ms, &cp.public_key, &cp.signature];
+                let link = cp.link.as_ref();
+                let a = args![
+                    cp.seq,
+                    &cp.hash,
+                    cp.time_ms,
+                    &cp.public_key,
+                    &cp.signature,
+                    link.map(|l| l.prev.as_slice()),
+                    link.map(|l| l.count)
+                ];
                 let n = c.exec(INSERT_CHECKPOINT, a).await?;
                 Ok(WriteReply::Audit(Reply::Stored(n > 0)))
             }
@@ -725,8 +758,11 @@ pub trait AuditStore {
     async fn audit_range(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<AuditRecord>>;
     /// Records matching a query, oldest first.
     async fn list_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditRecord>>;
-    /// Stores a checkpoint (false if one at that seq exists).
+    /// Stores a checkpoint (false if one at that seq exists, or one that names the same
+    /// predecessor).
     async fn insert_checkpoint(&self, cp: &AuditCheckpoint) -> StoreResult<bool>;
+    /// How many checkpoints there are.
+    async fn checkpoint_count(&self) -> StoreResult<i64>;
     /// Every checkpoint, oldest first.
     async fn checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>>;
     /// The latest checkpoint.
@@ -784,6 +820,12 @@ pub(crate) async fn latest_checkpoint<C: Exec>(c: &mut C) -> StoreResult<Option<
         .transpose()
 }
 
+pub(crate) async fn checkpoint_count<C: Exec>(c: &mut C) -> StoreResult<i64> {
+    c.opt(COUNT_CHECKPOINTS, &[])
+        .await?
+        .map_or(Ok(0), |r| r.int(0))
+}
+
 fn unexpected() -> StoreError {
     StoreError::Corrupt("unexpected reply from the writer".into())
 }
@@ -822,6 +864,10 @@ impl AuditStore for Store {
             Reply::Stored(b) => Ok(b),
             _ => Err(unexpected()),
         }
+    }
+
+    async fn checkpoint_count(&self) -> StoreResult<i64> {
+        read!(audit: self, checkpoint_count())
     }
 
     async fn checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>> {

@@ -44,7 +44,9 @@ mod store;
 pub mod tokens;
 pub mod webhooks;
 
-pub use audit::{AuditCheckpoint, AuditQuery, AuditRecord, AuditScope, AuditStore, HashFn};
+pub use audit::{
+    AuditCheckpoint, AuditQuery, AuditRecord, AuditScope, AuditStore, CheckpointLink, HashFn,
+};
 pub use controls::{
     AccountControls, ControlStore, ControlsUpdate, IdempotencyBegin, IdempotencyClaim,
     IdempotencyRecord, KeyWithControls, SigningKeyRecord,

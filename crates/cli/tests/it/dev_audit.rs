@@ -74,4 +74,41 @@ fn dev_writes_metrics_url_and_its_audit_log_verifies() {
     assert_eq!(actions.first().map(String::as_str), Some("service.start"));
     assert_eq!(actions.last().map(String::as_str), Some("service.stop"));
     assert!(actions.iter().any(|a| a == "api_key.create"));
+
+    // Someone with write access to the database deletes everything after the start
+    // checkpoint (records and checkpoints) and resets the head. The dev server anchored
+    // its checkpoints in the data directory, so verify fails.
+    let anchor = std::fs::read_to_string(d.join("audit-anchor.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(anchor.lines().next().unwrap()).unwrap();
+    let keep = first["seq"].as_i64().unwrap();
+    let keep_hash: Vec<u8> = (0..32)
+        .map(|i| {
+            u8::from_str_radix(&first["hash"].as_str().unwrap()[2 * i..2 * i + 2], 16).unwrap()
+        })
+        .collect();
+    let cfg = strongroom_store::StoreConfig {
+        url: format!("sqlite://{}", d.join("strongroom.db").display()),
+        schema: None,
+        max_connections: 1,
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(crate::audit_cli::tamper(
+            &cfg,
+            &crate::audit_cli::cut_tail_sql(keep, &keep_hash, false),
+        ));
+    let out = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["audit", "verify", "--data-dir"])
+        .arg(&d)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("BROKEN at record {}", keep + 1)),
+        "{err}"
+    );
+    assert!(err.contains("tail truncated with its checkpoints"), "{err}");
 }

@@ -6,8 +6,10 @@ use std::str::FromStr;
 use std::time::Duration;
 use strongroom_crypto::RootKey;
 use strongroom_crypto::audit::AuditSigner;
-use strongroom_server::audit::{Broken, verify};
-use strongroom_store::{AuditStore, Store, StoreConfig};
+use strongroom_server::audit::{
+    Broken, HASH, anchor, body, checkpoint_store, verify, verify_anchored,
+};
+use strongroom_store::{AuditCheckpoint, AuditStore, Store, StoreConfig};
 
 /// A direct connection to the test server's database, as an intruder would have.
 pub(crate) enum Db {
@@ -266,6 +268,54 @@ async fn requests_and_security_events_are_recorded_without_secrets() {
 }
 
 #[tokio::test]
+async fn records_behind_a_trusted_proxy_hold_the_clients_address() {
+    // The test client on loopback plays a trusted proxy that forwards for 203.0.113.5.
+    let proxied = TestServer::start_on(std::sync::Arc::new(Data::new()), |c| {
+        c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    // Not behind one: the same header is the client's own claim and must not count.
+    let direct = TestServer::start().await;
+    let send = |srv: &TestServer, method: reqwest::Method, path: &str, key: &str| {
+        let req = srv
+            .client
+            .request(method, format!("{}{path}", srv.url))
+            .bearer_auth(key)
+            .header("x-forwarded-for", "198.51.100.1, 203.0.113.5, 127.0.0.1");
+        async move { Resp::from(req.send().await.unwrap()).await }
+    };
+    for (srv, expected) in [(&proxied, "203.0.113.5"), (&direct, "127.0.0.1")] {
+        // A read (recorded after the handler), a refusal (anonymous) and a write (its
+        // record commits with the change).
+        assert_eq!(
+            send(srv, reqwest::Method::GET, "/v1/cards", &srv.sk_test)
+                .await
+                .status,
+            200
+        );
+        send(srv, reqwest::Method::GET, "/v1/cards", "sk_test_nope")
+            .await
+            .assert_error(401, "invalid_api_key");
+        let r = srv
+            .client
+            .post(format!("{}/v1/cards", srv.url))
+            .bearer_auth(&srv.sk_test)
+            .header("x-forwarded-for", "203.0.113.5")
+            .json(&json!({"number": test_pan(5150), "exp_month": 12, "exp_year": 2030}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let log = audit_log(srv, "").await;
+        for action in ["card.list", "auth.failed", "card.create"] {
+            let recs = find(&log, action);
+            assert_eq!(recs.len(), 1, "{action}: {recs:?}");
+            assert_eq!(recs[0]["client_ip"], expected, "{action}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn tampering_is_located_at_the_first_broken_record() {
     let srv = TestServer::start().await;
     for i in 0..6 {
@@ -391,6 +441,213 @@ async fn tampering_is_located_at_the_first_broken_record() {
     ));
     assert_eq!(verify(&store, Some(&pk)).await.unwrap().broken, None);
     store.close().await;
+}
+
+#[tokio::test]
+async fn a_tail_cut_with_its_checkpoints_is_caught_by_the_anchor() {
+    let srv = TestServer::start().await;
+    for i in 0..4 {
+        srv.tokenize(&test_pan(9100 + i)).await;
+    }
+    // Checkpoints at start and at shutdown, twice: the second run goes on from the first.
+    let data = srv.stop().await;
+    let data = TestServer::start_on(data, |_| {}).await.stop().await;
+    let store = Store::connect(&data.store).await.unwrap();
+    let pk = AuditSigner::derive(&RootKey::from_bytes(&data.root).unwrap())
+        .unwrap()
+        .public_key();
+    let read_anchor = || anchor::read(&data.anchor()).unwrap();
+    let cps = store.checkpoints().await.unwrap();
+    assert_eq!(cps.len(), 4, "{cps:?}");
+    // Every checkpoint is chained and anchored, in order.
+    for (i, cp) in cps.iter().enumerate() {
+        assert_eq!(cp.link.as_ref().unwrap().count, i as i64 + 1);
+    }
+    let anchored: Vec<_> = read_anchor()
+        .entries
+        .into_iter()
+        .map(|e| e.checkpoint.unwrap())
+        .collect();
+    assert_eq!(anchored, cps);
+    let v = verify_anchored(&store, Some(&pk), Some(&read_anchor()))
+        .await
+        .unwrap();
+    assert_eq!(v.broken, None, "{v:?}");
+    assert_eq!(v.anchored, Some(cps.len()));
+    assert_eq!(v.newest.as_ref(), cps.last());
+
+    // The intruder keeps the log up to the first checkpoint: deletes the later records
+    // and checkpoints and resets the head. The database alone still verifies...
+    let (first, last) = (cps[0].seq, cps.last().unwrap().seq);
+    let mut db = Db::open(&data.store).await;
+    db.exec(
+        "CREATE TABLE log_backup AS SELECT * FROM audit_log; \
+             CREATE TABLE cp_backup AS SELECT * FROM audit_checkpoints; \
+             CREATE TABLE head_backup AS SELECT * FROM audit_head",
+    )
+    .await;
+    let restore = "DELETE FROM audit_log; INSERT INTO audit_log SELECT * FROM log_backup; \
+                   DELETE FROM audit_checkpoints; \
+                   INSERT INTO audit_checkpoints SELECT * FROM cp_backup; \
+                   DELETE FROM audit_head; INSERT INTO audit_head SELECT * FROM head_backup";
+    db.exec(&format!(
+        "DELETE FROM audit_log WHERE seq > {first}; \
+         DELETE FROM audit_checkpoints WHERE seq > {first}; \
+         UPDATE audit_head SET seq = {first}, hash = {} WHERE id = 1",
+        hex_literal(&cps[0].hash, db.pg())
+    ))
+    .await;
+    assert_eq!(verify(&store, Some(&pk)).await.unwrap().broken, None);
+    // ...but not against the anchor.
+    let v = verify_anchored(&store, Some(&pk), Some(&read_anchor()))
+        .await
+        .unwrap();
+    let count = cps.len() as i64;
+    assert_eq!(
+        v.broken,
+        Some(Broken::AnchorTruncated {
+            end: first,
+            count,
+            seq: last
+        })
+    );
+    assert_eq!(v.newest_anchored.as_ref(), cps.last());
+    db.exec(restore).await;
+
+    // Only the newest checkpoint deleted (records kept): missing from the database.
+    db.exec(&format!("DELETE FROM audit_checkpoints WHERE seq = {last}"))
+        .await;
+    assert_eq!(verify(&store, Some(&pk)).await.unwrap().broken, None);
+    assert_eq!(
+        verify_anchored(&store, Some(&pk), Some(&read_anchor()))
+            .await
+            .unwrap()
+            .broken,
+        Some(Broken::AnchorDisagrees {
+            count,
+            seq: last,
+            missing: true
+        })
+    );
+    db.exec(restore).await;
+    // A checkpoint in the middle deleted: the next one no longer follows.
+    db.exec(&format!(
+        "DELETE FROM audit_checkpoints WHERE seq = {}",
+        cps[1].seq
+    ))
+    .await;
+    assert_eq!(
+        verify(&store, Some(&pk)).await.unwrap().broken,
+        Some(Broken::CheckpointChain(cps[2].seq))
+    );
+    db.exec(restore).await;
+
+    // An anchor line edited by hand (a later time) no longer verifies.
+    let text = std::fs::read_to_string(data.anchor()).unwrap();
+    let t = cps[0].time_ms.to_string();
+    let edited = text.replacen(&t, &(cps[0].time_ms + 1).to_string(), 1);
+    assert_ne!(edited, text);
+    std::fs::write(data.anchor(), &edited).unwrap();
+    assert_eq!(
+        verify_anchored(&store, Some(&pk), Some(&read_anchor()))
+            .await
+            .unwrap()
+            .broken,
+        Some(Broken::BadAnchorLine(1))
+    );
+    std::fs::write(data.anchor(), &text).unwrap();
+    assert_eq!(
+        verify_anchored(&store, Some(&pk), Some(&read_anchor()))
+            .await
+            .unwrap()
+            .broken,
+        None
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn unchained_checkpoints_still_verify_and_the_chain_goes_on_from_them() {
+    let data = Data::new();
+    let a = Store::connect(&data.store).await.unwrap();
+    let b = Store::connect(&data.store).await.unwrap();
+    let signer = AuditSigner::derive(&RootKey::from_bytes(&data.root).unwrap()).unwrap();
+    let pk = signer.public_key();
+    let rec = |i: i64| strongroom_store::AuditRecord {
+        time_ms: 1,
+        actor: "system".into(),
+        action: format!("test.{i}"),
+        outcome: "success".into(),
+        ..Default::default()
+    };
+    // Two checkpoints as they were made before chaining.
+    for i in 0..2 {
+        a.append_audit(vec![rec(i)], HASH).await.unwrap();
+        let (seq, h) = a.audit_head().await.unwrap();
+        a.insert_checkpoint(&AuditCheckpoint {
+            seq,
+            hash: h.clone(),
+            time_ms: 10 + i,
+            public_key: pk.clone(),
+            signature: signer.sign_checkpoint(seq, &h, 10 + i),
+            link: None,
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(verify(&a, Some(&pk)).await.unwrap().broken, None);
+    // Two nodes checkpoint at once, again and again: one chain, no fork.
+    let path = data.anchor();
+    let mut tasks = Vec::new();
+    for i in 0..12_i64 {
+        let (s, path) = (if i % 2 == 0 { a.clone() } else { b.clone() }, path.clone());
+        let signer = AuditSigner::derive(&RootKey::from_bytes(&data.root).unwrap()).unwrap();
+        tasks.push(tokio::spawn(async move {
+            s.append_audit(vec![rec(100 + i)], HASH).await.unwrap();
+            checkpoint_store(&s, &signer, 1000 + i, Some(&path))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut made = 0;
+    for t in tasks {
+        made += usize::from(t.await.unwrap().new.is_some());
+    }
+    assert!(made >= 1);
+    let cps = a.checkpoints().await.unwrap();
+    assert_eq!(cps.len(), 2 + made);
+    let first = cps[2].link.as_ref().unwrap();
+    assert_eq!(
+        first.count, 3,
+        "the first chained checkpoint counts the older ones"
+    );
+    assert_eq!(first.prev, body(&cps[1]).digest().to_vec());
+    let anchored = anchor::read(&path).unwrap();
+    assert_eq!(anchored.entries.len(), made);
+    let v = verify_anchored(&a, Some(&pk), Some(&anchored))
+        .await
+        .unwrap();
+    assert_eq!(v.broken, None, "{v:?}");
+    assert_eq!((v.checkpoints, v.chained), (2 + made, made));
+    // An unchained checkpoint after chained ones is out of place.
+    a.append_audit(vec![rec(999)], HASH).await.unwrap();
+    let (seq, h) = a.audit_head().await.unwrap();
+    a.insert_checkpoint(&AuditCheckpoint {
+        seq,
+        hash: h.clone(),
+        time_ms: 5000,
+        public_key: pk.clone(),
+        signature: signer.sign_checkpoint(seq, &h, 5000),
+        link: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        verify(&a, Some(&pk)).await.unwrap().broken,
+        Some(Broken::CheckpointChain(seq))
+    );
+    a.close().await;
+    b.close().await;
 }
 
 fn hex_literal(b: &[u8], pg: bool) -> String {

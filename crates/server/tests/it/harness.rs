@@ -154,6 +154,13 @@ impl Data {
         }
     }
 
+    /// Where the servers on this data anchor their audit checkpoints.
+    pub fn anchor(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join(strongroom_server::audit::anchor::FILE_NAME)
+    }
+
     pub fn sqlite_files(&self) -> Vec<PathBuf> {
         ["strongroom.db", "strongroom.db-wal"]
             .iter()
@@ -209,6 +216,8 @@ impl TestServer {
         config.rate_limit.reveal_per_minute = 1_000_000;
         config.rate_limit.otp_per_minute = 1_000_000;
         config.rate_limit.ip_per_minute = 1_000_000;
+        // The audit anchor lives with the data on both backends (SQLite's default).
+        config.audit_anchor = Some(data.anchor());
         tweak(&mut config);
         let clock = TestClock::default();
         let root = RootKey::from_bytes(&data.root).unwrap();

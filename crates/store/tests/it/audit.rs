@@ -3,7 +3,10 @@
 use std::hash::{BuildHasher, Hasher};
 
 use strongroom_core::IdKind;
-use strongroom_store::{AuditRecord, AuditScope, AuditStore, Mode, OtpRecord, Store, VaultStore};
+use strongroom_store::{
+    AuditCheckpoint, AuditRecord, AuditScope, AuditStore, CheckpointLink, Mode, OtpRecord, Store,
+    VaultStore,
+};
 
 use crate::{T0, account, both, id};
 
@@ -208,4 +211,49 @@ async fn concurrent_writes_share_one_append_per_batch(store: Store) {
         assert_eq!(head, Some(mine[1].seq), "head of {rid}");
     }
     assert_eq!(store.audit_head().await.unwrap().0, rows.len() as i64);
+}
+
+both!(checkpoints_keep_their_links_and_cannot_fork);
+/// A chained checkpoint keeps its link to the one before it; one made before chaining
+/// reads back without one; a second checkpoint naming the same predecessor (two nodes
+/// checkpointing at once) is refused, as is a second one at the same seq.
+async fn checkpoints_keep_their_links_and_cannot_fork(store: Store) {
+    let cp = |seq: i64, link: Option<CheckpointLink>| AuditCheckpoint {
+        seq,
+        hash: vec![u8::try_from(seq).unwrap(); 32],
+        time_ms: T0 + seq,
+        public_key: vec![1; 32],
+        signature: vec![2; 64],
+        link,
+    };
+    let link = |prev: u8, count: i64| {
+        Some(CheckpointLink {
+            prev: vec![prev; 32],
+            count,
+        })
+    };
+    assert_eq!(store.checkpoint_count().await.unwrap(), 0);
+    assert!(store.insert_checkpoint(&cp(2, None)).await.unwrap());
+    assert!(store.insert_checkpoint(&cp(3, None)).await.unwrap());
+    assert!(store.insert_checkpoint(&cp(5, link(7, 3))).await.unwrap());
+    assert!(store.insert_checkpoint(&cp(9, link(8, 4))).await.unwrap());
+    // A fork: another checkpoint after the one named 7.
+    assert!(!store.insert_checkpoint(&cp(10, link(7, 3))).await.unwrap());
+    // The same seq again, even with a fresh link.
+    assert!(!store.insert_checkpoint(&cp(9, link(6, 4))).await.unwrap());
+    let all = store.checkpoints().await.unwrap();
+    assert_eq!(
+        all,
+        vec![
+            cp(2, None),
+            cp(3, None),
+            cp(5, link(7, 3)),
+            cp(9, link(8, 4))
+        ]
+    );
+    assert_eq!(store.checkpoint_count().await.unwrap(), 4);
+    assert_eq!(
+        store.latest_checkpoint().await.unwrap(),
+        Some(cp(9, link(8, 4)))
+    );
 }
