@@ -143,6 +143,16 @@ async fn server() -> TestServer {
     TestServer::start_on(Arc::new(crate::harness::Data::new()), fast).await
 }
 
+/// Live deliveries (OTP codes) go to public HTTPS only; the tests' receivers are on
+/// loopback, which this server lets them reach.
+async fn loopback_live_server() -> TestServer {
+    TestServer::start_on(Arc::new(crate::harness::Data::new()), |c| {
+        fast(c);
+        c.webhooks.loopback_for_tests = true;
+    })
+    .await
+}
+
 async fn endpoint(s: &TestServer, key: &str, url: &str, signing: &str, events: Value) -> Value {
     let r = s
         .post(
@@ -743,12 +753,7 @@ async fn an_inbound_source_naming_a_missing_account_stops_the_start() {
 
 #[tokio::test]
 async fn live_otp_codes_reach_only_the_otp_endpoint() {
-    // Live deliveries go to public HTTPS only; the receiver is on loopback.
-    let s = TestServer::start_on(Arc::new(crate::harness::Data::new()), |c| {
-        fast(c);
-        c.webhooks.loopback_for_tests = true;
-    })
-    .await;
+    let s = loopback_live_server().await;
     let otp_rx = Receiver::start().await;
     let acct = s
         .post(
@@ -1037,12 +1042,7 @@ async fn timeouts_redirects_and_long_retry_after_are_bounded() {
 
 #[tokio::test]
 async fn otp_signing_secret_rotates_with_an_overlap() {
-    // Live OTP deliveries go to public HTTPS only; the receiver is on loopback.
-    let s = TestServer::start_on(Arc::new(crate::harness::Data::new()), |c| {
-        fast(c);
-        c.webhooks.loopback_for_tests = true;
-    })
-    .await;
+    let s = loopback_live_server().await;
     let otp_rx = Receiver::start().await;
     let acct = s
         .post(
