@@ -341,7 +341,17 @@ const DISABLE_BY_ID: &str = "UPDATE webhook_endpoints SET disabled_ms = $2, disa
 const ENDPOINT_ATTEMPTS: &str = "SELECT a.delivery_id, a.attempt, a.at_ms, a.status, \
      a.latency_ms, a.error_class, a.response_body FROM webhook_attempts a \
      JOIN webhook_deliveries d ON d.id = a.delivery_id WHERE d.endpoint_id = $1 \
-     ORDER BY a.at_ms DESC, a.attempt DESC LIMIT $2";
+     ORDER BY a.at_ms DESC, a.delivery_id DESC, a.attempt DESC LIMIT $2";
+/// The page after attempt `($2, $3)` (delivery, attempt) in [`ENDPOINT_ATTEMPTS`]'s order;
+/// empty once that attempt has been pruned.
+const ENDPOINT_ATTEMPTS_AFTER: &str = "SELECT a.delivery_id, a.attempt, a.at_ms, a.status, \
+     a.latency_ms, a.error_class, a.response_body FROM webhook_attempts a \
+     JOIN webhook_deliveries d ON d.id = a.delivery_id \
+     JOIN webhook_attempts c ON c.delivery_id = $2 AND c.attempt = $3 \
+     WHERE d.endpoint_id = $1 AND (a.at_ms < c.at_ms OR (a.at_ms = c.at_ms \
+     AND (a.delivery_id < c.delivery_id OR (a.delivery_id = c.delivery_id \
+     AND a.attempt < c.attempt)))) \
+     ORDER BY a.at_ms DESC, a.delivery_id DESC, a.attempt DESC LIMIT $4";
 const EVENT_DELIVERIES: &str = concat!(
     "SELECT ",
     delivery_cols!(),
@@ -679,9 +689,17 @@ async fn list_endpoints<C: Exec>(
 async fn endpoint_attempts<C: Exec>(
     c: &mut C,
     endpoint_id: &str,
+    after: Option<(&str, i64)>,
     limit: i64,
 ) -> StoreResult<Vec<AttemptRecord>> {
-    many(c, ENDPOINT_ATTEMPTS, args![endpoint_id, limit.max(0)]).await
+    let limit = limit.max(0);
+    match after {
+        None => many(c, ENDPOINT_ATTEMPTS, args![endpoint_id, limit]).await,
+        Some((delivery, attempt)) => {
+            let a = args![endpoint_id, delivery, attempt, limit];
+            many(c, ENDPOINT_ATTEMPTS_AFTER, a).await
+        }
+    }
 }
 
 async fn event_deliveries<C: Exec>(
@@ -768,10 +786,12 @@ pub trait WebhookStore {
     ) -> StoreResult<u64>;
     /// Drops every lease (embedded store at start: no other node can hold one).
     async fn release_claims(&self) -> StoreResult<()>;
-    /// The latest attempts to an endpoint.
+    /// The latest attempts to an endpoint, newest first; with `after` (a delivery id
+    /// and attempt number), the ones listed after that attempt.
     async fn endpoint_attempts(
         &self,
         endpoint_id: &str,
+        after: Option<(&str, i64)>,
         limit: i64,
     ) -> StoreResult<Vec<AttemptRecord>>;
     /// The deliveries of an event.
@@ -951,9 +971,10 @@ impl WebhookStore for Store {
     async fn endpoint_attempts(
         &self,
         endpoint_id: &str,
+        after: Option<(&str, i64)>,
         limit: i64,
     ) -> StoreResult<Vec<AttemptRecord>> {
-        read!(self, endpoint_attempts(endpoint_id, limit))
+        read!(self, endpoint_attempts(endpoint_id, after, limit))
     }
 
     async fn event_deliveries(

@@ -531,24 +531,46 @@ pub async fn recover(
     ))
 }
 
-/// The latest delivery attempts to an endpoint (time, status, latency, error class,
-/// at most 1 KiB of the response body).
+/// The latest delivery attempts to an endpoint, newest first (time, status, latency,
+/// error class, at most 1 KiB of the response body), a page at a time: `limit` (1–100,
+/// default 10) and `starting_after`, the `id` (`evt_…:attempt`) of the last attempt of
+/// the previous page.
 #[utoipa::path(get, path = "/v1/webhook_endpoints/{id}/attempts", tag = "webhooks", security(("api_key" = [])),
-    params(("id" = String, Path)), responses((status = 200, description = "{object: list, data: [attempt]}")))]
+    params(("id" = String, Path), PageQuery), responses((status = 200, description = "{object: list, data: [attempt], has_more}"),
+        (status = 400, description = "invalid_parameter (limit, starting_after)"), (status = 403, description = "permission_denied (no webhooks:read)"), (status = 404, description = "not_found")))]
 pub async fn attempts(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<Value>> {
     who.require(Scope::WebhooksRead)?;
+    let limit = q.limit()?;
     let ep = own_endpoint(&state, &who, &id).await?;
-    let rows = state.store().endpoint_attempts(&ep.id, 100).await?;
+    let after = match q.starting_after.as_deref() {
+        None => None,
+        Some(cursor) => {
+            let (event, attempt) = cursor.split_once(':').ok_or(codes::INVALID_PARAMETER)?;
+            parse_id(IdKind::Event, event).map_err(|_| codes::INVALID_PARAMETER)?;
+            let attempt: i64 = attempt.parse().map_err(|_| codes::INVALID_PARAMETER)?;
+            // A delivery is named by its event and endpoint (the fan-out makes it so).
+            Some((format!("{event}:{}", ep.id), attempt))
+        }
+    };
+    let after = after.as_ref().map(|(d, n)| (d.as_str(), *n));
+    let mut rows = state
+        .store()
+        .endpoint_attempts(&ep.id, after, limit + 1)
+        .await?;
+    let has_more = page(&mut rows, limit);
     let data: Vec<Value> = rows
         .iter()
         .map(|a| {
+            let event = a.delivery_id.split(':').next();
             json!({
+                "id": format!("{}:{}", event.unwrap_or_default(), a.attempt),
                 "object": "webhook_attempt",
-                "event": a.delivery_id.split(':').next(),
+                "event": event,
                 "attempt": a.attempt,
                 "at": secs(a.at_ms),
                 "at_ms": a.at_ms,
@@ -560,7 +582,7 @@ pub async fn attempts(
         })
         .collect();
     Ok(Json(
-        json!({"object": "list", "data": data, "has_more": false}),
+        json!({"object": "list", "data": data, "has_more": has_more}),
     ))
 }
 

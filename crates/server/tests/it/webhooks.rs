@@ -337,6 +337,7 @@ async fn retry_after_is_honoured_and_the_fourth_attempt_keeps_the_webhook_id() {
             assert_eq!(statuses, vec![503, 503, 503, 200]);
             assert_eq!(data[3]["error_class"], "http_status");
             assert_eq!(data[3]["response_body"], "scripted");
+            assert_eq!(a.body["has_more"], false);
             break;
         }
         assert!(
@@ -345,6 +346,36 @@ async fn retry_after_is_honoured_and_the_fourth_attempt_keeps_the_webhook_id() {
             a.text
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A page at a time, newest first, the next page after the last one's id.
+    let path = format!("/v1/webhook_endpoints/{id}/attempts");
+    let first = s.get(&format!("{path}?limit=3"), &s.sk_test).await;
+    let data = first.body["data"].as_array().unwrap();
+    assert_eq!((data.len(), &first.body["has_more"]), (3, &json!(true)));
+    assert_eq!(data[0]["status"], 200);
+    let cursor = data[2]["id"].as_str().unwrap();
+    assert_eq!(cursor, format!("{}:2", got[0].id));
+    let rest = s
+        .get(
+            &format!("{path}?limit=3&starting_after={cursor}"),
+            &s.sk_test,
+        )
+        .await;
+    let data = rest.body["data"].as_array().unwrap();
+    assert_eq!((data.len(), &rest.body["has_more"]), (1, &json!(false)));
+    assert_eq!(
+        (&data[0]["attempt"], &data[0]["status"]),
+        (&json!(1), &json!(503))
+    );
+    for bad in [
+        "limit=0",
+        "limit=101",
+        "starting_after=evt_x:1",
+        "starting_after=nocolon",
+    ] {
+        s.get(&format!("{path}?{bad}"), &s.sk_test)
+            .await
+            .assert_error(400, "invalid_parameter");
     }
     let d = s
         .get(&format!("/v1/events/{}/deliveries", got[0].id), &s.sk_test)
