@@ -5,6 +5,8 @@
 //!   secrets and OTP codes.
 //! - [`DataKey`]: a per-account, per-purpose AES-256-GCM key (or HMAC key for
 //!   fingerprints), versioned, stored only wrapped.
+//! - [`SealingKey`]: a long-lived key that seals without a budget (the root wrap key,
+//!   the idempotency key): every seal uses a one-use key derived from a random salt.
 //! - [`random`]: the one module that draws randomness.
 //! - [`pin`]: ISO 9564-1 format 4 PIN blocks; [`jwe`]: the PIN transport key and
 //!   RSA-OAEP-256 + A256GCM JWE decryption.
@@ -39,7 +41,7 @@ pub const KEY_LEN: usize = 32;
 
 /// The root key. Loaded from a key provider, never stored by Strongroom.
 pub struct RootKey {
-    wrap: aead::LessSafeKey,
+    wrap: SealingKey,
     digest: hmac::Key,
 }
 
@@ -52,10 +54,8 @@ impl RootKey {
         // Two independent subkeys, so wrapping and digesting never share a key.
         let wrap = derive(bytes, b"strongroom/v1/wrap")?;
         let digest = derive(bytes, b"strongroom/v1/digest")?;
-        let wrap = aead::UnboundKey::new(&aead::AES_256_GCM, wrap.as_slice())
-            .map_err(|_| CryptoError::Operation)?;
         Ok(Self {
-            wrap: aead::LessSafeKey::new(wrap),
+            wrap: SealingKey::from_bytes(wrap.as_slice())?,
             digest: hmac::Key::new(hmac::HMAC_SHA256, digest.as_slice()),
         })
     }
@@ -63,19 +63,19 @@ impl RootKey {
     /// Wraps a data key. `context` names the account, purpose and version, so a wrapped
     /// key moved to another row does not unwrap.
     pub fn wrap(&self, key: &DataKey, context: &str) -> Result<Vec<u8>, CryptoError> {
-        seal_with(&self.wrap, key.bytes.as_slice(), context.as_bytes())
+        self.wrap.seal(key.bytes.as_slice(), context.as_bytes())
     }
 
     /// Unwraps a data key wrapped under the same `context`.
     pub fn unwrap_key(&self, wrapped: &[u8], context: &str) -> Result<DataKey, CryptoError> {
-        let bytes = open_with(&self.wrap, wrapped, context.as_bytes())?;
+        let bytes = self.wrap.open(wrapped, context.as_bytes())?;
         DataKey::from_bytes(&bytes)
     }
 
     /// Wraps other key material (e.g. a JWT signing key's or the PIN transport key's
     /// PKCS#8) under `context`.
     pub fn wrap_bytes(&self, secret: &[u8], context: &str) -> Result<Vec<u8>, CryptoError> {
-        seal_with(&self.wrap, secret, context.as_bytes())
+        self.wrap.seal(secret, context.as_bytes())
     }
 
     /// Unwraps what [`RootKey::wrap_bytes`] wrapped under the same `context`.
@@ -84,7 +84,7 @@ impl RootKey {
         wrapped: &[u8],
         context: &str,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        open_with(&self.wrap, wrapped, context.as_bytes())
+        self.wrap.open(wrapped, context.as_bytes())
     }
 
     /// Keyed digest (HMAC-SHA256) of a high-entropy secret such as an API key, under a
@@ -150,6 +150,122 @@ impl DataKey {
         let mut out = [0u8; 32];
         out.copy_from_slice(hmac::sign(&self.mac, data).as_ref());
         out
+    }
+}
+
+/// The first bytes of a blob in the salted format (version 1 of it).
+const SALTED_V1: [u8; 2] = [0xa5, 0x01];
+/// The random salt a one-use key is derived from.
+const SALT_LEN: usize = 16;
+/// Tag, salt and nonce before the ciphertext.
+const SALTED_HEADER_LEN: usize = SALTED_V1.len() + SALT_LEN + NONCE_LEN;
+
+/// A long-lived AES-256-GCM key that may seal any number of times: the root wrap key
+/// and the idempotency key, which seal for as long as the root key lives.
+///
+/// AES-GCM with random 96-bit nonces must stay far below 2^32 seals per key, and
+/// nothing bounds how often these keys seal. So each seal derives a one-use key,
+/// HKDF-SHA256(ikm = this key, salt = "strongroom/v2/salted-seal", info =
+/// "strongroom/v2/seal" ‖ a fresh random 128-bit salt), and stores
+/// `a5 01 ‖ salt ‖ nonce ‖ ciphertext ‖ tag`: an AES key then sees one nonce, and a
+/// one-use key repeats only if two salts collide (about 2^-60 after 2^34 seals). The
+/// AAD is exactly what the caller gives, as before.
+///
+/// [`SealingKey::open`] also opens blobs sealed before this format (`nonce ‖
+/// ciphertext ‖ tag` directly under the key), so everything already stored still
+/// opens; nothing seals in that format any more.
+pub struct SealingKey {
+    /// HKDF-Extract of the key under a label of this format, done once: each seal then
+    /// costs one HKDF-Expand. (The key's bytes enter HMAC as its message, never as an
+    /// HMAC key beside their use as the old format's AES key.)
+    prk: hkdf::Prk,
+    /// The key itself, only to open blobs in the old format.
+    legacy: aead::LessSafeKey,
+}
+
+impl SealingKey {
+    /// A sealing key from 32 bytes (a root-derived subkey). The caller zeroizes its copy.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        if bytes.len() != KEY_LEN {
+            return Err(CryptoError::Operation);
+        }
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"strongroom/v2/salted-seal").extract(bytes);
+        let legacy =
+            aead::UnboundKey::new(&aead::AES_256_GCM, bytes).map_err(|_| CryptoError::Operation)?;
+        Ok(Self {
+            prk,
+            legacy: aead::LessSafeKey::new(legacy),
+        })
+    }
+
+    /// Seals `plaintext` under a one-use key; `aad` binds it as for [`DataKey::seal`].
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let fresh = random::bytes::<{ SALT_LEN + NONCE_LEN }>()?;
+        self.seal_with_salt_and_nonce(&fresh, plaintext, aad)
+    }
+
+    /// Opens what [`SealingKey::seal`] sealed under the same `aad`, or a blob sealed
+    /// directly under this key before the salted format existed.
+    pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        if let Some(rest) = sealed.strip_prefix(&SALTED_V1)
+            && let Ok(plain) = self.open_salted(rest, aad)
+        {
+            return Ok(plain);
+        }
+        // An old blob whose random nonce happens to begin with the tag (one in 65536)
+        // fails above and opens here; a tampered new one fails both.
+        open_with(&self.legacy, sealed, aad)
+    }
+
+    fn one_use_key(&self, salt: &[u8]) -> Result<aead::LessSafeKey, CryptoError> {
+        let info = [b"strongroom/v2/seal".as_slice(), salt];
+        let okm = self
+            .prk
+            .expand(&info, &aead::AES_256_GCM)
+            .map_err(|_| CryptoError::Operation)?;
+        Ok(aead::LessSafeKey::new(aead::UnboundKey::from(okm)))
+    }
+
+    /// The seal with a given salt ‖ nonce: random in [`SealingKey::seal`], fixed in
+    /// known-answer tests.
+    fn seal_with_salt_and_nonce(
+        &self,
+        fresh: &[u8; SALT_LEN + NONCE_LEN],
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        let (salt, nonce) = fresh.split_at(SALT_LEN);
+        let key = self.one_use_key(salt)?;
+        let nonce =
+            aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Operation)?;
+        // Sized once so that the plaintext is encrypted where it lies and never left
+        // behind by a reallocation.
+        let mut out = Vec::with_capacity(SALTED_HEADER_LEN + plaintext.len() + TAG_LEN);
+        out.extend_from_slice(&SALTED_V1);
+        out.extend_from_slice(fresh);
+        out.extend_from_slice(plaintext);
+        let body = out
+            .get_mut(SALTED_HEADER_LEN..)
+            .ok_or(CryptoError::Operation)?;
+        let tag = key
+            .seal_in_place_separate_tag(nonce, aead::Aad::from(aad), body)
+            .map_err(|_| CryptoError::Operation)?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    /// Opens `salt ‖ nonce ‖ ciphertext ‖ tag`.
+    fn open_salted(&self, rest: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let (salt, body) = rest
+            .split_at_checked(SALT_LEN)
+            .ok_or(CryptoError::Decrypt)?;
+        open_with(&self.one_use_key(salt)?, body, aad)
+    }
+}
+
+impl std::fmt::Debug for SealingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealingKey([REDACTED])")
     }
 }
 
@@ -276,6 +392,160 @@ mod tests {
         let a = k.seal(b"x", b"").unwrap();
         let b = k.seal(b"x", b"").unwrap();
         assert_ne!(a[..12], b[..12]);
+    }
+
+    /// What sealing under a long-lived key did before the salted format: `nonce ‖
+    /// ciphertext ‖ tag` directly under the key, with a chosen nonce.
+    fn legacy_seal(key: &[u8], nonce: [u8; NONCE_LEN], plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+        let k = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, key).unwrap());
+        let mut body = plaintext.to_vec();
+        k.seal_in_place_append_tag(
+            aead::Nonce::assume_unique_for_key(nonce),
+            aead::Aad::from(aad),
+            &mut body,
+        )
+        .unwrap();
+        [nonce.as_slice(), &body].concat()
+    }
+
+    /// `RootKey::wrap_bytes` as it was before the salted format (random nonce).
+    fn legacy_root_wrap(root_bytes: &[u8], secret: &[u8], context: &str) -> Vec<u8> {
+        let wrap = derive(root_bytes, b"strongroom/v1/wrap").unwrap();
+        let k = aead::LessSafeKey::new(
+            aead::UnboundKey::new(&aead::AES_256_GCM, wrap.as_slice()).unwrap(),
+        );
+        seal_with(&k, secret, context.as_bytes()).unwrap()
+    }
+
+    const KAT_KEY: [u8; 32] = [
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+        25, 26, 27, 28, 29, 30, 31,
+    ];
+    const KAT_PLAIN: &[u8] = b"a data key or a stored response";
+    const KAT_AAD: &[u8] = b"strongroom/datakey/v1|acct_1|cards|1";
+
+    #[test]
+    fn salted_seal_known_answer() {
+        // Cross-checked with Python `cryptography`:
+        //   k = HKDF(SHA256, 32, salt=b"strongroom/v2/salted-seal",
+        //            info=b"strongroom/v2/seal" + salt).derive(key)
+        //   a5 01 ‖ salt ‖ nonce ‖ AESGCM(k).encrypt(nonce, plain, aad)
+        // with key = 00..1f, salt = 40..4f, nonce = 60..6b.
+        let k = SealingKey::from_bytes(&KAT_KEY).unwrap();
+        let mut fresh = [0u8; SALT_LEN + NONCE_LEN];
+        for (i, b) in fresh.iter_mut().enumerate() {
+            *b = if i < SALT_LEN {
+                0x40 + i
+            } else {
+                0x60 + i - SALT_LEN
+            } as u8;
+        }
+        let sealed = k
+            .seal_with_salt_and_nonce(&fresh, KAT_PLAIN, KAT_AAD)
+            .unwrap();
+        assert_eq!(
+            hex::encode(&sealed),
+            "a501404142434445464748494a4b4c4d4e4f606162636465666768696a6b0d95388c2bfb36a5fcb8e3\
+             a06e85a345a5ba6a1222ca29fbefffa76b46577e0a1ec13b2192b906ec44a55f02a4df17"
+        );
+        assert_eq!(k.open(&sealed, KAT_AAD).unwrap().as_slice(), KAT_PLAIN);
+        // The old format, same inputs, from the same Python session: AESGCM(key) directly.
+        let legacy = hex::decode(
+            "606162636465666768696a6b8bfbff34cf21a304196fd94400ada0635501e6fbe10012abc6d2f003\
+             128192ada0fdb0687be2afe246af6491f83304",
+        )
+        .unwrap();
+        assert_eq!(
+            legacy,
+            legacy_seal(
+                &KAT_KEY,
+                [
+                    0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x6b
+                ],
+                KAT_PLAIN,
+                KAT_AAD
+            )
+        );
+        assert_eq!(k.open(&legacy, KAT_AAD).unwrap().as_slice(), KAT_PLAIN);
+    }
+
+    #[test]
+    fn salted_seals_are_fresh_and_bound_to_aad_and_key() {
+        let k = SealingKey::from_bytes(&KAT_KEY).unwrap();
+        let a = k.seal(KAT_PLAIN, KAT_AAD).unwrap();
+        let b = k.seal(KAT_PLAIN, KAT_AAD).unwrap();
+        assert_eq!(a.len(), 2 + 16 + 12 + KAT_PLAIN.len() + 16);
+        assert_eq!(a[..2], SALTED_V1);
+        assert_ne!(a, b);
+        assert_ne!(a[2..18], b[2..18], "salts repeat");
+        assert!(!a.windows(KAT_PLAIN.len()).any(|w| w == KAT_PLAIN));
+        assert_eq!(k.open(&b, KAT_AAD).unwrap().as_slice(), KAT_PLAIN);
+        assert_eq!(
+            k.open(&a, b"another context").err(),
+            Some(CryptoError::Decrypt)
+        );
+        assert_eq!(k.open(&a, b"").err(), Some(CryptoError::Decrypt));
+        let other = SealingKey::from_bytes(&[9u8; 32]).unwrap();
+        assert_eq!(other.open(&a, KAT_AAD).err(), Some(CryptoError::Decrypt));
+        assert!(SealingKey::from_bytes(&[9u8; 31]).is_err());
+    }
+
+    #[test]
+    fn salted_seals_refuse_any_tampering() {
+        let k = SealingKey::from_bytes(&KAT_KEY).unwrap();
+        let sealed = k.seal(KAT_PLAIN, KAT_AAD).unwrap();
+        // Every byte: the version tag, the salt, the nonce, the ciphertext and the tag.
+        for i in 0..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x01;
+            assert_eq!(
+                k.open(&bad, KAT_AAD).err(),
+                Some(CryptoError::Decrypt),
+                "byte {i}"
+            );
+        }
+        for n in 0..sealed.len() {
+            assert!(k.open(&sealed[..n], KAT_AAD).is_err(), "cut to {n}");
+        }
+        let mut longer = sealed.clone();
+        longer.push(0);
+        assert!(k.open(&longer, KAT_AAD).is_err());
+    }
+
+    #[test]
+    fn legacy_blobs_still_open() {
+        let k = SealingKey::from_bytes(&KAT_KEY).unwrap();
+        let nonce = random::bytes::<NONCE_LEN>().unwrap();
+        let old = legacy_seal(&KAT_KEY, nonce, KAT_PLAIN, KAT_AAD);
+        assert_eq!(k.open(&old, KAT_AAD).unwrap().as_slice(), KAT_PLAIN);
+        assert!(k.open(&old, b"another context").is_err());
+        let mut bad = old.clone();
+        bad[20] ^= 1;
+        assert!(k.open(&bad, KAT_AAD).is_err());
+        // An old blob whose random nonce begins with the new format's tag still opens.
+        let mut nonce = nonce;
+        nonce[..2].copy_from_slice(&SALTED_V1);
+        let old = legacy_seal(&KAT_KEY, nonce, KAT_PLAIN, KAT_AAD);
+        assert_eq!(k.open(&old, KAT_AAD).unwrap().as_slice(), KAT_PLAIN);
+        // Keys and secrets the root key wrapped before still unwrap, under their context only.
+        let r = root();
+        let dk = DataKey::generate().unwrap();
+        let old = legacy_root_wrap(&[7u8; 32], dk.bytes.as_slice(), "acct_a/cards/1");
+        let back = r.unwrap_key(&old, "acct_a/cards/1").unwrap();
+        assert_eq!(back.fingerprint(b"x"), dk.fingerprint(b"x"));
+        assert!(r.unwrap_key(&old, "acct_a/cards/2").is_err());
+        let old = legacy_root_wrap(&[7u8; 32], b"whsec material", "webhook|we_1");
+        assert_eq!(
+            r.unwrap_bytes(&old, "webhook|we_1").unwrap().as_slice(),
+            b"whsec material"
+        );
+        // What the root key wraps now is in the salted format.
+        let new = r.wrap_bytes(b"whsec material", "webhook|we_1").unwrap();
+        assert_eq!(new[..2], SALTED_V1);
+        assert_eq!(
+            r.unwrap_bytes(&new, "webhook|we_1").unwrap().as_slice(),
+            b"whsec material"
+        );
     }
 
     #[test]

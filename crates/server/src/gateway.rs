@@ -29,7 +29,7 @@ use ipnet::IpNet;
 use ratelimit::{Decision, Limiter, MemoryLimiter, Quota, RateLimitBackend, RedisLimiter};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use strongroom_crypto::{DataKey, RootKey};
+use strongroom_crypto::{RootKey, SealingKey};
 use strongroom_store::{AccountControls, ControlStore};
 
 /// Where rate-limit state lives.
@@ -94,7 +94,7 @@ const TOKEN_ROUTE: &str = "/v1/auth/token";
 /// The gateway's state, in [`AppState`].
 pub struct Gateway {
     limiter: Limiter,
-    idem_key: Option<DataKey>,
+    idem_key: Option<SealingKey>,
     controls: Cache<String, Arc<AccountControls>>,
     key_lists: Cache<String, Arc<Vec<IpNet>>>,
 }
@@ -132,10 +132,12 @@ impl Gateway {
                 }
             },
         };
+        // A sealing key, not a data key: it seals every stored response for the life of
+        // the root key, so each seal gets a one-use key (no random-nonce budget to keep).
         let idem_key = root
             .derive_subkey("idempotency")
             .ok()
-            .and_then(|k| DataKey::from_bytes(k.as_slice()).ok());
+            .and_then(|k| SealingKey::from_bytes(k.as_slice()).ok());
         let ttl = config.api_key_cache_ttl;
         Self {
             limiter,
@@ -193,7 +195,7 @@ impl Gateway {
         }
     }
 
-    pub(crate) fn idempotency_key(&self) -> ApiResult<&DataKey> {
+    pub(crate) fn idempotency_key(&self) -> ApiResult<&SealingKey> {
         self.idem_key
             .as_ref()
             .ok_or_else(|| ApiError::internal(&"idempotency key unavailable"))

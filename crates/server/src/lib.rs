@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod routes;
+pub mod secret_body;
 pub mod service;
 pub mod state;
 pub mod tls;

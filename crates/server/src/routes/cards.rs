@@ -293,6 +293,37 @@ pub struct RevealedView {
     pub cardholder_name: Option<String>,
 }
 
+/// The reveal body, serialised from the zeroizing buffers straight into zeroizing memory:
+/// the response body is the one place the PAN leaves, and no plain `String` or `Value`
+/// holds it on the way. Fields in the order `serde_json::json!` gave them (sorted).
+fn reveal_body(
+    id: &str,
+    (exp_month, exp_year): (i64, i64),
+    clear: &svc::RevealedCard,
+) -> ApiResult<zeroize::Zeroizing<Vec<u8>>> {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        cardholder_name: Option<&'a str>,
+        exp_month: i64,
+        exp_year: i64,
+        id: &'a str,
+        number: &'a str,
+        object: &'static str,
+    }
+    let name = clear.cardholder_name.as_deref().map(String::as_str);
+    let body = Body {
+        cardholder_name: name,
+        exp_month,
+        exp_year,
+        id,
+        number: clear.number.as_str(),
+        object: "revealed_card",
+    };
+    // Room for the usual body, so the buffer never has to grow.
+    let capacity = 160 + id.len() + clear.number.len() + name.map_or(0, str::len) * 6;
+    crate::secret_body::to_zeroizing_json(&body, capacity)
+}
+
 /// Reveal a card's number (needs `cards:reveal` and a `card.reveal` OTP).
 #[utoipa::path(post, path = "/v1/cards/{id}/reveal", tag = "cards", security(("api_key" = [])), request_body = RevealBody,
     params(("id" = String, Path, description = "card_…")),
@@ -305,21 +336,48 @@ pub async fn reveal(
     ApiJson(body): ApiJson<RevealBody>,
 ) -> ApiResult<axum::response::Response> {
     let (card, clear) = otp::reveal(&state, &who, &id, &body.otp, body.code.expose()).await?;
-    // Serialise straight from the zeroizing buffers; the response body is the one
-    // place the PAN leaves.
-    let body = serde_json::to_vec(&serde_json::json!({
-        "id": card.id,
-        "object": "revealed_card",
-        "number": clear.number.as_str(),
-        "exp_month": card.exp_month,
-        "exp_year": card.exp_year,
-        "cardholder_name": clear.cardholder_name.as_deref().map(String::as_str),
-    }))
-    .map_err(|e| ApiError::internal(&e))?;
+    let body = reveal_body(&card.id, (card.exp_month, card.exp_year), &clear)?;
     axum::response::Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/json")
         .header("cache-control", "no-store")
-        .body(axum::body::Body::from(body))
+        .body(axum::body::Body::from(crate::secret_body::into_bytes(body)))
         .map_err(|e| ApiError::internal(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zeroize::Zeroizing;
+
+    #[test]
+    fn reveal_body_is_what_json_gave() {
+        let names = [
+            None,
+            Some(""),
+            Some("Ada Lovelace"),
+            Some("Zoë \"O'Brien\" \\ 李\n\u{7}"),
+        ];
+        for name in names {
+            for number in ["4242424242424242", "6200000000000000005"] {
+                let clear = svc::RevealedCard {
+                    number: Zeroizing::new(number.to_owned()),
+                    cardholder_name: name.map(|n| Zeroizing::new(n.to_owned())),
+                };
+                let id = "card_0000019a2b3c4d5e6f7a8b9c0d1e2f30";
+                let built = reveal_body(id, (12, 2030), &clear).unwrap();
+                // What the handler sent before.
+                let before = serde_json::to_vec(&serde_json::json!({
+                    "id": id,
+                    "object": "revealed_card",
+                    "number": clear.number.as_str(),
+                    "exp_month": 12,
+                    "exp_year": 2030,
+                    "cardholder_name": clear.cardholder_name.as_deref().map(String::as_str),
+                }))
+                .unwrap();
+                assert_eq!(built.as_slice(), before.as_slice(), "{name:?}");
+            }
+        }
+    }
 }

@@ -10,6 +10,7 @@ use crate::keyring::AccountKeys;
 use crate::service::{cards, otp};
 use crate::state::AppState;
 use serde::Deserialize;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use strongroom_core::{Scope, Sensitive};
 use strongroom_crypto::jwe::{CompactJwe, JweError, TransportKey};
@@ -35,10 +36,37 @@ const CLOCK_SKEW_S: i64 = 5;
 
 /// The unwrapped transport keys, cached; re-read after the keyring TTL or when a
 /// payload names a key this node has not seen (a rotation on another node).
-#[derive(Default)]
 pub struct PinState {
     keys: RwLock<Option<Arc<Loaded>>>,
+    /// When an unknown `kid` last made this node re-read the keys: anyone may send a
+    /// payload under a made-up kid, so such re-reads are rationed to one a second.
+    last_unknown_kid_reload_ms: AtomicI64,
 }
+
+impl Default for PinState {
+    fn default() -> Self {
+        Self {
+            keys: RwLock::default(),
+            last_unknown_kid_reload_ms: AtomicI64::new(i64::MIN),
+        }
+    }
+}
+
+impl PinState {
+    /// Whether an unknown kid may re-read the keys now; claims the slot if so. The
+    /// compare-exchange lets only one of several concurrent callers through.
+    fn may_reload_for_unknown_kid(&self, now_ms: i64) -> bool {
+        let last = self.last_unknown_kid_reload_ms.load(Ordering::Relaxed);
+        now_ms.saturating_sub(last) >= UNKNOWN_KID_RELOAD_INTERVAL_MS
+            && self
+                .last_unknown_kid_reload_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+/// At most one store read a second for payloads naming a key this node does not hold.
+const UNKNOWN_KID_RELOAD_INTERVAL_MS: i64 = 1000;
 
 struct Loaded {
     at_ms: i64,
@@ -139,7 +167,10 @@ async fn transport_key(state: &AppState, kid: &str) -> ApiResult<Arc<TransportKe
     };
     let found = match find(cached(state).await?) {
         Some(f) => Some(f),
-        None => find(load(state).await?),
+        // Perhaps another node rotated; a key made there is found here within a second
+        // at the latest (or at the keyring TTL, whichever comes first).
+        None if state.pin().may_reload_for_unknown_kid(now) => find(load(state).await?),
+        None => None,
     };
     match found {
         Some((true, k)) => Ok(k),
@@ -705,4 +736,21 @@ pub async fn admin_unlock(state: &AppState, admin_key_id: &str, card_id: &str) -
     let r = admin_unlock_inner(state, admin_key_id, card_id).await;
     audit("pin.unlock", card_id, &r);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_kid_reloads_at_most_once_a_second() {
+        let s = PinState::default();
+        let t = 1_700_000_000_000;
+        assert!(s.may_reload_for_unknown_kid(t));
+        assert!(!s.may_reload_for_unknown_kid(t));
+        assert!(!s.may_reload_for_unknown_kid(t + 999));
+        assert!(s.may_reload_for_unknown_kid(t + 1000));
+        assert!(!s.may_reload_for_unknown_kid(t + 1500));
+        assert!(s.may_reload_for_unknown_kid(t + 2000));
+    }
 }

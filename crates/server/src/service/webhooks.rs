@@ -9,6 +9,7 @@
 use crate::error::{ApiResult, codes};
 use crate::service::secs;
 use crate::state::AppState;
+use bytes::Bytes;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -546,11 +547,11 @@ async fn post(
     clients: &Clients,
     ep: &WebhookEndpointRecord,
     msg_id: &str,
-    body: &[u8],
+    body: Bytes,
 ) -> ApiResult<Sent> {
     let now = state.now_ms();
     let ts = secs(now);
-    let signature = signature_header(state, ep, msg_id, ts, body, now)?;
+    let signature = signature_header(state, ep, msg_id, ts, &body, now)?;
     let refused = |class: &'static str| Sent {
         status: None,
         retry_after: None,
@@ -592,7 +593,7 @@ async fn post(
         .header("webhook-id", msg_id)
         .header("webhook-timestamp", ts.to_string())
         .header("webhook-signature", signature)
-        .body(body.to_vec())
+        .body(body)
         .send()
         .await;
     match res {
@@ -669,13 +670,15 @@ async fn deliver(state: &AppState, clients: &Clients, d: &DeliveryRecord) -> Api
         )
         .await;
     }
+    // An OTP body holds the clear code: it stays in the zeroizing buffer, which the
+    // request body owns (no copy of ours), and is cleared when the client drops it.
     let body = if event.event_type == strongroom_store::webhooks::OTP_EVENT {
-        crate::service::otp::delivery_body(state, &event.data)?
+        crate::secret_body::into_bytes(crate::service::otp::delivery_body(state, &event.data)?)
     } else {
-        Zeroizing::new(event.data.clone())
+        Bytes::from(event.data.clone())
     };
     let t0 = Instant::now();
-    let sent = post(state, clients, &ep, &event.id, body.as_bytes()).await?;
+    let sent = post(state, clients, &ep, &event.id, body).await?;
     let latency = i64::try_from(t0.elapsed().as_millis()).unwrap_or(i64::MAX);
     let now = state.now_ms();
     let ok = sent.status.is_some_and(|s| (200..300).contains(&s));

@@ -13,21 +13,31 @@ use strongroom_server::{NewKeyKind, Running, ServerConfig, TlsFiles};
 use strongroom_store::StoreConfig;
 use time::OffsetDateTime;
 
-/// System time plus an offset that tests can move forward.
+/// System time plus an offset that tests can move forward; it can also be stopped, for
+/// tests whose steps must fall within a short window however slow the machine is.
 #[derive(Clone, Default)]
-pub struct TestClock(Arc<std::sync::atomic::AtomicI64>);
+pub struct TestClock(
+    Arc<std::sync::atomic::AtomicI64>,
+    Arc<Mutex<Option<OffsetDateTime>>>,
+);
 
 impl TestClock {
     pub fn advance(&self, d: Duration) {
         self.0
             .fetch_add(d.as_millis() as i64, std::sync::atomic::Ordering::SeqCst);
     }
+
+    /// Stops the clock at the present; only `advance` moves it from then on.
+    pub fn freeze(&self) {
+        *self.1.lock().unwrap() = Some(SystemClock.now());
+    }
 }
 
 impl Clock for TestClock {
     fn now(&self) -> OffsetDateTime {
         let off = self.0.load(std::sync::atomic::Ordering::SeqCst);
-        SystemClock.now() + time::Duration::milliseconds(off)
+        let base = (*self.1.lock().unwrap()).unwrap_or_else(|| SystemClock.now());
+        base + time::Duration::milliseconds(off)
     }
 }
 

@@ -790,3 +790,46 @@ async fn two_nodes_share_lock_replay_and_transport_keys() {
     assert_eq!(r.body, json!({"match": true}), "{}", r.text);
     b.stop().await;
 }
+
+#[tokio::test]
+async fn unknown_kid_rereads_transport_keys_at_most_once_a_second() {
+    // A long keyring TTL, so that only the unknown-kid path can re-read the keys.
+    let long_ttl =
+        |c: &mut strongroom_server::ServerConfig| c.keyring_ttl = Duration::from_secs(300);
+    let a = TestServer::start_on(std::sync::Arc::new(Data::new()), long_ttl).await;
+    let b = TestServer::start_on(a.data.clone(), long_ttl).await;
+    let jwk_a = jwk(&a).await;
+    let card = a.tokenize("4242424242424242").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        set_pin(&a, &jwk_a, &card, "90417", "pin.set").await.status,
+        StatusCode::OK
+    );
+    // Stopped, so that a slow machine cannot stretch the steps below past the second.
+    a.clock.freeze();
+    let mut made_up = jwk_a.clone();
+    made_up["kid"] = "ptk_unknown".into();
+    verify(&a, &a.sk_test, &card, payload(&a, &made_up, "90417", &card))
+        .await
+        .assert_error(400, "pin_payload_invalid");
+    // A key rotated on B within the same second on A: A does not re-read the store again.
+    let r = b
+        .post(
+            "/v1/admin/pin/encryption_key/rotate",
+            &b.admin_key,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let jwk_b = r.body;
+    verify(&a, &a.sk_test, &card, payload(&a, &jwk_b, "90417", &card))
+        .await
+        .assert_error(400, "pin_payload_invalid");
+    // Once the second has passed it does, and finds B's key.
+    a.clock.advance(Duration::from_millis(1000));
+    let r = verify(&a, &a.sk_test, &card, payload(&a, &jwk_b, "90417", &card)).await;
+    assert_eq!(r.body, json!({"match": true}), "{}", r.text);
+    b.stop().await;
+}
