@@ -47,20 +47,22 @@ pub fn mask(input: &[u8]) -> Cow<'_, [u8]> {
     let mut i = 0;
     let mut copied = 0;
     while i < input.len() {
-        // Only a digit or the first letter of a secret prefix (`sk_`, `rk_`, `pk_`,
-        // `whsec_`) can start a match: skip everything else in one tight loop.
-        let Some(skip) = input
-            .get(i..)
-            .and_then(|rest| rest.iter().position(|&c| may_start(c)))
-        else {
+        // Only a digit after a non-digit, or the first letter of a secret prefix
+        // (`sk_`, `rk_`, `pk_`, `whsec_`) or of a JWT (`eyJ`) outside a word, can start a
+        // match: skip everything else in one tight loop. Every log line comes through
+        // here, and most of its letters and digits are inside words and numbers.
+        let Some(at) = (i..input.len()).find(|&j| may_start(input, j)) else {
             break;
         };
-        i += skip;
-        let found = pan_at(input, i)
-            .map(|end| (end, 0, PAN_MASK))
-            .or_else(|| otp_at(input, i).map(|end| (end, 0, OTP_MASK)))
-            .or_else(|| jwt_at(input, i).map(|end| (end, 0, JWT_MASK)))
-            .or_else(|| secret_at(input, i).map(|(end, keep)| (end, keep, SECRET_MASK)));
+        i = at;
+        // Each kind of match starts with its own kind of byte.
+        let found = match input.get(i) {
+            Some(c) if c.is_ascii_digit() => pan_at(input, i)
+                .map(|end| (end, 0, PAN_MASK))
+                .or_else(|| otp_at(input, i).map(|end| (end, 0, OTP_MASK))),
+            Some(b'e') => jwt_at(input, i).map(|end| (end, 0, JWT_MASK)),
+            _ => secret_at(input, i).map(|(end, keep)| (end, keep, SECRET_MASK)),
+        };
         if let Some((end, keep, replacement)) = found {
             let o = out.get_or_insert_with(|| Vec::with_capacity(input.len()));
             o.extend_from_slice(input.get(copied..i + keep).unwrap_or_default());
@@ -80,9 +82,19 @@ pub fn mask(input: &[u8]) -> Cow<'_, [u8]> {
     }
 }
 
-/// Whether a match ([`pan_at`], [`secret_at`]) can start with `c`.
-fn may_start(c: u8) -> bool {
-    c.is_ascii_digit() || matches!(c, b's' | b'r' | b'p' | b'w' | b'e')
+/// Whether a match ([`pan_at`], [`otp_at`], [`jwt_at`], [`secret_at`]) can start at `i`:
+/// each of them refuses a start whose previous byte is a digit (numbers) or a word
+/// character (secrets, JWTs), so those are not even tried.
+fn may_start(b: &[u8], i: usize) -> bool {
+    let Some(&c) = b.get(i) else {
+        return false;
+    };
+    let prev = i.checked_sub(1).and_then(|p| b.get(p)).copied();
+    if c.is_ascii_digit() {
+        !prev.is_some_and(|p| p.is_ascii_digit())
+    } else {
+        matches!(c, b's' | b'r' | b'p' | b'w' | b'e') && !prev.is_some_and(is_word)
+    }
 }
 
 fn is_b64url(c: u8) -> bool {
@@ -297,11 +309,18 @@ mod tests {
     /// The skip in [`mask`] must stop at every byte a match can start with.
     #[test]
     fn the_skip_stops_at_every_prefix_and_digit() {
-        for p in KEY_PREFIXES.iter().chain([&WEBHOOK_PREFIX]) {
-            assert!(may_start(p.as_bytes()[0]), "{p}");
+        for p in KEY_PREFIXES.iter().chain([&WEBHOOK_PREFIX, &"eyJ"]) {
+            assert!(may_start(p.as_bytes(), 0), "{p}");
+            let after = format!(" \"{p}");
+            assert!(may_start(after.as_bytes(), 2), "{p} after a quote");
+            let inside = format!("x{p}");
+            assert!(!may_start(inside.as_bytes(), 1), "{p} inside a word");
         }
-        assert!((b'0'..=b'9').all(may_start));
-        assert!(!may_start(b'a') && !may_start(b'"') && !may_start(b' '));
+        for d in b'0'..=b'9' {
+            assert!(may_start(&[d], 0) && may_start(&[b'x', d], 1) && may_start(&[b'"', d], 1));
+            assert!(!may_start(&[b'4', d], 1), "inside a number");
+        }
+        assert!(!may_start(b"a", 0) && !may_start(b"\"", 0) && !may_start(b" ", 0));
         // A secret and a card number after a long stretch of bytes that cannot start one.
         let line = format!(
             "{{\"a\":\"{}\",\"k\":\"sk_test_abcdefgh12\",\"n\":\"4111 1111 1111 1111\"}}",
