@@ -87,9 +87,14 @@ const LIST_API_KEYS: &str = concat!(
     api_key_cols!(),
     " FROM api_keys WHERE account_id IS NOT DISTINCT FROM $1 ORDER BY id"
 );
+/// Revokes a key (keeping the first revocation time). The last admin key that is not
+/// revoked stays: there must always be a way back in. The check runs in the writer's
+/// transaction, so two revocations racing for the last two keys cannot both pass it.
 const REVOKE_API_KEY: &str = concat!(
     "UPDATE api_keys SET revoked_ms = COALESCE(revoked_ms, $3) \
-     WHERE id = $1 AND account_id IS NOT DISTINCT FROM $2 RETURNING ",
+     WHERE id = $1 AND account_id IS NOT DISTINCT FROM $2 \
+     AND (account_id IS NOT NULL OR revoked_ms IS NOT NULL OR EXISTS (SELECT 1 FROM api_keys o \
+     WHERE o.account_id IS NULL AND o.revoked_ms IS NULL AND o.id <> $1)) RETURNING ",
     api_key_cols!()
 );
 

@@ -155,13 +155,45 @@ async fn api_keys(store: Store) {
         Some(T0 + 10)
     );
 
-    let ev = event(&a, Mode::Test, "api_key.revoked", T0 + 30);
-    let admin_revoked = store.revoke_api_key(None, &admin.id, T0 + 30, std::slice::from_ref(&ev));
+    // The last admin key that is not revoked stays.
+    assert_eq!(
+        store
+            .revoke_api_key(None, &admin.id, T0 + 30, &[])
+            .await
+            .unwrap(),
+        None
+    );
+    let admin2 = api_key(None, T0 + 31, 4);
+    store.insert_api_key(&admin2, &[]).await.unwrap();
+    let ev = event(&a, Mode::Test, "api_key.revoked", T0 + 32);
+    let admin_revoked = store.revoke_api_key(None, &admin.id, T0 + 32, std::slice::from_ref(&ev));
     assert_eq!(
         admin_revoked.await.unwrap().unwrap().revoked_ms,
-        Some(T0 + 30)
+        Some(T0 + 32)
     );
     assert_eq!(store.get_event(&a, &ev.id).await.unwrap(), Some(ev));
+    assert_eq!(
+        store
+            .revoke_api_key(None, &admin2.id, T0 + 33, &[])
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Two revocations racing for the last two admin keys: one of them wins.
+    let admin3 = api_key(None, T0 + 34, 5);
+    store.insert_api_key(&admin3, &[]).await.unwrap();
+    let (x, y) = tokio::join!(
+        store.revoke_api_key(None, &admin2.id, T0 + 35, &[]),
+        store.revoke_api_key(None, &admin3.id, T0 + 35, &[]),
+    );
+    let won = [x.unwrap(), y.unwrap()]
+        .iter()
+        .filter(|r| r.is_some())
+        .count();
+    assert_eq!(won, 1, "both or neither of the last two admin keys revoked");
+    let live = store.list_api_keys(None).await.unwrap();
+    assert_eq!(live.iter().filter(|k| k.revoked_ms.is_none()).count(), 1);
 }
 
 both!(rotate_and_retire);
