@@ -33,9 +33,9 @@ pub struct FileConfig {
     pub api_key_cache_ttl_secs: Option<u64>,
     pub keyring_ttl_secs: Option<u64>,
     pub request_timeout_secs: Option<u64>,
-    /// Rate limits (issue 3).
+    /// Rate limits (docs/controls.md).
     pub rate_limit: Option<crate::controls::RateLimitSection>,
-    /// Client address, signatures, idempotency (issue 3).
+    /// Client address, signatures, idempotency (docs/controls.md).
     pub gateway: Option<crate::controls::GatewaySection>,
     /// PIN service settings.
     pub pin: Option<crate::pin::PinSection>,

@@ -1,4 +1,4 @@
-//! `[rate_limit]` and `[gateway]` sections of the configuration file (issue 3).
+//! `[rate_limit]` and `[gateway]` sections of the configuration file (docs/controls.md).
 
 use anyhow::{Result, bail};
 use serde::Deserialize;

@@ -1,4 +1,4 @@
-//! The `[pin]` section of the configuration file (PIN service, issue 6).
+//! The `[pin]` section of the configuration file (PIN service, docs/pin.md).
 //!
 //! ```toml
 //! [pin]

@@ -1,6 +1,6 @@
-//! Gateway controls (issue 3): per-account settings (signed requests required, IP
-//! allowlist, rate-limit override), per-key IP allowlists, request-signing keys, the
-//! nonces signatures have used, and idempotency records.
+//! Gateway controls (docs/design/0003-gateway-controls.md): per-account settings (signed
+//! requests required, IP allowlist, rate-limit override), per-key IP allowlists,
+//! request-signing keys, the nonces signatures have used, and idempotency records.
 //!
 //! Reads run on a pooled connection; writes go through the one writer as
 //! [`crate::sql::WriteOp::Controls`].

@@ -1,5 +1,6 @@
-//! Bearer tokens and incident response (issue 3): JWT signing keys, looking an API key
-//! up by id (a token names its key), and revoking every key of an account at once.
+//! Bearer tokens and incident response (docs/design/0002-tokens.md): JWT signing keys,
+//! looking an API key up by id (a token names its key), and revoking every key of an
+//! account at once.
 
 use crate::exec::{Exec, RowGet, args};
 use crate::sql::{FromRow, WriteOp, WriteReply};

@@ -1,4 +1,5 @@
-//! Webhook endpoints, deliveries and attempts (issue 4), and inbound processor hooks.
+//! Webhook endpoints, deliveries and attempts (docs/design/0004-webhooks.md), and inbound
+//! processor hooks.
 //!
 //! Fan-out is transactional: every event written through `insert_events` gets, in the
 //! same transaction, one `pending` delivery row per enabled endpoint of its account and

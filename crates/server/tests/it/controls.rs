@@ -1,5 +1,6 @@
-//! Gateway controls (issue 3): IP allowlists, rate limits (memory and Redis, two
-//! nodes), idempotency, request signatures (with an independent Python signer).
+//! Gateway controls (docs/design/0003-gateway-controls.md): IP allowlists, rate limits
+//! (memory and Redis, two nodes), idempotency, request signatures (with an independent
+//! Python signer).
 
 use crate::harness::{Data, Resp, TestServer, backend, eventually, test_pan};
 use reqwest::Method;
