@@ -2,6 +2,7 @@
 
 use crate::error::{ApiError, codes};
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::HeaderMap;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -16,29 +17,47 @@ pub struct ApiJson<T>(pub T);
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
-            return Err(codes::BODY_TOO_LARGE);
-        }
-        if !is_json {
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        // A declared oversize body is 413 before its type is looked at.
+        if !declared_too_large(req.headers()) && !is_json(req.headers()) {
             return Err(codes::UNSUPPORTED_MEDIA_TYPE);
         }
-        let bytes = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
-            .await
-            .map_err(|_| codes::BODY_TOO_LARGE)?;
+        let ApiBytes(bytes) = ApiBytes::from_request(req, state).await?;
         parse_json(&bytes).map(ApiJson)
     }
+}
+
+/// Whether the request says its body is JSON (`application/json`, any parameters).
+pub fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Whether `Content-Length` announces more than [`BODY_LIMIT`].
+fn declared_too_large(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > BODY_LIMIT as u64)
+}
+
+/// A body that may be absent (then `T::default()`); when present it must be JSON. The
+/// bytes come from [`ApiBytes`], which holds them to [`BODY_LIMIT`].
+pub fn optional_json<T: DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    if !is_json(headers) {
+        return Err(codes::UNSUPPORTED_MEDIA_TYPE);
+    }
+    parse_json(body)
 }
 
 /// A raw body, read up to [`BODY_LIMIT`] bytes and no further: a larger declared length
@@ -51,12 +70,7 @@ impl<S: Send + Sync> FromRequest<S> for ApiBytes {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
+        if declared_too_large(req.headers()) {
             return Err(codes::BODY_TOO_LARGE);
         }
         axum::body::to_bytes(req.into_body(), BODY_LIMIT)

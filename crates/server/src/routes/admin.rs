@@ -364,10 +364,10 @@ pub async fn rotate_otp_secret(
     _admin: Admin,
     ApiPath(id): ApiPath<String>,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    crate::extract::ApiBytes(body): crate::extract::ApiBytes,
 ) -> ApiResult<Json<Value>> {
     parse_id(IdKind::Account, &id)?;
-    let _: EmptyBody = crate::routes::tokens::optional_json(&headers, &body)?;
+    let _: EmptyBody = crate::extract::optional_json(&headers, &body)?;
     otp::rotate_delivery_secret(&state, &id).await?;
     let acct = state.account(&id).await?;
     Ok(Json(with_delivery_secret(&state, &acct).await?))

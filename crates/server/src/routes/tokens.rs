@@ -2,15 +2,12 @@
 
 use crate::auth::{Admin, Principal};
 use crate::error::{ApiResult, codes};
-use crate::extract::{ApiPath, BODY_LIMIT, parse_json};
+use crate::extract::{ApiPath, optional_json};
 use crate::state::AppState;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::http::header::CONTENT_TYPE;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use strongroom_core::{IdKind, KeyKind, Scopes, parse_id};
 use utoipa::ToSchema;
@@ -27,28 +24,6 @@ pub struct TokenBody {
 #[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmptyBody {}
-
-/// A body that may be absent; when present it must be JSON.
-pub(crate) fn optional_json<T: DeserializeOwned + Default>(
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> ApiResult<T> {
-    if body.is_empty() {
-        return Ok(T::default());
-    }
-    if body.len() > BODY_LIMIT {
-        return Err(codes::BODY_TOO_LARGE);
-    }
-    let is_json = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(codes::UNSUPPORTED_MEDIA_TYPE);
-    }
-    parse_json(body)
-}
 
 /// Issue a short-lived bearer token (JWT) from a secret or restricted API key.
 #[utoipa::path(post, path = "/v1/auth/token", tag = "auth", security(("api_key" = [])), request_body(content = TokenBody, description = "Optional"),

@@ -2,7 +2,7 @@
 
 use crate::auth::Principal;
 use crate::error::{ApiResult, codes};
-use crate::extract::{ApiPath, ApiQuery, BODY_LIMIT, PageQuery, page, parse_json};
+use crate::extract::{ApiPath, ApiQuery, PageQuery, optional_json, page, parse_json};
 use crate::service::inbound;
 use crate::service::secs;
 use crate::service::webhooks::{self as svc, SIGNING_ED25519, SIGNING_HMAC};
@@ -18,25 +18,6 @@ use strongroom_core::{IdKind, Scope, parse_id};
 use strongroom_store::webhooks::{InboundRecord, WebhookEndpointRecord};
 use strongroom_store::{ListEvents, VaultStore, WebhookStore};
 use utoipa::ToSchema;
-
-/// A JSON body that may be absent (then `T::default()`).
-fn optional_json<T: DeserializeOwned + Default>(headers: &HeaderMap, body: &Bytes) -> ApiResult<T> {
-    if body.is_empty() {
-        return Ok(T::default());
-    }
-    let is_json = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(codes::UNSUPPORTED_MEDIA_TYPE);
-    }
-    if body.len() > BODY_LIMIT {
-        return Err(codes::BODY_TOO_LARGE);
-    }
-    parse_json(body)
-}
 
 fn required_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> ApiResult<T> {
     let v: Option<Value> = optional_json::<Option<Value>>(headers, body)?;
@@ -605,9 +586,6 @@ pub async fn inbound(
         .find(|s| s.name == source)
         .ok_or(codes::NOT_FOUND)?
         .clone();
-    if body.len() > BODY_LIMIT {
-        return Err(codes::BODY_TOO_LARGE);
-    }
     let now = state.now_ms();
     let id = state.new_id(IdKind::Event)?;
     let verdict = inbound::verify(&src, &headers, &body, secs(now));
