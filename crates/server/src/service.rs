@@ -11,6 +11,43 @@ pub mod webhooks;
 
 use strongroom_store::{AccountRecord, ApiKeyRecord};
 
+/// The `object` of every list: always `"list"`.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ListObject {
+    /// A page of items.
+    #[default]
+    List,
+}
+
+/// The one list envelope: `{object: "list", data, has_more}`. Every listing returns it;
+/// `has_more` says whether another page follows (`starting_after` = the last `id`).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct List<T> {
+    /// Always `list`.
+    pub object: ListObject,
+    /// The items of this page, in the listing's order.
+    pub data: Vec<T>,
+    /// Whether more items follow this page.
+    pub has_more: bool,
+}
+
+impl<T> List<T> {
+    /// A page, with whether more follow.
+    pub fn page(data: Vec<T>, has_more: bool) -> Self {
+        Self {
+            object: ListObject::List,
+            data,
+            has_more,
+        }
+    }
+
+    /// A complete listing (nothing more to page through).
+    pub fn all(data: Vec<T>) -> Self {
+        Self::page(data, false)
+    }
+}
+
 /// Unix seconds from milliseconds.
 pub fn secs(ms: i64) -> i64 {
     ms.div_euclid(1000)

@@ -4,7 +4,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, codes};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::service::cards::{self as svc, CardTokenView, CardView, NewCard};
-use crate::service::{otp, secs};
+use crate::service::{List, otp, secs};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -136,25 +136,14 @@ pub struct ListQuery {
     pub starting_after: Option<String>,
 }
 
-/// A page of cards.
-#[derive(Serialize, ToSchema)]
-pub struct CardList {
-    /// Always `list`.
-    pub object: &'static str,
-    /// Newest first.
-    pub data: Vec<CardView>,
-    /// Whether more follow.
-    pub has_more: bool,
-}
-
 /// List cards, newest first; filter by fingerprint.
 #[utoipa::path(get, path = "/v1/cards", tag = "cards", security(("api_key" = [])), params(ListQuery),
-    responses((status = 200, body = CardList), (status = 400, description = "invalid_parameter", body = crate::openapi::ErrorResponse)))]
+    responses((status = 200, body = List<CardView>), (status = 400, description = "invalid_parameter", body = crate::openapi::ErrorResponse)))]
 pub async fn list(
     State(state): State<AppState>,
     who: Principal,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<Json<CardList>> {
+) -> ApiResult<Json<List<CardView>>> {
     who.require(Scope::CardsRead)?;
     let limit = q.limit.unwrap_or(10);
     if !(1..=100).contains(&limit) {
@@ -178,11 +167,10 @@ pub async fn list(
         .await?;
     let has_more = rows.len() > usize::try_from(limit).unwrap_or(0);
     rows.truncate(usize::try_from(limit).unwrap_or(0));
-    Ok(Json(CardList {
-        object: "list",
-        data: rows.iter().map(CardView::from).collect(),
+    Ok(Json(List::page(
+        rows.iter().map(CardView::from).collect(),
         has_more,
-    }))
+    )))
 }
 
 /// Result of a delete.
