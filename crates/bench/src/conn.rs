@@ -2,10 +2,9 @@
 //! over tokio-rustls.
 //!
 //! The load generator runs on the same two cores as the server it measures, so every
-//! microsecond it spends is taken from the server. `reqwest` cost 24–43 µs of CPU per request
+//! microsecond it spends is taken from the server. `reqwest` cost several times more CPU per request
 //! here (its pool, redirect policy, header maps and per-request futures); a bare hyper
-//! connection per worker does the same HTTP and TLS work for much less (BENCHMARKS.md has the
-//! figures). What is not here (pooling, redirects, proxies, decompression) the bench never
+//! connection per worker does the same HTTP and TLS work for much less. What is not here (pooling, redirects, proxies, decompression) the bench never
 //! needs: each worker owns exactly one connection and reopens it if it breaks.
 
 use std::net::SocketAddr;
@@ -211,7 +210,7 @@ impl Conn {
         if !usable {
             // Boxed: the connect and TLS handshake future is several times larger than the
             // rest of a request's, and inline it made every request's future that large,
-            // copied as the request started (10% of the load generator's CPU in `memmove`).
+            // copied as the request started (`memmove` then showed in the client's profile).
             self.sender = Some(Box::pin(self.open()).await?);
         }
         let res = match &mut self.sender {

@@ -53,9 +53,8 @@ impl SpawnedServer {
     /// Writes the server's logs out to disk before a measured phase: its stderr and the
     /// files under `logs/` in its data dir. The server logs every request, twice, so a
     /// preload or a floor phase leaves hundreds of MB of log in the OS cache (a 20-second
-    /// floor at 80,000 requests/s, about 800 MB), and the kernel writes that out 30 s later,
-    /// inside whichever phase is running then: a one-second drop of 40% in a tokenize phase,
-    /// whose every commit waits on the same disk (BENCHMARKS.md). Flushed here, between
+    /// floor), and the kernel writes that out 30 s later, inside whichever phase is running
+    /// then: a drop in a tokenize phase, whose every commit waits on the same disk. Flushed here, between
     /// phases, each phase pays only for its own writes.
     pub async fn settle(&self) {
         let mut files = vec![self.log.try_clone()];

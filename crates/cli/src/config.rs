@@ -428,8 +428,7 @@ const LOG_BUFFER: usize = 64 * 1024;
 ///
 /// Both are buffered: the log writer thread hands over all the lines gathered since its
 /// last write, then flushes, so a burst of access-log lines costs one `write` per output
-/// instead of one per line (at 15,000 requests a second that was 30,000 system calls a
-/// second).
+/// instead of one per line (two system calls per request otherwise).
 struct Tee {
     stderr: std::io::BufWriter<std::io::Stderr>,
     file: Option<std::io::BufWriter<tracing_appender::rolling::RollingFileAppender>>,

@@ -3,11 +3,11 @@
 //!
 //! Every request writes one access-log line, and tracing-subscriber's JSON formatter
 //! (a `serde_json` map serializer driven through `tracing-serde`, the timestamp formatted
-//! into a `String` first) was 13% of the instructions of a card read. The access event
-//! has a fixed, flat shape: a handful of strings and integers, no span. For it,
-//! [`LogFormat`] writes the very same bytes by hand (the same keys in the same order, the
-//! same timestamp, strings escaped as `serde_json` escapes them; a test compares the two
-//! byte for byte). Every other event, and an access event inside a span, goes to
+//! into a `String` first) was a large share of a card read's instructions (BENCHMARKS.md).
+//! The access event has a fixed, flat shape: a handful of strings and integers, no span.
+//! For it, [`LogFormat`] writes the very same bytes by hand (the same keys in the same
+//! order, the same timestamp, strings escaped as `serde_json` escapes them; a test compares
+//! the two byte for byte). Every other event, and an access event inside a span, goes to
 //! tracing-subscriber's formatter unchanged. Either way the line still passes the leak
 //! guard ([`strongroom_server::leak_guard::Guarded`]) on its way out.
 

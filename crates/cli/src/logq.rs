@@ -4,8 +4,8 @@
 //! Written by hand because the crate used before does one thing we cannot afford: the
 //! access log is one line per request, and `tracing-appender`'s non-blocking writer sent
 //! every line through a channel and woke its thread for each one (a futex wake on the
-//! request thread, a context switch on the other: at 20,000 requests a second, about 4%
-//! of the server's CPU in a profile of `get`). Here a request thread only locks, copies
+//! request thread, a context switch on the other, for every request: a visible share of
+//! the server's CPU in a profile of `get`). Here a request thread only locks, copies
 //! its line and unlocks; it wakes the writer thread only when the buffer goes from empty
 //! to not empty, or passes [`HIGH`]. The writer thread then lets lines gather for
 //! [`GATHER`] before it writes them all with one `write` per output, so under load it
