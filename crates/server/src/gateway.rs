@@ -8,27 +8,19 @@
 
 pub mod client_ip;
 pub mod idempotency;
+pub mod layer;
 pub mod openapi;
 pub mod ratelimit;
 pub mod signature;
 mod sweep;
 
-use crate::auth::{Admin, Caller};
+pub use layer::gateway;
+
 use crate::cache::{Cache, CacheSync};
-use crate::error::{ApiError, ApiResult, codes};
-use crate::extract::BODY_LIMIT;
-use crate::metrics::Metrics;
-use crate::state::AppState;
-use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, Method};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use client_ip::ClientIp;
+use crate::error::{ApiResult, codes};
 use ipnet::IpNet;
-use ratelimit::{Decision, Limiter, MemoryLimiter, Quota, RateLimitBackend, RedisLimiter};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use ratelimit::{Limiter, MemoryLimiter, RedisLimiter};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use strongroom_core::Clock;
@@ -91,10 +83,7 @@ pub const IDEMPOTENCY_EXCLUDED: &[&str] = &[
 /// Most accounts' controls, and most keys' allowlists, cached.
 const CACHE_MAX: usize = 10_000;
 
-/// Route of the token endpoint: limited per client address as well.
-const TOKEN_ROUTE: &str = "/v1/auth/token";
-
-/// The gateway's state, in [`AppState`]: the limiter, the idempotency sealing key, and
+/// The gateway's state, held in `AppState`: the limiter, the idempotency sealing key, and
 /// caches of the account controls and key allowlists it reads from the store.
 pub struct Gateway {
     store: Store,
@@ -267,7 +256,7 @@ pub fn parse_cidrs(input: &[String]) -> ApiResult<Vec<IpNet>> {
 }
 
 /// The caller's account controls and key allowlist, read together with its API key
-/// when nothing is cached (see [`AppState::lookup_api_key`]); a request extension, used
+/// when nothing is cached (see `AppState::lookup_api_key`); a request extension, used
 /// by this request's checks instead of reading them again.
 #[derive(Debug, Clone)]
 pub struct Prefetched {
@@ -290,294 +279,4 @@ fn parse_stored_cidrs(list: &[String]) -> Vec<IpNet> {
 
 fn allowed_by(list: &[IpNet], ip: IpAddr) -> bool {
     list.is_empty() || list.iter().any(|n| n.contains(&ip))
-}
-
-/// An admin key's own IP allowlist (admin keys have no account, so no account list).
-async fn admin_allowed(gw: &Gateway, admin: &Admin, ip: IpAddr) -> ApiResult<()> {
-    let list = gw.key_allowlist(&admin.key_id).await?;
-    if allowed_by(&list, ip) {
-        Ok(())
-    } else {
-        Err(codes::IP_NOT_ALLOWED)
-    }
-}
-
-/// Reads the whole body (bounded), or refuses with 413.
-async fn read_body(body: Body) -> ApiResult<Bytes> {
-    axum::body::to_bytes(body, BODY_LIMIT)
-        .await
-        .map_err(|_| codes::BODY_TOO_LARGE)
-}
-
-/// The quotas a request counts against: `(bucket key, quota)`.
-fn buckets(
-    rl: &RateLimitConfig,
-    caller: &Caller,
-    controls: Option<&AccountControls>,
-    route: &str,
-    method: &Method,
-    ip: IpAddr,
-) -> Vec<(String, Quota)> {
-    let q = |per_minute: u32| Quota { per_minute };
-    // Per-address buckets key an IPv6 client by its /64 (built only when used).
-    let net = || ratelimit::client_network(ip);
-    let mut out = Vec::new();
-    match caller {
-        Caller::Account(p) => {
-            let per_minute = controls
-                .and_then(|c| c.rate_limit_per_minute)
-                .and_then(|n| u32::try_from(n).ok())
-                .filter(|n| *n > 0)
-                .unwrap_or(rl.per_minute);
-            if route == "/v1/cards/{id}/reveal" {
-                out.push((format!("reveal:{}", p.key_id), q(rl.reveal_per_minute)));
-            }
-            if route == "/v1/otp" && method == Method::POST {
-                out.push((format!("otp:{}", p.key_id), q(rl.otp_per_minute)));
-            }
-            out.push((format!("key:{}", p.key_id), q(per_minute)));
-        }
-        Caller::Admin(a) => out.push((format!("key:{}", a.key_id), q(rl.per_minute))),
-        // A refused credential counts as no credential: per address.
-        Caller::Anonymous | Caller::Refused { .. } => {
-            // `/readyz` is limited too: its answer is cached, but it is no free probe.
-            if route != "/healthz" {
-                out.push((format!("ip:{}:{route}", net()), q(rl.ip_per_minute)));
-            }
-        }
-    }
-    if route == TOKEN_ROUTE && !matches!(caller, Caller::Anonymous | Caller::Refused { .. }) {
-        out.push((format!("ip:{}:{route}", net()), q(rl.ip_per_minute)));
-    }
-    out
-}
-
-async fn peek(
-    gw: &Gateway,
-    caller: &Caller,
-    parts: &Parts,
-    route: &str,
-    ip: IpAddr,
-) -> Option<Decision> {
-    let controls = match caller {
-        Caller::Account(p) => gw.account_controls(&p.account_id).await.ok(),
-        _ => None,
-    };
-    let rl = &gw.settings.rate_limit;
-    let (key, quota) = buckets(rl, caller, controls.as_deref(), route, &parts.method, ip)
-        .into_iter()
-        .next()?;
-    let now = gw.now_ms();
-    gw.limiter.peek(&key, quota, now).await.ok()
-}
-
-// Names built once: inserting a `&str` name that http does not know copies it into a
-// fresh allocation on every response.
-const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
-const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
-const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
-
-fn set_rate_headers(res: &mut Response, d: &Decision) {
-    let h = res.headers_mut();
-    h.insert(RATELIMIT_LIMIT, HeaderValue::from(d.limit));
-    h.insert(RATELIMIT_REMAINING, HeaderValue::from(d.remaining));
-    h.insert(RATELIMIT_RESET, HeaderValue::from(d.reset_secs));
-    if !d.allowed {
-        h.insert(
-            axum::http::header::RETRY_AFTER,
-            HeaderValue::from(d.retry_after_secs),
-        );
-    }
-}
-
-/// See the module docs.
-pub async fn gateway(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("(unmatched)", |p| p.as_str())
-        .to_owned();
-    let (mut parts, body) = req.into_parts();
-    // Resolved by `request_context`, which also records it in the audit template.
-    let ip = match parts.extensions.get::<ClientIp>() {
-        Some(c) => c.0,
-        None => {
-            let peer = parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-            let ip = client_ip::client_ip(peer, &parts.headers, &state.config().trusted_proxies);
-            parts.extensions.insert(ClientIp(ip));
-            ip
-        }
-    };
-
-    let caller = match crate::auth::authenticate(&mut parts, &state).await {
-        Ok(c) => c,
-        Err(e) => return unavailable(e),
-    };
-    parts.extensions.insert(caller.clone());
-    let mut decision: Option<Decision> = None;
-    let gw = state.gateway();
-    let checked = controls(
-        gw,
-        state.metrics(),
-        &caller,
-        &mut parts,
-        body,
-        &route,
-        ip,
-        &mut decision,
-    )
-    .await;
-    let res = match checked {
-        Ok((parts, body, idem)) => match idem {
-            // Boxed, as the signature check below: both are rare and about 3 KB each,
-            // and the gateway's future is moved into a box on every request.
-            Some(idem) => {
-                let ctx = gw.idempotency();
-                Box::pin(idem.run(&ctx, Request::from_parts(parts, body), next)).await
-            }
-            None => next.run(Request::from_parts(parts, body)).await,
-        },
-        Err(e) => {
-            if decision.is_none() && e.status.is_client_error() {
-                // Refused before the limiter (allowlist, signature): show the quota
-                // without spending it.
-                decision = peek(gw, &caller, &parts, &route, ip).await;
-            }
-            e.into_response()
-        }
-    };
-    let mut res = res;
-    if let Some(d) = &decision {
-        set_rate_headers(&mut res, d);
-    }
-    res
-}
-
-/// Everything before the handler. Returns the (possibly re-assembled) request, and
-/// the idempotency claim when the request carries a key.
-#[allow(clippy::too_many_arguments)]
-async fn controls(
-    gw: &Gateway,
-    metrics: &Metrics,
-    caller: &Caller,
-    parts: &mut Parts,
-    body: Body,
-    route: &str,
-    ip: IpAddr,
-    decision: &mut Option<Decision>,
-) -> ApiResult<(Parts, Body, Option<idempotency::Idem>)> {
-    let mut body = Some(body);
-    let mut bytes: Option<Bytes> = None;
-    let mut controls: Option<Arc<AccountControls>> = None;
-
-    if let Caller::Account(p) = caller {
-        // IP allowlists: the account's and the key's; both must admit the address.
-        let pre = parts.extensions.get::<Prefetched>().cloned();
-        let c = match &pre {
-            Some(pre) => pre.controls.clone(),
-            None => gw.account_controls(&p.account_id).await?,
-        };
-        let key_list = match pre {
-            Some(pre) => pre.key_allowlist,
-            None => gw.key_allowlist(&p.key_id).await?,
-        };
-        let account_list = parse_stored_cidrs(&c.ip_allowlist);
-        if !allowed_by(&account_list, ip) || !allowed_by(&key_list, ip) {
-            return Err(codes::IP_NOT_ALLOWED);
-        }
-        // Signatures: always verified when present; required when the account says so.
-        if signature::is_signed(&parts.headers) {
-            let b = read_body(body.take().unwrap_or_default()).await?;
-            let view = signature::RequestView::new(parts, gw.scheme());
-            let required = c.require_signed_requests;
-            let window = gw.settings.signature_window;
-            let verified =
-                signature::verify(&gw.store, gw.now_ms(), window, p, &view, &b, required);
-            Box::pin(verified).await?;
-            bytes = Some(b);
-        } else if c.require_signed_requests {
-            return Err(codes::SIGNATURE_MISSING);
-        }
-        controls = Some(c);
-    }
-    if let Caller::Admin(a) = caller {
-        admin_allowed(gw, a, ip).await?;
-    }
-
-    // Rate limits: every bucket must admit the request; the headers show the tightest.
-    let now = gw.now_ms();
-    let rl = &gw.settings.rate_limit;
-    for (key, quota) in buckets(rl, caller, controls.as_deref(), route, &parts.method, ip) {
-        let d = gw.limiter.check(&key, quota, now).await?;
-        let tighter = decision
-            .as_ref()
-            .is_none_or(|prev| !d.allowed || d.remaining < prev.remaining);
-        if tighter {
-            *decision = Some(d);
-        }
-        if !d.allowed {
-            metrics.rate_limited();
-            return Err(codes::RATE_LIMITED);
-        }
-    }
-
-    // Idempotency.
-    let idem = match idempotency::key_of(parts)? {
-        Some(key) if parts.method == Method::POST => {
-            let scope = match caller {
-                // Per credential, not per account: a replay must not skip the
-                // replaying credential's own checks, and a public `pk_` must not
-                // claim the keys of the account's back end. A token also names its
-                // scopes, so a narrower token never replays a wider one's answer.
-                Caller::Account(p) => match &p.token_id {
-                    None => format!("{}:{}:{}", p.account_id, p.mode.as_str(), p.key_id),
-                    Some(_) => format!(
-                        "{}:{}:{}:{}",
-                        p.account_id,
-                        p.mode.as_str(),
-                        p.key_id,
-                        p.scopes.to_storage()
-                    ),
-                },
-                Caller::Admin(a) => a.key_id.clone(),
-                // The handler will refuse it; nothing to remember.
-                Caller::Anonymous | Caller::Refused { .. } => String::new(),
-            };
-            if scope.is_empty() {
-                None
-            } else {
-                if IDEMPOTENCY_EXCLUDED.contains(&route) {
-                    return Err(codes::IDEMPOTENCY_NOT_SUPPORTED);
-                }
-                let b = match bytes.take() {
-                    Some(b) => b,
-                    None => read_body(body.take().unwrap_or_default()).await?,
-                };
-                let idem = idempotency::Idem::new(scope, key, parts, route, &b);
-                bytes = Some(b);
-                Some(idem)
-            }
-        }
-        _ => None,
-    };
-
-    let body = match (bytes, body) {
-        (Some(b), _) => Body::from(b),
-        (None, Some(b)) => b,
-        (None, None) => Body::empty(),
-    };
-    let parts = std::mem::replace(parts, Request::new(()).into_parts().0);
-    Ok((parts, body, idem))
-}
-
-/// The credential could not be checked (the store, a key-set reload): the request
-/// stops here, as it would for a refused one, and the client is told when to retry.
-fn unavailable(e: ApiError) -> Response {
-    let mut res = e.into_response();
-    res.headers_mut()
-        .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(1));
-    res
 }

@@ -11,12 +11,7 @@ use strongroom_crypto::{RootKey, random};
 use strongroom_store::{AccountRecord, ApiKeyRecord, CacheEvent, EventRecord, Store, VaultStore};
 use tokio::sync::Notify;
 
-/// Digest domain for API secrets.
-pub const API_KEY_DIGEST: &str = "api_key";
-/// The secret prefix of admin keys.
-pub const ADMIN_PREFIX: &str = "sk_admin_";
-/// The `kind` of admin keys in storage.
-pub const ADMIN_KIND: &str = "admin";
+pub use crate::auth::{ADMIN_KIND, ADMIN_PREFIX, API_KEY_DIGEST};
 
 /// Most API keys cached.
 const KEY_CACHE_MAX: usize = 10_000;

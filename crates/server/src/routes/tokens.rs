@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use strongroom_core::{IdKind, KeyKind, Scopes, parse_id};
+use strongroom_core::{IdKind, Scopes, parse_id};
 use utoipa::ToSchema;
 
 /// Body of `POST /v1/auth/token` (optional: no body means every scope of the key).
@@ -37,9 +37,7 @@ pub async fn issue(
     headers: HeaderMap,
     crate::extract::ApiBytes(body): crate::extract::ApiBytes,
 ) -> ApiResult<Json<Value>> {
-    if principal.token_id.is_some() || principal.kind == KeyKind::Publishable {
-        return Err(codes::PERMISSION_DENIED);
-    }
+    principal.require_token_issuer()?;
     let body: TokenBody = optional_json(&headers, &body)?;
     let requested = match body.scope.as_deref() {
         None => None,

@@ -17,12 +17,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use strongroom_core::{Clock, KeyKind, Mode, Scope, Scopes};
+use strongroom_core::{Clock, KeyKind, Mode, Scopes};
 use strongroom_crypto::jwt::{
     Claims, Expectations, JwtAlg, JwtError, JwtPrivateKey, JwtSigner, JwtVerifier, token_digest,
 };
 use strongroom_crypto::{RootKey, random};
-use strongroom_store::{ApiKeyRecord, JwtKeyRecord, Store, StoreError, TokenStore};
+use strongroom_store::{ApiKeyRecord, JwtKeyRecord, Store, TokenStore};
 
 /// Event written when every key of an account is revoked at once.
 pub const KEYS_REVOKED_EVENT: &str = "account.keys_revoked";
@@ -309,11 +309,9 @@ impl Tokens {
             created_ms: now,
             active_from_ms,
         };
-        match self.store.insert_jwt_key(&record, erase_below).await {
-            Ok(()) => {}
-            Err(StoreError::Conflict(_)) => return Err(codes::CONFLICT),
-            Err(e) => return Err(e.into()),
-        }
+        // A conflict (another node rotated at the same moment) is `conflict`, as every
+        // store conflict is (see `error.rs`); `ensure_keys` relies on it.
+        self.store.insert_jwt_key(&record, erase_below).await?;
         // Seconds, not milliseconds: a 13-digit number in a log line can look like a PAN.
         let signs_from = active_from_ms.div_euclid(1000);
         tracing::info!(kid = %kid, generation, alg = alg.as_str(), signs_from, "JWT signing key created");
@@ -391,18 +389,7 @@ impl Tokens {
     /// Issues an access token for an API-key principal, with its scopes or the
     /// requested subset.
     pub async fn issue(&self, p: &Principal, requested: Option<Scopes>) -> ApiResult<IssuedToken> {
-        let scopes = match requested {
-            None => p.scopes,
-            Some(r) => {
-                let within = Scope::ALL
-                    .into_iter()
-                    .all(|s| !r.contains(s) || p.scopes.contains(s));
-                if r.is_empty() || !within {
-                    return Err(codes::INVALID_SCOPE);
-                }
-                r
-            }
-        };
+        let scopes = p.token_scopes(requested)?;
         let now = self.clock.now_ms();
         let set = self.keyset().await?;
         let signer = match set.signer(now) {
@@ -517,14 +504,7 @@ impl Tokens {
         if account_id != claims.acct || mode != key.mode {
             return Err(codes::TOKEN_INVALID);
         }
-        // The token's scopes, never more than the key holds now.
-        let held = kind.held_scopes(&key.scopes);
-        let mut scopes = Scopes::default();
-        for s in Scopes::from_storage(&claims.scope).names() {
-            if let Some(s) = Scope::parse(s).filter(|s| held.contains(*s)) {
-                scopes.insert(s);
-            }
-        }
+        let scopes = crate::auth::token_grants(kind, &key.scopes, &claims.scope);
         Ok(Principal {
             key_id: key.id.clone(),
             account_id,
