@@ -208,7 +208,7 @@ impl AppState {
             created_ms: self.now_ms(),
         };
         let keys = self.keyring().initial_keys(&account.id)?;
-        crate::audit::as_system(self, "account.create", async {
+        crate::audit::as_system(self.clock(), "account.create", async {
             crate::audit::set_resource("account", &account.id);
             self.store().create_account(&account, &keys, &[]).await
         })
@@ -267,7 +267,7 @@ impl AppState {
             )?],
             None => vec![],
         };
-        crate::audit::as_system(self, "api_key.create", async {
+        crate::audit::as_system(self.clock(), "api_key.create", async {
             crate::audit::set_resource("api_key", &record.id);
             self.store().insert_api_key(&record, &events).await
         })
@@ -296,7 +296,7 @@ impl AppState {
             )?],
             None => vec![],
         };
-        let revoked = crate::audit::as_system(self, "api_key.revoke", async {
+        let revoked = crate::audit::as_system(self.clock(), "api_key.revoke", async {
             crate::audit::set_resource("api_key", key_id);
             self.store()
                 .revoke_api_key(account_id, key_id, now, &events)
