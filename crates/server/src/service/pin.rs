@@ -17,7 +17,7 @@ use strongroom_crypto::jwe::{CompactJwe, JweError, TransportKey};
 use strongroom_crypto::pin::{self as blocks, Pin, PinBlock, PinKey};
 use strongroom_store::{
     CardRecord, EventRecord, KeyPurpose, PinOutcome, PinRecord, PinRewrap, PinStore, SetKind,
-    SpendOtp, StoreError, TransportKeyRecord, VaultStore,
+    SpendOtp, TransportKeyRecord, VaultStore,
 };
 
 /// Failures before a PIN locks, unless configured.
@@ -365,13 +365,6 @@ fn outcome_err(o: PinOutcome) -> ApiError {
     }
 }
 
-fn conflict(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Conflict(_) => codes::CONFLICT,
-        other => other.into(),
-    }
-}
-
 /// What `PUT /v1/cards/{id}/pin` did.
 pub struct SetResult {
     /// The card.
@@ -446,8 +439,7 @@ async fn set_inner(
     let outcome = state
         .store()
         .set_pin(&record, kind, &spend, &[set_event], Some(&unlocked))
-        .await
-        .map_err(conflict)?;
+        .await?;
     match outcome {
         PinOutcome::Done => Ok(SetResult {
             card_id: card.id,
@@ -578,8 +570,7 @@ async fn change_inner(
     match state
         .store()
         .change_pin(&rec, &next, &spend, &[changed])
-        .await
-        .map_err(conflict)?
+        .await?
     {
         PinOutcome::Done => Ok(()),
         other => Err(outcome_err(other)),
