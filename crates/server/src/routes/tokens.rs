@@ -47,7 +47,7 @@ pub async fn issue(
             Some(Scopes::parse_list(s.split_whitespace()).map_err(|_| codes::INVALID_SCOPE)?)
         }
     };
-    let t = state.tokens().issue(&state, &principal, requested).await?;
+    let t = state.tokens().issue(&principal, requested).await?;
     Ok(Json(json!({
         "access_token": t.token.expose(),
         "token_type": "Bearer",
@@ -61,7 +61,7 @@ pub async fn issue(
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
     responses((status = 200, description = "`{keys: [{kty, crv|n,e, x, kid, alg, use}]}`")))]
 pub async fn jwks(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    Ok(Json(state.tokens().jwks(&state).await?))
+    Ok(Json(state.tokens().jwks().await?))
 }
 
 /// List the JWT signing keys: `pending` (published, not yet signing), `active`,
@@ -69,7 +69,7 @@ pub async fn jwks(State(state): State<AppState>) -> ApiResult<Json<Value>> {
 #[utoipa::path(get, path = "/v1/admin/jwt_keys", tag = "admin", security(("admin_key" = [])),
     responses((status = 200, description = "The key generations and their states")))]
 pub async fn list_keys(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Value>> {
-    Ok(Json(state.tokens().list(&state, true).await?))
+    Ok(Json(state.tokens().list(true).await?))
 }
 
 /// Rotate the JWT signing key: the new key is published now and signs after the
@@ -83,7 +83,7 @@ pub async fn rotate(
     crate::extract::ApiBytes(body): crate::extract::ApiBytes,
 ) -> ApiResult<Json<Value>> {
     let _: EmptyBody = optional_json(&headers, &body)?;
-    Ok(Json(state.tokens().rotate(&state).await?))
+    Ok(Json(state.tokens().rotate().await?))
 }
 
 /// Incident response: revoke every API key of an account, and with them every bearer
@@ -100,7 +100,7 @@ pub async fn revoke_all(
 ) -> ApiResult<Json<Value>> {
     parse_id(IdKind::Account, &id)?;
     let _: EmptyBody = optional_json(&headers, &body)?;
-    let n = state.tokens().revoke_all(&state, &id).await?;
+    let n = state.tokens().revoke_all(&id).await?;
     Ok(Json(
         json!({"object": "account", "id": id, "revoked_keys": n}),
     ))

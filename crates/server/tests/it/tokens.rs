@@ -266,7 +266,7 @@ async fn tampered_none_expired_and_foreign_tokens_are_refused() {
         },
     ];
     for v in variants {
-        let tok = state.tokens().sign_claims(state, &v).await.unwrap();
+        let tok = state.tokens().sign_claims(&v).await.unwrap();
         srv.get("/v1/cards?limit=1", &tok)
             .await
             .assert_error(401, "token_invalid");
@@ -274,13 +274,10 @@ async fn tampered_none_expired_and_foreign_tokens_are_refused() {
     // A token claiming more scopes than its key holds gets only the key's.
     let greedy = state
         .tokens()
-        .sign_claims(
-            state,
-            &Claims {
-                scope: "cards:read cards:reveal".into(),
-                ..base.clone()
-            },
-        )
+        .sign_claims(&Claims {
+            scope: "cards:read cards:reveal".into(),
+            ..base.clone()
+        })
         .await
         .unwrap();
     let card = srv.tokenize("4242424242424242").await;
