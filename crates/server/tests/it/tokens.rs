@@ -773,9 +773,11 @@ async fn jwt_key_rotation_under_continuous_load_has_zero_failures() {
 
 #[tokio::test]
 async fn two_nodes_share_signing_keys_rotation_and_revocation() {
-    if backend() != "postgres" {
-        // Several nodes need a shared store; with SQLite there is one node by design.
-        eprintln!("two-node token test runs with STRONGROOM_TEST_BACKEND=postgres");
+    // Several nodes need a shared store; with SQLite there is one node by design.
+    if !strongroom_testenv::runs_on(
+        strongroom_testenv::Backend::Postgres,
+        "two_nodes_share_signing_keys_rotation_and_revocation",
+    ) {
         return;
     }
     let data = Arc::new(Data::new());
