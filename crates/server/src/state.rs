@@ -1,4 +1,10 @@
 //! `AppState`: everything a handler needs, in one place. No globals.
+//!
+//! A plain container: each component it holds (keyring, token service, gateway, PIN key
+//! cache, audit appender, metrics, caches, readiness) is built here from the store, root
+//! key, clock, cache generation and configuration section it uses, and none of them
+//! reaches back into `AppState`. Services and middleware take `&AppState` and call the
+//! components through it (`state.keyring().account(…)`).
 
 use crate::cache::{Cache, CacheSync};
 use crate::error::{ApiResult, codes};
