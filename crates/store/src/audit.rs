@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::exec::{Arg, Exec, RowGet, args};
 use crate::group::Batch;
-use crate::sql::{WriteOp, WriteReply};
+use crate::sql::{WriteOp, WriteReply, unexpected};
 use crate::store::Store;
 use crate::{RetireOutcome, StoreError, StoreResult};
 
@@ -816,10 +816,6 @@ pub(crate) async fn checkpoint_count<C: Exec>(c: &mut C) -> StoreResult<i64> {
     c.opt(COUNT_CHECKPOINTS, &[])
         .await?
         .map_or(Ok(0), |r| r.int(0))
-}
-
-fn unexpected() -> StoreError {
-    StoreError::Corrupt("unexpected reply from the writer".into())
 }
 
 impl Store {

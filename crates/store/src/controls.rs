@@ -6,7 +6,7 @@
 //! [`crate::sql::WriteOp::Controls`].
 
 use crate::exec::{Exec, RowGet, args};
-use crate::sql::{self, FromRow, WriteOp, WriteReply};
+use crate::sql::{self, FromRow, WriteOp, WriteReply, unexpected};
 use crate::store::Store;
 use crate::{ApiKeyRecord, EventRecord, StoreError, StoreResult};
 
@@ -579,10 +579,6 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply
         }
     };
     Ok(WriteReply::Controls(reply))
-}
-
-fn unexpected() -> StoreError {
-    StoreError::Corrupt("unexpected reply from the writer".into())
 }
 
 impl Store {

@@ -4,7 +4,7 @@
 //! `pin` data key before it arrives here.
 
 use crate::exec::{Exec, RowGet, args};
-use crate::sql::{FromRow, WriteOp, WriteReply, insert_events};
+use crate::sql::{FromRow, WriteOp, WriteReply, insert_events, unexpected};
 use crate::store::Store;
 use crate::{EventRecord, Mode, StoreError, StoreResult};
 
@@ -432,10 +432,6 @@ pub(crate) enum Reply {
     Flag(bool),
     Count(u64),
     Outcome(PinOutcome),
-}
-
-fn unexpected() -> StoreError {
-    StoreError::Corrupt("unexpected reply from the writer".into())
 }
 
 impl Reply {

@@ -9,9 +9,9 @@
 //! did not commit.
 
 use crate::exec::{Exec, RowGet, args};
-use crate::sql::{FromRow, WriteOp, WriteReply, insert_events, many, mode, one};
+use crate::sql::{FromRow, WriteOp, WriteReply, insert_events, many, mode, one, unexpected};
 use crate::store::Store;
-use crate::{EventRecord, Mode, StoreError, StoreResult};
+use crate::{EventRecord, Mode, StoreResult};
 
 /// The event type that carries a live OTP code: never matched by `*`.
 pub const OTP_EVENT: &str = "otp.created";
@@ -637,10 +637,6 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<Reply> {
             Ok(Reply::Count(n))
         }
     }
-}
-
-fn unexpected() -> StoreError {
-    StoreError::Corrupt("unexpected reply from the writer".into())
 }
 
 async fn get_endpoint<C: Exec>(

@@ -99,7 +99,9 @@ pub(crate) enum WriteReply {
     Webhook(crate::webhooks::Reply),
 }
 
-fn unexpected() -> StoreError {
+/// The writer answered with a reply of another kind than the write asked for: a bug, never
+/// a database state. The one place every typed accessor of a reply reports it.
+pub(crate) fn unexpected() -> StoreError {
     StoreError::Corrupt("unexpected reply from the writer".into())
 }
 
