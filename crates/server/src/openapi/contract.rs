@@ -236,6 +236,18 @@ pub fn complete(doc: &mut Value) {
             );
         }
     }
+    // The header's rule (`gateway::idempotency::key_of`), stated where a client sees it.
+    if let Some(p) = root
+        .get_mut("components")
+        .and_then(|c| c.get_mut("parameters"))
+        .and_then(|p| p.get_mut("Idempotency-Key"))
+        .and_then(Value::as_object_mut)
+    {
+        p.insert(
+            "schema".into(),
+            json!({"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"}),
+        );
+    }
     let Some(paths) = root.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
     };
