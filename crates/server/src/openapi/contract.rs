@@ -65,7 +65,7 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
     ("post", "/v1/webhook_endpoints", WEBHOOK_URL_RULES),
     ("patch", "/v1/webhook_endpoints/{id}", WEBHOOK_URL_RULES),
     ("put", "/v1/cards/{id}/pin", PIN_RULES),
-    ("post", "/v1/cards/{id}/pin/verify", PIN_RULES),
+    ("post", "/v1/cards/{id}/pin/verify", PIN_VERIFY_RULES),
     ("post", "/v1/cards/{id}/pin/change", PIN_RULES),
 ];
 
@@ -118,6 +118,27 @@ const ADMIN_ALLOWLIST_RULES: &[(&str, &str)] = &[
         "allowlist_excludes_caller",
         "the allowlist must admit the address of the admin key making the request",
     ),
+];
+
+/// Verifying checks the payload and the length, not the strength of the PIN.
+const PIN_VERIFY_RULES: &[(&str, &str)] = &[
+    (
+        "pin_payload_unsupported",
+        "the encrypted PIN must be a compact JWE with alg RSA-OAEP-256 and enc A256GCM",
+    ),
+    (
+        "pin_payload_invalid",
+        "the encrypted PIN must decrypt with a current PIN encryption key",
+    ),
+    (
+        "pin_payload_card_mismatch",
+        "the encrypted PIN must be made for this card",
+    ),
+    (
+        "pin_payload_stale",
+        "the encrypted PIN's iat must be within the last 5 minutes",
+    ),
+    ("pin_length", "the PIN inside must be 4 to 12 digits"),
 ];
 
 const PIN_RULES: &[(&str, &str)] = &[
@@ -236,6 +257,18 @@ pub fn complete(doc: &mut Value) {
             );
         }
     }
+    // The header's rule (`gateway::idempotency::key_of`), stated where a client sees it.
+    if let Some(p) = root
+        .get_mut("components")
+        .and_then(|c| c.get_mut("parameters"))
+        .and_then(|p| p.get_mut("Idempotency-Key"))
+        .and_then(Value::as_object_mut)
+    {
+        p.insert(
+            "schema".into(),
+            json!({"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"}),
+        );
+    }
     let Some(paths) = root.get_mut("paths").and_then(Value::as_object_mut) else {
         return;
     };
@@ -302,7 +335,18 @@ fn complete_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
         path_params: param_in("path"),
         idempotent: idempotent && !IDEMPOTENCY_EXCLUDED.contains(&path),
     };
-    let shared = shape.shared_errors();
+    let mut shared = shape.shared_errors();
+    // A rule enforced beyond the schema is a refusal the operation can give.
+    let rules = BEYOND_SCHEMA
+        .iter()
+        .find(|(m, p, _)| *m == method && *p == path)
+        .map(|(_, _, rules)| *rules);
+    shared.extend(
+        rules
+            .into_iter()
+            .flatten()
+            .filter_map(|(code, _)| codes::ALL.iter().find(|e| e.code == *code).cloned()),
+    );
     let Some(responses) = op
         .entry("responses")
         .or_insert_with(|| json!({}))
@@ -377,10 +421,7 @@ fn complete_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
             json!({"$ref": "#/components/headers/Retry-After"}),
         );
     }
-    if let Some((_, _, rules)) = BEYOND_SCHEMA
-        .iter()
-        .find(|(m, p, _)| *m == method && *p == path)
-    {
+    if let Some(rules) = rules {
         let list: Vec<Value> = rules
             .iter()
             .map(|(code, rule)| json!({"code": code, "rule": rule}))

@@ -563,3 +563,74 @@ async fn every_response_matches_the_document() {
 
     c.finish();
 }
+
+/// The document says what its post-processing promises: every error response has the
+/// error schema and codes of its own status, every path parameter is in its path, and
+/// every rule refused beyond the schema is one of the operation's 400 codes.
+#[test]
+fn the_document_is_consistent() {
+    let doc = document();
+    let status_of: BTreeMap<&str, u64> = doc["x-error-codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["code"].as_str().unwrap(), e["status"].as_u64().unwrap()))
+        .collect();
+    let mut problems = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let name = format!("{} {path}", method.to_uppercase());
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let p = resolve(&doc, p);
+                let in_path = path.contains(&format!("{{{}}}", p["name"].as_str().unwrap()));
+                if (p["in"] == "path") != in_path {
+                    problems.push(format!("{name}: parameter {} in {}", p["name"], p["in"]));
+                }
+            }
+            for (status, resp) in op["responses"].as_object().unwrap() {
+                let n: u64 = status.parse().unwrap();
+                if n < 400 {
+                    continue;
+                }
+                let schema = &resp["content"]["application/json"]["schema"]["$ref"];
+                if schema != "#/components/schemas/ErrorResponse" {
+                    problems.push(format!("{name} {status}: not the error schema"));
+                }
+                let listed = resp["x-error-codes"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                if listed.is_empty() {
+                    problems.push(format!("{name} {status}: no x-error-codes"));
+                }
+                for c in listed {
+                    let c = c.as_str().unwrap();
+                    if status_of.get(c) != Some(&n) {
+                        problems.push(format!("{name} {status}: {c} is not a {status} code"));
+                    }
+                }
+            }
+            for rule in op["x-refused-beyond-schema"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let code = &rule["code"];
+                let in_400 = op["responses"]["400"]["x-error-codes"]
+                    .as_array()
+                    .is_some_and(|l| l.contains(code));
+                if !in_400
+                    || !op["description"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains(code.as_str().unwrap())
+                {
+                    problems.push(format!(
+                        "{name}: rule {code} not among the 400 codes or not described"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
