@@ -2,7 +2,7 @@
 //! (memory and Redis, two nodes), idempotency, request signatures (with an independent
 //! Python signer).
 
-use crate::harness::{Data, Resp, TestServer, backend, eventually, test_pan};
+use crate::harness::{Data, Resp, TestServer, eventually, test_pan};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;
