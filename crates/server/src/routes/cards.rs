@@ -117,7 +117,7 @@ pub async fn redeem_card_token(
 
 /// Retrieve a card (masked).
 #[utoipa::path(get, path = "/v1/cards/{id}", tag = "cards", security(("api_key" = [])),
-    params(("id" = String, Path, description = "card_…")),
+    params(("id" = String, Path, description = "card_…", pattern = "^card_[0-9a-f]{32}$")),
     responses((status = 200, body = CardView),
         (status = 403, description = "permission_denied (no cards:read)", body = ErrorResponse),
         (status = 404, description = "not_found", body = ErrorResponse)))]
@@ -172,7 +172,7 @@ pub async fn list(
 
 /// Delete a card; its ciphertext is erased.
 #[utoipa::path(delete, path = "/v1/cards/{id}", tag = "cards", security(("api_key" = [])),
-    params(("id" = String, Path, description = "card_…")),
+    params(("id" = String, Path, description = "card_…", pattern = "^card_[0-9a-f]{32}$")),
     responses((status = 200, description = "Deleted; emits `card.deleted`", body = DeletedCardView),
         (status = 403, description = "permission_denied (no cards:delete)", body = ErrorResponse),
         (status = 404, description = "not_found", body = ErrorResponse)))]
@@ -262,7 +262,7 @@ fn reveal_body(
 
 /// Reveal a card's number (needs `cards:reveal` and a `card.reveal` OTP).
 #[utoipa::path(post, path = "/v1/cards/{id}/reveal", tag = "cards", security(("api_key" = [])), request_body = RevealBody,
-    params(("id" = String, Path, description = "card_…")),
+    params(("id" = String, Path, description = "card_…", pattern = "^card_[0-9a-f]{32}$")),
     responses((status = 200, body = RevealedView),
         (status = 400, description = "unknown_field, missing_field, invalid_request", body = ErrorResponse),
         (status = 403, description = "permission_denied (no cards:reveal), otp_invalid", body = ErrorResponse),

@@ -91,7 +91,7 @@ pub async fn list_signing_keys(
 
 /// Revoke a signing key; signatures made with it fail from the next request on.
 #[utoipa::path(delete, path = "/v1/signing_keys/{id}", tag = "controls", security(("api_key" = [])),
-    params(("id" = String, Path, description = "sigk_…")),
+    params(("id" = String, Path, description = "sigk_…", pattern = "^sigk_[0-9a-f]{32}$")),
     responses((status = 200, description = "The revoked key; emits `signing_key.revoked`", body = SigningKeyView),
         (status = 403, description = "permission_denied (no signing_keys:write), live_mode_required (a test key)", body = ErrorResponse),
         (status = 404, description = "not_found", body = ErrorResponse)))]

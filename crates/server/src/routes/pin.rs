@@ -43,7 +43,7 @@ pub struct SetPinBody {
 
 /// Set (`pin.set` OTP) or reset (`pin.reset` OTP, also unlocks) a card's PIN.
 #[utoipa::path(put, path = "/v1/cards/{id}/pin", tag = "pin", security(("api_key" = [])), request_body = SetPinBody,
-    params(("id" = String, Path, description = "card_…")),
+    params(("id" = String, Path, description = "card_…", pattern = "^card_[0-9a-f]{32}$")),
     responses((status = 200, body = PinView),
         (status = 400, description = "pin_payload_invalid, pin_payload_unsupported, pin_payload_card_mismatch, pin_payload_stale, pin_length, pin_too_weak, unknown_field, missing_field, invalid_request", body = ErrorResponse),
         (status = 403, description = "permission_denied (no pins:write), otp_invalid", body = ErrorResponse),
@@ -81,7 +81,7 @@ pub struct VerifyPinBody {
 
 /// Verify a card's PIN (needs `pins:verify`). A mismatch counts towards the lockout.
 #[utoipa::path(post, path = "/v1/cards/{id}/pin/verify", tag = "pin", security(("api_key" = [])), request_body = VerifyPinBody,
-    params(("id" = String, Path, description = "card_…")),
+    params(("id" = String, Path, description = "card_…", pattern = "^card_[0-9a-f]{32}$")),
     responses((status = 200, body = VerifyResult),
         (status = 400, description = "pin_payload_invalid, pin_payload_unsupported, pin_payload_card_mismatch, pin_payload_stale, pin_length, unknown_field, missing_field, invalid_request", body = ErrorResponse),
         (status = 403, description = "permission_denied (no pins:verify)", body = ErrorResponse),
@@ -120,7 +120,7 @@ pub struct ChangePinBody {
 
 /// Change a card's PIN: the current PIN and a `pin.change` OTP.
 #[utoipa::path(post, path = "/v1/cards/{id}/pin/change", tag = "pin", security(("api_key" = [])), request_body = ChangePinBody,
-    params(("id" = String, Path, description = "card_…")),
+    params(("id" = String, Path, description = "card_…", pattern = "^card_[0-9a-f]{32}$")),
     responses((status = 200, body = PinView),
         (status = 400, description = "pin_payload_invalid, pin_payload_unsupported, pin_payload_card_mismatch, pin_payload_stale, pin_length, pin_too_weak, unknown_field, missing_field, invalid_request", body = ErrorResponse),
         (status = 403, description = "pin_incorrect, otp_invalid, permission_denied (no pins:write)", body = ErrorResponse),
@@ -150,7 +150,7 @@ pub async fn change(
 
 /// Unlock a card's PIN and clear its failure counter (operators).
 #[utoipa::path(post, path = "/v1/admin/cards/{id}/pin/unlock", tag = "admin", security(("admin_key" = [])),
-    params(("id" = String, Path, description = "card_…")),
+    params(("id" = String, Path, description = "card_…", pattern = "^card_[0-9a-f]{32}$")),
     responses((status = 200, body = PinUnlockedView),
         (status = 403, description = "permission_denied (not an admin key)", body = ErrorResponse),
         (status = 404, description = "not_found", body = ErrorResponse),
@@ -183,7 +183,7 @@ pub struct PinSettingsBody {
 
 /// An account's PIN settings.
 #[utoipa::path(get, path = "/v1/admin/accounts/{id}/pin_settings", tag = "admin", security(("admin_key" = [])),
-    params(("id" = String, Path, description = "acct_…")),
+    params(("id" = String, Path, description = "acct_…", pattern = "^acct_[0-9a-f]{32}$")),
     responses((status = 200, body = PinSettingsView),
         (status = 403, description = "permission_denied (not an admin key)", body = ErrorResponse),
         (status = 404, description = "not_found", body = ErrorResponse)))]
@@ -197,7 +197,7 @@ pub async fn get_settings(
 
 /// Set an account's PIN lockout threshold (1–10; default 3).
 #[utoipa::path(post, path = "/v1/admin/accounts/{id}/pin_settings", tag = "admin", security(("admin_key" = [])), request_body = PinSettingsBody,
-    params(("id" = String, Path, description = "acct_…")),
+    params(("id" = String, Path, description = "acct_…", pattern = "^acct_[0-9a-f]{32}$")),
     responses((status = 200, body = PinSettingsView),
         (status = 400, description = "invalid_parameter, unknown_field, missing_field, invalid_request", body = ErrorResponse),
         (status = 403, description = "permission_denied (not an admin key)", body = ErrorResponse),

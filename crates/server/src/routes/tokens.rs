@@ -96,7 +96,7 @@ pub async fn rotate(
 /// Incident response: revoke every API key of an account, and with them every bearer
 /// token issued from them. Later requests get `401 api_key_revoked` / `token_revoked`.
 #[utoipa::path(post, path = "/v1/admin/accounts/{id}/revoke_all", tag = "admin", security(("admin_key" = [])), request_body(content = Option<EmptyBody>, description = "Optional"),
-    params(("id" = String, Path, description = "acct_…")),
+    params(("id" = String, Path, description = "acct_…", pattern = "^acct_[0-9a-f]{32}$")),
     responses((status = 200, description = "Emits `account.keys_revoked`", body = KeysRevokedView),
         (status = 400, description = "unknown_field, invalid_request", body = ErrorResponse),
         (status = 403, description = "permission_denied (not an admin key)", body = ErrorResponse),
