@@ -369,6 +369,10 @@ async fn query_parameters_are_checked_as_strictly_as_bodies() {
     let cases: Vec<(&str, &str, u16, &str)> = vec![
         ("/v1/cards?bogus=1", "sk", 400, "unknown_field"),
         ("/v1/cards?limit=10&expand=card", "sk", 400, "unknown_field"),
+        ("/v1/cards?bogus", "sk", 400, "unknown_field"),
+        ("/v1/cards?=1", "sk", 400, "unknown_field"),
+        ("/v1/cards?limit=5&limit=6", "sk", 400, "invalid_parameter"),
+        ("/v1/cards?fingerprint=", "sk", 400, "invalid_parameter"),
         ("/v1/cards?limit=0", "sk", 400, "invalid_parameter"),
         ("/v1/cards?limit=101", "sk", 400, "invalid_parameter"),
         ("/v1/cards?limit=ten", "sk", 400, "invalid_parameter"),
