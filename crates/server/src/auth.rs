@@ -237,7 +237,7 @@ impl Principal {
         state: &AppState,
     ) -> Result<(Self, Option<crate::gateway::Prefetched>), ApiError> {
         if let Some(jwt) = bearer_jwt(parts)? {
-            return Ok((state.tokens().authenticate(state, jwt).await?, None));
+            return Ok((state.tokens().authenticate(jwt).await?, None));
         }
         let (key, pre) = resolve(parts, state).await?;
         let kind = KeyKind::parse(&key.kind).ok_or(codes::INVALID_API_KEY)?;

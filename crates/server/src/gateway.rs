@@ -11,12 +11,13 @@ pub mod idempotency;
 pub mod openapi;
 pub mod ratelimit;
 pub mod signature;
+mod sweep;
 
-use crate::ServerConfig;
 use crate::auth::{Admin, Caller};
-use crate::cache::Cache;
+use crate::cache::{Cache, CacheSync};
 use crate::error::{ApiError, ApiResult, codes};
 use crate::extract::BODY_LIMIT;
+use crate::metrics::Metrics;
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -29,8 +30,10 @@ use ipnet::IpNet;
 use ratelimit::{Decision, Limiter, MemoryLimiter, Quota, RateLimitBackend, RedisLimiter};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
+use strongroom_core::Clock;
 use strongroom_crypto::{RootKey, SealingKey};
-use strongroom_store::{AccountControls, ControlStore};
+use strongroom_store::{AccountControls, ControlStore, Store};
 
 /// Where rate-limit state lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,20 +94,42 @@ const CACHE_MAX: usize = 10_000;
 /// Route of the token endpoint: limited per client address as well.
 const TOKEN_ROUTE: &str = "/v1/auth/token";
 
-/// The gateway's state, in [`AppState`].
+/// The gateway's state, in [`AppState`]: the limiter, the idempotency sealing key, and
+/// caches of the account controls and key allowlists it reads from the store.
 pub struct Gateway {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    sync: Arc<CacheSync>,
+    settings: GatewaySettings,
     limiter: Limiter,
     idem_key: Option<SealingKey>,
     controls: Cache<String, Arc<AccountControls>>,
     key_lists: Cache<String, Arc<Vec<IpNet>>>,
 }
 
+/// The part of the server configuration the gateway reads.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Rate limits and where their state lives.
+    pub rate_limit: RateLimitConfig,
+    /// How far a signature's `created` may be from now.
+    pub signature_window: Duration,
+    /// How long an idempotent response is kept.
+    pub idempotency_ttl: Duration,
+    /// Time after which a request is abandoned (an older idempotency claim is stale).
+    pub request_timeout: Duration,
+    /// How long account controls and key allowlists may be served from memory.
+    pub cache_ttl: Duration,
+    /// Whether the server speaks TLS (the scheme signatures cover).
+    pub https: bool,
+}
+
 /// Checks what [`Gateway::new`] cannot report (called before the server starts).
-pub fn check_config(config: &ServerConfig) -> Result<(), String> {
-    if let RateLimitStore::Redis(url) = &config.rate_limit.store {
+pub fn check_config(rate_limit: &RateLimitConfig) -> Result<(), String> {
+    if let RateLimitStore::Redis(url) = &rate_limit.store {
         RedisLimiter::new(url)?;
     }
-    let r = &config.rate_limit;
+    let r = rate_limit;
     if [
         r.per_minute,
         r.reveal_per_minute,
@@ -120,8 +145,14 @@ pub fn check_config(config: &ServerConfig) -> Result<(), String> {
 }
 
 impl Gateway {
-    pub(crate) fn new(config: &ServerConfig, root: &RootKey) -> Self {
-        let limiter = match &config.rate_limit.store {
+    pub(crate) fn new(
+        settings: GatewaySettings,
+        root: &RootKey,
+        store: Store,
+        clock: Arc<dyn Clock>,
+        sync: Arc<CacheSync>,
+    ) -> Self {
+        let limiter = match &settings.rate_limit.store {
             RateLimitStore::Memory => Limiter::Memory(MemoryLimiter::default()),
             RateLimitStore::Redis(url) => match RedisLimiter::new(url) {
                 Ok(r) => Limiter::Redis(Box::new(r)),
@@ -138,8 +169,12 @@ impl Gateway {
             .derive_subkey("idempotency")
             .ok()
             .and_then(|k| SealingKey::from_bytes(k.as_slice()).ok());
-        let ttl = config.api_key_cache_ttl;
+        let ttl = settings.cache_ttl;
         Self {
+            store,
+            clock,
+            sync,
+            settings,
             limiter,
             idem_key,
             controls: Cache::new(ttl, CACHE_MAX),
@@ -148,34 +183,30 @@ impl Gateway {
     }
 
     /// The account's controls, through the cache.
-    pub async fn account_controls(
-        &self,
-        state: &AppState,
-        account_id: &str,
-    ) -> ApiResult<Arc<AccountControls>> {
-        let (now, sync) = (state.now_ms(), state.cache_sync());
+    pub async fn account_controls(&self, account_id: &str) -> ApiResult<Arc<AccountControls>> {
+        let (now, sync) = (self.clock.now_ms(), self.sync.as_ref());
         if let Some(c) = self.controls.get(sync, account_id, now) {
             return Ok(c);
         }
         let epoch = self.controls.epoch(sync);
-        let c = Arc::new(state.store().account_controls(account_id).await?);
+        let c = Arc::new(self.store.account_controls(account_id).await?);
         self.controls
             .put(sync, account_id.to_owned(), c.clone(), now, epoch);
         Ok(c)
     }
 
     /// Forgets cached controls of an account (after a change through this node).
-    pub fn forget_account(&self, state: &AppState, account_id: &str) {
-        self.controls.forget(state.cache_sync(), account_id);
+    pub fn forget_account(&self, account_id: &str) {
+        self.controls.forget(&self.sync, account_id);
     }
 
-    async fn key_allowlist(&self, state: &AppState, key_id: &str) -> ApiResult<Arc<Vec<IpNet>>> {
-        let (now, sync) = (state.now_ms(), state.cache_sync());
+    async fn key_allowlist(&self, key_id: &str) -> ApiResult<Arc<Vec<IpNet>>> {
+        let (now, sync) = (self.clock.now_ms(), self.sync.as_ref());
         if let Some(c) = self.key_lists.get(sync, key_id, now) {
             return Ok(c);
         }
         let epoch = self.key_lists.epoch(sync);
-        let list = state.store().key_ip_allowlist(key_id).await?;
+        let list = self.store.key_ip_allowlist(key_id).await?;
         let nets = Arc::new(parse_stored_cidrs(&list));
         self.key_lists
             .put(sync, key_id.to_owned(), nets.clone(), now, epoch);
@@ -183,8 +214,8 @@ impl Gateway {
     }
 
     /// Forgets a cached key allowlist.
-    pub fn forget_key(&self, state: &AppState, key_id: &str) {
-        self.key_lists.forget(state.cache_sync(), key_id);
+    pub fn forget_key(&self, key_id: &str) {
+        self.key_lists.forget(&self.sync, key_id);
     }
 
     /// Redis, when the deployment uses it (rate limits and the idempotency cache).
@@ -195,10 +226,23 @@ impl Gateway {
         }
     }
 
-    pub(crate) fn idempotency_key(&self) -> ApiResult<&SealingKey> {
-        self.idem_key
-            .as_ref()
-            .ok_or_else(|| ApiError::internal(&"idempotency key unavailable"))
+    fn idempotency(&self) -> idempotency::IdemContext<'_> {
+        idempotency::IdemContext {
+            store: &self.store,
+            seal: self.idem_key.as_ref(),
+            redis: self.redis(),
+            now_ms: self.clock.now_ms(),
+            ttl: self.settings.idempotency_ttl,
+            request_timeout: self.settings.request_timeout,
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.settings.https { "https" } else { "http" }
     }
 }
 
@@ -249,8 +293,8 @@ fn allowed_by(list: &[IpNet], ip: IpAddr) -> bool {
 }
 
 /// An admin key's own IP allowlist (admin keys have no account, so no account list).
-async fn admin_allowed(state: &AppState, admin: &Admin, ip: IpAddr) -> ApiResult<()> {
-    let list = state.gateway().key_allowlist(state, &admin.key_id).await?;
+async fn admin_allowed(gw: &Gateway, admin: &Admin, ip: IpAddr) -> ApiResult<()> {
+    let list = gw.key_allowlist(&admin.key_id).await?;
     if allowed_by(&list, ip) {
         Ok(())
     } else {
@@ -267,14 +311,13 @@ async fn read_body(body: Body) -> ApiResult<Bytes> {
 
 /// The quotas a request counts against: `(bucket key, quota)`.
 fn buckets(
-    state: &AppState,
+    rl: &RateLimitConfig,
     caller: &Caller,
     controls: Option<&AccountControls>,
     route: &str,
     method: &Method,
     ip: IpAddr,
 ) -> Vec<(String, Quota)> {
-    let rl = &state.config().rate_limit;
     let q = |per_minute: u32| Quota { per_minute };
     // Per-address buckets key an IPv6 client by its /64 (built only when used).
     let net = || ratelimit::client_network(ip);
@@ -310,25 +353,22 @@ fn buckets(
 }
 
 async fn peek(
-    state: &AppState,
+    gw: &Gateway,
     caller: &Caller,
     parts: &Parts,
     route: &str,
     ip: IpAddr,
 ) -> Option<Decision> {
     let controls = match caller {
-        Caller::Account(p) => state
-            .gateway()
-            .account_controls(state, &p.account_id)
-            .await
-            .ok(),
+        Caller::Account(p) => gw.account_controls(&p.account_id).await.ok(),
         _ => None,
     };
-    let (key, quota) = buckets(state, caller, controls.as_deref(), route, &parts.method, ip)
+    let rl = &gw.settings.rate_limit;
+    let (key, quota) = buckets(rl, caller, controls.as_deref(), route, &parts.method, ip)
         .into_iter()
         .next()?;
-    let now = state.now_ms();
-    state.gateway().limiter.peek(&key, quota, now).await.ok()
+    let now = gw.now_ms();
+    gw.limiter.peek(&key, quota, now).await.ok()
 }
 
 // Names built once: inserting a `&str` name that http does not know copies it into a
@@ -378,18 +418,33 @@ pub async fn gateway(State(state): State<AppState>, req: Request, next: Next) ->
     };
     parts.extensions.insert(caller.clone());
     let mut decision: Option<Decision> = None;
-    let res = match controls(&state, &caller, &mut parts, body, &route, ip, &mut decision).await {
+    let gw = state.gateway();
+    let checked = controls(
+        gw,
+        state.metrics(),
+        &caller,
+        &mut parts,
+        body,
+        &route,
+        ip,
+        &mut decision,
+    )
+    .await;
+    let res = match checked {
         Ok((parts, body, idem)) => match idem {
             // Boxed, as the signature check below: both are rare and about 3 KB each,
             // and the gateway's future is moved into a box on every request.
-            Some(idem) => Box::pin(idem.run(&state, Request::from_parts(parts, body), next)).await,
+            Some(idem) => {
+                let ctx = gw.idempotency();
+                Box::pin(idem.run(&ctx, Request::from_parts(parts, body), next)).await
+            }
             None => next.run(Request::from_parts(parts, body)).await,
         },
         Err(e) => {
             if decision.is_none() && e.status.is_client_error() {
                 // Refused before the limiter (allowlist, signature): show the quota
                 // without spending it.
-                decision = peek(&state, &caller, &parts, &route, ip).await;
+                decision = peek(gw, &caller, &parts, &route, ip).await;
             }
             e.into_response()
         }
@@ -403,8 +458,10 @@ pub async fn gateway(State(state): State<AppState>, req: Request, next: Next) ->
 
 /// Everything before the handler. Returns the (possibly re-assembled) request, and
 /// the idempotency claim when the request carries a key.
+#[allow(clippy::too_many_arguments)]
 async fn controls(
-    state: &AppState,
+    gw: &Gateway,
+    metrics: &Metrics,
     caller: &Caller,
     parts: &mut Parts,
     body: Body,
@@ -412,7 +469,6 @@ async fn controls(
     ip: IpAddr,
     decision: &mut Option<Decision>,
 ) -> ApiResult<(Parts, Body, Option<idempotency::Idem>)> {
-    let gw = state.gateway();
     let mut body = Some(body);
     let mut bytes: Option<Bytes> = None;
     let mut controls: Option<Arc<AccountControls>> = None;
@@ -422,11 +478,11 @@ async fn controls(
         let pre = parts.extensions.get::<Prefetched>().cloned();
         let c = match &pre {
             Some(pre) => pre.controls.clone(),
-            None => gw.account_controls(state, &p.account_id).await?,
+            None => gw.account_controls(&p.account_id).await?,
         };
         let key_list = match pre {
             Some(pre) => pre.key_allowlist,
-            None => gw.key_allowlist(state, &p.key_id).await?,
+            None => gw.key_allowlist(&p.key_id).await?,
         };
         let account_list = parse_stored_cidrs(&c.ip_allowlist);
         if !allowed_by(&account_list, ip) || !allowed_by(&key_list, ip) {
@@ -435,9 +491,12 @@ async fn controls(
         // Signatures: always verified when present; required when the account says so.
         if signature::is_signed(&parts.headers) {
             let b = read_body(body.take().unwrap_or_default()).await?;
-            let view = signature::RequestView::new(parts, scheme(state));
+            let view = signature::RequestView::new(parts, gw.scheme());
             let required = c.require_signed_requests;
-            Box::pin(signature::verify(state, p, &view, &b, required)).await?;
+            let window = gw.settings.signature_window;
+            let verified =
+                signature::verify(&gw.store, gw.now_ms(), window, p, &view, &b, required);
+            Box::pin(verified).await?;
             bytes = Some(b);
         } else if c.require_signed_requests {
             return Err(codes::SIGNATURE_MISSING);
@@ -445,12 +504,13 @@ async fn controls(
         controls = Some(c);
     }
     if let Caller::Admin(a) = caller {
-        admin_allowed(state, a, ip).await?;
+        admin_allowed(gw, a, ip).await?;
     }
 
     // Rate limits: every bucket must admit the request; the headers show the tightest.
-    let now = state.now_ms();
-    for (key, quota) in buckets(state, caller, controls.as_deref(), route, &parts.method, ip) {
+    let now = gw.now_ms();
+    let rl = &gw.settings.rate_limit;
+    for (key, quota) in buckets(rl, caller, controls.as_deref(), route, &parts.method, ip) {
         let d = gw.limiter.check(&key, quota, now).await?;
         let tighter = decision
             .as_ref()
@@ -459,7 +519,7 @@ async fn controls(
             *decision = Some(d);
         }
         if !d.allowed {
-            state.metrics().rate_limited();
+            metrics.rate_limited();
             return Err(codes::RATE_LIMITED);
         }
     }
@@ -520,17 +580,4 @@ fn unavailable(e: ApiError) -> Response {
     res.headers_mut()
         .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(1));
     res
-}
-
-fn scheme(state: &AppState) -> &'static str {
-    if state.config().tls.is_some() {
-        "https"
-    } else {
-        "http"
-    }
-}
-
-/// True about once in 64 calls: when to sweep expired nonces and idempotency records.
-pub(crate) fn sweep_now() -> bool {
-    strongroom_crypto::random::bytes::<1>().is_ok_and(|[b]| b < 4)
 }

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod gateway;
 pub mod keyring;
@@ -14,6 +15,7 @@ pub mod leak_guard;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod ready;
 pub mod routes;
 pub mod secret_body;
 pub mod service;
@@ -220,7 +222,7 @@ pub async fn start_with_clock(
     root: RootKey,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, StartError> {
-    gateway::check_config(&config).map_err(StartError::Config)?;
+    gateway::check_config(&config.rate_limit).map_err(StartError::Config)?;
     let store = Store::connect(&config.store).await?;
     check_inbound_accounts(&store, &config.inbound_sources).await?;
     let tls = match &config.tls {
@@ -242,7 +244,7 @@ pub async fn start_with_clock(
     audit::spawn_failure_flusher(state.clone());
     state
         .tokens()
-        .ensure_keys(&state)
+        .ensure_keys()
         .await
         .map_err(|e| StartError::Keys(e.message))?;
     service::rewrap::spawn(state.clone());

@@ -3,9 +3,10 @@
 use crate::cache::{Cache, CacheSync};
 use crate::error::{ApiResult, codes};
 use crate::keyring::Keyring;
+use crate::service::tokens::ApiKeyCache;
 use crate::{ServerConfig, service};
 use std::sync::Arc;
-use strongroom_core::{Clock, IdKind, KeyKind, Mode, Scopes, Sensitive, next_id};
+use strongroom_core::{Clock, IdKind, KeyKind, Mode, Scopes, Sensitive};
 use strongroom_crypto::{RootKey, random};
 use strongroom_store::{AccountRecord, ApiKeyRecord, CacheEvent, EventRecord, Store, VaultStore};
 use tokio::sync::Notify;
@@ -26,19 +27,19 @@ pub struct AppState(Arc<Inner>);
 
 struct Inner {
     store: Store,
-    root: RootKey,
+    root: Arc<RootKey>,
     clock: Arc<dyn Clock>,
     config: ServerConfig,
     keyring: Keyring,
-    key_cache: Cache<[u8; 32], Arc<ApiKeyRecord>>,
-    cache_sync: CacheSync,
-    rewrap_wake: Notify,
+    key_cache: Arc<ApiKeyCache>,
+    cache_sync: Arc<CacheSync>,
+    rewrap_wake: Arc<Notify>,
     gateway: crate::gateway::Gateway,
     pin: service::pin::PinState,
     metrics: crate::metrics::Metrics,
     audit_appender: crate::audit::Appender,
     tokens: service::tokens::Tokens,
-    ready: crate::routes::meta::ReadyCache,
+    ready: crate::ready::ReadyCache,
 }
 
 /// What kind of key to issue.
@@ -65,15 +66,44 @@ impl AppState {
         clock: Arc<dyn Clock>,
         config: ServerConfig,
     ) -> Self {
-        let keyring = Keyring::new(config.keyring_ttl);
-        let key_cache = Cache::new(config.api_key_cache_ttl, KEY_CACHE_MAX);
-        let gateway = crate::gateway::Gateway::new(&config, &root);
+        let root = Arc::new(root);
+        let rewrap_wake = Arc::new(Notify::new());
+        let keyring = Keyring::new(
+            store.clone(),
+            root.clone(),
+            clock.clone(),
+            rewrap_wake.clone(),
+            config.keyring_ttl,
+        );
+        let key_cache = Arc::new(Cache::new(config.api_key_cache_ttl, KEY_CACHE_MAX));
+        // Nothing cached is trusted until `watch_store` says changes are heard.
+        let cache_sync = Arc::new(CacheSync::offline());
+        let gateway = crate::gateway::Gateway::new(
+            crate::gateway::GatewaySettings {
+                rate_limit: config.rate_limit.clone(),
+                signature_window: config.signature_window,
+                idempotency_ttl: config.idempotency_ttl,
+                request_timeout: config.request_timeout,
+                cache_ttl: config.api_key_cache_ttl,
+                https: config.tls.is_some(),
+            },
+            &root,
+            store.clone(),
+            clock.clone(),
+            cache_sync.clone(),
+        );
         let audit_appender = crate::audit::Appender::spawn(store.clone());
         let tokens = service::tokens::Tokens::new(
+            store.clone(),
+            root.clone(),
+            clock.clone(),
+            cache_sync.clone(),
+            key_cache.clone(),
             config.tokens.clone(),
             config.keyring_ttl,
             config.api_key_cache_ttl,
         );
+        let ready = crate::ready::ReadyCache::new(store.clone(), root.clone(), clock.clone());
         let state = Self(Arc::new(Inner {
             store,
             root,
@@ -81,15 +111,14 @@ impl AppState {
             config,
             keyring,
             key_cache,
-            // Nothing cached is trusted until `watch_store` says changes are heard.
-            cache_sync: CacheSync::offline(),
-            rewrap_wake: Notify::new(),
+            cache_sync,
+            rewrap_wake,
             gateway,
             pin: service::pin::PinState::default(),
             metrics: crate::metrics::Metrics::default(),
             audit_appender,
             tokens,
-            ready: crate::routes::meta::ReadyCache::default(),
+            ready,
         }));
         state.watch_store();
         state
@@ -144,10 +173,9 @@ impl AppState {
         &self.0.rewrap_wake
     }
 
-    /// A new id of this kind, after every other this process made ([`next_id`]): a
-    /// card's then serves as its SQLite row id (`strongroom_core::row_hint`).
+    /// A new id of this kind (see [`crate::events::new_id`]).
     pub fn new_id(&self, kind: IdKind) -> ApiResult<String> {
-        Ok(next_id(kind, self.now_ms(), random::bytes::<10>()?))
+        crate::events::new_id(self.clock(), kind)
     }
 
     /// An event row for the outbox.
@@ -161,8 +189,7 @@ impl AppState {
         self.event_of(account_id, mode, event_type, &object)
     }
 
-    /// An event row for the outbox, its object serialized straight into the event's
-    /// JSON: no `serde_json::Value` tree is built (a card event is on the tokenize path).
+    /// An event row for the outbox (see [`crate::events::event_of`]).
     pub fn event_of<T: serde::Serialize>(
         &self,
         account_id: &str,
@@ -170,25 +197,7 @@ impl AppState {
         event_type: &str,
         object: &T,
     ) -> ApiResult<EventRecord> {
-        let id = self.new_id(IdKind::Event)?;
-        let created_ms = self.now_ms();
-        let data = serde_json::to_string(&EventJson {
-            created: created_ms / 1000,
-            data: EventData { object },
-            id: &id,
-            mode: mode.as_str(),
-            object: "event",
-            event_type,
-        })
-        .map_err(|e| crate::ApiError::internal(&e))?;
-        Ok(EventRecord {
-            id,
-            account_id: account_id.to_owned(),
-            mode,
-            event_type: event_type.to_owned(),
-            created_ms,
-            data,
-        })
+        crate::events::event_of(self.clock(), account_id, mode, event_type, object)
     }
 
     /// Creates an account and its first data keys.
@@ -203,7 +212,7 @@ impl AppState {
             otp_delivery_url,
             created_ms: self.now_ms(),
         };
-        let keys = self.keyring().initial_keys(self, &account.id)?;
+        let keys = self.keyring().initial_keys(&account.id)?;
         crate::audit::as_system(self, "account.create", async {
             crate::audit::set_resource("account", &account.id);
             self.store().create_account(&account, &keys, &[]).await
@@ -303,7 +312,7 @@ impl AppState {
         if let Ok(d) = <[u8; 32]>::try_from(revoked.digest.as_slice()) {
             self.0.key_cache.forget(self.cache_sync(), &d);
         }
-        self.0.tokens.forget_key(self.cache_sync(), key_id);
+        self.0.tokens.forget_key(key_id);
         Ok(revoked)
     }
 
@@ -374,8 +383,7 @@ impl AppState {
 
     /// Forgets cached API keys (after an incident, or when another node may have revoked).
     pub fn clear_key_cache(&self) {
-        self.0.key_cache.clear(self.cache_sync());
-        self.0.tokens.clear_keys(self.cache_sync());
+        self.0.tokens.clear_keys();
     }
 
     /// Bearer tokens: issue, verify, signing keys.
@@ -384,7 +392,7 @@ impl AppState {
     }
 
     /// The last `/readyz` answer.
-    pub(crate) fn ready(&self) -> &crate::routes::meta::ReadyCache {
+    pub(crate) fn ready(&self) -> &crate::ready::ReadyCache {
         &self.0.ready
     }
 
@@ -392,23 +400,4 @@ impl AppState {
     pub fn gateway(&self) -> &crate::gateway::Gateway {
         &self.0.gateway
     }
-}
-
-/// The JSON of an event (what webhooks deliver). Fields in alphabetical order, as the
-/// event JSON has always had them.
-#[derive(serde::Serialize)]
-struct EventJson<'a, T: serde::Serialize> {
-    created: i64,
-    data: EventData<'a, T>,
-    id: &'a str,
-    mode: &'a str,
-    object: &'static str,
-    #[serde(rename = "type")]
-    event_type: &'a str,
-}
-
-/// `data` of an event: the object it is about.
-#[derive(serde::Serialize)]
-struct EventData<'a, T: serde::Serialize> {
-    object: &'a T,
 }

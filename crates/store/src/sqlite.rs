@@ -28,6 +28,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::dialect::Dialect;
 use crate::exec::{Arg, Exec, RowGet, db_err};
 use crate::group::{self, Msg};
 use crate::sql::{WriteOp, WriteReply};
@@ -35,7 +36,7 @@ use crate::{StoreError, StoreResult};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-const BEGIN: &[&str] = &["BEGIN IMMEDIATE"];
+pub(crate) const BEGIN: &[&str] = &["BEGIN IMMEDIATE"];
 
 /// Prepared statements kept per connection. The store has about 200 distinct texts; the
 /// hot ones (card reads, audit appends, key lookups) stay prepared.
@@ -52,10 +53,8 @@ enum Role {
 /// How often the checkpointer runs while writes come in. A page written many times
 /// between two runs is copied and flushed once, so a longer interval means fewer random
 /// writes into the database file, which compete with the WAL's `fsync` on the same disk.
-/// Measured in alternating pairs: 400 ms against 100 ms gave tokenize +14% on average over
-/// seven pairs at a million cards (p99 lower in all seven) and +9% to +33% in three at
-/// 10,000; 25 ms was worse, and 1 s no faster than 400 ms but with a p99.9 of 38–51 ms,
-/// because the writer's finishing checkpoint then has more to copy.
+/// Much longer, and the checkpoint the writer finishes has more to copy, which shows in
+/// the tail latency. Figures: BENCHMARKS.md, "SQLite settings".
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(400);
 /// How long a reader keeps one read transaction at most, unless the writer has lately
 /// looked for other connections' commits ([`DATA_SNAPSHOT_AGE`]). The writer's counts of
@@ -63,22 +62,23 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(400);
 /// store acknowledged; this bounds how long a write by anything other than this store's
 /// writer (another server on the same file, the audit tamper tests) can go unseen.
 const SNAPSHOT_AGE: Duration = Duration::from_millis(2);
-/// How long a read other than the audit trail's ([`Sees::Data`]) may keep its snapshot
+/// How long a read other than the audit trail's ([`MustSee::Data`]) may keep its snapshot
 /// while the writer looks for other connections' commits after every batch
 /// ([`Readers::looked`]) and last did so less than [`SNAPSHOT_AGE`] ago: a write by
 /// another server then still goes unseen for [`SNAPSHOT_AGE`] at most. Under load the
 /// writer commits about a thousand batches a second, nearly all of read records alone,
-/// so a snapshot lives until the next data write or this age. A 100 ms age without the
-/// look measured 6-8% more gets a second (BENCHMARKS.md), but let a node miss the other's
-/// new transport key in the two-node tests.
+/// so a snapshot lives until the next data write or this age. The age alone, without the
+/// writer's look, let a node miss the other's new transport key in the two-node tests.
+/// Figures: BENCHMARKS.md, "SQLite settings".
 const DATA_SNAPSHOT_AGE: Duration = Duration::from_millis(100);
 /// When the checkpointer asks the writer to finish a checkpoint (see [`checkpointer`] and
 /// [`round`]). A checkpoint in the writer pauses every write for its copy and sync, so it
 /// should be rare and short.
 #[derive(Debug, Clone, Copy)]
 struct FinishAt {
-    /// WAL frames (4 KiB pages) beyond which the WAL should start over. Measured: at 4,000
-    /// frames the writer's pauses pushed tokenize p99 from 18 to 30 ms.
+    /// WAL frames (4 KiB pages) beyond which the WAL should start over. Lower, and the
+    /// writer pauses so often that the tail latency of writes rises (BENCHMARKS.md,
+    /// "SQLite settings").
     frames: i64,
     /// Frames copied by the checkpointer's last round below which the writer is asked.
     left: i64,
@@ -122,17 +122,17 @@ struct Counts {
 impl Counts {
     /// Whether a snapshot taken at `self` misses a commit that a read which `sees`
     /// must see, by the counts `now`.
-    fn behind(self, now: Counts, sees: Sees) -> bool {
+    fn behind(self, now: Counts, sees: MustSee) -> bool {
         match sees {
-            Sees::Data => self.data != now.data,
-            Sees::All => self.all != now.all,
+            MustSee::Data => self.data != now.data,
+            MustSee::All => self.all != now.all,
         }
     }
 }
 
 /// Which acknowledged writes a read must see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Sees {
+pub(crate) enum MustSee {
     /// Every write but audit records appended alone: every read but the audit trail's.
     /// A get writes nothing but its record, so under load such commits are most of them;
     /// a snapshot that ended at each would read its B-tree pages again every time.
@@ -208,7 +208,7 @@ impl SyncConn {
     /// a read which `sees` must see, acknowledged up to the counts `now` (the writer's,
     /// [`Readers::commits`]): the one it kept, if no such write has been committed since it
     /// began and it is younger than `max_age`, or a new one.
-    fn hold(&mut self, now: Counts, sees: Sees, max_age: Duration) -> StoreResult<()> {
+    fn hold(&mut self, now: Counts, sees: MustSee, max_age: Duration) -> StoreResult<()> {
         if let Some(s) = self.snapshot {
             if !s.counts.behind(now, sees) && s.at.elapsed() < max_age && !self.conn.is_autocommit()
             {
@@ -242,7 +242,7 @@ impl SyncConn {
 
     /// Whether this reader keeps a read transaction that misses a commit, by the counts
     /// `now`, that a read which `sees` must see.
-    fn stale(&self, now: Counts, sees: Sees) -> bool {
+    fn stale(&self, now: Counts, sees: MustSee) -> bool {
         self.snapshot.is_some_and(|s| s.counts.behind(now, sees))
     }
 
@@ -325,8 +325,10 @@ fn param_numbers(st: &rusqlite::Statement<'_>) -> StoreResult<Box<[u16]>> {
 
 impl Exec for SyncConn {
     type Row = SqlRow;
-    const FINGERPRINT_LOOKUP: bool = true;
-    const ROWID_FROM_ID: bool = true;
+
+    fn dialect(&self) -> &'static dyn Dialect {
+        &crate::dialect::Sqlite
+    }
 
     async fn exec(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<u64> {
         self.with(sql, args, |st| {
@@ -431,17 +433,15 @@ fn sq_err(e: rusqlite::Error) -> StoreError {
 /// The read connections: opened on demand, kept for reuse, dropped on close.
 ///
 /// Each keeps its read transaction (its snapshot) from one use to the next while the
-/// writer has committed nothing since it began that the read must see ([`Sees`],
+/// writer has committed nothing since it began that the read must see ([`MustSee`],
 /// [`Readers::commits`]), for at most [`SNAPSHOT_AGE`], or [`DATA_SNAPSHOT_AGE`] for
 /// data reads while the writer keeps looking for other connections' commits
 /// ([`Readers::age`]). SQLite empties a reader's page cache when it begins a transaction
 /// after another connection's commit, and under load the writer commits about a thousand
 /// times a second (every request's audit record is a write): with a new transaction per
 /// read, a get read all seven of its B-tree pages again at a million cards. A kept
-/// snapshot keeps the pages that successive lookups share. Measured: server CPU per get 7
-/// to 23 µs lower at a million cards, 9 to 14 µs at 10,000, when snapshots ended at any
-/// commit; a further 7–11% per request when they outlive commits of audit records alone
-/// (BENCHMARKS.md).
+/// snapshot keeps the pages that successive lookups share (figures: BENCHMARKS.md,
+/// "SQLite settings").
 #[derive(Debug)]
 struct Readers {
     path: PathBuf,
@@ -500,12 +500,12 @@ impl Readers {
 
     /// How long a read which `sees` may keep a snapshot now. Read before the counts, so
     /// that a data commit the writer found in its last look is in them.
-    fn age(&self, sees: Sees) -> Duration {
+    fn age(&self, sees: MustSee) -> Duration {
         let looked = self.looked_at.load(Ordering::Acquire);
         let recent = looked != 0
             && u128::from(self.now_us().saturating_sub(looked - 1)) < self.max_age.as_micros();
         match sees {
-            Sees::Data if recent => self.data_age,
+            MustSee::Data if recent => self.data_age,
             _ => self.max_age,
         }
     }
@@ -531,7 +531,7 @@ impl Readers {
 
     /// A read-only connection (an idle one, or a new one) inside a read transaction that
     /// holds every acknowledged write that a read which `sees` must see.
-    fn get(&self, sees: Sees) -> StoreResult<Reader<'_>> {
+    fn get(&self, sees: MustSee) -> StoreResult<Reader<'_>> {
         if self.closed.load(Ordering::Acquire) {
             return Err(group::closed());
         }
@@ -553,7 +553,7 @@ impl Readers {
     fn sweep(&self) {
         let now = self.counts();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain_mut(|c| !c.stale(now, Sees::All) || c.release().is_ok());
+        idle.retain_mut(|c| !c.stale(now, MustSee::All) || c.release().is_ok());
     }
 
     /// Counts a commit: every snapshot kept from before it is stale for the audit trail's
@@ -608,7 +608,7 @@ impl Drop for Reader<'_> {
         // rather than hold back the checkpoint while idle. (One that missed only audit
         // records is kept for the next read; the checkpointer's sweep ends it if it is
         // still idle then.) A reader that cannot end its transaction is not reused.
-        if conn.stale(self.pool.counts(), Sees::Data) && conn.release().is_err() {
+        if conn.stale(self.pool.counts(), MustSee::Data) && conn.release().is_err() {
             return;
         }
         let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -620,17 +620,17 @@ impl Drop for Reader<'_> {
 
 /// The writer's one connection, owned for the life of the store, and its line to the
 /// checkpointer.
-struct Owned {
+struct SqliteWriter {
     conn: SyncConn,
     ckpt: Arc<CheckpointState>,
     wake: std_mpsc::SyncSender<()>,
     cache: WriterCache,
     readers: Arc<Readers>,
-    /// `PRAGMA data_version` at the writer's last look ([`Owned::look`]).
+    /// `PRAGMA data_version` at the writer's last look ([`SqliteWriter::look`]).
     version: Option<i64>,
 }
 
-impl Owned {
+impl SqliteWriter {
     /// Looks for commits by other connections to the file (another server sharing it)
     /// since the last look, and tells the readers: `PRAGMA data_version` changes on the
     /// writer's connection when, and only when, another connection has committed. The
@@ -666,17 +666,16 @@ impl Owned {
 /// pages). The page cache then believes it holds a page past the end of the database, and
 /// the truncate at the end of that transaction (`pcache1TruncateUnsafe`) walks every page
 /// in the writer's cache, a cache miss each. Inserts into the fingerprint index land on
-/// random leaves, so almost every group commit rebalances somewhere: with a 128 MiB cache
-/// (32k pages) the walk was a third of the writer's CPU during tokenize, 16% of the
-/// server's (perf, BENCHMARKS.md). Once the database is larger than 1 GiB the swap page
-/// lies inside it and the walk never happens.
+/// random leaves, so almost every group commit rebalances somewhere, and with a large
+/// cache the walk became a large share of the writer's CPU during tokenize. Once the
+/// database is larger than 1 GiB the swap page lies inside it and the walk never happens.
 ///
 /// So the cache is 4 MiB while the database is under 1 GiB: enough for the B-tree
 /// interiors, the append points of every table and a batch's dirty pages; the
-/// fingerprint-index leaves come from the OS page cache, a `pread` each (the walk then
-/// measured 1% of the server). Beyond 1 GiB it is 128 MiB, which holds the fingerprint
-/// index of a million cards (at 32 MiB tokenize lost 23% going from 10k to 1M cards, at
-/// 128 MiB 11%).
+/// fingerprint-index leaves come from the OS page cache, a `pread` each, and the walk is
+/// short. Beyond 1 GiB it is 128 MiB, which holds the fingerprint index of a million
+/// cards, so tokenize slows less as the vault grows. Figures: BENCHMARKS.md, "SQLite
+/// settings".
 #[derive(Debug)]
 struct WriterCache {
     large: bool,
@@ -757,7 +756,7 @@ impl WriterCache {
     }
 }
 
-impl group::Conn for Owned {
+impl group::WriterConn for SqliteWriter {
     type C = SyncConn;
     async fn get(&mut self) -> StoreResult<&mut SyncConn> {
         Ok(&mut self.conn)
@@ -785,11 +784,8 @@ impl group::Conn for Owned {
         // A full channel means the checkpointer has a wake-up pending already.
         self.wake.try_send(()).ok();
     }
-    fn begin(&self) -> &'static [&'static str] {
-        BEGIN
-    }
-    fn name(&self) -> &'static str {
-        "sqlite"
+    fn dialect(&self) -> &'static dyn Dialect {
+        &crate::dialect::Sqlite
     }
 }
 
@@ -803,7 +799,7 @@ struct CheckpointState {
 
 /// Checkpoints run on a thread of their own, not in the writer after a commit (SQLite's
 /// automatic checkpoint), where copying pages back into the database file and syncing
-/// it was 15% of the writer's time, and the writer is what tokenizations queue on.
+/// it takes the writer's time, and the writer is what tokenizations queue on.
 /// Wakes after batches, at most every [`CHECKPOINT_EVERY`]; stops when the writer does,
 /// after a last checkpoint.
 ///
@@ -811,7 +807,7 @@ struct CheckpointState {
 /// pages it copied dirty in the OS cache: SQLite syncs the database file only when a
 /// checkpoint completes, and that is the one the writer finishes between two batches. With
 /// a million cards those pages are scattered across a large file, and flushing them all in
-/// that final sync held the writer (and every tokenization queued on it) for about 100 ms.
+/// that final sync held the writer (and every tokenization queued on it) for a long pause.
 /// So the checkpointer flushes what it copied itself, off the writer's path, after each run
 /// that copied something; the final sync is then left with a few hundred pages.
 fn checkpointer(
@@ -860,9 +856,9 @@ fn checkpointer(
 /// `at.frames`, copy and flush again what landed meanwhile, each round shorter than the
 /// last, and ask the writer to finish only after a round that copied (and flushed) fewer
 /// than `at.left` frames: what the writer then copies and syncs while every write waits is
-/// only what landed during that last, short flush. With a million cards, asking it right
-/// after one copy left it about 1,500 scattered pages to sync, 16–18 ms at the median, one
-/// and a half times a second at full load.
+/// only what landed during that last, short flush. Asked right after one copy, it was left
+/// enough scattered pages to sync that every write paused for milliseconds, more than once
+/// a second at full load (BENCHMARKS.md, "SQLite settings").
 fn round(
     conn: &SyncConn,
     flush: &mut Flush<'_>,
@@ -1008,7 +1004,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpointer: {e}")))?;
         let mut cache = WriterCache::default();
         cache.set(&writer.conn);
-        let owned = Owned {
+        let owned = SqliteWriter {
             conn: writer,
             ckpt: state,
             wake,
@@ -1029,14 +1025,14 @@ impl SqliteStore {
 
     /// A read-only connection (an idle one, or a new one) for any read but the audit
     /// trail's.
-    pub(crate) async fn reader(&self) -> StoreResult<Reader<'_>> {
-        self.readers.get(Sees::Data)
+    pub(crate) fn reader(&self) -> StoreResult<Reader<'_>> {
+        self.readers.get(MustSee::Data)
     }
 
     /// A read-only connection for the audit trail's reads, which must also see the audit
     /// records appended alone.
-    pub(crate) async fn audit_reader(&self) -> StoreResult<Reader<'_>> {
-        self.readers.get(Sees::All)
+    pub(crate) fn audit_reader(&self) -> StoreResult<Reader<'_>> {
+        self.readers.get(MustSee::All)
     }
 
     /// Queues a write and waits until its group commit is durable.
@@ -1065,8 +1061,8 @@ impl SqliteStore {
 }
 
 /// The writer task ([`group::writer`]), then a clean close of the database.
-async fn run_writer(owned: Owned, rx: mpsc::Receiver<Msg>) {
-    let Owned { conn, wake, .. } = group::writer(owned, rx).await;
+async fn run_writer(owned: SqliteWriter, rx: mpsc::Receiver<Msg>) {
+    let SqliteWriter { conn, wake, .. } = group::writer(owned, rx).await;
     // Tells the checkpointer to stop (after a last checkpoint).
     drop(wake);
     if let Err((_, e)) = conn.conn.close() {
@@ -1261,7 +1257,7 @@ mod tests {
     /// checkpoint lets the next write start the WAL over, so it does not grow.
     #[tokio::test]
     async fn the_wal_is_checkpointed_off_the_writer_and_starts_over() {
-        use group::Conn as _;
+        use group::WriterConn as _;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let size = |p: &Path| std::fs::metadata(p).unwrap().len();
@@ -1285,7 +1281,7 @@ mod tests {
         let readers = Arc::new(Readers::new(&path, 4, SNAPSHOT_AGE, SNAPSHOT_AGE).unwrap());
         let rd = readers.clone();
         let t = std::thread::spawn(move || checkpointer(ck, &db_file, woken, st, rd));
-        let mut owned = Owned {
+        let mut owned = SqliteWriter {
             conn: w,
             ckpt: state.clone(),
             wake,
@@ -1295,7 +1291,7 @@ mod tests {
         };
         owned.done(); // wakes the checkpointer
         // Stop it (it checkpoints on the way out), keeping the writer.
-        let Owned {
+        let SqliteWriter {
             mut conn,
             ckpt,
             wake,
@@ -1323,8 +1319,8 @@ mod tests {
         }
         let count = "SELECT count(*) FROM t";
         let (mut a, mut b) = (
-            readers.get(Sees::Data).unwrap(),
-            readers.get(Sees::Data).unwrap(),
+            readers.get(MustSee::Data).unwrap(),
+            readers.get(MustSee::Data).unwrap(),
         );
         a.opt(count, &[]).await.unwrap();
         b.opt(count, &[]).await.unwrap();
@@ -1335,7 +1331,7 @@ mod tests {
                 .unwrap();
         }
         let (wake, _woken) = std_mpsc::sync_channel(1);
-        let mut owned = Owned {
+        let mut owned = SqliteWriter {
             conn,
             ckpt: ckpt.clone(),
             wake,
@@ -1345,7 +1341,7 @@ mod tests {
         };
         owned.committed(true); // as the group commit does
         readers
-            .get(Sees::Data)
+            .get(MustSee::Data)
             .unwrap()
             .opt(count, &[])
             .await
@@ -1364,7 +1360,7 @@ mod tests {
         owned.done();
         assert!(!ckpt.finish.load(Ordering::Acquire));
         assert_eq!(kept(&readers), 0, "the writer left readers' snapshots open");
-        let Owned { mut conn, .. } = owned;
+        let SqliteWriter { mut conn, .. } = owned;
         conn.exec("INSERT INTO t VALUES ($1)", args![&page])
             .await
             .unwrap();
@@ -1532,23 +1528,23 @@ mod tests {
         let mut w = wal_writer(&path);
         // Long enough that only a counted commit ends a snapshot in this test.
         let mut readers = Readers::new(&path, 4, HOUR, HOUR).unwrap();
-        async fn rows(readers: &Readers, sees: Sees) -> i64 {
+        async fn rows(readers: &Readers, sees: MustSee) -> i64 {
             let mut r = readers.get(sees).unwrap();
             let row = r.opt("SELECT count(*) FROM t", &[]).await.unwrap();
             row.unwrap().int(0).unwrap()
         }
-        assert_eq!(rows(&readers, Sees::Data).await, 0);
+        assert_eq!(rows(&readers, MustSee::Data).await, 0);
         let insert = "INSERT INTO t VALUES (x'00')";
         w.exec(insert, &[]).await.unwrap();
         // Not counted yet (its writes are not answered yet): the kept snapshot serves.
         assert_eq!(
-            rows(&readers, Sees::Data).await,
+            rows(&readers, MustSee::Data).await,
             0,
             "the reader did not keep its snapshot"
         );
         readers.committed(true);
         assert_eq!(
-            rows(&readers, Sees::Data).await,
+            rows(&readers, MustSee::Data).await,
             1,
             "a counted commit is not seen"
         );
@@ -1559,14 +1555,14 @@ mod tests {
         readers.committed(true);
         readers.sweep();
         assert!(readers.idle.lock().unwrap()[0].snapshot.is_none());
-        assert_eq!(rows(&readers, Sees::Data).await, 2);
+        assert_eq!(rows(&readers, MustSee::Data).await, 2);
 
         // A commit of audit records alone: other reads keep their snapshot (and its page
         // cache), the audit trail's reads see it at once, and so does a sweep.
         w.exec(insert, &[]).await.unwrap();
         readers.committed(false);
         assert_eq!(
-            rows(&readers, Sees::Data).await,
+            rows(&readers, MustSee::Data).await,
             2,
             "an audit-only commit ended a data read's snapshot"
         );
@@ -1575,7 +1571,7 @@ mod tests {
             "a snapshot that missed only audit records was not kept while idle"
         );
         assert_eq!(
-            rows(&readers, Sees::All).await,
+            rows(&readers, MustSee::All).await,
             3,
             "an audit read did not see an audit-only commit"
         );
@@ -1586,26 +1582,26 @@ mod tests {
             readers.idle.lock().unwrap()[0].snapshot.is_none(),
             "a sweep left a snapshot from before an audit-only commit"
         );
-        assert_eq!(rows(&readers, Sees::Data).await, 4);
+        assert_eq!(rows(&readers, MustSee::Data).await, 4);
         // A data commit after audit-only ones is seen by both.
         w.exec(insert, &[]).await.unwrap();
         readers.committed(true);
-        assert_eq!(rows(&readers, Sees::Data).await, 5);
+        assert_eq!(rows(&readers, MustSee::Data).await, 5);
         w.exec(insert, &[]).await.unwrap();
         readers.committed(true);
-        assert_eq!(rows(&readers, Sees::All).await, 6);
+        assert_eq!(rows(&readers, MustSee::All).await, 6);
 
         // And past its age a snapshot is not reused, counted or not.
         readers.max_age = Duration::ZERO;
         w.exec(insert, &[]).await.unwrap();
         assert_eq!(
-            rows(&readers, Sees::All).await,
+            rows(&readers, MustSee::All).await,
             7,
             "a snapshot outlived its age"
         );
         w.exec(insert, &[]).await.unwrap();
         assert_eq!(
-            rows(&readers, Sees::Data).await,
+            rows(&readers, MustSee::Data).await,
             8,
             "a snapshot outlived its age"
         );
@@ -1674,7 +1670,7 @@ mod tests {
             conn: SyncConn,
             held: std_mpsc::Receiver<()>,
         }
-        impl group::Conn for Gate {
+        impl group::WriterConn for Gate {
             type C = SyncConn;
             async fn get(&mut self) -> StoreResult<&mut SyncConn> {
                 Ok(&mut self.conn)
@@ -1683,11 +1679,8 @@ mod tests {
                 // Held until the test has its answer (or gave up waiting).
                 self.held.recv_timeout(Duration::from_secs(30)).ok();
             }
-            fn begin(&self) -> &'static [&'static str] {
-                BEGIN
-            }
-            fn name(&self) -> &'static str {
-                "gate"
+            fn dialect(&self) -> &'static dyn Dialect {
+                &crate::dialect::Sqlite
             }
         }
         let dir = tempfile::tempdir().unwrap();

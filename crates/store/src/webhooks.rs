@@ -852,7 +852,7 @@ impl WebhookStore for Store {
         account_id: &str,
         id: &str,
     ) -> StoreResult<Option<WebhookEndpointRecord>> {
-        read!(self, get_endpoint(account_id, id))
+        get_endpoint(&mut self.reader().await?, account_id, id).await
     }
 
     async fn otp_endpoint(
@@ -860,11 +860,11 @@ impl WebhookStore for Store {
         account_id: &str,
         mode: Mode,
     ) -> StoreResult<Option<WebhookEndpointRecord>> {
-        read!(self, otp_endpoint(account_id, mode))
+        otp_endpoint(&mut self.reader().await?, account_id, mode).await
     }
 
     async fn endpoint_by_id(&self, id: &str) -> StoreResult<Option<WebhookEndpointRecord>> {
-        read!(self, endpoint_by_id(id))
+        endpoint_by_id(&mut self.reader().await?, id).await
     }
 
     async fn list_endpoints(
@@ -874,10 +874,14 @@ impl WebhookStore for Store {
         starting_after: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<WebhookEndpointRecord>> {
-        read!(
-            self,
-            list_endpoints(account_id, mode, starting_after, limit)
+        list_endpoints(
+            &mut self.reader().await?,
+            account_id,
+            mode,
+            starting_after,
+            limit,
         )
+        .await
     }
 
     async fn update_endpoint(&self, ep: &WebhookEndpointRecord, types: bool) -> StoreResult<bool> {
@@ -975,7 +979,7 @@ impl WebhookStore for Store {
         after: Option<(&str, i64)>,
         limit: i64,
     ) -> StoreResult<Vec<AttemptRecord>> {
-        read!(self, endpoint_attempts(endpoint_id, after, limit))
+        endpoint_attempts(&mut self.reader().await?, endpoint_id, after, limit).await
     }
 
     async fn event_deliveries(
@@ -983,7 +987,7 @@ impl WebhookStore for Store {
         account_id: &str,
         event_id: &str,
     ) -> StoreResult<Vec<DeliveryRecord>> {
-        read!(self, event_deliveries(event_id, account_id))
+        event_deliveries(&mut self.reader().await?, event_id, account_id).await
     }
 
     async fn insert_inbound(&self, rec: &InboundRecord, events: &[EventRecord]) -> StoreResult<()> {

@@ -320,10 +320,7 @@ pub async fn rotate_keys(
     if body.version.is_some() {
         return Err(codes::UNKNOWN_FIELD);
     }
-    state
-        .keyring()
-        .rotate(&state, &id, purpose(&body.purpose)?)
-        .await?;
+    state.keyring().rotate(&id, purpose(&body.purpose)?).await?;
     Ok(Json(key_status_json(&state, &id).await?))
 }
 
@@ -495,6 +492,6 @@ pub async fn set_admin_key_allowlist(
     }
     let cidrs: Vec<String> = nets.iter().map(ToString::to_string).collect();
     state.store().set_key_ip_allowlist(&key.id, &cidrs).await?;
-    state.gateway().forget_key(&state, &key.id);
+    state.gateway().forget_key(&key.id);
     Ok(Json(admin_key_json(&key, &cidrs)))
 }

@@ -50,7 +50,7 @@ pub async fn issue(
             Some(Scopes::parse_list(s.split_whitespace()).map_err(|_| codes::INVALID_SCOPE)?)
         }
     };
-    let t = state.tokens().issue(&state, &principal, requested).await?;
+    let t = state.tokens().issue(&principal, requested).await?;
     Ok(Json(AccessTokenView::from(t)))
 }
 
@@ -59,7 +59,7 @@ pub async fn issue(
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
     responses((status = 200, body = JwksView)))]
 pub async fn jwks(State(state): State<AppState>) -> ApiResult<Json<JwksView>> {
-    Ok(Json(state.tokens().jwks(&state).await?))
+    Ok(Json(state.tokens().jwks().await?))
 }
 
 /// List the JWT signing keys: `pending` (published, not yet signing), `active`,
@@ -71,7 +71,7 @@ pub async fn list_keys(
     State(state): State<AppState>,
     _admin: Admin,
 ) -> ApiResult<Json<List<JwtKeyView>>> {
-    Ok(Json(state.tokens().list(&state, true).await?))
+    Ok(Json(state.tokens().list(true).await?))
 }
 
 /// Rotate the JWT signing key: the new key is published now and signs after the
@@ -90,7 +90,7 @@ pub async fn rotate(
     ApiBytes(body): ApiBytes,
 ) -> ApiResult<Json<List<JwtKeyView>>> {
     let _: EmptyBody = optional_json(&headers, &body)?;
-    Ok(Json(state.tokens().rotate(&state).await?))
+    Ok(Json(state.tokens().rotate().await?))
 }
 
 /// Incident response: revoke every API key of an account, and with them every bearer
@@ -112,5 +112,5 @@ pub async fn revoke_all(
 ) -> ApiResult<Json<KeysRevokedView>> {
     parse_id(IdKind::Account, &id)?;
     let _: EmptyBody = optional_json(&headers, &body)?;
-    Ok(Json(state.tokens().revoke_all(&state, &id).await?))
+    Ok(Json(state.tokens().revoke_all(&id).await?))
 }

@@ -238,7 +238,7 @@ pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> ApiRes
     check_name(new.cardholder_name.as_ref())?;
     let submitted_expiry = (i64::from(expiry.month), i64::from(expiry.year));
 
-    let keys = state.keyring().account(state, &who.account_id).await?;
+    let keys = state.keyring().account(&who.account_id).await?;
     let (fp_version, fp_key) = keys.writer(KeyPurpose::Fingerprint)?;
     let dedup: Vec<(i64, Vec<u8>)> = keys
         .usable(KeyPurpose::Fingerprint)

@@ -361,7 +361,7 @@ async fn change_controls(
     let resource = format!("account:{}", who.account_id);
     crate::audit::event(security_event, &resource, crate::audit::SUCCESS, "");
     let c = state.store().update_account_controls(&update).await?;
-    state.gateway().forget_account(state, &who.account_id);
+    state.gateway().forget_account(&who.account_id);
     Ok(c)
 }
 
@@ -388,7 +388,7 @@ pub async fn set_rate_limit(
             ..Default::default()
         })
         .await?;
-    state.gateway().forget_account(state, account_id);
+    state.gateway().forget_account(account_id);
     Ok(c.rate_limit_per_minute)
 }
 
@@ -409,6 +409,6 @@ pub async fn set_key_allowlist(
             .await;
         return Err(e.into());
     }
-    state.gateway().forget_key(state, &key.id);
+    state.gateway().forget_key(&key.id);
     Ok(())
 }

@@ -467,12 +467,12 @@ pub async fn reveal(
         &[event],
     )
     .await?;
-    let keys = state.keyring().account(state, &who.account_id).await?;
+    let keys = state.keyring().account(&who.account_id).await?;
     let clear = match cards::open(&keys, &card) {
         Ok(c) => c,
         // A rotation elsewhere may have retired the version we cached: reload once.
         Err(_) => {
-            let fresh = state.keyring().reload(state, &who.account_id).await?;
+            let fresh = state.keyring().reload(&who.account_id).await?;
             cards::open(&fresh, &card)?
         }
     };

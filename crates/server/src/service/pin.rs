@@ -335,25 +335,21 @@ pub fn check_strength(state: &AppState, pin: &Pin) -> ApiResult<()> {
 /// The account's keys with a `pin` writer, made now for accounts older than the PIN
 /// service.
 async fn pin_keys(state: &AppState, account_id: &str) -> ApiResult<Arc<AccountKeys>> {
-    let keys = state.keyring().account(state, account_id).await?;
+    let keys = state.keyring().account(account_id).await?;
     if keys.has_writer(KeyPurpose::Pin) {
         return Ok(keys);
     }
-    let keys = state.keyring().reload(state, account_id).await?;
+    let keys = state.keyring().reload(account_id).await?;
     if keys.has_writer(KeyPurpose::Pin) {
         return Ok(keys);
     }
-    match state
-        .keyring()
-        .rotate(state, account_id, KeyPurpose::Pin)
-        .await
-    {
+    match state.keyring().rotate(account_id, KeyPurpose::Pin).await {
         Ok(_) => {}
         // Another request made it first.
         Err(e) if e.code == codes::CONFLICT.code => {}
         Err(e) => return Err(e),
     }
-    state.keyring().reload(state, account_id).await
+    state.keyring().reload(account_id).await
 }
 
 fn pan_of(keys: &AccountKeys, card: &CardRecord) -> ApiResult<cards::RevealedCard> {
@@ -366,13 +362,13 @@ async fn stored_pin(
     card: &CardRecord,
     rec: &PinRecord,
 ) -> ApiResult<(Pin, Arc<AccountKeys>)> {
-    let mut keys = state.keyring().account(state, &card.account_id).await?;
+    let mut keys = state.keyring().account(&card.account_id).await?;
     if !keys
         .usable(KeyPurpose::Pin)
         .iter()
         .any(|(v, _)| *v == rec.key_version)
     {
-        keys = state.keyring().reload(state, &card.account_id).await?;
+        keys = state.keyring().reload(&card.account_id).await?;
     }
     let key = keys.version(KeyPurpose::Pin, rec.key_version)?;
     let pan = pan_of(&keys, card)?;
