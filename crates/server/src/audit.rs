@@ -765,30 +765,3 @@ fn check_anchor(
     }
     (good.len(), newest, first)
 }
-
-/// The JSON view of a record (API and export).
-pub fn record_json(r: &AuditRecord) -> serde_json::Value {
-    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-    let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(r.time_ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        });
-    serde_json::json!({
-        "object": "audit_record",
-        "seq": r.seq,
-        "time": time,
-        "request_id": opt(&r.request_id),
-        "account": opt(&r.account_id),
-        "actor": r.actor,
-        "action": r.action,
-        "resource": opt(&r.resource),
-        "outcome": r.outcome,
-        "code": opt(&r.code),
-        "client_ip": opt(&r.client_ip),
-        "method": opt(&r.method),
-        "route": opt(&r.route),
-        "hash": hex::encode(&r.hash),
-    })
-}

@@ -1,7 +1,9 @@
 //! The service layer: where a key meets a record. Handlers parse and authorise;
 //! these functions do the work.
 
+pub mod audit;
 pub mod cards;
+pub mod controls;
 pub mod inbound;
 pub mod otp;
 pub mod pin;

@@ -2,9 +2,9 @@
 
 use crate::auth::Admin;
 use crate::error::{ApiResult, codes};
+use crate::extract::EmptyBody;
 use crate::extract::{ApiJson, ApiPath};
 use crate::gateway::client_ip::ClientIp;
-use crate::routes::tokens::EmptyBody;
 use crate::service::{account_json, api_key_json, otp, secs};
 use crate::state::ADMIN_KIND;
 use crate::state::{AppState, NewKeyKind};
@@ -142,7 +142,7 @@ pub async fn update_account(
         return Err(codes::NOT_FOUND);
     }
     let rate =
-        crate::routes::controls::set_rate_limit(&state, &id, body.rate_limit_per_minute).await?;
+        crate::service::controls::set_rate_limit(&state, &id, body.rate_limit_per_minute).await?;
     let mut v = with_delivery_secret(&state, &acct).await?;
     if let Some(obj) = v.as_object_mut() {
         obj.insert("rate_limit_per_minute".into(), json!(rate));
@@ -188,7 +188,7 @@ pub async fn create_key(
     let issued = state
         .create_api_key(Some(&id), NewKeyKind::Account(kind), mode, scopes)
         .await?;
-    crate::routes::controls::set_key_allowlist(&state, &issued.record, &allowlist).await?;
+    crate::service::controls::set_key_allowlist(&state, &issued.record, &allowlist).await?;
     let mut v = api_key_json(&issued.record);
     if let Some(obj) = v.as_object_mut() {
         obj.insert(
@@ -420,7 +420,7 @@ pub async fn create_admin_key(
     let issued = state
         .create_api_key(None, NewKeyKind::Admin, Mode::Live, None)
         .await?;
-    crate::routes::controls::set_key_allowlist(&state, &issued.record, &nets).await?;
+    crate::service::controls::set_key_allowlist(&state, &issued.record, &nets).await?;
     let cidrs: Vec<String> = nets.iter().map(ToString::to_string).collect();
     let mut v = admin_key_json(&issued.record, &cidrs);
     if let Some(obj) = v.as_object_mut() {

@@ -13,6 +13,7 @@
 use crate::auth::Principal;
 use crate::cache::{Cache, CacheSync};
 use crate::error::{ApiError, ApiResult, codes};
+use crate::service::List;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -61,12 +62,124 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A public key that signs bearer tokens (RFC 7517 JWK): `kty`, `crv` and `x` for
+/// Ed25519 (`OKP`), `n` and `e` for RSA.
+#[derive(Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct JwtJwk {
+    /// `OKP` (Ed25519) or `RSA`.
+    pub kty: String,
+    /// `Ed25519` (OKP keys only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    /// The public key, base64url (OKP keys only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    /// The modulus, base64url (RSA keys only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    /// The exponent, base64url (RSA keys only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
+    /// The `kid` of the tokens it signs.
+    pub kid: String,
+    /// `EdDSA` or `RS256`.
+    pub alg: String,
+    /// Always `sig`.
+    #[serde(rename = "use")]
+    pub use_: String,
+}
+
+/// The JWK Set of `/.well-known/jwks.json`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct JwksView {
+    /// Every key that is pending, signing, or may still have unexpired tokens.
+    pub keys: Vec<JwtJwk>,
+}
+
+/// The state of a JWT signing key generation.
+#[derive(Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JwtKeyState {
+    /// Published, not yet signing.
+    Pending,
+    /// Signing.
+    Active,
+    /// Published until the tokens it signed have expired.
+    Retiring,
+    /// No longer published.
+    Expired,
+}
+
+/// A JWT signing key generation, for operators.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct JwtKeyView {
+    /// Always `jwt_key`.
+    pub object: &'static str,
+    /// The key id.
+    pub kid: String,
+    /// `EdDSA` or `RS256`.
+    pub alg: String,
+    /// Generation number, from 1.
+    pub generation: i64,
+    /// Its state now.
+    pub state: JwtKeyState,
+    /// Unix seconds.
+    pub created: i64,
+    /// Unix seconds: when it signs (or signed) first.
+    pub signs_from: i64,
+    /// Unix seconds: when it leaves the JWKS; null while it has no successor.
+    pub published_until: Option<i64>,
+}
+
+/// An access token, as `POST /v1/auth/token` answers it (RFC 6749 §5.1).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AccessTokenView {
+    /// The compact JWT.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+    /// Its scopes, space-separated.
+    pub scope: String,
+}
+
+impl From<IssuedToken> for AccessTokenView {
+    fn from(t: IssuedToken) -> Self {
+        Self {
+            access_token: t.token.expose().clone(),
+            token_type: "Bearer",
+            expires_in: t.expires_in,
+            scope: t.scope,
+        }
+    }
+}
+
+/// What revoke-all did.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct KeysRevokedView {
+    /// Always `account`.
+    pub object: &'static str,
+    /// `acct_…`
+    pub id: String,
+    /// How many keys were revoked (keys revoked before are not counted).
+    pub revoked_keys: i64,
+}
+
+/// The object of the `account.keys_revoked` event.
+#[derive(serde::Serialize)]
+struct KeysRevokedEvent<'a> {
+    id: &'a str,
+    object: &'static str,
+    keys_revoked_at: i64,
+}
+
 /// One loaded key generation.
 struct LoadedKey {
     kid: String,
     generation: i64,
     alg: String,
-    jwk: serde_json::Value,
+    jwk: JwtJwk,
     created_ms: i64,
     active_from_ms: i64,
     /// When the next generation starts signing (None: no successor).
@@ -204,9 +317,11 @@ impl Tokens {
         let mut keys = Vec::with_capacity(rows.len());
         let mut verifier = JwtVerifier::new();
         for (i, r) in rows.iter().enumerate() {
-            let jwk: serde_json::Value = serde_json::from_str(&r.public_jwk)
+            let value: serde_json::Value = serde_json::from_str(&r.public_jwk)
                 .map_err(|_| ApiError::internal(&"stored JWK is not JSON"))?;
-            verifier.add_jwk(&jwk)?;
+            verifier.add_jwk(&value)?;
+            let jwk: JwtJwk = serde_json::from_value(value)
+                .map_err(|_| ApiError::internal(&"stored JWK lacks a member"))?;
             let signer = if r.wrapped.is_empty() {
                 None
             } else {
@@ -275,7 +390,7 @@ impl Tokens {
 
     /// Generates the next signing key. The first key signs at once; later ones after the
     /// pre-publication period. Returns the key list.
-    pub async fn rotate(&self) -> ApiResult<serde_json::Value> {
+    pub async fn rotate(&self) -> ApiResult<List<JwtKeyView>> {
         let set = self.reload().await?;
         let now = self.clock.now_ms();
         let generation = set
@@ -319,7 +434,7 @@ impl Tokens {
     }
 
     /// The key list for operators: each generation's state and times.
-    pub async fn list(&self, fresh: bool) -> ApiResult<serde_json::Value> {
+    pub async fn list(&self, fresh: bool) -> ApiResult<List<JwtKeyView>> {
         let set = if fresh {
             self.reload().await?
         } else {
@@ -335,32 +450,32 @@ impl Tokens {
             .map(|k| {
                 let until = set.published_until(k, lifetime, leeway);
                 let st = if Some(k.generation) == signer {
-                    "active"
+                    JwtKeyState::Active
                 } else if k.active_from_ms > now {
-                    "pending"
+                    JwtKeyState::Pending
                 } else if until.is_none_or(|u| now < u) {
-                    "retiring"
+                    JwtKeyState::Retiring
                 } else {
-                    "expired"
+                    JwtKeyState::Expired
                 };
-                serde_json::json!({
-                    "object": "jwt_key",
-                    "kid": k.kid,
-                    "alg": k.alg,
-                    "generation": k.generation,
-                    "state": st,
-                    "created": k.created_ms.div_euclid(1000),
-                    "signs_from": k.active_from_ms.div_euclid(1000),
-                    "published_until": until.map(|u| u.div_euclid(1000)),
-                })
+                JwtKeyView {
+                    object: "jwt_key",
+                    kid: k.kid.clone(),
+                    alg: k.alg.clone(),
+                    generation: k.generation,
+                    state: st,
+                    created: k.created_ms.div_euclid(1000),
+                    signs_from: k.active_from_ms.div_euclid(1000),
+                    published_until: until.map(|u| u.div_euclid(1000)),
+                }
             })
             .collect();
-        Ok(serde_json::json!({"object": "list", "data": data}))
+        Ok(List::all(data))
     }
 
     /// The JWKS: every generation that is pending, signing, or may still have unexpired
     /// tokens.
-    pub async fn jwks(&self) -> ApiResult<serde_json::Value> {
+    pub async fn jwks(&self) -> ApiResult<JwksView> {
         let set = self.keyset().await?;
         let now = self.clock.now_ms();
         let (lifetime, leeway) = (ms(self.config.lifetime), ms(self.config.leeway));
@@ -373,7 +488,7 @@ impl Tokens {
             })
             .map(|k| k.jwk.clone())
             .collect();
-        Ok(serde_json::json!({ "keys": keys }))
+        Ok(JwksView { keys })
     }
 
     fn is_published(&self, set: &KeySet, kid: &str, now: i64) -> bool {
@@ -518,13 +633,13 @@ impl Tokens {
     /// Revokes every key of an account (and so every token issued from them) and
     /// writes `account.keys_revoked` in both modes, in one transaction. Returns how many
     /// keys it revoked.
-    pub async fn revoke_all(&self, account_id: &str) -> ApiResult<i64> {
+    pub async fn revoke_all(&self, account_id: &str) -> ApiResult<KeysRevokedView> {
         let now = self.clock.now_ms();
-        let object = serde_json::json!({
-            "id": account_id,
-            "object": "account",
-            "keys_revoked_at": now.div_euclid(1000),
-        });
+        let object = KeysRevokedEvent {
+            id: account_id,
+            object: "account",
+            keys_revoked_at: now.div_euclid(1000),
+        };
         let events = Mode::ALL
             .into_iter()
             .map(|m| {
@@ -544,7 +659,11 @@ impl Tokens {
             .ok_or(codes::NOT_FOUND)?;
         self.clear_keys();
         tracing::warn!(account = %account_id, revoked = n, "every API key of the account revoked");
-        Ok(n)
+        Ok(KeysRevokedView {
+            object: "account",
+            id: account_id.to_owned(),
+            revoked_keys: n,
+        })
     }
 }
 
