@@ -3,7 +3,8 @@
 //! told apart by the JWT's dots, which an API key never contains.
 
 use crate::error::{ApiError, ApiResult, codes};
-use crate::state::{ADMIN_KIND, AppState};
+use crate::service::accounts::ADMIN_KIND;
+use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -126,7 +127,8 @@ async fn resolve(
 )> {
     let token = bearer(parts)?;
     let (key, pre) = state
-        .lookup_api_key(token)
+        .accounts()
+        .lookup_key(token)
         .await?
         .ok_or(codes::INVALID_API_KEY)?;
     if key.revoked_ms.is_some() {

@@ -157,16 +157,20 @@ impl Keyring {
             .unwrap_or(0)
             + 1;
         let rec = new_wrapped(state, account_id, purpose, next)?;
-        let acct = state.account(account_id).await?;
+        let acct = state.accounts().get(account_id).await?;
         // Data keys serve both modes, so each mode's event stream hears of the rotation.
         let events = [strongroom_core::Mode::Test, strongroom_core::Mode::Live]
             .into_iter()
             .map(|mode| {
-                state.event(
+                state.event_of(
                     &acct.id,
                     mode,
-                    "data_key.rotated",
-                    serde_json::json!({"object": "data_key", "purpose": purpose.as_str(), "version": next}),
+                    crate::service::events::EventType::DataKeyRotated,
+                    &crate::service::data_keys::DataKeyRotated {
+                        object: "data_key",
+                        purpose: purpose.as_str(),
+                        version: next,
+                    },
                 )
             })
             .collect::<ApiResult<Vec<_>>>()?;

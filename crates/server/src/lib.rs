@@ -21,7 +21,8 @@ pub mod state;
 pub mod tls;
 
 pub use error::{ApiError, ApiResult};
-pub use state::{AppState, IssuedKey, NewKeyKind};
+pub use service::accounts::{IssuedKey, NewKeyKind};
+pub use state::AppState;
 
 use axum_server::accept::NoDelayAcceptor;
 use std::net::SocketAddr;

@@ -142,7 +142,7 @@ pub async fn create_signing_key(
     let event = state.event(
         &who.account_id,
         who.mode,
-        "signing_key.created",
+        crate::service::events::EventType::SigningKeyCreated,
         view.clone(),
     )?;
     if !state
@@ -216,7 +216,7 @@ pub async fn revoke_signing_key(
     let event = state.event(
         &who.account_id,
         who.mode,
-        "signing_key.revoked",
+        crate::service::events::EventType::SigningKeyRevoked,
         signing_key_json(&existing),
     )?;
     let resource = format!("account:{}", who.account_id);
@@ -344,7 +344,7 @@ async fn change_controls(
     update.events = vec![state.event(
         &who.account_id,
         Mode::Live,
-        "account.updated",
+        crate::service::events::EventType::AccountUpdated,
         controls_json(&next),
     )?];
     let resource = format!("account:{}", who.account_id);
@@ -379,25 +379,4 @@ pub async fn set_rate_limit(
         .await?;
     state.gateway().forget_account(state, account_id);
     Ok(c.rate_limit_per_minute)
-}
-
-/// Operator: stores a new key's IP allowlist. If that fails the key is revoked, so a
-/// key meant to be restricted never works unrestricted.
-pub async fn set_key_allowlist(
-    state: &AppState,
-    key: &strongroom_store::ApiKeyRecord,
-    nets: &[ipnet::IpNet],
-) -> ApiResult<()> {
-    if nets.is_empty() {
-        return Ok(());
-    }
-    let cidrs: Vec<String> = nets.iter().map(ToString::to_string).collect();
-    if let Err(e) = state.store().set_key_ip_allowlist(&key.id, &cidrs).await {
-        let _ = state
-            .revoke_api_key(key.account_id.as_deref(), &key.id)
-            .await;
-        return Err(e.into());
-    }
-    state.gateway().forget_key(state, &key.id);
-    Ok(())
 }

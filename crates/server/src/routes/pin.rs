@@ -231,7 +231,7 @@ pub async fn get_settings(
     _admin: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Value>> {
-    state.account(&id).await?;
+    state.accounts().get(&id).await?;
     Ok(Json(settings_json(&state, &id).await?))
 }
 
@@ -249,7 +249,7 @@ pub async fn set_settings(
     if !svc::MAX_FAILURES_RANGE.contains(&body.max_failures) {
         return Err(codes::INVALID_PARAMETER);
     }
-    state.account(&id).await?;
+    state.accounts().get(&id).await?;
     state
         .store()
         .set_pin_max_failures(&id, body.max_failures)

@@ -308,7 +308,12 @@ fn encipher(keys: &AccountKeys, card: &CardRecord, pin: &Pin) -> ApiResult<(i64,
     Ok((version, block.expose_bytes().to_vec()))
 }
 
-fn event(state: &AppState, card: &CardRecord, kind: &str, who: &str) -> ApiResult<EventRecord> {
+fn event(
+    state: &AppState,
+    card: &CardRecord,
+    kind: crate::service::events::EventType,
+    who: &str,
+) -> ApiResult<EventRecord> {
     state.event(
         &card.account_id,
         card.mode,
@@ -326,7 +331,7 @@ fn failure_event(
     state.event(
         &card.account_id,
         card.mode,
-        "pin.verification_failed",
+        crate::service::events::EventType::PinVerificationFailed,
         serde_json::json!({"object": "card_pin", "card": card.id, "actor": who, "operation": operation}),
     )
 }
@@ -443,10 +448,15 @@ async fn set_inner(
     let set_event = state.event(
         &card.account_id,
         card.mode,
-        "pin.set",
+        crate::service::events::EventType::PinSet,
         serde_json::json!({"object": "card_pin", "card": card.id, "actor": who.key_id, "reset": kind == SetKind::Reset}),
     )?;
-    let unlocked = event(state, &card, "pin.unlocked", &who.key_id)?;
+    let unlocked = event(
+        state,
+        &card,
+        crate::service::events::EventType::PinUnlocked,
+        &who.key_id,
+    )?;
     let outcome = state
         .store()
         .set_pin(&record, kind, &spend, &[set_event], Some(&unlocked))
@@ -487,7 +497,12 @@ async fn count_failure(
 ) -> ApiResult<PinOutcome> {
     let max = max_failures(state, &card.account_id).await?;
     let failed = failure_event(state, card, &who.key_id, operation)?;
-    let locked = event(state, card, "pin.locked", &who.key_id)?;
+    let locked = event(
+        state,
+        card,
+        crate::service::events::EventType::PinLocked,
+        &who.key_id,
+    )?;
     let outcome = state
         .store()
         .record_pin_attempt(rec, false, max, &[failed], Some(&locked))
@@ -578,7 +593,12 @@ async fn change_inner(
         now_ms: now,
         max_attempts: otp::OTP_MAX_ATTEMPTS,
     };
-    let changed = event(state, &card, "pin.changed", &who.key_id)?;
+    let changed = event(
+        state,
+        &card,
+        crate::service::events::EventType::PinChanged,
+        &who.key_id,
+    )?;
     match state
         .store()
         .change_pin(&rec, &next, &spend, &[changed])
@@ -601,7 +621,7 @@ async fn admin_unlock_inner(state: &AppState, admin_key_id: &str, card_id: &str)
     let ev = state.event(
         &account_id,
         mode,
-        "pin.unlocked",
+        crate::service::events::EventType::PinUnlocked,
         serde_json::json!({"object": "card_pin", "card": card_id, "actor": admin_key_id}),
     )?;
     match state

@@ -26,7 +26,8 @@ use strongroom_crypto::random;
 use strongroom_store::{ApiKeyRecord, JwtKeyRecord, StoreError, TokenStore};
 
 /// Event written when every key of an account is revoked at once.
-pub const KEYS_REVOKED_EVENT: &str = "account.keys_revoked";
+pub const KEYS_REVOKED_EVENT: crate::service::events::EventType =
+    crate::service::events::EventType::AccountKeysRevoked;
 
 /// Settings of bearer tokens (part of [`crate::ServerConfig`]).
 #[derive(Debug, Clone)]
@@ -535,7 +536,7 @@ impl Tokens {
             .revoke_all_api_keys(account_id, now, &events)
             .await?
             .ok_or(codes::NOT_FOUND)?;
-        state.clear_key_cache();
+        state.accounts().clear_key_cache();
         tracing::warn!(account = %account_id, revoked = n, "every API key of the account revoked");
         Ok(n)
     }
