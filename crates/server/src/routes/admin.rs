@@ -2,7 +2,7 @@
 
 use crate::auth::Admin;
 use crate::error::{ApiResult, codes};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::gateway::client_ip::ClientIp;
 use crate::openapi::ErrorResponse;
 use crate::routes::tokens::EmptyBody;
@@ -213,10 +213,18 @@ pub async fn create_key(
     ))
 }
 
+/// Query of the admin listings: they take no parameter, and refuse any
+/// (`unknown_field`).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
+
 /// List an account's API keys (prefixes and metadata only).
 #[utoipa::path(get, path = "/v1/admin/accounts/{id}/api_keys", tag = "admin", security(("admin_key" = [])),
-    params(("id" = String, Path, pattern = "^acct_[0-9a-f]{32}$")),
+    params(("id" = String, Path, pattern = "^acct_[0-9a-f]{32}$"), NoQuery),
     responses((status = 200, description = "Every key of the account", body = List<ApiKeyView>),
+        (status = 400, description = "unknown_field", body = ErrorResponse),
         (status = 403, description = "ip_not_allowed", body = ErrorResponse),
         (status = 404, description = "not_found", body = ErrorResponse),
         (status = 503, description = "service_unavailable", body = ErrorResponse)))]
@@ -224,6 +232,7 @@ pub async fn list_keys(
     State(state): State<AppState>,
     _admin: Admin,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> ApiResult<Json<List<ApiKeyView>>> {
     state.accounts().get(&id).await?;
     let keys = state.store().list_api_keys(Some(&id)).await?;
@@ -424,13 +433,15 @@ pub async fn create_admin_key(
 }
 
 /// List the admin keys (prefixes, metadata and allowlists only).
-#[utoipa::path(get, path = "/v1/admin/admin_keys", tag = "admin", security(("admin_key" = [])),
+#[utoipa::path(get, path = "/v1/admin/admin_keys", tag = "admin", security(("admin_key" = [])), params(NoQuery),
     responses((status = 200, description = "Every admin key", body = List<AdminKeyView>),
+        (status = 400, description = "unknown_field", body = ErrorResponse),
         (status = 403, description = "ip_not_allowed", body = ErrorResponse),
         (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn list_admin_keys(
     State(state): State<AppState>,
     _admin: Admin,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> ApiResult<Json<List<AdminKeyView>>> {
     let keys = state.store().list_api_keys(None).await?;
     let accounts = state.accounts();

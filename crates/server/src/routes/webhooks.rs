@@ -139,10 +139,18 @@ pub async fn get_event(
     )?))
 }
 
+/// Query of `GET /v1/events/{id}/deliveries`: no parameter; any is refused
+/// (`unknown_field`).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesQuery {}
+
 /// The deliveries of an event: one per endpoint, with state and attempt count.
 #[utoipa::path(get, path = "/v1/events/{id}/deliveries", tag = "events", security(("api_key" = [])),
-    params(("id" = String, Path, pattern = "^evt_[0-9a-f]{32}$")),
+    params(("id" = String, Path, pattern = "^evt_[0-9a-f]{32}$"), DeliveriesQuery),
     responses((status = 200, description = "Every delivery of the event", body = List<DeliveryView>),
+        (status = 400, description = "unknown_field", body = ErrorResponse),
         (status = 403, description = "permission_denied (no events:read), ip_not_allowed", body = ErrorResponse),
         (status = 404, description = "not_found", body = ErrorResponse),
         (status = 503, description = "service_unavailable", body = ErrorResponse)))]
@@ -150,6 +158,7 @@ pub async fn event_deliveries(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(id): ApiPath<String>,
+    ApiQuery(DeliveriesQuery {}): ApiQuery<DeliveriesQuery>,
 ) -> ApiResult<Json<List<DeliveryView>>> {
     who.require(Scope::EventsRead)?;
     let ev = own_event(&state, &who, &id).await?;

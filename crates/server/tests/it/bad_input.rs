@@ -361,6 +361,20 @@ async fn event_and_webhook_queries_and_subscriptions_are_checked_strictly() {
             .await
             .assert_error(400, "unknown_field");
     }
+    for path in [
+        "/v1/admin/admin_keys?bogus=1".to_owned(),
+        format!("/v1/admin/accounts/{}/api_keys?limit=1", s.account),
+    ] {
+        s.get(&path, &s.admin_key)
+            .await
+            .assert_error(400, "unknown_field");
+    }
+    s.get(
+        "/v1/events/evt_00000000000000000000000000000000/deliveries?x=1",
+        &s.sk_test,
+    )
+    .await
+    .assert_error(400, "unknown_field");
     // Values the schema forbids: 400 invalid_parameter.
     for path in [
         "/v1/events?type=card.exploded",
