@@ -172,7 +172,14 @@ fn has_userinfo(url: &reqwest::Url) -> bool {
 /// live-mode endpoint.
 pub async fn check_url(state: &AppState, mode: Mode, raw: &str) -> ApiResult<String> {
     let bad = codes::URL_NOT_ALLOWED;
-    if raw.len() > 2048 {
+    // What the schema states (`^https?://[!-~]+$`, at most 2048): the parser below would
+    // otherwise trim spaces, encode others and lowercase the scheme, and so accept URLs
+    // the schema refuses.
+    let printable = raw
+        .strip_prefix("https://")
+        .or_else(|| raw.strip_prefix("http://"))
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| (b'!'..=b'~').contains(&b)));
+    if raw.len() > 2048 || !printable {
         return Err(bad);
     }
     let url = reqwest::Url::parse(raw).map_err(|_| bad.clone())?;

@@ -427,6 +427,21 @@ async fn event_and_webhook_queries_and_subscriptions_are_checked_strictly() {
         let r = s.get(&path, &s.sk_test).await;
         assert_eq!(r.status, 400, "{path}: {}", r.text);
     }
+    // URLs the schema refuses are refused, even where the URL parser would fix them up.
+    for url in [
+        " https://example.com/h",
+        "HTTPS://example.com/h",
+        "https://example.com/a b",
+        "https://",
+    ] {
+        s.post(
+            "/v1/webhook_endpoints",
+            &s.sk_test,
+            json!({"url": url, "enabled_events": ["*"]}),
+        )
+        .await
+        .assert_error(400, "url_not_allowed");
+    }
     // `since` out of range.
     s.post(
         &format!("/v1/webhook_endpoints/{id}/recover"),
