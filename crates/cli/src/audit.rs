@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use strongroom_crypto::RootKey;
 use strongroom_crypto::audit::AuditSigner;
 use strongroom_server::audit::{self, anchor};
+use strongroom_server::service::audit::AuditRecordView;
 use strongroom_store::{AuditCheckpoint, AuditQuery, AuditStore, Store, StoreConfig};
 
 /// Which database to read.
@@ -254,7 +255,9 @@ async fn export(store: &Store, since_ms: Option<i64>, mut after: i64) -> Result<
             .await
             .map_err(|e| anyhow!("cannot read the audit log: {e}"))?;
         for r in &rows {
-            serde_json::to_writer(&mut out, &audit::record_json(r))?;
+            // Through a `Value`, whose keys are sorted: the lines stay as they were.
+            let line = serde_json::to_value(AuditRecordView::from(r))?;
+            serde_json::to_writer(&mut out, &line)?;
             out.write_all(b"\n")?;
             after = r.seq;
         }

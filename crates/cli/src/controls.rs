@@ -86,7 +86,7 @@ pub fn apply(
             None => {}
         }
     }
-    strongroom_server::gateway::check_config(server).map_err(|e| anyhow::anyhow!(e))
+    strongroom_server::gateway::check_config(&server.rate_limit).map_err(|e| anyhow::anyhow!(e))
 }
 
 #[cfg(test)]

@@ -17,12 +17,12 @@ pub mod anchor;
 pub mod failures;
 
 use crate::error::{ApiResult, codes};
-use crate::state::AppState;
+use crate::metrics::Metrics;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
-use strongroom_core::IdKind;
+use strongroom_core::{Clock, IdKind};
+use strongroom_crypto::RootKey;
 use strongroom_crypto::audit::{
     AuditSigner, CheckpointBody, CheckpointLink as Link, GENESIS, chain_hash, verify_body,
 };
@@ -35,8 +35,7 @@ pub const HASH: HashFn = chain_hash;
 
 /// Outcome of a successful action.
 pub const SUCCESS: &str = "success";
-/// Outcome of a refused or failed action.
-pub const FAILURE: &str = "failure";
+pub use failures::FAILURE;
 
 /// The request's template record (no actor yet), kept in the request extensions.
 #[derive(Debug, Clone)]
@@ -255,24 +254,30 @@ pub fn account_from_path(route: &str, path: &str) -> String {
 }
 
 /// Appends a system record (actor `system`) on its own: start, stop, provisioning.
-pub async fn system(state: &AppState, action: &str, resource: &str) -> crate::ApiResult<()> {
+pub async fn system(
+    store: &Store,
+    metrics: &Metrics,
+    now_ms: i64,
+    action: &str,
+    resource: &str,
+) -> crate::ApiResult<()> {
     let rec = AuditRecord {
-        time_ms: state.now_ms(),
+        time_ms: now_ms,
         actor: "system".into(),
         action: action.to_owned(),
         resource: resource.to_owned(),
         outcome: SUCCESS.into(),
         ..AuditRecord::default()
     };
-    let head = state.store().append_audit(vec![rec], HASH).await?;
-    state.metrics().audit_head(head);
+    let head = store.append_audit(vec![rec], HASH).await?;
+    metrics.audit_head(head);
     Ok(())
 }
 
 /// Runs a state-changing operation outside any request (CLI provisioning, tests) in a
 /// system scope, so its record commits with it. Inside a request, just runs it.
 pub async fn as_system<F: std::future::Future>(
-    state: &AppState,
+    clock: &dyn Clock,
     action: &str,
     fut: F,
 ) -> F::Output {
@@ -280,7 +285,7 @@ pub async fn as_system<F: std::future::Future>(
         return fut.await;
     }
     let rec = AuditRecord {
-        time_ms: state.now_ms(),
+        time_ms: clock.now_ms(),
         actor: "system".into(),
         action: action.to_owned(),
         outcome: SUCCESS.into(),
@@ -389,8 +394,8 @@ async fn append_anchor(path: PathBuf, cp: AuditCheckpoint) -> ApiResult<()> {
 
 /// Creates the configured anchor (or checks it can be appended to) at start: a service
 /// that cannot anchor its checkpoints does not start.
-pub async fn prepare_anchor(state: &AppState) -> ApiResult<()> {
-    let Some(path) = state.config().audit_anchor.clone() else {
+pub async fn prepare_anchor(anchor: Option<PathBuf>) -> ApiResult<()> {
+    let Some(path) = anchor else {
         return Ok(());
     };
     let done = tokio::task::spawn_blocking(move || anchor::prepare(&path))
@@ -406,69 +411,36 @@ pub async fn prepare_anchor(state: &AppState) -> ApiResult<()> {
 /// Signs the current head into a checkpoint, unless the latest checkpoint is at it, and
 /// anchors it outside the database. The checkpoint-age metric moves only once both are
 /// done, so a failing anchor shows there as well as in the log.
-pub async fn checkpoint(state: &AppState) -> ApiResult<Option<AuditCheckpoint>> {
-    let signer = AuditSigner::derive(state.root())?;
-    let done = checkpoint_store(
-        state.store(),
-        &signer,
-        state.now_ms(),
-        state.config().audit_anchor.as_deref(),
-    )
-    .await?;
-    state.metrics().audit_head(done.head);
+pub async fn checkpoint(
+    store: &Store,
+    root: &RootKey,
+    metrics: &Metrics,
+    now_ms: i64,
+    anchor: Option<&Path>,
+) -> ApiResult<Option<AuditCheckpoint>> {
+    let signer = AuditSigner::derive(root)?;
+    let done = checkpoint_store(store, &signer, now_ms, anchor).await?;
+    metrics.audit_head(done.head);
     if let Some(c) = &done.latest {
-        state.metrics().audit_checkpoint(c.time_ms);
+        metrics.audit_checkpoint(c.time_ms);
     }
     Ok(done.new)
 }
 
-/// Appends the counts of repeated authentication failures whose window has ended (all
-/// of them with `now_ms = i64::MAX`, at shutdown).
-pub async fn flush_failures(state: &AppState, now_ms: i64) {
-    let mut due = state.audit_appender().failures().due(now_ms);
+/// Appends the counts of repeated authentication failures whose window ended before
+/// `due_ms` (all of them with `due_ms = i64::MAX`, at shutdown), stamped `now_ms`.
+pub async fn flush_failures(appender: &Appender, metrics: &Metrics, now_ms: i64, due_ms: i64) {
+    let mut due = appender.failures().due(due_ms);
     if due.is_empty() {
         return;
     }
-    let t = state.now_ms();
     for r in &mut due {
-        r.time_ms = t;
+        r.time_ms = now_ms;
     }
-    match state.audit_appender().append(due).await {
-        Ok(head) => state.metrics().audit_head(head),
+    match appender.append(due).await {
+        Ok(head) => metrics.audit_head(head),
         Err(()) => tracing::error!("could not record the counts of repeated auth failures"),
     }
-}
-
-/// Writes the counts of ended failure windows once per window, so a quiet server
-/// records them too.
-pub fn spawn_failure_flusher(state: AppState) {
-    tokio::spawn(async move {
-        let every = Duration::from_millis(failures::REPEAT_WINDOW_MS.unsigned_abs());
-        let mut tick = tokio::time::interval(every);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            flush_failures(&state, state.now_ms()).await;
-        }
-    });
-}
-
-/// Checkpoints the head every `audit_checkpoint_interval`.
-pub fn spawn_checkpointer(state: AppState) {
-    let every = state.config().audit_checkpoint_interval;
-    if every.is_zero() {
-        return;
-    }
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            if let Err(e) = checkpoint(&state).await {
-                tracing::warn!(code = e.code, "audit checkpoint failed");
-            }
-        }
-    });
 }
 
 /// Where verification found the log broken.
@@ -792,31 +764,4 @@ fn check_anchor(
         });
     }
     (good.len(), newest, first)
-}
-
-/// The JSON view of a record (API and export).
-pub fn record_json(r: &AuditRecord) -> serde_json::Value {
-    let opt = |s: &str| (!s.is_empty()).then(|| s.to_owned());
-    let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(r.time_ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        });
-    serde_json::json!({
-        "object": "audit_record",
-        "seq": r.seq,
-        "time": time,
-        "request_id": opt(&r.request_id),
-        "account": opt(&r.account_id),
-        "actor": r.actor,
-        "action": r.action,
-        "resource": opt(&r.resource),
-        "outcome": r.outcome,
-        "code": opt(&r.code),
-        "client_ip": opt(&r.client_ip),
-        "method": opt(&r.method),
-        "route": opt(&r.route),
-        "hash": hex::encode(&r.hash),
-    })
 }

@@ -1,14 +1,23 @@
-//! Authentication: `Authorization: Bearer <key>` resolved to a principal. The bearer
-//! credential is an API key, or (on account routes) a JWT from `POST /v1/auth/token`,
-//! told apart by the JWT's dots, which an API key never contains.
+//! Authentication and authorisation rules: who a credential is (a [`Principal`] of an
+//! account, an operator's [`Admin`] key) and what it may do (scopes, key kinds, live
+//! mode). The bearer credential is an API key, or (on account routes) a JWT from
+//! `POST /v1/auth/token`, told apart by the JWT's dots, which an API key never
+//! contains. The gateway resolves it once per request (`gateway::layer::authenticate`);
+//! the extractors here only read its answer.
 
 use crate::error::{ApiError, ApiResult, codes};
-use crate::service::accounts::ADMIN_KIND;
-use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use strongroom_core::{KeyKind, Mode, Scope, Scopes};
+use strongroom_store::ApiKeyRecord;
+
+/// Digest domain for API secrets.
+pub const API_KEY_DIGEST: &str = "api_key";
+/// The secret prefix of admin keys.
+pub const ADMIN_PREFIX: &str = "sk_admin_";
+/// The `kind` of admin keys in storage.
+pub const ADMIN_KIND: &str = "admin";
 
 /// An authenticated account credential.
 #[derive(Debug, Clone)]
@@ -49,6 +58,68 @@ impl Principal {
             Err(codes::LIVE_MODE_REQUIRED)
         }
     }
+
+    /// Refuses with `permission_denied` unless the credential may issue bearer tokens:
+    /// an API key, not a token, and not a publishable key (it lives in browsers).
+    pub fn require_token_issuer(&self) -> ApiResult<()> {
+        if self.token_id.is_some() || self.kind == KeyKind::Publishable {
+            Err(codes::PERMISSION_DENIED)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The scopes a token issued to this credential carries: all it holds, or the
+    /// requested subset. Refuses an empty request, or one beyond what it holds, with
+    /// `invalid_scope`.
+    pub fn token_scopes(&self, requested: Option<Scopes>) -> ApiResult<Scopes> {
+        let Some(r) = requested else {
+            return Ok(self.scopes);
+        };
+        let within = Scope::ALL
+            .into_iter()
+            .all(|s| !r.contains(s) || self.scopes.contains(s));
+        if r.is_empty() || !within {
+            return Err(codes::INVALID_SCOPE);
+        }
+        Ok(r)
+    }
+
+    /// The principal of an account's API key (not an admin key).
+    pub fn of_key(key: &ApiKeyRecord) -> ApiResult<Self> {
+        let kind = KeyKind::parse(&key.kind).ok_or(codes::INVALID_API_KEY)?;
+        let account_id = key.account_id.clone().ok_or(codes::INVALID_API_KEY)?;
+        Ok(Principal {
+            key_id: key.id.clone(),
+            account_id,
+            mode: key.mode,
+            kind,
+            scopes: kind.held_scopes(&key.scopes),
+            token_id: None,
+        })
+    }
+}
+
+/// The scopes a bearer token grants: those it names, never more than its key (of
+/// `kind`, holding `key_scopes` in storage form) holds now.
+pub fn token_grants(kind: KeyKind, key_scopes: &str, claimed: &str) -> Scopes {
+    let held = kind.held_scopes(key_scopes);
+    let mut scopes = Scopes::default();
+    for s in Scopes::from_storage(claimed).names() {
+        if let Some(s) = Scope::parse(s).filter(|s| held.contains(*s)) {
+            scopes.insert(s);
+        }
+    }
+    scopes
+}
+
+/// Refuses a revoked key with `api_key_revoked`.
+pub fn check_not_revoked(key: &ApiKeyRecord) -> ApiResult<()> {
+    if key.revoked_ms.is_some() {
+        Err(codes::API_KEY_REVOKED)
+    } else {
+        Ok(())
+    }
 }
 
 /// An authenticated operator (admin key).
@@ -58,11 +129,24 @@ pub struct Admin {
     pub key_id: String,
 }
 
+impl Admin {
+    /// The operator an API key stands for: an admin key has the admin kind and no
+    /// account; any other key is refused with `permission_denied`.
+    pub fn of_key(key: &ApiKeyRecord) -> ApiResult<Self> {
+        if key.kind != ADMIN_KIND || key.account_id.is_some() {
+            return Err(codes::PERMISSION_DENIED);
+        }
+        Ok(Admin {
+            key_id: key.id.clone(),
+        })
+    }
+}
+
 /// Longest bearer JWT we look at (an RS256 token is about 700 bytes).
 const MAX_JWT_LEN: usize = 4096;
 
 /// The bearer credential if it is shaped like a JWT (three base64url parts).
-fn bearer_jwt(parts: &Parts) -> ApiResult<Option<&str>> {
+pub(crate) fn bearer_jwt(parts: &Parts) -> ApiResult<Option<&str>> {
     let Some(value) = parts
         .headers
         .get(AUTHORIZATION)
@@ -93,7 +177,7 @@ fn bearer_jwt(parts: &Parts) -> ApiResult<Option<&str>> {
 }
 
 /// The bearer credential of a request, checked for shape only.
-fn bearer(parts: &Parts) -> ApiResult<&str> {
+pub(crate) fn bearer(parts: &Parts) -> ApiResult<&str> {
     let value = parts
         .headers
         .get(AUTHORIZATION)
@@ -118,27 +202,8 @@ fn bearer(parts: &Parts) -> ApiResult<&str> {
     Ok(token)
 }
 
-async fn resolve(
-    parts: &Parts,
-    state: &AppState,
-) -> ApiResult<(
-    std::sync::Arc<strongroom_store::ApiKeyRecord>,
-    Option<crate::gateway::Prefetched>,
-)> {
-    let token = bearer(parts)?;
-    let (key, pre) = state
-        .accounts()
-        .lookup_key(token)
-        .await?
-        .ok_or(codes::INVALID_API_KEY)?;
-    if key.revoked_ms.is_some() {
-        return Err(codes::API_KEY_REVOKED);
-    }
-    Ok((key, pre))
-}
-
 /// What the gateway found out about a request's credential. It is resolved once, by
-/// [`authenticate`]; the extractors only read it, so a handler never resolves a
+/// `gateway::layer::authenticate`; the extractors only read it, so a handler never resolves a
 /// credential again and cannot reach a different answer (a token expiring between two
 /// checks, a store error on one of two lookups).
 #[derive(Debug, Clone)]
@@ -158,37 +223,8 @@ pub enum Caller {
     },
 }
 
-/// Resolves the request's credential, once (the gateway calls this; its answer is
-/// kept in the request extensions). A lookup that fails for another reason than a bad
-/// credential (the store, a key-set reload) is `503 service_unavailable`, never an
-/// anonymous request.
-pub async fn authenticate(parts: &mut Parts, state: &AppState) -> ApiResult<Caller> {
-    if !parts.headers.contains_key(AUTHORIZATION) {
-        return Ok(Caller::Anonymous);
-    }
-    let account = match Principal::resolve(parts, state).await {
-        Ok((p, pre)) => {
-            if let Some(pre) = pre {
-                parts.extensions.insert(pre);
-            }
-            arm_actor(parts, &p.key_id, &p.account_id);
-            return Ok(Caller::Account(p));
-        }
-        Err(e) => unless_unavailable(e)?,
-    };
-    let admin = match Admin::resolve(parts, state).await {
-        Ok(a) => {
-            arm_actor(parts, &format!("admin:{}", a.key_id), "");
-            return Ok(Caller::Admin(a));
-        }
-        Err(e) => unless_unavailable(e)?,
-    };
-    arm_failure(parts, &account);
-    Ok(Caller::Refused { account, admin })
-}
-
 /// A credential's refusal (a 4xx) as it is; any other failure becomes 503.
-fn unless_unavailable(e: ApiError) -> ApiResult<ApiError> {
+pub(crate) fn unless_unavailable(e: ApiError) -> ApiResult<ApiError> {
     if e.status.is_client_error() {
         Ok(e)
     } else {
@@ -196,14 +232,15 @@ fn unless_unavailable(e: ApiError) -> ApiResult<ApiError> {
     }
 }
 
-fn arm_actor(parts: &Parts, actor: &str, account: &str) {
+/// Arms the request's audit record with the credential that authenticated.
+pub(crate) fn arm_actor(parts: &Parts, actor: &str, account: &str) {
     let t = parts.extensions.get::<crate::audit::RequestAudit>();
     crate::audit::arm(t, actor, account, None);
 }
 
 /// Arms the request's audit record as a failed authentication, with the code the
 /// response carries.
-fn arm_failure(parts: &Parts, e: &ApiError) {
+pub(crate) fn arm_failure(parts: &Parts, e: &ApiError) {
     let t = parts.extensions.get::<crate::audit::RequestAudit>();
     crate::audit::arm(t, "anonymous", "", Some(e.code));
 }
@@ -217,10 +254,10 @@ fn caller(parts: &Parts) -> ApiResult<&Caller> {
         .ok_or_else(|| ApiError::internal(&"credential not resolved by the gateway"))
 }
 
-impl FromRequestParts<AppState> for Principal {
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let e = match caller(parts)? {
             Caller::Account(p) => return Ok(p.clone()),
             Caller::Anonymous => codes::AUTHENTICATION_REQUIRED,
@@ -233,33 +270,10 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-impl Principal {
-    async fn resolve(
-        parts: &Parts,
-        state: &AppState,
-    ) -> Result<(Self, Option<crate::gateway::Prefetched>), ApiError> {
-        if let Some(jwt) = bearer_jwt(parts)? {
-            return Ok((state.tokens().authenticate(state, jwt).await?, None));
-        }
-        let (key, pre) = resolve(parts, state).await?;
-        let kind = KeyKind::parse(&key.kind).ok_or(codes::INVALID_API_KEY)?;
-        let account_id = key.account_id.clone().ok_or(codes::INVALID_API_KEY)?;
-        let p = Principal {
-            key_id: key.id.clone(),
-            account_id,
-            mode: key.mode,
-            kind,
-            scopes: kind.held_scopes(&key.scopes),
-            token_id: None,
-        };
-        Ok((p, pre))
-    }
-}
-
-impl FromRequestParts<AppState> for Admin {
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let e = match caller(parts)? {
             Caller::Admin(a) => return Ok(a.clone()),
             Caller::Anonymous => codes::AUTHENTICATION_REQUIRED,
@@ -271,18 +285,5 @@ impl FromRequestParts<AppState> for Admin {
         };
         arm_failure(parts, &e);
         Err(e)
-    }
-}
-
-impl Admin {
-    async fn resolve(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
-        // An admin key has no account: nothing was prefetched.
-        let (key, _) = resolve(parts, state).await?;
-        if key.kind != ADMIN_KIND || key.account_id.is_some() {
-            return Err(codes::PERMISSION_DENIED);
-        }
-        Ok(Admin {
-            key_id: key.id.clone(),
-        })
     }
 }

@@ -23,9 +23,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             return Err(codes::UNSUPPORTED_MEDIA_TYPE);
         }
         let ApiBytes(bytes) = ApiBytes::from_request(req, state).await?;
-        parse_json(&bytes).map(ApiJson)
+        parse_object(&bytes).map(ApiJson)
     }
 }
+
+/// An empty body, a JSON `null`, or a JSON object with no fields: the optional body of
+/// actions that take no input.
+#[derive(serde::Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyBody {}
 
 /// Whether the request says its body is JSON (`application/json`, any parameters).
 pub fn is_json(headers: &HeaderMap) -> bool {
@@ -45,8 +51,9 @@ fn declared_too_large(headers: &HeaderMap) -> bool {
         .is_some_and(|n| n > BODY_LIMIT as u64)
 }
 
-/// A body that may be absent (then `T::default()`); when present it must be JSON. The
-/// bytes come from [`ApiBytes`], which holds them to [`BODY_LIMIT`].
+/// A body that may be absent (then `T::default()`); when present it must be JSON, and a
+/// JSON `null` counts as absent. The bytes come from [`ApiBytes`], which holds them to
+/// [`BODY_LIMIT`].
 pub fn optional_json<T: DeserializeOwned + Default>(
     headers: &HeaderMap,
     body: &[u8],
@@ -57,7 +64,81 @@ pub fn optional_json<T: DeserializeOwned + Default>(
     if !is_json(headers) {
         return Err(codes::UNSUPPORTED_MEDIA_TYPE);
     }
-    parse_json(body)
+    if body.trim_ascii() == b"null" {
+        return Ok(T::default());
+    }
+    parse_object(body)
+}
+
+/// Parses a JSON body that must be an object. serde reads a struct from an array too
+/// (its fields by position); the documented body is an object, so an array is refused.
+pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(codes::INVALID_REQUEST);
+    }
+    parse_json(bytes)
+}
+
+/// Deserializes an integer that JSON may write as `8` or `8.0` (JSON Schema counts both
+/// as integers); a fraction or a value outside `i64` is refused.
+pub fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    d.deserialize_any(IntegerVisitor)
+}
+
+/// [`integer`] for an optional field (absent or `null`: `None`).
+pub fn integer_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    d.deserialize_option(OptionalInteger)
+}
+
+struct IntegerVisitor;
+
+impl serde::de::Visitor<'_> for IntegerVisitor {
+    type Value = i64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an integer")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+        Ok(v)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+        i64::try_from(v).map_err(|_| E::custom("integer out of range"))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+        // 2^63 is exactly representable; every whole f64 below it in magnitude fits.
+        const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+        if v.fract() == 0.0 && (-LIMIT..LIMIT).contains(&v) {
+            #[allow(clippy::cast_possible_truncation)]
+            Ok(v as i64)
+        } else {
+            Err(E::custom("not an integer"))
+        }
+    }
+}
+
+struct OptionalInteger;
+
+impl<'de> serde::de::Visitor<'de> for OptionalInteger {
+    type Value = Option<i64>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an integer or null")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Option<i64>, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Option<i64>, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<i64>, D::Error> {
+        integer(d).map(Some)
+    }
 }
 
 /// A raw body, read up to [`BODY_LIMIT`] bytes and no further: a larger declared length
@@ -116,9 +197,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 /// Query of a paged listing: `limit` (1–100, default 10) and `starting_after` (the id
 /// of the last item of the previous page).
 #[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// 1–100, default 10.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// An id from the previous page: return the items listed after it.
     pub starting_after: Option<String>,

@@ -2,12 +2,13 @@
 //! Unwrapped copies live only here; the store holds them wrapped by the root key.
 
 use crate::error::{ApiError, ApiResult, codes};
-use crate::state::AppState;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use strongroom_crypto::DataKey;
-use strongroom_store::{DataKeyRecord, KeyPurpose, KeyState, VaultStore};
+use strongroom_core::{Clock, Mode};
+use strongroom_crypto::{DataKey, RootKey};
+use strongroom_store::{DataKeyRecord, KeyPurpose, KeyState, Store, VaultStore};
+use tokio::sync::Notify;
 
 /// The wrap context binds a wrapped key to its account, purpose and version.
 pub fn wrap_context(account_id: &str, purpose: KeyPurpose, version: i64) -> String {
@@ -67,41 +68,53 @@ fn missing(what: &'static str) -> ApiError {
 }
 
 /// Cache of [`AccountKeys`], refreshed after a TTL so rotations by other nodes show up.
+/// It reads wrapped keys from the store and unwraps them with the root key.
 pub struct Keyring {
+    store: Store,
+    root: Arc<RootKey>,
+    clock: Arc<dyn Clock>,
+    /// Woken after a rotation: the re-wrap worker moves records to the new version.
+    rewrap_wake: Arc<Notify>,
     ttl_ms: i64,
     accounts: RwLock<HashMap<String, Arc<AccountKeys>>>,
 }
 
 impl Keyring {
-    pub(crate) fn new(ttl: Duration) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        root: Arc<RootKey>,
+        clock: Arc<dyn Clock>,
+        rewrap_wake: Arc<Notify>,
+        ttl: Duration,
+    ) -> Self {
         Self {
+            store,
+            root,
+            clock,
+            rewrap_wake,
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
             accounts: RwLock::new(HashMap::new()),
         }
     }
 
     /// Version 1 of every purpose for a new account, wrapped.
-    pub fn initial_keys(
-        &self,
-        state: &AppState,
-        account_id: &str,
-    ) -> ApiResult<Vec<DataKeyRecord>> {
+    pub fn initial_keys(&self, account_id: &str) -> ApiResult<Vec<DataKeyRecord>> {
         KeyPurpose::ALL
             .into_iter()
-            .map(|p| new_wrapped(state, account_id, p, 1))
+            .map(|p| self.new_wrapped(account_id, p, 1))
             .collect()
     }
 
     /// The account's keys, loading and unwrapping them if needed.
-    pub async fn account(&self, state: &AppState, account_id: &str) -> ApiResult<Arc<AccountKeys>> {
-        let now = state.now_ms();
+    pub async fn account(&self, account_id: &str) -> ApiResult<Arc<AccountKeys>> {
+        let now = self.clock.now_ms();
         if let Ok(map) = self.accounts.read()
             && let Some(k) = map.get(account_id)
             && now.saturating_sub(k.loaded_ms) < self.ttl_ms
         {
             return Ok(k.clone());
         }
-        self.reload(state, account_id).await
+        self.reload(account_id).await
     }
 
     /// Forgets every account's keys (another node may have rotated one).
@@ -112,8 +125,8 @@ impl Keyring {
     }
 
     /// Re-reads the account's keys from the store.
-    pub async fn reload(&self, state: &AppState, account_id: &str) -> ApiResult<Arc<AccountKeys>> {
-        let records = state.store().data_keys(account_id).await?;
+    pub async fn reload(&self, account_id: &str) -> ApiResult<Arc<AccountKeys>> {
+        let records = self.store.data_keys(account_id).await?;
         if records.is_empty() {
             return Err(codes::NOT_FOUND);
         }
@@ -121,14 +134,14 @@ impl Keyring {
         let mut writers = HashMap::new();
         for r in records.iter().filter(|r| r.state != KeyState::Retired) {
             let ctx = wrap_context(account_id, r.purpose, r.version);
-            let key = state.root().unwrap_key(&r.wrapped, &ctx)?;
+            let key = self.root.unwrap_key(&r.wrapped, &ctx)?;
             keys.insert((r.purpose, r.version), Arc::new(key));
             if r.state == KeyState::Active {
                 writers.insert(r.purpose, r.version);
             }
         }
         let loaded = Arc::new(AccountKeys {
-            loaded_ms: state.now_ms(),
+            loaded_ms: self.clock.now_ms(),
             keys,
             writers,
         });
@@ -139,13 +152,8 @@ impl Keyring {
     }
 
     /// Makes a new version of `purpose` the writer. Older versions still decrypt.
-    pub async fn rotate(
-        &self,
-        state: &AppState,
-        account_id: &str,
-        purpose: KeyPurpose,
-    ) -> ApiResult<i64> {
-        let records = state.store().data_keys(account_id).await?;
+    pub async fn rotate(&self, account_id: &str, purpose: KeyPurpose) -> ApiResult<i64> {
+        let records = self.store.data_keys(account_id).await?;
         if records.is_empty() {
             return Err(codes::NOT_FOUND);
         }
@@ -156,17 +164,23 @@ impl Keyring {
             .max()
             .unwrap_or(0)
             + 1;
-        let rec = new_wrapped(state, account_id, purpose, next)?;
-        let acct = state.accounts().get(account_id).await?;
+        let rec = self.new_wrapped(account_id, purpose, next)?;
+        strongroom_core::parse_id(strongroom_core::IdKind::Account, account_id)?;
+        let acct = self
+            .store
+            .get_account(account_id)
+            .await?
+            .ok_or(codes::NOT_FOUND)?;
         // Data keys serve both modes, so each mode's event stream hears of the rotation.
-        let events = [strongroom_core::Mode::Test, strongroom_core::Mode::Live]
+        let events = [Mode::Test, Mode::Live]
             .into_iter()
             .map(|mode| {
-                state.event_of(
+                crate::events::event_of(
+                    self.clock.as_ref(),
                     &acct.id,
                     mode,
                     crate::service::events::EventType::DataKeyRotated,
-                    &crate::service::data_keys::DataKeyRotated {
+                    &DataKeyRotated {
                         object: "data_key",
                         purpose: purpose.as_str(),
                         version: next,
@@ -174,9 +188,9 @@ impl Keyring {
                 )
             })
             .collect::<ApiResult<Vec<_>>>()?;
-        state.store().rotate_data_key(&rec, &events).await?;
-        self.reload(state, account_id).await?;
-        state.wake_rewrap();
+        self.store.rotate_data_key(&rec, &events).await?;
+        self.reload(account_id).await?;
+        self.rewrap_wake.notify_one();
         Ok(next)
     }
 
@@ -186,25 +200,36 @@ impl Keyring {
             map.remove(account_id);
         }
     }
+
+    fn new_wrapped(
+        &self,
+        account_id: &str,
+        purpose: KeyPurpose,
+        version: i64,
+    ) -> ApiResult<DataKeyRecord> {
+        let key = DataKey::generate()?;
+        let wrapped = self
+            .root
+            .wrap(&key, &wrap_context(account_id, purpose, version))?;
+        Ok(DataKeyRecord {
+            account_id: account_id.to_owned(),
+            purpose,
+            version,
+            wrapped,
+            state: KeyState::Active,
+            created_ms: self.clock.now_ms(),
+            retired_ms: None,
+        })
+    }
 }
 
-fn new_wrapped(
-    state: &AppState,
-    account_id: &str,
-    purpose: KeyPurpose,
-    version: i64,
-) -> ApiResult<DataKeyRecord> {
-    let key = DataKey::generate()?;
-    let wrapped = state
-        .root()
-        .wrap(&key, &wrap_context(account_id, purpose, version))?;
-    Ok(DataKeyRecord {
-        account_id: account_id.to_owned(),
-        purpose,
-        version,
-        wrapped,
-        state: KeyState::Active,
-        created_ms: state.now_ms(),
-        retired_ms: None,
-    })
+/// The `object` of a `data_key.rotated` event.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DataKeyRotated {
+    /// Always `data_key`.
+    pub object: &'static str,
+    /// `cards`, `fingerprint` or `pin`.
+    pub purpose: &'static str,
+    /// The new version.
+    pub version: i64,
 }

@@ -6,7 +6,9 @@
 pub mod audit;
 pub mod auth;
 pub mod cache;
+pub mod config;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod gateway;
 pub mod keyring;
@@ -14,134 +16,26 @@ pub mod leak_guard;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod ready;
 pub mod routes;
 pub mod secret_body;
 pub mod service;
 pub mod state;
 pub mod tls;
 
+pub use config::{ServerConfig, TlsFiles};
 pub use error::{ApiError, ApiResult};
 pub use service::accounts::{IssuedKey, NewKeyKind};
 pub use state::AppState;
 
 use axum_server::accept::NoDelayAcceptor;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use strongroom_core::{Clock, SystemClock};
 use strongroom_crypto::RootKey;
-use strongroom_store::{Store, StoreConfig, VaultStore};
+use strongroom_store::{Store, VaultStore};
 use thiserror::Error;
-
-/// Where the TLS certificate chain and private key are (PEM).
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    /// Certificate chain, leaf first.
-    pub cert_path: PathBuf,
-    /// PKCS#8, SEC1 or PKCS#1 private key.
-    pub key_path: PathBuf,
-}
-
-/// Everything the server needs besides the root key.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Address to listen on (port 0 picks a free one).
-    pub listen: SocketAddr,
-    /// TLS files. `None` serves plaintext HTTP; the CLI allows that only on loopback.
-    pub tls: Option<TlsFiles>,
-    /// The database.
-    pub store: StoreConfig,
-    /// Development or test deployment: OTP delivery may use plain HTTP to loopback.
-    pub dev_mode: bool,
-    /// How often the re-wrap worker looks for records under old key versions (it is
-    /// also woken at once by a rotation).
-    pub rewrap_interval: Duration,
-    /// How many records the re-wrap worker moves per transaction.
-    pub rewrap_batch: i64,
-    /// How long a looked-up API key (and an account's controls, a key's allowlist) may
-    /// be served from memory. Local changes clear it at once; on PostgreSQL, changes by
-    /// other nodes clear it as soon as they are heard (`LISTEN`), and it is bypassed while
-    /// not listening. Zero disables the cache.
-    pub api_key_cache_ttl: Duration,
-    /// How long unwrapped data keys are trusted before the key list is re-read (so a
-    /// rotation on another node is picked up).
-    pub keyring_ttl: Duration,
-    /// Time after which a request is abandoned with 408.
-    pub request_timeout: Duration,
-    /// Proxies whose `X-Forwarded-For` is believed (CIDRs). Empty: the socket peer is
-    /// always the client.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-    /// Rate limits and where their state lives.
-    pub rate_limit: gateway::RateLimitConfig,
-    /// How far a signature's `created` may be from now.
-    pub signature_window: Duration,
-    /// How long an idempotent response is kept.
-    pub idempotency_ttl: Duration,
-    /// PINs refused as too weak besides repeated digits and ascending/descending runs.
-    pub pin_deny_list: Vec<String>,
-    /// Failed PIN verifications or changes before a PIN locks, unless the account sets
-    /// its own (1–10).
-    pub pin_max_failures: i64,
-    /// How long a replaced PIN transport key still decrypts after a rotation.
-    pub pin_transport_grace: Duration,
-    /// The admin listener serving `/metrics` (plain HTTP; loopback by default, port 0
-    /// picks a free one). `None`: no metrics listener.
-    pub metrics_listen: Option<SocketAddr>,
-    /// How often the audit chain head is signed into a checkpoint (also at start and at
-    /// shutdown). Zero: only at start and at shutdown.
-    pub audit_checkpoint_interval: Duration,
-    /// The file outside the database where every checkpoint is also appended
-    /// (`audit::anchor`). Default: `audit-anchor.jsonl` beside an SQLite database; none
-    /// with PostgreSQL unless configured.
-    pub audit_anchor: Option<std::path::PathBuf>,
-    /// Bearer tokens (JWT): algorithm, lifetime, key pre-publication, issuer, audience.
-    pub tokens: service::tokens::TokenConfig,
-    /// How long a client may take to send a request's headers (HTTP/1.1; also bounds an
-    /// idle keep-alive connection), and the HTTP/2 keep-alive ping timeout.
-    pub header_read_timeout: Duration,
-    /// Webhook delivery settings (retry schedule, workers, timeouts).
-    pub webhooks: service::webhooks::WebhookConfig,
-    /// Inbound processor hook sources (`POST /v1/inbound/{source}`).
-    pub inbound_sources: Vec<service::inbound::InboundSource>,
-}
-
-impl ServerConfig {
-    /// Defaults for everything but the address, TLS and database.
-    pub fn new(listen: SocketAddr, tls: Option<TlsFiles>, store: StoreConfig) -> Self {
-        let single_node = store.url.starts_with("sqlite:");
-        let audit_anchor = audit::anchor::default_path(&store.url);
-        Self {
-            listen,
-            tls,
-            store,
-            dev_mode: false,
-            rewrap_interval: Duration::from_secs(30),
-            rewrap_batch: 256,
-            // On PostgreSQL too: every node hears committed changes (`crate::cache`).
-            api_key_cache_ttl: Duration::from_secs(300),
-            keyring_ttl: Duration::from_secs(if single_node { 300 } else { 5 }),
-            request_timeout: Duration::from_secs(30),
-            trusted_proxies: Vec::new(),
-            rate_limit: gateway::RateLimitConfig::default(),
-            signature_window: Duration::from_secs(300),
-            idempotency_ttl: Duration::from_secs(24 * 60 * 60),
-            pin_deny_list: service::pin::DEFAULT_DENY_LIST
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
-            pin_max_failures: service::pin::DEFAULT_MAX_FAILURES,
-            pin_transport_grace: Duration::from_secs(24 * 3600),
-            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-            audit_checkpoint_interval: Duration::from_secs(60),
-            audit_anchor,
-            tokens: service::tokens::TokenConfig::default(),
-            header_read_timeout: Duration::from_secs(10),
-            webhooks: service::webhooks::WebhookConfig::default(),
-            inbound_sources: Vec::new(),
-        }
-    }
-}
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, Error)]
@@ -195,12 +89,12 @@ impl Running {
             t.abort();
         }
         // Counted auth failures are written before the stop.
-        audit::flush_failures(&self.state, i64::MAX).await;
+        flush_auth_failures(&self.state, i64::MAX).await;
         // The stop is recorded and the head signed, so a truncation behind it shows.
-        if let Err(e) = audit::system(&self.state, "service.stop", "").await {
+        if let Err(e) = audit_system(&self.state, "service.stop").await {
             tracing::error!(code = e.code, "could not record the service stop");
         }
-        if let Err(e) = audit::checkpoint(&self.state).await {
+        if let Err(e) = audit_checkpoint(&self.state).await {
             tracing::error!(
                 code = e.code,
                 "could not checkpoint the audit log at shutdown"
@@ -221,7 +115,7 @@ pub async fn start_with_clock(
     root: RootKey,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, StartError> {
-    gateway::check_config(&config).map_err(StartError::Config)?;
+    gateway::check_config(&config.rate_limit).map_err(StartError::Config)?;
     let store = Store::connect(&config.store).await?;
     check_inbound_accounts(&store, &config.inbound_sources).await?;
     let tls = match &config.tls {
@@ -230,20 +124,20 @@ pub async fn start_with_clock(
     };
     let state = AppState::new(store, root, clock, config.clone());
     // Fail closed from the start: a service that cannot record cannot serve.
-    audit::system(&state, "service.start", "")
+    audit_system(&state, "service.start")
         .await
         .map_err(|e| StartError::Audit(e.code))?;
-    audit::prepare_anchor(&state)
+    audit::prepare_anchor(state.config().audit_anchor.clone())
         .await
         .map_err(|e| StartError::Audit(e.code))?;
-    audit::checkpoint(&state)
+    audit_checkpoint(&state)
         .await
         .map_err(|e| StartError::Audit(e.code))?;
-    audit::spawn_checkpointer(state.clone());
-    audit::spawn_failure_flusher(state.clone());
+    spawn_checkpointer(state.clone());
+    spawn_failure_flusher(state.clone());
     state
         .tokens()
-        .ensure_keys(&state)
+        .ensure_keys()
         .await
         .map_err(|e| StartError::Keys(e.message))?;
     service::rewrap::spawn(state.clone());
@@ -291,6 +185,60 @@ pub async fn start_with_clock(
     })
 }
 
+/// Records a system action (start, stop) in the audit log on its own.
+async fn audit_system(state: &AppState, action: &str) -> ApiResult<()> {
+    let now = state.now_ms();
+    audit::system(state.store(), state.metrics(), now, action, "").await
+}
+
+/// Signs the audit head into a checkpoint (see [`audit::checkpoint`]).
+async fn audit_checkpoint(
+    state: &AppState,
+) -> ApiResult<Option<strongroom_store::AuditCheckpoint>> {
+    let anchor = state.config().audit_anchor.as_deref();
+    let (store, root, metrics) = (state.store(), state.root(), state.metrics());
+    audit::checkpoint(store, root, metrics, state.now_ms(), anchor).await
+}
+
+/// Appends the counts of repeated authentication failures whose window ended before
+/// `due_ms` (see [`audit::flush_failures`]).
+async fn flush_auth_failures(state: &AppState, due_ms: i64) {
+    let (appender, metrics) = (state.audit_appender(), state.metrics());
+    audit::flush_failures(appender, metrics, state.now_ms(), due_ms).await;
+}
+
+/// Writes the counts of ended failure windows once per window, so a quiet server
+/// records them too.
+fn spawn_failure_flusher(state: AppState) {
+    tokio::spawn(async move {
+        let every = Duration::from_millis(audit::failures::REPEAT_WINDOW_MS.unsigned_abs());
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            flush_auth_failures(&state, state.now_ms()).await;
+        }
+    });
+}
+
+/// Checkpoints the audit head every `audit_checkpoint_interval`.
+fn spawn_checkpointer(state: AppState) {
+    let every = state.config().audit_checkpoint_interval;
+    if every.is_zero() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = audit_checkpoint(&state).await {
+                tracing::warn!(code = e.code, "audit checkpoint failed");
+            }
+        }
+    });
+}
+
 /// Refuses a configured inbound source whose account does not exist: it would accept
 /// signed hooks and then have nowhere to record them. The message names the source and
 /// the account, never the secret.
@@ -335,6 +283,7 @@ fn slow_client_limits(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strongroom_store::StoreConfig;
 
     /// SECURITY.md states how long the caches keep entries; that must be what the code
     /// does by default, on either backend.

@@ -7,7 +7,6 @@
 //! Python parser. Labels are only bounded, non-sensitive values: method, route
 //! template, status, key purpose and state. Never a card id, key, IP or account.
 
-use crate::state::AppState;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
@@ -140,10 +139,8 @@ fn age_secs(now_ms: i64, at_ms: i64) -> f64 {
 }
 
 /// Renders every metric; reads data-key figures from the store.
-pub async fn render(state: &AppState) -> String {
+pub async fn render(m: &Metrics, store: &strongroom_store::Store, now: i64) -> String {
     use strongroom_store::StatsStore;
-    let m = state.metrics();
-    let now = state.now_ms();
     let mut out = String::with_capacity(8192);
     let w = &mut out;
 
@@ -217,7 +214,7 @@ pub async fn render(state: &AppState) -> String {
 
     // The delivery backlog is read at scrape time: the outbox table is the truth, shared by
     // every node, so each node reports the same figure.
-    if let Ok((depth, oldest)) = state.store().webhook_backlog().await {
+    if let Ok((depth, oldest)) = store.webhook_backlog().await {
         m.webhook_queue(depth, oldest);
     }
     let simple: [(&str, &str, &str, String); 7] = [
@@ -270,7 +267,6 @@ pub async fn render(state: &AppState) -> String {
         let _ = writeln!(w, "{name} {value}");
     }
 
-    let store = state.store();
     let _ = writeln!(
         w,
         "# HELP strongroom_data_key_versions Data-key versions across accounts, by purpose and state."

@@ -1,5 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
+mod contract;
+
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -122,6 +124,7 @@ pub fn document() -> serde_json::Value {
         obj.insert("x-response-headers".into(), response_headers());
     }
     crate::gateway::openapi::document_headers(&mut doc);
+    contract::complete(&mut doc);
     doc
 }
 

@@ -2,7 +2,9 @@
 //! these functions do the work.
 
 pub mod accounts;
+pub mod audit;
 pub mod cards;
+pub mod controls;
 pub mod data_keys;
 pub mod events;
 pub mod inbound;

@@ -1,15 +1,25 @@
 //! `AppState`: everything a handler needs, in one place. No globals.
+//!
+//! A plain container: each component it holds (keyring, token service, gateway, PIN key
+//! cache, audit appender, metrics, caches, readiness) is built here from the store, root
+//! key, clock, cache generation and configuration section it uses, and none of them
+//! reaches back into `AppState`. Services and middleware take `&AppState` and call the
+//! components through it (`state.keyring().account(…)`).
 
-use crate::cache::CacheSync;
+use crate::cache::{Cache, CacheSync};
 use crate::error::ApiResult;
 use crate::keyring::Keyring;
-use crate::service::events::{EventData, EventJson, EventObject, EventType};
+use crate::service::events::EventType;
+use crate::service::tokens::ApiKeyCache;
 use crate::{ServerConfig, service};
 use std::sync::Arc;
-use strongroom_core::{Clock, IdKind, Mode, next_id};
-use strongroom_crypto::{RootKey, random};
+use strongroom_core::{Clock, IdKind, Mode};
+use strongroom_crypto::RootKey;
 use strongroom_store::{CacheEvent, EventRecord, Store};
 use tokio::sync::Notify;
+
+/// Most API keys cached.
+const KEY_CACHE_MAX: usize = 10_000;
 
 /// Shared state; cheap to clone.
 #[derive(Clone)]
@@ -17,19 +27,19 @@ pub struct AppState(Arc<Inner>);
 
 struct Inner {
     store: Store,
-    root: RootKey,
+    root: Arc<RootKey>,
     clock: Arc<dyn Clock>,
     config: ServerConfig,
     keyring: Keyring,
-    key_cache: service::accounts::KeyCache,
-    cache_sync: CacheSync,
-    rewrap_wake: Notify,
+    key_cache: Arc<ApiKeyCache>,
+    cache_sync: Arc<CacheSync>,
+    rewrap_wake: Arc<Notify>,
     gateway: crate::gateway::Gateway,
     pin: service::pin::PinState,
     metrics: crate::metrics::Metrics,
     audit_appender: crate::audit::Appender,
     tokens: service::tokens::Tokens,
-    ready: crate::routes::meta::ReadyCache,
+    ready: crate::ready::ReadyCache,
 }
 
 impl AppState {
@@ -39,15 +49,44 @@ impl AppState {
         clock: Arc<dyn Clock>,
         config: ServerConfig,
     ) -> Self {
-        let keyring = Keyring::new(config.keyring_ttl);
-        let key_cache = service::accounts::KeyCache::new(config.api_key_cache_ttl);
-        let gateway = crate::gateway::Gateway::new(&config, &root);
+        let root = Arc::new(root);
+        let rewrap_wake = Arc::new(Notify::new());
+        let keyring = Keyring::new(
+            store.clone(),
+            root.clone(),
+            clock.clone(),
+            rewrap_wake.clone(),
+            config.keyring_ttl,
+        );
+        let key_cache = Arc::new(Cache::new(config.api_key_cache_ttl, KEY_CACHE_MAX));
+        // Nothing cached is trusted until `watch_store` says changes are heard.
+        let cache_sync = Arc::new(CacheSync::offline());
+        let gateway = crate::gateway::Gateway::new(
+            crate::gateway::GatewaySettings {
+                rate_limit: config.rate_limit.clone(),
+                signature_window: config.signature_window,
+                idempotency_ttl: config.idempotency_ttl,
+                request_timeout: config.request_timeout,
+                cache_ttl: config.api_key_cache_ttl,
+                https: config.tls.is_some(),
+            },
+            &root,
+            store.clone(),
+            clock.clone(),
+            cache_sync.clone(),
+        );
         let audit_appender = crate::audit::Appender::spawn(store.clone());
         let tokens = service::tokens::Tokens::new(
+            store.clone(),
+            root.clone(),
+            clock.clone(),
+            cache_sync.clone(),
+            key_cache.clone(),
             config.tokens.clone(),
             config.keyring_ttl,
             config.api_key_cache_ttl,
         );
+        let ready = crate::ready::ReadyCache::new(store.clone(), root.clone(), clock.clone());
         let state = Self(Arc::new(Inner {
             store,
             root,
@@ -55,15 +94,14 @@ impl AppState {
             config,
             keyring,
             key_cache,
-            // Nothing cached is trusted until `watch_store` says changes are heard.
-            cache_sync: CacheSync::offline(),
-            rewrap_wake: Notify::new(),
+            cache_sync,
+            rewrap_wake,
             gateway,
             pin: service::pin::PinState::default(),
             metrics: crate::metrics::Metrics::default(),
             audit_appender,
             tokens,
-            ready: crate::routes::meta::ReadyCache::default(),
+            ready,
         }));
         state.watch_store();
         state
@@ -118,10 +156,9 @@ impl AppState {
         &self.0.rewrap_wake
     }
 
-    /// A new id of this kind, after every other this process made ([`next_id`]): a
-    /// card's then serves as its SQLite row id (`strongroom_core::row_hint`).
+    /// A new id of this kind (see [`crate::events::new_id`]).
     pub fn new_id(&self, kind: IdKind) -> ApiResult<String> {
-        Ok(next_id(kind, self.now_ms(), random::bytes::<10>()?))
+        crate::events::new_id(self.clock(), kind)
     }
 
     /// An event row for the outbox.
@@ -135,8 +172,7 @@ impl AppState {
         self.event_of(account_id, mode, event_type, &object)
     }
 
-    /// An event row for the outbox, its object serialized straight into the event's
-    /// JSON: no `serde_json::Value` tree is built (a card event is on the tokenize path).
+    /// An event row for the outbox (see [`crate::events::event_of`]).
     pub fn event_of<T: serde::Serialize>(
         &self,
         account_id: &str,
@@ -144,25 +180,7 @@ impl AppState {
         event_type: EventType,
         object: &T,
     ) -> ApiResult<EventRecord> {
-        let id = self.new_id(IdKind::Event)?;
-        let created_ms = self.now_ms();
-        let data = serde_json::to_string(&EventJson {
-            created: created_ms / 1000,
-            data: EventData { object },
-            id: &id,
-            mode: mode.as_str(),
-            object: EventObject::Event,
-            event_type,
-        })
-        .map_err(|e| crate::ApiError::internal(&e))?;
-        Ok(EventRecord {
-            id,
-            account_id: account_id.to_owned(),
-            mode,
-            event_type: event_type.as_str().to_owned(),
-            created_ms,
-            data,
-        })
+        crate::events::event_of(self.clock(), account_id, mode, event_type, object)
     }
 
     /// The generation the caches of shared rows must match (see [`crate::cache`]).
@@ -198,7 +216,16 @@ impl AppState {
 
     /// Accounts, API keys and admin keys (see [`service::accounts`]).
     pub fn accounts(&self) -> service::accounts::Accounts<'_> {
-        service::accounts::Accounts::new(self, &self.0.key_cache)
+        let i = &self.0;
+        service::accounts::Accounts {
+            store: &i.store,
+            root: &i.root,
+            clock: i.clock.as_ref(),
+            sync: &i.cache_sync,
+            keys: &i.key_cache,
+            keyring: &i.keyring,
+            tokens: &i.tokens,
+        }
     }
 
     /// Bearer tokens: issue, verify, signing keys.
@@ -207,7 +234,7 @@ impl AppState {
     }
 
     /// The last `/readyz` answer.
-    pub(crate) fn ready(&self) -> &crate::routes::meta::ReadyCache {
+    pub(crate) fn ready(&self) -> &crate::ready::ReadyCache {
         &self.0.ready
     }
 

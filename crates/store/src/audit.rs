@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::exec::{Arg, Exec, RowGet, args};
-use crate::sql::{WriteOp, WriteReply};
+use crate::group::Batch;
+use crate::sql::{WriteOp, WriteReply, unexpected};
 use crate::store::Store;
 use crate::{RetireOutcome, StoreError, StoreResult};
 
@@ -456,37 +457,28 @@ const PROBE_SAVEPOINT: &str = "SAVEPOINT audit_probe";
 const PROBE_ROLLBACK: &str = "ROLLBACK TO SAVEPOINT audit_probe";
 const PROBE_RELEASE: &str = "RELEASE SAVEPOINT audit_probe";
 
-/// Applies an audit op inside the caller's transaction. Boxed: it runs
-/// [`crate::sql::apply`] for the wrapped op, which itself lands here.
+/// Applies an audit op of the group commit `b` inside its transaction. The audit records
+/// of a wrapped write and of an append are left to the batch, which appends them all at
+/// once ([`flush`]). Boxed: it runs [`crate::sql::apply`] for the wrapped op, which
+/// itself lands here.
 pub(crate) fn apply<'a, C: Exec>(
     c: &'a mut C,
+    b: &'a mut Batch,
     op: &'a Op,
 ) -> Pin<Box<dyn Future<Output = StoreResult<WriteReply>> + Send + 'a>> {
     Box::pin(async move {
         match op {
             Op::Wrap(w) => {
-                let reply = crate::sql::apply(c, &w.op).await?;
+                let reply = crate::sql::apply(c, b, &w.op).await?;
                 let carry = w.request.is_some() && took_effect(&w.op, &reply);
-                if c.defer_audit(carry) {
-                    // The head is filled in by `flush`.
-                    return Ok(WriteReply::Audit(Reply::Wrapped(Box::new(reply), carry, 0)));
-                }
-                match append(c, w.records(carry)).await {
-                    Ok(head) => Ok(WriteReply::Audit(Reply::Wrapped(
-                        Box::new(reply),
-                        carry,
-                        head,
-                    ))),
-                    Err(e) => {
-                        w.failed.store(true, Ordering::SeqCst);
-                        Err(e)
-                    }
-                }
+                b.defer_audit(carry);
+                // The head is filled in by `flush`.
+                Ok(WriteReply::Audit(Reply::Wrapped(Box::new(reply), carry, 0)))
             }
-            Op::Append { .. } if c.defer_audit(false) => Ok(WriteReply::Audit(Reply::Head(0))),
-            Op::Append { records, hash } => append(c, records.iter().map(|r| (r, *hash)))
-                .await
-                .map(|h| WriteReply::Audit(Reply::Head(h))),
+            Op::Append { .. } => {
+                b.defer_audit(false);
+                Ok(WriteReply::Audit(Reply::Head(0)))
+            }
             Op::Checkpoint(cp) => {
                 let link = cp.link.as_ref();
                 let a = args![
@@ -826,10 +818,6 @@ pub(crate) async fn checkpoint_count<C: Exec>(c: &mut C) -> StoreResult<i64> {
         .map_or(Ok(0), |r| r.int(0))
 }
 
-fn unexpected() -> StoreError {
-    StoreError::Corrupt("unexpected reply from the writer".into())
-}
-
 impl Store {
     async fn audit_write(&self, op: Op) -> StoreResult<Reply> {
         match self.write(WriteOp::Audit(op)).await? {
@@ -848,15 +836,15 @@ impl AuditStore for Store {
     }
 
     async fn audit_head(&self) -> StoreResult<(i64, Vec<u8>)> {
-        read!(audit: self, head())
+        head(&mut self.audit_reader().await?).await
     }
 
     async fn audit_range(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<AuditRecord>> {
-        read!(audit: self, range(after_seq, limit))
+        range(&mut self.audit_reader().await?, after_seq, limit).await
     }
 
     async fn list_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
-        read!(audit: self, query(q))
+        query(&mut self.audit_reader().await?, q).await
     }
 
     async fn insert_checkpoint(&self, cp: &AuditCheckpoint) -> StoreResult<bool> {
@@ -867,15 +855,15 @@ impl AuditStore for Store {
     }
 
     async fn checkpoint_count(&self) -> StoreResult<i64> {
-        read!(audit: self, checkpoint_count())
+        checkpoint_count(&mut self.audit_reader().await?).await
     }
 
     async fn checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>> {
-        read!(audit: self, checkpoints())
+        checkpoints(&mut self.audit_reader().await?).await
     }
 
     async fn latest_checkpoint(&self) -> StoreResult<Option<AuditCheckpoint>> {
-        read!(audit: self, latest_checkpoint())
+        latest_checkpoint(&mut self.audit_reader().await?).await
     }
 
     async fn audit_writable(&self) -> StoreResult<()> {

@@ -6,7 +6,7 @@
 //! [`crate::sql::WriteOp::Controls`].
 
 use crate::exec::{Exec, RowGet, args};
-use crate::sql::{self, FromRow, WriteOp, WriteReply};
+use crate::sql::{self, FromRow, WriteOp, WriteReply, unexpected};
 use crate::store::Store;
 use crate::{ApiKeyRecord, EventRecord, StoreError, StoreResult};
 
@@ -581,10 +581,6 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply
     Ok(WriteReply::Controls(reply))
 }
 
-fn unexpected() -> StoreError {
-    StoreError::Corrupt("unexpected reply from the writer".into())
-}
-
 impl Store {
     async fn controls_write(&self, op: Op) -> StoreResult<Reply> {
         match self.write(WriteOp::Controls(op)).await? {
@@ -603,7 +599,7 @@ impl Store {
 
 impl ControlStore for Store {
     async fn account_controls(&self, account_id: &str) -> StoreResult<AccountControls> {
-        read!(self, account_controls(account_id))
+        account_controls(&mut self.reader().await?, account_id).await
     }
 
     async fn set_account_controls(&self, controls: &AccountControls) -> StoreResult<()> {
@@ -624,11 +620,11 @@ impl ControlStore for Store {
     }
 
     async fn key_ip_allowlist(&self, key_id: &str) -> StoreResult<Vec<String>> {
-        read!(self, key_ip_allowlist(key_id))
+        key_ip_allowlist(&mut self.reader().await?, key_id).await
     }
 
     async fn key_with_controls(&self, digest: &[u8]) -> StoreResult<Option<KeyWithControls>> {
-        read!(self, key_with_controls(digest))
+        key_with_controls(&mut self.reader().await?, digest).await
     }
 
     async fn set_key_ip_allowlist(&self, key_id: &str, cidrs: &[String]) -> StoreResult<()> {
@@ -661,7 +657,7 @@ impl ControlStore for Store {
         account_id: &str,
         id: &str,
     ) -> StoreResult<Option<SigningKeyRecord>> {
-        read!(self, signing_key(account_id, id))
+        signing_key(&mut self.reader().await?, account_id, id).await
     }
 
     async fn list_signing_keys(
@@ -670,7 +666,7 @@ impl ControlStore for Store {
         starting_after: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<SigningKeyRecord>> {
-        read!(self, list_signing_keys(account_id, starting_after, limit))
+        list_signing_keys(&mut self.reader().await?, account_id, starting_after, limit).await
     }
 
     async fn revoke_signing_key(

@@ -8,6 +8,7 @@ use std::future::Future;
 use sqlx::error::ErrorKind;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
+use crate::dialect::Dialect;
 use crate::{StoreError, StoreResult};
 
 /// One bind value. Every SQL text numbers its parameters `$1, $2 …`; both drivers bind
@@ -88,12 +89,8 @@ pub(crate) trait Exec: Send {
     /// The driver's row.
     type Row: RowGet + Send;
 
-    /// Whether a card's fingerprint is checked by a lookup before its insert, because no
-    /// unique index settles it (SQLite: see [`crate::sql::insert_card`]).
-    const FINGERPRINT_LOOKUP: bool = false;
-
-    /// Whether a card's row id comes from its id (SQLite: see [`crate::sql::get_card`]).
-    const ROWID_FROM_ID: bool = false;
+    /// What this connection's database does differently.
+    fn dialect(&self) -> &'static dyn Dialect;
 
     /// Executes; returns the number of rows affected.
     fn exec(
@@ -115,91 +112,60 @@ pub(crate) trait Exec: Send {
         sql: &'static str,
         args: &[Arg<'_>],
     ) -> impl Future<Output = StoreResult<Option<Self::Row>>> + Send;
+}
 
-    /// Inside a group commit: leave the audit records of the write being applied to
-    /// the batch, which appends every write's records at once before `COMMIT` (see
-    /// [`crate::audit::flush`]). `carry`: whether the request's own record goes too.
-    /// Returns false on a bare connection: append now.
-    fn defer_audit(&mut self, carry: bool) -> bool {
-        let _ = carry;
-        false
+/// PostgreSQL's connection (SQLite's is [`crate::sqlite::SyncConn`]).
+impl Exec for sqlx::PgConnection {
+    type Row = sqlx::postgres::PgRow;
+
+    fn dialect(&self) -> &'static dyn Dialect {
+        &crate::dialect::Postgres
     }
 
-    /// Inside a group commit that inserted its cards in one statement
-    /// ([`crate::sql::insert_cards_bulk`]): the outcome for the write being applied.
-    fn bulk_card(&mut self) -> Option<crate::InsertCard> {
-        None
+    async fn exec(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<u64> {
+        pg_query(sql, args)
+            .execute(&mut *self)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(db_err)
+    }
+
+    async fn all(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<Vec<Self::Row>> {
+        pg_query(sql, args)
+            .fetch_all(&mut *self)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn opt(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<Option<Self::Row>> {
+        pg_query(sql, args)
+            .fetch_optional(&mut *self)
+            .await
+            .map_err(db_err)
     }
 }
 
-/// Implements [`Exec`] for a concrete connection type of a driver.
-macro_rules! impl_exec {
-    ($conn:ty, $db:ty) => {
-        impl $crate::exec::Exec for $conn {
-            type Row = <$db as ::sqlx::Database>::Row;
-
-            async fn exec(
-                &mut self,
-                sql: &'static str,
-                args: &[$crate::exec::Arg<'_>],
-            ) -> $crate::StoreResult<u64> {
-                let mut q = ::sqlx::query::<$db>(sql);
-                for a in args {
-                    q = $crate::exec::bind!(q, a);
-                }
-                q.execute(&mut *self)
-                    .await
-                    .map(|r| r.rows_affected())
-                    .map_err($crate::exec::db_err)
-            }
-
-            async fn all(
-                &mut self,
-                sql: &'static str,
-                args: &[$crate::exec::Arg<'_>],
-            ) -> $crate::StoreResult<Vec<Self::Row>> {
-                let mut q = ::sqlx::query::<$db>(sql);
-                for a in args {
-                    q = $crate::exec::bind!(q, a);
-                }
-                q.fetch_all(&mut *self).await.map_err($crate::exec::db_err)
-            }
-
-            async fn opt(
-                &mut self,
-                sql: &'static str,
-                args: &[$crate::exec::Arg<'_>],
-            ) -> $crate::StoreResult<Option<Self::Row>> {
-                let mut q = ::sqlx::query::<$db>(sql);
-                for a in args {
-                    q = $crate::exec::bind!(q, a);
-                }
-                q.fetch_optional(&mut *self)
-                    .await
-                    .map_err($crate::exec::db_err)
-            }
-        }
-    };
+/// A PostgreSQL statement with its arguments bound in order.
+fn pg_query<'q>(
+    sql: &'static str,
+    args: &[Arg<'q>],
+) -> sqlx::query::Query<'q, sqlx::Postgres, <sqlx::Postgres as sqlx::Database>::Arguments> {
+    let mut q = sqlx::query::<sqlx::Postgres>(sql);
+    for a in args {
+        q = match *a {
+            Arg::Text(v) => q.bind(v),
+            Arg::OptText(v) => q.bind(v),
+            Arg::Int(v) => q.bind(v),
+            Arg::OptInt(v) => q.bind(v),
+            Arg::Blob(v) => q.bind(v),
+            Arg::OptBlob(v) => q.bind(v),
+            Arg::Texts(v) => q.bind(v),
+            Arg::Ints(v) => q.bind(v),
+            Arg::Blobs(v) => q.bind(v),
+        };
+    }
+    q
 }
-pub(crate) use impl_exec;
-
-/// Binds one [`Arg`] to a query.
-macro_rules! bind {
-    ($q:expr, $a:expr) => {
-        match *$a {
-            $crate::exec::Arg::Text(v) => $q.bind(v),
-            $crate::exec::Arg::OptText(v) => $q.bind(v),
-            $crate::exec::Arg::Int(v) => $q.bind(v),
-            $crate::exec::Arg::OptInt(v) => $q.bind(v),
-            $crate::exec::Arg::Blob(v) => $q.bind(v),
-            $crate::exec::Arg::OptBlob(v) => $q.bind(v),
-            $crate::exec::Arg::Texts(v) => $q.bind(v),
-            $crate::exec::Arg::Ints(v) => $q.bind(v),
-            $crate::exec::Arg::Blobs(v) => $q.bind(v),
-        }
-    };
-}
-pub(crate) use bind;
 
 /// Reads typed columns of a row by position; a wrong type or NULL is [`StoreError::Corrupt`].
 pub(crate) trait RowGet {

@@ -7,7 +7,8 @@
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit;
-use crate::exec::{Arg, Exec};
+use crate::dialect::Dialect;
+use crate::exec::Exec;
 use crate::sql::{self, WriteOp, WriteReply};
 use crate::{StoreError, StoreResult};
 
@@ -70,8 +71,9 @@ pub(crate) async fn stop(writer: &mpsc::Sender<Msg>) {
     }
 }
 
-/// Where a writer gets its connection for a batch, and how it opens a transaction.
-pub(crate) trait Conn: Send {
+/// A backend's side of its writer: where the writer gets its connection for each batch,
+/// and what it does around a batch.
+pub(crate) trait WriterConn: Send {
     /// The connection type (a pooled guard or an owned connection).
     type C: Exec;
     /// The connection for the next batch.
@@ -82,20 +84,13 @@ pub(crate) trait Conn: Send {
     /// The batch's transaction has ended; its writes are about to be answered. `data`:
     /// it held more than audit records appended alone ([`audit::audit_only`]).
     fn committed(&mut self, _data: bool) {}
-    /// The statements that open a write transaction, in order.
-    fn begin(&self) -> &'static [&'static str];
-    /// The backend, for logs.
-    fn name(&self) -> &'static str;
-    /// Whether a batch inserts its cards in one statement ([`sql::insert_cards_bulk`],
-    /// PostgreSQL: a statement is a round trip; SQLite's run in place and gain nothing).
-    fn bulk(&self) -> bool {
-        false
-    }
+    /// What the backend's database does differently.
+    fn dialect(&self) -> &'static dyn Dialect;
 }
 
 /// The writer task: waits for a write, takes whatever else is queued (up to
 /// [`MAX_BATCH`]), commits it all; on `Close`, refuses what is left and returns.
-pub(crate) async fn writer<K: Conn>(mut conn: K, mut rx: mpsc::Receiver<Msg>) -> K {
+pub(crate) async fn writer<K: WriterConn>(mut conn: K, mut rx: mpsc::Receiver<Msg>) -> K {
     let mut batch: Vec<(WriteOp, Reply)> = Vec::with_capacity(MAX_BATCH);
     let mut closing: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -133,10 +128,10 @@ pub(crate) async fn writer<K: Conn>(mut conn: K, mut rx: mpsc::Receiver<Msg>) ->
 }
 
 /// Runs a batch as one transaction and answers every write (after `COMMIT`).
-async fn commit<K: Conn>(conn: &mut K, batch: &mut Vec<(WriteOp, Reply)>) {
-    let (begin, name, bulk) = (conn.begin(), conn.name(), conn.bulk());
+async fn commit<K: WriterConn>(conn: &mut K, batch: &mut Vec<(WriteOp, Reply)>) {
+    let dialect = conn.dialect();
     let outcome = match conn.get().await {
-        Ok(c) => grouped(c, begin, bulk, batch).await,
+        Ok(c) => grouped(c, dialect, batch).await,
         Err(e) => Err(e),
     };
     conn.committed(batch.iter().any(|(op, _)| !audit::audit_only(op)));
@@ -147,7 +142,7 @@ async fn commit<K: Conn>(conn: &mut K, batch: &mut Vec<(WriteOp, Reply)>) {
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, writes = batch.len(), backend = name, "group commit failed");
+            tracing::error!(error = %e, writes = batch.len(), backend = dialect.name(), "group commit failed");
             for (op, reply) in batch.drain(..) {
                 reply.send((Err(copy_err(&e)), op)).ok();
             }
@@ -175,19 +170,20 @@ async fn open<C: Exec>(c: &mut C, begin: &'static [&'static str]) -> StoreResult
 /// per write). If one write fails, that attempt is rolled back whole; a write alone has
 /// its answer then (its transaction was its savepoint), a batch runs again with a
 /// savepoint around each write, so only the failing one is lost. The audit records of
-/// all writes are appended together before `COMMIT` ([`Batched`]). With `bulk`, the
-/// first attempt inserts the batch's new cards in one statement before the writes run.
+/// all writes are appended together before `COMMIT` ([`Batch`]). Where the dialect says
+/// so, the first attempt inserts the batch's new cards in one statement before the
+/// writes run.
 async fn grouped<C: Exec>(
     c: &mut C,
-    begin: &'static [&'static str],
-    bulk: bool,
+    dialect: &'static dyn Dialect,
     batch: &[(WriteOp, Reply)],
 ) -> StoreResult<Vec<StoreResult<WriteReply>>> {
+    let begin = dialect.begin();
     open(c, begin).await?;
     let mut results = Vec::with_capacity(batch.len());
-    let mut b = Batched::new(c);
-    let Err(e) = apply_all(&mut b, bulk, batch, &mut results).await else {
-        b.commit(batch, &mut results).await?;
+    let mut b = Batch::default();
+    let Err(e) = apply_all(c, &mut b, dialect.bulk_card_insert(), batch, &mut results).await else {
+        b.commit(c, batch, &mut results).await?;
         return Ok(results);
     };
     finish(c, ROLLBACK).await?;
@@ -197,43 +193,45 @@ async fn grouped<C: Exec>(
     results.clear();
 
     open(c, begin).await?;
-    let mut b = Batched::new(c);
+    let mut b = Batch::default();
     for (i, (op, _)) in batch.iter().enumerate() {
         b.current = i;
-        match savepoint(&mut b, op).await {
+        match savepoint(c, &mut b, op).await {
             Ok(r) => results.push(r),
             Err(e) => {
-                finish(b.c, ROLLBACK).await.ok();
+                finish(c, ROLLBACK).await.ok();
                 return Err(e);
             }
         }
     }
-    b.commit(batch, &mut results).await?;
+    b.commit(c, batch, &mut results).await?;
     Ok(results)
 }
 
 /// The first attempt at a batch: the bulk card insert (with `bulk`), then every write
 /// in order, without savepoints. The first error stops it.
 async fn apply_all<C: Exec>(
-    b: &mut Batched<'_, C>,
+    c: &mut C,
+    b: &mut Batch,
     bulk: bool,
     batch: &[(WriteOp, Reply)],
     results: &mut Vec<StoreResult<WriteReply>>,
 ) -> StoreResult<()> {
     if bulk {
-        b.cards = sql::insert_cards_bulk(b.c, batch.iter().map(|(op, _)| op)).await?;
+        b.cards = sql::insert_cards_bulk(c, batch.iter().map(|(op, _)| op)).await?;
     }
     for (i, (op, _)) in batch.iter().enumerate() {
         b.current = i;
-        results.push(Ok(sql::apply(&mut *b, op).await?));
+        results.push(Ok(sql::apply(c, b, op).await?));
     }
     Ok(())
 }
 
-/// A connection inside a group commit: it collects the writes whose audit records
-/// wait for the batch's one append ([`audit::flush`]).
-struct Batched<'c, C> {
-    c: &'c mut C,
+/// What the write being applied shares with the rest of its group commit: the audit
+/// records that wait for the batch's one append ([`audit::flush`]), and the outcomes of
+/// card inserts already made for the whole batch in one statement.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
     /// Index in the batch of the write being applied.
     current: usize,
     deferred: Vec<audit::Deferred>,
@@ -241,65 +239,47 @@ struct Batched<'c, C> {
     cards: Vec<Option<crate::InsertCard>>,
 }
 
-impl<'c, C: Exec> Batched<'c, C> {
-    fn new(c: &'c mut C) -> Self {
-        Self {
-            c,
-            current: 0,
-            deferred: Vec::new(),
-            cards: Vec::new(),
-        }
-    }
-
-    /// Appends the deferred audit records, then commits; rolls back if the append fails.
-    async fn commit(
-        &mut self,
-        batch: &[(WriteOp, Reply)],
-        results: &mut [StoreResult<WriteReply>],
-    ) -> StoreResult<()> {
-        let op_at = |i: usize| batch.get(i).map(|(op, _)| op);
-        if let Err(e) = audit::flush(self.c, op_at, &self.deferred, results).await {
-            finish(self.c, ROLLBACK).await.ok();
-            return Err(e);
-        }
-        finish(self.c, COMMIT).await
-    }
-}
-
-impl<C: Exec> Exec for Batched<'_, C> {
-    type Row = C::Row;
-    const FINGERPRINT_LOOKUP: bool = C::FINGERPRINT_LOOKUP;
-    const ROWID_FROM_ID: bool = C::ROWID_FROM_ID;
-
-    async fn exec(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<u64> {
-        self.c.exec(sql, args).await
-    }
-
-    async fn all(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<Vec<C::Row>> {
-        self.c.all(sql, args).await
-    }
-
-    async fn opt(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<Option<C::Row>> {
-        self.c.opt(sql, args).await
-    }
-
-    fn defer_audit(&mut self, carry: bool) -> bool {
+impl Batch {
+    /// Leaves the audit records of the write being applied to the batch, which appends
+    /// every write's records at once before `COMMIT`. `carry`: whether the request's own
+    /// record goes too.
+    pub(crate) fn defer_audit(&mut self, carry: bool) {
         self.deferred.push(audit::Deferred {
             op: self.current,
             carry,
         });
-        true
     }
 
-    fn bulk_card(&mut self) -> Option<crate::InsertCard> {
+    /// The outcome of the write being applied, if it is a card insert made with the
+    /// batch's others in one statement ([`sql::insert_cards_bulk`]).
+    pub(crate) fn bulk_card(&mut self) -> Option<crate::InsertCard> {
         self.cards.get_mut(self.current).and_then(Option::take)
+    }
+
+    /// Appends the deferred audit records, then commits; rolls back if the append fails.
+    async fn commit<C: Exec>(
+        &self,
+        c: &mut C,
+        batch: &[(WriteOp, Reply)],
+        results: &mut [StoreResult<WriteReply>],
+    ) -> StoreResult<()> {
+        let op_at = |i: usize| batch.get(i).map(|(op, _)| op);
+        if let Err(e) = audit::flush(c, op_at, &self.deferred, results).await {
+            finish(c, ROLLBACK).await.ok();
+            return Err(e);
+        }
+        finish(c, COMMIT).await
     }
 }
 
 /// One write inside its savepoint. The outer error means the transaction is unusable.
-async fn savepoint<C: Exec>(c: &mut C, op: &WriteOp) -> StoreResult<StoreResult<WriteReply>> {
+async fn savepoint<C: Exec>(
+    c: &mut C,
+    b: &mut Batch,
+    op: &WriteOp,
+) -> StoreResult<StoreResult<WriteReply>> {
     c.exec(SAVEPOINT, &[]).await?;
-    let result = sql::apply(c, op).await;
+    let result = sql::apply(c, b, op).await;
     if result.is_err() {
         c.exec(ROLLBACK_TO, &[]).await?;
     }

@@ -7,33 +7,12 @@
 //! The store holds ciphertext, wrapped keys and digests. It never decrypts anything and
 //! never sees a clear PAN, key or secret.
 
-/// Runs a read function on a read connection of the store's backend:
-/// `read!(store, module::f(args…))` calls `module::f(&mut conn, args…)`.
-/// `read!(audit: store, …)` is for reads of the audit trail itself, which must also see
-/// the audit records appended alone (on SQLite, a reader may keep a snapshot across those:
-/// `sqlite::Sees`).
-// Defined before the modules, so that each of them sees it.
-macro_rules! read {
-    (audit: $store:expr, $($f:ident)::+ ($($arg:expr),* $(,)?)) => {
-        read!(@on audit_reader, $store, $($f)::+ ($($arg),*))
-    };
-    // `$sqlite`: which of the SQLite store's readers (PostgreSQL has one kind).
-    (@on $sqlite:ident, $store:expr, $($f:ident)::+ ($($arg:expr),* $(,)?)) => {
-        match $store {
-            $crate::Store::Sqlite(s) => $($f)::+(&mut *s.$sqlite().await?, $($arg),*).await,
-            $crate::Store::Postgres(p) => $($f)::+(&mut *p.reader().await?, $($arg),*).await,
-        }
-    };
-    ($store:expr, $($f:ident)::+ ($($arg:expr),* $(,)?)) => {
-        read!(@on reader, $store, $($f)::+ ($($arg),*))
-    };
-}
-
 pub mod audit;
 pub mod controls;
 pub mod model;
 pub mod pin;
 
+mod dialect;
 mod exec;
 mod group;
 mod postgres;

@@ -4,7 +4,7 @@
 //! `pin` data key before it arrives here.
 
 use crate::exec::{Exec, RowGet, args};
-use crate::sql::{FromRow, WriteOp, WriteReply, insert_events};
+use crate::sql::{FromRow, WriteOp, WriteReply, insert_events, unexpected};
 use crate::store::Store;
 use crate::{EventRecord, Mode, StoreError, StoreResult};
 
@@ -434,10 +434,6 @@ pub(crate) enum Reply {
     Outcome(PinOutcome),
 }
 
-fn unexpected() -> StoreError {
-    StoreError::Corrupt("unexpected reply from the writer".into())
-}
-
 impl Reply {
     fn done(self) -> StoreResult<()> {
         match self {
@@ -663,7 +659,7 @@ impl Store {
 
 impl PinStore for Store {
     async fn pin_transport_keys(&self) -> StoreResult<Vec<TransportKeyRecord>> {
-        read!(self, pin_transport_keys())
+        pin_transport_keys(&mut self.reader().await?).await
     }
 
     async fn insert_pin_transport_key(
@@ -685,15 +681,15 @@ impl PinStore for Store {
         mode: Mode,
         card_id: &str,
     ) -> StoreResult<Option<PinRecord>> {
-        read!(self, get_pin(account_id, mode, card_id))
+        get_pin(&mut self.reader().await?, account_id, mode, card_id).await
     }
 
     async fn pin_owner(&self, card_id: &str) -> StoreResult<Option<(String, Mode)>> {
-        read!(self, pin_owner(card_id))
+        pin_owner(&mut self.reader().await?, card_id).await
     }
 
     async fn pin_max_failures(&self, account_id: &str) -> StoreResult<Option<i64>> {
-        read!(self, pin_max_failures(account_id))
+        pin_max_failures(&mut self.reader().await?, account_id).await
     }
 
     async fn set_pin_max_failures(&self, account_id: &str, max_failures: i64) -> StoreResult<()> {
@@ -802,7 +798,7 @@ impl PinStore for Store {
         below_version: i64,
         limit: i64,
     ) -> StoreResult<Vec<PinRecord>> {
-        read!(self, pins_for_rewrap(account_id, below_version, limit))
+        pins_for_rewrap(&mut self.reader().await?, account_id, below_version, limit).await
     }
 
     async fn rewrap_pins(&self, updates: &[PinRewrap]) -> StoreResult<u64> {

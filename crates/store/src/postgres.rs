@@ -22,12 +22,10 @@ use sqlx::{AssertSqlSafe, Connection};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::exec::{db_err, impl_exec};
+use crate::exec::db_err;
 use crate::group::{self, Msg};
 use crate::sql::{WriteOp, WriteReply};
 use crate::{StoreError, StoreResult};
-
-impl_exec!(PgConnection, Postgres);
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -54,17 +52,17 @@ pub enum CacheEvent {
 /// The channel the `0007_cache_notify` triggers notify.
 const CACHE_CHANNEL: &str = "strongroom_cache";
 
-const BEGIN: &[&str] = &["BEGIN", "UPDATE audit_head SET seq = seq WHERE id = 1"];
+pub(crate) const BEGIN: &[&str] = &["BEGIN", "UPDATE audit_head SET seq = seq WHERE id = 1"];
 
 /// The writer takes a pooled connection per batch and gives it back after: a broken
 /// connection is replaced by the pool, and a pool of one still serves reads between
 /// batches.
-struct Pooled {
+struct PgWriter {
     pool: PgPool,
     conn: Option<PoolConnection<Postgres>>,
 }
 
-impl group::Conn for Pooled {
+impl group::WriterConn for PgWriter {
     type C = PgConnection;
     async fn get(&mut self) -> StoreResult<&mut PgConnection> {
         // Boxed as in [`PgStore::reader`]: keeps the writer task's future small.
@@ -74,14 +72,8 @@ impl group::Conn for Pooled {
     fn done(&mut self) {
         self.conn = None;
     }
-    fn begin(&self) -> &'static [&'static str] {
-        BEGIN
-    }
-    fn name(&self) -> &'static str {
-        "postgres"
-    }
-    fn bulk(&self) -> bool {
-        true
+    fn dialect(&self) -> &'static dyn crate::dialect::Dialect {
+        &crate::dialect::Postgres
     }
 }
 
@@ -126,7 +118,7 @@ impl PgStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         let (tx, rx) = mpsc::channel(group::QUEUE);
-        let conn = Pooled {
+        let conn = PgWriter {
             pool: pool.clone(),
             conn: None,
         };

@@ -57,14 +57,14 @@ async fn pending<C: Exec>(c: &mut C) -> StoreResult<Vec<(String, i64)>> {
 
 impl StatsStore for Store {
     async fn data_key_versions(&self) -> StoreResult<Vec<(String, String, i64)>> {
-        read!(self, versions())
+        versions(&mut self.reader().await?).await
     }
 
     async fn rewrap_pending(&self) -> StoreResult<Vec<(String, i64)>> {
-        read!(self, pending())
+        pending(&mut self.reader().await?).await
     }
 
     async fn webhook_backlog(&self) -> StoreResult<(i64, Option<i64>)> {
-        read!(self, backlog())
+        backlog(&mut self.reader().await?).await
     }
 }

@@ -1,10 +1,15 @@
-//! [`Store`]: the backend chosen by configuration, and the one [`VaultStore`] impl.
+//! [`Store`]: the backend chosen by configuration, its read connection ([`ReadConn`]),
+//! and the one [`VaultStore`] impl.
 
 use std::path::Path;
 
+use sqlx::pool::PoolConnection;
+
+use crate::dialect::Dialect;
+use crate::exec::{Arg, Exec, RowGet};
 use crate::postgres::{CacheEvent, PgStore};
 use crate::sql::{self, WriteOp};
-use crate::sqlite::SqliteStore;
+use crate::sqlite::{self as sqlite_backend, SqliteStore};
 use crate::{
     AccountRecord, ApiKeyRecord, CardRecord, CardRewrap, DataKeyRecord, EventRecord, InsertCard,
     KeyPurpose, ListCards, ListEvents, Mode, OtpRecord, RetireOutcome, RewrapQuery, StoreConfig,
@@ -77,6 +82,24 @@ impl Store {
         }
     }
 
+    /// A read connection for any read but the audit trail's.
+    pub(crate) async fn reader(&self) -> StoreResult<ReadConn<'_>> {
+        match self {
+            Self::Sqlite(s) => s.reader().map(ReadConn::Sqlite),
+            Self::Postgres(p) => p.reader().await.map(ReadConn::Postgres),
+        }
+    }
+
+    /// A read connection for the audit trail's own reads, which must also see the audit
+    /// records appended alone (on SQLite a reader may keep a snapshot across those:
+    /// [`crate::sqlite::MustSee`]).
+    pub(crate) async fn audit_reader(&self) -> StoreResult<ReadConn<'_>> {
+        match self {
+            Self::Sqlite(s) => s.audit_reader().map(ReadConn::Sqlite),
+            Self::Postgres(p) => p.reader().await.map(ReadConn::Postgres),
+        }
+    }
+
     /// Every write goes through here; inside an audit scope it carries the scope's
     /// records in its transaction (see [`crate::audit`]).
     pub(crate) async fn write(&self, op: WriteOp) -> StoreResult<sql::WriteReply> {
@@ -89,9 +112,103 @@ impl Store {
     }
 }
 
+/// A read connection of the store's backend. The shared reads ([`crate::sql`] and the
+/// domain modules) run on it through [`Exec`].
+pub(crate) enum ReadConn<'s> {
+    Sqlite(sqlite_backend::Reader<'s>),
+    Postgres(PoolConnection<sqlx::Postgres>),
+}
+
+/// A row read through a [`ReadConn`].
+pub(crate) enum ReadRow {
+    Sqlite(sqlite_backend::SqlRow),
+    Postgres(sqlx::postgres::PgRow),
+}
+
+impl Exec for ReadConn<'_> {
+    type Row = ReadRow;
+
+    fn dialect(&self) -> &'static dyn Dialect {
+        match self {
+            Self::Sqlite(r) => r.dialect(),
+            Self::Postgres(p) => p.dialect(),
+        }
+    }
+
+    async fn exec(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<u64> {
+        match self {
+            Self::Sqlite(r) => r.exec(sql, args).await,
+            Self::Postgres(p) => p.exec(sql, args).await,
+        }
+    }
+
+    async fn all(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<Vec<ReadRow>> {
+        Ok(match self {
+            Self::Sqlite(r) => r
+                .all(sql, args)
+                .await?
+                .into_iter()
+                .map(ReadRow::Sqlite)
+                .collect(),
+            Self::Postgres(p) => p
+                .all(sql, args)
+                .await?
+                .into_iter()
+                .map(ReadRow::Postgres)
+                .collect(),
+        })
+    }
+
+    async fn opt(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<Option<ReadRow>> {
+        Ok(match self {
+            Self::Sqlite(r) => r.opt(sql, args).await?.map(ReadRow::Sqlite),
+            Self::Postgres(p) => p.opt(sql, args).await?.map(ReadRow::Postgres),
+        })
+    }
+}
+
+impl RowGet for ReadRow {
+    fn text(&self, i: usize) -> StoreResult<String> {
+        match self {
+            Self::Sqlite(r) => r.text(i),
+            Self::Postgres(r) => r.text(i),
+        }
+    }
+    fn opt_text(&self, i: usize) -> StoreResult<Option<String>> {
+        match self {
+            Self::Sqlite(r) => r.opt_text(i),
+            Self::Postgres(r) => r.opt_text(i),
+        }
+    }
+    fn int(&self, i: usize) -> StoreResult<i64> {
+        match self {
+            Self::Sqlite(r) => r.int(i),
+            Self::Postgres(r) => r.int(i),
+        }
+    }
+    fn opt_int(&self, i: usize) -> StoreResult<Option<i64>> {
+        match self {
+            Self::Sqlite(r) => r.opt_int(i),
+            Self::Postgres(r) => r.opt_int(i),
+        }
+    }
+    fn blob(&self, i: usize) -> StoreResult<Vec<u8>> {
+        match self {
+            Self::Sqlite(r) => r.blob(i),
+            Self::Postgres(r) => r.blob(i),
+        }
+    }
+    fn opt_blob(&self, i: usize) -> StoreResult<Option<Vec<u8>>> {
+        match self {
+            Self::Sqlite(r) => r.opt_blob(i),
+            Self::Postgres(r) => r.opt_blob(i),
+        }
+    }
+}
+
 impl VaultStore for Store {
     async fn ping(&self) -> StoreResult<()> {
-        read!(self, sql::ping())
+        sql::ping(&mut self.reader().await?).await
     }
 
     async fn create_account(
@@ -110,11 +227,11 @@ impl VaultStore for Store {
     }
 
     async fn get_account(&self, id: &str) -> StoreResult<Option<AccountRecord>> {
-        read!(self, sql::get_account(id))
+        sql::get_account(&mut self.reader().await?, id).await
     }
 
     async fn list_accounts(&self) -> StoreResult<Vec<AccountRecord>> {
-        read!(self, sql::list_accounts())
+        sql::list_accounts(&mut self.reader().await?).await
     }
 
     async fn update_account(&self, account: &AccountRecord) -> StoreResult<bool> {
@@ -135,11 +252,11 @@ impl VaultStore for Store {
     }
 
     async fn api_key_by_digest(&self, digest: &[u8]) -> StoreResult<Option<ApiKeyRecord>> {
-        read!(self, sql::api_key_by_digest(digest))
+        sql::api_key_by_digest(&mut self.reader().await?, digest).await
     }
 
     async fn list_api_keys(&self, account_id: Option<&str>) -> StoreResult<Vec<ApiKeyRecord>> {
-        read!(self, sql::list_api_keys(account_id))
+        sql::list_api_keys(&mut self.reader().await?, account_id).await
     }
 
     async fn revoke_api_key(
@@ -160,7 +277,7 @@ impl VaultStore for Store {
     }
 
     async fn data_keys(&self, account_id: &str) -> StoreResult<Vec<DataKeyRecord>> {
-        read!(self, sql::data_keys(account_id))
+        sql::data_keys(&mut self.reader().await?, account_id).await
     }
 
     async fn rotate_data_key(
@@ -198,7 +315,7 @@ impl VaultStore for Store {
         account_id: &str,
         purpose: KeyPurpose,
     ) -> StoreResult<Vec<(i64, i64)>> {
-        read!(self, sql::key_usage(account_id, purpose))
+        sql::key_usage(&mut self.reader().await?, account_id, purpose).await
     }
 
     async fn insert_card(
@@ -222,7 +339,7 @@ impl VaultStore for Store {
         mode: Mode,
         id: &str,
     ) -> StoreResult<Option<CardRecord>> {
-        read!(self, sql::get_card(account_id, mode, id))
+        sql::get_card(&mut self.reader().await?, account_id, mode, id).await
     }
 
     async fn list_cards(
@@ -231,7 +348,7 @@ impl VaultStore for Store {
         mode: Mode,
         query: &ListCards,
     ) -> StoreResult<Vec<CardRecord>> {
-        read!(self, sql::list_cards(account_id, mode, query))
+        sql::list_cards(&mut self.reader().await?, account_id, mode, query).await
     }
 
     async fn renew_card_expiry(
@@ -277,7 +394,7 @@ impl VaultStore for Store {
         purpose: KeyPurpose,
         q: &RewrapQuery<'_>,
     ) -> StoreResult<Vec<CardRecord>> {
-        read!(self, sql::cards_for_rewrap(account_id, purpose, q))
+        sql::cards_for_rewrap(&mut self.reader().await?, account_id, purpose, q).await
     }
 
     async fn rewrap_cards(&self, updates: &[CardRewrap]) -> StoreResult<u64> {
@@ -300,7 +417,7 @@ impl VaultStore for Store {
     }
 
     async fn get_otp(&self, account_id: &str, id: &str) -> StoreResult<Option<OtpRecord>> {
-        read!(self, sql::get_otp(account_id, id))
+        sql::get_otp(&mut self.reader().await?, account_id, id).await
     }
 
     async fn otp_fail(&self, id: &str) -> StoreResult<i64> {
@@ -327,7 +444,7 @@ impl VaultStore for Store {
     }
 
     async fn get_event(&self, account_id: &str, id: &str) -> StoreResult<Option<EventRecord>> {
-        read!(self, sql::get_event(account_id, id))
+        sql::get_event(&mut self.reader().await?, account_id, id).await
     }
 
     async fn list_events(
@@ -336,6 +453,6 @@ impl VaultStore for Store {
         mode: Mode,
         query: &ListEvents,
     ) -> StoreResult<Vec<EventRecord>> {
-        read!(self, sql::list_events(account_id, mode, query))
+        sql::list_events(&mut self.reader().await?, account_id, mode, query).await
     }
 }

@@ -147,7 +147,7 @@ pub trait TokenStore {
 
 impl TokenStore for Store {
     async fn jwt_keys(&self) -> StoreResult<Vec<JwtKeyRecord>> {
-        read!(self, jwt_keys())
+        jwt_keys(&mut self.reader().await?).await
     }
 
     async fn insert_jwt_key(&self, key: &JwtKeyRecord, erase_below: i64) -> StoreResult<()> {
@@ -160,7 +160,7 @@ impl TokenStore for Store {
     }
 
     async fn api_key_by_id(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
-        read!(self, api_key_by_id(id))
+        api_key_by_id(&mut self.reader().await?, id).await
     }
 
     async fn revoke_all_api_keys(

@@ -9,9 +9,9 @@
 //! did not commit.
 
 use crate::exec::{Exec, RowGet, args};
-use crate::sql::{FromRow, WriteOp, WriteReply, insert_events, many, mode, one};
+use crate::sql::{FromRow, WriteOp, WriteReply, insert_events, many, mode, one, unexpected};
 use crate::store::Store;
-use crate::{EventRecord, Mode, StoreError, StoreResult};
+use crate::{EventRecord, Mode, StoreResult};
 
 /// The event type that carries a live OTP code: never matched by `*`.
 pub const OTP_EVENT: &str = "otp.created";
@@ -639,10 +639,6 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<Reply> {
     }
 }
 
-fn unexpected() -> StoreError {
-    StoreError::Corrupt("unexpected reply from the writer".into())
-}
-
 async fn get_endpoint<C: Exec>(
     c: &mut C,
     account_id: &str,
@@ -852,7 +848,7 @@ impl WebhookStore for Store {
         account_id: &str,
         id: &str,
     ) -> StoreResult<Option<WebhookEndpointRecord>> {
-        read!(self, get_endpoint(account_id, id))
+        get_endpoint(&mut self.reader().await?, account_id, id).await
     }
 
     async fn otp_endpoint(
@@ -860,11 +856,11 @@ impl WebhookStore for Store {
         account_id: &str,
         mode: Mode,
     ) -> StoreResult<Option<WebhookEndpointRecord>> {
-        read!(self, otp_endpoint(account_id, mode))
+        otp_endpoint(&mut self.reader().await?, account_id, mode).await
     }
 
     async fn endpoint_by_id(&self, id: &str) -> StoreResult<Option<WebhookEndpointRecord>> {
-        read!(self, endpoint_by_id(id))
+        endpoint_by_id(&mut self.reader().await?, id).await
     }
 
     async fn list_endpoints(
@@ -874,10 +870,14 @@ impl WebhookStore for Store {
         starting_after: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<WebhookEndpointRecord>> {
-        read!(
-            self,
-            list_endpoints(account_id, mode, starting_after, limit)
+        list_endpoints(
+            &mut self.reader().await?,
+            account_id,
+            mode,
+            starting_after,
+            limit,
         )
+        .await
     }
 
     async fn update_endpoint(&self, ep: &WebhookEndpointRecord, types: bool) -> StoreResult<bool> {
@@ -975,7 +975,7 @@ impl WebhookStore for Store {
         after: Option<(&str, i64)>,
         limit: i64,
     ) -> StoreResult<Vec<AttemptRecord>> {
-        read!(self, endpoint_attempts(endpoint_id, after, limit))
+        endpoint_attempts(&mut self.reader().await?, endpoint_id, after, limit).await
     }
 
     async fn event_deliveries(
@@ -983,7 +983,7 @@ impl WebhookStore for Store {
         account_id: &str,
         event_id: &str,
     ) -> StoreResult<Vec<DeliveryRecord>> {
-        read!(self, event_deliveries(event_id, account_id))
+        event_deliveries(&mut self.reader().await?, event_id, account_id).await
     }
 
     async fn insert_inbound(&self, rec: &InboundRecord, events: &[EventRecord]) -> StoreResult<()> {

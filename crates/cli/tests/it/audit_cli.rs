@@ -108,8 +108,13 @@ async fn verify_and_export_a_data_directory() {
 
 #[tokio::test]
 async fn verify_a_postgres_schema() {
-    let url = std::env::var("STRONGROOM_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    if !strongroom_testenv::runs_on(
+        strongroom_testenv::Backend::Postgres,
+        "verify_a_postgres_schema",
+    ) {
+        return;
+    }
+    let url = strongroom_testenv::pg_url();
     let schema = format!(
         "t_cli_{}",
         hex(&strongroom_crypto::random::bytes::<6>().unwrap())
@@ -331,8 +336,13 @@ async fn a_tail_cut_with_its_checkpoints_fails_verify_against_the_anchor() {
 
 #[tokio::test]
 async fn a_postgres_tail_cut_fails_verify_against_an_anchor_path() {
-    let url = std::env::var("STRONGROOM_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    if !strongroom_testenv::runs_on(
+        strongroom_testenv::Backend::Postgres,
+        "a_postgres_tail_cut_fails_verify_against_an_anchor_path",
+    ) {
+        return;
+    }
+    let url = strongroom_testenv::pg_url();
     let schema = format!(
         "t_cli_{}",
         hex(&strongroom_crypto::random::bytes::<6>().unwrap())

@@ -16,12 +16,14 @@
 //! Failures of an authenticated caller (a valid key refused for its scope, allowlist or
 //! signature) are not counted: they name a key and are written each time.
 
-use super::FAILURE;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use strongroom_store::AuditRecord;
+
+/// Outcome of a refused or failed action.
+pub const FAILURE: &str = "failure";
 
 /// How long a window of counted failures lasts.
 pub const REPEAT_WINDOW_MS: i64 = 60_000;

@@ -13,16 +13,17 @@
 //! from Redis without touching the database. The database stays authoritative: a Redis
 //! miss or failure falls through to it.
 
+use super::ratelimit::RedisLimiter;
 use crate::error::{ApiError, ApiResult, ErrorBody, codes};
-use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use strongroom_crypto::{ct_eq, httpsig};
-use strongroom_store::{ControlStore, IdempotencyBegin, IdempotencyClaim};
+use std::time::Duration;
+use strongroom_crypto::{SealingKey, ct_eq, httpsig};
+use strongroom_store::{ControlStore, IdempotencyBegin, IdempotencyClaim, Store};
 
 /// Longest `Idempotency-Key`.
 pub const MAX_KEY_LEN: usize = 255;
@@ -49,6 +50,30 @@ pub struct Idem {
     scope: String,
     key: String,
     hash: [u8; 32],
+}
+
+/// What a claim needs from the gateway: the store, the sealing key, Redis when the
+/// deployment has it, the time, and how long records live.
+pub struct IdemContext<'a> {
+    /// Where claims and sealed responses are kept.
+    pub store: &'a Store,
+    /// Seals stored responses (`None`: the root key could not derive it).
+    pub seal: Option<&'a SealingKey>,
+    /// The shared cache of finished responses, when rate limits live in Redis.
+    pub redis: Option<&'a RedisLimiter>,
+    /// Now, in Unix milliseconds.
+    pub now_ms: i64,
+    /// How long an idempotent response is kept.
+    pub ttl: Duration,
+    /// Time after which a request is abandoned (an older claim is stale).
+    pub request_timeout: Duration,
+}
+
+impl IdemContext<'_> {
+    fn sealing_key(&self) -> ApiResult<&SealingKey> {
+        self.seal
+            .ok_or_else(|| ApiError::internal(&"idempotency key unavailable"))
+    }
 }
 
 impl Idem {
@@ -82,11 +107,8 @@ impl Idem {
     }
 
     /// A stored response as served to a retry.
-    fn replay(&self, state: &AppState, status: i64, sealed: &[u8]) -> ApiResult<Response> {
-        let body = state
-            .gateway()
-            .idempotency_key()?
-            .open(sealed, &self.aad())?;
+    fn replay(&self, ctx: &IdemContext<'_>, status: i64, sealed: &[u8]) -> ApiResult<Response> {
+        let body = ctx.sealing_key()?.open(sealed, &self.aad())?;
         let status = u16::try_from(status)
             .ok()
             .and_then(|s| StatusCode::from_u16(s).ok())
@@ -103,8 +125,8 @@ impl Idem {
     }
 
     /// A finished record from the Redis cache: request hash (32) ‖ status (2) ‖ sealed.
-    async fn replay_from_redis(&self, state: &AppState) -> ApiResult<Option<Response>> {
-        let Some(r) = state.gateway().redis() else {
+    async fn replay_from_redis(&self, ctx: &IdemContext<'_>) -> ApiResult<Option<Response>> {
+        let Some(r) = ctx.redis else {
             return Ok(None);
         };
         let Ok(mut conn) = r.conn().await else {
@@ -129,17 +151,17 @@ impl Idem {
             status.first().copied().unwrap_or(0),
             status.get(1).copied().unwrap_or(0),
         ]));
-        self.replay(state, status, sealed).map(Some)
+        self.replay(ctx, status, sealed).map(Some)
     }
 
-    async fn cache_in_redis(&self, state: &AppState, status: u16, sealed: &[u8]) {
-        let Some(r) = state.gateway().redis() else {
+    async fn cache_in_redis(&self, ctx: &IdemContext<'_>, status: u16, sealed: &[u8]) {
+        let Some(r) = ctx.redis else {
             return;
         };
         let Ok(mut conn) = r.conn().await else {
             return;
         };
-        let ttl = u64::try_from(state.config().idempotency_ttl.as_millis()).unwrap_or(u64::MAX);
+        let ttl = u64::try_from(ctx.ttl.as_millis()).unwrap_or(u64::MAX);
         let mut v = Vec::with_capacity(34 + sealed.len());
         v.extend_from_slice(&self.hash);
         v.extend_from_slice(&status.to_be_bytes());
@@ -157,25 +179,25 @@ impl Idem {
     }
 
     /// Claims the key and runs the handler, or answers from the stored record.
-    pub async fn run(self, state: &AppState, req: Request, next: Next) -> Response {
-        match self.begin(state).await {
+    pub async fn run(self, ctx: &IdemContext<'_>, req: Request, next: Next) -> Response {
+        match self.begin(ctx).await {
             Err(e) => e.into_response(),
             Ok(Some(replay)) => replay,
             Ok(None) => {
                 let res = next.run(req).await;
-                self.finish(state, res).await
+                self.finish(ctx, res).await
             }
         }
     }
 
-    async fn begin(&self, state: &AppState) -> ApiResult<Option<Response>> {
-        if let Some(res) = self.replay_from_redis(state).await? {
+    async fn begin(&self, ctx: &IdemContext<'_>) -> ApiResult<Option<Response>> {
+        if let Some(res) = self.replay_from_redis(ctx).await? {
             return Ok(Some(res));
         }
-        let now = state.now_ms();
-        let ttl = i64::try_from(state.config().idempotency_ttl.as_millis()).unwrap_or(i64::MAX);
+        let now = ctx.now_ms;
+        let ttl = i64::try_from(ctx.ttl.as_millis()).unwrap_or(i64::MAX);
         // A claim older than any request may run belongs to a node that died.
-        let stale = i64::try_from(state.config().request_timeout.as_millis())
+        let stale = i64::try_from(ctx.request_timeout.as_millis())
             .unwrap_or(30_000)
             .saturating_add(30_000);
         let claim = IdempotencyClaim {
@@ -185,9 +207,9 @@ impl Idem {
             now_ms: now,
             expires_ms: now.saturating_add(ttl),
             stale_before_ms: now.saturating_sub(stale),
-            purge_expired: super::sweep_now(),
+            purge_expired: super::sweep::sweep_now(),
         };
-        let rec = match state.store().idempotency_begin(&claim).await? {
+        let rec = match ctx.store.idempotency_begin(&claim).await? {
             IdempotencyBegin::Started => return Ok(None),
             IdempotencyBegin::Existing(rec) => rec,
         };
@@ -197,17 +219,13 @@ impl Idem {
         let Some((status, sealed)) = rec.response else {
             return Err(codes::IDEMPOTENCY_IN_PROGRESS);
         };
-        self.replay(state, status, &sealed).map(Some)
+        self.replay(ctx, status, &sealed).map(Some)
     }
 
-    async fn finish(&self, state: &AppState, res: Response) -> Response {
+    async fn finish(&self, ctx: &IdemContext<'_>, res: Response) -> Response {
         let failed = !res.status().is_success() || res.extensions().get::<ErrorBody>().is_some();
         if failed {
-            if let Err(e) = state
-                .store()
-                .idempotency_abort(&self.scope, &self.key)
-                .await
-            {
+            if let Err(e) = ctx.store.idempotency_abort(&self.scope, &self.key).await {
                 tracing::warn!(error = %e, "could not release an idempotency key");
             }
             return res;
@@ -215,23 +233,16 @@ impl Idem {
         let (parts, body) = res.into_parts();
         let Ok(bytes) = axum::body::to_bytes(body, MAX_STORED_BODY).await else {
             // The handler's body could not be read: nothing reliable to return or store.
-            let _ = state
-                .store()
-                .idempotency_abort(&self.scope, &self.key)
-                .await;
+            let _ = ctx.store.idempotency_abort(&self.scope, &self.key).await;
             return ApiError::internal(&"response body unreadable").into_response();
         };
         let stored = async {
-            let sealed = state
-                .gateway()
-                .idempotency_key()?
-                .seal(&bytes, &self.aad())?;
+            let sealed = ctx.sealing_key()?.seal(&bytes, &self.aad())?;
             let status = parts.status.as_u16();
-            state
-                .store()
+            ctx.store
                 .idempotency_finish(&self.scope, &self.key, i64::from(status), &sealed)
                 .await?;
-            self.cache_in_redis(state, status, &sealed).await;
+            self.cache_in_redis(ctx, status, &sealed).await;
             Ok::<(), ApiError>(())
         };
         if stored.await.is_err() {

@@ -17,12 +17,12 @@
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, codes};
-use crate::state::AppState;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, Uri};
 use sfv::{BareItem, Dictionary, FieldType, InnerList, ListEntry, Parser, Version};
+use std::time::Duration;
 use strongroom_crypto::{ct_eq, httpsig};
-use strongroom_store::ControlStore;
+use strongroom_store::{ControlStore, Store};
 
 /// Longest `nonce` accepted.
 const MAX_NONCE: usize = 128;
@@ -270,15 +270,17 @@ pub fn check_content_digest(headers: &HeaderMap, body: &[u8]) -> ApiResult<()> {
 /// request body; `required`: the account requires signatures (then a nonce and the
 /// `authorization` header must be covered too).
 pub async fn verify(
-    state: &AppState,
+    store: &Store,
+    now_ms: i64,
+    window: Duration,
     who: &Principal,
     req: &RequestView<'_>,
     body: &[u8],
     required: bool,
 ) -> Result<(), ApiError> {
     let sigs = parse(req.headers)?;
-    let now_s = state.now_ms().div_euclid(1000);
-    let window = i64::try_from(state.config().signature_window.as_secs()).unwrap_or(300);
+    let now_s = now_ms.div_euclid(1000);
+    let window = i64::try_from(window.as_secs()).unwrap_or(300);
     let has_query = req.uri.query().is_some();
     for s in &sigs {
         let covers = |c: &str| s.components.iter().any(|x| x == c);
@@ -291,8 +293,7 @@ pub async fn verify(
             return Err(codes::SIGNATURE_INVALID);
         }
         let base = signature_base(req, s)?;
-        let key = state
-            .store()
+        let key = store
             .signing_key(&who.account_id, &s.keyid)
             .await?
             .filter(|k| k.revoked_ms.is_none())
@@ -313,14 +314,13 @@ pub async fn verify(
                 .saturating_add(window)
                 .saturating_add(1)
                 .saturating_mul(1000);
-            let fresh = state
-                .store()
+            let fresh = store
                 .use_nonce(
                     &key.id,
                     nonce,
-                    state.now_ms(),
+                    now_ms,
                     expires_ms,
-                    super::sweep_now(),
+                    super::sweep::sweep_now(),
                 )
                 .await?;
             if !fresh {

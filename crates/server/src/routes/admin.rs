@@ -2,10 +2,9 @@
 
 use crate::auth::Admin;
 use crate::error::{ApiResult, codes};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, EmptyBody};
 use crate::gateway::client_ip::ClientIp;
 use crate::openapi::ErrorResponse;
-use crate::routes::tokens::EmptyBody;
 use crate::service::accounts::{
     ADMIN_KIND, AccountView, AdminKeyView, ApiKeyView, NewApiKeyView, NewKeyKind,
 };
@@ -52,6 +51,25 @@ async fn check_url(state: &AppState, url: &str) -> ApiResult<String> {
     crate::service::webhooks::check_url(state, Mode::Live, url).await
 }
 
+/// The account's view with, when an OTP delivery URL is set, the secret OTP deliveries
+/// are signed with (shown only in the responses of create, update and rotate).
+async fn with_delivery_secret(
+    state: &AppState,
+    acct: &strongroom_store::AccountRecord,
+    mut v: AccountView,
+) -> ApiResult<AccountView> {
+    if acct.otp_delivery_url.is_some() {
+        use base64::Engine;
+        let (version, overlap_ends) = otp::delivery_generation(state, &acct.id).await?;
+        let secret = otp::delivery_secret(state, &acct.id, version)?;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(secret.as_slice());
+        v.otp_signing_secret = Some(format!("whsec_{encoded}"));
+        v.otp_signing_secret_version = Some(version);
+        v.otp_signing_secret_rotation_ends_at = Some(overlap_ends.map(crate::service::secs));
+    }
+    Ok(v)
+}
+
 /// Create an account. `url_not_allowed` also refuses a schema-valid URL that is not HTTPS
 /// to a public address (a rule on what the host resolves to).
 #[utoipa::path(post, path = "/v1/admin/accounts", tag = "admin", security(("admin_key" = [])), request_body = CreateAccountBody,
@@ -73,7 +91,10 @@ pub async fn create_account(
     };
     let accounts = state.accounts();
     let acct = accounts.create(&body.name, url).await?;
-    Ok((StatusCode::CREATED, Json(accounts.view(&acct, true).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(with_delivery_secret(&state, &acct, accounts.view(&acct).await?).await?),
+    ))
 }
 
 /// Retrieve an account.
@@ -90,7 +111,7 @@ pub async fn get_account(
 ) -> ApiResult<Json<AccountView>> {
     let accounts = state.accounts();
     let acct = accounts.get(&id).await?;
-    Ok(Json(accounts.view(&acct, false).await?))
+    Ok(Json(accounts.view(&acct).await?))
 }
 
 /// Body of `PATCH /v1/admin/accounts/{id}`.
@@ -151,8 +172,9 @@ pub async fn update_account(
         return Err(codes::NOT_FOUND);
     }
     let rate =
-        crate::routes::controls::set_rate_limit(&state, &id, body.rate_limit_per_minute).await?;
-    Ok(Json(accounts.view_with_rate(&acct, rate, true).await?))
+        crate::service::controls::set_rate_limit(&state, &id, body.rate_limit_per_minute).await?;
+    let v = AccountView::new(&acct, rate);
+    Ok(Json(with_delivery_secret(&state, &acct, v).await?))
 }
 
 /// Body of `POST /v1/admin/accounts/{id}/api_keys`.
@@ -204,9 +226,7 @@ pub async fn create_key(
     let issued = accounts
         .create_key(Some(&id), NewKeyKind::Account(kind), mode, scopes)
         .await?;
-    accounts
-        .set_new_key_allowlist(&issued.record, &allowlist)
-        .await?;
+    crate::service::controls::set_key_allowlist(&state, &issued.record, &allowlist).await?;
     Ok((
         StatusCode::CREATED,
         Json(NewApiKeyView::new(&issued, &allowlist)),
@@ -317,10 +337,7 @@ pub async fn rotate_keys(
     ApiJson(body): ApiJson<RotateBody>,
 ) -> ApiResult<Json<DataKeysView>> {
     parse_id(IdKind::Account, &id)?;
-    state
-        .keyring()
-        .rotate(&state, &id, purpose(&body.purpose)?)
-        .await?;
+    state.keyring().rotate(&id, purpose(&body.purpose)?).await?;
     Ok(Json(data_keys::status(&state, &id).await?))
 }
 
@@ -383,7 +400,9 @@ pub async fn rotate_otp_secret(
     otp::rotate_delivery_secret(&state, &id).await?;
     let accounts = state.accounts();
     let acct = accounts.get(&id).await?;
-    Ok(Json(accounts.view(&acct, true).await?))
+    Ok(Json(
+        with_delivery_secret(&state, &acct, accounts.view(&acct).await?).await?,
+    ))
 }
 
 /// Body of `POST /v1/admin/admin_keys`.
@@ -423,9 +442,7 @@ pub async fn create_admin_key(
     let issued = accounts
         .create_key(None, NewKeyKind::Admin, Mode::Live, None)
         .await?;
-    accounts
-        .set_new_key_allowlist(&issued.record, &nets)
-        .await?;
+    crate::service::controls::set_key_allowlist(&state, &issued.record, &nets).await?;
     Ok((
         StatusCode::CREATED,
         Json(NewApiKeyView::new(&issued, &nets)),
@@ -504,7 +521,7 @@ pub async fn set_admin_key_allowlist(
     }
     let cidrs: Vec<String> = nets.iter().map(ToString::to_string).collect();
     state.store().set_key_ip_allowlist(&key.id, &cidrs).await?;
-    state.gateway().forget_key(&state, &key.id);
+    state.gateway().forget_key(&key.id);
     Ok(Json(AdminKeyView {
         key: ApiKeyView::from(&key),
         ip_allowlist: cidrs,

@@ -1,17 +1,20 @@
 //! `/v1/cards` and `/v1/otp`.
 
 use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult, codes};
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::service::cards::{self as svc, CardTokenView, CardView, NewCard};
-use crate::service::{List, otp, secs};
+use crate::openapi::ErrorResponse;
+use crate::service::List;
+use crate::service::cards::{
+    self as svc, CardView, DeletedCardView, NewCard, RevealedView, TokenizeView,
+};
+use crate::service::otp::{self, OtpView};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use strongroom_core::{IdKind, Scope, Sensitive};
-use strongroom_store::{ListCards, VaultStore};
+use strongroom_core::{Scope, Sensitive};
 use utoipa::ToSchema;
 
 /// Body of `POST /v1/cards`.
@@ -19,26 +22,19 @@ use utoipa::ToSchema;
 #[serde(deny_unknown_fields)]
 pub struct CreateCardBody {
     /// 12–19 digits; spaces and dashes allowed.
-    #[schema(value_type = String, example = "4242 4242 4242 4242")]
+    #[schema(value_type = String, example = "4242 4242 4242 4242", max_length = 64, pattern = "^[ -]*([0-9][ -]*){12,19}$")]
     pub number: Sensitive<String>,
     /// 1–12.
+    #[serde(deserialize_with = "crate::extract::integer")]
+    #[schema(minimum = 1, maximum = 12)]
     pub exp_month: i64,
-    /// Four digits (two accepted).
+    /// Four digits (two accepted: `30` is 2030); at most 50 years ahead.
+    #[serde(deserialize_with = "crate::extract::integer")]
+    #[schema(minimum = 0, maximum = 2199)]
     pub exp_year: i64,
-    /// Optional, at most 200 characters; stored encrypted.
-    #[schema(value_type = Option<String>)]
+    /// Optional, at most 200 characters, no control characters; stored encrypted.
+    #[schema(value_type = Option<String>, max_length = 200, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub cardholder_name: Option<Sensitive<String>>,
-}
-
-/// What `POST /v1/cards` answers: the card to a caller that may read cards, a card
-/// token to one that may not.
-#[derive(Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum Tokenized {
-    /// For keys and tokens that hold `cards:read`.
-    Card(CardView),
-    /// For publishable keys and others without `cards:read`.
-    Token(CardTokenView),
 }
 
 /// Tokenize a card. A caller that holds `cards:read` gets the card: `201` when it is
@@ -46,21 +42,27 @@ pub enum Tokenized {
 /// and mode. Any other caller (a publishable key) gets `201` and a card token either
 /// way, holding only what it sent: it cannot learn whether a number is vaulted. A later
 /// expiry than the stored one (a renewed card) updates the card (`card.updated`).
+///
+/// Rules JSON Schema cannot state: the number's check digit (`card_number_luhn`), its
+/// brand and the brand's lengths (`card_brand_unknown`, `card_number_invalid`), test
+/// numbers only in test mode and only they (`test_card_in_live_mode`,
+/// `live_card_in_test_mode`), and the expiry against today (`card_expired`; a year
+/// 100–1999 or more than 50 years ahead is `expiry_invalid`).
 #[utoipa::path(post, path = "/v1/cards", tag = "cards", request_body = CreateCardBody,
     security(("api_key" = [])),
     responses(
-        (status = 201, description = "Created (with `cards:read`: the card; without: a card token, whether or not the number was vaulted before)", body = Tokenized),
+        (status = 201, description = "Created (with `cards:read`: the card; without: a card token, whether or not the number was vaulted before)", body = TokenizeView),
         (status = 200, description = "With `cards:read` only: this number was already vaulted in this account and mode; the existing card", body = CardView),
-        (status = 400, description = "card_number_invalid, card_number_luhn, card_brand_unknown, expiry_invalid, card_expired, test_card_in_live_mode, live_card_in_test_mode, unknown_field, missing_field, invalid_request", body = crate::openapi::ErrorResponse),
-        (status = 403, description = "permission_denied", body = crate::openapi::ErrorResponse),
-        (status = 413, description = "body_too_large", body = crate::openapi::ErrorResponse),
-        (status = 415, description = "unsupported_media_type", body = crate::openapi::ErrorResponse),
+        (status = 400, description = "card_number_invalid, card_number_luhn, card_brand_unknown, expiry_invalid, card_expired, test_card_in_live_mode, live_card_in_test_mode, invalid_parameter (cardholder_name), unknown_field, missing_field, invalid_request", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no cards:write)", body = ErrorResponse),
+        (status = 413, description = "body_too_large", body = ErrorResponse),
+        (status = 415, description = "unsupported_media_type", body = ErrorResponse),
     ))]
 pub async fn create(
     State(state): State<AppState>,
     who: Principal,
     ApiJson(body): ApiJson<CreateCardBody>,
-) -> ApiResult<(StatusCode, Json<Tokenized>)> {
+) -> ApiResult<(StatusCode, Json<TokenizeView>)> {
     who.require(Scope::CardsWrite)?;
     let new = NewCard {
         number: body.number,
@@ -71,14 +73,14 @@ pub async fn create(
     let t = svc::tokenize(&state, &who, new).await?;
     if !who.scopes.contains(Scope::CardsRead) {
         let token = svc::card_token(&state, &who, &t)?;
-        return Ok((StatusCode::CREATED, Json(Tokenized::Token(token))));
+        return Ok((StatusCode::CREATED, Json(TokenizeView::Token(token))));
     }
     let status = if t.created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(Tokenized::Card(t.card))))
+    Ok((status, Json(TokenizeView::Card(t.card))))
 }
 
 /// Body of `POST /v1/card_tokens/redeem`.
@@ -86,6 +88,7 @@ pub async fn create(
 #[serde(deny_unknown_fields)]
 pub struct RedeemCardTokenBody {
     /// The `ctok_…` a caller without `cards:read` got from `POST /v1/cards`.
+    #[schema(max_length = 261, pattern = "^ctok_[A-Za-z0-9_-]+$")]
     pub token: String,
 }
 
@@ -95,9 +98,11 @@ pub struct RedeemCardTokenBody {
     security(("api_key" = [])),
     responses(
         (status = 200, description = "The card", body = CardView),
-        (status = 400, description = "unknown_field, missing_field, invalid_request", body = crate::openapi::ErrorResponse),
-        (status = 403, description = "permission_denied (no cards:read)", body = crate::openapi::ErrorResponse),
-        (status = 404, description = "card_token_invalid (malformed, forged, expired, another account or mode); not_found (the card was deleted)", body = crate::openapi::ErrorResponse),
+        (status = 400, description = "unknown_field, missing_field, invalid_request", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no cards:read)", body = ErrorResponse),
+        (status = 404, description = "card_token_invalid (malformed, forged, expired, another account or mode); not_found (the card was deleted)", body = ErrorResponse),
+        (status = 413, description = "body_too_large", body = ErrorResponse),
+        (status = 415, description = "unsupported_media_type", body = ErrorResponse),
     ))]
 pub async fn redeem_card_token(
     State(state): State<AppState>,
@@ -112,8 +117,10 @@ pub async fn redeem_card_token(
 
 /// Retrieve a card (masked).
 #[utoipa::path(get, path = "/v1/cards/{id}", tag = "cards", security(("api_key" = [])),
-    params(("id" = String, Path, description = "card_…")),
-    responses((status = 200, body = CardView), (status = 404, description = "not_found", body = crate::openapi::ErrorResponse)))]
+    params(("id" = String, Path, description = "card_…", pattern = "^card_[0-9a-f]{32}$")),
+    responses((status = 200, body = CardView),
+        (status = 403, description = "permission_denied (no cards:read)", body = ErrorResponse),
+        (status = 404, description = "not_found", body = ErrorResponse)))]
 pub async fn retrieve(
     State(state): State<AppState>,
     who: Principal,
@@ -126,19 +133,25 @@ pub async fn retrieve(
 
 /// Query of `GET /v1/cards`.
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Only cards with this fingerprint.
+    /// Only cards with this fingerprint (as in the card object).
+    #[param(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$")]
     pub fingerprint: Option<String>,
     /// 1–100, default 10.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// A card id: return cards created before it.
+    #[param(pattern = "^card_[0-9a-f]{32}$")]
     pub starting_after: Option<String>,
 }
 
 /// List cards, newest first; filter by fingerprint.
 #[utoipa::path(get, path = "/v1/cards", tag = "cards", security(("api_key" = [])), params(ListQuery),
-    responses((status = 200, body = List<CardView>), (status = 400, description = "invalid_parameter", body = crate::openapi::ErrorResponse)))]
+    responses((status = 200, body = List<CardView>),
+        (status = 400, description = "invalid_parameter, unknown_field", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no cards:read)", body = ErrorResponse)))]
 pub async fn list(
     State(state): State<AppState>,
     who: Principal,
@@ -146,113 +159,61 @@ pub async fn list(
 ) -> ApiResult<Json<List<CardView>>> {
     who.require(Scope::CardsRead)?;
     let limit = q.limit.unwrap_or(10);
-    if !(1..=100).contains(&limit) {
-        return Err(codes::INVALID_PARAMETER);
-    }
-    if let Some(after) = &q.starting_after {
-        strongroom_core::parse_id(IdKind::Card, after).map_err(|_| codes::INVALID_PARAMETER)?;
-    }
-    let query = ListCards {
-        fingerprint: q
-            .fingerprint
-            .as_deref()
-            .map(svc::parse_fingerprint)
-            .transpose()?,
-        starting_after: q.starting_after,
-        limit: limit + 1,
-    };
-    let mut rows = state
-        .store()
-        .list_cards(&who.account_id, who.mode, &query)
-        .await?;
-    let has_more = rows.len() > usize::try_from(limit).unwrap_or(0);
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
-    Ok(Json(List::page(
-        rows.iter().map(CardView::from).collect(),
-        has_more,
-    )))
-}
-
-/// Result of a delete.
-#[derive(Serialize, ToSchema)]
-pub struct Deleted {
-    /// The id.
-    pub id: String,
-    /// Always `card`.
-    pub object: &'static str,
-    /// Always true.
-    pub deleted: bool,
+    let list = svc::list(
+        &state,
+        &who,
+        q.fingerprint.as_deref(),
+        q.starting_after,
+        limit,
+    )
+    .await?;
+    Ok(Json(list))
 }
 
 /// Delete a card; its ciphertext is erased.
 #[utoipa::path(delete, path = "/v1/cards/{id}", tag = "cards", security(("api_key" = [])),
-    params(("id" = String, Path, description = "card_…")),
-    responses((status = 200, body = Deleted), (status = 404, description = "not_found", body = crate::openapi::ErrorResponse)))]
+    params(("id" = String, Path, description = "card_…", pattern = "^card_[0-9a-f]{32}$")),
+    responses((status = 200, description = "Deleted; emits `card.deleted`", body = DeletedCardView),
+        (status = 403, description = "permission_denied (no cards:delete)", body = ErrorResponse),
+        (status = 404, description = "not_found", body = ErrorResponse)))]
 pub async fn delete(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Deleted>> {
+) -> ApiResult<Json<DeletedCardView>> {
     who.require(Scope::CardsDelete)?;
-    svc::delete(&state, &who, &id).await?;
-    Ok(Json(Deleted {
-        id,
-        object: "card",
-        deleted: true,
-    }))
+    Ok(Json(svc::delete(&state, &who, &id).await?))
 }
 
 /// Body of `POST /v1/otp`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOtpBody {
-    /// What the OTP authorises: `card.reveal`.
+    /// What the OTP authorises: `card.reveal`, `pin.set`, `pin.reset` or `pin.change`.
+    #[schema(pattern = "^(card\\.reveal|pin\\.set|pin\\.reset|pin\\.change)$")]
     pub purpose: String,
     /// The card it is for.
+    #[schema(pattern = "^card_[0-9a-f]{32}$")]
     pub card: String,
 }
 
-/// A created OTP.
-#[derive(Serialize, ToSchema)]
-pub struct OtpView {
-    /// `otp_…`
-    pub id: String,
-    /// Always `otp`.
-    pub object: &'static str,
-    /// The purpose.
-    pub purpose: String,
-    /// The card.
-    pub card: Option<String>,
-    /// Unix seconds.
-    pub expires_at: i64,
-    /// Test mode only: the code. In live mode it goes to the account's OTP delivery URL.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub test_code: Option<String>,
-}
-
-/// Create a one-time password for a step-up (needs `cards:reveal`).
+/// Create a one-time password for a step-up: `card.reveal` needs `cards:reveal`, the
+/// `pin.*` purposes need `pins:write`.
 #[utoipa::path(post, path = "/v1/otp", tag = "cards", security(("api_key" = [])), request_body = CreateOtpBody,
-    responses((status = 201, body = OtpView), (status = 403, description = "permission_denied", body = crate::openapi::ErrorResponse),
-        (status = 404, description = "not_found", body = crate::openapi::ErrorResponse),
-        (status = 409, description = "otp_delivery_not_configured", body = crate::openapi::ErrorResponse)))]
+    responses((status = 201, body = OtpView),
+        (status = 400, description = "invalid_parameter (purpose), unknown_field, missing_field, invalid_request", body = ErrorResponse),
+        (status = 403, description = "permission_denied", body = ErrorResponse),
+        (status = 404, description = "not_found", body = ErrorResponse),
+        (status = 409, description = "otp_delivery_not_configured", body = ErrorResponse),
+        (status = 413, description = "body_too_large", body = ErrorResponse),
+        (status = 415, description = "unsupported_media_type", body = ErrorResponse)))]
 pub async fn create_otp(
     State(state): State<AppState>,
     who: Principal,
     ApiJson(body): ApiJson<CreateOtpBody>,
 ) -> ApiResult<(StatusCode, Json<OtpView>)> {
     let created = otp::create(&state, &who, &body.purpose, &body.card).await?;
-    let r = created.record;
-    Ok((
-        StatusCode::CREATED,
-        Json(OtpView {
-            id: r.id,
-            object: "otp",
-            purpose: r.purpose,
-            card: r.card_id,
-            expires_at: secs(r.expires_ms),
-            test_code: created.test_code.map(|c| c.to_string()),
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(OtpView::from(created))))
 }
 
 /// Body of `POST /v1/cards/{id}/reveal`.
@@ -260,30 +221,17 @@ pub async fn create_otp(
 #[serde(deny_unknown_fields)]
 pub struct RevealBody {
     /// `otp_…`
+    #[schema(pattern = "^otp_[0-9a-f]{32}$")]
     pub otp: String,
     /// The 6-digit code.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[0-9]{6}$")]
     pub code: Sensitive<String>,
-}
-
-/// The clear card.
-#[derive(Serialize, ToSchema)]
-pub struct RevealedView {
-    /// `card_…`
-    pub id: String,
-    /// The full number.
-    pub number: String,
-    /// 1–12.
-    pub exp_month: i64,
-    /// Four digits.
-    pub exp_year: i64,
-    /// As stored.
-    pub cardholder_name: Option<String>,
 }
 
 /// The reveal body, serialised from the zeroizing buffers straight into zeroizing memory:
 /// the response body is the one place the PAN leaves, and no plain `String` or `Value`
-/// holds it on the way. Fields in the order `serde_json::json!` gave them (sorted).
+/// holds it on the way. Fields in the order `serde_json::json!` gave them (sorted); the
+/// schema is [`RevealedView`].
 fn reveal_body(
     id: &str,
     (exp_month, exp_year): (i64, i64),
@@ -314,9 +262,13 @@ fn reveal_body(
 
 /// Reveal a card's number (needs `cards:reveal` and a `card.reveal` OTP).
 #[utoipa::path(post, path = "/v1/cards/{id}/reveal", tag = "cards", security(("api_key" = [])), request_body = RevealBody,
-    params(("id" = String, Path, description = "card_…")),
-    responses((status = 200, body = RevealedView), (status = 403, description = "permission_denied, otp_invalid", body = crate::openapi::ErrorResponse),
-        (status = 404, description = "not_found", body = crate::openapi::ErrorResponse)))]
+    params(("id" = String, Path, description = "card_…", pattern = "^card_[0-9a-f]{32}$")),
+    responses((status = 200, body = RevealedView),
+        (status = 400, description = "unknown_field, missing_field, invalid_request", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no cards:reveal), otp_invalid", body = ErrorResponse),
+        (status = 404, description = "not_found", body = ErrorResponse),
+        (status = 413, description = "body_too_large", body = ErrorResponse),
+        (status = 415, description = "unsupported_media_type", body = ErrorResponse)))]
 pub async fn reveal(
     State(state): State<AppState>,
     who: Principal,

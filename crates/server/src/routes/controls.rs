@@ -4,47 +4,20 @@
 //! `signing_keys:write` on a live-mode key, since they protect live traffic.
 
 use crate::auth::Principal;
-use crate::error::{ApiResult, codes};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, PageQuery, page};
-use crate::gateway::parse_cidrs;
-use crate::service::secs;
+use crate::error::ApiResult;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::openapi::ErrorResponse;
+use crate::service::List;
+use crate::service::controls::{
+    self as svc, AccountControlsView, Ed25519Jwk, IpAllowlistView, SigningKeyView,
+};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use base64::Engine;
 use serde::Deserialize;
-use serde_json::{Value, json};
-use strongroom_core::{IdKind, Mode, Scope};
-use strongroom_crypto::httpsig;
-use strongroom_store::{AccountControls, ControlStore, ControlsUpdate, SigningKeyRecord};
+use strongroom_core::Scope;
 use utoipa::ToSchema;
-
-/// Prefix of signing-key ids (the `keyid` of signatures).
-pub const SIGNING_KEY_PREFIX: &str = "sigk_";
-/// The most unrevoked signing keys an account may have.
-pub const MAX_SIGNING_KEYS: i64 = 10;
-
-/// An Ed25519 public key as a JWK (RFC 8037). A private key (`d`) is refused.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Ed25519Jwk {
-    /// `OKP`
-    pub kty: String,
-    /// `Ed25519`
-    pub crv: String,
-    /// The public key, base64url without padding.
-    pub x: String,
-    /// Ignored (the server assigns the id).
-    pub kid: Option<String>,
-    /// `EdDSA` or `Ed25519` if present.
-    pub alg: Option<String>,
-    /// `sig` if present.
-    #[serde(rename = "use")]
-    pub use_: Option<String>,
-    /// Ignored.
-    pub key_ops: Option<Vec<String>>,
-}
 
 /// Body of `POST /v1/signing_keys`: exactly one of `jwk` and `pem`.
 #[derive(Deserialize, ToSchema)]
@@ -53,205 +26,94 @@ pub struct CreateSigningKeyBody {
     /// An Ed25519 public JWK.
     pub jwk: Option<Ed25519Jwk>,
     /// A PEM `PUBLIC KEY` (SubjectPublicKeyInfo) holding an Ed25519 key.
+    #[schema(
+        max_length = 4096,
+        pattern = "^\\s*-----BEGIN PUBLIC KEY-----[A-Za-z0-9+/=\\s]*-----END PUBLIC KEY-----\\s*$"
+    )]
     pub pem: Option<String>,
 }
 
-fn key_from_jwk(jwk: &Ed25519Jwk) -> ApiResult<[u8; 32]> {
-    let alg_ok = jwk
-        .alg
-        .as_deref()
-        .is_none_or(|a| a == "EdDSA" || a == "Ed25519");
-    if jwk.kty != "OKP"
-        || jwk.crv != "Ed25519"
-        || !alg_ok
-        || jwk.use_.as_deref().is_some_and(|u| u != "sig")
-    {
-        return Err(codes::INVALID_PARAMETER);
-    }
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(jwk.x.trim_end_matches('='))
-        .map_err(|_| codes::INVALID_PARAMETER)?;
-    <[u8; 32]>::try_from(raw.as_slice()).map_err(|_| codes::INVALID_PARAMETER)
-}
-
-fn key_from_pem(pem: &str) -> ApiResult<[u8; 32]> {
-    if pem.len() > 4096 {
-        return Err(codes::INVALID_PARAMETER);
-    }
-    let inner = pem
-        .trim()
-        .strip_prefix("-----BEGIN PUBLIC KEY-----")
-        .and_then(|r| r.strip_suffix("-----END PUBLIC KEY-----"))
-        .ok_or(codes::INVALID_PARAMETER)?;
-    let b64: String = inner.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|_| codes::INVALID_PARAMETER)?;
-    httpsig::ed25519_public_from_spki(&der).ok_or(codes::INVALID_PARAMETER)
-}
-
-/// The public view of a signing key.
-pub fn signing_key_json(k: &SigningKeyRecord) -> Value {
-    json!({
-        "id": k.id,
-        "object": "signing_key",
-        "algorithm": "ed25519",
-        "jwk": {
-            "kty": "OKP",
-            "crv": "Ed25519",
-            "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&k.public_key),
-            "kid": k.id,
-        },
-        "created": secs(k.created_ms),
-        "revoked": k.revoked_ms.is_some(),
-        "revoked_at": k.revoked_ms.map(secs),
-    })
-}
-
 /// Register an Ed25519 public key for RFC 9421 request signatures. Its `id` is the
-/// `keyid` to sign with.
+/// `keyid` to sign with. Rules JSON Schema cannot state: exactly one of `jwk` and `pem`
+/// (`missing_field` for neither, `invalid_parameter` for both); the key must decode to
+/// an Ed25519 public key (`invalid_parameter`).
 #[utoipa::path(post, path = "/v1/signing_keys", tag = "controls", security(("api_key" = [])), request_body = CreateSigningKeyBody,
-    responses((status = 201, description = "{id, object: signing_key, algorithm, jwk, created, revoked}"),
-        (status = 400, description = "invalid_parameter, missing_field, unknown_field"), (status = 403, description = "permission_denied (no signing_keys:write), live_mode_required (a test key)"),
-        (status = 409, description = "limit_reached: the account has 10 unrevoked signing keys")))]
+    responses((status = 201, description = "The key; emits `signing_key.created`", body = SigningKeyView),
+        (status = 400, description = "invalid_parameter, missing_field, unknown_field, invalid_request", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no signing_keys:write), live_mode_required (a test key)", body = ErrorResponse),
+        (status = 409, description = "limit_reached: the account has 10 unrevoked signing keys", body = ErrorResponse),
+        (status = 413, description = "body_too_large", body = ErrorResponse),
+        (status = 415, description = "unsupported_media_type", body = ErrorResponse)))]
 pub async fn create_signing_key(
     State(state): State<AppState>,
     who: Principal,
     ApiJson(body): ApiJson<CreateSigningKeyBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<SigningKeyView>)> {
     who.require_live(Scope::SigningKeysWrite)?;
-    let public = match (&body.jwk, &body.pem) {
-        (Some(j), None) => key_from_jwk(j)?,
-        (None, Some(p)) => key_from_pem(p)?,
-        (None, None) => return Err(codes::MISSING_FIELD),
-        (Some(_), Some(_)) => return Err(codes::INVALID_PARAMETER),
-    };
-    let base = state.new_id(IdKind::ApiKey)?;
-    let id = format!(
-        "{SIGNING_KEY_PREFIX}{}",
-        base.strip_prefix(IdKind::ApiKey.prefix()).unwrap_or(&base)
-    );
-    let rec = SigningKeyRecord {
-        id,
-        account_id: who.account_id.clone(),
-        public_key: public.to_vec(),
-        created_ms: state.now_ms(),
-        revoked_ms: None,
-    };
-    let view = signing_key_json(&rec);
-    let event = state.event(
-        &who.account_id,
-        who.mode,
-        crate::service::events::EventType::SigningKeyCreated,
-        view.clone(),
-    )?;
-    if !state
-        .store()
-        .insert_signing_key(&rec, Some(MAX_SIGNING_KEYS), &[event])
-        .await?
-    {
-        return Err(codes::LIMIT_REACHED);
-    }
-    let resource = format!("account:{}", who.account_id);
-    crate::audit::event(
-        "security.signing_key_created",
-        &resource,
-        crate::audit::SUCCESS,
-        "",
-    );
+    let view =
+        svc::create_signing_key(&state, &who, body.jwk.as_ref(), body.pem.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
+/// Query of `GET /v1/signing_keys`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyQuery {
+    /// 1–100, default 10.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// A signing key id from the previous page: return the keys created after it.
+    #[param(pattern = "^sigk_[0-9a-f]{32}$")]
+    pub starting_after: Option<String>,
+}
+
 /// List the account's signing keys, oldest first; page with `starting_after`.
-#[utoipa::path(get, path = "/v1/signing_keys", tag = "controls", security(("api_key" = [])), params(PageQuery),
-    responses((status = 200, description = "{object: list, data: [signing_key], has_more}"), (status = 400, description = "invalid_parameter")))]
+#[utoipa::path(get, path = "/v1/signing_keys", tag = "controls", security(("api_key" = [])), params(SigningKeyQuery),
+    responses((status = 200, body = List<SigningKeyView>),
+        (status = 400, description = "invalid_parameter, unknown_field", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no account:read)", body = ErrorResponse)))]
 pub async fn list_signing_keys(
     State(state): State<AppState>,
     who: Principal,
-    ApiQuery(q): ApiQuery<PageQuery>,
-) -> ApiResult<Json<Value>> {
+    ApiQuery(q): ApiQuery<SigningKeyQuery>,
+) -> ApiResult<Json<List<SigningKeyView>>> {
     who.require(Scope::AccountRead)?;
-    let limit = q.limit()?;
-    if let Some(after) = &q.starting_after {
-        check_signing_key_id(after).map_err(|_| codes::INVALID_PARAMETER)?;
+    let limit = crate::extract::PageQuery {
+        limit: q.limit,
+        starting_after: None,
     }
-    let mut keys = state
-        .store()
-        .list_signing_keys(&who.account_id, q.starting_after.as_deref(), limit + 1)
-        .await?;
-    let has_more = page(&mut keys, limit);
-    Ok(Json(json!({
-        "object": "list",
-        "data": keys.iter().map(signing_key_json).collect::<Vec<_>>(),
-        "has_more": has_more,
-    })))
-}
-
-fn check_signing_key_id(id: &str) -> ApiResult<()> {
-    let rest = id
-        .strip_prefix(SIGNING_KEY_PREFIX)
-        .ok_or(codes::NOT_FOUND)?;
-    if rest.len() == 32 && rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        Ok(())
-    } else {
-        Err(codes::NOT_FOUND)
-    }
+    .limit()?;
+    let list =
+        svc::list_signing_keys(&state, &who.account_id, q.starting_after.as_deref(), limit).await?;
+    Ok(Json(list))
 }
 
 /// Revoke a signing key; signatures made with it fail from the next request on.
 #[utoipa::path(delete, path = "/v1/signing_keys/{id}", tag = "controls", security(("api_key" = [])),
-    params(("id" = String, Path)), responses((status = 200, description = "The revoked key"), (status = 403, description = "permission_denied (no signing_keys:write), live_mode_required (a test key)"), (status = 404, description = "not_found")))]
+    params(("id" = String, Path, description = "sigk_…", pattern = "^sigk_[0-9a-f]{32}$")),
+    responses((status = 200, description = "The revoked key; emits `signing_key.revoked`", body = SigningKeyView),
+        (status = 403, description = "permission_denied (no signing_keys:write), live_mode_required (a test key)", body = ErrorResponse),
+        (status = 404, description = "not_found", body = ErrorResponse)))]
 pub async fn revoke_signing_key(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SigningKeyView>> {
     who.require_live(Scope::SigningKeysWrite)?;
-    check_signing_key_id(&id)?;
-    let existing = state
-        .store()
-        .signing_key(&who.account_id, &id)
-        .await?
-        .ok_or(codes::NOT_FOUND)?;
-    let event = state.event(
-        &who.account_id,
-        who.mode,
-        crate::service::events::EventType::SigningKeyRevoked,
-        signing_key_json(&existing),
-    )?;
-    let resource = format!("account:{}", who.account_id);
-    crate::audit::event(
-        "security.signing_key_revoked",
-        &resource,
-        crate::audit::SUCCESS,
-        "",
-    );
-    let revoked = state
-        .store()
-        .revoke_signing_key(&who.account_id, &id, state.now_ms(), &[event])
-        .await?
-        .ok_or(codes::NOT_FOUND)?;
-    Ok(Json(signing_key_json(&revoked)))
-}
-
-/// The account's gateway settings as JSON.
-pub fn controls_json(c: &AccountControls) -> Value {
-    json!({
-        "id": c.account_id,
-        "object": "account",
-        "require_signed_requests": c.require_signed_requests,
-        "ip_allowlist": c.ip_allowlist,
-        "rate_limit_per_minute": c.rate_limit_per_minute,
-    })
+    Ok(Json(svc::revoke_signing_key(&state, &who, &id).await?))
 }
 
 /// The calling account's gateway settings.
 #[utoipa::path(get, path = "/v1/account", tag = "controls", security(("api_key" = [])),
-    responses((status = 200, description = "{id, object: account, require_signed_requests, ip_allowlist, rate_limit_per_minute}")))]
-pub async fn get_account(State(state): State<AppState>, who: Principal) -> ApiResult<Json<Value>> {
+    responses((status = 200, body = AccountControlsView),
+        (status = 403, description = "permission_denied (no account:read)", body = ErrorResponse)))]
+pub async fn get_account(
+    State(state): State<AppState>,
+    who: Principal,
+) -> ApiResult<Json<AccountControlsView>> {
     who.require(Scope::AccountRead)?;
-    let c = state.store().account_controls(&who.account_id).await?;
-    Ok(Json(controls_json(&c)))
+    Ok(Json(svc::account_controls(&state, &who.account_id).await?))
 }
 
 /// Body of `PATCH /v1/account`.
@@ -264,21 +126,19 @@ pub struct UpdateAccountControlsBody {
 
 /// Change the calling account's gateway settings.
 #[utoipa::path(patch, path = "/v1/account", tag = "controls", security(("api_key" = [])), request_body = UpdateAccountControlsBody,
-    responses((status = 200, description = "The account's settings; emits `account.updated` in live mode"), (status = 403, description = "permission_denied (no account:write), live_mode_required (a test key)")))]
+    responses((status = 200, description = "The account's settings; emits `account.updated` in live mode", body = AccountControlsView),
+        (status = 400, description = "unknown_field, invalid_request", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no account:write), live_mode_required (a test key)", body = ErrorResponse),
+        (status = 413, description = "body_too_large", body = ErrorResponse),
+        (status = 415, description = "unsupported_media_type", body = ErrorResponse)))]
 pub async fn update_account(
     State(state): State<AppState>,
     who: Principal,
     ApiJson(body): ApiJson<UpdateAccountControlsBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AccountControlsView>> {
     who.require_live(Scope::AccountWrite)?;
-    let update = ControlsUpdate {
-        account_id: who.account_id.clone(),
-        require_signed_requests: body.require_signed_requests,
-        now_ms: state.now_ms(),
-        ..Default::default()
-    };
-    let c = change_controls(&state, &who, update, "security.signatures_setting_changed").await?;
-    Ok(Json(controls_json(&c)))
+    let view = svc::update_account_controls(&state, &who, body.require_signed_requests).await?;
+    Ok(Json(view))
 }
 
 /// Body of `PUT /v1/ip_allowlist`.
@@ -286,97 +146,38 @@ pub async fn update_account(
 #[serde(deny_unknown_fields)]
 pub struct IpAllowlistBody {
     /// IPv4/IPv6 CIDRs (or single addresses), at most 100. Empty: no restriction.
+    #[schema(max_items = 100)]
     pub cidrs: Vec<String>,
-}
-
-fn allowlist_json(cidrs: &[String]) -> Value {
-    json!({"object": "ip_allowlist", "cidrs": cidrs})
 }
 
 /// The account's IP allowlist.
 #[utoipa::path(get, path = "/v1/ip_allowlist", tag = "controls", security(("api_key" = [])),
-    responses((status = 200, description = "{object: ip_allowlist, cidrs: [...]}")))]
+    responses((status = 200, body = IpAllowlistView),
+        (status = 403, description = "permission_denied (no account:read)", body = ErrorResponse)))]
 pub async fn get_ip_allowlist(
     State(state): State<AppState>,
     who: Principal,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<IpAllowlistView>> {
     who.require(Scope::AccountRead)?;
-    let c = state.store().account_controls(&who.account_id).await?;
-    Ok(Json(allowlist_json(&c.ip_allowlist)))
+    Ok(Json(svc::ip_allowlist(&state, &who.account_id).await?))
 }
 
 /// Replace the account's IP allowlist. Requests from elsewhere get `403 ip_not_allowed`.
+/// Rule JSON Schema cannot state: each entry must parse as an IP address or CIDR
+/// (`invalid_parameter`).
 #[utoipa::path(put, path = "/v1/ip_allowlist", tag = "controls", security(("api_key" = [])), request_body = IpAllowlistBody,
-    responses((status = 200, description = "{object: ip_allowlist, cidrs: [...]}; emits `account.updated` in live mode"), (status = 400, description = "invalid_parameter"), (status = 403, description = "permission_denied (no account:write), live_mode_required (a test key)")))]
+    responses((status = 200, description = "The allowlist; emits `account.updated` in live mode", body = IpAllowlistView),
+        (status = 400, description = "invalid_parameter, unknown_field, missing_field, invalid_request", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no account:write), live_mode_required (a test key)", body = ErrorResponse),
+        (status = 413, description = "body_too_large", body = ErrorResponse),
+        (status = 415, description = "unsupported_media_type", body = ErrorResponse)))]
 pub async fn put_ip_allowlist(
     State(state): State<AppState>,
     who: Principal,
     ApiJson(body): ApiJson<IpAllowlistBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<IpAllowlistView>> {
     who.require_live(Scope::AccountWrite)?;
-    let nets = parse_cidrs(&body.cidrs)?;
-    let update = ControlsUpdate {
-        account_id: who.account_id.clone(),
-        ip_allowlist: Some(nets.iter().map(ToString::to_string).collect()),
-        now_ms: state.now_ms(),
-        ..Default::default()
-    };
-    let c = change_controls(&state, &who, update, "security.ip_allowlist_changed").await?;
-    Ok(Json(allowlist_json(&c.ip_allowlist)))
-}
-
-/// Applies a change of the account's security settings with its `account.updated`
-/// event in the live stream (the settings protect live traffic) and a security event
-/// in the audit log.
-async fn change_controls(
-    state: &AppState,
-    who: &Principal,
-    mut update: ControlsUpdate,
-    security_event: &str,
-) -> ApiResult<AccountControls> {
-    let mut next = state.store().account_controls(&who.account_id).await?;
-    if let Some(r) = update.require_signed_requests {
-        next.require_signed_requests = r;
-    }
-    if let Some(l) = &update.ip_allowlist {
-        next.ip_allowlist.clone_from(l);
-    }
-    update.events = vec![state.event(
-        &who.account_id,
-        Mode::Live,
-        crate::service::events::EventType::AccountUpdated,
-        controls_json(&next),
-    )?];
-    let resource = format!("account:{}", who.account_id);
-    crate::audit::event(security_event, &resource, crate::audit::SUCCESS, "");
-    let c = state.store().update_account_controls(&update).await?;
-    state.gateway().forget_account(state, &who.account_id);
-    Ok(c)
-}
-
-/// Operator: sets (or, with `None`, keeps) an account's rate-limit override; returns
-/// the override in force.
-pub async fn set_rate_limit(
-    state: &AppState,
-    account_id: &str,
-    per_minute: Option<i64>,
-) -> ApiResult<Option<i64>> {
-    let Some(n) = per_minute else {
-        return Ok(state
-            .store()
-            .account_controls(account_id)
-            .await?
-            .rate_limit_per_minute);
-    };
-    let c = state
-        .store()
-        .update_account_controls(&ControlsUpdate {
-            account_id: account_id.to_owned(),
-            rate_limit_per_minute: Some(n),
-            now_ms: state.now_ms(),
-            ..Default::default()
-        })
-        .await?;
-    state.gateway().forget_account(state, account_id);
-    Ok(c.rate_limit_per_minute)
+    Ok(Json(
+        svc::set_ip_allowlist(&state, &who, &body.cidrs).await?,
+    ))
 }

@@ -16,7 +16,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(&state).await,
+        crate::metrics::render(state.metrics(), state.store(), state.now_ms()).await,
     )
 }
 

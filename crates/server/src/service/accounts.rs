@@ -1,28 +1,20 @@
 //! Accounts, API keys and admin keys: creating, issuing, revoking and looking keys up
 //! (through a bounded cache), and the views the admin API shows of them.
 
-use crate::cache::{Cache, CacheSync};
+use crate::cache::CacheSync;
 use crate::error::{ApiResult, codes};
+use crate::keyring::Keyring;
 use crate::service::events::EventType;
+use crate::service::tokens::{ApiKeyCache, Tokens};
 use crate::service::{ModeName, object_name, secs};
-use crate::state::AppState;
 use serde::Serialize;
 use std::sync::Arc;
-use std::time::Duration;
-use strongroom_core::{IdKind, KeyKind, Mode, Scopes, Sensitive};
-use strongroom_crypto::random;
-use strongroom_store::{AccountRecord, ApiKeyRecord, ControlStore, VaultStore};
+use strongroom_core::{Clock, IdKind, KeyKind, Mode, Scopes, Sensitive};
+use strongroom_crypto::{RootKey, random};
+use strongroom_store::{AccountRecord, ApiKeyRecord, ControlStore, Store, VaultStore};
 use utoipa::ToSchema;
 
-/// Digest domain for API secrets.
-pub const API_KEY_DIGEST: &str = "api_key";
-/// The secret prefix of admin keys.
-pub const ADMIN_PREFIX: &str = "sk_admin_";
-/// The `kind` of admin keys in storage.
-pub const ADMIN_KIND: &str = "admin";
-
-/// Most API keys cached.
-const KEY_CACHE_MAX: usize = 10_000;
+pub use crate::auth::{ADMIN_KIND, ADMIN_PREFIX, API_KEY_DIGEST};
 
 /// What kind of key to issue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,41 +33,36 @@ pub struct IssuedKey {
     pub secret: Sensitive<String>,
 }
 
-/// API keys by the keyed digest of their secret, bounded and expiring.
-pub struct KeyCache(Cache<[u8; 32], Arc<ApiKeyRecord>>);
-
-impl KeyCache {
-    /// A cache whose entries live `ttl`.
-    pub fn new(ttl: Duration) -> Self {
-        Self(Cache::new(ttl, KEY_CACHE_MAX))
-    }
-}
-
-/// Account and key operations, over the state's store, root key, clock and key cache.
+/// Account and key operations, over the parts of the state they use (built by
+/// `AppState::accounts`): the store, root key and clock, the API-key cache shared with
+/// the gateway and the token service, and the components a key change must tell.
 pub struct Accounts<'a> {
-    state: &'a AppState,
-    keys: &'a KeyCache,
+    /// The store.
+    pub(crate) store: &'a Store,
+    /// Digests API secrets.
+    pub(crate) root: &'a RootKey,
+    /// Ids and timestamps.
+    pub(crate) clock: &'a dyn Clock,
+    /// The generation cached rows must match.
+    pub(crate) sync: &'a CacheSync,
+    /// API keys by secret digest.
+    pub(crate) keys: &'a ApiKeyCache,
+    /// Makes a new account's first data keys.
+    pub(crate) keyring: &'a Keyring,
+    /// Forgets a revoked key's cached record.
+    pub(crate) tokens: &'a Tokens,
 }
 
-impl<'a> Accounts<'a> {
-    /// The service over `state`, caching keys in `keys`.
-    pub fn new(state: &'a AppState, keys: &'a KeyCache) -> Self {
-        Self { state, keys }
-    }
-
-    fn sync(&self) -> &CacheSync {
-        self.state.cache_sync()
+impl Accounts<'_> {
+    fn new_id(&self, kind: IdKind) -> ApiResult<String> {
+        crate::events::new_id(self.clock, kind)
     }
 
     /// The account, after checking the id's shape (a malformed id is refused as
     /// [`strongroom_core::parse_id`] refuses it; an unknown one is `not_found`).
     pub async fn get(&self, id: &str) -> ApiResult<AccountRecord> {
         strongroom_core::parse_id(IdKind::Account, id)?;
-        self.state
-            .store()
-            .get_account(id)
-            .await?
-            .ok_or(codes::NOT_FOUND)
+        self.store.get_account(id).await?.ok_or(codes::NOT_FOUND)
     }
 
     /// Creates an account and its first data keys.
@@ -84,17 +71,16 @@ impl<'a> Accounts<'a> {
         name: &str,
         otp_delivery_url: Option<String>,
     ) -> ApiResult<AccountRecord> {
-        let state = self.state;
         let account = AccountRecord {
-            id: state.new_id(IdKind::Account)?,
+            id: self.new_id(IdKind::Account)?,
             name: name.to_owned(),
             otp_delivery_url,
-            created_ms: state.now_ms(),
+            created_ms: self.clock.now_ms(),
         };
-        let keys = state.keyring().initial_keys(state, &account.id)?;
-        crate::audit::as_system(state, "account.create", async {
+        let keys = self.keyring.initial_keys(&account.id)?;
+        crate::audit::as_system(self.clock, "account.create", async {
             crate::audit::set_resource("account", &account.id);
-            state.store().create_account(&account, &keys, &[]).await
+            self.store.create_account(&account, &keys, &[]).await
         })
         .await?;
         Ok(account)
@@ -108,7 +94,6 @@ impl<'a> Accounts<'a> {
         mode: Mode,
         scopes: Option<Scopes>,
     ) -> ApiResult<IssuedKey> {
-        let state = self.state;
         let (prefix, scopes, kind_name, mode) = match kind {
             NewKeyKind::Account(k) => {
                 let scopes = k.effective_scopes(scopes)?;
@@ -122,8 +107,7 @@ impl<'a> Accounts<'a> {
             }
         };
         if let Some(acct) = account_id {
-            state
-                .store()
+            self.store
                 .get_account(acct)
                 .await?
                 .ok_or(codes::NOT_FOUND)?;
@@ -131,21 +115,22 @@ impl<'a> Accounts<'a> {
         let body = random::base62(40)?;
         let secret = Sensitive::new(format!("{prefix}{}", body.as_str()));
         let record = ApiKeyRecord {
-            id: state.new_id(IdKind::ApiKey)?,
+            id: self.new_id(IdKind::ApiKey)?,
             account_id: account_id.map(str::to_owned),
             kind: kind_name.to_owned(),
             mode,
             prefix: secret.expose().chars().take(prefix.len() + 4).collect(),
-            digest: state
-                .root()
+            digest: self
+                .root
                 .digest(API_KEY_DIGEST, secret.expose().as_bytes())
                 .to_vec(),
             scopes,
-            created_ms: state.now_ms(),
+            created_ms: self.clock.now_ms(),
             revoked_ms: None,
         };
         let events = match account_id {
-            Some(acct) => vec![state.event_of(
+            Some(acct) => vec![crate::events::event_of(
+                self.clock,
                 acct,
                 mode,
                 EventType::ApiKeyCreated,
@@ -153,32 +138,12 @@ impl<'a> Accounts<'a> {
             )?],
             None => vec![],
         };
-        crate::audit::as_system(state, "api_key.create", async {
+        crate::audit::as_system(self.clock, "api_key.create", async {
             crate::audit::set_resource("api_key", &record.id);
-            state.store().insert_api_key(&record, &events).await
+            self.store.insert_api_key(&record, &events).await
         })
         .await?;
         Ok(IssuedKey { record, secret })
-    }
-
-    /// Stores a new key's IP allowlist. If that fails the key is revoked, so a key
-    /// never exists without the restriction asked for.
-    pub async fn set_new_key_allowlist(
-        &self,
-        key: &ApiKeyRecord,
-        nets: &[ipnet::IpNet],
-    ) -> ApiResult<()> {
-        if nets.is_empty() {
-            return Ok(());
-        }
-        let state = self.state;
-        let cidrs: Vec<String> = nets.iter().map(ToString::to_string).collect();
-        if let Err(e) = state.store().set_key_ip_allowlist(&key.id, &cidrs).await {
-            let _ = self.revoke_key(key.account_id.as_deref(), &key.id).await;
-            return Err(e.into());
-        }
-        state.gateway().forget_key(state, &key.id);
-        Ok(())
     }
 
     /// Revokes a key; effective on the next request.
@@ -187,15 +152,15 @@ impl<'a> Accounts<'a> {
         account_id: Option<&str>,
         key_id: &str,
     ) -> ApiResult<ApiKeyRecord> {
-        let state = self.state;
-        let now = state.now_ms();
-        let existing = state.store().list_api_keys(account_id).await?;
+        let now = self.clock.now_ms();
+        let existing = self.store.list_api_keys(account_id).await?;
         let key = existing
             .iter()
             .find(|k| k.id == key_id)
             .ok_or(codes::NOT_FOUND)?;
         let events = match account_id {
-            Some(acct) => vec![state.event_of(
+            Some(acct) => vec![crate::events::event_of(
+                self.clock,
                 acct,
                 key.mode,
                 EventType::ApiKeyRevoked,
@@ -203,19 +168,18 @@ impl<'a> Accounts<'a> {
             )?],
             None => vec![],
         };
-        let revoked = crate::audit::as_system(state, "api_key.revoke", async {
+        let revoked = crate::audit::as_system(self.clock, "api_key.revoke", async {
             crate::audit::set_resource("api_key", key_id);
-            state
-                .store()
+            self.store
                 .revoke_api_key(account_id, key_id, now, &events)
                 .await
         })
         .await?
         .ok_or(codes::NOT_FOUND)?;
         if let Ok(d) = <[u8; 32]>::try_from(revoked.digest.as_slice()) {
-            self.keys.0.forget(self.sync(), &d);
+            self.keys.forget(self.sync, &d);
         }
-        state.tokens().forget_key(self.sync(), key_id);
+        self.tokens.forget_key(key_id);
         Ok(revoked)
     }
 
@@ -226,16 +190,15 @@ impl<'a> Accounts<'a> {
         &self,
         secret: &str,
     ) -> ApiResult<Option<(Arc<ApiKeyRecord>, Option<crate::gateway::Prefetched>)>> {
-        let state = self.state;
-        let digest = state.root().digest(API_KEY_DIGEST, secret.as_bytes());
-        let now = state.now_ms();
-        let (cache, sync) = (&self.keys.0, self.sync());
+        let digest = self.root.digest(API_KEY_DIGEST, secret.as_bytes());
+        let now = self.clock.now_ms();
+        let (cache, sync) = (self.keys, self.sync);
         if let Some(hit) = cache.get(sync, &digest, now) {
             return Ok(Some((hit, None)));
         }
         // On a miss: one round trip instead of three (key, controls, allowlist).
         let epoch = cache.epoch(sync);
-        let found = state.store().key_with_controls(&digest).await?;
+        let found = self.store.key_with_controls(&digest).await?;
         Ok(found.map(|f| {
             let pre = f
                 .controls
@@ -248,15 +211,13 @@ impl<'a> Accounts<'a> {
 
     /// Forgets cached API keys (after an incident, or when another node may have revoked).
     pub fn clear_key_cache(&self) {
-        self.keys.0.clear(self.sync());
-        self.state.tokens().clear_keys(self.sync());
+        self.tokens.clear_keys();
     }
 
     /// The admin key `key_id`, or `not_found` (an account key is not an admin key).
     pub async fn admin_key(&self, key_id: &str) -> ApiResult<ApiKeyRecord> {
         strongroom_core::parse_id(IdKind::ApiKey, key_id)?;
-        self.state
-            .store()
+        self.store
             .list_api_keys(None)
             .await?
             .into_iter()
@@ -266,45 +227,22 @@ impl<'a> Accounts<'a> {
 
     /// The view of an admin key, with its allowlist read from the store.
     pub async fn admin_key_view(&self, key: &ApiKeyRecord) -> ApiResult<AdminKeyView> {
-        let list = self.state.store().key_ip_allowlist(&key.id).await?;
+        let list = self.store.key_ip_allowlist(&key.id).await?;
         Ok(AdminKeyView {
             key: ApiKeyView::from(key),
             ip_allowlist: list,
         })
     }
 
-    /// The account's view: its per-credential rate limit read from its controls, and,
-    /// when `with_secret` and an OTP delivery URL is set, the OTP signing secret.
-    pub async fn view(&self, acct: &AccountRecord, with_secret: bool) -> ApiResult<AccountView> {
+    /// The account's view, its per-credential rate limit read from its controls
+    /// (without the OTP signing secret, which the admin routes add where they show it).
+    pub async fn view(&self, acct: &AccountRecord) -> ApiResult<AccountView> {
         let rate = self
-            .state
-            .store()
+            .store
             .account_controls(&acct.id)
             .await?
             .rate_limit_per_minute;
-        self.view_with_rate(acct, rate, with_secret).await
-    }
-
-    /// As [`Accounts::view`], with the rate limit known.
-    pub async fn view_with_rate(
-        &self,
-        acct: &AccountRecord,
-        rate_limit_per_minute: Option<i64>,
-        with_secret: bool,
-    ) -> ApiResult<AccountView> {
-        let mut v = AccountView::new(acct, rate_limit_per_minute);
-        if with_secret && acct.otp_delivery_url.is_some() {
-            use base64::Engine;
-            let state = self.state;
-            let (version, overlap_ends) =
-                crate::service::otp::delivery_generation(state, &acct.id).await?;
-            let secret = crate::service::otp::delivery_secret(state, &acct.id, version)?;
-            let encoded = base64::engine::general_purpose::STANDARD.encode(secret.as_slice());
-            v.otp_signing_secret = Some(format!("whsec_{encoded}"));
-            v.otp_signing_secret_version = Some(version);
-            v.otp_signing_secret_rotation_ends_at = Some(overlap_ends.map(secs));
-        }
-        Ok(v)
+        Ok(AccountView::new(acct, rate))
     }
 }
 

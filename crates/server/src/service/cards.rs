@@ -3,14 +3,14 @@
 use crate::auth::Principal;
 use crate::error::{ApiResult, codes};
 use crate::keyring::AccountKeys;
-use crate::service::secs;
+use crate::service::{List, secs};
 use crate::state::AppState;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use strongroom_core::{Expiry, IdKind, Mode, Pan, Sensitive};
 use strongroom_crypto::DataKey;
-use strongroom_store::{CardRecord, InsertCard, KeyPurpose, VaultStore};
+use strongroom_store::{CardRecord, InsertCard, KeyPurpose, ListCards, VaultStore};
 use zeroize::Zeroizing;
 
 /// The masked card object: everything a card may show without a reveal.
@@ -57,6 +57,46 @@ impl From<&CardRecord> for CardView {
             created: secs(c.created_ms),
         }
     }
+}
+
+/// What `POST /v1/cards` answers: the card to a caller that may read cards, a card
+/// token to one that may not.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum TokenizeView {
+    /// For keys and tokens that hold `cards:read`.
+    Card(CardView),
+    /// For publishable keys and others without `cards:read`.
+    Token(CardTokenView),
+}
+
+/// Result of deleting a card.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeletedCardView {
+    /// `card_…`
+    pub id: String,
+    /// Always `card`.
+    pub object: &'static str,
+    /// Always true.
+    pub deleted: bool,
+}
+
+/// The clear card that `POST /v1/cards/{id}/reveal` answers. Its body is written
+/// straight from zeroizing buffers; this type only describes it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RevealedView {
+    /// `card_…`
+    pub id: String,
+    /// Always `revealed_card`.
+    pub object: &'static str,
+    /// The full number (digits only).
+    pub number: String,
+    /// 1–12.
+    pub exp_month: i64,
+    /// Four digits.
+    pub exp_year: i64,
+    /// As stored; null when none was.
+    pub cardholder_name: Option<String>,
 }
 
 /// What a client sends to tokenize a card.
@@ -198,7 +238,7 @@ pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> ApiRes
     check_name(new.cardholder_name.as_ref())?;
     let submitted_expiry = (i64::from(expiry.month), i64::from(expiry.year));
 
-    let keys = state.keyring().account(state, &who.account_id).await?;
+    let keys = state.keyring().account(&who.account_id).await?;
     let (fp_version, fp_key) = keys.writer(KeyPurpose::Fingerprint)?;
     let dedup: Vec<(i64, Vec<u8>)> = keys
         .usable(KeyPurpose::Fingerprint)
@@ -389,23 +429,58 @@ pub async fn get(state: &AppState, who: &Principal, id: &str) -> ApiResult<CardR
 }
 
 /// Deletes a card: its ciphertext is gone.
-pub async fn delete(state: &AppState, who: &Principal, id: &str) -> ApiResult<()> {
+pub async fn delete(state: &AppState, who: &Principal, id: &str) -> ApiResult<DeletedCardView> {
     let card = get(state, who, id).await?;
-    let event = state.event(
+    let view = DeletedCardView {
+        id: card.id,
+        object: "card",
+        deleted: true,
+    };
+    let event = state.event_of(
         &who.account_id,
         who.mode,
         crate::service::events::EventType::CardDeleted,
-        serde_json::json!({"id": card.id, "object": "card", "deleted": true}),
+        &view,
     )?;
     if state
         .store()
         .delete_card(&who.account_id, who.mode, id, &[event])
         .await?
     {
-        Ok(())
+        Ok(view)
     } else {
         Err(codes::NOT_FOUND)
     }
+}
+
+/// A page of the principal's cards, newest first, optionally of one fingerprint.
+pub async fn list(
+    state: &AppState,
+    who: &Principal,
+    fingerprint: Option<&str>,
+    starting_after: Option<String>,
+    limit: i64,
+) -> ApiResult<List<CardView>> {
+    if !(1..=100).contains(&limit) {
+        return Err(codes::INVALID_PARAMETER);
+    }
+    if let Some(after) = &starting_after {
+        strongroom_core::parse_id(IdKind::Card, after).map_err(|_| codes::INVALID_PARAMETER)?;
+    }
+    let query = ListCards {
+        fingerprint: fingerprint.map(parse_fingerprint).transpose()?,
+        starting_after,
+        limit: limit.saturating_add(1),
+    };
+    let mut rows = state
+        .store()
+        .list_cards(&who.account_id, who.mode, &query)
+        .await?;
+    let has_more = crate::extract::page(&mut rows, limit);
+    Ok(List::page(
+        rows.iter().map(CardView::from).collect(),
+        has_more,
+    ))
 }
 
 /// Parses a fingerprint as shown in the card object.

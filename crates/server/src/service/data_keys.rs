@@ -105,17 +105,6 @@ pub struct DataKeysView {
     pub purposes: PurposesView,
 }
 
-/// The `object` of a `data_key.rotated` event.
-#[derive(Debug, Clone, Serialize)]
-pub struct DataKeyRotated {
-    /// Always `data_key`.
-    pub object: &'static str,
-    /// `cards`, `fingerprint` or `pin`.
-    pub purpose: &'static str,
-    /// The new version.
-    pub version: i64,
-}
-
 fn purpose_view(records: &[DataKeyRecord], usage: &[(i64, i64)], p: KeyPurpose) -> PurposeKeysView {
     let count = |version: i64| {
         usage

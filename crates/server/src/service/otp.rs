@@ -33,6 +33,38 @@ fn purpose_scope(purpose: &str) -> Scope {
     }
 }
 
+/// A created OTP.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct OtpView {
+    /// `otp_…`
+    pub id: String,
+    /// Always `otp`.
+    pub object: &'static str,
+    /// What it authorises.
+    pub purpose: String,
+    /// The card it is for.
+    pub card: Option<String>,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Test mode only: the code. In live mode it goes to the account's OTP delivery URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_code: Option<String>,
+}
+
+impl From<CreatedOtp> for OtpView {
+    fn from(created: CreatedOtp) -> Self {
+        let r = created.record;
+        Self {
+            id: r.id,
+            object: "otp",
+            purpose: r.purpose,
+            card: r.card_id,
+            expires_at: crate::service::secs(r.expires_ms),
+            test_code: created.test_code.map(|c| c.to_string()),
+        }
+    }
+}
+
 /// A created OTP, with the code only when it may be shown (test mode).
 pub struct CreatedOtp {
     /// The record.
@@ -435,12 +467,12 @@ pub async fn reveal(
         &[event],
     )
     .await?;
-    let keys = state.keyring().account(state, &who.account_id).await?;
+    let keys = state.keyring().account(&who.account_id).await?;
     let clear = match cards::open(&keys, &card) {
         Ok(c) => c,
         // A rotation elsewhere may have retired the version we cached: reload once.
         Err(_) => {
-            let fresh = state.keyring().reload(state, &who.account_id).await?;
+            let fresh = state.keyring().reload(&who.account_id).await?;
             cards::open(&fresh, &card)?
         }
     };

@@ -9,7 +9,7 @@ use crate::error::{ApiError, ApiResult, codes};
 use crate::keyring::AccountKeys;
 use crate::service::{cards, otp};
 use crate::state::AppState;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use strongroom_core::{Scope, Sensitive};
@@ -17,8 +17,88 @@ use strongroom_crypto::jwe::{CompactJwe, JweError, TransportKey};
 use strongroom_crypto::pin::{self as blocks, Pin, PinBlock, PinKey};
 use strongroom_store::{
     CardRecord, EventRecord, KeyPurpose, PinOutcome, PinRecord, PinRewrap, PinStore, SetKind,
-    SpendOtp, StoreError, TransportKeyRecord, VaultStore,
+    SpendOtp, TransportKeyRecord, VaultStore,
 };
+use utoipa::ToSchema;
+
+/// The PIN transport key (RFC 7517 JWK).
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct PinJwk {
+    /// Always `RSA`.
+    pub kty: String,
+    /// Put it in the JWE header.
+    pub kid: String,
+    /// Always `enc`.
+    #[serde(rename = "use")]
+    pub use_: String,
+    /// Always `RSA-OAEP-256`.
+    pub alg: String,
+    /// Modulus (3072 bits), base64url.
+    pub n: String,
+    /// Exponent, base64url.
+    pub e: String,
+}
+
+impl PinJwk {
+    fn of(key: &TransportKey, kid: &str) -> ApiResult<Self> {
+        serde_json::from_value(key.public_jwk(kid))
+            .map_err(|_| ApiError::internal(&"transport JWK lacks a member"))
+    }
+}
+
+/// A card's PIN state (never the PIN).
+#[derive(Serialize, ToSchema)]
+pub struct PinView {
+    /// Always `card_pin`.
+    pub object: &'static str,
+    /// `card_…`
+    pub card: String,
+    /// Always true after a set.
+    pub set: bool,
+    /// Whether a `pin.reset` OTP was used.
+    pub reset: bool,
+}
+
+impl From<SetResult> for PinView {
+    fn from(done: SetResult) -> Self {
+        Self {
+            object: "card_pin",
+            card: done.card_id,
+            set: true,
+            reset: done.reset,
+        }
+    }
+}
+
+/// The result of a verification.
+#[derive(Serialize, ToSchema)]
+pub struct VerifyResult {
+    /// Whether the PIN matched.
+    #[serde(rename = "match")]
+    pub matched: bool,
+}
+
+/// A card's PIN after an operator unlocked it.
+#[derive(Serialize, ToSchema)]
+pub struct PinUnlockedView {
+    /// Always `card_pin`.
+    pub object: &'static str,
+    /// `card_…`
+    pub card: String,
+    /// Always false.
+    pub locked: bool,
+}
+
+/// An account's PIN settings.
+#[derive(Serialize, ToSchema)]
+pub struct PinSettingsView {
+    /// Always `pin_settings`.
+    pub object: &'static str,
+    /// `acct_…`
+    pub account: String,
+    /// Consecutive failures before a PIN locks.
+    pub max_failures: i64,
+}
 
 /// Failures before a PIN locks, unless configured.
 pub const DEFAULT_MAX_FAILURES: i64 = 3;
@@ -117,7 +197,7 @@ fn usable(r: &TransportKeyRecord, now: i64) -> bool {
 }
 
 /// Makes a new transport key the current one; older keys decrypt for the grace period.
-pub async fn rotate_transport_key(state: &AppState) -> ApiResult<serde_json::Value> {
+pub async fn rotate_transport_key(state: &AppState) -> ApiResult<PinJwk> {
     let (key, der) = TransportKey::generate()?;
     let now = state.now_ms();
     let kid = format!(
@@ -138,11 +218,11 @@ pub async fn rotate_transport_key(state: &AppState) -> ApiResult<serde_json::Val
         .await?;
     load(state).await?;
     tracing::info!(kid = %kid, "PIN transport key rotated");
-    Ok(key.public_jwk(&kid))
+    PinJwk::of(&key, &kid)
 }
 
 /// The current transport key as a JWK, made on first use.
-pub async fn current_jwk(state: &AppState) -> ApiResult<serde_json::Value> {
+pub async fn current_jwk(state: &AppState) -> ApiResult<PinJwk> {
     let now = state.now_ms();
     let loaded = cached(state).await?;
     match loaded
@@ -152,7 +232,7 @@ pub async fn current_jwk(state: &AppState) -> ApiResult<serde_json::Value> {
         .find(|(r, _)| r.retire_after_ms.is_none())
         .or_else(|| loaded.keys.iter().rev().find(|(r, _)| usable(r, now)))
     {
-        Some((r, k)) => Ok(k.public_jwk(&r.kid)),
+        Some((r, k)) => PinJwk::of(k, &r.kid),
         None => rotate_transport_key(state).await,
     }
 }
@@ -255,25 +335,21 @@ pub fn check_strength(state: &AppState, pin: &Pin) -> ApiResult<()> {
 /// The account's keys with a `pin` writer, made now for accounts older than the PIN
 /// service.
 async fn pin_keys(state: &AppState, account_id: &str) -> ApiResult<Arc<AccountKeys>> {
-    let keys = state.keyring().account(state, account_id).await?;
+    let keys = state.keyring().account(account_id).await?;
     if keys.has_writer(KeyPurpose::Pin) {
         return Ok(keys);
     }
-    let keys = state.keyring().reload(state, account_id).await?;
+    let keys = state.keyring().reload(account_id).await?;
     if keys.has_writer(KeyPurpose::Pin) {
         return Ok(keys);
     }
-    match state
-        .keyring()
-        .rotate(state, account_id, KeyPurpose::Pin)
-        .await
-    {
+    match state.keyring().rotate(account_id, KeyPurpose::Pin).await {
         Ok(_) => {}
         // Another request made it first.
         Err(e) if e.code == codes::CONFLICT.code => {}
         Err(e) => return Err(e),
     }
-    state.keyring().reload(state, account_id).await
+    state.keyring().reload(account_id).await
 }
 
 fn pan_of(keys: &AccountKeys, card: &CardRecord) -> ApiResult<cards::RevealedCard> {
@@ -286,13 +362,13 @@ async fn stored_pin(
     card: &CardRecord,
     rec: &PinRecord,
 ) -> ApiResult<(Pin, Arc<AccountKeys>)> {
-    let mut keys = state.keyring().account(state, &card.account_id).await?;
+    let mut keys = state.keyring().account(&card.account_id).await?;
     if !keys
         .usable(KeyPurpose::Pin)
         .iter()
         .any(|(v, _)| *v == rec.key_version)
     {
-        keys = state.keyring().reload(state, &card.account_id).await?;
+        keys = state.keyring().reload(&card.account_id).await?;
     }
     let key = keys.version(KeyPurpose::Pin, rec.key_version)?;
     let pan = pan_of(&keys, card)?;
@@ -364,6 +440,32 @@ pub async fn max_failures(state: &AppState, account_id: &str) -> ApiResult<i64> 
         .unwrap_or(state.config().pin_max_failures))
 }
 
+/// An existing account's PIN settings (`not_found` for no such account).
+pub async fn settings(state: &AppState, account_id: &str) -> ApiResult<PinSettingsView> {
+    state.accounts().get(account_id).await?;
+    Ok(PinSettingsView {
+        object: "pin_settings",
+        account: account_id.to_owned(),
+        max_failures: max_failures(state, account_id).await?,
+    })
+}
+
+/// Sets an existing account's lockout threshold (`invalid_parameter` outside
+/// [`MAX_FAILURES_RANGE`]).
+pub async fn set_max_failures(
+    state: &AppState,
+    account_id: &str,
+    max: i64,
+) -> ApiResult<PinSettingsView> {
+    strongroom_core::parse_id(strongroom_core::IdKind::Account, account_id)?;
+    if !MAX_FAILURES_RANGE.contains(&max) {
+        return Err(codes::INVALID_PARAMETER);
+    }
+    state.accounts().get(account_id).await?;
+    state.store().set_pin_max_failures(account_id, max).await?;
+    settings(state, account_id).await
+}
+
 fn outcome_err(o: PinOutcome) -> ApiError {
     match o {
         PinOutcome::Locked => codes::PIN_LOCKED,
@@ -371,13 +473,6 @@ fn outcome_err(o: PinOutcome) -> ApiError {
         PinOutcome::AlreadySet => codes::PIN_ALREADY_SET,
         PinOutcome::OtpInvalid => codes::OTP_INVALID,
         PinOutcome::Changed | PinOutcome::Done | PinOutcome::Failed { .. } => codes::CONFLICT,
-    }
-}
-
-fn conflict(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Conflict(_) => codes::CONFLICT,
-        other => other.into(),
     }
 }
 
@@ -460,8 +555,7 @@ async fn set_inner(
     let outcome = state
         .store()
         .set_pin(&record, kind, &spend, &[set_event], Some(&unlocked))
-        .await
-        .map_err(conflict)?;
+        .await?;
     match outcome {
         PinOutcome::Done => Ok(SetResult {
             card_id: card.id,
@@ -602,8 +696,7 @@ async fn change_inner(
     match state
         .store()
         .change_pin(&rec, &next, &spend, &[changed])
-        .await
-        .map_err(conflict)?
+        .await?
     {
         PinOutcome::Done => Ok(()),
         other => Err(outcome_err(other)),
@@ -736,7 +829,7 @@ pub async fn change(
     encrypted_new: &str,
     otp_id: &str,
     code: &str,
-) -> ApiResult<()> {
+) -> ApiResult<PinView> {
     let r = change_inner(
         state,
         who,
@@ -748,14 +841,27 @@ pub async fn change(
     )
     .await;
     audit("pin.change", card_id, &r);
-    r
+    r.map(|_| {
+        PinView::from(SetResult {
+            card_id: card_id.to_owned(),
+            reset: false,
+        })
+    })
 }
 
 /// Operator unlock (see `admin_unlock_inner`), with an audit record.
-pub async fn admin_unlock(state: &AppState, admin_key_id: &str, card_id: &str) -> ApiResult<()> {
+pub async fn admin_unlock(
+    state: &AppState,
+    admin_key_id: &str,
+    card_id: &str,
+) -> ApiResult<PinUnlockedView> {
     let r = admin_unlock_inner(state, admin_key_id, card_id).await;
     audit("pin.unlock", card_id, &r);
-    r
+    r.map(|()| PinUnlockedView {
+        object: "card_pin",
+        card: card_id.to_owned(),
+        locked: false,
+    })
 }
 
 #[cfg(test)]

@@ -83,7 +83,7 @@ async fn rewrap_mode(
 }
 
 async fn rewrap_account(state: &AppState, account_id: &str) -> ApiResult<u64> {
-    let keys = state.keyring().reload(state, account_id).await?;
+    let keys = state.keyring().reload(account_id).await?;
     let batch = state.config().rewrap_batch.max(1);
     let mut moved = 0;
     for purpose in KeyPurpose::ALL {

@@ -11,19 +11,19 @@
 //! same schedule from the same rows.
 
 use crate::auth::Principal;
-use crate::cache::Cache;
+use crate::cache::{Cache, CacheSync};
 use crate::error::{ApiError, ApiResult, codes};
-use crate::state::AppState;
+use crate::service::List;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use strongroom_core::{KeyKind, Mode, Scope, Scopes};
+use strongroom_core::{Clock, KeyKind, Mode, Scopes};
 use strongroom_crypto::jwt::{
     Claims, Expectations, JwtAlg, JwtError, JwtPrivateKey, JwtSigner, JwtVerifier, token_digest,
 };
-use strongroom_crypto::random;
-use strongroom_store::{ApiKeyRecord, JwtKeyRecord, StoreError, TokenStore};
+use strongroom_crypto::{RootKey, random};
+use strongroom_store::{ApiKeyRecord, JwtKeyRecord, Store, TokenStore};
 
 /// Event written when every key of an account is revoked at once.
 pub const KEYS_REVOKED_EVENT: crate::service::events::EventType =
@@ -63,12 +63,124 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A public key that signs bearer tokens (RFC 7517 JWK): `kty`, `crv` and `x` for
+/// Ed25519 (`OKP`), `n` and `e` for RSA.
+#[derive(Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct JwtJwk {
+    /// `OKP` (Ed25519) or `RSA`.
+    pub kty: String,
+    /// `Ed25519` (OKP keys only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crv: Option<String>,
+    /// The public key, base64url (OKP keys only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<String>,
+    /// The modulus, base64url (RSA keys only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<String>,
+    /// The exponent, base64url (RSA keys only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e: Option<String>,
+    /// The `kid` of the tokens it signs.
+    pub kid: String,
+    /// `EdDSA` or `RS256`.
+    pub alg: String,
+    /// Always `sig`.
+    #[serde(rename = "use")]
+    pub use_: String,
+}
+
+/// The JWK Set of `/.well-known/jwks.json`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct JwksView {
+    /// Every key that is pending, signing, or may still have unexpired tokens.
+    pub keys: Vec<JwtJwk>,
+}
+
+/// The state of a JWT signing key generation.
+#[derive(Clone, Copy, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JwtKeyState {
+    /// Published, not yet signing.
+    Pending,
+    /// Signing.
+    Active,
+    /// Published until the tokens it signed have expired.
+    Retiring,
+    /// No longer published.
+    Expired,
+}
+
+/// A JWT signing key generation, for operators.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct JwtKeyView {
+    /// Always `jwt_key`.
+    pub object: &'static str,
+    /// The key id.
+    pub kid: String,
+    /// `EdDSA` or `RS256`.
+    pub alg: String,
+    /// Generation number, from 1.
+    pub generation: i64,
+    /// Its state now.
+    pub state: JwtKeyState,
+    /// Unix seconds.
+    pub created: i64,
+    /// Unix seconds: when it signs (or signed) first.
+    pub signs_from: i64,
+    /// Unix seconds: when it leaves the JWKS; null while it has no successor.
+    pub published_until: Option<i64>,
+}
+
+/// An access token, as `POST /v1/auth/token` answers it (RFC 6749 §5.1).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AccessTokenView {
+    /// The compact JWT.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+    /// Its scopes, space-separated.
+    pub scope: String,
+}
+
+impl From<IssuedToken> for AccessTokenView {
+    fn from(t: IssuedToken) -> Self {
+        Self {
+            access_token: t.token.expose().clone(),
+            token_type: "Bearer",
+            expires_in: t.expires_in,
+            scope: t.scope,
+        }
+    }
+}
+
+/// What revoke-all did.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct KeysRevokedView {
+    /// Always `account`.
+    pub object: &'static str,
+    /// `acct_…`
+    pub id: String,
+    /// How many keys were revoked (keys revoked before are not counted).
+    pub revoked_keys: i64,
+}
+
+/// The object of the `account.keys_revoked` event.
+#[derive(serde::Serialize)]
+struct KeysRevokedEvent<'a> {
+    id: &'a str,
+    object: &'static str,
+    keys_revoked_at: i64,
+}
+
 /// One loaded key generation.
 struct LoadedKey {
     kid: String,
     generation: i64,
     alg: String,
-    jwk: serde_json::Value,
+    jwk: JwtJwk,
     created_ms: i64,
     active_from_ms: i64,
     /// When the next generation starts signing (None: no successor).
@@ -106,8 +218,18 @@ struct Verified {
 const VERIFIED_MAX: usize = 50_000;
 const KEY_IDS_MAX: usize = 10_000;
 
-/// The token service, held in [`AppState`].
+/// The API-key cache by secret digest, which a revoke-all must empty.
+pub(crate) type ApiKeyCache = Cache<[u8; 32], Arc<ApiKeyRecord>>;
+
+/// The token service, held in `AppState`. It reads signing keys and API keys from the
+/// store, unwraps signing keys with the root key, and keeps its caches honest with the
+/// shared [`CacheSync`].
 pub struct Tokens {
+    store: Store,
+    root: Arc<RootKey>,
+    clock: Arc<dyn Clock>,
+    sync: Arc<CacheSync>,
+    api_keys: Arc<ApiKeyCache>,
     config: TokenConfig,
     keyset_ttl_ms: i64,
     keys: RwLock<Option<Arc<KeySet>>>,
@@ -117,8 +239,23 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    pub(crate) fn new(config: TokenConfig, keyset_ttl: Duration, key_ttl: Duration) -> Self {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        store: Store,
+        root: Arc<RootKey>,
+        clock: Arc<dyn Clock>,
+        sync: Arc<CacheSync>,
+        api_keys: Arc<ApiKeyCache>,
+        config: TokenConfig,
+        keyset_ttl: Duration,
+        key_ttl: Duration,
+    ) -> Self {
         Self {
+            store,
+            root,
+            clock,
+            sync,
+            api_keys,
             config,
             keyset_ttl_ms: ms(keyset_ttl),
             keys: RwLock::new(None),
@@ -142,13 +279,14 @@ impl Tokens {
     }
 
     /// Forgets a cached key record (after it was revoked on this node).
-    pub fn forget_key(&self, sync: &crate::cache::CacheSync, key_id: &str) {
-        self.key_ids.forget(sync, key_id);
+    pub fn forget_key(&self, key_id: &str) {
+        self.key_ids.forget(&self.sync, key_id);
     }
 
-    /// Forgets every cached key record.
-    pub fn clear_keys(&self, sync: &crate::cache::CacheSync) {
-        self.key_ids.clear(sync);
+    /// Forgets every cached key record, by id and by secret.
+    pub fn clear_keys(&self) {
+        self.api_keys.clear(&self.sync);
+        self.key_ids.clear(&self.sync);
     }
 
     /// Forgets the signing key set (another node may have rotated it); the next use
@@ -159,13 +297,13 @@ impl Tokens {
         }
     }
 
-    async fn key_by_id(&self, state: &AppState, id: &str) -> ApiResult<Option<Arc<ApiKeyRecord>>> {
-        let (now, sync) = (state.now_ms(), state.cache_sync());
+    async fn key_by_id(&self, id: &str) -> ApiResult<Option<Arc<ApiKeyRecord>>> {
+        let (now, sync) = (self.clock.now_ms(), self.sync.as_ref());
         if let Some(rec) = self.key_ids.get(sync, id, now) {
             return Ok(Some(rec));
         }
         let epoch = self.key_ids.epoch(sync);
-        let Some(rec) = state.store().api_key_by_id(id).await? else {
+        let Some(rec) = self.store.api_key_by_id(id).await? else {
             return Ok(None);
         };
         let rec = Arc::new(rec);
@@ -175,21 +313,23 @@ impl Tokens {
     }
 
     /// Loads every key generation from the store and replaces the cached set.
-    async fn reload(&self, state: &AppState) -> ApiResult<Arc<KeySet>> {
-        let rows = state.store().jwt_keys().await?;
+    async fn reload(&self) -> ApiResult<Arc<KeySet>> {
+        let rows = self.store.jwt_keys().await?;
         let mut keys = Vec::with_capacity(rows.len());
         let mut verifier = JwtVerifier::new();
         for (i, r) in rows.iter().enumerate() {
-            let jwk: serde_json::Value = serde_json::from_str(&r.public_jwk)
+            let value: serde_json::Value = serde_json::from_str(&r.public_jwk)
                 .map_err(|_| ApiError::internal(&"stored JWK is not JSON"))?;
-            verifier.add_jwk(&jwk)?;
+            verifier.add_jwk(&value)?;
+            let jwk: JwtJwk = serde_json::from_value(value)
+                .map_err(|_| ApiError::internal(&"stored JWK lacks a member"))?;
             let signer = if r.wrapped.is_empty() {
                 None
             } else {
                 let alg = JwtAlg::parse(&r.alg)
                     .ok_or_else(|| ApiError::internal(&"stored JWT key has an unknown alg"))?;
-                let pkcs8 = state
-                    .root()
+                let pkcs8 = self
+                    .root
                     .unwrap_bytes(&r.wrapped, &wrap_context(&r.kid, r.generation, alg))?;
                 let key = JwtPrivateKey::from_pkcs8(alg, &pkcs8)?;
                 Some(Arc::new(key.signer(&r.kid)?))
@@ -211,7 +351,7 @@ impl Tokens {
             });
         }
         let set = Arc::new(KeySet {
-            loaded_ms: state.now_ms(),
+            loaded_ms: self.clock.now_ms(),
             keys,
             verifier,
         });
@@ -223,37 +363,37 @@ impl Tokens {
 
     /// The key set, reloaded when older than the keyring TTL (so a rotation made on
     /// another node is seen well within the pre-publication period).
-    async fn keyset(&self, state: &AppState) -> ApiResult<Arc<KeySet>> {
+    async fn keyset(&self) -> ApiResult<Arc<KeySet>> {
         let cached = self.keys.read().ok().and_then(|s| s.clone());
         match cached {
-            Some(set) if state.now_ms().saturating_sub(set.loaded_ms) < self.keyset_ttl_ms => {
+            Some(set) if self.clock.now_ms().saturating_sub(set.loaded_ms) < self.keyset_ttl_ms => {
                 Ok(set)
             }
-            _ => self.reload(state).await,
+            _ => self.reload().await,
         }
     }
 
     /// At startup: creates the first signing key if there is none, and rotates to the
     /// configured algorithm if the newest key uses another one.
-    pub async fn ensure_keys(&self, state: &AppState) -> ApiResult<()> {
-        let set = self.reload(state).await?;
+    pub async fn ensure_keys(&self) -> ApiResult<()> {
+        let set = self.reload().await?;
         let newest_alg = set.keys.last().map(|k| k.alg.clone());
         if newest_alg.as_deref() == Some(self.config.alg.as_str()) {
             return Ok(());
         }
-        match self.rotate(state).await {
+        match self.rotate().await {
             Ok(_) => Ok(()),
             // Another node did it at the same moment.
-            Err(e) if e.code == codes::CONFLICT.code => self.reload(state).await.map(drop),
+            Err(e) if e.code == codes::CONFLICT.code => self.reload().await.map(drop),
             Err(e) => Err(e),
         }
     }
 
     /// Generates the next signing key. The first key signs at once; later ones after the
     /// pre-publication period. Returns the key list.
-    pub async fn rotate(&self, state: &AppState) -> ApiResult<serde_json::Value> {
-        let set = self.reload(state).await?;
-        let now = state.now_ms();
+    pub async fn rotate(&self) -> ApiResult<List<JwtKeyView>> {
+        let set = self.reload().await?;
+        let now = self.clock.now_ms();
         let generation = set
             .keys
             .last()
@@ -267,8 +407,7 @@ impl Tokens {
         let alg = self.config.alg;
         let kid = format!(
             "{}-{}",
-            state
-                .new_id(strongroom_core::IdKind::ApiKey)?
+            crate::events::new_id(self.clock.as_ref(), strongroom_core::IdKind::ApiKey)?
                 .trim_start_matches("key_")
                 .get(..12)
                 .unwrap_or("k"),
@@ -279,32 +418,30 @@ impl Tokens {
             kid: kid.clone(),
             generation,
             alg: alg.as_str().to_owned(),
-            wrapped: state
-                .root()
+            wrapped: self
+                .root
                 .wrap_bytes(key.expose_pkcs8(), &wrap_context(&kid, generation, alg))?,
             public_jwk: key.public_jwk(&kid)?.to_string(),
             created_ms: now,
             active_from_ms,
         };
-        match state.store().insert_jwt_key(&record, erase_below).await {
-            Ok(()) => {}
-            Err(StoreError::Conflict(_)) => return Err(codes::CONFLICT),
-            Err(e) => return Err(e.into()),
-        }
+        // A conflict (another node rotated at the same moment) is `conflict`, as every
+        // store conflict is (see `error.rs`); `ensure_keys` relies on it.
+        self.store.insert_jwt_key(&record, erase_below).await?;
         // Seconds, not milliseconds: a 13-digit number in a log line can look like a PAN.
         let signs_from = active_from_ms.div_euclid(1000);
         tracing::info!(kid = %kid, generation, alg = alg.as_str(), signs_from, "JWT signing key created");
-        self.list(state, true).await
+        self.list(true).await
     }
 
     /// The key list for operators: each generation's state and times.
-    pub async fn list(&self, state: &AppState, fresh: bool) -> ApiResult<serde_json::Value> {
+    pub async fn list(&self, fresh: bool) -> ApiResult<List<JwtKeyView>> {
         let set = if fresh {
-            self.reload(state).await?
+            self.reload().await?
         } else {
-            self.keyset(state).await?
+            self.keyset().await?
         };
-        let now = state.now_ms();
+        let now = self.clock.now_ms();
         let lifetime = ms(self.config.lifetime);
         let leeway = ms(self.config.leeway);
         let signer = set.signer(now).map(|k| k.generation);
@@ -314,34 +451,34 @@ impl Tokens {
             .map(|k| {
                 let until = set.published_until(k, lifetime, leeway);
                 let st = if Some(k.generation) == signer {
-                    "active"
+                    JwtKeyState::Active
                 } else if k.active_from_ms > now {
-                    "pending"
+                    JwtKeyState::Pending
                 } else if until.is_none_or(|u| now < u) {
-                    "retiring"
+                    JwtKeyState::Retiring
                 } else {
-                    "expired"
+                    JwtKeyState::Expired
                 };
-                serde_json::json!({
-                    "object": "jwt_key",
-                    "kid": k.kid,
-                    "alg": k.alg,
-                    "generation": k.generation,
-                    "state": st,
-                    "created": k.created_ms.div_euclid(1000),
-                    "signs_from": k.active_from_ms.div_euclid(1000),
-                    "published_until": until.map(|u| u.div_euclid(1000)),
-                })
+                JwtKeyView {
+                    object: "jwt_key",
+                    kid: k.kid.clone(),
+                    alg: k.alg.clone(),
+                    generation: k.generation,
+                    state: st,
+                    created: k.created_ms.div_euclid(1000),
+                    signs_from: k.active_from_ms.div_euclid(1000),
+                    published_until: until.map(|u| u.div_euclid(1000)),
+                }
             })
             .collect();
-        Ok(serde_json::json!({"object": "list", "data": data}))
+        Ok(List::all(data))
     }
 
     /// The JWKS: every generation that is pending, signing, or may still have unexpired
     /// tokens.
-    pub async fn jwks(&self, state: &AppState) -> ApiResult<serde_json::Value> {
-        let set = self.keyset(state).await?;
-        let now = state.now_ms();
+    pub async fn jwks(&self) -> ApiResult<JwksView> {
+        let set = self.keyset().await?;
+        let now = self.clock.now_ms();
         let (lifetime, leeway) = (ms(self.config.lifetime), ms(self.config.leeway));
         let keys: Vec<_> = set
             .keys
@@ -352,7 +489,7 @@ impl Tokens {
             })
             .map(|k| k.jwk.clone())
             .collect();
-        Ok(serde_json::json!({ "keys": keys }))
+        Ok(JwksView { keys })
     }
 
     fn is_published(&self, set: &KeySet, kid: &str, now: i64) -> bool {
@@ -367,26 +504,10 @@ impl Tokens {
 
     /// Issues an access token for an API-key principal, with its scopes or the
     /// requested subset.
-    pub async fn issue(
-        &self,
-        state: &AppState,
-        p: &Principal,
-        requested: Option<Scopes>,
-    ) -> ApiResult<IssuedToken> {
-        let scopes = match requested {
-            None => p.scopes,
-            Some(r) => {
-                let within = Scope::ALL
-                    .into_iter()
-                    .all(|s| !r.contains(s) || p.scopes.contains(s));
-                if r.is_empty() || !within {
-                    return Err(codes::INVALID_SCOPE);
-                }
-                r
-            }
-        };
-        let now = state.now_ms();
-        let set = self.keyset(state).await?;
+    pub async fn issue(&self, p: &Principal, requested: Option<Scopes>) -> ApiResult<IssuedToken> {
+        let scopes = p.token_scopes(requested)?;
+        let now = self.clock.now_ms();
+        let set = self.keyset().await?;
         let signer = match set.signer(now) {
             Some(k) => k.signer.clone(),
             None => None,
@@ -415,21 +536,21 @@ impl Tokens {
     }
 
     /// Signs arbitrary claims with the current key (operators' tooling and tests).
-    pub async fn sign_claims(&self, state: &AppState, claims: &Claims) -> ApiResult<String> {
-        let set = self.keyset(state).await?;
+    pub async fn sign_claims(&self, claims: &Claims) -> ApiResult<String> {
+        let set = self.keyset().await?;
         let signer = set
-            .signer(state.now_ms())
+            .signer(self.clock.now_ms())
             .and_then(|k| k.signer.clone())
             .ok_or_else(|| ApiError::internal(&"no JWT signing key is active"))?;
         Ok(signer.sign(claims)?)
     }
 
-    async fn verify(&self, state: &AppState, token: &str) -> ApiResult<Arc<Claims>> {
-        let now = state.now_ms();
+    async fn verify(&self, token: &str) -> ApiResult<Arc<Claims>> {
+        let now = self.clock.now_ms();
         let now_s = now.div_euclid(1000);
         let leeway_s = i64::try_from(self.config.leeway.as_secs()).unwrap_or(0);
         let digest = token_digest(token);
-        let mut set = self.keyset(state).await?;
+        let mut set = self.keyset().await?;
         if let Ok(m) = self.verified.read()
             && let Some(v) = m.get(&digest)
         {
@@ -449,7 +570,7 @@ impl Tokens {
             if now.saturating_sub(last) >= 1000 {
                 self.last_unknown_kid_reload_ms
                     .store(now, Ordering::Relaxed);
-                set = self.reload(state).await?;
+                set = self.reload().await?;
                 result = set.verifier.verify(token, &exp, now_s);
             }
         }
@@ -484,10 +605,10 @@ impl Tokens {
     /// Resolves a bearer JWT to a principal: signature, algorithm, issuer, audience and
     /// times (cached until expiry), then the issuing key's current state (revocation is
     /// seen on the next request).
-    pub async fn authenticate(&self, state: &AppState, token: &str) -> ApiResult<Principal> {
-        let claims = self.verify(state, token).await?;
+    pub async fn authenticate(&self, token: &str) -> ApiResult<Principal> {
+        let claims = self.verify(token).await?;
         let key = self
-            .key_by_id(state, &claims.sub)
+            .key_by_id(&claims.sub)
             .await?
             .ok_or(codes::TOKEN_INVALID)?;
         if key.revoked_ms.is_some() {
@@ -499,14 +620,7 @@ impl Tokens {
         if account_id != claims.acct || mode != key.mode {
             return Err(codes::TOKEN_INVALID);
         }
-        // The token's scopes, never more than the key holds now.
-        let held = kind.held_scopes(&key.scopes);
-        let mut scopes = Scopes::default();
-        for s in Scopes::from_storage(&claims.scope).names() {
-            if let Some(s) = Scope::parse(s).filter(|s| held.contains(*s)) {
-                scopes.insert(s);
-            }
-        }
+        let scopes = crate::auth::token_grants(kind, &key.scopes, &claims.scope);
         Ok(Principal {
             key_id: key.id.clone(),
             account_id,
@@ -520,25 +634,37 @@ impl Tokens {
     /// Revokes every key of an account (and so every token issued from them) and
     /// writes `account.keys_revoked` in both modes, in one transaction. Returns how many
     /// keys it revoked.
-    pub async fn revoke_all(&self, state: &AppState, account_id: &str) -> ApiResult<i64> {
-        let now = state.now_ms();
-        let object = serde_json::json!({
-            "id": account_id,
-            "object": "account",
-            "keys_revoked_at": now.div_euclid(1000),
-        });
+    pub async fn revoke_all(&self, account_id: &str) -> ApiResult<KeysRevokedView> {
+        let now = self.clock.now_ms();
+        let object = KeysRevokedEvent {
+            id: account_id,
+            object: "account",
+            keys_revoked_at: now.div_euclid(1000),
+        };
         let events = Mode::ALL
             .into_iter()
-            .map(|m| state.event(account_id, m, KEYS_REVOKED_EVENT, object.clone()))
+            .map(|m| {
+                crate::events::event_of(
+                    self.clock.as_ref(),
+                    account_id,
+                    m,
+                    KEYS_REVOKED_EVENT,
+                    &object,
+                )
+            })
             .collect::<ApiResult<Vec<_>>>()?;
-        let n = state
-            .store()
+        let n = self
+            .store
             .revoke_all_api_keys(account_id, now, &events)
             .await?
             .ok_or(codes::NOT_FOUND)?;
-        state.accounts().clear_key_cache();
+        self.clear_keys();
         tracing::warn!(account = %account_id, revoked = n, "every API key of the account revoked");
-        Ok(n)
+        Ok(KeysRevokedView {
+            object: "account",
+            id: account_id.to_owned(),
+            revoked_keys: n,
+        })
     }
 }
 

@@ -451,3 +451,224 @@ async fn event_and_webhook_queries_and_subscriptions_are_checked_strictly() {
     .await
     .assert_error(400, "invalid_parameter");
 }
+
+/// Sends `body` as it is, as JSON.
+async fn raw_json(srv: &TestServer, method: Method, path: &str, key: &str, body: &str) -> Resp {
+    let r = srv
+        .client
+        .request(method, format!("{}{path}", srv.url))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    Resp::from(r).await
+}
+
+#[tokio::test]
+async fn query_parameters_are_checked_as_strictly_as_bodies() {
+    let srv = TestServer::start().await;
+    let card_id = srv.tokenize("4242424242424242").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cases: Vec<(&str, &str, u16, &str)> = vec![
+        ("/v1/cards?bogus=1", "sk", 400, "unknown_field"),
+        ("/v1/cards?limit=10&expand=card", "sk", 400, "unknown_field"),
+        ("/v1/cards?bogus", "sk", 400, "unknown_field"),
+        ("/v1/cards?=1", "sk", 400, "unknown_field"),
+        ("/v1/cards?limit=5&limit=6", "sk", 400, "invalid_parameter"),
+        ("/v1/cards?fingerprint=", "sk", 400, "invalid_parameter"),
+        ("/v1/cards?limit=0", "sk", 400, "invalid_parameter"),
+        ("/v1/cards?limit=101", "sk", 400, "invalid_parameter"),
+        ("/v1/cards?limit=ten", "sk", 400, "invalid_parameter"),
+        ("/v1/cards?limit=8.0", "sk", 400, "invalid_parameter"),
+        (
+            "/v1/cards?starting_after=card_nope",
+            "sk",
+            400,
+            "invalid_parameter",
+        ),
+        ("/v1/cards?fingerprint=abc", "sk", 400, "invalid_parameter"),
+        ("/v1/signing_keys?bogus=1", "sk", 400, "unknown_field"),
+        ("/v1/signing_keys?limit=0", "sk", 400, "invalid_parameter"),
+        (
+            "/v1/signing_keys?starting_after=key_1",
+            "sk",
+            400,
+            "invalid_parameter",
+        ),
+        ("/v1/admin/audit?bogus=1", "admin", 400, "unknown_field"),
+        (
+            "/v1/admin/audit?limit=1001",
+            "admin",
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "/v1/admin/audit?starting_after=-1",
+            "admin",
+            400,
+            "invalid_parameter",
+        ),
+        ("/v1/admin/audit?action=", "admin", 400, "invalid_parameter"),
+        (
+            "/v1/admin/audit?since=9223372036854776",
+            "admin",
+            400,
+            "invalid_parameter",
+        ),
+    ];
+    for (path, who, status, code) in cases {
+        let key = if who == "admin" {
+            &srv.admin_key
+        } else {
+            &srv.sk_live
+        };
+        let key = if path.starts_with("/v1/cards") {
+            &srv.sk_test
+        } else {
+            key
+        };
+        let r = srv.get(path, key).await;
+        assert_eq!(r.status.as_u16(), status, "{path}: {}", r.text);
+        r.assert_error(status, code);
+    }
+    // The parameters the schema allows still work.
+    let r = srv
+        .get(
+            &format!("/v1/cards?limit=1&starting_after={card_id}"),
+            &srv.sk_test,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["object"], "list");
+    assert_eq!(r.body["has_more"], false);
+}
+
+#[tokio::test]
+async fn an_array_is_not_an_object_body() {
+    let srv = TestServer::start().await;
+    // serde would read a struct from an array by position; the body must be an object.
+    let cases: Vec<(Method, &str, &str)> = vec![
+        (
+            Method::POST,
+            "/v1/cards",
+            r#"["4242424242424242", 12, 2030, null]"#,
+        ),
+        (
+            Method::POST,
+            "/v1/otp",
+            r#"["card.reveal", "card_00000000000000000000000000000000"]"#,
+        ),
+        (Method::PATCH, "/v1/account", "[true]"),
+        (Method::PUT, "/v1/ip_allowlist", r#"[["10.0.0.0/8"]]"#),
+        (Method::POST, "/v1/auth/token", r#"["cards:read"]"#),
+        (Method::POST, "/v1/cards", r#""4242424242424242""#),
+        (Method::POST, "/v1/cards", "12"),
+    ];
+    for (method, path, body) in cases {
+        let key = if path.starts_with("/v1/cards") || path.starts_with("/v1/otp") {
+            &srv.sk_test
+        } else {
+            &srv.sk_live
+        };
+        let r = raw_json(&srv, method.clone(), path, key, body).await;
+        assert_eq!(r.status, 400, "{method} {path} {body}: {}", r.text);
+        r.assert_error(400, "invalid_request");
+    }
+    let r = raw_json(
+        &srv,
+        Method::POST,
+        &format!("/v1/admin/accounts/{}/pin_settings", srv.account),
+        &srv.admin_key,
+        "[5]",
+    )
+    .await;
+    r.assert_error(400, "invalid_request");
+    assert_eq!(card_count(&srv, &srv.sk_test).await, 0);
+    let controls = srv.get("/v1/account", &srv.sk_live).await;
+    assert_eq!(controls.body["require_signed_requests"], false);
+    assert_eq!(controls.body["ip_allowlist"], json!([]));
+}
+
+#[tokio::test]
+async fn integers_may_be_written_with_a_zero_fraction() {
+    let srv = TestServer::start().await;
+    let r = raw_json(
+        &srv,
+        Method::POST,
+        "/v1/cards",
+        &srv.sk_test,
+        r#"{"number": "4242424242424242", "exp_month": 12.0, "exp_year": 2030.0}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        (&r.body["exp_month"], &r.body["exp_year"]),
+        (&json!(12), &json!(2030))
+    );
+    for body in [
+        r#"{"number": "4242424242424242", "exp_month": 12.5, "exp_year": 2030}"#,
+        r#"{"number": "4242424242424242", "exp_month": "12", "exp_year": 2030}"#,
+        r#"{"number": "4242424242424242", "exp_month": 12, "exp_year": 1e300}"#,
+        r#"{"number": "4242424242424242", "exp_month": 12, "exp_year": 9223372036854775808}"#,
+    ] {
+        raw_json(&srv, Method::POST, "/v1/cards", &srv.sk_test, body)
+            .await
+            .assert_error(400, "invalid_request");
+    }
+    let path = format!("/v1/admin/accounts/{}/pin_settings", srv.account);
+    let r = raw_json(
+        &srv,
+        Method::POST,
+        &path,
+        &srv.admin_key,
+        r#"{"max_failures": 5.0}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["max_failures"], 5);
+    raw_json(
+        &srv,
+        Method::POST,
+        &path,
+        &srv.admin_key,
+        r#"{"max_failures": 11.0}"#,
+    )
+    .await
+    .assert_error(400, "invalid_parameter");
+}
+
+#[tokio::test]
+async fn a_null_body_is_no_body_where_the_body_is_optional() {
+    let srv = TestServer::start().await;
+    let r = raw_json(&srv, Method::POST, "/v1/auth/token", &srv.sk_test, "null").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["token_type"], "Bearer");
+    let r = raw_json(
+        &srv,
+        Method::POST,
+        "/v1/admin/jwt_keys/rotate",
+        &srv.admin_key,
+        " null ",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["object"], "list");
+    // A required body is still required.
+    raw_json(&srv, Method::POST, "/v1/cards", &srv.sk_test, "null")
+        .await
+        .assert_error(400, "invalid_request");
+    let r = raw_json(
+        &srv,
+        Method::POST,
+        &format!("/v1/admin/accounts/{}/revoke_all", srv.account),
+        &srv.admin_key,
+        "null",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["object"], "account");
+}

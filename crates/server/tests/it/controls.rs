@@ -2,7 +2,7 @@
 //! (memory and Redis, two nodes), idempotency, request signatures (with an independent
 //! Python signer).
 
-use crate::harness::{Data, Resp, TestServer, backend, eventually, test_pan};
+use crate::harness::{Data, Resp, TestServer, eventually, test_pan};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -845,8 +845,10 @@ async fn redis_gcra_matches_the_in_process_one_step_by_step() {
 /// one is heard by the other when it commits, and enforced there.
 #[tokio::test]
 async fn an_allowlist_set_on_one_node_is_enforced_by_the_other() {
-    if backend() != "postgres" {
-        eprintln!("two-node cache test runs with STRONGROOM_TEST_BACKEND=postgres");
+    if !strongroom_testenv::runs_on(
+        strongroom_testenv::Backend::Postgres,
+        "an_allowlist_set_on_one_node_is_enforced_by_the_other",
+    ) {
         return;
     }
     let a = TestServer::start().await;
@@ -891,8 +893,10 @@ async fn listeners(admin: &mut sqlx::PgConnection, db: &str) -> Vec<i32> {
 #[tokio::test]
 async fn a_node_that_loses_its_cache_listener_listens_again() {
     use sqlx::Connection;
-    if backend() != "postgres" {
-        eprintln!("two-node cache test runs with STRONGROOM_TEST_BACKEND=postgres");
+    if !strongroom_testenv::runs_on(
+        strongroom_testenv::Backend::Postgres,
+        "a_node_that_loses_its_cache_listener_listens_again",
+    ) {
         return;
     }
     let base = crate::harness::pg_url();

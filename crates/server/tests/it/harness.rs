@@ -121,14 +121,12 @@ fn pki() -> &'static Pki {
     })
 }
 
+/// `"sqlite"` or `"postgres"`: the backend under test (see `strongroom_testenv`).
 pub fn backend() -> String {
-    std::env::var("STRONGROOM_TEST_BACKEND").unwrap_or_else(|_| "sqlite".into())
+    strongroom_testenv::backend().as_str().to_owned()
 }
 
-pub fn pg_url() -> String {
-    std::env::var("STRONGROOM_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
+pub use strongroom_testenv::pg_url;
 
 /// Where a test server keeps its data.
 pub struct Data {

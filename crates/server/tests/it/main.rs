@@ -18,6 +18,7 @@ mod audit;
 mod bad_input;
 mod canary;
 mod cards;
+mod contract;
 mod controls;
 mod harness;
 mod leaks;

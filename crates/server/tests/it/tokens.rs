@@ -266,7 +266,7 @@ async fn tampered_none_expired_and_foreign_tokens_are_refused() {
         },
     ];
     for v in variants {
-        let tok = state.tokens().sign_claims(state, &v).await.unwrap();
+        let tok = state.tokens().sign_claims(&v).await.unwrap();
         srv.get("/v1/cards?limit=1", &tok)
             .await
             .assert_error(401, "token_invalid");
@@ -274,13 +274,10 @@ async fn tampered_none_expired_and_foreign_tokens_are_refused() {
     // A token claiming more scopes than its key holds gets only the key's.
     let greedy = state
         .tokens()
-        .sign_claims(
-            state,
-            &Claims {
-                scope: "cards:read cards:reveal".into(),
-                ..base.clone()
-            },
-        )
+        .sign_claims(&Claims {
+            scope: "cards:read cards:reveal".into(),
+            ..base.clone()
+        })
         .await
         .unwrap();
     let card = srv.tokenize("4242424242424242").await;
@@ -776,9 +773,11 @@ async fn jwt_key_rotation_under_continuous_load_has_zero_failures() {
 
 #[tokio::test]
 async fn two_nodes_share_signing_keys_rotation_and_revocation() {
-    if backend() != "postgres" {
-        // Several nodes need a shared store; with SQLite there is one node by design.
-        eprintln!("two-node token test runs with STRONGROOM_TEST_BACKEND=postgres");
+    // Several nodes need a shared store; with SQLite there is one node by design.
+    if !strongroom_testenv::runs_on(
+        strongroom_testenv::Backend::Postgres,
+        "two_nodes_share_signing_keys_rotation_and_revocation",
+    ) {
         return;
     }
     let data = Arc::new(Data::new());

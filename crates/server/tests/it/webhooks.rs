@@ -976,8 +976,10 @@ async fn events_are_kept_thirty_days() {
 #[tokio::test]
 async fn two_nodes_share_deliveries_without_double_sending() {
     // Several nodes share one PostgreSQL store; the embedded SQLite store is one process.
-    if crate::harness::backend() != "postgres" {
-        eprintln!("two_nodes_share_deliveries_without_double_sending: PostgreSQL backend only");
+    if !strongroom_testenv::runs_on(
+        strongroom_testenv::Backend::Postgres,
+        "two_nodes_share_deliveries_without_double_sending",
+    ) {
         return;
     }
     let data = Arc::new(crate::harness::Data::new());

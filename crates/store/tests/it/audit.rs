@@ -8,7 +8,7 @@ use strongroom_store::{
     VaultStore,
 };
 
-use crate::{T0, account, both, id};
+use crate::{T0, account, id, store_test};
 
 /// A stand-in for SHA-256 (the store never imports the crypto crate): deterministic and
 /// order-sensitive, enough to test chaining.
@@ -52,7 +52,7 @@ fn otp(account_id: &str) -> OtpRecord {
     }
 }
 
-both!(records_ride_on_writes);
+store_test!(records_ride_on_writes);
 async fn records_ride_on_writes(store: Store) {
     let a = account(&store).await; // outside any scope: not audited
     assert_eq!(store.audit_head().await.unwrap().0, 0);
@@ -111,7 +111,7 @@ async fn records_ride_on_writes(store: Store) {
     assert_eq!(store.audit_range(0, 100).await.unwrap().len(), 4);
 }
 
-both!(a_large_append_is_chained_in_order);
+store_test!(a_large_append_is_chained_in_order);
 /// One append of 45 records goes in as multi-row inserts (32 + 8 + 5 × 1): every record
 /// keeps its place, its sequence number and its chain hash, and the head is the last.
 async fn a_large_append_is_chained_in_order(store: Store) {
@@ -142,7 +142,7 @@ async fn a_large_append_is_chained_in_order(store: Store) {
     assert_eq!(head_hash, prev);
 }
 
-both!(concurrent_writes_share_one_append_per_batch);
+store_test!(concurrent_writes_share_one_append_per_batch);
 /// Writes queued together are group-committed, and their records appended together at
 /// the end of the batch: each scope still learns the head right after its own records,
 /// the chain is whole and in order, and a write that fails inside a batch commits no
@@ -213,7 +213,7 @@ async fn concurrent_writes_share_one_append_per_batch(store: Store) {
     assert_eq!(store.audit_head().await.unwrap().0, rows.len() as i64);
 }
 
-both!(checkpoints_keep_their_links_and_cannot_fork);
+store_test!(checkpoints_keep_their_links_and_cannot_fork);
 /// A chained checkpoint keeps its link to the one before it; one made before chaining
 /// reads back without one; a second checkpoint naming the same predecessor (two nodes
 /// checkpointing at once) is refused, as is a second one at the same seq.

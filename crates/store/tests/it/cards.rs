@@ -10,7 +10,7 @@ use strongroom_store::{
 };
 
 use crate::audit::{rec, test_hash};
-use crate::{T0, account, both, card, event, fp, id, random_u64, sqlite_cfg};
+use crate::{T0, account, card, event, fp, id, random_u64, sqlite_cfg, store_test};
 
 fn created_events(limit: i64) -> ListEvents {
     ListEvents {
@@ -20,7 +20,7 @@ fn created_events(limit: i64) -> ListEvents {
     }
 }
 
-both!(insert_card_dedups);
+store_test!(insert_card_dedups);
 async fn insert_card_dedups(store: Store) {
     let a = account(&store).await;
     let f = fp(1);
@@ -93,7 +93,7 @@ async fn insert_card_dedups(store: Store) {
     assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
 }
 
-both!(cards_sharing_a_row_hint_are_each_found);
+store_test!(cards_sharing_a_row_hint_are_each_found);
 /// On SQLite a card is stored under the row id its id gives (`row_hint`) when that is
 /// free, and read there first: cards whose ids give the same row id, or the one SQLite
 /// picked for another, are each found under their own id, and never another's.
@@ -182,6 +182,12 @@ async fn cards_sharing_a_row_hint_are_each_found(store: Store) {
 /// On SQLite a card is stored under the row id its id gives, unless another card has it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_cards_are_stored_under_the_row_id_their_id_gives() {
+    if !crate::runs_on(
+        crate::Backend::Sqlite,
+        "sqlite_cards_are_stored_under_the_row_id_their_id_gives",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vault.db");
     let store = Store::connect(&sqlite_cfg(&path)).await.unwrap();
@@ -210,7 +216,7 @@ async fn sqlite_cards_are_stored_under_the_row_id_their_id_gives() {
     assert_ne!(Some(rowid(&twin)), strongroom_core::row_hint(&twin));
 }
 
-both!(list_get_delete);
+store_test!(list_get_delete);
 async fn list_get_delete(store: Store) {
     let a = account(&store).await;
     let mut cards = Vec::new();
@@ -327,7 +333,7 @@ async fn list_get_delete(store: Store) {
     assert_eq!(store.get_event(&a, &ev2.id).await.unwrap(), None);
 }
 
-both!(rewrap);
+store_test!(rewrap);
 async fn rewrap(store: Store) {
     let a = account(&store).await;
     let mut cards = Vec::new();
@@ -459,7 +465,7 @@ async fn rewrap(store: Store) {
     );
 }
 
-both!(concurrent_same_fingerprint);
+store_test!(concurrent_same_fingerprint);
 async fn concurrent_same_fingerprint(store: Store) {
     let a = account(&store).await;
     let f = fp(77);
@@ -507,6 +513,12 @@ async fn concurrent_same_fingerprint(store: Store) {
 /// fails alone; everything acknowledged is there after reopening.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_group_commit_survives_reopen() {
+    if !crate::runs_on(
+        crate::Backend::Sqlite,
+        "sqlite_group_commit_survives_reopen",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vault.db");
     let store = Store::connect(&sqlite_cfg(&path)).await.unwrap();
@@ -566,6 +578,9 @@ async fn sqlite_group_commit_survives_reopen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn sqlite_insert_throughput() {
+    if !crate::runs_on(crate::Backend::Sqlite, "sqlite_insert_throughput") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let store = Store::connect(&sqlite_cfg(&dir.path().join("vault.db")))
         .await
@@ -619,7 +634,7 @@ fn endpoint(a: &str, mode: Mode, ms: i64, types: &[&str], disabled: bool) -> Web
     }
 }
 
-both!(concurrent_new_cards_with_events_and_deliveries);
+store_test!(concurrent_new_cards_with_events_and_deliveries);
 /// Many tokenizations at once share group commits (on PostgreSQL, one statement inserts
 /// a batch's cards, events and webhook deliveries): every new card gets its event and one
 /// delivery per matching endpoint, repeated fingerprints in the crowd get the one card,
@@ -760,6 +775,9 @@ async fn concurrent_new_cards_with_events_and_deliveries(store: Store) {
 /// when it is opened, and they are kept from then on (migration 10 included).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_card_counts_are_backfilled() {
+    if !crate::runs_on(crate::Backend::Sqlite, "sqlite_card_counts_are_backfilled") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vault.db");
     let store = Store::connect(&sqlite_cfg(&path)).await.unwrap();
@@ -806,6 +824,12 @@ async fn sqlite_card_counts_are_backfilled() {
 /// the unique index when it is opened, and its cards are still found by fingerprint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_fingerprint_index_is_replaced() {
+    if !crate::runs_on(
+        crate::Backend::Sqlite,
+        "sqlite_fingerprint_index_is_replaced",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vault.db");
     let store = Store::connect(&sqlite_cfg(&path)).await.unwrap();

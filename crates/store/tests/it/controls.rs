@@ -8,9 +8,9 @@ use strongroom_store::{
     IdempotencyRecord, Mode, SigningKeyRecord, Store, VaultStore,
 };
 
-use crate::{T0, account, both, event};
+use crate::{T0, account, event, store_test};
 
-both!(account_settings_and_key_allowlists);
+store_test!(account_settings_and_key_allowlists);
 async fn account_settings_and_key_allowlists(store: Store) {
     let a = account(&store).await;
     assert_eq!(
@@ -82,7 +82,7 @@ async fn account_settings_and_key_allowlists(store: Store) {
     assert_eq!(store.account_controls(&b).await.unwrap(), got);
 }
 
-both!(signing_keys_and_nonces);
+store_test!(signing_keys_and_nonces);
 async fn signing_keys_and_nonces(store: Store) {
     let a = account(&store).await;
     let k = SigningKeyRecord {
@@ -185,7 +185,7 @@ fn claim(key: &str, hash: u8, now: i64) -> IdempotencyClaim {
     }
 }
 
-both!(idempotency_records);
+store_test!(idempotency_records);
 async fn idempotency_records(store: Store) {
     let s = "acct_1:test";
     assert_eq!(

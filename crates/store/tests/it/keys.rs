@@ -6,9 +6,9 @@ use strongroom_store::{
     Store, StoreError, VaultStore,
 };
 
-use crate::{T0, account, both, card, data_key, event, fp, id};
+use crate::{T0, account, card, data_key, event, fp, id, store_test};
 
-both!(accounts_and_data_keys);
+store_test!(accounts_and_data_keys);
 async fn accounts_and_data_keys(store: Store) {
     store.ping().await.unwrap();
     let a = account(&store).await;
@@ -82,7 +82,7 @@ fn api_key(account_id: Option<&str>, ms: i64, digest: u8) -> ApiKeyRecord {
     }
 }
 
-both!(api_keys);
+store_test!(api_keys);
 async fn api_keys(store: Store) {
     let a = account(&store).await;
     let k1 = api_key(Some(&a), T0 + 1, 1);
@@ -196,7 +196,7 @@ async fn api_keys(store: Store) {
     assert_eq!(live.iter().filter(|k| k.revoked_ms.is_none()).count(), 1);
 }
 
-both!(rotate_and_retire);
+store_test!(rotate_and_retire);
 async fn rotate_and_retire(store: Store) {
     let a = account(&store).await;
     let c = card(&a, Mode::Test, T0 + 1, &fp(1));
@@ -309,7 +309,7 @@ async fn rotate_and_retire(store: Store) {
     assert_eq!(v1.retired_ms, Some(T0 + 50));
 }
 
-both!(a_key_with_its_controls_in_one_read);
+store_test!(a_key_with_its_controls_in_one_read);
 /// The gateway's one read per request when nothing is cached: the key, its account's
 /// controls (defaults when never set) and its own allowlist, each as the separate reads
 /// give them.

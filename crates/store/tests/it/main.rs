@@ -1,6 +1,7 @@
-//! The store's behaviour, run against both backends: SQLite in a temporary directory and
-//! PostgreSQL (`STRONGROOM_TEST_PG`, default `postgres://postgres@127.0.0.1:5432/test`)
-//! in a fresh schema per test.
+//! The store's behaviour, run against the backend `strongroom_testenv` selects
+//! (`STRONGROOM_TEST_BACKEND`): SQLite in a temporary directory, or PostgreSQL
+//! (`STRONGROOM_TEST_PG_URL`) in a fresh schema per test. A test about one backend only
+//! is skipped, visibly and counted, on the other.
 
 // Test helpers are not `#[test]` fns, so clippy's allow-*-in-tests does not reach them.
 #![allow(
@@ -32,10 +33,7 @@ use strongroom_store::{
 
 pub const T0: i64 = 1_700_000_000_000;
 
-pub fn pg_url() -> String {
-    std::env::var("STRONGROOM_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
+pub use strongroom_testenv::{Backend, pg_url, runs_on};
 
 /// A random u64 (std's hasher keys are random per `RandomState`).
 pub fn random_u64() -> u64 {
@@ -50,11 +48,6 @@ pub fn id(kind: IdKind, ms: i64) -> String {
     let mut r = [0u8; 10];
     r[..8].copy_from_slice(&random_u64().to_le_bytes());
     new_id(kind, ms, r)
-}
-
-pub enum Backend {
-    Sqlite,
-    Postgres,
 }
 
 /// Runs `test` against a fresh store of `backend`, then cleans up.
@@ -100,18 +93,15 @@ pub fn sqlite_cfg(path: &std::path::Path) -> StoreConfig {
     }
 }
 
-/// `both!(name)`: a test `name::sqlite` and `name::postgres` running `async fn name(Store)`.
+/// `store_test!(name)`: a test `name::on_backend` running `async fn name(Store)` on a
+/// fresh store of the backend under test.
 #[macro_export]
-macro_rules! both {
+macro_rules! store_test {
     ($name:ident) => {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                $crate::with_store($crate::Backend::Sqlite, super::$name).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                $crate::with_store($crate::Backend::Postgres, super::$name).await
+            async fn on_backend() {
+                $crate::with_store(strongroom_testenv::backend(), super::$name).await
             }
         }
     };

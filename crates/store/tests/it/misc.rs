@@ -3,7 +3,7 @@
 use strongroom_core::IdKind;
 use strongroom_store::{ListEvents, Mode, OtpRecord, Store, StoreConfig, VaultStore};
 
-use crate::{T0, account, both, event, id};
+use crate::{T0, account, event, id, store_test};
 
 fn otp(account_id: &str, ms: i64) -> OtpRecord {
     OtpRecord {
@@ -21,7 +21,7 @@ fn otp(account_id: &str, ms: i64) -> OtpRecord {
     }
 }
 
-both!(otps);
+store_test!(otps);
 async fn otps(store: Store) {
     let a = account(&store).await;
     let o = otp(&a, T0);
@@ -63,7 +63,7 @@ async fn otps(store: Store) {
     assert_eq!(wins, 1);
 }
 
-both!(events);
+store_test!(events);
 async fn events(store: Store) {
     let a = account(&store).await;
     let mut all = Vec::new();
@@ -187,6 +187,12 @@ async fn bad_urls_and_schemas_are_refused() {
 /// with a pool of one, reads and writes from many tasks still all finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_pool_of_one_serves_reads_and_writes() {
+    if !crate::runs_on(
+        crate::Backend::Postgres,
+        "a_postgres_pool_of_one_serves_reads_and_writes",
+    ) {
+        return;
+    }
     let schema = format!("t_pool1_{}", std::process::id());
     let store = Store::connect(&StoreConfig {
         url: crate::pg_url(),

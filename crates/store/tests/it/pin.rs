@@ -7,7 +7,7 @@ use strongroom_store::{
     SpendOtp, Store, TransportKeyRecord, VaultStore,
 };
 
-use crate::{T0, account, both, card, event, fp, id};
+use crate::{T0, account, card, event, fp, id, store_test};
 
 fn pin(card: &str, account: &str, block: u8) -> PinRecord {
     PinRecord {
@@ -70,7 +70,7 @@ async fn new_card(store: &Store, a: &str) -> String {
     }
 }
 
-both!(set_and_lockout_under_concurrency);
+store_test!(set_and_lockout_under_concurrency);
 async fn set_and_lockout_under_concurrency(store: Store) {
     let a = account(&store).await;
     let c = new_card(&store, &a).await;
@@ -253,7 +253,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
     assert_eq!(store.pin_owner(&c).await.unwrap(), None);
 }
 
-both!(jtis_and_settings_and_transport_keys);
+store_test!(jtis_and_settings_and_transport_keys);
 async fn jtis_and_settings_and_transport_keys(store: Store) {
     let a = account(&store).await;
     // Concurrent spends of one jti: exactly one wins.

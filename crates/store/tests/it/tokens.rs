@@ -5,7 +5,7 @@ use strongroom_store::{
     ApiKeyRecord, JwtKeyRecord, ListEvents, Mode, Store, StoreError, TokenStore, VaultStore,
 };
 
-use crate::{T0, account, both, event, id};
+use crate::{T0, account, event, id, store_test};
 
 fn jwt_key(generation: i64, wrapped: &[u8]) -> JwtKeyRecord {
     JwtKeyRecord {
@@ -19,7 +19,7 @@ fn jwt_key(generation: i64, wrapped: &[u8]) -> JwtKeyRecord {
     }
 }
 
-both!(jwt_keys_by_generation);
+store_test!(jwt_keys_by_generation);
 async fn jwt_keys_by_generation(store: Store) {
     assert!(store.jwt_keys().await.unwrap().is_empty());
     store.insert_jwt_key(&jwt_key(1, b"w1"), 0).await.unwrap();
@@ -55,7 +55,7 @@ fn api_key(account: &str, n: u8, revoked_ms: Option<i64>) -> ApiKeyRecord {
     }
 }
 
-both!(revoke_all_and_key_by_id);
+store_test!(revoke_all_and_key_by_id);
 async fn revoke_all_and_key_by_id(store: Store) {
     let a = account(&store).await;
     let b = account(&store).await;

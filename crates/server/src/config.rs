@@ -1,0 +1,116 @@
+//! The server's configuration: everything it needs besides the root key.
+
+use crate::{audit, gateway, service};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use strongroom_store::StoreConfig;
+
+/// Where the TLS certificate chain and private key are (PEM).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert_path: PathBuf,
+    /// PKCS#8, SEC1 or PKCS#1 private key.
+    pub key_path: PathBuf,
+}
+
+/// Everything the server needs besides the root key.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// TLS files. `None` serves plaintext HTTP; the CLI allows that only on loopback.
+    pub tls: Option<TlsFiles>,
+    /// The database.
+    pub store: StoreConfig,
+    /// Development or test deployment: OTP delivery may use plain HTTP to loopback.
+    pub dev_mode: bool,
+    /// How often the re-wrap worker looks for records under old key versions (it is
+    /// also woken at once by a rotation).
+    pub rewrap_interval: Duration,
+    /// How many records the re-wrap worker moves per transaction.
+    pub rewrap_batch: i64,
+    /// How long a looked-up API key (and an account's controls, a key's allowlist) may
+    /// be served from memory. Local changes clear it at once; on PostgreSQL, changes by
+    /// other nodes clear it as soon as they are heard (`LISTEN`), and it is bypassed while
+    /// not listening. Zero disables the cache.
+    pub api_key_cache_ttl: Duration,
+    /// How long unwrapped data keys are trusted before the key list is re-read (so a
+    /// rotation on another node is picked up).
+    pub keyring_ttl: Duration,
+    /// Time after which a request is abandoned with 408.
+    pub request_timeout: Duration,
+    /// Proxies whose `X-Forwarded-For` is believed (CIDRs). Empty: the socket peer is
+    /// always the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Rate limits and where their state lives.
+    pub rate_limit: gateway::RateLimitConfig,
+    /// How far a signature's `created` may be from now.
+    pub signature_window: Duration,
+    /// How long an idempotent response is kept.
+    pub idempotency_ttl: Duration,
+    /// PINs refused as too weak besides repeated digits and ascending/descending runs.
+    pub pin_deny_list: Vec<String>,
+    /// Failed PIN verifications or changes before a PIN locks, unless the account sets
+    /// its own (1–10).
+    pub pin_max_failures: i64,
+    /// How long a replaced PIN transport key still decrypts after a rotation.
+    pub pin_transport_grace: Duration,
+    /// The admin listener serving `/metrics` (plain HTTP; loopback by default, port 0
+    /// picks a free one). `None`: no metrics listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often the audit chain head is signed into a checkpoint (also at start and at
+    /// shutdown). Zero: only at start and at shutdown.
+    pub audit_checkpoint_interval: Duration,
+    /// The file outside the database where every checkpoint is also appended
+    /// (`audit::anchor`). Default: `audit-anchor.jsonl` beside an SQLite database; none
+    /// with PostgreSQL unless configured.
+    pub audit_anchor: Option<std::path::PathBuf>,
+    /// Bearer tokens (JWT): algorithm, lifetime, key pre-publication, issuer, audience.
+    pub tokens: service::tokens::TokenConfig,
+    /// How long a client may take to send a request's headers (HTTP/1.1; also bounds an
+    /// idle keep-alive connection), and the HTTP/2 keep-alive ping timeout.
+    pub header_read_timeout: Duration,
+    /// Webhook delivery settings (retry schedule, workers, timeouts).
+    pub webhooks: service::webhooks::WebhookConfig,
+    /// Inbound processor hook sources (`POST /v1/inbound/{source}`).
+    pub inbound_sources: Vec<service::inbound::InboundSource>,
+}
+
+impl ServerConfig {
+    /// Defaults for everything but the address, TLS and database.
+    pub fn new(listen: SocketAddr, tls: Option<TlsFiles>, store: StoreConfig) -> Self {
+        let single_node = store.url.starts_with("sqlite:");
+        let audit_anchor = audit::anchor::default_path(&store.url);
+        Self {
+            listen,
+            tls,
+            store,
+            dev_mode: false,
+            rewrap_interval: Duration::from_secs(30),
+            rewrap_batch: 256,
+            // On PostgreSQL too: every node hears committed changes (`crate::cache`).
+            api_key_cache_ttl: Duration::from_secs(300),
+            keyring_ttl: Duration::from_secs(if single_node { 300 } else { 5 }),
+            request_timeout: Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
+            rate_limit: gateway::RateLimitConfig::default(),
+            signature_window: Duration::from_secs(300),
+            idempotency_ttl: Duration::from_secs(24 * 60 * 60),
+            pin_deny_list: service::pin::DEFAULT_DENY_LIST
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            pin_max_failures: service::pin::DEFAULT_MAX_FAILURES,
+            pin_transport_grace: Duration::from_secs(24 * 3600),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            audit_checkpoint_interval: Duration::from_secs(60),
+            audit_anchor,
+            tokens: service::tokens::TokenConfig::default(),
+            header_read_timeout: Duration::from_secs(10),
+            webhooks: service::webhooks::WebhookConfig::default(),
+            inbound_sources: Vec::new(),
+        }
+    }
+}

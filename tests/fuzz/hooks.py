@@ -1,0 +1,90 @@
+"""Schemathesis hooks for `scripts/fuzz-api`.
+
+- `positive_refusal_beyond_schema` replaces the built-in `positive_data_acceptance`:
+  a schema-valid request may be refused with 400 only by a rule the operation names in
+  `x-refused-beyond-schema` (a Luhn check, an expiry in the past, ...), with 422 only
+  for a reused Idempotency-Key and with 423 only for a locked PIN (both depend on
+  earlier requests, not on this one). Anything else is a finding: the schema should
+  have said so.
+- Request-signature headers are left out: a generated signature is never valid, so with
+  them nearly every request would stop at 401 (signatures have their own tests).
+- Path parameters are sometimes the id of a real object made by `provision.py`, so that
+  handlers are reached past their 404.
+"""
+
+import json
+import os
+
+import schemathesis
+from hypothesis import strategies as st
+
+try:
+    from schemathesis.specs.openapi.checks import is_unexpected_http_status_case
+except ImportError:  # pragma: no cover - other schemathesis versions
+
+    def is_unexpected_http_status_case(case):
+        return False
+
+
+with open(os.environ["FUZZ_DOC"], encoding="utf-8") as f:
+    DOC = json.load(f)
+
+# Path template -> {parameter: real id}, written by provision.py for this pass.
+IDS = json.loads(os.environ.get("FUZZ_IDS", "{}"))
+
+# Refusals that depend on earlier requests, never on the request itself.
+STATEFUL = {422: {"idempotency_key_reused"}, 423: {"pin_locked"}}
+
+
+def _operation(case):
+    return DOC["paths"].get(case.operation.path, {}).get(case.operation.method.lower(), {})
+
+
+def _error_code(response):
+    try:
+        return response.json()["error"]["code"]
+    except Exception:  # noqa: BLE001 - not our error shape: the check reports it
+        return None
+
+
+@schemathesis.check
+def positive_refusal_beyond_schema(ctx, response, case):
+    """Valid data is accepted unless a rule the schema cannot state refuses it."""
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive:
+        return None
+    if is_unexpected_http_status_case(case):
+        return None
+    status = response.status_code
+    if status < 400 or status in (401, 403, 404, 409, 429) or status >= 500:
+        # 5xx is `not_a_server_error`'s finding; 401/403/404/409/429 depend on
+        # credentials and state.
+        return None
+    code = _error_code(response)
+    if code in STATEFUL.get(status, ()):
+        return None
+    allowed = {r["code"] for r in _operation(case).get("x-refused-beyond-schema", [])}
+    if status == 400 and code in allowed:
+        return None
+    raise AssertionError(
+        f"Schema-valid request refused with {status} {code}; "
+        f"the operation names {sorted(allowed) or 'no rule'} in x-refused-beyond-schema"
+    )
+
+
+@schemathesis.hook
+def flatmap_path_parameters(context, path_parameters):
+    real = IDS.get(context.operation.path) if context.operation else None
+    if not real or not isinstance(path_parameters, dict):
+        return st.just(path_parameters)
+    return st.sampled_from([path_parameters, {**path_parameters, **real}])
+
+
+SIGNATURE_HEADERS = {"signature", "signature-input", "content-digest"}
+
+
+@schemathesis.hook
+def map_headers(context, headers):
+    if not headers:
+        return headers
+    return {k: v for k, v in headers.items() if k.lower() not in SIGNATURE_HEADERS}
