@@ -59,7 +59,7 @@ pub fn secs(ms: i64) -> i64 {
 /// Declares a one-value enum that names what a view is (`"object": "api_key"`): in the
 /// schema it is a string with that single value.
 macro_rules! object_name {
-    ($(#[$doc:meta])* $name:ident = $value:literal) => {
+    ($(#[$doc:meta])* $name:ident = $value:tt) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
         pub enum $name {

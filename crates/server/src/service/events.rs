@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 /// Declares [`EventType`] and its names once, so a type cannot be emitted without being
 /// listed (and accepted by filters and subscriptions).
 macro_rules! event_types {
-    ($($(#[$doc:meta])* $variant:ident = $name:literal,)*) => {
+    ($($(#[$doc:meta])* $variant:ident = $name:tt,)*) => {
         /// Every event type the server emits.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
         pub enum EventType {
