@@ -384,17 +384,47 @@ fn encipher(keys: &AccountKeys, card: &CardRecord, pin: &Pin) -> ApiResult<(i64,
     Ok((version, block.expose_bytes().to_vec()))
 }
 
+/// The `object` of a PIN event. Fields in alphabetical order, as the event JSON has
+/// always had them.
+#[derive(serde::Serialize)]
+struct PinEvent<'a> {
+    /// The key or token that acted.
+    actor: &'a str,
+    /// The card.
+    card: &'a str,
+    /// Always `card_pin`.
+    object: &'static str,
+    /// The failed operation (`pin.verification_failed` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operation: Option<&'a str>,
+    /// Whether the PIN was reset rather than set (`pin.set` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reset: Option<bool>,
+}
+
+impl<'a> PinEvent<'a> {
+    fn new(card: &'a str, actor: &'a str) -> Self {
+        Self {
+            actor,
+            card,
+            object: "card_pin",
+            operation: None,
+            reset: None,
+        }
+    }
+}
+
 fn event(
     state: &AppState,
     card: &CardRecord,
     kind: crate::service::events::EventType,
     who: &str,
 ) -> ApiResult<EventRecord> {
-    state.event(
+    state.event_of(
         &card.account_id,
         card.mode,
         kind,
-        serde_json::json!({"object": "card_pin", "card": card.id, "actor": who}),
+        &PinEvent::new(&card.id, who),
     )
 }
 
@@ -404,11 +434,14 @@ fn failure_event(
     who: &str,
     operation: &str,
 ) -> ApiResult<EventRecord> {
-    state.event(
+    state.event_of(
         &card.account_id,
         card.mode,
         crate::service::events::EventType::PinVerificationFailed,
-        serde_json::json!({"object": "card_pin", "card": card.id, "actor": who, "operation": operation}),
+        &PinEvent {
+            operation: Some(operation),
+            ..PinEvent::new(&card.id, who)
+        },
     )
 }
 
@@ -540,11 +573,14 @@ async fn set_inner(
         now_ms: now,
         max_attempts: otp::OTP_MAX_ATTEMPTS,
     };
-    let set_event = state.event(
+    let set_event = state.event_of(
         &card.account_id,
         card.mode,
         crate::service::events::EventType::PinSet,
-        serde_json::json!({"object": "card_pin", "card": card.id, "actor": who.key_id, "reset": kind == SetKind::Reset}),
+        &PinEvent {
+            reset: Some(kind == SetKind::Reset),
+            ..PinEvent::new(&card.id, &who.key_id)
+        },
     )?;
     let unlocked = event(
         state,
@@ -711,11 +747,11 @@ async fn admin_unlock_inner(state: &AppState, admin_key_id: &str, card_id: &str)
         .pin_owner(card_id)
         .await?
         .ok_or(codes::PIN_NOT_SET)?;
-    let ev = state.event(
+    let ev = state.event_of(
         &account_id,
         mode,
         crate::service::events::EventType::PinUnlocked,
-        serde_json::json!({"object": "card_pin", "card": card_id, "actor": admin_key_id}),
+        &PinEvent::new(card_id, admin_key_id),
     )?;
     match state
         .store()
