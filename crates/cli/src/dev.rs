@@ -128,14 +128,15 @@ async fn provision(state: &AppState, dir: &Path, url: String) -> Result<DevJson>
     let valid = |secret: &str| {
         let secret = secret.to_owned();
         async move {
-            matches!(state.lookup_api_key(&secret).await, Ok(Some((k, _))) if k.revoked_ms.is_none())
+            matches!(state.accounts().lookup_key(&secret).await, Ok(Some((k, _))) if k.revoked_ms.is_none())
         }
     };
     let account_id = match &old {
-        Some(o) if state.account(&o.account_id).await.is_ok() => o.account_id.clone(),
+        Some(o) if state.accounts().get(&o.account_id).await.is_ok() => o.account_id.clone(),
         _ => {
             state
-                .create_account("Dev account", None)
+                .accounts()
+                .create("Dev account", None)
                 .await
                 .map_err(|e| anyhow!("cannot create the dev account: {}", e.code))?
                 .id
@@ -148,7 +149,8 @@ async fn provision(state: &AppState, dir: &Path, url: String) -> Result<DevJson>
             Mode::Test
         };
         state
-            .create_api_key(acct.as_deref(), kind, mode, None)
+            .accounts()
+            .create_key(acct.as_deref(), kind, mode, None)
             .await
             .map(|k| k.secret.expose().clone())
             .map_err(|e| anyhow!("cannot create a key: {}", e.code))

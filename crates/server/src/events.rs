@@ -2,6 +2,7 @@
 //! needs, built from the clock alone.
 
 use crate::error::{ApiError, ApiResult};
+use crate::service::events::{EventData, EventJson, EventObject, EventType};
 use strongroom_core::{Clock, IdKind, Mode, next_id};
 use strongroom_crypto::random;
 use strongroom_store::EventRecord;
@@ -18,7 +19,7 @@ pub fn event_of<T: serde::Serialize>(
     clock: &dyn Clock,
     account_id: &str,
     mode: Mode,
-    event_type: &str,
+    event_type: EventType,
     object: &T,
 ) -> ApiResult<EventRecord> {
     let id = new_id(clock, IdKind::Event)?;
@@ -28,7 +29,7 @@ pub fn event_of<T: serde::Serialize>(
         data: EventData { object },
         id: &id,
         mode: mode.as_str(),
-        object: "event",
+        object: EventObject::Event,
         event_type,
     })
     .map_err(|e| ApiError::internal(&e))?;
@@ -36,27 +37,8 @@ pub fn event_of<T: serde::Serialize>(
         id,
         account_id: account_id.to_owned(),
         mode,
-        event_type: event_type.to_owned(),
+        event_type: event_type.as_str().to_owned(),
         created_ms,
         data,
     })
-}
-
-/// The JSON of an event (what webhooks deliver). Fields in alphabetical order, as the
-/// event JSON has always had them.
-#[derive(serde::Serialize)]
-struct EventJson<'a, T: serde::Serialize> {
-    created: i64,
-    data: EventData<'a, T>,
-    id: &'a str,
-    mode: &'a str,
-    object: &'static str,
-    #[serde(rename = "type")]
-    event_type: &'a str,
-}
-
-/// `data` of an event: the object it is about.
-#[derive(serde::Serialize)]
-struct EventData<'a, T: serde::Serialize> {
-    object: &'a T,
 }

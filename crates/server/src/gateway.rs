@@ -256,7 +256,7 @@ pub fn parse_cidrs(input: &[String]) -> ApiResult<Vec<IpNet>> {
 }
 
 /// The caller's account controls and key allowlist, read together with its API key
-/// when nothing is cached (see `AppState::lookup_api_key`); a request extension, used
+/// when nothing is cached (see [`crate::service::accounts::Accounts::lookup_key`]); a request extension, used
 /// by this request's checks instead of reading them again.
 #[derive(Debug, Clone)]
 pub struct Prefetched {

@@ -179,8 +179,12 @@ impl Keyring {
                     self.clock.as_ref(),
                     &acct.id,
                     mode,
-                    "data_key.rotated",
-                    &serde_json::json!({"object": "data_key", "purpose": purpose.as_str(), "version": next}),
+                    crate::service::events::EventType::DataKeyRotated,
+                    &DataKeyRotated {
+                        object: "data_key",
+                        purpose: purpose.as_str(),
+                        version: next,
+                    },
                 )
             })
             .collect::<ApiResult<Vec<_>>>()?;
@@ -217,4 +221,15 @@ impl Keyring {
             retired_ms: None,
         })
     }
+}
+
+/// The `object` of a `data_key.rotated` event.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DataKeyRotated {
+    /// Always `data_key`.
+    pub object: &'static str,
+    /// `cards`, `fingerprint` or `pin`.
+    pub purpose: &'static str,
+    /// The new version.
+    pub version: i64,
 }

@@ -25,7 +25,8 @@ pub mod tls;
 
 pub use config::{ServerConfig, TlsFiles};
 pub use error::{ApiError, ApiResult};
-pub use state::{AppState, IssuedKey, NewKeyKind};
+pub use service::accounts::{IssuedKey, NewKeyKind};
+pub use state::AppState;
 
 use axum_server::accept::NoDelayAcceptor;
 use std::net::SocketAddr;

@@ -1,17 +1,18 @@
 //! The service layer: where a key meets a record. Handlers parse and authorise;
 //! these functions do the work.
 
+pub mod accounts;
 pub mod audit;
 pub mod cards;
 pub mod controls;
+pub mod data_keys;
+pub mod events;
 pub mod inbound;
 pub mod otp;
 pub mod pin;
 pub mod rewrap;
 pub mod tokens;
 pub mod webhooks;
-
-use strongroom_store::{AccountRecord, ApiKeyRecord};
 
 /// The `object` of every list: always `"list"`.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
@@ -55,46 +56,37 @@ pub fn secs(ms: i64) -> i64 {
     ms.div_euclid(1000)
 }
 
-/// The public view of an API key (never its secret or digest).
-pub fn api_key_json(k: &ApiKeyRecord) -> serde_json::Value {
-    serde_json::json!({
-        "id": k.id,
-        "object": "api_key",
-        "account": k.account_id,
-        "kind": k.kind,
-        "mode": k.mode.as_str(),
-        "prefix": k.prefix,
-        "scopes": match strongroom_core::KeyKind::parse(&k.kind) {
-            Some(kind) => kind.held_scopes(&k.scopes).names(),
-            None => k.scopes.split_whitespace().collect::<Vec<_>>(),
-        },
-        "created": secs(k.created_ms),
-        "revoked": k.revoked_ms.is_some(),
-        "revoked_at": k.revoked_ms.map(secs),
-    })
-}
-
-/// A URL with any `user:password@` taken out: a row stored before credentials were
-/// refused is never echoed with them.
-fn without_userinfo(raw: &str) -> String {
-    match reqwest::Url::parse(raw) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            // Only fails for URLs that cannot have credentials, which these do not.
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.to_string()
+/// Declares a one-value enum that names what a view is (`"object": "api_key"`): in the
+/// schema it is a string with that single value.
+macro_rules! object_name {
+    ($(#[$doc:meta])* $name:ident = $value:tt) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        pub enum $name {
+            #[doc = concat!("`", $value, "`")]
+            #[default]
+            #[serde(rename = $value)]
+            Value,
         }
-        _ => raw.to_owned(),
-    }
+    };
+}
+pub(crate) use object_name;
+
+/// `test` or `live`, in views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeName {
+    /// Test mode.
+    Test,
+    /// Live mode.
+    Live,
 }
 
-/// The public view of an account.
-pub fn account_json(a: &AccountRecord) -> serde_json::Value {
-    serde_json::json!({
-        "id": a.id,
-        "object": "account",
-        "name": a.name,
-        "otp_delivery_url": a.otp_delivery_url.as_deref().map(without_userinfo),
-        "created": secs(a.created_ms),
-    })
+impl From<strongroom_core::Mode> for ModeName {
+    fn from(m: strongroom_core::Mode) -> Self {
+        match m {
+            strongroom_core::Mode::Test => Self::Test,
+            strongroom_core::Mode::Live => Self::Live,
+        }
+    }
 }

@@ -7,17 +7,16 @@
 //! components through it (`state.keyring().account(…)`).
 
 use crate::cache::{Cache, CacheSync};
-use crate::error::{ApiResult, codes};
+use crate::error::ApiResult;
 use crate::keyring::Keyring;
+use crate::service::events::EventType;
 use crate::service::tokens::ApiKeyCache;
 use crate::{ServerConfig, service};
 use std::sync::Arc;
-use strongroom_core::{Clock, IdKind, KeyKind, Mode, Scopes, Sensitive};
-use strongroom_crypto::{RootKey, random};
-use strongroom_store::{AccountRecord, ApiKeyRecord, CacheEvent, EventRecord, Store, VaultStore};
+use strongroom_core::{Clock, IdKind, Mode};
+use strongroom_crypto::RootKey;
+use strongroom_store::{CacheEvent, EventRecord, Store};
 use tokio::sync::Notify;
-
-pub use crate::auth::{ADMIN_KIND, ADMIN_PREFIX, API_KEY_DIGEST};
 
 /// Most API keys cached.
 const KEY_CACHE_MAX: usize = 10_000;
@@ -41,23 +40,6 @@ struct Inner {
     audit_appender: crate::audit::Appender,
     tokens: service::tokens::Tokens,
     ready: crate::ready::ReadyCache,
-}
-
-/// What kind of key to issue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NewKeyKind {
-    /// An account key of this kind.
-    Account(KeyKind),
-    /// An operator key for `/v1/admin/`.
-    Admin,
-}
-
-/// A freshly issued key: the only moment its secret exists outside the client.
-pub struct IssuedKey {
-    /// The stored record (digest only).
-    pub record: ApiKeyRecord,
-    /// The secret, to show once.
-    pub secret: Sensitive<String>,
 }
 
 impl AppState {
@@ -184,7 +166,7 @@ impl AppState {
         &self,
         account_id: &str,
         mode: Mode,
-        event_type: &str,
+        event_type: EventType,
         object: serde_json::Value,
     ) -> ApiResult<EventRecord> {
         self.event_of(account_id, mode, event_type, &object)
@@ -195,153 +177,10 @@ impl AppState {
         &self,
         account_id: &str,
         mode: Mode,
-        event_type: &str,
+        event_type: EventType,
         object: &T,
     ) -> ApiResult<EventRecord> {
         crate::events::event_of(self.clock(), account_id, mode, event_type, object)
-    }
-
-    /// Creates an account and its first data keys.
-    pub async fn create_account(
-        &self,
-        name: &str,
-        otp_delivery_url: Option<String>,
-    ) -> ApiResult<AccountRecord> {
-        let account = AccountRecord {
-            id: self.new_id(IdKind::Account)?,
-            name: name.to_owned(),
-            otp_delivery_url,
-            created_ms: self.now_ms(),
-        };
-        let keys = self.keyring().initial_keys(&account.id)?;
-        crate::audit::as_system(self.clock(), "account.create", async {
-            crate::audit::set_resource("account", &account.id);
-            self.store().create_account(&account, &keys, &[]).await
-        })
-        .await?;
-        Ok(account)
-    }
-
-    /// Issues a key. Account keys need an existing account; admin keys have none.
-    pub async fn create_api_key(
-        &self,
-        account_id: Option<&str>,
-        kind: NewKeyKind,
-        mode: Mode,
-        scopes: Option<Scopes>,
-    ) -> ApiResult<IssuedKey> {
-        let (prefix, scopes, kind_name, mode) = match kind {
-            NewKeyKind::Account(k) => {
-                let scopes = k.effective_scopes(scopes)?;
-                (k.secret_prefix(mode), scopes.to_storage(), k.as_str(), mode)
-            }
-            NewKeyKind::Admin => {
-                if scopes.is_some() {
-                    return Err(codes::SCOPES_NOT_ALLOWED);
-                }
-                (ADMIN_PREFIX, String::new(), ADMIN_KIND, Mode::Live)
-            }
-        };
-        if let Some(acct) = account_id {
-            self.store()
-                .get_account(acct)
-                .await?
-                .ok_or(codes::NOT_FOUND)?;
-        }
-        let body = random::base62(40)?;
-        let secret = Sensitive::new(format!("{prefix}{}", body.as_str()));
-        let record = ApiKeyRecord {
-            id: self.new_id(IdKind::ApiKey)?,
-            account_id: account_id.map(str::to_owned),
-            kind: kind_name.to_owned(),
-            mode,
-            prefix: secret.expose().chars().take(prefix.len() + 4).collect(),
-            digest: self
-                .root()
-                .digest(API_KEY_DIGEST, secret.expose().as_bytes())
-                .to_vec(),
-            scopes,
-            created_ms: self.now_ms(),
-            revoked_ms: None,
-        };
-        let events = match account_id {
-            Some(acct) => vec![self.event(
-                acct,
-                mode,
-                "api_key.created",
-                service::api_key_json(&record),
-            )?],
-            None => vec![],
-        };
-        crate::audit::as_system(self.clock(), "api_key.create", async {
-            crate::audit::set_resource("api_key", &record.id);
-            self.store().insert_api_key(&record, &events).await
-        })
-        .await?;
-        Ok(IssuedKey { record, secret })
-    }
-
-    /// Revokes a key; effective on the next request.
-    pub async fn revoke_api_key(
-        &self,
-        account_id: Option<&str>,
-        key_id: &str,
-    ) -> ApiResult<ApiKeyRecord> {
-        let now = self.now_ms();
-        let existing = self.store().list_api_keys(account_id).await?;
-        let key = existing
-            .iter()
-            .find(|k| k.id == key_id)
-            .ok_or(codes::NOT_FOUND)?;
-        let events = match account_id {
-            Some(acct) => vec![self.event(
-                acct,
-                key.mode,
-                "api_key.revoked",
-                service::api_key_json(key),
-            )?],
-            None => vec![],
-        };
-        let revoked = crate::audit::as_system(self.clock(), "api_key.revoke", async {
-            crate::audit::set_resource("api_key", key_id);
-            self.store()
-                .revoke_api_key(account_id, key_id, now, &events)
-                .await
-        })
-        .await?
-        .ok_or(codes::NOT_FOUND)?;
-        if let Ok(d) = <[u8; 32]>::try_from(revoked.digest.as_slice()) {
-            self.0.key_cache.forget(self.cache_sync(), &d);
-        }
-        self.0.tokens.forget_key(key_id);
-        Ok(revoked)
-    }
-
-    /// Looks a presented secret up by its keyed digest, through the bounded cache. When
-    /// nothing is cached (a database shared by several nodes), the key's account controls
-    /// and allowlist come in the same read, for the gateway to use for this request.
-    pub async fn lookup_api_key(
-        &self,
-        secret: &str,
-    ) -> ApiResult<Option<(Arc<ApiKeyRecord>, Option<crate::gateway::Prefetched>)>> {
-        let digest = self.root().digest(API_KEY_DIGEST, secret.as_bytes());
-        let now = self.now_ms();
-        let (cache, sync) = (&self.0.key_cache, self.cache_sync());
-        if let Some(hit) = cache.get(sync, &digest, now) {
-            return Ok(Some((hit, None)));
-        }
-        // On a miss: one round trip instead of three (key, controls, allowlist).
-        let epoch = cache.epoch(sync);
-        let found =
-            strongroom_store::ControlStore::key_with_controls(self.store(), &digest).await?;
-        Ok(found.map(|f| {
-            let pre = f
-                .controls
-                .map(|c| crate::gateway::Prefetched::new(c, &f.key_allowlist));
-            let key = Arc::new(f.key);
-            cache.put(sync, digest, key.clone(), now, epoch);
-            (key, pre)
-        }))
     }
 
     /// The generation the caches of shared rows must match (see [`crate::cache`]).
@@ -370,21 +209,23 @@ impl AppState {
         }
     }
 
-    /// The account, after checking the id's shape (a malformed id is refused as
-    /// [`strongroom_core::parse_id`] refuses it; an unknown one is `not_found`).
-    pub async fn account(&self, id: &str) -> ApiResult<AccountRecord> {
-        strongroom_core::parse_id(strongroom_core::IdKind::Account, id)?;
-        self.store().get_account(id).await?.ok_or(codes::NOT_FOUND)
-    }
-
     /// Wakes the re-wrap worker.
     pub fn wake_rewrap(&self) {
         self.0.rewrap_wake.notify_one();
     }
 
-    /// Forgets cached API keys (after an incident, or when another node may have revoked).
-    pub fn clear_key_cache(&self) {
-        self.0.tokens.clear_keys();
+    /// Accounts, API keys and admin keys (see [`service::accounts`]).
+    pub fn accounts(&self) -> service::accounts::Accounts<'_> {
+        let i = &self.0;
+        service::accounts::Accounts {
+            store: &i.store,
+            root: &i.root,
+            clock: i.clock.as_ref(),
+            sync: &i.cache_sync,
+            keys: &i.key_cache,
+            keyring: &i.keyring,
+            tokens: &i.tokens,
+        }
     }
 
     /// Bearer tokens: issue, verify, signing keys.

@@ -353,7 +353,8 @@ async fn api_key(
 ) -> ApiResult<(Arc<ApiKeyRecord>, Option<Prefetched>)> {
     let token = auth::bearer(parts)?;
     let (key, pre) = state
-        .lookup_api_key(token)
+        .accounts()
+        .lookup_key(token)
         .await?
         .ok_or(codes::INVALID_API_KEY)?;
     auth::check_not_revoked(&key)?;

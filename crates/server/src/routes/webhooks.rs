@@ -2,10 +2,15 @@
 
 use crate::auth::Principal;
 use crate::error::{ApiResult, codes};
-use crate::extract::{ApiPath, ApiQuery, PageQuery, optional_json, page, parse_json};
-use crate::service::inbound;
-use crate::service::secs;
-use crate::service::webhooks::{self as svc, SIGNING_ED25519, SIGNING_HMAC};
+use crate::extract::{ApiPath, ApiQuery, optional_json, page, parse_json};
+use crate::openapi::ErrorResponse;
+use crate::service::events::{EventType, EventView};
+use crate::service::inbound::{self, InboundEventObject, InboundHookObject, InboundHookView};
+use crate::service::webhooks::{
+    self as svc, AttemptView, DeliveryView, EndpointDeletedView, EndpointObject, EndpointView,
+    RecoveryObject, RecoveryView, RedeliveryObject, RedeliveryView, SIGNING_ED25519, SIGNING_HMAC,
+};
+use crate::service::{List, secs};
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
@@ -13,11 +18,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 use strongroom_core::{IdKind, Scope, parse_id};
 use strongroom_store::webhooks::{InboundRecord, WebhookEndpointRecord};
 use strongroom_store::{ListEvents, VaultStore, WebhookStore};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 fn required_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> ApiResult<T> {
     let v: Option<Value> = optional_json::<Option<Value>>(headers, body)?;
@@ -25,56 +30,66 @@ fn required_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> ApiR
     parse_json(&serde_json::to_vec(&v).map_err(|_| codes::INVALID_REQUEST)?)
 }
 
+/// A page size: 1–100, default 10.
+fn limit(limit: Option<i64>) -> ApiResult<i64> {
+    let limit = limit.unwrap_or(10);
+    if (1..=100).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(codes::INVALID_PARAMETER)
+    }
+}
+
+/// The latest Unix second a time filter may name (the last second of year 9999).
+const MAX_SECS: i64 = 253_402_300_799;
+
 // ---- events ----
 
-/// Query of `GET /v1/events`.
-#[derive(Deserialize, utoipa::IntoParams)]
+/// Query of `GET /v1/events`. Unknown parameters are refused (`unknown_field`).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
     /// Only this type, e.g. `card.created`.
     #[serde(rename = "type")]
-    pub event_type: Option<String>,
+    pub event_type: Option<EventType>,
     /// Created at or after (Unix seconds).
+    #[param(minimum = 0, maximum = 253_402_300_799_i64)]
     pub created_gte: Option<i64>,
     /// Created before (Unix seconds).
+    #[param(minimum = 0, maximum = 253_402_300_799_i64)]
     pub created_lt: Option<i64>,
     /// An event id: return events created before it.
+    #[param(pattern = "^evt_[0-9a-f]{32}$")]
     pub starting_after: Option<String>,
     /// 1–100, default 10.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
-}
-
-fn event_json(data: &str) -> ApiResult<Value> {
-    let mut v: Value = serde_json::from_str(data).map_err(|e| crate::ApiError::internal(&e))?;
-    // The OTP code travels only to the OTP endpoint; not even its ciphertext is shown.
-    if let Some(o) = v.pointer_mut("/data/object").and_then(Value::as_object_mut) {
-        o.remove("sealed_code");
-    }
-    Ok(v)
 }
 
 /// List events, newest first (kept 30 days).
 #[utoipa::path(get, path = "/v1/events", tag = "events", security(("api_key" = [])), params(EventQuery),
-    responses((status = 200, description = "{object: list, data: [event], has_more}"), (status = 400, description = "invalid_parameter")))]
+    responses((status = 200, description = "A page of events", body = List<EventView>),
+        (status = 400, description = "invalid_parameter, unknown_field", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no events:read), ip_not_allowed", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn list_events(
     State(state): State<AppState>,
     who: Principal,
     ApiQuery(q): ApiQuery<EventQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<List<EventView>>> {
     who.require(Scope::EventsRead)?;
-    let limit = q.limit.unwrap_or(10);
-    if !(1..=100).contains(&limit) {
-        return Err(codes::INVALID_PARAMETER);
-    }
+    let limit = limit(q.limit)?;
     if let Some(after) = &q.starting_after {
         parse_id(IdKind::Event, after).map_err(|_| codes::INVALID_PARAMETER)?;
     }
-    if q.event_type.as_ref().is_some_and(|t| t.len() > 100) {
+    let in_range = |s: Option<i64>| s.is_none_or(|s| (0..=MAX_SECS).contains(&s));
+    if !in_range(q.created_gte) || !in_range(q.created_lt) {
         return Err(codes::INVALID_PARAMETER);
     }
     let to_ms = |s: Option<i64>| s.map(|s| s.saturating_mul(1000));
     let query = ListEvents {
-        event_type: q.event_type,
+        event_type: q.event_type.map(|t| t.as_str().to_owned()),
         created_gte: to_ms(q.created_gte),
         created_lt: to_ms(q.created_lt),
         starting_after: q.starting_after,
@@ -84,15 +99,12 @@ pub async fn list_events(
         .store()
         .list_events(&who.account_id, who.mode, &query)
         .await?;
-    let has_more = rows.len() > usize::try_from(limit).unwrap_or(0);
-    rows.truncate(usize::try_from(limit).unwrap_or(0));
+    let has_more = page(&mut rows, limit);
     let data = rows
         .iter()
-        .map(|e| event_json(&e.data))
+        .map(|e| EventView::from_stored(&e.data))
         .collect::<ApiResult<Vec<_>>>()?;
-    Ok(Json(
-        json!({"object": "list", "data": data, "has_more": has_more}),
-    ))
+    Ok(Json(List::page(data, has_more)))
 }
 
 async fn own_event(
@@ -111,48 +123,52 @@ async fn own_event(
 
 /// Retrieve an event.
 #[utoipa::path(get, path = "/v1/events/{id}", tag = "events", security(("api_key" = [])),
-    params(("id" = String, Path)), responses((status = 200, description = "The event"), (status = 404, description = "not_found")))]
+    params(("id" = String, Path, pattern = "^evt_[0-9a-f]{32}$")),
+    responses((status = 200, description = "The event", body = EventView),
+        (status = 403, description = "permission_denied (no events:read), ip_not_allowed", body = ErrorResponse),
+        (status = 404, description = "not_found", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn get_event(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EventView>> {
     who.require(Scope::EventsRead)?;
-    Ok(Json(event_json(&own_event(&state, &who, &id).await?.data)?))
+    Ok(Json(EventView::from_stored(
+        &own_event(&state, &who, &id).await?.data,
+    )?))
 }
+
+/// Query of `GET /v1/events/{id}/deliveries`: no parameter; any is refused
+/// (`unknown_field`).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesQuery {}
 
 /// The deliveries of an event: one per endpoint, with state and attempt count.
 #[utoipa::path(get, path = "/v1/events/{id}/deliveries", tag = "events", security(("api_key" = [])),
-    params(("id" = String, Path)), responses((status = 200, description = "{object: list, data: [delivery]}")))]
+    params(("id" = String, Path, pattern = "^evt_[0-9a-f]{32}$"), DeliveriesQuery),
+    responses((status = 200, description = "Every delivery of the event", body = List<DeliveryView>),
+        (status = 400, description = "unknown_field", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no events:read), ip_not_allowed", body = ErrorResponse),
+        (status = 404, description = "not_found", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn event_deliveries(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+    ApiQuery(DeliveriesQuery {}): ApiQuery<DeliveriesQuery>,
+) -> ApiResult<Json<List<DeliveryView>>> {
     who.require(Scope::EventsRead)?;
     let ev = own_event(&state, &who, &id).await?;
     let rows = state
         .store()
         .event_deliveries(&who.account_id, &ev.id)
         .await?;
-    let data: Vec<Value> = rows
-        .iter()
-        .map(|d| {
-            json!({
-                "object": "webhook_delivery",
-                "event": d.event_id,
-                "endpoint": d.endpoint_id,
-                "state": d.state,
-                "attempts": d.attempts,
-                "next_attempt_at": (d.state == "pending").then(|| secs(d.next_ms)),
-                "last_status": d.last_status,
-                "delivered_at": d.delivered_ms.map(secs),
-            })
-        })
-        .collect();
-    Ok(Json(
-        json!({"object": "list", "data": data, "has_more": false}),
-    ))
+    Ok(Json(List::all(
+        rows.iter().map(DeliveryView::from).collect(),
+    )))
 }
 
 /// Body of `POST /v1/events/{id}/redeliver`.
@@ -160,19 +176,30 @@ pub async fn event_deliveries(
 #[serde(deny_unknown_fields)]
 pub struct RedeliverBody {
     /// Only to this endpoint (default: every enabled endpoint that wants the event).
+    #[schema(pattern = "^we_[0-9a-f]{32}$")]
     pub endpoint: Option<String>,
 }
 
 /// Send an event again (a new delivery run with the same `webhook-id`).
-#[utoipa::path(post, path = "/v1/events/{id}/redeliver", tag = "events", security(("api_key" = [])), request_body = RedeliverBody,
-    params(("id" = String, Path)), responses((status = 200, description = "{object: redelivery, queued}")))]
+#[utoipa::path(post, path = "/v1/events/{id}/redeliver", tag = "events", security(("api_key" = [])),
+    request_body(content = RedeliverBody, description = "Optional"),
+    params(("id" = String, Path, pattern = "^evt_[0-9a-f]{32}$")),
+    responses((status = 200, description = "How many deliveries were queued", body = RedeliveryView),
+        (status = 400, description = "idempotency_key_invalid, invalid_request, unknown_field, invalid_parameter", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no webhooks:write), ip_not_allowed", body = ErrorResponse),
+        (status = 404, description = "not_found", body = ErrorResponse),
+        (status = 409, description = "idempotency_in_progress", body = ErrorResponse),
+        (status = 413, description = "body_too_large", body = ErrorResponse),
+        (status = 415, description = "unsupported_media_type", body = ErrorResponse),
+        (status = 422, description = "idempotency_key_reused", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn redeliver(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     crate::extract::ApiBytes(body): crate::extract::ApiBytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RedeliveryView>> {
     who.require(Scope::WebhooksWrite)?;
     let b: RedeliverBody = optional_json(&headers, &body)?;
     let ev = own_event(&state, &who, &id).await?;
@@ -190,9 +217,11 @@ pub async fn redeliver(
             state.now_ms(),
         )
         .await?;
-    Ok(Json(
-        json!({"object": "redelivery", "event": ev.id, "queued": n}),
-    ))
+    Ok(Json(RedeliveryView {
+        object: RedeliveryObject::Value,
+        event: ev.id,
+        queued: n,
+    }))
 }
 
 // ---- endpoints ----
@@ -202,12 +231,16 @@ pub async fn redeliver(
 #[serde(deny_unknown_fields)]
 pub struct CreateEndpointBody {
     /// HTTPS URL (plain HTTP only to loopback in dev/test deployments, test mode).
+    #[schema(max_length = 2048, pattern = "^https?://[!-~]+$")]
     pub url: String,
     /// Event types, or `["*"]` for all (never `otp.created`).
+    #[schema(value_type = Vec<crate::service::events::EventSelector>, min_items = 1, max_items = 100)]
     pub enabled_events: Vec<String>,
     /// `hmac-sha256` (default) or `ed25519`.
+    #[schema(value_type = Option<svc::Signing>)]
     pub signing: Option<String>,
-    /// Free text, at most 500 characters.
+    /// Free text, at most 500 characters, no control characters.
+    #[schema(max_length = 500, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub description: Option<String>,
 }
 
@@ -221,15 +254,22 @@ fn check_description(d: Option<&String>) -> ApiResult<()> {
 }
 
 /// Register an endpoint. The response carries its `secret` (`whsec_…`, HMAC) once; an
-/// Ed25519 endpoint shows its `public_key` (`whpk_…`).
+/// Ed25519 endpoint shows its `public_key` (`whpk_…`). `url_not_allowed` also refuses a
+/// schema-valid URL that is not HTTPS to a public address (a rule on what the host
+/// resolves to, and on the mode and deployment).
 #[utoipa::path(post, path = "/v1/webhook_endpoints", tag = "webhooks", security(("api_key" = [])), request_body = CreateEndpointBody,
-    responses((status = 201, description = "The endpoint, with `secret` for HMAC endpoints"), (status = 400, description = "url_not_allowed, invalid_parameter"),
-        (status = 409, description = "limit_reached: the account has `[webhooks] max_endpoints` endpoints in this mode (16 by default)")))]
+    responses((status = 201, description = "The endpoint, with `secret` for HMAC endpoints", body = EndpointView),
+        (status = 400, description = "idempotency_key_invalid, idempotency_not_supported (POST with Idempotency-Key: the response carries a secret), invalid_request, unknown_field, missing_field, invalid_parameter, url_not_allowed", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no webhooks:write), ip_not_allowed", body = ErrorResponse),
+        (status = 409, description = "limit_reached: the account has `[webhooks] max_endpoints` endpoints in this mode (16 by default)", body = ErrorResponse),
+        (status = 413, description = "body_too_large", body = ErrorResponse),
+        (status = 415, description = "unsupported_media_type", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn create_endpoint(
     State(state): State<AppState>,
     who: Principal,
     crate::extract::ApiJson(body): crate::extract::ApiJson<CreateEndpointBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<EndpointView>)> {
     who.require(Scope::WebhooksWrite)?;
     let signing = body.signing.as_deref().unwrap_or(SIGNING_HMAC);
     if signing != SIGNING_HMAC && signing != SIGNING_ED25519 {
@@ -263,13 +303,8 @@ pub async fn create_endpoint(
     if !state.store().insert_endpoint(&ep, Some(max)).await? {
         return Err(codes::LIMIT_REACHED);
     }
-    let mut v = svc::endpoint_json(&state, &ep)?;
-    if signing == SIGNING_HMAC
-        && let Some(o) = v.as_object_mut()
-    {
-        o.insert("secret".into(), Value::String(shown.to_string()));
-    }
-    Ok((StatusCode::CREATED, Json(v)))
+    let view = EndpointView::new(&state, &ep)?.with_secret(&shown);
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 async fn own_endpoint(
@@ -286,16 +321,32 @@ async fn own_endpoint(
         .ok_or(codes::NOT_FOUND)
 }
 
+/// Query of `GET /v1/webhook_endpoints`. Unknown parameters are refused (`unknown_field`).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointQuery {
+    /// 1–100, default 10.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// The `id` of the last endpoint of the previous page.
+    #[param(pattern = "^we_[0-9a-f]{32}$")]
+    pub starting_after: Option<String>,
+}
+
 /// List endpoints, oldest first; page with `starting_after`.
-#[utoipa::path(get, path = "/v1/webhook_endpoints", tag = "webhooks", security(("api_key" = [])), params(PageQuery),
-    responses((status = 200, description = "{object: list, data: [webhook_endpoint], has_more}"), (status = 400, description = "invalid_parameter")))]
+#[utoipa::path(get, path = "/v1/webhook_endpoints", tag = "webhooks", security(("api_key" = [])), params(EndpointQuery),
+    responses((status = 200, description = "A page of endpoints", body = List<EndpointView>),
+        (status = 400, description = "invalid_parameter, unknown_field", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no webhooks:read), ip_not_allowed", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn list_endpoints(
     State(state): State<AppState>,
     who: Principal,
-    ApiQuery(q): ApiQuery<PageQuery>,
-) -> ApiResult<Json<Value>> {
+    ApiQuery(q): ApiQuery<EndpointQuery>,
+) -> ApiResult<Json<List<EndpointView>>> {
     who.require(Scope::WebhooksRead)?;
-    let limit = q.limit()?;
+    let limit = limit(q.limit)?;
     if let Some(after) = &q.starting_after {
         parse_id(IdKind::WebhookEndpoint, after).map_err(|_| codes::INVALID_PARAMETER)?;
     }
@@ -311,24 +362,26 @@ pub async fn list_endpoints(
     let has_more = page(&mut eps, limit);
     let data = eps
         .iter()
-        .map(|e| svc::endpoint_json(&state, e))
+        .map(|e| EndpointView::new(&state, e))
         .collect::<ApiResult<Vec<_>>>()?;
-    Ok(Json(
-        json!({"object": "list", "data": data, "has_more": has_more}),
-    ))
+    Ok(Json(List::page(data, has_more)))
 }
 
 /// Retrieve an endpoint (never its secret).
 #[utoipa::path(get, path = "/v1/webhook_endpoints/{id}", tag = "webhooks", security(("api_key" = [])),
-    params(("id" = String, Path)), responses((status = 200, description = "The endpoint"), (status = 404, description = "not_found")))]
+    params(("id" = String, Path, pattern = "^we_[0-9a-f]{32}$")),
+    responses((status = 200, description = "The endpoint", body = EndpointView),
+        (status = 403, description = "permission_denied (no webhooks:read), ip_not_allowed", body = ErrorResponse),
+        (status = 404, description = "not_found", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn get_endpoint(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EndpointView>> {
     who.require(Scope::WebhooksRead)?;
     let ep = own_endpoint(&state, &who, &id).await?;
-    Ok(Json(svc::endpoint_json(&state, &ep)?))
+    Ok(Json(EndpointView::new(&state, &ep)?))
 }
 
 /// Body of `PATCH /v1/webhook_endpoints/{id}`.
@@ -336,22 +389,33 @@ pub async fn get_endpoint(
 #[serde(deny_unknown_fields)]
 pub struct UpdateEndpointBody {
     /// New URL (same rules as at creation).
+    #[schema(max_length = 2048, pattern = "^https?://[!-~]+$")]
     pub url: Option<String>,
     /// New event types.
+    #[schema(value_type = Option<Vec<crate::service::events::EventSelector>>, min_items = 1, max_items = 100)]
     pub enabled_events: Option<Vec<String>>,
     /// New description.
+    #[schema(max_length = 500, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub description: Option<String>,
 }
 
-/// Update an endpoint's URL, event types or description.
+/// Update an endpoint's URL, event types or description. `url_not_allowed` also refuses
+/// a schema-valid URL that is not HTTPS to a public address.
 #[utoipa::path(patch, path = "/v1/webhook_endpoints/{id}", tag = "webhooks", security(("api_key" = [])), request_body = UpdateEndpointBody,
-    params(("id" = String, Path)), responses((status = 200, description = "The endpoint")))]
+    params(("id" = String, Path, pattern = "^we_[0-9a-f]{32}$")),
+    responses((status = 200, description = "The endpoint", body = EndpointView),
+        (status = 400, description = "invalid_request, unknown_field, invalid_parameter, url_not_allowed", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no webhooks:write), ip_not_allowed", body = ErrorResponse),
+        (status = 404, description = "not_found", body = ErrorResponse),
+        (status = 413, description = "body_too_large", body = ErrorResponse),
+        (status = 415, description = "unsupported_media_type", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn update_endpoint(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(id): ApiPath<String>,
     crate::extract::ApiJson(body): crate::extract::ApiJson<UpdateEndpointBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EndpointView>> {
     who.require(Scope::WebhooksWrite)?;
     let mut ep = own_endpoint(&state, &who, &id).await?;
     if let Some(u) = &body.url {
@@ -368,17 +432,21 @@ pub async fn update_endpoint(
     if !state.store().update_endpoint(&ep, types).await? {
         return Err(codes::NOT_FOUND);
     }
-    Ok(Json(svc::endpoint_json(&state, &ep)?))
+    Ok(Json(EndpointView::new(&state, &ep)?))
 }
 
 /// Delete an endpoint and its pending deliveries.
 #[utoipa::path(delete, path = "/v1/webhook_endpoints/{id}", tag = "webhooks", security(("api_key" = [])),
-    params(("id" = String, Path)), responses((status = 200, description = "{id, object, deleted: true}")))]
+    params(("id" = String, Path, pattern = "^we_[0-9a-f]{32}$")),
+    responses((status = 200, description = "`{id, object, deleted: true}`", body = EndpointDeletedView),
+        (status = 403, description = "permission_denied (no webhooks:write), ip_not_allowed", body = ErrorResponse),
+        (status = 404, description = "not_found", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn delete_endpoint(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EndpointDeletedView>> {
     who.require(Scope::WebhooksWrite)?;
     let ep = own_endpoint(&state, &who, &id).await?;
     if !state
@@ -388,31 +456,47 @@ pub async fn delete_endpoint(
     {
         return Err(codes::NOT_FOUND);
     }
-    Ok(Json(
-        json!({"id": ep.id, "object": "webhook_endpoint", "deleted": true}),
-    ))
+    Ok(Json(EndpointDeletedView {
+        id: ep.id,
+        object: EndpointObject::Value,
+        deleted: true,
+    }))
 }
 
 /// Disable an endpoint: nothing is queued for it until it is enabled.
 #[utoipa::path(post, path = "/v1/webhook_endpoints/{id}/disable", tag = "webhooks", security(("api_key" = [])),
-    params(("id" = String, Path)), responses((status = 200, description = "The endpoint")))]
+    params(("id" = String, Path, pattern = "^we_[0-9a-f]{32}$")),
+    responses((status = 200, description = "The endpoint", body = EndpointView),
+        (status = 400, description = "idempotency_key_invalid", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no webhooks:write), ip_not_allowed", body = ErrorResponse),
+        (status = 404, description = "not_found", body = ErrorResponse),
+        (status = 409, description = "idempotency_in_progress", body = ErrorResponse),
+        (status = 422, description = "idempotency_key_reused", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn disable_endpoint(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EndpointView>> {
     let now = state.now_ms();
     set_disabled(&state, &who, &id, Some((now, "manual"))).await
 }
 
 /// Enable an endpoint (and clear its failure run).
 #[utoipa::path(post, path = "/v1/webhook_endpoints/{id}/enable", tag = "webhooks", security(("api_key" = [])),
-    params(("id" = String, Path)), responses((status = 200, description = "The endpoint")))]
+    params(("id" = String, Path, pattern = "^we_[0-9a-f]{32}$")),
+    responses((status = 200, description = "The endpoint", body = EndpointView),
+        (status = 400, description = "idempotency_key_invalid", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no webhooks:write), ip_not_allowed", body = ErrorResponse),
+        (status = 404, description = "not_found", body = ErrorResponse),
+        (status = 409, description = "idempotency_in_progress", body = ErrorResponse),
+        (status = 422, description = "idempotency_key_reused", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn enable_endpoint(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EndpointView>> {
     set_disabled(&state, &who, &id, None).await
 }
 
@@ -422,7 +506,7 @@ async fn set_disabled(
     who: &Principal,
     id: &str,
     disabled: Option<(i64, &str)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EndpointView>> {
     who.require(Scope::WebhooksWrite)?;
     let ep = own_endpoint(state, who, id).await?;
     state
@@ -436,17 +520,23 @@ async fn set_disabled(
         )
         .await?;
     let ep = own_endpoint(state, who, id).await?;
-    Ok(Json(svc::endpoint_json(state, &ep)?))
+    Ok(Json(EndpointView::new(state, &ep)?))
 }
 
 /// Issue a new secret (shown once). For 24 hours every delivery is signed under both.
 #[utoipa::path(post, path = "/v1/webhook_endpoints/{id}/rotate_secret", tag = "webhooks", security(("api_key" = [])),
-    params(("id" = String, Path)), responses((status = 200, description = "The endpoint with the new `secret` (HMAC) or `public_key` (Ed25519)"), (status = 409, description = "conflict")))]
+    params(("id" = String, Path, pattern = "^we_[0-9a-f]{32}$")),
+    responses((status = 200, description = "The endpoint with the new `secret` (HMAC) or `public_key` (Ed25519)", body = EndpointView),
+        (status = 400, description = "idempotency_key_invalid, idempotency_not_supported (POST with Idempotency-Key: the response carries a secret)", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no webhooks:write), ip_not_allowed", body = ErrorResponse),
+        (status = 404, description = "not_found", body = ErrorResponse),
+        (status = 409, description = "conflict", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(id): ApiPath<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EndpointView>> {
     who.require(Scope::WebhooksWrite)?;
     let mut ep = own_endpoint(&state, &who, &id).await?;
     let prev = ep.secret_version;
@@ -459,13 +549,7 @@ pub async fn rotate_secret(
     if !state.store().rotate_endpoint_secret(&ep, prev).await? {
         return Err(codes::CONFLICT);
     }
-    let mut v = svc::endpoint_json(&state, &ep)?;
-    if ep.signing == SIGNING_HMAC
-        && let Some(o) = v.as_object_mut()
-    {
-        o.insert("secret".into(), Value::String(shown.to_string()));
-    }
-    Ok(Json(v))
+    Ok(Json(EndpointView::new(&state, &ep)?.with_secret(&shown)))
 }
 
 /// Body of `POST /v1/webhook_endpoints/{id}/recover`.
@@ -473,29 +557,39 @@ pub async fn rotate_secret(
 #[serde(deny_unknown_fields)]
 pub struct RecoverBody {
     /// Unix seconds: resend every matching event created since then.
+    #[schema(minimum = 0, maximum = 253_402_300_799_i64)]
     pub since: i64,
 }
 
 /// Resend every event since a time to this endpoint (same `webhook-id`s).
 #[utoipa::path(post, path = "/v1/webhook_endpoints/{id}/recover", tag = "webhooks", security(("api_key" = [])), request_body = RecoverBody,
-    params(("id" = String, Path)), responses((status = 200, description = "{object: recovery, queued}")))]
+    params(("id" = String, Path, pattern = "^we_[0-9a-f]{32}$")),
+    responses((status = 200, description = "How many deliveries were queued", body = RecoveryView),
+        (status = 400, description = "idempotency_key_invalid, invalid_request, unknown_field, missing_field, invalid_parameter", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no webhooks:write), ip_not_allowed", body = ErrorResponse),
+        (status = 404, description = "not_found", body = ErrorResponse),
+        (status = 409, description = "endpoint_disabled, idempotency_in_progress", body = ErrorResponse),
+        (status = 413, description = "body_too_large", body = ErrorResponse),
+        (status = 415, description = "unsupported_media_type", body = ErrorResponse),
+        (status = 422, description = "idempotency_key_reused", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn recover(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     crate::extract::ApiBytes(body): crate::extract::ApiBytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RecoveryView>> {
     who.require(Scope::WebhooksWrite)?;
     let b: RecoverBody = required_json(&headers, &body)?;
     let ep = own_endpoint(&state, &who, &id).await?;
     if ep.disabled_ms.is_some() {
         return Err(codes::ENDPOINT_DISABLED);
     }
-    let since_ms = b.since.checked_mul(1000).ok_or(codes::INVALID_PARAMETER)?;
-    if since_ms < 0 {
+    if !(0..=MAX_SECS).contains(&b.since) {
         return Err(codes::INVALID_PARAMETER);
     }
+    let since_ms = b.since.saturating_mul(1000);
     let n = state
         .store()
         .requeue(
@@ -507,9 +601,25 @@ pub async fn recover(
             state.now_ms(),
         )
         .await?;
-    Ok(Json(
-        json!({"object": "recovery", "endpoint": ep.id, "queued": n}),
-    ))
+    Ok(Json(RecoveryView {
+        object: RecoveryObject::Value,
+        endpoint: ep.id,
+        queued: n,
+    }))
+}
+
+/// Query of `GET /v1/webhook_endpoints/{id}/attempts`. Unknown parameters are refused
+/// (`unknown_field`).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptQuery {
+    /// 1–100, default 10.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// The `id` (`evt_…:attempt`) of the last attempt of the previous page.
+    #[param(pattern = "^evt_[0-9a-f]{32}:[0-9]{1,18}$")]
+    pub starting_after: Option<String>,
 }
 
 /// The latest delivery attempts to an endpoint, newest first (time, status, latency,
@@ -517,22 +627,32 @@ pub async fn recover(
 /// default 10) and `starting_after`, the `id` (`evt_…:attempt`) of the last attempt of
 /// the previous page.
 #[utoipa::path(get, path = "/v1/webhook_endpoints/{id}/attempts", tag = "webhooks", security(("api_key" = [])),
-    params(("id" = String, Path), PageQuery), responses((status = 200, description = "{object: list, data: [attempt], has_more}"),
-        (status = 400, description = "invalid_parameter (limit, starting_after)"), (status = 403, description = "permission_denied (no webhooks:read)"), (status = 404, description = "not_found")))]
+    params(("id" = String, Path, pattern = "^we_[0-9a-f]{32}$"), AttemptQuery),
+    responses((status = 200, description = "A page of attempts", body = List<AttemptView>),
+        (status = 400, description = "invalid_parameter (limit, starting_after), unknown_field", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no webhooks:read), ip_not_allowed", body = ErrorResponse),
+        (status = 404, description = "not_found", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn attempts(
     State(state): State<AppState>,
     who: Principal,
     ApiPath(id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<PageQuery>,
-) -> ApiResult<Json<Value>> {
+    ApiQuery(q): ApiQuery<AttemptQuery>,
+) -> ApiResult<Json<List<AttemptView>>> {
     who.require(Scope::WebhooksRead)?;
-    let limit = q.limit()?;
+    let limit = limit(q.limit)?;
     let ep = own_endpoint(&state, &who, &id).await?;
     let after = match q.starting_after.as_deref() {
         None => None,
         Some(cursor) => {
             let (event, attempt) = cursor.split_once(':').ok_or(codes::INVALID_PARAMETER)?;
             parse_id(IdKind::Event, event).map_err(|_| codes::INVALID_PARAMETER)?;
+            if attempt.is_empty()
+                || attempt.len() > 18
+                || !attempt.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(codes::INVALID_PARAMETER);
+            }
             let attempt: i64 = attempt.parse().map_err(|_| codes::INVALID_PARAMETER)?;
             // A delivery is named by its event and endpoint (the fan-out makes it so).
             Some((format!("{event}:{}", ep.id), attempt))
@@ -544,27 +664,10 @@ pub async fn attempts(
         .endpoint_attempts(&ep.id, after, limit + 1)
         .await?;
     let has_more = page(&mut rows, limit);
-    let data: Vec<Value> = rows
-        .iter()
-        .map(|a| {
-            let event = a.delivery_id.split(':').next();
-            json!({
-                "id": format!("{}:{}", event.unwrap_or_default(), a.attempt),
-                "object": "webhook_attempt",
-                "event": event,
-                "attempt": a.attempt,
-                "at": secs(a.at_ms),
-                "at_ms": a.at_ms,
-                "status": a.status,
-                "latency_ms": a.latency_ms,
-                "error_class": a.error_class,
-                "response_body": a.response_body,
-            })
-        })
-        .collect();
-    Ok(Json(
-        json!({"object": "list", "data": data, "has_more": has_more}),
-    ))
+    Ok(Json(List::page(
+        rows.iter().map(AttemptView::from).collect(),
+        has_more,
+    )))
 }
 
 // ---- inbound ----
@@ -572,13 +675,18 @@ pub async fn attempts(
 /// Receive a processor notification for a configured source. Verified on the raw
 /// bytes; refused with 401 (and recorded) when unsigned, mis-signed or stale.
 #[utoipa::path(post, path = "/v1/inbound/{source}", tag = "inbound", request_body(content = String, content_type = "application/json", description = "The processor's raw notification"),
-    params(("source" = String, Path)), responses((status = 200, description = "{object: inbound_hook, id, verified: true}"), (status = 401, description = "signature_invalid"), (status = 404, description = "not_found")))]
+    params(("source" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$")),
+    responses((status = 200, description = "The notification verified and was recorded", body = InboundHookView),
+        (status = 401, description = "signature_invalid", body = ErrorResponse),
+        (status = 404, description = "not_found: no such source", body = ErrorResponse),
+        (status = 413, description = "body_too_large", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn inbound(
     State(state): State<AppState>,
     ApiPath(source): ApiPath<String>,
     headers: HeaderMap,
     crate::extract::ApiBytes(body): crate::extract::ApiBytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<InboundHookView>> {
     let src = state
         .config()
         .inbound_sources
@@ -594,11 +702,16 @@ pub async fn inbound(
             // Verified on the raw bytes; stored and emitted only with card numbers
             // redacted, on the parsed JSON (so escapes cannot hide a digit).
             let (payload, stored) = inbound::redact_body(&body);
-            let ev = state.event(
+            let ev = state.event_of(
                 &src.account_id,
                 src.mode,
-                "inbound.received",
-                json!({"id": id, "object": "inbound_hook", "source": src.name, "payload": payload}),
+                EventType::InboundReceived,
+                &InboundEventObject {
+                    id: &id,
+                    object: InboundHookObject::Value,
+                    source: &src.name,
+                    payload: &payload,
+                },
             )?;
             let rec = InboundRecord {
                 id: id.clone(),
@@ -609,9 +722,11 @@ pub async fn inbound(
                 body: stored,
             };
             state.store().insert_inbound(&rec, &[ev]).await?;
-            Ok(Json(
-                json!({"object": "inbound_hook", "id": id, "verified": true}),
-            ))
+            Ok(Json(InboundHookView {
+                object: InboundHookObject::Value,
+                id,
+                verified: true,
+            }))
         }
         Err(refusal) => {
             let rec = InboundRecord {

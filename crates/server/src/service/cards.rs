@@ -266,7 +266,12 @@ pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> ApiRes
     card.sealed = sealed;
 
     let view = CardView::from(&card);
-    let event = state.event_of(&card.account_id, card.mode, "card.created", &view)?;
+    let event = state.event_of(
+        &card.account_id,
+        card.mode,
+        crate::service::events::EventType::CardCreated,
+        &view,
+    )?;
     crate::audit::set_resource("card", &card.id);
     let (card, created) = match state.store().insert_card(&card, &dedup, &[event]).await? {
         InsertCard::Created(c) => (c, true),
@@ -294,7 +299,12 @@ async fn renew_expiry(
     }
     let mut view = CardView::from(&c);
     (view.exp_month, view.exp_year) = (month, year);
-    let event = state.event_of(&c.account_id, c.mode, "card.updated", &view)?;
+    let event = state.event_of(
+        &c.account_id,
+        c.mode,
+        crate::service::events::EventType::CardUpdated,
+        &view,
+    )?;
     let renewed = state
         .store()
         .renew_card_expiry(&c.account_id, c.mode, &c.id, (month, year), &[event])
@@ -426,7 +436,12 @@ pub async fn delete(state: &AppState, who: &Principal, id: &str) -> ApiResult<De
         object: "card",
         deleted: true,
     };
-    let event = state.event_of(&who.account_id, who.mode, "card.deleted", &view)?;
+    let event = state.event_of(
+        &who.account_id,
+        who.mode,
+        crate::service::events::EventType::CardDeleted,
+        &view,
+    )?;
     if state
         .store()
         .delete_card(&who.account_id, who.mode, id, &[event])

@@ -5,6 +5,7 @@
 use crate::auth::Principal;
 use crate::error::{ApiResult, codes};
 use crate::gateway::parse_cidrs;
+use crate::service::events::EventType;
 use crate::service::{List, secs};
 use crate::state::AppState;
 use base64::Engine;
@@ -215,7 +216,12 @@ pub async fn create_signing_key(
         revoked_ms: None,
     };
     let view = SigningKeyView::from(&rec);
-    let event = state.event_of(&who.account_id, who.mode, "signing_key.created", &view)?;
+    let event = state.event_of(
+        &who.account_id,
+        who.mode,
+        EventType::SigningKeyCreated,
+        &view,
+    )?;
     if !state
         .store()
         .insert_signing_key(&rec, Some(MAX_SIGNING_KEYS), &[event])
@@ -269,7 +275,7 @@ pub async fn revoke_signing_key(
     let event = state.event_of(
         &who.account_id,
         who.mode,
-        "signing_key.revoked",
+        EventType::SigningKeyRevoked,
         &SigningKeyView::from(&existing),
     )?;
     let resource = format!("account:{}", who.account_id);
@@ -355,7 +361,7 @@ async fn change_controls(
     update.events = vec![state.event_of(
         &who.account_id,
         Mode::Live,
-        "account.updated",
+        EventType::AccountUpdated,
         &AccountControlsView::from(&next),
     )?];
     let resource = format!("account:{}", who.account_id);
@@ -405,7 +411,8 @@ pub async fn set_key_allowlist(
     let cidrs: Vec<String> = nets.iter().map(ToString::to_string).collect();
     if let Err(e) = state.store().set_key_ip_allowlist(&key.id, &cidrs).await {
         let _ = state
-            .revoke_api_key(key.account_id.as_deref(), &key.id)
+            .accounts()
+            .revoke_key(key.account_id.as_deref(), &key.id)
             .await;
         return Err(e.into());
     }

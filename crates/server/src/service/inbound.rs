@@ -1,7 +1,40 @@
 //! Inbound processor hooks: `POST /v1/inbound/{source}`, verified on the raw bytes
 //! under the scheme configured for the source.
 
+use crate::service::object_name;
+use serde::Serialize;
 use strongroom_core::{Mode, Sensitive};
+use utoipa::ToSchema;
+
+object_name!(
+    /// `inbound_hook`.
+    InboundHookObject = "inbound_hook"
+);
+
+/// The answer to a verified notification.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct InboundHookView {
+    /// Always `inbound_hook`.
+    pub object: InboundHookObject,
+    /// The id it was recorded under (`evt_…`).
+    #[schema(pattern = "^evt_[0-9a-f]{32}$")]
+    pub id: String,
+    /// Always `true`: a notification that does not verify is refused.
+    pub verified: bool,
+}
+
+/// The `object` of an `inbound.received` event.
+#[derive(Debug, Clone, Serialize)]
+pub struct InboundEventObject<'a> {
+    /// The id it was recorded under.
+    pub id: &'a str,
+    /// Always `inbound_hook`.
+    pub object: InboundHookObject,
+    /// The source's name.
+    pub source: &'a str,
+    /// The notification, card numbers redacted (`null` unless it is JSON).
+    pub payload: &'a serde_json::Value,
+}
 
 /// How a source signs its notifications.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -121,7 +121,7 @@ pub async fn delivery_generation(
 /// (a second `v1,` signature in `webhook-signature`), so the receiver can switch over
 /// without losing a code. Needs an OTP delivery URL (the secret signs nothing without).
 pub async fn rotate_delivery_secret(state: &AppState, account_id: &str) -> ApiResult<()> {
-    let account = state.account(account_id).await?;
+    let account = state.accounts().get(account_id).await?;
     let url = account
         .otp_delivery_url
         .as_deref()
@@ -157,7 +157,7 @@ pub async fn create(
     }
     who.require(purpose_scope(purpose))?;
     let card = cards::get(state, who, card_id).await?;
-    let account = state.account(&who.account_id).await?;
+    let account = state.accounts().get(&who.account_id).await?;
     if who.mode == Mode::Live && account.otp_delivery_url.is_none() {
         return Err(codes::OTP_DELIVERY_NOT_CONFIGURED);
     }
@@ -196,7 +196,7 @@ pub async fn create(
             let event = state.event(
                 &record.account_id,
                 record.mode,
-                OTP_EVENT,
+                crate::service::events::EventType::OtpCreated,
                 serde_json::json!({
                     "id": record.id,
                     "object": "otp",
@@ -455,7 +455,7 @@ pub async fn reveal(
     let event = state.event(
         &card.account_id,
         card.mode,
-        "card.revealed",
+        crate::service::events::EventType::CardRevealed,
         serde_json::json!({"id": card.id, "object": "card", "api_key": who.key_id}),
     )?;
     verify(

@@ -384,12 +384,47 @@ fn encipher(keys: &AccountKeys, card: &CardRecord, pin: &Pin) -> ApiResult<(i64,
     Ok((version, block.expose_bytes().to_vec()))
 }
 
-fn event(state: &AppState, card: &CardRecord, kind: &str, who: &str) -> ApiResult<EventRecord> {
-    state.event(
+/// The `object` of a PIN event. Fields in alphabetical order, as the event JSON has
+/// always had them.
+#[derive(serde::Serialize)]
+struct PinEvent<'a> {
+    /// The key or token that acted.
+    actor: &'a str,
+    /// The card.
+    card: &'a str,
+    /// Always `card_pin`.
+    object: &'static str,
+    /// The failed operation (`pin.verification_failed` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operation: Option<&'a str>,
+    /// Whether the PIN was reset rather than set (`pin.set` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reset: Option<bool>,
+}
+
+impl<'a> PinEvent<'a> {
+    fn new(card: &'a str, actor: &'a str) -> Self {
+        Self {
+            actor,
+            card,
+            object: "card_pin",
+            operation: None,
+            reset: None,
+        }
+    }
+}
+
+fn event(
+    state: &AppState,
+    card: &CardRecord,
+    kind: crate::service::events::EventType,
+    who: &str,
+) -> ApiResult<EventRecord> {
+    state.event_of(
         &card.account_id,
         card.mode,
         kind,
-        serde_json::json!({"object": "card_pin", "card": card.id, "actor": who}),
+        &PinEvent::new(&card.id, who),
     )
 }
 
@@ -399,11 +434,14 @@ fn failure_event(
     who: &str,
     operation: &str,
 ) -> ApiResult<EventRecord> {
-    state.event(
+    state.event_of(
         &card.account_id,
         card.mode,
-        "pin.verification_failed",
-        serde_json::json!({"object": "card_pin", "card": card.id, "actor": who, "operation": operation}),
+        crate::service::events::EventType::PinVerificationFailed,
+        &PinEvent {
+            operation: Some(operation),
+            ..PinEvent::new(&card.id, who)
+        },
     )
 }
 
@@ -437,7 +475,7 @@ pub async fn max_failures(state: &AppState, account_id: &str) -> ApiResult<i64> 
 
 /// An existing account's PIN settings (`not_found` for no such account).
 pub async fn settings(state: &AppState, account_id: &str) -> ApiResult<PinSettingsView> {
-    state.account(account_id).await?;
+    state.accounts().get(account_id).await?;
     Ok(PinSettingsView {
         object: "pin_settings",
         account: account_id.to_owned(),
@@ -456,7 +494,7 @@ pub async fn set_max_failures(
     if !MAX_FAILURES_RANGE.contains(&max) {
         return Err(codes::INVALID_PARAMETER);
     }
-    state.account(account_id).await?;
+    state.accounts().get(account_id).await?;
     state.store().set_pin_max_failures(account_id, max).await?;
     settings(state, account_id).await
 }
@@ -535,13 +573,21 @@ async fn set_inner(
         now_ms: now,
         max_attempts: otp::OTP_MAX_ATTEMPTS,
     };
-    let set_event = state.event(
+    let set_event = state.event_of(
         &card.account_id,
         card.mode,
-        "pin.set",
-        serde_json::json!({"object": "card_pin", "card": card.id, "actor": who.key_id, "reset": kind == SetKind::Reset}),
+        crate::service::events::EventType::PinSet,
+        &PinEvent {
+            reset: Some(kind == SetKind::Reset),
+            ..PinEvent::new(&card.id, &who.key_id)
+        },
     )?;
-    let unlocked = event(state, &card, "pin.unlocked", &who.key_id)?;
+    let unlocked = event(
+        state,
+        &card,
+        crate::service::events::EventType::PinUnlocked,
+        &who.key_id,
+    )?;
     let outcome = state
         .store()
         .set_pin(&record, kind, &spend, &[set_event], Some(&unlocked))
@@ -581,7 +627,12 @@ async fn count_failure(
 ) -> ApiResult<PinOutcome> {
     let max = max_failures(state, &card.account_id).await?;
     let failed = failure_event(state, card, &who.key_id, operation)?;
-    let locked = event(state, card, "pin.locked", &who.key_id)?;
+    let locked = event(
+        state,
+        card,
+        crate::service::events::EventType::PinLocked,
+        &who.key_id,
+    )?;
     let outcome = state
         .store()
         .record_pin_attempt(rec, false, max, &[failed], Some(&locked))
@@ -672,7 +723,12 @@ async fn change_inner(
         now_ms: now,
         max_attempts: otp::OTP_MAX_ATTEMPTS,
     };
-    let changed = event(state, &card, "pin.changed", &who.key_id)?;
+    let changed = event(
+        state,
+        &card,
+        crate::service::events::EventType::PinChanged,
+        &who.key_id,
+    )?;
     match state
         .store()
         .change_pin(&rec, &next, &spend, &[changed])
@@ -691,11 +747,11 @@ async fn admin_unlock_inner(state: &AppState, admin_key_id: &str, card_id: &str)
         .pin_owner(card_id)
         .await?
         .ok_or(codes::PIN_NOT_SET)?;
-    let ev = state.event(
+    let ev = state.event_of(
         &account_id,
         mode,
-        "pin.unlocked",
-        serde_json::json!({"object": "card_pin", "card": card_id, "actor": admin_key_id}),
+        crate::service::events::EventType::PinUnlocked,
+        &PinEvent::new(card_id, admin_key_id),
     )?;
     match state
         .store()

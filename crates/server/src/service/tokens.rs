@@ -26,7 +26,8 @@ use strongroom_crypto::{RootKey, random};
 use strongroom_store::{ApiKeyRecord, JwtKeyRecord, Store, TokenStore};
 
 /// Event written when every key of an account is revoked at once.
-pub const KEYS_REVOKED_EVENT: &str = "account.keys_revoked";
+pub const KEYS_REVOKED_EVENT: crate::service::events::EventType =
+    crate::service::events::EventType::AccountKeysRevoked;
 
 /// Settings of bearer tokens (part of [`crate::ServerConfig`]).
 #[derive(Debug, Clone)]

@@ -7,9 +7,10 @@
 //! id, so it is stable across retries, restarts and redeliveries.
 
 use crate::error::{ApiResult, codes};
-use crate::service::secs;
+use crate::service::{ModeName, object_name, secs};
 use crate::state::AppState;
 use bytes::Bytes;
+use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use strongroom_store::webhooks::{
     AttemptRecord, DeliveryOutcome, DeliveryRecord, RecordAttempt, WebhookEndpointRecord,
 };
 use strongroom_store::{VaultStore, WebhookStore};
+use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 /// `hmac-sha256`: `v1` signatures under a `whsec_` secret.
@@ -170,7 +172,14 @@ fn has_userinfo(url: &reqwest::Url) -> bool {
 /// live-mode endpoint.
 pub async fn check_url(state: &AppState, mode: Mode, raw: &str) -> ApiResult<String> {
     let bad = codes::URL_NOT_ALLOWED;
-    if raw.len() > 2048 {
+    // What the schema states (`^https?://[!-~]+$`, at most 2048): the parser below would
+    // otherwise trim spaces, encode others and lowercase the scheme, and so accept URLs
+    // the schema refuses.
+    let printable = raw
+        .strip_prefix("https://")
+        .or_else(|| raw.strip_prefix("http://"))
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| (b'!'..=b'~').contains(&b)));
+    if raw.len() > 2048 || !printable {
         return Err(bad);
     }
     let url = reqwest::Url::parse(raw).map_err(|_| bad.clone())?;
@@ -209,30 +218,10 @@ pub async fn check_url(state: &AppState, mode: Mode, raw: &str) -> ApiResult<Str
     Ok(url.to_string())
 }
 
-/// Event types an endpoint may ask for: `*` or dotted lowercase names; never the OTP
+/// Event types an endpoint may ask for: `*` or types the server emits; never the OTP
 /// event, which goes only to the account's OTP delivery endpoint.
 pub fn check_event_types(types: &[String]) -> ApiResult<Vec<String>> {
-    if types.is_empty() || types.len() > 100 {
-        return Err(codes::INVALID_PARAMETER);
-    }
-    let mut out: Vec<String> = Vec::with_capacity(types.len());
-    for t in types {
-        let ok = t == "*"
-            || (t.len() <= 100
-                && t.contains('.')
-                && !t.starts_with('.')
-                && !t.ends_with('.')
-                && t.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'.'));
-        if !ok || t == strongroom_store::webhooks::OTP_EVENT {
-            return Err(codes::INVALID_PARAMETER);
-        }
-        if !out.contains(t) {
-            out.push(t.clone());
-        }
-    }
-    out.sort();
-    Ok(out)
+    crate::service::events::check_subscriptions(types)
 }
 
 // ---- secrets ----
@@ -306,23 +295,291 @@ pub fn signature_header(
     Ok(out.join(" "))
 }
 
-/// The public view of an endpoint (never a secret).
-pub fn endpoint_json(state: &AppState, ep: &WebhookEndpointRecord) -> ApiResult<serde_json::Value> {
-    Ok(serde_json::json!({
-        "id": ep.id,
-        "object": "webhook_endpoint",
-        "url": ep.url,
-        "description": ep.description,
-        "enabled_events": ep.enabled_events,
-        "signing": ep.signing,
-        "public_key": public_key(state, ep)?,
-        "mode": ep.mode.as_str(),
-        "status": if ep.disabled_ms.is_some() { "disabled" } else { "enabled" },
-        "disabled_reason": ep.disabled_reason,
-        "disabled_at": ep.disabled_ms.map(secs),
-        "secret_rotation_ends_at": ep.old_expires_ms.filter(|t| *t > state.now_ms()).map(secs),
-        "created": secs(ep.created_ms),
-    }))
+object_name!(
+    /// `webhook_endpoint`.
+    EndpointObject = "webhook_endpoint"
+);
+object_name!(
+    /// `webhook_delivery`.
+    DeliveryObject = "webhook_delivery"
+);
+object_name!(
+    /// `webhook_attempt`.
+    AttemptObject = "webhook_attempt"
+);
+object_name!(
+    /// `redelivery`.
+    RedeliveryObject = "redelivery"
+);
+object_name!(
+    /// `recovery`.
+    RecoveryObject = "recovery"
+);
+
+/// How an endpoint's deliveries are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub enum Signing {
+    /// `v1` signatures under a `whsec_` secret.
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+    /// `v1a` signatures; the merchant gets the `whpk_` public key.
+    #[serde(rename = "ed25519")]
+    Ed25519,
+}
+
+/// Whether an endpoint receives deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointStatus {
+    /// Deliveries are queued for it.
+    Enabled,
+    /// Nothing is queued for it until it is enabled.
+    Disabled,
+}
+
+/// Why an endpoint was disabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DisabledReason {
+    /// By a request.
+    Manual,
+    /// It answered 410 Gone.
+    Gone,
+    /// It failed continuously for `[webhooks] disable_after`.
+    Failing,
+}
+
+/// A webhook endpoint (never its secret, except once in `secret`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EndpointView {
+    /// `we_…`
+    #[schema(pattern = "^we_[0-9a-f]{32}$")]
+    pub id: String,
+    /// Always `webhook_endpoint`.
+    pub object: EndpointObject,
+    /// Where deliveries go.
+    pub url: String,
+    /// Free text.
+    #[schema(required = true)]
+    pub description: Option<String>,
+    /// `*` or event types.
+    #[schema(value_type = Vec<crate::service::events::EventSelector>)]
+    pub enabled_events: Vec<String>,
+    /// `hmac-sha256` or `ed25519`.
+    #[schema(value_type = Signing)]
+    pub signing: String,
+    /// Ed25519 endpoints: the `whpk_` public key that verifies deliveries; else `null`.
+    #[schema(required = true)]
+    pub public_key: Option<String>,
+    /// `test` or `live`.
+    pub mode: ModeName,
+    /// `enabled` or `disabled`.
+    pub status: EndpointStatus,
+    /// Why it was disabled (`manual`, `gone`, `failing`), or `null`.
+    #[schema(required = true, value_type = Option<DisabledReason>)]
+    pub disabled_reason: Option<String>,
+    /// When it was disabled (Unix seconds), or `null`.
+    #[schema(required = true)]
+    pub disabled_at: Option<i64>,
+    /// Until when (Unix seconds) the previous secret also signs, or `null`.
+    #[schema(required = true)]
+    pub secret_rotation_ends_at: Option<i64>,
+    /// Unix seconds.
+    pub created: i64,
+    /// HMAC endpoints, in the responses of create and rotate_secret only: the `whsec_`
+    /// secret; it is never shown again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl EndpointView {
+    /// The public view of an endpoint (never a secret).
+    pub fn new(state: &AppState, ep: &WebhookEndpointRecord) -> ApiResult<Self> {
+        Ok(Self {
+            id: ep.id.clone(),
+            object: EndpointObject::Value,
+            url: ep.url.clone(),
+            description: ep.description.clone(),
+            enabled_events: ep.enabled_events.clone(),
+            signing: ep.signing.clone(),
+            public_key: public_key(state, ep)?,
+            mode: ep.mode.into(),
+            status: if ep.disabled_ms.is_some() {
+                EndpointStatus::Disabled
+            } else {
+                EndpointStatus::Enabled
+            },
+            disabled_reason: ep.disabled_reason.clone(),
+            disabled_at: ep.disabled_ms.map(secs),
+            secret_rotation_ends_at: ep.old_expires_ms.filter(|t| *t > state.now_ms()).map(secs),
+            created: secs(ep.created_ms),
+            secret: None,
+        })
+    }
+
+    /// With the secret shown once, for HMAC endpoints.
+    pub fn with_secret(mut self, shown: &str) -> Self {
+        if self.signing == SIGNING_HMAC {
+            self.secret = Some(shown.to_owned());
+        }
+        self
+    }
+}
+
+/// The answer to a delete.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EndpointDeletedView {
+    /// The endpoint's id.
+    #[schema(pattern = "^we_[0-9a-f]{32}$")]
+    pub id: String,
+    /// Always `webhook_endpoint`.
+    pub object: EndpointObject,
+    /// Always `true`.
+    pub deleted: bool,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Waiting for its next attempt.
+    Pending,
+    /// Accepted by the endpoint.
+    Delivered,
+    /// Given up on.
+    Failed,
+}
+
+/// One event's delivery to one endpoint.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeliveryView {
+    /// Always `webhook_delivery`.
+    pub object: DeliveryObject,
+    /// `evt_…`
+    pub event: String,
+    /// `we_…`
+    pub endpoint: String,
+    /// `pending`, `delivered` or `failed`.
+    #[schema(value_type = DeliveryState)]
+    pub state: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Pending deliveries: when the next attempt is due (Unix seconds); else `null`.
+    #[schema(required = true)]
+    pub next_attempt_at: Option<i64>,
+    /// The HTTP status of the last attempt, or `null`.
+    #[schema(required = true)]
+    pub last_status: Option<i64>,
+    /// When it was delivered (Unix seconds), or `null`.
+    #[schema(required = true)]
+    pub delivered_at: Option<i64>,
+}
+
+impl From<&DeliveryRecord> for DeliveryView {
+    fn from(d: &DeliveryRecord) -> Self {
+        Self {
+            object: DeliveryObject::Value,
+            event: d.event_id.clone(),
+            endpoint: d.endpoint_id.clone(),
+            state: d.state.clone(),
+            attempts: d.attempts,
+            next_attempt_at: (d.state == "pending").then(|| secs(d.next_ms)),
+            last_status: d.last_status,
+            delivered_at: d.delivered_ms.map(secs),
+        }
+    }
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The endpoint answered with a status outside 2xx.
+    HttpStatus,
+    /// No answer in time.
+    Timeout,
+    /// No connection.
+    Connect,
+    /// The endpoint redirected (redirects are not followed).
+    Redirect,
+    /// Another request failure.
+    Request,
+    /// The destination resolved to an address deliveries may not go to.
+    RefusedAddress,
+    /// The endpoint answered 410 Gone.
+    Gone,
+    /// The endpoint was disabled.
+    EndpointDisabled,
+}
+
+/// One delivery attempt.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AttemptView {
+    /// `evt_…:attempt`, the cursor for `starting_after`.
+    #[schema(pattern = "^evt_[0-9a-f]{32}:[0-9]+$")]
+    pub id: String,
+    /// Always `webhook_attempt`.
+    pub object: AttemptObject,
+    /// The event delivered (`evt_…`).
+    #[schema(required = true)]
+    pub event: Option<String>,
+    /// 1 for the first attempt.
+    pub attempt: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// The HTTP status, or `null` when there was no answer.
+    #[schema(required = true)]
+    pub status: Option<i64>,
+    /// Milliseconds until the answer (or the failure).
+    pub latency_ms: i64,
+    /// Why it failed, or `null`.
+    #[schema(required = true, value_type = Option<ErrorClass>)]
+    pub error_class: Option<String>,
+    /// At most 1 KiB of the response body.
+    #[schema(required = true)]
+    pub response_body: Option<String>,
+}
+
+impl From<&AttemptRecord> for AttemptView {
+    fn from(a: &AttemptRecord) -> Self {
+        let event = a.delivery_id.split(':').next();
+        Self {
+            id: format!("{}:{}", event.unwrap_or_default(), a.attempt),
+            object: AttemptObject::Value,
+            event: event.map(str::to_owned),
+            attempt: a.attempt,
+            at: secs(a.at_ms),
+            at_ms: a.at_ms,
+            status: a.status,
+            latency_ms: a.latency_ms,
+            error_class: a.error_class.clone(),
+            response_body: a.response_body.clone(),
+        }
+    }
+}
+
+/// The answer to a redelivery.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RedeliveryView {
+    /// Always `redelivery`.
+    pub object: RedeliveryObject,
+    /// `evt_…`
+    pub event: String,
+    /// Deliveries queued.
+    pub queued: u64,
+}
+
+/// The answer to a recovery.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RecoveryView {
+    /// Always `recovery`.
+    pub object: RecoveryObject,
+    /// `we_…`
+    pub endpoint: String,
+    /// Deliveries queued.
+    pub queued: u64,
 }
 
 // ---- delivery ----
@@ -710,13 +967,16 @@ async fn deliver(state: &AppState, clients: &Clients, d: &DeliveryRecord) -> Api
     };
     let disable = match disable {
         Some(reason) => {
-            let mut view = endpoint_json(state, &ep)?;
-            if let Some(o) = view.as_object_mut() {
-                o.insert("status".into(), "disabled".into());
-                o.insert("disabled_reason".into(), reason.into());
-                o.insert("disabled_at".into(), secs(now).into());
-            }
-            let ev = state.event(&ep.account_id, ep.mode, "webhook_endpoint.disabled", view)?;
+            let mut view = EndpointView::new(state, &ep)?;
+            view.status = EndpointStatus::Disabled;
+            view.disabled_reason = Some(reason.to_owned());
+            view.disabled_at = Some(secs(now));
+            let ev = state.event_of(
+                &ep.account_id,
+                ep.mode,
+                crate::service::events::EventType::WebhookEndpointDisabled,
+                &view,
+            )?;
             tracing::warn!(endpoint = %ep.id, reason, "webhook endpoint disabled");
             Some((reason.to_owned(), vec![ev]))
         }

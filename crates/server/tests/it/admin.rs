@@ -17,6 +17,20 @@ async fn accounts_and_keys_lifecycle() {
     let acct = a.body["id"].as_str().unwrap().to_owned();
     assert!(acct.starts_with("acct_"));
     assert_eq!(a.body["name"], "Acme");
+    // One schema for every account response: the rate limit is always there.
+    assert!(a.body["rate_limit_per_minute"].is_null());
+    assert!(a.body.get("otp_signing_secret").is_none());
+    let got = srv
+        .get(&format!("/v1/admin/accounts/{acct}"), &srv.admin_key)
+        .await;
+    assert_eq!(got.status, 200, "{}", got.text);
+    assert!(
+        got.body
+            .as_object()
+            .unwrap()
+            .contains_key("rate_limit_per_minute")
+    );
+    assert_eq!(got.body["object"], "account");
 
     let path = format!("/v1/admin/accounts/{acct}/api_keys");
     let sk = srv

@@ -21,13 +21,15 @@ async fn bad_card_input_is_refused_with_stable_codes_and_nothing_written() {
     let other = srv
         .running
         .state
-        .create_account("Other", None)
+        .accounts()
+        .create("Other", None)
         .await
         .unwrap();
     let other_key = srv
         .running
         .state
-        .create_api_key(
+        .accounts()
+        .create_key(
             Some(&other.id),
             strongroom_server::NewKeyKind::Account(strongroom_core::KeyKind::Secret),
             strongroom_core::Mode::Test,
@@ -343,6 +345,111 @@ async fn raw_bodies_are_limited_as_they_are_read() {
         );
         assert!(reply.contains("body_too_large"), "{path}: {reply}");
     }
+}
+
+#[tokio::test]
+async fn event_and_webhook_queries_and_subscriptions_are_checked_strictly() {
+    let s = TestServer::start().await;
+    // Unknown query parameters: 400 unknown_field, on every listing of events,
+    // endpoints and attempts.
+    for path in [
+        "/v1/events?bogus=1",
+        "/v1/webhook_endpoints?bogus=1",
+        "/v1/events?limit=5&expand=data",
+    ] {
+        s.get(path, &s.sk_test)
+            .await
+            .assert_error(400, "unknown_field");
+    }
+    for path in [
+        "/v1/admin/admin_keys?bogus=1".to_owned(),
+        format!("/v1/admin/accounts/{}/api_keys?limit=1", s.account),
+    ] {
+        s.get(&path, &s.admin_key)
+            .await
+            .assert_error(400, "unknown_field");
+    }
+    s.get(
+        "/v1/events/evt_00000000000000000000000000000000/deliveries?x=1",
+        &s.sk_test,
+    )
+    .await
+    .assert_error(400, "unknown_field");
+    // Values the schema forbids: 400 invalid_parameter.
+    for path in [
+        "/v1/events?type=card.exploded",
+        "/v1/events?type=",
+        "/v1/events?limit=0",
+        "/v1/events?limit=101",
+        "/v1/events?limit=x",
+        "/v1/events?created_gte=-1",
+        "/v1/events?created_lt=99999999999999",
+        "/v1/events?starting_after=evt_1",
+        "/v1/webhook_endpoints?starting_after=card_00000000000000000000000000000000",
+        "/v1/webhook_endpoints?limit=0",
+    ] {
+        s.get(path, &s.sk_test)
+            .await
+            .assert_error(400, "invalid_parameter");
+    }
+    // Every type the server emits is a valid filter.
+    let ok = s
+        .get("/v1/events?type=otp.created&limit=1", &s.sk_test)
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert_eq!(ok.body["object"], "list");
+    // Subscriptions name types the server emits, or `*`.
+    for events in [json!(["card.exploded"]), json!([]), json!(["Card.Created"])] {
+        s.post(
+            "/v1/webhook_endpoints",
+            &s.sk_test,
+            json!({"url": "https://example.com/h", "enabled_events": events}),
+        )
+        .await
+        .assert_error(400, "invalid_parameter");
+    }
+    let ep = s
+        .post(
+            "/v1/webhook_endpoints",
+            &s.sk_test,
+            json!({"url": "https://93.184.215.14/h", "enabled_events": ["card.created", "pin.locked"]}),
+        )
+        .await;
+    assert_eq!(ep.status, 201, "{}", ep.text);
+    let id = ep.body["id"].as_str().unwrap();
+    for path in [
+        format!("/v1/webhook_endpoints/{id}/attempts?bogus=1"),
+        format!("/v1/webhook_endpoints/{id}/attempts?starting_after=evt_1:2"),
+        format!(
+            "/v1/webhook_endpoints/{id}/attempts?starting_after=evt_00000000000000000000000000000000:x"
+        ),
+    ] {
+        let r = s.get(&path, &s.sk_test).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.text);
+    }
+    // URLs the schema refuses are refused, even where the URL parser would fix them up.
+    for url in [
+        " https://example.com/h",
+        "HTTPS://example.com/h",
+        "https://example.com/a b",
+        "https://",
+    ] {
+        s.post(
+            "/v1/webhook_endpoints",
+            &s.sk_test,
+            json!({"url": url, "enabled_events": ["*"]}),
+        )
+        .await
+        .assert_error(400, "url_not_allowed");
+    }
+    // `since` out of range.
+    s.post(
+        &format!("/v1/webhook_endpoints/{id}/recover"),
+        &s.sk_test,
+        json!({"since": -1}),
+    )
+    .await
+    .assert_error(400, "invalid_parameter");
 }
 
 /// Sends `body` as it is, as JSON.

@@ -234,15 +234,17 @@ impl TestServer {
             .unwrap();
         let s = running.state.clone();
         let admin = s
-            .create_api_key(None, NewKeyKind::Admin, Mode::Live, None)
+            .accounts()
+            .create_key(None, NewKeyKind::Admin, Mode::Live, None)
             .await
             .unwrap();
-        let acct = s.create_account("Test merchant", None).await.unwrap();
+        let acct = s.accounts().create("Test merchant", None).await.unwrap();
         let key = |kind, mode, scopes: Option<Scopes>| {
             let s = s.clone();
             let acct = acct.id.clone();
             async move {
-                s.create_api_key(Some(&acct), NewKeyKind::Account(kind), mode, scopes)
+                s.accounts()
+                    .create_key(Some(&acct), NewKeyKind::Account(kind), mode, scopes)
                     .await
                     .unwrap()
                     .secret
@@ -278,7 +280,8 @@ impl TestServer {
     pub async fn new_secret_key(&self) -> strongroom_server::IssuedKey {
         self.running
             .state
-            .create_api_key(
+            .accounts()
+            .create_key(
                 Some(&self.account),
                 NewKeyKind::Account(KeyKind::Secret),
                 Mode::Test,
