@@ -22,8 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::exec::{Arg, Exec, RowGet, args};
 use crate::group::Batch;
-use crate::sql::{WriteOp, WriteReply, unexpected};
-use crate::store::Store;
+use crate::sql::{WriteOp, WriteReply};
 use crate::{RetireOutcome, StoreError, StoreResult};
 
 /// One chain step: `H(prev ‖ canonical record)`.
@@ -816,57 +815,4 @@ pub(crate) async fn checkpoint_count<C: Exec>(c: &mut C) -> StoreResult<i64> {
     c.opt(COUNT_CHECKPOINTS, &[])
         .await?
         .map_or(Ok(0), |r| r.int(0))
-}
-
-impl Store {
-    async fn audit_write(&self, op: Op) -> StoreResult<Reply> {
-        match self.write(WriteOp::Audit(op)).await? {
-            WriteReply::Audit(r) => Ok(r),
-            _ => Err(unexpected()),
-        }
-    }
-}
-
-impl AuditStore for Store {
-    async fn append_audit(&self, records: Vec<AuditRecord>, hash: HashFn) -> StoreResult<i64> {
-        match self.audit_write(Op::Append { records, hash }).await? {
-            Reply::Head(h) => Ok(h),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn audit_head(&self) -> StoreResult<(i64, Vec<u8>)> {
-        head(&mut self.audit_reader().await?).await
-    }
-
-    async fn audit_range(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<AuditRecord>> {
-        range(&mut self.audit_reader().await?, after_seq, limit).await
-    }
-
-    async fn list_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
-        query(&mut self.audit_reader().await?, q).await
-    }
-
-    async fn insert_checkpoint(&self, cp: &AuditCheckpoint) -> StoreResult<bool> {
-        match self.audit_write(Op::Checkpoint(cp.clone())).await? {
-            Reply::Stored(b) => Ok(b),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn checkpoint_count(&self) -> StoreResult<i64> {
-        checkpoint_count(&mut self.audit_reader().await?).await
-    }
-
-    async fn checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>> {
-        checkpoints(&mut self.audit_reader().await?).await
-    }
-
-    async fn latest_checkpoint(&self) -> StoreResult<Option<AuditCheckpoint>> {
-        latest_checkpoint(&mut self.audit_reader().await?).await
-    }
-
-    async fn audit_writable(&self) -> StoreResult<()> {
-        self.audit_write(Op::Probe).await.map(drop)
-    }
 }

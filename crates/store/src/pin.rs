@@ -4,8 +4,7 @@
 //! `pin` data key before it arrives here.
 
 use crate::exec::{Exec, RowGet, args};
-use crate::sql::{FromRow, WriteOp, WriteReply, insert_events, unexpected};
-use crate::store::Store;
+use crate::sql::{FromRow, insert_events, unexpected};
 use crate::{EventRecord, Mode, StoreError, StoreResult};
 
 /// A card's PIN: its enciphered block and its lockout state.
@@ -435,25 +434,25 @@ pub(crate) enum Reply {
 }
 
 impl Reply {
-    fn done(self) -> StoreResult<()> {
+    pub(crate) fn done(self) -> StoreResult<()> {
         match self {
             Self::Done => Ok(()),
             _ => Err(unexpected()),
         }
     }
-    fn flag(self) -> StoreResult<bool> {
+    pub(crate) fn flag(self) -> StoreResult<bool> {
         match self {
             Self::Flag(v) => Ok(v),
             _ => Err(unexpected()),
         }
     }
-    fn count(self) -> StoreResult<u64> {
+    pub(crate) fn count(self) -> StoreResult<u64> {
         match self {
             Self::Count(v) => Ok(v),
             _ => Err(unexpected()),
         }
     }
-    fn outcome(self) -> StoreResult<PinOutcome> {
+    pub(crate) fn outcome(self) -> StoreResult<PinOutcome> {
         match self {
             Self::Outcome(v) => Ok(v),
             _ => Err(unexpected()),
@@ -646,166 +645,4 @@ async fn still<C: Exec>(c: &mut C, seen: &PinRecord) -> StoreResult<PinOutcome> 
         Some(_) => PinOutcome::Changed,
         None => PinOutcome::Missing,
     })
-}
-
-impl Store {
-    async fn pin_write(&self, op: Op) -> StoreResult<Reply> {
-        match self.write(WriteOp::Pin(op)).await? {
-            WriteReply::Pin(r) => Ok(r),
-            _ => Err(unexpected()),
-        }
-    }
-}
-
-impl PinStore for Store {
-    async fn pin_transport_keys(&self) -> StoreResult<Vec<TransportKeyRecord>> {
-        pin_transport_keys(&mut self.reader().await?).await
-    }
-
-    async fn insert_pin_transport_key(
-        &self,
-        key: &TransportKeyRecord,
-        retire_others_after_ms: i64,
-    ) -> StoreResult<()> {
-        self.pin_write(Op::InsertTransportKey {
-            key: key.clone(),
-            retire_others_after_ms,
-        })
-        .await?
-        .done()
-    }
-
-    async fn get_pin(
-        &self,
-        account_id: &str,
-        mode: Mode,
-        card_id: &str,
-    ) -> StoreResult<Option<PinRecord>> {
-        get_pin(&mut self.reader().await?, account_id, mode, card_id).await
-    }
-
-    async fn pin_owner(&self, card_id: &str) -> StoreResult<Option<(String, Mode)>> {
-        pin_owner(&mut self.reader().await?, card_id).await
-    }
-
-    async fn pin_max_failures(&self, account_id: &str) -> StoreResult<Option<i64>> {
-        pin_max_failures(&mut self.reader().await?, account_id).await
-    }
-
-    async fn set_pin_max_failures(&self, account_id: &str, max_failures: i64) -> StoreResult<()> {
-        self.pin_write(Op::SetMaxFailures {
-            account_id: account_id.to_owned(),
-            max_failures,
-        })
-        .await?
-        .done()
-    }
-
-    async fn spend_pin_jti(
-        &self,
-        account_id: &str,
-        jti: &str,
-        expires_ms: i64,
-        now_ms: i64,
-    ) -> StoreResult<bool> {
-        self.pin_write(Op::SpendJti {
-            account_id: account_id.to_owned(),
-            jti: jti.to_owned(),
-            expires_ms,
-            now_ms,
-        })
-        .await?
-        .flag()
-    }
-
-    async fn set_pin(
-        &self,
-        pin: &PinRecord,
-        kind: SetKind,
-        otp: &SpendOtp,
-        events: &[EventRecord],
-        unlocked_event: Option<&EventRecord>,
-    ) -> StoreResult<PinOutcome> {
-        self.pin_write(Op::Set {
-            pin: pin.clone(),
-            kind,
-            otp: otp.clone(),
-            events: events.to_vec(),
-            unlocked_event: unlocked_event.cloned(),
-        })
-        .await?
-        .outcome()
-    }
-
-    async fn record_pin_attempt(
-        &self,
-        seen: &PinRecord,
-        success: bool,
-        max_failures: i64,
-        failed_events: &[EventRecord],
-        locked_event: Option<&EventRecord>,
-    ) -> StoreResult<PinOutcome> {
-        self.pin_write(Op::Attempt {
-            seen: seen.clone(),
-            success,
-            max_failures,
-            failed_events: failed_events.to_vec(),
-            locked_event: locked_event.cloned(),
-        })
-        .await?
-        .outcome()
-    }
-
-    async fn change_pin(
-        &self,
-        seen: &PinRecord,
-        new: &PinRecord,
-        otp: &SpendOtp,
-        events: &[EventRecord],
-    ) -> StoreResult<PinOutcome> {
-        self.pin_write(Op::Change {
-            seen: seen.clone(),
-            new: new.clone(),
-            otp: otp.clone(),
-            events: events.to_vec(),
-        })
-        .await?
-        .outcome()
-    }
-
-    async fn unlock_pin(
-        &self,
-        account_id: &str,
-        mode: Mode,
-        card_id: &str,
-        now_ms: i64,
-        events: &[EventRecord],
-    ) -> StoreResult<PinOutcome> {
-        self.pin_write(Op::Unlock {
-            account_id: account_id.to_owned(),
-            mode,
-            card_id: card_id.to_owned(),
-            now_ms,
-            events: events.to_vec(),
-        })
-        .await?
-        .outcome()
-    }
-
-    async fn pins_for_rewrap(
-        &self,
-        account_id: &str,
-        below_version: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<PinRecord>> {
-        pins_for_rewrap(&mut self.reader().await?, account_id, below_version, limit).await
-    }
-
-    async fn rewrap_pins(&self, updates: &[PinRewrap]) -> StoreResult<u64> {
-        self.pin_write(Op::Rewrap {
-            updates: updates.to_vec(),
-        })
-        .await?
-        .count()
-    }
 }

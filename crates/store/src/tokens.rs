@@ -3,8 +3,8 @@
 //! account at once.
 
 use crate::exec::{Exec, RowGet, args};
-use crate::sql::{FromRow, WriteOp, WriteReply};
-use crate::{ApiKeyRecord, EventRecord, Store, StoreError, StoreResult};
+use crate::sql::{FromRow, WriteReply};
+use crate::{ApiKeyRecord, EventRecord, StoreError, StoreResult};
 
 /// A JWT signing key generation. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +108,7 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply
     }
 }
 
-async fn jwt_keys<C: Exec>(c: &mut C) -> StoreResult<Vec<JwtKeyRecord>> {
+pub(crate) async fn jwt_keys<C: Exec>(c: &mut C) -> StoreResult<Vec<JwtKeyRecord>> {
     c.all(JWT_KEYS, &[])
         .await?
         .iter()
@@ -116,7 +116,10 @@ async fn jwt_keys<C: Exec>(c: &mut C) -> StoreResult<Vec<JwtKeyRecord>> {
         .collect()
 }
 
-async fn api_key_by_id<C: Exec>(c: &mut C, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+pub(crate) async fn api_key_by_id<C: Exec>(
+    c: &mut C,
+    id: &str,
+) -> StoreResult<Option<ApiKeyRecord>> {
     c.opt(API_KEY_BY_ID, args![id])
         .await?
         .as_ref()
@@ -143,40 +146,4 @@ pub trait TokenStore {
         now_ms: i64,
         events: &[EventRecord],
     ) -> StoreResult<Option<i64>>;
-}
-
-impl TokenStore for Store {
-    async fn jwt_keys(&self) -> StoreResult<Vec<JwtKeyRecord>> {
-        jwt_keys(&mut self.reader().await?).await
-    }
-
-    async fn insert_jwt_key(&self, key: &JwtKeyRecord, erase_below: i64) -> StoreResult<()> {
-        self.write(WriteOp::Tokens(Op::InsertJwtKey {
-            key: key.clone(),
-            erase_below,
-        }))
-        .await?
-        .done()
-    }
-
-    async fn api_key_by_id(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
-        api_key_by_id(&mut self.reader().await?, id).await
-    }
-
-    async fn revoke_all_api_keys(
-        &self,
-        account_id: &str,
-        now_ms: i64,
-        events: &[EventRecord],
-    ) -> StoreResult<Option<i64>> {
-        let n = self
-            .write(WriteOp::Tokens(Op::RevokeAll {
-                account_id: account_id.to_owned(),
-                now_ms,
-                events: events.to_vec(),
-            }))
-            .await?
-            .count()?;
-        Ok((n >= 0).then_some(n))
-    }
 }

@@ -78,10 +78,10 @@ const INSERT_CARDS_BULK: &str = concat!(
      JOIN c ON c.id = x.card_id ORDER BY x.ord \
      RETURNING id, account_id, mode, event_type, created_ms), \
      w AS (",
-    crate::webhooks::delivery_insert!(),
+    crate::sql::delivery_insert!(),
     "SELECT v.id || ':' || e.id, v.id, e.id, v.account_id, 'pending', 0, v.created_ms, \
      v.created_ms FROM v JOIN webhook_endpoints e ON ",
-    crate::webhooks::fan_out_match!("v.account_id", "v.mode", "v.event_type"),
+    crate::sql::fan_out_match!("v.account_id", "v.mode", "v.event_type"),
     ") SELECT id FROM c"
 );
 const GET_CARD: &str = concat!(

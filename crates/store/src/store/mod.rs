@@ -1,6 +1,13 @@
 //! [`Store`]: the backend chosen by configuration, its read connection ([`ReadConn`]),
 //! and the one [`VaultStore`] impl.
 
+mod audit;
+mod controls;
+mod pin;
+mod stats;
+mod tokens;
+mod webhooks;
+
 use std::path::Path;
 
 use sqlx::pool::PoolConnection;
