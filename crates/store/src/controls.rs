@@ -6,7 +6,7 @@
 //! [`crate::sql::WriteOp::Controls`].
 
 use crate::exec::{Exec, RowGet, args};
-use crate::sql::{self, FromRow, WriteReply};
+use crate::sql::{self, FromRow};
 use crate::{ApiKeyRecord, EventRecord, StoreError, StoreResult};
 
 /// Per-account gateway settings. A missing row reads as [`AccountControls::defaults`].
@@ -440,7 +440,7 @@ pub(crate) enum Reply {
     Idem(IdempotencyBegin),
 }
 
-pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply> {
+pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<Reply> {
     let reply = match op {
         Op::SetControls(a) => {
             let cidrs = join_cidrs(&a.ip_allowlist);
@@ -487,7 +487,7 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply
                     None => 0,
                 };
                 if n >= *max {
-                    return Ok(WriteReply::Controls(Reply::Flag(false)));
+                    return Ok(Reply::Flag(false));
                 }
             }
             let a = args![
@@ -580,5 +580,5 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply
             Reply::Done
         }
     };
-    Ok(WriteReply::Controls(reply))
+    Ok(reply)
 }

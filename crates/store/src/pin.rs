@@ -4,7 +4,8 @@
 //! `pin` data key before it arrives here.
 
 use crate::exec::{Exec, RowGet, args};
-use crate::sql::{FromRow, insert_events, unexpected};
+use crate::sql::{FromRow, insert_events};
+use crate::unexpected;
 use crate::{EventRecord, Mode, StoreError, StoreResult};
 
 /// A card's PIN: its enciphered block and its lockout state.

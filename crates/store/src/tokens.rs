@@ -3,7 +3,7 @@
 //! account at once.
 
 use crate::exec::{Exec, RowGet, args};
-use crate::sql::{FromRow, WriteReply};
+use crate::sql::FromRow;
 use crate::{ApiKeyRecord, EventRecord, StoreError, StoreResult};
 
 /// A JWT signing key generation. Times are Unix milliseconds.
@@ -67,7 +67,8 @@ impl FromRow for JwtKeyRecord {
 }
 
 /// Applies one of this module's writes inside the writer's transaction.
-pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply> {
+/// Applies one [`Op`]: `None` for a write that counts nothing, else the count.
+pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<Option<i64>> {
     match op {
         Op::InsertJwtKey {
             key: k,
@@ -89,7 +90,7 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply
             let empty: &[u8] = &[];
             c.exec(ERASE_OLD_JWT_KEYS, args![*erase_below, empty])
                 .await?;
-            Ok(WriteReply::Done)
+            Ok(None)
         }
         Op::RevokeAll {
             account_id,
@@ -97,13 +98,13 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply
             events,
         } => {
             if c.opt(ACCOUNT_EXISTS, args![account_id]).await?.is_none() {
-                return Ok(WriteReply::Count(-1));
+                return Ok(Some(-1));
             }
             let n = c.exec(REVOKE_ALL, args![account_id, *now_ms]).await?;
             // The one event path: each event gets its webhook deliveries in this
             // transaction, like every other event.
             crate::sql::insert_events(c, events).await?;
-            Ok(WriteReply::Count(i64::try_from(n).unwrap_or(i64::MAX)))
+            Ok(Some(i64::try_from(n).unwrap_or(i64::MAX)))
         }
     }
 }

@@ -20,6 +20,7 @@ mod otps;
 use crate::StoreResult;
 use crate::exec::Exec;
 
+pub(crate) use crate::unexpected;
 pub(crate) use accounts::{
     API_KEY_COLS, KEY_WITH_CONTROLS, api_key_by_digest, data_keys, get_account, key_usage,
     list_accounts, list_api_keys,
@@ -28,7 +29,7 @@ pub(crate) use accounts::{
 pub(crate) use cards::{FINGERPRINT_LOOKUPS, GET_CARD_AT};
 pub(crate) use cards::{cards_for_rewrap, get_card, insert_cards_bulk, list_cards};
 pub(crate) use events::{delivery_insert, fan_out_match, get_event, insert_events, list_events};
-pub(crate) use ops::{WriteOp, WriteReply, apply, unexpected};
+pub(crate) use ops::{WriteOp, WriteReply, apply};
 pub(crate) use otps::get_otp;
 pub(crate) use rows::{FromRow, many, mode, one};
 

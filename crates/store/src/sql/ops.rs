@@ -4,9 +4,10 @@
 use crate::exec::Exec;
 use crate::group::Batch;
 use crate::sql::{accounts, cards, otps};
+use crate::unexpected;
 use crate::{
     AccountRecord, ApiKeyRecord, CardRecord, CardRewrap, DataKeyRecord, EventRecord, InsertCard,
-    KeyPurpose, Mode, OtpRecord, RetireOutcome, StoreError, StoreResult,
+    KeyPurpose, Mode, OtpRecord, RetireOutcome, StoreResult,
 };
 
 /// A write, owned so that it can travel to the SQLite writer task. Applied by
@@ -97,12 +98,6 @@ pub(crate) enum WriteReply {
     Pin(crate::pin::Reply),
     Audit(crate::audit::Reply),
     Webhook(crate::webhooks::Reply),
-}
-
-/// The writer answered with a reply of another kind than the write asked for: a bug, never
-/// a database state. The one place every typed accessor of a reply reports it.
-pub(crate) fn unexpected() -> StoreError {
-    StoreError::Corrupt("unexpected reply from the writer".into())
 }
 
 impl WriteReply {
@@ -232,10 +227,12 @@ pub(crate) async fn apply<C: Exec>(
             max_attempts,
             events,
         } => WriteReply::Flag(otps::otp_consume(c, id, *now_ms, *max_attempts, events).await?),
-        WriteOp::Controls(op) => crate::controls::apply(c, op).await?,
+        WriteOp::Controls(op) => WriteReply::Controls(crate::controls::apply(c, op).await?),
         WriteOp::Pin(op) => WriteReply::Pin(crate::pin::apply(c, op).await?),
         WriteOp::Audit(op) => crate::audit::apply(c, b, op).await?,
-        WriteOp::Tokens(op) => crate::tokens::apply(c, op).await?,
+        WriteOp::Tokens(op) => crate::tokens::apply(c, op)
+            .await?
+            .map_or(WriteReply::Done, WriteReply::Count),
         WriteOp::Webhook(op) => WriteReply::Webhook(crate::webhooks::apply(c, op).await?),
     })
 }
