@@ -1,13 +1,25 @@
 //! The writes: what a store method sends its writer ([`WriteOp`]), what comes back
-//! ([`WriteReply`]), and [`apply`], which runs one inside a group commit.
+//! ([`WriteReply`]), and [`apply`], which runs one inside a group commit. Here too,
+//! because they are part of one write: the audit wrapper that carries a write's records
+//! ([`AuditOp`], [`attach`], [`flush_audit`]) and what a write shares with its group
+//! commit ([`Batch`]). The group commit ([`crate::group`]) runs them; the records, their
+//! SQL and the request scope stay in [`crate::audit`].
 
-use crate::exec::Exec;
-use crate::group::Batch;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::audit::{
+    AuditCheckpoint, AuditRecord, AuditScope, HashFn, INSERT_CHECKPOINT, PROBE, append,
+};
+use crate::exec::{Exec, args};
+use crate::sql::cards::NewCard;
 use crate::sql::{accounts, cards, otps};
 use crate::unexpected;
 use crate::{
     AccountRecord, ApiKeyRecord, CardRecord, CardRewrap, DataKeyRecord, EventRecord, InsertCard,
-    KeyPurpose, Mode, OtpRecord, RetireOutcome, StoreResult,
+    KeyPurpose, Mode, OtpRecord, RetireOutcome, StoreError, StoreResult,
 };
 
 /// A write, owned so that it can travel to the SQLite writer task. Applied by
@@ -79,7 +91,7 @@ pub(crate) enum WriteOp {
     },
     Controls(crate::controls::Op),
     Pin(crate::pin::Op),
-    Audit(crate::audit::Op),
+    Audit(AuditOp),
     Tokens(crate::tokens::Op),
     Webhook(crate::webhooks::Op),
 }
@@ -96,7 +108,7 @@ pub(crate) enum WriteReply {
     Retire(RetireOutcome),
     Controls(crate::controls::Reply),
     Pin(crate::pin::Reply),
-    Audit(crate::audit::Reply),
+    Audit(AuditReply),
     Webhook(crate::webhooks::Reply),
 }
 
@@ -192,7 +204,7 @@ pub(crate) async fn apply<C: Exec>(
             card,
             dedup,
             events,
-        } => WriteReply::Card(cards::insert_card(c, b, card, dedup, events).await?),
+        } => WriteReply::Card(cards::insert_card(c, b.bulk_card(), card, dedup, events).await?),
         WriteOp::DeleteCard {
             account_id,
             mode,
@@ -229,10 +241,362 @@ pub(crate) async fn apply<C: Exec>(
         } => WriteReply::Flag(otps::otp_consume(c, id, *now_ms, *max_attempts, events).await?),
         WriteOp::Controls(op) => WriteReply::Controls(crate::controls::apply(c, op).await?),
         WriteOp::Pin(op) => WriteReply::Pin(crate::pin::apply(c, op).await?),
-        WriteOp::Audit(op) => crate::audit::apply(c, b, op).await?,
+        WriteOp::Audit(op) => apply_audit(c, b, op).await?,
         WriteOp::Tokens(op) => crate::tokens::apply(c, op)
             .await?
             .map_or(WriteReply::Done, WriteReply::Count),
         WriteOp::Webhook(op) => WriteReply::Webhook(crate::webhooks::apply(c, op).await?),
     })
+}
+
+/// What the write being applied shares with the rest of its group commit: the audit
+/// records that wait for the batch's one append ([`flush_audit`]), and the outcomes of
+/// card inserts already made for the whole batch in one statement.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// Index in the batch of the write being applied.
+    pub(crate) current: usize,
+    pub(crate) deferred: Vec<Deferred>,
+    /// The outcomes of the card inserts made in one statement, by batch index.
+    pub(crate) cards: Vec<Option<InsertCard>>,
+}
+
+impl Batch {
+    /// Leaves the audit records of the write being applied to the batch, which appends
+    /// every write's records at once before `COMMIT`. `carry`: whether the request's own
+    /// record goes too.
+    pub(crate) fn defer_audit(&mut self, carry: bool) {
+        self.deferred.push(Deferred {
+            op: self.current,
+            carry,
+        });
+    }
+
+    /// The outcome of the write being applied, if it is a card insert made with the
+    /// batch's others in one statement ([`insert_cards_bulk`]).
+    pub(crate) fn bulk_card(&mut self) -> Option<InsertCard> {
+        self.cards.get_mut(self.current).and_then(Option::take)
+    }
+}
+
+/// The card inserts of a batch that can share one statement, by batch index: a card
+/// insert (bare or under its audit wrapper) whose only fingerprint is the card's own
+/// (during a fingerprint-key rotation, lookups under older versions come first, one by
+/// one). `None` when another write of the batch changes cards (a delete, a re-wrap):
+/// then the batch applies its writes one at a time, in order.
+fn bulk_cards<'o>(ops: impl Iterator<Item = &'o WriteOp>) -> Option<Vec<Option<NewCard<'o>>>> {
+    let mut out = Vec::new();
+    for op in ops {
+        out.push(match inner(op) {
+            WriteOp::InsertCard {
+                card,
+                dedup,
+                events,
+            } if dedup.iter().all(|(_, fp)| *fp == card.fingerprint) => {
+                Some((card, events.as_slice()))
+            }
+            WriteOp::DeleteCard { .. } | WriteOp::RewrapCards { .. } => return None,
+            _ => None,
+        });
+    }
+    Some(out)
+}
+
+/// PostgreSQL: the batch's card inserts in one statement ([`cards::insert_cards_bulk`]).
+pub(crate) async fn insert_cards_bulk<'o, C: Exec>(
+    c: &mut C,
+    ops: impl Iterator<Item = &'o WriteOp>,
+) -> StoreResult<Vec<Option<InsertCard>>> {
+    cards::insert_cards_bulk(c, bulk_cards(ops)).await
+}
+
+// ---- the audit writes: records that commit with a write, or alone ----
+
+/// An audit write (one variant of the writer's [`WriteOp`]).
+#[derive(Debug)]
+pub(crate) enum AuditOp {
+    /// Another write, with the records that commit with it.
+    Wrap(Box<Wrapped>),
+    /// Records alone.
+    Append {
+        records: Vec<AuditRecord>,
+        hash: HashFn,
+    },
+    /// A signed checkpoint.
+    Checkpoint(AuditCheckpoint),
+    /// Inserts a row in a savepoint and rolls it back: readiness.
+    Probe,
+}
+
+#[derive(Debug)]
+pub(crate) struct Wrapped {
+    op: WriteOp,
+    /// The request's own record; appended only if `op` took effect.
+    request: Option<AuditRecord>,
+    /// Security events; appended whenever `op` succeeds.
+    events: Vec<AuditRecord>,
+    hash: HashFn,
+    /// Set by the writer when the append (not the wrapped op) failed.
+    failed: Arc<AtomicBool>,
+}
+
+impl Wrapped {
+    /// The records that commit with the wrapped write.
+    fn records(&self, carry: bool) -> impl Iterator<Item = (&AuditRecord, HashFn)> {
+        self.events
+            .iter()
+            .chain(self.request.iter().filter(move |_| carry))
+            .map(|r| (r, self.hash))
+    }
+}
+
+/// Whether `op` changes nothing but the audit trail (records appended alone, a signed
+/// checkpoint, the readiness probe that rolls itself back): a batch of only these leaves
+/// the snapshots that SQLite readers keep for other reads in use.
+pub(crate) fn audit_only(op: &WriteOp) -> bool {
+    matches!(
+        op,
+        WriteOp::Audit(AuditOp::Append { .. } | AuditOp::Checkpoint(_) | AuditOp::Probe)
+    )
+}
+
+/// The write itself: `op`, or the write an audit wrapper carries.
+pub(crate) fn inner(op: &WriteOp) -> &WriteOp {
+    match op {
+        WriteOp::Audit(AuditOp::Wrap(w)) => &w.op,
+        other => other,
+    }
+}
+
+/// A write of a group commit whose audit records wait for [`flush_audit`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deferred {
+    /// Index of the write in its batch.
+    pub(crate) op: usize,
+    /// Whether the request's own record goes with it.
+    pub(crate) carry: bool,
+}
+
+/// Appends the audit records of a batch's deferred writes in one go, in batch order,
+/// inside the batch's transaction, and puts the head after each write's records into
+/// its reply. One head lock and a few multi-row inserts per batch instead of per write:
+/// on PostgreSQL each statement is a network round trip, and the writer is serial.
+/// If the append fails, every deferred wrapped write is marked failed (fail closed)
+/// and the batch must roll back.
+pub(crate) async fn flush_audit<'o, C: Exec>(
+    c: &mut C,
+    op_at: impl Fn(usize) -> Option<&'o WriteOp>,
+    deferred: &[Deferred],
+    results: &mut [StoreResult<WriteReply>],
+) -> StoreResult<()> {
+    if deferred.is_empty() {
+        return Ok(());
+    }
+    let mut recs: Vec<(&AuditRecord, HashFn)> = Vec::with_capacity(deferred.len() * 2);
+    let mut ends: Vec<usize> = Vec::with_capacity(deferred.len());
+    for d in deferred {
+        match op_at(d.op) {
+            Some(WriteOp::Audit(AuditOp::Wrap(w))) => recs.extend(w.records(d.carry)),
+            Some(WriteOp::Audit(AuditOp::Append { records, hash })) => {
+                recs.extend(records.iter().map(|r| (r, *hash)));
+            }
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "deferred audit of a plain write".into(),
+                ));
+            }
+        }
+        ends.push(recs.len());
+    }
+    let head = match append(c, recs.into_iter()).await {
+        Ok(h) => h,
+        Err(e) => {
+            for d in deferred {
+                if let Some(WriteOp::Audit(AuditOp::Wrap(w))) = op_at(d.op) {
+                    w.failed.store(true, Ordering::SeqCst);
+                }
+            }
+            return Err(e);
+        }
+    };
+    let total = ends.last().copied().unwrap_or(0);
+    let start = head.saturating_sub(i64::try_from(total).unwrap_or(i64::MAX));
+    for (d, end) in deferred.iter().zip(ends) {
+        let at = start.saturating_add(i64::try_from(end).unwrap_or(i64::MAX));
+        match results.get_mut(d.op) {
+            Some(Ok(WriteReply::Audit(AuditReply::Wrapped(_, _, h) | AuditReply::Head(h)))) => {
+                *h = at
+            }
+            _ => return Err(StoreError::Corrupt("deferred audit reply missing".into())),
+        }
+    }
+    Ok(())
+}
+
+/// What an audit write returns.
+#[derive(Debug)]
+pub(crate) enum AuditReply {
+    /// The wrapped write's reply; whether the request record went with it; the head.
+    Wrapped(Box<WriteReply>, bool, i64),
+    /// The head after an append.
+    Head(i64),
+    /// A checkpoint was stored (false: one at that seq existed).
+    Stored(bool),
+}
+
+const PROBE_SAVEPOINT: &str = "SAVEPOINT audit_probe";
+const PROBE_ROLLBACK: &str = "ROLLBACK TO SAVEPOINT audit_probe";
+const PROBE_RELEASE: &str = "RELEASE SAVEPOINT audit_probe";
+
+/// Applies an audit op of the group commit `b` inside its transaction. The audit records
+/// of a wrapped write and of an append are left to the batch, which appends them all at
+/// once ([`flush_audit`]). Boxed: it runs [`crate::sql::apply`] for the wrapped op, which
+/// itself lands here.
+pub(crate) fn apply_audit<'a, C: Exec>(
+    c: &'a mut C,
+    b: &'a mut Batch,
+    op: &'a AuditOp,
+) -> Pin<Box<dyn Future<Output = StoreResult<WriteReply>> + Send + 'a>> {
+    Box::pin(async move {
+        match op {
+            AuditOp::Wrap(w) => {
+                let reply = apply(c, b, &w.op).await?;
+                let carry = w.request.is_some() && took_effect(&w.op, &reply);
+                b.defer_audit(carry);
+                // The head is filled in by `flush_audit`.
+                Ok(WriteReply::Audit(AuditReply::Wrapped(
+                    Box::new(reply),
+                    carry,
+                    0,
+                )))
+            }
+            AuditOp::Append { .. } => {
+                b.defer_audit(false);
+                Ok(WriteReply::Audit(AuditReply::Head(0)))
+            }
+            AuditOp::Checkpoint(cp) => {
+                let link = cp.link.as_ref();
+                let a = args![
+                    cp.seq,
+                    &cp.hash,
+                    cp.time_ms,
+                    &cp.public_key,
+                    &cp.signature,
+                    link.map(|l| l.prev.as_slice()),
+                    link.map(|l| l.count)
+                ];
+                let n = c.exec(INSERT_CHECKPOINT, a).await?;
+                Ok(WriteReply::Audit(AuditReply::Stored(n > 0)))
+            }
+            AuditOp::Probe => {
+                // Inside its own savepoint, rolled back: the batch it shares is untouched.
+                let zero: &[u8] = &[0u8; 32];
+                c.exec(PROBE_SAVEPOINT, &[]).await?;
+                let probe = c.exec(PROBE, args![zero]).await;
+                c.exec(PROBE_ROLLBACK, &[]).await?;
+                c.exec(PROBE_RELEASE, &[]).await?;
+                probe.map(|_| WriteReply::Audit(AuditReply::Stored(false)))
+            }
+        }
+    })
+}
+
+/// Whether a write changed something, so the request's record belongs with it. A write
+/// that found nothing (or counted a wrong OTP code) leaves the request record to the
+/// standalone append after the handler, which knows the final status.
+fn took_effect(op: &WriteOp, reply: &WriteReply) -> bool {
+    if matches!(op, WriteOp::OtpFail { .. }) {
+        return false;
+    }
+    !matches!(
+        reply,
+        WriteReply::Flag(false)
+            | WriteReply::ApiKey(None)
+            | WriteReply::Card(crate::InsertCard::Existing(_))
+            | WriteReply::Renewed(None)
+            | WriteReply::Retire(
+                RetireOutcome::NotFound | RetireOutcome::Active | RetireOutcome::InUse(_)
+            )
+    )
+}
+
+/// What [`attach`] took from a scope, to settle after the write.
+pub(crate) struct Attached {
+    scope: Arc<AuditScope>,
+    request: Option<AuditRecord>,
+    events: Vec<AuditRecord>,
+}
+
+/// Wraps `op` with the current scope's pending records, if there is a scope and the op
+/// is not itself an audit write.
+pub(crate) fn attach(op: WriteOp) -> (WriteOp, Option<Attached>) {
+    if matches!(op, WriteOp::Audit(_)) {
+        return (op, None);
+    }
+    let Some(scope) = AuditScope::current() else {
+        return (op, None);
+    };
+    let (request, events) = {
+        let mut s = scope.lock();
+        // Carried by a write, the request's record says the action succeeded.
+        let request = if s.committed {
+            None
+        } else {
+            s.request.clone().map(|mut r| {
+                if r.outcome.is_empty() {
+                    r.outcome = "success".into();
+                }
+                r
+            })
+        };
+        (request, std::mem::take(&mut s.events))
+    };
+    if request.is_none() && events.is_empty() {
+        return (op, None);
+    }
+    let wrapped = WriteOp::Audit(AuditOp::Wrap(Box::new(Wrapped {
+        op,
+        request: request.clone(),
+        events: events.clone(),
+        hash: scope.hash,
+        failed: scope.failed.clone(),
+    })));
+    (
+        wrapped,
+        Some(Attached {
+            scope,
+            request,
+            events,
+        }),
+    )
+}
+
+/// Unwraps a wrapped write's reply and tells the scope what was committed.
+pub(crate) fn settle(
+    att: Option<Attached>,
+    result: StoreResult<WriteReply>,
+) -> StoreResult<WriteReply> {
+    let Some(att) = att else {
+        return result;
+    };
+    match result {
+        Ok(WriteReply::Audit(AuditReply::Wrapped(inner, carried, head))) => {
+            let mut s = att.scope.lock();
+            if carried {
+                s.committed = true;
+            }
+            s.head = Some(head);
+            Ok(*inner)
+        }
+        Ok(other) => Ok(other),
+        Err(e) => {
+            att.scope.restore(att.request, Vec::new());
+            // The events did not commit: queue them again.
+            let mut s = att.scope.lock();
+            let later = std::mem::replace(&mut s.events, att.events);
+            s.events.extend(later);
+            drop(s);
+            Err(e)
+        }
+    }
 }

@@ -5,6 +5,7 @@ use crate::sql::{WriteOp, WriteReply, unexpected};
 use crate::store::Store;
 
 use crate::audit::*;
+use crate::sql::{AuditOp as Op, AuditReply as Reply};
 
 impl Store {
     async fn audit_write(&self, op: Op) -> StoreResult<Reply> {

@@ -110,12 +110,12 @@ impl Store {
     /// Every write goes through here; inside an audit scope it carries the scope's
     /// records in its transaction (see [`crate::audit`]).
     pub(crate) async fn write(&self, op: WriteOp) -> StoreResult<sql::WriteReply> {
-        let (op, attached) = crate::audit::attach(op);
+        let (op, attached) = sql::attach(op);
         let result = match self {
             Self::Sqlite(s) => s.write(op).await,
             Self::Postgres(p) => p.write(op).await,
         };
-        crate::audit::settle(attached, result)
+        sql::settle(attached, result)
     }
 }
 
