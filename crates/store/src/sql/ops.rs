@@ -112,48 +112,241 @@ pub(crate) enum WriteReply {
     Webhook(crate::webhooks::Reply),
 }
 
-impl WriteReply {
-    pub(crate) fn done(self) -> StoreResult<()> {
-        match self {
-            Self::Done => Ok(()),
-            _ => Err(unexpected()),
-        }
+/// A write together with the type of its reply: [`crate::Store::write`] returns that type,
+/// so each write says once, here, which kind of [`WriteReply`] it answers with.
+pub(crate) struct Write<R> {
+    op: WriteOp,
+    reply: fn(WriteReply) -> Option<R>,
+}
+
+impl<R> Write<R> {
+    fn new(op: WriteOp, reply: fn(WriteReply) -> Option<R>) -> Self {
+        Self { op, reply }
     }
-    pub(crate) fn flag(self) -> StoreResult<bool> {
-        match self {
-            Self::Flag(v) => Ok(v),
-            _ => Err(unexpected()),
-        }
+
+    /// The op to send, and what reads its reply: a reply of another kind is a bug of
+    /// this module, reported here and nowhere else.
+    pub(crate) fn split(self) -> (WriteOp, impl FnOnce(WriteReply) -> StoreResult<R>) {
+        let reply = self.reply;
+        (self.op, move |r| reply(r).ok_or_else(unexpected))
     }
-    pub(crate) fn count(self) -> StoreResult<i64> {
-        match self {
-            Self::Count(v) => Ok(v),
-            _ => Err(unexpected()),
-        }
+}
+
+fn done(r: WriteReply) -> Option<()> {
+    matches!(r, WriteReply::Done).then_some(())
+}
+fn flag(r: WriteReply) -> Option<bool> {
+    match r {
+        WriteReply::Flag(v) => Some(v),
+        _ => None,
     }
-    pub(crate) fn api_key(self) -> StoreResult<Option<ApiKeyRecord>> {
-        match self {
-            Self::ApiKey(v) => Ok(v),
-            _ => Err(unexpected()),
-        }
+}
+fn count(r: WriteReply) -> Option<i64> {
+    match r {
+        WriteReply::Count(v) => Some(v),
+        _ => None,
     }
-    pub(crate) fn card(self) -> StoreResult<InsertCard> {
-        match self {
-            Self::Card(v) => Ok(v),
-            _ => Err(unexpected()),
-        }
+}
+
+impl Write<()> {
+    pub(crate) fn create_account(
+        account: AccountRecord,
+        data_keys: Vec<DataKeyRecord>,
+        events: Vec<EventRecord>,
+    ) -> Self {
+        let op = WriteOp::CreateAccount {
+            account,
+            data_keys,
+            events,
+        };
+        Self::new(op, done)
     }
-    pub(crate) fn renewed(self) -> StoreResult<Option<CardRecord>> {
-        match self {
-            Self::Renewed(v) => Ok(v),
-            _ => Err(unexpected()),
-        }
+    pub(crate) fn insert_api_key(key: ApiKeyRecord, events: Vec<EventRecord>) -> Self {
+        Self::new(WriteOp::InsertApiKey { key, events }, done)
     }
-    pub(crate) fn retire(self) -> StoreResult<RetireOutcome> {
-        match self {
-            Self::Retire(v) => Ok(v),
-            _ => Err(unexpected()),
-        }
+    pub(crate) fn rotate_data_key(new_key: DataKeyRecord, events: Vec<EventRecord>) -> Self {
+        Self::new(WriteOp::RotateDataKey { new_key, events }, done)
+    }
+    pub(crate) fn insert_otp(otp: OtpRecord, events: Vec<EventRecord>) -> Self {
+        Self::new(WriteOp::InsertOtp { otp, events }, done)
+    }
+    pub(crate) fn insert_jwt_key(key: crate::tokens::JwtKeyRecord, erase_below: i64) -> Self {
+        let op = crate::tokens::Op::InsertJwtKey { key, erase_below };
+        Self::new(WriteOp::Tokens(op), done)
+    }
+}
+
+impl Write<bool> {
+    pub(crate) fn update_account(account: AccountRecord) -> Self {
+        Self::new(WriteOp::UpdateAccount { account }, flag)
+    }
+    pub(crate) fn delete_card(
+        account_id: String,
+        mode: Mode,
+        id: String,
+        events: Vec<EventRecord>,
+    ) -> Self {
+        let op = WriteOp::DeleteCard {
+            account_id,
+            mode,
+            id,
+            events,
+        };
+        Self::new(op, flag)
+    }
+    pub(crate) fn otp_consume(
+        id: String,
+        now_ms: i64,
+        max_attempts: i64,
+        events: Vec<EventRecord>,
+    ) -> Self {
+        let op = WriteOp::OtpConsume {
+            id,
+            now_ms,
+            max_attempts,
+            events,
+        };
+        Self::new(op, flag)
+    }
+}
+
+impl Write<i64> {
+    pub(crate) fn rewrap_cards(updates: Vec<CardRewrap>) -> Self {
+        Self::new(WriteOp::RewrapCards { updates }, count)
+    }
+    pub(crate) fn otp_fail(id: String) -> Self {
+        Self::new(WriteOp::OtpFail { id }, count)
+    }
+    /// The count of revoked keys, or -1 when the account is unknown.
+    pub(crate) fn revoke_all_api_keys(
+        account_id: String,
+        now_ms: i64,
+        events: Vec<EventRecord>,
+    ) -> Self {
+        let op = crate::tokens::Op::RevokeAll {
+            account_id,
+            now_ms,
+            events,
+        };
+        Self::new(WriteOp::Tokens(op), count)
+    }
+}
+
+impl Write<Option<ApiKeyRecord>> {
+    pub(crate) fn revoke_api_key(
+        account_id: Option<String>,
+        key_id: String,
+        now_ms: i64,
+        events: Vec<EventRecord>,
+    ) -> Self {
+        let op = WriteOp::RevokeApiKey {
+            account_id,
+            key_id,
+            now_ms,
+            events,
+        };
+        Self::new(op, |r| match r {
+            WriteReply::ApiKey(v) => Some(v),
+            _ => None,
+        })
+    }
+}
+
+impl Write<RetireOutcome> {
+    pub(crate) fn retire_data_key(
+        account_id: String,
+        purpose: KeyPurpose,
+        version: i64,
+        now_ms: i64,
+    ) -> Self {
+        let op = WriteOp::RetireDataKey {
+            account_id,
+            purpose,
+            version,
+            now_ms,
+        };
+        Self::new(op, |r| match r {
+            WriteReply::Retire(v) => Some(v),
+            _ => None,
+        })
+    }
+}
+
+impl Write<InsertCard> {
+    pub(crate) fn insert_card(
+        card: CardRecord,
+        dedup: Vec<(i64, Vec<u8>)>,
+        events: Vec<EventRecord>,
+    ) -> Self {
+        let op = WriteOp::InsertCard {
+            card,
+            dedup,
+            events,
+        };
+        Self::new(op, |r| match r {
+            WriteReply::Card(v) => Some(v),
+            _ => None,
+        })
+    }
+}
+
+impl Write<Option<CardRecord>> {
+    pub(crate) fn renew_card_expiry(
+        account_id: String,
+        mode: Mode,
+        id: String,
+        (exp_month, exp_year): (i64, i64),
+        events: Vec<EventRecord>,
+    ) -> Self {
+        let op = WriteOp::RenewCardExpiry {
+            account_id,
+            mode,
+            id,
+            exp_month,
+            exp_year,
+            events,
+        };
+        Self::new(op, |r| match r {
+            WriteReply::Renewed(v) => Some(v),
+            _ => None,
+        })
+    }
+}
+
+// The domain modules' writes answer with their own reply enums.
+impl Write<crate::controls::Reply> {
+    pub(crate) fn controls(op: crate::controls::Op) -> Self {
+        Self::new(WriteOp::Controls(op), |r| match r {
+            WriteReply::Controls(v) => Some(v),
+            _ => None,
+        })
+    }
+}
+
+impl Write<crate::pin::Reply> {
+    pub(crate) fn pin(op: crate::pin::Op) -> Self {
+        Self::new(WriteOp::Pin(op), |r| match r {
+            WriteReply::Pin(v) => Some(v),
+            _ => None,
+        })
+    }
+}
+
+impl Write<AuditReply> {
+    pub(crate) fn audit(op: AuditOp) -> Self {
+        Self::new(WriteOp::Audit(op), |r| match r {
+            WriteReply::Audit(v) => Some(v),
+            _ => None,
+        })
+    }
+}
+
+impl Write<crate::webhooks::Reply> {
+    pub(crate) fn webhook(op: crate::webhooks::Op) -> Self {
+        Self::new(WriteOp::Webhook(op), |r| match r {
+            WriteReply::Webhook(v) => Some(v),
+            _ => None,
+        })
     }
 }
 

@@ -1,7 +1,7 @@
 //! [`crate::audit`]'s trait, implemented for [`Store`] above the writes it sends.
 
 use crate::StoreResult;
-use crate::sql::{WriteOp, WriteReply, unexpected};
+use crate::sql::{Write, unexpected};
 use crate::store::Store;
 
 use crate::audit::*;
@@ -9,10 +9,7 @@ use crate::sql::{AuditOp as Op, AuditReply as Reply};
 
 impl Store {
     async fn audit_write(&self, op: Op) -> StoreResult<Reply> {
-        match self.write(WriteOp::Audit(op)).await? {
-            WriteReply::Audit(r) => Ok(r),
-            _ => Err(unexpected()),
-        }
+        self.write(Write::audit(op)).await
     }
 }
 

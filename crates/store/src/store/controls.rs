@@ -1,6 +1,6 @@
 //! [`crate::controls`]'s trait, implemented for [`Store`] above the writes it sends.
 
-use crate::sql::{WriteOp, WriteReply, unexpected};
+use crate::sql::{Write, unexpected};
 use crate::store::Store;
 use crate::{EventRecord, StoreResult};
 
@@ -8,10 +8,7 @@ use crate::controls::*;
 
 impl Store {
     async fn controls_write(&self, op: Op) -> StoreResult<Reply> {
-        match self.write(WriteOp::Controls(op)).await? {
-            WriteReply::Controls(r) => Ok(r),
-            _ => Err(unexpected()),
-        }
+        self.write(Write::controls(op)).await
     }
 
     async fn controls_done(&self, op: Op) -> StoreResult<()> {

@@ -1,6 +1,6 @@
 //! [`crate::pin`]'s trait, implemented for [`Store`] above the writes it sends.
 
-use crate::sql::{WriteOp, WriteReply, unexpected};
+use crate::sql::Write;
 use crate::store::Store;
 use crate::{EventRecord, Mode, StoreResult};
 
@@ -8,10 +8,7 @@ use crate::pin::*;
 
 impl Store {
     async fn pin_write(&self, op: Op) -> StoreResult<Reply> {
-        match self.write(WriteOp::Pin(op)).await? {
-            WriteReply::Pin(r) => Ok(r),
-            _ => Err(unexpected()),
-        }
+        self.write(Write::pin(op)).await
     }
 }
 

@@ -1,6 +1,6 @@
 //! [`crate::tokens`]'s trait, implemented for [`Store`] above the writes it sends.
 
-use crate::sql::WriteOp;
+use crate::sql::Write;
 use crate::{ApiKeyRecord, EventRecord, Store, StoreResult};
 
 use crate::tokens::*;
@@ -11,12 +11,8 @@ impl TokenStore for Store {
     }
 
     async fn insert_jwt_key(&self, key: &JwtKeyRecord, erase_below: i64) -> StoreResult<()> {
-        self.write(WriteOp::Tokens(Op::InsertJwtKey {
-            key: key.clone(),
-            erase_below,
-        }))
-        .await?
-        .done()
+        self.write(Write::insert_jwt_key(key.clone(), erase_below))
+            .await
     }
 
     async fn api_key_by_id(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
@@ -30,13 +26,12 @@ impl TokenStore for Store {
         events: &[EventRecord],
     ) -> StoreResult<Option<i64>> {
         let n = self
-            .write(WriteOp::Tokens(Op::RevokeAll {
-                account_id: account_id.to_owned(),
+            .write(Write::revoke_all_api_keys(
+                account_id.to_owned(),
                 now_ms,
-                events: events.to_vec(),
-            }))
-            .await?
-            .count()?;
+                events.to_vec(),
+            ))
+            .await?;
         Ok((n >= 0).then_some(n))
     }
 }

@@ -1,6 +1,6 @@
 //! [`crate::webhooks`]'s trait, implemented for [`Store`] above the writes it sends.
 
-use crate::sql::{WriteOp, WriteReply, unexpected};
+use crate::sql::{Write, unexpected};
 use crate::store::Store;
 use crate::{EventRecord, Mode, StoreResult};
 
@@ -8,10 +8,7 @@ use crate::webhooks::*;
 
 impl Store {
     async fn webhook(&self, op: Op) -> StoreResult<Reply> {
-        match self.write(WriteOp::Webhook(op)).await? {
-            WriteReply::Webhook(r) => Ok(r),
-            _ => Err(unexpected()),
-        }
+        self.write(Write::webhook(op)).await
     }
 
     async fn webhook_flag(&self, op: Op) -> StoreResult<bool> {
