@@ -55,12 +55,6 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// The writer answered with a reply of another kind than the write asked for: a bug, never
-/// a database state. The one place every typed accessor of a reply reports it.
-pub(crate) fn unexpected() -> StoreError {
-    StoreError::Corrupt("unexpected reply from the writer".into())
-}
-
 /// Result type of the store.
 pub type StoreResult<T> = Result<T, StoreError>;
 

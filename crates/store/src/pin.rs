@@ -5,7 +5,6 @@
 
 use crate::exec::{Exec, RowGet, args};
 use crate::sql::{FromRow, insert_events};
-use crate::unexpected;
 use crate::{EventRecord, Mode, StoreError, StoreResult};
 
 /// A card's PIN: its enciphered block and its lockout state.
@@ -432,33 +431,6 @@ pub(crate) enum Reply {
     Flag(bool),
     Count(u64),
     Outcome(PinOutcome),
-}
-
-impl Reply {
-    pub(crate) fn done(self) -> StoreResult<()> {
-        match self {
-            Self::Done => Ok(()),
-            _ => Err(unexpected()),
-        }
-    }
-    pub(crate) fn flag(self) -> StoreResult<bool> {
-        match self {
-            Self::Flag(v) => Ok(v),
-            _ => Err(unexpected()),
-        }
-    }
-    pub(crate) fn count(self) -> StoreResult<u64> {
-        match self {
-            Self::Count(v) => Ok(v),
-            _ => Err(unexpected()),
-        }
-    }
-    pub(crate) fn outcome(self) -> StoreResult<PinOutcome> {
-        match self {
-            Self::Outcome(v) => Ok(v),
-            _ => Err(unexpected()),
-        }
-    }
 }
 
 async fn spend_otp<C: Exec>(c: &mut C, otp: &SpendOtp, card_id: &str) -> StoreResult<bool> {

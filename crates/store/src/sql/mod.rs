@@ -20,7 +20,6 @@ mod otps;
 use crate::StoreResult;
 use crate::exec::Exec;
 
-pub(crate) use crate::unexpected;
 pub(crate) use accounts::{
     API_KEY_COLS, KEY_WITH_CONTROLS, api_key_by_digest, data_keys, get_account, key_usage,
     list_accounts, list_api_keys,
@@ -30,7 +29,7 @@ pub(crate) use cards::{FINGERPRINT_LOOKUPS, GET_CARD_AT};
 pub(crate) use cards::{cards_for_rewrap, get_card, list_cards};
 pub(crate) use events::{delivery_insert, fan_out_match, get_event, insert_events, list_events};
 pub(crate) use ops::{
-    AuditOp, AuditReply, Batch, Write, WriteOp, WriteReply, apply, attach, audit_only, flush_audit,
+    AuditOp, Batch, Write, WriteOp, WriteReply, apply, attach, audit_only, flush_audit,
     insert_cards_bulk, settle,
 };
 pub(crate) use otps::get_otp;

@@ -16,7 +16,6 @@ use crate::audit::{
 use crate::exec::{Exec, args};
 use crate::sql::cards::NewCard;
 use crate::sql::{accounts, cards, otps};
-use crate::unexpected;
 use crate::{
     AccountRecord, ApiKeyRecord, CardRecord, CardRewrap, DataKeyRecord, EventRecord, InsertCard,
     KeyPurpose, Mode, OtpRecord, RetireOutcome, StoreError, StoreResult,
@@ -130,6 +129,12 @@ impl<R> Write<R> {
         let reply = self.reply;
         (self.op, move |r| reply(r).ok_or_else(unexpected))
     }
+}
+
+/// The writer answered with a reply of another kind than the write asked for: a bug of
+/// the constructors below, never a database state.
+fn unexpected() -> StoreError {
+    StoreError::Corrupt("unexpected reply from the writer".into())
 }
 
 fn done(r: WriteReply) -> Option<()> {
@@ -313,41 +318,43 @@ impl Write<Option<CardRecord>> {
     }
 }
 
-// The domain modules' writes answer with their own reply enums.
-impl Write<crate::controls::Reply> {
-    pub(crate) fn controls(op: crate::controls::Op) -> Self {
-        Self::new(WriteOp::Controls(op), |r| match r {
-            WriteReply::Controls(v) => Some(v),
-            _ => None,
-        })
-    }
+// The domain modules' writes answer with their own reply enums: one constructor per
+// kind of reply, named `DOMAIN_KIND`.
+macro_rules! domain_writes {
+    ($($name:ident: $variant:ident($op:ty) -> $r:ty = $reply:pat => $val:expr;)*) => {
+        $(impl Write<$r> {
+            pub(crate) fn $name(op: $op) -> Self {
+                Self::new(WriteOp::$variant(op), |r| match r {
+                    WriteReply::$variant($reply) => Some($val),
+                    _ => None,
+                })
+            }
+        })*
+    };
 }
 
-impl Write<crate::pin::Reply> {
-    pub(crate) fn pin(op: crate::pin::Op) -> Self {
-        Self::new(WriteOp::Pin(op), |r| match r {
-            WriteReply::Pin(v) => Some(v),
-            _ => None,
-        })
-    }
-}
+use crate::controls::Reply as C;
+use crate::pin::Reply as P;
+use crate::webhooks::Reply as W;
 
-impl Write<AuditReply> {
-    pub(crate) fn audit(op: AuditOp) -> Self {
-        Self::new(WriteOp::Audit(op), |r| match r {
-            WriteReply::Audit(v) => Some(v),
-            _ => None,
-        })
-    }
-}
-
-impl Write<crate::webhooks::Reply> {
-    pub(crate) fn webhook(op: crate::webhooks::Op) -> Self {
-        Self::new(WriteOp::Webhook(op), |r| match r {
-            WriteReply::Webhook(v) => Some(v),
-            _ => None,
-        })
-    }
+domain_writes! {
+    controls_done: Controls(crate::controls::Op) -> () = C::Done => ();
+    controls_flag: Controls(crate::controls::Op) -> bool = C::Flag(v) => v;
+    controls_controls: Controls(crate::controls::Op) -> crate::AccountControls = C::Controls(v) => v;
+    controls_signing_key: Controls(crate::controls::Op) -> Option<crate::SigningKeyRecord> =
+        C::SigningKey(v) => v;
+    controls_idem: Controls(crate::controls::Op) -> crate::IdempotencyBegin = C::Idem(v) => v;
+    pin_done: Pin(crate::pin::Op) -> () = P::Done => ();
+    pin_flag: Pin(crate::pin::Op) -> bool = P::Flag(v) => v;
+    pin_count: Pin(crate::pin::Op) -> u64 = P::Count(v) => v;
+    pin_outcome: Pin(crate::pin::Op) -> crate::PinOutcome = P::Outcome(v) => v;
+    audit_head: Audit(AuditOp) -> i64 = AuditReply::Head(v) => v;
+    audit_stored: Audit(AuditOp) -> bool = AuditReply::Stored(v) => v;
+    webhook_done: Webhook(crate::webhooks::Op) -> () = W::Done => ();
+    webhook_flag: Webhook(crate::webhooks::Op) -> bool = W::Flag(v) => v;
+    webhook_count: Webhook(crate::webhooks::Op) -> u64 = W::Count(v) => v;
+    webhook_deliveries: Webhook(crate::webhooks::Op) -> Vec<crate::webhooks::DeliveryRecord> =
+        W::Deliveries(v) => v;
 }
 
 /// Applies one write of the group commit `b` on a connection that is inside the batch's

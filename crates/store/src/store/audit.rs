@@ -1,24 +1,16 @@
 //! [`crate::audit`]'s trait, implemented for [`Store`] above the writes it sends.
 
 use crate::StoreResult;
-use crate::sql::{Write, unexpected};
+use crate::sql::Write;
 use crate::store::Store;
 
 use crate::audit::*;
-use crate::sql::{AuditOp as Op, AuditReply as Reply};
-
-impl Store {
-    async fn audit_write(&self, op: Op) -> StoreResult<Reply> {
-        self.write(Write::audit(op)).await
-    }
-}
+use crate::sql::AuditOp as Op;
 
 impl AuditStore for Store {
     async fn append_audit(&self, records: Vec<AuditRecord>, hash: HashFn) -> StoreResult<i64> {
-        match self.audit_write(Op::Append { records, hash }).await? {
-            Reply::Head(h) => Ok(h),
-            _ => Err(unexpected()),
-        }
+        self.write(Write::audit_head(Op::Append { records, hash }))
+            .await
     }
 
     async fn audit_head(&self) -> StoreResult<(i64, Vec<u8>)> {
@@ -34,10 +26,8 @@ impl AuditStore for Store {
     }
 
     async fn insert_checkpoint(&self, cp: &AuditCheckpoint) -> StoreResult<bool> {
-        match self.audit_write(Op::Checkpoint(cp.clone())).await? {
-            Reply::Stored(b) => Ok(b),
-            _ => Err(unexpected()),
-        }
+        self.write(Write::audit_stored(Op::Checkpoint(cp.clone())))
+            .await
     }
 
     async fn checkpoint_count(&self) -> StoreResult<i64> {
@@ -53,6 +43,6 @@ impl AuditStore for Store {
     }
 
     async fn audit_writable(&self) -> StoreResult<()> {
-        self.audit_write(Op::Probe).await.map(drop)
+        self.write(Write::audit_stored(Op::Probe)).await.map(drop)
     }
 }

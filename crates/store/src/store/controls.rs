@@ -1,21 +1,14 @@
 //! [`crate::controls`]'s trait, implemented for [`Store`] above the writes it sends.
 
-use crate::sql::{Write, unexpected};
+use crate::sql::Write;
 use crate::store::Store;
 use crate::{EventRecord, StoreResult};
 
 use crate::controls::*;
 
 impl Store {
-    async fn controls_write(&self, op: Op) -> StoreResult<Reply> {
-        self.write(Write::controls(op)).await
-    }
-
     async fn controls_done(&self, op: Op) -> StoreResult<()> {
-        match self.controls_write(op).await? {
-            Reply::Done => Ok(()),
-            _ => Err(unexpected()),
-        }
+        self.write(Write::controls_done(op)).await
     }
 }
 
@@ -32,13 +25,8 @@ impl ControlStore for Store {
         &self,
         update: &ControlsUpdate,
     ) -> StoreResult<AccountControls> {
-        match self
-            .controls_write(Op::UpdateControls(update.clone()))
-            .await?
-        {
-            Reply::Controls(c) => Ok(c),
-            _ => Err(unexpected()),
-        }
+        self.write(Write::controls_controls(Op::UpdateControls(update.clone())))
+            .await
     }
 
     async fn key_ip_allowlist(&self, key_id: &str) -> StoreResult<Vec<String>> {
@@ -68,10 +56,7 @@ impl ControlStore for Store {
             max,
             events: events.to_vec(),
         };
-        match self.controls_write(op).await? {
-            Reply::Flag(f) => Ok(f),
-            _ => Err(unexpected()),
-        }
+        self.write(Write::controls_flag(op)).await
     }
 
     async fn signing_key(
@@ -104,10 +89,7 @@ impl ControlStore for Store {
             now_ms,
             events: events.to_vec(),
         };
-        match self.controls_write(op).await? {
-            Reply::SigningKey(k) => Ok(k),
-            _ => Err(unexpected()),
-        }
+        self.write(Write::controls_signing_key(op)).await
     }
 
     async fn use_nonce(
@@ -125,17 +107,12 @@ impl ControlStore for Store {
             expires_ms,
             purge: purge_expired,
         };
-        match self.controls_write(op).await? {
-            Reply::Flag(f) => Ok(f),
-            _ => Err(unexpected()),
-        }
+        self.write(Write::controls_flag(op)).await
     }
 
     async fn idempotency_begin(&self, claim: &IdempotencyClaim) -> StoreResult<IdempotencyBegin> {
-        match self.controls_write(Op::IdemBegin(claim.clone())).await? {
-            Reply::Idem(b) => Ok(b),
-            _ => Err(unexpected()),
-        }
+        self.write(Write::controls_idem(Op::IdemBegin(claim.clone())))
+            .await
     }
 
     async fn idempotency_finish(

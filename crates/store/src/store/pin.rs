@@ -6,12 +6,6 @@ use crate::{EventRecord, Mode, StoreResult};
 
 use crate::pin::*;
 
-impl Store {
-    async fn pin_write(&self, op: Op) -> StoreResult<Reply> {
-        self.write(Write::pin(op)).await
-    }
-}
-
 impl PinStore for Store {
     async fn pin_transport_keys(&self) -> StoreResult<Vec<TransportKeyRecord>> {
         pin_transport_keys(&mut self.reader().await?).await
@@ -22,12 +16,11 @@ impl PinStore for Store {
         key: &TransportKeyRecord,
         retire_others_after_ms: i64,
     ) -> StoreResult<()> {
-        self.pin_write(Op::InsertTransportKey {
+        self.write(Write::pin_done(Op::InsertTransportKey {
             key: key.clone(),
             retire_others_after_ms,
-        })
-        .await?
-        .done()
+        }))
+        .await
     }
 
     async fn get_pin(
@@ -48,12 +41,11 @@ impl PinStore for Store {
     }
 
     async fn set_pin_max_failures(&self, account_id: &str, max_failures: i64) -> StoreResult<()> {
-        self.pin_write(Op::SetMaxFailures {
+        self.write(Write::pin_done(Op::SetMaxFailures {
             account_id: account_id.to_owned(),
             max_failures,
-        })
-        .await?
-        .done()
+        }))
+        .await
     }
 
     async fn spend_pin_jti(
@@ -63,14 +55,13 @@ impl PinStore for Store {
         expires_ms: i64,
         now_ms: i64,
     ) -> StoreResult<bool> {
-        self.pin_write(Op::SpendJti {
+        self.write(Write::pin_flag(Op::SpendJti {
             account_id: account_id.to_owned(),
             jti: jti.to_owned(),
             expires_ms,
             now_ms,
-        })
-        .await?
-        .flag()
+        }))
+        .await
     }
 
     async fn set_pin(
@@ -81,15 +72,14 @@ impl PinStore for Store {
         events: &[EventRecord],
         unlocked_event: Option<&EventRecord>,
     ) -> StoreResult<PinOutcome> {
-        self.pin_write(Op::Set {
+        self.write(Write::pin_outcome(Op::Set {
             pin: pin.clone(),
             kind,
             otp: otp.clone(),
             events: events.to_vec(),
             unlocked_event: unlocked_event.cloned(),
-        })
-        .await?
-        .outcome()
+        }))
+        .await
     }
 
     async fn record_pin_attempt(
@@ -100,15 +90,14 @@ impl PinStore for Store {
         failed_events: &[EventRecord],
         locked_event: Option<&EventRecord>,
     ) -> StoreResult<PinOutcome> {
-        self.pin_write(Op::Attempt {
+        self.write(Write::pin_outcome(Op::Attempt {
             seen: seen.clone(),
             success,
             max_failures,
             failed_events: failed_events.to_vec(),
             locked_event: locked_event.cloned(),
-        })
-        .await?
-        .outcome()
+        }))
+        .await
     }
 
     async fn change_pin(
@@ -118,14 +107,13 @@ impl PinStore for Store {
         otp: &SpendOtp,
         events: &[EventRecord],
     ) -> StoreResult<PinOutcome> {
-        self.pin_write(Op::Change {
+        self.write(Write::pin_outcome(Op::Change {
             seen: seen.clone(),
             new: new.clone(),
             otp: otp.clone(),
             events: events.to_vec(),
-        })
-        .await?
-        .outcome()
+        }))
+        .await
     }
 
     async fn unlock_pin(
@@ -136,15 +124,14 @@ impl PinStore for Store {
         now_ms: i64,
         events: &[EventRecord],
     ) -> StoreResult<PinOutcome> {
-        self.pin_write(Op::Unlock {
+        self.write(Write::pin_outcome(Op::Unlock {
             account_id: account_id.to_owned(),
             mode,
             card_id: card_id.to_owned(),
             now_ms,
             events: events.to_vec(),
-        })
-        .await?
-        .outcome()
+        }))
+        .await
     }
 
     async fn pins_for_rewrap(
@@ -157,10 +144,9 @@ impl PinStore for Store {
     }
 
     async fn rewrap_pins(&self, updates: &[PinRewrap]) -> StoreResult<u64> {
-        self.pin_write(Op::Rewrap {
+        self.write(Write::pin_count(Op::Rewrap {
             updates: updates.to_vec(),
-        })
-        .await?
-        .count()
+        }))
+        .await
     }
 }

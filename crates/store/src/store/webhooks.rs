@@ -1,35 +1,22 @@
 //! [`crate::webhooks`]'s trait, implemented for [`Store`] above the writes it sends.
 
-use crate::sql::{Write, unexpected};
+use crate::sql::Write;
 use crate::store::Store;
 use crate::{EventRecord, Mode, StoreResult};
 
 use crate::webhooks::*;
 
 impl Store {
-    async fn webhook(&self, op: Op) -> StoreResult<Reply> {
-        self.write(Write::webhook(op)).await
-    }
-
     async fn webhook_flag(&self, op: Op) -> StoreResult<bool> {
-        match self.webhook(op).await? {
-            Reply::Flag(f) => Ok(f),
-            _ => Err(unexpected()),
-        }
+        self.write(Write::webhook_flag(op)).await
     }
 
     async fn webhook_done(&self, op: Op) -> StoreResult<()> {
-        match self.webhook(op).await? {
-            Reply::Done => Ok(()),
-            _ => Err(unexpected()),
-        }
+        self.write(Write::webhook_done(op)).await
     }
 
     async fn webhook_count(&self, op: Op) -> StoreResult<u64> {
-        match self.webhook(op).await? {
-            Reply::Count(n) => Ok(n),
-            _ => Err(unexpected()),
-        }
+        self.write(Write::webhook_count(op)).await
     }
 }
 
@@ -134,10 +121,7 @@ impl WebhookStore for Store {
             limit,
             skip_locked: matches!(self, Store::Postgres(_)),
         };
-        match self.webhook(op).await? {
-            Reply::Deliveries(d) => Ok(d),
-            _ => Err(unexpected()),
-        }
+        self.write(Write::webhook_deliveries(op)).await
     }
 
     async fn record_attempt(&self, rec: &RecordAttempt) -> StoreResult<()> {
