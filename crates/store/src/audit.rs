@@ -16,15 +16,11 @@
 //! nothing gets a standalone append after its handler ([`AuditStore::append_audit`]).
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::exec::{Arg, Exec, RowGet, args};
-use crate::group::Batch;
-use crate::sql::{WriteOp, WriteReply, unexpected};
-use crate::store::Store;
-use crate::{RetireOutcome, StoreError, StoreResult};
+use crate::{StoreError, StoreResult};
 
 /// One chain step: `H(prev ‖ canonical record)`.
 pub type HashFn = fn(&[u8; 32], &[u8]) -> [u8; 32];
@@ -211,7 +207,7 @@ const QUERY: &str = concat!(
 );
 // A checkpoint at a seq that has one, or naming a predecessor that another checkpoint
 // names already (a fork, e.g. two nodes at once), is not stored.
-const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints \
+pub(crate) const INSERT_CHECKPOINT: &str = "INSERT INTO audit_checkpoints \
      (seq, hash, time_ms, public_key, signature, prev_hash, count) \
      VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
 const CHECKPOINTS: &str = "SELECT seq, hash, time_ms, public_key, signature, prev_hash, count \
@@ -220,7 +216,7 @@ const LATEST_CHECKPOINT: &str = "SELECT seq, hash, time_ms, public_key, signatur
      prev_hash, count FROM audit_checkpoints ORDER BY seq DESC LIMIT 1";
 const COUNT_CHECKPOINTS: &str = "SELECT COUNT(*) FROM audit_checkpoints";
 // Readiness: the probe appends nothing that survives (its savepoint is rolled back).
-const PROBE: &str = concat!(
+pub(crate) const PROBE: &str = concat!(
     "INSERT INTO audit_log (",
     audit_cols!(),
     ") VALUES (-1, 0, '', '', 'system', 'audit.probe', '', 'success', '', '', '', '', $1)"
@@ -269,7 +265,7 @@ fn hash32(v: &[u8]) -> StoreResult<[u8; 32]> {
 
 /// Appends `records` to the chain inside the caller's transaction; returns the new
 /// head's sequence number.
-async fn append<'r, C: Exec>(
+pub(crate) async fn append<'r, C: Exec>(
     c: &mut C,
     records: impl Iterator<Item = (&'r AuditRecord, HashFn)>,
 ) -> StoreResult<i64> {
@@ -321,210 +317,6 @@ async fn append<'r, C: Exec>(
     Ok(seq)
 }
 
-// ---- the write operations ----
-
-/// An audit write (one variant of the writer's `WriteOp`).
-#[derive(Debug)]
-pub(crate) enum Op {
-    /// Another write, with the records that commit with it.
-    Wrap(Box<Wrapped>),
-    /// Records alone.
-    Append {
-        records: Vec<AuditRecord>,
-        hash: HashFn,
-    },
-    /// A signed checkpoint.
-    Checkpoint(AuditCheckpoint),
-    /// Inserts a row in a savepoint and rolls it back: readiness.
-    Probe,
-}
-
-#[derive(Debug)]
-pub(crate) struct Wrapped {
-    op: WriteOp,
-    /// The request's own record; appended only if `op` took effect.
-    request: Option<AuditRecord>,
-    /// Security events; appended whenever `op` succeeds.
-    events: Vec<AuditRecord>,
-    hash: HashFn,
-    /// Set by the writer when the append (not the wrapped op) failed.
-    failed: Arc<AtomicBool>,
-}
-
-impl Wrapped {
-    /// The records that commit with the wrapped write.
-    fn records(&self, carry: bool) -> impl Iterator<Item = (&AuditRecord, HashFn)> {
-        self.events
-            .iter()
-            .chain(self.request.iter().filter(move |_| carry))
-            .map(|r| (r, self.hash))
-    }
-}
-
-/// Whether `op` changes nothing but the audit trail (records appended alone, a signed
-/// checkpoint, the readiness probe that rolls itself back): a batch of only these leaves
-/// the snapshots that SQLite readers keep for other reads in use.
-pub(crate) fn audit_only(op: &WriteOp) -> bool {
-    matches!(
-        op,
-        WriteOp::Audit(Op::Append { .. } | Op::Checkpoint(_) | Op::Probe)
-    )
-}
-
-/// The write itself: `op`, or the write an audit wrapper carries.
-pub(crate) fn inner(op: &WriteOp) -> &WriteOp {
-    match op {
-        WriteOp::Audit(Op::Wrap(w)) => &w.op,
-        other => other,
-    }
-}
-
-/// A write of a group commit whose audit records wait for [`flush`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Deferred {
-    /// Index of the write in its batch.
-    pub(crate) op: usize,
-    /// Whether the request's own record goes with it.
-    pub(crate) carry: bool,
-}
-
-/// Appends the audit records of a batch's deferred writes in one go, in batch order,
-/// inside the batch's transaction, and puts the head after each write's records into
-/// its reply. One head lock and a few multi-row inserts per batch instead of per write:
-/// on PostgreSQL each statement is a network round trip, and the writer is serial.
-/// If the append fails, every deferred wrapped write is marked failed (fail closed)
-/// and the batch must roll back.
-pub(crate) async fn flush<'o, C: Exec>(
-    c: &mut C,
-    op_at: impl Fn(usize) -> Option<&'o WriteOp>,
-    deferred: &[Deferred],
-    results: &mut [StoreResult<WriteReply>],
-) -> StoreResult<()> {
-    if deferred.is_empty() {
-        return Ok(());
-    }
-    let mut recs: Vec<(&AuditRecord, HashFn)> = Vec::with_capacity(deferred.len() * 2);
-    let mut ends: Vec<usize> = Vec::with_capacity(deferred.len());
-    for d in deferred {
-        match op_at(d.op) {
-            Some(WriteOp::Audit(Op::Wrap(w))) => recs.extend(w.records(d.carry)),
-            Some(WriteOp::Audit(Op::Append { records, hash })) => {
-                recs.extend(records.iter().map(|r| (r, *hash)));
-            }
-            _ => {
-                return Err(StoreError::Corrupt(
-                    "deferred audit of a plain write".into(),
-                ));
-            }
-        }
-        ends.push(recs.len());
-    }
-    let head = match append(c, recs.into_iter()).await {
-        Ok(h) => h,
-        Err(e) => {
-            for d in deferred {
-                if let Some(WriteOp::Audit(Op::Wrap(w))) = op_at(d.op) {
-                    w.failed.store(true, Ordering::SeqCst);
-                }
-            }
-            return Err(e);
-        }
-    };
-    let total = ends.last().copied().unwrap_or(0);
-    let start = head.saturating_sub(i64::try_from(total).unwrap_or(i64::MAX));
-    for (d, end) in deferred.iter().zip(ends) {
-        let at = start.saturating_add(i64::try_from(end).unwrap_or(i64::MAX));
-        match results.get_mut(d.op) {
-            Some(Ok(WriteReply::Audit(Reply::Wrapped(_, _, h) | Reply::Head(h)))) => *h = at,
-            _ => return Err(StoreError::Corrupt("deferred audit reply missing".into())),
-        }
-    }
-    Ok(())
-}
-
-/// What an audit write returns.
-#[derive(Debug)]
-pub(crate) enum Reply {
-    /// The wrapped write's reply; whether the request record went with it; the head.
-    Wrapped(Box<WriteReply>, bool, i64),
-    /// The head after an append.
-    Head(i64),
-    /// A checkpoint was stored (false: one at that seq existed).
-    Stored(bool),
-}
-
-const PROBE_SAVEPOINT: &str = "SAVEPOINT audit_probe";
-const PROBE_ROLLBACK: &str = "ROLLBACK TO SAVEPOINT audit_probe";
-const PROBE_RELEASE: &str = "RELEASE SAVEPOINT audit_probe";
-
-/// Applies an audit op of the group commit `b` inside its transaction. The audit records
-/// of a wrapped write and of an append are left to the batch, which appends them all at
-/// once ([`flush`]). Boxed: it runs [`crate::sql::apply`] for the wrapped op, which
-/// itself lands here.
-pub(crate) fn apply<'a, C: Exec>(
-    c: &'a mut C,
-    b: &'a mut Batch,
-    op: &'a Op,
-) -> Pin<Box<dyn Future<Output = StoreResult<WriteReply>> + Send + 'a>> {
-    Box::pin(async move {
-        match op {
-            Op::Wrap(w) => {
-                let reply = crate::sql::apply(c, b, &w.op).await?;
-                let carry = w.request.is_some() && took_effect(&w.op, &reply);
-                b.defer_audit(carry);
-                // The head is filled in by `flush`.
-                Ok(WriteReply::Audit(Reply::Wrapped(Box::new(reply), carry, 0)))
-            }
-            Op::Append { .. } => {
-                b.defer_audit(false);
-                Ok(WriteReply::Audit(Reply::Head(0)))
-            }
-            Op::Checkpoint(cp) => {
-                let link = cp.link.as_ref();
-                let a = args![
-                    cp.seq,
-                    &cp.hash,
-                    cp.time_ms,
-                    &cp.public_key,
-                    &cp.signature,
-                    link.map(|l| l.prev.as_slice()),
-                    link.map(|l| l.count)
-                ];
-                let n = c.exec(INSERT_CHECKPOINT, a).await?;
-                Ok(WriteReply::Audit(Reply::Stored(n > 0)))
-            }
-            Op::Probe => {
-                // Inside its own savepoint, rolled back: the batch it shares is untouched.
-                let zero: &[u8] = &[0u8; 32];
-                c.exec(PROBE_SAVEPOINT, &[]).await?;
-                let probe = c.exec(PROBE, args![zero]).await;
-                c.exec(PROBE_ROLLBACK, &[]).await?;
-                c.exec(PROBE_RELEASE, &[]).await?;
-                probe.map(|_| WriteReply::Audit(Reply::Stored(false)))
-            }
-        }
-    })
-}
-
-/// Whether a write changed something, so the request's record belongs with it. A write
-/// that found nothing (or counted a wrong OTP code) leaves the request record to the
-/// standalone append after the handler, which knows the final status.
-fn took_effect(op: &WriteOp, reply: &WriteReply) -> bool {
-    if matches!(op, WriteOp::OtpFail { .. }) {
-        return false;
-    }
-    !matches!(
-        reply,
-        WriteReply::Flag(false)
-            | WriteReply::ApiKey(None)
-            | WriteReply::Card(crate::InsertCard::Existing(_))
-            | WriteReply::Renewed(None)
-            | WriteReply::Retire(
-                RetireOutcome::NotFound | RetireOutcome::Active | RetireOutcome::InUse(_)
-            )
-    )
-}
-
 // ---- the request scope ----
 
 tokio::task_local! {
@@ -535,21 +327,21 @@ tokio::task_local! {
 /// security events, and whether an audit write failed.
 #[derive(Debug)]
 pub struct AuditScope {
-    hash: HashFn,
+    pub(crate) hash: HashFn,
     state: Mutex<ScopeState>,
-    failed: Arc<AtomicBool>,
+    pub(crate) failed: Arc<AtomicBool>,
 }
 
 #[derive(Debug, Default)]
-struct ScopeState {
+pub(crate) struct ScopeState {
     /// The request's own record; `None` once committed (or if the request is not audited).
-    request: Option<AuditRecord>,
+    pub(crate) request: Option<AuditRecord>,
     /// Whether the request's record has been committed with a write.
-    committed: bool,
+    pub(crate) committed: bool,
     /// Security events waiting to ride on the next write or the standalone append.
-    events: Vec<AuditRecord>,
+    pub(crate) events: Vec<AuditRecord>,
     /// Head after the last append through this scope.
-    head: Option<i64>,
+    pub(crate) head: Option<i64>,
 }
 
 impl AuditScope {
@@ -581,7 +373,7 @@ impl AuditScope {
         SCOPE.try_with(Arc::clone).ok()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ScopeState> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, ScopeState> {
         // A poisoned lock only means another thread panicked mid-update; the state is
         // plain data and still usable.
         self.state
@@ -644,7 +436,7 @@ impl AuditScope {
         out
     }
 
-    fn restore(&self, request: Option<AuditRecord>, events: Vec<AuditRecord>) {
+    pub(crate) fn restore(&self, request: Option<AuditRecord>, events: Vec<AuditRecord>) {
         let mut s = self.lock();
         if let Some(r) = request
             && !s.committed
@@ -653,87 +445,6 @@ impl AuditScope {
         }
         let later = std::mem::replace(&mut s.events, events);
         s.events.extend(later);
-    }
-}
-
-/// What [`attach`] took from a scope, to settle after the write.
-pub(crate) struct Attached {
-    scope: Arc<AuditScope>,
-    request: Option<AuditRecord>,
-    events: Vec<AuditRecord>,
-}
-
-/// Wraps `op` with the current scope's pending records, if there is a scope and the op
-/// is not itself an audit write.
-pub(crate) fn attach(op: WriteOp) -> (WriteOp, Option<Attached>) {
-    if matches!(op, WriteOp::Audit(_)) {
-        return (op, None);
-    }
-    let Some(scope) = AuditScope::current() else {
-        return (op, None);
-    };
-    let (request, events) = {
-        let mut s = scope.lock();
-        // Carried by a write, the request's record says the action succeeded.
-        let request = if s.committed {
-            None
-        } else {
-            s.request.clone().map(|mut r| {
-                if r.outcome.is_empty() {
-                    r.outcome = "success".into();
-                }
-                r
-            })
-        };
-        (request, std::mem::take(&mut s.events))
-    };
-    if request.is_none() && events.is_empty() {
-        return (op, None);
-    }
-    let wrapped = WriteOp::Audit(Op::Wrap(Box::new(Wrapped {
-        op,
-        request: request.clone(),
-        events: events.clone(),
-        hash: scope.hash,
-        failed: scope.failed.clone(),
-    })));
-    (
-        wrapped,
-        Some(Attached {
-            scope,
-            request,
-            events,
-        }),
-    )
-}
-
-/// Unwraps a wrapped write's reply and tells the scope what was committed.
-pub(crate) fn settle(
-    att: Option<Attached>,
-    result: StoreResult<WriteReply>,
-) -> StoreResult<WriteReply> {
-    let Some(att) = att else {
-        return result;
-    };
-    match result {
-        Ok(WriteReply::Audit(Reply::Wrapped(inner, carried, head))) => {
-            let mut s = att.scope.lock();
-            if carried {
-                s.committed = true;
-            }
-            s.head = Some(head);
-            Ok(*inner)
-        }
-        Ok(other) => Ok(other),
-        Err(e) => {
-            att.scope.restore(att.request, Vec::new());
-            // The events did not commit: queue them again.
-            let mut s = att.scope.lock();
-            let later = std::mem::replace(&mut s.events, att.events);
-            s.events.extend(later);
-            drop(s);
-            Err(e)
-        }
     }
 }
 
@@ -816,57 +527,4 @@ pub(crate) async fn checkpoint_count<C: Exec>(c: &mut C) -> StoreResult<i64> {
     c.opt(COUNT_CHECKPOINTS, &[])
         .await?
         .map_or(Ok(0), |r| r.int(0))
-}
-
-impl Store {
-    async fn audit_write(&self, op: Op) -> StoreResult<Reply> {
-        match self.write(WriteOp::Audit(op)).await? {
-            WriteReply::Audit(r) => Ok(r),
-            _ => Err(unexpected()),
-        }
-    }
-}
-
-impl AuditStore for Store {
-    async fn append_audit(&self, records: Vec<AuditRecord>, hash: HashFn) -> StoreResult<i64> {
-        match self.audit_write(Op::Append { records, hash }).await? {
-            Reply::Head(h) => Ok(h),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn audit_head(&self) -> StoreResult<(i64, Vec<u8>)> {
-        head(&mut self.audit_reader().await?).await
-    }
-
-    async fn audit_range(&self, after_seq: i64, limit: i64) -> StoreResult<Vec<AuditRecord>> {
-        range(&mut self.audit_reader().await?, after_seq, limit).await
-    }
-
-    async fn list_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
-        query(&mut self.audit_reader().await?, q).await
-    }
-
-    async fn insert_checkpoint(&self, cp: &AuditCheckpoint) -> StoreResult<bool> {
-        match self.audit_write(Op::Checkpoint(cp.clone())).await? {
-            Reply::Stored(b) => Ok(b),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn checkpoint_count(&self) -> StoreResult<i64> {
-        checkpoint_count(&mut self.audit_reader().await?).await
-    }
-
-    async fn checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>> {
-        checkpoints(&mut self.audit_reader().await?).await
-    }
-
-    async fn latest_checkpoint(&self) -> StoreResult<Option<AuditCheckpoint>> {
-        latest_checkpoint(&mut self.audit_reader().await?).await
-    }
-
-    async fn audit_writable(&self) -> StoreResult<()> {
-        self.audit_write(Op::Probe).await.map(drop)
-    }
 }

@@ -6,8 +6,7 @@
 //! [`crate::sql::WriteOp::Controls`].
 
 use crate::exec::{Exec, RowGet, args};
-use crate::sql::{self, FromRow, WriteOp, WriteReply, unexpected};
-use crate::store::Store;
+use crate::sql::{self, FromRow};
 use crate::{ApiKeyRecord, EventRecord, StoreError, StoreResult};
 
 /// Per-account gateway settings. A missing row reads as [`AccountControls::defaults`].
@@ -272,7 +271,7 @@ const ABORT_IDEM: &str = "DELETE FROM idempotency_keys WHERE scope = $1 AND idem
      AND state = 'in_progress'";
 
 /// CIDR lists are stored space-separated (CIDRs contain no spaces).
-fn join_cidrs(cidrs: &[String]) -> String {
+pub(crate) fn join_cidrs(cidrs: &[String]) -> String {
     cidrs.join(" ")
 }
 
@@ -306,7 +305,10 @@ impl FromRow for SigningKeyRecord {
 
 // ---- reads ----
 
-async fn account_controls<C: Exec>(c: &mut C, account_id: &str) -> StoreResult<AccountControls> {
+pub(crate) async fn account_controls<C: Exec>(
+    c: &mut C,
+    account_id: &str,
+) -> StoreResult<AccountControls> {
     Ok(sql::one(c, GET_CONTROLS, args![account_id])
         .await?
         .unwrap_or_else(|| AccountControls::defaults(account_id)))
@@ -336,7 +338,7 @@ impl<R: RowGet> RowGet for At<'_, R> {
     }
 }
 
-async fn key_with_controls<C: Exec>(
+pub(crate) async fn key_with_controls<C: Exec>(
     c: &mut C,
     digest: &[u8],
 ) -> StoreResult<Option<KeyWithControls>> {
@@ -361,14 +363,14 @@ async fn key_with_controls<C: Exec>(
     }))
 }
 
-async fn key_ip_allowlist<C: Exec>(c: &mut C, key_id: &str) -> StoreResult<Vec<String>> {
+pub(crate) async fn key_ip_allowlist<C: Exec>(c: &mut C, key_id: &str) -> StoreResult<Vec<String>> {
     match c.opt(GET_KEY_ALLOWLIST, args![key_id]).await? {
         Some(r) => Ok(split_cidrs(&r.text(0)?)),
         None => Ok(Vec::new()),
     }
 }
 
-async fn signing_key<C: Exec>(
+pub(crate) async fn signing_key<C: Exec>(
     c: &mut C,
     account_id: &str,
     id: &str,
@@ -376,7 +378,7 @@ async fn signing_key<C: Exec>(
     sql::one(c, GET_SIGNING_KEY, args![account_id, id]).await
 }
 
-async fn list_signing_keys<C: Exec>(
+pub(crate) async fn list_signing_keys<C: Exec>(
     c: &mut C,
     account_id: &str,
     starting_after: Option<&str>,
@@ -438,7 +440,7 @@ pub(crate) enum Reply {
     Idem(IdempotencyBegin),
 }
 
-pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply> {
+pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<Reply> {
     let reply = match op {
         Op::SetControls(a) => {
             let cidrs = join_cidrs(&a.ip_allowlist);
@@ -485,7 +487,7 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply
                     None => 0,
                 };
                 if n >= *max {
-                    return Ok(WriteReply::Controls(Reply::Flag(false)));
+                    return Ok(Reply::Flag(false));
                 }
             }
             let a = args![
@@ -578,165 +580,5 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply
             Reply::Done
         }
     };
-    Ok(WriteReply::Controls(reply))
-}
-
-impl Store {
-    async fn controls_write(&self, op: Op) -> StoreResult<Reply> {
-        match self.write(WriteOp::Controls(op)).await? {
-            WriteReply::Controls(r) => Ok(r),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn controls_done(&self, op: Op) -> StoreResult<()> {
-        match self.controls_write(op).await? {
-            Reply::Done => Ok(()),
-            _ => Err(unexpected()),
-        }
-    }
-}
-
-impl ControlStore for Store {
-    async fn account_controls(&self, account_id: &str) -> StoreResult<AccountControls> {
-        account_controls(&mut self.reader().await?, account_id).await
-    }
-
-    async fn set_account_controls(&self, controls: &AccountControls) -> StoreResult<()> {
-        self.controls_done(Op::SetControls(controls.clone())).await
-    }
-
-    async fn update_account_controls(
-        &self,
-        update: &ControlsUpdate,
-    ) -> StoreResult<AccountControls> {
-        match self
-            .controls_write(Op::UpdateControls(update.clone()))
-            .await?
-        {
-            Reply::Controls(c) => Ok(c),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn key_ip_allowlist(&self, key_id: &str) -> StoreResult<Vec<String>> {
-        key_ip_allowlist(&mut self.reader().await?, key_id).await
-    }
-
-    async fn key_with_controls(&self, digest: &[u8]) -> StoreResult<Option<KeyWithControls>> {
-        key_with_controls(&mut self.reader().await?, digest).await
-    }
-
-    async fn set_key_ip_allowlist(&self, key_id: &str, cidrs: &[String]) -> StoreResult<()> {
-        self.controls_done(Op::SetKeyAllowlist {
-            key_id: key_id.to_owned(),
-            cidrs: join_cidrs(cidrs),
-        })
-        .await
-    }
-
-    async fn insert_signing_key(
-        &self,
-        key: &SigningKeyRecord,
-        max: Option<i64>,
-        events: &[EventRecord],
-    ) -> StoreResult<bool> {
-        let op = Op::InsertSigningKey {
-            key: key.clone(),
-            max,
-            events: events.to_vec(),
-        };
-        match self.controls_write(op).await? {
-            Reply::Flag(f) => Ok(f),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn signing_key(
-        &self,
-        account_id: &str,
-        id: &str,
-    ) -> StoreResult<Option<SigningKeyRecord>> {
-        signing_key(&mut self.reader().await?, account_id, id).await
-    }
-
-    async fn list_signing_keys(
-        &self,
-        account_id: &str,
-        starting_after: Option<&str>,
-        limit: i64,
-    ) -> StoreResult<Vec<SigningKeyRecord>> {
-        list_signing_keys(&mut self.reader().await?, account_id, starting_after, limit).await
-    }
-
-    async fn revoke_signing_key(
-        &self,
-        account_id: &str,
-        id: &str,
-        now_ms: i64,
-        events: &[EventRecord],
-    ) -> StoreResult<Option<SigningKeyRecord>> {
-        let op = Op::RevokeSigningKey {
-            account_id: account_id.to_owned(),
-            id: id.to_owned(),
-            now_ms,
-            events: events.to_vec(),
-        };
-        match self.controls_write(op).await? {
-            Reply::SigningKey(k) => Ok(k),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn use_nonce(
-        &self,
-        key_id: &str,
-        nonce: &str,
-        now_ms: i64,
-        expires_ms: i64,
-        purge_expired: bool,
-    ) -> StoreResult<bool> {
-        let op = Op::UseNonce {
-            key_id: key_id.to_owned(),
-            nonce: nonce.to_owned(),
-            now_ms,
-            expires_ms,
-            purge: purge_expired,
-        };
-        match self.controls_write(op).await? {
-            Reply::Flag(f) => Ok(f),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn idempotency_begin(&self, claim: &IdempotencyClaim) -> StoreResult<IdempotencyBegin> {
-        match self.controls_write(Op::IdemBegin(claim.clone())).await? {
-            Reply::Idem(b) => Ok(b),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn idempotency_finish(
-        &self,
-        scope: &str,
-        key: &str,
-        status: i64,
-        body: &[u8],
-    ) -> StoreResult<()> {
-        self.controls_done(Op::IdemFinish {
-            scope: scope.to_owned(),
-            key: key.to_owned(),
-            status,
-            body: body.to_vec(),
-        })
-        .await
-    }
-
-    async fn idempotency_abort(&self, scope: &str, key: &str) -> StoreResult<()> {
-        self.controls_done(Op::IdemAbort {
-            scope: scope.to_owned(),
-            key: key.to_owned(),
-        })
-        .await
-    }
+    Ok(reply)
 }

@@ -119,7 +119,7 @@ impl Exec for sqlx::PgConnection {
     type Row = sqlx::postgres::PgRow;
 
     fn dialect(&self) -> &'static dyn Dialect {
-        &crate::dialect::Postgres
+        &Postgres
     }
 
     async fn exec(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<u64> {
@@ -247,5 +247,26 @@ pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
         sqlx::Error::PoolClosed => StoreError::Unavailable("pool closed".into()),
         sqlx::Error::Io(io) => StoreError::Unavailable(format!("i/o: {}", io.kind())),
         other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+/// PostgreSQL, over the network through sqlx.
+pub(crate) struct Postgres;
+
+impl Dialect for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+    fn begin(&self) -> &'static [&'static str] {
+        &["BEGIN", "UPDATE audit_head SET seq = seq WHERE id = 1"]
+    }
+    fn fingerprint_lookup(&self) -> bool {
+        false
+    }
+    fn row_id_from_id(&self) -> bool {
+        false
+    }
+    fn bulk_card_insert(&self) -> bool {
+        true
     }
 }

@@ -6,10 +6,9 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::audit;
 use crate::dialect::Dialect;
 use crate::exec::Exec;
-use crate::sql::{self, WriteOp, WriteReply};
+use crate::sql::{self, Batch, WriteOp, WriteReply};
 use crate::{StoreError, StoreResult};
 
 /// Most writes in one group commit.
@@ -82,7 +81,7 @@ pub(crate) trait WriterConn: Send {
     /// to the pool, which may be as small as one connection).
     fn done(&mut self) {}
     /// The batch's transaction has ended; its writes are about to be answered. `data`:
-    /// it held more than audit records appended alone ([`audit::audit_only`]).
+    /// it held more than audit records appended alone ([`sql::audit_only`]).
     fn committed(&mut self, _data: bool) {}
     /// What the backend's database does differently.
     fn dialect(&self) -> &'static dyn Dialect;
@@ -134,7 +133,7 @@ async fn commit<K: WriterConn>(conn: &mut K, batch: &mut Vec<(WriteOp, Reply)>) 
         Ok(c) => grouped(c, dialect, batch).await,
         Err(e) => Err(e),
     };
-    conn.committed(batch.iter().any(|(op, _)| !audit::audit_only(op)));
+    conn.committed(batch.iter().any(|(op, _)| !sql::audit_only(op)));
     match outcome {
         Ok(results) => {
             for ((op, reply), result) in batch.drain(..).zip(results) {
@@ -227,35 +226,7 @@ async fn apply_all<C: Exec>(
     Ok(())
 }
 
-/// What the write being applied shares with the rest of its group commit: the audit
-/// records that wait for the batch's one append ([`audit::flush`]), and the outcomes of
-/// card inserts already made for the whole batch in one statement.
-#[derive(Debug, Default)]
-pub(crate) struct Batch {
-    /// Index in the batch of the write being applied.
-    current: usize,
-    deferred: Vec<audit::Deferred>,
-    /// The outcomes of the card inserts made in one statement, by batch index.
-    cards: Vec<Option<crate::InsertCard>>,
-}
-
 impl Batch {
-    /// Leaves the audit records of the write being applied to the batch, which appends
-    /// every write's records at once before `COMMIT`. `carry`: whether the request's own
-    /// record goes too.
-    pub(crate) fn defer_audit(&mut self, carry: bool) {
-        self.deferred.push(audit::Deferred {
-            op: self.current,
-            carry,
-        });
-    }
-
-    /// The outcome of the write being applied, if it is a card insert made with the
-    /// batch's others in one statement ([`sql::insert_cards_bulk`]).
-    pub(crate) fn bulk_card(&mut self) -> Option<crate::InsertCard> {
-        self.cards.get_mut(self.current).and_then(Option::take)
-    }
-
     /// Appends the deferred audit records, then commits; rolls back if the append fails.
     async fn commit<C: Exec>(
         &self,
@@ -264,7 +235,7 @@ impl Batch {
         results: &mut [StoreResult<WriteReply>],
     ) -> StoreResult<()> {
         let op_at = |i: usize| batch.get(i).map(|(op, _)| op);
-        if let Err(e) = audit::flush(c, op_at, &self.deferred, results).await {
+        if let Err(e) = crate::sql::flush_audit(c, op_at, &self.deferred, results).await {
             finish(c, ROLLBACK).await.ok();
             return Err(e);
         }

@@ -52,8 +52,6 @@ pub enum CacheEvent {
 /// The channel the `0007_cache_notify` triggers notify.
 const CACHE_CHANNEL: &str = "strongroom_cache";
 
-pub(crate) const BEGIN: &[&str] = &["BEGIN", "UPDATE audit_head SET seq = seq WHERE id = 1"];
-
 /// The writer takes a pooled connection per batch and gives it back after: a broken
 /// connection is replaced by the pool, and a pool of one still serves reads between
 /// batches.
@@ -73,7 +71,7 @@ impl group::WriterConn for PgWriter {
         self.conn = None;
     }
     fn dialect(&self) -> &'static dyn crate::dialect::Dialect {
-        &crate::dialect::Postgres
+        &crate::exec::Postgres
     }
 }
 

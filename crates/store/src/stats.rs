@@ -2,7 +2,6 @@
 
 use crate::StoreResult;
 use crate::exec::{Exec, RowGet};
-use crate::store::Store;
 
 const DATA_KEY_VERSIONS: &str = "SELECT purpose, state, COUNT(*) FROM data_keys \
      GROUP BY purpose, state ORDER BY purpose, state";
@@ -32,14 +31,14 @@ pub trait StatsStore {
     async fn webhook_backlog(&self) -> StoreResult<(i64, Option<i64>)>;
 }
 
-async fn backlog<C: Exec>(c: &mut C) -> StoreResult<(i64, Option<i64>)> {
+pub(crate) async fn backlog<C: Exec>(c: &mut C) -> StoreResult<(i64, Option<i64>)> {
     match c.opt(WEBHOOK_BACKLOG, &[]).await? {
         Some(r) => Ok((r.int(0)?, r.opt_int(1)?)),
         None => Ok((0, None)),
     }
 }
 
-async fn versions<C: Exec>(c: &mut C) -> StoreResult<Vec<(String, String, i64)>> {
+pub(crate) async fn versions<C: Exec>(c: &mut C) -> StoreResult<Vec<(String, String, i64)>> {
     c.all(DATA_KEY_VERSIONS, &[])
         .await?
         .iter()
@@ -47,24 +46,10 @@ async fn versions<C: Exec>(c: &mut C) -> StoreResult<Vec<(String, String, i64)>>
         .collect()
 }
 
-async fn pending<C: Exec>(c: &mut C) -> StoreResult<Vec<(String, i64)>> {
+pub(crate) async fn pending<C: Exec>(c: &mut C) -> StoreResult<Vec<(String, i64)>> {
     c.all(REWRAP_PENDING, &[])
         .await?
         .iter()
         .map(|r| Ok((r.text(0)?, r.int(1)?)))
         .collect()
-}
-
-impl StatsStore for Store {
-    async fn data_key_versions(&self) -> StoreResult<Vec<(String, String, i64)>> {
-        versions(&mut self.reader().await?).await
-    }
-
-    async fn rewrap_pending(&self) -> StoreResult<Vec<(String, i64)>> {
-        pending(&mut self.reader().await?).await
-    }
-
-    async fn webhook_backlog(&self) -> StoreResult<(i64, Option<i64>)> {
-        backlog(&mut self.reader().await?).await
-    }
 }

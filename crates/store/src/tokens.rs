@@ -3,8 +3,8 @@
 //! account at once.
 
 use crate::exec::{Exec, RowGet, args};
-use crate::sql::{FromRow, WriteOp, WriteReply};
-use crate::{ApiKeyRecord, EventRecord, Store, StoreError, StoreResult};
+use crate::sql::FromRow;
+use crate::{ApiKeyRecord, EventRecord, StoreError, StoreResult};
 
 /// A JWT signing key generation. Times are Unix milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +67,8 @@ impl FromRow for JwtKeyRecord {
 }
 
 /// Applies one of this module's writes inside the writer's transaction.
-pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply> {
+/// Applies one [`Op`]: `None` for a write that counts nothing, else the count.
+pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<Option<i64>> {
     match op {
         Op::InsertJwtKey {
             key: k,
@@ -89,7 +90,7 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply
             let empty: &[u8] = &[];
             c.exec(ERASE_OLD_JWT_KEYS, args![*erase_below, empty])
                 .await?;
-            Ok(WriteReply::Done)
+            Ok(None)
         }
         Op::RevokeAll {
             account_id,
@@ -97,18 +98,18 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<WriteReply
             events,
         } => {
             if c.opt(ACCOUNT_EXISTS, args![account_id]).await?.is_none() {
-                return Ok(WriteReply::Count(-1));
+                return Ok(Some(-1));
             }
             let n = c.exec(REVOKE_ALL, args![account_id, *now_ms]).await?;
             // The one event path: each event gets its webhook deliveries in this
             // transaction, like every other event.
             crate::sql::insert_events(c, events).await?;
-            Ok(WriteReply::Count(i64::try_from(n).unwrap_or(i64::MAX)))
+            Ok(Some(i64::try_from(n).unwrap_or(i64::MAX)))
         }
     }
 }
 
-async fn jwt_keys<C: Exec>(c: &mut C) -> StoreResult<Vec<JwtKeyRecord>> {
+pub(crate) async fn jwt_keys<C: Exec>(c: &mut C) -> StoreResult<Vec<JwtKeyRecord>> {
     c.all(JWT_KEYS, &[])
         .await?
         .iter()
@@ -116,7 +117,10 @@ async fn jwt_keys<C: Exec>(c: &mut C) -> StoreResult<Vec<JwtKeyRecord>> {
         .collect()
 }
 
-async fn api_key_by_id<C: Exec>(c: &mut C, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+pub(crate) async fn api_key_by_id<C: Exec>(
+    c: &mut C,
+    id: &str,
+) -> StoreResult<Option<ApiKeyRecord>> {
     c.opt(API_KEY_BY_ID, args![id])
         .await?
         .as_ref()
@@ -143,40 +147,4 @@ pub trait TokenStore {
         now_ms: i64,
         events: &[EventRecord],
     ) -> StoreResult<Option<i64>>;
-}
-
-impl TokenStore for Store {
-    async fn jwt_keys(&self) -> StoreResult<Vec<JwtKeyRecord>> {
-        jwt_keys(&mut self.reader().await?).await
-    }
-
-    async fn insert_jwt_key(&self, key: &JwtKeyRecord, erase_below: i64) -> StoreResult<()> {
-        self.write(WriteOp::Tokens(Op::InsertJwtKey {
-            key: key.clone(),
-            erase_below,
-        }))
-        .await?
-        .done()
-    }
-
-    async fn api_key_by_id(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
-        api_key_by_id(&mut self.reader().await?, id).await
-    }
-
-    async fn revoke_all_api_keys(
-        &self,
-        account_id: &str,
-        now_ms: i64,
-        events: &[EventRecord],
-    ) -> StoreResult<Option<i64>> {
-        let n = self
-            .write(WriteOp::Tokens(Op::RevokeAll {
-                account_id: account_id.to_owned(),
-                now_ms,
-                events: events.to_vec(),
-            }))
-            .await?
-            .count()?;
-        Ok((n >= 0).then_some(n))
-    }
 }

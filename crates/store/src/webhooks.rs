@@ -9,8 +9,7 @@
 //! did not commit.
 
 use crate::exec::{Exec, RowGet, args};
-use crate::sql::{FromRow, WriteOp, WriteReply, insert_events, many, mode, one, unexpected};
-use crate::store::Store;
+use crate::sql::{FromRow, insert_events, many, mode, one};
 use crate::{EventRecord, Mode, StoreResult};
 
 /// The event type that carries a live OTP code: never matched by `*`.
@@ -258,53 +257,13 @@ const ROTATE_ENDPOINT: &str = "UPDATE webhook_endpoints SET secret_wrapped = $3,
      secret_version = $4, old_wrapped = $5, old_version = $6, old_expires_ms = $7 \
      WHERE account_id = $1 AND id = $2 AND secret_version = $8";
 
-// One pending delivery per enabled endpoint that wants the event (same transaction as
-// the event). `*` never matches the OTP event.
-/// The endpoint `e` an event is delivered to: enabled, of the event's account and mode,
-/// and subscribed to its type (or to every type; `*` leaves out `otp.created`, whose
-/// payload goes only to endpoints that name it). Arguments: SQL for the event's
-/// account, mode and type.
-macro_rules! fan_out_match {
-    ($account:literal, $mode:literal, $ty:literal) => {
-        concat!(
-            "e.account_id = ",
-            $account,
-            " AND e.mode = ",
-            $mode,
-            " AND e.disabled_ms IS NULL AND EXISTS (SELECT 1 FROM webhook_endpoint_events t \
-             WHERE t.endpoint_id = e.id AND (t.event_type = ",
-            $ty,
-            " OR (t.event_type = '*' AND ",
-            $ty,
-            " <> 'otp.created')))"
-        )
-    };
-}
-pub(crate) use fan_out_match;
-
-/// The columns of a new delivery row.
-macro_rules! delivery_insert {
-    () => {
-        "INSERT INTO webhook_deliveries \
-         (id, event_id, endpoint_id, account_id, state, attempts, next_ms, created_ms) "
-    };
-}
-pub(crate) use delivery_insert;
-
-const FAN_OUT: &str = concat!(
-    delivery_insert!(),
-    "SELECT CAST($1 AS TEXT) || ':' || e.id, $1, e.id, e.account_id, 'pending', 0, $4, $4 \
-     FROM webhook_endpoints e WHERE ",
-    fan_out_match!("$2", "$3", "$5")
-);
-
 // The endpoints an event goes to are chosen by the same predicate as at fan-out.
 const REQUEUE: &str = concat!(
     "INSERT INTO webhook_deliveries \
      (id, event_id, endpoint_id, account_id, state, attempts, next_ms, created_ms) \
      SELECT ev.id || ':' || e.id, ev.id, e.id, ev.account_id, 'pending', 0, $1, $1 \
      FROM events ev JOIN webhook_endpoints e ON ",
-    fan_out_match!("ev.account_id", "ev.mode", "ev.event_type"),
+    crate::sql::fan_out_match!("ev.account_id", "ev.mode", "ev.event_type"),
     " WHERE ev.account_id = $2 AND ev.mode = $3 \
      AND ($4 IS NULL OR e.id = $4) AND ($5 IS NULL OR ev.id = $5) \
      AND ($6 IS NULL OR ev.created_ms >= $6) \
@@ -422,18 +381,6 @@ impl FromRow for AttemptRecord {
             response_body: r.opt_text(6)?,
         })
     }
-}
-
-/// Called by `insert_events` for every event, in its transaction.
-pub(crate) async fn fan_out<C: Exec>(c: &mut C, e: &EventRecord) -> StoreResult<()> {
-    let a = args![
-        &e.id,
-        &e.account_id,
-        e.mode.as_str(),
-        e.created_ms,
-        &e.event_type
-    ];
-    c.exec(FAN_OUT, a).await.map(drop)
 }
 
 async fn with_types<C: Exec>(
@@ -639,7 +586,7 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<Reply> {
     }
 }
 
-async fn get_endpoint<C: Exec>(
+pub(crate) async fn get_endpoint<C: Exec>(
     c: &mut C,
     account_id: &str,
     id: &str,
@@ -648,7 +595,7 @@ async fn get_endpoint<C: Exec>(
     with_types(c, ep).await
 }
 
-async fn otp_endpoint<C: Exec>(
+pub(crate) async fn otp_endpoint<C: Exec>(
     c: &mut C,
     account_id: &str,
     mode: Mode,
@@ -657,7 +604,7 @@ async fn otp_endpoint<C: Exec>(
     with_types(c, ep).await
 }
 
-async fn endpoint_by_id<C: Exec>(
+pub(crate) async fn endpoint_by_id<C: Exec>(
     c: &mut C,
     id: &str,
 ) -> StoreResult<Option<WebhookEndpointRecord>> {
@@ -665,7 +612,7 @@ async fn endpoint_by_id<C: Exec>(
     with_types(c, ep).await
 }
 
-async fn list_endpoints<C: Exec>(
+pub(crate) async fn list_endpoints<C: Exec>(
     c: &mut C,
     account_id: &str,
     mode: Mode,
@@ -683,7 +630,7 @@ async fn list_endpoints<C: Exec>(
     Ok(out)
 }
 
-async fn endpoint_attempts<C: Exec>(
+pub(crate) async fn endpoint_attempts<C: Exec>(
     c: &mut C,
     endpoint_id: &str,
     after: Option<(&str, i64)>,
@@ -699,7 +646,7 @@ async fn endpoint_attempts<C: Exec>(
     }
 }
 
-async fn event_deliveries<C: Exec>(
+pub(crate) async fn event_deliveries<C: Exec>(
     c: &mut C,
     event_id: &str,
     account_id: &str,
@@ -802,196 +749,4 @@ pub trait WebhookStore {
     /// Deletes events (with their deliveries and attempts) and inbound hooks older than
     /// `before_ms`.
     async fn prune(&self, before_ms: i64) -> StoreResult<u64>;
-}
-
-impl Store {
-    async fn webhook(&self, op: Op) -> StoreResult<Reply> {
-        match self.write(WriteOp::Webhook(op)).await? {
-            WriteReply::Webhook(r) => Ok(r),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn webhook_flag(&self, op: Op) -> StoreResult<bool> {
-        match self.webhook(op).await? {
-            Reply::Flag(f) => Ok(f),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn webhook_done(&self, op: Op) -> StoreResult<()> {
-        match self.webhook(op).await? {
-            Reply::Done => Ok(()),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn webhook_count(&self, op: Op) -> StoreResult<u64> {
-        match self.webhook(op).await? {
-            Reply::Count(n) => Ok(n),
-            _ => Err(unexpected()),
-        }
-    }
-}
-
-impl WebhookStore for Store {
-    async fn insert_endpoint(
-        &self,
-        ep: &WebhookEndpointRecord,
-        max: Option<i64>,
-    ) -> StoreResult<bool> {
-        self.webhook_flag(Op::InsertEndpoint(ep.clone(), max)).await
-    }
-
-    async fn get_endpoint(
-        &self,
-        account_id: &str,
-        id: &str,
-    ) -> StoreResult<Option<WebhookEndpointRecord>> {
-        get_endpoint(&mut self.reader().await?, account_id, id).await
-    }
-
-    async fn otp_endpoint(
-        &self,
-        account_id: &str,
-        mode: Mode,
-    ) -> StoreResult<Option<WebhookEndpointRecord>> {
-        otp_endpoint(&mut self.reader().await?, account_id, mode).await
-    }
-
-    async fn endpoint_by_id(&self, id: &str) -> StoreResult<Option<WebhookEndpointRecord>> {
-        endpoint_by_id(&mut self.reader().await?, id).await
-    }
-
-    async fn list_endpoints(
-        &self,
-        account_id: &str,
-        mode: Mode,
-        starting_after: Option<&str>,
-        limit: i64,
-    ) -> StoreResult<Vec<WebhookEndpointRecord>> {
-        list_endpoints(
-            &mut self.reader().await?,
-            account_id,
-            mode,
-            starting_after,
-            limit,
-        )
-        .await
-    }
-
-    async fn update_endpoint(&self, ep: &WebhookEndpointRecord, types: bool) -> StoreResult<bool> {
-        self.webhook_flag(Op::UpdateEndpoint(ep.clone(), types))
-            .await
-    }
-
-    async fn delete_endpoint(&self, account_id: &str, id: &str) -> StoreResult<bool> {
-        self.webhook_flag(Op::DeleteEndpoint {
-            account_id: account_id.to_owned(),
-            id: id.to_owned(),
-        })
-        .await
-    }
-
-    async fn set_endpoint_disabled(
-        &self,
-        account_id: &str,
-        id: &str,
-        disabled_ms: Option<i64>,
-        reason: Option<&str>,
-        events: &[EventRecord],
-    ) -> StoreResult<bool> {
-        self.webhook_flag(Op::SetDisabled {
-            account_id: account_id.to_owned(),
-            id: id.to_owned(),
-            disabled_ms,
-            reason: reason.map(str::to_owned),
-            events: events.to_vec(),
-        })
-        .await
-    }
-
-    async fn rotate_endpoint_secret(
-        &self,
-        ep: &WebhookEndpointRecord,
-        expect_version: i64,
-    ) -> StoreResult<bool> {
-        self.webhook_flag(Op::Rotate {
-            endpoint: ep.clone(),
-            expect_version,
-        })
-        .await
-    }
-
-    async fn claim_deliveries(
-        &self,
-        now_ms: i64,
-        until_ms: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<DeliveryRecord>> {
-        let op = Op::Claim {
-            now_ms,
-            until_ms,
-            limit,
-            skip_locked: matches!(self, Store::Postgres(_)),
-        };
-        match self.webhook(op).await? {
-            Reply::Deliveries(d) => Ok(d),
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn record_attempt(&self, rec: &RecordAttempt) -> StoreResult<()> {
-        self.webhook_done(Op::Record(rec.clone())).await
-    }
-
-    async fn requeue(
-        &self,
-        account_id: &str,
-        mode: Mode,
-        endpoint_id: Option<&str>,
-        event_id: Option<&str>,
-        since_ms: Option<i64>,
-        now_ms: i64,
-    ) -> StoreResult<u64> {
-        self.webhook_count(Op::Requeue {
-            account_id: account_id.to_owned(),
-            mode,
-            endpoint_id: endpoint_id.map(str::to_owned),
-            event_id: event_id.map(str::to_owned),
-            since_ms,
-            now_ms,
-        })
-        .await
-    }
-
-    async fn release_claims(&self) -> StoreResult<()> {
-        self.webhook_done(Op::ReleaseClaims).await
-    }
-
-    async fn endpoint_attempts(
-        &self,
-        endpoint_id: &str,
-        after: Option<(&str, i64)>,
-        limit: i64,
-    ) -> StoreResult<Vec<AttemptRecord>> {
-        endpoint_attempts(&mut self.reader().await?, endpoint_id, after, limit).await
-    }
-
-    async fn event_deliveries(
-        &self,
-        account_id: &str,
-        event_id: &str,
-    ) -> StoreResult<Vec<DeliveryRecord>> {
-        event_deliveries(&mut self.reader().await?, event_id, account_id).await
-    }
-
-    async fn insert_inbound(&self, rec: &InboundRecord, events: &[EventRecord]) -> StoreResult<()> {
-        self.webhook_done(Op::Inbound(rec.clone(), events.to_vec()))
-            .await
-    }
-
-    async fn prune(&self, before_ms: i64) -> StoreResult<u64> {
-        self.webhook_count(Op::Prune { before_ms }).await
-    }
 }

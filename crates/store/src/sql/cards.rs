@@ -2,9 +2,7 @@
 //! PostgreSQL), expiry renewals, deletes and re-wraps.
 
 use crate::exec::{Arg, Exec, RowGet, args};
-use crate::group::Batch;
 use crate::sql::events::insert_events;
-use crate::sql::ops::WriteOp;
 use crate::sql::rows::{many, one};
 use crate::{
     CardRecord, CardRewrap, EventRecord, InsertCard, KeyPurpose, ListCards, Mode, RewrapQuery,
@@ -78,10 +76,10 @@ const INSERT_CARDS_BULK: &str = concat!(
      JOIN c ON c.id = x.card_id ORDER BY x.ord \
      RETURNING id, account_id, mode, event_type, created_ms), \
      w AS (",
-    crate::webhooks::delivery_insert!(),
+    crate::sql::delivery_insert!(),
     "SELECT v.id || ':' || e.id, v.id, e.id, v.account_id, 'pending', 0, v.created_ms, \
      v.created_ms FROM v JOIN webhook_endpoints e ON ",
-    crate::webhooks::fan_out_match!("v.account_id", "v.mode", "v.event_type"),
+    crate::sql::fan_out_match!("v.account_id", "v.mode", "v.event_type"),
     ") SELECT id FROM c"
 );
 const GET_CARD: &str = concat!(
@@ -203,12 +201,12 @@ pub(crate) async fn cards_for_rewrap<C: Exec>(
 
 pub(crate) async fn insert_card<C: Exec>(
     c: &mut C,
-    b: &mut Batch,
+    bulk: Option<InsertCard>,
     card: &CardRecord,
     dedup: &[(i64, Vec<u8>)],
     events: &[EventRecord],
 ) -> StoreResult<InsertCard> {
-    if let Some(done) = b.bulk_card() {
+    if let Some(done) = bulk {
         return Ok(done);
     }
     let mode = card.mode.as_str();
@@ -322,42 +320,19 @@ pub(crate) async fn rewrap_cards<C: Exec>(c: &mut C, updates: &[CardRewrap]) -> 
 }
 
 /// A card to insert, with its events.
-type NewCard<'o> = (&'o CardRecord, &'o [EventRecord]);
+pub(crate) type NewCard<'o> = (&'o CardRecord, &'o [EventRecord]);
 
-/// The card inserts of a batch that can share one statement, by batch index: a card
-/// insert (bare or under its audit wrapper) whose only fingerprint is the card's own
-/// (during a fingerprint-key rotation, lookups under older versions come first, one by
-/// one). `None` when another write of the batch changes cards (a delete, a re-wrap):
-/// then the batch applies its writes one at a time, in order.
-fn bulk_cards<'o>(ops: impl Iterator<Item = &'o WriteOp>) -> Option<Vec<Option<NewCard<'o>>>> {
-    let mut out = Vec::new();
-    for op in ops {
-        out.push(match crate::audit::inner(op) {
-            WriteOp::InsertCard {
-                card,
-                dedup,
-                events,
-            } if dedup.iter().all(|(_, fp)| *fp == card.fingerprint) => {
-                Some((card, events.as_slice()))
-            }
-            WriteOp::DeleteCard { .. } | WriteOp::RewrapCards { .. } => return None,
-            _ => None,
-        });
-    }
-    Some(out)
-}
-
-/// PostgreSQL: inserts the batch's eligible cards ([`bulk_cards`]), their events and
+/// PostgreSQL: inserts the batch's eligible cards ([`crate::sql::ops`]'s `bulk_cards`), their events and
 /// webhook deliveries in one statement, inside the batch's transaction. Returns each
 /// write's outcome by batch index (empty when nothing was eligible); the writer hands
-/// them out as it applies the writes in order ([`Batch::bulk_card`]). A card whose
+/// them out as it applies the writes in order (`Batch::bulk_card`). A card whose
 /// fingerprint was there already (or came twice in this batch) is read back, as
 /// [`insert_card`] does.
 pub(crate) async fn insert_cards_bulk<'o, C: Exec>(
     c: &mut C,
-    ops: impl Iterator<Item = &'o WriteOp>,
+    slots: Option<Vec<Option<NewCard<'o>>>>,
 ) -> StoreResult<Vec<Option<InsertCard>>> {
-    let Some(slots) = bulk_cards(ops) else {
+    let Some(slots) = slots else {
         return Ok(Vec::new());
     };
     let cards: Vec<&CardRecord> = slots.iter().flatten().map(|(card, _)| *card).collect();

@@ -73,7 +73,59 @@ pub(crate) async fn insert_events<C: Exec>(c: &mut C, events: &[EventRecord]) ->
             &e.data
         ];
         c.exec(INSERT_EVENT, args).await?;
-        crate::webhooks::fan_out(c, e).await?;
+        fan_out(c, e).await?;
     }
     Ok(())
+}
+
+// One pending delivery per enabled endpoint that wants the event (same transaction as
+// the event). `*` never matches the OTP event.
+/// The endpoint `e` an event is delivered to: enabled, of the event's account and mode,
+/// and subscribed to its type (or to every type; `*` leaves out `otp.created`, whose
+/// payload goes only to endpoints that name it). Arguments: SQL for the event's
+/// account, mode and type.
+macro_rules! fan_out_match {
+    ($account:literal, $mode:literal, $ty:literal) => {
+        concat!(
+            "e.account_id = ",
+            $account,
+            " AND e.mode = ",
+            $mode,
+            " AND e.disabled_ms IS NULL AND EXISTS (SELECT 1 FROM webhook_endpoint_events t \
+             WHERE t.endpoint_id = e.id AND (t.event_type = ",
+            $ty,
+            " OR (t.event_type = '*' AND ",
+            $ty,
+            " <> 'otp.created')))"
+        )
+    };
+}
+pub(crate) use fan_out_match;
+
+/// The columns of a new delivery row.
+macro_rules! delivery_insert {
+    () => {
+        "INSERT INTO webhook_deliveries \
+         (id, event_id, endpoint_id, account_id, state, attempts, next_ms, created_ms) "
+    };
+}
+pub(crate) use delivery_insert;
+
+const FAN_OUT: &str = concat!(
+    delivery_insert!(),
+    "SELECT CAST($1 AS TEXT) || ':' || e.id, $1, e.id, e.account_id, 'pending', 0, $4, $4 \
+     FROM webhook_endpoints e WHERE ",
+    fan_out_match!("$2", "$3", "$5")
+);
+
+/// Called by `insert_events` for every event, in its transaction.
+pub(crate) async fn fan_out<C: Exec>(c: &mut C, e: &EventRecord) -> StoreResult<()> {
+    let a = args![
+        &e.id,
+        &e.account_id,
+        e.mode.as_str(),
+        e.created_ms,
+        &e.event_type
+    ];
+    c.exec(FAN_OUT, a).await.map(drop)
 }

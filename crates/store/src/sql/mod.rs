@@ -26,9 +26,12 @@ pub(crate) use accounts::{
 };
 #[cfg(test)]
 pub(crate) use cards::{FINGERPRINT_LOOKUPS, GET_CARD_AT};
-pub(crate) use cards::{cards_for_rewrap, get_card, insert_cards_bulk, list_cards};
-pub(crate) use events::{get_event, insert_events, list_events};
-pub(crate) use ops::{WriteOp, WriteReply, apply, unexpected};
+pub(crate) use cards::{cards_for_rewrap, get_card, list_cards};
+pub(crate) use events::{delivery_insert, fan_out_match, get_event, insert_events, list_events};
+pub(crate) use ops::{
+    AuditOp, Batch, Write, WriteOp, WriteReply, apply, attach, audit_only, flush_audit,
+    insert_cards_bulk, settle,
+};
 pub(crate) use otps::get_otp;
 pub(crate) use rows::{FromRow, many, mode, one};
 

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, ffi};
 
-use super::readers::{Counts, MustSee, Snapshot};
 use crate::dialect::Dialect;
 use crate::exec::{Arg, Exec, RowGet};
 use crate::{StoreError, StoreResult};
@@ -227,7 +226,7 @@ impl Exec for SyncConn {
     type Row = SqlRow;
 
     fn dialect(&self) -> &'static dyn Dialect {
-        &crate::dialect::Sqlite
+        &Sqlite
     }
 
     async fn exec(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<u64> {
@@ -327,5 +326,64 @@ pub(super) fn sq_err(e: rusqlite::Error) -> StoreError {
             StoreError::Corrupt(format!("column {i}: cannot decode"))
         }
         other => StoreError::Unavailable(format!("database error: {other}")),
+    }
+}
+
+/// A read transaction a reader keeps open: as of which commits, and since when.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Snapshot {
+    pub(super) counts: Counts,
+    pub(super) at: Instant,
+}
+
+/// The writer's counts of commits ([`Readers::commits`]): all of them, and those that
+/// held more than audit records appended alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Counts {
+    pub(super) all: u64,
+    pub(super) data: u64,
+}
+
+impl Counts {
+    /// Whether a snapshot taken at `self` misses a commit that a read which `sees`
+    /// must see, by the counts `now`.
+    pub(super) fn behind(self, now: Counts, sees: MustSee) -> bool {
+        match sees {
+            MustSee::Data => self.data != now.data,
+            MustSee::All => self.all != now.all,
+        }
+    }
+}
+
+/// Which acknowledged writes a read must see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MustSee {
+    /// Every write but audit records appended alone: every read but the audit trail's.
+    /// A get writes nothing but its record, so under load such commits are most of them;
+    /// a snapshot that ended at each would read its B-tree pages again every time.
+    Data,
+    /// Every write: the audit trail's own reads (head, records, checkpoints).
+    All,
+}
+
+/// SQLite, driven in-process through rusqlite.
+pub(crate) struct Sqlite;
+
+impl Dialect for Sqlite {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+    fn begin(&self) -> &'static [&'static str] {
+        &["BEGIN IMMEDIATE"]
+    }
+    fn fingerprint_lookup(&self) -> bool {
+        true
+    }
+    fn row_id_from_id(&self) -> bool {
+        true
+    }
+    // Statements run in place (no round trip), so one statement gains nothing.
+    fn bulk_card_insert(&self) -> bool {
+        false
     }
 }

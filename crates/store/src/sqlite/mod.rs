@@ -38,8 +38,9 @@ use conn::{Role, sq_err};
 use readers::{DATA_SNAPSHOT_AGE, Readers, SNAPSHOT_AGE};
 use writer::{SqliteWriter, WriterCache};
 
+pub(crate) use conn::MustSee;
 pub(crate) use conn::{SqlRow, SyncConn};
-pub(crate) use readers::{MustSee, Reader};
+pub(crate) use readers::Reader;
 
 use crate::exec::db_err;
 use crate::group::{self, Msg};
@@ -47,8 +48,6 @@ use crate::sql::{WriteOp, WriteReply};
 use crate::{StoreError, StoreResult};
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
-
-pub(crate) const BEGIN: &[&str] = &["BEGIN IMMEDIATE"];
 
 /// The SQLite backend. Cheap to clone: a pool handle and a channel sender.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::conn::{Role, SyncConn};
+use super::conn::{Counts, MustSee, Role, SyncConn};
 use crate::StoreResult;
 use crate::group;
 
@@ -25,43 +25,6 @@ pub(super) const SNAPSHOT_AGE: Duration = Duration::from_millis(2);
 /// writer's look, let a node miss the other's new transport key in the two-node tests.
 /// Figures: BENCHMARKS.md, "SQLite settings".
 pub(super) const DATA_SNAPSHOT_AGE: Duration = Duration::from_millis(100);
-
-/// A read transaction a reader keeps open: as of which commits, and since when.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Snapshot {
-    pub(super) counts: Counts,
-    pub(super) at: Instant,
-}
-
-/// The writer's counts of commits ([`Readers::commits`]): all of them, and those that
-/// held more than audit records appended alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Counts {
-    pub(super) all: u64,
-    pub(super) data: u64,
-}
-
-impl Counts {
-    /// Whether a snapshot taken at `self` misses a commit that a read which `sees`
-    /// must see, by the counts `now`.
-    pub(super) fn behind(self, now: Counts, sees: MustSee) -> bool {
-        match sees {
-            MustSee::Data => self.data != now.data,
-            MustSee::All => self.all != now.all,
-        }
-    }
-}
-
-/// Which acknowledged writes a read must see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MustSee {
-    /// Every write but audit records appended alone: every read but the audit trail's.
-    /// A get writes nothing but its record, so under load such commits are most of them;
-    /// a snapshot that ended at each would read its B-tree pages again every time.
-    Data,
-    /// Every write: the audit trail's own reads (head, records, checkpoints).
-    All,
-}
 
 /// The read connections: opened on demand, kept for reuse, dropped on close.
 ///

@@ -615,7 +615,7 @@ async fn a_batch_is_answered_before_the_writer_moves_on() {
             self.held.recv_timeout(Duration::from_secs(30)).ok();
         }
         fn dialect(&self) -> &'static dyn Dialect {
-            &crate::dialect::Sqlite
+            &super::conn::Sqlite
         }
     }
     let dir = tempfile::tempdir().unwrap();

@@ -181,6 +181,6 @@ impl group::WriterConn for SqliteWriter {
         self.wake.try_send(()).ok();
     }
     fn dialect(&self) -> &'static dyn Dialect {
-        &crate::dialect::Sqlite
+        &super::conn::Sqlite
     }
 }

@@ -1,6 +1,13 @@
 //! [`Store`]: the backend chosen by configuration, its read connection ([`ReadConn`]),
 //! and the one [`VaultStore`] impl.
 
+mod audit;
+mod controls;
+mod pin;
+mod stats;
+mod tokens;
+mod webhooks;
+
 use std::path::Path;
 
 use sqlx::pool::PoolConnection;
@@ -8,7 +15,7 @@ use sqlx::pool::PoolConnection;
 use crate::dialect::Dialect;
 use crate::exec::{Arg, Exec, RowGet};
 use crate::postgres::{CacheEvent, PgStore};
-use crate::sql::{self, WriteOp};
+use crate::sql::{self, Write};
 use crate::sqlite::{self as sqlite_backend, SqliteStore};
 use crate::{
     AccountRecord, ApiKeyRecord, CardRecord, CardRewrap, DataKeyRecord, EventRecord, InsertCard,
@@ -100,15 +107,17 @@ impl Store {
         }
     }
 
-    /// Every write goes through here; inside an audit scope it carries the scope's
-    /// records in its transaction (see [`crate::audit`]).
-    pub(crate) async fn write(&self, op: WriteOp) -> StoreResult<sql::WriteReply> {
-        let (op, attached) = crate::audit::attach(op);
+    /// Every write goes through here, and answers with its own reply type; inside an
+    /// audit scope it carries the scope's records in its transaction (see
+    /// [`crate::audit`]).
+    pub(crate) async fn write<R>(&self, write: Write<R>) -> StoreResult<R> {
+        let (op, reply) = write.split();
+        let (op, attached) = sql::attach(op);
         let result = match self {
             Self::Sqlite(s) => s.write(op).await,
             Self::Postgres(p) => p.write(op).await,
         };
-        crate::audit::settle(attached, result)
+        sql::settle(attached, result).and_then(reply)
     }
 }
 
@@ -217,13 +226,12 @@ impl VaultStore for Store {
         data_keys: &[DataKeyRecord],
         events: &[EventRecord],
     ) -> StoreResult<()> {
-        self.write(WriteOp::CreateAccount {
-            account: account.clone(),
-            data_keys: data_keys.to_vec(),
-            events: events.to_vec(),
-        })
-        .await?
-        .done()
+        self.write(Write::create_account(
+            account.clone(),
+            data_keys.to_vec(),
+            events.to_vec(),
+        ))
+        .await
     }
 
     async fn get_account(&self, id: &str) -> StoreResult<Option<AccountRecord>> {
@@ -235,20 +243,12 @@ impl VaultStore for Store {
     }
 
     async fn update_account(&self, account: &AccountRecord) -> StoreResult<bool> {
-        self.write(WriteOp::UpdateAccount {
-            account: account.clone(),
-        })
-        .await?
-        .flag()
+        self.write(Write::update_account(account.clone())).await
     }
 
     async fn insert_api_key(&self, key: &ApiKeyRecord, events: &[EventRecord]) -> StoreResult<()> {
-        self.write(WriteOp::InsertApiKey {
-            key: key.clone(),
-            events: events.to_vec(),
-        })
-        .await?
-        .done()
+        self.write(Write::insert_api_key(key.clone(), events.to_vec()))
+            .await
     }
 
     async fn api_key_by_digest(&self, digest: &[u8]) -> StoreResult<Option<ApiKeyRecord>> {
@@ -266,14 +266,13 @@ impl VaultStore for Store {
         now_ms: i64,
         events: &[EventRecord],
     ) -> StoreResult<Option<ApiKeyRecord>> {
-        self.write(WriteOp::RevokeApiKey {
-            account_id: account_id.map(str::to_owned),
-            key_id: key_id.to_owned(),
+        self.write(Write::revoke_api_key(
+            account_id.map(str::to_owned),
+            key_id.to_owned(),
             now_ms,
-            events: events.to_vec(),
-        })
-        .await?
-        .api_key()
+            events.to_vec(),
+        ))
+        .await
     }
 
     async fn data_keys(&self, account_id: &str) -> StoreResult<Vec<DataKeyRecord>> {
@@ -285,12 +284,8 @@ impl VaultStore for Store {
         new_key: &DataKeyRecord,
         events: &[EventRecord],
     ) -> StoreResult<()> {
-        self.write(WriteOp::RotateDataKey {
-            new_key: new_key.clone(),
-            events: events.to_vec(),
-        })
-        .await?
-        .done()
+        self.write(Write::rotate_data_key(new_key.clone(), events.to_vec()))
+            .await
     }
 
     async fn retire_data_key(
@@ -300,14 +295,13 @@ impl VaultStore for Store {
         version: i64,
         now_ms: i64,
     ) -> StoreResult<RetireOutcome> {
-        self.write(WriteOp::RetireDataKey {
-            account_id: account_id.to_owned(),
+        self.write(Write::retire_data_key(
+            account_id.to_owned(),
             purpose,
             version,
             now_ms,
-        })
-        .await?
-        .retire()
+        ))
+        .await
     }
 
     async fn key_usage(
@@ -324,13 +318,12 @@ impl VaultStore for Store {
         dedup: &[(i64, Vec<u8>)],
         events: &[EventRecord],
     ) -> StoreResult<InsertCard> {
-        self.write(WriteOp::InsertCard {
-            card: card.clone(),
-            dedup: dedup.to_vec(),
-            events: events.to_vec(),
-        })
-        .await?
-        .card()
+        self.write(Write::insert_card(
+            card.clone(),
+            dedup.to_vec(),
+            events.to_vec(),
+        ))
+        .await
     }
 
     async fn get_card(
@@ -356,19 +349,17 @@ impl VaultStore for Store {
         account_id: &str,
         mode: Mode,
         id: &str,
-        (exp_month, exp_year): (i64, i64),
+        expiry: (i64, i64),
         events: &[EventRecord],
     ) -> StoreResult<Option<CardRecord>> {
-        self.write(WriteOp::RenewCardExpiry {
-            account_id: account_id.to_owned(),
+        self.write(Write::renew_card_expiry(
+            account_id.to_owned(),
             mode,
-            id: id.to_owned(),
-            exp_month,
-            exp_year,
-            events: events.to_vec(),
-        })
-        .await?
-        .renewed()
+            id.to_owned(),
+            expiry,
+            events.to_vec(),
+        ))
+        .await
     }
 
     async fn delete_card(
@@ -378,14 +369,13 @@ impl VaultStore for Store {
         id: &str,
         events: &[EventRecord],
     ) -> StoreResult<bool> {
-        self.write(WriteOp::DeleteCard {
-            account_id: account_id.to_owned(),
+        self.write(Write::delete_card(
+            account_id.to_owned(),
             mode,
-            id: id.to_owned(),
-            events: events.to_vec(),
-        })
-        .await?
-        .flag()
+            id.to_owned(),
+            events.to_vec(),
+        ))
+        .await
     }
 
     async fn cards_for_rewrap(
@@ -398,22 +388,13 @@ impl VaultStore for Store {
     }
 
     async fn rewrap_cards(&self, updates: &[CardRewrap]) -> StoreResult<u64> {
-        let n = self
-            .write(WriteOp::RewrapCards {
-                updates: updates.to_vec(),
-            })
-            .await?
-            .count()?;
+        let n = self.write(Write::rewrap_cards(updates.to_vec())).await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
     async fn insert_otp(&self, otp: &OtpRecord, events: &[EventRecord]) -> StoreResult<()> {
-        self.write(WriteOp::InsertOtp {
-            otp: otp.clone(),
-            events: events.to_vec(),
-        })
-        .await?
-        .done()
+        self.write(Write::insert_otp(otp.clone(), events.to_vec()))
+            .await
     }
 
     async fn get_otp(&self, account_id: &str, id: &str) -> StoreResult<Option<OtpRecord>> {
@@ -421,9 +402,7 @@ impl VaultStore for Store {
     }
 
     async fn otp_fail(&self, id: &str) -> StoreResult<i64> {
-        self.write(WriteOp::OtpFail { id: id.to_owned() })
-            .await?
-            .count()
+        self.write(Write::otp_fail(id.to_owned())).await
     }
 
     async fn otp_consume(
@@ -433,14 +412,13 @@ impl VaultStore for Store {
         max_attempts: i64,
         events: &[EventRecord],
     ) -> StoreResult<bool> {
-        self.write(WriteOp::OtpConsume {
-            id: id.to_owned(),
+        self.write(Write::otp_consume(
+            id.to_owned(),
             now_ms,
             max_attempts,
-            events: events.to_vec(),
-        })
-        .await?
-        .flag()
+            events.to_vec(),
+        ))
+        .await
     }
 
     async fn get_event(&self, account_id: &str, id: &str) -> StoreResult<Option<EventRecord>> {

@@ -1,0 +1,37 @@
+//! [`crate::tokens`]'s trait, implemented for [`Store`] above the writes it sends.
+
+use crate::sql::Write;
+use crate::{ApiKeyRecord, EventRecord, Store, StoreResult};
+
+use crate::tokens::*;
+
+impl TokenStore for Store {
+    async fn jwt_keys(&self) -> StoreResult<Vec<JwtKeyRecord>> {
+        jwt_keys(&mut self.reader().await?).await
+    }
+
+    async fn insert_jwt_key(&self, key: &JwtKeyRecord, erase_below: i64) -> StoreResult<()> {
+        self.write(Write::insert_jwt_key(key.clone(), erase_below))
+            .await
+    }
+
+    async fn api_key_by_id(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        api_key_by_id(&mut self.reader().await?, id).await
+    }
+
+    async fn revoke_all_api_keys(
+        &self,
+        account_id: &str,
+        now_ms: i64,
+        events: &[EventRecord],
+    ) -> StoreResult<Option<i64>> {
+        let n = self
+            .write(Write::revoke_all_api_keys(
+                account_id.to_owned(),
+                now_ms,
+                events.to_vec(),
+            ))
+            .await?;
+        Ok((n >= 0).then_some(n))
+    }
+}
