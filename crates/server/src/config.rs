@@ -73,7 +73,7 @@ pub struct ServerConfig {
     /// idle keep-alive connection), and the HTTP/2 keep-alive ping timeout.
     pub header_read_timeout: Duration,
     /// Webhook delivery settings (retry schedule, workers, timeouts).
-    pub webhooks: service::webhooks::WebhookConfig,
+    pub webhooks: WebhookConfig,
     /// Inbound processor hook sources (`POST /v1/inbound/{source}`).
     pub inbound_sources: Vec<service::inbound::InboundSource>,
 }
@@ -98,19 +98,90 @@ impl ServerConfig {
             rate_limit: gateway::RateLimitConfig::default(),
             signature_window: Duration::from_secs(300),
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
-            pin_deny_list: service::pin::DEFAULT_DENY_LIST
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
-            pin_max_failures: service::pin::DEFAULT_MAX_FAILURES,
+            pin_deny_list: DEFAULT_DENY_LIST.iter().map(|s| (*s).to_owned()).collect(),
+            pin_max_failures: DEFAULT_MAX_FAILURES,
             pin_transport_grace: Duration::from_secs(24 * 3600),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             audit_checkpoint_interval: Duration::from_secs(60),
             audit_anchor,
             tokens: service::tokens::TokenConfig::default(),
             header_read_timeout: Duration::from_secs(10),
-            webhooks: service::webhooks::WebhookConfig::default(),
+            webhooks: WebhookConfig::default(),
             inbound_sources: Vec::new(),
+        }
+    }
+}
+
+/// Failures before a PIN locks, unless configured.
+pub const DEFAULT_MAX_FAILURES: i64 = 3;
+
+/// Commonly chosen PINs refused besides repeats and runs (configurable).
+pub const DEFAULT_DENY_LIST: &[&str] = &[
+    "1212", "1122", "1313", "2580", "0852", "1004", "2000", "2001", "1010", "6969", "1984", "4444",
+    "121212", "112233", "123123", "147258", "159753", "696969", "131313",
+];
+
+/// Settings of the delivery workers (part of `ServerConfig`).
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Delay before attempt n+1 after attempt n failed (`[0]` is the first attempt's);
+    /// its length is the number of attempts.
+    pub retry_schedule: Vec<Duration>,
+    /// Concurrent deliveries per node.
+    pub workers: usize,
+    /// How often idle workers look for due deliveries.
+    pub poll_interval: Duration,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// The longest `Retry-After` honoured.
+    pub retry_after_cap: Duration,
+    /// Continuous failure after which an endpoint is disabled.
+    pub disable_after: Duration,
+    /// How long a claimed delivery is reserved for its worker.
+    pub lease: Duration,
+    /// How long events are kept.
+    pub event_retention: Duration,
+    /// The most API-managed endpoints an account may have in each mode: every event
+    /// writes one delivery row per matching endpoint inside the writer's transaction.
+    pub max_endpoints: i64,
+    /// An HTTP(S) proxy that every delivery goes through (`[webhooks] egress_proxy`).
+    /// Without it the environment's proxy variables (`HTTPS_PROXY`, `ALL_PROXY`, …) are
+    /// ignored: a proxy would make the address checks see only the proxy.
+    pub egress_proxy: Option<String>,
+    /// Test harnesses only (no configuration file sets it): deliveries that must go to
+    /// public HTTPS destinations (live mode, OTP codes) may also go to plain-HTTP
+    /// loopback, where a test receiver listens. Nothing else private is let through.
+    #[doc(hidden)]
+    pub loopback_for_tests: bool,
+}
+
+/// Default of [`WebhookConfig::max_endpoints`].
+pub const DEFAULT_MAX_ENDPOINTS: i64 = 16;
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        let m = |n: u64| Duration::from_secs(60 * n);
+        Self {
+            retry_schedule: vec![
+                Duration::ZERO,
+                Duration::from_secs(5),
+                m(5),
+                m(30),
+                m(120),
+                m(300),
+                m(600),
+                m(600),
+            ],
+            workers: 8,
+            poll_interval: Duration::from_millis(500),
+            timeout: Duration::from_secs(15),
+            retry_after_cap: Duration::from_secs(3600),
+            disable_after: Duration::from_secs(5 * 24 * 3600),
+            lease: Duration::from_secs(60),
+            event_retention: Duration::from_secs(30 * 24 * 3600),
+            max_endpoints: DEFAULT_MAX_ENDPOINTS,
+            egress_proxy: None,
+            loopback_for_tests: false,
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod leak_guard;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod pin_keys;
 pub mod ready;
 pub mod routes;
 pub mod secret_body;

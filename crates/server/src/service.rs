@@ -9,6 +9,7 @@ pub mod data_keys;
 pub mod events;
 pub mod inbound;
 pub mod otp;
+pub mod otp_code;
 pub mod pin;
 pub mod rewrap;
 pub mod tokens;

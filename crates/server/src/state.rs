@@ -35,7 +35,7 @@ struct Inner {
     cache_sync: Arc<CacheSync>,
     rewrap_wake: Arc<Notify>,
     gateway: crate::gateway::Gateway,
-    pin: service::pin::PinState,
+    pin: crate::pin_keys::PinKeys,
     metrics: crate::metrics::Metrics,
     audit_appender: crate::audit::Appender,
     tokens: service::tokens::Tokens,
@@ -86,6 +86,13 @@ impl AppState {
             config.keyring_ttl,
             config.api_key_cache_ttl,
         );
+        let pin = crate::pin_keys::PinKeys::new(
+            store.clone(),
+            root.clone(),
+            clock.clone(),
+            config.keyring_ttl,
+            config.pin_transport_grace,
+        );
         let ready = crate::ready::ReadyCache::new(store.clone(), root.clone(), clock.clone());
         let state = Self(Arc::new(Inner {
             store,
@@ -97,7 +104,7 @@ impl AppState {
             cache_sync,
             rewrap_wake,
             gateway,
-            pin: service::pin::PinState::default(),
+            pin,
             metrics: crate::metrics::Metrics::default(),
             audit_appender,
             tokens,
@@ -137,8 +144,8 @@ impl AppState {
         &self.0.keyring
     }
 
-    /// The PIN service's in-memory state (the unwrapped transport keys).
-    pub fn pin(&self) -> &service::pin::PinState {
+    /// The PIN transport keys, unwrapped and cached.
+    pub fn pin(&self) -> &crate::pin_keys::PinKeys {
         &self.0.pin
     }
 

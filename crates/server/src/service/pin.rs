@@ -10,14 +10,13 @@ use crate::keyring::AccountKeys;
 use crate::service::{cards, otp};
 use crate::state::AppState;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use strongroom_core::{Scope, Sensitive};
 use strongroom_crypto::jwe::{CompactJwe, JweError, TransportKey};
 use strongroom_crypto::pin::{self as blocks, Pin, PinBlock, PinKey};
 use strongroom_store::{
     CardRecord, EventRecord, KeyPurpose, PinOutcome, PinRecord, PinRewrap, PinStore, SetKind,
-    SpendOtp, TransportKeyRecord, VaultStore,
+    SpendOtp, VaultStore,
 };
 use utoipa::ToSchema;
 
@@ -100,162 +99,24 @@ pub struct PinSettingsView {
     pub max_failures: i64,
 }
 
-/// Failures before a PIN locks, unless configured.
-pub const DEFAULT_MAX_FAILURES: i64 = 3;
+pub use crate::config::{DEFAULT_DENY_LIST, DEFAULT_MAX_FAILURES};
+
 /// The range an account may choose.
 pub const MAX_FAILURES_RANGE: std::ops::RangeInclusive<i64> = 1..=10;
 /// A payload's `iat` may be at most this old.
 pub const PAYLOAD_MAX_AGE_S: i64 = 5 * 60;
-/// Commonly chosen PINs refused besides repeats and runs (configurable).
-pub const DEFAULT_DENY_LIST: &[&str] = &[
-    "1212", "1122", "1313", "2580", "0852", "1004", "2000", "2001", "1010", "6969", "1984", "4444",
-    "121212", "112233", "123123", "147258", "159753", "696969", "131313",
-];
-
 const CLOCK_SKEW_S: i64 = 5;
-
-/// The unwrapped transport keys, cached; re-read after the keyring TTL or when a
-/// payload names a key this node has not seen (a rotation on another node).
-pub struct PinState {
-    keys: RwLock<Option<Arc<Loaded>>>,
-    /// When an unknown `kid` last made this node re-read the keys: anyone may send a
-    /// payload under a made-up kid, so such re-reads are rationed to one a second.
-    last_unknown_kid_reload_ms: AtomicI64,
-}
-
-impl Default for PinState {
-    fn default() -> Self {
-        Self {
-            keys: RwLock::default(),
-            last_unknown_kid_reload_ms: AtomicI64::new(i64::MIN),
-        }
-    }
-}
-
-impl PinState {
-    /// Whether an unknown kid may re-read the keys now; claims the slot if so. The
-    /// compare-exchange lets only one of several concurrent callers through.
-    fn may_reload_for_unknown_kid(&self, now_ms: i64) -> bool {
-        let last = self.last_unknown_kid_reload_ms.load(Ordering::Relaxed);
-        now_ms.saturating_sub(last) >= UNKNOWN_KID_RELOAD_INTERVAL_MS
-            && self
-                .last_unknown_kid_reload_ms
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-    }
-}
-
-/// At most one store read a second for payloads naming a key this node does not hold.
-const UNKNOWN_KID_RELOAD_INTERVAL_MS: i64 = 1000;
-
-struct Loaded {
-    at_ms: i64,
-    keys: Vec<(TransportKeyRecord, Arc<TransportKey>)>,
-}
-
-fn transport_context(kid: &str) -> String {
-    format!("strongroom/pin-transport/v1|{kid}")
-}
-
-async fn load(state: &AppState) -> ApiResult<Arc<Loaded>> {
-    let records = state.store().pin_transport_keys().await?;
-    let mut keys = Vec::with_capacity(records.len());
-    for r in records {
-        let der = state
-            .root()
-            .unwrap_bytes(&r.wrapped, &transport_context(&r.kid))?;
-        let k = TransportKey::from_pkcs8(&der)?;
-        keys.push((r, Arc::new(k)));
-    }
-    let loaded = Arc::new(Loaded {
-        at_ms: state.now_ms(),
-        keys,
-    });
-    if let Ok(mut slot) = state.pin().keys.write() {
-        *slot = Some(loaded.clone());
-    }
-    Ok(loaded)
-}
-
-async fn cached(state: &AppState) -> ApiResult<Arc<Loaded>> {
-    let ttl = i64::try_from(state.config().keyring_ttl.as_millis()).unwrap_or(i64::MAX);
-    let hit = state
-        .pin()
-        .keys
-        .read()
-        .ok()
-        .and_then(|s| s.clone())
-        .filter(|l| state.now_ms().saturating_sub(l.at_ms) < ttl);
-    match hit {
-        Some(l) => Ok(l),
-        None => load(state).await,
-    }
-}
-
-fn usable(r: &TransportKeyRecord, now: i64) -> bool {
-    r.retire_after_ms.is_none_or(|t| t > now)
-}
 
 /// Makes a new transport key the current one; older keys decrypt for the grace period.
 pub async fn rotate_transport_key(state: &AppState) -> ApiResult<PinJwk> {
-    let (key, der) = TransportKey::generate()?;
-    let now = state.now_ms();
-    let kid = format!(
-        "ptk_{now:012x}{}",
-        hex::encode(strongroom_crypto::random::bytes::<8>()?)
-    );
-    let wrapped = state.root().wrap_bytes(&der, &transport_context(&kid))?;
-    let grace = i64::try_from(state.config().pin_transport_grace.as_millis()).unwrap_or(i64::MAX);
-    let record = TransportKeyRecord {
-        kid: kid.clone(),
-        wrapped,
-        created_ms: now,
-        retire_after_ms: None,
-    };
-    state
-        .store()
-        .insert_pin_transport_key(&record, now.saturating_add(grace))
-        .await?;
-    load(state).await?;
-    tracing::info!(kid = %kid, "PIN transport key rotated");
+    let (kid, key) = state.pin().rotate().await?;
     PinJwk::of(&key, &kid)
 }
 
 /// The current transport key as a JWK, made on first use.
 pub async fn current_jwk(state: &AppState) -> ApiResult<PinJwk> {
-    let now = state.now_ms();
-    let loaded = cached(state).await?;
-    match loaded
-        .keys
-        .iter()
-        .rev()
-        .find(|(r, _)| r.retire_after_ms.is_none())
-        .or_else(|| loaded.keys.iter().rev().find(|(r, _)| usable(r, now)))
-    {
-        Some((r, k)) => PinJwk::of(k, &r.kid),
-        None => rotate_transport_key(state).await,
-    }
-}
-
-async fn transport_key(state: &AppState, kid: &str) -> ApiResult<Arc<TransportKey>> {
-    let now = state.now_ms();
-    let find = |l: Arc<Loaded>| {
-        l.keys
-            .iter()
-            .find(|(r, _)| r.kid == kid)
-            .map(|(r, k)| (usable(r, now), k.clone()))
-    };
-    let found = match find(cached(state).await?) {
-        Some(f) => Some(f),
-        // Perhaps another node rotated; a key made there is found here within a second
-        // at the latest (or at the keyring TTL, whichever comes first).
-        None if state.pin().may_reload_for_unknown_kid(now) => find(load(state).await?),
-        None => None,
-    };
-    match found {
-        Some((true, k)) => Ok(k),
-        _ => Err(codes::PIN_PAYLOAD_INVALID),
-    }
+    let (kid, key) = state.pin().current().await?;
+    PinJwk::of(&key, &kid)
 }
 
 #[derive(Deserialize)]
@@ -278,7 +139,7 @@ async fn open_payload(
         JweError::Unsupported => codes::PIN_PAYLOAD_UNSUPPORTED,
         JweError::Malformed | JweError::Decrypt => codes::PIN_PAYLOAD_INVALID,
     })?;
-    let key = transport_key(state, &jwe.kid).await?;
+    let key = state.pin().key(&jwe.kid).await?;
     let plain = key.decrypt(&jwe).map_err(|_| codes::PIN_PAYLOAD_INVALID)?;
     let payload: Payload =
         serde_json::from_slice(&plain).map_err(|_| codes::PIN_PAYLOAD_INVALID)?;
@@ -898,21 +759,4 @@ pub async fn admin_unlock(
         card: card_id.to_owned(),
         locked: false,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unknown_kid_reloads_at_most_once_a_second() {
-        let s = PinState::default();
-        let t = 1_700_000_000_000;
-        assert!(s.may_reload_for_unknown_kid(t));
-        assert!(!s.may_reload_for_unknown_kid(t));
-        assert!(!s.may_reload_for_unknown_kid(t + 999));
-        assert!(s.may_reload_for_unknown_kid(t + 1000));
-        assert!(!s.may_reload_for_unknown_kid(t + 1500));
-        assert!(s.may_reload_for_unknown_kid(t + 2000));
-    }
 }

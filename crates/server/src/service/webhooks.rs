@@ -32,70 +32,7 @@ pub const ROTATION_OVERLAP_MS: i64 = 24 * 60 * 60 * 1000;
 /// The most of a response body kept with an attempt.
 pub const RESPONSE_BODY_MAX: usize = 1024;
 
-/// Settings of the delivery workers (part of `ServerConfig`).
-#[derive(Debug, Clone)]
-pub struct WebhookConfig {
-    /// Delay before attempt n+1 after attempt n failed (`[0]` is the first attempt's);
-    /// its length is the number of attempts.
-    pub retry_schedule: Vec<Duration>,
-    /// Concurrent deliveries per node.
-    pub workers: usize,
-    /// How often idle workers look for due deliveries.
-    pub poll_interval: Duration,
-    /// Per-request timeout.
-    pub timeout: Duration,
-    /// The longest `Retry-After` honoured.
-    pub retry_after_cap: Duration,
-    /// Continuous failure after which an endpoint is disabled.
-    pub disable_after: Duration,
-    /// How long a claimed delivery is reserved for its worker.
-    pub lease: Duration,
-    /// How long events are kept.
-    pub event_retention: Duration,
-    /// The most API-managed endpoints an account may have in each mode: every event
-    /// writes one delivery row per matching endpoint inside the writer's transaction.
-    pub max_endpoints: i64,
-    /// An HTTP(S) proxy that every delivery goes through (`[webhooks] egress_proxy`).
-    /// Without it the environment's proxy variables (`HTTPS_PROXY`, `ALL_PROXY`, …) are
-    /// ignored: a proxy would make the address checks see only the proxy.
-    pub egress_proxy: Option<String>,
-    /// Test harnesses only (no configuration file sets it): deliveries that must go to
-    /// public HTTPS destinations (live mode, OTP codes) may also go to plain-HTTP
-    /// loopback, where a test receiver listens. Nothing else private is let through.
-    #[doc(hidden)]
-    pub loopback_for_tests: bool,
-}
-
-/// Default of [`WebhookConfig::max_endpoints`].
-pub const DEFAULT_MAX_ENDPOINTS: i64 = 16;
-
-impl Default for WebhookConfig {
-    fn default() -> Self {
-        let m = |n: u64| Duration::from_secs(60 * n);
-        Self {
-            retry_schedule: vec![
-                Duration::ZERO,
-                Duration::from_secs(5),
-                m(5),
-                m(30),
-                m(120),
-                m(300),
-                m(600),
-                m(600),
-            ],
-            workers: 8,
-            poll_interval: Duration::from_millis(500),
-            timeout: Duration::from_secs(15),
-            retry_after_cap: Duration::from_secs(3600),
-            disable_after: Duration::from_secs(5 * 24 * 3600),
-            lease: Duration::from_secs(60),
-            event_retention: Duration::from_secs(30 * 24 * 3600),
-            max_endpoints: DEFAULT_MAX_ENDPOINTS,
-            egress_proxy: None,
-            loopback_for_tests: false,
-        }
-    }
-}
+pub use crate::config::{DEFAULT_MAX_ENDPOINTS, WebhookConfig};
 
 // ---- URL rules ----
 
@@ -930,7 +867,10 @@ async fn deliver(state: &AppState, clients: &Clients, d: &DeliveryRecord) -> Api
     // An OTP body holds the clear code: it stays in the zeroizing buffer, which the
     // request body owns (no copy of ours), and is cleared when the client drops it.
     let body = if event.event_type == strongroom_store::webhooks::OTP_EVENT {
-        crate::secret_body::into_bytes(crate::service::otp::delivery_body(state, &event.data)?)
+        crate::secret_body::into_bytes(crate::service::otp_code::delivery_body(
+            state.root(),
+            &event.data,
+        )?)
     } else {
         Bytes::from(event.data.clone())
     };

@@ -1,0 +1,165 @@
+//! The OTP code in an `otp.created` delivery: sealed under the root key in the stored
+//! event, and put back in clear only into the delivery request's zeroizing body. Uses
+//! nothing but the root key, so the webhook worker and the OTP service both build on it.
+
+use crate::error::{ApiError, ApiResult, codes};
+use base64::Engine;
+use strongroom_crypto::RootKey;
+use zeroize::Zeroizing;
+
+/// The context the code is sealed under, for OTP `otp_id`.
+pub(crate) fn code_context(otp_id: &str) -> String {
+    format!("otp-code|{otp_id}")
+}
+
+/// The body delivered for an `otp.created` event: the stored event with the sealed code
+/// replaced by the code. Built only for the delivery request, never stored or logged;
+/// the code is in clear only in zeroizing memory (see [`crate::secret_body`]).
+pub fn delivery_body(root: &RootKey, data: &str) -> ApiResult<Zeroizing<Vec<u8>>> {
+    let mut v: serde_json::Value =
+        serde_json::from_str(data).map_err(|e| ApiError::internal(&e))?;
+    let obj = v
+        .pointer_mut("/data/object")
+        .and_then(serde_json::Value::as_object_mut)
+        .ok_or(codes::INTERNAL)?;
+    let otp_id = obj
+        .get("id")
+        .and_then(|i| i.as_str())
+        .ok_or(codes::INTERNAL)?
+        .to_owned();
+    let sealed = obj
+        .remove("sealed_code")
+        .and_then(|s| s.as_str().map(str::to_owned))
+        .ok_or(codes::INTERNAL)?;
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(sealed)
+        .map_err(|_| codes::INTERNAL)?;
+    let code = root.unwrap_bytes(&sealed, &code_context(&otp_id))?;
+    let code = std::str::from_utf8(&code).map_err(|_| codes::INTERNAL)?;
+    with_code(&mut v, code, data.len())
+}
+
+/// `event` serialised as before (`Value::to_string`), with `"code": code` put into
+/// `/data/object`. The map takes a placeholder under `code`, so the key lands wherever
+/// inserting it would put it; the serializer writes the borrowed code in its place, so
+/// the code is never copied into the `Value`.
+fn with_code(
+    event: &mut serde_json::Value,
+    code: &str,
+    size_hint: usize,
+) -> ApiResult<Zeroizing<Vec<u8>>> {
+    event
+        .pointer_mut("/data/object")
+        .and_then(serde_json::Value::as_object_mut)
+        .ok_or(codes::INTERNAL)?
+        .insert("code".into(), serde_json::Value::Null);
+    let body = WithCode {
+        value: event,
+        path: &["data", "object"],
+        code,
+    };
+    crate::secret_body::to_zeroizing_json(&body, size_hint.saturating_add(64))
+}
+
+/// Serialises `value`, and at `path` an object whose `code` entry is `code`.
+struct WithCode<'a> {
+    value: &'a serde_json::Value,
+    path: &'a [&'a str],
+    code: &'a str,
+}
+
+impl serde::Serialize for WithCode<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let serde_json::Value::Object(map) = self.value else {
+            return self.value.serialize(s);
+        };
+        let mut m = s.serialize_map(Some(map.len()))?;
+        match self.path.split_first() {
+            None => {
+                for (k, v) in map {
+                    if k == "code" {
+                        m.serialize_entry(k, self.code)?;
+                    } else {
+                        m.serialize_entry(k, v)?;
+                    }
+                }
+            }
+            Some((head, rest)) => {
+                for (k, v) in map {
+                    if k == head {
+                        let inner = WithCode {
+                            value: v,
+                            path: rest,
+                            code: self.code,
+                        };
+                        m.serialize_entry(k, &inner)?;
+                    } else {
+                        m.serialize_entry(k, v)?;
+                    }
+                }
+            }
+        }
+        m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_body_is_what_value_to_string_gave() {
+        // Stored events as `state.event` writes them, with awkward neighbours of `code`.
+        let events = [
+            serde_json::json!({
+                "id": "evt_0000019a2b3c4d5e6f7a8b9c0d1e2f30",
+                "object": "event",
+                "type": "otp.created",
+                "created": 1_767_000_000,
+                "livemode": true,
+                "data": {"object": {
+                    "id": "otp_0000019a2b3c4d5e6f7a8b9c0d1e2f30",
+                    "object": "otp",
+                    "purpose": "card.reveal",
+                    "card": "card_0000019a2b3c4d5e6f7a8b9c0d1e2f30",
+                    "expires_at": 1_767_000_300,
+                    "sealed_code": "AAAA",
+                }},
+            }),
+            serde_json::json!({
+                "data": {"object": {
+                    "cod": 1, "code": "stale", "code_": [1.5, null], "Code": "é\"\\\n",
+                    "sealed_code": "AAAA",
+                }, "previous": {"code": "not this one"}},
+                "code": "nor this one",
+            }),
+        ];
+        for event in events {
+            for code in ["042137", "999999", "a\"b\\c\u{1}é"] {
+                let data = event.to_string();
+                // What the worker sent before.
+                let mut before: serde_json::Value = serde_json::from_str(&data).unwrap();
+                let obj = before
+                    .pointer_mut("/data/object")
+                    .and_then(serde_json::Value::as_object_mut)
+                    .unwrap();
+                obj.remove("sealed_code");
+                obj.insert("code".into(), serde_json::Value::String(code.to_string()));
+                let before = before.to_string();
+
+                let mut v: serde_json::Value = serde_json::from_str(&data).unwrap();
+                v.pointer_mut("/data/object")
+                    .and_then(serde_json::Value::as_object_mut)
+                    .unwrap()
+                    .remove("sealed_code");
+                let built = with_code(&mut v, code, data.len()).unwrap();
+                assert_eq!(
+                    std::str::from_utf8(&built).unwrap(),
+                    before,
+                    "code {code:?}"
+                );
+            }
+        }
+    }
+}
