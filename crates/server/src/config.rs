@@ -1,9 +1,11 @@
 //! The server's configuration: everything it needs besides the root key.
 
-use crate::{audit, gateway, service};
+use crate::{audit, gateway};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use strongroom_core::{Mode, Sensitive};
+use strongroom_crypto::jwt::JwtAlg;
 use strongroom_store::StoreConfig;
 
 /// Where the TLS certificate chain and private key are (PEM).
@@ -68,14 +70,14 @@ pub struct ServerConfig {
     /// with PostgreSQL unless configured.
     pub audit_anchor: Option<std::path::PathBuf>,
     /// Bearer tokens (JWT): algorithm, lifetime, key pre-publication, issuer, audience.
-    pub tokens: service::tokens::TokenConfig,
+    pub tokens: TokenConfig,
     /// How long a client may take to send a request's headers (HTTP/1.1; also bounds an
     /// idle keep-alive connection), and the HTTP/2 keep-alive ping timeout.
     pub header_read_timeout: Duration,
     /// Webhook delivery settings (retry schedule, workers, timeouts).
     pub webhooks: WebhookConfig,
     /// Inbound processor hook sources (`POST /v1/inbound/{source}`).
-    pub inbound_sources: Vec<service::inbound::InboundSource>,
+    pub inbound_sources: Vec<InboundSource>,
 }
 
 impl ServerConfig {
@@ -104,7 +106,7 @@ impl ServerConfig {
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             audit_checkpoint_interval: Duration::from_secs(60),
             audit_anchor,
-            tokens: service::tokens::TokenConfig::default(),
+            tokens: TokenConfig::default(),
             header_read_timeout: Duration::from_secs(10),
             webhooks: WebhookConfig::default(),
             inbound_sources: Vec::new(),
@@ -184,4 +186,71 @@ impl Default for WebhookConfig {
             loopback_for_tests: false,
         }
     }
+}
+
+/// Settings of bearer tokens (part of [`crate::ServerConfig`]).
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    /// Algorithm of newly generated signing keys.
+    pub alg: JwtAlg,
+    /// Lifetime of an access token.
+    pub lifetime: Duration,
+    /// How long a new signing key is published before it signs.
+    pub prepublish: Duration,
+    /// Allowed clock skew for `exp`, `nbf` and `iat`.
+    pub leeway: Duration,
+    /// The `iss` claim.
+    pub issuer: String,
+    /// The `aud` claim.
+    pub audience: String,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        Self {
+            alg: JwtAlg::EdDsa,
+            lifetime: Duration::from_secs(3600),
+            prepublish: Duration::from_secs(300),
+            leeway: Duration::from_secs(5),
+            issuer: "strongroom".into(),
+            audience: "strongroom-api".into(),
+        }
+    }
+}
+
+/// How a source signs its notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundScheme {
+    /// Hex HMAC-SHA256 of the raw body in the named header (e.g. `X-M2P-Signature`).
+    HmacSha256Hex {
+        /// The header carrying the signature.
+        header: String,
+    },
+    /// Stripe-style `Stripe-Signature: t=…,v1=…` over `"{t}.{body}"`.
+    Stripe {
+        /// The header (default `Stripe-Signature`).
+        header: String,
+        /// Accepted clock difference, seconds.
+        tolerance_s: i64,
+    },
+    /// Standard Webhooks headers and `v1` signatures under a `whsec_` secret.
+    StandardWebhooks {
+        /// Accepted clock difference, seconds.
+        tolerance_s: i64,
+    },
+}
+
+/// A configured inbound source. The secret comes from a file or the environment.
+#[derive(Debug, Clone)]
+pub struct InboundSource {
+    /// The `{source}` path segment.
+    pub name: String,
+    /// The account whose outbox receives `inbound.received`.
+    pub account_id: String,
+    /// The mode of those events.
+    pub mode: Mode,
+    /// The signature scheme.
+    pub scheme: InboundScheme,
+    /// The shared secret (raw bytes; for Standard Webhooks, the decoded `whsec_`).
+    pub secret: Sensitive<Vec<u8>>,
 }

@@ -199,18 +199,56 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The error envelope as written (`openapi::ErrorResponse` documents it).
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    error: Detail<'a>,
+}
+
+/// Inside the envelope. Fields in alphabetical order, as the body has always had them.
+#[derive(serde::Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: &'a str,
+    request_id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+}
+
 /// Renders the error body with the request id.
 pub fn render(err: &ApiError, request_id: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "error": {
-            "type": err.error_type(),
-            "code": err.code,
-            "message": err.message,
-            "request_id": request_id,
-        }
-    }))
+    serde_json::to_vec(&Envelope {
+        error: Detail {
+            code: err.code,
+            message: err.message,
+            request_id,
+            kind: err.error_type(),
+        },
+    })
     .unwrap_or_default()
 }
 
 /// Result type of handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed envelope writes the bytes the `json!` map (sorted keys) wrote.
+    #[test]
+    fn render_keeps_its_json() {
+        for err in [codes::INTERNAL, codes::PIN_PAYLOAD_INVALID] {
+            let before = serde_json::to_vec(&serde_json::json!({
+                "error": {
+                    "type": err.error_type(),
+                    "code": err.code,
+                    "message": err.message,
+                    "request_id": "req_1",
+                }
+            }))
+            .unwrap();
+            assert_eq!(render(&err, "req_1"), before);
+        }
+    }
+}

@@ -168,17 +168,6 @@ impl AppState {
         crate::events::new_id(self.clock(), kind)
     }
 
-    /// An event row for the outbox.
-    pub fn event(
-        &self,
-        account_id: &str,
-        mode: Mode,
-        event_type: EventType,
-        object: serde_json::Value,
-    ) -> ApiResult<EventRecord> {
-        self.event_of(account_id, mode, event_type, &object)
-    }
-
     /// An event row for the outbox (see [`crate::events::event_of`]).
     pub fn event_of<T: serde::Serialize>(
         &self,

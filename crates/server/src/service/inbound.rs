@@ -3,7 +3,6 @@
 
 use crate::service::object_name;
 use serde::Serialize;
-use strongroom_core::{Mode, Sensitive};
 use utoipa::ToSchema;
 
 object_name!(
@@ -36,42 +35,7 @@ pub struct InboundEventObject<'a> {
     pub payload: &'a serde_json::Value,
 }
 
-/// How a source signs its notifications.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InboundScheme {
-    /// Hex HMAC-SHA256 of the raw body in the named header (e.g. `X-M2P-Signature`).
-    HmacSha256Hex {
-        /// The header carrying the signature.
-        header: String,
-    },
-    /// Stripe-style `Stripe-Signature: t=…,v1=…` over `"{t}.{body}"`.
-    Stripe {
-        /// The header (default `Stripe-Signature`).
-        header: String,
-        /// Accepted clock difference, seconds.
-        tolerance_s: i64,
-    },
-    /// Standard Webhooks headers and `v1` signatures under a `whsec_` secret.
-    StandardWebhooks {
-        /// Accepted clock difference, seconds.
-        tolerance_s: i64,
-    },
-}
-
-/// A configured inbound source. The secret comes from a file or the environment.
-#[derive(Debug, Clone)]
-pub struct InboundSource {
-    /// The `{source}` path segment.
-    pub name: String,
-    /// The account whose outbox receives `inbound.received`.
-    pub account_id: String,
-    /// The mode of those events.
-    pub mode: Mode,
-    /// The signature scheme.
-    pub scheme: InboundScheme,
-    /// The shared secret (raw bytes; for Standard Webhooks, the decoded `whsec_`).
-    pub secret: Sensitive<Vec<u8>>,
-}
+pub use crate::config::{InboundScheme, InboundSource};
 
 /// Why an inbound request was refused (recorded; never the request's content).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

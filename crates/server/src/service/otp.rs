@@ -66,6 +66,36 @@ impl From<CreatedOtp> for OtpView {
     }
 }
 
+/// The `object` of an `otp.created` event. Fields in alphabetical order, as the event
+/// JSON has always had them; the delivery worker swaps `sealed_code` for the code
+/// (`crate::service::otp_code`).
+#[derive(serde::Serialize)]
+struct OtpCreatedEvent<'a> {
+    /// The card it is for (null when none).
+    card: Option<&'a str>,
+    /// Unix seconds.
+    expires_at: i64,
+    /// `otp_…`
+    id: &'a str,
+    /// Always `otp`.
+    object: &'static str,
+    /// What it authorises.
+    purpose: &'a str,
+    /// The code sealed under the root key, base64.
+    sealed_code: String,
+}
+
+/// The `object` of a `card.revealed` event, fields in alphabetical order as above.
+#[derive(serde::Serialize)]
+struct CardRevealedEvent<'a> {
+    /// The key that revealed the card.
+    api_key: &'a str,
+    /// The card.
+    id: &'a str,
+    /// Always `card`.
+    object: &'static str,
+}
+
 /// A created OTP, with the code only when it may be shown (test mode).
 pub struct CreatedOtp {
     /// The record.
@@ -194,18 +224,18 @@ pub async fn create(
             let sealed = state
                 .root()
                 .wrap_bytes(code.as_bytes(), &code_context(&record.id))?;
-            let event = state.event(
+            let event = state.event_of(
                 &record.account_id,
                 record.mode,
                 crate::service::events::EventType::OtpCreated,
-                serde_json::json!({
-                    "id": record.id,
-                    "object": "otp",
-                    "purpose": record.purpose,
-                    "card": record.card_id,
-                    "expires_at": secs(record.expires_ms),
-                    "sealed_code": base64::engine::general_purpose::STANDARD.encode(sealed),
-                }),
+                &OtpCreatedEvent {
+                    card: record.card_id.as_deref(),
+                    expires_at: secs(record.expires_ms),
+                    id: &record.id,
+                    object: "otp",
+                    purpose: &record.purpose,
+                    sealed_code: base64::engine::general_purpose::STANDARD.encode(sealed),
+                },
             )?;
             state.store().insert_otp(&record, &[event]).await?;
             Ok(CreatedOtp {
@@ -357,11 +387,15 @@ pub async fn reveal(
     who.require(Scope::CardsReveal)?;
     let card = cards::get(state, who, card_id).await?;
     // The reveal is recorded in the outbox in the same transaction that spends the OTP.
-    let event = state.event(
+    let event = state.event_of(
         &card.account_id,
         card.mode,
         crate::service::events::EventType::CardRevealed,
-        serde_json::json!({"id": card.id, "object": "card", "api_key": who.key_id}),
+        &CardRevealedEvent {
+            api_key: &who.key_id,
+            id: &card.id,
+            object: "card",
+        },
     )?;
     verify(
         state,
@@ -382,4 +416,40 @@ pub async fn reveal(
         }
     };
     Ok((card, clear))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed payloads write the bytes the `json!` maps (sorted keys) wrote.
+    #[test]
+    fn event_payloads_keep_their_json() {
+        for card in [Some("card_1"), None] {
+            let typed = OtpCreatedEvent {
+                card,
+                expires_at: 1_767_000_300,
+                id: "otp_1",
+                object: "otp",
+                purpose: "card.reveal",
+                sealed_code: "AAAA".into(),
+            };
+            let before = serde_json::json!({
+                "id": "otp_1",
+                "object": "otp",
+                "purpose": "card.reveal",
+                "card": card,
+                "expires_at": 1_767_000_300,
+                "sealed_code": "AAAA",
+            });
+            assert_eq!(serde_json::to_string(&typed).unwrap(), before.to_string());
+        }
+        let typed = CardRevealedEvent {
+            api_key: "key_1",
+            id: "card_1",
+            object: "card",
+        };
+        let before = serde_json::json!({"id": "card_1", "object": "card", "api_key": "key_1"});
+        assert_eq!(serde_json::to_string(&typed).unwrap(), before.to_string());
+    }
 }

@@ -110,7 +110,7 @@ mod tests {
 
     #[test]
     fn delivery_body_is_what_value_to_string_gave() {
-        // Stored events as `state.event` writes them, with awkward neighbours of `code`.
+        // Stored events as `state.event_of` writes them, with awkward neighbours of `code`.
         let events = [
             serde_json::json!({
                 "id": "evt_0000019a2b3c4d5e6f7a8b9c0d1e2f30",

@@ -29,35 +29,7 @@ use strongroom_store::{ApiKeyRecord, JwtKeyRecord, Store, TokenStore};
 pub const KEYS_REVOKED_EVENT: crate::service::events::EventType =
     crate::service::events::EventType::AccountKeysRevoked;
 
-/// Settings of bearer tokens (part of [`crate::ServerConfig`]).
-#[derive(Debug, Clone)]
-pub struct TokenConfig {
-    /// Algorithm of newly generated signing keys.
-    pub alg: JwtAlg,
-    /// Lifetime of an access token.
-    pub lifetime: Duration,
-    /// How long a new signing key is published before it signs.
-    pub prepublish: Duration,
-    /// Allowed clock skew for `exp`, `nbf` and `iat`.
-    pub leeway: Duration,
-    /// The `iss` claim.
-    pub issuer: String,
-    /// The `aud` claim.
-    pub audience: String,
-}
-
-impl Default for TokenConfig {
-    fn default() -> Self {
-        Self {
-            alg: JwtAlg::EdDsa,
-            lifetime: Duration::from_secs(3600),
-            prepublish: Duration::from_secs(300),
-            leeway: Duration::from_secs(5),
-            issuer: "strongroom".into(),
-            audience: "strongroom-api".into(),
-        }
-    }
-}
+pub use crate::config::TokenConfig;
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
