@@ -130,6 +130,7 @@ pub struct UpdateAccountBody {
     pub otp_delivery_url: Option<String>,
     /// Per-credential rate limit of this account, requests per minute (the burst
     /// follows); 1–1000000.
+    #[serde(default, deserialize_with = "crate::extract::integer_opt")]
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub rate_limit_per_minute: Option<i64>,
 }
@@ -294,6 +295,7 @@ pub struct RetireBody {
     #[schema(value_type = Purpose)]
     pub purpose: String,
     /// The version to retire.
+    #[serde(deserialize_with = "crate::extract::integer")]
     #[schema(minimum = 1)]
     pub version: i64,
 }

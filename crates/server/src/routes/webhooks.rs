@@ -557,6 +557,7 @@ pub async fn rotate_secret(
 #[serde(deny_unknown_fields)]
 pub struct RecoverBody {
     /// Unix seconds: resend every matching event created since then.
+    #[serde(deserialize_with = "crate::extract::integer")]
     #[schema(minimum = 0, maximum = 253_402_300_799_i64)]
     pub since: i64,
 }

@@ -639,6 +639,38 @@ async fn integers_may_be_written_with_a_zero_fraction() {
     )
     .await
     .assert_error(400, "invalid_parameter");
+    // Every integer of a body, not only those above.
+    let account = format!("/v1/admin/accounts/{}", srv.account);
+    let r = raw_json(
+        &srv,
+        Method::PATCH,
+        &account,
+        &srv.admin_key,
+        r#"{"rate_limit_per_minute": 600.0}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["rate_limit_per_minute"], 600);
+    let retire = format!("{account}/keys/retire");
+    // Version 1 is the writer: refused as in use, so the body was read.
+    raw_json(
+        &srv,
+        Method::POST,
+        &retire,
+        &srv.admin_key,
+        r#"{"purpose": "cards", "version": 1.0}"#,
+    )
+    .await
+    .assert_error(409, "key_in_use");
+    raw_json(
+        &srv,
+        Method::POST,
+        &retire,
+        &srv.admin_key,
+        r#"{"purpose": "cards", "version": 1.5}"#,
+    )
+    .await
+    .assert_error(400, "invalid_request");
 }
 
 #[tokio::test]
