@@ -53,6 +53,7 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
                 "a restricted key must name at least one scope",
             ),
             ("scopes_not_allowed", "only a restricted key names scopes"),
+            CIDR_RULE,
         ],
     ),
     ("post", "/v1/admin/admin_keys", ADMIN_ALLOWLIST_RULES),
@@ -62,6 +63,14 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
         ADMIN_ALLOWLIST_RULES,
     ),
     ("put", "/v1/ip_allowlist", &[CIDR_RULE]),
+    (
+        "post",
+        "/v1/signing_keys",
+        &[(
+            "invalid_parameter",
+            "the PEM's base64 must decode to an Ed25519 SubjectPublicKeyInfo",
+        )],
+    ),
     ("post", "/v1/webhook_endpoints", WEBHOOK_URL_RULES),
     ("patch", "/v1/webhook_endpoints/{id}", WEBHOOK_URL_RULES),
     ("put", "/v1/cards/{id}/pin", PIN_RULES),
@@ -162,6 +171,36 @@ const PIN_RULES: &[(&str, &str)] = &[
     ("pin_too_weak", "the PIN inside must not be easy to guess"),
 ];
 
+/// Request bodies that take exactly one of several optional fields (null counts as
+/// absent): `(schema, [(field, its JSON type)])`. utoipa has no attribute for a struct's
+/// `oneOf`, so it is added here.
+const EXACTLY_ONE_OF: &[(&str, &[(&str, &str)])] = &[(
+    "CreateSigningKeyBody",
+    &[("jwk", "object"), ("pem", "string")],
+)];
+
+/// Adds to each schema of [`EXACTLY_ONE_OF`] a `oneOf` with one branch per field that
+/// requires it and not null: two given match two branches, none matches none.
+fn exactly_one_of(root: &mut Map<String, Value>) {
+    let Some(schemas) = root
+        .get_mut("components")
+        .and_then(|c| c.get_mut("schemas"))
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for (name, fields) in EXACTLY_ONE_OF {
+        let Some(schema) = schemas.get_mut(*name).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let branches: Vec<Value> = fields
+            .iter()
+            .map(|(field, kind)| json!({"required": [field], "properties": {*field: {"type": kind}}}))
+            .collect();
+        schema.insert("oneOf".into(), Value::Array(branches));
+    }
+}
+
 /// What the layers around an operation's handler make it able to answer.
 struct Operation<'a> {
     path: &'a str,
@@ -239,6 +278,7 @@ pub fn complete(doc: &mut Value) {
     let Some(root) = doc.as_object_mut() else {
         return;
     };
+    exactly_one_of(root);
     if let Some(headers) = root
         .entry("components")
         .or_insert_with(|| json!({}))

@@ -380,7 +380,7 @@ pub async fn retire_key(
 /// `otp_signing_secret`; for 24 hours every OTP delivery is signed under both the new
 /// and the previous secret, so the receiver can switch over without losing a code.
 #[utoipa::path(post, path = "/v1/admin/accounts/{id}/otp_signing_secret/rotate", tag = "admin", security(("admin_key" = [])),
-    request_body(content = EmptyBody, description = "Optional"),
+    request_body(content = Option<EmptyBody>, description = "Optional"),
     params(("id" = String, Path, pattern = "^acct_[0-9a-f]{32}$")),
     responses((status = 200, description = "The account with the new `otp_signing_secret`, `otp_signing_secret_version` and `otp_signing_secret_rotation_ends_at`", body = AccountView),
         (status = 400, description = "idempotency_key_invalid, idempotency_not_supported (POST with Idempotency-Key: the response carries a secret), invalid_request, unknown_field", body = ErrorResponse),

@@ -34,9 +34,8 @@ pub struct CreateSigningKeyBody {
 }
 
 /// Register an Ed25519 public key for RFC 9421 request signatures. Its `id` is the
-/// `keyid` to sign with. Rules JSON Schema cannot state: exactly one of `jwk` and `pem`
-/// (`missing_field` for neither, `invalid_parameter` for both); the key must decode to
-/// an Ed25519 public key (`invalid_parameter`).
+/// `keyid` to sign with. Exactly one of `jwk` and `pem` (`missing_field` for neither,
+/// `invalid_parameter` for both).
 #[utoipa::path(post, path = "/v1/signing_keys", tag = "controls", security(("api_key" = [])), request_body = CreateSigningKeyBody,
     responses((status = 201, description = "The key; emits `signing_key.created`", body = SigningKeyView),
         (status = 400, description = "invalid_parameter, missing_field, unknown_field, invalid_request", body = ErrorResponse),

@@ -182,7 +182,7 @@ pub struct RedeliverBody {
 
 /// Send an event again (a new delivery run with the same `webhook-id`).
 #[utoipa::path(post, path = "/v1/events/{id}/redeliver", tag = "events", security(("api_key" = [])),
-    request_body(content = RedeliverBody, description = "Optional"),
+    request_body(content = Option<RedeliverBody>, description = "Optional"),
     params(("id" = String, Path, pattern = "^evt_[0-9a-f]{32}$")),
     responses((status = 200, description = "How many deliveries were queued", body = RedeliveryView),
         (status = 400, description = "idempotency_key_invalid, invalid_request, unknown_field, invalid_parameter", body = ErrorResponse),
