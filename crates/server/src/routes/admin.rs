@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
-use strongroom_core::{IdKind, KeyKind, Mode, Scopes, parse_id};
+use strongroom_core::{IdKind, KeyKind, Mode, Scope, Scopes, parse_id};
 use strongroom_store::{ControlStore, KeyPurpose, RetireOutcome, VaultStore};
 use utoipa::ToSchema;
 
@@ -189,7 +189,8 @@ pub struct CreateKeyBody {
     #[schema(value_type = crate::service::ModeName)]
     pub mode: String,
     /// Restricted keys only: `cards:write`, `cards:read`, `cards:reveal`, `cards:delete`,
-    /// `pins:write`, `pins:verify` and the other scope names.
+    /// `pins:write`, `pins:verify` and the other scope names; at most 12 (as many as there
+    /// are scopes).
     #[schema(value_type = Option<Vec<crate::service::accounts::ScopeName>>, max_items = 12)]
     pub scopes: Option<Vec<String>>,
     /// CIDRs this key may be used from (at most 100); absent or empty: anywhere the
@@ -217,6 +218,10 @@ pub async fn create_key(
     parse_id(IdKind::Account, &id)?;
     let kind = KeyKind::parse(&body.kind).ok_or(codes::INVALID_PARAMETER)?;
     let mode = Mode::parse(&body.mode).ok_or(codes::INVALID_PARAMETER)?;
+    // The schema's maxItems: a longer list can only repeat a scope.
+    if body.scopes.as_ref().is_some_and(|s| s.len() > Scope::ALL.len()) {
+        return Err(codes::INVALID_PARAMETER);
+    }
     let scopes = body
         .scopes
         .as_ref()

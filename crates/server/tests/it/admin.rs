@@ -104,6 +104,14 @@ async fn accounts_and_keys_lifecycle() {
     )
     .await
     .assert_error(400, "scopes_not_allowed");
+    // More names than there are scopes (the schema's maxItems).
+    srv.post(
+        &path,
+        &srv.admin_key,
+        json!({"kind": "restricted", "mode": "test", "scopes": vec!["cards:read"; 13]}),
+    )
+    .await
+    .assert_error(400, "invalid_parameter");
     srv.post(
         &path,
         &srv.admin_key,
