@@ -1,13 +1,14 @@
 //! The request-context middleware, outermost on every route: gives each request an id,
 //! renders every error (ours, the framework's, timeouts, panics) as the one JSON shape,
 //! sets the security headers (and `WWW-Authenticate` on a 401), and writes the access log
-//! with the route template only.
+//! with the route template only. Outside it, [`drain_unread`] reads what is left of a
+//! request body nothing read, so that an early refusal reaches the client.
 
 use crate::audit;
 use crate::error::{ApiError, ErrorBody, codes, render};
 use crate::gateway::client_ip::{ClientIp, client_ip};
 use crate::state::AppState;
-use axum::body::Body;
+use axum::body::{Body, HttpBody as _};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -216,4 +217,95 @@ fn framework_error(res: &Response) -> Option<ApiError> {
         503 => codes::SERVICE_UNAVAILABLE,
         _ => codes::INTERNAL,
     })
+}
+
+/// How much of a request body left unread [`drain_unread`] still reads, and for how long.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Outside everything: reads and drops what is left of a request body that nothing read
+/// (a request refused before its body: 401, 404, 413, 415, 429, ...), up to
+/// [`DRAIN_LIMIT`] and [`DRAIN_TIME`], while the answer goes out. Otherwise the
+/// connection is closed with the client's bytes unread, the kernel answers them with a
+/// reset, and the client may lose the answer with it (HTTP/1.1), or the stream is reset
+/// while the client still sends (HTTP/2). A request without a body passes untouched.
+pub async fn drain_unread(req: Request, next: Next) -> Response {
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let req = req.map(|inner| {
+        Body::new(Returned {
+            inner: Some(inner),
+            slot: slot.clone(),
+        })
+    });
+    let res = next.run(req).await;
+    let left = slot.lock().ok().and_then(|mut s| s.take());
+    if let Some(body) = left {
+        // Beside the answer, not before it: the connection writes the answer while it
+        // still feeds this body, and a client that stalls delays nothing.
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(DRAIN_TIME, discard(body)).await;
+        });
+    }
+    res
+}
+
+/// Reads `body` to its end or to [`DRAIN_LIMIT`] bytes, keeping nothing.
+async fn discard(body: Body) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut read = 0usize;
+    while let Some(Ok(chunk)) = stream.next().await {
+        read = read.saturating_add(chunk.len());
+        if read > DRAIN_LIMIT {
+            break;
+        }
+    }
+}
+
+/// A request body that puts itself back in `slot` when dropped before its end, so that
+/// [`drain_unread`] can finish reading it.
+struct Returned {
+    inner: Option<Body>,
+    slot: std::sync::Arc<std::sync::Mutex<Option<Body>>>,
+}
+
+impl hyper::body::Body for Returned {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match self.inner.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_none_or(hyper::body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner
+            .as_ref()
+            .map(hyper::body::Body::size_hint)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        if let Some(b) = self.inner.take().filter(|b| !b.is_end_stream())
+            && let Ok(mut s) = self.slot.lock()
+        {
+            *s = Some(b);
+        }
+    }
 }

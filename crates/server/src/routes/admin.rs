@@ -219,7 +219,11 @@ pub async fn create_key(
     let kind = KeyKind::parse(&body.kind).ok_or(codes::INVALID_PARAMETER)?;
     let mode = Mode::parse(&body.mode).ok_or(codes::INVALID_PARAMETER)?;
     // The schema's maxItems: a longer list can only repeat a scope.
-    if body.scopes.as_ref().is_some_and(|s| s.len() > Scope::ALL.len()) {
+    if body
+        .scopes
+        .as_ref()
+        .is_some_and(|s| s.len() > Scope::ALL.len())
+    {
         return Err(codes::INVALID_PARAMETER);
     }
     let scopes = body
