@@ -1,8 +1,8 @@
 //! The request-context middleware, outermost on every route: gives each request an id,
 //! renders every error (ours, the framework's, timeouts, panics) as the one JSON shape,
 //! sets the security headers (and `WWW-Authenticate` on a 401), and writes the access log
-//! with the route template only. Outside it, [`drain_unread`] reads what is left of a
-//! request body nothing read, so that an early refusal reaches the client.
+//! with the route template only; and reads what is left of a request body nothing read
+//! ([`drain_unread`]), so that an early refusal reaches the client.
 
 use crate::audit;
 use crate::error::{ApiError, ErrorBody, codes, render};
@@ -66,8 +66,10 @@ pub async fn request_context(
     };
     req.extensions_mut().insert(audit::RequestAudit(template));
     let scope = audit::request_scope();
+    let (req, unread) = watch_body(req);
 
     let mut res = scope.run(next.run(req)).await;
+    drain_unread(unread);
 
     let mut error = res
         .extensions_mut()
@@ -223,15 +225,15 @@ fn framework_error(res: &Response) -> Option<ApiError> {
 const DRAIN_LIMIT: usize = 1024 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Outside everything: reads and drops what is left of a request body that nothing read
-/// (a request refused before its body: 401, 404, 413, 415, 429, ...), up to
-/// [`DRAIN_LIMIT`] and [`DRAIN_TIME`], while the answer goes out. Otherwise the
-/// connection is closed with the client's bytes unread, the kernel answers them with a
-/// reset, and the client may lose the answer with it (HTTP/1.1), or the stream is reset
-/// while the client still sends (HTTP/2). A request without a body passes untouched.
-pub async fn drain_unread(req: Request, next: Next) -> Response {
+/// Where a request body that nothing read to its end comes back; `None` for a request
+/// without a body, which passes untouched.
+type Unread = Option<std::sync::Arc<std::sync::Mutex<Option<Body>>>>;
+
+/// Wraps the request's body so that it comes back to [`drain_unread`] if whoever takes
+/// it drops it unfinished.
+fn watch_body(req: Request) -> (Request, Unread) {
     if req.body().is_end_stream() {
-        return next.run(req).await;
+        return (req, None);
     }
     let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
     let req = req.map(|inner| {
@@ -240,8 +242,17 @@ pub async fn drain_unread(req: Request, next: Next) -> Response {
             slot: slot.clone(),
         })
     });
-    let res = next.run(req).await;
-    let left = slot.lock().ok().and_then(|mut s| s.take());
+    (req, Some(slot))
+}
+
+/// Reads and drops what is left of a request body that nothing read (a request refused
+/// before its body: 401, 404, 413, 415, 429, ...), up to [`DRAIN_LIMIT`] and
+/// [`DRAIN_TIME`], beside the answer. Otherwise the connection is closed with the
+/// client's bytes unread, the kernel answers them with a reset, and the client may lose
+/// the answer with it (HTTP/1.1), or the stream is reset while the client still sends
+/// (HTTP/2).
+fn drain_unread(unread: Unread) {
+    let left = unread.and_then(|slot| slot.lock().ok().and_then(|mut s| s.take()));
     if let Some(body) = left {
         // Beside the answer, not before it: the connection writes the answer while it
         // still feeds this body, and a client that stalls delays nothing.
@@ -249,7 +260,6 @@ pub async fn drain_unread(req: Request, next: Next) -> Response {
             let _ = tokio::time::timeout(DRAIN_TIME, discard(body)).await;
         });
     }
-    res
 }
 
 /// Reads `body` to its end or to [`DRAIN_LIMIT`] bytes, keeping nothing.

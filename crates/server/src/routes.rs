@@ -169,6 +169,5 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             request_context,
         ))
-        .layer(axum::middleware::from_fn(crate::middleware::drain_unread))
         .with_state(state)
 }

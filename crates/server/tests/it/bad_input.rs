@@ -320,7 +320,7 @@ fn stalled_upload(port: u16, head: &str, sent: usize) -> String {
 #[tokio::test]
 async fn an_early_refusal_reaches_a_client_still_sending() {
     // Refused before its body is read (a declared body over the limit, no credential):
-    // the server reads the rest of the body beside the answer (middleware::drain_unread).
+    // the server reads the rest of the body beside the answer (`middleware::drain_unread`).
     // Without that, some clients lose the answer to a reset (curl over HTTP/2, Python
     // `requests` over HTTP/1.1); reqwest does not, so this checks that the answers still
     // come, each one, and promptly.
