@@ -95,6 +95,12 @@ pub fn event(action: &str, resource: &str, outcome: &str, code: &str) {
     scope.event(rec);
 }
 
+/// The stable code a refused or failed service call is recorded with (the code its
+/// response carries).
+pub fn code_of(e: &crate::service::ServiceError) -> &'static str {
+    crate::error::code_of(e)
+}
+
 /// The action a route stands for.
 pub fn action_for(method: &str, route: &str) -> String {
     let named = match (method, route) {

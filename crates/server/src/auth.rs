@@ -6,6 +6,7 @@
 //! the extractors here only read its answer.
 
 use crate::error::{ApiError, ApiResult, codes};
+use crate::service::ServiceError;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -38,11 +39,11 @@ pub struct Principal {
 
 impl Principal {
     /// Refuses with `permission_denied` unless the key carries `scope`.
-    pub fn require(&self, scope: Scope) -> ApiResult<()> {
+    pub fn require(&self, scope: Scope) -> crate::service::Result<()> {
         if self.scopes.contains(scope) {
             Ok(())
         } else {
-            Err(codes::PERMISSION_DENIED)
+            Err(ServiceError::PermissionDenied)
         }
     }
 
@@ -72,7 +73,7 @@ impl Principal {
     /// The scopes a token issued to this credential carries: all it holds, or the
     /// requested subset. Refuses an empty request, or one beyond what it holds, with
     /// `invalid_scope`.
-    pub fn token_scopes(&self, requested: Option<Scopes>) -> ApiResult<Scopes> {
+    pub fn token_scopes(&self, requested: Option<Scopes>) -> crate::service::Result<Scopes> {
         let Some(r) = requested else {
             return Ok(self.scopes);
         };
@@ -80,7 +81,7 @@ impl Principal {
             .into_iter()
             .all(|s| !r.contains(s) || self.scopes.contains(s));
         if r.is_empty() || !within {
-            return Err(codes::INVALID_SCOPE);
+            return Err(ServiceError::InvalidScope);
         }
         Ok(r)
     }

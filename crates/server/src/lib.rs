@@ -140,7 +140,7 @@ pub async fn start_with_clock(
         .tokens()
         .ensure_keys()
         .await
-        .map_err(|e| StartError::Keys(e.message))?;
+        .map_err(|e| StartError::Keys(ApiError::from(e).message))?;
     service::rewrap::spawn(state.clone());
     service::webhooks::spawn(state.clone());
     let app = routes::router(state.clone());

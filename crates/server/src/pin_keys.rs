@@ -1,7 +1,7 @@
 //! The PIN transport keys, unwrapped and cached: built from the store, the root key, the
 //! clock and two durations, and used by the PIN service through `AppState`.
 
-use crate::error::{ApiResult, codes};
+use crate::service::{Result, ServiceError};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -90,7 +90,7 @@ impl PinKeys {
         }
     }
 
-    async fn load(&self) -> ApiResult<Arc<Loaded>> {
+    async fn load(&self) -> Result<Arc<Loaded>> {
         let records = self.store.pin_transport_keys().await?;
         let mut keys = Vec::with_capacity(records.len());
         for r in records {
@@ -110,7 +110,7 @@ impl PinKeys {
         Ok(loaded)
     }
 
-    async fn cached(&self) -> ApiResult<Arc<Loaded>> {
+    async fn cached(&self) -> Result<Arc<Loaded>> {
         let ttl = millis(self.ttl);
         let hit = self
             .keys
@@ -126,7 +126,7 @@ impl PinKeys {
 
     /// Makes a new transport key the current one; older keys decrypt for the grace
     /// period. Returns its kid and the key.
-    pub async fn rotate(&self) -> ApiResult<(String, Arc<TransportKey>)> {
+    pub async fn rotate(&self) -> Result<(String, Arc<TransportKey>)> {
         let (key, der) = TransportKey::generate()?;
         let now = self.clock.now_ms();
         let kid = format!(
@@ -149,7 +149,7 @@ impl PinKeys {
     }
 
     /// The current transport key and its kid, made on first use.
-    pub async fn current(&self) -> ApiResult<(String, Arc<TransportKey>)> {
+    pub async fn current(&self) -> Result<(String, Arc<TransportKey>)> {
         let now = self.clock.now_ms();
         let loaded = self.cached().await?;
         match loaded
@@ -165,7 +165,7 @@ impl PinKeys {
     }
 
     /// The usable key named `kid`; `PIN_PAYLOAD_INVALID` if there is none.
-    pub async fn key(&self, kid: &str) -> ApiResult<Arc<TransportKey>> {
+    pub async fn key(&self, kid: &str) -> Result<Arc<TransportKey>> {
         let now = self.clock.now_ms();
         let find = |l: Arc<Loaded>| {
             l.keys
@@ -182,7 +182,7 @@ impl PinKeys {
         };
         match found {
             Some((true, k)) => Ok(k),
-            _ => Err(codes::PIN_PAYLOAD_INVALID),
+            _ => Err(ServiceError::PinPayloadInvalid),
         }
     }
 }

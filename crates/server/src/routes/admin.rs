@@ -9,7 +9,7 @@ use crate::service::accounts::{
     ADMIN_KIND, AccountView, AdminKeyView, ApiKeyView, NewApiKeyView, NewKeyKind,
 };
 use crate::service::data_keys::{self, DataKeysView, Purpose};
-use crate::service::{List, otp};
+use crate::service::{List, ServiceError, otp};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -48,7 +48,7 @@ fn check_name(name: &str) -> ApiResult<()> {
 /// credentials), and its deliveries the same checks again at send time: live-mode OTP
 /// codes are what it receives. Returns the URL as it will be stored.
 async fn check_url(state: &AppState, url: &str) -> ApiResult<String> {
-    crate::service::webhooks::check_url(state, Mode::Live, url).await
+    Ok(crate::service::webhooks::check_url(state, Mode::Live, url).await?)
 }
 
 /// The account's view with, when an OTP delivery URL is set, the secret OTP deliveries
@@ -489,7 +489,7 @@ pub async fn revoke_admin_key(
     // writer's transaction (so two racing revocations cannot both pass); the key exists,
     // so a refusal here is that.
     let revoked = match accounts.revoke_key(None, &key_id).await {
-        Err(e) if e.code == codes::NOT_FOUND.code => return Err(codes::LAST_ADMIN_KEY),
+        Err(ServiceError::NotFound) => return Err(codes::LAST_ADMIN_KEY),
         other => other?,
     };
     Ok(Json(accounts.admin_key_view(&revoked).await?))

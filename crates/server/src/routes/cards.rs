@@ -257,7 +257,7 @@ fn reveal_body(
     };
     // Room for the usual body, so the buffer never has to grow.
     let capacity = 160 + id.len() + clear.number.len() + name.map_or(0, str::len) * 6;
-    crate::secret_body::to_zeroizing_json(&body, capacity)
+    Ok(crate::secret_body::to_zeroizing_json(&body, capacity)?)
 }
 
 /// Reveal a card's number (needs `cards:reveal` and a `card.reveal` OTP).

@@ -103,7 +103,7 @@ pub async fn list_events(
     let data = rows
         .iter()
         .map(|e| EventView::from_stored(&e.data))
-        .collect::<ApiResult<Vec<_>>>()?;
+        .collect::<crate::service::Result<Vec<_>>>()?;
     Ok(Json(List::page(data, has_more)))
 }
 
@@ -363,7 +363,7 @@ pub async fn list_endpoints(
     let data = eps
         .iter()
         .map(|e| EndpointView::new(&state, e))
-        .collect::<ApiResult<Vec<_>>>()?;
+        .collect::<crate::service::Result<Vec<_>>>()?;
     Ok(Json(List::page(data, has_more)))
 }
 

@@ -2,14 +2,14 @@
 //! (through a bounded cache), and the views the admin API shows of them.
 
 use crate::cache::CacheSync;
-use crate::error::{ApiResult, codes};
 use crate::keyring::Keyring;
 use crate::service::events::EventType;
 use crate::service::tokens::{ApiKeyCache, Tokens};
 use crate::service::{ModeName, object_name, secs};
+use crate::service::{Result, ServiceError};
 use serde::Serialize;
 use std::sync::Arc;
-use strongroom_core::{Clock, IdKind, KeyKind, Mode, Scopes, Sensitive};
+use strongroom_core::{Clock, DomainError, IdKind, KeyKind, Mode, Scopes, Sensitive};
 use strongroom_crypto::{RootKey, random};
 use strongroom_store::{AccountRecord, ApiKeyRecord, ControlStore, Store, VaultStore};
 use utoipa::ToSchema;
@@ -54,15 +54,18 @@ pub struct Accounts<'a> {
 }
 
 impl Accounts<'_> {
-    fn new_id(&self, kind: IdKind) -> ApiResult<String> {
+    fn new_id(&self, kind: IdKind) -> Result<String> {
         crate::events::new_id(self.clock, kind)
     }
 
     /// The account, after checking the id's shape (a malformed id is refused as
     /// [`strongroom_core::parse_id`] refuses it; an unknown one is `not_found`).
-    pub async fn get(&self, id: &str) -> ApiResult<AccountRecord> {
+    pub async fn get(&self, id: &str) -> Result<AccountRecord> {
         strongroom_core::parse_id(IdKind::Account, id)?;
-        self.store.get_account(id).await?.ok_or(codes::NOT_FOUND)
+        self.store
+            .get_account(id)
+            .await?
+            .ok_or(ServiceError::NotFound)
     }
 
     /// Creates an account and its first data keys.
@@ -70,7 +73,7 @@ impl Accounts<'_> {
         &self,
         name: &str,
         otp_delivery_url: Option<String>,
-    ) -> ApiResult<AccountRecord> {
+    ) -> Result<AccountRecord> {
         let account = AccountRecord {
             id: self.new_id(IdKind::Account)?,
             name: name.to_owned(),
@@ -93,7 +96,7 @@ impl Accounts<'_> {
         kind: NewKeyKind,
         mode: Mode,
         scopes: Option<Scopes>,
-    ) -> ApiResult<IssuedKey> {
+    ) -> Result<IssuedKey> {
         let (prefix, scopes, kind_name, mode) = match kind {
             NewKeyKind::Account(k) => {
                 let scopes = k.effective_scopes(scopes)?;
@@ -101,7 +104,7 @@ impl Accounts<'_> {
             }
             NewKeyKind::Admin => {
                 if scopes.is_some() {
-                    return Err(codes::SCOPES_NOT_ALLOWED);
+                    return Err(DomainError::ScopesNotAllowed.into());
                 }
                 (ADMIN_PREFIX, String::new(), ADMIN_KIND, Mode::Live)
             }
@@ -110,7 +113,7 @@ impl Accounts<'_> {
             self.store
                 .get_account(acct)
                 .await?
-                .ok_or(codes::NOT_FOUND)?;
+                .ok_or(ServiceError::NotFound)?;
         }
         let body = random::base62(40)?;
         let secret = Sensitive::new(format!("{prefix}{}", body.as_str()));
@@ -147,17 +150,13 @@ impl Accounts<'_> {
     }
 
     /// Revokes a key; effective on the next request.
-    pub async fn revoke_key(
-        &self,
-        account_id: Option<&str>,
-        key_id: &str,
-    ) -> ApiResult<ApiKeyRecord> {
+    pub async fn revoke_key(&self, account_id: Option<&str>, key_id: &str) -> Result<ApiKeyRecord> {
         let now = self.clock.now_ms();
         let existing = self.store.list_api_keys(account_id).await?;
         let key = existing
             .iter()
             .find(|k| k.id == key_id)
-            .ok_or(codes::NOT_FOUND)?;
+            .ok_or(ServiceError::NotFound)?;
         let events = match account_id {
             Some(acct) => vec![crate::events::event_of(
                 self.clock,
@@ -175,7 +174,7 @@ impl Accounts<'_> {
                 .await
         })
         .await?
-        .ok_or(codes::NOT_FOUND)?;
+        .ok_or(ServiceError::NotFound)?;
         if let Ok(d) = <[u8; 32]>::try_from(revoked.digest.as_slice()) {
             self.keys.forget(self.sync, &d);
         }
@@ -189,7 +188,7 @@ impl Accounts<'_> {
     pub async fn lookup_key(
         &self,
         secret: &str,
-    ) -> ApiResult<Option<(Arc<ApiKeyRecord>, Option<crate::gateway::Prefetched>)>> {
+    ) -> Result<Option<(Arc<ApiKeyRecord>, Option<crate::gateway::Prefetched>)>> {
         let digest = self.root.digest(API_KEY_DIGEST, secret.as_bytes());
         let now = self.clock.now_ms();
         let (cache, sync) = (self.keys, self.sync);
@@ -215,18 +214,18 @@ impl Accounts<'_> {
     }
 
     /// The admin key `key_id`, or `not_found` (an account key is not an admin key).
-    pub async fn admin_key(&self, key_id: &str) -> ApiResult<ApiKeyRecord> {
+    pub async fn admin_key(&self, key_id: &str) -> Result<ApiKeyRecord> {
         strongroom_core::parse_id(IdKind::ApiKey, key_id)?;
         self.store
             .list_api_keys(None)
             .await?
             .into_iter()
             .find(|k| k.id == key_id && k.kind == ADMIN_KIND)
-            .ok_or(codes::NOT_FOUND)
+            .ok_or(ServiceError::NotFound)
     }
 
     /// The view of an admin key, with its allowlist read from the store.
-    pub async fn admin_key_view(&self, key: &ApiKeyRecord) -> ApiResult<AdminKeyView> {
+    pub async fn admin_key_view(&self, key: &ApiKeyRecord) -> Result<AdminKeyView> {
         let list = self.store.key_ip_allowlist(&key.id).await?;
         Ok(AdminKeyView {
             key: ApiKeyView::from(key),
@@ -236,7 +235,7 @@ impl Accounts<'_> {
 
     /// The account's view, its per-credential rate limit read from its controls
     /// (without the OTP signing secret, which the admin routes add where they show it).
-    pub async fn view(&self, acct: &AccountRecord) -> ApiResult<AccountView> {
+    pub async fn view(&self, acct: &AccountRecord) -> Result<AccountView> {
         let rate = self
             .store
             .account_controls(&acct.id)
