@@ -24,7 +24,7 @@ async fn account_settings_and_key_allowlists(store: Store) {
         rate_limit_per_minute: Some(250),
         updated_ms: T0,
     };
-    store.set_account_controls(&c).await.unwrap();
+    store.unaudited().set_account_controls(&c).await.unwrap();
     assert_eq!(store.account_controls(&a).await.unwrap(), c);
     let c2 = AccountControls {
         ip_allowlist: vec![],
@@ -32,11 +32,12 @@ async fn account_settings_and_key_allowlists(store: Store) {
         updated_ms: T0 + 1,
         ..c
     };
-    store.set_account_controls(&c2).await.unwrap();
+    store.unaudited().set_account_controls(&c2).await.unwrap();
     assert_eq!(store.account_controls(&a).await.unwrap(), c2);
     // An unknown account cannot get settings (foreign key).
     assert!(
         store
+            .unaudited()
             .set_account_controls(&AccountControls::defaults("acct_missing"))
             .await
             .is_err()
@@ -56,16 +57,19 @@ async fn account_settings_and_key_allowlists(store: Store) {
         u
     };
     let got = store
+        .unaudited()
         .update_account_controls(&u(&|u| u.rate_limit_per_minute = Some(30)))
         .await
         .unwrap();
     assert_eq!(got.rate_limit_per_minute, Some(30));
     assert!(!got.require_signed_requests && got.ip_allowlist.is_empty());
     store
+        .unaudited()
         .update_account_controls(&u(&|u| u.ip_allowlist = Some(vec!["192.0.2.0/24".into()])))
         .await
         .unwrap();
     let got = store
+        .unaudited()
         .update_account_controls(&u(&|u| u.require_signed_requests = Some(true)))
         .await
         .unwrap();
@@ -94,6 +98,7 @@ async fn signing_keys_and_nonces(store: Store) {
     };
     assert!(
         store
+            .unaudited()
             .insert_signing_key(
                 &k,
                 Some(1),
@@ -107,7 +112,13 @@ async fn signing_keys_and_nonces(store: Store) {
         id: "sigk_2".into(),
         ..k.clone()
     };
-    assert!(!store.insert_signing_key(&k2, Some(1), &[]).await.unwrap());
+    assert!(
+        !store
+            .unaudited()
+            .insert_signing_key(&k2, Some(1), &[])
+            .await
+            .unwrap()
+    );
     assert_eq!(store.signing_key(&a, &k.id).await.unwrap(), Some(k.clone()));
     assert_eq!(store.signing_key("acct_other", &k.id).await.unwrap(), None);
     assert_eq!(
@@ -122,6 +133,7 @@ async fn signing_keys_and_nonces(store: Store) {
             .is_empty()
     );
     let revoked = store
+        .unaudited()
         .revoke_signing_key(&a, &k.id, T0 + 5, &[])
         .await
         .unwrap()
@@ -129,19 +141,27 @@ async fn signing_keys_and_nonces(store: Store) {
     assert_eq!(revoked.revoked_ms, Some(T0 + 5));
     // A second revocation keeps the first time; an unknown key is None.
     let again = store
+        .unaudited()
         .revoke_signing_key(&a, &k.id, T0 + 9, &[])
         .await
         .unwrap();
     assert_eq!(again.unwrap().revoked_ms, Some(T0 + 5));
     assert!(
         store
+            .unaudited()
             .revoke_signing_key(&a, "sigk_no", T0, &[])
             .await
             .unwrap()
             .is_none()
     );
     // A revoked key no longer counts against the cap; the listing pages after a cursor.
-    assert!(store.insert_signing_key(&k2, Some(1), &[]).await.unwrap());
+    assert!(
+        store
+            .unaudited()
+            .insert_signing_key(&k2, Some(1), &[])
+            .await
+            .unwrap()
+    );
     let page = store.list_signing_keys(&a, Some(&k.id), 10).await.unwrap();
     assert_eq!(page, vec![k2.clone()]);
     assert_eq!(store.list_signing_keys(&a, None, 1).await.unwrap().len(), 1);
@@ -149,24 +169,28 @@ async fn signing_keys_and_nonces(store: Store) {
     // A nonce is usable once until it expires, then again.
     assert!(
         store
+            .unaudited()
             .use_nonce(&k.id, "n1", T0, T0 + 100, false)
             .await
             .unwrap()
     );
     assert!(
         !store
+            .unaudited()
             .use_nonce(&k.id, "n1", T0 + 50, T0 + 150, false)
             .await
             .unwrap()
     );
     assert!(
         store
+            .unaudited()
             .use_nonce("sigk_other", "n1", T0, T0 + 100, false)
             .await
             .unwrap()
     );
     assert!(
         store
+            .unaudited()
             .use_nonce(&k.id, "n1", T0 + 100, T0 + 200, true)
             .await
             .unwrap()
@@ -189,12 +213,17 @@ store_test!(idempotency_records);
 async fn idempotency_records(store: Store) {
     let s = "acct_1:test";
     assert_eq!(
-        store.idempotency_begin(&claim("k", 1, T0)).await.unwrap(),
+        store
+            .unaudited()
+            .idempotency_begin(&claim("k", 1, T0))
+            .await
+            .unwrap(),
         IdempotencyBegin::Started
     );
     // In progress: the record without a response.
     assert_eq!(
         store
+            .unaudited()
             .idempotency_begin(&claim("k", 2, T0 + 10))
             .await
             .unwrap(),
@@ -204,11 +233,13 @@ async fn idempotency_records(store: Store) {
         })
     );
     store
+        .unaudited()
         .idempotency_finish(s, "k", 201, b"sealed")
         .await
         .unwrap();
     assert_eq!(
         store
+            .unaudited()
             .idempotency_begin(&claim("k", 1, T0 + 20))
             .await
             .unwrap(),
@@ -220,15 +251,17 @@ async fn idempotency_records(store: Store) {
     // Expired: claimable again.
     assert_eq!(
         store
+            .unaudited()
             .idempotency_begin(&claim("k", 3, T0 + 1_000))
             .await
             .unwrap(),
         IdempotencyBegin::Started
     );
     // Abort releases an in-progress claim.
-    store.idempotency_abort(s, "k").await.unwrap();
+    store.unaudited().idempotency_abort(s, "k").await.unwrap();
     assert_eq!(
         store
+            .unaudited()
             .idempotency_begin(&claim("k", 4, T0 + 1_001))
             .await
             .unwrap(),
@@ -237,6 +270,7 @@ async fn idempotency_records(store: Store) {
     // A claim abandoned for longer than the stale limit is taken over.
     assert_eq!(
         store
+            .unaudited()
             .idempotency_begin(&claim("k", 5, T0 + 1_200))
             .await
             .unwrap(),
@@ -245,6 +279,7 @@ async fn idempotency_records(store: Store) {
     // The sweep removes expired records of other keys too.
     assert_eq!(
         store
+            .unaudited()
             .idempotency_begin(&claim("other", 1, T0 + 1_300))
             .await
             .unwrap(),
@@ -253,7 +288,7 @@ async fn idempotency_records(store: Store) {
     let mut sweep = claim("third", 1, T0 + 9_000);
     sweep.purge_expired = true;
     assert_eq!(
-        store.idempotency_begin(&sweep).await.unwrap(),
+        store.unaudited().idempotency_begin(&sweep).await.unwrap(),
         IdempotencyBegin::Started
     );
 
@@ -264,6 +299,7 @@ async fn idempotency_records(store: Store) {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             store
+                .unaudited()
                 .idempotency_begin(&claim("race", 7, T0 + 20_000))
                 .await
                 .unwrap()

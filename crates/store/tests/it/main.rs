@@ -28,7 +28,7 @@ use sqlx::Connection;
 use strongroom_core::{IdKind, new_id};
 use strongroom_store::{
     AccountRecord, CardRecord, DataKeyRecord, EventRecord, KeyPurpose, KeyState, Mode, Store,
-    StoreConfig, VaultStore,
+    StoreConfig,
 };
 
 pub const T0: i64 = 1_700_000_000_000;
@@ -143,7 +143,11 @@ pub async fn account(store: &Store) -> String {
         data_key(&acct.id, KeyPurpose::Fingerprint, 1),
     ];
     let events = [event(&acct.id, Mode::Live, "account.created", T0)];
-    store.create_account(&acct, &keys, &events).await.unwrap();
+    store
+        .unaudited()
+        .create_account(&acct, &keys, &events)
+        .await
+        .unwrap();
     acct.id
 }
 

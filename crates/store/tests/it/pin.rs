@@ -36,7 +36,7 @@ async fn otp(store: &Store, account: &str, card: &str, purpose: &str) -> SpendOt
         attempts: 0,
         used_ms: None,
     };
-    store.insert_otp(&o, &[]).await.unwrap();
+    store.unaudited().insert_otp(&o, &[]).await.unwrap();
     SpendOtp {
         id: o.id,
         purpose: purpose.to_owned(),
@@ -64,7 +64,7 @@ async fn pin_events(store: &Store, account: &str) -> Vec<String> {
 
 async fn new_card(store: &Store, a: &str) -> String {
     let c = card(a, Mode::Test, T0, &fp(1));
-    match store.insert_card(&c, &[], &[]).await.unwrap() {
+    match store.unaudited().insert_card(&c, &[], &[]).await.unwrap() {
         InsertCard::Created(c) => c.id,
         InsertCard::Existing(_) => panic!("fresh fingerprint"),
     }
@@ -85,6 +85,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
     };
     assert_eq!(
         store
+            .unaudited()
             .set_pin(&p, SetKind::Initial, &wrong, &[ev("pin.set")], None)
             .await
             .unwrap(),
@@ -95,6 +96,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
     let o = otp(&store, &a, &c, "pin.set").await;
     assert_eq!(
         store
+            .unaudited()
             .set_pin(&p, SetKind::Initial, &o, &[ev("pin.set")], None)
             .await
             .unwrap(),
@@ -107,6 +109,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
     let o2 = otp(&store, &a, &c, "pin.set").await;
     assert_eq!(
         store
+            .unaudited()
             .set_pin(&p, SetKind::Initial, &o2, &[], None)
             .await
             .unwrap(),
@@ -122,6 +125,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
         let locked = ev("pin.locked");
         tasks.push(tokio::spawn(async move {
             store
+                .unaudited()
                 .record_pin_attempt(&seen, false, 3, &failed, Some(&locked))
                 .await
                 .unwrap()
@@ -151,6 +155,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
     // Locked: even a success is refused, and a first-set too.
     assert_eq!(
         store
+            .unaudited()
             .record_pin_attempt(&got, true, 3, &[], None)
             .await
             .unwrap(),
@@ -165,6 +170,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
     let unlocked: EventRecord = ev("pin.unlocked");
     assert_eq!(
         store
+            .unaudited()
             .set_pin(
                 &pin(&c, &a, 2),
                 SetKind::Reset,
@@ -183,6 +189,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
     // The stale view (old block) can no longer be counted against.
     assert_eq!(
         store
+            .unaudited()
             .record_pin_attempt(&got, false, 3, &[], None)
             .await
             .unwrap(),
@@ -206,12 +213,14 @@ async fn set_and_lockout_under_concurrency(store: Store) {
     let next = pin(&c, &a, 3);
     assert!(matches!(
         store
+            .unaudited()
             .change_pin(&got, &next, &ch, &[ev("pin.changed")])
             .await,
         Err(strongroom_store::StoreError::Conflict(_))
     ));
     assert_eq!(
         store
+            .unaudited()
             .change_pin(&now, &next, &ch, &[ev("pin.changed")])
             .await
             .unwrap(),
@@ -230,6 +239,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
     // Operator unlock: only a locked PIN is announced.
     assert_eq!(
         store
+            .unaudited()
             .unlock_pin(&a, Mode::Test, &c, T0 + 5, &[ev("pin.unlocked")])
             .await
             .unwrap(),
@@ -241,6 +251,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
     );
     assert_eq!(
         store
+            .unaudited()
             .unlock_pin(&a, Mode::Test, "card_none", T0 + 5, &[])
             .await
             .unwrap(),
@@ -248,7 +259,13 @@ async fn set_and_lockout_under_concurrency(store: Store) {
     );
 
     // Deleting the card deletes its PIN.
-    assert!(store.delete_card(&a, Mode::Test, &c, &[]).await.unwrap());
+    assert!(
+        store
+            .unaudited()
+            .delete_card(&a, Mode::Test, &c, &[])
+            .await
+            .unwrap()
+    );
     assert_eq!(store.get_pin(&a, Mode::Test, &c).await.unwrap(), None);
     assert_eq!(store.pin_owner(&c).await.unwrap(), None);
 }
@@ -262,6 +279,7 @@ async fn jtis_and_settings_and_transport_keys(store: Store) {
         let (store, a) = (store.clone(), a.clone());
         tasks.push(tokio::spawn(async move {
             store
+                .unaudited()
                 .spend_pin_jti(&a, "jti-1", T0 + 1000, T0)
                 .await
                 .unwrap()
@@ -275,6 +293,7 @@ async fn jtis_and_settings_and_transport_keys(store: Store) {
     // Per account.
     assert!(
         store
+            .unaudited()
             .spend_pin_jti("acct_b", "jti-1", T0 + 1000, T0)
             .await
             .unwrap()
@@ -282,14 +301,15 @@ async fn jtis_and_settings_and_transport_keys(store: Store) {
     // Expired ids are purged (the payload would be refused as stale by then anyway).
     assert!(
         store
+            .unaudited()
             .spend_pin_jti(&a, "jti-1", T0 + 5000, T0 + 2000)
             .await
             .unwrap()
     );
 
     assert_eq!(store.pin_max_failures(&a).await.unwrap(), None);
-    store.set_pin_max_failures(&a, 5).await.unwrap();
-    store.set_pin_max_failures(&a, 7).await.unwrap();
+    store.unaudited().set_pin_max_failures(&a, 5).await.unwrap();
+    store.unaudited().set_pin_max_failures(&a, 7).await.unwrap();
     assert_eq!(store.pin_max_failures(&a).await.unwrap(), Some(7));
 
     let k = |kid: &str, ms| TransportKeyRecord {
@@ -299,10 +319,12 @@ async fn jtis_and_settings_and_transport_keys(store: Store) {
         retire_after_ms: None,
     };
     store
+        .unaudited()
         .insert_pin_transport_key(&k("ptk_a", T0), T0)
         .await
         .unwrap();
     store
+        .unaudited()
         .insert_pin_transport_key(&k("ptk_b", T0 + 10), T0 + 10 + 600)
         .await
         .unwrap();
