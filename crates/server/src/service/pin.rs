@@ -688,6 +688,7 @@ pub async fn rewrap(
             });
         }
         // The re-wrap worker's own write, outside any request: it carries no record.
+        #[allow(clippy::disallowed_methods)]
         let applied = state.store().unaudited().rewrap_pins(&updates).await?;
         moved += applied;
         if applied == 0 && pins.len() < usize::try_from(batch).unwrap_or(usize::MAX) {

@@ -74,6 +74,7 @@ async fn rewrap_mode(
             .map(|c| cards::reseal(keys, c))
             .collect::<ApiResult<Vec<_>>>()?;
         // The re-wrap worker's own write, outside any request: it carries no record.
+        #[allow(clippy::disallowed_methods)]
         let applied = state.store().unaudited().rewrap_cards(&updates).await?;
         moved += applied;
         state.metrics().rewrapped(applied);

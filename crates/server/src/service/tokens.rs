@@ -403,6 +403,8 @@ impl Tokens {
         // store conflict is (see `error.rs`); `ensure_keys` relies on it.
         let writes = match audit {
             Some(scope) => self.store.audited(scope),
+            // At start, outside any request: nothing to carry.
+            #[allow(clippy::disallowed_methods)]
             None => self.store.unaudited(),
         };
         writes.insert_jwt_key(&record, erase_below).await?;

@@ -7,7 +7,7 @@ use strongroom_store::{
     AuditCheckpoint, AuditRecord, AuditScope, AuditStore, CheckpointLink, Mode, OtpRecord, Store,
 };
 
-use crate::{T0, account, id, store_test};
+use crate::{T0, account, id, store_test, writes};
 
 /// A stand-in for SHA-256 (the store never imports the crypto crate): deterministic and
 /// order-sensitive, enough to test chaining.
@@ -150,7 +150,7 @@ store_test!(concurrent_writes_share_one_append_per_batch);
 async fn concurrent_writes_share_one_append_per_batch(store: Store) {
     let a = account(&store).await;
     let dup = otp(&a);
-    store.unaudited().insert_otp(&dup, &[]).await.unwrap();
+    writes(&store).insert_otp(&dup, &[]).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..40_i64 {
         let (store, a, dup) = (store.clone(), a.clone(), dup.clone());

@@ -10,7 +10,7 @@ use strongroom_store::{
 };
 
 use crate::audit::{rec, test_hash};
-use crate::{T0, account, card, event, fp, id, random_u64, sqlite_cfg, store_test};
+use crate::{T0, account, card, event, fp, id, random_u64, sqlite_cfg, store_test, writes};
 
 fn created_events(limit: i64) -> ListEvents {
     ListEvents {
@@ -26,8 +26,7 @@ async fn insert_card_dedups(store: Store) {
     let f = fp(1);
     let first = card(&a, Mode::Test, T0 + 1, &f);
     let ev = [event(&a, Mode::Test, "card.created", T0 + 1)];
-    let r = store
-        .unaudited()
+    let r = writes(&store)
         .insert_card(&first, &[(1, f.clone())], &ev)
         .await
         .unwrap();
@@ -36,8 +35,7 @@ async fn insert_card_dedups(store: Store) {
     // Same PAN again: the existing card, no write, no event.
     let second = card(&a, Mode::Test, T0 + 2, &f);
     let ev2 = [event(&a, Mode::Test, "card.created", T0 + 2)];
-    let r = store
-        .unaudited()
+    let r = writes(&store)
         .insert_card(&second, &[(1, f.clone())], &ev2)
         .await
         .unwrap();
@@ -57,16 +55,14 @@ async fn insert_card_dedups(store: Store) {
     let mut rotated = card(&a, Mode::Test, T0 + 3, &fp(2));
     rotated.fp_version = 2;
     let dedup = [(2, rotated.fingerprint.clone()), (1, f.clone())];
-    let r = store
-        .unaudited()
+    let r = writes(&store)
         .insert_card(&rotated, &dedup, &[])
         .await
         .unwrap();
     assert_eq!(r, InsertCard::Existing(first.clone()));
     // A pair with the wrong version does not match.
     let dedup = [(2, rotated.fingerprint.clone()), (3, f.clone())];
-    let r = store
-        .unaudited()
+    let r = writes(&store)
         .insert_card(&rotated, &dedup, &[])
         .await
         .unwrap();
@@ -74,8 +70,7 @@ async fn insert_card_dedups(store: Store) {
 
     // Modes are separate vaults.
     let live = card(&a, Mode::Live, T0 + 4, &f);
-    let r = store
-        .unaudited()
+    let r = writes(&store)
         .insert_card(&live, &[(1, f.clone())], &[])
         .await
         .unwrap();
@@ -86,24 +81,15 @@ async fn insert_card_dedups(store: Store) {
     let twin = card(&a, Mode::Test, T0 + 6, &fp(1));
     assert_ne!(twin.fingerprint, f);
     let own = [(1, twin.fingerprint.clone())];
-    let r = store
-        .unaudited()
-        .insert_card(&twin, &own, &[])
-        .await
-        .unwrap();
+    let r = writes(&store).insert_card(&twin, &own, &[]).await.unwrap();
     assert_eq!(r, InsertCard::Created(twin.clone()));
     let again = card(&a, Mode::Test, T0 + 7, &twin.fingerprint);
-    let r = store
-        .unaudited()
-        .insert_card(&again, &own, &[])
-        .await
-        .unwrap();
+    let r = writes(&store).insert_card(&again, &own, &[]).await.unwrap();
     assert_eq!(r, InsertCard::Existing(twin.clone()));
     // Another account's card with the same fingerprint is that account's own.
     let b = account(&store).await;
     let other = card(&b, Mode::Test, T0 + 8, &f);
-    let r = store
-        .unaudited()
+    let r = writes(&store)
         .insert_card(&other, &[(1, f.clone())], &[])
         .await;
     assert_eq!(r.unwrap(), InsertCard::Created(other.clone()));
@@ -111,7 +97,7 @@ async fn insert_card_dedups(store: Store) {
     // Same card id twice: a conflict, not a silent dedup.
     let mut same_id = card(&a, Mode::Test, T0 + 5, &fp(3));
     same_id.id = first.id.clone();
-    let r = store.unaudited().insert_card(&same_id, &[], &[]).await;
+    let r = writes(&store).insert_card(&same_id, &[], &[]).await;
     assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
 }
 
@@ -137,8 +123,7 @@ async fn cards_sharing_a_row_hint_are_each_found(store: Store) {
         with_hint(hint + 7, 4),
     ];
     for c in &cards {
-        let r = store
-            .unaudited()
+        let r = writes(&store)
             .insert_card(c, &[(1, c.fingerprint.clone())], &[])
             .await
             .unwrap();
@@ -179,8 +164,7 @@ async fn cards_sharing_a_row_hint_are_each_found(store: Store) {
     }
     // Each is deleted alone.
     assert!(
-        store
-            .unaudited()
+        writes(&store)
             .delete_card(&a, Mode::Test, &cards[0].id, &[])
             .await
             .unwrap()
@@ -225,7 +209,7 @@ async fn sqlite_cards_are_stored_under_the_row_id_their_id_gives() {
     for (n, id) in ids.iter().chain([&twin]).enumerate() {
         let mut c = card(&a, Mode::Test, T0, &fp(9100 + n as u64));
         c.id = id.clone();
-        store.unaudited().insert_card(&c, &[], &[]).await.unwrap();
+        writes(&store).insert_card(&c, &[], &[]).await.unwrap();
     }
     store.close().await;
     drop(store);
@@ -246,15 +230,11 @@ async fn list_get_delete(store: Store) {
     let mut cards = Vec::new();
     for i in 0..5 {
         let c = card(&a, Mode::Test, T0 + 10 * i, &fp(i as u64));
-        store.unaudited().insert_card(&c, &[], &[]).await.unwrap();
+        writes(&store).insert_card(&c, &[], &[]).await.unwrap();
         cards.push(c);
     }
     let other = card(&a, Mode::Live, T0 + 100, &fp(9));
-    store
-        .unaudited()
-        .insert_card(&other, &[], &[])
-        .await
-        .unwrap();
+    writes(&store).insert_card(&other, &[], &[]).await.unwrap();
 
     let page = |after: Option<&str>, limit| ListCards {
         fingerprint: None,
@@ -335,15 +315,13 @@ async fn list_get_delete(store: Store) {
     // Delete: gone, with its event; a second delete changes nothing.
     let ev = event(&a, Mode::Test, "card.deleted", T0 + 200);
     assert!(
-        !store
-            .unaudited()
+        !writes(&store)
             .delete_card(&a, Mode::Live, &cards[0].id, &[])
             .await
             .unwrap()
     );
     assert!(
-        store
-            .unaudited()
+        writes(&store)
             .delete_card(&a, Mode::Test, &cards[0].id, std::slice::from_ref(&ev))
             .await
             .unwrap()
@@ -355,8 +333,7 @@ async fn list_get_delete(store: Store) {
     assert_eq!(store.get_event(&a, &ev.id).await.unwrap(), Some(ev.clone()));
     let ev2 = event(&a, Mode::Test, "card.deleted", T0 + 201);
     assert!(
-        !store
-            .unaudited()
+        !writes(&store)
             .delete_card(&a, Mode::Test, &cards[0].id, std::slice::from_ref(&ev2))
             .await
             .unwrap()
@@ -371,7 +348,7 @@ async fn rewrap(store: Store) {
     for i in 0..4 {
         let mut c = card(&a, Mode::Test, T0 + i, &fp(i as u64));
         c.key_version = if i == 3 { 2 } else { 1 };
-        store.unaudited().insert_card(&c, &[], &[]).await.unwrap();
+        writes(&store).insert_card(&c, &[], &[]).await.unwrap();
         cards.push(c);
     }
     assert_eq!(
@@ -385,11 +362,7 @@ async fn rewrap(store: Store) {
 
     // A live card of the same account: counted, but read in its own mode's pass.
     let live = card(&a, Mode::Live, T0 + 10, &fp(10));
-    store
-        .unaudited()
-        .insert_card(&live, &[], &[])
-        .await
-        .unwrap();
+    writes(&store).insert_card(&live, &[], &[]).await.unwrap();
     assert_eq!(
         store.key_usage(&a, KeyPurpose::Cards).await.unwrap(),
         [(1, 4), (2, 1)]
@@ -438,8 +411,7 @@ async fn rewrap(store: Store) {
             .is_empty()
     );
     assert!(
-        store
-            .unaudited()
+        writes(&store)
             .delete_card(&a, Mode::Live, &live.id, &[])
             .await
             .unwrap()
@@ -464,7 +436,7 @@ async fn rewrap(store: Store) {
         to_v2(&cards[1], 5),
         to_v2(&cards[2], 1),
     ];
-    assert_eq!(store.unaudited().rewrap_cards(&updates).await.unwrap(), 2);
+    assert_eq!(writes(&store).rewrap_cards(&updates).await.unwrap(), 2);
     let got = store
         .get_card(&a, Mode::Test, &cards[0].id)
         .await
@@ -489,16 +461,11 @@ async fn rewrap(store: Store) {
     fp2.fp_version = 2;
     fp2.sealed = cards[1].sealed.clone();
     assert_eq!(
-        store
-            .unaudited()
-            .rewrap_cards(&[fp2.clone()])
-            .await
-            .unwrap(),
+        writes(&store).rewrap_cards(&[fp2.clone()]).await.unwrap(),
         1
     );
     let dup = card(&a, Mode::Test, T0 + 50, &fp2.fingerprint);
-    let r = store
-        .unaudited()
+    let r = writes(&store)
         .insert_card(&dup, &[(2, fp2.fingerprint.clone())], &[])
         .await
         .unwrap();
@@ -519,8 +486,7 @@ async fn concurrent_same_fingerprint(store: Store) {
         tasks.spawn(async move {
             let c = card(&a, Mode::Live, T0 + i, &f);
             let ev = [event(&a, Mode::Live, "card.created", T0 + i)];
-            store
-                .unaudited()
+            writes(&store)
                 .insert_card(&c, &[(1, f)], &ev)
                 .await
                 .unwrap()
@@ -572,11 +538,7 @@ async fn sqlite_group_commit_survives_reopen() {
     let store = Store::connect(&sqlite_cfg(&path)).await.unwrap();
     let a = account(&store).await;
     let dup_id = card(&a, Mode::Test, T0, &fp(1_000_000));
-    store
-        .unaudited()
-        .insert_card(&dup_id, &[], &[])
-        .await
-        .unwrap();
+    writes(&store).insert_card(&dup_id, &[], &[]).await.unwrap();
 
     let n = 500;
     let mut tasks = tokio::task::JoinSet::new();
@@ -588,8 +550,7 @@ async fn sqlite_group_commit_survives_reopen() {
         }
         tasks.spawn(async move {
             let ev = [event(&a, Mode::Test, "card.created", c.created_ms)];
-            store
-                .unaudited()
+            writes(&store)
                 .insert_card(&c, &[(1, c.fingerprint.clone())], &ev)
                 .await
         });
@@ -649,8 +610,7 @@ async fn sqlite_insert_throughput() {
             for i in (w..total).step_by(writers as usize) {
                 let c = card(&a, Mode::Live, T0 + i, &fp(i as u64));
                 let ev = [event(&a, Mode::Live, "card.created", T0 + i)];
-                store
-                    .unaudited()
+                writes(&store)
                     .insert_card(&c, &[(1, c.fingerprint.clone())], &ev)
                     .await
                     .unwrap();
@@ -705,7 +665,7 @@ async fn concurrent_new_cards_with_events_and_deliveries(store: Store) {
         endpoint(&a, Mode::Test, T0 + 5, &["*"], true),
     ];
     for ep in wanted.iter().chain(&unwanted) {
-        assert!(store.unaudited().insert_endpoint(ep, None).await.unwrap());
+        assert!(writes(&store).insert_endpoint(ep, None).await.unwrap());
     }
     // `fp` is random beyond its number: one fingerprint per number, made once.
     let fps: Vec<Vec<u8>> = (0..60).map(fp).collect();
@@ -725,11 +685,7 @@ async fn concurrent_new_cards_with_events_and_deliveries(store: Store) {
                 (
                     i,
                     f,
-                    store
-                        .unaudited()
-                        .insert_card(&c, &dedup, &ev)
-                        .await
-                        .unwrap(),
+                    writes(&store).insert_card(&c, &dedup, &ev).await.unwrap(),
                     None,
                 )
             }
@@ -802,8 +758,7 @@ async fn concurrent_new_cards_with_events_and_deliveries(store: Store) {
         let n = i64::try_from(n).unwrap();
         deletes.spawn(async move {
             let ev = [event(&a, Mode::Test, "card.deleted", T0 + 500 + n)];
-            store
-                .unaudited()
+            writes(&store)
                 .delete_card(&a, Mode::Test, &victim, &ev)
                 .await
                 .unwrap()
@@ -844,7 +799,7 @@ async fn sqlite_card_counts_are_backfilled() {
     for i in 0..5 {
         let mut c = card(&a, Mode::Test, T0 + i, &fp(i as u64));
         c.key_version = 1 + i % 2;
-        store.unaudited().insert_card(&c, &[], &[]).await.unwrap();
+        writes(&store).insert_card(&c, &[], &[]).await.unwrap();
     }
     store.close().await;
     drop(store);
@@ -871,7 +826,7 @@ async fn sqlite_card_counts_are_backfilled() {
         [(1, 5)]
     );
     let c = card(&a, Mode::Live, T0 + 9, &fp(9));
-    store.unaudited().insert_card(&c, &[], &[]).await.unwrap();
+    writes(&store).insert_card(&c, &[], &[]).await.unwrap();
     assert_eq!(
         store.key_usage(&a, KeyPurpose::Cards).await.unwrap(),
         [(1, 4), (2, 2)]
@@ -897,7 +852,7 @@ async fn sqlite_fingerprint_index_is_replaced() {
         .map(|i| card(&a, Mode::Test, T0 + i, &fp(i as u64)))
         .collect();
     for c in &old {
-        store.unaudited().insert_card(c, &[], &[]).await.unwrap();
+        writes(&store).insert_card(c, &[], &[]).await.unwrap();
     }
     store.close().await;
     drop(store);
@@ -929,15 +884,11 @@ async fn sqlite_fingerprint_index_is_replaced() {
     assert!(!now.contains(&"cards_fingerprint".to_string()), "{now:?}");
     for (i, c) in old.iter().enumerate() {
         let again = card(&a, Mode::Test, T0 + 10 + i as i64, &c.fingerprint);
-        let r = store
-            .unaudited()
-            .insert_card(&again, &[], &[])
-            .await
-            .unwrap();
+        let r = writes(&store).insert_card(&again, &[], &[]).await.unwrap();
         assert_eq!(r, InsertCard::Existing(c.clone()));
     }
     let new = card(&a, Mode::Test, T0 + 20, &fp(0));
-    let r = store.unaudited().insert_card(&new, &[], &[]).await.unwrap();
+    let r = writes(&store).insert_card(&new, &[], &[]).await.unwrap();
     assert_eq!(r, InsertCard::Created(new.clone()));
     store.close().await;
 }

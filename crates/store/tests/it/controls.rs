@@ -8,7 +8,7 @@ use strongroom_store::{
     IdempotencyRecord, Mode, SigningKeyRecord, Store, VaultStore,
 };
 
-use crate::{T0, account, event, store_test};
+use crate::{T0, account, event, store_test, writes};
 
 store_test!(account_settings_and_key_allowlists);
 async fn account_settings_and_key_allowlists(store: Store) {
@@ -24,7 +24,7 @@ async fn account_settings_and_key_allowlists(store: Store) {
         rate_limit_per_minute: Some(250),
         updated_ms: T0,
     };
-    store.unaudited().set_account_controls(&c).await.unwrap();
+    writes(&store).set_account_controls(&c).await.unwrap();
     assert_eq!(store.account_controls(&a).await.unwrap(), c);
     let c2 = AccountControls {
         ip_allowlist: vec![],
@@ -32,12 +32,11 @@ async fn account_settings_and_key_allowlists(store: Store) {
         updated_ms: T0 + 1,
         ..c
     };
-    store.unaudited().set_account_controls(&c2).await.unwrap();
+    writes(&store).set_account_controls(&c2).await.unwrap();
     assert_eq!(store.account_controls(&a).await.unwrap(), c2);
     // An unknown account cannot get settings (foreign key).
     assert!(
-        store
-            .unaudited()
+        writes(&store)
             .set_account_controls(&AccountControls::defaults("acct_missing"))
             .await
             .is_err()
@@ -56,20 +55,17 @@ async fn account_settings_and_key_allowlists(store: Store) {
         f(&mut u);
         u
     };
-    let got = store
-        .unaudited()
+    let got = writes(&store)
         .update_account_controls(&u(&|u| u.rate_limit_per_minute = Some(30)))
         .await
         .unwrap();
     assert_eq!(got.rate_limit_per_minute, Some(30));
     assert!(!got.require_signed_requests && got.ip_allowlist.is_empty());
-    store
-        .unaudited()
+    writes(&store)
         .update_account_controls(&u(&|u| u.ip_allowlist = Some(vec!["192.0.2.0/24".into()])))
         .await
         .unwrap();
-    let got = store
-        .unaudited()
+    let got = writes(&store)
         .update_account_controls(&u(&|u| u.require_signed_requests = Some(true)))
         .await
         .unwrap();
@@ -97,8 +93,7 @@ async fn signing_keys_and_nonces(store: Store) {
         revoked_ms: None,
     };
     assert!(
-        store
-            .unaudited()
+        writes(&store)
             .insert_signing_key(
                 &k,
                 Some(1),
@@ -113,8 +108,7 @@ async fn signing_keys_and_nonces(store: Store) {
         ..k.clone()
     };
     assert!(
-        !store
-            .unaudited()
+        !writes(&store)
             .insert_signing_key(&k2, Some(1), &[])
             .await
             .unwrap()
@@ -132,23 +126,20 @@ async fn signing_keys_and_nonces(store: Store) {
             .unwrap()
             .is_empty()
     );
-    let revoked = store
-        .unaudited()
+    let revoked = writes(&store)
         .revoke_signing_key(&a, &k.id, T0 + 5, &[])
         .await
         .unwrap()
         .unwrap();
     assert_eq!(revoked.revoked_ms, Some(T0 + 5));
     // A second revocation keeps the first time; an unknown key is None.
-    let again = store
-        .unaudited()
+    let again = writes(&store)
         .revoke_signing_key(&a, &k.id, T0 + 9, &[])
         .await
         .unwrap();
     assert_eq!(again.unwrap().revoked_ms, Some(T0 + 5));
     assert!(
-        store
-            .unaudited()
+        writes(&store)
             .revoke_signing_key(&a, "sigk_no", T0, &[])
             .await
             .unwrap()
@@ -156,8 +147,7 @@ async fn signing_keys_and_nonces(store: Store) {
     );
     // A revoked key no longer counts against the cap; the listing pages after a cursor.
     assert!(
-        store
-            .unaudited()
+        writes(&store)
             .insert_signing_key(&k2, Some(1), &[])
             .await
             .unwrap()
@@ -168,29 +158,25 @@ async fn signing_keys_and_nonces(store: Store) {
 
     // A nonce is usable once until it expires, then again.
     assert!(
-        store
-            .unaudited()
+        writes(&store)
             .use_nonce(&k.id, "n1", T0, T0 + 100, false)
             .await
             .unwrap()
     );
     assert!(
-        !store
-            .unaudited()
+        !writes(&store)
             .use_nonce(&k.id, "n1", T0 + 50, T0 + 150, false)
             .await
             .unwrap()
     );
     assert!(
-        store
-            .unaudited()
+        writes(&store)
             .use_nonce("sigk_other", "n1", T0, T0 + 100, false)
             .await
             .unwrap()
     );
     assert!(
-        store
-            .unaudited()
+        writes(&store)
             .use_nonce(&k.id, "n1", T0 + 100, T0 + 200, true)
             .await
             .unwrap()
@@ -213,8 +199,7 @@ store_test!(idempotency_records);
 async fn idempotency_records(store: Store) {
     let s = "acct_1:test";
     assert_eq!(
-        store
-            .unaudited()
+        writes(&store)
             .idempotency_begin(&claim("k", 1, T0))
             .await
             .unwrap(),
@@ -222,8 +207,7 @@ async fn idempotency_records(store: Store) {
     );
     // In progress: the record without a response.
     assert_eq!(
-        store
-            .unaudited()
+        writes(&store)
             .idempotency_begin(&claim("k", 2, T0 + 10))
             .await
             .unwrap(),
@@ -232,14 +216,12 @@ async fn idempotency_records(store: Store) {
             response: None
         })
     );
-    store
-        .unaudited()
+    writes(&store)
         .idempotency_finish(s, "k", 201, b"sealed")
         .await
         .unwrap();
     assert_eq!(
-        store
-            .unaudited()
+        writes(&store)
             .idempotency_begin(&claim("k", 1, T0 + 20))
             .await
             .unwrap(),
@@ -250,18 +232,16 @@ async fn idempotency_records(store: Store) {
     );
     // Expired: claimable again.
     assert_eq!(
-        store
-            .unaudited()
+        writes(&store)
             .idempotency_begin(&claim("k", 3, T0 + 1_000))
             .await
             .unwrap(),
         IdempotencyBegin::Started
     );
     // Abort releases an in-progress claim.
-    store.unaudited().idempotency_abort(s, "k").await.unwrap();
+    writes(&store).idempotency_abort(s, "k").await.unwrap();
     assert_eq!(
-        store
-            .unaudited()
+        writes(&store)
             .idempotency_begin(&claim("k", 4, T0 + 1_001))
             .await
             .unwrap(),
@@ -269,8 +249,7 @@ async fn idempotency_records(store: Store) {
     );
     // A claim abandoned for longer than the stale limit is taken over.
     assert_eq!(
-        store
-            .unaudited()
+        writes(&store)
             .idempotency_begin(&claim("k", 5, T0 + 1_200))
             .await
             .unwrap(),
@@ -278,8 +257,7 @@ async fn idempotency_records(store: Store) {
     );
     // The sweep removes expired records of other keys too.
     assert_eq!(
-        store
-            .unaudited()
+        writes(&store)
             .idempotency_begin(&claim("other", 1, T0 + 1_300))
             .await
             .unwrap(),
@@ -288,7 +266,7 @@ async fn idempotency_records(store: Store) {
     let mut sweep = claim("third", 1, T0 + 9_000);
     sweep.purge_expired = true;
     assert_eq!(
-        store.unaudited().idempotency_begin(&sweep).await.unwrap(),
+        writes(&store).idempotency_begin(&sweep).await.unwrap(),
         IdempotencyBegin::Started
     );
 
@@ -298,8 +276,7 @@ async fn idempotency_records(store: Store) {
     for _ in 0..20 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store
-                .unaudited()
+            writes(&store)
                 .idempotency_begin(&claim("race", 7, T0 + 20_000))
                 .await
                 .unwrap()
