@@ -3,8 +3,8 @@
 //!
 //! How a request is recorded (fail closed):
 //! 1. `request_context` makes the request's [`AuditScope`] and keeps it in the request
-//!    extensions ([`RequestScope`]), beside a template record with the request id,
-//!    method, route template and client IP.
+//!    extensions ([`RequestAudit`]) with a template record: the request id, method,
+//!    route template and client IP.
 //! 2. The gateway resolves the credential and arms the record with the actor and
 //!    account ([`arm`]); the `Principal` or `Admin` it builds carries the scope
 //!    (`who.audit`). A failed authentication arms a `failure` record with its code.
@@ -44,14 +44,20 @@ pub const HASH: HashFn = chain_hash;
 pub const SUCCESS: &str = "success";
 pub use failures::FAILURE;
 
-/// The request's template record (no actor yet), kept in the request extensions.
+/// The request's template record (no actor yet) and its audit scope, kept in the
+/// request extensions by `request_context`. The gateway hands the scope to the
+/// credential it resolves ([`crate::auth::Principal::audit`],
+/// [`crate::auth::Admin::audit`]).
 #[derive(Debug, Clone)]
-pub struct RequestAudit(pub AuditRecord);
+pub struct RequestAudit {
+    /// The record auth arms ([`arm`]).
+    pub template: AuditRecord,
+    /// The scope the request's writes carry (`store.audited(&scope)`).
+    pub scope: Arc<AuditScope>,
+}
 
-/// The request's audit scope, kept in the request extensions by `request_context`. The
-/// gateway hands it to the credential it resolves ([`crate::auth::Principal::audit`],
-/// [`crate::auth::Admin::audit`]); a handler without a credential takes it as an
-/// extractor. Its writes go through `store.audited(&scope)`.
+/// The request's audit scope, for a handler without a credential (a `Principal` or
+/// `Admin` carries it already): its writes go through `store.audited(&scope)`.
 #[derive(Debug, Clone)]
 pub struct RequestScope(pub Arc<AuditScope>);
 
@@ -61,8 +67,8 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestScope {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         parts
             .extensions
-            .get::<Self>()
-            .cloned()
+            .get::<RequestAudit>()
+            .map(|a| Self(a.scope.clone()))
             .ok_or_else(|| ApiError::internal(&"request outside request_context"))
     }
 }
@@ -73,17 +79,11 @@ pub fn request_scope() -> Arc<AuditScope> {
 }
 
 /// Arms the request's record for `actor` on `account` (called by the auth extractors).
-pub fn arm(
-    scope: Option<&RequestScope>,
-    template: Option<&RequestAudit>,
-    actor: &str,
-    account: &str,
-    failure: Option<&str>,
-) {
-    let (Some(scope), Some(t)) = (scope, template) else {
+pub fn arm(request: Option<&RequestAudit>, actor: &str, account: &str, failure: Option<&str>) {
+    let Some(request) = request else {
         return;
     };
-    let mut rec = t.0.clone();
+    let mut rec = request.template.clone();
     rec.actor = actor.to_owned();
     if !account.is_empty() {
         rec.account_id = account.to_owned();
@@ -93,7 +93,7 @@ pub fn arm(
         rec.outcome = FAILURE.into();
         rec.code = code.to_owned();
     }
-    scope.0.set_request(rec);
+    request.scope.set_request(rec);
 }
 
 /// Names the object the request of `scope` acts on (`card`, `card_…`). Only

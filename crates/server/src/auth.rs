@@ -254,17 +254,15 @@ pub(crate) fn unless_unavailable(e: ApiError) -> ApiResult<ApiError> {
 
 /// Arms the request's audit record with the credential that authenticated.
 pub(crate) fn arm_actor(parts: &Parts, actor: &str, account: &str) {
-    let scope = parts.extensions.get::<crate::audit::RequestScope>();
     let t = parts.extensions.get::<crate::audit::RequestAudit>();
-    crate::audit::arm(scope, t, actor, account, None);
+    crate::audit::arm(t, actor, account, None);
 }
 
 /// Arms the request's audit record as a failed authentication, with the code the
 /// response carries.
 pub(crate) fn arm_failure(parts: &Parts, e: &ApiError) {
-    let scope = parts.extensions.get::<crate::audit::RequestScope>();
     let t = parts.extensions.get::<crate::audit::RequestAudit>();
-    crate::audit::arm(scope, t, "anonymous", "", Some(e.code));
+    crate::audit::arm(t, "anonymous", "", Some(e.code));
 }
 
 /// The gateway's answer about the credential; a route outside the gateway has none,

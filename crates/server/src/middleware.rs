@@ -63,12 +63,13 @@ pub async fn request_context(
         route: route.clone(),
         ..AuditRecord::default()
     };
-    req.extensions_mut().insert(audit::RequestAudit(template));
-    // Handed on explicitly: the credential the gateway resolves carries it, and every
-    // write made for the request names it (`store.audited(&scope)`).
+    // The scope is handed on explicitly: the credential the gateway resolves carries
+    // it, and every write made for the request names it (`store.audited(&scope)`).
     let scope = audit::request_scope();
-    req.extensions_mut()
-        .insert(audit::RequestScope(scope.clone()));
+    req.extensions_mut().insert(audit::RequestAudit {
+        template,
+        scope: scope.clone(),
+    });
 
     let mut res = next.run(req).await;
 

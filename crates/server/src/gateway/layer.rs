@@ -8,7 +8,7 @@ use super::signature;
 use super::{
     Gateway, IDEMPOTENCY_EXCLUDED, Prefetched, RateLimitConfig, allowed_by, parse_stored_cidrs,
 };
-use crate::audit::RequestScope;
+use crate::audit::RequestAudit;
 use crate::auth::{self, Admin, Caller, Principal};
 use crate::error::{ApiError, ApiResult, codes};
 use crate::extract::BODY_LIMIT;
@@ -330,8 +330,8 @@ pub async fn authenticate(parts: &mut Parts, state: &AppState) -> ApiResult<Call
     // The caller carries the request's audit scope to every write made for it.
     let audit = parts
         .extensions
-        .get::<RequestScope>()
-        .map(|s| s.0.clone())
+        .get::<RequestAudit>()
+        .map(|a| a.scope.clone())
         .ok_or_else(|| ApiError::internal(&"no audit scope: request outside request_context"))?;
     let account = match account_principal(parts, state, audit.clone()).await {
         Ok((p, pre)) => {
