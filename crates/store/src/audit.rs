@@ -10,7 +10,7 @@
 //! **Same transaction as the change.** A request has an [`AuditScope`] (made by the
 //! server's outermost middleware and handed to the code that acts for the request).
 //! A write made through `store.audited(&scope)` ([`crate::Store::audited`]) is wrapped
-//! by [`crate::sql::attach`]: the scope's request record and any queued security events
+//! by `sql::attach`: the scope's request record and any queued security events
 //! are appended in the same transaction as the write, so the change and its record
 //! commit together or not at all, and the group commit carries both with one fsync. The
 //! writes exist only on that handle (or on [`crate::Store::unaudited`], which names a

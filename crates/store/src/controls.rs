@@ -79,7 +79,7 @@ pub struct IdempotencyRecord {
     pub response: Option<(i64, Vec<u8>)>,
 }
 
-/// What [`ControlStore::idempotency_begin`] found.
+/// What [`crate::Writes::idempotency_begin`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyBegin {
     /// No live record: this request now holds the key (state in progress).
