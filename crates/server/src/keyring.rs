@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use strongroom_core::{Clock, Mode};
 use strongroom_crypto::{DataKey, RootKey};
-use strongroom_store::{DataKeyRecord, KeyPurpose, KeyState, Store, VaultStore};
+use strongroom_store::{AuditScope, DataKeyRecord, KeyPurpose, KeyState, Store, VaultStore};
 use tokio::sync::Notify;
 
 /// The wrap context binds a wrapped key to its account, purpose and version.
@@ -151,8 +151,14 @@ impl Keyring {
         Ok(loaded)
     }
 
-    /// Makes a new version of `purpose` the writer. Older versions still decrypt.
-    pub async fn rotate(&self, account_id: &str, purpose: KeyPurpose) -> Result<i64> {
+    /// Makes a new version of `purpose` the writer. Older versions still decrypt. The
+    /// write carries `audit`, the scope of the request that rotates.
+    pub async fn rotate(
+        &self,
+        audit: &AuditScope,
+        account_id: &str,
+        purpose: KeyPurpose,
+    ) -> Result<i64> {
         let records = self.store.data_keys(account_id).await?;
         if records.is_empty() {
             return Err(ServiceError::NotFound);
@@ -188,7 +194,10 @@ impl Keyring {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        self.store.rotate_data_key(&rec, &events).await?;
+        self.store
+            .audited(audit)
+            .rotate_data_key(&rec, &events)
+            .await?;
         self.reload(account_id).await?;
         self.rewrap_wake.notify_one();
         Ok(next)

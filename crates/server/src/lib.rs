@@ -24,6 +24,7 @@ pub mod service;
 pub mod state;
 pub mod tls;
 
+pub use audit::Origin;
 pub use config::{ServerConfig, TlsFiles};
 pub use error::{ApiError, ApiResult};
 pub use service::accounts::{IssuedKey, NewKeyKind};

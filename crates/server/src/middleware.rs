@@ -63,10 +63,15 @@ pub async fn request_context(
         route: route.clone(),
         ..AuditRecord::default()
     };
-    req.extensions_mut().insert(audit::RequestAudit(template));
+    // The scope is handed on explicitly: the credential the gateway resolves carries
+    // it, and every write made for the request names it (`store.audited(&scope)`).
     let scope = audit::request_scope();
+    req.extensions_mut().insert(audit::RequestAudit {
+        template,
+        scope: scope.clone(),
+    });
 
-    let mut res = scope.run(next.run(req)).await;
+    let mut res = next.run(req).await;
 
     let mut error = res
         .extensions_mut()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use strongroom_core::Clock;
 use strongroom_crypto::RootKey;
 use strongroom_crypto::jwe::TransportKey;
-use strongroom_store::{PinStore, Store, TransportKeyRecord};
+use strongroom_store::{AuditScope, PinStore, Store, TransportKeyRecord};
 
 /// At most one store read a second for payloads naming a key this node does not hold.
 const UNKNOWN_KID_RELOAD_INTERVAL_MS: i64 = 1000;
@@ -125,8 +125,9 @@ impl PinKeys {
     }
 
     /// Makes a new transport key the current one; older keys decrypt for the grace
-    /// period. Returns its kid and the key.
-    pub async fn rotate(&self) -> Result<(String, Arc<TransportKey>)> {
+    /// period. Returns its kid and the key. The write carries `audit`, the scope of the
+    /// request it is made for.
+    pub async fn rotate(&self, audit: &AuditScope) -> Result<(String, Arc<TransportKey>)> {
         let (key, der) = TransportKey::generate()?;
         let now = self.clock.now_ms();
         let kid = format!(
@@ -141,6 +142,7 @@ impl PinKeys {
             retire_after_ms: None,
         };
         self.store
+            .audited(audit)
             .insert_pin_transport_key(&record, now.saturating_add(millis(self.grace)))
             .await?;
         self.load().await?;
@@ -148,8 +150,9 @@ impl PinKeys {
         Ok((kid, Arc::new(key)))
     }
 
-    /// The current transport key and its kid, made on first use.
-    pub async fn current(&self) -> Result<(String, Arc<TransportKey>)> {
+    /// The current transport key and its kid, made on first use (that write carries
+    /// `audit`).
+    pub async fn current(&self, audit: &AuditScope) -> Result<(String, Arc<TransportKey>)> {
         let now = self.clock.now_ms();
         let loaded = self.cached().await?;
         match loaded
@@ -160,7 +163,7 @@ impl PinKeys {
             .or_else(|| loaded.keys.iter().rev().find(|(r, _)| usable(r, now)))
         {
             Some((r, k)) => Ok((r.kid.clone(), k.clone())),
-            None => self.rotate().await,
+            None => self.rotate(audit).await,
         }
     }
 

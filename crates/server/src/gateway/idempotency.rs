@@ -21,9 +21,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
 use std::time::Duration;
 use strongroom_crypto::{SealingKey, ct_eq, httpsig};
-use strongroom_store::{ControlStore, IdempotencyBegin, IdempotencyClaim, Store};
+use strongroom_store::{AuditScope, IdempotencyBegin, IdempotencyClaim, Store};
 
 /// Longest `Idempotency-Key`.
 pub const MAX_KEY_LEN: usize = 255;
@@ -50,6 +51,8 @@ pub struct Idem {
     scope: String,
     key: String,
     hash: [u8; 32],
+    /// The request's audit scope, which the claim and its end carry.
+    audit: Arc<AuditScope>,
 }
 
 /// What a claim needs from the gateway: the store, the sealing key, Redis when the
@@ -78,7 +81,14 @@ impl IdemContext<'_> {
 
 impl Idem {
     /// Identifies the request by method, path and query, and body.
-    pub fn new(scope: String, key: String, parts: &Parts, route: &str, body: &[u8]) -> Self {
+    pub fn new(
+        scope: String,
+        key: String,
+        audit: Arc<AuditScope>,
+        parts: &Parts,
+        route: &str,
+        body: &[u8],
+    ) -> Self {
         let target = parts
             .uri
             .path_and_query()
@@ -93,6 +103,7 @@ impl Idem {
             scope,
             key,
             hash: httpsig::sha256(&m),
+            audit,
         }
     }
 
@@ -209,7 +220,12 @@ impl Idem {
             stale_before_ms: now.saturating_sub(stale),
             purge_expired: super::sweep::sweep_now(),
         };
-        let rec = match ctx.store.idempotency_begin(&claim).await? {
+        let rec = match ctx
+            .store
+            .audited(&self.audit)
+            .idempotency_begin(&claim)
+            .await?
+        {
             IdempotencyBegin::Started => return Ok(None),
             IdempotencyBegin::Existing(rec) => rec,
         };
@@ -225,7 +241,8 @@ impl Idem {
     async fn finish(&self, ctx: &IdemContext<'_>, res: Response) -> Response {
         let failed = !res.status().is_success() || res.extensions().get::<ErrorBody>().is_some();
         if failed {
-            if let Err(e) = ctx.store.idempotency_abort(&self.scope, &self.key).await {
+            let abort = ctx.store.audited(&self.audit);
+            if let Err(e) = abort.idempotency_abort(&self.scope, &self.key).await {
                 tracing::warn!(error = %e, "could not release an idempotency key");
             }
             return res;
@@ -233,13 +250,15 @@ impl Idem {
         let (parts, body) = res.into_parts();
         let Ok(bytes) = axum::body::to_bytes(body, MAX_STORED_BODY).await else {
             // The handler's body could not be read: nothing reliable to return or store.
-            let _ = ctx.store.idempotency_abort(&self.scope, &self.key).await;
+            let abort = ctx.store.audited(&self.audit);
+            let _ = abort.idempotency_abort(&self.scope, &self.key).await;
             return ApiError::internal(&"response body unreadable").into_response();
         };
         let stored = async {
             let sealed = ctx.sealing_key()?.seal(&bytes, &self.aad())?;
             let status = parts.status.as_u16();
             ctx.store
+                .audited(&self.audit)
                 .idempotency_finish(&self.scope, &self.key, i64::from(status), &sealed)
                 .await?;
             self.cache_in_redis(ctx, status, &sealed).await;

@@ -315,6 +315,7 @@ pub async fn verify(
                 .saturating_add(1)
                 .saturating_mul(1000);
             let fresh = store
+                .audited(&who.audit)
                 .use_nonce(
                     &key.id,
                     nonce,

@@ -1,5 +1,6 @@
 //! `/v1/admin/…`: operators manage accounts, API keys and data keys with the admin key.
 
+use crate::audit::Origin;
 use crate::auth::Admin;
 use crate::error::{ApiResult, codes};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, EmptyBody};
@@ -16,7 +17,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use strongroom_core::{IdKind, KeyKind, Mode, Scopes, parse_id};
-use strongroom_store::{ControlStore, KeyPurpose, RetireOutcome, VaultStore};
+use strongroom_store::{KeyPurpose, RetireOutcome, VaultStore};
 use utoipa::ToSchema;
 
 /// Body of `POST /v1/admin/accounts`.
@@ -81,7 +82,7 @@ async fn with_delivery_secret(
         (status = 503, description = "service_unavailable, audit_unavailable", body = ErrorResponse)))]
 pub async fn create_account(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiJson(body): ApiJson<CreateAccountBody>,
 ) -> ApiResult<(StatusCode, Json<AccountView>)> {
     check_name(&body.name)?;
@@ -90,7 +91,9 @@ pub async fn create_account(
         None => None,
     };
     let accounts = state.accounts();
-    let acct = accounts.create(&body.name, url).await?;
+    let acct = accounts
+        .create(Origin::Request(&admin.audit), &body.name, url)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(with_delivery_secret(&state, &acct, accounts.view(&acct).await?).await?),
@@ -148,7 +151,7 @@ pub struct UpdateAccountBody {
         (status = 503, description = "service_unavailable, audit_unavailable", body = ErrorResponse)))]
 pub async fn update_account(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateAccountBody>,
 ) -> ApiResult<Json<AccountView>> {
@@ -168,11 +171,21 @@ pub async fn update_account(
     if let Some(u) = body.otp_delivery_url {
         acct.otp_delivery_url = Some(check_url(&state, &u).await?);
     }
-    if !state.store().update_account(&acct).await? {
+    if !state
+        .store()
+        .audited(&admin.audit)
+        .update_account(&acct)
+        .await?
+    {
         return Err(codes::NOT_FOUND);
     }
-    let rate =
-        crate::service::controls::set_rate_limit(&state, &id, body.rate_limit_per_minute).await?;
+    let rate = crate::service::controls::set_rate_limit(
+        &state,
+        &admin.audit,
+        &id,
+        body.rate_limit_per_minute,
+    )
+    .await?;
     let v = AccountView::new(&acct, rate);
     Ok(Json(with_delivery_secret(&state, &acct, v).await?))
 }
@@ -209,7 +222,7 @@ pub struct CreateKeyBody {
         (status = 503, description = "service_unavailable, audit_unavailable", body = ErrorResponse)))]
 pub async fn create_key(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<CreateKeyBody>,
 ) -> ApiResult<(StatusCode, Json<NewApiKeyView>)> {
@@ -224,9 +237,16 @@ pub async fn create_key(
     let allowlist = crate::gateway::parse_cidrs(body.ip_allowlist.as_deref().unwrap_or_default())?;
     let accounts = state.accounts();
     let issued = accounts
-        .create_key(Some(&id), NewKeyKind::Account(kind), mode, scopes)
+        .create_key(
+            Origin::Request(&admin.audit),
+            Some(&id),
+            NewKeyKind::Account(kind),
+            mode,
+            scopes,
+        )
         .await?;
-    crate::service::controls::set_key_allowlist(&state, &issued.record, &allowlist).await?;
+    crate::service::controls::set_key_allowlist(&state, &admin.audit, &issued.record, &allowlist)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(NewApiKeyView::new(&issued, &allowlist)),
@@ -268,12 +288,15 @@ pub async fn list_keys(
         (status = 503, description = "service_unavailable, audit_unavailable", body = ErrorResponse)))]
 pub async fn revoke_key(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiPath((id, key_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<ApiKeyView>> {
     parse_id(IdKind::Account, &id)?;
     parse_id(IdKind::ApiKey, &key_id)?;
-    let key = state.accounts().revoke_key(Some(&id), &key_id).await?;
+    let key = state
+        .accounts()
+        .revoke_key(Origin::Request(&admin.audit), Some(&id), &key_id)
+        .await?;
     Ok(Json(ApiKeyView::from(&key)))
 }
 
@@ -332,12 +355,15 @@ pub async fn key_status(
         (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn rotate_keys(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<RotateBody>,
 ) -> ApiResult<Json<DataKeysView>> {
     parse_id(IdKind::Account, &id)?;
-    state.keyring().rotate(&id, purpose(&body.purpose)?).await?;
+    state
+        .keyring()
+        .rotate(&admin.audit, &id, purpose(&body.purpose)?)
+        .await?;
     Ok(Json(data_keys::status(&state, &id).await?))
 }
 
@@ -355,13 +381,14 @@ pub async fn rotate_keys(
         (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn retire_key(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<RetireBody>,
 ) -> ApiResult<Json<DataKeysView>> {
     parse_id(IdKind::Account, &id)?;
     let outcome = state
         .store()
+        .audited(&admin.audit)
         .retire_data_key(&id, purpose(&body.purpose)?, body.version, state.now_ms())
         .await?;
     match outcome {
@@ -390,14 +417,14 @@ pub async fn retire_key(
         (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn rotate_otp_secret(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiPath(id): ApiPath<String>,
     headers: axum::http::HeaderMap,
     crate::extract::ApiBytes(body): crate::extract::ApiBytes,
 ) -> ApiResult<Json<AccountView>> {
     parse_id(IdKind::Account, &id)?;
     let _: EmptyBody = crate::extract::optional_json(&headers, &body)?;
-    otp::rotate_delivery_secret(&state, &id).await?;
+    otp::rotate_delivery_secret(&state, &admin.audit, &id).await?;
     let accounts = state.accounts();
     let acct = accounts.get(&id).await?;
     Ok(Json(
@@ -434,15 +461,22 @@ pub struct AdminAllowlistBody {
         (status = 503, description = "service_unavailable, audit_unavailable", body = ErrorResponse)))]
 pub async fn create_admin_key(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiJson(body): ApiJson<CreateAdminKeyBody>,
 ) -> ApiResult<(StatusCode, Json<NewApiKeyView>)> {
     let nets = crate::gateway::parse_cidrs(body.ip_allowlist.as_deref().unwrap_or_default())?;
     let accounts = state.accounts();
     let issued = accounts
-        .create_key(None, NewKeyKind::Admin, Mode::Live, None)
+        .create_key(
+            Origin::Request(&admin.audit),
+            None,
+            NewKeyKind::Admin,
+            Mode::Live,
+            None,
+        )
         .await?;
-    crate::service::controls::set_key_allowlist(&state, &issued.record, &nets).await?;
+    crate::service::controls::set_key_allowlist(&state, &admin.audit, &issued.record, &nets)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(NewApiKeyView::new(&issued, &nets)),
@@ -480,7 +514,7 @@ pub async fn list_admin_keys(
         (status = 503, description = "service_unavailable, audit_unavailable", body = ErrorResponse)))]
 pub async fn revoke_admin_key(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiPath(key_id): ApiPath<String>,
 ) -> ApiResult<Json<AdminKeyView>> {
     let accounts = state.accounts();
@@ -488,7 +522,10 @@ pub async fn revoke_admin_key(
     // The store refuses to revoke the last admin key that is not revoked, in the
     // writer's transaction (so two racing revocations cannot both pass); the key exists,
     // so a refusal here is that.
-    let revoked = match accounts.revoke_key(None, &key_id).await {
+    let revoked = match accounts
+        .revoke_key(Origin::Request(&admin.audit), None, &key_id)
+        .await
+    {
         Err(ServiceError::NotFound) => return Err(codes::LAST_ADMIN_KEY),
         other => other?,
     };
@@ -520,7 +557,11 @@ pub async fn set_admin_key_allowlist(
         return Err(codes::ALLOWLIST_EXCLUDES_CALLER);
     }
     let cidrs: Vec<String> = nets.iter().map(ToString::to_string).collect();
-    state.store().set_key_ip_allowlist(&key.id, &cidrs).await?;
+    state
+        .store()
+        .audited(&admin.audit)
+        .set_key_ip_allowlist(&key.id, &cidrs)
+        .await?;
     state.gateway().forget_key(&key.id);
     Ok(Json(AdminKeyView {
         key: ApiKeyView::from(&key),

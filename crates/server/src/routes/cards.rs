@@ -111,7 +111,7 @@ pub async fn redeem_card_token(
 ) -> ApiResult<Json<CardView>> {
     who.require(Scope::CardsRead)?;
     let card = svc::redeem_card_token(&state, &who, &body.token).await?;
-    crate::audit::set_resource("card", &card.id);
+    crate::audit::set_resource(&who.audit, "card", &card.id);
     Ok(Json(CardView::from(&card)))
 }
 

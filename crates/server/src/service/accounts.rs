@@ -1,6 +1,7 @@
 //! Accounts, API keys and admin keys: creating, issuing, revoking and looking keys up
 //! (through a bounded cache), and the views the admin API shows of them.
 
+use crate::audit::Origin;
 use crate::cache::CacheSync;
 use crate::keyring::Keyring;
 use crate::service::events::EventType;
@@ -68,9 +69,10 @@ impl Accounts<'_> {
             .ok_or(ServiceError::NotFound)
     }
 
-    /// Creates an account and its first data keys.
+    /// Creates an account and its first data keys. Its record is `origin`'s.
     pub async fn create(
         &self,
+        origin: Origin<'_>,
         name: &str,
         otp_delivery_url: Option<String>,
     ) -> Result<AccountRecord> {
@@ -81,17 +83,20 @@ impl Accounts<'_> {
             created_ms: self.clock.now_ms(),
         };
         let keys = self.keyring.initial_keys(&account.id)?;
-        crate::audit::as_system(self.clock, "account.create", async {
-            crate::audit::set_resource("account", &account.id);
-            self.store.create_account(&account, &keys, &[]).await
-        })
-        .await?;
+        let audit = origin.scope(self.clock, "account.create");
+        crate::audit::set_resource(&audit, "account", &account.id);
+        self.store
+            .audited(&audit)
+            .create_account(&account, &keys, &[])
+            .await?;
         Ok(account)
     }
 
-    /// Issues a key. Account keys need an existing account; admin keys have none.
+    /// Issues a key. Account keys need an existing account; admin keys have none. Its
+    /// record is `origin`'s.
     pub async fn create_key(
         &self,
+        origin: Origin<'_>,
         account_id: Option<&str>,
         kind: NewKeyKind,
         mode: Mode,
@@ -141,16 +146,22 @@ impl Accounts<'_> {
             )?],
             None => vec![],
         };
-        crate::audit::as_system(self.clock, "api_key.create", async {
-            crate::audit::set_resource("api_key", &record.id);
-            self.store.insert_api_key(&record, &events).await
-        })
-        .await?;
+        let audit = origin.scope(self.clock, "api_key.create");
+        crate::audit::set_resource(&audit, "api_key", &record.id);
+        self.store
+            .audited(&audit)
+            .insert_api_key(&record, &events)
+            .await?;
         Ok(IssuedKey { record, secret })
     }
 
-    /// Revokes a key; effective on the next request.
-    pub async fn revoke_key(&self, account_id: Option<&str>, key_id: &str) -> Result<ApiKeyRecord> {
+    /// Revokes a key; effective on the next request. Its record is `origin`'s.
+    pub async fn revoke_key(
+        &self,
+        origin: Origin<'_>,
+        account_id: Option<&str>,
+        key_id: &str,
+    ) -> Result<ApiKeyRecord> {
         let now = self.clock.now_ms();
         let existing = self.store.list_api_keys(account_id).await?;
         let key = existing
@@ -167,14 +178,14 @@ impl Accounts<'_> {
             )?],
             None => vec![],
         };
-        let revoked = crate::audit::as_system(self.clock, "api_key.revoke", async {
-            crate::audit::set_resource("api_key", key_id);
-            self.store
-                .revoke_api_key(account_id, key_id, now, &events)
-                .await
-        })
-        .await?
-        .ok_or(ServiceError::NotFound)?;
+        let audit = origin.scope(self.clock, "api_key.revoke");
+        crate::audit::set_resource(&audit, "api_key", key_id);
+        let revoked = self
+            .store
+            .audited(&audit)
+            .revoke_api_key(account_id, key_id, now, &events)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
         if let Ok(d) = <[u8; 32]>::try_from(revoked.digest.as_slice()) {
             self.keys.forget(self.sync, &d);
         }

@@ -273,12 +273,13 @@ pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> Result
         crate::service::events::EventType::CardCreated,
         &view,
     )?;
-    crate::audit::set_resource("card", &card.id);
-    let (card, created) = match state.store().insert_card(&card, &dedup, &[event]).await? {
+    crate::audit::set_resource(&who.audit, "card", &card.id);
+    let vault = state.store().audited(&who.audit);
+    let (card, created) = match vault.insert_card(&card, &dedup, &[event]).await? {
         InsertCard::Created(c) => (c, true),
         InsertCard::Existing(c) => {
-            crate::audit::set_resource("card", &c.id);
-            (renew_expiry(state, c, submitted_expiry).await?, false)
+            crate::audit::set_resource(&who.audit, "card", &c.id);
+            (renew_expiry(state, who, c, submitted_expiry).await?, false)
         }
     };
     Ok(Tokenized {
@@ -292,6 +293,7 @@ pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> Result
 /// one; the card as it is afterwards.
 async fn renew_expiry(
     state: &AppState,
+    who: &Principal,
     c: CardRecord,
     (month, year): (i64, i64),
 ) -> Result<CardRecord> {
@@ -308,6 +310,7 @@ async fn renew_expiry(
     )?;
     let renewed = state
         .store()
+        .audited(&who.audit)
         .renew_card_expiry(&c.account_id, c.mode, &c.id, (month, year), &[event])
         .await?;
     // None: a concurrent renewal went further, or the card was deleted meanwhile.
@@ -446,6 +449,7 @@ pub async fn delete(state: &AppState, who: &Principal, id: &str) -> Result<Delet
     )?;
     if state
         .store()
+        .audited(&who.audit)
         .delete_card(&who.account_id, who.mode, id, &[event])
         .await?
     {

@@ -11,9 +11,12 @@ use crate::state::AppState;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use strongroom_core::{IdKind, Mode};
 use strongroom_crypto::httpsig;
-use strongroom_store::{AccountControls, ControlStore, ControlsUpdate, SigningKeyRecord};
+use strongroom_store::{
+    AccountControls, AuditScope, ControlStore, ControlsUpdate, SigningKeyRecord,
+};
 use utoipa::ToSchema;
 
 /// Prefix of signing-key ids (the `keyid` of signatures).
@@ -226,6 +229,7 @@ pub async fn create_signing_key(
     )?;
     if !state
         .store()
+        .audited(&who.audit)
         .insert_signing_key(&rec, Some(MAX_SIGNING_KEYS), &[event])
         .await?
     {
@@ -233,6 +237,7 @@ pub async fn create_signing_key(
     }
     let resource = format!("account:{}", who.account_id);
     crate::audit::event(
+        &who.audit,
         "security.signing_key_created",
         &resource,
         crate::audit::SUCCESS,
@@ -282,6 +287,7 @@ pub async fn revoke_signing_key(
     )?;
     let resource = format!("account:{}", who.account_id);
     crate::audit::event(
+        &who.audit,
         "security.signing_key_revoked",
         &resource,
         crate::audit::SUCCESS,
@@ -289,6 +295,7 @@ pub async fn revoke_signing_key(
     );
     let revoked = state
         .store()
+        .audited(&who.audit)
         .revoke_signing_key(&who.account_id, id, state.now_ms(), &[event])
         .await?
         .ok_or(ServiceError::NotFound)?;
@@ -364,16 +371,27 @@ async fn change_controls(
         &AccountControlsView::from(&next),
     )?];
     let resource = format!("account:{}", who.account_id);
-    crate::audit::event(security_event, &resource, crate::audit::SUCCESS, "");
-    let c = state.store().update_account_controls(&update).await?;
+    crate::audit::event(
+        &who.audit,
+        security_event,
+        &resource,
+        crate::audit::SUCCESS,
+        "",
+    );
+    let c = state
+        .store()
+        .audited(&who.audit)
+        .update_account_controls(&update)
+        .await?;
     state.gateway().forget_account(&who.account_id);
     Ok(c)
 }
 
 /// Operator: sets (or, with `None`, keeps) an account's rate-limit override; returns
-/// the override in force.
+/// the override in force. The write carries `audit`, the operator's request scope.
 pub async fn set_rate_limit(
     state: &AppState,
+    audit: &AuditScope,
     account_id: &str,
     per_minute: Option<i64>,
 ) -> Result<Option<i64>> {
@@ -386,6 +404,7 @@ pub async fn set_rate_limit(
     };
     let c = state
         .store()
+        .audited(audit)
         .update_account_controls(&ControlsUpdate {
             account_id: account_id.to_owned(),
             rate_limit_per_minute: Some(n),
@@ -398,9 +417,11 @@ pub async fn set_rate_limit(
 }
 
 /// Operator: stores a new key's IP allowlist. If that fails the key is revoked, so a
-/// key meant to be restricted never works unrestricted.
+/// key meant to be restricted never works unrestricted. The writes carry `audit`, the
+/// operator's request scope.
 pub async fn set_key_allowlist(
     state: &AppState,
+    audit: &Arc<AuditScope>,
     key: &strongroom_store::ApiKeyRecord,
     nets: &[ipnet::IpNet],
 ) -> Result<()> {
@@ -408,11 +429,13 @@ pub async fn set_key_allowlist(
         return Ok(());
     }
     let cidrs: Vec<String> = nets.iter().map(ToString::to_string).collect();
-    if let Err(e) = state.store().set_key_ip_allowlist(&key.id, &cidrs).await {
+    let allowlist = state.store().audited(audit);
+    if let Err(e) = allowlist.set_key_ip_allowlist(&key.id, &cidrs).await {
         // Failures are mapped (and logged) only where they are returned: log this one.
+        let origin = crate::audit::Origin::Request(audit);
         if let Err(revoke) = state
             .accounts()
-            .revoke_key(key.account_id.as_deref(), &key.id)
+            .revoke_key(origin, key.account_id.as_deref(), &key.id)
             .await
         {
             tracing::error!(error = %revoke, "could not revoke a key left without its allowlist");

@@ -14,7 +14,7 @@ use base64::Engine;
 use strongroom_core::{IdKind, Mode, Scope};
 use strongroom_crypto::{ct_eq, random};
 use strongroom_store::webhooks::{OTP_EVENT, WebhookEndpointRecord};
-use strongroom_store::{OtpRecord, VaultStore};
+use strongroom_store::{AuditScope, OtpRecord, VaultStore};
 use strongroom_store::{StoreError, WebhookStore};
 use zeroize::Zeroizing;
 
@@ -148,13 +148,18 @@ pub async fn delivery_generation(state: &AppState, account_id: &str) -> Result<(
 /// from now on, and for [`webhooks::ROTATION_OVERLAP_MS`] the previous one signs too
 /// (a second `v1,` signature in `webhook-signature`), so the receiver can switch over
 /// without losing a code. Needs an OTP delivery URL (the secret signs nothing without).
-pub async fn rotate_delivery_secret(state: &AppState, account_id: &str) -> Result<()> {
+/// The writes carry `audit`, the operator's request scope.
+pub async fn rotate_delivery_secret(
+    state: &AppState,
+    audit: &AuditScope,
+    account_id: &str,
+) -> Result<()> {
     let account = state.accounts().get(account_id).await?;
     let url = account
         .otp_delivery_url
         .as_deref()
         .ok_or(ServiceError::OtpDeliveryNotConfigured)?;
-    let mut ep = otp_endpoint(state, account_id, Mode::Live, url).await?;
+    let mut ep = otp_endpoint(state, audit, account_id, Mode::Live, url).await?;
     let prev = ep.secret_version;
     let version = prev.saturating_add(1);
     let secret = delivery_secret(state, account_id, version)?;
@@ -165,7 +170,12 @@ pub async fn rotate_delivery_secret(state: &AppState, account_id: &str) -> Resul
     ep.old_version = Some(prev);
     ep.old_expires_ms = Some(state.now_ms().saturating_add(webhooks::ROTATION_OVERLAP_MS));
     ep.secret_version = version;
-    if !state.store().rotate_endpoint_secret(&ep, prev).await? {
+    if !state
+        .store()
+        .audited(audit)
+        .rotate_endpoint_secret(&ep, prev)
+        .await?
+    {
         // A concurrent rotation won.
         return Err(ServiceError::Conflict);
     }
@@ -205,10 +215,11 @@ pub async fn create(
         attempts: 0,
         used_ms: None,
     };
-    crate::audit::set_resource("otp", &record.id);
+    crate::audit::set_resource(&who.audit, "otp", &record.id);
+    let otps = state.store().audited(&who.audit);
     match (who.mode, account.otp_delivery_url.as_deref()) {
         (Mode::Test, _) => {
-            state.store().insert_otp(&record, &[]).await?;
+            otps.insert_otp(&record, &[]).await?;
             Ok(CreatedOtp {
                 record,
                 test_code: Some(code),
@@ -217,7 +228,7 @@ pub async fn create(
         (Mode::Live, Some(url)) => {
             // The code leaves only as an `otp.created` event, committed with the OTP and
             // delivered (retried, signed like every webhook) to the OTP endpoint alone.
-            otp_endpoint(state, &account.id, who.mode, url).await?;
+            otp_endpoint(state, &who.audit, &account.id, who.mode, url).await?;
             let sealed = state
                 .root()
                 .wrap_bytes(code.as_bytes(), &code_context(&record.id))?;
@@ -234,7 +245,7 @@ pub async fn create(
                     sealed_code: base64::engine::general_purpose::STANDARD.encode(sealed),
                 },
             )?;
-            state.store().insert_otp(&record, &[event]).await?;
+            otps.insert_otp(&record, &[event]).await?;
             Ok(CreatedOtp {
                 record,
                 test_code: None,
@@ -246,8 +257,10 @@ pub async fn create(
 
 /// The account's OTP endpoint for `mode`, created on first use and kept pointing at the
 /// account's current OTP delivery URL. Signed with the account's OTP signing secret.
+/// Its writes carry `audit`.
 async fn otp_endpoint(
     state: &AppState,
+    audit: &AuditScope,
     account_id: &str,
     mode: Mode,
     url: &str,
@@ -255,11 +268,16 @@ async fn otp_endpoint(
     if let Some(mut ep) = state.store().otp_endpoint(account_id, mode).await? {
         if ep.url != url {
             ep.url = url.to_owned();
-            state.store().update_endpoint(&ep, false).await?;
+            state
+                .store()
+                .audited(audit)
+                .update_endpoint(&ep, false)
+                .await?;
         }
         if ep.disabled_ms.is_some() {
             state
                 .store()
+                .audited(audit)
                 .set_endpoint_disabled(account_id, &ep.id, None, None, &[])
                 .await?;
         }
@@ -290,7 +308,12 @@ async fn otp_endpoint(
         kind: "otp".into(),
     };
     // Not capped: one per account and mode, and not an API-managed endpoint.
-    match state.store().insert_endpoint(&ep, None).await {
+    match state
+        .store()
+        .audited(audit)
+        .insert_endpoint(&ep, None)
+        .await
+    {
         Ok(_) => Ok(ep),
         // A concurrent request created it first.
         Err(StoreError::Conflict(_)) => state
@@ -315,6 +338,7 @@ pub async fn verify(
     let otp = check(state, who, otp_id, code, (purpose, card_id)).await?;
     if state
         .store()
+        .audited(&who.audit)
         .otp_consume(&otp.id, state.now_ms(), OTP_MAX_ATTEMPTS, events)
         .await?
     {
@@ -358,14 +382,16 @@ pub async fn check(
         // Security events: the wrong code commits with the attempt count.
         let resource = format!("otp:{}", otp.id);
         crate::audit::event(
+            &who.audit,
             "otp.failed",
             &resource,
             crate::audit::FAILURE,
             crate::audit::code_of(&ServiceError::OtpInvalid),
         );
-        let attempts = state.store().otp_fail(&otp.id).await?;
+        let attempts = state.store().audited(&who.audit).otp_fail(&otp.id).await?;
         if attempts >= OTP_MAX_ATTEMPTS {
             crate::audit::event(
+                &who.audit,
                 "otp.exhausted",
                 &resource,
                 crate::audit::FAILURE,

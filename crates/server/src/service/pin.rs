@@ -4,7 +4,7 @@
 //! A clear PIN exists only as a [`Pin`] (zeroizing, masked) during one request. Nothing
 //! returns a PIN or a PIN block; events and logs name the card, never the PIN.
 
-use crate::auth::Principal;
+use crate::auth::{Admin, Principal};
 use crate::keyring::AccountKeys;
 use crate::service::{Result, ServiceError};
 use crate::service::{cards, otp};
@@ -15,8 +15,8 @@ use strongroom_core::{Scope, Sensitive};
 use strongroom_crypto::jwe::{CompactJwe, JweError, TransportKey};
 use strongroom_crypto::pin::{self as blocks, Pin, PinBlock, PinKey};
 use strongroom_store::{
-    CardRecord, EventRecord, KeyPurpose, PinOutcome, PinRecord, PinRewrap, PinStore, SetKind,
-    SpendOtp, VaultStore,
+    AuditScope, CardRecord, EventRecord, KeyPurpose, PinOutcome, PinRecord, PinRewrap, PinStore,
+    SetKind, SpendOtp, VaultStore,
 };
 use utoipa::ToSchema;
 
@@ -108,14 +108,14 @@ pub const PAYLOAD_MAX_AGE_S: i64 = 5 * 60;
 const CLOCK_SKEW_S: i64 = 5;
 
 /// Makes a new transport key the current one; older keys decrypt for the grace period.
-pub async fn rotate_transport_key(state: &AppState) -> Result<PinJwk> {
-    let (kid, key) = state.pin().rotate().await?;
+pub async fn rotate_transport_key(state: &AppState, admin: &Admin) -> Result<PinJwk> {
+    let (kid, key) = state.pin().rotate(&admin.audit).await?;
     PinJwk::of(&key, &kid)
 }
 
 /// The current transport key as a JWK, made on first use.
-pub async fn current_jwk(state: &AppState) -> Result<PinJwk> {
-    let (kid, key) = state.pin().current().await?;
+pub async fn current_jwk(state: &AppState, who: &Principal) -> Result<PinJwk> {
+    let (kid, key) = state.pin().current(&who.audit).await?;
     PinJwk::of(&key, &kid)
 }
 
@@ -163,6 +163,7 @@ async fn open_payload(
     let expires_ms = (payload.iat + PAYLOAD_MAX_AGE_S + CLOCK_SKEW_S + 1) * 1000;
     if !state
         .store()
+        .audited(&who.audit)
         .spend_pin_jti(&who.account_id, &payload.jti, expires_ms, state.now_ms())
         .await?
     {
@@ -197,7 +198,8 @@ pub fn check_strength(state: &AppState, pin: &Pin) -> Result<()> {
 
 /// The account's keys with a `pin` writer, made now for accounts older than the PIN
 /// service.
-async fn pin_keys(state: &AppState, account_id: &str) -> Result<Arc<AccountKeys>> {
+async fn pin_keys(state: &AppState, who: &Principal) -> Result<Arc<AccountKeys>> {
+    let account_id = &who.account_id;
     let keys = state.keyring().account(account_id).await?;
     if keys.has_writer(KeyPurpose::Pin) {
         return Ok(keys);
@@ -206,7 +208,11 @@ async fn pin_keys(state: &AppState, account_id: &str) -> Result<Arc<AccountKeys>
     if keys.has_writer(KeyPurpose::Pin) {
         return Ok(keys);
     }
-    match state.keyring().rotate(account_id, KeyPurpose::Pin).await {
+    match state
+        .keyring()
+        .rotate(&who.audit, account_id, KeyPurpose::Pin)
+        .await
+    {
         Ok(_) => {}
         // Another request made it first.
         Err(e) if e.is_conflict() => {}
@@ -312,7 +318,7 @@ fn failure_event(
 /// happened (`pin.reset` rather than the route's `pin.set`, `pin.verify.mismatch` for a
 /// 200 that did not match) and commits with the request's write or its final record.
 /// The actor and client come from the request; never a PIN.
-fn audit(op: &str, card_id: &str, result: &Result<impl Sized>) {
+fn audit(scope: &AuditScope, op: &str, card_id: &str, result: &Result<impl Sized>) {
     let (outcome, code) = match result {
         Ok(_) if op.ends_with(".mismatch") => (crate::audit::FAILURE, "pin_mismatch"),
         Ok(_) => (crate::audit::SUCCESS, ""),
@@ -324,7 +330,7 @@ fn audit(op: &str, card_id: &str, result: &Result<impl Sized>) {
     } else {
         String::new()
     };
-    crate::audit::event(op, &resource, outcome, code);
+    crate::audit::event(scope, op, &resource, outcome, code);
 }
 
 /// The account's lockout threshold.
@@ -347,9 +353,10 @@ pub async fn settings(state: &AppState, account_id: &str) -> Result<PinSettingsV
 }
 
 /// Sets an existing account's lockout threshold (`invalid_parameter` outside
-/// [`MAX_FAILURES_RANGE`]).
+/// [`MAX_FAILURES_RANGE`]). The write carries the operator's request scope.
 pub async fn set_max_failures(
     state: &AppState,
+    admin: &Admin,
     account_id: &str,
     max: i64,
 ) -> Result<PinSettingsView> {
@@ -358,7 +365,11 @@ pub async fn set_max_failures(
         return Err(ServiceError::InvalidParameter);
     }
     state.accounts().get(account_id).await?;
-    state.store().set_pin_max_failures(account_id, max).await?;
+    state
+        .store()
+        .audited(&admin.audit)
+        .set_pin_max_failures(account_id, max)
+        .await?;
     settings(state, account_id).await
 }
 
@@ -418,7 +429,7 @@ async fn set_inner(
     otp::check(state, who, otp_id, code, (&purpose, &card.id)).await?;
     let pin = open_payload(state, who, &card, encrypted_pin).await?;
     check_strength(state, &pin)?;
-    let keys = pin_keys(state, &who.account_id).await?;
+    let keys = pin_keys(state, who).await?;
     let (key_version, block) = encipher(&keys, &card, &pin)?;
     drop(pin);
     let now = state.now_ms();
@@ -455,6 +466,7 @@ async fn set_inner(
     )?;
     let outcome = state
         .store()
+        .audited(&who.audit)
         .set_pin(&record, kind, &spend, &[set_event], Some(&unlocked))
         .await?;
     match outcome {
@@ -496,11 +508,13 @@ async fn count_failure(
     )?;
     let outcome = state
         .store()
+        .audited(&who.audit)
         .record_pin_attempt(rec, false, max, &[failed], Some(&locked))
         .await?;
     if let PinOutcome::Failed { locked: true, .. } = outcome {
         tracing::warn!(card = %card.id, "PIN locked after too many failures");
         crate::audit::event(
+            &who.audit,
             "pin.locked",
             &format!("card:{}", card.id),
             crate::audit::FAILURE,
@@ -528,6 +542,7 @@ async fn verify_inner(
         let max = max_failures(state, &card.account_id).await?;
         state
             .store()
+            .audited(&who.audit)
             .record_pin_attempt(&rec, true, max, &[], None)
             .await?
     } else {
@@ -566,7 +581,7 @@ async fn change_inner(
             other => Err(outcome_err(other)),
         };
     }
-    let keys = pin_keys(state, &who.account_id).await?;
+    let keys = pin_keys(state, who).await?;
     let (key_version, block) = encipher(&keys, &card, &new)?;
     drop(new);
     let now = state.now_ms();
@@ -592,6 +607,7 @@ async fn change_inner(
     )?;
     match state
         .store()
+        .audited(&who.audit)
         .change_pin(&rec, &next, &spend, &[changed])
         .await?
     {
@@ -601,7 +617,7 @@ async fn change_inner(
 }
 
 /// Operator unlock of a card's PIN (any account). Returns the card id.
-async fn admin_unlock_inner(state: &AppState, admin_key_id: &str, card_id: &str) -> Result<()> {
+async fn admin_unlock_inner(state: &AppState, admin: &Admin, card_id: &str) -> Result<()> {
     strongroom_core::parse_id(strongroom_core::IdKind::Card, card_id)?;
     let (account_id, mode) = state
         .store()
@@ -612,10 +628,11 @@ async fn admin_unlock_inner(state: &AppState, admin_key_id: &str, card_id: &str)
         &account_id,
         mode,
         crate::service::events::EventType::PinUnlocked,
-        &PinEvent::new(card_id, admin_key_id),
+        &PinEvent::new(card_id, &admin.key_id),
     )?;
     match state
         .store()
+        .audited(&admin.audit)
         .unlock_pin(&account_id, mode, card_id, state.now_ms(), &[ev])
         .await?
     {
@@ -670,7 +687,9 @@ pub async fn rewrap(
                 block,
             });
         }
-        let applied = state.store().rewrap_pins(&updates).await?;
+        // The re-wrap worker's own write, outside any request: it carries no record.
+        #[allow(clippy::disallowed_methods)]
+        let applied = state.store().unaudited().rewrap_pins(&updates).await?;
         moved += applied;
         if applied == 0 && pins.len() < usize::try_from(batch).unwrap_or(usize::MAX) {
             break;
@@ -697,7 +716,7 @@ pub async fn set(
         Ok(SetResult { reset: true, .. }) => "pin.reset",
         _ => "pin.set",
     };
-    audit(op, card_id, &r);
+    audit(&who.audit, op, card_id, &r);
     r
 }
 
@@ -713,7 +732,7 @@ pub async fn verify(
         Ok(false) => "pin.verify.mismatch",
         _ => "pin.verify",
     };
-    audit(op, card_id, &r);
+    audit(&who.audit, op, card_id, &r);
     r
 }
 
@@ -737,7 +756,7 @@ pub async fn change(
         code,
     )
     .await;
-    audit("pin.change", card_id, &r);
+    audit(&who.audit, "pin.change", card_id, &r);
     r.map(|_| {
         PinView::from(SetResult {
             card_id: card_id.to_owned(),
@@ -749,11 +768,11 @@ pub async fn change(
 /// Operator unlock (see `admin_unlock_inner`), with an audit record.
 pub async fn admin_unlock(
     state: &AppState,
-    admin_key_id: &str,
+    admin: &Admin,
     card_id: &str,
 ) -> Result<PinUnlockedView> {
-    let r = admin_unlock_inner(state, admin_key_id, card_id).await;
-    audit("pin.unlock", card_id, &r);
+    let r = admin_unlock_inner(state, admin, card_id).await;
+    audit(&admin.audit, "pin.unlock", card_id, &r);
     r.map(|()| PinUnlockedView {
         object: "card_pin",
         card: card_id.to_owned(),

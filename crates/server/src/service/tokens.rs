@@ -23,7 +23,7 @@ use strongroom_crypto::jwt::{
     Claims, Expectations, JwtAlg, JwtError, JwtPrivateKey, JwtSigner, JwtVerifier, token_digest,
 };
 use strongroom_crypto::{RootKey, random};
-use strongroom_store::{ApiKeyRecord, JwtKeyRecord, Store, TokenStore};
+use strongroom_store::{ApiKeyRecord, AuditScope, JwtKeyRecord, Store, TokenStore};
 
 /// Event written when every key of an account is revoked at once.
 pub const KEYS_REVOKED_EVENT: crate::service::events::EventType =
@@ -353,7 +353,8 @@ impl Tokens {
         if newest_alg.as_deref() == Some(self.config.alg.as_str()) {
             return Ok(());
         }
-        match self.rotate().await {
+        // At start, outside any request: the new key's write carries no record.
+        match self.rotate(None).await {
             Ok(_) => Ok(()),
             // Another node did it at the same moment.
             Err(e) if e.is_conflict() => self.reload().await.map(drop),
@@ -362,8 +363,9 @@ impl Tokens {
     }
 
     /// Generates the next signing key. The first key signs at once; later ones after the
-    /// pre-publication period. Returns the key list.
-    pub async fn rotate(&self) -> Result<List<JwtKeyView>> {
+    /// pre-publication period. Returns the key list. The write carries `audit`, the
+    /// operator's request scope; `None` only at start, outside any request.
+    pub async fn rotate(&self, audit: Option<&AuditScope>) -> Result<List<JwtKeyView>> {
         let set = self.reload().await?;
         let now = self.clock.now_ms();
         let generation = set
@@ -399,7 +401,13 @@ impl Tokens {
         };
         // A conflict (another node rotated at the same moment) is `conflict`, as every
         // store conflict is (see `error.rs`); `ensure_keys` relies on it.
-        self.store.insert_jwt_key(&record, erase_below).await?;
+        let writes = match audit {
+            Some(scope) => self.store.audited(scope),
+            // At start, outside any request: nothing to carry.
+            #[allow(clippy::disallowed_methods)]
+            None => self.store.unaudited(),
+        };
+        writes.insert_jwt_key(&record, erase_below).await?;
         // Seconds, not milliseconds: a 13-digit number in a log line can look like a PAN.
         let signs_from = active_from_ms.div_euclid(1000);
         tracing::info!(kid = %kid, generation, alg = alg.as_str(), signs_from, "JWT signing key created");
@@ -578,8 +586,9 @@ impl Tokens {
 
     /// Resolves a bearer JWT to a principal: signature, algorithm, issuer, audience and
     /// times (cached until expiry), then the issuing key's current state (revocation is
-    /// seen on the next request).
-    pub async fn authenticate(&self, token: &str) -> Result<Principal> {
+    /// seen on the next request). The principal acts in the request whose audit scope is
+    /// `audit`.
+    pub async fn authenticate(&self, token: &str, audit: Arc<AuditScope>) -> Result<Principal> {
         let claims = self.verify(token).await?;
         let key = self
             .key_by_id(&claims.sub)
@@ -602,13 +611,18 @@ impl Tokens {
             kind,
             scopes,
             token_id: Some(claims.jti.clone()),
+            audit,
         })
     }
 
     /// Revokes every key of an account (and so every token issued from them) and
     /// writes `account.keys_revoked` in both modes, in one transaction. Returns how many
-    /// keys it revoked.
-    pub async fn revoke_all(&self, account_id: &str) -> Result<KeysRevokedView> {
+    /// keys it revoked. The write carries `audit`, the operator's request scope.
+    pub async fn revoke_all(
+        &self,
+        audit: &AuditScope,
+        account_id: &str,
+    ) -> Result<KeysRevokedView> {
         let now = self.clock.now_ms();
         let object = KeysRevokedEvent {
             id: account_id,
@@ -629,6 +643,7 @@ impl Tokens {
             .collect::<Result<Vec<_>>>()?;
         let n = self
             .store
+            .audited(audit)
             .revoke_all_api_keys(account_id, now, &events)
             .await?
             .ok_or(ServiceError::NotFound)?;
