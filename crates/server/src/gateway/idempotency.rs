@@ -21,10 +21,9 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::sync::Arc;
 use std::time::Duration;
 use strongroom_crypto::{SealingKey, ct_eq, httpsig};
-use strongroom_store::{AuditScope, IdempotencyBegin, IdempotencyClaim, Store};
+use strongroom_store::{IdempotencyBegin, IdempotencyClaim, Store, Writes};
 
 /// Longest `Idempotency-Key`.
 pub const MAX_KEY_LEN: usize = 255;
@@ -51,8 +50,6 @@ pub struct Idem {
     scope: String,
     key: String,
     hash: [u8; 32],
-    /// The request's audit scope, which the claim and its end carry.
-    audit: Arc<AuditScope>,
 }
 
 /// What a claim needs from the gateway: the store, the sealing key, Redis when the
@@ -73,6 +70,15 @@ pub struct IdemContext<'a> {
 }
 
 impl IdemContext<'_> {
+    /// The writes of claims. They are the gateway's bookkeeping, not the request's
+    /// action, so they carry no audit record: the request's record rides with the
+    /// handler's own write, or is appended after it with the real outcome. (Carried by
+    /// the claim, it would say `success` before the handler had run.)
+    #[allow(clippy::disallowed_methods)]
+    fn claims(&self) -> Writes<'_> {
+        self.store.unaudited()
+    }
+
     fn sealing_key(&self) -> ApiResult<&SealingKey> {
         self.seal
             .ok_or_else(|| ApiError::internal(&"idempotency key unavailable"))
@@ -81,14 +87,7 @@ impl IdemContext<'_> {
 
 impl Idem {
     /// Identifies the request by method, path and query, and body.
-    pub fn new(
-        scope: String,
-        key: String,
-        audit: Arc<AuditScope>,
-        parts: &Parts,
-        route: &str,
-        body: &[u8],
-    ) -> Self {
+    pub fn new(scope: String, key: String, parts: &Parts, route: &str, body: &[u8]) -> Self {
         let target = parts
             .uri
             .path_and_query()
@@ -103,7 +102,6 @@ impl Idem {
             scope,
             key,
             hash: httpsig::sha256(&m),
-            audit,
         }
     }
 
@@ -220,12 +218,7 @@ impl Idem {
             stale_before_ms: now.saturating_sub(stale),
             purge_expired: super::sweep::sweep_now(),
         };
-        let rec = match ctx
-            .store
-            .audited(&self.audit)
-            .idempotency_begin(&claim)
-            .await?
-        {
+        let rec = match ctx.claims().idempotency_begin(&claim).await? {
             IdempotencyBegin::Started => return Ok(None),
             IdempotencyBegin::Existing(rec) => rec,
         };
@@ -241,7 +234,7 @@ impl Idem {
     async fn finish(&self, ctx: &IdemContext<'_>, res: Response) -> Response {
         let failed = !res.status().is_success() || res.extensions().get::<ErrorBody>().is_some();
         if failed {
-            let abort = ctx.store.audited(&self.audit);
+            let abort = ctx.claims();
             if let Err(e) = abort.idempotency_abort(&self.scope, &self.key).await {
                 tracing::warn!(error = %e, "could not release an idempotency key");
             }
@@ -250,15 +243,14 @@ impl Idem {
         let (parts, body) = res.into_parts();
         let Ok(bytes) = axum::body::to_bytes(body, MAX_STORED_BODY).await else {
             // The handler's body could not be read: nothing reliable to return or store.
-            let abort = ctx.store.audited(&self.audit);
+            let abort = ctx.claims();
             let _ = abort.idempotency_abort(&self.scope, &self.key).await;
             return ApiError::internal(&"response body unreadable").into_response();
         };
         let stored = async {
             let sealed = ctx.sealing_key()?.seal(&bytes, &self.aad())?;
             let status = parts.status.as_u16();
-            ctx.store
-                .audited(&self.audit)
+            ctx.claims()
                 .idempotency_finish(&self.scope, &self.key, i64::from(status), &sealed)
                 .await?;
             self.cache_in_redis(ctx, status, &sealed).await;

@@ -282,20 +282,19 @@ async fn controls(
                 // The handler will refuse it; nothing to remember.
                 Caller::Anonymous | Caller::Refused { .. } => String::new(),
             };
-            match caller.audit() {
-                Some(audit) if !scope.is_empty() => {
-                    if IDEMPOTENCY_EXCLUDED.contains(&route) {
-                        return Err(codes::IDEMPOTENCY_NOT_SUPPORTED);
-                    }
-                    let b = match bytes.take() {
-                        Some(b) => b,
-                        None => read_body(body.take().unwrap_or_default()).await?,
-                    };
-                    let idem = idempotency::Idem::new(scope, key, audit.clone(), parts, route, &b);
-                    bytes = Some(b);
-                    Some(idem)
+            if scope.is_empty() {
+                None
+            } else {
+                if IDEMPOTENCY_EXCLUDED.contains(&route) {
+                    return Err(codes::IDEMPOTENCY_NOT_SUPPORTED);
                 }
-                _ => None,
+                let b = match bytes.take() {
+                    Some(b) => b,
+                    None => read_body(body.take().unwrap_or_default()).await?,
+                };
+                let idem = idempotency::Idem::new(scope, key, parts, route, &b);
+                bytes = Some(b);
+                Some(idem)
             }
         }
         _ => None,
