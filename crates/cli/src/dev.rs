@@ -8,7 +8,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use strongroom_core::{KeyKind, Mode};
 use strongroom_crypto::RootKey;
-use strongroom_server::{AppState, NewKeyKind, ServerConfig, TlsFiles};
+use strongroom_server::{ApiError, AppState, NewKeyKind, Origin, ServerConfig, TlsFiles};
 use strongroom_store::StoreConfig;
 
 /// Marks a dev root key file, so that `serve` refuses it.
@@ -136,9 +136,9 @@ async fn provision(state: &AppState, dir: &Path, url: String) -> Result<DevJson>
         _ => {
             state
                 .accounts()
-                .create("Dev account", None)
+                .create(Origin::System, "Dev account", None)
                 .await
-                .map_err(|e| anyhow!("cannot create the dev account: {}", e.code))?
+                .map_err(|e| anyhow!("cannot create the dev account: {}", ApiError::from(e).code))?
                 .id
         }
     };
@@ -150,10 +150,10 @@ async fn provision(state: &AppState, dir: &Path, url: String) -> Result<DevJson>
         };
         state
             .accounts()
-            .create_key(acct.as_deref(), kind, mode, None)
+            .create_key(Origin::System, acct.as_deref(), kind, mode, None)
             .await
             .map(|k| k.secret.expose().clone())
-            .map_err(|e| anyhow!("cannot create a key: {}", e.code))
+            .map_err(|e| anyhow!("cannot create a key: {}", ApiError::from(e).code))
     };
     let reuse = |f: fn(&DevJson) -> &String| old.as_ref().map(|o| f(o).clone());
     let same_account = old.as_ref().is_some_and(|o| o.account_id == account_id);

@@ -2,13 +2,18 @@
 //! records (start, stop, provisioning), signed checkpoints, and verification.
 //!
 //! How a request is recorded (fail closed):
-//! 1. `request_context` opens an [`AuditScope`] around the handler, with the request id,
-//!    method, route template and client IP in a template record.
-//! 2. The auth extractors fill the actor and account and arm the record ([`arm`]).
-//!    A failed authentication arms a `failure` record with its code.
-//! 3. Any store write the handler makes carries the record (and queued security events)
-//!    in its own transaction (`strongroom_store::audit`): the change and its record commit
-//!    together or not at all.
+//! 1. `request_context` makes the request's [`AuditScope`] and keeps it in the request
+//!    extensions ([`RequestAudit`]) with a template record: the request id, method,
+//!    route template and client IP.
+//! 2. The gateway resolves the credential and arms the record with the actor and
+//!    account ([`arm`]); the `Principal` or `Admin` it builds carries the scope
+//!    (`who.audit`). A failed authentication arms a `failure` record with its code.
+//! 3. A write made for the request names the scope where it is made:
+//!    `state.store().audited(&who.audit).insert_card(…)`. It carries the record (and
+//!    queued security events) in its own transaction (`strongroom_store::audit`): the
+//!    change and its record commit together or not at all. The store's writes exist
+//!    only on that handle or on `store.unaudited()`, which names a write that carries
+//!    nothing (workers, keys made at start), so no write picks a scope up unseen.
 //! 4. After the handler, what is still pending (reads, refusals, events) is appended
 //!    before the response leaves. If any audit append failed, the response is replaced by
 //!    `503 audit_unavailable`: a reveal's number never leaves unrecorded.
@@ -16,8 +21,10 @@
 pub mod anchor;
 pub mod failures;
 
-use crate::error::{ApiResult, codes};
+use crate::error::{ApiError, ApiResult, codes};
 use crate::metrics::Metrics;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,21 +44,46 @@ pub const HASH: HashFn = chain_hash;
 pub const SUCCESS: &str = "success";
 pub use failures::FAILURE;
 
-/// The request's template record (no actor yet), kept in the request extensions.
+/// The request's template record (no actor yet) and its audit scope, kept in the
+/// request extensions by `request_context`. The gateway hands the scope to the
+/// credential it resolves ([`crate::auth::Principal::audit`],
+/// [`crate::auth::Admin::audit`]).
 #[derive(Debug, Clone)]
-pub struct RequestAudit(pub AuditRecord);
+pub struct RequestAudit {
+    /// The record auth arms ([`arm`]).
+    pub template: AuditRecord,
+    /// The scope the request's writes carry (`store.audited(&scope)`).
+    pub scope: Arc<AuditScope>,
+}
 
-/// A new request scope with `template` in the extensions; the record is armed by auth.
+/// The request's audit scope, for a handler without a credential (a `Principal` or
+/// `Admin` carries it already): its writes go through `store.audited(&scope)`.
+#[derive(Debug, Clone)]
+pub struct RequestScope(pub Arc<AuditScope>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestScope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<RequestAudit>()
+            .map(|a| Self(a.scope.clone()))
+            .ok_or_else(|| ApiError::internal(&"request outside request_context"))
+    }
+}
+
+/// A new request scope; the record is armed by auth ([`arm`]).
 pub fn request_scope() -> Arc<AuditScope> {
     AuditScope::new(HASH, None)
 }
 
 /// Arms the request's record for `actor` on `account` (called by the auth extractors).
-pub fn arm(template: Option<&RequestAudit>, actor: &str, account: &str, failure: Option<&str>) {
-    let (Some(scope), Some(t)) = (AuditScope::current(), template) else {
+pub fn arm(request: Option<&RequestAudit>, actor: &str, account: &str, failure: Option<&str>) {
+    let Some(request) = request else {
         return;
     };
-    let mut rec = t.0.clone();
+    let mut rec = request.template.clone();
     rec.actor = actor.to_owned();
     if !account.is_empty() {
         rec.account_id = account.to_owned();
@@ -61,30 +93,25 @@ pub fn arm(template: Option<&RequestAudit>, actor: &str, account: &str, failure:
         rec.outcome = FAILURE.into();
         rec.code = code.to_owned();
     }
-    scope.set_request(rec);
+    request.scope.set_request(rec);
 }
 
-/// Names the object the current request acts on (`card`, `card_…`). Only well-formed
-/// ids are recorded.
-pub fn set_resource(kind: &str, id: &str) {
+/// Names the object the request of `scope` acts on (`card`, `card_…`). Only
+/// well-formed ids are recorded.
+pub fn set_resource(scope: &AuditScope, kind: &str, id: &str) {
     if !KINDS
         .iter()
         .any(|(k, _)| strongroom_core::parse_id(*k, id).is_ok())
     {
         return;
     }
-    if let Some(scope) = AuditScope::current() {
-        let r = format!("{kind}:{id}");
-        scope.update(|rec| rec.resource = r);
-    }
+    let r = format!("{kind}:{id}");
+    scope.update(|rec| rec.resource = r);
 }
 
-/// Queues a security event in the current request's scope; it commits with the
-/// request's next write or its final record.
-pub fn event(action: &str, resource: &str, outcome: &str, code: &str) {
-    let Some(scope) = AuditScope::current() else {
-        return;
-    };
+/// Queues a security event in the request's `scope`; it commits with the request's
+/// next write through `store.audited(scope)` or with its final record.
+pub fn event(scope: &AuditScope, action: &str, resource: &str, outcome: &str, code: &str) {
     let Some(mut rec) = scope.request() else {
         return;
     };
@@ -93,6 +120,12 @@ pub fn event(action: &str, resource: &str, outcome: &str, code: &str) {
     rec.outcome = outcome.to_owned();
     rec.code = code.to_owned();
     scope.event(rec);
+}
+
+/// The stable code a refused or failed service call is recorded with (the code its
+/// response carries).
+pub fn code_of(e: &crate::service::ServiceError) -> &'static str {
+    crate::error::code_of(e)
 }
 
 /// The action a route stands for.
@@ -274,24 +307,34 @@ pub async fn system(
     Ok(())
 }
 
-/// Runs a state-changing operation outside any request (CLI provisioning, tests) in a
-/// system scope, so its record commits with it. Inside a request, just runs it.
-pub async fn as_system<F: std::future::Future>(
-    clock: &dyn Clock,
-    action: &str,
-    fut: F,
-) -> F::Output {
-    if AuditScope::current().is_some() {
-        return fut.await;
+/// Whose record an operation that runs both for requests and outside them (an admin
+/// route, and CLI provisioning or test setup) carries.
+#[derive(Debug, Clone, Copy)]
+pub enum Origin<'a> {
+    /// A request: its writes carry the request's scope.
+    Request(&'a Arc<AuditScope>),
+    /// No request: its writes carry a system record of their own (actor `system`).
+    System,
+}
+
+impl Origin<'_> {
+    /// The scope the operation's writes carry: the request's, or a new system scope
+    /// whose record names `action`, so that the record commits with the write.
+    pub fn scope(self, clock: &dyn Clock, action: &str) -> Arc<AuditScope> {
+        match self {
+            Self::Request(scope) => Arc::clone(scope),
+            Self::System => {
+                let rec = AuditRecord {
+                    time_ms: clock.now_ms(),
+                    actor: "system".into(),
+                    action: action.to_owned(),
+                    outcome: SUCCESS.into(),
+                    ..AuditRecord::default()
+                };
+                AuditScope::new(HASH, Some(rec))
+            }
+        }
     }
-    let rec = AuditRecord {
-        time_ms: clock.now_ms(),
-        actor: "system".into(),
-        action: action.to_owned(),
-        outcome: SUCCESS.into(),
-        ..AuditRecord::default()
-    };
-    AuditScope::new(HASH, Some(rec)).run(fut).await
 }
 
 /// What a checkpoint signs, in the crypto crate's terms.

@@ -6,11 +6,13 @@
 //! the extractors here only read its answer.
 
 use crate::error::{ApiError, ApiResult, codes};
+use crate::service::ServiceError;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use std::sync::Arc;
 use strongroom_core::{KeyKind, Mode, Scope, Scopes};
-use strongroom_store::ApiKeyRecord;
+use strongroom_store::{ApiKeyRecord, AuditScope};
 
 /// Digest domain for API secrets.
 pub const API_KEY_DIGEST: &str = "api_key";
@@ -34,15 +36,18 @@ pub struct Principal {
     pub scopes: Scopes,
     /// The token id (`jti`) when the request carried a bearer JWT rather than the key.
     pub token_id: Option<String>,
+    /// The request's audit scope: the writes made for this caller carry it
+    /// (`store.audited(&who.audit)`).
+    pub audit: Arc<AuditScope>,
 }
 
 impl Principal {
     /// Refuses with `permission_denied` unless the key carries `scope`.
-    pub fn require(&self, scope: Scope) -> ApiResult<()> {
+    pub fn require(&self, scope: Scope) -> crate::service::Result<()> {
         if self.scopes.contains(scope) {
             Ok(())
         } else {
-            Err(codes::PERMISSION_DENIED)
+            Err(ServiceError::PermissionDenied)
         }
     }
 
@@ -72,7 +77,7 @@ impl Principal {
     /// The scopes a token issued to this credential carries: all it holds, or the
     /// requested subset. Refuses an empty request, or one beyond what it holds, with
     /// `invalid_scope`.
-    pub fn token_scopes(&self, requested: Option<Scopes>) -> ApiResult<Scopes> {
+    pub fn token_scopes(&self, requested: Option<Scopes>) -> crate::service::Result<Scopes> {
         let Some(r) = requested else {
             return Ok(self.scopes);
         };
@@ -80,13 +85,14 @@ impl Principal {
             .into_iter()
             .all(|s| !r.contains(s) || self.scopes.contains(s));
         if r.is_empty() || !within {
-            return Err(codes::INVALID_SCOPE);
+            return Err(ServiceError::InvalidScope);
         }
         Ok(r)
     }
 
-    /// The principal of an account's API key (not an admin key).
-    pub fn of_key(key: &ApiKeyRecord) -> ApiResult<Self> {
+    /// The principal of an account's API key (not an admin key), acting in the request
+    /// whose audit scope is `audit`.
+    pub fn of_key(key: &ApiKeyRecord, audit: Arc<AuditScope>) -> ApiResult<Self> {
         let kind = KeyKind::parse(&key.kind).ok_or(codes::INVALID_API_KEY)?;
         let account_id = key.account_id.clone().ok_or(codes::INVALID_API_KEY)?;
         Ok(Principal {
@@ -96,6 +102,7 @@ impl Principal {
             kind,
             scopes: kind.held_scopes(&key.scopes),
             token_id: None,
+            audit,
         })
     }
 }
@@ -127,17 +134,20 @@ pub fn check_not_revoked(key: &ApiKeyRecord) -> ApiResult<()> {
 pub struct Admin {
     /// The admin key's id.
     pub key_id: String,
+    /// The request's audit scope: the writes made for this operator carry it.
+    pub audit: Arc<AuditScope>,
 }
 
 impl Admin {
     /// The operator an API key stands for: an admin key has the admin kind and no
     /// account; any other key is refused with `permission_denied`.
-    pub fn of_key(key: &ApiKeyRecord) -> ApiResult<Self> {
+    pub fn of_key(key: &ApiKeyRecord, audit: Arc<AuditScope>) -> ApiResult<Self> {
         if key.kind != ADMIN_KIND || key.account_id.is_some() {
             return Err(codes::PERMISSION_DENIED);
         }
         Ok(Admin {
             key_id: key.id.clone(),
+            audit,
         })
     }
 }
@@ -221,6 +231,17 @@ pub enum Caller {
         /// The error of admin routes.
         admin: ApiError,
     },
+}
+
+impl Caller {
+    /// The request's audit scope, carried by a resolved credential.
+    pub fn audit(&self) -> Option<&Arc<AuditScope>> {
+        match self {
+            Self::Account(p) => Some(&p.audit),
+            Self::Admin(a) => Some(&a.audit),
+            Self::Anonymous | Self::Refused { .. } => None,
+        }
+    }
 }
 
 /// A credential's refusal (a 4xx) as it is; any other failure becomes 503.

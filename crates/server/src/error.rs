@@ -2,6 +2,7 @@
 //! `{"error": {"type", "code", "message", "request_id"}}`; a message never echoes
 //! input and never names internals. 5xx details go to the log with their call site.
 
+use crate::service::ServiceError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::panic::Location;
@@ -50,25 +51,24 @@ impl ApiError {
     /// A 500 whose detail is logged with its call site, never returned.
     #[track_caller]
     pub fn internal(detail: &dyn std::fmt::Display) -> Self {
-        let at = Location::caller();
-        tracing::error!(file = at.file(), line = at.line(), error = %detail, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "An internal error occurred.",
-        )
+        log_failure(&codes::INTERNAL, detail, Location::caller());
+        codes::INTERNAL
     }
 
     /// 503 when the store cannot be reached.
     #[track_caller]
     pub fn unavailable(detail: &dyn std::fmt::Display) -> Self {
-        let at = Location::caller();
+        log_failure(&codes::SERVICE_UNAVAILABLE, detail, Location::caller());
+        codes::SERVICE_UNAVAILABLE
+    }
+}
+
+/// Logs a 5xx's detail with the place it arose.
+fn log_failure(err: &ApiError, detail: &dyn std::fmt::Display, at: &Location<'_>) {
+    if err.status == StatusCode::SERVICE_UNAVAILABLE {
         tracing::error!(file = at.file(), line = at.line(), error = %detail, "store unavailable");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            "The service is temporarily unavailable.",
-        )
+    } else {
+        tracing::error!(file = at.file(), line = at.line(), error = %detail, "internal error");
     }
 }
 
@@ -154,10 +154,38 @@ pub mod codes {
     }
 }
 
-impl From<DomainError> for ApiError {
-    fn from(e: DomainError) -> Self {
-        use codes::*;
-        match e {
+/// The one mapping from what a service says went wrong to what the client sees. Pure:
+/// it logs nothing, so the audit log can name a refusal's code too.
+fn mapped(e: &ServiceError) -> ApiError {
+    use ServiceError as E;
+    use codes::*;
+    match e {
+        E::InvalidParameter => INVALID_PARAMETER,
+        E::MissingField => MISSING_FIELD,
+        E::NotFound => NOT_FOUND,
+        E::Conflict => CONFLICT,
+        E::LimitReached => LIMIT_REACHED,
+        E::PermissionDenied => PERMISSION_DENIED,
+        E::InvalidScope => INVALID_SCOPE,
+        E::CardTokenInvalid => CARD_TOKEN_INVALID,
+        E::OtpInvalid => OTP_INVALID,
+        E::OtpDeliveryNotConfigured => OTP_DELIVERY_NOT_CONFIGURED,
+        E::PinPayloadInvalid => PIN_PAYLOAD_INVALID,
+        E::PinPayloadUnsupported => PIN_PAYLOAD_UNSUPPORTED,
+        E::PinPayloadCardMismatch => PIN_PAYLOAD_CARD_MISMATCH,
+        E::PinPayloadStale => PIN_PAYLOAD_STALE,
+        E::PinPayloadReplayed => PIN_PAYLOAD_REPLAYED,
+        E::PinLength => PIN_LENGTH,
+        E::PinTooWeak => PIN_TOO_WEAK,
+        E::PinIncorrect => PIN_INCORRECT,
+        E::PinLocked => PIN_LOCKED,
+        E::PinNotSet => PIN_NOT_SET,
+        E::PinAlreadySet => PIN_ALREADY_SET,
+        E::TokenInvalid => TOKEN_INVALID,
+        E::TokenExpired => TOKEN_EXPIRED,
+        E::TokenRevoked => TOKEN_REVOKED,
+        E::UrlNotAllowed => URL_NOT_ALLOWED,
+        E::Domain(d) => match d {
             DomainError::CardNumberInvalid => CARD_NUMBER_INVALID,
             DomainError::CardNumberLuhn => CARD_NUMBER_LUHN,
             DomainError::CardBrandUnknown => CARD_BRAND_UNKNOWN,
@@ -169,25 +197,51 @@ impl From<DomainError> for ApiError {
             DomainError::ScopesRequired => SCOPES_REQUIRED,
             DomainError::ScopesNotAllowed => SCOPES_NOT_ALLOWED,
             DomainError::NotFound => NOT_FOUND,
+        },
+        E::Store { source, .. } => match source {
+            StoreError::Conflict(_) => CONFLICT,
+            StoreError::Unavailable(_) => SERVICE_UNAVAILABLE,
+            StoreError::Corrupt(_) => INTERNAL,
+        },
+        E::Crypto { .. } | E::Internal { .. } => INTERNAL,
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    /// Maps, and logs a 5xx's detail with the place the service met it.
+    fn from(e: ServiceError) -> Self {
+        let err = mapped(&e);
+        if let Some((detail, at)) = e.failure()
+            && err.status.is_server_error()
+        {
+            log_failure(&err, detail, at);
         }
+        err
+    }
+}
+
+/// The stable code of a service error, for the audit log (nothing is logged).
+pub fn code_of(e: &ServiceError) -> &'static str {
+    mapped(e).code
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        ServiceError::from(e).into()
     }
 }
 
 impl From<StoreError> for ApiError {
     #[track_caller]
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Conflict(_) => codes::CONFLICT,
-            StoreError::Unavailable(_) => ApiError::unavailable(&e),
-            StoreError::Corrupt(_) => ApiError::internal(&e),
-        }
+        ServiceError::from(e).into()
     }
 }
 
 impl From<CryptoError> for ApiError {
     #[track_caller]
     fn from(e: CryptoError) -> Self {
-        ApiError::internal(&e)
+        ServiceError::from(e).into()
     }
 }
 

@@ -1,15 +1,15 @@
 //! Ids and outbox event rows: what every write that tells the account about itself
 //! needs, built from the clock alone.
 
-use crate::error::{ApiError, ApiResult};
 use crate::service::events::{EventData, EventJson, EventObject, EventType};
+use crate::service::{Result, ServiceError};
 use strongroom_core::{Clock, IdKind, Mode, next_id};
 use strongroom_crypto::random;
 use strongroom_store::EventRecord;
 
 /// A new id of this kind, after every other this process made ([`next_id`]): a
 /// card's then serves as its SQLite row id (`strongroom_core::row_hint`).
-pub fn new_id(clock: &dyn Clock, kind: IdKind) -> ApiResult<String> {
+pub fn new_id(clock: &dyn Clock, kind: IdKind) -> Result<String> {
     Ok(next_id(kind, clock.now_ms(), random::bytes::<10>()?))
 }
 
@@ -21,7 +21,7 @@ pub fn event_of<T: serde::Serialize>(
     mode: Mode,
     event_type: EventType,
     object: &T,
-) -> ApiResult<EventRecord> {
+) -> Result<EventRecord> {
     let id = new_id(clock, IdKind::Event)?;
     let created_ms = clock.now_ms();
     let data = serde_json::to_string(&EventJson {
@@ -32,7 +32,7 @@ pub fn event_of<T: serde::Serialize>(
         object: EventObject::Event,
         event_type,
     })
-    .map_err(|e| ApiError::internal(&e))?;
+    .map_err(|e| ServiceError::internal(e))?;
     Ok(EventRecord {
         id,
         account_id: account_id.to_owned(),

@@ -17,7 +17,7 @@ mod sweep;
 pub use layer::gateway;
 
 use crate::cache::{Cache, CacheSync};
-use crate::error::{ApiResult, codes};
+use crate::error::ApiResult;
 use ipnet::IpNet;
 use ratelimit::{Limiter, MemoryLimiter, RedisLimiter};
 use std::net::IpAddr;
@@ -237,16 +237,20 @@ impl Gateway {
 
 /// Parses client-supplied CIDRs (or bare addresses), at most 100, into canonical
 /// networks. Refuses anything else with `invalid_parameter`.
-pub fn parse_cidrs(input: &[String]) -> ApiResult<Vec<IpNet>> {
+pub fn parse_cidrs(input: &[String]) -> crate::service::Result<Vec<IpNet>> {
+    use crate::service::ServiceError;
     if input.len() > 100 {
-        return Err(codes::INVALID_PARAMETER);
+        return Err(ServiceError::InvalidParameter);
     }
     let mut out: Vec<IpNet> = Vec::new();
     for s in input {
         let s = s.trim();
         let net = match s.parse::<IpNet>() {
             Ok(n) => n.trunc(),
-            Err(_) => IpNet::from(s.parse::<IpAddr>().map_err(|_| codes::INVALID_PARAMETER)?),
+            Err(_) => IpNet::from(
+                s.parse::<IpAddr>()
+                    .map_err(|_| ServiceError::InvalidParameter)?,
+            ),
         };
         if !out.contains(&net) {
             out.push(net);

@@ -1,13 +1,13 @@
 //! The in-memory keyring: unwrapped data keys per account, purpose and version.
 //! Unwrapped copies live only here; the store holds them wrapped by the root key.
 
-use crate::error::{ApiError, ApiResult, codes};
+use crate::service::{Result, ServiceError};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use strongroom_core::{Clock, Mode};
 use strongroom_crypto::{DataKey, RootKey};
-use strongroom_store::{DataKeyRecord, KeyPurpose, KeyState, Store, VaultStore};
+use strongroom_store::{AuditScope, DataKeyRecord, KeyPurpose, KeyState, Store, VaultStore};
 use tokio::sync::Notify;
 
 /// The wrap context binds a wrapped key to its account, purpose and version.
@@ -27,7 +27,7 @@ pub struct AccountKeys {
 
 impl AccountKeys {
     /// The writer version of a purpose and its key.
-    pub fn writer(&self, purpose: KeyPurpose) -> ApiResult<(i64, Arc<DataKey>)> {
+    pub fn writer(&self, purpose: KeyPurpose) -> Result<(i64, Arc<DataKey>)> {
         let v = *self
             .writers
             .get(&purpose)
@@ -41,7 +41,7 @@ impl AccountKeys {
     }
 
     /// A version's key; fails if it is retired or unknown.
-    pub fn version(&self, purpose: KeyPurpose, version: i64) -> ApiResult<Arc<DataKey>> {
+    pub fn version(&self, purpose: KeyPurpose, version: i64) -> Result<Arc<DataKey>> {
         self.keys
             .get(&(purpose, version))
             .cloned()
@@ -63,8 +63,8 @@ impl AccountKeys {
 }
 
 #[track_caller]
-fn missing(what: &'static str) -> ApiError {
-    ApiError::internal(&what)
+fn missing(what: &'static str) -> ServiceError {
+    ServiceError::internal(what)
 }
 
 /// Cache of [`AccountKeys`], refreshed after a TTL so rotations by other nodes show up.
@@ -98,7 +98,7 @@ impl Keyring {
     }
 
     /// Version 1 of every purpose for a new account, wrapped.
-    pub fn initial_keys(&self, account_id: &str) -> ApiResult<Vec<DataKeyRecord>> {
+    pub fn initial_keys(&self, account_id: &str) -> Result<Vec<DataKeyRecord>> {
         KeyPurpose::ALL
             .into_iter()
             .map(|p| self.new_wrapped(account_id, p, 1))
@@ -106,7 +106,7 @@ impl Keyring {
     }
 
     /// The account's keys, loading and unwrapping them if needed.
-    pub async fn account(&self, account_id: &str) -> ApiResult<Arc<AccountKeys>> {
+    pub async fn account(&self, account_id: &str) -> Result<Arc<AccountKeys>> {
         let now = self.clock.now_ms();
         if let Ok(map) = self.accounts.read()
             && let Some(k) = map.get(account_id)
@@ -125,10 +125,10 @@ impl Keyring {
     }
 
     /// Re-reads the account's keys from the store.
-    pub async fn reload(&self, account_id: &str) -> ApiResult<Arc<AccountKeys>> {
+    pub async fn reload(&self, account_id: &str) -> Result<Arc<AccountKeys>> {
         let records = self.store.data_keys(account_id).await?;
         if records.is_empty() {
-            return Err(codes::NOT_FOUND);
+            return Err(ServiceError::NotFound);
         }
         let mut keys = HashMap::new();
         let mut writers = HashMap::new();
@@ -151,11 +151,17 @@ impl Keyring {
         Ok(loaded)
     }
 
-    /// Makes a new version of `purpose` the writer. Older versions still decrypt.
-    pub async fn rotate(&self, account_id: &str, purpose: KeyPurpose) -> ApiResult<i64> {
+    /// Makes a new version of `purpose` the writer. Older versions still decrypt. The
+    /// write carries `audit`, the scope of the request that rotates.
+    pub async fn rotate(
+        &self,
+        audit: &AuditScope,
+        account_id: &str,
+        purpose: KeyPurpose,
+    ) -> Result<i64> {
         let records = self.store.data_keys(account_id).await?;
         if records.is_empty() {
-            return Err(codes::NOT_FOUND);
+            return Err(ServiceError::NotFound);
         }
         let next = records
             .iter()
@@ -170,7 +176,7 @@ impl Keyring {
             .store
             .get_account(account_id)
             .await?
-            .ok_or(codes::NOT_FOUND)?;
+            .ok_or(ServiceError::NotFound)?;
         // Data keys serve both modes, so each mode's event stream hears of the rotation.
         let events = [Mode::Test, Mode::Live]
             .into_iter()
@@ -187,8 +193,11 @@ impl Keyring {
                     },
                 )
             })
-            .collect::<ApiResult<Vec<_>>>()?;
-        self.store.rotate_data_key(&rec, &events).await?;
+            .collect::<Result<Vec<_>>>()?;
+        self.store
+            .audited(audit)
+            .rotate_data_key(&rec, &events)
+            .await?;
         self.reload(account_id).await?;
         self.rewrap_wake.notify_one();
         Ok(next)
@@ -206,7 +215,7 @@ impl Keyring {
         account_id: &str,
         purpose: KeyPurpose,
         version: i64,
-    ) -> ApiResult<DataKeyRecord> {
+    ) -> Result<DataKeyRecord> {
         let key = DataKey::generate()?;
         let wrapped = self
             .root

@@ -24,6 +24,7 @@ pub mod service;
 pub mod state;
 pub mod tls;
 
+pub use audit::Origin;
 pub use config::{ServerConfig, TlsFiles};
 pub use error::{ApiError, ApiResult};
 pub use service::accounts::{IssuedKey, NewKeyKind};
@@ -140,7 +141,7 @@ pub async fn start_with_clock(
         .tokens()
         .ensure_keys()
         .await
-        .map_err(|e| StartError::Keys(e.message))?;
+        .map_err(|e| StartError::Keys(ApiError::from(e).message))?;
     service::rewrap::spawn(state.clone());
     service::webhooks::spawn(state.clone());
     let app = routes::router(state.clone());

@@ -64,11 +64,16 @@ pub async fn request_context(
         route: route.clone(),
         ..AuditRecord::default()
     };
-    req.extensions_mut().insert(audit::RequestAudit(template));
+    // The scope is handed on explicitly: the credential the gateway resolves carries
+    // it, and every write made for the request names it (`store.audited(&scope)`).
     let scope = audit::request_scope();
+    req.extensions_mut().insert(audit::RequestAudit {
+        template,
+        scope: scope.clone(),
+    });
     let (req, unread) = watch_body(req);
 
-    let mut res = scope.run(next.run(req)).await;
+    let mut res = next.run(req).await;
     drain_unread(unread);
 
     let mut error = res

@@ -1,14 +1,14 @@
 //! The PIN transport keys, unwrapped and cached: built from the store, the root key, the
 //! clock and two durations, and used by the PIN service through `AppState`.
 
-use crate::error::{ApiResult, codes};
+use crate::service::{Result, ServiceError};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use strongroom_core::Clock;
 use strongroom_crypto::RootKey;
 use strongroom_crypto::jwe::TransportKey;
-use strongroom_store::{PinStore, Store, TransportKeyRecord};
+use strongroom_store::{AuditScope, PinStore, Store, TransportKeyRecord};
 
 /// At most one store read a second for payloads naming a key this node does not hold.
 const UNKNOWN_KID_RELOAD_INTERVAL_MS: i64 = 1000;
@@ -90,7 +90,7 @@ impl PinKeys {
         }
     }
 
-    async fn load(&self) -> ApiResult<Arc<Loaded>> {
+    async fn load(&self) -> Result<Arc<Loaded>> {
         let records = self.store.pin_transport_keys().await?;
         let mut keys = Vec::with_capacity(records.len());
         for r in records {
@@ -110,7 +110,7 @@ impl PinKeys {
         Ok(loaded)
     }
 
-    async fn cached(&self) -> ApiResult<Arc<Loaded>> {
+    async fn cached(&self) -> Result<Arc<Loaded>> {
         let ttl = millis(self.ttl);
         let hit = self
             .keys
@@ -125,8 +125,9 @@ impl PinKeys {
     }
 
     /// Makes a new transport key the current one; older keys decrypt for the grace
-    /// period. Returns its kid and the key.
-    pub async fn rotate(&self) -> ApiResult<(String, Arc<TransportKey>)> {
+    /// period. Returns its kid and the key. The write carries `audit`, the scope of the
+    /// request it is made for.
+    pub async fn rotate(&self, audit: &AuditScope) -> Result<(String, Arc<TransportKey>)> {
         let (key, der) = TransportKey::generate()?;
         let now = self.clock.now_ms();
         let kid = format!(
@@ -141,6 +142,7 @@ impl PinKeys {
             retire_after_ms: None,
         };
         self.store
+            .audited(audit)
             .insert_pin_transport_key(&record, now.saturating_add(millis(self.grace)))
             .await?;
         self.load().await?;
@@ -148,8 +150,9 @@ impl PinKeys {
         Ok((kid, Arc::new(key)))
     }
 
-    /// The current transport key and its kid, made on first use.
-    pub async fn current(&self) -> ApiResult<(String, Arc<TransportKey>)> {
+    /// The current transport key and its kid, made on first use (that write carries
+    /// `audit`).
+    pub async fn current(&self, audit: &AuditScope) -> Result<(String, Arc<TransportKey>)> {
         let now = self.clock.now_ms();
         let loaded = self.cached().await?;
         match loaded
@@ -160,12 +163,12 @@ impl PinKeys {
             .or_else(|| loaded.keys.iter().rev().find(|(r, _)| usable(r, now)))
         {
             Some((r, k)) => Ok((r.kid.clone(), k.clone())),
-            None => self.rotate().await,
+            None => self.rotate(audit).await,
         }
     }
 
     /// The usable key named `kid`; `PIN_PAYLOAD_INVALID` if there is none.
-    pub async fn key(&self, kid: &str) -> ApiResult<Arc<TransportKey>> {
+    pub async fn key(&self, kid: &str) -> Result<Arc<TransportKey>> {
         let now = self.clock.now_ms();
         let find = |l: Arc<Loaded>| {
             l.keys
@@ -182,7 +185,7 @@ impl PinKeys {
         };
         match found {
             Some((true, k)) => Ok(k),
-            _ => Err(codes::PIN_PAYLOAD_INVALID),
+            _ => Err(ServiceError::PinPayloadInvalid),
         }
     }
 }

@@ -13,7 +13,7 @@
 //! its record buffer before encrypting it there. Those buffers are not ours and are not
 //! zeroized (SECURITY.md, "Not protected").
 
-use crate::error::{ApiError, ApiResult};
+use crate::service::{Result, ServiceError};
 use bytes::Bytes;
 use serde::Serialize;
 use zeroize::Zeroizing;
@@ -58,9 +58,9 @@ impl std::io::Write for ZeroizingWriter {
 pub fn to_zeroizing_json<T: Serialize + ?Sized>(
     value: &T,
     capacity: usize,
-) -> ApiResult<Zeroizing<Vec<u8>>> {
+) -> Result<Zeroizing<Vec<u8>>> {
     let mut w = ZeroizingWriter::with_capacity(capacity);
-    serde_json::to_writer(&mut w, value).map_err(|e| ApiError::internal(&e))?;
+    serde_json::to_writer(&mut w, value).map_err(|e| ServiceError::internal(e))?;
     Ok(w.into_inner())
 }
 

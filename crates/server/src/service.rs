@@ -6,6 +6,7 @@ pub mod audit;
 pub mod cards;
 pub mod controls;
 pub mod data_keys;
+pub mod error;
 pub mod events;
 pub mod inbound;
 pub mod otp;
@@ -14,6 +15,8 @@ pub mod pin;
 pub mod rewrap;
 pub mod tokens;
 pub mod webhooks;
+
+pub use error::{Result, ServiceError};
 
 /// The `object` of every list: always `"list"`.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]

@@ -7,7 +7,6 @@
 //! components through it (`state.keyring().account(…)`).
 
 use crate::cache::{Cache, CacheSync};
-use crate::error::ApiResult;
 use crate::keyring::Keyring;
 use crate::service::events::EventType;
 use crate::service::tokens::ApiKeyCache;
@@ -164,7 +163,7 @@ impl AppState {
     }
 
     /// A new id of this kind (see [`crate::events::new_id`]).
-    pub fn new_id(&self, kind: IdKind) -> ApiResult<String> {
+    pub fn new_id(&self, kind: IdKind) -> crate::service::Result<String> {
         crate::events::new_id(self.clock(), kind)
     }
 
@@ -175,7 +174,7 @@ impl AppState {
         mode: Mode,
         event_type: EventType,
         object: &T,
-    ) -> ApiResult<EventRecord> {
+    ) -> crate::service::Result<EventRecord> {
         crate::events::event_of(self.clock(), account_id, mode, event_type, object)
     }
 

@@ -7,15 +7,17 @@
 //! appending transaction, which serialises chain appends on SQLite (one writer) and on
 //! PostgreSQL (a row lock held to commit, across nodes) alike.
 //!
-//! **Same transaction as the change.** A request runs inside an [`AuditScope`]
-//! (a task-local set by the server's outermost middleware). Every store write made while
-//! a scope is active is wrapped by [`attach`]: the request's record and any queued
-//! security events are appended in the same transaction as the write, so the change
-//! and its record commit together or not at all, and the SQLite group commit carries
-//! both with one fsync. Store method signatures are unchanged. A request that writes
-//! nothing gets a standalone append after its handler ([`AuditStore::append_audit`]).
+//! **Same transaction as the change.** A request has an [`AuditScope`] (made by the
+//! server's outermost middleware and handed to the code that acts for the request).
+//! A write made through `store.audited(&scope)` ([`crate::Store::audited`]) is wrapped
+//! by `sql::attach`: the scope's request record and any queued security events
+//! are appended in the same transaction as the write, so the change and its record
+//! commit together or not at all, and the group commit carries both with one fsync. The
+//! writes exist only on that handle (or on [`crate::Store::unaudited`], which names a
+//! write that carries nothing), so the call site always says which. A request that
+//! writes nothing gets a standalone append after its handler
+//! ([`AuditStore::append_audit`]).
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -319,10 +321,6 @@ pub(crate) async fn append<'r, C: Exec>(
 
 // ---- the request scope ----
 
-tokio::task_local! {
-    static SCOPE: Arc<AuditScope>;
-}
-
 /// The audit state of one request (or one system operation): its record, queued
 /// security events, and whether an audit write failed.
 #[derive(Debug)]
@@ -361,16 +359,6 @@ impl AuditScope {
     /// The hash function.
     pub fn hash_fn(&self) -> HashFn {
         self.hash
-    }
-
-    /// Runs `fut` with this scope active: its writes carry the scope's records.
-    pub async fn run<F: Future>(self: &Arc<Self>, fut: F) -> F::Output {
-        SCOPE.scope(self.clone(), fut).await
-    }
-
-    /// The scope of the current task, if any.
-    pub fn current() -> Option<Arc<Self>> {
-        SCOPE.try_with(Arc::clone).ok()
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, ScopeState> {

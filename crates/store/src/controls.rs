@@ -79,7 +79,7 @@ pub struct IdempotencyRecord {
     pub response: Option<(i64, Vec<u8>)>,
 }
 
-/// What [`ControlStore::idempotency_begin`] found.
+/// What [`crate::Writes::idempotency_begin`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdempotencyBegin {
     /// No live record: this request now holds the key (state in progress).
@@ -128,30 +128,12 @@ pub struct KeyWithControls {
 pub trait ControlStore: Send + Sync {
     /// The account's settings (defaults if never set).
     async fn account_controls(&self, account_id: &str) -> StoreResult<AccountControls>;
-    /// Replaces the account's settings.
-    async fn set_account_controls(&self, controls: &AccountControls) -> StoreResult<()>;
-    /// Changes some of the account's settings; returns them all after the change.
-    async fn update_account_controls(
-        &self,
-        update: &ControlsUpdate,
-    ) -> StoreResult<AccountControls>;
     /// The IP allowlist of one API key (empty: none).
     async fn key_ip_allowlist(&self, key_id: &str) -> StoreResult<Vec<String>>;
     /// The API key with this digest, its account's controls and its allowlist, in one
     /// read.
     async fn key_with_controls(&self, digest: &[u8]) -> StoreResult<Option<KeyWithControls>>;
-    /// Sets the IP allowlist of one API key.
-    async fn set_key_ip_allowlist(&self, key_id: &str, cidrs: &[String]) -> StoreResult<()>;
 
-    /// Registers a signing key, unless the account already has `max` unrevoked ones
-    /// (then false, and nothing is written). The count and the insert share the writer's
-    /// transaction, so concurrent registrations cannot pass the cap together.
-    async fn insert_signing_key(
-        &self,
-        key: &SigningKeyRecord,
-        max: Option<i64>,
-        events: &[EventRecord],
-    ) -> StoreResult<bool>;
     /// One signing key of the account.
     async fn signing_key(
         &self,
@@ -166,38 +148,6 @@ pub trait ControlStore: Send + Sync {
         starting_after: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<SigningKeyRecord>>;
-    /// Revokes a signing key (keeps an earlier revocation time); `None` if absent.
-    async fn revoke_signing_key(
-        &self,
-        account_id: &str,
-        id: &str,
-        now_ms: i64,
-        events: &[EventRecord],
-    ) -> StoreResult<Option<SigningKeyRecord>>;
-    /// Records a signature nonce; false if it was already used and has not expired.
-    /// With `purge_expired`, every expired nonce is deleted on the way.
-    async fn use_nonce(
-        &self,
-        key_id: &str,
-        nonce: &str,
-        now_ms: i64,
-        expires_ms: i64,
-        purge_expired: bool,
-    ) -> StoreResult<bool>;
-
-    /// Claims an idempotency key, or returns the live record that holds it.
-    async fn idempotency_begin(&self, claim: &IdempotencyClaim) -> StoreResult<IdempotencyBegin>;
-    /// Stores the response of a claimed key.
-    async fn idempotency_finish(
-        &self,
-        scope: &str,
-        key: &str,
-        status: i64,
-        body: &[u8],
-    ) -> StoreResult<()>;
-    /// Releases a claimed key without a response (the request failed in a way a retry
-    /// should run again).
-    async fn idempotency_abort(&self, scope: &str, key: &str) -> StoreResult<()>;
 }
 
 // ---- SQL ----

@@ -147,7 +147,7 @@ pub struct CardRecord {
     pub created_ms: i64,
 }
 
-/// The outcome of [`crate::VaultStore::insert_card`].
+/// The outcome of [`crate::Writes::insert_card`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InsertCard {
     /// A new card was written.
@@ -200,7 +200,7 @@ pub struct CardRewrap {
     pub fp_version: i64,
 }
 
-/// The outcome of [`crate::VaultStore::retire_data_key`].
+/// The outcome of [`crate::Writes::retire_data_key`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetireOutcome {
     /// Retired now (or was already).

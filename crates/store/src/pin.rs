@@ -129,13 +129,6 @@ pub struct PinRewrap {
 pub trait PinStore {
     /// Every transport key, oldest first.
     async fn pin_transport_keys(&self) -> StoreResult<Vec<TransportKeyRecord>>;
-    /// Adds a transport key; every older key still without an end (or ending later)
-    /// now ends at `retire_others_after_ms`.
-    async fn insert_pin_transport_key(
-        &self,
-        key: &TransportKeyRecord,
-        retire_others_after_ms: i64,
-    ) -> StoreResult<()>;
     /// A card's PIN.
     async fn get_pin(
         &self,
@@ -147,58 +140,6 @@ pub trait PinStore {
     async fn pin_owner(&self, card_id: &str) -> StoreResult<Option<(String, Mode)>>;
     /// The account's lockout threshold, if one was set.
     async fn pin_max_failures(&self, account_id: &str) -> StoreResult<Option<i64>>;
-    /// Sets the account's lockout threshold.
-    async fn set_pin_max_failures(&self, account_id: &str, max_failures: i64) -> StoreResult<()>;
-    /// Records a payload id as spent until `expires_ms` (and forgets ids expired at
-    /// `now_ms`). False if it was already spent.
-    async fn spend_pin_jti(
-        &self,
-        account_id: &str,
-        jti: &str,
-        expires_ms: i64,
-        now_ms: i64,
-    ) -> StoreResult<bool>;
-    /// Spends the OTP and sets the PIN in one transaction. `events` are written when it
-    /// is done; `unlocked_event` too when a reset unlocked a locked PIN.
-    async fn set_pin(
-        &self,
-        pin: &PinRecord,
-        kind: SetKind,
-        otp: &SpendOtp,
-        events: &[EventRecord],
-        unlocked_event: Option<&EventRecord>,
-    ) -> StoreResult<PinOutcome>;
-    /// Records the outcome of a comparison against the stored PIN `seen` (read before the
-    /// comparison). Success resets the counter; failure counts one, writes `failed_events`
-    /// and, if it reaches `max_failures`, locks and writes `locked_event` too. Refused
-    /// with `Locked` if the PIN was locked meanwhile, `Changed` if it changed.
-    async fn record_pin_attempt(
-        &self,
-        seen: &PinRecord,
-        success: bool,
-        max_failures: i64,
-        failed_events: &[EventRecord],
-        locked_event: Option<&EventRecord>,
-    ) -> StoreResult<PinOutcome>;
-    /// Spends the OTP and replaces the PIN `seen` (unchanged and unlocked) with `new`, in
-    /// one transaction, writing `events`.
-    async fn change_pin(
-        &self,
-        seen: &PinRecord,
-        new: &PinRecord,
-        otp: &SpendOtp,
-        events: &[EventRecord],
-    ) -> StoreResult<PinOutcome>;
-    /// Clears the lock and the counter. `Done` with the event written if it was locked,
-    /// `Changed` if it was not locked (nothing written), `Missing` if there is no PIN.
-    async fn unlock_pin(
-        &self,
-        account_id: &str,
-        mode: Mode,
-        card_id: &str,
-        now_ms: i64,
-        events: &[EventRecord],
-    ) -> StoreResult<PinOutcome>;
     /// Up to `limit` PINs of the account under a `pin` key version below `below_version`.
     async fn pins_for_rewrap(
         &self,
@@ -206,8 +147,6 @@ pub trait PinStore {
         below_version: i64,
         limit: i64,
     ) -> StoreResult<Vec<PinRecord>>;
-    /// Applies re-encipherments in one transaction; each only if the row is unchanged.
-    async fn rewrap_pins(&self, updates: &[PinRewrap]) -> StoreResult<u64>;
 }
 
 // ---- SQL ----

@@ -133,18 +133,6 @@ pub(crate) async fn api_key_by_id<C: Exec>(
 pub trait TokenStore {
     /// Every JWT signing key, oldest generation first.
     async fn jwt_keys(&self) -> StoreResult<Vec<JwtKeyRecord>>;
-    /// Inserts the next generation and, in the same transaction, erases the private
-    /// halves of generations below `erase_below` (the current signer's). `Conflict` if
-    /// the generation exists (a concurrent rotation won).
-    async fn insert_jwt_key(&self, key: &JwtKeyRecord, erase_below: i64) -> StoreResult<()>;
     /// One API key by id, revoked or not.
     async fn api_key_by_id(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>>;
-    /// Revokes every unrevoked key of the account at `now_ms` and writes `events`, in one
-    /// transaction. `None` if there is no such account; else how many keys it revoked.
-    async fn revoke_all_api_keys(
-        &self,
-        account_id: &str,
-        now_ms: i64,
-        events: &[EventRecord],
-    ) -> StoreResult<Option<i64>>;
 }

@@ -657,15 +657,6 @@ pub(crate) async fn event_deliveries<C: Exec>(
 /// Webhook persistence.
 #[allow(async_fn_in_trait)]
 pub trait WebhookStore {
-    /// Stores a new endpoint and its event types, unless `max` is given and the account
-    /// already has that many API-managed endpoints in the endpoint's mode (then false,
-    /// and nothing is written). The count and the insert share the writer's transaction,
-    /// so concurrent creations cannot pass the cap together.
-    async fn insert_endpoint(
-        &self,
-        ep: &WebhookEndpointRecord,
-        max: Option<i64>,
-    ) -> StoreResult<bool>;
     /// One endpoint of an account.
     async fn get_endpoint(
         &self,
@@ -689,47 +680,6 @@ pub trait WebhookStore {
         starting_after: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<WebhookEndpointRecord>>;
-    /// Updates url and description, and the event types if `types`. False if absent.
-    async fn update_endpoint(&self, ep: &WebhookEndpointRecord, types: bool) -> StoreResult<bool>;
-    /// Deletes an endpoint with its deliveries. False if absent.
-    async fn delete_endpoint(&self, account_id: &str, id: &str) -> StoreResult<bool>;
-    /// Disables (`Some(time)`, only if enabled; writes `events` then) or enables (`None`).
-    async fn set_endpoint_disabled(
-        &self,
-        account_id: &str,
-        id: &str,
-        disabled_ms: Option<i64>,
-        reason: Option<&str>,
-        events: &[EventRecord],
-    ) -> StoreResult<bool>;
-    /// Replaces the secret fields if the current version is still `expect_version`.
-    async fn rotate_endpoint_secret(
-        &self,
-        ep: &WebhookEndpointRecord,
-        expect_version: i64,
-    ) -> StoreResult<bool>;
-    /// Claims up to `limit` due deliveries until `until_ms`.
-    async fn claim_deliveries(
-        &self,
-        now_ms: i64,
-        until_ms: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<DeliveryRecord>>;
-    /// Records an attempt and its consequences in one transaction.
-    async fn record_attempt(&self, rec: &RecordAttempt) -> StoreResult<()>;
-    /// (Re)queues deliveries of the account's events to its enabled endpoints, filtered
-    /// by endpoint, event and creation time. Returns how many rows were queued.
-    async fn requeue(
-        &self,
-        account_id: &str,
-        mode: Mode,
-        endpoint_id: Option<&str>,
-        event_id: Option<&str>,
-        since_ms: Option<i64>,
-        now_ms: i64,
-    ) -> StoreResult<u64>;
-    /// Drops every lease (embedded store at start: no other node can hold one).
-    async fn release_claims(&self) -> StoreResult<()>;
     /// The latest attempts to an endpoint, newest first; with `after` (a delivery id
     /// and attempt number), the ones listed after that attempt.
     async fn endpoint_attempts(
@@ -744,9 +694,4 @@ pub trait WebhookStore {
         account_id: &str,
         event_id: &str,
     ) -> StoreResult<Vec<DeliveryRecord>>;
-    /// Records an inbound hook, with its events (verified ones emit `inbound.received`).
-    async fn insert_inbound(&self, rec: &InboundRecord, events: &[EventRecord]) -> StoreResult<()>;
-    /// Deletes events (with their deliveries and attempts) and inbound hooks older than
-    /// `before_ms`.
-    async fn prune(&self, before_ms: i64) -> StoreResult<u64>;
 }

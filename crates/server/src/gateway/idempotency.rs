@@ -23,7 +23,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::time::Duration;
 use strongroom_crypto::{SealingKey, ct_eq, httpsig};
-use strongroom_store::{ControlStore, IdempotencyBegin, IdempotencyClaim, Store};
+use strongroom_store::{IdempotencyBegin, IdempotencyClaim, Store, Writes};
 
 /// Longest `Idempotency-Key`.
 pub const MAX_KEY_LEN: usize = 255;
@@ -70,6 +70,15 @@ pub struct IdemContext<'a> {
 }
 
 impl IdemContext<'_> {
+    /// The writes of claims. They are the gateway's bookkeeping, not the request's
+    /// action, so they carry no audit record: the request's record rides with the
+    /// handler's own write, or is appended after it with the real outcome. (Carried by
+    /// the claim, it would say `success` before the handler had run.)
+    #[allow(clippy::disallowed_methods)]
+    fn claims(&self) -> Writes<'_> {
+        self.store.unaudited()
+    }
+
     fn sealing_key(&self) -> ApiResult<&SealingKey> {
         self.seal
             .ok_or_else(|| ApiError::internal(&"idempotency key unavailable"))
@@ -209,7 +218,7 @@ impl Idem {
             stale_before_ms: now.saturating_sub(stale),
             purge_expired: super::sweep::sweep_now(),
         };
-        let rec = match ctx.store.idempotency_begin(&claim).await? {
+        let rec = match ctx.claims().idempotency_begin(&claim).await? {
             IdempotencyBegin::Started => return Ok(None),
             IdempotencyBegin::Existing(rec) => rec,
         };
@@ -225,7 +234,8 @@ impl Idem {
     async fn finish(&self, ctx: &IdemContext<'_>, res: Response) -> Response {
         let failed = !res.status().is_success() || res.extensions().get::<ErrorBody>().is_some();
         if failed {
-            if let Err(e) = ctx.store.idempotency_abort(&self.scope, &self.key).await {
+            let abort = ctx.claims();
+            if let Err(e) = abort.idempotency_abort(&self.scope, &self.key).await {
                 tracing::warn!(error = %e, "could not release an idempotency key");
             }
             return res;
@@ -233,13 +243,14 @@ impl Idem {
         let (parts, body) = res.into_parts();
         let Ok(bytes) = axum::body::to_bytes(body, MAX_STORED_BODY).await else {
             // The handler's body could not be read: nothing reliable to return or store.
-            let _ = ctx.store.idempotency_abort(&self.scope, &self.key).await;
+            let abort = ctx.claims();
+            let _ = abort.idempotency_abort(&self.scope, &self.key).await;
             return ApiError::internal(&"response body unreadable").into_response();
         };
         let stored = async {
             let sealed = ctx.sealing_key()?.seal(&bytes, &self.aad())?;
             let status = parts.status.as_u16();
-            ctx.store
+            ctx.claims()
                 .idempotency_finish(&self.scope, &self.key, i64::from(status), &sealed)
                 .await?;
             self.cache_in_redis(ctx, status, &sealed).await;

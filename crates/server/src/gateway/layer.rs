@@ -8,6 +8,7 @@ use super::signature;
 use super::{
     Gateway, IDEMPOTENCY_EXCLUDED, Prefetched, RateLimitConfig, allowed_by, parse_stored_cidrs,
 };
+use crate::audit::RequestAudit;
 use crate::auth::{self, Admin, Caller, Principal};
 use crate::error::{ApiError, ApiResult, codes};
 use crate::extract::BODY_LIMIT;
@@ -22,7 +23,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use strongroom_store::{AccountControls, ApiKeyRecord};
+use strongroom_store::{AccountControls, ApiKeyRecord, AuditScope};
 
 /// Route of the token endpoint: limited per client address as well.
 const TOKEN_ROUTE: &str = "/v1/auth/token";
@@ -325,7 +326,13 @@ pub async fn authenticate(parts: &mut Parts, state: &AppState) -> ApiResult<Call
     if !parts.headers.contains_key(AUTHORIZATION) {
         return Ok(Caller::Anonymous);
     }
-    let account = match account_principal(parts, state).await {
+    // The caller carries the request's audit scope to every write made for it.
+    let audit = parts
+        .extensions
+        .get::<RequestAudit>()
+        .map(|a| a.scope.clone())
+        .ok_or_else(|| ApiError::internal(&"no audit scope: request outside request_context"))?;
+    let account = match account_principal(parts, state, audit.clone()).await {
         Ok((p, pre)) => {
             if let Some(pre) = pre {
                 parts.extensions.insert(pre);
@@ -335,7 +342,7 @@ pub async fn authenticate(parts: &mut Parts, state: &AppState) -> ApiResult<Call
         }
         Err(e) => auth::unless_unavailable(e)?,
     };
-    let admin = match admin_principal(parts, state).await {
+    let admin = match admin_principal(parts, state, audit).await {
         Ok(a) => {
             auth::arm_actor(parts, &format!("admin:{}", a.key_id), "");
             return Ok(Caller::Admin(a));
@@ -365,16 +372,21 @@ async fn api_key(
 async fn account_principal(
     parts: &Parts,
     state: &AppState,
+    audit: Arc<AuditScope>,
 ) -> ApiResult<(Principal, Option<Prefetched>)> {
     if let Some(jwt) = auth::bearer_jwt(parts)? {
-        return Ok((state.tokens().authenticate(jwt).await?, None));
+        return Ok((state.tokens().authenticate(jwt, audit).await?, None));
     }
     let (key, pre) = api_key(parts, state).await?;
-    Ok((Principal::of_key(&key)?, pre))
+    Ok((Principal::of_key(&key, audit)?, pre))
 }
 
 /// An operator credential. An admin key has no account: nothing was prefetched.
-async fn admin_principal(parts: &Parts, state: &AppState) -> ApiResult<Admin> {
+async fn admin_principal(
+    parts: &Parts,
+    state: &AppState,
+    audit: Arc<AuditScope>,
+) -> ApiResult<Admin> {
     let (key, _) = api_key(parts, state).await?;
-    Admin::of_key(&key)
+    Admin::of_key(&key, audit)
 }

@@ -1,5 +1,6 @@
 //! `/v1/admin/…`: operators manage accounts, API keys and data keys with the admin key.
 
+use crate::audit::Origin;
 use crate::auth::Admin;
 use crate::error::{ApiResult, codes};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, EmptyBody};
@@ -9,14 +10,14 @@ use crate::service::accounts::{
     ADMIN_KIND, AccountView, AdminKeyView, ApiKeyView, NewApiKeyView, NewKeyKind,
 };
 use crate::service::data_keys::{self, DataKeysView, Purpose};
-use crate::service::{List, otp};
+use crate::service::{List, ServiceError, otp};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use strongroom_core::{IdKind, KeyKind, Mode, Scope, Scopes, parse_id};
-use strongroom_store::{ControlStore, KeyPurpose, RetireOutcome, VaultStore};
+use strongroom_store::{KeyPurpose, RetireOutcome, VaultStore};
 use utoipa::ToSchema;
 
 /// Body of `POST /v1/admin/accounts`.
@@ -48,7 +49,7 @@ fn check_name(name: &str) -> ApiResult<()> {
 /// credentials), and its deliveries the same checks again at send time: live-mode OTP
 /// codes are what it receives. Returns the URL as it will be stored.
 async fn check_url(state: &AppState, url: &str) -> ApiResult<String> {
-    crate::service::webhooks::check_url(state, Mode::Live, url).await
+    Ok(crate::service::webhooks::check_url(state, Mode::Live, url).await?)
 }
 
 /// The account's view with, when an OTP delivery URL is set, the secret OTP deliveries
@@ -81,7 +82,7 @@ async fn with_delivery_secret(
         (status = 503, description = "service_unavailable, audit_unavailable", body = ErrorResponse)))]
 pub async fn create_account(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiJson(body): ApiJson<CreateAccountBody>,
 ) -> ApiResult<(StatusCode, Json<AccountView>)> {
     check_name(&body.name)?;
@@ -90,7 +91,9 @@ pub async fn create_account(
         None => None,
     };
     let accounts = state.accounts();
-    let acct = accounts.create(&body.name, url).await?;
+    let acct = accounts
+        .create(Origin::Request(&admin.audit), &body.name, url)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(with_delivery_secret(&state, &acct, accounts.view(&acct).await?).await?),
@@ -149,7 +152,7 @@ pub struct UpdateAccountBody {
         (status = 503, description = "service_unavailable, audit_unavailable", body = ErrorResponse)))]
 pub async fn update_account(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateAccountBody>,
 ) -> ApiResult<Json<AccountView>> {
@@ -169,11 +172,21 @@ pub async fn update_account(
     if let Some(u) = body.otp_delivery_url {
         acct.otp_delivery_url = Some(check_url(&state, &u).await?);
     }
-    if !state.store().update_account(&acct).await? {
+    if !state
+        .store()
+        .audited(&admin.audit)
+        .update_account(&acct)
+        .await?
+    {
         return Err(codes::NOT_FOUND);
     }
-    let rate =
-        crate::service::controls::set_rate_limit(&state, &id, body.rate_limit_per_minute).await?;
+    let rate = crate::service::controls::set_rate_limit(
+        &state,
+        &admin.audit,
+        &id,
+        body.rate_limit_per_minute,
+    )
+    .await?;
     let v = AccountView::new(&acct, rate);
     Ok(Json(with_delivery_secret(&state, &acct, v).await?))
 }
@@ -211,7 +224,7 @@ pub struct CreateKeyBody {
         (status = 503, description = "service_unavailable, audit_unavailable", body = ErrorResponse)))]
 pub async fn create_key(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<CreateKeyBody>,
 ) -> ApiResult<(StatusCode, Json<NewApiKeyView>)> {
@@ -234,9 +247,16 @@ pub async fn create_key(
     let allowlist = crate::gateway::parse_cidrs(body.ip_allowlist.as_deref().unwrap_or_default())?;
     let accounts = state.accounts();
     let issued = accounts
-        .create_key(Some(&id), NewKeyKind::Account(kind), mode, scopes)
+        .create_key(
+            Origin::Request(&admin.audit),
+            Some(&id),
+            NewKeyKind::Account(kind),
+            mode,
+            scopes,
+        )
         .await?;
-    crate::service::controls::set_key_allowlist(&state, &issued.record, &allowlist).await?;
+    crate::service::controls::set_key_allowlist(&state, &admin.audit, &issued.record, &allowlist)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(NewApiKeyView::new(&issued, &allowlist)),
@@ -278,12 +298,15 @@ pub async fn list_keys(
         (status = 503, description = "service_unavailable, audit_unavailable", body = ErrorResponse)))]
 pub async fn revoke_key(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiPath((id, key_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<ApiKeyView>> {
     parse_id(IdKind::Account, &id)?;
     parse_id(IdKind::ApiKey, &key_id)?;
-    let key = state.accounts().revoke_key(Some(&id), &key_id).await?;
+    let key = state
+        .accounts()
+        .revoke_key(Origin::Request(&admin.audit), Some(&id), &key_id)
+        .await?;
     Ok(Json(ApiKeyView::from(&key)))
 }
 
@@ -343,12 +366,15 @@ pub async fn key_status(
         (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn rotate_keys(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<RotateBody>,
 ) -> ApiResult<Json<DataKeysView>> {
     parse_id(IdKind::Account, &id)?;
-    state.keyring().rotate(&id, purpose(&body.purpose)?).await?;
+    state
+        .keyring()
+        .rotate(&admin.audit, &id, purpose(&body.purpose)?)
+        .await?;
     Ok(Json(data_keys::status(&state, &id).await?))
 }
 
@@ -366,13 +392,14 @@ pub async fn rotate_keys(
         (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn retire_key(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<RetireBody>,
 ) -> ApiResult<Json<DataKeysView>> {
     parse_id(IdKind::Account, &id)?;
     let outcome = state
         .store()
+        .audited(&admin.audit)
         .retire_data_key(&id, purpose(&body.purpose)?, body.version, state.now_ms())
         .await?;
     match outcome {
@@ -401,14 +428,14 @@ pub async fn retire_key(
         (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn rotate_otp_secret(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiPath(id): ApiPath<String>,
     headers: axum::http::HeaderMap,
     crate::extract::ApiBytes(body): crate::extract::ApiBytes,
 ) -> ApiResult<Json<AccountView>> {
     parse_id(IdKind::Account, &id)?;
     let _: EmptyBody = crate::extract::optional_json(&headers, &body)?;
-    otp::rotate_delivery_secret(&state, &id).await?;
+    otp::rotate_delivery_secret(&state, &admin.audit, &id).await?;
     let accounts = state.accounts();
     let acct = accounts.get(&id).await?;
     Ok(Json(
@@ -445,15 +472,22 @@ pub struct AdminAllowlistBody {
         (status = 503, description = "service_unavailable, audit_unavailable", body = ErrorResponse)))]
 pub async fn create_admin_key(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiJson(body): ApiJson<CreateAdminKeyBody>,
 ) -> ApiResult<(StatusCode, Json<NewApiKeyView>)> {
     let nets = crate::gateway::parse_cidrs(body.ip_allowlist.as_deref().unwrap_or_default())?;
     let accounts = state.accounts();
     let issued = accounts
-        .create_key(None, NewKeyKind::Admin, Mode::Live, None)
+        .create_key(
+            Origin::Request(&admin.audit),
+            None,
+            NewKeyKind::Admin,
+            Mode::Live,
+            None,
+        )
         .await?;
-    crate::service::controls::set_key_allowlist(&state, &issued.record, &nets).await?;
+    crate::service::controls::set_key_allowlist(&state, &admin.audit, &issued.record, &nets)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(NewApiKeyView::new(&issued, &nets)),
@@ -491,7 +525,7 @@ pub async fn list_admin_keys(
         (status = 503, description = "service_unavailable, audit_unavailable", body = ErrorResponse)))]
 pub async fn revoke_admin_key(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiPath(key_id): ApiPath<String>,
 ) -> ApiResult<Json<AdminKeyView>> {
     let accounts = state.accounts();
@@ -499,8 +533,11 @@ pub async fn revoke_admin_key(
     // The store refuses to revoke the last admin key that is not revoked, in the
     // writer's transaction (so two racing revocations cannot both pass); the key exists,
     // so a refusal here is that.
-    let revoked = match accounts.revoke_key(None, &key_id).await {
-        Err(e) if e.code == codes::NOT_FOUND.code => return Err(codes::LAST_ADMIN_KEY),
+    let revoked = match accounts
+        .revoke_key(Origin::Request(&admin.audit), None, &key_id)
+        .await
+    {
+        Err(ServiceError::NotFound) => return Err(codes::LAST_ADMIN_KEY),
         other => other?,
     };
     Ok(Json(accounts.admin_key_view(&revoked).await?))
@@ -531,7 +568,11 @@ pub async fn set_admin_key_allowlist(
         return Err(codes::ALLOWLIST_EXCLUDES_CALLER);
     }
     let cidrs: Vec<String> = nets.iter().map(ToString::to_string).collect();
-    state.store().set_key_ip_allowlist(&key.id, &cidrs).await?;
+    state
+        .store()
+        .audited(&admin.audit)
+        .set_key_ip_allowlist(&key.id, &cidrs)
+        .await?;
     state.gateway().forget_key(&key.id);
     Ok(Json(AdminKeyView {
         key: ApiKeyView::from(&key),

@@ -111,7 +111,7 @@ pub async fn redeem_card_token(
 ) -> ApiResult<Json<CardView>> {
     who.require(Scope::CardsRead)?;
     let card = svc::redeem_card_token(&state, &who, &body.token).await?;
-    crate::audit::set_resource("card", &card.id);
+    crate::audit::set_resource(&who.audit, "card", &card.id);
     Ok(Json(CardView::from(&card)))
 }
 
@@ -257,7 +257,7 @@ fn reveal_body(
     };
     // Room for the usual body, so the buffer never has to grow.
     let capacity = 160 + id.len() + clear.number.len() + name.map_or(0, str::len) * 6;
-    crate::secret_body::to_zeroizing_json(&body, capacity)
+    Ok(crate::secret_body::to_zeroizing_json(&body, capacity)?)
 }
 
 /// Reveal a card's number (needs `cards:reveal` and a `card.reveal` OTP).

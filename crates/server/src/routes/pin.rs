@@ -21,9 +21,9 @@ use utoipa::ToSchema;
     responses((status = 200, body = PinJwk)))]
 pub async fn encryption_key(
     State(state): State<AppState>,
-    _who: Principal,
+    who: Principal,
 ) -> ApiResult<Json<PinJwk>> {
-    Ok(Json(svc::current_jwk(&state).await?))
+    Ok(Json(svc::current_jwk(&state, &who).await?))
 }
 
 /// Body of `PUT /v1/cards/{id}/pin`.
@@ -160,15 +160,15 @@ pub async fn admin_unlock(
     admin: Admin,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<PinUnlockedView>> {
-    Ok(Json(svc::admin_unlock(&state, &admin.key_id, &id).await?))
+    Ok(Json(svc::admin_unlock(&state, &admin, &id).await?))
 }
 
 /// Rotate the PIN transport key; the previous key decrypts for the grace period.
 #[utoipa::path(post, path = "/v1/admin/pin/encryption_key/rotate", tag = "admin", security(("admin_key" = [])),
     responses((status = 200, description = "The new current key", body = PinJwk),
         (status = 403, description = "permission_denied (not an admin key)", body = ErrorResponse)))]
-pub async fn admin_rotate(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<PinJwk>> {
-    Ok(Json(svc::rotate_transport_key(&state).await?))
+pub async fn admin_rotate(State(state): State<AppState>, admin: Admin) -> ApiResult<Json<PinJwk>> {
+    Ok(Json(svc::rotate_transport_key(&state, &admin).await?))
 }
 
 /// Body of `POST /v1/admin/accounts/{id}/pin_settings`.
@@ -206,11 +206,11 @@ pub async fn get_settings(
         (status = 415, description = "unsupported_media_type", body = ErrorResponse)))]
 pub async fn set_settings(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PinSettingsBody>,
 ) -> ApiResult<Json<PinSettingsView>> {
     Ok(Json(
-        svc::set_max_failures(&state, &id, body.max_failures).await?,
+        svc::set_max_failures(&state, &admin, &id, body.max_failures).await?,
     ))
 }

@@ -83,12 +83,12 @@ pub async fn list_keys(
         (status = 415, description = "unsupported_media_type", body = ErrorResponse)))]
 pub async fn rotate(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
 ) -> ApiResult<Json<List<JwtKeyView>>> {
     let _: EmptyBody = optional_json(&headers, &body)?;
-    Ok(Json(state.tokens().rotate().await?))
+    Ok(Json(state.tokens().rotate(Some(&admin.audit)).await?))
 }
 
 /// Incident response: revoke every API key of an account, and with them every bearer
@@ -103,12 +103,12 @@ pub async fn rotate(
         (status = 415, description = "unsupported_media_type", body = ErrorResponse)))]
 pub async fn revoke_all(
     State(state): State<AppState>,
-    _admin: Admin,
+    admin: Admin,
     ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
 ) -> ApiResult<Json<KeysRevokedView>> {
     parse_id(IdKind::Account, &id)?;
     let _: EmptyBody = optional_json(&headers, &body)?;
-    Ok(Json(state.tokens().revoke_all(&id).await?))
+    Ok(Json(state.tokens().revoke_all(&admin.audit, &id).await?))
 }

@@ -1,5 +1,6 @@
 //! `/v1/events`, `/v1/webhook_endpoints` and `/v1/inbound/{source}`.
 
+use crate::audit::RequestScope;
 use crate::auth::Principal;
 use crate::error::{ApiResult, codes};
 use crate::extract::{ApiPath, ApiQuery, optional_json, page, parse_json};
@@ -103,7 +104,7 @@ pub async fn list_events(
     let data = rows
         .iter()
         .map(|e| EventView::from_stored(&e.data))
-        .collect::<ApiResult<Vec<_>>>()?;
+        .collect::<crate::service::Result<Vec<_>>>()?;
     Ok(Json(List::page(data, has_more)))
 }
 
@@ -208,6 +209,7 @@ pub async fn redeliver(
     }
     let n = state
         .store()
+        .audited(&who.audit)
         .requeue(
             &who.account_id,
             who.mode,
@@ -300,7 +302,12 @@ pub async fn create_endpoint(
         kind: "webhook".into(),
     };
     let max = state.config().webhooks.max_endpoints;
-    if !state.store().insert_endpoint(&ep, Some(max)).await? {
+    if !state
+        .store()
+        .audited(&who.audit)
+        .insert_endpoint(&ep, Some(max))
+        .await?
+    {
         return Err(codes::LIMIT_REACHED);
     }
     let view = EndpointView::new(&state, &ep)?.with_secret(&shown);
@@ -363,7 +370,7 @@ pub async fn list_endpoints(
     let data = eps
         .iter()
         .map(|e| EndpointView::new(&state, e))
-        .collect::<ApiResult<Vec<_>>>()?;
+        .collect::<crate::service::Result<Vec<_>>>()?;
     Ok(Json(List::page(data, has_more)))
 }
 
@@ -429,7 +436,12 @@ pub async fn update_endpoint(
     if let Some(t) = &body.enabled_events {
         ep.enabled_events = svc::check_event_types(t)?;
     }
-    if !state.store().update_endpoint(&ep, types).await? {
+    if !state
+        .store()
+        .audited(&who.audit)
+        .update_endpoint(&ep, types)
+        .await?
+    {
         return Err(codes::NOT_FOUND);
     }
     Ok(Json(EndpointView::new(&state, &ep)?))
@@ -451,6 +463,7 @@ pub async fn delete_endpoint(
     let ep = own_endpoint(&state, &who, &id).await?;
     if !state
         .store()
+        .audited(&who.audit)
         .delete_endpoint(&who.account_id, &ep.id)
         .await?
     {
@@ -511,6 +524,7 @@ async fn set_disabled(
     let ep = own_endpoint(state, who, id).await?;
     state
         .store()
+        .audited(&who.audit)
         .set_endpoint_disabled(
             &who.account_id,
             &ep.id,
@@ -546,7 +560,12 @@ pub async fn rotate_secret(
     ep.old_version = Some(prev);
     ep.old_expires_ms = Some(state.now_ms().saturating_add(svc::ROTATION_OVERLAP_MS));
     ep.secret_version = version;
-    if !state.store().rotate_endpoint_secret(&ep, prev).await? {
+    if !state
+        .store()
+        .audited(&who.audit)
+        .rotate_endpoint_secret(&ep, prev)
+        .await?
+    {
         return Err(codes::CONFLICT);
     }
     Ok(Json(EndpointView::new(&state, &ep)?.with_secret(&shown)))
@@ -593,6 +612,7 @@ pub async fn recover(
     let since_ms = b.since.saturating_mul(1000);
     let n = state
         .store()
+        .audited(&who.audit)
         .requeue(
             &who.account_id,
             who.mode,
@@ -684,6 +704,7 @@ pub async fn attempts(
         (status = 503, description = "service_unavailable", body = ErrorResponse)))]
 pub async fn inbound(
     State(state): State<AppState>,
+    RequestScope(audit): RequestScope,
     ApiPath(source): ApiPath<String>,
     headers: HeaderMap,
     crate::extract::ApiBytes(body): crate::extract::ApiBytes,
@@ -697,7 +718,8 @@ pub async fn inbound(
         .clone();
     let now = state.now_ms();
     let id = state.new_id(IdKind::Event)?;
-    let verdict = inbound::verify(&src, &headers, &body, secs(now));
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let verdict = inbound::verify(&src, header, &body, secs(now));
     match verdict {
         Ok(()) => {
             // Verified on the raw bytes; stored and emitted only with card numbers
@@ -722,7 +744,11 @@ pub async fn inbound(
                 received_ms: now,
                 body: stored,
             };
-            state.store().insert_inbound(&rec, &[ev]).await?;
+            state
+                .store()
+                .audited(&audit)
+                .insert_inbound(&rec, &[ev])
+                .await?;
             Ok(Json(InboundHookView {
                 object: InboundHookObject::Value,
                 id,
@@ -738,7 +764,11 @@ pub async fn inbound(
                 received_ms: now,
                 body: None,
             };
-            state.store().insert_inbound(&rec, &[]).await?;
+            state
+                .store()
+                .audited(&audit)
+                .insert_inbound(&rec, &[])
+                .await?;
             tracing::warn!(source = %src.name, reason = refusal.as_str(), "inbound hook refused");
             Err(codes::SIGNATURE_INVALID)
         }

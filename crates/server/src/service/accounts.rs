@@ -1,15 +1,16 @@
 //! Accounts, API keys and admin keys: creating, issuing, revoking and looking keys up
 //! (through a bounded cache), and the views the admin API shows of them.
 
+use crate::audit::Origin;
 use crate::cache::CacheSync;
-use crate::error::{ApiResult, codes};
 use crate::keyring::Keyring;
 use crate::service::events::EventType;
 use crate::service::tokens::{ApiKeyCache, Tokens};
 use crate::service::{ModeName, object_name, secs};
+use crate::service::{Result, ServiceError};
 use serde::Serialize;
 use std::sync::Arc;
-use strongroom_core::{Clock, IdKind, KeyKind, Mode, Scopes, Sensitive};
+use strongroom_core::{Clock, DomainError, IdKind, KeyKind, Mode, Scopes, Sensitive};
 use strongroom_crypto::{RootKey, random};
 use strongroom_store::{AccountRecord, ApiKeyRecord, ControlStore, Store, VaultStore};
 use utoipa::ToSchema;
@@ -54,23 +55,27 @@ pub struct Accounts<'a> {
 }
 
 impl Accounts<'_> {
-    fn new_id(&self, kind: IdKind) -> ApiResult<String> {
+    fn new_id(&self, kind: IdKind) -> Result<String> {
         crate::events::new_id(self.clock, kind)
     }
 
     /// The account, after checking the id's shape (a malformed id is refused as
     /// [`strongroom_core::parse_id`] refuses it; an unknown one is `not_found`).
-    pub async fn get(&self, id: &str) -> ApiResult<AccountRecord> {
+    pub async fn get(&self, id: &str) -> Result<AccountRecord> {
         strongroom_core::parse_id(IdKind::Account, id)?;
-        self.store.get_account(id).await?.ok_or(codes::NOT_FOUND)
+        self.store
+            .get_account(id)
+            .await?
+            .ok_or(ServiceError::NotFound)
     }
 
-    /// Creates an account and its first data keys.
+    /// Creates an account and its first data keys. Its record is `origin`'s.
     pub async fn create(
         &self,
+        origin: Origin<'_>,
         name: &str,
         otp_delivery_url: Option<String>,
-    ) -> ApiResult<AccountRecord> {
+    ) -> Result<AccountRecord> {
         let account = AccountRecord {
             id: self.new_id(IdKind::Account)?,
             name: name.to_owned(),
@@ -78,22 +83,25 @@ impl Accounts<'_> {
             created_ms: self.clock.now_ms(),
         };
         let keys = self.keyring.initial_keys(&account.id)?;
-        crate::audit::as_system(self.clock, "account.create", async {
-            crate::audit::set_resource("account", &account.id);
-            self.store.create_account(&account, &keys, &[]).await
-        })
-        .await?;
+        let audit = origin.scope(self.clock, "account.create");
+        crate::audit::set_resource(&audit, "account", &account.id);
+        self.store
+            .audited(&audit)
+            .create_account(&account, &keys, &[])
+            .await?;
         Ok(account)
     }
 
-    /// Issues a key. Account keys need an existing account; admin keys have none.
+    /// Issues a key. Account keys need an existing account; admin keys have none. Its
+    /// record is `origin`'s.
     pub async fn create_key(
         &self,
+        origin: Origin<'_>,
         account_id: Option<&str>,
         kind: NewKeyKind,
         mode: Mode,
         scopes: Option<Scopes>,
-    ) -> ApiResult<IssuedKey> {
+    ) -> Result<IssuedKey> {
         let (prefix, scopes, kind_name, mode) = match kind {
             NewKeyKind::Account(k) => {
                 let scopes = k.effective_scopes(scopes)?;
@@ -101,7 +109,7 @@ impl Accounts<'_> {
             }
             NewKeyKind::Admin => {
                 if scopes.is_some() {
-                    return Err(codes::SCOPES_NOT_ALLOWED);
+                    return Err(DomainError::ScopesNotAllowed.into());
                 }
                 (ADMIN_PREFIX, String::new(), ADMIN_KIND, Mode::Live)
             }
@@ -110,7 +118,7 @@ impl Accounts<'_> {
             self.store
                 .get_account(acct)
                 .await?
-                .ok_or(codes::NOT_FOUND)?;
+                .ok_or(ServiceError::NotFound)?;
         }
         let body = random::base62(40)?;
         let secret = Sensitive::new(format!("{prefix}{}", body.as_str()));
@@ -138,26 +146,28 @@ impl Accounts<'_> {
             )?],
             None => vec![],
         };
-        crate::audit::as_system(self.clock, "api_key.create", async {
-            crate::audit::set_resource("api_key", &record.id);
-            self.store.insert_api_key(&record, &events).await
-        })
-        .await?;
+        let audit = origin.scope(self.clock, "api_key.create");
+        crate::audit::set_resource(&audit, "api_key", &record.id);
+        self.store
+            .audited(&audit)
+            .insert_api_key(&record, &events)
+            .await?;
         Ok(IssuedKey { record, secret })
     }
 
-    /// Revokes a key; effective on the next request.
+    /// Revokes a key; effective on the next request. Its record is `origin`'s.
     pub async fn revoke_key(
         &self,
+        origin: Origin<'_>,
         account_id: Option<&str>,
         key_id: &str,
-    ) -> ApiResult<ApiKeyRecord> {
+    ) -> Result<ApiKeyRecord> {
         let now = self.clock.now_ms();
         let existing = self.store.list_api_keys(account_id).await?;
         let key = existing
             .iter()
             .find(|k| k.id == key_id)
-            .ok_or(codes::NOT_FOUND)?;
+            .ok_or(ServiceError::NotFound)?;
         let events = match account_id {
             Some(acct) => vec![crate::events::event_of(
                 self.clock,
@@ -168,14 +178,14 @@ impl Accounts<'_> {
             )?],
             None => vec![],
         };
-        let revoked = crate::audit::as_system(self.clock, "api_key.revoke", async {
-            crate::audit::set_resource("api_key", key_id);
-            self.store
-                .revoke_api_key(account_id, key_id, now, &events)
-                .await
-        })
-        .await?
-        .ok_or(codes::NOT_FOUND)?;
+        let audit = origin.scope(self.clock, "api_key.revoke");
+        crate::audit::set_resource(&audit, "api_key", key_id);
+        let revoked = self
+            .store
+            .audited(&audit)
+            .revoke_api_key(account_id, key_id, now, &events)
+            .await?
+            .ok_or(ServiceError::NotFound)?;
         if let Ok(d) = <[u8; 32]>::try_from(revoked.digest.as_slice()) {
             self.keys.forget(self.sync, &d);
         }
@@ -189,7 +199,7 @@ impl Accounts<'_> {
     pub async fn lookup_key(
         &self,
         secret: &str,
-    ) -> ApiResult<Option<(Arc<ApiKeyRecord>, Option<crate::gateway::Prefetched>)>> {
+    ) -> Result<Option<(Arc<ApiKeyRecord>, Option<crate::gateway::Prefetched>)>> {
         let digest = self.root.digest(API_KEY_DIGEST, secret.as_bytes());
         let now = self.clock.now_ms();
         let (cache, sync) = (self.keys, self.sync);
@@ -215,18 +225,18 @@ impl Accounts<'_> {
     }
 
     /// The admin key `key_id`, or `not_found` (an account key is not an admin key).
-    pub async fn admin_key(&self, key_id: &str) -> ApiResult<ApiKeyRecord> {
+    pub async fn admin_key(&self, key_id: &str) -> Result<ApiKeyRecord> {
         strongroom_core::parse_id(IdKind::ApiKey, key_id)?;
         self.store
             .list_api_keys(None)
             .await?
             .into_iter()
             .find(|k| k.id == key_id && k.kind == ADMIN_KIND)
-            .ok_or(codes::NOT_FOUND)
+            .ok_or(ServiceError::NotFound)
     }
 
     /// The view of an admin key, with its allowlist read from the store.
-    pub async fn admin_key_view(&self, key: &ApiKeyRecord) -> ApiResult<AdminKeyView> {
+    pub async fn admin_key_view(&self, key: &ApiKeyRecord) -> Result<AdminKeyView> {
         let list = self.store.key_ip_allowlist(&key.id).await?;
         Ok(AdminKeyView {
             key: ApiKeyView::from(key),
@@ -236,7 +246,7 @@ impl Accounts<'_> {
 
     /// The account's view, its per-credential rate limit read from its controls
     /// (without the OTP signing secret, which the admin routes add where they show it).
-    pub async fn view(&self, acct: &AccountRecord) -> ApiResult<AccountView> {
+    pub async fn view(&self, acct: &AccountRecord) -> Result<AccountView> {
         let rate = self
             .store
             .account_controls(&acct.id)

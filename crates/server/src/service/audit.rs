@@ -1,8 +1,8 @@
 //! Reading the audit trail: the record view that the listing and the CLI's export
 //! show, and the listing itself.
 
-use crate::error::{ApiResult, codes};
 use crate::service::List;
+use crate::service::{Result, ServiceError};
 use crate::state::AppState;
 use serde::Serialize;
 use strongroom_store::{AuditQuery, AuditRecord, AuditStore};
@@ -91,10 +91,10 @@ pub struct AuditFilter {
     pub starting_after: Option<i64>,
 }
 
-fn bounded(v: Option<String>) -> ApiResult<Option<String>> {
+fn bounded(v: Option<String>) -> Result<Option<String>> {
     match v {
         Some(s) if s.is_empty() || s.chars().count() > MAX_FILTER_LEN => {
-            Err(codes::INVALID_PARAMETER)
+            Err(ServiceError::InvalidParameter)
         }
         other => Ok(other),
     }
@@ -102,16 +102,12 @@ fn bounded(v: Option<String>) -> ApiResult<Option<String>> {
 
 /// A page of the audit trail, oldest first (`invalid_parameter` for a limit outside
 /// 1–1000, a negative `starting_after`, an empty or overlong filter).
-pub async fn list(
-    state: &AppState,
-    f: AuditFilter,
-    limit: i64,
-) -> ApiResult<List<AuditRecordView>> {
+pub async fn list(state: &AppState, f: AuditFilter, limit: i64) -> Result<List<AuditRecordView>> {
     if !(1..=1000).contains(&limit) || f.starting_after.is_some_and(|s| s < 0) {
-        return Err(codes::INVALID_PARAMETER);
+        return Err(ServiceError::InvalidParameter);
     }
-    let ms = |s: Option<i64>| -> ApiResult<Option<i64>> {
-        s.map(|v| v.checked_mul(1000).ok_or(codes::INVALID_PARAMETER))
+    let ms = |s: Option<i64>| -> Result<Option<i64>> {
+        s.map(|v| v.checked_mul(1000).ok_or(ServiceError::InvalidParameter))
             .transpose()
     };
     let query = AuditQuery {

@@ -1,13 +1,14 @@
 //! Tokenize, read, list, delete and reveal cards.
 
 use crate::auth::Principal;
-use crate::error::{ApiResult, codes};
 use crate::keyring::AccountKeys;
 use crate::service::{List, secs};
+use crate::service::{Result, ServiceError};
 use crate::state::AppState;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
+use strongroom_core::DomainError;
 use strongroom_core::{Expiry, IdKind, Mode, Pan, Sensitive};
 use strongroom_crypto::DataKey;
 use strongroom_store::{CardRecord, InsertCard, KeyPurpose, ListCards, VaultStore};
@@ -131,8 +132,8 @@ fn card_aad(account_id: &str, card_id: &str, mode: Mode, version: i64) -> Vec<u8
 // The sealed plaintext is a tiny length-prefixed layout written by hand: serde would
 // leave unzeroized intermediate strings behind. Layout: 0x01, PAN length (1 byte),
 // PAN digits, then the cardholder name's UTF-8 bytes (possibly empty).
-fn encode_secret(pan: &str, name: Option<&str>) -> ApiResult<Zeroizing<Vec<u8>>> {
-    let pan_len = u8::try_from(pan.len()).map_err(|_| codes::CARD_NUMBER_INVALID)?;
+fn encode_secret(pan: &str, name: Option<&str>) -> Result<Zeroizing<Vec<u8>>> {
+    let pan_len = u8::try_from(pan.len()).map_err(|_| DomainError::CardNumberInvalid)?;
     let name = name.unwrap_or_default();
     let mut out = Zeroizing::new(Vec::with_capacity(2 + pan.len() + name.len()));
     out.push(1);
@@ -142,8 +143,8 @@ fn encode_secret(pan: &str, name: Option<&str>) -> ApiResult<Zeroizing<Vec<u8>>>
     Ok(out)
 }
 
-fn decode_secret(bytes: &[u8]) -> ApiResult<RevealedCard> {
-    let corrupt = || crate::ApiError::internal(&"sealed card layout");
+fn decode_secret(bytes: &[u8]) -> Result<RevealedCard> {
+    let corrupt = || ServiceError::internal("sealed card layout");
     let (&ver, rest) = bytes.split_first().ok_or_else(corrupt)?;
     let (&len, rest) = rest.split_first().ok_or_else(corrupt)?;
     if ver != 1 || rest.len() < usize::from(len) {
@@ -164,7 +165,7 @@ fn seal(
     c: &CardRecord,
     pan: &str,
     name: Option<&str>,
-) -> ApiResult<(i64, Vec<u8>)> {
+) -> Result<(i64, Vec<u8>)> {
     let (version, key) = keys.writer(KeyPurpose::Cards)?;
     let plain = encode_secret(pan, name)?;
     let sealed = key.seal(&plain, &card_aad(&c.account_id, &c.id, c.mode, version))?;
@@ -172,7 +173,7 @@ fn seal(
 }
 
 /// Opens a card's secret fields with the key version that sealed them.
-pub fn open(keys: &AccountKeys, c: &CardRecord) -> ApiResult<RevealedCard> {
+pub fn open(keys: &AccountKeys, c: &CardRecord) -> Result<RevealedCard> {
     let key = keys.version(KeyPurpose::Cards, c.key_version)?;
     let plain = key.open(
         &c.sealed,
@@ -182,7 +183,7 @@ pub fn open(keys: &AccountKeys, c: &CardRecord) -> ApiResult<RevealedCard> {
 }
 
 /// Re-seals an existing card under the current writers (used by re-wrap).
-pub fn reseal(keys: &AccountKeys, c: &CardRecord) -> ApiResult<strongroom_store::CardRewrap> {
+pub fn reseal(keys: &AccountKeys, c: &CardRecord) -> Result<strongroom_store::CardRewrap> {
     let clear = open(keys, c)?;
     let (key_version, sealed) = seal(
         keys,
@@ -207,11 +208,11 @@ fn fingerprint(key: &DataKey, pan: &Pan) -> Vec<u8> {
 }
 
 /// Validates a cardholder name: at most 200 characters, no control characters.
-fn check_name(name: Option<&Sensitive<String>>) -> ApiResult<()> {
+fn check_name(name: Option<&Sensitive<String>>) -> Result<()> {
     if let Some(n) = name {
         let n = n.expose();
         if n.chars().count() > 200 || n.chars().any(char::is_control) {
-            return Err(codes::INVALID_PARAMETER);
+            return Err(ServiceError::InvalidParameter);
         }
     }
     Ok(())
@@ -231,7 +232,7 @@ pub struct Tokenized {
 /// Tokenizes a card. A number already vaulted in this account and mode returns its
 /// card; if the caller sent a later expiry (a renewed card), the stored expiry moves to
 /// it (`card.updated`), never back.
-pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> ApiResult<Tokenized> {
+pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> Result<Tokenized> {
     let pan = Pan::parse(new.number.expose())?;
     let expiry = Expiry::new(new.exp_month, new.exp_year, state.clock().now())?;
     pan.check_mode(who.mode)?;
@@ -272,12 +273,13 @@ pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> ApiRes
         crate::service::events::EventType::CardCreated,
         &view,
     )?;
-    crate::audit::set_resource("card", &card.id);
-    let (card, created) = match state.store().insert_card(&card, &dedup, &[event]).await? {
+    crate::audit::set_resource(&who.audit, "card", &card.id);
+    let vault = state.store().audited(&who.audit);
+    let (card, created) = match vault.insert_card(&card, &dedup, &[event]).await? {
         InsertCard::Created(c) => (c, true),
         InsertCard::Existing(c) => {
-            crate::audit::set_resource("card", &c.id);
-            (renew_expiry(state, c, submitted_expiry).await?, false)
+            crate::audit::set_resource(&who.audit, "card", &c.id);
+            (renew_expiry(state, who, c, submitted_expiry).await?, false)
         }
     };
     Ok(Tokenized {
@@ -291,9 +293,10 @@ pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> ApiRes
 /// one; the card as it is afterwards.
 async fn renew_expiry(
     state: &AppState,
+    who: &Principal,
     c: CardRecord,
     (month, year): (i64, i64),
-) -> ApiResult<CardRecord> {
+) -> Result<CardRecord> {
     if (year, month) <= (c.exp_year, c.exp_month) {
         return Ok(c);
     }
@@ -307,6 +310,7 @@ async fn renew_expiry(
     )?;
     let renewed = state
         .store()
+        .audited(&who.audit)
         .renew_card_expiry(&c.account_id, c.mode, &c.id, (month, year), &[event])
         .await?;
     // None: a concurrent renewal went further, or the card was deleted meanwhile.
@@ -358,14 +362,14 @@ fn card_token_aad(account_id: &str, mode: Mode) -> Vec<u8> {
 
 /// The one-use key a card token is sealed under: derived from the root key and the
 /// token's random salt, so no key seals more than one token (no nonce budget to keep).
-fn card_token_key(state: &AppState, salt: &[u8]) -> ApiResult<DataKey> {
+fn card_token_key(state: &AppState, salt: &[u8]) -> Result<DataKey> {
     let label = format!("card-token|{}", URL_SAFE_NO_PAD.encode(salt));
     let bytes = state.root().derive_subkey(&label)?;
     Ok(DataKey::from_bytes(bytes.as_slice())?)
 }
 
 /// The token view of a tokenization, for a caller without `cards:read`.
-pub fn card_token(state: &AppState, who: &Principal, t: &Tokenized) -> ApiResult<CardTokenView> {
+pub fn card_token(state: &AppState, who: &Principal, t: &Tokenized) -> Result<CardTokenView> {
     let now = state.now_ms();
     let expires_ms = now.saturating_add(CARD_TOKEN_TTL_MS);
     let salt = strongroom_crypto::random::bytes::<CARD_TOKEN_SALT>()?;
@@ -395,41 +399,42 @@ pub async fn redeem_card_token(
     state: &AppState,
     who: &Principal,
     token: &str,
-) -> ApiResult<CardRecord> {
-    let invalid = codes::CARD_TOKEN_INVALID;
+) -> Result<CardRecord> {
     let raw = token
         .strip_prefix(CARD_TOKEN_PREFIX)
         .filter(|t| t.len() <= 256)
         .and_then(|t| URL_SAFE_NO_PAD.decode(t).ok())
-        .ok_or(invalid.clone())?;
+        .ok_or(ServiceError::CardTokenInvalid)?;
     if raw.len() <= CARD_TOKEN_SALT {
-        return Err(invalid);
+        return Err(ServiceError::CardTokenInvalid);
     }
     let (salt, sealed) = raw.split_at(CARD_TOKEN_SALT);
     let plain = card_token_key(state, salt)?
         .open(sealed, &card_token_aad(&who.account_id, who.mode))
-        .map_err(|_| invalid.clone())?;
-    let text = std::str::from_utf8(&plain).map_err(|_| invalid.clone())?;
-    let (card_id, expires) = text.split_once('|').ok_or(invalid.clone())?;
-    let expires_ms: i64 = expires.parse().map_err(|_| invalid.clone())?;
+        .map_err(|_| ServiceError::CardTokenInvalid)?;
+    let text = std::str::from_utf8(&plain).map_err(|_| ServiceError::CardTokenInvalid)?;
+    let (card_id, expires) = text.split_once('|').ok_or(ServiceError::CardTokenInvalid)?;
+    let expires_ms: i64 = expires
+        .parse()
+        .map_err(|_| ServiceError::CardTokenInvalid)?;
     if expires_ms <= state.now_ms() {
-        return Err(invalid);
+        return Err(ServiceError::CardTokenInvalid);
     }
     get(state, who, card_id).await
 }
 
 /// One card of the principal's account and mode.
-pub async fn get(state: &AppState, who: &Principal, id: &str) -> ApiResult<CardRecord> {
+pub async fn get(state: &AppState, who: &Principal, id: &str) -> Result<CardRecord> {
     strongroom_core::parse_id(IdKind::Card, id)?;
     state
         .store()
         .get_card(&who.account_id, who.mode, id)
         .await?
-        .ok_or(codes::NOT_FOUND)
+        .ok_or(ServiceError::NotFound)
 }
 
 /// Deletes a card: its ciphertext is gone.
-pub async fn delete(state: &AppState, who: &Principal, id: &str) -> ApiResult<DeletedCardView> {
+pub async fn delete(state: &AppState, who: &Principal, id: &str) -> Result<DeletedCardView> {
     let card = get(state, who, id).await?;
     let view = DeletedCardView {
         id: card.id,
@@ -444,12 +449,13 @@ pub async fn delete(state: &AppState, who: &Principal, id: &str) -> ApiResult<De
     )?;
     if state
         .store()
+        .audited(&who.audit)
         .delete_card(&who.account_id, who.mode, id, &[event])
         .await?
     {
         Ok(view)
     } else {
-        Err(codes::NOT_FOUND)
+        Err(ServiceError::NotFound)
     }
 }
 
@@ -460,12 +466,13 @@ pub async fn list(
     fingerprint: Option<&str>,
     starting_after: Option<String>,
     limit: i64,
-) -> ApiResult<List<CardView>> {
+) -> Result<List<CardView>> {
     if !(1..=100).contains(&limit) {
-        return Err(codes::INVALID_PARAMETER);
+        return Err(ServiceError::InvalidParameter);
     }
     if let Some(after) = &starting_after {
-        strongroom_core::parse_id(IdKind::Card, after).map_err(|_| codes::INVALID_PARAMETER)?;
+        strongroom_core::parse_id(IdKind::Card, after)
+            .map_err(|_| ServiceError::InvalidParameter)?;
     }
     let query = ListCards {
         fingerprint: fingerprint.map(parse_fingerprint).transpose()?,
@@ -484,10 +491,10 @@ pub async fn list(
 }
 
 /// Parses a fingerprint as shown in the card object.
-pub fn parse_fingerprint(s: &str) -> ApiResult<Vec<u8>> {
+pub fn parse_fingerprint(s: &str) -> Result<Vec<u8>> {
     URL_SAFE_NO_PAD
         .decode(s)
         .ok()
         .filter(|b| b.len() == 32)
-        .ok_or(codes::INVALID_PARAMETER)
+        .ok_or(ServiceError::InvalidParameter)
 }

@@ -3,17 +3,20 @@
 //! gateway's cached view of the account or key, so the next request sees it.
 
 use crate::auth::Principal;
-use crate::error::{ApiResult, codes};
 use crate::gateway::parse_cidrs;
 use crate::service::events::EventType;
 use crate::service::{List, secs};
+use crate::service::{Result, ServiceError};
 use crate::state::AppState;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use strongroom_core::{IdKind, Mode};
 use strongroom_crypto::httpsig;
-use strongroom_store::{AccountControls, ControlStore, ControlsUpdate, SigningKeyRecord};
+use strongroom_store::{
+    AccountControls, AuditScope, ControlStore, ControlsUpdate, SigningKeyRecord,
+};
 use utoipa::ToSchema;
 
 /// Prefix of signing-key ids (the `keyid` of signatures).
@@ -145,7 +148,7 @@ impl IpAllowlistView {
     }
 }
 
-fn key_from_jwk(jwk: &Ed25519Jwk) -> ApiResult<[u8; 32]> {
+fn key_from_jwk(jwk: &Ed25519Jwk) -> Result<[u8; 32]> {
     let alg_ok = jwk
         .alg
         .as_deref()
@@ -155,37 +158,39 @@ fn key_from_jwk(jwk: &Ed25519Jwk) -> ApiResult<[u8; 32]> {
         || !alg_ok
         || jwk.use_.as_deref().is_some_and(|u| u != "sig")
     {
-        return Err(codes::INVALID_PARAMETER);
+        return Err(ServiceError::InvalidParameter);
     }
     let raw = URL_SAFE_NO_PAD
         .decode(jwk.x.trim_end_matches('='))
-        .map_err(|_| codes::INVALID_PARAMETER)?;
-    <[u8; 32]>::try_from(raw.as_slice()).map_err(|_| codes::INVALID_PARAMETER)
+        .map_err(|_| ServiceError::InvalidParameter)?;
+    <[u8; 32]>::try_from(raw.as_slice()).map_err(|_| ServiceError::InvalidParameter)
 }
 
-fn key_from_pem(pem: &str) -> ApiResult<[u8; 32]> {
+fn key_from_pem(pem: &str) -> Result<[u8; 32]> {
     if pem.len() > MAX_PEM_LEN {
-        return Err(codes::INVALID_PARAMETER);
+        return Err(ServiceError::InvalidParameter);
     }
     let inner = pem
         .trim()
         .strip_prefix("-----BEGIN PUBLIC KEY-----")
         .and_then(|r| r.strip_suffix("-----END PUBLIC KEY-----"))
-        .ok_or(codes::INVALID_PARAMETER)?;
+        .ok_or(ServiceError::InvalidParameter)?;
     let b64: String = inner.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let der = STANDARD.decode(b64).map_err(|_| codes::INVALID_PARAMETER)?;
-    httpsig::ed25519_public_from_spki(&der).ok_or(codes::INVALID_PARAMETER)
+    let der = STANDARD
+        .decode(b64)
+        .map_err(|_| ServiceError::InvalidParameter)?;
+    httpsig::ed25519_public_from_spki(&der).ok_or(ServiceError::InvalidParameter)
 }
 
 /// Checks the form of a signing-key id (`not_found` otherwise).
-pub fn check_signing_key_id(id: &str) -> ApiResult<()> {
+pub fn check_signing_key_id(id: &str) -> Result<()> {
     let rest = id
         .strip_prefix(SIGNING_KEY_PREFIX)
-        .ok_or(codes::NOT_FOUND)?;
+        .ok_or(ServiceError::NotFound)?;
     if rest.len() == 32 && rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         Ok(())
     } else {
-        Err(codes::NOT_FOUND)
+        Err(ServiceError::NotFound)
     }
 }
 
@@ -196,12 +201,12 @@ pub async fn create_signing_key(
     who: &Principal,
     jwk: Option<&Ed25519Jwk>,
     pem: Option<&str>,
-) -> ApiResult<SigningKeyView> {
+) -> Result<SigningKeyView> {
     let public = match (jwk, pem) {
         (Some(j), None) => key_from_jwk(j)?,
         (None, Some(p)) => key_from_pem(p)?,
-        (None, None) => return Err(codes::MISSING_FIELD),
-        (Some(_), Some(_)) => return Err(codes::INVALID_PARAMETER),
+        (None, None) => return Err(ServiceError::MissingField),
+        (Some(_), Some(_)) => return Err(ServiceError::InvalidParameter),
     };
     let base = state.new_id(IdKind::ApiKey)?;
     let id = format!(
@@ -224,13 +229,15 @@ pub async fn create_signing_key(
     )?;
     if !state
         .store()
+        .audited(&who.audit)
         .insert_signing_key(&rec, Some(MAX_SIGNING_KEYS), &[event])
         .await?
     {
-        return Err(codes::LIMIT_REACHED);
+        return Err(ServiceError::LimitReached);
     }
     let resource = format!("account:{}", who.account_id);
     crate::audit::event(
+        &who.audit,
         "security.signing_key_created",
         &resource,
         crate::audit::SUCCESS,
@@ -245,9 +252,9 @@ pub async fn list_signing_keys(
     account_id: &str,
     starting_after: Option<&str>,
     limit: i64,
-) -> ApiResult<List<SigningKeyView>> {
+) -> Result<List<SigningKeyView>> {
     if let Some(after) = starting_after {
-        check_signing_key_id(after).map_err(|_| codes::INVALID_PARAMETER)?;
+        check_signing_key_id(after).map_err(|_| ServiceError::InvalidParameter)?;
     }
     let mut keys = state
         .store()
@@ -265,13 +272,13 @@ pub async fn revoke_signing_key(
     state: &AppState,
     who: &Principal,
     id: &str,
-) -> ApiResult<SigningKeyView> {
+) -> Result<SigningKeyView> {
     check_signing_key_id(id)?;
     let existing = state
         .store()
         .signing_key(&who.account_id, id)
         .await?
-        .ok_or(codes::NOT_FOUND)?;
+        .ok_or(ServiceError::NotFound)?;
     let event = state.event_of(
         &who.account_id,
         who.mode,
@@ -280,6 +287,7 @@ pub async fn revoke_signing_key(
     )?;
     let resource = format!("account:{}", who.account_id);
     crate::audit::event(
+        &who.audit,
         "security.signing_key_revoked",
         &resource,
         crate::audit::SUCCESS,
@@ -287,17 +295,15 @@ pub async fn revoke_signing_key(
     );
     let revoked = state
         .store()
+        .audited(&who.audit)
         .revoke_signing_key(&who.account_id, id, state.now_ms(), &[event])
         .await?
-        .ok_or(codes::NOT_FOUND)?;
+        .ok_or(ServiceError::NotFound)?;
     Ok(SigningKeyView::from(&revoked))
 }
 
 /// The account's gateway settings.
-pub async fn account_controls(
-    state: &AppState,
-    account_id: &str,
-) -> ApiResult<AccountControlsView> {
+pub async fn account_controls(state: &AppState, account_id: &str) -> Result<AccountControlsView> {
     let c = state.store().account_controls(account_id).await?;
     Ok(AccountControlsView::from(&c))
 }
@@ -307,7 +313,7 @@ pub async fn update_account_controls(
     state: &AppState,
     who: &Principal,
     require_signed_requests: Option<bool>,
-) -> ApiResult<AccountControlsView> {
+) -> Result<AccountControlsView> {
     let update = ControlsUpdate {
         account_id: who.account_id.clone(),
         require_signed_requests,
@@ -319,7 +325,7 @@ pub async fn update_account_controls(
 }
 
 /// The account's IP allowlist.
-pub async fn ip_allowlist(state: &AppState, account_id: &str) -> ApiResult<IpAllowlistView> {
+pub async fn ip_allowlist(state: &AppState, account_id: &str) -> Result<IpAllowlistView> {
     let c = state.store().account_controls(account_id).await?;
     Ok(IpAllowlistView::of(&c.ip_allowlist))
 }
@@ -330,7 +336,7 @@ pub async fn set_ip_allowlist(
     state: &AppState,
     who: &Principal,
     cidrs: &[String],
-) -> ApiResult<IpAllowlistView> {
+) -> Result<IpAllowlistView> {
     let nets = parse_cidrs(cidrs)?;
     let update = ControlsUpdate {
         account_id: who.account_id.clone(),
@@ -350,7 +356,7 @@ async fn change_controls(
     who: &Principal,
     mut update: ControlsUpdate,
     security_event: &str,
-) -> ApiResult<AccountControls> {
+) -> Result<AccountControls> {
     let mut next = state.store().account_controls(&who.account_id).await?;
     if let Some(r) = update.require_signed_requests {
         next.require_signed_requests = r;
@@ -365,19 +371,30 @@ async fn change_controls(
         &AccountControlsView::from(&next),
     )?];
     let resource = format!("account:{}", who.account_id);
-    crate::audit::event(security_event, &resource, crate::audit::SUCCESS, "");
-    let c = state.store().update_account_controls(&update).await?;
+    crate::audit::event(
+        &who.audit,
+        security_event,
+        &resource,
+        crate::audit::SUCCESS,
+        "",
+    );
+    let c = state
+        .store()
+        .audited(&who.audit)
+        .update_account_controls(&update)
+        .await?;
     state.gateway().forget_account(&who.account_id);
     Ok(c)
 }
 
 /// Operator: sets (or, with `None`, keeps) an account's rate-limit override; returns
-/// the override in force.
+/// the override in force. The write carries `audit`, the operator's request scope.
 pub async fn set_rate_limit(
     state: &AppState,
+    audit: &AuditScope,
     account_id: &str,
     per_minute: Option<i64>,
-) -> ApiResult<Option<i64>> {
+) -> Result<Option<i64>> {
     let Some(n) = per_minute else {
         return Ok(state
             .store()
@@ -387,6 +404,7 @@ pub async fn set_rate_limit(
     };
     let c = state
         .store()
+        .audited(audit)
         .update_account_controls(&ControlsUpdate {
             account_id: account_id.to_owned(),
             rate_limit_per_minute: Some(n),
@@ -399,21 +417,29 @@ pub async fn set_rate_limit(
 }
 
 /// Operator: stores a new key's IP allowlist. If that fails the key is revoked, so a
-/// key meant to be restricted never works unrestricted.
+/// key meant to be restricted never works unrestricted. The writes carry `audit`, the
+/// operator's request scope.
 pub async fn set_key_allowlist(
     state: &AppState,
+    audit: &Arc<AuditScope>,
     key: &strongroom_store::ApiKeyRecord,
     nets: &[ipnet::IpNet],
-) -> ApiResult<()> {
+) -> Result<()> {
     if nets.is_empty() {
         return Ok(());
     }
     let cidrs: Vec<String> = nets.iter().map(ToString::to_string).collect();
-    if let Err(e) = state.store().set_key_ip_allowlist(&key.id, &cidrs).await {
-        let _ = state
+    let allowlist = state.store().audited(audit);
+    if let Err(e) = allowlist.set_key_ip_allowlist(&key.id, &cidrs).await {
+        // Failures are mapped (and logged) only where they are returned: log this one.
+        let origin = crate::audit::Origin::Request(audit);
+        if let Err(revoke) = state
             .accounts()
-            .revoke_key(key.account_id.as_deref(), &key.id)
-            .await;
+            .revoke_key(origin, key.account_id.as_deref(), &key.id)
+            .await
+        {
+            tracing::error!(error = %revoke, "could not revoke a key left without its allowlist");
+        }
         return Err(e.into());
     }
     state.gateway().forget_key(&key.id);

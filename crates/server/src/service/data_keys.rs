@@ -1,7 +1,7 @@
 //! Data keys as operators see them: every version per purpose, its state, how many
 //! records it protects, and what is left to re-wrap.
 
-use crate::error::{ApiResult, codes};
+use crate::service::{Result, ServiceError};
 use crate::service::{object_name, secs};
 use crate::state::AppState;
 use serde::Serialize;
@@ -132,10 +132,10 @@ fn purpose_view(records: &[DataKeyRecord], usage: &[(i64, i64)], p: KeyPurpose) 
 
 /// Per purpose: every version, its state, and how many records it protects;
 /// `not_found` when the account has no keys.
-pub async fn status(state: &AppState, account_id: &str) -> ApiResult<DataKeysView> {
+pub async fn status(state: &AppState, account_id: &str) -> Result<DataKeysView> {
     let records = state.store().data_keys(account_id).await?;
     if records.is_empty() {
-        return Err(codes::NOT_FOUND);
+        return Err(ServiceError::NotFound);
     }
     let mut usage = Vec::with_capacity(KeyPurpose::ALL.len());
     for p in KeyPurpose::ALL {

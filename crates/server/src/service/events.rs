@@ -1,7 +1,7 @@
 //! Events: the types the server emits, the stored event JSON (what webhooks deliver and
 //! `GET /v1/events` returns), and its view.
 
-use crate::error::{ApiResult, codes};
+use crate::service::{Result, ServiceError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -116,15 +116,15 @@ impl ToSchema for EventSelector {}
 
 /// Checks the event types an endpoint asks for: `*` or types the server emits, never
 /// `otp.created`; 1–100 of them. Sorted, without duplicates, as stored.
-pub fn check_subscriptions(types: &[String]) -> ApiResult<Vec<String>> {
+pub fn check_subscriptions(types: &[String]) -> Result<Vec<String>> {
     if types.is_empty() || types.len() > 100 {
-        return Err(codes::INVALID_PARAMETER);
+        return Err(ServiceError::InvalidParameter);
     }
     let mut out: Vec<String> = Vec::with_capacity(types.len());
     for t in types {
         let ok = t == "*" || EventType::parse(t).is_some_and(EventType::subscribable);
         if !ok {
-            return Err(codes::INVALID_PARAMETER);
+            return Err(ServiceError::InvalidParameter);
         }
         if !out.contains(t) {
             out.push(t.clone());
@@ -196,8 +196,8 @@ pub struct EventView {
 impl EventView {
     /// The view of a stored event. The OTP code travels only to the OTP endpoint; not
     /// even its ciphertext is shown.
-    pub fn from_stored(data: &str) -> ApiResult<Self> {
-        let mut v: Self = serde_json::from_str(data).map_err(|e| crate::ApiError::internal(&e))?;
+    pub fn from_stored(data: &str) -> Result<Self> {
+        let mut v: Self = serde_json::from_str(data).map_err(|e| ServiceError::internal(e))?;
         v.data.object.remove("sealed_code");
         Ok(v)
     }

@@ -59,14 +59,11 @@ impl Refusal {
     }
 }
 
-fn header<'a>(h: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
-    h.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// Verifies a request for `src` at `now_s`.
-pub fn verify(
+/// Verifies a request for `src` at `now_s`. `header` gives a request header's value
+/// by name (`None` if absent or not visible ASCII), so this layer needs no HTTP types.
+pub fn verify<'h>(
     src: &InboundSource,
-    headers: &axum::http::HeaderMap,
+    header: impl Fn(&str) -> Option<&'h str>,
     body: &[u8],
     now_s: i64,
 ) -> Result<(), Refusal> {
@@ -74,7 +71,7 @@ pub fn verify(
     let secret = src.secret.expose().as_slice();
     match &src.scheme {
         InboundScheme::HmacSha256Hex { header: name } => {
-            let v = header(headers, name).ok_or(Refusal::Unsigned)?;
+            let v = header(name).ok_or(Refusal::Unsigned)?;
             sig::verify_hmac_hex(secret, body, v)
                 .then_some(())
                 .ok_or(Refusal::BadSignature)
@@ -83,7 +80,7 @@ pub fn verify(
             header: name,
             tolerance_s,
         } => {
-            let v = header(headers, name).ok_or(Refusal::Unsigned)?;
+            let v = header(name).ok_or(Refusal::Unsigned)?;
             let t = v
                 .split(',')
                 .find_map(|p| p.trim().strip_prefix("t="))
@@ -98,9 +95,9 @@ pub fn verify(
         }
         InboundScheme::StandardWebhooks { tolerance_s } => {
             let (Some(id), Some(ts), Some(sigs)) = (
-                header(headers, "webhook-id"),
-                header(headers, "webhook-timestamp"),
-                header(headers, "webhook-signature"),
+                header("webhook-id"),
+                header("webhook-timestamp"),
+                header("webhook-signature"),
             ) else {
                 return Err(Refusal::Unsigned);
             };

@@ -4,17 +4,17 @@
 //! stored only as a keyed digest bound to its OTP id.
 
 use crate::auth::Principal;
-use crate::error::{ApiResult, codes};
 use crate::service::cards::{self, RevealedCard};
 use crate::service::otp_code::code_context;
 use crate::service::secs;
 use crate::service::webhooks;
+use crate::service::{Result, ServiceError};
 use crate::state::AppState;
 use base64::Engine;
 use strongroom_core::{IdKind, Mode, Scope};
 use strongroom_crypto::{ct_eq, random};
 use strongroom_store::webhooks::{OTP_EVENT, WebhookEndpointRecord};
-use strongroom_store::{OtpRecord, VaultStore};
+use strongroom_store::{AuditScope, OtpRecord, VaultStore};
 use strongroom_store::{StoreError, WebhookStore};
 use zeroize::Zeroizing;
 
@@ -120,7 +120,7 @@ pub fn delivery_secret(
     state: &AppState,
     account_id: &str,
     version: i64,
-) -> ApiResult<Zeroizing<[u8; 32]>> {
+) -> Result<Zeroizing<[u8; 32]>> {
     let label = if version <= 1 {
         format!("otp-delivery|{account_id}")
     } else {
@@ -132,10 +132,7 @@ pub fn delivery_secret(
 /// The OTP signing secret's generation in force for an account: its live OTP
 /// endpoint's secret version, 1 before the first live OTP or rotation. With the end of
 /// the overlap in which the previous generation still signs too, if one is running.
-pub async fn delivery_generation(
-    state: &AppState,
-    account_id: &str,
-) -> ApiResult<(i64, Option<i64>)> {
+pub async fn delivery_generation(state: &AppState, account_id: &str) -> Result<(i64, Option<i64>)> {
     Ok(
         match state.store().otp_endpoint(account_id, Mode::Live).await? {
             Some(ep) => (
@@ -151,13 +148,18 @@ pub async fn delivery_generation(
 /// from now on, and for [`webhooks::ROTATION_OVERLAP_MS`] the previous one signs too
 /// (a second `v1,` signature in `webhook-signature`), so the receiver can switch over
 /// without losing a code. Needs an OTP delivery URL (the secret signs nothing without).
-pub async fn rotate_delivery_secret(state: &AppState, account_id: &str) -> ApiResult<()> {
+/// The writes carry `audit`, the operator's request scope.
+pub async fn rotate_delivery_secret(
+    state: &AppState,
+    audit: &AuditScope,
+    account_id: &str,
+) -> Result<()> {
     let account = state.accounts().get(account_id).await?;
     let url = account
         .otp_delivery_url
         .as_deref()
-        .ok_or(codes::OTP_DELIVERY_NOT_CONFIGURED)?;
-    let mut ep = otp_endpoint(state, account_id, Mode::Live, url).await?;
+        .ok_or(ServiceError::OtpDeliveryNotConfigured)?;
+    let mut ep = otp_endpoint(state, audit, account_id, Mode::Live, url).await?;
     let prev = ep.secret_version;
     let version = prev.saturating_add(1);
     let secret = delivery_secret(state, account_id, version)?;
@@ -168,9 +170,14 @@ pub async fn rotate_delivery_secret(state: &AppState, account_id: &str) -> ApiRe
     ep.old_version = Some(prev);
     ep.old_expires_ms = Some(state.now_ms().saturating_add(webhooks::ROTATION_OVERLAP_MS));
     ep.secret_version = version;
-    if !state.store().rotate_endpoint_secret(&ep, prev).await? {
+    if !state
+        .store()
+        .audited(audit)
+        .rotate_endpoint_secret(&ep, prev)
+        .await?
+    {
         // A concurrent rotation won.
-        return Err(codes::CONFLICT);
+        return Err(ServiceError::Conflict);
     }
     Ok(())
 }
@@ -182,15 +189,15 @@ pub async fn create(
     who: &Principal,
     purpose: &str,
     card_id: &str,
-) -> ApiResult<CreatedOtp> {
+) -> Result<CreatedOtp> {
     if !PURPOSES.contains(&purpose) {
-        return Err(codes::INVALID_PARAMETER);
+        return Err(ServiceError::InvalidParameter);
     }
     who.require(purpose_scope(purpose))?;
     let card = cards::get(state, who, card_id).await?;
     let account = state.accounts().get(&who.account_id).await?;
     if who.mode == Mode::Live && account.otp_delivery_url.is_none() {
-        return Err(codes::OTP_DELIVERY_NOT_CONFIGURED);
+        return Err(ServiceError::OtpDeliveryNotConfigured);
     }
     let id = state.new_id(IdKind::Otp)?;
     let code = random::decimal_code(6)?;
@@ -208,10 +215,11 @@ pub async fn create(
         attempts: 0,
         used_ms: None,
     };
-    crate::audit::set_resource("otp", &record.id);
+    crate::audit::set_resource(&who.audit, "otp", &record.id);
+    let otps = state.store().audited(&who.audit);
     match (who.mode, account.otp_delivery_url.as_deref()) {
         (Mode::Test, _) => {
-            state.store().insert_otp(&record, &[]).await?;
+            otps.insert_otp(&record, &[]).await?;
             Ok(CreatedOtp {
                 record,
                 test_code: Some(code),
@@ -220,7 +228,7 @@ pub async fn create(
         (Mode::Live, Some(url)) => {
             // The code leaves only as an `otp.created` event, committed with the OTP and
             // delivered (retried, signed like every webhook) to the OTP endpoint alone.
-            otp_endpoint(state, &account.id, who.mode, url).await?;
+            otp_endpoint(state, &who.audit, &account.id, who.mode, url).await?;
             let sealed = state
                 .root()
                 .wrap_bytes(code.as_bytes(), &code_context(&record.id))?;
@@ -237,32 +245,39 @@ pub async fn create(
                     sealed_code: base64::engine::general_purpose::STANDARD.encode(sealed),
                 },
             )?;
-            state.store().insert_otp(&record, &[event]).await?;
+            otps.insert_otp(&record, &[event]).await?;
             Ok(CreatedOtp {
                 record,
                 test_code: None,
             })
         }
-        (Mode::Live, None) => Err(codes::OTP_DELIVERY_NOT_CONFIGURED),
+        (Mode::Live, None) => Err(ServiceError::OtpDeliveryNotConfigured),
     }
 }
 
 /// The account's OTP endpoint for `mode`, created on first use and kept pointing at the
 /// account's current OTP delivery URL. Signed with the account's OTP signing secret.
+/// Its writes carry `audit`.
 async fn otp_endpoint(
     state: &AppState,
+    audit: &AuditScope,
     account_id: &str,
     mode: Mode,
     url: &str,
-) -> ApiResult<WebhookEndpointRecord> {
+) -> Result<WebhookEndpointRecord> {
     if let Some(mut ep) = state.store().otp_endpoint(account_id, mode).await? {
         if ep.url != url {
             ep.url = url.to_owned();
-            state.store().update_endpoint(&ep, false).await?;
+            state
+                .store()
+                .audited(audit)
+                .update_endpoint(&ep, false)
+                .await?;
         }
         if ep.disabled_ms.is_some() {
             state
                 .store()
+                .audited(audit)
                 .set_endpoint_disabled(account_id, &ep.id, None, None, &[])
                 .await?;
         }
@@ -293,14 +308,19 @@ async fn otp_endpoint(
         kind: "otp".into(),
     };
     // Not capped: one per account and mode, and not an API-managed endpoint.
-    match state.store().insert_endpoint(&ep, None).await {
+    match state
+        .store()
+        .audited(audit)
+        .insert_endpoint(&ep, None)
+        .await
+    {
         Ok(_) => Ok(ep),
         // A concurrent request created it first.
         Err(StoreError::Conflict(_)) => state
             .store()
             .otp_endpoint(account_id, mode)
             .await?
-            .ok_or(codes::CONFLICT),
+            .ok_or(ServiceError::Conflict),
         Err(e) => Err(e.into()),
     }
 }
@@ -314,16 +334,17 @@ pub async fn verify(
     code: &str,
     (purpose, card_id): (&str, &str),
     events: &[strongroom_store::EventRecord],
-) -> ApiResult<()> {
+) -> Result<()> {
     let otp = check(state, who, otp_id, code, (purpose, card_id)).await?;
     if state
         .store()
+        .audited(&who.audit)
         .otp_consume(&otp.id, state.now_ms(), OTP_MAX_ATTEMPTS, events)
         .await?
     {
         Ok(())
     } else {
-        Err(codes::OTP_INVALID)
+        Err(ServiceError::OtpInvalid)
     }
 }
 
@@ -335,16 +356,15 @@ pub async fn check(
     otp_id: &str,
     code: &str,
     (purpose, card_id): (&str, &str),
-) -> ApiResult<OtpRecord> {
-    let invalid = codes::OTP_INVALID;
+) -> Result<OtpRecord> {
     if strongroom_core::parse_id(IdKind::Otp, otp_id).is_err() || code.len() != 6 {
-        return Err(invalid);
+        return Err(ServiceError::OtpInvalid);
     }
     let otp = state
         .store()
         .get_otp(&who.account_id, otp_id)
         .await?
-        .ok_or(invalid.clone())?;
+        .ok_or(ServiceError::OtpInvalid)?;
     let now = state.now_ms();
     // Bound to the key that created it: another key of the account (a leaked one, or
     // one without the scope's history) cannot spend a code it did not ask for.
@@ -356,22 +376,29 @@ pub async fn check(
         || otp.expires_ms <= now
         || otp.attempts >= OTP_MAX_ATTEMPTS
     {
-        return Err(invalid);
+        return Err(ServiceError::OtpInvalid);
     }
     if !ct_eq(&code_digest(state, &otp.id, code), &otp.code_digest) {
         // Security events: the wrong code commits with the attempt count.
         let resource = format!("otp:{}", otp.id);
-        crate::audit::event("otp.failed", &resource, crate::audit::FAILURE, invalid.code);
-        let attempts = state.store().otp_fail(&otp.id).await?;
+        crate::audit::event(
+            &who.audit,
+            "otp.failed",
+            &resource,
+            crate::audit::FAILURE,
+            crate::audit::code_of(&ServiceError::OtpInvalid),
+        );
+        let attempts = state.store().audited(&who.audit).otp_fail(&otp.id).await?;
         if attempts >= OTP_MAX_ATTEMPTS {
             crate::audit::event(
+                &who.audit,
                 "otp.exhausted",
                 &resource,
                 crate::audit::FAILURE,
-                invalid.code,
+                crate::audit::code_of(&ServiceError::OtpInvalid),
             );
         }
-        return Err(invalid);
+        return Err(ServiceError::OtpInvalid);
     }
     Ok(otp)
 }
@@ -383,7 +410,7 @@ pub async fn reveal(
     card_id: &str,
     otp_id: &str,
     code: &str,
-) -> ApiResult<(strongroom_store::CardRecord, RevealedCard)> {
+) -> Result<(strongroom_store::CardRecord, RevealedCard)> {
     who.require(Scope::CardsReveal)?;
     let card = cards::get(state, who, card_id).await?;
     // The reveal is recorded in the outbox in the same transaction that spends the OTP.

@@ -2,7 +2,7 @@
 //! event, and put back in clear only into the delivery request's zeroizing body. Uses
 //! nothing but the root key, so the webhook worker and the OTP service both build on it.
 
-use crate::error::{ApiError, ApiResult, codes};
+use crate::service::{Result, ServiceError};
 use base64::Engine;
 use strongroom_crypto::RootKey;
 use zeroize::Zeroizing;
@@ -15,27 +15,27 @@ pub(crate) fn code_context(otp_id: &str) -> String {
 /// The body delivered for an `otp.created` event: the stored event with the sealed code
 /// replaced by the code. Built only for the delivery request, never stored or logged;
 /// the code is in clear only in zeroizing memory (see [`crate::secret_body`]).
-pub fn delivery_body(root: &RootKey, data: &str) -> ApiResult<Zeroizing<Vec<u8>>> {
-    let mut v: serde_json::Value =
-        serde_json::from_str(data).map_err(|e| ApiError::internal(&e))?;
+pub fn delivery_body(root: &RootKey, data: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let mut v: serde_json::Value = serde_json::from_str(data).map_err(ServiceError::internal)?;
     let obj = v
         .pointer_mut("/data/object")
         .and_then(serde_json::Value::as_object_mut)
-        .ok_or(codes::INTERNAL)?;
+        .ok_or_else(|| ServiceError::internal("otp.created event has no object"))?;
     let otp_id = obj
         .get("id")
         .and_then(|i| i.as_str())
-        .ok_or(codes::INTERNAL)?
+        .ok_or_else(|| ServiceError::internal("otp.created event has no id"))?
         .to_owned();
     let sealed = obj
         .remove("sealed_code")
         .and_then(|s| s.as_str().map(str::to_owned))
-        .ok_or(codes::INTERNAL)?;
+        .ok_or_else(|| ServiceError::internal("otp.created event has no sealed code"))?;
     let sealed = base64::engine::general_purpose::STANDARD
         .decode(sealed)
-        .map_err(|_| codes::INTERNAL)?;
+        .map_err(|_| ServiceError::internal("sealed OTP code is not base64"))?;
     let code = root.unwrap_bytes(&sealed, &code_context(&otp_id))?;
-    let code = std::str::from_utf8(&code).map_err(|_| codes::INTERNAL)?;
+    let code = std::str::from_utf8(&code)
+        .map_err(|_| ServiceError::internal("sealed OTP code is not UTF-8"))?;
     with_code(&mut v, code, data.len())
 }
 
@@ -47,11 +47,11 @@ fn with_code(
     event: &mut serde_json::Value,
     code: &str,
     size_hint: usize,
-) -> ApiResult<Zeroizing<Vec<u8>>> {
+) -> Result<Zeroizing<Vec<u8>>> {
     event
         .pointer_mut("/data/object")
         .and_then(serde_json::Value::as_object_mut)
-        .ok_or(codes::INTERNAL)?
+        .ok_or_else(|| ServiceError::internal("otp.created event has no object"))?
         .insert("code".into(), serde_json::Value::Null);
     let body = WithCode {
         value: event,

@@ -4,9 +4,9 @@
 //! A clear PIN exists only as a [`Pin`] (zeroizing, masked) during one request. Nothing
 //! returns a PIN or a PIN block; events and logs name the card, never the PIN.
 
-use crate::auth::Principal;
-use crate::error::{ApiError, ApiResult, codes};
+use crate::auth::{Admin, Principal};
 use crate::keyring::AccountKeys;
+use crate::service::{Result, ServiceError};
 use crate::service::{cards, otp};
 use crate::state::AppState;
 use serde::{Deserialize, Serialize};
@@ -15,8 +15,8 @@ use strongroom_core::{Scope, Sensitive};
 use strongroom_crypto::jwe::{CompactJwe, JweError, TransportKey};
 use strongroom_crypto::pin::{self as blocks, Pin, PinBlock, PinKey};
 use strongroom_store::{
-    CardRecord, EventRecord, KeyPurpose, PinOutcome, PinRecord, PinRewrap, PinStore, SetKind,
-    SpendOtp, VaultStore,
+    AuditScope, CardRecord, EventRecord, KeyPurpose, PinOutcome, PinRecord, PinRewrap, PinStore,
+    SetKind, SpendOtp, VaultStore,
 };
 use utoipa::ToSchema;
 
@@ -39,9 +39,9 @@ pub struct PinJwk {
 }
 
 impl PinJwk {
-    fn of(key: &TransportKey, kid: &str) -> ApiResult<Self> {
+    fn of(key: &TransportKey, kid: &str) -> Result<Self> {
         serde_json::from_value(key.public_jwk(kid))
-            .map_err(|_| ApiError::internal(&"transport JWK lacks a member"))
+            .map_err(|_| ServiceError::internal("transport JWK lacks a member"))
     }
 }
 
@@ -108,14 +108,14 @@ pub const PAYLOAD_MAX_AGE_S: i64 = 5 * 60;
 const CLOCK_SKEW_S: i64 = 5;
 
 /// Makes a new transport key the current one; older keys decrypt for the grace period.
-pub async fn rotate_transport_key(state: &AppState) -> ApiResult<PinJwk> {
-    let (kid, key) = state.pin().rotate().await?;
+pub async fn rotate_transport_key(state: &AppState, admin: &Admin) -> Result<PinJwk> {
+    let (kid, key) = state.pin().rotate(&admin.audit).await?;
     PinJwk::of(&key, &kid)
 }
 
 /// The current transport key as a JWK, made on first use.
-pub async fn current_jwk(state: &AppState) -> ApiResult<PinJwk> {
-    let (kid, key) = state.pin().current().await?;
+pub async fn current_jwk(state: &AppState, who: &Principal) -> Result<PinJwk> {
+    let (kid, key) = state.pin().current(&who.audit).await?;
     PinJwk::of(&key, &kid)
 }
 
@@ -134,37 +134,40 @@ async fn open_payload(
     who: &Principal,
     card: &CardRecord,
     compact: &str,
-) -> ApiResult<Pin> {
+) -> Result<Pin> {
     let jwe = CompactJwe::parse(compact).map_err(|e| match e {
-        JweError::Unsupported => codes::PIN_PAYLOAD_UNSUPPORTED,
-        JweError::Malformed | JweError::Decrypt => codes::PIN_PAYLOAD_INVALID,
+        JweError::Unsupported => ServiceError::PinPayloadUnsupported,
+        JweError::Malformed | JweError::Decrypt => ServiceError::PinPayloadInvalid,
     })?;
     let key = state.pin().key(&jwe.kid).await?;
-    let plain = key.decrypt(&jwe).map_err(|_| codes::PIN_PAYLOAD_INVALID)?;
+    let plain = key
+        .decrypt(&jwe)
+        .map_err(|_| ServiceError::PinPayloadInvalid)?;
     let payload: Payload =
-        serde_json::from_slice(&plain).map_err(|_| codes::PIN_PAYLOAD_INVALID)?;
+        serde_json::from_slice(&plain).map_err(|_| ServiceError::PinPayloadInvalid)?;
     if payload.card != card.id {
-        return Err(codes::PIN_PAYLOAD_CARD_MISMATCH);
+        return Err(ServiceError::PinPayloadCardMismatch);
     }
     let now_s = state.now_ms().div_euclid(1000);
     if payload.iat > now_s.saturating_add(CLOCK_SKEW_S)
         || now_s.saturating_sub(payload.iat) > PAYLOAD_MAX_AGE_S
     {
-        return Err(codes::PIN_PAYLOAD_STALE);
+        return Err(ServiceError::PinPayloadStale);
     }
     if payload.jti.is_empty() || payload.jti.len() > 128 {
-        return Err(codes::PIN_PAYLOAD_INVALID);
+        return Err(ServiceError::PinPayloadInvalid);
     }
-    let pin = Pin::new(payload.pin.expose()).ok_or(codes::PIN_LENGTH)?;
+    let pin = Pin::new(payload.pin.expose()).ok_or(ServiceError::PinLength)?;
     // Kept until the payload would be stale anyway, so replays are refused across nodes
     // and restarts.
     let expires_ms = (payload.iat + PAYLOAD_MAX_AGE_S + CLOCK_SKEW_S + 1) * 1000;
     if !state
         .store()
+        .audited(&who.audit)
         .spend_pin_jti(&who.account_id, &payload.jti, expires_ms, state.now_ms())
         .await?
     {
-        return Err(codes::PIN_PAYLOAD_REPLAYED);
+        return Err(ServiceError::PinPayloadReplayed);
     }
     Ok(pin)
 }
@@ -175,7 +178,7 @@ async fn open_payload(
 /// ```text
 /// 0000, 1234, 9876, 7890, 012345678901, 2109: too weak;  5803, 1357: accepted
 /// ```
-pub fn check_strength(state: &AppState, pin: &Pin) -> ApiResult<()> {
+pub fn check_strength(state: &AppState, pin: &Pin) -> Result<()> {
     let d = pin.expose_digits().as_bytes();
     // Runs wrap around (7890, 2109), as they do on a keypad's digit sequence.
     let steps = |delta: i16| {
@@ -188,14 +191,15 @@ pub fn check_strength(state: &AppState, pin: &Pin) -> ApiResult<()> {
         .iter()
         .any(|p| strongroom_crypto::ct_eq(p.as_bytes(), d));
     if steps(0) || steps(1) || steps(9) || denied {
-        return Err(codes::PIN_TOO_WEAK);
+        return Err(ServiceError::PinTooWeak);
     }
     Ok(())
 }
 
 /// The account's keys with a `pin` writer, made now for accounts older than the PIN
 /// service.
-async fn pin_keys(state: &AppState, account_id: &str) -> ApiResult<Arc<AccountKeys>> {
+async fn pin_keys(state: &AppState, who: &Principal) -> Result<Arc<AccountKeys>> {
+    let account_id = &who.account_id;
     let keys = state.keyring().account(account_id).await?;
     if keys.has_writer(KeyPurpose::Pin) {
         return Ok(keys);
@@ -204,16 +208,20 @@ async fn pin_keys(state: &AppState, account_id: &str) -> ApiResult<Arc<AccountKe
     if keys.has_writer(KeyPurpose::Pin) {
         return Ok(keys);
     }
-    match state.keyring().rotate(account_id, KeyPurpose::Pin).await {
+    match state
+        .keyring()
+        .rotate(&who.audit, account_id, KeyPurpose::Pin)
+        .await
+    {
         Ok(_) => {}
         // Another request made it first.
-        Err(e) if e.code == codes::CONFLICT.code => {}
+        Err(e) if e.is_conflict() => {}
         Err(e) => return Err(e),
     }
     state.keyring().reload(account_id).await
 }
 
-fn pan_of(keys: &AccountKeys, card: &CardRecord) -> ApiResult<cards::RevealedCard> {
+fn pan_of(keys: &AccountKeys, card: &CardRecord) -> Result<cards::RevealedCard> {
     cards::open(keys, card)
 }
 
@@ -222,7 +230,7 @@ async fn stored_pin(
     state: &AppState,
     card: &CardRecord,
     rec: &PinRecord,
-) -> ApiResult<(Pin, Arc<AccountKeys>)> {
+) -> Result<(Pin, Arc<AccountKeys>)> {
     let mut keys = state.keyring().account(&card.account_id).await?;
     if !keys
         .usable(KeyPurpose::Pin)
@@ -238,7 +246,7 @@ async fn stored_pin(
     Ok((pin, keys))
 }
 
-fn encipher(keys: &AccountKeys, card: &CardRecord, pin: &Pin) -> ApiResult<(i64, Vec<u8>)> {
+fn encipher(keys: &AccountKeys, card: &CardRecord, pin: &Pin) -> Result<(i64, Vec<u8>)> {
     let (version, key) = keys.writer(KeyPurpose::Pin)?;
     let pan = pan_of(keys, card)?;
     let block = blocks::encipher(&PinKey::from_data_key(&key), pin, &pan.number)?;
@@ -280,7 +288,7 @@ fn event(
     card: &CardRecord,
     kind: crate::service::events::EventType,
     who: &str,
-) -> ApiResult<EventRecord> {
+) -> Result<EventRecord> {
     state.event_of(
         &card.account_id,
         card.mode,
@@ -294,7 +302,7 @@ fn failure_event(
     card: &CardRecord,
     who: &str,
     operation: &str,
-) -> ApiResult<EventRecord> {
+) -> Result<EventRecord> {
     state.event_of(
         &card.account_id,
         card.mode,
@@ -310,11 +318,11 @@ fn failure_event(
 /// happened (`pin.reset` rather than the route's `pin.set`, `pin.verify.mismatch` for a
 /// 200 that did not match) and commits with the request's write or its final record.
 /// The actor and client come from the request; never a PIN.
-fn audit(op: &str, card_id: &str, result: &ApiResult<impl Sized>) {
+fn audit(scope: &AuditScope, op: &str, card_id: &str, result: &Result<impl Sized>) {
     let (outcome, code) = match result {
         Ok(_) if op.ends_with(".mismatch") => (crate::audit::FAILURE, "pin_mismatch"),
         Ok(_) => (crate::audit::SUCCESS, ""),
-        Err(e) => (crate::audit::FAILURE, e.code),
+        Err(e) => (crate::audit::FAILURE, crate::audit::code_of(e)),
     };
     // The id comes from the URL: record it only if it is a well-formed card id.
     let resource = if strongroom_core::parse_id(strongroom_core::IdKind::Card, card_id).is_ok() {
@@ -322,11 +330,11 @@ fn audit(op: &str, card_id: &str, result: &ApiResult<impl Sized>) {
     } else {
         String::new()
     };
-    crate::audit::event(op, &resource, outcome, code);
+    crate::audit::event(scope, op, &resource, outcome, code);
 }
 
 /// The account's lockout threshold.
-pub async fn max_failures(state: &AppState, account_id: &str) -> ApiResult<i64> {
+pub async fn max_failures(state: &AppState, account_id: &str) -> Result<i64> {
     Ok(state
         .store()
         .pin_max_failures(account_id)
@@ -335,7 +343,7 @@ pub async fn max_failures(state: &AppState, account_id: &str) -> ApiResult<i64> 
 }
 
 /// An existing account's PIN settings (`not_found` for no such account).
-pub async fn settings(state: &AppState, account_id: &str) -> ApiResult<PinSettingsView> {
+pub async fn settings(state: &AppState, account_id: &str) -> Result<PinSettingsView> {
     state.accounts().get(account_id).await?;
     Ok(PinSettingsView {
         object: "pin_settings",
@@ -345,28 +353,35 @@ pub async fn settings(state: &AppState, account_id: &str) -> ApiResult<PinSettin
 }
 
 /// Sets an existing account's lockout threshold (`invalid_parameter` outside
-/// [`MAX_FAILURES_RANGE`]).
+/// [`MAX_FAILURES_RANGE`]). The write carries the operator's request scope.
 pub async fn set_max_failures(
     state: &AppState,
+    admin: &Admin,
     account_id: &str,
     max: i64,
-) -> ApiResult<PinSettingsView> {
+) -> Result<PinSettingsView> {
     strongroom_core::parse_id(strongroom_core::IdKind::Account, account_id)?;
     if !MAX_FAILURES_RANGE.contains(&max) {
-        return Err(codes::INVALID_PARAMETER);
+        return Err(ServiceError::InvalidParameter);
     }
     state.accounts().get(account_id).await?;
-    state.store().set_pin_max_failures(account_id, max).await?;
+    state
+        .store()
+        .audited(&admin.audit)
+        .set_pin_max_failures(account_id, max)
+        .await?;
     settings(state, account_id).await
 }
 
-fn outcome_err(o: PinOutcome) -> ApiError {
+fn outcome_err(o: PinOutcome) -> ServiceError {
     match o {
-        PinOutcome::Locked => codes::PIN_LOCKED,
-        PinOutcome::Missing => codes::PIN_NOT_SET,
-        PinOutcome::AlreadySet => codes::PIN_ALREADY_SET,
-        PinOutcome::OtpInvalid => codes::OTP_INVALID,
-        PinOutcome::Changed | PinOutcome::Done | PinOutcome::Failed { .. } => codes::CONFLICT,
+        PinOutcome::Locked => ServiceError::PinLocked,
+        PinOutcome::Missing => ServiceError::PinNotSet,
+        PinOutcome::AlreadySet => ServiceError::PinAlreadySet,
+        PinOutcome::OtpInvalid => ServiceError::OtpInvalid,
+        PinOutcome::Changed | PinOutcome::Done | PinOutcome::Failed { .. } => {
+            ServiceError::Conflict
+        }
     }
 }
 
@@ -387,12 +402,12 @@ async fn set_inner(
     encrypted_pin: &str,
     otp_id: &str,
     code: &str,
-) -> ApiResult<SetResult> {
+) -> Result<SetResult> {
     who.require(Scope::PinsWrite)?;
     let card = cards::get(state, who, card_id).await?;
     let purpose = match state.store().get_otp(&who.account_id, otp_id).await? {
         Some(o) if o.purpose == "pin.set" || o.purpose == "pin.reset" => o.purpose,
-        _ => return Err(codes::OTP_INVALID),
+        _ => return Err(ServiceError::OtpInvalid),
     };
     let kind = if purpose == "pin.reset" {
         SetKind::Reset
@@ -406,15 +421,15 @@ async fn set_inner(
             .await?
     {
         return Err(if existing.locked {
-            codes::PIN_LOCKED
+            ServiceError::PinLocked
         } else {
-            codes::PIN_ALREADY_SET
+            ServiceError::PinAlreadySet
         });
     }
     otp::check(state, who, otp_id, code, (&purpose, &card.id)).await?;
     let pin = open_payload(state, who, &card, encrypted_pin).await?;
     check_strength(state, &pin)?;
-    let keys = pin_keys(state, &who.account_id).await?;
+    let keys = pin_keys(state, who).await?;
     let (key_version, block) = encipher(&keys, &card, &pin)?;
     drop(pin);
     let now = state.now_ms();
@@ -451,6 +466,7 @@ async fn set_inner(
     )?;
     let outcome = state
         .store()
+        .audited(&who.audit)
         .set_pin(&record, kind, &spend, &[set_event], Some(&unlocked))
         .await?;
     match outcome {
@@ -462,18 +478,14 @@ async fn set_inner(
     }
 }
 
-async fn unlocked_pin(
-    state: &AppState,
-    who: &Principal,
-    card: &CardRecord,
-) -> ApiResult<PinRecord> {
+async fn unlocked_pin(state: &AppState, who: &Principal, card: &CardRecord) -> Result<PinRecord> {
     let rec = state
         .store()
         .get_pin(&who.account_id, who.mode, &card.id)
         .await?
-        .ok_or(codes::PIN_NOT_SET)?;
+        .ok_or(ServiceError::PinNotSet)?;
     if rec.locked {
-        return Err(codes::PIN_LOCKED);
+        return Err(ServiceError::PinLocked);
     }
     Ok(rec)
 }
@@ -485,7 +497,7 @@ async fn count_failure(
     card: &CardRecord,
     rec: &PinRecord,
     operation: &str,
-) -> ApiResult<PinOutcome> {
+) -> Result<PinOutcome> {
     let max = max_failures(state, &card.account_id).await?;
     let failed = failure_event(state, card, &who.key_id, operation)?;
     let locked = event(
@@ -496,15 +508,17 @@ async fn count_failure(
     )?;
     let outcome = state
         .store()
+        .audited(&who.audit)
         .record_pin_attempt(rec, false, max, &[failed], Some(&locked))
         .await?;
     if let PinOutcome::Failed { locked: true, .. } = outcome {
         tracing::warn!(card = %card.id, "PIN locked after too many failures");
         crate::audit::event(
+            &who.audit,
             "pin.locked",
             &format!("card:{}", card.id),
             crate::audit::FAILURE,
-            codes::PIN_LOCKED.code,
+            crate::audit::code_of(&ServiceError::PinLocked),
         );
     }
     Ok(outcome)
@@ -516,7 +530,7 @@ async fn verify_inner(
     who: &Principal,
     card_id: &str,
     encrypted_pin: &str,
-) -> ApiResult<bool> {
+) -> Result<bool> {
     who.require(Scope::PinsVerify)?;
     let card = cards::get(state, who, card_id).await?;
     let rec = unlocked_pin(state, who, &card).await?;
@@ -528,6 +542,7 @@ async fn verify_inner(
         let max = max_failures(state, &card.account_id).await?;
         state
             .store()
+            .audited(&who.audit)
             .record_pin_attempt(&rec, true, max, &[], None)
             .await?
     } else {
@@ -549,7 +564,7 @@ async fn change_inner(
     encrypted_new: &str,
     otp_id: &str,
     code: &str,
-) -> ApiResult<()> {
+) -> Result<()> {
     who.require(Scope::PinsWrite)?;
     let card = cards::get(state, who, card_id).await?;
     let rec = unlocked_pin(state, who, &card).await?;
@@ -562,11 +577,11 @@ async fn change_inner(
     drop((stored, current));
     if !matched {
         return match count_failure(state, who, &card, &rec, "change").await? {
-            PinOutcome::Failed { .. } => Err(codes::PIN_INCORRECT),
+            PinOutcome::Failed { .. } => Err(ServiceError::PinIncorrect),
             other => Err(outcome_err(other)),
         };
     }
-    let keys = pin_keys(state, &who.account_id).await?;
+    let keys = pin_keys(state, who).await?;
     let (key_version, block) = encipher(&keys, &card, &new)?;
     drop(new);
     let now = state.now_ms();
@@ -592,6 +607,7 @@ async fn change_inner(
     )?;
     match state
         .store()
+        .audited(&who.audit)
         .change_pin(&rec, &next, &spend, &[changed])
         .await?
     {
@@ -601,21 +617,22 @@ async fn change_inner(
 }
 
 /// Operator unlock of a card's PIN (any account). Returns the card id.
-async fn admin_unlock_inner(state: &AppState, admin_key_id: &str, card_id: &str) -> ApiResult<()> {
+async fn admin_unlock_inner(state: &AppState, admin: &Admin, card_id: &str) -> Result<()> {
     strongroom_core::parse_id(strongroom_core::IdKind::Card, card_id)?;
     let (account_id, mode) = state
         .store()
         .pin_owner(card_id)
         .await?
-        .ok_or(codes::PIN_NOT_SET)?;
+        .ok_or(ServiceError::PinNotSet)?;
     let ev = state.event_of(
         &account_id,
         mode,
         crate::service::events::EventType::PinUnlocked,
-        &PinEvent::new(card_id, admin_key_id),
+        &PinEvent::new(card_id, &admin.key_id),
     )?;
     match state
         .store()
+        .audited(&admin.audit)
         .unlock_pin(&account_id, mode, card_id, state.now_ms(), &[ev])
         .await?
     {
@@ -631,7 +648,7 @@ pub async fn rewrap(
     keys: &AccountKeys,
     account_id: &str,
     batch: i64,
-) -> ApiResult<u64> {
+) -> Result<u64> {
     if !keys.has_writer(KeyPurpose::Pin) {
         return Ok(0);
     }
@@ -670,7 +687,9 @@ pub async fn rewrap(
                 block,
             });
         }
-        let applied = state.store().rewrap_pins(&updates).await?;
+        // The re-wrap worker's own write, outside any request: it carries no record.
+        #[allow(clippy::disallowed_methods)]
+        let applied = state.store().unaudited().rewrap_pins(&updates).await?;
         moved += applied;
         if applied == 0 && pins.len() < usize::try_from(batch).unwrap_or(usize::MAX) {
             break;
@@ -691,13 +710,13 @@ pub async fn set(
     encrypted_pin: &str,
     otp_id: &str,
     code: &str,
-) -> ApiResult<SetResult> {
+) -> Result<SetResult> {
     let r = set_inner(state, who, card_id, encrypted_pin, otp_id, code).await;
     let op = match &r {
         Ok(SetResult { reset: true, .. }) => "pin.reset",
         _ => "pin.set",
     };
-    audit(op, card_id, &r);
+    audit(&who.audit, op, card_id, &r);
     r
 }
 
@@ -707,13 +726,13 @@ pub async fn verify(
     who: &Principal,
     card_id: &str,
     encrypted_pin: &str,
-) -> ApiResult<bool> {
+) -> Result<bool> {
     let r = verify_inner(state, who, card_id, encrypted_pin).await;
     let op = match &r {
         Ok(false) => "pin.verify.mismatch",
         _ => "pin.verify",
     };
-    audit(op, card_id, &r);
+    audit(&who.audit, op, card_id, &r);
     r
 }
 
@@ -726,7 +745,7 @@ pub async fn change(
     encrypted_new: &str,
     otp_id: &str,
     code: &str,
-) -> ApiResult<PinView> {
+) -> Result<PinView> {
     let r = change_inner(
         state,
         who,
@@ -737,7 +756,7 @@ pub async fn change(
         code,
     )
     .await;
-    audit("pin.change", card_id, &r);
+    audit(&who.audit, "pin.change", card_id, &r);
     r.map(|_| {
         PinView::from(SetResult {
             card_id: card_id.to_owned(),
@@ -749,11 +768,11 @@ pub async fn change(
 /// Operator unlock (see `admin_unlock_inner`), with an audit record.
 pub async fn admin_unlock(
     state: &AppState,
-    admin_key_id: &str,
+    admin: &Admin,
     card_id: &str,
-) -> ApiResult<PinUnlockedView> {
-    let r = admin_unlock_inner(state, admin_key_id, card_id).await;
-    audit("pin.unlock", card_id, &r);
+) -> Result<PinUnlockedView> {
+    let r = admin_unlock_inner(state, admin, card_id).await;
+    audit(&admin.audit, "pin.unlock", card_id, &r);
     r.map(|()| PinUnlockedView {
         object: "card_pin",
         card: card_id.to_owned(),

@@ -12,8 +12,8 @@
 
 use crate::auth::Principal;
 use crate::cache::{Cache, CacheSync};
-use crate::error::{ApiError, ApiResult, codes};
 use crate::service::List;
+use crate::service::{Result, ServiceError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -23,7 +23,7 @@ use strongroom_crypto::jwt::{
     Claims, Expectations, JwtAlg, JwtError, JwtPrivateKey, JwtSigner, JwtVerifier, token_digest,
 };
 use strongroom_crypto::{RootKey, random};
-use strongroom_store::{ApiKeyRecord, JwtKeyRecord, Store, TokenStore};
+use strongroom_store::{ApiKeyRecord, AuditScope, JwtKeyRecord, Store, TokenStore};
 
 /// Event written when every key of an account is revoked at once.
 pub const KEYS_REVOKED_EVENT: crate::service::events::EventType =
@@ -269,7 +269,7 @@ impl Tokens {
         }
     }
 
-    async fn key_by_id(&self, id: &str) -> ApiResult<Option<Arc<ApiKeyRecord>>> {
+    async fn key_by_id(&self, id: &str) -> Result<Option<Arc<ApiKeyRecord>>> {
         let (now, sync) = (self.clock.now_ms(), self.sync.as_ref());
         if let Some(rec) = self.key_ids.get(sync, id, now) {
             return Ok(Some(rec));
@@ -285,21 +285,21 @@ impl Tokens {
     }
 
     /// Loads every key generation from the store and replaces the cached set.
-    async fn reload(&self) -> ApiResult<Arc<KeySet>> {
+    async fn reload(&self) -> Result<Arc<KeySet>> {
         let rows = self.store.jwt_keys().await?;
         let mut keys = Vec::with_capacity(rows.len());
         let mut verifier = JwtVerifier::new();
         for (i, r) in rows.iter().enumerate() {
             let value: serde_json::Value = serde_json::from_str(&r.public_jwk)
-                .map_err(|_| ApiError::internal(&"stored JWK is not JSON"))?;
+                .map_err(|_| ServiceError::internal("stored JWK is not JSON"))?;
             verifier.add_jwk(&value)?;
             let jwk: JwtJwk = serde_json::from_value(value)
-                .map_err(|_| ApiError::internal(&"stored JWK lacks a member"))?;
+                .map_err(|_| ServiceError::internal("stored JWK lacks a member"))?;
             let signer = if r.wrapped.is_empty() {
                 None
             } else {
                 let alg = JwtAlg::parse(&r.alg)
-                    .ok_or_else(|| ApiError::internal(&"stored JWT key has an unknown alg"))?;
+                    .ok_or_else(|| ServiceError::internal("stored JWT key has an unknown alg"))?;
                 let pkcs8 = self
                     .root
                     .unwrap_bytes(&r.wrapped, &wrap_context(&r.kid, r.generation, alg))?;
@@ -335,7 +335,7 @@ impl Tokens {
 
     /// The key set, reloaded when older than the keyring TTL (so a rotation made on
     /// another node is seen well within the pre-publication period).
-    async fn keyset(&self) -> ApiResult<Arc<KeySet>> {
+    async fn keyset(&self) -> Result<Arc<KeySet>> {
         let cached = self.keys.read().ok().and_then(|s| s.clone());
         match cached {
             Some(set) if self.clock.now_ms().saturating_sub(set.loaded_ms) < self.keyset_ttl_ms => {
@@ -347,23 +347,25 @@ impl Tokens {
 
     /// At startup: creates the first signing key if there is none, and rotates to the
     /// configured algorithm if the newest key uses another one.
-    pub async fn ensure_keys(&self) -> ApiResult<()> {
+    pub async fn ensure_keys(&self) -> Result<()> {
         let set = self.reload().await?;
         let newest_alg = set.keys.last().map(|k| k.alg.clone());
         if newest_alg.as_deref() == Some(self.config.alg.as_str()) {
             return Ok(());
         }
-        match self.rotate().await {
+        // At start, outside any request: the new key's write carries no record.
+        match self.rotate(None).await {
             Ok(_) => Ok(()),
             // Another node did it at the same moment.
-            Err(e) if e.code == codes::CONFLICT.code => self.reload().await.map(drop),
+            Err(e) if e.is_conflict() => self.reload().await.map(drop),
             Err(e) => Err(e),
         }
     }
 
     /// Generates the next signing key. The first key signs at once; later ones after the
-    /// pre-publication period. Returns the key list.
-    pub async fn rotate(&self) -> ApiResult<List<JwtKeyView>> {
+    /// pre-publication period. Returns the key list. The write carries `audit`, the
+    /// operator's request scope; `None` only at start, outside any request.
+    pub async fn rotate(&self, audit: Option<&AuditScope>) -> Result<List<JwtKeyView>> {
         let set = self.reload().await?;
         let now = self.clock.now_ms();
         let generation = set
@@ -399,7 +401,13 @@ impl Tokens {
         };
         // A conflict (another node rotated at the same moment) is `conflict`, as every
         // store conflict is (see `error.rs`); `ensure_keys` relies on it.
-        self.store.insert_jwt_key(&record, erase_below).await?;
+        let writes = match audit {
+            Some(scope) => self.store.audited(scope),
+            // At start, outside any request: nothing to carry.
+            #[allow(clippy::disallowed_methods)]
+            None => self.store.unaudited(),
+        };
+        writes.insert_jwt_key(&record, erase_below).await?;
         // Seconds, not milliseconds: a 13-digit number in a log line can look like a PAN.
         let signs_from = active_from_ms.div_euclid(1000);
         tracing::info!(kid = %kid, generation, alg = alg.as_str(), signs_from, "JWT signing key created");
@@ -407,7 +415,7 @@ impl Tokens {
     }
 
     /// The key list for operators: each generation's state and times.
-    pub async fn list(&self, fresh: bool) -> ApiResult<List<JwtKeyView>> {
+    pub async fn list(&self, fresh: bool) -> Result<List<JwtKeyView>> {
         let set = if fresh {
             self.reload().await?
         } else {
@@ -448,7 +456,7 @@ impl Tokens {
 
     /// The JWKS: every generation that is pending, signing, or may still have unexpired
     /// tokens.
-    pub async fn jwks(&self) -> ApiResult<JwksView> {
+    pub async fn jwks(&self) -> Result<JwksView> {
         let set = self.keyset().await?;
         let now = self.clock.now_ms();
         let (lifetime, leeway) = (ms(self.config.lifetime), ms(self.config.leeway));
@@ -476,7 +484,7 @@ impl Tokens {
 
     /// Issues an access token for an API-key principal, with its scopes or the
     /// requested subset.
-    pub async fn issue(&self, p: &Principal, requested: Option<Scopes>) -> ApiResult<IssuedToken> {
+    pub async fn issue(&self, p: &Principal, requested: Option<Scopes>) -> Result<IssuedToken> {
         let scopes = p.token_scopes(requested)?;
         let now = self.clock.now_ms();
         let set = self.keyset().await?;
@@ -484,7 +492,7 @@ impl Tokens {
             Some(k) => k.signer.clone(),
             None => None,
         }
-        .ok_or_else(|| ApiError::internal(&"no JWT signing key is active"))?;
+        .ok_or_else(|| ServiceError::internal("no JWT signing key is active"))?;
         let now_s = now.div_euclid(1000);
         let lifetime_s = i64::try_from(self.config.lifetime.as_secs()).unwrap_or(3600);
         let claims = Claims {
@@ -508,16 +516,16 @@ impl Tokens {
     }
 
     /// Signs arbitrary claims with the current key (operators' tooling and tests).
-    pub async fn sign_claims(&self, claims: &Claims) -> ApiResult<String> {
+    pub async fn sign_claims(&self, claims: &Claims) -> Result<String> {
         let set = self.keyset().await?;
         let signer = set
             .signer(self.clock.now_ms())
             .and_then(|k| k.signer.clone())
-            .ok_or_else(|| ApiError::internal(&"no JWT signing key is active"))?;
+            .ok_or_else(|| ServiceError::internal("no JWT signing key is active"))?;
         Ok(signer.sign(claims)?)
     }
 
-    async fn verify(&self, token: &str) -> ApiResult<Arc<Claims>> {
+    async fn verify(&self, token: &str) -> Result<Arc<Claims>> {
         let now = self.clock.now_ms();
         let now_s = now.div_euclid(1000);
         let leeway_s = i64::try_from(self.config.leeway.as_secs()).unwrap_or(0);
@@ -527,7 +535,7 @@ impl Tokens {
             && let Some(v) = m.get(&digest)
         {
             if now_s >= v.claims.exp.saturating_add(leeway_s) {
-                return Err(codes::TOKEN_EXPIRED);
+                return Err(ServiceError::TokenExpired);
             }
             if self.is_published(&set, &v.kid, now) {
                 return Ok(v.claims.clone());
@@ -548,12 +556,14 @@ impl Tokens {
         }
         let claims = match result {
             Ok(c) => Arc::new(c),
-            Err(JwtError::Expired) => return Err(codes::TOKEN_EXPIRED),
-            Err(JwtError::Invalid | JwtError::UnknownKey) => return Err(codes::TOKEN_INVALID),
+            Err(JwtError::Expired) => return Err(ServiceError::TokenExpired),
+            Err(JwtError::Invalid | JwtError::UnknownKey) => {
+                return Err(ServiceError::TokenInvalid);
+            }
         };
         let kid = jsonwebtoken_kid(token).unwrap_or_default();
         if !self.is_published(&set, &kid, now) {
-            return Err(codes::TOKEN_INVALID);
+            return Err(ServiceError::TokenInvalid);
         }
         if let Ok(mut m) = self.verified.write() {
             if m.len() >= VERIFIED_MAX {
@@ -576,21 +586,22 @@ impl Tokens {
 
     /// Resolves a bearer JWT to a principal: signature, algorithm, issuer, audience and
     /// times (cached until expiry), then the issuing key's current state (revocation is
-    /// seen on the next request).
-    pub async fn authenticate(&self, token: &str) -> ApiResult<Principal> {
+    /// seen on the next request). The principal acts in the request whose audit scope is
+    /// `audit`.
+    pub async fn authenticate(&self, token: &str, audit: Arc<AuditScope>) -> Result<Principal> {
         let claims = self.verify(token).await?;
         let key = self
             .key_by_id(&claims.sub)
             .await?
-            .ok_or(codes::TOKEN_INVALID)?;
+            .ok_or(ServiceError::TokenInvalid)?;
         if key.revoked_ms.is_some() {
-            return Err(codes::TOKEN_REVOKED);
+            return Err(ServiceError::TokenRevoked);
         }
-        let mode = Mode::parse(&claims.mode).ok_or(codes::TOKEN_INVALID)?;
-        let account_id = key.account_id.clone().ok_or(codes::TOKEN_INVALID)?;
-        let kind = KeyKind::parse(&key.kind).ok_or(codes::TOKEN_INVALID)?;
+        let mode = Mode::parse(&claims.mode).ok_or(ServiceError::TokenInvalid)?;
+        let account_id = key.account_id.clone().ok_or(ServiceError::TokenInvalid)?;
+        let kind = KeyKind::parse(&key.kind).ok_or(ServiceError::TokenInvalid)?;
         if account_id != claims.acct || mode != key.mode {
-            return Err(codes::TOKEN_INVALID);
+            return Err(ServiceError::TokenInvalid);
         }
         let scopes = crate::auth::token_grants(kind, &key.scopes, &claims.scope);
         Ok(Principal {
@@ -600,13 +611,18 @@ impl Tokens {
             kind,
             scopes,
             token_id: Some(claims.jti.clone()),
+            audit,
         })
     }
 
     /// Revokes every key of an account (and so every token issued from them) and
     /// writes `account.keys_revoked` in both modes, in one transaction. Returns how many
-    /// keys it revoked.
-    pub async fn revoke_all(&self, account_id: &str) -> ApiResult<KeysRevokedView> {
+    /// keys it revoked. The write carries `audit`, the operator's request scope.
+    pub async fn revoke_all(
+        &self,
+        audit: &AuditScope,
+        account_id: &str,
+    ) -> Result<KeysRevokedView> {
         let now = self.clock.now_ms();
         let object = KeysRevokedEvent {
             id: account_id,
@@ -624,12 +640,13 @@ impl Tokens {
                     &object,
                 )
             })
-            .collect::<ApiResult<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         let n = self
             .store
+            .audited(audit)
             .revoke_all_api_keys(account_id, now, &events)
             .await?
-            .ok_or(codes::NOT_FOUND)?;
+            .ok_or(ServiceError::NotFound)?;
         self.clear_keys();
         tracing::warn!(account = %account_id, revoked = n, "every API key of the account revoked");
         Ok(KeysRevokedView {

@@ -6,8 +6,8 @@
 //! record each attempt and schedule the next with jitter. The `webhook-id` is the event
 //! id, so it is stable across retries, restarts and redeliveries.
 
-use crate::error::{ApiResult, codes};
 use crate::service::{ModeName, object_name, secs};
+use crate::service::{Result, ServiceError};
 use crate::state::AppState;
 use bytes::Bytes;
 use serde::Serialize;
@@ -107,8 +107,7 @@ fn has_userinfo(url: &reqwest::Url) -> bool {
 /// loopback outside strict mode), no credentials, and in strict mode a host that is not,
 /// and does not resolve to, a non-public address. The OTP delivery URL is checked as a
 /// live-mode endpoint.
-pub async fn check_url(state: &AppState, mode: Mode, raw: &str) -> ApiResult<String> {
-    let bad = codes::URL_NOT_ALLOWED;
+pub async fn check_url(state: &AppState, mode: Mode, raw: &str) -> Result<String> {
     // What the schema states (`^https?://[!-~]+$`, at most 2048): the parser below would
     // otherwise trim spaces, encode others and lowercase the scheme, and so accept URLs
     // the schema refuses.
@@ -117,35 +116,39 @@ pub async fn check_url(state: &AppState, mode: Mode, raw: &str) -> ApiResult<Str
         .or_else(|| raw.strip_prefix("http://"))
         .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| (b'!'..=b'~').contains(&b)));
     if raw.len() > 2048 || !printable {
-        return Err(bad);
+        return Err(ServiceError::UrlNotAllowed);
     }
-    let url = reqwest::Url::parse(raw).map_err(|_| bad.clone())?;
+    let url = reqwest::Url::parse(raw).map_err(|_| ServiceError::UrlNotAllowed)?;
     if has_userinfo(&url) || url.fragment().is_some() {
-        return Err(bad);
+        return Err(ServiceError::UrlNotAllowed);
     }
-    let host = url.host().ok_or(bad.clone())?;
+    let host = url.host().ok_or(ServiceError::UrlNotAllowed)?;
     let test_loopback = state.config().webhooks.loopback_for_tests && is_loopback_host(&host);
     let strict = strict(state, mode) && !test_loopback;
     match url.scheme() {
         "https" => {}
         "http" if !strict && is_loopback_host(&host) => {}
-        _ => return Err(bad),
+        _ => return Err(ServiceError::UrlNotAllowed),
     }
     if strict {
         match host {
-            url::Host::Ipv4(ip) if !is_public(IpAddr::V4(ip)) => return Err(bad),
-            url::Host::Ipv6(ip) if !is_public(IpAddr::V6(ip)) => return Err(bad),
+            url::Host::Ipv4(ip) if !is_public(IpAddr::V4(ip)) => {
+                return Err(ServiceError::UrlNotAllowed);
+            }
+            url::Host::Ipv6(ip) if !is_public(IpAddr::V6(ip)) => {
+                return Err(ServiceError::UrlNotAllowed);
+            }
             url::Host::Domain(d) => {
                 let d = d.trim_end_matches('.').to_ascii_lowercase();
                 if d == "localhost" || d.ends_with(".localhost") {
-                    return Err(bad);
+                    return Err(ServiceError::UrlNotAllowed);
                 }
                 let port = url.port_or_known_default().unwrap_or(443);
                 // A name that does not resolve now is checked again at delivery time.
                 if let Ok(addrs) = tokio::net::lookup_host((d.as_str(), port)).await {
                     let addrs: Vec<SocketAddr> = addrs.collect();
                     if addrs.iter().any(|a| !is_public(a.ip())) {
-                        return Err(bad);
+                        return Err(ServiceError::UrlNotAllowed);
                     }
                 }
             }
@@ -157,7 +160,7 @@ pub async fn check_url(state: &AppState, mode: Mode, raw: &str) -> ApiResult<Str
 
 /// Event types an endpoint may ask for: `*` or types the server emits; never the OTP
 /// event, which goes only to the account's OTP delivery endpoint.
-pub fn check_event_types(types: &[String]) -> ApiResult<Vec<String>> {
+pub fn check_event_types(types: &[String]) -> Result<Vec<String>> {
     crate::service::events::check_subscriptions(types)
 }
 
@@ -175,7 +178,7 @@ pub fn new_secret(
     signing: &str,
     endpoint_id: &str,
     version: i64,
-) -> ApiResult<(Vec<u8>, Zeroizing<String>)> {
+) -> Result<(Vec<u8>, Zeroizing<String>)> {
     let secret = sig::new_secret()?;
     let wrapped = state
         .root()
@@ -191,7 +194,7 @@ pub fn new_secret(
 }
 
 /// The `whpk_` public key of an Ed25519 endpoint (public, so always shown).
-pub fn public_key(state: &AppState, ep: &WebhookEndpointRecord) -> ApiResult<Option<String>> {
+pub fn public_key(state: &AppState, ep: &WebhookEndpointRecord) -> Result<Option<String>> {
     if ep.signing != SIGNING_ED25519 {
         return Ok(None);
     }
@@ -211,7 +214,7 @@ pub fn signature_header(
     ts: i64,
     body: &[u8],
     now_ms: i64,
-) -> ApiResult<String> {
+) -> Result<String> {
     let mut secrets = vec![(ep.secret_wrapped.as_slice(), ep.secret_version)];
     if let (Some(w), Some(v), Some(until)) = (&ep.old_wrapped, ep.old_version, ep.old_expires_ms)
         && until > now_ms
@@ -331,7 +334,7 @@ pub struct EndpointView {
 
 impl EndpointView {
     /// The public view of an endpoint (never a secret).
-    pub fn new(state: &AppState, ep: &WebhookEndpointRecord) -> ApiResult<Self> {
+    pub fn new(state: &AppState, ep: &WebhookEndpointRecord) -> Result<Self> {
         Ok(Self {
             id: ep.id.clone(),
             object: EndpointObject::Value,
@@ -631,9 +634,12 @@ pub fn spawn(state: AppState) {
                 return;
             }
         };
+        // The delivery workers act for no request: their writes carry no audit record.
+        #[allow(clippy::disallowed_methods)]
+        let unaudited = state.store().unaudited();
         if state.store().backend_name() == "sqlite" {
             // One process owns an embedded store: leases left by a crash are ours.
-            if let Err(e) = state.store().release_claims().await {
+            if let Err(e) = unaudited.release_claims().await {
                 tracing::warn!(error = %e, "cannot release webhook leases");
             }
         }
@@ -644,7 +650,7 @@ pub fn spawn(state: AppState) {
             if now.saturating_sub(last_prune) > 3_600_000 {
                 last_prune = now;
                 let keep = i64::try_from(cfg.event_retention.as_millis()).unwrap_or(i64::MAX);
-                if let Err(e) = state.store().prune(now.saturating_sub(keep)).await {
+                if let Err(e) = unaudited.prune(now.saturating_sub(keep)).await {
                     tracing::warn!(error = %e, "pruning old events failed");
                 }
             }
@@ -657,8 +663,7 @@ pub fn spawn(state: AppState) {
                 continue;
             }
             let lease = i64::try_from(cfg.lease.as_millis()).unwrap_or(60_000);
-            let claimed = state
-                .store()
+            let claimed = unaudited
                 .claim_deliveries(
                     now,
                     now.saturating_add(lease),
@@ -675,7 +680,7 @@ pub fn spawn(state: AppState) {
                         tokio::spawn(async move {
                             if let Err(e) = deliver(&state, &clients, &row).await {
                                 tracing::warn!(
-                                    code = e.code,
+                                    error = %e,
                                     "webhook delivery could not be recorded; it will be retried"
                                 );
                             }
@@ -720,7 +725,7 @@ fn ms(d: Duration) -> i64 {
 }
 
 /// `d` scaled by a random factor in [0.8, 1.2).
-fn jitter(d: Duration) -> ApiResult<Duration> {
+fn jitter(d: Duration) -> Result<Duration> {
     if d.is_zero() {
         return Ok(d);
     }
@@ -742,7 +747,7 @@ async fn post(
     ep: &WebhookEndpointRecord,
     msg_id: &str,
     body: Bytes,
-) -> ApiResult<Sent> {
+) -> Result<Sent> {
     let now = state.now_ms();
     let ts = secs(now);
     let signature = signature_header(state, ep, msg_id, ts, &body, now)?;
@@ -752,7 +757,7 @@ async fn post(
         error_class: Some(class),
         body: None,
     };
-    let url = reqwest::Url::parse(&ep.url).map_err(|_| codes::URL_NOT_ALLOWED)?;
+    let url = reqwest::Url::parse(&ep.url).map_err(|_| ServiceError::UrlNotAllowed)?;
     // A row stored before credentials were refused is not sent with them.
     if has_userinfo(&url) {
         return Ok(refused("url_not_allowed"));
@@ -829,7 +834,7 @@ async fn public_now(host: &str, url: &reqwest::Url) -> bool {
 }
 
 /// One attempt of one claimed delivery, and its record.
-async fn deliver(state: &AppState, clients: &Clients, d: &DeliveryRecord) -> ApiResult<()> {
+async fn deliver(state: &AppState, clients: &Clients, d: &DeliveryRecord) -> Result<()> {
     let cfg = &state.config().webhooks;
     let ep = state.store().endpoint_by_id(&d.endpoint_id).await?;
     let event = state.store().get_event(&d.account_id, &d.event_id).await?;
@@ -955,7 +960,7 @@ async fn record(
     body: Option<String>,
     outcome: DeliveryOutcome,
     disable: Option<(String, Vec<strongroom_store::EventRecord>)>,
-) -> ApiResult<()> {
+) -> Result<()> {
     let rec = RecordAttempt {
         attempt: AttemptRecord {
             delivery_id: d.id.clone(),
@@ -970,7 +975,9 @@ async fn record(
         endpoint_id: d.endpoint_id.clone(),
         disable,
     };
-    state.store().record_attempt(&rec).await?;
+    // A delivery worker's write, outside any request: it carries no audit record.
+    #[allow(clippy::disallowed_methods)]
+    state.store().unaudited().record_attempt(&rec).await?;
     Ok(())
 }
 

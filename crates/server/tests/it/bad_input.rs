@@ -22,7 +22,7 @@ async fn bad_card_input_is_refused_with_stable_codes_and_nothing_written() {
         .running
         .state
         .accounts()
-        .create("Other", None)
+        .create(strongroom_server::Origin::System, "Other", None)
         .await
         .unwrap();
     let other_key = srv
@@ -30,6 +30,7 @@ async fn bad_card_input_is_refused_with_stable_codes_and_nothing_written() {
         .state
         .accounts()
         .create_key(
+            strongroom_server::Origin::System,
             Some(&other.id),
             strongroom_server::NewKeyKind::Account(strongroom_core::KeyKind::Secret),
             strongroom_core::Mode::Test,

@@ -442,6 +442,63 @@ fn card_body(n: u64) -> Value {
     json!({"number": test_pan(n), "exp_month": 12, "exp_year": 2030})
 }
 
+/// The audit record of a request with an Idempotency-Key says what the handler did: one
+/// `card.create` record per request, `success` only when the card was stored and the
+/// refusal's code otherwise (the key's claim is bookkeeping and carries no record).
+#[tokio::test]
+async fn an_idempotent_request_is_recorded_once_with_its_real_outcome() {
+    let srv = TestServer::start().await;
+    let post = |key: &'static str, body: Value| {
+        let srv = &srv;
+        async move {
+            send(
+                srv,
+                Method::POST,
+                "/v1/cards",
+                &srv.sk_test,
+                &[("idempotency-key", key)],
+                Some(body),
+            )
+            .await
+        }
+    };
+    let bad = post(
+        "audit-1",
+        json!({"number": "4242424242424241", "exp_month": 12, "exp_year": 2030}),
+    )
+    .await;
+    bad.assert_error(400, "card_number_luhn");
+    let good = post("audit-2", card_body(7)).await;
+    assert_eq!(good.status, 201, "{}", good.text);
+
+    let log = srv
+        .get(
+            "/v1/admin/audit?limit=1000&action=card.create",
+            &srv.admin_key,
+        )
+        .await;
+    assert_eq!(log.status, 200, "{}", log.text);
+    let records = log.body["data"].as_array().unwrap();
+    let of = |r: &Resp| {
+        let id = header(r, "request-id");
+        records
+            .iter()
+            .filter(|rec| rec["request_id"] == id.as_str())
+            .map(|rec| {
+                (
+                    rec["outcome"].as_str().unwrap().to_owned(),
+                    rec["code"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        of(&bad),
+        [("failure".to_owned(), "card_number_luhn".to_owned())]
+    );
+    assert_eq!(of(&good), [("success".to_owned(), String::new())]);
+}
+
 #[tokio::test]
 async fn same_key_same_body_replays_different_body_is_refused() {
     let srv = TestServer::start().await;

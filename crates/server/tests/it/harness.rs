@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use strongroom_core::{Clock, KeyKind, Mode, Scopes, SystemClock};
 use strongroom_crypto::RootKey;
-use strongroom_server::{NewKeyKind, Running, ServerConfig, TlsFiles};
+use strongroom_server::{NewKeyKind, Origin, Running, ServerConfig, TlsFiles};
 use strongroom_store::StoreConfig;
 use time::OffsetDateTime;
 
@@ -235,16 +235,26 @@ impl TestServer {
         let s = running.state.clone();
         let admin = s
             .accounts()
-            .create_key(None, NewKeyKind::Admin, Mode::Live, None)
+            .create_key(Origin::System, None, NewKeyKind::Admin, Mode::Live, None)
             .await
             .unwrap();
-        let acct = s.accounts().create("Test merchant", None).await.unwrap();
+        let acct = s
+            .accounts()
+            .create(Origin::System, "Test merchant", None)
+            .await
+            .unwrap();
         let key = |kind, mode, scopes: Option<Scopes>| {
             let s = s.clone();
             let acct = acct.id.clone();
             async move {
                 s.accounts()
-                    .create_key(Some(&acct), NewKeyKind::Account(kind), mode, scopes)
+                    .create_key(
+                        Origin::System,
+                        Some(&acct),
+                        NewKeyKind::Account(kind),
+                        mode,
+                        scopes,
+                    )
                     .await
                     .unwrap()
                     .secret
@@ -282,6 +292,7 @@ impl TestServer {
             .state
             .accounts()
             .create_key(
+                Origin::System,
                 Some(&self.account),
                 NewKeyKind::Account(KeyKind::Secret),
                 Mode::Test,

@@ -721,19 +721,20 @@ fn took_effect(op: &WriteOp, reply: &WriteReply) -> bool {
 }
 
 /// What [`attach`] took from a scope, to settle after the write.
-pub(crate) struct Attached {
-    scope: Arc<AuditScope>,
+pub(crate) struct Attached<'s> {
+    scope: &'s AuditScope,
     request: Option<AuditRecord>,
     events: Vec<AuditRecord>,
 }
 
-/// Wraps `op` with the current scope's pending records, if there is a scope and the op
-/// is not itself an audit write.
-pub(crate) fn attach(op: WriteOp) -> (WriteOp, Option<Attached>) {
+/// Wraps `op` with the pending records of `scope` (the one the caller's
+/// [`crate::Writes`] handle names), if there is one and the op is not itself an audit
+/// write.
+pub(crate) fn attach(op: WriteOp, scope: Option<&AuditScope>) -> (WriteOp, Option<Attached<'_>>) {
     if matches!(op, WriteOp::Audit(_)) {
         return (op, None);
     }
-    let Some(scope) = AuditScope::current() else {
+    let Some(scope) = scope else {
         return (op, None);
     };
     let (request, events) = {
@@ -773,7 +774,7 @@ pub(crate) fn attach(op: WriteOp) -> (WriteOp, Option<Attached>) {
 
 /// Unwraps a wrapped write's reply and tells the scope what was committed.
 pub(crate) fn settle(
-    att: Option<Attached>,
+    att: Option<Attached<'_>>,
     result: StoreResult<WriteReply>,
 ) -> StoreResult<WriteReply> {
     let Some(att) = att else {

@@ -323,7 +323,12 @@ async fn a_write_is_seen_once_answered_by_a_reader_that_kept_its_snapshot() {
         created_ms: 1,
     };
     assert!(store.get_account(&acct.id).await.unwrap().is_none());
-    store.create_account(&acct, &[], &[]).await.unwrap();
+    #[allow(clippy::disallowed_methods)] // a store test: no request, no audit scope
+    store
+        .unaudited()
+        .create_account(&acct, &[], &[])
+        .await
+        .unwrap();
     let name = |a: Option<crate::AccountRecord>| a.map(|a| a.name);
     assert_eq!(
         name(store.get_account(&acct.id).await.unwrap()).as_deref(),
@@ -335,7 +340,9 @@ async fn a_write_is_seen_once_answered_by_a_reader_that_kept_its_snapshot() {
         to: &str,
     ) -> Option<String> {
         acct.name = to.into();
-        assert!(store.update_account(acct).await.unwrap());
+        #[allow(clippy::disallowed_methods)] // a store test: no request, no audit scope
+        let renamed = store.unaudited().update_account(acct).await.unwrap();
+        assert!(renamed);
         store.get_account(&acct.id).await.unwrap().map(|a| a.name)
     }
     assert_eq!(
@@ -404,7 +411,12 @@ async fn a_kept_snapshot_ends_when_the_writer_finds_another_servers_write() {
         otp_delivery_url: None,
         created_ms: 1,
     };
-    store_a.create_account(&acct, &[], &[]).await.unwrap();
+    #[allow(clippy::disallowed_methods)] // a store test: no request, no audit scope
+    store_a
+        .unaudited()
+        .create_account(&acct, &[], &[])
+        .await
+        .unwrap();
     let rec = crate::AuditRecord {
         action: "account.get".into(),
         ..Default::default()
@@ -441,7 +453,9 @@ async fn a_kept_snapshot_ends_when_the_writer_finds_another_servers_write() {
     );
 
     acct.name = "B".into();
-    assert!(store_a.update_account(&acct).await.unwrap());
+    #[allow(clippy::disallowed_methods)] // a store test: no request, no audit scope
+    let renamed = store_a.unaudited().update_account(&acct).await.unwrap();
+    assert!(renamed);
     store_b.append_audit(vec![rec], chain).await.unwrap();
     assert!(
         b.readers.counts().data > data,

@@ -7,9 +7,10 @@ use crate::store::Store;
 use crate::audit::*;
 use crate::sql::AuditOp as Op;
 
+// The audit writes carry no scope: they are the records themselves.
 impl AuditStore for Store {
     async fn append_audit(&self, records: Vec<AuditRecord>, hash: HashFn) -> StoreResult<i64> {
-        self.write(Write::audit_head(Op::Append { records, hash }))
+        self.write(None, Write::audit_head(Op::Append { records, hash }))
             .await
     }
 
@@ -26,7 +27,7 @@ impl AuditStore for Store {
     }
 
     async fn insert_checkpoint(&self, cp: &AuditCheckpoint) -> StoreResult<bool> {
-        self.write(Write::audit_stored(Op::Checkpoint(cp.clone())))
+        self.write(None, Write::audit_stored(Op::Checkpoint(cp.clone())))
             .await
     }
 
@@ -43,6 +44,8 @@ impl AuditStore for Store {
     }
 
     async fn audit_writable(&self) -> StoreResult<()> {
-        self.write(Write::audit_stored(Op::Probe)).await.map(drop)
+        self.write(None, Write::audit_stored(Op::Probe))
+            .await
+            .map(drop)
     }
 }

@@ -1,13 +1,13 @@
-//! [`crate::controls`]'s trait, implemented for [`Store`] above the writes it sends.
+//! [`crate::controls`]'s trait, implemented for [`Store`], and the control writes on [`Writes`].
 
 use crate::sql::Write;
-use crate::store::Store;
+use crate::store::{Store, Writes};
 use crate::{EventRecord, StoreResult};
 
 use crate::controls::*;
 
-impl Store {
-    async fn controls_done(&self, op: Op) -> StoreResult<()> {
+impl Writes<'_> {
+    async fn controls_done(self, op: Op) -> StoreResult<()> {
         self.write(Write::controls_done(op)).await
     }
 }
@@ -17,46 +17,12 @@ impl ControlStore for Store {
         account_controls(&mut self.reader().await?, account_id).await
     }
 
-    async fn set_account_controls(&self, controls: &AccountControls) -> StoreResult<()> {
-        self.controls_done(Op::SetControls(controls.clone())).await
-    }
-
-    async fn update_account_controls(
-        &self,
-        update: &ControlsUpdate,
-    ) -> StoreResult<AccountControls> {
-        self.write(Write::controls_controls(Op::UpdateControls(update.clone())))
-            .await
-    }
-
     async fn key_ip_allowlist(&self, key_id: &str) -> StoreResult<Vec<String>> {
         key_ip_allowlist(&mut self.reader().await?, key_id).await
     }
 
     async fn key_with_controls(&self, digest: &[u8]) -> StoreResult<Option<KeyWithControls>> {
         key_with_controls(&mut self.reader().await?, digest).await
-    }
-
-    async fn set_key_ip_allowlist(&self, key_id: &str, cidrs: &[String]) -> StoreResult<()> {
-        self.controls_done(Op::SetKeyAllowlist {
-            key_id: key_id.to_owned(),
-            cidrs: join_cidrs(cidrs),
-        })
-        .await
-    }
-
-    async fn insert_signing_key(
-        &self,
-        key: &SigningKeyRecord,
-        max: Option<i64>,
-        events: &[EventRecord],
-    ) -> StoreResult<bool> {
-        let op = Op::InsertSigningKey {
-            key: key.clone(),
-            max,
-            events: events.to_vec(),
-        };
-        self.write(Write::controls_flag(op)).await
     }
 
     async fn signing_key(
@@ -75,9 +41,52 @@ impl ControlStore for Store {
     ) -> StoreResult<Vec<SigningKeyRecord>> {
         list_signing_keys(&mut self.reader().await?, account_id, starting_after, limit).await
     }
+}
 
-    async fn revoke_signing_key(
-        &self,
+impl Writes<'_> {
+    /// Replaces the account's settings.
+    pub async fn set_account_controls(self, controls: &AccountControls) -> StoreResult<()> {
+        self.controls_done(Op::SetControls(controls.clone())).await
+    }
+
+    /// Changes some of the account's settings; returns them all after the change.
+    pub async fn update_account_controls(
+        self,
+        update: &ControlsUpdate,
+    ) -> StoreResult<AccountControls> {
+        self.write(Write::controls_controls(Op::UpdateControls(update.clone())))
+            .await
+    }
+
+    /// Sets the IP allowlist of one API key.
+    pub async fn set_key_ip_allowlist(self, key_id: &str, cidrs: &[String]) -> StoreResult<()> {
+        self.controls_done(Op::SetKeyAllowlist {
+            key_id: key_id.to_owned(),
+            cidrs: join_cidrs(cidrs),
+        })
+        .await
+    }
+
+    /// Registers a signing key, unless the account already has `max` unrevoked ones
+    /// (then false, and nothing is written). The count and the insert share the writer's
+    /// transaction, so concurrent registrations cannot pass the cap together.
+    pub async fn insert_signing_key(
+        self,
+        key: &SigningKeyRecord,
+        max: Option<i64>,
+        events: &[EventRecord],
+    ) -> StoreResult<bool> {
+        let op = Op::InsertSigningKey {
+            key: key.clone(),
+            max,
+            events: events.to_vec(),
+        };
+        self.write(Write::controls_flag(op)).await
+    }
+
+    /// Revokes a signing key (keeps an earlier revocation time); `None` if absent.
+    pub async fn revoke_signing_key(
+        self,
         account_id: &str,
         id: &str,
         now_ms: i64,
@@ -92,8 +101,10 @@ impl ControlStore for Store {
         self.write(Write::controls_signing_key(op)).await
     }
 
-    async fn use_nonce(
-        &self,
+    /// Records a signature nonce; false if it was already used and has not expired.
+    /// With `purge_expired`, every expired nonce is deleted on the way.
+    pub async fn use_nonce(
+        self,
         key_id: &str,
         nonce: &str,
         now_ms: i64,
@@ -110,13 +121,18 @@ impl ControlStore for Store {
         self.write(Write::controls_flag(op)).await
     }
 
-    async fn idempotency_begin(&self, claim: &IdempotencyClaim) -> StoreResult<IdempotencyBegin> {
+    /// Claims an idempotency key, or returns the live record that holds it.
+    pub async fn idempotency_begin(
+        self,
+        claim: &IdempotencyClaim,
+    ) -> StoreResult<IdempotencyBegin> {
         self.write(Write::controls_idem(Op::IdemBegin(claim.clone())))
             .await
     }
 
-    async fn idempotency_finish(
-        &self,
+    /// Stores the response of a claimed key.
+    pub async fn idempotency_finish(
+        self,
         scope: &str,
         key: &str,
         status: i64,
@@ -131,7 +147,9 @@ impl ControlStore for Store {
         .await
     }
 
-    async fn idempotency_abort(&self, scope: &str, key: &str) -> StoreResult<()> {
+    /// Releases a claimed key without a response (the request failed in a way a retry
+    /// should run again).
+    pub async fn idempotency_abort(self, scope: &str, key: &str) -> StoreResult<()> {
         self.controls_done(Op::IdemAbort {
             scope: scope.to_owned(),
             key: key.to_owned(),

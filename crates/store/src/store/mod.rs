@@ -1,5 +1,5 @@
 //! [`Store`]: the backend chosen by configuration, its read connection ([`ReadConn`]),
-//! and the one [`VaultStore`] impl.
+//! the one [`VaultStore`] impl, and [`Writes`], the handle every write goes through.
 
 mod audit;
 mod controls;
@@ -12,6 +12,7 @@ use std::path::Path;
 
 use sqlx::pool::PoolConnection;
 
+use crate::audit::AuditScope;
 use crate::dialect::Dialect;
 use crate::exec::{Arg, Exec, RowGet};
 use crate::postgres::{CacheEvent, PgStore};
@@ -107,17 +108,57 @@ impl Store {
         }
     }
 
-    /// Every write goes through here, and answers with its own reply type; inside an
-    /// audit scope it carries the scope's records in its transaction (see
-    /// [`crate::audit`]).
-    pub(crate) async fn write<R>(&self, write: Write<R>) -> StoreResult<R> {
+    /// Writes that carry `scope`'s pending audit records (the request's record and its
+    /// queued security events) in their own transaction: each write and its records
+    /// commit together or not at all (see [`crate::audit`]). Every write a request makes
+    /// goes through here, with the request's scope.
+    pub fn audited<'a>(&'a self, scope: &'a AuditScope) -> Writes<'a> {
+        Writes {
+            store: self,
+            scope: Some(scope),
+        }
+    }
+
+    /// Writes that carry no audit record: work outside any request (the webhook
+    /// delivery and re-wrap workers, keys made at start) and tests. A request's writes
+    /// go through [`Store::audited`] instead.
+    pub fn unaudited(&self) -> Writes<'_> {
+        Writes {
+            store: self,
+            scope: None,
+        }
+    }
+
+    /// Every write goes through here, and answers with its own reply type; with a
+    /// `scope` it carries the scope's records in its transaction (see [`crate::audit`]).
+    pub(crate) async fn write<R>(
+        &self,
+        scope: Option<&AuditScope>,
+        write: Write<R>,
+    ) -> StoreResult<R> {
         let (op, reply) = write.split();
-        let (op, attached) = sql::attach(op);
+        let (op, attached) = sql::attach(op, scope);
         let result = match self {
             Self::Sqlite(s) => s.write(op).await,
             Self::Postgres(p) => p.write(op).await,
         };
         sql::settle(attached, result).and_then(reply)
+    }
+}
+
+/// The store's writes, each with the audit scope it carries (or none), said once where
+/// the handle is made: `store.audited(&scope).insert_card(…)` for a request's write,
+/// `store.unaudited().rewrap_cards(…)` for a worker's. The writes exist only here, so a
+/// write cannot be made without saying which.
+#[derive(Debug, Clone, Copy)]
+pub struct Writes<'a> {
+    store: &'a Store,
+    scope: Option<&'a AuditScope>,
+}
+
+impl Writes<'_> {
+    async fn write<R>(self, write: Write<R>) -> StoreResult<R> {
+        self.store.write(self.scope, write).await
     }
 }
 
@@ -220,35 +261,12 @@ impl VaultStore for Store {
         sql::ping(&mut self.reader().await?).await
     }
 
-    async fn create_account(
-        &self,
-        account: &AccountRecord,
-        data_keys: &[DataKeyRecord],
-        events: &[EventRecord],
-    ) -> StoreResult<()> {
-        self.write(Write::create_account(
-            account.clone(),
-            data_keys.to_vec(),
-            events.to_vec(),
-        ))
-        .await
-    }
-
     async fn get_account(&self, id: &str) -> StoreResult<Option<AccountRecord>> {
         sql::get_account(&mut self.reader().await?, id).await
     }
 
     async fn list_accounts(&self) -> StoreResult<Vec<AccountRecord>> {
         sql::list_accounts(&mut self.reader().await?).await
-    }
-
-    async fn update_account(&self, account: &AccountRecord) -> StoreResult<bool> {
-        self.write(Write::update_account(account.clone())).await
-    }
-
-    async fn insert_api_key(&self, key: &ApiKeyRecord, events: &[EventRecord]) -> StoreResult<()> {
-        self.write(Write::insert_api_key(key.clone(), events.to_vec()))
-            .await
     }
 
     async fn api_key_by_digest(&self, digest: &[u8]) -> StoreResult<Option<ApiKeyRecord>> {
@@ -259,49 +277,8 @@ impl VaultStore for Store {
         sql::list_api_keys(&mut self.reader().await?, account_id).await
     }
 
-    async fn revoke_api_key(
-        &self,
-        account_id: Option<&str>,
-        key_id: &str,
-        now_ms: i64,
-        events: &[EventRecord],
-    ) -> StoreResult<Option<ApiKeyRecord>> {
-        self.write(Write::revoke_api_key(
-            account_id.map(str::to_owned),
-            key_id.to_owned(),
-            now_ms,
-            events.to_vec(),
-        ))
-        .await
-    }
-
     async fn data_keys(&self, account_id: &str) -> StoreResult<Vec<DataKeyRecord>> {
         sql::data_keys(&mut self.reader().await?, account_id).await
-    }
-
-    async fn rotate_data_key(
-        &self,
-        new_key: &DataKeyRecord,
-        events: &[EventRecord],
-    ) -> StoreResult<()> {
-        self.write(Write::rotate_data_key(new_key.clone(), events.to_vec()))
-            .await
-    }
-
-    async fn retire_data_key(
-        &self,
-        account_id: &str,
-        purpose: KeyPurpose,
-        version: i64,
-        now_ms: i64,
-    ) -> StoreResult<RetireOutcome> {
-        self.write(Write::retire_data_key(
-            account_id.to_owned(),
-            purpose,
-            version,
-            now_ms,
-        ))
-        .await
     }
 
     async fn key_usage(
@@ -310,20 +287,6 @@ impl VaultStore for Store {
         purpose: KeyPurpose,
     ) -> StoreResult<Vec<(i64, i64)>> {
         sql::key_usage(&mut self.reader().await?, account_id, purpose).await
-    }
-
-    async fn insert_card(
-        &self,
-        card: &CardRecord,
-        dedup: &[(i64, Vec<u8>)],
-        events: &[EventRecord],
-    ) -> StoreResult<InsertCard> {
-        self.write(Write::insert_card(
-            card.clone(),
-            dedup.to_vec(),
-            events.to_vec(),
-        ))
-        .await
     }
 
     async fn get_card(
@@ -344,8 +307,134 @@ impl VaultStore for Store {
         sql::list_cards(&mut self.reader().await?, account_id, mode, query).await
     }
 
-    async fn renew_card_expiry(
+    async fn cards_for_rewrap(
         &self,
+        account_id: &str,
+        purpose: KeyPurpose,
+        q: &RewrapQuery<'_>,
+    ) -> StoreResult<Vec<CardRecord>> {
+        sql::cards_for_rewrap(&mut self.reader().await?, account_id, purpose, q).await
+    }
+
+    async fn get_otp(&self, account_id: &str, id: &str) -> StoreResult<Option<OtpRecord>> {
+        sql::get_otp(&mut self.reader().await?, account_id, id).await
+    }
+
+    async fn get_event(&self, account_id: &str, id: &str) -> StoreResult<Option<EventRecord>> {
+        sql::get_event(&mut self.reader().await?, account_id, id).await
+    }
+
+    async fn list_events(
+        &self,
+        account_id: &str,
+        mode: Mode,
+        query: &ListEvents,
+    ) -> StoreResult<Vec<EventRecord>> {
+        sql::list_events(&mut self.reader().await?, account_id, mode, query).await
+    }
+}
+
+impl Writes<'_> {
+    /// Creates an account together with its first data keys, in one transaction.
+    pub async fn create_account(
+        self,
+        account: &AccountRecord,
+        data_keys: &[DataKeyRecord],
+        events: &[EventRecord],
+    ) -> StoreResult<()> {
+        self.write(Write::create_account(
+            account.clone(),
+            data_keys.to_vec(),
+            events.to_vec(),
+        ))
+        .await
+    }
+
+    /// Updates the mutable settings of an account (name, OTP delivery URL). False if absent.
+    pub async fn update_account(self, account: &AccountRecord) -> StoreResult<bool> {
+        self.write(Write::update_account(account.clone())).await
+    }
+
+    /// Stores a new API key (its digest only).
+    pub async fn insert_api_key(
+        self,
+        key: &ApiKeyRecord,
+        events: &[EventRecord],
+    ) -> StoreResult<()> {
+        self.write(Write::insert_api_key(key.clone(), events.to_vec()))
+            .await
+    }
+
+    /// Marks a key revoked at `now_ms` (keeps an earlier revocation time). Returns the
+    /// key after the update, or `None` if no such key belongs to the account.
+    pub async fn revoke_api_key(
+        self,
+        account_id: Option<&str>,
+        key_id: &str,
+        now_ms: i64,
+        events: &[EventRecord],
+    ) -> StoreResult<Option<ApiKeyRecord>> {
+        self.write(Write::revoke_api_key(
+            account_id.map(str::to_owned),
+            key_id.to_owned(),
+            now_ms,
+            events.to_vec(),
+        ))
+        .await
+    }
+
+    /// In one transaction: the purpose's `active` version becomes `decrypt_only`, and
+    /// `new_key` (state `active`, version = previous max + 1) is inserted.
+    /// `Conflict` if that version exists already (a concurrent rotation won).
+    pub async fn rotate_data_key(
+        self,
+        new_key: &DataKeyRecord,
+        events: &[EventRecord],
+    ) -> StoreResult<()> {
+        self.write(Write::rotate_data_key(new_key.clone(), events.to_vec()))
+            .await
+    }
+
+    /// Retires a `decrypt_only` version that protects no record: state `retired`,
+    /// `wrapped` emptied, `retired_ms` set.
+    pub async fn retire_data_key(
+        self,
+        account_id: &str,
+        purpose: KeyPurpose,
+        version: i64,
+        now_ms: i64,
+    ) -> StoreResult<RetireOutcome> {
+        self.write(Write::retire_data_key(
+            account_id.to_owned(),
+            purpose,
+            version,
+            now_ms,
+        ))
+        .await
+    }
+
+    /// Inserts a card unless the account already holds, in the same mode, a card whose
+    /// `(fp_version, fingerprint)` is one of `dedup`; in that case returns that card and
+    /// writes nothing. Events are written only when the card is created.
+    pub async fn insert_card(
+        self,
+        card: &CardRecord,
+        dedup: &[(i64, Vec<u8>)],
+        events: &[EventRecord],
+    ) -> StoreResult<InsertCard> {
+        self.write(Write::insert_card(
+            card.clone(),
+            dedup.to_vec(),
+            events.to_vec(),
+        ))
+        .await
+    }
+
+    /// Moves a card's stored expiry to a later one (a renewed card tokenized again),
+    /// with its events. Returns the card after the change; `None` when it is gone or
+    /// its stored expiry is not earlier (so a stale request never moves it back).
+    pub async fn renew_card_expiry(
+        self,
         account_id: &str,
         mode: Mode,
         id: &str,
@@ -362,8 +451,9 @@ impl VaultStore for Store {
         .await
     }
 
-    async fn delete_card(
-        &self,
+    /// Deletes a card (the ciphertext is gone). False if absent.
+    pub async fn delete_card(
+        self,
         account_id: &str,
         mode: Mode,
         id: &str,
@@ -378,35 +468,29 @@ impl VaultStore for Store {
         .await
     }
 
-    async fn cards_for_rewrap(
-        &self,
-        account_id: &str,
-        purpose: KeyPurpose,
-        q: &RewrapQuery<'_>,
-    ) -> StoreResult<Vec<CardRecord>> {
-        sql::cards_for_rewrap(&mut self.reader().await?, account_id, purpose, q).await
-    }
-
-    async fn rewrap_cards(&self, updates: &[CardRewrap]) -> StoreResult<u64> {
+    /// Applies re-wraps in one transaction. Each applies only if the row still has the
+    /// expected versions (a concurrent delete or re-wrap wins). Returns how many applied.
+    pub async fn rewrap_cards(self, updates: &[CardRewrap]) -> StoreResult<u64> {
         let n = self.write(Write::rewrap_cards(updates.to_vec())).await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    async fn insert_otp(&self, otp: &OtpRecord, events: &[EventRecord]) -> StoreResult<()> {
+    /// Stores a new OTP (code digest only).
+    pub async fn insert_otp(self, otp: &OtpRecord, events: &[EventRecord]) -> StoreResult<()> {
         self.write(Write::insert_otp(otp.clone(), events.to_vec()))
             .await
     }
 
-    async fn get_otp(&self, account_id: &str, id: &str) -> StoreResult<Option<OtpRecord>> {
-        sql::get_otp(&mut self.reader().await?, account_id, id).await
-    }
-
-    async fn otp_fail(&self, id: &str) -> StoreResult<i64> {
+    /// Counts a wrong code; returns the new attempt count.
+    pub async fn otp_fail(self, id: &str) -> StoreResult<i64> {
         self.write(Write::otp_fail(id.to_owned())).await
     }
 
-    async fn otp_consume(
-        &self,
+    /// Marks the OTP used if it is unused, unexpired at `now_ms`, and below
+    /// `max_attempts`. True if this call consumed it (exactly one caller wins); the
+    /// events are written, in the same transaction, only then.
+    pub async fn otp_consume(
+        self,
         id: &str,
         now_ms: i64,
         max_attempts: i64,
@@ -419,18 +503,5 @@ impl VaultStore for Store {
             events.to_vec(),
         ))
         .await
-    }
-
-    async fn get_event(&self, account_id: &str, id: &str) -> StoreResult<Option<EventRecord>> {
-        sql::get_event(&mut self.reader().await?, account_id, id).await
-    }
-
-    async fn list_events(
-        &self,
-        account_id: &str,
-        mode: Mode,
-        query: &ListEvents,
-    ) -> StoreResult<Vec<EventRecord>> {
-        sql::list_events(&mut self.reader().await?, account_id, mode, query).await
     }
 }

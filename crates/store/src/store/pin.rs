@@ -1,7 +1,7 @@
-//! [`crate::pin`]'s trait, implemented for [`Store`] above the writes it sends.
+//! [`crate::pin`]'s trait, implemented for [`Store`], and the PIN writes on [`Writes`].
 
 use crate::sql::Write;
-use crate::store::Store;
+use crate::store::{Store, Writes};
 use crate::{EventRecord, Mode, StoreResult};
 
 use crate::pin::*;
@@ -9,18 +9,6 @@ use crate::pin::*;
 impl PinStore for Store {
     async fn pin_transport_keys(&self) -> StoreResult<Vec<TransportKeyRecord>> {
         pin_transport_keys(&mut self.reader().await?).await
-    }
-
-    async fn insert_pin_transport_key(
-        &self,
-        key: &TransportKeyRecord,
-        retire_others_after_ms: i64,
-    ) -> StoreResult<()> {
-        self.write(Write::pin_done(Op::InsertTransportKey {
-            key: key.clone(),
-            retire_others_after_ms,
-        }))
-        .await
     }
 
     async fn get_pin(
@@ -40,7 +28,37 @@ impl PinStore for Store {
         pin_max_failures(&mut self.reader().await?, account_id).await
     }
 
-    async fn set_pin_max_failures(&self, account_id: &str, max_failures: i64) -> StoreResult<()> {
+    async fn pins_for_rewrap(
+        &self,
+        account_id: &str,
+        below_version: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<PinRecord>> {
+        pins_for_rewrap(&mut self.reader().await?, account_id, below_version, limit).await
+    }
+}
+
+impl Writes<'_> {
+    /// Adds a transport key; every older key still without an end (or ending later)
+    /// now ends at `retire_others_after_ms`.
+    pub async fn insert_pin_transport_key(
+        self,
+        key: &TransportKeyRecord,
+        retire_others_after_ms: i64,
+    ) -> StoreResult<()> {
+        self.write(Write::pin_done(Op::InsertTransportKey {
+            key: key.clone(),
+            retire_others_after_ms,
+        }))
+        .await
+    }
+
+    /// Sets the account's lockout threshold.
+    pub async fn set_pin_max_failures(
+        self,
+        account_id: &str,
+        max_failures: i64,
+    ) -> StoreResult<()> {
         self.write(Write::pin_done(Op::SetMaxFailures {
             account_id: account_id.to_owned(),
             max_failures,
@@ -48,8 +66,10 @@ impl PinStore for Store {
         .await
     }
 
-    async fn spend_pin_jti(
-        &self,
+    /// Records a payload id as spent until `expires_ms` (and forgets ids expired at
+    /// `now_ms`). False if it was already spent.
+    pub async fn spend_pin_jti(
+        self,
         account_id: &str,
         jti: &str,
         expires_ms: i64,
@@ -64,8 +84,10 @@ impl PinStore for Store {
         .await
     }
 
-    async fn set_pin(
-        &self,
+    /// Spends the OTP and sets the PIN in one transaction. `events` are written when it
+    /// is done; `unlocked_event` too when a reset unlocked a locked PIN.
+    pub async fn set_pin(
+        self,
         pin: &PinRecord,
         kind: SetKind,
         otp: &SpendOtp,
@@ -82,8 +104,12 @@ impl PinStore for Store {
         .await
     }
 
-    async fn record_pin_attempt(
-        &self,
+    /// Records the outcome of a comparison against the stored PIN `seen` (read before the
+    /// comparison). Success resets the counter; failure counts one, writes `failed_events`
+    /// and, if it reaches `max_failures`, locks and writes `locked_event` too. Refused
+    /// with `Locked` if the PIN was locked meanwhile, `Changed` if it changed.
+    pub async fn record_pin_attempt(
+        self,
         seen: &PinRecord,
         success: bool,
         max_failures: i64,
@@ -100,8 +126,10 @@ impl PinStore for Store {
         .await
     }
 
-    async fn change_pin(
-        &self,
+    /// Spends the OTP and replaces the PIN `seen` (unchanged and unlocked) with `new`, in
+    /// one transaction, writing `events`.
+    pub async fn change_pin(
+        self,
         seen: &PinRecord,
         new: &PinRecord,
         otp: &SpendOtp,
@@ -116,8 +144,10 @@ impl PinStore for Store {
         .await
     }
 
-    async fn unlock_pin(
-        &self,
+    /// Clears the lock and the counter. `Done` with the event written if it was locked,
+    /// `Changed` if it was not locked (nothing written), `Missing` if there is no PIN.
+    pub async fn unlock_pin(
+        self,
         account_id: &str,
         mode: Mode,
         card_id: &str,
@@ -134,16 +164,8 @@ impl PinStore for Store {
         .await
     }
 
-    async fn pins_for_rewrap(
-        &self,
-        account_id: &str,
-        below_version: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<PinRecord>> {
-        pins_for_rewrap(&mut self.reader().await?, account_id, below_version, limit).await
-    }
-
-    async fn rewrap_pins(&self, updates: &[PinRewrap]) -> StoreResult<u64> {
+    /// Applies re-encipherments in one transaction; each only if the row is unchanged.
+    pub async fn rewrap_pins(self, updates: &[PinRewrap]) -> StoreResult<u64> {
         self.write(Write::pin_count(Op::Rewrap {
             updates: updates.to_vec(),
         }))

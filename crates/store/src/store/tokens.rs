@@ -1,6 +1,7 @@
-//! [`crate::tokens`]'s trait, implemented for [`Store`] above the writes it sends.
+//! [`crate::tokens`]'s trait, implemented for [`Store`], and the token writes on [`Writes`].
 
 use crate::sql::Write;
+use crate::store::Writes;
 use crate::{ApiKeyRecord, EventRecord, Store, StoreResult};
 
 use crate::tokens::*;
@@ -10,17 +11,24 @@ impl TokenStore for Store {
         jwt_keys(&mut self.reader().await?).await
     }
 
-    async fn insert_jwt_key(&self, key: &JwtKeyRecord, erase_below: i64) -> StoreResult<()> {
+    async fn api_key_by_id(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        api_key_by_id(&mut self.reader().await?, id).await
+    }
+}
+
+impl Writes<'_> {
+    /// Inserts the next generation and, in the same transaction, erases the private
+    /// halves of generations below `erase_below` (the current signer's). `Conflict` if
+    /// the generation exists (a concurrent rotation won).
+    pub async fn insert_jwt_key(self, key: &JwtKeyRecord, erase_below: i64) -> StoreResult<()> {
         self.write(Write::insert_jwt_key(key.clone(), erase_below))
             .await
     }
 
-    async fn api_key_by_id(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
-        api_key_by_id(&mut self.reader().await?, id).await
-    }
-
-    async fn revoke_all_api_keys(
-        &self,
+    /// Revokes every unrevoked key of the account at `now_ms` and writes `events`, in one
+    /// transaction. `None` if there is no such account; else how many keys it revoked.
+    pub async fn revoke_all_api_keys(
+        self,
         account_id: &str,
         now_ms: i64,
         events: &[EventRecord],

@@ -1,34 +1,26 @@
-//! [`crate::webhooks`]'s trait, implemented for [`Store`] above the writes it sends.
+//! [`crate::webhooks`]'s trait, implemented for [`Store`], and the webhook writes on [`Writes`].
 
 use crate::sql::Write;
-use crate::store::Store;
+use crate::store::{Store, Writes};
 use crate::{EventRecord, Mode, StoreResult};
 
 use crate::webhooks::*;
 
-impl Store {
-    async fn webhook_flag(&self, op: Op) -> StoreResult<bool> {
+impl Writes<'_> {
+    async fn webhook_flag(self, op: Op) -> StoreResult<bool> {
         self.write(Write::webhook_flag(op)).await
     }
 
-    async fn webhook_done(&self, op: Op) -> StoreResult<()> {
+    async fn webhook_done(self, op: Op) -> StoreResult<()> {
         self.write(Write::webhook_done(op)).await
     }
 
-    async fn webhook_count(&self, op: Op) -> StoreResult<u64> {
+    async fn webhook_count(self, op: Op) -> StoreResult<u64> {
         self.write(Write::webhook_count(op)).await
     }
 }
 
 impl WebhookStore for Store {
-    async fn insert_endpoint(
-        &self,
-        ep: &WebhookEndpointRecord,
-        max: Option<i64>,
-    ) -> StoreResult<bool> {
-        self.webhook_flag(Op::InsertEndpoint(ep.clone(), max)).await
-    }
-
     async fn get_endpoint(
         &self,
         account_id: &str,
@@ -66,12 +58,49 @@ impl WebhookStore for Store {
         .await
     }
 
-    async fn update_endpoint(&self, ep: &WebhookEndpointRecord, types: bool) -> StoreResult<bool> {
+    async fn endpoint_attempts(
+        &self,
+        endpoint_id: &str,
+        after: Option<(&str, i64)>,
+        limit: i64,
+    ) -> StoreResult<Vec<AttemptRecord>> {
+        endpoint_attempts(&mut self.reader().await?, endpoint_id, after, limit).await
+    }
+
+    async fn event_deliveries(
+        &self,
+        account_id: &str,
+        event_id: &str,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        event_deliveries(&mut self.reader().await?, event_id, account_id).await
+    }
+}
+
+impl Writes<'_> {
+    /// Stores a new endpoint and its event types, unless `max` is given and the account
+    /// already has that many API-managed endpoints in the endpoint's mode (then false,
+    /// and nothing is written). The count and the insert share the writer's transaction,
+    /// so concurrent creations cannot pass the cap together.
+    pub async fn insert_endpoint(
+        self,
+        ep: &WebhookEndpointRecord,
+        max: Option<i64>,
+    ) -> StoreResult<bool> {
+        self.webhook_flag(Op::InsertEndpoint(ep.clone(), max)).await
+    }
+
+    /// Updates url and description, and the event types if `types`. False if absent.
+    pub async fn update_endpoint(
+        self,
+        ep: &WebhookEndpointRecord,
+        types: bool,
+    ) -> StoreResult<bool> {
         self.webhook_flag(Op::UpdateEndpoint(ep.clone(), types))
             .await
     }
 
-    async fn delete_endpoint(&self, account_id: &str, id: &str) -> StoreResult<bool> {
+    /// Deletes an endpoint with its deliveries. False if absent.
+    pub async fn delete_endpoint(self, account_id: &str, id: &str) -> StoreResult<bool> {
         self.webhook_flag(Op::DeleteEndpoint {
             account_id: account_id.to_owned(),
             id: id.to_owned(),
@@ -79,8 +108,9 @@ impl WebhookStore for Store {
         .await
     }
 
-    async fn set_endpoint_disabled(
-        &self,
+    /// Disables (`Some(time)`, only if enabled; writes `events` then) or enables (`None`).
+    pub async fn set_endpoint_disabled(
+        self,
         account_id: &str,
         id: &str,
         disabled_ms: Option<i64>,
@@ -97,8 +127,9 @@ impl WebhookStore for Store {
         .await
     }
 
-    async fn rotate_endpoint_secret(
-        &self,
+    /// Replaces the secret fields if the current version is still `expect_version`.
+    pub async fn rotate_endpoint_secret(
+        self,
         ep: &WebhookEndpointRecord,
         expect_version: i64,
     ) -> StoreResult<bool> {
@@ -109,8 +140,9 @@ impl WebhookStore for Store {
         .await
     }
 
-    async fn claim_deliveries(
-        &self,
+    /// Claims up to `limit` due deliveries until `until_ms`.
+    pub async fn claim_deliveries(
+        self,
         now_ms: i64,
         until_ms: i64,
         limit: i64,
@@ -119,17 +151,20 @@ impl WebhookStore for Store {
             now_ms,
             until_ms,
             limit,
-            skip_locked: matches!(self, Store::Postgres(_)),
+            skip_locked: matches!(self.store, Store::Postgres(_)),
         };
         self.write(Write::webhook_deliveries(op)).await
     }
 
-    async fn record_attempt(&self, rec: &RecordAttempt) -> StoreResult<()> {
+    /// Records an attempt and its consequences in one transaction.
+    pub async fn record_attempt(self, rec: &RecordAttempt) -> StoreResult<()> {
         self.webhook_done(Op::Record(rec.clone())).await
     }
 
-    async fn requeue(
-        &self,
+    /// (Re)queues deliveries of the account's events to its enabled endpoints, filtered
+    /// by endpoint, event and creation time. Returns how many rows were queued.
+    pub async fn requeue(
+        self,
         account_id: &str,
         mode: Mode,
         endpoint_id: Option<&str>,
@@ -148,33 +183,24 @@ impl WebhookStore for Store {
         .await
     }
 
-    async fn release_claims(&self) -> StoreResult<()> {
+    /// Drops every lease (embedded store at start: no other node can hold one).
+    pub async fn release_claims(self) -> StoreResult<()> {
         self.webhook_done(Op::ReleaseClaims).await
     }
 
-    async fn endpoint_attempts(
-        &self,
-        endpoint_id: &str,
-        after: Option<(&str, i64)>,
-        limit: i64,
-    ) -> StoreResult<Vec<AttemptRecord>> {
-        endpoint_attempts(&mut self.reader().await?, endpoint_id, after, limit).await
-    }
-
-    async fn event_deliveries(
-        &self,
-        account_id: &str,
-        event_id: &str,
-    ) -> StoreResult<Vec<DeliveryRecord>> {
-        event_deliveries(&mut self.reader().await?, event_id, account_id).await
-    }
-
-    async fn insert_inbound(&self, rec: &InboundRecord, events: &[EventRecord]) -> StoreResult<()> {
+    /// Records an inbound hook, with its events (verified ones emit `inbound.received`).
+    pub async fn insert_inbound(
+        self,
+        rec: &InboundRecord,
+        events: &[EventRecord],
+    ) -> StoreResult<()> {
         self.webhook_done(Op::Inbound(rec.clone(), events.to_vec()))
             .await
     }
 
-    async fn prune(&self, before_ms: i64) -> StoreResult<u64> {
+    /// Deletes events (with their deliveries and attempts) and inbound hooks older than
+    /// `before_ms`.
+    pub async fn prune(self, before_ms: i64) -> StoreResult<u64> {
         self.webhook_count(Op::Prune { before_ms }).await
     }
 }

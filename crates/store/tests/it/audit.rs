@@ -5,10 +5,9 @@ use std::hash::{BuildHasher, Hasher};
 use strongroom_core::IdKind;
 use strongroom_store::{
     AuditCheckpoint, AuditRecord, AuditScope, AuditStore, CheckpointLink, Mode, OtpRecord, Store,
-    VaultStore,
 };
 
-use crate::{T0, account, id, store_test};
+use crate::{T0, account, id, store_test, writes};
 
 /// A stand-in for SHA-256 (the store never imports the crypto crate): deterministic and
 /// order-sensitive, enough to test chaining.
@@ -61,7 +60,7 @@ async fn records_ride_on_writes(store: Store) {
     let scope = AuditScope::new(test_hash, Some(rec("otp.create")));
     scope.event(rec("something.happened"));
     let o = otp(&a);
-    scope.run(store.insert_otp(&o, &[])).await.unwrap();
+    store.audited(&scope).insert_otp(&o, &[]).await.unwrap();
     assert!(scope.committed());
     assert_eq!(scope.head(), Some(2));
     let rows = store.audit_range(0, 10).await.unwrap();
@@ -78,14 +77,15 @@ async fn records_ride_on_writes(store: Store) {
     );
     // Nothing is left for the final append; a second write carries nothing more.
     assert!(scope.take_pending(|_| {}).is_empty());
-    scope.run(store.otp_fail(&o.id)).await.unwrap();
+    store.audited(&scope).otp_fail(&o.id).await.unwrap();
     assert_eq!(store.audit_head().await.unwrap().0, 2);
 
     // A write that finds nothing leaves the request record pending (events still go).
     let scope = AuditScope::new(test_hash, Some(rec("card.delete")));
     scope.event(rec("otp.failed"));
-    let gone = scope
-        .run(store.delete_card(&a, Mode::Test, "card_nope", &[]))
+    let gone = store
+        .audited(&scope)
+        .delete_card(&a, Mode::Test, "card_nope", &[])
         .await
         .unwrap();
     assert!(!gone);
@@ -99,7 +99,7 @@ async fn records_ride_on_writes(store: Store) {
     // A failed write commits no record and keeps everything pending.
     let scope = AuditScope::new(test_hash, Some(rec("otp.create")));
     scope.event(rec("queued"));
-    assert!(scope.run(store.insert_otp(&o, &[])).await.is_err()); // same id again
+    assert!(store.audited(&scope).insert_otp(&o, &[]).await.is_err()); // same id again
     assert!(!scope.committed());
     assert_eq!(store.audit_head().await.unwrap().0, 4);
     let pending = scope.take_pending(|_| {});
@@ -150,7 +150,7 @@ store_test!(concurrent_writes_share_one_append_per_batch);
 async fn concurrent_writes_share_one_append_per_batch(store: Store) {
     let a = account(&store).await;
     let dup = otp(&a);
-    store.insert_otp(&dup, &[]).await.unwrap();
+    writes(&store).insert_otp(&dup, &[]).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..40_i64 {
         let (store, a, dup) = (store.clone(), a.clone(), dup.clone());
@@ -169,7 +169,7 @@ async fn concurrent_writes_share_one_append_per_batch(store: Store) {
                     ..otp(&a)
                 }
             };
-            let ok = scope.run(store.insert_otp(&o, &[])).await.is_ok();
+            let ok = store.audited(&scope).insert_otp(&o, &[]).await.is_ok();
             if i % 5 == 0 {
                 // A standalone append in the same stream of writes.
                 let mut extra = rec("read");

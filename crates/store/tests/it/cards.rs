@@ -10,7 +10,7 @@ use strongroom_store::{
 };
 
 use crate::audit::{rec, test_hash};
-use crate::{T0, account, card, event, fp, id, random_u64, sqlite_cfg, store_test};
+use crate::{T0, account, card, event, fp, id, random_u64, sqlite_cfg, store_test, writes};
 
 fn created_events(limit: i64) -> ListEvents {
     ListEvents {
@@ -26,7 +26,7 @@ async fn insert_card_dedups(store: Store) {
     let f = fp(1);
     let first = card(&a, Mode::Test, T0 + 1, &f);
     let ev = [event(&a, Mode::Test, "card.created", T0 + 1)];
-    let r = store
+    let r = writes(&store)
         .insert_card(&first, &[(1, f.clone())], &ev)
         .await
         .unwrap();
@@ -35,7 +35,7 @@ async fn insert_card_dedups(store: Store) {
     // Same PAN again: the existing card, no write, no event.
     let second = card(&a, Mode::Test, T0 + 2, &f);
     let ev2 = [event(&a, Mode::Test, "card.created", T0 + 2)];
-    let r = store
+    let r = writes(&store)
         .insert_card(&second, &[(1, f.clone())], &ev2)
         .await
         .unwrap();
@@ -55,16 +55,22 @@ async fn insert_card_dedups(store: Store) {
     let mut rotated = card(&a, Mode::Test, T0 + 3, &fp(2));
     rotated.fp_version = 2;
     let dedup = [(2, rotated.fingerprint.clone()), (1, f.clone())];
-    let r = store.insert_card(&rotated, &dedup, &[]).await.unwrap();
+    let r = writes(&store)
+        .insert_card(&rotated, &dedup, &[])
+        .await
+        .unwrap();
     assert_eq!(r, InsertCard::Existing(first.clone()));
     // A pair with the wrong version does not match.
     let dedup = [(2, rotated.fingerprint.clone()), (3, f.clone())];
-    let r = store.insert_card(&rotated, &dedup, &[]).await.unwrap();
+    let r = writes(&store)
+        .insert_card(&rotated, &dedup, &[])
+        .await
+        .unwrap();
     assert_eq!(r, InsertCard::Created(rotated.clone()));
 
     // Modes are separate vaults.
     let live = card(&a, Mode::Live, T0 + 4, &f);
-    let r = store
+    let r = writes(&store)
         .insert_card(&live, &[(1, f.clone())], &[])
         .await
         .unwrap();
@@ -75,21 +81,23 @@ async fn insert_card_dedups(store: Store) {
     let twin = card(&a, Mode::Test, T0 + 6, &fp(1));
     assert_ne!(twin.fingerprint, f);
     let own = [(1, twin.fingerprint.clone())];
-    let r = store.insert_card(&twin, &own, &[]).await.unwrap();
+    let r = writes(&store).insert_card(&twin, &own, &[]).await.unwrap();
     assert_eq!(r, InsertCard::Created(twin.clone()));
     let again = card(&a, Mode::Test, T0 + 7, &twin.fingerprint);
-    let r = store.insert_card(&again, &own, &[]).await.unwrap();
+    let r = writes(&store).insert_card(&again, &own, &[]).await.unwrap();
     assert_eq!(r, InsertCard::Existing(twin.clone()));
     // Another account's card with the same fingerprint is that account's own.
     let b = account(&store).await;
     let other = card(&b, Mode::Test, T0 + 8, &f);
-    let r = store.insert_card(&other, &[(1, f.clone())], &[]).await;
+    let r = writes(&store)
+        .insert_card(&other, &[(1, f.clone())], &[])
+        .await;
     assert_eq!(r.unwrap(), InsertCard::Created(other.clone()));
 
     // Same card id twice: a conflict, not a silent dedup.
     let mut same_id = card(&a, Mode::Test, T0 + 5, &fp(3));
     same_id.id = first.id.clone();
-    let r = store.insert_card(&same_id, &[], &[]).await;
+    let r = writes(&store).insert_card(&same_id, &[], &[]).await;
     assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
 }
 
@@ -115,7 +123,7 @@ async fn cards_sharing_a_row_hint_are_each_found(store: Store) {
         with_hint(hint + 7, 4),
     ];
     for c in &cards {
-        let r = store
+        let r = writes(&store)
             .insert_card(c, &[(1, c.fingerprint.clone())], &[])
             .await
             .unwrap();
@@ -156,7 +164,7 @@ async fn cards_sharing_a_row_hint_are_each_found(store: Store) {
     }
     // Each is deleted alone.
     assert!(
-        store
+        writes(&store)
             .delete_card(&a, Mode::Test, &cards[0].id, &[])
             .await
             .unwrap()
@@ -201,7 +209,7 @@ async fn sqlite_cards_are_stored_under_the_row_id_their_id_gives() {
     for (n, id) in ids.iter().chain([&twin]).enumerate() {
         let mut c = card(&a, Mode::Test, T0, &fp(9100 + n as u64));
         c.id = id.clone();
-        store.insert_card(&c, &[], &[]).await.unwrap();
+        writes(&store).insert_card(&c, &[], &[]).await.unwrap();
     }
     store.close().await;
     drop(store);
@@ -222,11 +230,11 @@ async fn list_get_delete(store: Store) {
     let mut cards = Vec::new();
     for i in 0..5 {
         let c = card(&a, Mode::Test, T0 + 10 * i, &fp(i as u64));
-        store.insert_card(&c, &[], &[]).await.unwrap();
+        writes(&store).insert_card(&c, &[], &[]).await.unwrap();
         cards.push(c);
     }
     let other = card(&a, Mode::Live, T0 + 100, &fp(9));
-    store.insert_card(&other, &[], &[]).await.unwrap();
+    writes(&store).insert_card(&other, &[], &[]).await.unwrap();
 
     let page = |after: Option<&str>, limit| ListCards {
         fingerprint: None,
@@ -307,13 +315,13 @@ async fn list_get_delete(store: Store) {
     // Delete: gone, with its event; a second delete changes nothing.
     let ev = event(&a, Mode::Test, "card.deleted", T0 + 200);
     assert!(
-        !store
+        !writes(&store)
             .delete_card(&a, Mode::Live, &cards[0].id, &[])
             .await
             .unwrap()
     );
     assert!(
-        store
+        writes(&store)
             .delete_card(&a, Mode::Test, &cards[0].id, std::slice::from_ref(&ev))
             .await
             .unwrap()
@@ -325,7 +333,7 @@ async fn list_get_delete(store: Store) {
     assert_eq!(store.get_event(&a, &ev.id).await.unwrap(), Some(ev.clone()));
     let ev2 = event(&a, Mode::Test, "card.deleted", T0 + 201);
     assert!(
-        !store
+        !writes(&store)
             .delete_card(&a, Mode::Test, &cards[0].id, std::slice::from_ref(&ev2))
             .await
             .unwrap()
@@ -340,7 +348,7 @@ async fn rewrap(store: Store) {
     for i in 0..4 {
         let mut c = card(&a, Mode::Test, T0 + i, &fp(i as u64));
         c.key_version = if i == 3 { 2 } else { 1 };
-        store.insert_card(&c, &[], &[]).await.unwrap();
+        writes(&store).insert_card(&c, &[], &[]).await.unwrap();
         cards.push(c);
     }
     assert_eq!(
@@ -354,7 +362,7 @@ async fn rewrap(store: Store) {
 
     // A live card of the same account: counted, but read in its own mode's pass.
     let live = card(&a, Mode::Live, T0 + 10, &fp(10));
-    store.insert_card(&live, &[], &[]).await.unwrap();
+    writes(&store).insert_card(&live, &[], &[]).await.unwrap();
     assert_eq!(
         store.key_usage(&a, KeyPurpose::Cards).await.unwrap(),
         [(1, 4), (2, 1)]
@@ -403,7 +411,7 @@ async fn rewrap(store: Store) {
             .is_empty()
     );
     assert!(
-        store
+        writes(&store)
             .delete_card(&a, Mode::Live, &live.id, &[])
             .await
             .unwrap()
@@ -428,7 +436,7 @@ async fn rewrap(store: Store) {
         to_v2(&cards[1], 5),
         to_v2(&cards[2], 1),
     ];
-    assert_eq!(store.rewrap_cards(&updates).await.unwrap(), 2);
+    assert_eq!(writes(&store).rewrap_cards(&updates).await.unwrap(), 2);
     let got = store
         .get_card(&a, Mode::Test, &cards[0].id)
         .await
@@ -452,9 +460,12 @@ async fn rewrap(store: Store) {
     fp2.fingerprint = fp(42);
     fp2.fp_version = 2;
     fp2.sealed = cards[1].sealed.clone();
-    assert_eq!(store.rewrap_cards(&[fp2.clone()]).await.unwrap(), 1);
+    assert_eq!(
+        writes(&store).rewrap_cards(&[fp2.clone()]).await.unwrap(),
+        1
+    );
     let dup = card(&a, Mode::Test, T0 + 50, &fp2.fingerprint);
-    let r = store
+    let r = writes(&store)
         .insert_card(&dup, &[(2, fp2.fingerprint.clone())], &[])
         .await
         .unwrap();
@@ -475,7 +486,10 @@ async fn concurrent_same_fingerprint(store: Store) {
         tasks.spawn(async move {
             let c = card(&a, Mode::Live, T0 + i, &f);
             let ev = [event(&a, Mode::Live, "card.created", T0 + i)];
-            store.insert_card(&c, &[(1, f)], &ev).await.unwrap()
+            writes(&store)
+                .insert_card(&c, &[(1, f)], &ev)
+                .await
+                .unwrap()
         });
     }
     let results = tasks.join_all().await;
@@ -524,7 +538,7 @@ async fn sqlite_group_commit_survives_reopen() {
     let store = Store::connect(&sqlite_cfg(&path)).await.unwrap();
     let a = account(&store).await;
     let dup_id = card(&a, Mode::Test, T0, &fp(1_000_000));
-    store.insert_card(&dup_id, &[], &[]).await.unwrap();
+    writes(&store).insert_card(&dup_id, &[], &[]).await.unwrap();
 
     let n = 500;
     let mut tasks = tokio::task::JoinSet::new();
@@ -536,7 +550,7 @@ async fn sqlite_group_commit_survives_reopen() {
         }
         tasks.spawn(async move {
             let ev = [event(&a, Mode::Test, "card.created", c.created_ms)];
-            store
+            writes(&store)
                 .insert_card(&c, &[(1, c.fingerprint.clone())], &ev)
                 .await
         });
@@ -596,7 +610,7 @@ async fn sqlite_insert_throughput() {
             for i in (w..total).step_by(writers as usize) {
                 let c = card(&a, Mode::Live, T0 + i, &fp(i as u64));
                 let ev = [event(&a, Mode::Live, "card.created", T0 + i)];
-                store
+                writes(&store)
                     .insert_card(&c, &[(1, c.fingerprint.clone())], &ev)
                     .await
                     .unwrap();
@@ -651,7 +665,7 @@ async fn concurrent_new_cards_with_events_and_deliveries(store: Store) {
         endpoint(&a, Mode::Test, T0 + 5, &["*"], true),
     ];
     for ep in wanted.iter().chain(&unwanted) {
-        assert!(store.insert_endpoint(ep, None).await.unwrap());
+        assert!(writes(&store).insert_endpoint(ep, None).await.unwrap());
     }
     // `fp` is random beyond its number: one fingerprint per number, made once.
     let fps: Vec<Vec<u8>> = (0..60).map(fp).collect();
@@ -665,13 +679,13 @@ async fn concurrent_new_cards_with_events_and_deliveries(store: Store) {
                 let mut r = rec("card.tokenize");
                 r.request_id = format!("req_{i}");
                 let scope = AuditScope::new(test_hash, Some(r));
-                let out = scope.run(store.insert_card(&c, &dedup, &ev)).await;
+                let out = store.audited(&scope).insert_card(&c, &dedup, &ev).await;
                 (i, f, out.unwrap(), scope.head())
             } else {
                 (
                     i,
                     f,
-                    store.insert_card(&c, &dedup, &ev).await.unwrap(),
+                    writes(&store).insert_card(&c, &dedup, &ev).await.unwrap(),
                     None,
                 )
             }
@@ -744,7 +758,7 @@ async fn concurrent_new_cards_with_events_and_deliveries(store: Store) {
         let n = i64::try_from(n).unwrap();
         deletes.spawn(async move {
             let ev = [event(&a, Mode::Test, "card.deleted", T0 + 500 + n)];
-            store
+            writes(&store)
                 .delete_card(&a, Mode::Test, &victim, &ev)
                 .await
                 .unwrap()
@@ -785,7 +799,7 @@ async fn sqlite_card_counts_are_backfilled() {
     for i in 0..5 {
         let mut c = card(&a, Mode::Test, T0 + i, &fp(i as u64));
         c.key_version = 1 + i % 2;
-        store.insert_card(&c, &[], &[]).await.unwrap();
+        writes(&store).insert_card(&c, &[], &[]).await.unwrap();
     }
     store.close().await;
     drop(store);
@@ -812,7 +826,7 @@ async fn sqlite_card_counts_are_backfilled() {
         [(1, 5)]
     );
     let c = card(&a, Mode::Live, T0 + 9, &fp(9));
-    store.insert_card(&c, &[], &[]).await.unwrap();
+    writes(&store).insert_card(&c, &[], &[]).await.unwrap();
     assert_eq!(
         store.key_usage(&a, KeyPurpose::Cards).await.unwrap(),
         [(1, 4), (2, 2)]
@@ -838,7 +852,7 @@ async fn sqlite_fingerprint_index_is_replaced() {
         .map(|i| card(&a, Mode::Test, T0 + i, &fp(i as u64)))
         .collect();
     for c in &old {
-        store.insert_card(c, &[], &[]).await.unwrap();
+        writes(&store).insert_card(c, &[], &[]).await.unwrap();
     }
     store.close().await;
     drop(store);
@@ -870,11 +884,11 @@ async fn sqlite_fingerprint_index_is_replaced() {
     assert!(!now.contains(&"cards_fingerprint".to_string()), "{now:?}");
     for (i, c) in old.iter().enumerate() {
         let again = card(&a, Mode::Test, T0 + 10 + i as i64, &c.fingerprint);
-        let r = store.insert_card(&again, &[], &[]).await.unwrap();
+        let r = writes(&store).insert_card(&again, &[], &[]).await.unwrap();
         assert_eq!(r, InsertCard::Existing(c.clone()));
     }
     let new = card(&a, Mode::Test, T0 + 20, &fp(0));
-    let r = store.insert_card(&new, &[], &[]).await.unwrap();
+    let r = writes(&store).insert_card(&new, &[], &[]).await.unwrap();
     assert_eq!(r, InsertCard::Created(new.clone()));
     store.close().await;
 }

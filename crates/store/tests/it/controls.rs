@@ -8,7 +8,7 @@ use strongroom_store::{
     IdempotencyRecord, Mode, SigningKeyRecord, Store, VaultStore,
 };
 
-use crate::{T0, account, event, store_test};
+use crate::{T0, account, event, store_test, writes};
 
 store_test!(account_settings_and_key_allowlists);
 async fn account_settings_and_key_allowlists(store: Store) {
@@ -24,7 +24,7 @@ async fn account_settings_and_key_allowlists(store: Store) {
         rate_limit_per_minute: Some(250),
         updated_ms: T0,
     };
-    store.set_account_controls(&c).await.unwrap();
+    writes(&store).set_account_controls(&c).await.unwrap();
     assert_eq!(store.account_controls(&a).await.unwrap(), c);
     let c2 = AccountControls {
         ip_allowlist: vec![],
@@ -32,11 +32,11 @@ async fn account_settings_and_key_allowlists(store: Store) {
         updated_ms: T0 + 1,
         ..c
     };
-    store.set_account_controls(&c2).await.unwrap();
+    writes(&store).set_account_controls(&c2).await.unwrap();
     assert_eq!(store.account_controls(&a).await.unwrap(), c2);
     // An unknown account cannot get settings (foreign key).
     assert!(
-        store
+        writes(&store)
             .set_account_controls(&AccountControls::defaults("acct_missing"))
             .await
             .is_err()
@@ -55,17 +55,17 @@ async fn account_settings_and_key_allowlists(store: Store) {
         f(&mut u);
         u
     };
-    let got = store
+    let got = writes(&store)
         .update_account_controls(&u(&|u| u.rate_limit_per_minute = Some(30)))
         .await
         .unwrap();
     assert_eq!(got.rate_limit_per_minute, Some(30));
     assert!(!got.require_signed_requests && got.ip_allowlist.is_empty());
-    store
+    writes(&store)
         .update_account_controls(&u(&|u| u.ip_allowlist = Some(vec!["192.0.2.0/24".into()])))
         .await
         .unwrap();
-    let got = store
+    let got = writes(&store)
         .update_account_controls(&u(&|u| u.require_signed_requests = Some(true)))
         .await
         .unwrap();
@@ -93,7 +93,7 @@ async fn signing_keys_and_nonces(store: Store) {
         revoked_ms: None,
     };
     assert!(
-        store
+        writes(&store)
             .insert_signing_key(
                 &k,
                 Some(1),
@@ -107,7 +107,12 @@ async fn signing_keys_and_nonces(store: Store) {
         id: "sigk_2".into(),
         ..k.clone()
     };
-    assert!(!store.insert_signing_key(&k2, Some(1), &[]).await.unwrap());
+    assert!(
+        !writes(&store)
+            .insert_signing_key(&k2, Some(1), &[])
+            .await
+            .unwrap()
+    );
     assert_eq!(store.signing_key(&a, &k.id).await.unwrap(), Some(k.clone()));
     assert_eq!(store.signing_key("acct_other", &k.id).await.unwrap(), None);
     assert_eq!(
@@ -121,52 +126,57 @@ async fn signing_keys_and_nonces(store: Store) {
             .unwrap()
             .is_empty()
     );
-    let revoked = store
+    let revoked = writes(&store)
         .revoke_signing_key(&a, &k.id, T0 + 5, &[])
         .await
         .unwrap()
         .unwrap();
     assert_eq!(revoked.revoked_ms, Some(T0 + 5));
     // A second revocation keeps the first time; an unknown key is None.
-    let again = store
+    let again = writes(&store)
         .revoke_signing_key(&a, &k.id, T0 + 9, &[])
         .await
         .unwrap();
     assert_eq!(again.unwrap().revoked_ms, Some(T0 + 5));
     assert!(
-        store
+        writes(&store)
             .revoke_signing_key(&a, "sigk_no", T0, &[])
             .await
             .unwrap()
             .is_none()
     );
     // A revoked key no longer counts against the cap; the listing pages after a cursor.
-    assert!(store.insert_signing_key(&k2, Some(1), &[]).await.unwrap());
+    assert!(
+        writes(&store)
+            .insert_signing_key(&k2, Some(1), &[])
+            .await
+            .unwrap()
+    );
     let page = store.list_signing_keys(&a, Some(&k.id), 10).await.unwrap();
     assert_eq!(page, vec![k2.clone()]);
     assert_eq!(store.list_signing_keys(&a, None, 1).await.unwrap().len(), 1);
 
     // A nonce is usable once until it expires, then again.
     assert!(
-        store
+        writes(&store)
             .use_nonce(&k.id, "n1", T0, T0 + 100, false)
             .await
             .unwrap()
     );
     assert!(
-        !store
+        !writes(&store)
             .use_nonce(&k.id, "n1", T0 + 50, T0 + 150, false)
             .await
             .unwrap()
     );
     assert!(
-        store
+        writes(&store)
             .use_nonce("sigk_other", "n1", T0, T0 + 100, false)
             .await
             .unwrap()
     );
     assert!(
-        store
+        writes(&store)
             .use_nonce(&k.id, "n1", T0 + 100, T0 + 200, true)
             .await
             .unwrap()
@@ -189,12 +199,15 @@ store_test!(idempotency_records);
 async fn idempotency_records(store: Store) {
     let s = "acct_1:test";
     assert_eq!(
-        store.idempotency_begin(&claim("k", 1, T0)).await.unwrap(),
+        writes(&store)
+            .idempotency_begin(&claim("k", 1, T0))
+            .await
+            .unwrap(),
         IdempotencyBegin::Started
     );
     // In progress: the record without a response.
     assert_eq!(
-        store
+        writes(&store)
             .idempotency_begin(&claim("k", 2, T0 + 10))
             .await
             .unwrap(),
@@ -203,12 +216,12 @@ async fn idempotency_records(store: Store) {
             response: None
         })
     );
-    store
+    writes(&store)
         .idempotency_finish(s, "k", 201, b"sealed")
         .await
         .unwrap();
     assert_eq!(
-        store
+        writes(&store)
             .idempotency_begin(&claim("k", 1, T0 + 20))
             .await
             .unwrap(),
@@ -219,16 +232,16 @@ async fn idempotency_records(store: Store) {
     );
     // Expired: claimable again.
     assert_eq!(
-        store
+        writes(&store)
             .idempotency_begin(&claim("k", 3, T0 + 1_000))
             .await
             .unwrap(),
         IdempotencyBegin::Started
     );
     // Abort releases an in-progress claim.
-    store.idempotency_abort(s, "k").await.unwrap();
+    writes(&store).idempotency_abort(s, "k").await.unwrap();
     assert_eq!(
-        store
+        writes(&store)
             .idempotency_begin(&claim("k", 4, T0 + 1_001))
             .await
             .unwrap(),
@@ -236,7 +249,7 @@ async fn idempotency_records(store: Store) {
     );
     // A claim abandoned for longer than the stale limit is taken over.
     assert_eq!(
-        store
+        writes(&store)
             .idempotency_begin(&claim("k", 5, T0 + 1_200))
             .await
             .unwrap(),
@@ -244,7 +257,7 @@ async fn idempotency_records(store: Store) {
     );
     // The sweep removes expired records of other keys too.
     assert_eq!(
-        store
+        writes(&store)
             .idempotency_begin(&claim("other", 1, T0 + 1_300))
             .await
             .unwrap(),
@@ -253,7 +266,7 @@ async fn idempotency_records(store: Store) {
     let mut sweep = claim("third", 1, T0 + 9_000);
     sweep.purge_expired = true;
     assert_eq!(
-        store.idempotency_begin(&sweep).await.unwrap(),
+        writes(&store).idempotency_begin(&sweep).await.unwrap(),
         IdempotencyBegin::Started
     );
 
@@ -263,7 +276,7 @@ async fn idempotency_records(store: Store) {
     for _ in 0..20 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store
+            writes(&store)
                 .idempotency_begin(&claim("race", 7, T0 + 20_000))
                 .await
                 .unwrap()

@@ -6,7 +6,7 @@ use strongroom_store::{
     Store, StoreError, VaultStore,
 };
 
-use crate::{T0, account, card, data_key, event, fp, id, store_test};
+use crate::{T0, account, card, data_key, event, fp, id, store_test, writes};
 
 store_test!(accounts_and_data_keys);
 async fn accounts_and_data_keys(store: Store) {
@@ -22,7 +22,7 @@ async fn accounts_and_data_keys(store: Store) {
         otp_delivery_url: Some("https://otp.example/hook".into()),
         created_ms: T0 + 5,
     };
-    store.create_account(&b, &[], &[]).await.unwrap();
+    writes(&store).create_account(&b, &[], &[]).await.unwrap();
     let all = store.list_accounts().await.unwrap();
     assert_eq!(
         all.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
@@ -31,7 +31,7 @@ async fn accounts_and_data_keys(store: Store) {
     assert_eq!(all[1], b);
 
     // Same id again: refused, nothing half-written.
-    let again = store
+    let again = writes(&store)
         .create_account(&b, &[data_key(&b.id, KeyPurpose::Cards, 1)], &[])
         .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
@@ -40,10 +40,10 @@ async fn accounts_and_data_keys(store: Store) {
     let mut renamed = b.clone();
     renamed.name = "Beta 2".into();
     renamed.otp_delivery_url = None;
-    assert!(store.update_account(&renamed).await.unwrap());
+    assert!(writes(&store).update_account(&renamed).await.unwrap());
     assert_eq!(store.get_account(&b.id).await.unwrap().unwrap(), renamed);
     renamed.id = id(IdKind::Account, T0 + 6);
-    assert!(!store.update_account(&renamed).await.unwrap());
+    assert!(!writes(&store).update_account(&renamed).await.unwrap());
     assert_eq!(store.get_account(&renamed.id).await.unwrap(), None);
 
     let keys = store.data_keys(&a).await.unwrap();
@@ -89,7 +89,7 @@ async fn api_keys(store: Store) {
     let k2 = api_key(Some(&a), T0 + 2, 2);
     let admin = api_key(None, T0 + 3, 3);
     for k in [&k1, &k2, &admin] {
-        store
+        writes(&store)
             .insert_api_key(k, &[event(&a, Mode::Test, "api_key.created", k.created_ms)])
             .await
             .unwrap();
@@ -98,7 +98,7 @@ async fn api_keys(store: Store) {
     let mut dup = api_key(Some(&a), T0 + 4, 1);
     dup.id = id(IdKind::ApiKey, T0 + 4);
     assert!(matches!(
-        store.insert_api_key(&dup, &[]).await,
+        writes(&store).insert_api_key(&dup, &[]).await,
         Err(StoreError::Conflict(_))
     ));
 
@@ -118,28 +118,28 @@ async fn api_keys(store: Store) {
 
     // Another account's key, or an admin key named with an account: not found.
     assert_eq!(
-        store
+        writes(&store)
             .revoke_api_key(None, &k1.id, T0 + 10, &[])
             .await
             .unwrap(),
         None
     );
     assert_eq!(
-        store
+        writes(&store)
             .revoke_api_key(Some(&a), &admin.id, T0 + 10, &[])
             .await
             .unwrap(),
         None
     );
 
-    let revoked = store
+    let revoked = writes(&store)
         .revoke_api_key(Some(&a), &k1.id, T0 + 10, &[])
         .await
         .unwrap()
         .unwrap();
     assert_eq!(revoked.revoked_ms, Some(T0 + 10));
     // Revoking again keeps the first time.
-    let again = store
+    let again = writes(&store)
         .revoke_api_key(Some(&a), &k1.id, T0 + 20, &[])
         .await
         .unwrap()
@@ -157,23 +157,24 @@ async fn api_keys(store: Store) {
 
     // The last admin key that is not revoked stays.
     assert_eq!(
-        store
+        writes(&store)
             .revoke_api_key(None, &admin.id, T0 + 30, &[])
             .await
             .unwrap(),
         None
     );
     let admin2 = api_key(None, T0 + 31, 4);
-    store.insert_api_key(&admin2, &[]).await.unwrap();
+    writes(&store).insert_api_key(&admin2, &[]).await.unwrap();
     let ev = event(&a, Mode::Test, "api_key.revoked", T0 + 32);
-    let admin_revoked = store.revoke_api_key(None, &admin.id, T0 + 32, std::slice::from_ref(&ev));
+    let admin_revoked =
+        writes(&store).revoke_api_key(None, &admin.id, T0 + 32, std::slice::from_ref(&ev));
     assert_eq!(
         admin_revoked.await.unwrap().unwrap().revoked_ms,
         Some(T0 + 32)
     );
     assert_eq!(store.get_event(&a, &ev.id).await.unwrap(), Some(ev));
     assert_eq!(
-        store
+        writes(&store)
             .revoke_api_key(None, &admin2.id, T0 + 33, &[])
             .await
             .unwrap(),
@@ -182,10 +183,10 @@ async fn api_keys(store: Store) {
 
     // Two revocations racing for the last two admin keys: one of them wins.
     let admin3 = api_key(None, T0 + 34, 5);
-    store.insert_api_key(&admin3, &[]).await.unwrap();
+    writes(&store).insert_api_key(&admin3, &[]).await.unwrap();
     let (x, y) = tokio::join!(
-        store.revoke_api_key(None, &admin2.id, T0 + 35, &[]),
-        store.revoke_api_key(None, &admin3.id, T0 + 35, &[]),
+        writes(&store).revoke_api_key(None, &admin2.id, T0 + 35, &[]),
+        writes(&store).revoke_api_key(None, &admin3.id, T0 + 35, &[]),
     );
     let won = [x.unwrap(), y.unwrap()]
         .iter()
@@ -200,13 +201,13 @@ store_test!(rotate_and_retire);
 async fn rotate_and_retire(store: Store) {
     let a = account(&store).await;
     let c = card(&a, Mode::Test, T0 + 1, &fp(1));
-    store
+    writes(&store)
         .insert_card(&c, &[(1, c.fingerprint.clone())], &[])
         .await
         .unwrap();
 
     let v2 = data_key(&a, KeyPurpose::Cards, 2);
-    store
+    writes(&store)
         .rotate_data_key(&v2, &[event(&a, Mode::Live, "key.rotated", T0 + 2)])
         .await
         .unwrap();
@@ -223,7 +224,7 @@ async fn rotate_and_retire(store: Store) {
     // A concurrent rotation that lost: conflict, and nothing changed.
     let mut lost = data_key(&a, KeyPurpose::Cards, 2);
     lost.wrapped = vec![0xee; 40];
-    let r = store
+    let r = writes(&store)
         .rotate_data_key(&lost, &[event(&a, Mode::Live, "key.rotated", T0 + 3)])
         .await;
     assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
@@ -246,7 +247,7 @@ async fn rotate_and_retire(store: Store) {
         [(1, 1)]
     );
 
-    let retire = |p, v| store.retire_data_key(&a, p, v, T0 + 50);
+    let retire = |p, v| writes(&store).retire_data_key(&a, p, v, T0 + 50);
     assert_eq!(
         retire(KeyPurpose::Cards, 1).await.unwrap(),
         RetireOutcome::InUse(1)
@@ -274,7 +275,7 @@ async fn rotate_and_retire(store: Store) {
         fingerprint: c.fingerprint.clone(),
         fp_version: 1,
     };
-    assert_eq!(store.rewrap_cards(&[moved]).await.unwrap(), 1);
+    assert_eq!(writes(&store).rewrap_cards(&[moved]).await.unwrap(), 1);
     assert_eq!(
         store.key_usage(&a, KeyPurpose::Cards).await.unwrap(),
         [(2, 1)]
@@ -294,7 +295,7 @@ async fn rotate_and_retire(store: Store) {
     assert!(v1.wrapped.is_empty());
     assert_eq!(v1.retired_ms, Some(T0 + 50));
     // Already retired: still Retired, first time kept.
-    let again = store
+    let again = writes(&store)
         .retire_data_key(&a, KeyPurpose::Cards, 1, T0 + 60)
         .await
         .unwrap();
@@ -318,8 +319,8 @@ async fn a_key_with_its_controls_in_one_read(store: Store) {
     let a = account(&store).await;
     let k = api_key(Some(&a), T0 + 1, 11);
     let admin = api_key(None, T0 + 2, 12);
-    store.insert_api_key(&k, &[]).await.unwrap();
-    store.insert_api_key(&admin, &[]).await.unwrap();
+    writes(&store).insert_api_key(&k, &[]).await.unwrap();
+    writes(&store).insert_api_key(&admin, &[]).await.unwrap();
     assert!(store.key_with_controls(&[99; 32]).await.unwrap().is_none());
 
     // Nothing set: default controls, no allowlist.
@@ -335,9 +336,12 @@ async fn a_key_with_its_controls_in_one_read(store: Store) {
         rate_limit_per_minute: Some(250),
         updated_ms: T0,
     };
-    store.set_account_controls(&c).await.unwrap();
+    writes(&store).set_account_controls(&c).await.unwrap();
     let list = vec!["192.0.2.0/24".to_owned(), "2001:db8::/32".to_owned()];
-    store.set_key_ip_allowlist(&k.id, &list).await.unwrap();
+    writes(&store)
+        .set_key_ip_allowlist(&k.id, &list)
+        .await
+        .unwrap();
     let got = store.key_with_controls(&k.digest).await.unwrap().unwrap();
     assert_eq!(got.controls.as_ref(), Some(&c));
     assert_eq!(
@@ -351,7 +355,7 @@ async fn a_key_with_its_controls_in_one_read(store: Store) {
     );
 
     // A revoked key is still returned (the caller refuses it, with its own code).
-    store
+    writes(&store)
         .revoke_api_key(Some(&a), &k.id, T0 + 5, &[])
         .await
         .unwrap();

@@ -28,7 +28,7 @@ use sqlx::Connection;
 use strongroom_core::{IdKind, new_id};
 use strongroom_store::{
     AccountRecord, CardRecord, DataKeyRecord, EventRecord, KeyPurpose, KeyState, Mode, Store,
-    StoreConfig, VaultStore,
+    StoreConfig, Writes,
 };
 
 pub const T0: i64 = 1_700_000_000_000;
@@ -131,6 +131,13 @@ pub fn data_key(account_id: &str, purpose: KeyPurpose, version: i64) -> DataKeyR
 }
 
 /// Creates an account with version 1 of both data keys; returns its id.
+/// The store's writes, carrying no audit scope: these tests are about the store itself
+/// (the audit tests make their own scopes and write through `store.audited`).
+#[allow(clippy::disallowed_methods)]
+pub fn writes(store: &Store) -> Writes<'_> {
+    store.unaudited()
+}
+
 pub async fn account(store: &Store) -> String {
     let acct = AccountRecord {
         id: id(IdKind::Account, T0),
@@ -143,7 +150,10 @@ pub async fn account(store: &Store) -> String {
         data_key(&acct.id, KeyPurpose::Fingerprint, 1),
     ];
     let events = [event(&acct.id, Mode::Live, "account.created", T0)];
-    store.create_account(&acct, &keys, &events).await.unwrap();
+    writes(store)
+        .create_account(&acct, &keys, &events)
+        .await
+        .unwrap();
     acct.id
 }
 

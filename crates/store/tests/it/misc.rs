@@ -3,7 +3,7 @@
 use strongroom_core::IdKind;
 use strongroom_store::{ListEvents, Mode, OtpRecord, Store, StoreConfig, VaultStore};
 
-use crate::{T0, account, event, id, store_test};
+use crate::{T0, account, event, id, store_test, writes};
 
 fn otp(account_id: &str, ms: i64) -> OtpRecord {
     OtpRecord {
@@ -25,39 +25,59 @@ store_test!(otps);
 async fn otps(store: Store) {
     let a = account(&store).await;
     let o = otp(&a, T0);
-    store
+    writes(&store)
         .insert_otp(&o, &[event(&a, Mode::Test, "otp.created", T0)])
         .await
         .unwrap();
     assert_eq!(store.get_otp(&a, &o.id).await.unwrap(), Some(o.clone()));
     assert_eq!(store.get_otp("acct_other", &o.id).await.unwrap(), None);
 
-    assert_eq!(store.otp_fail(&o.id).await.unwrap(), 1);
-    assert_eq!(store.otp_fail(&o.id).await.unwrap(), 2);
+    assert_eq!(writes(&store).otp_fail(&o.id).await.unwrap(), 1);
+    assert_eq!(writes(&store).otp_fail(&o.id).await.unwrap(), 2);
     // Too many attempts: refused.
-    assert!(!store.otp_consume(&o.id, T0 + 1, 2, &[]).await.unwrap());
+    assert!(
+        !writes(&store)
+            .otp_consume(&o.id, T0 + 1, 2, &[])
+            .await
+            .unwrap()
+    );
     // Expired: refused.
     assert!(
-        !store
+        !writes(&store)
             .otp_consume(&o.id, o.expires_ms, 5, &[])
             .await
             .unwrap()
     );
     // Consumed once only.
-    assert!(store.otp_consume(&o.id, T0 + 2, 5, &[]).await.unwrap());
-    assert!(!store.otp_consume(&o.id, T0 + 3, 5, &[]).await.unwrap());
+    assert!(
+        writes(&store)
+            .otp_consume(&o.id, T0 + 2, 5, &[])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !writes(&store)
+            .otp_consume(&o.id, T0 + 3, 5, &[])
+            .await
+            .unwrap()
+    );
     let got = store.get_otp(&a, &o.id).await.unwrap().unwrap();
     assert_eq!((got.attempts, got.used_ms), (2, Some(T0 + 2)));
-    assert_eq!(store.otp_fail("otp_missing").await.unwrap(), 0);
+    assert_eq!(writes(&store).otp_fail("otp_missing").await.unwrap(), 0);
 
     // Concurrent consumers: exactly one wins.
     let mut bound = otp(&a, T0 + 10);
     bound.card_id = Some("card_x".into());
-    store.insert_otp(&bound, &[]).await.unwrap();
+    writes(&store).insert_otp(&bound, &[]).await.unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..20 {
         let (store, id) = (store.clone(), bound.id.clone());
-        tasks.spawn(async move { store.otp_consume(&id, T0 + 11, 5, &[]).await.unwrap() });
+        tasks.spawn(async move {
+            writes(&store)
+                .otp_consume(&id, T0 + 11, 5, &[])
+                .await
+                .unwrap()
+        });
     }
     let wins = tasks.join_all().await.into_iter().filter(|w| *w).count();
     assert_eq!(wins, 1);
@@ -74,7 +94,7 @@ async fn events(store: Store) {
             "card.deleted"
         };
         let e = event(&a, Mode::Test, t, T0 + 1000 + i);
-        store
+        writes(&store)
             .insert_otp(&otp(&a, T0 + i), std::slice::from_ref(&e))
             .await
             .unwrap();
@@ -207,7 +227,7 @@ async fn a_postgres_pool_of_one_serves_reads_and_writes() {
             let (store, a) = (store.clone(), a.clone());
             tokio::spawn(async move {
                 let o = otp(&a, T0 + i);
-                store.insert_otp(&o, &[]).await.unwrap();
+                writes(&store).insert_otp(&o, &[]).await.unwrap();
                 assert!(store.get_account(&a).await.unwrap().is_some());
             })
         })

@@ -7,7 +7,7 @@ use strongroom_store::{
     SpendOtp, Store, TransportKeyRecord, VaultStore,
 };
 
-use crate::{T0, account, card, event, fp, id, store_test};
+use crate::{T0, account, card, event, fp, id, store_test, writes};
 
 fn pin(card: &str, account: &str, block: u8) -> PinRecord {
     PinRecord {
@@ -36,7 +36,7 @@ async fn otp(store: &Store, account: &str, card: &str, purpose: &str) -> SpendOt
         attempts: 0,
         used_ms: None,
     };
-    store.insert_otp(&o, &[]).await.unwrap();
+    writes(store).insert_otp(&o, &[]).await.unwrap();
     SpendOtp {
         id: o.id,
         purpose: purpose.to_owned(),
@@ -64,7 +64,7 @@ async fn pin_events(store: &Store, account: &str) -> Vec<String> {
 
 async fn new_card(store: &Store, a: &str) -> String {
     let c = card(a, Mode::Test, T0, &fp(1));
-    match store.insert_card(&c, &[], &[]).await.unwrap() {
+    match writes(store).insert_card(&c, &[], &[]).await.unwrap() {
         InsertCard::Created(c) => c.id,
         InsertCard::Existing(_) => panic!("fresh fingerprint"),
     }
@@ -84,7 +84,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
         ..wrong
     };
     assert_eq!(
-        store
+        writes(&store)
             .set_pin(&p, SetKind::Initial, &wrong, &[ev("pin.set")], None)
             .await
             .unwrap(),
@@ -94,7 +94,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
 
     let o = otp(&store, &a, &c, "pin.set").await;
     assert_eq!(
-        store
+        writes(&store)
             .set_pin(&p, SetKind::Initial, &o, &[ev("pin.set")], None)
             .await
             .unwrap(),
@@ -106,7 +106,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
     assert_eq!(store.get_pin(&a, Mode::Live, &c).await.unwrap(), None);
     let o2 = otp(&store, &a, &c, "pin.set").await;
     assert_eq!(
-        store
+        writes(&store)
             .set_pin(&p, SetKind::Initial, &o2, &[], None)
             .await
             .unwrap(),
@@ -121,7 +121,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
         let failed = vec![ev("pin.verification_failed")];
         let locked = ev("pin.locked");
         tasks.push(tokio::spawn(async move {
-            store
+            writes(&store)
                 .record_pin_attempt(&seen, false, 3, &failed, Some(&locked))
                 .await
                 .unwrap()
@@ -150,7 +150,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
     );
     // Locked: even a success is refused, and a first-set too.
     assert_eq!(
-        store
+        writes(&store)
             .record_pin_attempt(&got, true, 3, &[], None)
             .await
             .unwrap(),
@@ -164,7 +164,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
     let r = otp(&store, &a, &c, "pin.reset").await;
     let unlocked: EventRecord = ev("pin.unlocked");
     assert_eq!(
-        store
+        writes(&store)
             .set_pin(
                 &pin(&c, &a, 2),
                 SetKind::Reset,
@@ -182,7 +182,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
     assert_eq!(now.block, vec![2; 16]);
     // The stale view (old block) can no longer be counted against.
     assert_eq!(
-        store
+        writes(&store)
             .record_pin_attempt(&got, false, 3, &[], None)
             .await
             .unwrap(),
@@ -205,13 +205,13 @@ async fn set_and_lockout_under_concurrency(store: Store) {
     let ch = otp(&store, &a, &c, "pin.change").await;
     let next = pin(&c, &a, 3);
     assert!(matches!(
-        store
+        writes(&store)
             .change_pin(&got, &next, &ch, &[ev("pin.changed")])
             .await,
         Err(strongroom_store::StoreError::Conflict(_))
     ));
     assert_eq!(
-        store
+        writes(&store)
             .change_pin(&now, &next, &ch, &[ev("pin.changed")])
             .await
             .unwrap(),
@@ -229,7 +229,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
 
     // Operator unlock: only a locked PIN is announced.
     assert_eq!(
-        store
+        writes(&store)
             .unlock_pin(&a, Mode::Test, &c, T0 + 5, &[ev("pin.unlocked")])
             .await
             .unwrap(),
@@ -240,7 +240,7 @@ async fn set_and_lockout_under_concurrency(store: Store) {
         Some((a.clone(), Mode::Test))
     );
     assert_eq!(
-        store
+        writes(&store)
             .unlock_pin(&a, Mode::Test, "card_none", T0 + 5, &[])
             .await
             .unwrap(),
@@ -248,7 +248,12 @@ async fn set_and_lockout_under_concurrency(store: Store) {
     );
 
     // Deleting the card deletes its PIN.
-    assert!(store.delete_card(&a, Mode::Test, &c, &[]).await.unwrap());
+    assert!(
+        writes(&store)
+            .delete_card(&a, Mode::Test, &c, &[])
+            .await
+            .unwrap()
+    );
     assert_eq!(store.get_pin(&a, Mode::Test, &c).await.unwrap(), None);
     assert_eq!(store.pin_owner(&c).await.unwrap(), None);
 }
@@ -261,7 +266,7 @@ async fn jtis_and_settings_and_transport_keys(store: Store) {
     for _ in 0..8 {
         let (store, a) = (store.clone(), a.clone());
         tasks.push(tokio::spawn(async move {
-            store
+            writes(&store)
                 .spend_pin_jti(&a, "jti-1", T0 + 1000, T0)
                 .await
                 .unwrap()
@@ -274,22 +279,22 @@ async fn jtis_and_settings_and_transport_keys(store: Store) {
     assert_eq!(wins, 1);
     // Per account.
     assert!(
-        store
+        writes(&store)
             .spend_pin_jti("acct_b", "jti-1", T0 + 1000, T0)
             .await
             .unwrap()
     );
     // Expired ids are purged (the payload would be refused as stale by then anyway).
     assert!(
-        store
+        writes(&store)
             .spend_pin_jti(&a, "jti-1", T0 + 5000, T0 + 2000)
             .await
             .unwrap()
     );
 
     assert_eq!(store.pin_max_failures(&a).await.unwrap(), None);
-    store.set_pin_max_failures(&a, 5).await.unwrap();
-    store.set_pin_max_failures(&a, 7).await.unwrap();
+    writes(&store).set_pin_max_failures(&a, 5).await.unwrap();
+    writes(&store).set_pin_max_failures(&a, 7).await.unwrap();
     assert_eq!(store.pin_max_failures(&a).await.unwrap(), Some(7));
 
     let k = |kid: &str, ms| TransportKeyRecord {
@@ -298,11 +303,11 @@ async fn jtis_and_settings_and_transport_keys(store: Store) {
         created_ms: ms,
         retire_after_ms: None,
     };
-    store
+    writes(&store)
         .insert_pin_transport_key(&k("ptk_a", T0), T0)
         .await
         .unwrap();
-    store
+    writes(&store)
         .insert_pin_transport_key(&k("ptk_b", T0 + 10), T0 + 10 + 600)
         .await
         .unwrap();

@@ -5,7 +5,7 @@ use strongroom_store::{
     ApiKeyRecord, JwtKeyRecord, ListEvents, Mode, Store, StoreError, TokenStore, VaultStore,
 };
 
-use crate::{T0, account, event, id, store_test};
+use crate::{T0, account, event, id, store_test, writes};
 
 fn jwt_key(generation: i64, wrapped: &[u8]) -> JwtKeyRecord {
     JwtKeyRecord {
@@ -22,17 +22,26 @@ fn jwt_key(generation: i64, wrapped: &[u8]) -> JwtKeyRecord {
 store_test!(jwt_keys_by_generation);
 async fn jwt_keys_by_generation(store: Store) {
     assert!(store.jwt_keys().await.unwrap().is_empty());
-    store.insert_jwt_key(&jwt_key(1, b"w1"), 0).await.unwrap();
-    store.insert_jwt_key(&jwt_key(2, b"w2"), 1).await.unwrap();
+    writes(&store)
+        .insert_jwt_key(&jwt_key(1, b"w1"), 0)
+        .await
+        .unwrap();
+    writes(&store)
+        .insert_jwt_key(&jwt_key(2, b"w2"), 1)
+        .await
+        .unwrap();
     // A concurrent rotation that lost: same generation, refused, nothing written.
     let mut dup = jwt_key(2, b"other");
     dup.kid = "kid-other".into();
-    let e = store.insert_jwt_key(&dup, 2).await;
+    let e = writes(&store).insert_jwt_key(&dup, 2).await;
     assert!(matches!(e, Err(StoreError::Conflict(_))), "{e:?}");
     let keys = store.jwt_keys().await.unwrap();
     assert_eq!(keys, vec![jwt_key(1, b"w1"), jwt_key(2, b"w2")]);
     // The next generation erases private halves below the current signer's generation.
-    store.insert_jwt_key(&jwt_key(3, b"w3"), 2).await.unwrap();
+    writes(&store)
+        .insert_jwt_key(&jwt_key(3, b"w3"), 2)
+        .await
+        .unwrap();
     let keys = store.jwt_keys().await.unwrap();
     assert_eq!(
         keys.iter().map(|k| k.wrapped.clone()).collect::<Vec<_>>(),
@@ -63,13 +72,13 @@ async fn revoke_all_and_key_by_id(store: Store) {
     let k2 = api_key(&a, 2, Some(T0 + 5));
     let k3 = api_key(&b, 3, None);
     for k in [&k1, &k2, &k3] {
-        store.insert_api_key(k, &[]).await.unwrap();
+        writes(&store).insert_api_key(k, &[]).await.unwrap();
     }
     assert_eq!(store.api_key_by_id(&k1.id).await.unwrap(), Some(k1.clone()));
     assert_eq!(store.api_key_by_id("key_nope").await.unwrap(), None);
 
     let events = [event(&a, Mode::Test, "account.keys_revoked", T0 + 10)];
-    let n = store
+    let n = writes(&store)
         .revoke_all_api_keys(&a, T0 + 10, &events)
         .await
         .unwrap();
@@ -96,7 +105,7 @@ async fn revoke_all_and_key_by_id(store: Store) {
     assert_eq!(list.len(), 1);
     // No such account: nothing written, not even the event.
     let ev = [event(&a, Mode::Test, "account.keys_revoked", T0 + 20)];
-    let none = store
+    let none = writes(&store)
         .revoke_all_api_keys("acct_missing", T0 + 20, &ev)
         .await
         .unwrap();

@@ -1,0 +1,187 @@
+//! What a service says went wrong, in the service's own terms. It carries no HTTP
+//! status and no client message: `error.rs` maps each variant to its status, code and
+//! message once (`From<ServiceError> for ApiError`), so a handler just uses `?`.
+//!
+//! A failure of the store, of crypto or of an invariant keeps its detail and the place
+//! it arose (the `?` in the service), for the log; neither is ever returned.
+
+use std::fmt;
+use std::panic::Location;
+use strongroom_core::DomainError;
+use strongroom_crypto::CryptoError;
+use strongroom_store::StoreError;
+
+/// The result of a service function.
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+/// Why a service refused or failed a request.
+#[derive(Debug)]
+pub enum ServiceError {
+    /// A parameter has a value the operation cannot take.
+    InvalidParameter,
+    /// A required field is missing.
+    MissingField,
+    /// No such object (or it belongs to another account or mode).
+    NotFound,
+    /// The state changed under the request; a retry may succeed.
+    Conflict,
+    /// The account already has as many of these as it may have.
+    LimitReached,
+    /// The caller's key lacks the scope the operation needs.
+    PermissionDenied,
+    /// A requested token scope is empty, unknown or not held by the key.
+    InvalidScope,
+    /// A card token is malformed, expired, or from another account or mode.
+    CardTokenInvalid,
+    /// An OTP is unknown, wrong, expired, used or for something else.
+    OtpInvalid,
+    /// Live OTPs need a delivery URL and the account has none.
+    OtpDeliveryNotConfigured,
+    /// An encrypted PIN could not be read (malformed, unknown key, not decryptable).
+    PinPayloadInvalid,
+    /// An encrypted PIN uses an algorithm other than RSA-OAEP-256 / A256GCM.
+    PinPayloadUnsupported,
+    /// An encrypted PIN was made for another card.
+    PinPayloadCardMismatch,
+    /// An encrypted PIN is too old or from the future.
+    PinPayloadStale,
+    /// An encrypted PIN's `jti` was used before.
+    PinPayloadReplayed,
+    /// A PIN is not 4 to 12 digits.
+    PinLength,
+    /// A PIN is too easy to guess.
+    PinTooWeak,
+    /// The current PIN given does not match.
+    PinIncorrect,
+    /// The PIN is locked after too many failures.
+    PinLocked,
+    /// The card has no PIN.
+    PinNotSet,
+    /// The card already has a PIN.
+    PinAlreadySet,
+    /// A bearer token is invalid.
+    TokenInvalid,
+    /// A bearer token has expired.
+    TokenExpired,
+    /// A bearer token's key has been revoked.
+    TokenRevoked,
+    /// A URL is not HTTPS or does not reach a public address.
+    UrlNotAllowed,
+    /// A rule of the domain was broken.
+    Domain(DomainError),
+    /// The store failed or refused a write.
+    Store {
+        /// What the store said (for the log).
+        source: StoreError,
+        /// Where it reached the service.
+        at: &'static Location<'static>,
+    },
+    /// A cryptographic operation failed.
+    Crypto {
+        /// What failed (says nothing about why).
+        source: CryptoError,
+        /// Where it reached the service.
+        at: &'static Location<'static>,
+    },
+    /// An invariant does not hold (a stored record or key is not what it must be).
+    Internal {
+        /// What does not hold (for the log; never input or secrets).
+        detail: String,
+        /// Where it was found.
+        at: &'static Location<'static>,
+    },
+}
+
+impl ServiceError {
+    /// A broken invariant, with the caller's location for the log.
+    #[track_caller]
+    pub fn internal(detail: impl fmt::Display) -> Self {
+        Self::Internal {
+            detail: detail.to_string(),
+            at: Location::caller(),
+        }
+    }
+
+    /// Whether this is a lost race (a retry or a re-read may succeed).
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            Self::Conflict
+                | Self::Store {
+                    source: StoreError::Conflict(_),
+                    ..
+                }
+        )
+    }
+
+    /// The detail and location of a failure that is not the caller's fault (store,
+    /// crypto, invariant), for the log.
+    pub fn failure(&self) -> Option<(&dyn fmt::Display, &'static Location<'static>)> {
+        match self {
+            Self::Store { source, at } => Some((source, *at)),
+            Self::Crypto { source, at } => Some((source, *at)),
+            Self::Internal { detail, at } => Some((detail, *at)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self, self.failure()) {
+            (Self::Domain(e), _) => e.fmt(f),
+            (_, Some((detail, at))) => write!(f, "{detail} (at {}:{})", at.file(), at.line()),
+            (other, None) => fmt::Debug::fmt(other, f),
+        }
+    }
+}
+
+impl std::error::Error for ServiceError {}
+
+impl From<DomainError> for ServiceError {
+    fn from(e: DomainError) -> Self {
+        Self::Domain(e)
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    #[track_caller]
+    fn from(source: StoreError) -> Self {
+        Self::Store {
+            source,
+            at: Location::caller(),
+        }
+    }
+}
+
+impl From<CryptoError> for ServiceError {
+    #[track_caller]
+    fn from(source: CryptoError) -> Self {
+        Self::Crypto {
+            source,
+            at: Location::caller(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_call() -> std::result::Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+
+    /// A store failure keeps the `?` where it reached the service, for the log.
+    #[test]
+    fn a_failure_keeps_where_it_arose() {
+        let line = line!() + 1;
+        let e = (|| -> Result<()> { Ok(store_call()?) })().unwrap_err();
+        let (detail, at) = e.failure().unwrap();
+        assert_eq!((at.file(), at.line()), (file!(), line));
+        assert_eq!(detail.to_string(), "store unavailable: down");
+        assert!(!e.is_conflict());
+        assert!(ServiceError::from(StoreError::Conflict("taken")).is_conflict());
+        assert!(ServiceError::NotFound.failure().is_none());
+    }
+}
