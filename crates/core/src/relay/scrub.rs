@@ -83,7 +83,12 @@ fn needles(secrets: &[&[u8]]) -> Vec<Needle> {
     let mut out: Vec<Needle> = Vec::new();
     for secret in secrets {
         let mut forms = vec![Zeroizing::new(secret.to_vec())];
-        if let Ok(s) = std::str::from_utf8(secret) {
+        // Letters and digits read the same in every escaping: skip the work (and the
+        // allocations) for card numbers and CVCs.
+        let plain = secret.iter().all(u8::is_ascii_alphanumeric);
+        if let Ok(s) = std::str::from_utf8(secret)
+            && !plain
+        {
             let mut json = Zeroizing::new(String::with_capacity(s.len() * 6));
             push_json(&mut json, s);
             forms.push(Zeroizing::new(json.as_bytes().to_vec()));
@@ -136,11 +141,24 @@ fn remove(
     let mut out = Zeroizing::new(Vec::with_capacity(cap));
     let mut tokens = Vec::with_capacity(reps.len());
     let mut reps = reps.into_iter().peekable();
+    // Whether a removal is inside a JSON string: the lexer catches up only when asked.
     let mut lexer = Lexer::default();
+    let mut lexed = 0;
     let json = kind == BodyKind::Json;
     let mut i = 0;
-    while let Some(&b) = body.get(i) {
+    loop {
         let next_rep = reps.peek().map_or(body.len(), |t| t.range.start);
+        // Copy up to the next byte that may begin a secret, or the next replacement.
+        let stretch = body.get(i..next_rep).unwrap_or_default();
+        let plain = stretch
+            .iter()
+            .position(|&b| first.get(usize::from(b)).copied().unwrap_or(false))
+            .unwrap_or(stretch.len());
+        out.extend_from_slice(stretch.get(..plain).unwrap_or_default());
+        i += plain;
+        if i >= body.len() {
+            break;
+        }
         if i == next_rep
             && let Some(t) = reps.next()
         {
@@ -151,22 +169,26 @@ fn remove(
             s.push('"');
             out.extend_from_slice(s.as_bytes());
             tokens.push(start..out.len());
-            lexer.feed_all(body.get(t.range.clone()).unwrap_or_default());
+            if json {
+                lexer.feed_all(body.get(lexed..t.range.end).unwrap_or_default());
+                lexed = t.range.end;
+            }
             i = t.range.end;
             continue;
         }
-        if first.get(usize::from(b)).copied().unwrap_or(false)
-            && let Some(n) = needles.iter().find(|n| matches_at(body, i, n, next_rep))
-        {
-            if json && !lexer.in_string_text() {
-                out.extend_from_slice(b"\"\"");
+        if let Some(n) = needles.iter().find(|n| matches_at(body, i, n, next_rep)) {
+            if json {
+                lexer.feed_all(body.get(lexed..i).unwrap_or_default());
+                if !lexer.in_string_text() {
+                    out.extend_from_slice(b"\"\"");
+                }
+                lexer.feed_all(&n.bytes);
+                lexed = i + n.bytes.len();
             }
-            lexer.feed_all(&n.bytes);
             i += n.bytes.len();
             continue;
         }
-        out.push(b);
-        lexer.feed(b);
+        out.extend_from_slice(body.get(i..=i).unwrap_or_default());
         i += 1;
     }
     (out, tokens)
@@ -238,24 +260,23 @@ fn mask(mid: &[u8], kind: BodyKind, tokens: &[Range<usize>]) -> Vec<u8> {
 fn pan_spans(mid: &[u8], tokens: &[Range<usize>]) -> Vec<Range<usize>> {
     let mut spans = Vec::new();
     let mut run: Vec<Group> = Vec::new();
-    let mut tokens = tokens.iter().peekable();
+    let mut tokens = tokens.iter();
+    let mut next_token = tokens.next();
     let mut i = 0;
-    while let Some(&b) = mid.get(i) {
-        while tokens.next_if(|t| t.end <= i).is_some() {}
-        if let Some(t) = tokens.next_if(|t| t.start <= i) {
-            // A token is opaque: it ends a run and is never masked.
+    while i < mid.len() {
+        let limit = next_token.map_or(mid.len(), |t| t.start).max(i);
+        let rest = mid.get(i..limit).unwrap_or_default();
+        let Some(p) = rest.iter().position(u8::is_ascii_digit) else {
+            // At a token (opaque: it ends a run and is never masked) or the end.
             close_run(mid, &mut run, &mut spans);
-            i = t.end;
+            let Some(t) = next_token else { break };
+            i = t.end.max(limit);
+            next_token = tokens.next();
             continue;
-        }
-        if !b.is_ascii_digit() {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while mid.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
+        };
+        let start = i + p;
+        let digits = rest.get(p..).unwrap_or_default();
+        i = start + digits.iter().take_while(|b| b.is_ascii_digit()).count();
         let g = Group { start, end: i };
         let joined = run.last().is_some_and(|last| {
             last.end + 1 == start && matches!(mid.get(last.end), Some(b' ' | b'-'))
@@ -277,6 +298,11 @@ fn pan_spans(mid: &[u8], tokens: &[Range<usize>]) -> Vec<Range<usize>> {
 /// Masks every Luhn-valid stretch of whole groups of 13–19 digits in `run`, merging
 /// stretches that share a group, and empties `run`.
 fn close_run(mid: &[u8], run: &mut Vec<Group>, spans: &mut Vec<Range<usize>>) {
+    // Most runs are an amount, a year or a short id: too few digits to hold a card.
+    if run.iter().map(|g| g.end - g.start).sum::<usize>() < PAN_MIN {
+        run.clear();
+        return;
+    }
     let mut cur: Option<(usize, usize)> = None;
     for i in 0..run.len() {
         // Luhn sums of the digits so far, read from the left, doubling the odd places
