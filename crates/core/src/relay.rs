@@ -181,3 +181,112 @@ impl RelayError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CARD: &str = "card_0192f3a4b5c67d8e9f00112233445566";
+
+    fn lookup(_: &str, f: Field) -> Option<&'static str> {
+        Some(match f {
+            Field::Number => "378282246310005",
+            Field::ExpMonth => "03",
+            Field::ExpYear => "2030",
+            Field::ExpYear2 => "30",
+            Field::CardholderName => "Anne \"Q\" Example",
+            Field::Cvc => "7373",
+        })
+    }
+
+    /// What the issue's echo processor does: the number, expiry and CVC reach it; the
+    /// caller gets its echo back with neither.
+    #[test]
+    fn an_echoed_request_comes_back_without_number_or_cvc() {
+        let src = format!(
+            r#"{{"card":{{"number":"{{{{{CARD}:number}}}}","exp":"{{{{{CARD}:exp_month}}}}/{{{{{CARD}:exp_year2}}}}","cvc":"{{{{{CARD}:cvc}}}}","name":"{{{{{CARD}:cardholder_name}}}}"}},"amount":17373,"qty":7373}}"#
+        );
+        let t = Template::parse(&src, Escape::Json).unwrap();
+        let sent = t.render(lookup).unwrap();
+        let seen: serde_json::Value = serde_json::from_str(&sent).unwrap();
+        assert_eq!(seen["card"]["number"], "378282246310005");
+        assert_eq!(seen["card"]["cvc"], "7373");
+        assert_eq!(seen["card"]["name"], "Anne \"Q\" Example");
+
+        // The echo, with the number also spaced the way a processor might print it.
+        let echo = format!(
+            r#"{{"echo":{},"display":"3782 822463 10005"}}"#,
+            sent.as_str()
+        );
+        let secrets: [&[u8]; 2] = [b"378282246310005", b"7373"];
+        let back =
+            String::from_utf8(scrub(echo.as_bytes(), BodyKind::Json, &secrets, &[])).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&back).unwrap();
+        assert_eq!(v["echo"]["card"]["number"], "");
+        assert_eq!(v["echo"]["card"]["cvc"], "");
+        assert_eq!(
+            v["echo"]["amount"], 17373,
+            "a longer number holding it stays"
+        );
+        // A number standing alone that equals the CVC cannot be told from it: it goes,
+        // as a string so the JSON stays valid.
+        assert_eq!(v["echo"]["qty"], "");
+        assert_eq!(v["display"], "XXXX0005");
+        assert_eq!(v["echo"]["card"]["exp"], "03/30");
+        let digits: String = back.chars().filter(char::is_ascii_digit).collect();
+        assert!(!digits.contains("378282246310005"));
+
+        // Asked to tokenize the echoed number instead.
+        let ptr = [JsonPointer::parse("/echo/card/number").unwrap()];
+        let hits = find_json_pans(echo.as_bytes(), &ptr);
+        assert_eq!(hits.len(), 1);
+        let reps = [Tokenized {
+            range: hits[0].range.clone(),
+            token: CARD,
+        }];
+        let back = scrub(echo.as_bytes(), BodyKind::Json, &secrets, &reps);
+        let v: serde_json::Value = serde_json::from_slice(&back).unwrap();
+        assert_eq!(v["echo"]["card"]["number"], CARD);
+    }
+
+    #[test]
+    fn codes_are_stable_and_fields_round_trip() {
+        for f in Field::ALL {
+            assert_eq!(Field::parse(f.as_str()), Some(f));
+        }
+        assert_eq!(Field::parse("pin_block"), None);
+        let codes = [
+            (
+                RelayError::ExpressionInvalid {
+                    offset: 0,
+                    reason: Invalid::Empty,
+                },
+                "relay_expression_invalid",
+            ),
+            (
+                RelayError::FieldNotOffered { offset: 0 },
+                "relay_field_not_offered",
+            ),
+            (
+                RelayError::ValueUnavailable { field: Field::Cvc },
+                "cvc_unavailable",
+            ),
+            (
+                RelayError::ValueUnavailable {
+                    field: Field::CardholderName,
+                },
+                "relay_value_unavailable",
+            ),
+            (
+                RelayError::ValueNotAllowed {
+                    field: Field::CardholderName,
+                },
+                "relay_value_not_allowed",
+            ),
+            (RelayError::PointerInvalid, "relay_pointer_invalid"),
+        ];
+        for (e, code) in codes {
+            assert_eq!(e.code(), code);
+        }
+    }
+}

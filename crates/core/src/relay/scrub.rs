@@ -46,8 +46,9 @@ const PAN_MAX: usize = 19;
 /// 2. Each of `secrets` (pass every card number and CVC the request carried) is
 ///    removed wherever it appears raw or escaped for JSON, XML or a form. One shorter
 ///    than 13 bytes (a CVC) is removed only where it is not preceded or followed by
-///    an ASCII digit: `123` is not cut out of `1234` or an amount; the template refuses
-///    a CVC that touches a digit, so an echoed CVC always stands alone. Secrets shorter
+///    an ASCII digit: `123` is not cut out of `1234` or an amount (one standing alone
+///    cannot be told from the CVC and goes); the template refuses a CVC that touches a
+///    digit, so an echoed CVC always stands alone. Secrets shorter
 ///    than 3 bytes are ignored. Expiry dates and names are not secrets here: removing
 ///    every `12` would ruin the response.
 /// 3. Every Luhn-valid run of 13–19 digits becomes `XXXX` and its last four digits, as
