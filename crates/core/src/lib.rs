@@ -10,6 +10,7 @@ pub mod error;
 pub mod ids;
 pub mod mode;
 pub mod pan;
+pub mod relay;
 pub mod secret;
 
 pub use clock::{Clock, ManualClock, SystemClock};
