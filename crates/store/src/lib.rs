@@ -11,6 +11,7 @@ pub mod audit;
 pub mod controls;
 pub mod model;
 pub mod pin;
+pub mod relay;
 
 mod dialect;
 mod exec;
@@ -33,6 +34,7 @@ pub use controls::{
 pub use model::*;
 pub use pin::{PinOutcome, PinRecord, PinRewrap, PinStore, SetKind, SpendOtp, TransportKeyRecord};
 pub use postgres::{CacheEvent, PgStore};
+pub use relay::{RelayDestinationRecord, RelayStore};
 pub use sqlite::SqliteStore;
 pub use stats::StatsStore;
 pub use store::{Store, Writes};

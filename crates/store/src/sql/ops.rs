@@ -90,6 +90,7 @@ pub(crate) enum WriteOp {
     },
     Controls(crate::controls::Op),
     Pin(crate::pin::Op),
+    Relay(crate::relay::Op),
     Audit(AuditOp),
     Tokens(crate::tokens::Op),
     Webhook(crate::webhooks::Op),
@@ -171,6 +172,9 @@ impl Write<()> {
     }
     pub(crate) fn rotate_data_key(new_key: DataKeyRecord, events: Vec<EventRecord>) -> Self {
         Self::new(WriteOp::RotateDataKey { new_key, events }, done)
+    }
+    pub(crate) fn relay_done(op: crate::relay::Op) -> Self {
+        Self::new(WriteOp::Relay(op), done)
     }
     pub(crate) fn insert_otp(otp: OtpRecord, events: Vec<EventRecord>) -> Self {
         Self::new(WriteOp::InsertOtp { otp, events }, done)
@@ -441,6 +445,10 @@ pub(crate) async fn apply<C: Exec>(
         } => WriteReply::Flag(otps::otp_consume(c, id, *now_ms, *max_attempts, events).await?),
         WriteOp::Controls(op) => WriteReply::Controls(crate::controls::apply(c, op).await?),
         WriteOp::Pin(op) => WriteReply::Pin(crate::pin::apply(c, op).await?),
+        WriteOp::Relay(op) => {
+            crate::relay::apply(c, op).await?;
+            WriteReply::Done
+        }
         WriteOp::Audit(op) => apply_audit(c, b, op).await?,
         WriteOp::Tokens(op) => crate::tokens::apply(c, op)
             .await?

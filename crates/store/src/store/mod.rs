@@ -4,6 +4,7 @@
 mod audit;
 mod controls;
 mod pin;
+mod relay;
 mod stats;
 mod tokens;
 mod webhooks;

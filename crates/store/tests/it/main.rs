@@ -17,6 +17,7 @@ mod controls;
 mod keys;
 mod misc;
 mod pin;
+mod relay;
 mod tokens;
 
 use std::collections::hash_map::RandomState;
