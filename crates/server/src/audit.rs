@@ -147,6 +147,8 @@ pub fn action_for(method: &str, route: &str) -> String {
         ("GET", "/v1/admin/accounts/{id}/keys") => "data_key.list",
         ("POST", "/v1/admin/accounts/{id}/keys/rotate") => "data_key.rotate",
         ("POST", "/v1/admin/accounts/{id}/keys/retire") => "data_key.retire",
+        ("GET", "/v1/admin/accounts/{id}/relay_destinations") => "relay_destinations.retrieve",
+        ("PUT", "/v1/admin/accounts/{id}/relay_destinations") => "relay_destinations.update",
         ("GET", "/v1/admin/audit") => "audit.query",
         ("POST", "/v1/auth/token") => "token.issue",
         ("GET", "/v1/admin/jwt_keys") => "jwt_key.list",

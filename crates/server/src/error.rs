@@ -151,6 +151,11 @@ pub mod codes {
         INVALID_SCOPE = (BAD_REQUEST, "invalid_scope", "The requested scope is empty, unknown or not held by the API key.");
         URL_NOT_ALLOWED = (BAD_REQUEST, "url_not_allowed", "The URL must use HTTPS and reach a public address.");
         ENDPOINT_DISABLED = (CONFLICT, "endpoint_disabled", "The webhook endpoint is disabled; enable it first.");
+        DESTINATION_INVALID = (BAD_REQUEST, "destination_invalid", "A relay destination is malformed or repeated: the host must be a DNS name or IP literal (no scheme, credentials, port or path), the port 1-65535, the path prefix an absolute path, and ca_cert_pem PEM certificates only.");
+        DESTINATION_NOT_PUBLIC = (BAD_REQUEST, "destination_not_public", "A relay destination is, or resolves to, a loopback, private, link-local or metadata address.");
+        TOO_MANY_DESTINATIONS = (BAD_REQUEST, "too_many_destinations", "An account may have at most 50 relay destinations.");
+        DESTINATION_NOT_APPROVED = (FORBIDDEN, "destination_not_approved", "The URL is not HTTPS to a relay destination approved for this account and mode.");
+        DESTINATION_UNREACHABLE = (BAD_GATEWAY, "destination_unreachable", "The relay destination's host name does not resolve.");
     }
 }
 
@@ -185,6 +190,11 @@ fn mapped(e: &ServiceError) -> ApiError {
         E::TokenExpired => TOKEN_EXPIRED,
         E::TokenRevoked => TOKEN_REVOKED,
         E::UrlNotAllowed => URL_NOT_ALLOWED,
+        E::DestinationInvalid => DESTINATION_INVALID,
+        E::DestinationNotPublic => DESTINATION_NOT_PUBLIC,
+        E::TooManyDestinations => TOO_MANY_DESTINATIONS,
+        E::DestinationNotApproved => DESTINATION_NOT_APPROVED,
+        E::DestinationUnreachable => DESTINATION_UNREACHABLE,
         E::Domain(d) => match d {
             DomainError::CardNumberInvalid => CARD_NUMBER_INVALID,
             DomainError::CardNumberLuhn => CARD_NUMBER_LUHN,

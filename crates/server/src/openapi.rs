@@ -70,6 +70,8 @@ impl Modify for Security {
         crate::routes::admin::list_admin_keys,
         crate::routes::admin::revoke_admin_key,
         crate::routes::admin::set_admin_key_allowlist,
+        crate::routes::relay::put_destinations,
+        crate::routes::relay::get_destinations,
         crate::routes::controls::create_signing_key,
         crate::routes::controls::list_signing_keys,
         crate::routes::controls::revoke_signing_key,

@@ -7,6 +7,7 @@ pub mod controls;
 pub mod meta;
 pub mod metrics;
 pub mod pin;
+pub mod relay;
 pub mod tokens;
 pub mod webhooks;
 
@@ -58,6 +59,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/admin/admin_keys/{key_id}/ip_allowlist",
             axum::routing::put(admin::set_admin_key_allowlist),
+        )
+        .route(
+            "/v1/admin/accounts/{id}/relay_destinations",
+            get(relay::get_destinations).put(relay::put_destinations),
         )
         .route("/v1/admin/accounts/{id}/keys", get(admin::key_status))
         .route(

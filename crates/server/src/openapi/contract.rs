@@ -64,6 +64,11 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
     ),
     ("put", "/v1/ip_allowlist", &[CIDR_RULE]),
     (
+        "put",
+        "/v1/admin/accounts/{id}/relay_destinations",
+        RELAY_DESTINATION_RULES,
+    ),
+    (
         "post",
         "/v1/signing_keys",
         &[(
@@ -103,6 +108,17 @@ const CARD_RULES: &[(&str, &str)] = &[
     (
         "live_card_in_test_mode",
         "only test card numbers are accepted with a test key",
+    ),
+];
+
+const RELAY_DESTINATION_RULES: &[(&str, &str)] = &[
+    (
+        "destination_invalid",
+        "a host must be a DNS name or IP literal, a path prefix free of ?, #, %, \\, // and dot segments, ca_cert_pem PEM certificates only, and no destination repeated",
+    ),
+    (
+        "destination_not_public",
+        "a destination must not be, or resolve to, a loopback, private, link-local or metadata address (loopback: test-only destinations and dev servers)",
     ),
 ];
 

@@ -67,6 +67,17 @@ pub enum ServiceError {
     TokenRevoked,
     /// A URL is not HTTPS or does not reach a public address.
     UrlNotAllowed,
+    /// A relay destination is malformed (host, port, path prefix, CA certificates) or
+    /// repeated.
+    DestinationInvalid,
+    /// A relay destination is, or resolves to, an address that is not public.
+    DestinationNotPublic,
+    /// More relay destinations than an account may have.
+    TooManyDestinations,
+    /// A URL is not HTTPS to a destination approved for the account and mode.
+    DestinationNotApproved,
+    /// An approved destination's name does not resolve now.
+    DestinationUnreachable,
     /// A rule of the domain was broken.
     Domain(DomainError),
     /// The store failed or refused a write.

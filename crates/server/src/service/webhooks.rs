@@ -42,60 +42,8 @@ pub fn strict(state: &AppState, mode: Mode) -> bool {
     mode == Mode::Live || !state.config().dev_mode
 }
 
-/// Whether an address is a public unicast destination (not loopback, private,
-/// link-local (cloud metadata included), shared, reserved, multicast or documentation).
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 192 && b == 0 && c == 0)
-                || (a == 198 && (18..20).contains(&b))
-                || a >= 240)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let seg = v6.segments();
-            let first = seg.first().copied().unwrap_or(0);
-            // NAT64 (64:ff9b::/96) embeds an IPv4 address.
-            if first == 0x64 && seg.get(1) == Some(&0xff9b) {
-                let o = v6.octets();
-                let v4 = std::net::Ipv4Addr::new(
-                    o.get(12).copied().unwrap_or(0),
-                    o.get(13).copied().unwrap_or(0),
-                    o.get(14).copied().unwrap_or(0),
-                    o.get(15).copied().unwrap_or(0),
-                );
-                return is_public(IpAddr::V4(v4));
-            }
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || (first == 0x2001 && seg.get(1) == Some(&0x0db8))
-                || first == 0)
-        }
-    }
-}
-
-fn is_loopback_host(host: &url::Host<&str>) -> bool {
-    match host {
-        url::Host::Ipv4(ip) => ip.is_loopback(),
-        url::Host::Ipv6(ip) => ip.is_loopback(),
-        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
-    }
-}
+pub use crate::service::egress::is_public;
+use crate::service::egress::{self, is_loopback_host};
 
 /// Whether a URL carries credentials (`https://user:pass@…`): refused everywhere, so a
 /// secret is never stored, shown or logged with a destination.
@@ -139,17 +87,15 @@ pub async fn check_url(state: &AppState, mode: Mode, raw: &str) -> Result<String
                 return Err(ServiceError::UrlNotAllowed);
             }
             url::Host::Domain(d) => {
-                let d = d.trim_end_matches('.').to_ascii_lowercase();
-                if d == "localhost" || d.ends_with(".localhost") {
+                if egress::is_local_name(d) {
                     return Err(ServiceError::UrlNotAllowed);
                 }
                 let port = url.port_or_known_default().unwrap_or(443);
                 // A name that does not resolve now is checked again at delivery time.
-                if let Ok(addrs) = tokio::net::lookup_host((d.as_str(), port)).await {
-                    let addrs: Vec<SocketAddr> = addrs.collect();
-                    if addrs.iter().any(|a| !is_public(a.ip())) {
-                        return Err(ServiceError::UrlNotAllowed);
-                    }
+                if let Some(addrs) = egress::resolve(d, port).await
+                    && !egress::all_allowed(&addrs, false)
+                {
+                    return Err(ServiceError::UrlNotAllowed);
                 }
             }
             _ => {}
@@ -546,7 +492,7 @@ impl reqwest::dns::Resolve for PublicOnly {
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             // Any non-public answer refuses the whole name (DNS rebinding).
-            if addrs.is_empty() || addrs.iter().any(|a| !is_public(a.ip())) {
+            if addrs.is_empty() || !egress::all_allowed(&addrs, false) {
                 return Err(Box::new(RefusedAddress) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
@@ -827,10 +773,9 @@ async fn post(
 /// non-public address now (a name that does not resolve here is left to the proxy).
 async fn public_now(host: &str, url: &reqwest::Url) -> bool {
     let port = url.port_or_known_default().unwrap_or(443);
-    match tokio::net::lookup_host((host, port)).await {
-        Ok(addrs) => addrs.into_iter().all(|a| is_public(a.ip())),
-        Err(_) => true,
-    }
+    egress::resolve(host, port)
+        .await
+        .is_none_or(|addrs| egress::all_allowed(&addrs, false))
 }
 
 /// One attempt of one claimed delivery, and its record.

@@ -24,6 +24,7 @@ mod harness;
 mod leaks;
 mod metrics;
 mod pin;
+mod relay;
 mod rotation;
 mod security;
 mod tls;
