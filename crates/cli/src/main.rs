@@ -15,6 +15,7 @@ mod dev;
 mod logfmt;
 mod logq;
 mod pin;
+mod relay;
 mod tokens;
 mod webhooks;
 
@@ -105,6 +106,14 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Relay settings of an account through the admin API: the destinations its card
+    /// data may be sent to.
+    Relay {
+        #[command(subcommand)]
+        command: relay::RelayCommand,
+        #[command(flatten)]
+        target: admin::Target,
+    },
     /// Incident response through the admin API.
     Incident {
         #[command(subcommand)]
@@ -162,6 +171,7 @@ fn main() -> std::process::ExitCode {
             Command::AdminKeys { command, target } => admin::admin_keys(command, target).await,
             Command::Audit { command } => audit::run(command).await,
             Command::Incident { command, target } => tokens::incident(command, target).await,
+            Command::Relay { command, target } => relay::run(command, target).await,
             // Run before the runtime was built (above).
             Command::Bench { .. } => Ok(()),
         }

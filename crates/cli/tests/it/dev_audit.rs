@@ -1,35 +1,13 @@
 //! `strongroom dev` end to end: dev.json names the metrics listener, the audit log of
 //! the run (start, provisioning, stop) verifies with `strongroom audit verify`.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 #[test]
 fn dev_writes_metrics_url_and_its_audit_log_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("dev");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&d)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let json = d.join("dev.json");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let dev: serde_json::Value = loop {
-        if let Some(v) = std::fs::read(&json)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-        {
-            break v;
-        }
-        if Instant::now() > deadline {
-            child.kill().ok();
-            panic!("strongroom dev did not write dev.json");
-        }
-        std::thread::park_timeout(Duration::from_millis(50));
-    };
+    let (mut child, dev) = crate::start_dev(&d);
     let metrics = dev["metrics_url"].as_str().unwrap().to_owned();
     assert!(metrics.starts_with("http://127.0.0.1:"), "{metrics}");
     assert!(metrics.ends_with("/metrics"));
