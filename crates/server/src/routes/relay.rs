@@ -32,6 +32,8 @@ pub struct RelayDestinationsBody {
 /// at every send. Rules JSON Schema cannot state: `destination_invalid` (a host that is
 /// not a DNS name or IP literal, a path prefix with `?`, `#`, `%`, `\`, `//` or dot
 /// segments, a `ca_cert_pem` that is not PEM certificates only, a repeated destination).
+/// The whole body is held to 64 KiB like every request's (`413 body_too_large`), so not
+/// every list within the per-field bounds fits in one request.
 #[utoipa::path(put, path = "/v1/admin/accounts/{id}/relay_destinations", tag = "admin", security(("admin_key" = [])), request_body = RelayDestinationsBody,
     params(("id" = String, Path, pattern = "^acct_[0-9a-f]{32}$")),
     responses((status = 200, description = "The account's destinations, as stored", body = List<RelayDestinationView>),
