@@ -438,6 +438,19 @@ async fn unreachable_redis_fails_closed() {
 
 // ---------------------------------------------------------------- idempotency
 
+/// `POST /v1/cards` with the test key and an Idempotency-Key.
+async fn post_card(srv: &TestServer, key: &str, body: Value) -> Resp {
+    send(
+        srv,
+        Method::POST,
+        "/v1/cards",
+        &srv.sk_test,
+        &[("idempotency-key", key)],
+        Some(body),
+    )
+    .await
+}
+
 fn card_body(n: u64) -> Value {
     json!({"number": test_pan(n), "exp_month": 12, "exp_year": 2030})
 }
@@ -448,20 +461,7 @@ fn card_body(n: u64) -> Value {
 #[tokio::test]
 async fn an_idempotent_request_is_recorded_once_with_its_real_outcome() {
     let srv = TestServer::start().await;
-    let post = |key: &'static str, body: Value| {
-        let srv = &srv;
-        async move {
-            send(
-                srv,
-                Method::POST,
-                "/v1/cards",
-                &srv.sk_test,
-                &[("idempotency-key", key)],
-                Some(body),
-            )
-            .await
-        }
-    };
+    let post = |key: &'static str, body: Value| post_card(&srv, key, body);
     let bad = post(
         "audit-1",
         json!({"number": "4242424242424241", "exp_month": 12, "exp_year": 2030}),
@@ -502,20 +502,7 @@ async fn an_idempotent_request_is_recorded_once_with_its_real_outcome() {
 #[tokio::test]
 async fn same_key_same_body_replays_different_body_is_refused() {
     let srv = TestServer::start().await;
-    let post = |key: &'static str, body: Value| {
-        let srv = &srv;
-        async move {
-            send(
-                srv,
-                Method::POST,
-                "/v1/cards",
-                &srv.sk_test,
-                &[("idempotency-key", key)],
-                Some(body),
-            )
-            .await
-        }
-    };
+    let post = |key: &'static str, body: Value| post_card(&srv, key, body);
     let first = post("order-1", card_body(1)).await;
     assert_eq!(first.status, 201, "{}", first.text);
     assert!(first.headers.get("idempotent-replayed").is_none());
