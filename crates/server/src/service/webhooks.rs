@@ -42,8 +42,7 @@ pub fn strict(state: &AppState, mode: Mode) -> bool {
     mode == Mode::Live || !state.config().dev_mode
 }
 
-pub use crate::service::egress::is_public;
-use crate::service::egress::{self, is_loopback_host};
+use crate::service::egress::{self, is_loopback_host, is_public};
 
 /// Whether a URL carries credentials (`https://user:pass@…`): refused everywhere, so a
 /// secret is never stored, shown or logged with a destination.

@@ -615,7 +615,7 @@ async fn live_deliveries_resolve_and_refuse_private_addresses() {
     let rx = Receiver::start().await;
     let ep = endpoint(&s, &s.sk_test, &rx.url, "hmac-sha256", json!(["*"])).await;
     let _ = ep;
-    let pk = strongroom_server::service::webhooks::is_public;
+    let pk = strongroom_server::service::egress::is_public;
     assert!(!pk("127.0.0.1".parse().unwrap()));
     assert!(!pk("169.254.169.254".parse().unwrap()));
     assert!(!pk("10.0.0.1".parse().unwrap()));
