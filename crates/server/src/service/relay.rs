@@ -196,23 +196,25 @@ fn loopback_ok(state: &AppState, test_only: bool) -> bool {
     test_only || state.config().dev_mode
 }
 
-/// The registration check of where a destination points: an IP literal must be
-/// allowed; a name must not be a local name and must not resolve now to an address
-/// that is not allowed. A name that does not resolve now is accepted: it is resolved
-/// and checked again at every send.
-async fn check_public(host: &Host, port: u16, loopback: bool) -> Result<()> {
-    let ok = match host {
-        Host::Ip(ip) => egress::allowed(*ip, loopback),
-        Host::Name(n) if egress::is_local_name(n) => loopback,
-        Host::Name(n) => egress::resolve(n, port)
-            .await
-            .is_none_or(|addrs| egress::all_allowed(&addrs, loopback)),
+/// Where `host` points now, every address checked: an IP literal must be allowed; a name
+/// must not be a local name (unless loopback is allowed) and every address it resolves to
+/// must be allowed (`DestinationNotPublic`). `None`: a name that does not resolve now.
+/// Registration accepts that (the name is checked again at every send); a send does not.
+async fn checked_addrs(host: &Host, port: u16, loopback: bool) -> Result<Option<Vec<SocketAddr>>> {
+    let addrs = match host {
+        Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
+        Host::Name(n) if egress::is_local_name(n) && !loopback => {
+            return Err(ServiceError::DestinationNotPublic);
+        }
+        Host::Name(n) => match egress::resolve(n, port).await {
+            Some(addrs) => addrs,
+            None => return Ok(None),
+        },
     };
-    if ok {
-        Ok(())
-    } else {
-        Err(ServiceError::DestinationNotPublic)
+    if !egress::all_allowed(&addrs, loopback) {
+        return Err(ServiceError::DestinationNotPublic);
     }
+    Ok(Some(addrs))
 }
 
 /// Checks one destination and returns it as stored.
@@ -238,7 +240,7 @@ async fn check(
         return Err(ServiceError::DestinationInvalid);
     }
     let test_only = d.test_only.unwrap_or(false);
-    check_public(&host, port, loopback_ok(state, test_only)).await?;
+    checked_addrs(&host, port, loopback_ok(state, test_only)).await?;
     Ok(RelayDestinationRecord {
         account_id: account_id.to_owned(),
         host: host.text(),
@@ -365,18 +367,9 @@ pub async fn approve(
         })
         .ok_or(ServiceError::DestinationNotApproved)?;
     let loopback = loopback_ok(state, destination.test_only);
-    let addrs = match &host {
-        Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
-        Host::Name(n) if egress::is_local_name(n) && !loopback => {
-            return Err(ServiceError::DestinationNotPublic);
-        }
-        Host::Name(n) => egress::resolve(n, port)
-            .await
-            .ok_or(ServiceError::DestinationUnreachable)?,
-    };
-    if !egress::all_allowed(&addrs, loopback) {
-        return Err(ServiceError::DestinationNotPublic);
-    }
+    let addrs = checked_addrs(&host, port, loopback)
+        .await?
+        .ok_or(ServiceError::DestinationUnreachable)?;
     let addr = *addrs.first().ok_or(ServiceError::DestinationUnreachable)?;
     Ok(Approved {
         destination,
