@@ -139,11 +139,14 @@ pub enum Scope {
     /// Create, change, rotate, recover and delete webhook endpoints (their responses
     /// carry signing secrets), and redeliver events.
     WebhooksWrite,
+    /// Send card data to the account's approved relay destinations (`POST /v1/relay`).
+    /// The caller never sees the data, so secret keys hold it.
+    CardsRelay,
 }
 
 impl Scope {
     /// Every scope, in display order.
-    pub const ALL: [Scope; 12] = [
+    pub const ALL: [Scope; 13] = [
         Scope::CardsWrite,
         Scope::CardsRead,
         Scope::CardsReveal,
@@ -156,6 +159,7 @@ impl Scope {
         Scope::EventsRead,
         Scope::WebhooksRead,
         Scope::WebhooksWrite,
+        Scope::CardsRelay,
     ];
 
     /// The scope's name, e.g. `cards:read`.
@@ -173,6 +177,7 @@ impl Scope {
             Self::EventsRead => "events:read",
             Self::WebhooksRead => "webhooks:read",
             Self::WebhooksWrite => "webhooks:write",
+            Self::CardsRelay => "cards:relay",
         }
     }
 
@@ -190,6 +195,7 @@ impl Scope {
             Self::EventsRead => 512,
             Self::WebhooksRead => 1024,
             Self::WebhooksWrite => 2048,
+            Self::CardsRelay => 4096,
         }
     }
 
@@ -217,7 +223,8 @@ impl Scopes {
             | Scope::SigningKeysWrite.bit()
             | Scope::EventsRead.bit()
             | Scope::WebhooksRead.bit()
-            | Scope::WebhooksWrite.bit(),
+            | Scope::WebhooksWrite.bit()
+            | Scope::CardsRelay.bit(),
     );
 
     /// Whether `scope` is in the set.

@@ -109,6 +109,13 @@ pub fn set_resource(scope: &AuditScope, kind: &str, id: &str) {
     scope.update(|rec| rec.resource = r);
 }
 
+/// Names a relay's destination as the request's object (`relay:host:port`); the host
+/// is an operator-approved destination's, never input that was not checked.
+pub fn set_relay_destination(scope: &AuditScope, host: &str, port: i64) {
+    let r = format!("relay:{host}:{port}");
+    scope.update(|rec| rec.resource = r);
+}
+
 /// Queues a security event in the request's `scope`; it commits with the request's
 /// next write through `store.audited(scope)` or with its final record.
 pub fn event(scope: &AuditScope, action: &str, resource: &str, outcome: &str, code: &str) {
@@ -184,6 +191,7 @@ pub fn action_for(method: &str, route: &str) -> String {
         ("POST", "/v1/webhook_endpoints/{id}/recover") => "webhook_endpoint.recover",
         ("GET", "/v1/webhook_endpoints/{id}/attempts") => "webhook_endpoint.attempts",
         ("POST", "/v1/inbound/{source}") => "inbound.receive",
+        ("POST", "/v1/relay") => "relay.send",
         _ => "",
     };
     if named.is_empty() {

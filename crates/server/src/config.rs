@@ -78,6 +78,8 @@ pub struct ServerConfig {
     pub webhooks: WebhookConfig,
     /// Inbound processor hook sources (`POST /v1/inbound/{source}`).
     pub inbound_sources: Vec<InboundSource>,
+    /// The relay's timeouts and limits (`POST /v1/relay`).
+    pub relay: RelayConfig,
 }
 
 impl ServerConfig {
@@ -110,6 +112,34 @@ impl ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             webhooks: WebhookConfig::default(),
             inbound_sources: Vec::new(),
+            relay: RelayConfig::default(),
+        }
+    }
+}
+
+/// The relay's timeouts and limits (part of [`ServerConfig`]).
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Time to open a connection to a destination (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// Time for a whole exchange with a destination: connect, send, and read the
+    /// response. The relay's route is given this plus a margin, whatever
+    /// `request_timeout` says, so that a slow destination ends as `504
+    /// relay_upstream_timeout` (and a `relay.failed` event) rather than `408`.
+    pub timeout: Duration,
+    /// The largest response body read from a destination.
+    pub max_response_bytes: usize,
+    /// How long an idle connection to a destination is kept for reuse.
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+            max_response_bytes: 1024 * 1024,
+            pool_idle_timeout: Duration::from_secs(90),
         }
     }
 }

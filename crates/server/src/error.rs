@@ -156,6 +156,18 @@ pub mod codes {
         TOO_MANY_DESTINATIONS = (BAD_REQUEST, "too_many_destinations", "An account may have at most 50 relay destinations.");
         DESTINATION_NOT_APPROVED = (FORBIDDEN, "destination_not_approved", "The URL is not HTTPS to a relay destination approved for this account and mode.");
         DESTINATION_UNREACHABLE = (BAD_GATEWAY, "destination_unreachable", "The relay destination's host name does not resolve.");
+        RELAY_EXPRESSION_INVALID = (BAD_REQUEST, "relay_expression_invalid", "A relay expression is malformed: it must be {{card_<id>:<field>}}, inside a string in a JSON body, and a cvc must not touch a digit or another expression.");
+        RELAY_FIELD_NOT_OFFERED = (BAD_REQUEST, "relay_field_not_offered", "A relay expression asks for a field the relay does not offer: number, exp_month, exp_year, exp_year2, cardholder_name or cvc.");
+        CVC_UNAVAILABLE = (CONFLICT, "cvc_unavailable", "The card's CVC is not held: it was never given, was used by an earlier relay, expired after 10 minutes, or was lost in a restart.");
+        RELAY_VALUE_UNAVAILABLE = (CONFLICT, "relay_value_unavailable", "A card named in the relay request has no such value (no cardholder name on file).");
+        RELAY_VALUE_NOT_ALLOWED = (BAD_REQUEST, "relay_value_not_allowed", "A card's value holds a character that cannot be placed where the expression is (a control character in a header).");
+        RELAY_POINTER_INVALID = (BAD_REQUEST, "relay_pointer_invalid", "A field in tokenize_response_fields is not a valid JSON pointer, or there are more than 20.");
+        RELAY_CARD_UNKNOWN = (BAD_REQUEST, "relay_card_unknown", "A card named in the relay request does not exist in this account and mode, or was deleted.");
+        RELAY_HEADER_INVALID = (BAD_REQUEST, "relay_header_invalid", "A relay header is malformed, one the relay sets itself (Host, Content-Length, hop-by-hop, Accept-Encoding, Strongroom-*), or one of more than 50.");
+        RELAY_UPSTREAM_FAILED = (BAD_GATEWAY, "relay_upstream_failed", "The relay could not reach the destination, or the connection failed (TLS verification included).");
+        RELAY_UPSTREAM_TIMEOUT = (GATEWAY_TIMEOUT, "relay_upstream_timeout", "The destination did not answer in time.");
+        RELAY_RESPONSE_TOO_LARGE = (BAD_GATEWAY, "relay_response_too_large", "The destination's answer is larger than the relay reads.");
+        RELAY_RESPONSE_ENCODED = (BAD_GATEWAY, "relay_response_encoded", "The destination's answer is compressed; the relay asks for and only returns uncompressed answers, which it can clean.");
     }
 }
 
@@ -195,6 +207,23 @@ fn mapped(e: &ServiceError) -> ApiError {
         E::TooManyDestinations => TOO_MANY_DESTINATIONS,
         E::DestinationNotApproved => DESTINATION_NOT_APPROVED,
         E::DestinationUnreachable => DESTINATION_UNREACHABLE,
+        E::Relay(r) => {
+            use strongroom_core::relay::{Field, RelayError as R};
+            match r {
+                R::ExpressionInvalid { .. } => RELAY_EXPRESSION_INVALID,
+                R::FieldNotOffered { .. } => RELAY_FIELD_NOT_OFFERED,
+                R::ValueUnavailable { field: Field::Cvc } => CVC_UNAVAILABLE,
+                R::ValueUnavailable { .. } => RELAY_VALUE_UNAVAILABLE,
+                R::ValueNotAllowed { .. } => RELAY_VALUE_NOT_ALLOWED,
+                R::PointerInvalid => RELAY_POINTER_INVALID,
+            }
+        }
+        E::RelayCardUnknown => RELAY_CARD_UNKNOWN,
+        E::RelayHeaderInvalid => RELAY_HEADER_INVALID,
+        E::RelayUpstreamFailed => RELAY_UPSTREAM_FAILED,
+        E::RelayUpstreamTimeout => RELAY_UPSTREAM_TIMEOUT,
+        E::RelayResponseTooLarge => RELAY_RESPONSE_TOO_LARGE,
+        E::RelayResponseEncoded => RELAY_RESPONSE_ENCODED,
         E::Domain(d) => match d {
             DomainError::CardNumberInvalid => CARD_NUMBER_INVALID,
             DomainError::CardNumberLuhn => CARD_NUMBER_LUHN,

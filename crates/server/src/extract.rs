@@ -7,8 +7,21 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-/// Largest accepted request body.
+/// Largest accepted request body, but on the relay.
 pub const BODY_LIMIT: usize = 64 * 1024;
+/// The relay's route: its bodies may be larger ([`RELAY_BODY_LIMIT`]).
+pub const RELAY_ROUTE: &str = "/v1/relay";
+/// Largest request body the relay accepts (what it sends on is at most this too).
+pub const RELAY_BODY_LIMIT: usize = 256 * 1024;
+
+/// The largest body a route accepts.
+pub fn body_limit(route: &str) -> usize {
+    if route == RELAY_ROUTE {
+        RELAY_BODY_LIMIT
+    } else {
+        BODY_LIMIT
+    }
+}
 
 /// A JSON body: `application/json`, at most [`BODY_LIMIT`] bytes, unknown fields refused
 /// (the body types carry `deny_unknown_fields`).
@@ -44,11 +57,16 @@ pub fn is_json(headers: &HeaderMap) -> bool {
 
 /// Whether `Content-Length` announces more than [`BODY_LIMIT`].
 fn declared_too_large(headers: &HeaderMap) -> bool {
+    declared_over(headers, BODY_LIMIT)
+}
+
+/// Whether `Content-Length` announces more than `limit`.
+fn declared_over(headers: &HeaderMap, limit: usize) -> bool {
     headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > BODY_LIMIT as u64)
+        .is_some_and(|n| n > limit as u64)
 }
 
 /// A body that may be absent (then `T::default()`); when present it must be JSON, and a
@@ -157,6 +175,23 @@ impl<S: Send + Sync> FromRequest<S> for ApiBytes {
         axum::body::to_bytes(req.into_body(), BODY_LIMIT)
             .await
             .map(ApiBytes)
+            .map_err(|_| codes::BODY_TOO_LARGE)
+    }
+}
+
+/// The relay's raw body: as [`ApiBytes`], up to [`RELAY_BODY_LIMIT`].
+pub struct RelayBytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RelayBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        if declared_over(req.headers(), RELAY_BODY_LIMIT) {
+            return Err(codes::BODY_TOO_LARGE);
+        }
+        axum::body::to_bytes(req.into_body(), RELAY_BODY_LIMIT)
+            .await
+            .map(RelayBytes)
             .map_err(|_| codes::BODY_TOO_LARGE)
     }
 }

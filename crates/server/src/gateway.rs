@@ -49,6 +49,8 @@ pub struct RateLimitConfig {
     pub otp_per_minute: u32,
     /// Per client address on unauthenticated requests and on token issue.
     pub ip_per_minute: u32,
+    /// Relays (`POST /v1/relay`), per account: every key of the account shares it.
+    pub relay_per_minute: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -59,6 +61,7 @@ impl Default for RateLimitConfig {
             reveal_per_minute: 10,
             otp_per_minute: 10,
             ip_per_minute: 60,
+            relay_per_minute: 600,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! the exposition format is a few lines of text, and it spares a dependency tree on the
 //! hot path; `tests/interop/metrics/parse.py` checks the output with the reference
 //! Python parser. Labels are only bounded, non-sensitive values: method, route
-//! template, status, key purpose and state. Never a card id, key, IP or account.
+//! template, status, key purpose and state, and a relay's operator-approved
+//! destination host. Never a card id, key, client address or account.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -43,6 +44,9 @@ pub struct Metrics {
     audit_checkpoint_ms: AtomicI64,
     audit_failures: AtomicU64,
     rewrapped: AtomicU64,
+    /// Relays by (destination host, outcome). Hosts are operator-approved (at most 50
+    /// per account), so the label set stays bounded.
+    relays: Mutex<HashMap<(String, &'static str), u64>>,
 }
 
 /// A method as a label: the standard ones, or `other`.
@@ -114,6 +118,17 @@ impl Metrics {
     /// Counts a request refused because its audit record could not be written.
     pub fn audit_failure(&self) {
         self.audit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a relay to `host` that ended with `outcome` (`completed`, `failed`).
+    pub fn relay(&self, host: &str, outcome: &'static str) {
+        let mut relays = lock(&self.relays);
+        match relays.get_mut(&(host.to_owned(), outcome)) {
+            Some(n) => *n += 1,
+            None => {
+                relays.insert((host.to_owned(), outcome), 1);
+            }
+        }
     }
 
     /// Counts records moved by the re-wrap worker.
@@ -208,6 +223,26 @@ pub async fn render(m: &Metrics, store: &strongroom_store::Store, now: i64) -> S
                 w,
                 "strongroom_http_request_duration_seconds_count{{method=\"{method}\",route=\"{route}\"}} {}",
                 h.count
+            );
+        }
+    }
+
+    let _ = writeln!(
+        w,
+        "# HELP strongroom_relays_total Relays by destination host and outcome (completed: the destination answered)."
+    );
+    let _ = writeln!(w, "# TYPE strongroom_relays_total counter");
+    {
+        let mut rows: Vec<_> = lock(&m.relays)
+            .iter()
+            .map(|((host, outcome), n)| (host.clone(), *outcome, *n))
+            .collect();
+        rows.sort();
+        for (host, outcome, n) in rows {
+            let _ = writeln!(
+                w,
+                "strongroom_relays_total{{host=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(&host)
             );
         }
     }

@@ -324,3 +324,26 @@ impl Drop for Returned {
         }
     }
 }
+
+/// Abandons a request that runs past its deadline with `408 request_timeout`: the
+/// configured `request_timeout`, except on the relay, whose own timeout ends a slow
+/// destination first (`504 relay_upstream_timeout`), so its deadline is that timeout
+/// plus a margin when longer.
+pub async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let config = state.config();
+    let relay = req
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|m| m.as_str() == crate::extract::RELAY_ROUTE);
+    let limit = if relay {
+        config
+            .request_timeout
+            .max(config.relay.timeout + std::time::Duration::from_secs(5))
+    } else {
+        config.request_timeout
+    };
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => axum::response::IntoResponse::into_response(codes::TIMEOUT),
+    }
+}

@@ -72,6 +72,7 @@ impl Modify for Security {
         crate::routes::admin::set_admin_key_allowlist,
         crate::routes::relay::put_destinations,
         crate::routes::relay::get_destinations,
+        crate::routes::relay::send,
         crate::routes::controls::create_signing_key,
         crate::routes::controls::list_signing_keys,
         crate::routes::controls::revoke_signing_key,

@@ -17,11 +17,9 @@ use crate::state::AppState;
 use axum::Router;
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 
 /// Builds the application.
 pub fn router(state: AppState) -> Router {
-    let timeout = state.config().request_timeout;
     Router::new()
         .route("/healthz", get(meta::healthz))
         .route("/readyz", get(meta::readyz))
@@ -149,6 +147,7 @@ pub fn router(state: AppState) -> Router {
             get(webhooks::attempts),
         )
         .route("/v1/inbound/{source}", post(webhooks::inbound))
+        .route(crate::extract::RELAY_ROUTE, post(relay::send))
         .fallback(|| async { codes::NOT_FOUND })
         .method_not_allowed_fallback(|| async { codes::METHOD_NOT_ALLOWED })
         // Our extractors stop at 64 KiB themselves (`ApiJson`, `ApiBytes`); this holds
@@ -166,9 +165,9 @@ pub fn router(state: AppState) -> Router {
             tracing::error!("handler panicked");
             axum::response::IntoResponse::into_response(codes::INTERNAL)
         }))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            timeout,
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::middleware::deadline,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -39,6 +39,7 @@ struct Inner {
     audit_appender: crate::audit::Appender,
     tokens: service::tokens::Tokens,
     ready: crate::ready::ReadyCache,
+    relay_clients: service::relay::RelayClients,
 }
 
 impl AppState {
@@ -108,6 +109,7 @@ impl AppState {
             audit_appender,
             tokens,
             ready,
+            relay_clients: service::relay::RelayClients::default(),
         }));
         state.watch_store();
         state
@@ -136,6 +138,11 @@ impl AppState {
     /// The configuration.
     pub fn config(&self) -> &ServerConfig {
         &self.0.config
+    }
+
+    /// The relay's HTTPS clients, one per destination.
+    pub fn relay_clients(&self) -> &service::relay::RelayClients {
+        &self.0.relay_clients
     }
 
     /// The data-key cache.

@@ -77,6 +77,9 @@ pub(crate) enum Op {
         account_id: String,
         destinations: Vec<RelayDestinationRecord>,
     },
+    /// A relay ended: its events (`relay.completed`, `relay.failed`). The relay keeps
+    /// no row of its own: the audit record the write carries is its record.
+    Relayed { events: Vec<crate::EventRecord> },
 }
 
 pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<()> {
@@ -100,6 +103,7 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<()> {
                 c.exec(INSERT, a).await?;
             }
         }
+        Op::Relayed { events } => sql::insert_events(c, events).await?,
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use super::{
 use crate::audit::RequestAudit;
 use crate::auth::{self, Admin, Caller, Principal};
 use crate::error::{ApiError, ApiResult, codes};
-use crate::extract::BODY_LIMIT;
+use crate::extract::RELAY_ROUTE;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
@@ -38,9 +38,9 @@ async fn admin_allowed(gw: &Gateway, admin: &Admin, ip: IpAddr) -> ApiResult<()>
     }
 }
 
-/// Reads the whole body (bounded), or refuses with 413.
-async fn read_body(body: Body) -> ApiResult<Bytes> {
-    axum::body::to_bytes(body, BODY_LIMIT)
+/// Reads the whole body (bounded by the route's limit), or refuses with 413.
+async fn read_body(body: Body, route: &str) -> ApiResult<Bytes> {
+    axum::body::to_bytes(body, crate::extract::body_limit(route))
         .await
         .map_err(|_| codes::BODY_TOO_LARGE)
 }
@@ -67,6 +67,9 @@ fn buckets(
                 .unwrap_or(rl.per_minute);
             if route == "/v1/cards/{id}/reveal" {
                 out.push((format!("reveal:{}", p.key_id), q(rl.reveal_per_minute)));
+            }
+            if route == RELAY_ROUTE {
+                out.push((format!("relay:{}", p.account_id), q(rl.relay_per_minute)));
             }
             if route == "/v1/otp" && method == Method::POST {
                 out.push((format!("otp:{}", p.key_id), q(rl.otp_per_minute)));
@@ -226,7 +229,7 @@ async fn controls(
         }
         // Signatures: always verified when present; required when the account says so.
         if signature::is_signed(&parts.headers) {
-            let b = read_body(body.take().unwrap_or_default()).await?;
+            let b = read_body(body.take().unwrap_or_default(), route).await?;
             let view = signature::RequestView::new(parts, gw.scheme());
             let required = c.require_signed_requests;
             let window = gw.settings.signature_window;
@@ -290,7 +293,7 @@ async fn controls(
                 }
                 let b = match bytes.take() {
                     Some(b) => b,
-                    None => read_body(body.take().unwrap_or_default()).await?,
+                    None => read_body(body.take().unwrap_or_default(), route).await?,
                 };
                 let idem = idempotency::Idem::new(scope, key, parts, route, &b);
                 bytes = Some(b);

@@ -433,6 +433,31 @@ pub async fn get(state: &AppState, who: &Principal, id: &str) -> Result<CardReco
         .ok_or(ServiceError::NotFound)
 }
 
+/// The card of the principal's account and mode with this number, if it holds one
+/// (looked up by fingerprint under every usable fingerprint key version).
+pub async fn find_by_number(
+    state: &AppState,
+    who: &Principal,
+    pan: &Pan,
+) -> Result<Option<CardRecord>> {
+    let keys = state.keyring().account(&who.account_id).await?;
+    for (_, key) in keys.usable(KeyPurpose::Fingerprint) {
+        let query = ListCards {
+            fingerprint: Some(fingerprint(&key, pan)),
+            starting_after: None,
+            limit: 1,
+        };
+        let rows = state
+            .store()
+            .list_cards(&who.account_id, who.mode, &query)
+            .await?;
+        if let Some(card) = rows.into_iter().next() {
+            return Ok(Some(card));
+        }
+    }
+    Ok(None)
+}
+
 /// Deletes a card: its ciphertext is gone.
 pub async fn delete(state: &AppState, who: &Principal, id: &str) -> Result<DeletedCardView> {
     let card = get(state, who, id).await?;

@@ -90,6 +90,48 @@ pub fn all_allowed(addrs: &[SocketAddr], loopback: bool) -> bool {
     addrs.iter().all(|a| allowed(a.ip(), loopback))
 }
 
+/// The resolver of the vault's outbound HTTP clients (webhook deliveries, the relay):
+/// resolves when a connection is opened and hands reqwest only allowed addresses (see
+/// [`all_allowed`]), so every connection goes to an address checked when it was made.
+/// reqwest does not ask a resolver about IP literals: callers check those themselves.
+pub struct CheckedResolver {
+    /// Whether loopback is allowed (dev deployments, test-only destinations).
+    pub loopback: bool,
+}
+
+/// The error a [`CheckedResolver`] gives for a refused name (found in a reqwest
+/// error's sources to classify the failure).
+#[derive(Debug)]
+pub struct RefusedAddress;
+
+impl std::fmt::Display for RefusedAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("destination address not allowed")
+    }
+}
+
+impl std::error::Error for RefusedAddress {}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        let loopback = self.loopback;
+        Box::pin(async move {
+            let refused = || Box::new(RefusedAddress) as Box<dyn std::error::Error + Send + Sync>;
+            if is_local_name(&host) && !loopback {
+                return Err(refused());
+            }
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            // Any refused answer refuses the whole name (DNS rebinding).
+            if addrs.is_empty() || !all_allowed(&addrs, loopback) {
+                return Err(refused());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,6 +78,21 @@ pub enum ServiceError {
     DestinationNotApproved,
     /// An approved destination's name does not resolve now.
     DestinationUnreachable,
+    /// A relay expression, value or pointer was refused (its code says which).
+    Relay(strongroom_core::relay::RelayError),
+    /// A card named in a relay request is not one of the account's in this mode.
+    RelayCardUnknown,
+    /// A relay header is malformed, one the caller may not set, or one too many.
+    RelayHeaderInvalid,
+    /// The relay could not reach the destination or lost the connection.
+    RelayUpstreamFailed,
+    /// The destination did not answer in time.
+    RelayUpstreamTimeout,
+    /// The destination's answer is larger than the relay reads.
+    RelayResponseTooLarge,
+    /// The destination's answer is content-encoded (compressed), which the relay cannot
+    /// clean.
+    RelayResponseEncoded,
     /// A rule of the domain was broken.
     Domain(DomainError),
     /// The store failed or refused a write.
@@ -134,6 +149,12 @@ impl ServiceError {
             Self::Internal { detail, at } => Some((detail, *at)),
             _ => None,
         }
+    }
+}
+
+impl From<strongroom_core::relay::RelayError> for ServiceError {
+    fn from(e: strongroom_core::relay::RelayError) -> Self {
+        Self::Relay(e)
     }
 }
 

@@ -62,6 +62,10 @@ event_types! {
     PinUnlocked = "pin.unlocked",
     /// A PIN comparison failed.
     PinVerificationFailed = "pin.verification_failed",
+    /// A relay reached its destination and got an answer (any status).
+    RelayCompleted = "relay.completed",
+    /// A relay failed on the way: no connection, a timeout, an unreadable answer.
+    RelayFailed = "relay.failed",
     /// A request-signing key was registered.
     SigningKeyCreated = "signing_key.created",
     /// A request-signing key was revoked.

@@ -9,6 +9,14 @@
 //! addresses never. The rule holds when the list is set and again at send time, when the
 //! name is resolved and the connection is pinned to the address that was checked.
 
+mod client;
+mod send;
+
+pub use client::RelayClients;
+pub use send::{
+    METHODS, RelayEventObject, RelayRequest, Relayed, escape_for, header_set_by_relay, relay,
+};
+
 use crate::service::egress;
 use crate::service::{List, Result, ServiceError, object_name, secs};
 use crate::state::AppState;
@@ -187,6 +195,11 @@ fn check_ca(pem: &str) -> bool {
     // A section the PEM reader does not know (an encrypted key) is skipped by it, so
     // look for key labels too: nothing secret is ever stored as a CA.
     n > 0 && !pem.contains("PRIVATE KEY")
+}
+
+/// Whether the relay may connect to loopback for this approved destination.
+pub fn loopback_for(state: &AppState, d: &RelayDestinationRecord) -> bool {
+    loopback_ok(state, d.test_only)
 }
 
 /// Whether a destination may be a loopback address: when it is for test mode only, or

@@ -11,7 +11,7 @@ use crate::service::{Result, ServiceError};
 use crate::state::AppState;
 use bytes::Bytes;
 use serde::Serialize;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strongroom_core::Mode;
@@ -469,36 +469,6 @@ pub struct RecoveryView {
 
 // ---- delivery ----
 
-/// The resolver of strict clients: resolves at delivery time and hands reqwest only
-/// public addresses, so the connection goes to an address that was checked.
-struct PublicOnly;
-
-#[derive(Debug)]
-struct RefusedAddress;
-
-impl std::fmt::Display for RefusedAddress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("destination address not allowed")
-    }
-}
-
-impl std::error::Error for RefusedAddress {}
-
-impl reqwest::dns::Resolve for PublicOnly {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            // Any non-public answer refuses the whole name (DNS rebinding).
-            if addrs.is_empty() || !egress::all_allowed(&addrs, false) {
-                return Err(Box::new(RefusedAddress) as Box<dyn std::error::Error + Send + Sync>);
-            }
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
 /// The two HTTP clients: strict (public destinations only) and dev (loopback allowed).
 #[derive(Clone)]
 pub struct Clients {
@@ -528,7 +498,7 @@ impl Clients {
         let strict = match egress_proxy {
             // The resolver would check the proxy's name, not the destination's.
             Some(_) => base()?,
-            None => base()?.dns_resolver(Arc::new(PublicOnly)),
+            None => base()?.dns_resolver(Arc::new(egress::CheckedResolver { loopback: false })),
         };
         Ok(Self {
             strict: strict.build()?,
@@ -552,7 +522,7 @@ impl Clients {
 fn error_class(e: &reqwest::Error) -> &'static str {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = src {
-        if s.is::<RefusedAddress>() {
+        if s.is::<egress::RefusedAddress>() {
             return "refused_address";
         }
         src = s.source();

@@ -59,7 +59,8 @@ async fn accounts_and_keys_lifecycle() {
             "signing_keys:write",
             "events:read",
             "webhooks:read",
-            "webhooks:write"
+            "webhooks:write",
+            "cards:relay"
         ])
     );
 
@@ -108,7 +109,7 @@ async fn accounts_and_keys_lifecycle() {
     srv.post(
         &path,
         &srv.admin_key,
-        json!({"kind": "restricted", "mode": "test", "scopes": vec!["cards:read"; 13]}),
+        json!({"kind": "restricted", "mode": "test", "scopes": vec!["cards:read"; 14]}),
     )
     .await
     .assert_error(400, "invalid_parameter");

@@ -28,4 +28,12 @@ impl Writes<'_> {
         };
         self.write(Write::relay_done(op)).await
     }
+
+    /// Records a relay that ended: its events, and with them the request's audit record.
+    pub async fn record_relay(self, events: &[crate::EventRecord]) -> StoreResult<()> {
+        let op = Op::Relayed {
+            events: events.to_vec(),
+        };
+        self.write(Write::relay_done(op)).await
+    }
 }

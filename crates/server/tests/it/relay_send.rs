@@ -1,0 +1,367 @@
+//! `POST /v1/relay` against a loopback HTTPS echo processor with its own CA: the
+//! processor receives the card data, the caller never does, and every refusal sends
+//! nothing.
+
+use crate::echo::Echo;
+use crate::harness::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// A server (not a dev deployment) whose account may send to `echo` in test mode.
+async fn setup(echo: &Echo) -> TestServer {
+    let srv = TestServer::start_on(std::sync::Arc::new(Data::new()), |c| c.dev_mode = false).await;
+    approve(&srv, echo, &srv.admin_key).await;
+    srv
+}
+
+async fn approve(srv: &TestServer, echo: &Echo, admin: &str) {
+    let body = json!({"destinations": [{"host": "127.0.0.1", "port": echo.port(),
+        "path_prefix": "/v1", "ca_cert_pem": echo.ca_pem, "test_only": true}]});
+    let r = srv
+        .call(
+            Method::PUT,
+            &format!("/v1/admin/accounts/{}/relay_destinations", srv.account),
+            Some(admin),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+async fn card(srv: &TestServer, pan: &str) -> String {
+    let r = srv
+        .post(
+            "/v1/cards",
+            &srv.sk_test,
+            json!({"number": pan, "exp_month": 3, "exp_year": 2031, "cardholder_name": "Anne & \"Q\" <Example>"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+fn url(echo: &Echo, path: &str) -> String {
+    format!("https://127.0.0.1:{}{path}", echo.port())
+}
+
+async fn relay(srv: &TestServer, key: &str, body: Value) -> Resp {
+    srv.post("/v1/relay", key, body).await
+}
+
+#[tokio::test]
+async fn the_processor_gets_the_card_and_the_caller_only_a_mask_or_a_token() {
+    let echo = Echo::start().await;
+    let srv = setup(&echo).await;
+    let pan = test_pan(31_001);
+    let id = card(&srv, &pan).await;
+    let body = json!({
+        "destination": url(&echo, "/v1/charges?x=1"),
+        "headers": {"X-Card-Last": format!("{{{{{id}:exp_month}}}}/{{{{{id}:exp_year2}}}}"),
+                    "Authorization": "Bearer processor-secret"},
+        "body": {"card": {"number": format!("{{{{{id}:number}}}}"),
+                          "exp_year": format!("{{{{{id}:exp_year}}}}"),
+                          "name": format!("{{{{{id}:cardholder_name}}}}")},
+                 "amount": 1234},
+        "tokenize_response_fields": ["/body"]
+    });
+    let r = relay(&srv, &srv.sk_test, body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.headers["strongroom-relay-status"], "completed");
+    let ms: f64 = r.headers["strongroom-upstream-latency-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ms > 0.0);
+    assert!(r.headers.get("set-cookie").is_none(), "cookies are dropped");
+
+    // What the processor received: the real data, JSON-escaped, over its own CA's TLS.
+    let got = echo.received();
+    assert_eq!(got.len(), 1);
+    let sent: Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!(sent["card"]["number"], pan);
+    assert_eq!(sent["card"]["exp_year"], "2031");
+    assert_eq!(sent["card"]["name"], "Anne & \"Q\" <Example>");
+    assert_eq!(got[0].headers["x-card-last"], "03/31");
+    assert_eq!(got[0].headers["authorization"], "Bearer processor-secret");
+    assert_eq!(got[0].headers["content-type"], "application/json");
+    assert_eq!(got[0].headers["accept-encoding"], "identity");
+    assert_eq!(got[0].path, "/v1/charges?x=1");
+
+    // What the caller got back: the echo, with the number masked everywhere.
+    assert!(!r.text.contains(&pan));
+    let echoed: Value = serde_json::from_str(r.body["body"].as_str().unwrap()).unwrap();
+    assert_eq!(echoed["card"]["number"], format!("XXXX{}", &pan[12..]));
+    assert_eq!(echoed["amount"], 1234);
+
+    // A pointer at a field that holds the number alone gives the card's id back.
+    echo.answer_with(
+        201,
+        "application/json",
+        &format!(
+            r#"{{"payment":{{"card":"{pan}","last4":"{}"}},"note":"card {pan}"}}"#,
+            &pan[12..]
+        ),
+        Some(("x-echo-card", pan.as_str())),
+    );
+    let body = json!({"destination": url(&echo, "/v1/pay"), "body": format!("pan={{{{{id}:number}}}}"),
+        "headers": {"content-type": "application/x-www-form-urlencoded"},
+        "tokenize_response_fields": ["/payment/card"]});
+    let r = relay(&srv, &srv.sk_test, body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["payment"]["card"], id.as_str());
+    assert_eq!(r.body["note"], format!("card XXXX{}", &pan[12..]));
+    assert_eq!(
+        r.headers["x-echo-card"],
+        format!("XXXX{}", &pan[12..]).as_str()
+    );
+    assert_eq!(echo.received()[1].body, format!("pan={pan}"));
+
+    // The relay is recorded: an event and audit records, none with the number.
+    let ev = srv
+        .get("/v1/events?type=relay.completed", &srv.sk_test)
+        .await;
+    assert_eq!(ev.status, 200, "{}", ev.text);
+    let data = ev.body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2, "{}", ev.text);
+    let obj = &data[1]["data"]["object"];
+    assert_eq!(obj["host"], "127.0.0.1");
+    assert_eq!(obj["path"], "/v1/charges");
+    assert_eq!(obj["status"], 200);
+    assert_eq!(obj["cards"], json!([id]));
+    let audit = srv
+        .get("/v1/admin/audit?action=card.relay", &srv.admin_key)
+        .await;
+    assert_eq!(audit.status, 200, "{}", audit.text);
+    assert!(audit.text.contains(&format!("card:{id}")), "{}", audit.text);
+    assert!(!ev.text.contains(&pan) && !audit.text.contains(&pan));
+    assert_not_logged(&[&pan]);
+    let data = srv.stop().await;
+    for f in data.sqlite_files() {
+        assert_not_in_file(&f, &[&pan]);
+    }
+}
+
+#[tokio::test]
+async fn the_raw_form_forwards_the_body_and_keeps_the_vault_headers() {
+    let echo = Echo::start().await;
+    let srv = setup(&echo).await;
+    let pan = test_pan(31_002);
+    let id = card(&srv, &pan).await;
+    let xml = format!(
+        "<pay><pan>{{{{{id}:number}}}}</pan><name>{{{{{id}:cardholder_name}}}}</name></pay>"
+    );
+    let r = srv
+        .client
+        .post(format!("{}/v1/relay", srv.url))
+        .bearer_auth(&srv.sk_test)
+        .header("strongroom-destination", url(&echo, "/v1/xml"))
+        .header(
+            "strongroom-destination-authorization",
+            "Basic cHJvYzpzZWNyZXQ=",
+        )
+        .header("content-type", "application/xml")
+        .header("x-merchant", "m-1")
+        .body(xml)
+        .send()
+        .await
+        .unwrap();
+    let r = Resp::from(r).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let got = echo.received();
+    assert_eq!(got[0].method, "POST");
+    assert_eq!(
+        got[0].body,
+        format!("<pay><pan>{pan}</pan><name>Anne &amp; &quot;Q&quot; &lt;Example&gt;</name></pay>")
+    );
+    assert_eq!(got[0].headers["authorization"], "Basic cHJvYzpzZWNyZXQ=");
+    assert_eq!(got[0].headers["x-merchant"], "m-1");
+    assert!(got[0].headers.get("strongroom-destination").is_none());
+    assert!(
+        !got[0].headers.iter().any(|(_, v)| v
+            .as_bytes()
+            .windows(srv.sk_test.len())
+            .any(|w| w == srv.sk_test.as_bytes())),
+        "the vault key never leaves"
+    );
+    assert!(!r.text.contains(&pan));
+}
+
+#[tokio::test]
+async fn every_refusal_has_its_code_and_sends_nothing() {
+    let echo = Echo::start().await;
+    let srv = setup(&echo).await;
+    let pan = test_pan(31_003);
+    let id = card(&srv, &pan).await;
+    let gone = card(&srv, &test_pan(31_004)).await;
+    assert_eq!(
+        srv.delete(&format!("/v1/cards/{gone}"), &srv.sk_test)
+            .await
+            .status,
+        200
+    );
+    let ok_url = url(&echo, "/v1/charges");
+    let expr = |id: &str, f: &str| format!("{{{{{id}:{f}}}}}");
+    let req = |dest: &str, body: Value| json!({"destination": dest, "body": body});
+    let cases: Vec<(Value, u16, &str)> = vec![
+        // Not approved: another port, another path, plain HTTP, credentials.
+        (
+            req(
+                &format!("https://127.0.0.1:{}/v1/x", echo.port() + 1),
+                json!({}),
+            ),
+            403,
+            "destination_not_approved",
+        ),
+        (
+            req(&url(&echo, "/v2/x"), json!({})),
+            403,
+            "destination_not_approved",
+        ),
+        (
+            req(&format!("http://127.0.0.1:{}/v1/x", echo.port()), json!({})),
+            403,
+            "destination_not_approved",
+        ),
+        (
+            req(
+                &format!("https://u:p@127.0.0.1:{}/v1/x", echo.port()),
+                json!({}),
+            ),
+            403,
+            "destination_not_approved",
+        ),
+        // Cards: unknown, deleted, malformed expressions, fields not offered.
+        (
+            req(
+                &ok_url,
+                json!({"n": expr("card_0192f3a4b5c67d8e9f00112233445566", "number")}),
+            ),
+            400,
+            "relay_card_unknown",
+        ),
+        (
+            req(&ok_url, json!({"n": expr(&gone, "number")})),
+            400,
+            "relay_card_unknown",
+        ),
+        (
+            req(&ok_url, json!({"n": expr(&id, "pin_block")})),
+            400,
+            "relay_field_not_offered",
+        ),
+        (
+            req(&ok_url, json!({"n": format!("{{{{{id}number}}}}")})),
+            400,
+            "relay_expression_invalid",
+        ),
+        (
+            req(&ok_url, json!({"n": "{{card_xyz:number}}"})),
+            400,
+            "relay_expression_invalid",
+        ),
+        (
+            req(&ok_url, json!({"n": expr(&id, "cvc")})),
+            409,
+            "cvc_unavailable",
+        ),
+        (
+            json!({"destination": ok_url, "headers": {"Host": "evil.example"}}),
+            400,
+            "relay_header_invalid",
+        ),
+        (
+            json!({"destination": ok_url, "headers": {"X-Bad": format!("a\n{}", expr(&id, "number"))}}),
+            400,
+            "relay_header_invalid",
+        ),
+        (
+            json!({"destination": ok_url, "method": "TRACE"}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            json!({"destination": ok_url, "body": 12}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            json!({"destination": ok_url, "tokenize_response_fields": ["no-slash"]}),
+            400,
+            "relay_pointer_invalid",
+        ),
+        (
+            json!({"destination": ok_url, "extra": 1}),
+            400,
+            "unknown_field",
+        ),
+    ];
+    for (body, status, code) in &cases {
+        let r = relay(&srv, &srv.sk_test, body.clone()).await;
+        r.assert_error(*status, code);
+        assert_eq!(r.headers["strongroom-relay-status"], "refused", "{code}");
+        assert!(!r.text.contains(&pan));
+    }
+    // A live key cannot use a test card, nor a test-only destination.
+    let live = json!({"destination": ok_url, "body": {"n": expr(&id, "number")}});
+    relay(&srv, &srv.sk_live, live)
+        .await
+        .assert_error(403, "destination_not_approved");
+    // Too large.
+    let big = json!({"destination": ok_url, "body": "x".repeat(300 * 1024)});
+    relay(&srv, &srv.sk_test, big)
+        .await
+        .assert_error(413, "body_too_large");
+    // A key without cards:relay.
+    let rk = srv.rk_reveal.clone();
+    let body = json!({"destination": ok_url, "body": {"n": expr(&id, "number")}});
+    relay(&srv, &rk, body)
+        .await
+        .assert_error(403, "permission_denied");
+    assert!(echo.received().is_empty(), "nothing reached the processor");
+    assert_not_logged(&[&pan]);
+}
+
+#[tokio::test]
+async fn a_failed_destination_is_a_relay_failure_and_an_untrusted_one_is_not_reached() {
+    let echo = Echo::start().await;
+    let srv = setup(&echo).await;
+    let id = card(&srv, &test_pan(31_005)).await;
+    // A destination whose certificate does not chain to its CA: TLS refuses it.
+    let other = Echo::start().await;
+    let body = json!({"destinations": [
+        {"host": "127.0.0.1", "port": other.port(), "ca_cert_pem": echo.ca_pem, "test_only": true},
+        {"host": "localhost", "port": 9, "test_only": true}]});
+    let r = srv
+        .call(
+            Method::PUT,
+            &format!("/v1/admin/accounts/{}/relay_destinations", srv.account),
+            Some(&srv.admin_key),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let send =
+        |dest: String| json!({"destination": dest, "body": {"n": format!("{{{{{id}:number}}}}")}});
+    let r = relay(
+        &srv,
+        &srv.sk_test,
+        send(format!("https://127.0.0.1:{}/x", other.port())),
+    )
+    .await;
+    r.assert_error(502, "relay_upstream_failed");
+    assert_eq!(r.headers["strongroom-relay-status"], "failed");
+    assert!(
+        other.received().is_empty(),
+        "an unverified processor gets nothing"
+    );
+    // Nothing listens on port 9.
+    let r = relay(&srv, &srv.sk_test, send("https://localhost:9/x".into())).await;
+    r.assert_error(502, "relay_upstream_failed");
+    let ev = srv.get("/v1/events?type=relay.failed", &srv.sk_test).await;
+    assert_eq!(ev.body["data"].as_array().unwrap().len(), 2, "{}", ev.text);
+    assert_eq!(
+        ev.body["data"][0]["data"]["object"]["failure_code"],
+        "relay_upstream_failed"
+    );
+}
