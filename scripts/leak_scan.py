@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Fails if any test card number (in any spacing), any Luhn-valid 12-19 digit run, a
-key, a bearer JWT or an OTP code appears in what the server logged during the test
+key, a bearer JWT, an OTP code or a CVC appears in what the server logged during the test
 suite."""
 import re
 import sys
@@ -58,6 +58,11 @@ def main(path: str, *more: str) -> int:
     # escaped JSON). Other six-digit numbers are not codes.
     for m in re.finditer(r'\\?"(?:test_)?code\\?"\s*:\s*\\?"\d{6}\\?"', text):
         hits.append("otp code")
+    # A CVC: 3 or 4 digits as the value of a JSON key "cvc", "cvv", "cvc2" or "csc" (also
+    # in escaped JSON, or unquoted), or of such a key=value pair.
+    cvc = r'\\?"(?:cvc2?|cvv|csc)\\?"\s*:\s*\\?"?\d{3,4}(?!\d)|\b(?:cvc2?|cvv|csc)=\d{3,4}(?!\d)'
+    for m in re.finditer(cvc, text, re.IGNORECASE):
+        hits.append("cvc")
     if hits:
         print(f"leak scan: FAILED, {len(hits)} secret-shaped strings in {lines} log lines: {sorted(set(hits))}")
         return 1

@@ -115,6 +115,7 @@ pub mod codes {
         CARD_BRAND_UNKNOWN = (BAD_REQUEST, "card_brand_unknown", "The card number does not belong to a supported card brand.");
         EXPIRY_INVALID = (BAD_REQUEST, "expiry_invalid", "The expiry month or year is invalid.");
         CARD_EXPIRED = (BAD_REQUEST, "card_expired", "The card has expired.");
+        CVC_INVALID = (BAD_REQUEST, "cvc_invalid", "The CVC must be 3 digits (4 for American Express).");
         TEST_CARD_IN_LIVE_MODE = (BAD_REQUEST, "test_card_in_live_mode", "Test card numbers cannot be used in live mode.");
         LIVE_CARD_IN_TEST_MODE = (BAD_REQUEST, "live_card_in_test_mode", "Only test card numbers are accepted in test mode.");
         SCOPE_UNKNOWN = (BAD_REQUEST, "scope_unknown", "A requested scope is unknown.");
@@ -184,6 +185,7 @@ fn mapped(e: &ServiceError) -> ApiError {
         E::LimitReached => LIMIT_REACHED,
         E::PermissionDenied => PERMISSION_DENIED,
         E::InvalidScope => INVALID_SCOPE,
+        E::CvcInvalid => CVC_INVALID,
         E::CardTokenInvalid => CARD_TOKEN_INVALID,
         E::OtpInvalid => OTP_INVALID,
         E::OtpDeliveryNotConfigured => OTP_DELIVERY_NOT_CONFIGURED,

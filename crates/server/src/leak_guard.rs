@@ -11,6 +11,9 @@
 //! - an OTP code: exactly 6 digits as the quoted value of a JSON key `code` or
 //!   `test_code` (also inside an escaped JSON string, `\"code\":\"123456\"`). Other
 //!   6-digit numbers stay: only that key carries a code in anything we write.
+//! - a CVC: 3 or 4 digits as the quoted value of a JSON key `cvc`, `cvv`, `cvc2` or
+//!   `csc` (plain or escaped). Strongroom never writes one; a request body or a processor's
+//!   answer that reached a log by mistake would.
 //!
 //! Short prefixes such as an API key's display prefix (`sk_test_4f3a`) stay readable.
 
@@ -25,6 +28,8 @@ pub const SECRET_MASK: &str = "[REDACTED]";
 pub const JWT_MASK: &str = "[REDACTED-JWT]";
 /// What a masked OTP code becomes (its quotes are kept).
 pub const OTP_MASK: &str = "[REDACTED-OTP]";
+/// What a masked CVC becomes (its quotes are kept).
+pub const CVC_MASK: &str = "[REDACTED-CVC]";
 
 const KEY_PREFIXES: &[&str] = &["sk_", "rk_", "pk_"];
 const KEY_MODES: &[&str] = &["test_", "live_", "admin_"];
@@ -59,7 +64,8 @@ pub fn mask(input: &[u8]) -> Cow<'_, [u8]> {
         let found = match input.get(i) {
             Some(c) if c.is_ascii_digit() => pan_at(input, i)
                 .map(|end| (end, 0, PAN_MASK))
-                .or_else(|| otp_at(input, i).map(|end| (end, 0, OTP_MASK))),
+                .or_else(|| otp_at(input, i).map(|end| (end, 0, OTP_MASK)))
+                .or_else(|| cvc_at(input, i).map(|end| (end, 0, CVC_MASK))),
             Some(b'e') => jwt_at(input, i).map(|end| (end, 0, JWT_MASK)),
             _ => secret_at(input, i).map(|(end, keep)| (end, keep, SECRET_MASK)),
         };
@@ -131,11 +137,32 @@ fn jwt_at(b: &[u8], i: usize) -> Option<usize> {
 /// The end of an OTP code starting at `i`: exactly 6 digits, quoted, the value of a
 /// JSON key `code` or `test_code` (quotes possibly escaped, spaces around the colon).
 fn otp_at(b: &[u8], i: usize) -> Option<usize> {
-    let end = i + 6;
-    let run = b.get(i..end)?;
-    if !run.iter().all(u8::is_ascii_digit) || b.get(end).is_some_and(u8::is_ascii_digit) {
+    quoted_value_at(b, i, 6..=6, &[b"code", b"test_code"])
+}
+
+/// The end of a CVC starting at `i`: 3 or 4 digits, quoted, the value of a JSON key
+/// `cvc`, `cvv`, `cvc2` or `csc`.
+fn cvc_at(b: &[u8], i: usize) -> Option<usize> {
+    quoted_value_at(b, i, 3..=4, &[b"cvc", b"cvv", b"cvc2", b"csc"])
+}
+
+/// The end of a run of digits starting at `i`, of a length in `len`, quoted, the value
+/// of a JSON key named in `keys` (quotes possibly escaped, spaces around the colon).
+fn quoted_value_at(
+    b: &[u8],
+    i: usize,
+    len: std::ops::RangeInclusive<usize>,
+    keys: &[&[u8]],
+) -> Option<usize> {
+    let digits = b
+        .get(i..)?
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    if !len.contains(&digits) {
         return None;
     }
+    let end = i + digits;
     // After: a closing quote, escaped or not.
     let close = b.get(end..)?;
     if !(close.starts_with(b"\"") || close.starts_with(b"\\\"")) {
@@ -163,7 +190,7 @@ fn otp_at(b: &[u8], i: usize) -> Option<usize> {
     quote(&mut j)?;
     let key = b.get(..j)?;
     let named = |name: &[u8]| key.strip_suffix(name).is_some_and(|k| k.ends_with(b"\""));
-    (named(b"code") || named(b"test_code")).then_some(end)
+    keys.iter().any(|k| named(k)).then_some(end)
 }
 
 /// Masks a string (for panic messages).
@@ -470,7 +497,23 @@ mod tests {
             r#"{"body":"{\"code\":\"[REDACTED-OTP]\"}"}"#
         );
         // Other 6-digit numbers stay: not a code's value, another key, not 6 digits.
+        // CVCs as the value of `cvc` and its other names.
+        assert_eq!(
+            m(r#"{"cvc":"737","cvv": "7319","n":1}"#),
+            r#"{"cvc":"[REDACTED-CVC]","cvv": "[REDACTED-CVC]","n":1}"#
+        );
+        assert_eq!(
+            m(r#"{"body":"{\"csc\":\"123\",\"cvc2\":\"0123\"}"}"#),
+            r#"{"body":"{\"csc\":\"[REDACTED-CVC]\",\"cvc2\":\"[REDACTED-CVC]\"}"}"#
+        );
         for keep in [
+            r#"{"cvc":"12345"}"#,
+            r#"{"cvc":"12"}"#,
+            r#"{"cvc_available":true}"#,
+            r#"{"xcvc":"737"}"#,
+            r#"{"cvc_result":"737"}"#,
+            r#"{"code":"737"}"#,
+            r#"{"cvc":"123456"}"#,
             r#"{"latency_us":"123456"}"#,
             r#"{"zipcode":"123456"}"#,
             r#"{"code":"1234567"}"#,

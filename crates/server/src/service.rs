@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod audit;
 pub mod cards;
 pub mod controls;
+pub mod cvc;
 pub mod data_keys;
 pub mod egress;
 pub mod error;

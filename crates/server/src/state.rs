@@ -40,6 +40,7 @@ struct Inner {
     tokens: service::tokens::Tokens,
     ready: crate::ready::ReadyCache,
     relay_clients: service::relay::RelayClients,
+    cvcs: service::cvc::Cvcs,
 }
 
 impl AppState {
@@ -94,6 +95,20 @@ impl AppState {
             config.pin_transport_grace,
         );
         let ready = crate::ready::ReadyCache::new(store.clone(), root.clone(), clock.clone());
+        // Held CVCs live where rate limits do: in this process, or in the Redis that the
+        // nodes share.
+        let cvcs = match &config.rate_limit.store {
+            crate::gateway::RateLimitStore::Memory => {
+                service::cvc::Cvcs::memory(service::cvc::MEMORY_CAP)
+            }
+            crate::gateway::RateLimitStore::Redis(url) => {
+                service::cvc::Cvcs::redis(url, &root).unwrap_or_else(|e| {
+                    // `check_config` refuses this URL before start; stay safe anyway.
+                    tracing::error!(error = %e, "redis cvc store unusable; using memory");
+                    service::cvc::Cvcs::memory(service::cvc::MEMORY_CAP)
+                })
+            }
+        };
         let state = Self(Arc::new(Inner {
             store,
             root,
@@ -110,6 +125,7 @@ impl AppState {
             tokens,
             ready,
             relay_clients: service::relay::RelayClients::default(),
+            cvcs,
         }));
         state.watch_store();
         state
@@ -238,6 +254,11 @@ impl AppState {
     /// The last `/readyz` answer.
     pub(crate) fn ready(&self) -> &crate::ready::ReadyCache {
         &self.0.ready
+    }
+
+    /// The CVCs held for cards' first payments (see [`service::cvc`]).
+    pub fn cvcs(&self) -> &service::cvc::Cvcs {
+        &self.0.cvcs
     }
 
     /// The gateway controls (rate limiter, cached account controls).

@@ -109,6 +109,10 @@ const CARD_RULES: &[(&str, &str)] = &[
         "live_card_in_test_mode",
         "only test card numbers are accepted with a test key",
     ),
+    (
+        "cvc_invalid",
+        "a CVC must have 4 digits on an American Express card and 3 on any other",
+    ),
 ];
 
 const RELAY_DESTINATION_RULES: &[(&str, &str)] = &[

@@ -35,6 +35,13 @@ pub struct CreateCardBody {
     /// Optional, at most 200 characters, no control characters; stored encrypted.
     #[schema(value_type = Option<String>, max_length = 200, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub cardholder_name: Option<Sensitive<String>>,
+    /// Optional card verification code: 4 digits on American Express, 3 on any other
+    /// brand. Never stored: held sealed in memory (in Redis where nodes share it) for at
+    /// most 10 minutes and spent by its first use in a relay; the card shows
+    /// `cvc_available` meanwhile. Sending one for a card already vaulted holds it for
+    /// that card.
+    #[schema(value_type = Option<String>, example = "737", min_length = 3, max_length = 4, pattern = "^[0-9]{3,4}$")]
+    pub cvc: Option<Sensitive<String>>,
 }
 
 /// Tokenize a card. A caller that holds `cards:read` gets the card: `201` when it is
@@ -46,14 +53,15 @@ pub struct CreateCardBody {
 /// Rules JSON Schema cannot state: the number's check digit (`card_number_luhn`), its
 /// brand and the brand's lengths (`card_brand_unknown`, `card_number_invalid`), test
 /// numbers only in test mode and only they (`test_card_in_live_mode`,
-/// `live_card_in_test_mode`), and the expiry against today (`card_expired`; a year
-/// 100–1999 or more than 50 years ahead is `expiry_invalid`).
+/// `live_card_in_test_mode`), the expiry against today (`card_expired`; a year
+/// 100–1999 or more than 50 years ahead is `expiry_invalid`), and the CVC's length for
+/// the brand (`cvc_invalid`).
 #[utoipa::path(post, path = "/v1/cards", tag = "cards", request_body = CreateCardBody,
     security(("api_key" = [])),
     responses(
         (status = 201, description = "Created (with `cards:read`: the card; without: a card token, whether or not the number was vaulted before)", body = TokenizeView),
         (status = 200, description = "With `cards:read` only: this number was already vaulted in this account and mode; the existing card", body = CardView),
-        (status = 400, description = "card_number_invalid, card_number_luhn, card_brand_unknown, expiry_invalid, card_expired, test_card_in_live_mode, live_card_in_test_mode, invalid_parameter (cardholder_name), unknown_field, missing_field, invalid_request", body = ErrorResponse),
+        (status = 400, description = "card_number_invalid, card_number_luhn, card_brand_unknown, expiry_invalid, card_expired, test_card_in_live_mode, live_card_in_test_mode, cvc_invalid, invalid_parameter (cardholder_name), unknown_field, missing_field, invalid_request", body = ErrorResponse),
         (status = 403, description = "permission_denied (no cards:write)", body = ErrorResponse),
         (status = 413, description = "body_too_large", body = ErrorResponse),
         (status = 415, description = "unsupported_media_type", body = ErrorResponse),
@@ -69,6 +77,7 @@ pub async fn create(
         exp_month: body.exp_month,
         exp_year: body.exp_year,
         cardholder_name: body.cardholder_name,
+        cvc: body.cvc,
     };
     let t = svc::tokenize(&state, &who, new).await?;
     if !who.scopes.contains(Scope::CardsRead) {
@@ -112,7 +121,7 @@ pub async fn redeem_card_token(
     who.require(Scope::CardsRead)?;
     let card = svc::redeem_card_token(&state, &who, &body.token).await?;
     crate::audit::set_resource(&who.audit, "card", &card.id);
-    Ok(Json(CardView::from(&card)))
+    Ok(Json(svc::view(&state, &card).await?))
 }
 
 /// Retrieve a card (masked).
@@ -128,7 +137,7 @@ pub async fn retrieve(
 ) -> ApiResult<Json<CardView>> {
     who.require(Scope::CardsRead)?;
     let card = svc::get(&state, &who, &id).await?;
-    Ok(Json(CardView::from(&card)))
+    Ok(Json(svc::view(&state, &card).await?))
 }
 
 /// Query of `GET /v1/cards`.

@@ -40,10 +40,14 @@ pub struct CardView {
     pub mode: &'static str,
     /// Unix seconds.
     pub created: i64,
+    /// Whether a CVC sent when the card was created is held for its first payment: at
+    /// most ten minutes, and spent by its first use in a relay (`{{card_…:cvc}}`).
+    pub cvc_available: bool,
 }
 
-impl From<&CardRecord> for CardView {
-    fn from(c: &CardRecord) -> Self {
+impl CardView {
+    /// The card object of a record; `cvc_available` as [`crate::service::cvc`] says.
+    pub fn new(c: &CardRecord, cvc_available: bool) -> Self {
         Self {
             id: c.id.clone(),
             object: "card",
@@ -56,8 +60,18 @@ impl From<&CardRecord> for CardView {
             exp_year: c.exp_year,
             mode: c.mode.as_str(),
             created: secs(c.created_ms),
+            cvc_available,
         }
     }
+}
+
+/// The card object of a record, with whether a CVC is held for it now.
+pub async fn view(state: &AppState, c: &CardRecord) -> Result<CardView> {
+    let held = state
+        .cvcs()
+        .available(&c.account_id, c.mode, &c.id, state.now_ms())
+        .await?;
+    Ok(CardView::new(c, held))
 }
 
 /// What `POST /v1/cards` answers: the card to a caller that may read cards, a card
@@ -110,6 +124,8 @@ pub struct NewCard {
     pub exp_year: i64,
     /// Cardholder name.
     pub cardholder_name: Option<Sensitive<String>>,
+    /// The card verification code, held for the first payment and never stored.
+    pub cvc: Option<Sensitive<String>>,
 }
 
 /// The clear card data after a reveal.
@@ -227,16 +243,23 @@ pub struct Tokenized {
     pub created: bool,
     /// The expiry the caller sent, normalized (month, four-digit year).
     pub submitted_expiry: (i64, i64),
+    /// Whether this request sent a CVC, now held for the card.
+    pub cvc_held: bool,
 }
 
 /// Tokenizes a card. A number already vaulted in this account and mode returns its
 /// card; if the caller sent a later expiry (a renewed card), the stored expiry moves to
-/// it (`card.updated`), never back.
+/// it (`card.updated`), never back. A CVC sent is held for the card, the existing one
+/// too (it is the customer's fresh CVC), replacing any held before.
 pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> Result<Tokenized> {
     let pan = Pan::parse(new.number.expose())?;
     let expiry = Expiry::new(new.exp_month, new.exp_year, state.clock().now())?;
     pan.check_mode(who.mode)?;
     check_name(new.cardholder_name.as_ref())?;
+    let cvc = new.cvc.as_ref().map(|c| c.expose().as_str());
+    if let Some(cvc) = cvc {
+        crate::service::cvc::check(pan.brand(), cvc)?;
+    }
     let submitted_expiry = (i64::from(expiry.month), i64::from(expiry.year));
 
     let keys = state.keyring().account(&who.account_id).await?;
@@ -266,7 +289,14 @@ pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> Result
     card.key_version = key_version;
     card.sealed = sealed;
 
-    let view = CardView::from(&card);
+    // Held before the card is written, so that `card.created` says true only of a CVC
+    // that is held, and a store that cannot hold it refuses before anything is written.
+    let cvcs = state.cvcs();
+    if let Some(cvc) = cvc {
+        cvcs.hold(&card.account_id, card.mode, &card.id, cvc, card.created_ms)
+            .await?;
+    }
+    let view = CardView::new(&card, cvc.is_some());
     let event = state.event_of(
         &card.account_id,
         card.mode,
@@ -275,17 +305,35 @@ pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> Result
     )?;
     crate::audit::set_resource(&who.audit, "card", &card.id);
     let vault = state.store().audited(&who.audit);
-    let (card, created) = match vault.insert_card(&card, &dedup, &[event]).await? {
-        InsertCard::Created(c) => (c, true),
+    let inserted = vault.insert_card(&card, &dedup, &[event]).await;
+    if cvc.is_some() && !matches!(inserted, Ok(InsertCard::Created(_))) {
+        // No card has this id: nothing will use what was held for it.
+        let _ = cvcs.forget(&card.account_id, card.mode, &card.id).await;
+    }
+    let (card, created, cvc_available) = match inserted? {
+        InsertCard::Created(c) => (c, true, cvc.is_some()),
         InsertCard::Existing(c) => {
             crate::audit::set_resource(&who.audit, "card", &c.id);
-            (renew_expiry(state, who, c, submitted_expiry).await?, false)
+            let held = match cvc {
+                Some(cvc) => {
+                    cvcs.hold(&c.account_id, c.mode, &c.id, cvc, state.now_ms())
+                        .await?;
+                    true
+                }
+                None => {
+                    cvcs.available(&c.account_id, c.mode, &c.id, state.now_ms())
+                        .await?
+                }
+            };
+            let c = renew_expiry(state, who, c, submitted_expiry, held).await?;
+            (c, false, held)
         }
     };
     Ok(Tokenized {
-        card: CardView::from(&card),
+        card: CardView::new(&card, cvc_available),
         created,
         submitted_expiry,
+        cvc_held: cvc.is_some(),
     })
 }
 
@@ -296,11 +344,12 @@ async fn renew_expiry(
     who: &Principal,
     c: CardRecord,
     (month, year): (i64, i64),
+    cvc_available: bool,
 ) -> Result<CardRecord> {
     if (year, month) <= (c.exp_year, c.exp_month) {
         return Ok(c);
     }
-    let mut view = CardView::from(&c);
+    let mut view = CardView::new(&c, cvc_available);
     (view.exp_month, view.exp_year) = (month, year);
     let event = state.event_of(
         &c.account_id,
@@ -354,6 +403,9 @@ pub struct CardTokenView {
     pub created: i64,
     /// Unix seconds: the token cannot be redeemed after this.
     pub expires_at: i64,
+    /// Whether the CVC sent with this request is held for the card's first payment
+    /// (false when none was sent; a CVC held before says nothing here).
+    pub cvc_available: bool,
 }
 
 fn card_token_aad(account_id: &str, mode: Mode) -> Vec<u8> {
@@ -390,6 +442,7 @@ pub fn card_token(state: &AppState, who: &Principal, t: &Tokenized) -> Result<Ca
         mode: who.mode.as_str(),
         created: secs(now),
         expires_at: secs(expires_ms),
+        cvc_available: t.cvc_held,
     })
 }
 
@@ -458,9 +511,14 @@ pub async fn find_by_number(
     Ok(None)
 }
 
-/// Deletes a card: its ciphertext is gone.
+/// Deletes a card: its ciphertext is gone, and so is any CVC held for it.
 pub async fn delete(state: &AppState, who: &Principal, id: &str) -> Result<DeletedCardView> {
     let card = get(state, who, id).await?;
+    // First, so that a store that cannot forget it refuses before the card is gone.
+    state
+        .cvcs()
+        .forget(&who.account_id, who.mode, &card.id)
+        .await?;
     let view = DeletedCardView {
         id: card.id,
         object: "card",
@@ -509,10 +567,17 @@ pub async fn list(
         .list_cards(&who.account_id, who.mode, &query)
         .await?;
     let has_more = crate::extract::page(&mut rows, limit);
-    Ok(List::page(
-        rows.iter().map(CardView::from).collect(),
-        has_more,
-    ))
+    let ids: Vec<&str> = rows.iter().map(|c| c.id.as_str()).collect();
+    let held = state
+        .cvcs()
+        .available_many(&who.account_id, who.mode, &ids, state.now_ms())
+        .await?;
+    let views = rows
+        .iter()
+        .zip(held.iter().chain(std::iter::repeat(&false)))
+        .map(|(c, &h)| CardView::new(c, h))
+        .collect();
+    Ok(List::page(views, has_more))
 }
 
 /// Parses a fingerprint as shown in the card object.

@@ -31,6 +31,8 @@ pub enum ServiceError {
     PermissionDenied,
     /// A requested token scope is empty, unknown or not held by the key.
     InvalidScope,
+    /// A CVC is not three digits (four for American Express).
+    CvcInvalid,
     /// A card token is malformed, expired, or from another account or mode.
     CardTokenInvalid,
     /// An OTP is unknown, wrong, expired, used or for something else.

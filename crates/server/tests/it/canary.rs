@@ -18,6 +18,25 @@ async fn nothing_the_server_emits_contains_a_test_number_or_key() {
         assert_eq!(r.body["number"], *pan);
         srv.delete(&format!("/v1/cards/{id}"), &srv.sk_test).await;
     }
+    // A card with a CVC (held, never written), read back, listed and deleted.
+    let r = srv
+        .post(
+            "/v1/cards",
+            &srv.sk_test,
+            json!({"number": "5555555555554444", "cvc": "739", "exp_month": 12, "exp_year": 2030}),
+        )
+        .await;
+    assert_eq!(r.body["cvc_available"], true, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    for r in [
+        r,
+        srv.get(&format!("/v1/cards/{id}"), &srv.sk_test).await,
+        srv.get("/v1/cards", &srv.sk_test).await,
+        srv.delete(&format!("/v1/cards/{id}"), &srv.sk_test).await,
+    ] {
+        emitted.push_str(&r.text);
+        emitted.push('\n');
+    }
     // Refusals: every error body is kept.
     let refusals = [
         srv.post(
@@ -41,7 +60,13 @@ async fn nothing_the_server_emits_contains_a_test_number_or_key() {
         srv.post(
             "/v1/cards",
             &srv.sk_test,
-            json!({"number": "4242424242424242", "cvc": "123", "exp_month": 12, "exp_year": 2030}),
+            json!({"number": "4242424242424242", "cvc": "12", "exp_month": 12, "exp_year": 2030}),
+        )
+        .await,
+        srv.post(
+            "/v1/cards",
+            &srv.sk_test,
+            json!({"number": "4242424242424242", "cvc": "7319", "exp_month": 12, "exp_year": 2030}),
         )
         .await,
     ];
@@ -95,6 +120,12 @@ async fn nothing_the_server_emits_contains_a_test_number_or_key() {
     srv.stop().await;
     emitted.push_str(&captured_logs());
 
+    // A CVC is too short to look for on its own: look for it as a value.
+    for cvc in ["12", "7319", "739"] {
+        for form in cvc_spellings(cvc) {
+            assert!(!emitted.contains(&form), "a CVC was emitted");
+        }
+    }
     for n in PANS.iter().copied().chain(keys.iter().map(String::as_str)) {
         for form in spellings(n) {
             assert!(!emitted.contains(&form), "a test number or key was emitted");

@@ -447,6 +447,25 @@ pub fn spellings(pan: &str) -> Vec<String> {
     vec![pan.to_owned(), groups.join(" "), groups.join("-")]
 }
 
+/// Every way a CVC might be written as a value: a CVC (3–4 digits) is too short to
+/// look for on its own in logs and database files full of numbers, so look for it where
+/// it would be a value: JSON (also escaped, and as a number), `key=value` and Debug.
+pub fn cvc_spellings(cvc: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for key in ["cvc", "cvv", "cvc2", "csc"] {
+        out.extend([
+            format!("\"{key}\":\"{cvc}\""),
+            format!("\"{key}\": \"{cvc}\""),
+            format!("\\\"{key}\\\":\\\"{cvc}\\\""),
+            format!("\"{key}\":{cvc}"),
+            format!("{key}={cvc}"),
+            format!("{key}: \"{cvc}\""),
+            format!("{key}: {cvc}"),
+        ]);
+    }
+    out
+}
+
 /// Asserts that none of `secrets` appears in the server's logs so far.
 #[track_caller]
 pub fn assert_not_logged(secrets: &[&str]) {

@@ -18,6 +18,17 @@ async fn no_pan_in_clear_on_disk_or_in_logs() {
         let id = c["id"].as_str().unwrap();
         assert_eq!(srv.reveal(&srv.rk_reveal, id).await.body["number"], *pan);
     }
+    // A CVC is held in memory, never written: for a new card and a vaulted one.
+    for (pan, cvc) in [("5105105105105100", "739"), ("378282246310005", "7319")] {
+        let r = srv
+            .post(
+                "/v1/cards",
+                &srv.sk_test,
+                json!({"number": pan, "exp_month": 12, "exp_year": 2030, "cvc": cvc}),
+            )
+            .await;
+        assert_eq!(r.body["cvc_available"], true, "{}", r.text);
+    }
     // Refused input is not written or logged either.
     srv.post(
         "/v1/cards",
@@ -39,6 +50,11 @@ async fn no_pan_in_clear_on_disk_or_in_logs() {
     let mut needles: Vec<&str> = PANS.to_vec();
     needles.push("4242424242424241");
     needles.extend(keys.iter().map(String::as_str));
+    let cvcs: Vec<String> = ["739", "7319"]
+        .iter()
+        .flat_map(|c| cvc_spellings(c))
+        .collect();
+    needles.extend(cvcs.iter().map(String::as_str));
     if backend == "postgres" {
         use sqlx::{Connection, Row};
         let mut conn = sqlx::PgConnection::connect(&store.url).await.unwrap();

@@ -20,6 +20,7 @@ mod canary;
 mod cards;
 mod contract;
 mod controls;
+mod cvc;
 mod echo;
 mod harness;
 mod leaks;

@@ -365,3 +365,111 @@ async fn a_failed_destination_is_a_relay_failure_and_an_untrusted_one_is_not_rea
         "relay_upstream_failed"
     );
 }
+
+async fn card_with_cvc(srv: &TestServer, pan: &str, cvc: &str) -> String {
+    let r = srv
+        .post(
+            "/v1/cards",
+            &srv.sk_test,
+            json!({"number": pan, "exp_month": 3, "exp_year": 2031, "cvc": cvc}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    assert_eq!(r.body["cvc_available"], true);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+fn with_cvc(echo: &Echo, id: &str) -> Value {
+    json!({"destination": url(echo, "/v1/charges"),
+           "body": {"number": format!("{{{{{id}:number}}}}"), "cvc": format!("{{{{{id}:cvc}}}}")}})
+}
+
+#[tokio::test]
+async fn a_cvc_reaches_the_processor_once_and_never_comes_back() {
+    let echo = Echo::start().await;
+    let srv = setup(&echo).await;
+    let (pan, cvc) = (test_pan(31_010), "737");
+    let id = card_with_cvc(&srv, &pan, cvc).await;
+    let r = relay(&srv, &srv.sk_test, with_cvc(&echo, &id)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let sent: Value = serde_json::from_str(&echo.received()[0].body).unwrap();
+    assert_eq!(sent["cvc"], cvc);
+    // The echo of the CVC is removed from the answer, the number masked.
+    let echoed: Value = serde_json::from_str(r.body["body"].as_str().unwrap()).unwrap();
+    assert_eq!(echoed["cvc"], "");
+    assert_eq!(echoed["number"], format!("XXXX{}", &pan[12..]));
+    for form in cvc_spellings(cvc) {
+        assert!(!r.text.contains(&form));
+    }
+    let shown = srv.get(&format!("/v1/cards/{id}"), &srv.sk_test).await;
+    assert_eq!(shown.body["cvc_available"], false, "spent by its first use");
+
+    // Used twice: refused, nothing sent.
+    let r = relay(&srv, &srv.sk_test, with_cvc(&echo, &id)).await;
+    r.assert_error(409, "cvc_unavailable");
+    assert_eq!(echo.received().len(), 1);
+
+    // A refusal before the CVC is needed does not spend it: a header that cannot hold
+    // the name (there is none) refuses first, and the CVC is still there after.
+    let id2 = card_with_cvc(&srv, &test_pan(31_011), "738").await;
+    let mut body = with_cvc(&echo, &id2);
+    body["headers"] = json!({"X-Name": format!("{{{{{id2}:cardholder_name}}}}")});
+    relay(&srv, &srv.sk_test, body)
+        .await
+        .assert_error(409, "relay_value_unavailable");
+    let shown = srv.get(&format!("/v1/cards/{id2}"), &srv.sk_test).await;
+    assert_eq!(shown.body["cvc_available"], true);
+
+    // After ten minutes it is gone.
+    srv.clock
+        .advance(std::time::Duration::from_millis(10 * 60 * 1000 + 1));
+    let r = relay(&srv, &srv.sk_test, with_cvc(&echo, &id2)).await;
+    r.assert_error(409, "cvc_unavailable");
+    assert_eq!(echo.received().len(), 1, "nothing sent after expiry");
+    assert_not_logged(&[&pan]);
+    let logs = captured_logs();
+    for form in cvc_spellings(cvc) {
+        assert!(!logs.contains(&form));
+    }
+}
+
+#[tokio::test]
+async fn a_restart_loses_a_held_cvc_and_it_is_in_no_file() {
+    let echo = Echo::start().await;
+    let srv = setup(&echo).await;
+    let cvc = "4971";
+    let pan_amex = "378282246310005";
+    let id = {
+        let r = srv
+            .post(
+                "/v1/cards",
+                &srv.sk_test,
+                json!({"number": pan_amex, "exp_month": 3, "exp_year": 2031, "cvc": cvc}),
+            )
+            .await;
+        assert!(r.status.is_success(), "{}", r.text);
+        r.body["id"].as_str().unwrap().to_owned()
+    };
+    let sk = srv.sk_test.clone();
+    let data = srv.stop().await;
+    // A lone 4-digit CVC turns up in hex ids by chance: look for it as a value.
+    let forms = cvc_spellings(cvc);
+    let mut needles: Vec<&str> = forms.iter().map(String::as_str).collect();
+    needles.push(pan_amex);
+    for f in data.sqlite_files() {
+        assert_not_in_file(&f, &needles);
+    }
+    // The same data, the same account and key (the harness adds another account).
+    let srv = TestServer::start_on(data, |c| c.dev_mode = false).await;
+    let r = relay(&srv, &sk, with_cvc(&echo, &id)).await;
+    r.assert_error(409, "cvc_unavailable");
+    assert!(echo.received().is_empty());
+    let data = srv.stop().await;
+    // A lone 4-digit CVC turns up in hex ids by chance: look for it as a value.
+    let forms = cvc_spellings(cvc);
+    let mut needles: Vec<&str> = forms.iter().map(String::as_str).collect();
+    needles.push(pan_amex);
+    for f in data.sqlite_files() {
+        assert_not_in_file(&f, &needles);
+    }
+}

@@ -536,13 +536,16 @@ async fn send(
     ))
 }
 
-/// Spends the card's held CVC, if it has one.
+/// Spends the card's held CVC, if it has one: taken is gone, whatever happens next.
 async fn take_cvc(
-    _state: &AppState,
-    _who: &Principal,
-    _card_id: &str,
+    state: &AppState,
+    who: &Principal,
+    card_id: &str,
 ) -> Result<Option<Zeroizing<String>>> {
-    Ok(None)
+    state
+        .cvcs()
+        .take(&who.account_id, who.mode, card_id, state.now_ms())
+        .await
 }
 
 /// Writes the relay's event with the request's audit records, and counts it: the
