@@ -52,6 +52,47 @@ pub struct FileConfig {
     /// Inbound processor hook sources.
     #[serde(default)]
     pub inbound: Vec<crate::webhooks::InboundSection>,
+    /// The relay's timeouts and limits (docs/relay.md).
+    pub relay: Option<RelaySection>,
+}
+
+/// `[relay]`: the relay's timeouts and the largest answer it reads.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySection {
+    /// Time to open a connection to a destination, TCP and TLS (default 5, at most 60).
+    pub connect_timeout_secs: Option<u64>,
+    /// Time for a whole exchange with a destination (default 30, at most 120).
+    pub timeout_secs: Option<u64>,
+    /// The largest answer read from a destination, in KiB (default 1024, at most 16384).
+    pub max_response_kib: Option<usize>,
+}
+
+/// Applies `[relay]`.
+fn apply_relay(server: &mut ServerConfig, r: Option<&RelaySection>) -> Result<()> {
+    let Some(r) = r else {
+        return Ok(());
+    };
+    let c = &mut server.relay;
+    if let Some(t) = r.connect_timeout_secs {
+        if !(1..=60).contains(&t) {
+            bail!("[relay] connect_timeout_secs must be 1 to 60");
+        }
+        c.connect_timeout = Duration::from_secs(t);
+    }
+    if let Some(t) = r.timeout_secs {
+        if !(1..=120).contains(&t) {
+            bail!("[relay] timeout_secs must be 1 to 120");
+        }
+        c.timeout = Duration::from_secs(t);
+    }
+    if let Some(k) = r.max_response_kib {
+        if !(1..=16384).contains(&k) {
+            bail!("[relay] max_response_kib must be 1 to 16384");
+        }
+        c.max_response_bytes = k * 1024;
+    }
+    Ok(())
 }
 
 /// `[metrics]`: the admin listener (plain HTTP, no authentication; keep it on loopback or a
@@ -260,6 +301,7 @@ fn validate(file: FileConfig) -> Result<Checked> {
     }
     crate::tokens::apply(file.tokens.as_ref(), file.connections.as_ref(), &mut server)?;
     crate::webhooks::apply(&mut server, file.webhooks.as_ref(), &file.inbound)?;
+    apply_relay(&mut server, file.relay.as_ref())?;
     warnings.extend(crate::webhooks::warnings(&server));
     Ok(Checked {
         server,
@@ -557,6 +599,35 @@ mod tests {
             .contains("keep")
         );
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn the_relay_section_sets_timeouts_and_limits() {
+        let f = fixture();
+        let c = parse(&toml_with(
+            "127.0.0.1:8443",
+            &f.key,
+            "plaintext = true\n[rate_limit]\nrelay_per_minute = 50\n[relay]\nconnect_timeout_secs = 2\ntimeout_secs = 10\nmax_response_kib = 64",
+        ))
+        .unwrap();
+        assert_eq!(c.server.relay.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.server.relay.timeout, Duration::from_secs(10));
+        assert_eq!(c.server.relay.max_response_bytes, 64 * 1024);
+        assert_eq!(c.server.rate_limit.relay_per_minute, 50);
+        for (bad, name) in [
+            ("[relay]\ntimeout_secs = 0", "timeout_secs"),
+            ("[relay]\nconnect_timeout_secs = 61", "connect_timeout_secs"),
+            ("[relay]\nmax_response_kib = 0", "max_response_kib"),
+            ("[relay]\nretries = 1", "retries"),
+            ("[rate_limit]\nrelay_per_minute = 0", "relay_per_minute"),
+        ] {
+            let e = err(&toml_with(
+                "127.0.0.1:8443",
+                &f.key,
+                &format!("plaintext = true\n{bad}"),
+            ));
+            assert!(e.contains(name), "{e}");
+        }
     }
 
     #[test]

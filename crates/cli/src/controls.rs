@@ -22,6 +22,8 @@ pub struct RateLimitSection {
     pub otp_per_minute: Option<u32>,
     /// Per client address on unauthenticated requests and token issue (default 60).
     pub ip_per_minute: Option<u32>,
+    /// Relays per account, every key of it together (default 600).
+    pub relay_per_minute: Option<u32>,
 }
 
 /// `[gateway]`: client address, request signatures, idempotency.
@@ -62,6 +64,11 @@ pub fn apply(
             ),
             ("otp_per_minute", r.otp_per_minute, &mut rl.otp_per_minute),
             ("ip_per_minute", r.ip_per_minute, &mut rl.ip_per_minute),
+            (
+                "relay_per_minute",
+                r.relay_per_minute,
+                &mut rl.relay_per_minute,
+            ),
         ] {
             match value {
                 Some(0) => bail!("[rate_limit] {name} must be at least 1"),

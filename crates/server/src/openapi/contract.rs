@@ -81,6 +81,43 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
     ("put", "/v1/cards/{id}/pin", PIN_RULES),
     ("post", "/v1/cards/{id}/pin/verify", PIN_VERIFY_RULES),
     ("post", "/v1/cards/{id}/pin/change", PIN_RULES),
+    ("post", "/v1/relay", RELAY_RULES),
+];
+
+/// What `POST /v1/relay` refuses beyond its schema (docs/relay.md, "Codes").
+const RELAY_RULES: &[(&str, &str)] = &[
+    (
+        "destination_not_public",
+        "the destination must resolve to allowed addresses only",
+    ),
+    (
+        "relay_expression_invalid",
+        "every {{…}} must be a well-formed card expression, inside a string in a JSON body",
+    ),
+    (
+        "relay_field_not_offered",
+        "an expression's field must be one the relay offers",
+    ),
+    (
+        "relay_card_unknown",
+        "every card named must be the account's, in the key's mode",
+    ),
+    (
+        "relay_header_invalid",
+        "header names must be valid and not ones the relay sets itself",
+    ),
+    (
+        "relay_value_not_allowed",
+        "a value must be placeable where its expression is",
+    ),
+    (
+        "relay_pointer_invalid",
+        "each tokenize_response_fields entry must be a JSON pointer",
+    ),
+    (
+        "invalid_parameter",
+        "body must be a string, an object or an array",
+    ),
 ];
 
 const CARD_RULES: &[(&str, &str)] = &[

@@ -473,3 +473,28 @@ async fn a_restart_loses_a_held_cvc_and_it_is_in_no_file() {
         assert_not_in_file(&f, &needles);
     }
 }
+
+#[tokio::test]
+async fn a_retried_relay_with_its_idempotency_key_is_sent_once() {
+    let echo = Echo::start().await;
+    let srv = setup(&echo).await;
+    let pan = test_pan(31_020);
+    let id = card(&srv, &pan).await;
+    let body = json!({"destination": url(&echo, "/v1/pay"),
+        "body": {"n": format!("{{{{{id}:number}}}}"), "amount": 5}});
+    let send = || {
+        srv.client
+            .post(format!("{}/v1/relay", srv.url))
+            .bearer_auth(&srv.sk_test)
+            .header("idempotency-key", "pay-order-77")
+            .json(&body)
+            .send()
+    };
+    let first = Resp::from(send().await.unwrap()).await;
+    let second = Resp::from(send().await.unwrap()).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(second.status, 200, "{}", second.text);
+    assert_eq!(first.body, second.body);
+    assert_eq!(echo.received().len(), 1, "a retry does not pay twice");
+    assert!(!second.text.contains(&pan));
+}
