@@ -3,6 +3,7 @@
 //! BENCHMARKS.md at the repository root for the commands and the figures.
 
 mod conn;
+pub mod echo;
 mod hist;
 mod load;
 mod pan;
