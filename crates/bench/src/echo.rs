@@ -28,7 +28,7 @@ use tokio_rustls::TlsAcceptor;
 const MAX_BODY: usize = 1 << 20;
 
 /// The prefix of the echo's runtime threads' names when it runs on a thread of its own
-/// ([`EchoProcessor::spawn_thread`]).
+/// ([`EchoProcessor::spawn_thread`]), by which [`crate::procfs`] finds their CPU time.
 pub const THREAD_NAME: &str = "sr-echo";
 
 /// A bound, not yet serving, echo processor.
@@ -241,17 +241,7 @@ mod tests {
 
     /// A client of `url` that trusts `ca` (PEM) only.
     async fn target(url: &str, ca: &str, http2: bool) -> Target {
-        let file = std::env::temp_dir().join(format!(
-            "echo-ca-{}-{}.pem",
-            std::process::id(),
-            url.rsplit(':').next().unwrap()
-        ));
-        std::fs::write(&file, ca).unwrap();
-        let t = Target::new(url, file.to_str().unwrap(), http2)
-            .await
-            .unwrap();
-        std::fs::remove_file(&file).unwrap();
-        t
+        Target::with_ca_pem(url, ca, http2).await.unwrap()
     }
 
     #[test]
@@ -321,5 +311,6 @@ mod tests {
             assert_eq!(v["path"], "/x");
             assert_eq!(v["body"], "");
         });
+        assert!(crate::procfs::threads_cpu_micros(THREAD_NAME).is_some());
     }
 }
