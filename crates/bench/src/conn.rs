@@ -37,8 +37,18 @@ pub struct Target {
 
 impl Target {
     /// Parses `base` (`https://host:port`), resolves it, and prepares a TLS client that trusts
-    /// only the certificates in `ca_cert` (PEM), offering `h2` or `http/1.1` by ALPN.
+    /// only the certificates in the file `ca_cert` (PEM), offering `h2` or `http/1.1` by ALPN.
     pub async fn new(base: &str, ca_cert: &str, http2: bool) -> Result<Self> {
+        let pem = std::fs::read(ca_cert).with_context(|| format!("reading CA cert {ca_cert}"))?;
+        Self::build(base, &pem, ca_cert, http2).await
+    }
+
+    /// [`Self::new`] with the CA certificates given as PEM text.
+    pub async fn with_ca_pem(base: &str, ca_pem: &str, http2: bool) -> Result<Self> {
+        Self::build(base, ca_pem.as_bytes(), "the CA", http2).await
+    }
+
+    async fn build(base: &str, ca_pem: &[u8], ca_name: &str, http2: bool) -> Result<Self> {
         let uri: Uri = base.parse().with_context(|| format!("bad url {base}"))?;
         let (Some(scheme), Some(auth)) = (uri.scheme_str(), uri.authority()) else {
             bail!("bad url {base}: needs a scheme and a host");
@@ -58,7 +68,9 @@ impl Target {
         let server_name =
             ServerName::try_from(host.to_owned()).with_context(|| format!("bad host {host}"))?;
         let tls = if https {
-            Some(TlsConnector::from(Arc::new(tls_config(ca_cert, http2)?)))
+            Some(TlsConnector::from(Arc::new(tls_config(
+                ca_pem, ca_name, http2,
+            )?)))
         } else {
             None
         };
@@ -101,17 +113,15 @@ impl Target {
     }
 }
 
-fn tls_config(ca_cert: &str, http2: bool) -> Result<rustls::ClientConfig> {
+fn tls_config(ca_pem: &[u8], ca_name: &str, http2: bool) -> Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_cert)
-        .with_context(|| format!("reading CA cert {ca_cert}"))?
-    {
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
         roots
-            .add(cert.with_context(|| format!("parsing CA cert {ca_cert}"))?)
+            .add(cert.with_context(|| format!("parsing CA cert {ca_name}"))?)
             .context("adding the CA cert")?;
     }
     if roots.is_empty() {
-        bail!("{ca_cert} holds no certificate");
+        bail!("{ca_name} holds no certificate");
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)

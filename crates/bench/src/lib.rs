@@ -3,10 +3,12 @@
 //! BENCHMARKS.md at the repository root for the commands and the figures.
 
 mod conn;
+pub mod echo;
 mod hist;
 mod load;
 mod pan;
 mod procfs;
+mod relay;
 mod spawn;
 
 use std::collections::BTreeMap;
@@ -55,8 +57,17 @@ struct Args {
     /// CA certificate (PEM) to trust for --target.
     #[arg(long, value_name = "PEM")]
     ca_cert: Option<String>,
+    /// Admin key (sk_admin_…) for the relay scenarios with --target: the bench adds its
+    /// echo processor to --account's relay destinations, and puts them back at the end.
+    #[arg(long, env = "STRONGROOM_BENCH_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
+    /// The account of --key, for the relay scenarios with --target.
+    #[arg(long, value_name = "ACCOUNT_ID")]
+    account: Option<String>,
     /// Scenarios to run, in order: floor, tokenize, get, mixed, auth (get with a bearer
-    /// JWT from POST /v1/auth/token instead of the key).
+    /// JWT from POST /v1/auth/token instead of the key), relay (POST /v1/relay to a
+    /// loopback echo processor the bench runs, one card substituted), relay-direct (the
+    /// same request straight to the echo processor).
     #[arg(
         long,
         value_delimiter = ',',
@@ -159,12 +170,43 @@ struct ScenarioResult {
     /// Also reported: what the rest of the run looked like.
     ok: u64,
     seconds: f64,
+    /// This process's CPU per operation, less the echo processor's threads.
     client_cpu_us_per_op: Option<f64>,
+    /// The echo processor's CPU per operation (its threads in this process).
+    echo_cpu_us_per_op: Option<f64>,
     /// Share of all the machine's CPU that was busy during the window (0..1).
     machine_cpu_busy: Option<f64>,
     /// Established connections to the server seen mid-run (--spawn only).
     connections: Option<usize>,
     error_kinds: Vec<String>,
+}
+
+/// The relay's throughput against the same requests sent straight to the processor.
+#[derive(Serialize)]
+struct RelaySummary {
+    relay_ops_per_s: Option<f64>,
+    direct_ops_per_s: Option<f64>,
+    /// relay / relay-direct.
+    ratio: Option<f64>,
+    /// The server's CPU per relay: all of it is the relay's, since the direct requests do
+    /// not touch the server.
+    server_cpu_us_per_relay: Option<f64>,
+}
+
+fn relay_summary(results: &Results) -> Option<RelaySummary> {
+    let relay = results.get("relay");
+    let direct = results.get("relay-direct");
+    if relay.is_none() && direct.is_none() {
+        return None;
+    }
+    let r = relay.map(|r| r.ops_per_s);
+    let d = direct.map(|d| d.ops_per_s);
+    Some(RelaySummary {
+        relay_ops_per_s: r,
+        direct_ops_per_s: d,
+        ratio: r.zip(d.filter(|d| *d > 0.0)).map(|(r, d)| r / d),
+        server_cpu_us_per_relay: relay.and_then(|r| r.server_cpu_us_per_op),
+    })
 }
 
 #[derive(Serialize)]
@@ -187,6 +229,9 @@ struct Config {
 #[derive(Serialize)]
 struct Report {
     scenarios: BTreeMap<&'static str, ScenarioResult>,
+    /// `relay` against `relay-direct`, when both ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relay: Option<RelaySummary>,
     machine: procfs::Machine,
     config: Config,
 }
@@ -234,6 +279,7 @@ async fn run(args: Args) -> Result<()> {
 
     // The server: spawned (and killed when `server` drops) or given.
     let mut server = None;
+    let mut admin = None;
     let (url, key, ca, server_bin) = if args.spawn {
         let bin = match &args.server_bin {
             Some(p) => p.clone(),
@@ -256,6 +302,7 @@ async fn run(args: Args) -> Result<()> {
             s.dev.url,
             s.data_dir().display()
         );
+        admin = Some((s.dev.admin_key.clone(), s.dev.account_id.clone()));
         let t = (
             s.dev.url.clone(),
             s.dev.secret_key.clone(),
@@ -271,7 +318,20 @@ async fn run(args: Args) -> Result<()> {
         let Some(ca) = args.ca_cert.clone() else {
             bail!("--target needs --ca-cert PEM (the CA that signed the server's certificate)");
         };
+        if let (Some(k), Some(a)) = (&args.admin_key, &args.account) {
+            admin = Some((k.clone(), a.clone()));
+        }
         (url, key, ca, None)
+    };
+    let admin = match admin {
+        Some((key, account)) => Some(relay::Admin {
+            key: bearer(&key)?,
+            account,
+        }),
+        None if args.scenario.iter().any(|s| s.relays()) => {
+            bail!("the relay scenarios with --target need --admin-key and --account")
+        }
+        None => None,
     };
     let url = url.trim_end_matches('/').to_string();
     let result = measure(
@@ -280,6 +340,7 @@ async fn run(args: Args) -> Result<()> {
         &url,
         &key,
         &ca,
+        admin.as_ref(),
         server.as_ref(),
         server_bin,
         machine,
@@ -296,12 +357,12 @@ async fn measure(
     url: &str,
     key: &str,
     ca: &str,
+    admin: Option<&relay::Admin>,
     server: Option<&spawn::SpawnedServer>,
     server_bin: Option<String>,
     machine: procfs::Machine,
 ) -> Result<()> {
     let n = args.concurrency;
-    let pid = server.map(spawn::SpawnedServer::pid);
     let port = server
         .map(spawn::SpawnedServer::port)
         .transpose()?
@@ -327,6 +388,7 @@ async fn measure(
         bearer: HeaderValue::from_static(""),
         ids: Vec::new(),
         get_ratio: args.mix_get_ratio,
+        relay: None,
         ops: Default::default(),
     };
 
@@ -388,7 +450,79 @@ async fn measure(
             pan::PanSlice::for_worker(range_start + preload, range_end, w as u64, n as u64);
     }
 
-    let mut results: BTreeMap<&'static str, ScenarioResult> = BTreeMap::new();
+    // The relay scenarios: the echo processor, approved for the account, and a card.
+    let mut relay = None;
+    if let Some(admin) = admin.filter(|_| args.scenario.iter().any(|s| s.relays())) {
+        let pan = workers
+            .first_mut()
+            .and_then(|w| w.pans.next_pan())
+            .context("no card number left for the relay's card")?;
+        let r = relay::Relay::setup(&target, &shared.auth, admin, &pan, http2).await?;
+        eprintln!(
+            "echo processor at https://{} (its own runtime, {} threads)",
+            r.echo.addr,
+            relay::ECHO_THREADS
+        );
+        for w in &mut workers {
+            w.echo = Some(conn::Conn::new(r.plan.echo.clone()));
+        }
+        shared.relay = Some(r.plan.clone());
+        relay = Some(r);
+    }
+    let echo_port = relay.as_ref().map(|r| r.echo.addr.port());
+    let measured = scenarios(args, workers, shared, server, port, echo_port).await;
+    if let (Some(r), Some(admin)) = (&relay, admin)
+        && !args.spawn
+        && let Err(e) = r.restore(&target, admin).await
+    {
+        eprintln!("  warning: the account's relay destinations were not put back: {e:#}");
+    }
+    drop(relay);
+    let (results, shared) = measured?;
+    report(
+        args,
+        results,
+        &shared,
+        url,
+        machine,
+        server_bin,
+        http2,
+        preload,
+        range_start,
+        range_end,
+    )
+}
+
+type Results = BTreeMap<&'static str, ScenarioResult>;
+
+/// Runs the measured scenarios in turn.
+async fn scenarios(
+    args: &Args,
+    mut workers: Vec<Worker>,
+    shared: Shared,
+    server: Option<&spawn::SpawnedServer>,
+    port: Option<u16>,
+    echo_port: Option<u16>,
+) -> Result<(Results, Shared)> {
+    let n = args.concurrency;
+    let pid = server.map(spawn::SpawnedServer::pid);
+    let mut shared = shared;
+    // Open the echo connections, and the server's to the echo, before the clock starts.
+    for s in [Scenario::RelayDirect, Scenario::Relay] {
+        if args.scenario.contains(&s) {
+            let (ws, sh, t) = phase(workers, Arc::new(shared), s, None, "warm-up", Some(1)).await?;
+            (workers, shared) = (ws, sh);
+            if t.ok < n as u64 {
+                bail!(
+                    "warm-up of {}: {} of {n} answered: {:?}",
+                    s.name(),
+                    t.ok,
+                    t.error_kinds
+                );
+            }
+        }
+    }
+    let mut results: Results = BTreeMap::new();
     let mut shared = Arc::new(shared);
     for &scenario in &args.scenario {
         if let Some(s) = server {
@@ -399,6 +533,7 @@ async fn measure(
         }
         let cpu0 = pid.and_then(procfs::cpu_micros);
         let me0 = procfs::cpu_micros(std::process::id());
+        let echo0 = procfs::threads_cpu_micros(echo::THREAD_NAME);
         let m0 = procfs::machine_ticks();
         let start = Instant::now();
         let conns_seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -409,7 +544,11 @@ async fn measure(
             Some(args.duration),
             scenario.name(),
             None,
-            port.map(|p| (p, conns_seen.clone())),
+            match scenario {
+                Scenario::RelayDirect => echo_port,
+                _ => port,
+            }
+            .map(|p| (p, conns_seen.clone())),
         )
         .await?;
         let secs = start.elapsed().as_secs_f64();
@@ -417,6 +556,7 @@ async fn measure(
         shared = Arc::new(sh);
         let cpu1 = pid.and_then(procfs::cpu_micros);
         let me1 = procfs::cpu_micros(std::process::id());
+        let echo1 = procfs::threads_cpu_micros(echo::THREAD_NAME);
         let m1 = procfs::machine_ticks();
         let total = t.ok + t.errors;
         let per_op = |a: Option<u64>, b: Option<u64>| match (a, b) {
@@ -449,13 +589,35 @@ async fn measure(
                 floor_ratio: None,
                 ok: t.ok,
                 seconds: secs,
-                client_cpu_us_per_op: per_op(me0, me1),
+                // The echo processor runs in this process: its threads are counted apart.
+                client_cpu_us_per_op: per_op(me0, me1)
+                    .map(|c| c - per_op(echo0, echo1).unwrap_or(0.0)),
+                echo_cpu_us_per_op: per_op(echo0, echo1),
                 machine_cpu_busy: busy,
                 connections: port.map(|_| conns_seen.load(Ordering::Relaxed)),
                 error_kinds: t.error_kinds,
             },
         );
     }
+    let shared = Arc::try_unwrap(shared)
+        .map_err(|_| anyhow::anyhow!("worker state still shared after the scenarios"))?;
+    Ok((results, shared))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    args: &Args,
+    mut results: Results,
+    shared: &Shared,
+    url: &str,
+    machine: procfs::Machine,
+    server_bin: Option<String>,
+    http2: bool,
+    preload: u64,
+    range_start: u64,
+    range_end: u64,
+) -> Result<()> {
+    let n = args.concurrency;
     let floor = results.get("floor").map(|r| r.ops_per_s);
     if let Some(f) = floor.filter(|f| *f > 0.0) {
         for r in results.values_mut() {
@@ -464,6 +626,17 @@ async fn measure(
     }
 
     print_table(&results);
+    let relay = relay_summary(&results);
+    if let Some(r) = &relay {
+        let f = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
+        println!(
+            "relay {} ops/s against relay-direct {} ops/s: ratio {} (target ≥ 0.40); server µs per relay {} (target ≤ 60)",
+            f(r.relay_ops_per_s, 0),
+            f(r.direct_ops_per_s, 0),
+            f(r.ratio, 3),
+            f(r.server_cpu_us_per_relay, 1),
+        );
+    }
     let used_end = range_end; // every worker's slice lies within [start, end)
     if !args.spawn {
         eprintln!(
@@ -473,6 +646,7 @@ async fn measure(
     }
     let report = Report {
         scenarios: results,
+        relay,
         machine,
         config: Config {
             mode: if args.spawn { "spawn" } else { "target" },
@@ -590,7 +764,7 @@ async fn phase_with(
 fn print_table(results: &BTreeMap<&'static str, ScenarioResult>) {
     let f = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
     println!(
-        "{:<10} {:>10} {:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>9} {:>7} {:>6}",
+        "{:<12} {:>10} {:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>9} {:>7} {:>6}",
         "scenario",
         "ops/s",
         "p50 ms",
@@ -604,10 +778,18 @@ fn print_table(results: &BTreeMap<&'static str, ScenarioResult>) {
         "conns"
     );
     // Floor first, then the rest in the order they are usually read.
-    for name in ["floor", "tokenize", "get", "mixed", "auth"] {
+    for name in [
+        "floor",
+        "tokenize",
+        "get",
+        "mixed",
+        "auth",
+        "relay-direct",
+        "relay",
+    ] {
         let Some(r) = results.get(name) else { continue };
         println!(
-            "{:<10} {:>10.0} {:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>9} {:>7} {:>6}",
+            "{:<12} {:>10.0} {:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>9} {:>7} {:>6}",
             name,
             r.ops_per_s,
             f(r.p50_ms, 2),

@@ -17,7 +17,7 @@ use crate::pan::PanSlice;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Scenario {
     /// GET /healthz: the TLS + HTTP stack alone, no store.
     Floor,
@@ -30,6 +30,12 @@ pub enum Scenario {
     /// GET /v1/cards/{id} of preloaded cards authenticated with a bearer JWT from
     /// `POST /v1/auth/token` instead of the API key (expects 200).
     Auth,
+    /// POST /v1/relay to the bench's loopback echo processor, one card's number and
+    /// expiry substituted into a JSON body (expects 200).
+    Relay,
+    /// The same body with the real values, straight to the echo processor over the
+    /// bench's own TLS connections: what `relay` is measured against (expects 200).
+    RelayDirect,
 }
 
 impl Scenario {
@@ -40,8 +46,28 @@ impl Scenario {
             Self::Get => "get",
             Self::Mixed => "mixed",
             Self::Auth => "auth",
+            Self::Relay => "relay",
+            Self::RelayDirect => "relay-direct",
         }
     }
+
+    /// Whether it needs the echo processor and a relayed card.
+    pub fn relays(self) -> bool {
+        matches!(self, Self::Relay | Self::RelayDirect)
+    }
+}
+
+/// What the relay scenarios send.
+#[derive(Clone)]
+pub struct RelayPlan {
+    /// The echo processor, reached straight (`relay-direct`).
+    pub echo: Arc<Target>,
+    /// The processor's path, for `relay-direct`.
+    pub path: String,
+    /// `POST /v1/relay`'s body: the destination and the body with expressions.
+    pub relay_body: Bytes,
+    /// The processor's body with the card's real values.
+    pub direct_body: Bytes,
 }
 
 /// What every worker shares.
@@ -54,6 +80,8 @@ pub struct Shared {
     /// Card ids to read (`get`, `mixed`).
     pub ids: Vec<String>,
     pub get_ratio: f64,
+    /// The relay scenarios' requests (when one of them runs).
+    pub relay: Option<RelayPlan>,
     /// Requests completed so far in the current phase (for the progress line).
     pub ops: AtomicU64,
 }
@@ -61,6 +89,8 @@ pub struct Shared {
 /// One connection's worth of state, moved into its task and handed back at the end.
 pub struct Worker {
     pub conn: Conn,
+    /// A connection to the echo processor (`relay-direct`).
+    pub echo: Option<Conn>,
     pub pans: PanSlice,
     rng: u64,
 }
@@ -69,6 +99,7 @@ impl Worker {
     pub fn new(conn: Conn, pans: PanSlice, seed: u64) -> Self {
         Self {
             conn,
+            echo: None,
             pans,
             rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
         }
@@ -124,6 +155,8 @@ enum Op {
     Tokenize(String),
     Get(usize),
     AuthGet(usize),
+    Relay,
+    RelayDirect,
 }
 
 /// Sends requests of `scenario` until `deadline` or `max_ops` (or, with `keep_ids`, until the worker's
@@ -141,6 +174,8 @@ pub async fn run(
     while Instant::now() < deadline && max_ops.is_none_or(|m| t.ok + t.errors < m) {
         let op = match scenario {
             Scenario::Floor => Op::Floor,
+            Scenario::Relay => Op::Relay,
+            Scenario::RelayDirect => Op::RelayDirect,
             Scenario::Auth => Op::AuthGet(pick(&mut w, shared.ids.len())),
             Scenario::Get => Op::Get(pick(&mut w, shared.ids.len())),
             Scenario::Tokenize => match w.pans.next_pan() {
@@ -193,10 +228,40 @@ pub async fn run(
                 target.request(Method::GET, &card(i), Some(&shared.bearer), None),
                 StatusCode::OK,
             ),
+            Op::Relay => (
+                match &shared.relay {
+                    Some(r) => target.request(
+                        Method::POST,
+                        "/v1/relay",
+                        Some(&shared.auth),
+                        Some(r.relay_body.clone()),
+                    ),
+                    None => Err("no relay plan".to_string()),
+                },
+                StatusCode::OK,
+            ),
+            Op::RelayDirect => (
+                match &shared.relay {
+                    Some(r) => {
+                        r.echo
+                            .request(Method::POST, &r.path, None, Some(r.direct_body.clone()))
+                    }
+                    None => Err("no relay plan".to_string()),
+                },
+                StatusCode::OK,
+            ),
+        };
+        let conn = match (&op, &mut w.echo) {
+            (Op::RelayDirect, Some(echo)) => echo,
+            (Op::RelayDirect, None) => {
+                t.error("no connection to the echo processor".to_string());
+                break;
+            }
+            _ => &mut w.conn,
         };
         let start = Instant::now();
         let outcome = match req {
-            Ok(req) => match tokio::time::timeout(REQUEST_TIMEOUT, w.conn.send(req)).await {
+            Ok(req) => match tokio::time::timeout(REQUEST_TIMEOUT, conn.send(req)).await {
                 Ok(Ok((status, body))) if status == expect => Ok(body),
                 Ok(Ok((StatusCode::OK, _))) if expect == StatusCode::CREATED => Err(
                     "200 instead of 201: card already existed (use another --pan-offset)"
@@ -206,7 +271,7 @@ pub async fn run(
                 Ok(Err(e)) => Err(e),
                 Err(_) => {
                     // The request may still be in flight: never reuse that connection.
-                    w.conn.reset();
+                    conn.reset();
                     Err("timeout".to_string())
                 }
             },

@@ -5,7 +5,12 @@ use serde::Serialize;
 
 /// CPU time of a process so far, in microseconds (user + system).
 pub fn cpu_micros(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_micros(std::path::Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// utime + stime of a `/proc/…/stat` file (a process's or a thread's), in microseconds.
+fn stat_cpu_micros(path: &std::path::Path) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     let rest = stat.get(stat.rfind(')')? + 1..)?;
     let mut fields = rest.split_whitespace();
@@ -13,6 +18,27 @@ pub fn cpu_micros(pid: u32) -> Option<u64> {
     let utime: u64 = fields.nth(11)?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some((utime + stime) * 1_000_000 / clock_ticks())
+}
+
+/// CPU time so far of this process's threads whose name starts with `prefix`, in
+/// microseconds (user + system); `None` when `/proc/self/task` cannot be read or no thread
+/// has that name.
+pub fn threads_cpu_micros(prefix: &str) -> Option<u64> {
+    let mut total = 0;
+    let mut any = false;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let path = task.path();
+        let named = std::fs::read_to_string(path.join("comm"))
+            .is_ok_and(|c| c.trim_end().starts_with(prefix));
+        if !named {
+            continue;
+        }
+        if let Some(us) = stat_cpu_micros(&path.join("stat")) {
+            total += us;
+            any = true;
+        }
+    }
+    any.then_some(total)
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`). It is 100 on every Linux we know of, which

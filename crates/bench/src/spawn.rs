@@ -18,6 +18,9 @@ pub struct DevJson {
     pub url: String,
     pub ca_cert: String,
     pub secret_key: String,
+    /// The relay scenarios approve their echo processor with these.
+    pub admin_key: String,
+    pub account_id: String,
 }
 
 pub struct SpawnedServer {
@@ -104,6 +107,8 @@ impl SpawnedServer {
             .arg(format!("127.0.0.1:{port}"))
             // The load generator measures the vault, not the 100/min default rate limit.
             .arg("--rate-limit-per-minute")
+            .arg("1000000")
+            .arg("--relay-rate-limit-per-minute")
             .arg("1000000");
         let pg = database_url.map(|url| (url.to_owned(), format!("bench_{}", std::process::id())));
         if let Some((url, schema)) = &pg {
@@ -129,6 +134,8 @@ impl SpawnedServer {
                 url: String::new(),
                 ca_cert: String::new(),
                 secret_key: String::new(),
+                admin_key: String::new(),
+                account_id: String::new(),
             },
         };
         let deadline = Instant::now() + timeout;

@@ -33,6 +33,9 @@ pub struct DevArgs {
     /// Per-credential rate limit, requests per minute (default 100; benchmarks raise it).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     rate_limit_per_minute: Option<u32>,
+    /// Per-account relay rate limit, relays per minute (default 600; benchmarks raise it).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    relay_rate_limit_per_minute: Option<u32>,
 }
 
 /// What `dev.json` holds: exactly these fields.
@@ -77,6 +80,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
     config.audit_anchor = Some(dir.join(strongroom_server::audit::anchor::FILE_NAME));
     if let Some(n) = args.rate_limit_per_minute {
         config.rate_limit.per_minute = n;
+    }
+    if let Some(n) = args.relay_rate_limit_per_minute {
+        config.rate_limit.relay_per_minute = n;
     }
     let running = strongroom_server::start(config, root)
         .await

@@ -106,13 +106,11 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
-    /// Relay settings of an account through the admin API: the destinations its card
-    /// data may be sent to.
+    /// The relay: an account's approved destinations (through the admin API), and a
+    /// loopback echo processor to try it against.
     Relay {
         #[command(subcommand)]
         command: relay::RelayCommand,
-        #[command(flatten)]
-        target: admin::Target,
     },
     /// Incident response through the admin API.
     Incident {
@@ -171,7 +169,7 @@ fn main() -> std::process::ExitCode {
             Command::AdminKeys { command, target } => admin::admin_keys(command, target).await,
             Command::Audit { command } => audit::run(command).await,
             Command::Incident { command, target } => tokens::incident(command, target).await,
-            Command::Relay { command, target } => relay::run(command, target).await,
+            Command::Relay { command } => relay::run(command).await,
             // Run before the runtime was built (above).
             Command::Bench { .. } => Ok(()),
         }

@@ -1,11 +1,13 @@
 //! `strongroom relay destinations set|list`: the hosts an account's relay may send card
-//! data to, through the admin API (docs/relay.md).
+//! data to, through the admin API (docs/relay.md); and `strongroom relay echo`, a loopback
+//! HTTPS echo processor to point the relay at.
 
 use crate::admin::{Target, id};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Subcommand;
 use serde_json::{Map, Value, json};
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
 pub enum RelayCommand {
@@ -13,6 +15,20 @@ pub enum RelayCommand {
     Destinations {
         #[command(subcommand)]
         command: DestinationsCommand,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Run a loopback HTTPS echo processor: it answers every request with a JSON echo of
+    /// it (method, path, headers, body), under a CA it makes at start. Approve it with
+    /// `relay destinations set --destination 127.0.0.1:PORT,test-only,ca=FILE`.
+    Echo {
+        /// Where to listen: a loopback address only (it receives card data).
+        #[arg(long, default_value = "127.0.0.1:9443")]
+        listen: SocketAddr,
+        /// Where to write the CA certificate (PEM) the processor's certificate is
+        /// signed by.
+        #[arg(long, default_value = "echo-ca.pem")]
+        ca_out: PathBuf,
     },
 }
 
@@ -112,8 +128,30 @@ fn read_pem(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-pub async fn run(cmd: RelayCommand, target: Target) -> Result<()> {
-    let RelayCommand::Destinations { command } = cmd;
+pub async fn run(cmd: RelayCommand) -> Result<()> {
+    match cmd {
+        RelayCommand::Destinations { command, target } => destinations(command, target).await,
+        RelayCommand::Echo { listen, ca_out } => echo(listen, &ca_out).await,
+    }
+}
+
+/// Serves the echo processor until Ctrl-C.
+async fn echo(listen: SocketAddr, ca_out: &Path) -> Result<()> {
+    let echo = strongroom_bench::echo::EchoProcessor::bind(listen)?;
+    std::fs::write(ca_out, echo.ca_pem())
+        .with_context(|| format!("cannot write {}", ca_out.display()))?;
+    let addr = echo.local_addr();
+    println!(
+        "echo processor listening on https://{addr} (CA certificate in {}); Ctrl-C stops it",
+        ca_out.display()
+    );
+    tokio::select! {
+        r = echo.run() => r,
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C"),
+    }
+}
+
+async fn destinations(command: DestinationsCommand, target: Target) -> Result<()> {
     let path = |a: &str| id(a).map(|a| format!("/v1/admin/accounts/{a}/relay_destinations"));
     match command {
         DestinationsCommand::Set {

@@ -65,3 +65,48 @@ fn bench_spawn_runs_every_scenario_over_http1() {
 fn bench_spawn_runs_every_scenario_over_http2() {
     check(&bench(&["--http2"]), "http2");
 }
+
+/// The relay scenarios: the bench's own echo processor, approved through the admin API,
+/// measured through `POST /v1/relay` and straight.
+#[test]
+fn bench_spawn_runs_the_relay_scenarios() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args([
+            "bench",
+            "--spawn",
+            "--scenario",
+            "relay-direct,relay",
+            "--duration",
+            "700ms",
+            "--concurrency",
+            "4",
+            "--preload",
+            "0",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("relay-direct"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for name in ["relay", "relay-direct"] {
+        let s = &report["scenarios"][name];
+        assert_eq!(s["errors"], 0, "{name}: {s}");
+        assert!(s["ok"].as_u64().unwrap() > 0, "{name}: {s}");
+        assert!(s["echo_cpu_us_per_op"].as_f64().is_some(), "{name}: {s}");
+    }
+    assert!(
+        report["scenarios"]["relay"]["server_cpu_us_per_op"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    let ratio = report["relay"]["ratio"].as_f64().unwrap();
+    assert!(ratio > 0.0, "{}", report["relay"]);
+}

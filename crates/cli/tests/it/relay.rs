@@ -105,3 +105,129 @@ fn destinations_are_set_listed_and_refused_with_their_code() {
     assert!(status.success());
     assert!(child.wait().unwrap().success());
 }
+
+/// Starts `strongroom relay echo` on a free loopback port and reads the port from its
+/// one line. Killed by the caller.
+fn start_echo(ca_out: &Path) -> (std::process::Child, u16) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["relay", "echo", "--listen", "127.0.0.1:0", "--ca-out"])
+        .arg(ca_out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .split("https://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    assert!(line.contains(&ca_out.display().to_string()), "{line}");
+    (child, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_processor_answers_over_its_own_ca_and_through_the_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_out = dir.path().join("echo-ca.pem");
+    let (mut echo, port) = start_echo(&ca_out);
+    let ca = std::fs::read(&ca_out).unwrap();
+
+    // Straight to the processor, trusting only its CA.
+    let client = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .build()
+        .unwrap();
+    let r = client
+        .post(format!("https://127.0.0.1:{port}/v1/charges?x=1"))
+        .header("x-test", "yes")
+        .body("amount=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["path"], "/v1/charges?x=1");
+    assert_eq!(v["headers"]["x-test"], "yes");
+    assert_eq!(v["body"], "amount=1");
+
+    // Through the relay of a dev vault that approved it.
+    let d = dir.path().join("dev");
+    let (mut dev_child, dev) = crate::start_dev(&d);
+    let account = dev["account_id"].as_str().unwrap().to_owned();
+    let spec = format!("127.0.0.1:{port},test-only,ca={}", ca_out.display());
+    let out = cli(&d, &["set", "--account", &account, "--destination", &spec]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let vault = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(
+            &std::fs::read(dev["ca_cert"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap()])
+        .build()
+        .unwrap();
+    let url = dev["url"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_owned();
+    let sk = dev["secret_key"].as_str().unwrap();
+    let r = vault
+        .post(format!("{url}/v1/cards"))
+        .bearer_auth(sk)
+        .json(&serde_json::json!({"number": "4242424242424242", "exp_month": 4, "exp_year": 2031}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = vault
+        .post(format!("{url}/v1/relay"))
+        .bearer_auth(sk)
+        .json(&serde_json::json!({
+            "destination": format!("https://127.0.0.1:{port}/v1/charges"),
+            "body": {"number": format!("{{{{{id}:number}}}}"), "exp_month": format!("{{{{{id}:exp_month}}}}")}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("4242424242424242"), "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let body = v["body"].as_str().unwrap();
+    assert!(body.contains("XXXX4242"), "{body}");
+    assert!(body.contains(r#""exp_month":"04""#), "{body}");
+
+    for child in [&mut echo, &mut dev_child] {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+#[test]
+fn the_echo_processor_listens_on_loopback_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["relay", "echo", "--listen", "0.0.0.0:0", "--ca-out"])
+        .arg(dir.path().join("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("loopback only"), "{stderr}");
+    assert!(!dir.path().join("ca.pem").exists());
+}
