@@ -24,6 +24,8 @@ pub enum IdKind {
     Otp,
     /// `req_`
     Request,
+    /// `inr_`: an inbound route (its id is also the capability in its URL).
+    InboundRoute,
 }
 
 impl IdKind {
@@ -37,6 +39,7 @@ impl IdKind {
             Self::WebhookEndpoint => "we_",
             Self::Otp => "otp_",
             Self::Request => "req_",
+            Self::InboundRoute => "inr_",
         }
     }
 }

@@ -32,7 +32,7 @@ mod testkit;
 
 use thiserror::Error;
 
-pub use json::{JsonPointer, PanField, find_json_pans};
+pub use json::{JsonField, JsonPointer, PanField, find_json_fields, find_json_pans};
 pub use scrub::{BodyKind, Tokenized, scrub};
 pub use template::Template;
 

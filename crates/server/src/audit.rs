@@ -22,6 +22,7 @@ pub mod anchor;
 pub mod failures;
 
 use crate::error::{ApiError, ApiResult, codes};
+use crate::extract::{INBOUND_ROUTE, INBOUND_ROUTE_ROOT};
 use crate::metrics::Metrics;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -192,6 +193,11 @@ pub fn action_for(method: &str, route: &str) -> String {
         ("GET", "/v1/webhook_endpoints/{id}/attempts") => "webhook_endpoint.attempts",
         ("POST", "/v1/inbound/{source}") => "inbound.receive",
         ("POST", "/v1/relay") => "relay.send",
+        ("GET", "/v1/inbound_routes") => "inbound_route.list",
+        ("POST", "/v1/inbound_routes") => "inbound_route.create",
+        ("GET", "/v1/inbound_routes/{id}") => "inbound_route.retrieve",
+        ("DELETE", "/v1/inbound_routes/{id}") => "inbound_route.delete",
+        (_, INBOUND_ROUTE | INBOUND_ROUTE_ROOT) => "inbound_route.forward",
         _ => "",
     };
     if named.is_empty() {
@@ -208,6 +214,7 @@ const KINDS: &[(IdKind, &str)] = &[
     (IdKind::Otp, "otp"),
     (IdKind::Event, "event"),
     (IdKind::WebhookEndpoint, "webhook_endpoint"),
+    (IdKind::InboundRoute, "inbound_route"),
 ];
 
 /// The resource a path names: the last path parameter that is a well-formed id.

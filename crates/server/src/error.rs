@@ -157,6 +157,9 @@ pub mod codes {
         TOO_MANY_DESTINATIONS = (BAD_REQUEST, "too_many_destinations", "An account may have at most 50 relay destinations.");
         DESTINATION_NOT_APPROVED = (FORBIDDEN, "destination_not_approved", "The URL is not HTTPS to a relay destination approved for this account and mode.");
         DESTINATION_UNREACHABLE = (BAD_GATEWAY, "destination_unreachable", "The relay destination's host name does not resolve.");
+        INBOUND_ROUTE_INVALID = (BAD_REQUEST, "inbound_route_invalid", "An inbound route is malformed: forward_to must be an approved HTTPS destination without query or fragment, path an absolute path prefix, each tokenize rule a JSON pointer or an object with number and either exp_month and exp_year or expiry, and description at most 200 characters.");
+        TOO_MANY_INBOUND_ROUTES = (BAD_REQUEST, "too_many_inbound_routes", "An account may have at most 100 inbound routes in each mode.");
+        INBOUND_CARD_INVALID = (UNPROCESSABLE_ENTITY, "inbound_card_invalid", "A field the inbound route tokenizes does not hold a valid card number with a valid, unexpired expiry; nothing was forwarded.");
         RELAY_EXPRESSION_INVALID = (BAD_REQUEST, "relay_expression_invalid", "A relay expression is malformed: it must be {{card_<id>:<field>}}, inside a string in a JSON body, and a cvc must not touch a digit or another expression.");
         RELAY_FIELD_NOT_OFFERED = (BAD_REQUEST, "relay_field_not_offered", "A relay expression asks for a field the relay does not offer: number, exp_month, exp_year, exp_year2, cardholder_name or cvc.");
         CVC_UNAVAILABLE = (CONFLICT, "cvc_unavailable", "The card's CVC is not held: it was never given, was used by an earlier relay, expired after 10 minutes, or was lost in a restart.");
@@ -221,6 +224,9 @@ fn mapped(e: &ServiceError) -> ApiError {
             }
         }
         E::RelayCardUnknown => RELAY_CARD_UNKNOWN,
+        E::InboundRouteInvalid => INBOUND_ROUTE_INVALID,
+        E::TooManyInboundRoutes => TOO_MANY_INBOUND_ROUTES,
+        E::InboundCardInvalid => INBOUND_CARD_INVALID,
         E::RelayHeaderInvalid => RELAY_HEADER_INVALID,
         E::RelayUpstreamFailed => RELAY_UPSTREAM_FAILED,
         E::RelayUpstreamTimeout => RELAY_UPSTREAM_TIMEOUT,

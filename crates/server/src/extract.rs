@@ -14,9 +14,21 @@ pub const RELAY_ROUTE: &str = "/v1/relay";
 /// Largest request body the relay accepts (what it sends on is at most this too).
 pub const RELAY_BODY_LIMIT: usize = 256 * 1024;
 
+/// The route partners send to through an inbound route (any method the relay sends);
+/// its bodies may be as large as the relay's.
+pub const INBOUND_ROUTE: &str = "/in/{route_id}/{*rest}";
+/// The same route without a path after the route id.
+pub const INBOUND_ROUTE_ROOT: &str = "/in/{route_id}";
+
+/// Whether a route is the relay or an inbound route: larger bodies, the relay's
+/// timeout.
+pub fn is_relay_route(route: &str) -> bool {
+    route == RELAY_ROUTE || route == INBOUND_ROUTE || route == INBOUND_ROUTE_ROOT
+}
+
 /// The largest body a route accepts.
 pub fn body_limit(route: &str) -> usize {
-    if route == RELAY_ROUTE {
+    if is_relay_route(route) {
         RELAY_BODY_LIMIT
     } else {
         BODY_LIMIT

@@ -334,7 +334,7 @@ pub async fn deadline(State(state): State<AppState>, req: Request, next: Next) -
     let relay = req
         .extensions()
         .get::<MatchedPath>()
-        .is_some_and(|m| m.as_str() == crate::extract::RELAY_ROUTE);
+        .is_some_and(|m| crate::extract::is_relay_route(m.as_str()));
     let limit = if relay {
         config
             .request_timeout

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod audit;
 pub mod cards;
 pub mod controls;
+pub mod inbound_routes;
 pub mod meta;
 pub mod metrics;
 pub mod pin;
@@ -148,6 +149,22 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/inbound/{source}", post(webhooks::inbound))
         .route(crate::extract::RELAY_ROUTE, post(relay::send))
+        .route(
+            "/v1/inbound_routes",
+            post(inbound_routes::create).get(inbound_routes::list),
+        )
+        .route(
+            "/v1/inbound_routes/{id}",
+            get(inbound_routes::get).delete(inbound_routes::delete),
+        )
+        .route(
+            crate::extract::INBOUND_ROUTE,
+            axum::routing::any(inbound_routes::forward),
+        )
+        .route(
+            crate::extract::INBOUND_ROUTE_ROOT,
+            axum::routing::any(inbound_routes::forward),
+        )
         .fallback(|| async { codes::NOT_FOUND })
         .method_not_allowed_fallback(|| async { codes::METHOD_NOT_ALLOWED })
         // Our extractors stop at 64 KiB themselves (`ApiJson`, `ApiBytes`); this holds

@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod controls;
+pub mod inbound_routes;
 pub mod model;
 pub mod pin;
 pub mod relay;
@@ -31,6 +32,7 @@ pub use controls::{
     AccountControls, ControlStore, ControlsUpdate, IdempotencyBegin, IdempotencyClaim,
     IdempotencyRecord, KeyWithControls, SigningKeyRecord,
 };
+pub use inbound_routes::{InboundRouteRecord, InboundRouteStore};
 pub use model::*;
 pub use pin::{PinOutcome, PinRecord, PinRewrap, PinStore, SetKind, SpendOtp, TransportKeyRecord};
 pub use postgres::{CacheEvent, PgStore};

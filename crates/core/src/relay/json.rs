@@ -145,7 +145,41 @@ pub fn find_json_pans(body: &[u8], pointers: &[JsonPointer]) -> Vec<PanField> {
     if pointers.is_empty() {
         return Vec::new();
     }
-    Walker { b: body, i: 0 }.walk(pointers).unwrap_or_default()
+    let mut hits = Vec::new();
+    let walked = Walker { b: body, i: 0 }.walk(pointers, |_, range, text| {
+        if let Ok(pan) = Pan::parse(text) {
+            hits.push(PanField { range, pan });
+        }
+    });
+    if walked.is_some() { hits } else { Vec::new() }
+}
+
+/// A scalar value found at a field a [`JsonPointer`] names.
+#[derive(Debug)]
+pub struct JsonField {
+    /// Which of the pointers named it (its index; the first if several did).
+    pub pointer: usize,
+    /// The whole JSON value in the body, quotes included.
+    pub range: Range<usize>,
+    /// A string's contents, unescaped, or an integer's digits, in a zeroizing buffer
+    /// (it may be a card number).
+    pub text: Zeroizing<String>,
+}
+
+/// Finds, in a JSON body, the string and integer values at `pointers`, in body order.
+/// Objects, arrays, `true`, `false`, `null` and non-integer numbers are not returned.
+/// `None` when the body is not one well-formed JSON document (nothing can be said to
+/// be at a pointer). Linear as [`find_json_pans`].
+pub fn find_json_fields(body: &[u8], pointers: &[JsonPointer]) -> Option<Vec<JsonField>> {
+    let mut hits = Vec::new();
+    Walker { b: body, i: 0 }.walk(pointers, |pointer, range, text| {
+        hits.push(JsonField {
+            pointer,
+            range,
+            text: Zeroizing::new(text.to_owned()),
+        });
+    })?;
+    Some(hits)
 }
 
 /// One open container: an object with its current member name, or an array with its
@@ -205,9 +239,14 @@ impl Walker<'_> {
         Some(Frame::Object { key, escaped })
     }
 
-    fn walk(mut self, pointers: &[JsonPointer]) -> Option<Vec<PanField>> {
+    /// Walks the document, calling `found(pointer index, value range, text)` for each
+    /// string or integer at a pointer. `None`: not one well-formed document.
+    fn walk<F: FnMut(usize, Range<usize>, &str)>(
+        mut self,
+        pointers: &[JsonPointer],
+        mut found: F,
+    ) -> Option<()> {
         let mut stack: Vec<Frame> = Vec::new();
-        let mut hits = Vec::new();
         loop {
             // A value.
             self.skip_ws();
@@ -234,14 +273,9 @@ impl Walker<'_> {
                 }
                 b'"' => {
                     let (inner, escaped) = self.string()?;
-                    if self.named(&stack, pointers) {
+                    if let Some(p) = self.named(&stack, pointers) {
                         let text = self.text(inner, escaped)?;
-                        if let Ok(pan) = Pan::parse(&text) {
-                            hits.push(PanField {
-                                range: start..self.i,
-                                pan,
-                            });
-                        }
+                        found(p, start..self.i, &text);
                     }
                 }
                 b'-' | b'0'..=b'9' => {
@@ -252,14 +286,11 @@ impl Walker<'_> {
                         self.i += 1;
                     }
                     let digits = self.b.get(start..self.i)?;
-                    if digits.iter().all(u8::is_ascii_digit) && self.named(&stack, pointers) {
+                    if digits.iter().all(u8::is_ascii_digit)
+                        && let Some(p) = self.named(&stack, pointers)
+                    {
                         let text = std::str::from_utf8(digits).ok()?;
-                        if let Ok(pan) = Pan::parse(text) {
-                            hits.push(PanField {
-                                range: start..self.i,
-                                pan,
-                            });
-                        }
+                        found(p, start..self.i, text);
                     }
                 }
                 b't' | b'f' | b'n' => {
@@ -279,7 +310,7 @@ impl Walker<'_> {
             loop {
                 self.skip_ws();
                 match stack.last_mut() {
-                    None => return (self.i == self.b.len()).then_some(hits),
+                    None => return (self.i == self.b.len()).then_some(()),
                     Some(Frame::Object { .. }) => match self.peek()? {
                         b',' => {
                             self.i += 1;
@@ -312,9 +343,9 @@ impl Walker<'_> {
         }
     }
 
-    /// Whether the current path is one of `pointers`.
-    fn named(&self, stack: &[Frame], pointers: &[JsonPointer]) -> bool {
-        pointers.iter().any(|p| {
+    /// Which of `pointers` (the first) the current path is, if any.
+    fn named(&self, stack: &[Frame], pointers: &[JsonPointer]) -> Option<usize> {
+        pointers.iter().position(|p| {
             p.tokens.len() == stack.len()
                 && p.tokens.iter().zip(stack).all(|(t, f)| match f {
                     Frame::Array { index } => t.index == Some(*index),
@@ -396,6 +427,41 @@ mod tests {
             .into_iter()
             .map(|h| (body[h.range].to_string(), h.pan.expose_digits().to_string()))
             .collect()
+    }
+
+    #[test]
+    fn fields_at_pointers_are_found_with_their_pointer() {
+        let body = r#"{"card":{"number":"4242 4242 4242 4242","exp_month":3,"exp_year":"20\u00330","tags":[1,"x"],"ok":true,"amt":1.5}}"#;
+        let ps = ptrs(&[
+            "/card/exp_year",
+            "/card/number",
+            "/card/exp_month",
+            "/card/tags/1",
+            "/card/ok",
+            "/card/amt",
+            "/nope",
+        ]);
+        let got: Vec<(usize, String, String)> = find_json_fields(body.as_bytes(), &ps)
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.pointer, body[f.range].to_string(), f.text.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    1,
+                    "\"4242 4242 4242 4242\"".to_string(),
+                    "4242 4242 4242 4242".to_string()
+                ),
+                (2, "3".to_string(), "3".to_string()),
+                (0, "\"20\\u00330\"".to_string(), "2030".to_string()),
+                (3, "\"x\"".to_string(), "x".to_string()),
+            ]
+        );
+        assert!(find_json_fields(b"{\"a\":", &ps).is_none());
+        assert!(find_json_fields(b"[] []", &ps).is_none());
+        assert_eq!(find_json_fields(b"{}", &[]).unwrap().len(), 0);
     }
 
     #[test]

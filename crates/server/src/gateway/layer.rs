@@ -11,7 +11,7 @@ use super::{
 use crate::audit::RequestAudit;
 use crate::auth::{self, Admin, Caller, Principal};
 use crate::error::{ApiError, ApiResult, codes};
-use crate::extract::RELAY_ROUTE;
+use crate::extract::{INBOUND_ROUTE, INBOUND_ROUTE_ROOT, RELAY_ROUTE};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
@@ -23,7 +23,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use strongroom_core::IdKind;
 use strongroom_store::{AccountControls, ApiKeyRecord, AuditScope};
+
+/// Whether the route is an inbound route's (`/in/{route_id}/…`).
+fn is_inbound(route: &str) -> bool {
+    route == INBOUND_ROUTE || route == INBOUND_ROUTE_ROOT
+}
 
 /// Route of the token endpoint: limited per client address as well.
 const TOKEN_ROUTE: &str = "/v1/auth/token";
@@ -51,9 +57,10 @@ fn buckets(
     caller: &Caller,
     controls: Option<&AccountControls>,
     route: &str,
-    method: &Method,
+    parts: &Parts,
     ip: IpAddr,
 ) -> Vec<(String, Quota)> {
+    let method = &parts.method;
     let q = |per_minute: u32| Quota { per_minute };
     // Per-address buckets key an IPv6 client by its /64 (built only when used).
     let net = || ratelimit::client_network(ip);
@@ -77,6 +84,20 @@ fn buckets(
             out.push((format!("key:{}", p.key_id), q(per_minute)));
         }
         Caller::Admin(a) => out.push((format!("key:{}", a.key_id), q(rl.per_minute))),
+        // A partner's request to an inbound route: the relay's quota per route and per
+        // address (the route id in the URL is the credential; the address's budget
+        // holds a guesser of ids to the same pace as one route).
+        Caller::Anonymous if is_inbound(route) => {
+            let id = parts
+                .uri
+                .path()
+                .strip_prefix("/in/")
+                .and_then(|r| r.split('/').next())
+                .filter(|id| strongroom_core::parse_id(IdKind::InboundRoute, id).is_ok())
+                .unwrap_or("unknown");
+            out.push((format!("inbound:{id}"), q(rl.relay_per_minute)));
+            out.push((format!("ip:{}:/in", net()), q(rl.relay_per_minute)));
+        }
         // A refused credential counts as no credential: per address.
         Caller::Anonymous | Caller::Refused { .. } => {
             // `/readyz` is limited too: its answer is cached, but it is no free probe.
@@ -103,7 +124,7 @@ async fn peek(
         _ => None,
     };
     let rl = &gw.settings.rate_limit;
-    let (key, quota) = buckets(rl, caller, controls.as_deref(), route, &parts.method, ip)
+    let (key, quota) = buckets(rl, caller, controls.as_deref(), route, parts, ip)
         .into_iter()
         .next()?;
     let now = gw.now_ms();
@@ -151,9 +172,15 @@ pub async fn gateway(State(state): State<AppState>, req: Request, next: Next) ->
         }
     };
 
-    let caller = match authenticate(&mut parts, &state).await {
-        Ok(c) => c,
-        Err(e) => return unavailable(e),
+    // A partner's request to an inbound route carries the partner's own credentials
+    // for the merchant, never the vault's: the route id is its credential.
+    let caller = if is_inbound(&route) {
+        Caller::Anonymous
+    } else {
+        match authenticate(&mut parts, &state).await {
+            Ok(c) => c,
+            Err(e) => return unavailable(e),
+        }
     };
     parts.extensions.insert(caller.clone());
     let mut decision: Option<Decision> = None;
@@ -249,7 +276,7 @@ async fn controls(
     // Rate limits: every bucket must admit the request; the headers show the tightest.
     let now = gw.now_ms();
     let rl = &gw.settings.rate_limit;
-    for (key, quota) in buckets(rl, caller, controls.as_deref(), route, &parts.method, ip) {
+    for (key, quota) in buckets(rl, caller, controls.as_deref(), route, parts, ip) {
         let d = gw.limiter.check(&key, quota, now).await?;
         let tighter = decision
             .as_ref()

@@ -82,6 +82,24 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
     ("post", "/v1/cards/{id}/pin/verify", PIN_VERIFY_RULES),
     ("post", "/v1/cards/{id}/pin/change", PIN_RULES),
     ("post", "/v1/relay", RELAY_RULES),
+    ("post", "/v1/inbound_routes", INBOUND_ROUTE_RULES),
+];
+
+/// What `POST /v1/inbound_routes` refuses beyond its schema (docs/relay.md, "Inbound
+/// routes").
+const INBOUND_ROUTE_RULES: &[(&str, &str)] = &[
+    (
+        "inbound_route_invalid",
+        "each rule needs an expiry (exp_month and exp_year, or expiry, not both); forward_to has no query or fragment; path has no dot segments, `//`, `%`, `?`, `#` or `\\`",
+    ),
+    (
+        "relay_pointer_invalid",
+        "every pointer must be an RFC 6901 JSON pointer",
+    ),
+    (
+        "destination_not_public",
+        "forward_to must resolve to allowed addresses only",
+    ),
 ];
 
 /// What `POST /v1/relay` refuses beyond its schema (docs/relay.md, "Codes").

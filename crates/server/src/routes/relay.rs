@@ -192,7 +192,7 @@ fn json_request(headers: &HeaderMap, body: &[u8]) -> ApiResult<RelayRequest> {
 
 /// Whether a refusal came after the request was sent (the destination failed) rather
 /// than before (nothing was sent).
-fn sent_then_failed(e: &ServiceError) -> bool {
+pub(crate) fn sent_then_failed(e: &ServiceError) -> bool {
     matches!(
         e,
         ServiceError::RelayUpstreamFailed
@@ -249,28 +249,41 @@ pub async fn send(
         Err(e) => Err((e, false)),
     };
     match outcome {
-        Ok(r) => {
-            let mut resp = Response::new(Body::from(r.body));
-            *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let h = resp.headers_mut();
-            for (name, value) in r.headers {
-                h.append(name, value);
-            }
-            h.insert(RELAY_STATUS, HeaderValue::from_static("completed"));
-            let ms = format!("{:.3}", r.latency.as_secs_f64() * 1000.0);
-            if let Ok(v) = HeaderValue::from_str(&ms) {
-                h.insert(UPSTREAM_LATENCY, v);
-            }
-            resp
-        }
-        Err((e, sent)) => {
-            let mut resp = e.into_response();
-            let status = if sent { "failed" } else { "refused" };
-            resp.headers_mut()
-                .insert(RELAY_STATUS, HeaderValue::from_static(status));
-            resp
-        }
+        Ok(r) => answer(r.status, r.headers, r.body, r.latency),
+        Err((e, sent)) => refusal(e, sent),
     }
+}
+
+/// The destination's cleaned answer, with `Strongroom-Relay-Status: completed` and the
+/// destination's latency.
+pub(crate) fn answer(
+    status: u16,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Vec<u8>,
+    latency: std::time::Duration,
+) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let h = resp.headers_mut();
+    for (name, value) in headers {
+        h.append(name, value);
+    }
+    h.insert(RELAY_STATUS, HeaderValue::from_static("completed"));
+    let ms = format!("{:.3}", latency.as_secs_f64() * 1000.0);
+    if let Ok(v) = HeaderValue::from_str(&ms) {
+        h.insert(UPSTREAM_LATENCY, v);
+    }
+    resp
+}
+
+/// An error, with `Strongroom-Relay-Status: failed` (sent, then the destination
+/// failed) or `refused` (nothing was sent).
+pub(crate) fn refusal(e: ApiError, sent: bool) -> Response {
+    let mut resp = e.into_response();
+    let status = if sent { "failed" } else { "refused" };
+    resp.headers_mut()
+        .insert(RELAY_STATUS, HeaderValue::from_static(status));
+    resp
 }
 
 /// `Strongroom-Relay-Status`: `completed`, `failed` or `refused`.

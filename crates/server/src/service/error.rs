@@ -80,6 +80,14 @@ pub enum ServiceError {
     DestinationNotApproved,
     /// An approved destination's name does not resolve now.
     DestinationUnreachable,
+    /// An inbound route's settings are malformed (a tokenize rule without an expiry, a
+    /// `forward_to` with a query, a description too long).
+    InboundRouteInvalid,
+    /// An account has as many inbound routes in a mode as it may.
+    TooManyInboundRoutes,
+    /// A field an inbound route tokenizes holds no valid card number with a valid,
+    /// unexpired expiry: nothing was forwarded.
+    InboundCardInvalid,
     /// A relay expression, value or pointer was refused (its code says which).
     Relay(strongroom_core::relay::RelayError),
     /// A card named in a relay request is not one of the account's in this mode.

@@ -50,6 +50,11 @@ event_types! {
     DataKeyRotated = "data_key.rotated",
     /// A processor notification was received and verified.
     InboundReceived = "inbound.received",
+    /// A partner's request went through an inbound route: its cards were tokenized and
+    /// the cleaned request reached the merchant, who answered (any status).
+    InboundRouteForwarded = "inbound_route.forwarded",
+    /// A partner's request through an inbound route failed on its way to the merchant.
+    InboundRouteFailed = "inbound_route.failed",
     /// A one-time password was issued (delivered only to the OTP delivery URL).
     OtpCreated = "otp.created",
     /// A PIN was set or reset.

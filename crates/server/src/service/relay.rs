@@ -10,6 +10,7 @@
 //! name is resolved and the connection is pinned to the address that was checked.
 
 mod client;
+pub mod inbound;
 mod send;
 
 pub use client::RelayClients;

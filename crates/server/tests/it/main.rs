@@ -23,6 +23,7 @@ mod controls;
 mod cvc;
 mod echo;
 mod harness;
+mod inbound_routes;
 mod leaks;
 mod metrics;
 mod pin;

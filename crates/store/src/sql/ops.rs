@@ -91,6 +91,7 @@ pub(crate) enum WriteOp {
     Controls(crate::controls::Op),
     Pin(crate::pin::Op),
     Relay(crate::relay::Op),
+    InboundRoute(crate::inbound_routes::Op),
     Audit(AuditOp),
     Tokens(crate::tokens::Op),
     Webhook(crate::webhooks::Op),
@@ -186,6 +187,9 @@ impl Write<()> {
 }
 
 impl Write<bool> {
+    pub(crate) fn inbound_route(op: crate::inbound_routes::Op) -> Self {
+        Self::new(WriteOp::InboundRoute(op), flag)
+    }
     pub(crate) fn update_account(account: AccountRecord) -> Self {
         Self::new(WriteOp::UpdateAccount { account }, flag)
     }
@@ -449,6 +453,7 @@ pub(crate) async fn apply<C: Exec>(
             crate::relay::apply(c, op).await?;
             WriteReply::Done
         }
+        WriteOp::InboundRoute(op) => WriteReply::Flag(crate::inbound_routes::apply(c, op).await?),
         WriteOp::Audit(op) => apply_audit(c, b, op).await?,
         WriteOp::Tokens(op) => crate::tokens::apply(c, op)
             .await?

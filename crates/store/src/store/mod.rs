@@ -3,6 +3,7 @@
 
 mod audit;
 mod controls;
+mod inbound_routes;
 mod pin;
 mod relay;
 mod stats;

@@ -41,7 +41,7 @@ pub fn header_set_by_relay(name: &HeaderName) -> bool {
 /// Request headers a caller may not set: the connection's own (hop-by-hop, framing,
 /// `Host`), the vault's (`Strongroom-…`), and `Accept-Encoding` (the relay asks for an
 /// unencoded answer, which it can clean).
-fn header_refused(name: &HeaderName) -> bool {
+pub(super) fn header_refused(name: &HeaderName) -> bool {
     const REFUSED: [&str; 13] = [
         "host",
         "content-length",
@@ -64,7 +64,7 @@ fn header_refused(name: &HeaderName) -> bool {
 /// Response headers that never reach the caller: hop-by-hop ones, framing (the body
 /// is rewritten, its length is the vault's), and cookies (the destination's session is
 /// not the merchant's).
-fn header_dropped(name: &HeaderName) -> bool {
+pub(super) fn header_dropped(name: &HeaderName) -> bool {
     const DROPPED: [&str; 12] = [
         "connection",
         "keep-alive",
@@ -130,7 +130,7 @@ pub struct Relayed {
 
 /// Why a relay that was sent failed (`relay.failed`); see [`ServiceError`].
 #[derive(Debug, Clone, Copy)]
-enum Failure {
+pub(super) enum Failure {
     Timeout,
     Upstream,
     TooLarge,
@@ -138,7 +138,7 @@ enum Failure {
 }
 
 impl Failure {
-    fn error(self) -> ServiceError {
+    pub(super) fn error(self) -> ServiceError {
         match self {
             Self::Timeout => ServiceError::RelayUpstreamTimeout,
             Self::Upstream => ServiceError::RelayUpstreamFailed,
@@ -147,7 +147,7 @@ impl Failure {
         }
     }
 
-    fn code(self) -> &'static str {
+    pub(super) fn code(self) -> &'static str {
         match self {
             Self::Timeout => "relay_upstream_timeout",
             Self::Upstream => "relay_upstream_failed",
@@ -476,11 +476,11 @@ async fn held_card(state: &AppState, who: &Principal, pan: &Pan) -> Result<Optio
     Ok(cards::find_by_number(state, who, pan).await?.map(|c| c.id))
 }
 
-type Answer = (u16, HeaderMap, Zeroizing<Vec<u8>>, Duration);
+pub(super) type Answer = (u16, HeaderMap, Zeroizing<Vec<u8>>, Duration);
 
 /// Sends the request to the approved destination and reads the whole answer, up to
 /// the configured size, unencoded.
-async fn send(
+pub(super) async fn send(
     state: &AppState,
     approved: &Approved,
     method: reqwest::Method,
