@@ -212,6 +212,42 @@ async fn the_echo_processor_answers_over_its_own_ca_and_through_the_relay() {
     assert!(body.contains("XXXX4242"), "{body}");
     assert!(body.contains(r#""exp_month":"04""#), "{body}");
 
+    // The README's inbound route: a partner posts a card, the receiver (the echo) gets
+    // the card's id.
+    let r = vault
+        .post(format!("{url}/v1/inbound_routes"))
+        .bearer_auth(sk)
+        .json(&serde_json::json!({
+            "forward_to": format!("https://127.0.0.1:{port}/v1/partner"),
+            "tokenize": ["/card/number"]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let route = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = vault
+        .post(format!("{url}/in/{route}/notify"))
+        .json(&serde_json::json!({"card": {"number": "4242424242424242", "exp_month": 4, "exp_year": 2031}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("4242424242424242"), "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["path"], "/v1/partner/notify");
+    assert_eq!(v["headers"]["strongroom-inbound-cards"], id.as_str());
+    let forwarded: Value = serde_json::from_str(v["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        forwarded["card"]["number"],
+        id.as_str(),
+        "the same card, deduplicated"
+    );
+
     for child in [&mut echo, &mut dev_child] {
         child.kill().unwrap();
         child.wait().unwrap();

@@ -361,7 +361,14 @@ async fn a_bad_route_is_refused_with_its_code() {
 
 /// A partner's request and what it must be refused with: method, path, headers,
 /// body, status, code.
-type Case<'a> = (Method, String, Vec<(&'a str, &'a str)>, String, u16, &'a str);
+type Case<'a> = (
+    Method,
+    String,
+    Vec<(&'a str, &'a str)>,
+    String,
+    u16,
+    &'a str,
+);
 
 #[tokio::test]
 async fn every_refused_partner_request_forwards_and_stores_nothing() {
