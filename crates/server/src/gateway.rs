@@ -17,7 +17,7 @@ mod sweep;
 pub use layer::gateway;
 
 use crate::cache::{Cache, CacheSync};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use ipnet::IpNet;
 use ratelimit::{Limiter, MemoryLimiter, RedisLimiter};
 use std::net::IpAddr;
@@ -95,6 +95,9 @@ pub struct Gateway {
     settings: GatewaySettings,
     limiter: Limiter,
     idem_key: Option<SealingKey>,
+    /// Keys the request digests idempotency records are matched by: a request body can
+    /// hold a card number and its expiry, whose plain SHA-256 could be searched for.
+    idem_mac: Option<zeroize::Zeroizing<[u8; 32]>>,
     controls: Cache<String, Arc<AccountControls>>,
     key_lists: Cache<String, Arc<Vec<IpNet>>>,
 }
@@ -161,6 +164,7 @@ impl Gateway {
             .derive_subkey("idempotency")
             .ok()
             .and_then(|k| SealingKey::from_bytes(k.as_slice()).ok());
+        let idem_mac = root.derive_subkey("idempotency-request-mac").ok();
         let ttl = settings.cache_ttl;
         Self {
             store,
@@ -169,6 +173,7 @@ impl Gateway {
             settings,
             limiter,
             idem_key,
+            idem_mac,
             controls: Cache::new(ttl, CACHE_MAX),
             key_lists: Cache::new(ttl, CACHE_MAX),
         }
@@ -231,6 +236,14 @@ impl Gateway {
 
     fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// The key of idempotency request digests.
+    fn idem_mac(&self) -> ApiResult<&[u8]> {
+        self.idem_mac
+            .as_deref()
+            .map(|k| k.as_slice())
+            .ok_or_else(|| ApiError::internal(&"idempotency key unavailable"))
     }
 
     fn scheme(&self) -> &'static str {

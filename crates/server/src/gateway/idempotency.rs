@@ -86,13 +86,23 @@ impl IdemContext<'_> {
 }
 
 impl Idem {
-    /// Identifies the request by method, path and query, and body.
-    pub fn new(scope: String, key: String, parts: &Parts, route: &str, body: &[u8]) -> Self {
+    /// Identifies the request by method, path and query, and body: an HMAC under
+    /// `mac_key` (root-derived), never a plain digest, because the stored digest of a
+    /// body holding a card number and its expiry could otherwise be matched by trying
+    /// numbers. The message is zeroized after.
+    pub fn new(
+        mac_key: &[u8],
+        scope: String,
+        key: String,
+        parts: &Parts,
+        route: &str,
+        body: &[u8],
+    ) -> Self {
         let target = parts
             .uri
             .path_and_query()
             .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
-        let mut m = Vec::with_capacity(body.len() + 64);
+        let mut m = zeroize::Zeroizing::new(Vec::with_capacity(body.len() + 64));
         for part in [parts.method.as_str(), route, target] {
             m.extend_from_slice(part.as_bytes());
             m.push(0);
@@ -101,7 +111,7 @@ impl Idem {
         Self {
             scope,
             key,
-            hash: httpsig::sha256(&m),
+            hash: strongroom_crypto::hmac_sha256(mac_key, &m),
         }
     }
 

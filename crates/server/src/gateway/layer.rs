@@ -322,7 +322,7 @@ async fn controls(
                     Some(b) => b,
                     None => read_body(body.take().unwrap_or_default(), route).await?,
                 };
-                let idem = idempotency::Idem::new(scope, key, parts, route, &b);
+                let idem = idempotency::Idem::new(gw.idem_mac()?, scope, key, parts, route, &b);
                 bytes = Some(b);
                 Some(idem)
             }

@@ -499,6 +499,42 @@ async fn an_idempotent_request_is_recorded_once_with_its_real_outcome() {
     assert_eq!(of(&good), [("success".to_owned(), String::new())]);
 }
 
+/// The digest an idempotency record is matched by is keyed: a card body's plain SHA-256
+/// (which anyone could compute for every candidate number) is nowhere in the database.
+#[tokio::test]
+async fn idempotency_digests_of_card_bodies_are_keyed() {
+    if !strongroom_testenv::runs_on(
+        strongroom_testenv::Backend::Sqlite,
+        "idempotency_digests_of_card_bodies_are_keyed",
+    ) {
+        return;
+    }
+    let srv = TestServer::start().await;
+    let body = card_body(11);
+    let first = post_card(&srv, "digest-1", body.clone()).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    let again = post_card(&srv, "digest-1", body.clone()).await;
+    assert_eq!(
+        header(&again, "idempotent-replayed"),
+        "true",
+        "the record matches"
+    );
+    let mut m = b"POST\0/v1/cards\0/v1/cards\0".to_vec();
+    m.extend_from_slice(&serde_json::to_vec(&body).unwrap());
+    let plain = strongroom_crypto::httpsig::sha256(&m);
+    let data = srv.stop().await;
+    let files = data.sqlite_files();
+    assert!(!files.is_empty());
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(32).any(|w| w == plain),
+            "a plain digest of the body is in {}",
+            f.display()
+        );
+    }
+}
+
 #[tokio::test]
 async fn same_key_same_body_replays_different_body_is_refused() {
     let srv = TestServer::start().await;
