@@ -97,9 +97,6 @@ pub(crate) enum Op {
         account_id: String,
         mode: Mode,
     },
-    /// A request went through a route (or failed on its way): its events. The audit
-    /// record the write carries is the request's record.
-    Forwarded { events: Vec<crate::EventRecord> },
 }
 
 /// Applies `op`; `true` unless it deleted nothing.
@@ -124,9 +121,5 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<bool> {
             account_id,
             mode,
         } => Ok(c.exec(DELETE, args![id, account_id, mode.as_str()]).await? > 0),
-        Op::Forwarded { events } => {
-            sql::insert_events(c, events).await?;
-            Ok(true)
-        }
     }
 }

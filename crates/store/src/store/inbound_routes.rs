@@ -42,13 +42,4 @@ impl Writes<'_> {
         };
         self.write(Write::inbound_route(op)).await
     }
-
-    /// Records a request that went through a route: its events, and with them the
-    /// request's audit record.
-    pub async fn record_inbound(self, events: &[crate::EventRecord]) -> StoreResult<()> {
-        let op = Op::Forwarded {
-            events: events.to_vec(),
-        };
-        self.write(Write::inbound_route(op)).await.map(|_| ())
-    }
 }

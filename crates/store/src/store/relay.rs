@@ -29,7 +29,8 @@ impl Writes<'_> {
         self.write(Write::relay_done(op)).await
     }
 
-    /// Records a relay that ended: its events, and with them the request's audit record.
+    /// Records a relay or an inbound route's forward that ended: its events, and with
+    /// them the request's audit record.
     pub async fn record_relay(self, events: &[crate::EventRecord]) -> StoreResult<()> {
         let op = Op::Relayed {
             events: events.to_vec(),

@@ -18,7 +18,7 @@
 //! parsed and checked (an invalid card refuses the whole request, no card stored),
 //! then the cards stored, then the request sent.
 
-use super::send::{self, header_dropped};
+use super::send;
 use super::{Approved, approve, check_path_prefix, path_matches};
 use crate::audit::RequestAudit;
 use crate::auth::Principal;
@@ -663,24 +663,9 @@ pub async fn forward(
     };
     ev.status = Some(status);
     ev.latency_ms = latency.as_secs_f64() * 1000.0;
-    let answer_kind = match raw_headers
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(ct) if send::escape_for(Some(ct)) == Escape::Json => BodyKind::Json,
-        _ => BodyKind::Other,
-    };
-    let clean_body = scrub(&raw_body, answer_kind, &secrets, &[]);
-    let mut clean_headers = Vec::with_capacity(raw_headers.len());
-    for (name, value) in &raw_headers {
-        if header_dropped(name) {
-            continue;
-        }
-        let cleaned = scrub(value.as_bytes(), BodyKind::Other, &secrets, &[]);
-        if let Ok(v) = HeaderValue::from_bytes(&cleaned) {
-            clean_headers.push((name.clone(), v));
-        }
-    }
+    let kind = send::answer_kind(&raw_headers);
+    let (clean_headers, clean_body) =
+        send::clean_answer(&raw_headers, &raw_body, kind, &secrets, &[]);
     record(
         state,
         &who,
@@ -758,35 +743,12 @@ async fn record(
         "inbound_failed"
     };
     state.metrics().relay(&approved.destination.host, outcome);
-    let (result, code) = match (ev.status, ev.failure_code) {
-        (Some(status), _) => (crate::audit::SUCCESS, status.to_string()),
-        (None, code) => (crate::audit::FAILURE, code.unwrap_or_default().to_owned()),
-    };
     crate::audit::set_resource(&who.audit, "inbound_route", ev.route);
-    for id in &ev.cards {
-        crate::audit::event(
-            &who.audit,
-            "card.inbound",
-            &format!("card:{id}"),
-            result,
-            &code,
-        );
-    }
-    let event = match state.event_of(&who.account_id, who.mode, kind, ev) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!(error = %e, "inbound route event not built");
-            return;
-        }
+    let ended = send::Ended {
+        status: ev.status,
+        failure_code: ev.failure_code,
     };
-    if let Err(e) = state
-        .store()
-        .audited(&who.audit)
-        .record_inbound(&[event])
-        .await
-    {
-        tracing::error!(error = %e, "inbound route event not recorded");
-    }
+    send::record_ended(state, who, kind, ev, "card.inbound", &ev.cards, ended).await;
 }
 
 #[cfg(test)]

@@ -403,13 +403,7 @@ pub async fn relay(state: &AppState, who: &Principal, req: &RelayRequest) -> Res
     };
     ev.status = Some(status);
     ev.latency_ms = latency.as_secs_f64() * 1000.0;
-    let kind = match raw_headers
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(ct) if escape_for(Some(ct)) == Escape::Json => BodyKind::Json,
-        _ => BodyKind::Other,
-    };
+    let kind = answer_kind(&raw_headers);
     let tokens = response_tokens(state, who, &raw_body, kind, &pointers, &values).await?;
     let secret_bytes: Vec<&[u8]> = secrets.iter().map(|s| s.as_bytes()).collect();
     let reps: Vec<Tokenized<'_>> = tokens
@@ -419,17 +413,8 @@ pub async fn relay(state: &AppState, who: &Principal, req: &RelayRequest) -> Res
             token,
         })
         .collect();
-    let clean_body = scrub(&raw_body, kind, &secret_bytes, &reps);
-    let mut clean_headers = Vec::with_capacity(raw_headers.len());
-    for (name, value) in &raw_headers {
-        if header_dropped(name) {
-            continue;
-        }
-        let cleaned = scrub(value.as_bytes(), BodyKind::Other, &secret_bytes, &[]);
-        if let Ok(v) = HeaderValue::from_bytes(&cleaned) {
-            clean_headers.push((name.clone(), v));
-        }
-    }
+    let (clean_headers, clean_body) =
+        clean_answer(&raw_headers, &raw_body, kind, &secret_bytes, &reps);
     record(state, who, EventType::RelayCompleted, &ev, "completed").await;
     Ok(Relayed {
         status,
@@ -437,6 +422,41 @@ pub async fn relay(state: &AppState, who: &Principal, req: &RelayRequest) -> Res
         body: clean_body,
         latency,
     })
+}
+
+/// How a destination's answer is cleaned: as JSON when it says it is JSON.
+pub(super) fn answer_kind(headers: &HeaderMap) -> BodyKind {
+    match headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(ct) if escape_for(Some(ct)) == Escape::Json => BodyKind::Json,
+        _ => BodyKind::Other,
+    }
+}
+
+/// A destination's answer cleaned: headers less hop-by-hop ones, framing and cookies,
+/// each value and the body with every card number masked (or replaced by its token,
+/// `reps`) and every one of `secrets` removed.
+pub(super) fn clean_answer(
+    headers: &HeaderMap,
+    body: &[u8],
+    kind: BodyKind,
+    secrets: &[&[u8]],
+    reps: &[Tokenized<'_>],
+) -> (Vec<(HeaderName, HeaderValue)>, Vec<u8>) {
+    let clean_body = scrub(body, kind, secrets, reps);
+    let mut clean_headers = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        if header_dropped(name) {
+            continue;
+        }
+        let cleaned = scrub(value.as_bytes(), BodyKind::Other, secrets, &[]);
+        if let Ok(v) = HeaderValue::from_bytes(&cleaned) {
+            clean_headers.push((name.clone(), v));
+        }
+    }
+    (clean_headers, clean_body)
 }
 
 /// The tokens for the card numbers in the fields the caller named: a number that is
@@ -561,24 +581,51 @@ async fn record(
     outcome: &'static str,
 ) {
     state.metrics().relay(ev.host, outcome);
-    let (result, code) = match (ev.status, ev.failure_code) {
+    crate::audit::set_relay_destination(&who.audit, ev.host, ev.port);
+    let ended = Ended {
+        status: ev.status,
+        failure_code: ev.failure_code,
+    };
+    record_ended(state, who, kind, ev, "card.relay", &ev.cards, ended).await;
+}
+
+/// How a request that was sent ended: the destination's status, or why it failed.
+#[derive(Clone, Copy)]
+pub(super) struct Ended {
+    pub(super) status: Option<u16>,
+    pub(super) failure_code: Option<&'static str>,
+}
+
+/// Queues one `card_action` audit record per card (the status, or the failure's code)
+/// and writes the event `kind` of `object` with the request's audit records. A failure
+/// to record is logged: the other side has answered by now, and the request's own
+/// record is then appended on its own.
+pub(super) async fn record_ended<T: Serialize>(
+    state: &AppState,
+    who: &Principal,
+    kind: EventType,
+    object: &T,
+    card_action: &str,
+    cards: &[&str],
+    ended: Ended,
+) {
+    let (result, code) = match (ended.status, ended.failure_code) {
         (Some(status), _) => (crate::audit::SUCCESS, status.to_string()),
         (None, code) => (crate::audit::FAILURE, code.unwrap_or_default().to_owned()),
     };
-    crate::audit::set_relay_destination(&who.audit, ev.host, ev.port);
-    for id in &ev.cards {
+    for id in cards {
         crate::audit::event(
             &who.audit,
-            "card.relay",
+            card_action,
             &format!("card:{id}"),
             result,
             &code,
         );
     }
-    let event = match state.event_of(&who.account_id, who.mode, kind, ev) {
+    let event = match state.event_of(&who.account_id, who.mode, kind, object) {
         Ok(e) => e,
         Err(e) => {
-            tracing::error!(error = %e, "relay event not built");
+            tracing::error!(error = %e, event = kind.as_str(), "event not built");
             return;
         }
     };
@@ -588,7 +635,7 @@ async fn record(
         .record_relay(&[event])
         .await
     {
-        tracing::error!(error = %e, "relay event not recorded");
+        tracing::error!(error = %e, event = kind.as_str(), "event not recorded");
     }
 }
 
