@@ -198,13 +198,40 @@ async fn a_partner_card_reaches_the_merchant_only_as_a_token() {
         format!("pan=XXXX{}&amount=5", &pan1[12..])
     );
 
+    // Spellings a byte scan cannot see are found decoded: a JSON escape, a query's
+    // and a form's percent-encoding.
+    let hidden = format!(r#"{{"memo":"\u00{:x}{}"}}"#, pan1.as_bytes()[0], &pan1[1..]);
+    let r = partner(
+        &srv,
+        Method::POST,
+        &format!("/in/{id}/notify?p={}%20{}", &pan2[..8], &pan2[8..]),
+        &[("content-type", "application/json")],
+        Some(hidden),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let m = &echo.received()[3];
+    let sent: Value = serde_json::from_str(&m.body).unwrap();
+    assert_eq!(sent["memo"], format!("XXXX{}", &pan1[12..]));
+    assert_eq!(m.path, format!("/v1/partner/notify?p=XXXX{}", &pan2[12..]));
+    let r = partner(
+        &srv,
+        Method::POST,
+        &format!("/in/{id}/notify"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some(format!("pan={}%20{}", &pan3[..8], &pan3[8..])),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(echo.received()[4].body, format!("pan={masked3}"));
+
     // Recorded: events and audit records naming the route and the cards.
     let ev = srv
         .get("/v1/events?type=inbound_route.forwarded", &srv.sk_test)
         .await;
     assert_eq!(ev.status, 200, "{}", ev.text);
     let data = ev.body["data"].as_array().unwrap();
-    assert_eq!(data.len(), 3, "{}", ev.text);
+    assert_eq!(data.len(), 5, "{}", ev.text);
     let first = data
         .iter()
         .find(|e| e["data"]["object"]["cards"].as_array().unwrap().len() == 2)

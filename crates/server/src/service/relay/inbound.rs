@@ -569,7 +569,7 @@ pub async fn forward(
     };
     if let Some(q) = req.query.filter(|q| !q.is_empty()) {
         url.push('?');
-        let masked = scrub(q.as_bytes(), BodyKind::Other, &[], &[]);
+        let masked = deep_clean_form(scrub(q.as_bytes(), BodyKind::Other, &[], &[]));
         url.push_str(&String::from_utf8_lossy(&masked));
     }
     let approved = approve(state, &route.account_id, route.mode, &url).await?;
@@ -584,7 +584,8 @@ pub async fn forward(
         .iter()
         .find(|(n, _)| *n == reqwest::header::CONTENT_TYPE)
         .and_then(|(_, v)| v.to_str().ok());
-    let json = send::escape_for(content_type) == Escape::Json;
+    let escape = send::escape_for(content_type);
+    let json = escape == Escape::Json;
     let rules = rules_of(&route)?;
     let (found, cvcs) = if json && !rules.is_empty() {
         read_cards(req.body, &rules)?
@@ -615,7 +616,12 @@ pub async fn forward(
     } else {
         BodyKind::Other
     };
-    let clean = Zeroizing::new(scrub(req.body, kind, &secrets, &reps));
+    let first = scrub(req.body, kind, &secrets, &reps);
+    let clean = Zeroizing::new(match escape {
+        Escape::Json => deep_clean_json(first),
+        Escape::Form => deep_clean_form(first),
+        _ => first,
+    });
     let mut headers = HeaderMap::with_capacity(req.headers.len() + 3);
     for (name, value) in &req.headers {
         if inbound_header_dropped(name) {
@@ -691,6 +697,89 @@ fn rest_ok(rest: &str) -> bool {
         && !rest.contains("//")
         && !rest.split('/').any(|s| s == "." || s == "..")
         && !["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e))
+}
+
+/// Masks the card numbers in a decoded text; `None` if it has none.
+fn masked(text: &str) -> Option<String> {
+    let out = scrub(text.as_bytes(), BodyKind::Other, &[], &[]);
+    (out != text.as_bytes()).then(|| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A second pass over a cleaned JSON body, for the spelling the first cannot see: a
+/// number hidden by JSON escapes (`"\u0034242…"`). The document is parsed and every
+/// string, member name and integer scanned as decoded; only if one holds a card number
+/// is the document rewritten, masked (so a clean body keeps the bytes the partner
+/// wrote). Card ids the vault wrote are left alone. Not JSON: as it is.
+fn deep_clean_json(body: Vec<u8>) -> Vec<u8> {
+    fn walk(v: &mut serde_json::Value) -> bool {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => {
+                if strongroom_core::parse_id(IdKind::Card, s).is_ok() {
+                    return false;
+                }
+                match masked(s) {
+                    Some(m) => {
+                        *s = m;
+                        true
+                    }
+                    None => false,
+                }
+            }
+            Value::Number(n) => match n.as_u64().map(|n| n.to_string()).and_then(|t| masked(&t)) {
+                Some(m) => {
+                    *v = Value::String(m);
+                    true
+                }
+                None => false,
+            },
+            Value::Array(items) => items.iter_mut().fold(false, |hit, i| walk(i) | hit),
+            Value::Object(map) => {
+                let entries = std::mem::take(map);
+                let mut hit = false;
+                for (k, mut val) in entries {
+                    hit |= walk(&mut val);
+                    let key = masked(&k).inspect(|_| hit = true).unwrap_or(k);
+                    map.insert(key, val);
+                }
+                hit
+            }
+            Value::Bool(_) | Value::Null => false,
+        }
+    }
+    let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return body;
+    };
+    if walk(&mut doc) {
+        serde_json::to_vec(&doc).unwrap_or_default()
+    } else {
+        body
+    }
+}
+
+/// The same second pass for a form body or a query string: a number hidden by
+/// percent-encoding (`4242%204242…`, `%34242…`). Every name and value is decoded and
+/// scanned; only if one holds a card number is the whole re-encoded, masked.
+fn deep_clean_form(body: Vec<u8>) -> Vec<u8> {
+    let mut hit = false;
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+        .map(|(k, v)| {
+            let k = masked(&k)
+                .inspect(|_| hit = true)
+                .unwrap_or_else(|| k.into_owned());
+            let v = masked(&v)
+                .inspect(|_| hit = true)
+                .unwrap_or_else(|| v.into_owned());
+            (k, v)
+        })
+        .collect();
+    if !hit {
+        return body;
+    }
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+        .into_bytes()
 }
 
 /// The checks `cards::tokenize` makes before it writes, made for every card first so
@@ -826,6 +915,30 @@ mod tests {
         // Not JSON: nothing read (the body is masked instead).
         let (none, _) = read_cards(b"pan=4242424242424242", &rules).unwrap();
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn escaped_and_encoded_numbers_are_found_on_the_second_pass() {
+        let card = "card_0192f3a4b5c67d8e9f00112233445566";
+        let body = format!(
+            r#"{{"a":"\u0034242 4242 4242 4242","n":[4000056655665556,7],"4111111111111111":1,"id":"{card}","r":"x"}}"#
+        );
+        let out = String::from_utf8(deep_clean_json(body.into_bytes())).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["a"], "XXXX4242");
+        assert_eq!(v["n"], serde_json::json!(["XXXX5556", 7]));
+        assert_eq!(v["XXXX1111"], 1);
+        assert_eq!(v["id"], card);
+        // Clean bodies keep their bytes, spacing and all.
+        let clean = br#"{ "amount": 1.50, "id": "x" }"#.to_vec();
+        assert_eq!(deep_clean_json(clean.clone()), clean);
+        assert_eq!(deep_clean_json(b"not json".to_vec()), b"not json");
+
+        let form = b"pan=4242%204242%204242%204242&x=%34111111111111111&amount=5".to_vec();
+        let out = String::from_utf8(deep_clean_form(form)).unwrap();
+        assert_eq!(out, "pan=XXXX4242&x=XXXX1111&amount=5");
+        let clean = b"a=1&b=two%20words".to_vec();
+        assert_eq!(deep_clean_form(clean.clone()), clean);
     }
 
     #[test]
