@@ -109,6 +109,7 @@ impl AppState {
                 })
             }
         };
+        let relay_clients = service::relay::RelayClients::new(config.api_key_cache_ttl);
         let state = Self(Arc::new(Inner {
             store,
             root,
@@ -124,7 +125,7 @@ impl AppState {
             audit_appender,
             tokens,
             ready,
-            relay_clients: service::relay::RelayClients::default(),
+            relay_clients,
             cvcs,
         }));
         state.watch_store();

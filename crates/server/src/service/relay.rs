@@ -13,7 +13,7 @@ mod client;
 pub mod inbound;
 mod send;
 
-pub use client::RelayClients;
+pub use client::{Destination, RelayClients};
 pub use send::{
     METHODS, RelayEventObject, RelayRequest, Relayed, escape_for, header_set_by_relay, relay,
 };
@@ -302,6 +302,9 @@ pub async fn set_destinations(
         .audited(scope)
         .set_relay_destinations(account_id, &records)
         .await?;
+    state
+        .relay_clients()
+        .forget_destinations(state.cache_sync(), account_id);
     Ok(List::all(records.iter().map(Into::into).collect()))
 }
 
@@ -322,7 +325,7 @@ pub async fn destinations(
 #[derive(Debug, Clone)]
 pub struct Approved {
     /// The approving destination.
-    pub destination: RelayDestinationRecord,
+    pub destination: std::sync::Arc<Destination>,
     /// The URL, parsed.
     pub url: url::Url,
     /// The checked address the connection is pinned to.
@@ -368,17 +371,22 @@ pub async fn approve(
     };
     let port = url.port_or_known_default().unwrap_or(DEFAULT_PORT);
     let host_text = host.text();
-    let destination = state
-        .store()
-        .relay_destinations(account_id)
-        .await?
-        .into_iter()
+    let store = state.store();
+    let list = state
+        .relay_clients()
+        .destinations(state.cache_sync(), account_id, state.now_ms(), async {
+            Ok(store.relay_destinations(account_id).await?)
+        })
+        .await?;
+    let destination = list
+        .iter()
         .find(|d| {
             d.host == host_text
                 && d.port == i64::from(port)
                 && (mode == Mode::Test || !d.test_only)
                 && path_matches(&d.path_prefix, url.path())
         })
+        .cloned()
         .ok_or(ServiceError::DestinationNotApproved)?;
     let loopback = loopback_ok(state, destination.test_only);
     let addrs = checked_addrs(&host, port, loopback)

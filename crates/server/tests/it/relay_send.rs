@@ -498,3 +498,62 @@ async fn a_retried_relay_with_its_idempotency_key_is_sent_once() {
     assert_eq!(echo.received().len(), 1, "a retry does not pay twice");
     assert!(!second.text.contains(&pan));
 }
+
+async fn withdraw(node: &TestServer, account: &str, admin: &str) -> Resp {
+    node.call(
+        Method::PUT,
+        &format!("/v1/admin/accounts/{account}/relay_destinations"),
+        Some(admin),
+        Some(json!({"destinations": []})),
+    )
+    .await
+}
+
+/// Destinations are cached per node: a list changed on this node, or (PostgreSQL) on
+/// another, stops the relay at once (within the time the change takes to be heard).
+#[tokio::test]
+async fn a_withdrawn_destination_stops_the_relay_on_every_node() {
+    let echo = Echo::start().await;
+    let a = setup(&echo).await;
+    let id = card(&a, &test_pan(31_031)).await;
+    let body = json!({"destination": url(&echo, "/v1/pay"),
+        "body": {"n": format!("{{{{{id}:number}}}}")}});
+    assert_eq!(relay(&a, &a.sk_test, body.clone()).await.status, 200);
+    // Changed on this node: the next relay is refused.
+    assert_eq!(withdraw(&a, &a.account, &a.admin_key).await.status, 200);
+    let r = relay(&a, &a.sk_test, body.clone()).await;
+    assert_eq!(
+        r.body["error"]["code"], "destination_not_approved",
+        "{}",
+        r.text
+    );
+    assert_eq!(echo.received().len(), 1);
+    if !strongroom_testenv::runs_on(
+        strongroom_testenv::Backend::Postgres,
+        "a_withdrawn_destination_stops_the_relay_on_every_node (two nodes)",
+    ) {
+        return;
+    }
+    // Changed on another node: heard within a second.
+    let b = TestServer::start_on(a.data.clone(), |c| c.dev_mode = false).await;
+    approve(&a, &echo, &a.admin_key).await;
+    assert_eq!(relay(&a, &a.sk_test, body.clone()).await.status, 200);
+    // Straight to the store through node B, so that nothing but the change itself (no
+    // key's use, no audit) can tell node A.
+    #[allow(clippy::disallowed_methods)]
+    let writes = b.running.state.store().unaudited();
+    writes
+        .set_relay_destinations(&a.account, &[])
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let r = relay(&a, &a.sk_test, body.clone()).await;
+        if r.body["error"]["code"] == "destination_not_approved" {
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert!(std::time::Instant::now() < deadline, "node A still relays");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -11,11 +11,12 @@
 //! addresses are handed to the connector, so a connection goes to an address that was
 //! checked when it was made.
 
+use crate::cache::{Cache, CacheSync};
 use crate::config::RelayConfig;
 use crate::service::egress;
 use crate::service::{Result, ServiceError};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use strongroom_store::RelayDestinationRecord;
 
 /// Clients kept at most; past it the cache starts over (connections are reopened).
@@ -30,13 +31,96 @@ struct Key {
     loopback: bool,
 }
 
-/// The relay's clients, by destination.
-#[derive(Default)]
+/// Accounts whose destination lists are kept at most.
+const MAX_ACCOUNTS: usize = 10_000;
+
+/// An approved destination as the relay keeps it between sends: its record, and the
+/// client it sends with once the first send has looked it up (a clone of the
+/// client, which shares its connection pool).
+#[derive(Debug)]
+pub struct Destination {
+    /// The destination as stored.
+    pub record: RelayDestinationRecord,
+    client: OnceLock<reqwest::Client>,
+}
+
+impl std::ops::Deref for Destination {
+    type Target = RelayDestinationRecord;
+
+    fn deref(&self) -> &RelayDestinationRecord {
+        &self.record
+    }
+}
+
+/// The relay's clients, by destination, and each account's destinations: read on every
+/// send, so kept in memory like the gateway's account controls, lapsing with the same
+/// [`CacheSync`] generation (a change on any node moves it on PostgreSQL; on SQLite the
+/// node that changes a list forgets it).
 pub struct RelayClients {
     clients: Mutex<HashMap<Key, reqwest::Client>>,
+    destinations: Cache<String, Arc<Vec<Arc<Destination>>>>,
 }
 
 impl RelayClients {
+    /// Destination lists live at most `ttl` (zero: not cached).
+    pub fn new(ttl: std::time::Duration) -> Self {
+        Self {
+            clients: Mutex::new(HashMap::new()),
+            destinations: Cache::new(ttl, MAX_ACCOUNTS),
+        }
+    }
+
+    /// The account's destinations, from memory or else from `load` (the store).
+    pub async fn destinations<F>(
+        &self,
+        sync: &CacheSync,
+        account_id: &str,
+        now_ms: i64,
+        load: F,
+    ) -> Result<Arc<Vec<Arc<Destination>>>>
+    where
+        F: std::future::Future<Output = Result<Vec<RelayDestinationRecord>>>,
+    {
+        if let Some(list) = self.destinations.get(sync, account_id, now_ms) {
+            return Ok(list);
+        }
+        let epoch = self.destinations.epoch(sync);
+        let list: Arc<Vec<Arc<Destination>>> = Arc::new(
+            load.await?
+                .into_iter()
+                .map(|record| {
+                    Arc::new(Destination {
+                        record,
+                        client: OnceLock::new(),
+                    })
+                })
+                .collect(),
+        );
+        self.destinations
+            .put(sync, account_id.to_owned(), list.clone(), now_ms, epoch);
+        Ok(list)
+    }
+
+    /// Forgets the account's destinations after this node changed them.
+    pub fn forget_destinations(&self, sync: &CacheSync, account_id: &str) {
+        self.destinations.forget(sync, account_id);
+    }
+
+    /// The client of a destination: the one it already holds, or the shared one for
+    /// its host, port, trust anchors and loopback allowance (built on first use).
+    pub fn client_of(
+        &self,
+        config: &RelayConfig,
+        destination: &Destination,
+        loopback: bool,
+    ) -> Result<reqwest::Client> {
+        if let Some(c) = destination.client.get() {
+            return Ok(c.clone());
+        }
+        let c = self.get(config, &destination.record, loopback)?;
+        Ok(destination.client.get_or_init(|| c).clone())
+    }
+
     /// The client for `destination` (built on first use).
     pub fn get(
         &self,

@@ -512,7 +512,7 @@ pub(super) async fn send(
     let started = Instant::now();
     let client = state
         .relay_clients()
-        .get(config, &approved.destination, loopback)
+        .client_of(config, &approved.destination, loopback)
         .map_err(|_| (Failure::Upstream, started.elapsed()))?;
     let mut rb = client
         .request(method, approved.url.clone())
