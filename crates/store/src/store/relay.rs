@@ -31,10 +31,8 @@ impl Writes<'_> {
 
     /// Records a relay or an inbound route's forward that ended: its events, and with
     /// them the request's audit record.
-    pub async fn record_relay(self, events: &[crate::EventRecord]) -> StoreResult<()> {
-        let op = Op::Relayed {
-            events: events.to_vec(),
-        };
+    pub async fn record_relay(self, events: Vec<crate::EventRecord>) -> StoreResult<()> {
+        let op = Op::Relayed { events };
         self.write(Write::relay_done(op)).await
     }
 }

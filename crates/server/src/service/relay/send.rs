@@ -632,7 +632,7 @@ pub(super) async fn record_ended<T: Serialize>(
     if let Err(e) = state
         .store()
         .audited(&who.audit)
-        .record_relay(&[event])
+        .record_relay(vec![event])
         .await
     {
         tracing::error!(error = %e, event = kind.as_str(), "event not recorded");
