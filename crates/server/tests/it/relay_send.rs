@@ -557,3 +557,30 @@ async fn a_withdrawn_destination_stops_the_relay_on_every_node() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A processor that spells the number with JSON escapes or percent-encoding does not get
+/// it past the cleaning: the answer is read decoded on a second pass.
+#[tokio::test]
+async fn numbers_hidden_by_escapes_in_an_answer_are_masked() {
+    let echo = Echo::start().await;
+    let srv = setup(&echo).await;
+    let pan = test_pan(31_041);
+    let id = card(&srv, &pan).await;
+    let body = json!({"destination": url(&echo, "/v1/pay"),
+        "body": {"n": format!("{{{{{id}:number}}}}")}});
+    let escaped = format!(
+        r#"{{"memo":"\u00{:x}{}","ok":true}}"#,
+        pan.as_bytes()[0],
+        &pan[1..]
+    );
+    echo.answer_with(200, "application/json", &escaped, None);
+    let r = relay(&srv, &srv.sk_test, body.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["memo"], format!("XXXX{}", &pan[12..]), "{}", r.text);
+    assert_eq!(r.body["ok"], true);
+    let form = format!("card={}%20{}&ok=1", &pan[..8], &pan[8..]);
+    echo.answer_with(200, "application/x-www-form-urlencoded", &form, None);
+    let r = relay(&srv, &srv.sk_test, body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.text, format!("card=XXXX{}&ok=1", &pan[12..]));
+}

@@ -569,7 +569,7 @@ pub async fn forward(
     };
     if let Some(q) = req.query.filter(|q| !q.is_empty()) {
         url.push('?');
-        let masked = deep_clean_form(scrub(q.as_bytes(), BodyKind::Other, &[], &[]));
+        let masked = send::deep_clean_form(scrub(q.as_bytes(), BodyKind::Other, &[], &[]));
         url.push_str(&String::from_utf8_lossy(&masked));
     }
     let approved = approve(state, &route.account_id, route.mode, &url).await?;
@@ -618,8 +618,8 @@ pub async fn forward(
     };
     let first = scrub(req.body, kind, &secrets, &reps);
     let clean = Zeroizing::new(match escape {
-        Escape::Json => deep_clean_json(first),
-        Escape::Form => deep_clean_form(first),
+        Escape::Json => send::deep_clean_json(first),
+        Escape::Form => send::deep_clean_form(first),
         _ => first,
     });
     let mut headers = HeaderMap::with_capacity(req.headers.len() + 3);
@@ -697,89 +697,6 @@ fn rest_ok(rest: &str) -> bool {
         && !rest.contains("//")
         && !rest.split('/').any(|s| s == "." || s == "..")
         && !["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e))
-}
-
-/// Masks the card numbers in a decoded text; `None` if it has none.
-fn masked(text: &str) -> Option<String> {
-    let out = scrub(text.as_bytes(), BodyKind::Other, &[], &[]);
-    (out != text.as_bytes()).then(|| String::from_utf8_lossy(&out).into_owned())
-}
-
-/// A second pass over a cleaned JSON body, for the spelling the first cannot see: a
-/// number hidden by JSON escapes (`"\u0034242…"`). The document is parsed and every
-/// string, member name and integer scanned as decoded; only if one holds a card number
-/// is the document rewritten, masked (so a clean body keeps the bytes the partner
-/// wrote). Card ids the vault wrote are left alone. Not JSON: as it is.
-fn deep_clean_json(body: Vec<u8>) -> Vec<u8> {
-    fn walk(v: &mut serde_json::Value) -> bool {
-        use serde_json::Value;
-        match v {
-            Value::String(s) => {
-                if strongroom_core::parse_id(IdKind::Card, s).is_ok() {
-                    return false;
-                }
-                match masked(s) {
-                    Some(m) => {
-                        *s = m;
-                        true
-                    }
-                    None => false,
-                }
-            }
-            Value::Number(n) => match n.as_u64().map(|n| n.to_string()).and_then(|t| masked(&t)) {
-                Some(m) => {
-                    *v = Value::String(m);
-                    true
-                }
-                None => false,
-            },
-            Value::Array(items) => items.iter_mut().fold(false, |hit, i| walk(i) | hit),
-            Value::Object(map) => {
-                let entries = std::mem::take(map);
-                let mut hit = false;
-                for (k, mut val) in entries {
-                    hit |= walk(&mut val);
-                    let key = masked(&k).inspect(|_| hit = true).unwrap_or(k);
-                    map.insert(key, val);
-                }
-                hit
-            }
-            Value::Bool(_) | Value::Null => false,
-        }
-    }
-    let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return body;
-    };
-    if walk(&mut doc) {
-        serde_json::to_vec(&doc).unwrap_or_default()
-    } else {
-        body
-    }
-}
-
-/// The same second pass for a form body or a query string: a number hidden by
-/// percent-encoding (`4242%204242…`, `%34242…`). Every name and value is decoded and
-/// scanned; only if one holds a card number is the whole re-encoded, masked.
-fn deep_clean_form(body: Vec<u8>) -> Vec<u8> {
-    let mut hit = false;
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body)
-        .map(|(k, v)| {
-            let k = masked(&k)
-                .inspect(|_| hit = true)
-                .unwrap_or_else(|| k.into_owned());
-            let v = masked(&v)
-                .inspect(|_| hit = true)
-                .unwrap_or_else(|| v.into_owned());
-            (k, v)
-        })
-        .collect();
-    if !hit {
-        return body;
-    }
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish()
-        .into_bytes()
 }
 
 /// The checks `cards::tokenize` makes before it writes, made for every card first so
@@ -919,6 +836,7 @@ mod tests {
 
     #[test]
     fn escaped_and_encoded_numbers_are_found_on_the_second_pass() {
+        use super::send::{deep_clean_form, deep_clean_json};
         let card = "card_0192f3a4b5c67d8e9f00112233445566";
         let body = format!(
             r#"{{"a":"\u0034242 4242 4242 4242","n":[4000056655665556,7],"4111111111111111":1,"id":"{card}","r":"x"}}"#

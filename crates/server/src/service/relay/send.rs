@@ -445,7 +445,16 @@ pub(super) fn clean_answer(
     secrets: &[&[u8]],
     reps: &[Tokenized<'_>],
 ) -> (Vec<(HeaderName, HeaderValue)>, Vec<u8>) {
-    let clean_body = scrub(body, kind, secrets, reps);
+    // A second pass for numbers a byte scan cannot see (JSON escapes, percent-encoding).
+    let clean_body = match escape_for(
+        headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    ) {
+        Escape::Json => deep_clean_json(scrub(body, kind, secrets, reps)),
+        Escape::Form => deep_clean_form(scrub(body, kind, secrets, reps)),
+        _ => scrub(body, kind, secrets, reps),
+    };
     let mut clean_headers = Vec::with_capacity(headers.len());
     for (name, value) in headers {
         if header_dropped(name) {
@@ -457,6 +466,89 @@ pub(super) fn clean_answer(
         }
     }
     (clean_headers, clean_body)
+}
+
+/// Masks the card numbers in a decoded text; `None` if it has none.
+fn masked(text: &str) -> Option<String> {
+    let out = scrub(text.as_bytes(), BodyKind::Other, &[], &[]);
+    (out != text.as_bytes()).then(|| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A second pass over a cleaned JSON body, for the spelling the first cannot see: a
+/// number hidden by JSON escapes (`"\u0034242…"`). The document is parsed and every
+/// string, member name and integer scanned as decoded; only if one holds a card number
+/// is the document rewritten, masked (so a clean body keeps the bytes the partner
+/// wrote). Card ids the vault wrote are left alone. Not JSON: as it is.
+pub(super) fn deep_clean_json(body: Vec<u8>) -> Vec<u8> {
+    fn walk(v: &mut serde_json::Value) -> bool {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => {
+                if strongroom_core::parse_id(strongroom_core::IdKind::Card, s).is_ok() {
+                    return false;
+                }
+                match masked(s) {
+                    Some(m) => {
+                        *s = m;
+                        true
+                    }
+                    None => false,
+                }
+            }
+            Value::Number(n) => match n.as_u64().map(|n| n.to_string()).and_then(|t| masked(&t)) {
+                Some(m) => {
+                    *v = Value::String(m);
+                    true
+                }
+                None => false,
+            },
+            Value::Array(items) => items.iter_mut().fold(false, |hit, i| walk(i) | hit),
+            Value::Object(map) => {
+                let entries = std::mem::take(map);
+                let mut hit = false;
+                for (k, mut val) in entries {
+                    hit |= walk(&mut val);
+                    let key = masked(&k).inspect(|_| hit = true).unwrap_or(k);
+                    map.insert(key, val);
+                }
+                hit
+            }
+            Value::Bool(_) | Value::Null => false,
+        }
+    }
+    let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return body;
+    };
+    if walk(&mut doc) {
+        serde_json::to_vec(&doc).unwrap_or_default()
+    } else {
+        body
+    }
+}
+
+/// The same second pass for a form body or a query string: a number hidden by
+/// percent-encoding (`4242%204242…`, `%34242…`). Every name and value is decoded and
+/// scanned; only if one holds a card number is the whole re-encoded, masked.
+pub(super) fn deep_clean_form(body: Vec<u8>) -> Vec<u8> {
+    let mut hit = false;
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+        .map(|(k, v)| {
+            let k = masked(&k)
+                .inspect(|_| hit = true)
+                .unwrap_or_else(|| k.into_owned());
+            let v = masked(&v)
+                .inspect(|_| hit = true)
+                .unwrap_or_else(|| v.into_owned());
+            (k, v)
+        })
+        .collect();
+    if !hit {
+        return body;
+    }
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+        .into_bytes()
 }
 
 /// The tokens for the card numbers in the fields the caller named: a number that is
