@@ -187,6 +187,7 @@ fn mapped(e: &ServiceError) -> ApiError {
         E::Conflict => CONFLICT,
         E::LimitReached => LIMIT_REACHED,
         E::PermissionDenied => PERMISSION_DENIED,
+        E::IpNotAllowed => IP_NOT_ALLOWED,
         E::InvalidScope => INVALID_SCOPE,
         E::CvcInvalid => CVC_INVALID,
         E::CardTokenInvalid => CARD_TOKEN_INVALID,

@@ -27,6 +27,8 @@ pub struct InboundRouteRecord {
     pub tokenize: String,
     /// The merchant's note.
     pub description: Option<String>,
+    /// The networks partners may send from, as a JSON array of CIDRs; `None`: any.
+    pub allowed_ips: Option<String>,
     /// When it was made.
     pub created_ms: i64,
 }
@@ -47,11 +49,13 @@ pub trait InboundRouteStore: Send + Sync {
 // ---- SQL ----
 
 const GET: &str = "SELECT id, account_id, mode, path, forward_to, tokenize, description, \
-     created_ms FROM inbound_routes WHERE id = $1";
+     created_ms, allowed_ips FROM inbound_routes WHERE id = $1";
 const LIST: &str = "SELECT id, account_id, mode, path, forward_to, tokenize, description, \
-     created_ms FROM inbound_routes WHERE account_id = $1 AND mode = $2 ORDER BY id";
+     created_ms, allowed_ips FROM inbound_routes WHERE account_id = $1 AND mode = $2 \
+     ORDER BY id";
 const INSERT: &str = "INSERT INTO inbound_routes (id, account_id, mode, path, forward_to, \
-     tokenize, description, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+     tokenize, description, created_ms, allowed_ips) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 const DELETE: &str = "DELETE FROM inbound_routes WHERE id = $1 AND account_id = $2 AND mode = $3";
 
 impl FromRow for InboundRouteRecord {
@@ -65,6 +69,7 @@ impl FromRow for InboundRouteRecord {
             tokenize: r.text(5)?,
             description: r.opt_text(6)?,
             created_ms: r.int(7)?,
+            allowed_ips: r.opt_text(8)?,
         })
     }
 }
@@ -111,7 +116,8 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<bool> {
                 &r.forward_to,
                 &r.tokenize,
                 r.description.as_deref(),
-                r.created_ms
+                r.created_ms,
+                r.allowed_ips.as_deref()
             ];
             c.exec(INSERT, a).await?;
             Ok(true)

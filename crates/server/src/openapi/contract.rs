@@ -100,6 +100,7 @@ const INBOUND_ROUTE_RULES: &[(&str, &str)] = &[
         "destination_not_public",
         "forward_to must resolve to allowed addresses only",
     ),
+    CIDR_RULE,
 ];
 
 /// What `POST /v1/relay` refuses beyond its schema (docs/relay.md, "Codes").

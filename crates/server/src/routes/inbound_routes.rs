@@ -6,6 +6,7 @@ use crate::audit::RequestAudit;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, codes};
 use crate::extract::{ApiJson, ApiPath, RelayBytes};
+use crate::gateway::client_ip::ClientIp;
 use crate::openapi::ErrorResponse;
 use crate::routes::relay;
 use crate::service::List;
@@ -113,7 +114,7 @@ fn split_path(path: &str) -> (&str, &str) {
 #[utoipa::path(post, path = "/in/{route_id}/{rest}", tag = "relay", request_body(content = String, content_type = "application/json", description = "The partner's request"),
     params(("route_id" = String, Path, pattern = "^inr_[0-9a-f]{32}$"), ("rest" = String, Path, description = "The rest of the path, forwarded")),
     responses((status = 200, description = "The merchant's answer, cleaned (its status may be any)", content_type = "application/octet-stream", body = String),
-        (status = 403, description = "destination_not_approved: forward_to is no longer an approved destination", body = ErrorResponse),
+        (status = 403, description = "destination_not_approved: forward_to is no longer an approved destination; ip_not_allowed: the route's allowed_ips do not admit the sender", body = ErrorResponse),
         (status = 404, description = "not_found", body = ErrorResponse),
         (status = 405, description = "method_not_allowed", body = ErrorResponse),
         (status = 413, description = "body_too_large", body = ErrorResponse),
@@ -125,12 +126,13 @@ fn split_path(path: &str) -> (&str, &str) {
 pub async fn forward(
     State(state): State<AppState>,
     Extension(audit): Extension<RequestAudit>,
+    Extension(ClientIp(client_ip)): Extension<ClientIp>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     RelayBytes(body): RelayBytes,
 ) -> Response {
-    match forward_inner(&state, &audit, method, &uri, &headers, &body).await {
+    match forward_inner(&state, &audit, client_ip, method, &uri, &headers, &body).await {
         Ok(f) => relay::answer(f.status, f.headers, f.body, f.latency),
         Err((e, sent)) => relay::refusal(e, sent),
     }
@@ -139,6 +141,7 @@ pub async fn forward(
 async fn forward_inner(
     state: &AppState,
     audit: &RequestAudit,
+    client_ip: std::net::IpAddr,
     method: Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -169,6 +172,7 @@ async fn forward_inner(
         method,
         headers: forwarded,
         body,
+        client_ip,
     };
     svc::forward(state, audit, req).await.map_err(|e| {
         let sent = relay::sent_then_failed(&e);

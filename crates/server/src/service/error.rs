@@ -29,6 +29,8 @@ pub enum ServiceError {
     LimitReached,
     /// The caller's key lacks the scope the operation needs.
     PermissionDenied,
+    /// The caller's address is not among those allowed (an inbound route's networks).
+    IpNotAllowed,
     /// A requested token scope is empty, unknown or not held by the key.
     InvalidScope,
     /// A CVC is not three digits (four for American Express).

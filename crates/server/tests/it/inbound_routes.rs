@@ -492,3 +492,54 @@ async fn a_merchant_that_fails_is_a_failed_forward() {
     );
     assert!(!ev.text.contains(&pan) && port > 0);
 }
+
+#[tokio::test]
+async fn a_route_admits_partners_only_from_its_networks() {
+    let echo = Echo::start().await;
+    let srv = setup(&echo).await;
+    let make = |ips: Value| {
+        json!({"forward_to": url(&echo, "/v1/partner"), "tokenize": ["/card/number"],
+               "allowed_ips": ips})
+    };
+    let r = route(&srv, make(json!(["not-a-network"]))).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "invalid_parameter");
+    let elsewhere = route(&srv, make(json!(["203.0.113.0/24", "2001:db8::/32"]))).await;
+    assert_eq!(elsewhere.status, 201, "{}", elsewhere.text);
+    assert_eq!(
+        elsewhere.body["allowed_ips"],
+        json!(["203.0.113.0/24", "2001:db8::/32"])
+    );
+    let here = route(&srv, make(json!(["127.0.0.1"]))).await;
+    assert_eq!(
+        here.body["allowed_ips"],
+        json!(["127.0.0.1/32"]),
+        "{}",
+        here.text
+    );
+    let pan = test_pan(31_531);
+    let body = json!({"card": {"number": pan, "exp_month": 3, "exp_year": 2031}}).to_string();
+    let h: &[(&str, &str)] = &[("content-type", "application/json")];
+    let id = elsewhere.body["id"].as_str().unwrap();
+    let r = partner(
+        &srv,
+        Method::POST,
+        &format!("/in/{id}/x"),
+        h,
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], "ip_not_allowed");
+    assert!(echo.received().is_empty(), "nothing was forwarded");
+    let cards = srv.get("/v1/cards", &srv.sk_test).await;
+    assert_eq!(
+        cards.body["data"].as_array().unwrap().len(),
+        0,
+        "nothing was stored"
+    );
+    let id = here.body["id"].as_str().unwrap();
+    let r = partner(&srv, Method::POST, &format!("/in/{id}/x"), h, Some(body)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(echo.received().len(), 1);
+}

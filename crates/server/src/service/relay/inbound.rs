@@ -132,6 +132,10 @@ pub struct NewInboundRoute {
     /// A note for the merchant, at most 200 characters.
     #[schema(max_length = 200)]
     pub description: Option<String>,
+    /// The networks (IPv4 or IPv6 addresses or CIDRs, at most 100) partners may send
+    /// from; absent or empty: any. A request from elsewhere is `403 ip_not_allowed`.
+    #[schema(max_items = 100)]
+    pub allowed_ips: Option<Vec<String>>,
 }
 
 object_name!(
@@ -156,6 +160,8 @@ pub struct InboundRouteView {
     pub tokenize: Vec<TokenizeFields>,
     /// The merchant's note.
     pub description: Option<String>,
+    /// The networks partners may send from (canonical CIDRs); empty: any.
+    pub allowed_ips: Vec<String>,
     /// `test` or `live`: cards are tokenized in this mode.
     pub mode: &'static str,
     /// Unix seconds.
@@ -171,9 +177,18 @@ impl InboundRouteView {
             forward_to: r.forward_to.clone(),
             tokenize: rules_of(r)?,
             description: r.description.clone(),
+            allowed_ips: allowed_of(r)?,
             mode: r.mode.as_str(),
             created_at: secs(r.created_ms),
         })
+    }
+}
+
+fn allowed_of(r: &InboundRouteRecord) -> Result<Vec<String>> {
+    match &r.allowed_ips {
+        None => Ok(Vec::new()),
+        Some(j) => serde_json::from_str(j)
+            .map_err(|_| ServiceError::internal("stored inbound route networks are not JSON")),
     }
 }
 
@@ -238,6 +253,11 @@ pub async fn create(
     {
         return Err(ServiceError::InboundRouteInvalid);
     }
+    let nets = crate::gateway::parse_cidrs(new.allowed_ips.as_deref().unwrap_or_default())?;
+    let allowed_ips = (!nets.is_empty())
+        .then(|| serde_json::to_string(&nets.iter().map(ToString::to_string).collect::<Vec<_>>()))
+        .transpose()
+        .map_err(|_| ServiceError::internal("inbound route networks"))?;
     let approved = approve(state, &who.account_id, who.mode, &new.forward_to).await?;
     let existing = state
         .store()
@@ -256,6 +276,7 @@ pub async fn create(
         tokenize: serde_json::to_string(&rules)
             .map_err(|_| ServiceError::internal("inbound route rules"))?,
         description: new.description.clone(),
+        allowed_ips,
         created_ms: now,
     };
     crate::audit::set_resource(&who.audit, "inbound_route", &record.id);
@@ -359,6 +380,8 @@ pub struct InboundRequest<'a> {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The partner's body.
     pub body: &'a [u8],
+    /// The partner's address (as the gateway resolved it, trusted proxies considered).
+    pub client_ip: std::net::IpAddr,
 }
 
 /// The merchant's answer, cleaned, and the route's account (for the response's audit).
@@ -557,6 +580,16 @@ pub async fn forward(
     let rest = if req.rest.is_empty() { "/" } else { req.rest };
     if !path_matches(&route.path, rest) {
         return Err(ServiceError::NotFound);
+    }
+    let allowed = allowed_of(&route)?;
+    if !allowed.is_empty()
+        && !allowed
+            .iter()
+            .filter_map(|n| n.parse::<ipnet::IpNet>().ok())
+            .any(|n| n.contains(&req.client_ip))
+    {
+        crate::audit::arm(Some(audit), &route.id, &route.account_id, None);
+        return Err(ServiceError::IpNotAllowed);
     }
     // The request is recorded as the route's, on the route's account.
     crate::audit::arm(Some(audit), &route.id, &route.account_id, None);
