@@ -416,12 +416,10 @@ pub struct InboundEventObject<'a> {
     pub method: &'a str,
     /// The cards the request carried, as stored.
     pub cards: Vec<&'a str>,
-    /// The merchant's status (`inbound_route.forwarded`).
-    pub status: Option<u16>,
-    /// Why it failed (`inbound_route.failed`).
-    pub failure_code: Option<&'static str>,
-    /// Milliseconds from sending to the end of the answer (or the failure).
-    pub latency_ms: f64,
+    /// How it ended: `status` (`inbound_route.forwarded`) or `failure_code`
+    /// (`inbound_route.failed`), and `latency_ms`.
+    #[serde(flatten)]
+    pub ended: send::Ended,
 }
 
 /// Parses an expiry month (1–12) and year (2 digits: 20YY; or 4).
@@ -687,21 +685,17 @@ pub async fn forward(
         path: approved.url.path(),
         method: req.method.as_str(),
         cards: card_ids.clone(),
-        status: None,
-        failure_code: None,
-        latency_ms: 0.0,
+        ended: send::Ended::default(),
     };
     let (status, raw_headers, raw_body, latency) = match sent {
         Ok(s) => s,
         Err((failure, latency)) => {
-            ev.failure_code = Some(failure.code());
-            ev.latency_ms = latency.as_secs_f64() * 1000.0;
+            ev.ended = send::Ended::failed(failure, latency);
             record(state, &who, &approved, EventType::InboundRouteFailed, &ev).await;
             return Err(failure.error());
         }
     };
-    ev.status = Some(status);
-    ev.latency_ms = latency.as_secs_f64() * 1000.0;
+    ev.ended = send::Ended::answered(status, latency);
     let kind = send::answer_kind(&raw_headers);
     let (clean_headers, clean_body) =
         send::clean_answer(&raw_headers, &raw_body, kind, &secrets, &[]);
@@ -776,18 +770,14 @@ async fn record(
     kind: EventType,
     ev: &InboundEventObject<'_>,
 ) {
-    let outcome = if ev.status.is_some() {
+    let outcome = if ev.ended.status.is_some() {
         "inbound_completed"
     } else {
         "inbound_failed"
     };
     state.metrics().relay(&approved.destination.host, outcome);
     crate::audit::set_resource(&who.audit, "inbound_route", ev.route);
-    let ended = send::Ended {
-        status: ev.status,
-        failure_code: ev.failure_code,
-    };
-    send::record_ended(state, who, kind, ev, "card.inbound", &ev.cards, ended).await;
+    send::record_ended(state, who, kind, ev, "card.inbound", &ev.cards, ev.ended).await;
 }
 
 #[cfg(test)]

@@ -181,12 +181,10 @@ pub struct RelayEventObject<'a> {
     pub method: &'a str,
     /// The cards whose data was sent.
     pub cards: Vec<&'a str>,
-    /// The destination's status (`relay.completed`).
-    pub status: Option<u16>,
-    /// Why it failed (`relay.failed`).
-    pub failure_code: Option<&'static str>,
-    /// Milliseconds from sending to the end of the answer (or the failure).
-    pub latency_ms: f64,
+    /// How it ended: `status` (`relay.completed`) or `failure_code` (`relay.failed`),
+    /// and `latency_ms`.
+    #[serde(flatten)]
+    pub ended: Ended,
 }
 
 /// A card's values, opened for one relay.
@@ -388,21 +386,17 @@ pub async fn relay(state: &AppState, who: &Principal, req: &RelayRequest) -> Res
         path: approved.url.path(),
         method: method.as_str(),
         cards: ids.clone(),
-        status: None,
-        failure_code: None,
-        latency_ms: 0.0,
+        ended: Ended::default(),
     };
     let (status, raw_headers, raw_body, latency) = match sent {
         Ok(s) => s,
         Err((failure, latency)) => {
-            ev.failure_code = Some(failure.code());
-            ev.latency_ms = latency.as_secs_f64() * 1000.0;
+            ev.ended = Ended::failed(failure, latency);
             record(state, who, EventType::RelayFailed, &ev, "failed").await;
             return Err(failure.error());
         }
     };
-    ev.status = Some(status);
-    ev.latency_ms = latency.as_secs_f64() * 1000.0;
+    ev.ended = Ended::answered(status, latency);
     let kind = answer_kind(&raw_headers);
     let tokens = response_tokens(state, who, &raw_body, kind, &pointers, &values).await?;
     let secret_bytes: Vec<&[u8]> = secrets.iter().map(|s| s.as_bytes()).collect();
@@ -516,6 +510,11 @@ pub(super) fn deep_clean_json(body: Vec<u8>) -> Vec<u8> {
             Value::Bool(_) | Value::Null => false,
         }
     }
+    // A digit or a separator can be hidden only by a `\u` escape: without one, the
+    // decoded text is what the first pass read, and the parse is skipped.
+    if !body.windows(2).any(|w| w == b"\\u") {
+        return body;
+    }
     let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(&body) else {
         return body;
     };
@@ -530,6 +529,10 @@ pub(super) fn deep_clean_json(body: Vec<u8>) -> Vec<u8> {
 /// percent-encoding (`4242%204242…`, `%34242…`). Every name and value is decoded and
 /// scanned; only if one holds a card number is the whole re-encoded, masked.
 pub(super) fn deep_clean_form(body: Vec<u8>) -> Vec<u8> {
+    // Only `%` and `+` decode to something else: without them there is nothing hidden.
+    if !body.iter().any(|b| *b == b'%' || *b == b'+') {
+        return body;
+    }
     let mut hit = false;
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(&body)
         .map(|(k, v)| {
@@ -674,18 +677,38 @@ async fn record(
 ) {
     state.metrics().relay(ev.host, outcome);
     crate::audit::set_relay_destination(&who.audit, ev.host, ev.port);
-    let ended = Ended {
-        status: ev.status,
-        failure_code: ev.failure_code,
-    };
-    record_ended(state, who, kind, ev, "card.relay", &ev.cards, ended).await;
+    record_ended(state, who, kind, ev, "card.relay", &ev.cards, ev.ended).await;
 }
 
-/// How a request that was sent ended: the destination's status, or why it failed.
-#[derive(Clone, Copy)]
-pub(super) struct Ended {
-    pub(super) status: Option<u16>,
-    pub(super) failure_code: Option<&'static str>,
+/// How a request that was sent ended: the other side's status, or why it failed, and
+/// the time from sending to the end of the answer (or the failure). Part of the
+/// relay's and the inbound route's events.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Ended {
+    /// The other side's status (`relay.completed`, `inbound_route.forwarded`).
+    pub status: Option<u16>,
+    /// Why it failed (`relay.failed`, `inbound_route.failed`).
+    pub failure_code: Option<&'static str>,
+    /// Milliseconds from sending to the end of the answer (or the failure).
+    pub latency_ms: f64,
+}
+
+impl Ended {
+    pub(super) fn answered(status: u16, latency: Duration) -> Self {
+        Self {
+            status: Some(status),
+            failure_code: None,
+            latency_ms: latency.as_secs_f64() * 1000.0,
+        }
+    }
+
+    pub(super) fn failed(failure: Failure, latency: Duration) -> Self {
+        Self {
+            status: None,
+            failure_code: Some(failure.code()),
+            latency_ms: latency.as_secs_f64() * 1000.0,
+        }
+    }
 }
 
 /// Queues one `card_action` audit record per card (the status, or the failure's code)
