@@ -10,7 +10,8 @@
   every phase): a generated signature is never valid, so with them nearly every request
   would stop at 401 (signatures have their own tests).
 - Path parameters are sometimes the id of a real object made by `provision.py`, so that
-  handlers are reached past their 404.
+  handlers are reached past their 404; body fields likewise (a client session's secret,
+  so that the card route is reached past `client_session_invalid`).
 """
 
 import json
@@ -31,7 +32,9 @@ with open(os.environ["FUZZ_DOC"], encoding="utf-8") as f:
     DOC = json.load(f)
 
 # Path template -> {parameter: real id}, written by provision.py for this pass.
-IDS = json.loads(os.environ.get("FUZZ_IDS", "{}"))
+IDS = json.loads(os.environ.get("FUZZ_IDS", "{}") or "{}")
+# Path template -> {body field: real value} (a client secret), likewise.
+BODIES = json.loads(os.environ.get("FUZZ_BODIES", "{}") or "{}")
 
 # Every request body is held to this many bytes (`extract::BODY_LIMIT`), schema or not.
 BODY_LIMIT = 64 * 1024
@@ -85,6 +88,16 @@ def flatmap_path_parameters(context, path_parameters):
     if not real or not isinstance(path_parameters, dict):
         return st.just(path_parameters)
     return st.sampled_from([path_parameters, {**path_parameters, **real}])
+
+
+@schemathesis.hook
+def flatmap_body(context, body):
+    # Always the real value: a random client secret only ever meets the same 403, and
+    # the path's id (real half the time) already gives the foreign-session case.
+    real = BODIES.get(context.operation.path) if context.operation else None
+    if not real or not isinstance(body, dict):
+        return st.just(body)
+    return st.just({**body, **real})
 
 
 SIGNATURE_HEADERS = {"Signature", "Signature-Input", "Content-Digest"}

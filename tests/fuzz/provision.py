@@ -92,11 +92,23 @@ def main(dev_json_path):
         "live-allowlist": "PUT /v1/ip_allowlist",
         "live-signatures": "PATCH /v1/account",
     }
+    # The browser pass: a publishable key posting cards through a session that takes many.
+    session = call(
+        "POST",
+        "/v1/client_sessions",
+        test,
+        {"purpose": "tokenize", "allowed_origins": ["https://shop.example"], "max_cards": 100,
+         "expires_in": 3600},
+    )
+    cards_path = "/v1/client_sessions/{id}/cards"
     passes = {
         "open": {"key": None, "ids": {}, "include": "^/(healthz|readyz|v1/openapi.json|\\.well-known/.*|v1/inbound/.*)$"},
         "test": {"key": test, "ids": test_ids, "include": "^/v1/(?!admin/|inbound/)"},
         "live": {"key": live, "ids": {}, "include": "^/v1/(?!admin/|inbound/)"},
         "admin": {"key": admin, "ids": admin_ids, "include": "^/v1/admin/"},
+        "browser": {"key": dev["publishable_key"], "ids": {cards_path: {"id": session["id"]}},
+                    "bodies": {cards_path: {"client_secret": session["client_secret"]}},
+                    "only": "POST " + cards_path},
     }
     for name, op in lockout.items():
         acct = new_account(f"fuzz {name}")

@@ -24,6 +24,12 @@ pub struct RateLimitSection {
     pub ip_per_minute: Option<u32>,
     /// Relays per account, every key of it together (default 600).
     pub relay_per_minute: Option<u32>,
+    /// Cards posted from browsers, per client session (default 10).
+    pub browser_session_per_minute: Option<u32>,
+    /// Cards posted from browsers, per client address (default 20).
+    pub browser_ip_per_minute: Option<u32>,
+    /// Cards posted from browsers, per publishable key (default 600).
+    pub browser_key_per_minute: Option<u32>,
 }
 
 /// `[gateway]`: client address, request signatures, idempotency.
@@ -68,6 +74,21 @@ pub fn apply(
                 "relay_per_minute",
                 r.relay_per_minute,
                 &mut rl.relay_per_minute,
+            ),
+            (
+                "browser_session_per_minute",
+                r.browser_session_per_minute,
+                &mut rl.browser_session_per_minute,
+            ),
+            (
+                "browser_ip_per_minute",
+                r.browser_ip_per_minute,
+                &mut rl.browser_ip_per_minute,
+            ),
+            (
+                "browser_key_per_minute",
+                r.browser_key_per_minute,
+                &mut rl.browser_key_per_minute,
             ),
         ] {
             match value {

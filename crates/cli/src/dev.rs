@@ -36,6 +36,11 @@ pub struct DevArgs {
     /// Per-account relay rate limit, relays per minute (default 600; benchmarks raise it).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     relay_rate_limit_per_minute: Option<u32>,
+    /// Cards posted from browsers, per minute: the per-session, per-address and
+    /// per-publishable-key limits at once (defaults 10, 20 and 600; the API fuzzer
+    /// raises them).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    browser_rate_limit_per_minute: Option<u32>,
 }
 
 /// What `dev.json` holds: exactly these fields.
@@ -83,6 +88,12 @@ pub async fn run(args: DevArgs) -> Result<()> {
     }
     if let Some(n) = args.relay_rate_limit_per_minute {
         config.rate_limit.relay_per_minute = n;
+    }
+    if let Some(n) = args.browser_rate_limit_per_minute {
+        let rl = &mut config.rate_limit;
+        rl.browser_session_per_minute = n;
+        rl.browser_ip_per_minute = n;
+        rl.browser_key_per_minute = n;
     }
     let running = strongroom_server::start(config, root)
         .await

@@ -26,6 +26,8 @@ pub enum IdKind {
     Request,
     /// `inr_`: an inbound route (its id is also the capability in its URL).
     InboundRoute,
+    /// `cs_`: a client session (a browser's one-time licence to tokenize cards).
+    ClientSession,
 }
 
 impl IdKind {
@@ -40,6 +42,7 @@ impl IdKind {
             Self::Otp => "otp_",
             Self::Request => "req_",
             Self::InboundRoute => "inr_",
+            Self::ClientSession => "cs_",
         }
     }
 }

@@ -71,8 +71,8 @@ impl Brand {
         .find(|b| b.as_str() == s)
     }
 
-    /// The PAN lengths this brand issues.
-    const fn lengths(self) -> (usize, usize) {
+    /// The PAN lengths this brand issues (shortest, longest).
+    pub const fn lengths(self) -> (usize, usize) {
         match self {
             Self::Amex => (15, 15),
             Self::Visa => (13, 19),
@@ -163,6 +163,12 @@ const IIN_TABLE: &[Iin] = &[
     // Visa
     iin(1, 4, 4, Brand::Visa),
 ];
+
+/// The IIN table as `(digits, lo, hi, brand)` rows, first match wins: for the hosted
+/// fields, which detect the brand as the customer types with the same table.
+pub fn iin_rows() -> impl Iterator<Item = (u32, u32, u32, Brand)> {
+    IIN_TABLE.iter().map(|r| (r.digits, r.lo, r.hi, r.brand))
+}
 
 /// Published test card numbers, accepted only in test mode. Besides these, every
 /// Luhn-valid 16-digit number that begins `40000000` is a test number (see

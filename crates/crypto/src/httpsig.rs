@@ -35,6 +35,13 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// SHA-384 of `data` (Subresource Integrity hashes).
+pub fn sha384(data: &[u8]) -> [u8; 48] {
+    let mut out = [0u8; 48];
+    out.copy_from_slice(digest::digest(&digest::SHA384, data).as_ref());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -215,6 +215,7 @@ const KINDS: &[(IdKind, &str)] = &[
     (IdKind::Event, "event"),
     (IdKind::WebhookEndpoint, "webhook_endpoint"),
     (IdKind::InboundRoute, "inbound_route"),
+    (IdKind::ClientSession, "client_session"),
 ];
 
 /// The resource a path names: the last path parameter that is a well-formed id.

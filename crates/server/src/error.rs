@@ -160,6 +160,11 @@ pub mod codes {
         INBOUND_ROUTE_INVALID = (BAD_REQUEST, "inbound_route_invalid", "An inbound route is malformed: forward_to must be an approved HTTPS destination without query or fragment, path an absolute path prefix, each tokenize rule a JSON pointer or an object with number and either exp_month and exp_year or expiry, and description at most 200 characters.");
         TOO_MANY_INBOUND_ROUTES = (BAD_REQUEST, "too_many_inbound_routes", "An account may have at most 100 inbound routes in each mode.");
         INBOUND_CARD_INVALID = (UNPROCESSABLE_ENTITY, "inbound_card_invalid", "A field the inbound route tokenizes does not hold a valid card number with a valid, unexpired expiry; nothing was forwarded.");
+        CLIENT_SESSION_INVALID = (FORBIDDEN, "client_session_invalid", "The client secret is wrong, or its session belongs to another account or mode.");
+        CLIENT_SESSION_EXPIRED = (BAD_REQUEST, "client_session_expired", "The client session has expired; the merchant must create a new one.");
+        CLIENT_SESSION_USED = (CONFLICT, "client_session_used", "The client session has already collected all the cards it may.");
+        ORIGIN_INVALID = (BAD_REQUEST, "origin_invalid", "Each allowed origin must be scheme://host[:port] exactly (lowercase, no path or trailing slash): HTTPS, or plain HTTP to a loopback host in test mode; 1 to 10 of them.");
+        BROWSER_NOT_ALLOWED = (FORBIDDEN, "browser_not_allowed", "This endpoint is for servers; browsers may only reach the hosted fields, strongroom.js and the client session card route.");
         RELAY_EXPRESSION_INVALID = (BAD_REQUEST, "relay_expression_invalid", "A relay expression is malformed: it must be {{card_<id>:<field>}}, inside a string in a JSON body, and a cvc must not touch a digit or another expression.");
         RELAY_FIELD_NOT_OFFERED = (BAD_REQUEST, "relay_field_not_offered", "A relay expression asks for a field the relay does not offer: number, exp_month, exp_year, exp_year2, cardholder_name or cvc.");
         CVC_UNAVAILABLE = (CONFLICT, "cvc_unavailable", "The card's CVC is not held: it was never given, was used by an earlier relay, expired after 10 minutes, or was lost in a restart.");
@@ -228,6 +233,10 @@ fn mapped(e: &ServiceError) -> ApiError {
         E::InboundRouteInvalid => INBOUND_ROUTE_INVALID,
         E::TooManyInboundRoutes => TOO_MANY_INBOUND_ROUTES,
         E::InboundCardInvalid => INBOUND_CARD_INVALID,
+        E::ClientSessionInvalid => CLIENT_SESSION_INVALID,
+        E::ClientSessionExpired => CLIENT_SESSION_EXPIRED,
+        E::ClientSessionUsed => CLIENT_SESSION_USED,
+        E::OriginInvalid => ORIGIN_INVALID,
         E::RelayHeaderInvalid => RELAY_HEADER_INVALID,
         E::RelayUpstreamFailed => RELAY_UPSTREAM_FAILED,
         E::RelayUpstreamTimeout => RELAY_UPSTREAM_TIMEOUT,

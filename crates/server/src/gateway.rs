@@ -6,6 +6,7 @@
 //! response that got as far as the rate limiter carries `RateLimit-Limit`,
 //! `RateLimit-Remaining` and `RateLimit-Reset`; a refusal adds `Retry-After`.
 
+pub mod browser;
 pub mod client_ip;
 pub mod idempotency;
 pub mod layer;
@@ -51,6 +52,13 @@ pub struct RateLimitConfig {
     pub ip_per_minute: u32,
     /// Relays (`POST /v1/relay`), per account: every key of the account shares it.
     pub relay_per_minute: u32,
+    /// Cards posted from browsers (`POST /v1/client_sessions/{id}/cards`), per session.
+    pub browser_session_per_minute: u32,
+    /// The same, per client address (IPv6 by /64), whatever the key or session.
+    pub browser_ip_per_minute: u32,
+    /// The same, per publishable key: all of a merchant's shoppers together. It takes
+    /// the place of `per_minute` on that route.
+    pub browser_key_per_minute: u32,
 }
 
 impl Default for RateLimitConfig {
@@ -62,6 +70,9 @@ impl Default for RateLimitConfig {
             otp_per_minute: 10,
             ip_per_minute: 60,
             relay_per_minute: 600,
+            browser_session_per_minute: 10,
+            browser_ip_per_minute: 20,
+            browser_key_per_minute: 600,
         }
     }
 }
@@ -81,6 +92,8 @@ pub const IDEMPOTENCY_EXCLUDED: &[&str] = &[
     // Both answer with a webhook signing secret (`whsec_…`).
     "/v1/webhook_endpoints",
     "/v1/webhook_endpoints/{id}/rotate_secret",
+    // Answers with the session's client secret.
+    "/v1/client_sessions",
 ];
 
 /// Most accounts' controls, and most keys' allowlists, cached.

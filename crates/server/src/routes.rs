@@ -3,7 +3,9 @@
 pub mod admin;
 pub mod audit;
 pub mod cards;
+pub mod client_sessions;
 pub mod controls;
+pub mod elements;
 pub mod inbound_routes;
 pub mod meta;
 pub mod metrics;
@@ -30,6 +32,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cards/{id}/reveal", post(cards::reveal))
         .route("/v1/card_tokens/redeem", post(cards::redeem_card_token))
         .route("/v1/otp", post(cards::create_otp))
+        .route("/elements/v1/elements.js", get(elements::elements_js))
+        .route("/elements/v1/{field}", get(elements::field))
+        .route("/js/v1/strongroom.js", get(elements::strongroom_js))
+        .route("/js/v1/strongroom.d.ts", get(elements::strongroom_dts))
+        .route("/v1/client_sessions", post(client_sessions::create))
+        .route("/v1/client_sessions/{id}", get(client_sessions::get))
+        .route(
+            client_sessions::CARDS_ROUTE,
+            post(client_sessions::collect).options(client_sessions::preflight),
+        )
         .route("/v1/admin/accounts", post(admin::create_account))
         .route(
             "/v1/admin/accounts/{id}",

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod cards;
+pub mod client_sessions;
 pub mod controls;
 pub mod cvc;
 pub mod data_keys;
@@ -16,6 +17,7 @@ pub mod otp_code;
 pub mod pin;
 pub mod relay;
 pub mod rewrap;
+pub mod session_params;
 pub mod tokens;
 pub mod webhooks;
 

@@ -8,6 +8,7 @@
 //! never sees a clear PAN, key or secret.
 
 pub mod audit;
+pub mod client_sessions;
 pub mod controls;
 pub mod inbound_routes;
 pub mod model;
@@ -28,6 +29,7 @@ pub mod webhooks;
 pub use audit::{
     AuditCheckpoint, AuditQuery, AuditRecord, AuditScope, AuditStore, CheckpointLink, HashFn,
 };
+pub use client_sessions::{ClientSessionRecord, ClientSessionStore, Collected};
 pub use controls::{
     AccountControls, ControlStore, ControlsUpdate, IdempotencyBegin, IdempotencyClaim,
     IdempotencyRecord, KeyWithControls, SigningKeyRecord,

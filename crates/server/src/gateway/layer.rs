@@ -1,6 +1,7 @@
 //! The gateway middleware itself (see [`super`]): it resolves the caller through the
 //! application state, then runs the gateway's checks with the parts they need.
 
+use super::browser;
 use super::client_ip::{self, ClientIp};
 use super::idempotency;
 use super::ratelimit::{self, Decision, Quota, RateLimitBackend};
@@ -13,6 +14,7 @@ use crate::auth::{self, Admin, Caller, Principal};
 use crate::error::{ApiError, ApiResult, codes};
 use crate::extract::{INBOUND_ROUTE, INBOUND_ROUTE_ROOT, RELAY_ROUTE};
 use crate::metrics::Metrics;
+use crate::routes::client_sessions::CARDS_ROUTE;
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -23,7 +25,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use strongroom_core::IdKind;
+use strongroom_core::{IdKind, KeyKind};
 use strongroom_store::{AccountControls, ApiKeyRecord, AuditScope};
 
 /// Whether the route is an inbound route's (`/in/{route_id}/…`).
@@ -66,6 +68,17 @@ fn buckets(
     let net = || ratelimit::client_network(ip);
     let mut out = Vec::new();
     match caller {
+        // Cards from browsers: per session, per address and per publishable key (in
+        // place of the key's own quota, which all of a merchant's shoppers share).
+        Caller::Account(p) if route == CARDS_ROUTE => {
+            let session = browser::session_of(parts.uri.path()).unwrap_or("unknown");
+            out.push((format!("cs:{session}"), q(rl.browser_session_per_minute)));
+            out.push((format!("ip:{}:{route}", net()), q(rl.browser_ip_per_minute)));
+            out.push((
+                format!("browser:{}", p.key_id),
+                q(rl.browser_key_per_minute),
+            ));
+        }
         Caller::Account(p) => {
             let per_minute = controls
                 .and_then(|c| c.rate_limit_per_minute)
@@ -101,7 +114,8 @@ fn buckets(
         // A refused credential counts as no credential: per address.
         Caller::Anonymous | Caller::Refused { .. } => {
             // `/readyz` is limited too: its answer is cached, but it is no free probe.
-            if route != "/healthz" {
+            // The scripts are the same bytes for everyone, and cached by browsers.
+            if route != "/healthz" && !browser::STATIC_ROUTES.contains(&route) {
                 out.push((format!("ip:{}:{route}", net()), q(rl.ip_per_minute)));
             }
         }
@@ -158,6 +172,10 @@ pub async fn gateway(State(state): State<AppState>, req: Request, next: Next) ->
         .map_or("(unmatched)", |p| p.as_str())
         .to_owned();
     let (mut parts, body) = req.into_parts();
+    if !browser::reachable(&route) && browser::from_page(&parts.headers) {
+        return codes::BROWSER_NOT_ALLOWED.into_response();
+    }
+    let cors = browser::Cors::of(&route, &parts);
     // Resolved by `request_context`, which also records it in the audit template.
     let ip = match parts.extensions.get::<ClientIp>() {
         Some(c) => c.0,
@@ -219,6 +237,9 @@ pub async fn gateway(State(state): State<AppState>, req: Request, next: Next) ->
     if let Some(d) = &decision {
         set_rate_headers(&mut res, d);
     }
+    if let Some(cors) = cors {
+        cors.answer(&state, &mut res).await;
+    }
     res
 }
 
@@ -250,8 +271,12 @@ async fn controls(
             Some(pre) => pre.key_allowlist,
             None => gw.key_allowlist(&p.key_id).await?,
         };
+        // A publishable key posting a card from a shopper's browser: the account's
+        // list and signature rule are for its own servers, which shoppers are not
+        // (the key's own list, if it has one, still holds).
+        let browser = route == CARDS_ROUTE && p.kind == KeyKind::Publishable;
         let account_list = parse_stored_cidrs(&c.ip_allowlist);
-        if !allowed_by(&account_list, ip) || !allowed_by(&key_list, ip) {
+        if (!browser && !allowed_by(&account_list, ip)) || !allowed_by(&key_list, ip) {
             return Err(codes::IP_NOT_ALLOWED);
         }
         // Signatures: always verified when present; required when the account says so.
@@ -264,7 +289,7 @@ async fn controls(
                 signature::verify(&gw.store, gw.now_ms(), window, p, &view, &b, required);
             Box::pin(verified).await?;
             bytes = Some(b);
-        } else if c.require_signed_requests {
+        } else if c.require_signed_requests && !browser {
             return Err(codes::SIGNATURE_MISSING);
         }
         controls = Some(c);

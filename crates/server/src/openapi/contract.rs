@@ -83,6 +83,43 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
     ("post", "/v1/cards/{id}/pin/change", PIN_RULES),
     ("post", "/v1/relay", RELAY_RULES),
     ("post", "/v1/inbound_routes", INBOUND_ROUTE_RULES),
+    ("post", "/v1/client_sessions", CLIENT_SESSION_RULES),
+    ("post", "/v1/client_sessions/{id}/cards", CARD_RULES),
+    (
+        "post",
+        "/v1/client_sessions/{id}/cards",
+        CLIENT_SESSION_CARD_RULES,
+    ),
+];
+
+/// What `POST /v1/client_sessions` refuses beyond its schema (docs/client-side.md).
+const CLIENT_SESSION_RULES: &[(&str, &str)] = &[
+    (
+        "origin_invalid",
+        "each allowed origin must be exactly scheme://host[:port] as browsers send it, HTTPS (plain HTTP only to loopback in test mode), none repeated",
+    ),
+    ("missing_field", "an amount needs a currency"),
+    (
+        "invalid_parameter",
+        "metadata has at most 20 keys of 1 to 40 characters and values of at most 500; order id and metadata hold no control characters",
+    ),
+];
+
+/// What `POST /v1/client_sessions/{id}/cards` refuses beyond its schema, besides the
+/// card rules (docs/client-side.md).
+const CLIENT_SESSION_CARD_RULES: &[(&str, &str)] = &[
+    (
+        "client_session_expired",
+        "the session must not have expired",
+    ),
+    (
+        "missing_field",
+        "the CVC is required when the session collects it",
+    ),
+    (
+        "invalid_parameter",
+        "a CVC is refused when the session does not collect it",
+    ),
 ];
 
 /// What `POST /v1/inbound_routes` refuses beyond its schema (docs/relay.md, "Inbound
@@ -453,14 +490,15 @@ fn complete_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
     };
     let mut shared = shape.shared_errors();
     // A rule enforced beyond the schema is a refusal the operation can give.
-    let rules = BEYOND_SCHEMA
+    // An operation may have several entries (the card rules, then its own).
+    let rules: Vec<&(&str, &str)> = BEYOND_SCHEMA
         .iter()
-        .find(|(m, p, _)| *m == method && *p == path)
-        .map(|(_, _, rules)| *rules);
+        .filter(|(m, p, _)| *m == method && *p == path)
+        .flat_map(|(_, _, rules)| rules.iter())
+        .collect();
     shared.extend(
         rules
-            .into_iter()
-            .flatten()
+            .iter()
             .filter_map(|(code, _)| codes::ALL.iter().find(|e| e.code == *code).cloned()),
     );
     let Some(responses) = op
@@ -537,7 +575,7 @@ fn complete_operation(path: &str, method: &str, op: &mut Map<String, Value>) {
             json!({"$ref": "#/components/headers/Retry-After"}),
         );
     }
-    if let Some(rules) = rules {
+    if !rules.is_empty() {
         let list: Vec<Value> = rules
             .iter()
             .map(|(code, rule)| json!({"code": code, "rule": rule}))

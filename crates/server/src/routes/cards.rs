@@ -81,7 +81,7 @@ pub async fn create(
     };
     let t = svc::tokenize(&state, &who, new).await?;
     if !who.scopes.contains(Scope::CardsRead) {
-        let token = svc::card_token(&state, &who, &t)?;
+        let token = svc::card_token(&state, &who, &t, None)?;
         return Ok((StatusCode::CREATED, Json(TokenizeView::Token(token))));
     }
     let status = if t.created {
@@ -119,9 +119,16 @@ pub async fn redeem_card_token(
     ApiJson(body): ApiJson<RedeemCardTokenBody>,
 ) -> ApiResult<Json<CardView>> {
     who.require(Scope::CardsRead)?;
-    let card = svc::redeem_card_token(&state, &who, &body.token).await?;
+    let (card, session) = svc::redeem_card_token(&state, &who, &body.token).await?;
     crate::audit::set_resource(&who.audit, "card", &card.id);
-    Ok(Json(svc::view(&state, &card).await?))
+    let mut view = svc::view(&state, &card).await?;
+    if let Some(id) = session {
+        // Kept 30 days after it expires, far longer than a card token lives.
+        view.client_session = crate::service::client_sessions::find(&state, &id)
+            .await?
+            .map(|s| s.card_view());
+    }
+    Ok(Json(view))
 }
 
 /// Retrieve a card (masked).

@@ -2,6 +2,7 @@
 
 use crate::auth::Principal;
 use crate::keyring::AccountKeys;
+use crate::service::session_params::CardSession;
 use crate::service::{List, secs};
 use crate::service::{Result, ServiceError};
 use crate::state::AppState;
@@ -11,7 +12,7 @@ use serde::Serialize;
 use strongroom_core::DomainError;
 use strongroom_core::{Expiry, IdKind, Mode, Pan, Sensitive};
 use strongroom_crypto::DataKey;
-use strongroom_store::{CardRecord, InsertCard, KeyPurpose, ListCards, VaultStore};
+use strongroom_store::{CardRecord, Collected, InsertCard, KeyPurpose, ListCards, VaultStore};
 use zeroize::Zeroizing;
 
 /// The masked card object: everything a card may show without a reveal.
@@ -43,6 +44,12 @@ pub struct CardView {
     /// Whether a CVC sent when the card was created is held for its first payment: at
     /// most ten minutes, and spent by its first use in a relay (`{{card_…:cvc}}`).
     pub cvc_available: bool,
+    /// The client session the card was collected through, with the parameters the
+    /// back end fixed for it: shown on the redemption of that session's card token and
+    /// in `card.created`, absent elsewhere (`GET /v1/client_sessions/{id}` lists a
+    /// session's cards).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_session: Option<CardSession>,
 }
 
 impl CardView {
@@ -61,6 +68,7 @@ impl CardView {
             mode: c.mode.as_str(),
             created: secs(c.created_ms),
             cvc_available,
+            client_session: None,
         }
     }
 }
@@ -234,6 +242,17 @@ fn check_name(name: Option<&Sensitive<String>>) -> Result<()> {
     Ok(())
 }
 
+/// The client session a card is collected through
+/// ([`crate::service::client_sessions::collect`]).
+pub struct Through {
+    /// `cs_…`
+    pub id: String,
+    /// When it stops collecting.
+    pub expires_ms: i64,
+    /// What the card object and `card.created` show of it.
+    pub view: CardSession,
+}
+
 /// The outcome of a tokenization.
 pub struct Tokenized {
     /// The card as stored (after a renewal of its expiry).
@@ -252,6 +271,19 @@ pub struct Tokenized {
 /// it (`card.updated`), never back. A CVC sent is held for the card, the existing one
 /// too (it is the customer's fresh CVC), replacing any held before.
 pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> Result<Tokenized> {
+    tokenize_through(state, who, new, None).await
+}
+
+/// [`tokenize`], through a client session when one is given: the session's slot is
+/// claimed in the card's own write (a session that expired or filled up meanwhile
+/// refuses, and nothing is written), the card is linked to it, and `card.created`
+/// carries its parameters.
+pub async fn tokenize_through(
+    state: &AppState,
+    who: &Principal,
+    new: NewCard,
+    session: Option<&Through>,
+) -> Result<Tokenized> {
     let pan = Pan::parse(new.number.expose())?;
     let expiry = Expiry::new(new.exp_month, new.exp_year, state.clock().now())?;
     pan.check_mode(who.mode)?;
@@ -296,7 +328,8 @@ pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> Result
         cvcs.hold(&card.account_id, card.mode, &card.id, cvc, card.created_ms)
             .await?;
     }
-    let view = CardView::new(&card, cvc.is_some());
+    let mut view = CardView::new(&card, cvc.is_some());
+    view.client_session = session.map(|s| s.view.clone());
     let event = state.event_of(
         &card.account_id,
         card.mode,
@@ -305,7 +338,27 @@ pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> Result
     )?;
     crate::audit::set_resource(&who.audit, "card", &card.id);
     let vault = state.store().audited(&who.audit);
-    let inserted = vault.insert_card(&card, &dedup, &[event]).await;
+    let inserted = match session {
+        None => vault.insert_card(&card, &dedup, &[event]).await,
+        Some(s) => {
+            let now = state.now_ms();
+            match vault
+                .collect_card(&s.id, now, &card, &dedup, &[event])
+                .await
+            {
+                Ok(Collected::Card(c)) => Ok(c),
+                Ok(Collected::Refused) => {
+                    let _ = cvcs.forget(&card.account_id, card.mode, &card.id).await;
+                    return Err(if s.expires_ms <= now {
+                        ServiceError::ClientSessionExpired
+                    } else {
+                        ServiceError::ClientSessionUsed
+                    });
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
     if cvc.is_some() && !matches!(inserted, Ok(InsertCard::Created(_))) {
         // No card has this id: nothing will use what was held for it.
         let _ = cvcs.forget(&card.account_id, card.mode, &card.id).await;
@@ -329,8 +382,10 @@ pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> Result
             (c, false, held)
         }
     };
+    let mut view = CardView::new(&card, cvc_available);
+    view.client_session = session.map(|s| s.view.clone());
     Ok(Tokenized {
-        card: CardView::new(&card, cvc_available),
+        card: view,
         created,
         submitted_expiry,
         cvc_held: cvc.is_some(),
@@ -406,6 +461,9 @@ pub struct CardTokenView {
     /// Whether the CVC sent with this request is held for the card's first payment
     /// (false when none was sent; a CVC held before says nothing here).
     pub cvc_available: bool,
+    /// The client session the card was collected through (`cs_…`), when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_session: Option<String>,
 }
 
 fn card_token_aad(account_id: &str, mode: Mode) -> Vec<u8> {
@@ -421,11 +479,21 @@ fn card_token_key(state: &AppState, salt: &[u8]) -> Result<DataKey> {
 }
 
 /// The token view of a tokenization, for a caller without `cards:read`.
-pub fn card_token(state: &AppState, who: &Principal, t: &Tokenized) -> Result<CardTokenView> {
+pub fn card_token(
+    state: &AppState,
+    who: &Principal,
+    t: &Tokenized,
+    session: Option<&str>,
+) -> Result<CardTokenView> {
     let now = state.now_ms();
     let expires_ms = now.saturating_add(CARD_TOKEN_TTL_MS);
     let salt = strongroom_crypto::random::bytes::<CARD_TOKEN_SALT>()?;
-    let plain = format!("{}|{expires_ms}", t.card.id);
+    // The session, when there is one, goes inside the seal: the back end that redeems
+    // the token learns which session (and so which fixed parameters) collected it.
+    let plain = match session {
+        Some(s) => format!("{}|{expires_ms}|{s}", t.card.id),
+        None => format!("{}|{expires_ms}", t.card.id),
+    };
     let sealed = card_token_key(state, &salt)?
         .seal(plain.as_bytes(), &card_token_aad(&who.account_id, who.mode))?;
     let mut raw = salt.to_vec();
@@ -443,6 +511,7 @@ pub fn card_token(state: &AppState, who: &Principal, t: &Tokenized) -> Result<Ca
         created: secs(now),
         expires_at: secs(expires_ms),
         cvc_available: t.cvc_held,
+        client_session: session.map(str::to_owned),
     })
 }
 
@@ -452,7 +521,7 @@ pub async fn redeem_card_token(
     state: &AppState,
     who: &Principal,
     token: &str,
-) -> Result<CardRecord> {
+) -> Result<(CardRecord, Option<String>)> {
     let raw = token
         .strip_prefix(CARD_TOKEN_PREFIX)
         .filter(|t| t.len() <= 256)
@@ -466,14 +535,18 @@ pub async fn redeem_card_token(
         .open(sealed, &card_token_aad(&who.account_id, who.mode))
         .map_err(|_| ServiceError::CardTokenInvalid)?;
     let text = std::str::from_utf8(&plain).map_err(|_| ServiceError::CardTokenInvalid)?;
-    let (card_id, expires) = text.split_once('|').ok_or(ServiceError::CardTokenInvalid)?;
+    let mut fields = text.split('|');
+    let (Some(card_id), Some(expires), session) = (fields.next(), fields.next(), fields.next())
+    else {
+        return Err(ServiceError::CardTokenInvalid);
+    };
     let expires_ms: i64 = expires
         .parse()
         .map_err(|_| ServiceError::CardTokenInvalid)?;
     if expires_ms <= state.now_ms() {
         return Err(ServiceError::CardTokenInvalid);
     }
-    get(state, who, card_id).await
+    Ok((get(state, who, card_id).await?, session.map(str::to_owned)))
 }
 
 /// One card of the principal's account and mode.

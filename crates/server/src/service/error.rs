@@ -90,6 +90,16 @@ pub enum ServiceError {
     /// A field an inbound route tokenizes holds no valid card number with a valid,
     /// unexpired expiry: nothing was forwarded.
     InboundCardInvalid,
+    /// A client secret is wrong or malformed, or its session is another account's or
+    /// mode's.
+    ClientSessionInvalid,
+    /// A client session has expired.
+    ClientSessionExpired,
+    /// A client session has collected all the cards it may.
+    ClientSessionUsed,
+    /// A client session's allowed origins are malformed (or plain HTTP off loopback, or
+    /// in live mode).
+    OriginInvalid,
     /// A relay expression, value or pointer was refused (its code says which).
     Relay(strongroom_core::relay::RelayError),
     /// A card named in a relay request is not one of the account's in this mode.

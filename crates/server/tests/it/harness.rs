@@ -224,6 +224,9 @@ impl TestServer {
         config.rate_limit.reveal_per_minute = 1_000_000;
         config.rate_limit.otp_per_minute = 1_000_000;
         config.rate_limit.ip_per_minute = 1_000_000;
+        config.rate_limit.browser_session_per_minute = 1_000_000;
+        config.rate_limit.browser_ip_per_minute = 1_000_000;
+        config.rate_limit.browser_key_per_minute = 1_000_000;
         // The audit anchor lives with the data on both backends (SQLite's default).
         config.audit_anchor = Some(data.anchor());
         tweak(&mut config);

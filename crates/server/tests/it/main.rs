@@ -16,8 +16,10 @@
 mod admin;
 mod audit;
 mod bad_input;
+mod browser;
 mod canary;
 mod cards;
+mod client_sessions;
 mod contract;
 mod controls;
 mod cvc;

@@ -92,6 +92,7 @@ pub(crate) enum WriteOp {
     Pin(crate::pin::Op),
     Relay(crate::relay::Op),
     InboundRoute(crate::inbound_routes::Op),
+    ClientSession(crate::client_sessions::Op),
     Audit(AuditOp),
     Tokens(crate::tokens::Op),
     Webhook(crate::webhooks::Op),
@@ -105,6 +106,7 @@ pub(crate) enum WriteReply {
     Count(i64),
     ApiKey(Option<ApiKeyRecord>),
     Card(InsertCard),
+    Collected(Option<crate::Collected>),
     Renewed(Option<CardRecord>),
     Retire(RetireOutcome),
     Controls(crate::controls::Reply),
@@ -303,6 +305,15 @@ impl Write<InsertCard> {
     }
 }
 
+impl Write<Option<crate::Collected>> {
+    pub(crate) fn client_session(op: crate::client_sessions::Op) -> Self {
+        Self::new(WriteOp::ClientSession(op), |r| match r {
+            WriteReply::Collected(v) => Some(v),
+            _ => None,
+        })
+    }
+}
+
 impl Write<Option<CardRecord>> {
     pub(crate) fn renew_card_expiry(
         account_id: String,
@@ -454,6 +465,9 @@ pub(crate) async fn apply<C: Exec>(
             WriteReply::Done
         }
         WriteOp::InboundRoute(op) => WriteReply::Flag(crate::inbound_routes::apply(c, op).await?),
+        WriteOp::ClientSession(op) => {
+            WriteReply::Collected(crate::client_sessions::apply(c, op).await?)
+        }
         WriteOp::Audit(op) => apply_audit(c, b, op).await?,
         WriteOp::Tokens(op) => crate::tokens::apply(c, op)
             .await?
@@ -726,6 +740,7 @@ fn took_effect(op: &WriteOp, reply: &WriteReply) -> bool {
         WriteReply::Flag(false)
             | WriteReply::ApiKey(None)
             | WriteReply::Card(crate::InsertCard::Existing(_))
+            | WriteReply::Collected(Some(crate::Collected::Refused))
             | WriteReply::Renewed(None)
             | WriteReply::Retire(
                 RetireOutcome::NotFound | RetireOutcome::Active | RetireOutcome::InUse(_)

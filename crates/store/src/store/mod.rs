@@ -2,6 +2,7 @@
 //! the one [`VaultStore`] impl, and [`Writes`], the handle every write goes through.
 
 mod audit;
+mod client_sessions;
 mod controls;
 mod inbound_routes;
 mod pin;
