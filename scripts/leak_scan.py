@@ -48,6 +48,9 @@ def main(path: str, *more: str) -> int:
     for prefix in ("sk_test_", "sk_live_", "rk_test_", "rk_live_", "pk_test_", "pk_live_", "sk_admin_", "whsec_"):
         for m in re.finditer(re.escape(prefix) + r"[A-Za-z0-9]{8,}", text):
             hits.append(prefix + "…")
+    # A client session's secret (its session id alone is no secret).
+    for m in re.finditer(r"cs_[0-9a-f]{32}_secret_[A-Za-z0-9_-]{8,}", text):
+        hits.append("client secret")
     # A PIN in a JSON field or a key=value pair (PINs have no prefix to look for).
     for m in re.finditer(r'\bpin\\?"?\s*[:=]\s*\\?"?\d{4,12}\b', text, re.IGNORECASE):
         hits.append("pin=…")

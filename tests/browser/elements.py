@@ -52,7 +52,8 @@ var sr = Strongroom(%(pk)s);
 PAGES = {
     "card": """<div id="card"></div>""", "card_js": """
 var elements = sr.elements({clientSecret: %(secret)s});
-var card = elements.create('card', {style: {base: {fontSize: '16px', color: '#32325d'}}});
+var card = elements.create('card', {style: {base: {fontSize: '16px', color: '#32325d',
+  backgroundImage: 'url(data:image/gif;base64,R0lGODlhAQABAAAAACw=)', fontWeight: '600; color: red'}}});
 ['ready', 'change', 'focus', 'blur', 'error'].forEach(function (name) {
   card.on(name, function (ev) { log(name + ' ' + JSON.stringify(ev)); });
 });
@@ -251,6 +252,13 @@ def scenario_ok(run, out, report):
     run.open("card", "ok")
     run.wait_ready()
     run.shot("elements-default.png", report)
+    # The page asked for an allowed colour, a background image (not on the allowlist) and
+    # a font weight smuggling a second declaration: only the colour may arrive.
+    run.frame("card")
+    out["style"] = run.d.execute_script(
+        "const s = getComputedStyle(document.getElementById('sr-number'));"
+        "return {color: s.color, backgroundImage: s.backgroundImage, fontWeight: s.fontWeight};")
+    run.d.switch_to.default_content()
     run.type_in("card", {"sr-number": "4242 4242 4242 4242", "sr-expiry": "12 / 34", "sr-cvc": "123"})
     run.pay()
     outcome(run.result(), out)

@@ -5,7 +5,8 @@
 //!   passes the Luhn check: a card number (Maestro numbers can be 12 digits), however it
 //!   was spelled;
 //! - anything shaped like one of our secrets: `sk_…`, `rk_…`, `pk_…` (with or without
-//!   `test_`/`live_`/`admin_`) followed by 8 or more key characters, and `whsec_…`;
+//!   `test_`/`live_`/`admin_`) followed by 8 or more key characters, `whsec_…`, and a
+//!   client session's secret `cs_<id>_secret_…` (its session id stays readable);
 //! - a bearer JWT: `eyJ…` (a base64url JSON header), a dot, a payload, a dot and an
 //!   optional signature;
 //! - an OTP code: exactly 6 digits as the quoted value of a JSON key `code` or
@@ -34,6 +35,9 @@ pub const CVC_MASK: &str = "[REDACTED-CVC]";
 const KEY_PREFIXES: &[&str] = &["sk_", "rk_", "pk_"];
 const KEY_MODES: &[&str] = &["test_", "live_", "admin_"];
 const WEBHOOK_PREFIX: &str = "whsec_";
+/// A client secret: `cs_`, the session id's 32 hex digits, then this, then the secret.
+const CLIENT_SECRET_PREFIX: &str = "cs_";
+const CLIENT_SECRET_MARK: &str = "_secret_";
 const MIN_SECRET_BODY: usize = 8;
 
 fn is_word(b: u8) -> bool {
@@ -99,7 +103,7 @@ fn may_start(b: &[u8], i: usize) -> bool {
     if c.is_ascii_digit() {
         !prev.is_some_and(|p| p.is_ascii_digit())
     } else {
-        matches!(c, b's' | b'r' | b'p' | b'w' | b'e') && !prev.is_some_and(is_word)
+        matches!(c, b's' | b'r' | b'p' | b'w' | b'e' | b'c') && !prev.is_some_and(is_word)
     }
 }
 
@@ -266,7 +270,9 @@ fn secret_at(b: &[u8], i: usize) -> Option<(usize, usize)> {
     }
     let rest = b.get(i..)?;
     let (prefix_len, body_ok): (usize, fn(u8) -> bool) =
-        if rest.starts_with(WEBHOOK_PREFIX.as_bytes()) {
+        if let Some(keep) = client_secret_prefix(rest) {
+            (keep, is_b64url)
+        } else if rest.starts_with(WEBHOOK_PREFIX.as_bytes()) {
             (WEBHOOK_PREFIX.len(), |c| {
                 c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'-' | b'_')
             })
@@ -288,6 +294,15 @@ fn secret_at(b: &[u8], i: usize) -> Option<(usize, usize)> {
         return None;
     }
     Some((i + prefix_len + n, prefix_len))
+}
+
+/// The readable part of a client secret at the start of `rest` (`cs_<32 hex>_secret_`).
+fn client_secret_prefix(rest: &[u8]) -> Option<usize> {
+    let after = rest.strip_prefix(CLIENT_SECRET_PREFIX.as_bytes())?;
+    let hex = after.get(..32)?;
+    let mark = after.get(32..)?;
+    (hex.iter().all(u8::is_ascii_hexdigit) && mark.starts_with(CLIENT_SECRET_MARK.as_bytes()))
+        .then_some(CLIENT_SECRET_PREFIX.len() + 32 + CLIENT_SECRET_MARK.len())
 }
 
 /// An `io::Write` that masks everything before passing it on. The tracing formatter
@@ -336,7 +351,10 @@ mod tests {
     /// The skip in [`mask`] must stop at every byte a match can start with.
     #[test]
     fn the_skip_stops_at_every_prefix_and_digit() {
-        for p in KEY_PREFIXES.iter().chain([&WEBHOOK_PREFIX, &"eyJ"]) {
+        for p in KEY_PREFIXES
+            .iter()
+            .chain([&WEBHOOK_PREFIX, &CLIENT_SECRET_PREFIX, &"eyJ"])
+        {
             assert!(may_start(p.as_bytes(), 0), "{p}");
             let after = format!(" \"{p}");
             assert!(may_start(after.as_bytes(), 2), "{p} after a quote");
@@ -426,6 +444,17 @@ mod tests {
             "\"whsec_[REDACTED]\""
         );
         assert_eq!(m("sk_abcdefgh"), "sk_[REDACTED]");
+        // A client secret: the session id stays, the secret goes.
+        let cs = "cs_0190f3a4b5c6d7e8f9a0b1c2d3e4f5a6_secret_Zm9vYmFyYmF6cXV4LWJs_c2";
+        assert_eq!(
+            m(&format!("{{\"client_secret\":\"{cs}\"}}")),
+            "{\"client_secret\":\"cs_0190f3a4b5c6d7e8f9a0b1c2d3e4f5a6_secret_[REDACTED]\"}"
+        );
+        // A session id alone is no secret.
+        assert_eq!(
+            m("cs_0190f3a4b5c6d7e8f9a0b1c2d3e4f5a6"),
+            "cs_0190f3a4b5c6d7e8f9a0b1c2d3e4f5a6"
+        );
         // A key's display prefix, and words that merely contain the letters.
         for s in [
             "sk_test_4f3a",
