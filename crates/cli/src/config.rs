@@ -631,6 +631,32 @@ mod tests {
     }
 
     #[test]
+    fn the_browser_limits_are_read_and_checked() {
+        let f = fixture();
+        let c = parse(&toml_with(
+            "127.0.0.1:8443",
+            &f.key,
+            "plaintext = true\n[rate_limit]\nbrowser_session_per_minute = 3\nbrowser_ip_per_minute = 7\nbrowser_key_per_minute = 900",
+        ))
+        .unwrap();
+        let rl = &c.server.rate_limit;
+        assert_eq!(
+            (
+                rl.browser_session_per_minute,
+                rl.browser_ip_per_minute,
+                rl.browser_key_per_minute
+            ),
+            (3, 7, 900)
+        );
+        let e = err(&toml_with(
+            "127.0.0.1:8443",
+            &f.key,
+            "plaintext = true\n[rate_limit]\nbrowser_ip_per_minute = 0",
+        ));
+        assert!(e.contains("browser_ip_per_minute"), "{e}");
+    }
+
+    #[test]
     fn the_audit_anchor_defaults_beside_sqlite_and_is_asked_for_with_postgres() {
         let f = fixture();
         let c = parse(&toml_with("127.0.0.1:8443", &f.key, "plaintext = true")).unwrap();
