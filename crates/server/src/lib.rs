@@ -18,6 +18,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod pin_keys;
 pub mod ready;
+pub mod risk;
 pub mod routes;
 pub mod secret_body;
 pub mod service;
