@@ -91,6 +91,7 @@ def main(dev_json_path):
     lockout = {
         "live-allowlist": "PUT /v1/ip_allowlist",
         "live-signatures": "PATCH /v1/account",
+        "live-suspensions": "POST /v1/suspensions",
     }
     # The browser pass: a publishable key posting cards through a session that takes many.
     session = call(

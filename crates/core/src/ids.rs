@@ -28,6 +28,8 @@ pub enum IdKind {
     InboundRoute,
     /// `cs_`: a client session (a browser's one-time licence to tokenize cards).
     ClientSession,
+    /// `susp_`: a suspension of a card, address, email, device, key or account.
+    Suspension,
 }
 
 impl IdKind {
@@ -43,6 +45,7 @@ impl IdKind {
             Self::Request => "req_",
             Self::InboundRoute => "inr_",
             Self::ClientSession => "cs_",
+            Self::Suspension => "susp_",
         }
     }
 }

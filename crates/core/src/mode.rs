@@ -142,11 +142,15 @@ pub enum Scope {
     /// Send card data to the account's approved relay destinations (`POST /v1/relay`).
     /// The caller never sees the data, so secret keys hold it.
     CardsRelay,
+    /// Read suspensions (and, later, risk assessments and rules).
+    RiskRead,
+    /// Create and lift suspensions.
+    RiskWrite,
 }
 
 impl Scope {
     /// Every scope, in display order.
-    pub const ALL: [Scope; 13] = [
+    pub const ALL: [Scope; 15] = [
         Scope::CardsWrite,
         Scope::CardsRead,
         Scope::CardsReveal,
@@ -160,6 +164,8 @@ impl Scope {
         Scope::WebhooksRead,
         Scope::WebhooksWrite,
         Scope::CardsRelay,
+        Scope::RiskRead,
+        Scope::RiskWrite,
     ];
 
     /// The scope's name, e.g. `cards:read`.
@@ -178,6 +184,8 @@ impl Scope {
             Self::WebhooksRead => "webhooks:read",
             Self::WebhooksWrite => "webhooks:write",
             Self::CardsRelay => "cards:relay",
+            Self::RiskRead => "risk:read",
+            Self::RiskWrite => "risk:write",
         }
     }
 
@@ -196,6 +204,8 @@ impl Scope {
             Self::WebhooksRead => 1024,
             Self::WebhooksWrite => 2048,
             Self::CardsRelay => 4096,
+            Self::RiskRead => 8192,
+            Self::RiskWrite => 16384,
         }
     }
 
@@ -224,7 +234,9 @@ impl Scopes {
             | Scope::EventsRead.bit()
             | Scope::WebhooksRead.bit()
             | Scope::WebhooksWrite.bit()
-            | Scope::CardsRelay.bit(),
+            | Scope::CardsRelay.bit()
+            | Scope::RiskRead.bit()
+            | Scope::RiskWrite.bit(),
     );
 
     /// Whether `scope` is in the set.

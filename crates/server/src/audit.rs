@@ -216,6 +216,7 @@ const KINDS: &[(IdKind, &str)] = &[
     (IdKind::WebhookEndpoint, "webhook_endpoint"),
     (IdKind::InboundRoute, "inbound_route"),
     (IdKind::ClientSession, "client_session"),
+    (IdKind::Suspension, "suspension"),
 ];
 
 /// The resource a path names: the last path parameter that is a well-formed id.

@@ -20,6 +20,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human message; constant text, never input.
     pub message: &'static str,
+    /// Seconds until a retry can succeed (`Retry-After`): set for a suspension.
+    pub retry_after: Option<u64>,
 }
 
 /// Marker placed in a response's extensions so the outer middleware renders the body.
@@ -32,6 +34,15 @@ impl ApiError {
             status,
             code,
             message,
+            retry_after: None,
+        }
+    }
+
+    /// The same error, telling the client when to retry (`Retry-After`).
+    pub fn retry_after(self, secs: u64) -> Self {
+        Self {
+            retry_after: Some(secs),
+            ..self
         }
     }
 
@@ -164,6 +175,10 @@ pub mod codes {
         CLIENT_SESSION_EXPIRED = (BAD_REQUEST, "client_session_expired", "The client session has expired; the merchant must create a new one.");
         CLIENT_SESSION_USED = (CONFLICT, "client_session_used", "The client session has already collected all the cards it may.");
         ORIGIN_INVALID = (BAD_REQUEST, "origin_invalid", "Each allowed origin must be scheme://host[:port] exactly (lowercase, no path or trailing slash): HTTPS, or plain HTTP to a loopback host in test mode; 1 to 10 of them.");
+        SUSPENDED = (FORBIDDEN, "suspended", "The request was refused; retry after the number of seconds in Retry-After.");
+        API_KEY_SUSPENDED = (FORBIDDEN, "api_key_suspended", "This API key is suspended; retry after the number of seconds in Retry-After, or ask the account's owner.");
+        ACCOUNT_SUSPENDED = (FORBIDDEN, "account_suspended", "This account is suspended; retry after the number of seconds in Retry-After, or contact the operator.");
+        SUSPENSION_TARGET_INVALID = (BAD_REQUEST, "suspension_target_invalid", "The suspension's target is malformed or unknown: a card id or fingerprint of this account and mode, an IP address or CIDR, an email address, a device id of 1 to 200 characters, or a key id of this account.");
         BROWSER_NOT_ALLOWED = (FORBIDDEN, "browser_not_allowed", "This endpoint is for servers; browsers may only reach the hosted fields, strongroom.js and the client session card route.");
         RELAY_EXPRESSION_INVALID = (BAD_REQUEST, "relay_expression_invalid", "A relay expression is malformed: it must be {{card_<id>:<field>}}, inside a string in a JSON body, and a cvc must not touch a digit or another expression.");
         RELAY_FIELD_NOT_OFFERED = (BAD_REQUEST, "relay_field_not_offered", "A relay expression asks for a field the relay does not offer: number, exp_month, exp_year, exp_year2, cardholder_name or cvc.");
@@ -237,6 +252,8 @@ fn mapped(e: &ServiceError) -> ApiError {
         E::ClientSessionExpired => CLIENT_SESSION_EXPIRED,
         E::ClientSessionUsed => CLIENT_SESSION_USED,
         E::OriginInvalid => ORIGIN_INVALID,
+        E::Suspended { .. } => SUSPENDED,
+        E::SuspensionTargetInvalid => SUSPENSION_TARGET_INVALID,
         E::RelayHeaderInvalid => RELAY_HEADER_INVALID,
         E::RelayUpstreamFailed => RELAY_UPSTREAM_FAILED,
         E::RelayUpstreamTimeout => RELAY_UPSTREAM_TIMEOUT,
@@ -267,7 +284,10 @@ fn mapped(e: &ServiceError) -> ApiError {
 impl From<ServiceError> for ApiError {
     /// Maps, and logs a 5xx's detail with the place the service met it.
     fn from(e: ServiceError) -> Self {
-        let err = mapped(&e);
+        let mut err = mapped(&e);
+        if let ServiceError::Suspended { retry_after } = e {
+            err = err.retry_after(retry_after);
+        }
         if let Some((detail, at)) = e.failure()
             && err.status.is_server_error()
         {
@@ -305,6 +325,10 @@ impl From<CryptoError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = self.status.into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
         res.extensions_mut().insert(ErrorBody(self));
         res
     }

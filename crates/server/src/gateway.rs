@@ -13,6 +13,7 @@ pub mod layer;
 pub mod openapi;
 pub mod ratelimit;
 pub mod signature;
+pub mod suspended;
 mod sweep;
 
 pub use layer::gateway;
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use strongroom_core::Clock;
 use strongroom_crypto::{RootKey, SealingKey};
-use strongroom_store::{AccountControls, ControlStore, Store};
+use strongroom_store::{AccountControls, ControlStore, Store, SuspensionStore};
 
 /// Where rate-limit state lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +114,7 @@ pub struct Gateway {
     idem_mac: Option<zeroize::Zeroizing<[u8; 32]>>,
     controls: Cache<String, Arc<AccountControls>>,
     key_lists: Cache<String, Arc<Vec<IpNet>>>,
+    suspensions: Cache<String, Arc<suspended::Active>>,
 }
 
 /// The part of the server configuration the gateway reads.
@@ -189,7 +191,28 @@ impl Gateway {
             idem_mac,
             controls: Cache::new(ttl, CACHE_MAX),
             key_lists: Cache::new(ttl, CACHE_MAX),
+            suspensions: Cache::new(ttl, CACHE_MAX),
         }
+    }
+
+    /// The account's active suspensions, through the cache (each ends at its own time
+    /// whatever the cache holds: [`suspended::Active`] compares with the clock).
+    pub async fn suspensions(&self, account_id: &str) -> ApiResult<Arc<suspended::Active>> {
+        let (now, sync) = (self.clock.now_ms(), self.sync.as_ref());
+        if let Some(a) = self.suspensions.get(sync, account_id, now) {
+            return Ok(a);
+        }
+        let epoch = self.suspensions.epoch(sync);
+        let rows = self.store.active_suspensions(account_id, now).await?;
+        let active = Arc::new(suspended::Active::new(&rows));
+        self.suspensions
+            .put(sync, account_id.to_owned(), active.clone(), now, epoch);
+        Ok(active)
+    }
+
+    /// Forgets an account's cached suspensions (after a change through this node).
+    pub fn forget_suspensions(&self, account_id: &str) {
+        self.suspensions.forget(&self.sync, account_id);
     }
 
     /// The account's controls, through the cache.

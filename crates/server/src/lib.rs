@@ -145,6 +145,7 @@ pub async fn start_with_clock(
         .map_err(|e| StartError::Keys(ApiError::from(e).message))?;
     service::rewrap::spawn(state.clone());
     service::webhooks::spawn(state.clone());
+    service::suspensions::spawn(state.clone());
     let app = routes::router(state.clone());
     let listener = std::net::TcpListener::bind(config.listen)?;
     listener.set_nonblocking(true)?;

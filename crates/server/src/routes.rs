@@ -11,6 +11,7 @@ pub mod meta;
 pub mod metrics;
 pub mod pin;
 pub mod relay;
+pub mod suspensions;
 pub mod tokens;
 pub mod webhooks;
 
@@ -36,6 +37,22 @@ pub fn router(state: AppState) -> Router {
         .route("/elements/v1/{field}", get(elements::field))
         .route("/js/v1/strongroom.js", get(elements::strongroom_js))
         .route("/js/v1/strongroom.d.ts", get(elements::strongroom_dts))
+        .route(
+            "/v1/suspensions",
+            post(suspensions::create).get(suspensions::list),
+        )
+        .route(
+            "/v1/suspensions/{id}",
+            get(suspensions::get).delete(suspensions::lift),
+        )
+        .route(
+            "/v1/admin/accounts/{id}/suspensions",
+            post(suspensions::admin_create),
+        )
+        .route(
+            "/v1/admin/accounts/{id}/suspensions/{suspension_id}",
+            axum::routing::delete(suspensions::admin_lift),
+        )
         .route("/v1/client_sessions", post(client_sessions::create))
         .route("/v1/client_sessions/{id}", get(client_sessions::get))
         .route(

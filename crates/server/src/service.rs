@@ -18,6 +18,7 @@ pub mod pin;
 pub mod relay;
 pub mod rewrap;
 pub mod session_params;
+pub mod suspensions;
 pub mod tokens;
 pub mod webhooks;
 

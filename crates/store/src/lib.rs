@@ -14,6 +14,7 @@ pub mod inbound_routes;
 pub mod model;
 pub mod pin;
 pub mod relay;
+pub mod suspensions;
 
 mod dialect;
 mod exec;
@@ -42,6 +43,7 @@ pub use relay::{RelayDestinationRecord, RelayStore};
 pub use sqlite::SqliteStore;
 pub use stats::StatsStore;
 pub use store::{Store, Writes};
+pub use suspensions::{SuspensionRecord, SuspensionStore};
 pub use tokens::{JwtKeyRecord, TokenStore};
 pub use webhooks::WebhookStore;
 

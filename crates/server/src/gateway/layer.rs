@@ -203,6 +203,20 @@ pub async fn gateway(State(state): State<AppState>, req: Request, next: Next) ->
     parts.extensions.insert(caller.clone());
     let mut decision: Option<Decision> = None;
     let gw = state.gateway();
+    // Suspensions: of the account, of this key, of the client's network.
+    if let Caller::Account(p) = &caller {
+        let refusal = match gw.suspensions(&p.account_id).await {
+            Ok(active) => active.refusal(p.mode, &p.key_id, ip, gw.now_ms()),
+            Err(e) => Some(e),
+        };
+        if let Some(e) = refusal {
+            let mut res = e.into_response();
+            if let Some(cors) = cors {
+                cors.answer(&state, &mut res).await;
+            }
+            return res;
+        }
+    }
     let checked = controls(
         gw,
         state.metrics(),

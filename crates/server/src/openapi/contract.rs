@@ -84,12 +84,31 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
     ("post", "/v1/relay", RELAY_RULES),
     ("post", "/v1/inbound_routes", INBOUND_ROUTE_RULES),
     ("post", "/v1/client_sessions", CLIENT_SESSION_RULES),
+    ("post", "/v1/suspensions", SUSPENSION_RULES),
+    (
+        "post",
+        "/v1/admin/accounts/{id}/suspensions",
+        SUSPENSION_RULES,
+    ),
     ("post", "/v1/client_sessions/{id}/cards", CARD_RULES),
     (
         "post",
         "/v1/client_sessions/{id}/cards",
         CLIENT_SESSION_CARD_RULES,
     ),
+];
+
+/// What a new suspension is refused for beyond its schema (docs/risk.md).
+const SUSPENSION_RULES: &[(&str, &str)] = &[
+    (
+        "suspension_target_invalid",
+        "the target must be a card id or fingerprint of the account and mode, an IP address or CIDR, an email address, a device id, or a key id of the account",
+    ),
+    (
+        "invalid_parameter",
+        "the reason holds no control characters; the mode is given on the operators' route only",
+    ),
+    ("missing_field", "the operators' route needs a mode"),
 ];
 
 /// What `POST /v1/client_sessions` refuses beyond its schema (docs/client-side.md).

@@ -202,9 +202,9 @@ pub struct CreateKeyBody {
     #[schema(value_type = crate::service::ModeName)]
     pub mode: String,
     /// Restricted keys only: `cards:write`, `cards:read`, `cards:reveal`, `cards:delete`,
-    /// `pins:write`, `pins:verify` and the other scope names; at most 13 (as many as there
+    /// `pins:write`, `pins:verify` and the other scope names; at most 15 (as many as there
     /// are scopes).
-    #[schema(value_type = Option<Vec<crate::service::accounts::ScopeName>>, max_items = 13)]
+    #[schema(value_type = Option<Vec<crate::service::accounts::ScopeName>>, max_items = 15)]
     pub scopes: Option<Vec<String>>,
     /// CIDRs this key may be used from (at most 100); absent or empty: anywhere the
     /// account allows.

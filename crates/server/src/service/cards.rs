@@ -301,6 +301,8 @@ pub async fn tokenize_through(
         .iter()
         .map(|(v, k)| (*v, fingerprint(k, &pan)))
         .collect();
+    let fingerprints = dedup.iter().map(|(_, f)| f.as_slice());
+    crate::service::suspensions::check_card(state, &who.account_id, who.mode, fingerprints).await?;
     let mut card = CardRecord {
         id: state.new_id(IdKind::Card)?,
         account_id: who.account_id.clone(),

@@ -100,6 +100,13 @@ pub enum ServiceError {
     /// A client session's allowed origins are malformed (or plain HTTP off loopback, or
     /// in live mode).
     OriginInvalid,
+    /// A card, address, email or device is suspended (the message stays generic).
+    Suspended {
+        /// Seconds until the suspension ends.
+        retry_after: u64,
+    },
+    /// A suspension's target is malformed, or names no card or key of the account.
+    SuspensionTargetInvalid,
     /// A relay expression, value or pointer was refused (its code says which).
     Relay(strongroom_core::relay::RelayError),
     /// A card named in a relay request is not one of the account's in this mode.

@@ -75,6 +75,10 @@ event_types! {
     SigningKeyCreated = "signing_key.created",
     /// A request-signing key was revoked.
     SigningKeyRevoked = "signing_key.revoked",
+    /// A card, address, email, device, key or account was suspended.
+    SuspensionCreated = "suspension.created",
+    /// A suspension ended: lifted by someone, or at its expiry.
+    SuspensionLifted = "suspension.lifted",
     /// A webhook endpoint was disabled after failing or being gone.
     WebhookEndpointDisabled = "webhook_endpoint.disabled",
 }

@@ -413,6 +413,8 @@ pub async fn reveal(
 ) -> Result<(strongroom_store::CardRecord, RevealedCard)> {
     who.require(Scope::CardsReveal)?;
     let card = cards::get(state, who, card_id).await?;
+    let fingerprint = [card.fingerprint.as_slice()];
+    crate::service::suspensions::check_card(state, &who.account_id, who.mode, fingerprint).await?;
     // The reveal is recorded in the outbox in the same transaction that spends the OTP.
     let event = state.event_of(
         &card.account_id,

@@ -33,6 +33,7 @@ mod relay;
 mod relay_send;
 mod rotation;
 mod security;
+mod suspensions;
 mod tls;
 mod tokens;
 mod webhooks;

@@ -93,6 +93,7 @@ pub(crate) enum WriteOp {
     Relay(crate::relay::Op),
     InboundRoute(crate::inbound_routes::Op),
     ClientSession(crate::client_sessions::Op),
+    Suspension(crate::suspensions::Op),
     Audit(AuditOp),
     Tokens(crate::tokens::Op),
     Webhook(crate::webhooks::Op),
@@ -107,6 +108,7 @@ pub(crate) enum WriteReply {
     ApiKey(Option<ApiKeyRecord>),
     Card(InsertCard),
     Collected(Option<crate::Collected>),
+    Suspension(Option<crate::SuspensionRecord>),
     Renewed(Option<CardRecord>),
     Retire(RetireOutcome),
     Controls(crate::controls::Reply),
@@ -305,6 +307,15 @@ impl Write<InsertCard> {
     }
 }
 
+impl Write<Option<crate::SuspensionRecord>> {
+    pub(crate) fn suspension(op: crate::suspensions::Op) -> Self {
+        Self::new(WriteOp::Suspension(op), |r| match r {
+            WriteReply::Suspension(v) => Some(v),
+            _ => None,
+        })
+    }
+}
+
 impl Write<Option<crate::Collected>> {
     pub(crate) fn client_session(op: crate::client_sessions::Op) -> Self {
         Self::new(WriteOp::ClientSession(op), |r| match r {
@@ -465,6 +476,7 @@ pub(crate) async fn apply<C: Exec>(
             WriteReply::Done
         }
         WriteOp::InboundRoute(op) => WriteReply::Flag(crate::inbound_routes::apply(c, op).await?),
+        WriteOp::Suspension(op) => WriteReply::Suspension(crate::suspensions::apply(c, op).await?),
         WriteOp::ClientSession(op) => {
             WriteReply::Collected(crate::client_sessions::apply(c, op).await?)
         }
@@ -741,6 +753,7 @@ fn took_effect(op: &WriteOp, reply: &WriteReply) -> bool {
             | WriteReply::ApiKey(None)
             | WriteReply::Card(crate::InsertCard::Existing(_))
             | WriteReply::Collected(Some(crate::Collected::Refused))
+            | WriteReply::Suspension(None)
             | WriteReply::Renewed(None)
             | WriteReply::Retire(
                 RetireOutcome::NotFound | RetireOutcome::Active | RetireOutcome::InUse(_)

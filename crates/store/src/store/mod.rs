@@ -8,6 +8,7 @@ mod inbound_routes;
 mod pin;
 mod relay;
 mod stats;
+mod suspensions;
 mod tokens;
 mod webhooks;
 

@@ -318,6 +318,9 @@ async fn open_cards<'a>(
             }
             Err(e) => return Err(e),
         };
+        let fingerprint = [record.fingerprint.as_slice()];
+        crate::service::suspensions::check_card(state, &who.account_id, who.mode, fingerprint)
+            .await?;
         let clear = cards::open(&keys, &record)?;
         out.insert(
             *id,
