@@ -92,6 +92,7 @@ def main(dev_json_path):
         "live-allowlist": "PUT /v1/ip_allowlist",
         "live-signatures": "PATCH /v1/account",
         "live-suspensions": "POST /v1/suspensions",
+        "live-assessments": "POST /v1/risk/assessments",
     }
     # The browser pass: a publishable key posting cards through a session that takes many.
     session = call(

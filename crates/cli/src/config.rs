@@ -54,6 +54,18 @@ pub struct FileConfig {
     pub inbound: Vec<crate::webhooks::InboundSection>,
     /// The relay's timeouts and limits (docs/relay.md).
     pub relay: Option<RelaySection>,
+    /// The risk engine's country data (docs/risk.md).
+    pub risk: Option<RiskSection>,
+}
+
+/// `[risk]`: country data for the mismatch signals, read at start.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskSection {
+    /// A BIN table: CSV rows `bin_prefix,country` (longest prefix wins).
+    pub bin_table: Option<PathBuf>,
+    /// A MaxMind-format IP country database (`.mmdb`: GeoLite2-Country, DB-IP lite).
+    pub ip_database: Option<PathBuf>,
 }
 
 /// `[relay]`: the relay's timeouts and the largest answer it reads.
@@ -302,6 +314,10 @@ fn validate(file: FileConfig) -> Result<Checked> {
     crate::tokens::apply(file.tokens.as_ref(), file.connections.as_ref(), &mut server)?;
     crate::webhooks::apply(&mut server, file.webhooks.as_ref(), &file.inbound)?;
     apply_relay(&mut server, file.relay.as_ref())?;
+    if let Some(r) = &file.risk {
+        server.risk_bin_table.clone_from(&r.bin_table);
+        server.risk_ip_database.clone_from(&r.ip_database);
+    }
     warnings.extend(crate::webhooks::warnings(&server));
     Ok(Checked {
         server,

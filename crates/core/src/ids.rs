@@ -30,6 +30,8 @@ pub enum IdKind {
     ClientSession,
     /// `susp_`: a suspension of a card, address, email, device, key or account.
     Suspension,
+    /// `risk_`: a risk assessment.
+    RiskAssessment,
 }
 
 impl IdKind {
@@ -46,6 +48,7 @@ impl IdKind {
             Self::InboundRoute => "inr_",
             Self::ClientSession => "cs_",
             Self::Suspension => "susp_",
+            Self::RiskAssessment => "risk_",
         }
     }
 }

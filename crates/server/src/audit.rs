@@ -217,6 +217,7 @@ const KINDS: &[(IdKind, &str)] = &[
     (IdKind::InboundRoute, "inbound_route"),
     (IdKind::ClientSession, "client_session"),
     (IdKind::Suspension, "suspension"),
+    (IdKind::RiskAssessment, "risk_assessment"),
 ];
 
 /// The resource a path names: the last path parameter that is a well-formed id.

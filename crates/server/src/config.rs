@@ -80,6 +80,11 @@ pub struct ServerConfig {
     pub inbound_sources: Vec<InboundSource>,
     /// The relay's timeouts and limits (`POST /v1/relay`).
     pub relay: RelayConfig,
+    /// The risk engine's country data (docs/risk.md): a BIN table (CSV
+    /// `bin_prefix,country`) and a MaxMind-format IP country database, read at start.
+    pub risk_bin_table: Option<std::path::PathBuf>,
+    /// See [`ServerConfig::risk_bin_table`].
+    pub risk_ip_database: Option<std::path::PathBuf>,
 }
 
 impl ServerConfig {
@@ -113,6 +118,8 @@ impl ServerConfig {
             webhooks: WebhookConfig::default(),
             inbound_sources: Vec::new(),
             relay: RelayConfig::default(),
+            risk_bin_table: None,
+            risk_ip_database: None,
         }
     }
 }

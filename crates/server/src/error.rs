@@ -175,6 +175,7 @@ pub mod codes {
         CLIENT_SESSION_EXPIRED = (BAD_REQUEST, "client_session_expired", "The client session has expired; the merchant must create a new one.");
         CLIENT_SESSION_USED = (CONFLICT, "client_session_used", "The client session has already collected all the cards it may.");
         ORIGIN_INVALID = (BAD_REQUEST, "origin_invalid", "Each allowed origin must be scheme://host[:port] exactly (lowercase, no path or trailing slash): HTTPS, or plain HTTP to a loopback host in test mode; 1 to 10 of them.");
+        RISK_BLOCKED = (FORBIDDEN, "risk_blocked", "The request was refused.");
         SUSPENDED = (FORBIDDEN, "suspended", "The request was refused; retry after the number of seconds in Retry-After.");
         API_KEY_SUSPENDED = (FORBIDDEN, "api_key_suspended", "This API key is suspended; retry after the number of seconds in Retry-After, or ask the account's owner.");
         ACCOUNT_SUSPENDED = (FORBIDDEN, "account_suspended", "This account is suspended; retry after the number of seconds in Retry-After, or contact the operator.");
@@ -253,6 +254,7 @@ fn mapped(e: &ServiceError) -> ApiError {
         E::ClientSessionUsed => CLIENT_SESSION_USED,
         E::OriginInvalid => ORIGIN_INVALID,
         E::Suspended { .. } => SUSPENDED,
+        E::RiskBlocked => RISK_BLOCKED,
         E::SuspensionTargetInvalid => SUSPENSION_TARGET_INVALID,
         E::RelayHeaderInvalid => RELAY_HEADER_INVALID,
         E::RelayUpstreamFailed => RELAY_UPSTREAM_FAILED,

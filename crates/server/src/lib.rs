@@ -125,7 +125,8 @@ pub async fn start_with_clock(
         Some(files) => Some(tls::rustls_config(files).map_err(StartError::Tls)?),
         None => None,
     };
-    let state = AppState::new(store, root, clock, config.clone());
+    let geo = load_geo(&config).map_err(StartError::Config)?;
+    let state = AppState::new(store, root, clock, config.clone(), geo);
     // Fail closed from the start: a service that cannot record cannot serve.
     audit_system(&state, "service.start")
         .await
@@ -190,6 +191,28 @@ pub async fn start_with_clock(
 }
 
 /// Records a system action (start, stop) in the audit log on its own.
+/// The risk engine's country data from the files the configuration names.
+fn load_geo(config: &ServerConfig) -> Result<risk::geo::Geo, String> {
+    let read = |p: &std::path::Path, what: &str| {
+        std::fs::read(p).map_err(|e| format!("risk {what} {}: {}", p.display(), e.kind()))
+    };
+    let bins = match &config.risk_bin_table {
+        Some(p) => Some(std::sync::Arc::new(
+            risk::geo::BinTable::parse_csv(&read(p, "BIN table")?)
+                .map_err(|e| format!("risk BIN table {}: {e}", p.display()))?,
+        )),
+        None => None,
+    };
+    let ips = match &config.risk_ip_database {
+        Some(p) => Some(std::sync::Arc::new(
+            risk::geo::IpCountryDb::from_bytes(read(p, "IP database")?)
+                .map_err(|e| format!("risk IP database {}: {e}", p.display()))?,
+        )),
+        None => None,
+    };
+    Ok(risk::geo::Geo::new(bins, ips))
+}
+
 async fn audit_system(state: &AppState, action: &str) -> ApiResult<()> {
     let now = state.now_ms();
     audit::system(state.store(), state.metrics(), now, action, "").await

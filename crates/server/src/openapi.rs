@@ -73,6 +73,8 @@ impl Modify for Security {
         crate::routes::relay::put_destinations,
         crate::routes::relay::get_destinations,
         crate::routes::relay::send,
+        crate::routes::risk::create,
+        crate::routes::risk::get,
         crate::routes::suspensions::create,
         crate::routes::suspensions::list,
         crate::routes::suspensions::get,

@@ -11,6 +11,7 @@ pub mod meta;
 pub mod metrics;
 pub mod pin;
 pub mod relay;
+pub mod risk;
 pub mod suspensions;
 pub mod tokens;
 pub mod webhooks;
@@ -37,6 +38,8 @@ pub fn router(state: AppState) -> Router {
         .route("/elements/v1/{field}", get(elements::field))
         .route("/js/v1/strongroom.js", get(elements::strongroom_js))
         .route("/js/v1/strongroom.d.ts", get(elements::strongroom_dts))
+        .route("/v1/risk/assessments", post(risk::create))
+        .route("/v1/risk/assessments/{id}", get(risk::get))
         .route(
             "/v1/suspensions",
             post(suspensions::create).get(suspensions::list),

@@ -2,6 +2,7 @@
 //! these functions do the work.
 
 pub mod accounts;
+pub mod assessments;
 pub mod audit;
 pub mod cards;
 pub mod client_sessions;

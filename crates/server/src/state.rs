@@ -41,6 +41,8 @@ struct Inner {
     ready: crate::ready::ReadyCache,
     relay_clients: service::relay::RelayClients,
     cvcs: service::cvc::Cvcs,
+    velocity: crate::risk::velocity::Velocity,
+    geo: crate::risk::geo::Geo,
 }
 
 impl AppState {
@@ -49,6 +51,7 @@ impl AppState {
         root: RootKey,
         clock: Arc<dyn Clock>,
         config: ServerConfig,
+        geo: crate::risk::geo::Geo,
     ) -> Self {
         let root = Arc::new(root);
         let rewrap_wake = Arc::new(Notify::new());
@@ -109,6 +112,16 @@ impl AppState {
                 })
             }
         };
+        // Velocity counts live where rate limits do, for the same reason.
+        let velocity = match &config.rate_limit.store {
+            crate::gateway::RateLimitStore::Memory => crate::risk::velocity::Velocity::memory(),
+            crate::gateway::RateLimitStore::Redis(url) => {
+                crate::risk::velocity::Velocity::redis(url).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "redis velocity store unusable; using memory");
+                    crate::risk::velocity::Velocity::memory()
+                })
+            }
+        };
         let relay_clients = service::relay::RelayClients::new(config.api_key_cache_ttl);
         let state = Self(Arc::new(Inner {
             store,
@@ -127,6 +140,8 @@ impl AppState {
             ready,
             relay_clients,
             cvcs,
+            velocity,
+            geo,
         }));
         state.watch_store();
         state
@@ -255,6 +270,16 @@ impl AppState {
     /// The last `/readyz` answer.
     pub(crate) fn ready(&self) -> &crate::ready::ReadyCache {
         &self.0.ready
+    }
+
+    /// The risk engine's velocity counters (in this process, or in the nodes' Redis).
+    pub fn velocity(&self) -> &crate::risk::velocity::Velocity {
+        &self.0.velocity
+    }
+
+    /// The risk engine's country data (empty unless configured).
+    pub fn geo(&self) -> &crate::risk::geo::Geo {
+        &self.0.geo
     }
 
     /// The CVCs held for cards' first payments (see [`service::cvc`]).

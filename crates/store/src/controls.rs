@@ -20,6 +20,8 @@ pub struct AccountControls {
     pub ip_allowlist: Vec<String>,
     /// Operator override of the per-credential rate limit (requests per minute).
     pub rate_limit_per_minute: Option<i64>,
+    /// The risk switch: `off`, `shadow` or `enforce`; `None` is the default.
+    pub risk_mode: Option<String>,
     /// Last change.
     pub updated_ms: i64,
 }
@@ -32,6 +34,7 @@ impl AccountControls {
             require_signed_requests: false,
             ip_allowlist: Vec::new(),
             rate_limit_per_minute: None,
+            risk_mode: None,
             updated_ms: 0,
         }
     }
@@ -49,6 +52,8 @@ pub struct ControlsUpdate {
     pub ip_allowlist: Option<Vec<String>>,
     /// New rate-limit override.
     pub rate_limit_per_minute: Option<i64>,
+    /// New risk switch.
+    pub risk_mode: Option<String>,
     /// Now.
     pub now_ms: i64,
     /// Events that announce the change, in the same transaction.
@@ -153,21 +158,23 @@ pub trait ControlStore: Send + Sync {
 // ---- SQL ----
 
 const GET_CONTROLS: &str = "SELECT account_id, require_signed_requests, ip_allowlist, \
-     rate_limit_per_minute, updated_ms FROM account_controls WHERE account_id = $1";
+     rate_limit_per_minute, updated_ms, risk_mode FROM account_controls WHERE account_id = $1";
 const UPSERT_CONTROLS: &str = "INSERT INTO account_controls (account_id, \
-     require_signed_requests, ip_allowlist, rate_limit_per_minute, updated_ms) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id) DO UPDATE SET \
+     require_signed_requests, ip_allowlist, rate_limit_per_minute, updated_ms, risk_mode) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (account_id) DO UPDATE SET \
      require_signed_requests = excluded.require_signed_requests, \
      ip_allowlist = excluded.ip_allowlist, \
-     rate_limit_per_minute = excluded.rate_limit_per_minute, updated_ms = excluded.updated_ms";
+     rate_limit_per_minute = excluded.rate_limit_per_minute, updated_ms = excluded.updated_ms, \
+     risk_mode = excluded.risk_mode";
 const UPDATE_CONTROLS: &str = "INSERT INTO account_controls (account_id, \
-     require_signed_requests, ip_allowlist, rate_limit_per_minute, updated_ms) \
-     VALUES ($1, COALESCE($2, 0), COALESCE($3, ''), $4, $5) ON CONFLICT (account_id) DO UPDATE SET \
+     require_signed_requests, ip_allowlist, rate_limit_per_minute, updated_ms, risk_mode) \
+     VALUES ($1, COALESCE($2, 0), COALESCE($3, ''), $4, $5, $6) ON CONFLICT (account_id) DO UPDATE SET \
      require_signed_requests = COALESCE($2, account_controls.require_signed_requests), \
      ip_allowlist = COALESCE($3, account_controls.ip_allowlist), \
      rate_limit_per_minute = COALESCE($4, account_controls.rate_limit_per_minute), \
-     updated_ms = $5 \
-     RETURNING account_id, require_signed_requests, ip_allowlist, rate_limit_per_minute, updated_ms";
+     updated_ms = $5, risk_mode = COALESCE($6, account_controls.risk_mode) \
+     RETURNING account_id, require_signed_requests, ip_allowlist, rate_limit_per_minute, \
+     updated_ms, risk_mode";
 const GET_KEY_ALLOWLIST: &str = "SELECT ip_allowlist FROM api_key_controls WHERE key_id = $1";
 const UPSERT_KEY_ALLOWLIST: &str = "INSERT INTO api_key_controls (key_id, ip_allowlist) \
      VALUES ($1, $2) ON CONFLICT (key_id) DO UPDATE SET ip_allowlist = excluded.ip_allowlist";
@@ -237,6 +244,7 @@ impl FromRow for AccountControls {
             ip_allowlist: split_cidrs(&r.text(2)?),
             rate_limit_per_minute: r.opt_int(3)?,
             updated_ms: r.int(4)?,
+            risk_mode: r.opt_text(5)?,
         })
     }
 }
@@ -399,7 +407,8 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<Reply> {
                 i64::from(a.require_signed_requests),
                 &cidrs,
                 a.rate_limit_per_minute,
-                a.updated_ms
+                a.updated_ms,
+                a.risk_mode.as_deref()
             ];
             c.exec(UPSERT_CONTROLS, a).await?;
             Reply::Done
@@ -411,7 +420,8 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<Reply> {
                 u.require_signed_requests.map(i64::from),
                 cidrs.as_deref(),
                 u.rate_limit_per_minute,
-                u.now_ms
+                u.now_ms,
+                u.risk_mode.as_deref()
             ];
             let row = sql::one(c, UPDATE_CONTROLS, a)
                 .await?

@@ -14,6 +14,7 @@ pub mod inbound_routes;
 pub mod model;
 pub mod pin;
 pub mod relay;
+pub mod risk;
 pub mod suspensions;
 
 mod dialect;
@@ -40,6 +41,7 @@ pub use model::*;
 pub use pin::{PinOutcome, PinRecord, PinRewrap, PinStore, SetKind, SpendOtp, TransportKeyRecord};
 pub use postgres::{CacheEvent, PgStore};
 pub use relay::{RelayDestinationRecord, RelayStore};
+pub use risk::{AssessmentRecord, RiskStore};
 pub use sqlite::SqliteStore;
 pub use stats::StatsStore;
 pub use store::{Store, Writes};

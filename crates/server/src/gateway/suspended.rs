@@ -130,6 +130,29 @@ impl Active {
         .map(|u| secs_until(u, now_ms))
     }
 
+    /// Whether any of these subjects (a card fingerprint, an address, an email digest,
+    /// a device id; the ones known) is suspended in `mode` at `now_ms`: a risk
+    /// assessment's view, which names the shopper's address rather than the caller's.
+    pub fn any_of(
+        &self,
+        mode: Mode,
+        now_ms: i64,
+        card: Option<&str>,
+        ip: Option<IpAddr>,
+        email: Option<&str>,
+        device: Option<&str>,
+    ) -> bool {
+        let ip = ip.map(canonical);
+        self.until(mode, now_ms, |s| match s {
+            Subject::Card(f) => card == Some(f.as_str()),
+            Subject::Net(n) => ip.is_some_and(|ip| n.contains(&ip)),
+            Subject::Email(d) => email == Some(d.as_str()),
+            Subject::Device(d) => device == Some(d.as_str()),
+            Subject::Account | Subject::Key(_) => false,
+        })
+        .is_some()
+    }
+
     /// Whether nothing is suspended (the common case: callers skip work).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

@@ -87,6 +87,14 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
     ("post", "/v1/suspensions", SUSPENSION_RULES),
     (
         "post",
+        "/v1/risk/assessments",
+        &[(
+            "invalid_parameter",
+            "card or fingerprint, not both; amount and currency together; an IP address; an email with @",
+        )],
+    ),
+    (
+        "post",
         "/v1/admin/accounts/{id}/suspensions",
         SUSPENSION_RULES,
     ),

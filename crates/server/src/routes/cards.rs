@@ -62,13 +62,14 @@ pub struct CreateCardBody {
         (status = 201, description = "Created (with `cards:read`: the card; without: a card token, whether or not the number was vaulted before)", body = TokenizeView),
         (status = 200, description = "With `cards:read` only: this number was already vaulted in this account and mode; the existing card", body = CardView),
         (status = 400, description = "card_number_invalid, card_number_luhn, card_brand_unknown, expiry_invalid, card_expired, test_card_in_live_mode, live_card_in_test_mode, cvc_invalid, invalid_parameter (cardholder_name), unknown_field, missing_field, invalid_request", body = ErrorResponse),
-        (status = 403, description = "permission_denied (no cards:write)", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no cards:write), suspended (the card number), risk_blocked (a publishable key's card use the risk rules blocked; docs/risk.md)", body = ErrorResponse),
         (status = 413, description = "body_too_large", body = ErrorResponse),
         (status = 415, description = "unsupported_media_type", body = ErrorResponse),
     ))]
 pub async fn create(
     State(state): State<AppState>,
     who: Principal,
+    ip: Option<axum::Extension<crate::gateway::client_ip::ClientIp>>,
     ApiJson(body): ApiJson<CreateCardBody>,
 ) -> ApiResult<(StatusCode, Json<TokenizeView>)> {
     who.require(Scope::CardsWrite)?;
@@ -79,7 +80,12 @@ pub async fn create(
         cardholder_name: body.cardholder_name,
         cvc: body.cvc,
     };
-    let t = svc::tokenize(&state, &who, new).await?;
+    // A publishable key's request comes from the shopper: assessed implicitly.
+    let risk = crate::service::assessments::Implicit {
+        action: crate::service::assessments::Action::Tokenize,
+        ip: ip.map(|axum::Extension(c)| c.0),
+    };
+    let t = svc::tokenize_through(&state, &who, new, None, Some(&risk)).await?;
     if !who.scopes.contains(Scope::CardsRead) {
         let token = svc::card_token(&state, &who, &t, None)?;
         return Ok((StatusCode::CREATED, Json(TokenizeView::Token(token))));

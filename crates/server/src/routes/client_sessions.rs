@@ -6,13 +6,14 @@
 use crate::auth::Principal;
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiPath};
+use crate::gateway::client_ip::ClientIp;
 use crate::openapi::ErrorResponse;
 use crate::service::cards::{CardTokenView, NewCard};
 use crate::service::client_sessions::{self as svc, ClientSessionView, Collect, NewClientSession};
 use crate::state::AppState;
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use strongroom_core::Sensitive;
 use utoipa::ToSchema;
@@ -108,7 +109,7 @@ pub struct CollectBody {
     responses((status = 201, description = "A card token naming the session", body = CardTokenView),
         (status = 400, description = "card_number_invalid, card_number_luhn, card_brand_unknown, expiry_invalid, card_expired, test_card_in_live_mode, live_card_in_test_mode, cvc_invalid, invalid_parameter, unknown_field, missing_field, invalid_request, client_session_expired", body = ErrorResponse),
         (status = 401, description = "authentication_required, invalid_api_key, api_key_revoked", body = ErrorResponse),
-        (status = 403, description = "client_session_invalid (wrong secret, unknown session, another account or mode), permission_denied (not a publishable key)", body = ErrorResponse),
+        (status = 403, description = "client_session_invalid (wrong secret, unknown session, another account or mode), permission_denied (not a publishable key), suspended, risk_blocked (the risk rules blocked this card use; docs/risk.md)", body = ErrorResponse),
         (status = 409, description = "client_session_used", body = ErrorResponse),
         (status = 413, description = "body_too_large", body = ErrorResponse),
         (status = 415, description = "unsupported_media_type", body = ErrorResponse),
@@ -117,11 +118,13 @@ pub struct CollectBody {
 pub async fn collect(
     State(state): State<AppState>,
     who: Principal,
+    ip: Option<Extension<ClientIp>>,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<CollectBody>,
 ) -> ApiResult<(StatusCode, Json<CardTokenView>)> {
     let c = Collect {
         client_secret: body.client_secret,
+        ip: ip.map(|Extension(ClientIp(ip))| ip),
         card: NewCard {
             number: body.number,
             exp_month: body.exp_month,

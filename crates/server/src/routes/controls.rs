@@ -121,6 +121,9 @@ pub async fn get_account(
 pub struct UpdateAccountControlsBody {
     /// Require an RFC 9421 signature on every request of this account.
     pub require_signed_requests: Option<bool>,
+    /// The risk switch for the account, both modes (docs/risk.md): `off`, `shadow`
+    /// (assess, never refuse) or `enforce` (the default: a `block` refuses).
+    pub risk_mode: Option<crate::service::controls::RiskMode>,
 }
 
 /// Change the calling account's gateway settings.
@@ -136,7 +139,9 @@ pub async fn update_account(
     ApiJson(body): ApiJson<UpdateAccountControlsBody>,
 ) -> ApiResult<Json<AccountControlsView>> {
     who.require_live(Scope::AccountWrite)?;
-    let view = svc::update_account_controls(&state, &who, body.require_signed_requests).await?;
+    let view =
+        svc::update_account_controls(&state, &who, body.require_signed_requests, body.risk_mode)
+            .await?;
     Ok(Json(view))
 }
 

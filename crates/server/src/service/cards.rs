@@ -2,6 +2,7 @@
 
 use crate::auth::Principal;
 use crate::keyring::AccountKeys;
+use crate::service::assessments::Implicit;
 use crate::service::session_params::CardSession;
 use crate::service::{List, secs};
 use crate::service::{Result, ServiceError};
@@ -271,7 +272,7 @@ pub struct Tokenized {
 /// it (`card.updated`), never back. A CVC sent is held for the card, the existing one
 /// too (it is the customer's fresh CVC), replacing any held before.
 pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> Result<Tokenized> {
-    tokenize_through(state, who, new, None).await
+    tokenize_through(state, who, new, None, None).await
 }
 
 /// [`tokenize`], through a client session when one is given: the session's slot is
@@ -283,6 +284,7 @@ pub async fn tokenize_through(
     who: &Principal,
     new: NewCard,
     session: Option<&Through>,
+    risk: Option<&Implicit>,
 ) -> Result<Tokenized> {
     let pan = Pan::parse(new.number.expose())?;
     let expiry = Expiry::new(new.exp_month, new.exp_year, state.clock().now())?;
@@ -318,6 +320,11 @@ pub async fn tokenize_through(
         exp_year: submitted_expiry.1,
         created_ms: state.now_ms(),
     };
+    // Assessed before anything is held or stored, so a block leaves nothing behind.
+    if let Some(ctx) = risk {
+        crate::service::assessments::implicit(state, who, ctx, &card.fingerprint, &card.bin)
+            .await?;
+    }
     let name = new.cardholder_name.as_ref().map(|n| n.expose().as_str());
     let (key_version, sealed) = seal(&keys, &card, pan.expose_digits(), name)?;
     card.key_version = key_version;

@@ -11,6 +11,7 @@
 //! claimed in the same transaction that stores the card.
 
 use crate::auth::Principal;
+use crate::service::assessments::{Action, Implicit};
 use crate::service::cards::{self, CardTokenView, NewCard, Through};
 use crate::service::{Result, ServiceError, secs};
 use crate::state::AppState;
@@ -326,6 +327,8 @@ pub async fn get(state: &AppState, who: &Principal, id: &str) -> Result<ClientSe
 pub struct Collect {
     /// `cs_…_secret_…`
     pub client_secret: String,
+    /// The browser's address (for the risk assessment).
+    pub ip: Option<std::net::IpAddr>,
     /// The card.
     pub card: NewCard,
 }
@@ -377,6 +380,10 @@ pub async fn collect(
         expires_ms: session.record.expires_ms,
         view: session.card_view(),
     };
-    let t = cards::tokenize_through(state, who, c.card, Some(&through)).await?;
+    let risk = Implicit {
+        action: Action::Tokenize,
+        ip: c.ip,
+    };
+    let t = cards::tokenize_through(state, who, c.card, Some(&through), Some(&risk)).await?;
     cards::card_token(state, who, &t, Some(session_id))
 }

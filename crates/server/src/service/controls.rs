@@ -116,6 +116,42 @@ pub struct AccountControlsView {
     pub ip_allowlist: Vec<String>,
     /// The operator's rate-limit override (requests per minute); null: the default.
     pub rate_limit_per_minute: Option<i64>,
+    /// The risk switch (docs/risk.md): `off`, `shadow` or `enforce`.
+    pub risk_mode: RiskMode,
+}
+
+/// The account's risk switch: whether card uses are assessed implicitly, and whether a
+/// `block` refuses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RiskMode {
+    /// No implicit assessment.
+    Off,
+    /// Assessed and recorded; never refused.
+    Shadow,
+    /// Assessed; a `block` refuses with `403 risk_blocked`.
+    #[default]
+    Enforce,
+}
+
+impl RiskMode {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Shadow => "shadow",
+            Self::Enforce => "enforce",
+        }
+    }
+
+    /// The stored switch (anything unknown reads as the default).
+    pub fn of(stored: Option<&str>) -> Self {
+        match stored {
+            Some("off") => Self::Off,
+            Some("shadow") => Self::Shadow,
+            _ => Self::Enforce,
+        }
+    }
 }
 
 impl From<&AccountControls> for AccountControlsView {
@@ -126,6 +162,7 @@ impl From<&AccountControls> for AccountControlsView {
             require_signed_requests: c.require_signed_requests,
             ip_allowlist: c.ip_allowlist.clone(),
             rate_limit_per_minute: c.rate_limit_per_minute,
+            risk_mode: RiskMode::of(c.risk_mode.as_deref()),
         }
     }
 }
@@ -313,14 +350,21 @@ pub async fn update_account_controls(
     state: &AppState,
     who: &Principal,
     require_signed_requests: Option<bool>,
+    risk_mode: Option<RiskMode>,
 ) -> Result<AccountControlsView> {
     let update = ControlsUpdate {
         account_id: who.account_id.clone(),
         require_signed_requests,
+        risk_mode: risk_mode.map(|m| m.as_str().to_owned()),
         now_ms: state.now_ms(),
         ..Default::default()
     };
-    let c = change_controls(state, who, update, "security.signatures_setting_changed").await?;
+    let event = if require_signed_requests.is_none() && risk_mode.is_some() {
+        "security.risk_mode_changed"
+    } else {
+        "security.signatures_setting_changed"
+    };
+    let c = change_controls(state, who, update, event).await?;
     Ok(AccountControlsView::from(&c))
 }
 
@@ -363,6 +407,9 @@ async fn change_controls(
     }
     if let Some(l) = &update.ip_allowlist {
         next.ip_allowlist.clone_from(l);
+    }
+    if let Some(m) = &update.risk_mode {
+        next.risk_mode = Some(m.clone());
     }
     update.events = vec![state.event_of(
         &who.account_id,

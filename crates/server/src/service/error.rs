@@ -105,6 +105,8 @@ pub enum ServiceError {
         /// Seconds until the suspension ends.
         retry_after: u64,
     },
+    /// The risk assessment of this card use said `block`, and the account enforces it.
+    RiskBlocked,
     /// A suspension's target is malformed, or names no card or key of the account.
     SuspensionTargetInvalid,
     /// A relay expression, value or pointer was refused (its code says which).

@@ -301,29 +301,72 @@ pub async fn create(
         return Err(ServiceError::NotFound);
     }
     let target = stored_target(state, account_id, mode, &new.target).await?;
+    let subject = Subject {
+        account_id,
+        mode,
+        kind: new.target.kind,
+        target,
+    };
+    store(
+        state,
+        maker.audit(),
+        subject,
+        &new.reason,
+        &maker.name(),
+        new.expires_in,
+    )
+    .await
+}
+
+/// A checked, stored-form subject of a suspension.
+pub struct Subject<'a> {
+    /// The account.
+    pub account_id: &'a str,
+    /// The mode it holds in.
+    pub mode: Mode,
+    /// What kind of subject.
+    pub kind: TargetType,
+    /// Its stored form (a fingerprint, a network, a digest, an id).
+    pub target: String,
+}
+
+/// Stores a suspension of a checked subject, for `expires_in` seconds, with its event.
+pub async fn store(
+    state: &AppState,
+    audit: &Arc<AuditScope>,
+    subject: Subject<'_>,
+    reason: &str,
+    created_by: &str,
+    expires_in: i64,
+) -> Result<SuspensionView> {
     let now = state.now_ms();
     let record = SuspensionRecord {
         id: state.new_id(IdKind::Suspension)?,
-        account_id: account_id.to_owned(),
-        mode,
-        target_kind: new.target.kind.as_str().to_owned(),
-        target,
-        reason: new.reason.clone(),
-        created_by: maker.name(),
+        account_id: subject.account_id.to_owned(),
+        mode: subject.mode,
+        target_kind: subject.kind.as_str().to_owned(),
+        target: subject.target,
+        reason: reason.to_owned(),
+        created_by: created_by.to_owned(),
         created_ms: now,
-        expires_ms: now.saturating_add(new.expires_in.saturating_mul(1000)),
+        expires_ms: now.saturating_add(expires_in.saturating_mul(1000)),
         lifted_ms: None,
         lifted_by: None,
     };
     let view = SuspensionView::new(&record, now);
-    let event = state.event_of(account_id, mode, EventType::SuspensionCreated, &view)?;
-    crate::audit::set_resource(maker.audit(), "suspension", &record.id);
+    let event = state.event_of(
+        &record.account_id,
+        record.mode,
+        EventType::SuspensionCreated,
+        &view,
+    )?;
+    crate::audit::set_resource(audit, "suspension", &record.id);
     state
         .store()
-        .audited(maker.audit())
+        .audited(audit)
         .insert_suspension(&record, &[event])
         .await?;
-    state.gateway().forget_suspensions(account_id);
+    state.gateway().forget_suspensions(&record.account_id);
     Ok(view)
 }
 

@@ -31,6 +31,7 @@ mod metrics;
 mod pin;
 mod relay;
 mod relay_send;
+mod risk;
 mod rotation;
 mod security;
 mod suspensions;

@@ -94,6 +94,7 @@ pub(crate) enum WriteOp {
     InboundRoute(crate::inbound_routes::Op),
     ClientSession(crate::client_sessions::Op),
     Suspension(crate::suspensions::Op),
+    Risk(crate::risk::Op),
     Audit(AuditOp),
     Tokens(crate::tokens::Op),
     Webhook(crate::webhooks::Op),
@@ -177,6 +178,9 @@ impl Write<()> {
     }
     pub(crate) fn rotate_data_key(new_key: DataKeyRecord, events: Vec<EventRecord>) -> Self {
         Self::new(WriteOp::RotateDataKey { new_key, events }, done)
+    }
+    pub(crate) fn risk(op: crate::risk::Op) -> Self {
+        Self::new(WriteOp::Risk(op), done)
     }
     pub(crate) fn relay_done(op: crate::relay::Op) -> Self {
         Self::new(WriteOp::Relay(op), done)
@@ -476,6 +480,10 @@ pub(crate) async fn apply<C: Exec>(
             WriteReply::Done
         }
         WriteOp::InboundRoute(op) => WriteReply::Flag(crate::inbound_routes::apply(c, op).await?),
+        WriteOp::Risk(op) => {
+            crate::risk::apply(c, op).await?;
+            WriteReply::Done
+        }
         WriteOp::Suspension(op) => WriteReply::Suspension(crate::suspensions::apply(c, op).await?),
         WriteOp::ClientSession(op) => {
             WriteReply::Collected(crate::client_sessions::apply(c, op).await?)

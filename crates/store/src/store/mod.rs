@@ -7,6 +7,7 @@ mod controls;
 mod inbound_routes;
 mod pin;
 mod relay;
+mod risk;
 mod stats;
 mod suspensions;
 mod tokens;

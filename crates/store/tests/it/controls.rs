@@ -22,6 +22,7 @@ async fn account_settings_and_key_allowlists(store: Store) {
         require_signed_requests: true,
         ip_allowlist: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
         rate_limit_per_minute: Some(250),
+        risk_mode: None,
         updated_ms: T0,
     };
     writes(&store).set_account_controls(&c).await.unwrap();
@@ -29,6 +30,7 @@ async fn account_settings_and_key_allowlists(store: Store) {
     let c2 = AccountControls {
         ip_allowlist: vec![],
         rate_limit_per_minute: None,
+        risk_mode: None,
         updated_ms: T0 + 1,
         ..c
     };
@@ -76,6 +78,7 @@ async fn account_settings_and_key_allowlists(store: Store) {
             require_signed_requests: true,
             ip_allowlist: vec!["192.0.2.0/24".into()],
             rate_limit_per_minute: Some(30),
+            risk_mode: None,
             updated_ms: T0 + 7,
         }
     );

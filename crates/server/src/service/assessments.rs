@@ -1,0 +1,602 @@
+//! Risk assessments (docs/risk.md, "Assessments"): a score from 0 to 100, a decision
+//! and its reasons for one use of a card, from velocity over sliding windows (per card,
+//! address and network, key, email and device), country mismatches, and suspensions.
+//!
+//! The signals are `strongroom_risk`'s feature schema, computed here as its simulator
+//! defines them (earlier uses only, in each window), and stored with the assessment, so
+//! that a model can later be trained on the labelled rows. The rules are the built-in
+//! set ([`RULES_VERSION`]); a rule may block, and may suspend the subject it saw (the
+//! card-testing rule suspends the address for an hour). Nothing here keeps a card number
+//! or an email address: a fingerprint and a keyed digest.
+
+use crate::auth::Principal;
+use crate::risk::velocity::{Counts, Use};
+use crate::service::controls::RiskMode;
+use crate::service::suspensions::{self, Subject, TargetType};
+use crate::service::{Result, ServiceError, secs};
+use crate::state::AppState;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use strongroom_core::{IdKind, KeyKind, Scope};
+use strongroom_risk::{Feature, Features};
+use strongroom_store::{AssessmentRecord, RiskStore, VaultStore};
+use utoipa::ToSchema;
+
+/// The built-in rule set's version.
+pub const RULES_VERSION: &str = "builtin-1";
+/// A score at or above this blocks.
+pub const BLOCK_AT: i64 = 80;
+/// A score at or above this asks for review.
+pub const REVIEW_AT: i64 = 50;
+/// How long the card-testing rule suspends an address.
+const CARD_TESTING_SUSPENSION_S: i64 = 3600;
+
+/// What is being assessed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// A card being stored.
+    Tokenize,
+    /// A payment with a stored card.
+    Payment,
+    /// A card number being revealed.
+    Reveal,
+    /// A card sent through the relay.
+    Relay,
+    /// A card being added to a customer's account or wallet.
+    CardOnFile,
+    /// A customer logging in or signing up.
+    Login,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Tokenize => "tokenize",
+            Self::Payment => "payment",
+            Self::Reveal => "reveal",
+            Self::Relay => "relay",
+            Self::CardOnFile => "card_on_file",
+            Self::Login => "login",
+        }
+    }
+}
+
+/// Body of `POST /v1/risk/assessments`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAssessment {
+    /// What is being assessed.
+    pub action: Action,
+    /// The card (`card_…`) of this account and mode; or give `fingerprint`.
+    #[schema(pattern = "^card_[0-9a-f]{32}$")]
+    pub card: Option<String>,
+    /// A card fingerprint as the card object shows it, instead of `card`.
+    #[schema(pattern = "^[A-Za-z0-9_-]{43}$")]
+    pub fingerprint: Option<String>,
+    /// In minor units.
+    #[serde(default, deserialize_with = "crate::extract::integer_opt")]
+    #[schema(minimum = 0, maximum = 99_999_999_999_i64)]
+    pub amount: Option<i64>,
+    /// ISO 4217.
+    #[schema(pattern = "^[A-Za-z]{3}$")]
+    pub currency: Option<String>,
+    /// The customer's address (not your server's).
+    #[schema(value_type = Option<String>, example = "203.0.113.7")]
+    pub ip: Option<String>,
+    /// The customer's email: digested with a key at once, never kept.
+    #[schema(max_length = 254)]
+    pub email: Option<String>,
+    /// Your app's device id.
+    #[schema(min_length = 1, max_length = 200)]
+    pub device_id: Option<String>,
+    /// ISO 3166-1 alpha-2.
+    #[schema(pattern = "^[A-Za-z]{2}$")]
+    pub billing_country: Option<String>,
+    /// ISO 3166-1 alpha-2.
+    #[schema(pattern = "^[A-Za-z]{2}$")]
+    pub shipping_country: Option<String>,
+}
+
+/// Why a score is what it is.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Reason {
+    /// Stable: `suspended`, `card_testing_ip`, `card_testing_network`, `card_velocity`,
+    /// `device_cycling`, `email_cycling`, `bin_ip_country_mismatch`,
+    /// `bin_billing_country_mismatch`, `ip_billing_country_mismatch`.
+    pub code: String,
+    /// What was seen, in words (counts and countries; never a number or an address).
+    pub detail: String,
+    /// Points it added to the score.
+    pub weight: i64,
+    /// `rule` (and, later, `model`).
+    pub source: String,
+}
+
+/// An assessment.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssessmentView {
+    /// `risk_…`
+    pub id: String,
+    /// Always `risk_assessment`.
+    pub object: &'static str,
+    /// `test` or `live`.
+    pub mode: &'static str,
+    /// What was assessed.
+    pub action: String,
+    /// 0 (no risk seen) to 100.
+    pub score: i64,
+    /// `allow`, `review` or `block`.
+    pub decision: String,
+    /// The reasons, largest weight first.
+    pub reasons: Vec<Reason>,
+    /// The signals, by name (the model's feature schema).
+    #[schema(value_type = Object)]
+    pub features: serde_json::Value,
+    /// The rule set that scored it.
+    pub rules_version: String,
+    /// The model that scored it; null (no model in service yet).
+    pub model_version: Option<String>,
+    /// The suspension a rule made, if one did (`susp_…`).
+    pub suspension: Option<String>,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+impl AssessmentView {
+    fn new(r: &AssessmentRecord) -> Self {
+        Self {
+            id: r.id.clone(),
+            object: "risk_assessment",
+            mode: r.mode.as_str(),
+            action: r.action.clone(),
+            score: r.score,
+            decision: r.decision.clone(),
+            reasons: serde_json::from_str(&r.reasons).unwrap_or_default(),
+            features: serde_json::from_str(&r.features).unwrap_or_default(),
+            rules_version: r.rules_version.clone(),
+            model_version: r.model_version.clone(),
+            suspension: r.suspension_id.clone(),
+            created: secs(r.created_ms),
+        }
+    }
+}
+
+/// What one assessment looks at, checked and in stored form.
+struct Subjects {
+    fingerprint: Option<String>,
+    bin: Option<String>,
+    ip: Option<IpAddr>,
+    email_digest: Option<String>,
+    device: Option<String>,
+}
+
+fn country(c: Option<&String>) -> Result<Option<String>> {
+    match c {
+        Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            Ok(Some(c.to_ascii_uppercase()))
+        }
+        Some(_) => Err(ServiceError::InvalidParameter),
+        None => Ok(None),
+    }
+}
+
+/// A rule of the built-in set: a condition over the signals, its points, and whether
+/// it suspends the address it saw.
+struct Rule {
+    code: &'static str,
+    weight: i64,
+    hit: fn(&Features) -> Option<String>,
+    suspend_ip: bool,
+}
+
+const fn rule(code: &'static str, weight: i64, hit: fn(&Features) -> Option<String>) -> Rule {
+    Rule {
+        code,
+        weight,
+        hit,
+        suspend_ip: false,
+    }
+}
+
+fn at_least(f: &Features, feature: Feature, n: f64, what: &str) -> Option<String> {
+    let v = f.get(feature);
+    (v >= n).then(|| format!("{v} {what}"))
+}
+
+/// The built-in rules ([`RULES_VERSION`]). A card-testing run (many different cards
+/// from one address in minutes) blocks and suspends the address.
+const RULES: &[Rule] = &[
+    Rule {
+        code: "card_testing_ip",
+        weight: 80,
+        hit: |f| {
+            at_least(
+                f,
+                Feature::IpDistinctCards10m,
+                10.0,
+                "other cards from this address in 10 minutes",
+            )
+        },
+        suspend_ip: true,
+    },
+    rule("card_testing_network", 50, |f| {
+        at_least(
+            f,
+            Feature::NetDistinctCards1h,
+            30.0,
+            "other cards from this network in an hour",
+        )
+    }),
+    rule("card_velocity", 30, |f| {
+        at_least(
+            f,
+            Feature::CardUses10m,
+            5.0,
+            "uses of this card in 10 minutes",
+        )
+    }),
+    rule("device_cycling", 60, |f| {
+        at_least(
+            f,
+            Feature::DeviceDistinctCards1h,
+            5.0,
+            "other cards on this device in an hour",
+        )
+    }),
+    rule("email_cycling", 50, |f| {
+        at_least(
+            f,
+            Feature::EmailDistinctCards24h,
+            5.0,
+            "other cards with this email in a day",
+        )
+    }),
+    rule("bin_ip_country_mismatch", 20, |f| {
+        (f.get(Feature::BinIpCountryMismatch) > 0.0)
+            .then(|| "the card's country is not the address's".to_owned())
+    }),
+    rule("bin_billing_country_mismatch", 15, |f| {
+        (f.get(Feature::BinBillingCountryMismatch) > 0.0)
+            .then(|| "the card's country is not the billing country".to_owned())
+    }),
+    rule("ip_billing_country_mismatch", 15, |f| {
+        (f.get(Feature::IpBillingCountryMismatch) > 0.0)
+            .then(|| "the address's country is not the billing country".to_owned())
+    }),
+];
+
+/// The signals of one use: the velocity counts before it, the country mismatches, the
+/// amount and the hour (UTC until accounts have a time zone).
+fn features(
+    counts: &Counts,
+    m: &crate::risk::geo::Mismatches,
+    amount: Option<i64>,
+    now_ms: i64,
+) -> Features {
+    let mut f = Features([0.0; strongroom_risk::N_FEATURES]);
+    let n = |v: u32| f64::from(v);
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let day_ms = 86_400_000_i64;
+    let angle = std::f64::consts::TAU * (now_ms.rem_euclid(day_ms) as f64) / day_ms as f64;
+    for (feature, v) in [
+        (
+            Feature::AmountLog10,
+            (1.0 + amount.unwrap_or(0).max(0) as f64).log10(),
+        ),
+        (Feature::CardUses10m, n(counts.card_uses_10m)),
+        (Feature::CardUses24h, n(counts.card_uses_24h)),
+        (Feature::IpUses1m, n(counts.ip_uses_1m)),
+        (Feature::IpDistinctCards10m, n(counts.ip_distinct_cards_10m)),
+        (Feature::IpDistinctCards1h, n(counts.ip_distinct_cards_1h)),
+        (Feature::NetDistinctCards1h, n(counts.net_distinct_cards_1h)),
+        (Feature::KeyUses1m, n(counts.key_uses_1m)),
+        (
+            Feature::EmailDistinctCards24h,
+            n(counts.email_distinct_cards_24h),
+        ),
+        (
+            Feature::DeviceDistinctCards1h,
+            n(counts.device_distinct_cards_1h),
+        ),
+        (Feature::BinIpCountryMismatch, flag(m.bin_ip)),
+        (Feature::BinBillingCountryMismatch, flag(m.bin_billing)),
+        (Feature::IpBillingCountryMismatch, flag(m.ip_billing)),
+        // No history of amounts yet: the ratio of a first use.
+        (Feature::AmountVsCardMean, 1.0),
+        (Feature::AmountVsAccountMean, 1.0),
+        (Feature::HourSin, angle.sin()),
+        (Feature::HourCos, angle.cos()),
+    ] {
+        f.set(feature, v);
+    }
+    f
+}
+
+/// Assesses one use of a card for the caller's account and mode (`risk:write`), stores
+/// the assessment, and makes the suspension a rule asks for.
+pub async fn create(
+    state: &AppState,
+    who: &Principal,
+    new: &NewAssessment,
+) -> Result<AssessmentView> {
+    who.require(Scope::RiskWrite)?;
+    let subjects = subjects_of(state, who, new).await?;
+    let billing = country(new.billing_country.as_ref())?;
+    country(new.shipping_country.as_ref())?;
+    if new.amount.is_some() != new.currency.is_some()
+        || new
+            .currency
+            .as_ref()
+            .is_some_and(|c| c.len() != 3 || !c.bytes().all(|b| b.is_ascii_alphabetic()))
+    {
+        return Err(ServiceError::InvalidParameter);
+    }
+    let mode = risk_mode(state, who).await?;
+    let act = mode == RiskMode::Enforce;
+    assess(state, who, new.action, subjects, new.amount, billing, act).await
+}
+
+async fn risk_mode(state: &AppState, who: &Principal) -> Result<RiskMode> {
+    let controls = state
+        .gateway()
+        .account_controls(&who.account_id)
+        .await
+        .map_err(|_| ServiceError::internal("account controls unavailable"))?;
+    Ok(RiskMode::of(controls.risk_mode.as_deref()))
+}
+
+/// What the implicit assessment of a card use knows.
+pub struct Implicit {
+    /// What is being done.
+    pub action: Action,
+    /// The client's address (the shopper's, for a publishable key).
+    pub ip: Option<IpAddr>,
+}
+
+/// The implicit assessment of a card use (docs/risk.md): for a publishable key, whose
+/// requests come from the shopper's browser (hosted fields, strongroom.js, a tokenize),
+/// so that its address is the shopper's. The account's switch decides: `off` skips it,
+/// `shadow` records it, `enforce` (the default) also refuses a `block` with
+/// `risk_blocked` before anything is stored.
+pub async fn implicit(
+    state: &AppState,
+    who: &Principal,
+    ctx: &Implicit,
+    fingerprint: &[u8],
+    bin: &str,
+) -> Result<()> {
+    if who.kind != KeyKind::Publishable {
+        return Ok(());
+    }
+    let mode = risk_mode(state, who).await?;
+    if mode == RiskMode::Off {
+        return Ok(());
+    }
+    let subjects = Subjects {
+        fingerprint: Some(URL_SAFE_NO_PAD.encode(fingerprint)),
+        bin: Some(bin.to_owned()),
+        ip: ctx.ip,
+        email_digest: None,
+        device: None,
+    };
+    let enforce = mode == RiskMode::Enforce;
+    let view = assess(state, who, ctx.action, subjects, None, None, enforce).await?;
+    if mode == RiskMode::Enforce && view.decision == "block" {
+        return Err(ServiceError::RiskBlocked);
+    }
+    Ok(())
+}
+
+/// Scores one use, stores the assessment, and, when `act` (the account enforces),
+/// makes the suspension a rule asks for.
+async fn assess(
+    state: &AppState,
+    who: &Principal,
+    action: Action,
+    subjects: Subjects,
+    amount: Option<i64>,
+    billing: Option<String>,
+    act: bool,
+) -> Result<AssessmentView> {
+    let now = state.now_ms();
+    let counts = state
+        .velocity()
+        .observe(&Use {
+            account_id: &who.account_id,
+            mode: who.mode,
+            at_ms: now,
+            card: subjects.fingerprint.as_deref(),
+            ip: subjects.ip,
+            key_id: Some(&who.key_id),
+            email: subjects.email_digest.as_deref(),
+            device: subjects.device.as_deref(),
+        })
+        .await
+        .map_err(|e| ServiceError::internal(e.to_string()))?;
+    let mismatches = match (subjects.bin.as_deref(), subjects.ip) {
+        (bin, Some(ip)) => state
+            .geo()
+            .mismatches(bin.unwrap_or_default(), ip, billing.as_deref()),
+        (Some(bin), None) => crate::risk::geo::Mismatches::between(
+            state.geo().bins().and_then(|b| b.country(bin)),
+            None,
+            billing.as_deref(),
+        ),
+        (None, None) => crate::risk::geo::Mismatches::default(),
+    };
+    let features = features(&counts, &mismatches, amount, now);
+
+    let mut reasons = Vec::new();
+    let mut suspend_ip = false;
+    let active = state
+        .gateway()
+        .suspensions(&who.account_id)
+        .await
+        .map_err(|_| ServiceError::internal("suspensions unavailable"))?;
+    if active.any_of(
+        who.mode,
+        now,
+        subjects.fingerprint.as_deref(),
+        subjects.ip,
+        subjects.email_digest.as_deref(),
+        subjects.device.as_deref(),
+    ) {
+        reasons.push(Reason {
+            code: "suspended".into(),
+            detail: "a subject of this use is suspended".into(),
+            weight: 100,
+            source: "rule".into(),
+        });
+    }
+    for r in RULES {
+        if let Some(detail) = (r.hit)(&features) {
+            suspend_ip |= r.suspend_ip && subjects.ip.is_some();
+            reasons.push(Reason {
+                code: r.code.into(),
+                detail,
+                weight: r.weight,
+                source: "rule".into(),
+            });
+        }
+    }
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.weight));
+    let score = reasons.iter().map(|r| r.weight).sum::<i64>().min(100);
+    let decision = if score >= BLOCK_AT {
+        "block"
+    } else if score >= REVIEW_AT {
+        "review"
+    } else {
+        "allow"
+    };
+
+    let id = state.new_id(IdKind::RiskAssessment)?;
+    crate::audit::set_resource(&who.audit, "risk_assessment", &id);
+    let suspension = match subjects.ip {
+        Some(ip)
+            if act && suspend_ip && !active.any_of(who.mode, now, None, Some(ip), None, None) =>
+        {
+            let subject = Subject {
+                account_id: &who.account_id,
+                mode: who.mode,
+                kind: TargetType::Ip,
+                target: ipnet::IpNet::from(ip).to_string(),
+            };
+            let made = suspensions::store(
+                state,
+                &who.audit,
+                subject,
+                "card testing: many different cards from one address",
+                "rule:card_testing_ip",
+                CARD_TESTING_SUSPENSION_S,
+            )
+            .await?;
+            Some(made.id)
+        }
+        _ => None,
+    };
+    let record = AssessmentRecord {
+        id,
+        account_id: who.account_id.clone(),
+        mode: who.mode,
+        action: action.as_str().to_owned(),
+        score,
+        decision: decision.to_owned(),
+        reasons: serde_json::to_string(&reasons)
+            .map_err(|_| ServiceError::internal("assessment reasons"))?,
+        features: serde_json::to_string(&features)
+            .map_err(|_| ServiceError::internal("assessment features"))?,
+        rules_version: RULES_VERSION.to_owned(),
+        model_version: None,
+        fingerprint: subjects.fingerprint,
+        ip: subjects.ip.map(|ip| ip.to_string()),
+        email_digest: subjects.email_digest,
+        device_id: subjects.device,
+        key_id: Some(who.key_id.clone()),
+        suspension_id: suspension,
+        label: None,
+        label_ms: None,
+        created_ms: now,
+    };
+    state
+        .store()
+        .audited(&who.audit)
+        .insert_assessment(&record)
+        .await?;
+    Ok(AssessmentView::new(&record))
+}
+
+/// The subjects a request names, checked: the card of this account and mode (or a
+/// fingerprint), the address, the email (digested at once), the device.
+async fn subjects_of(state: &AppState, who: &Principal, new: &NewAssessment) -> Result<Subjects> {
+    let (fingerprint, bin) = match (&new.card, &new.fingerprint) {
+        (Some(_), Some(_)) => return Err(ServiceError::InvalidParameter),
+        (Some(id), None) => {
+            strongroom_core::parse_id(IdKind::Card, id)?;
+            let card = state
+                .store()
+                .get_card(&who.account_id, who.mode, id)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            (
+                Some(URL_SAFE_NO_PAD.encode(&card.fingerprint)),
+                Some(card.bin),
+            )
+        }
+        (None, Some(fp)) => {
+            let ok = URL_SAFE_NO_PAD.decode(fp).is_ok_and(|b| b.len() == 32);
+            if !ok {
+                return Err(ServiceError::InvalidParameter);
+            }
+            (Some(fp.clone()), None)
+        }
+        (None, None) => (None, None),
+    };
+    let ip = new
+        .ip
+        .as_deref()
+        .map(|s| {
+            s.parse::<IpAddr>()
+                .map_err(|_| ServiceError::InvalidParameter)
+        })
+        .transpose()?;
+    let email_digest = match new.email.as_deref().map(str::trim) {
+        Some(e)
+            if e.len() <= 254
+                && e.split_once('@')
+                    .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty()) =>
+        {
+            Some(suspensions::email_digest(state, &who.account_id, e))
+        }
+        Some(_) => return Err(ServiceError::InvalidParameter),
+        None => None,
+    };
+    let device = match new.device_id.as_deref() {
+        Some(d) if (1..=200).contains(&d.chars().count()) && !d.chars().any(char::is_control) => {
+            Some(d.to_owned())
+        }
+        Some(_) => return Err(ServiceError::InvalidParameter),
+        None => None,
+    };
+    Ok(Subjects {
+        fingerprint,
+        bin,
+        ip,
+        email_digest,
+        device,
+    })
+}
+
+/// One assessment of the caller's account and mode (`risk:read`).
+pub async fn get(state: &AppState, who: &Principal, id: &str) -> Result<AssessmentView> {
+    who.require(Scope::RiskRead)?;
+    strongroom_core::parse_id(IdKind::RiskAssessment, id)?;
+    let r = state
+        .store()
+        .assessment(&who.account_id, who.mode, id)
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    Ok(AssessmentView::new(&r))
+}

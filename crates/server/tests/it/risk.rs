@@ -1,0 +1,310 @@
+//! Risk assessments (docs/risk.md, "Assessments"): a card-testing run is blocked
+//! part-way and its address suspended; country mismatches (from a BIN CSV and a `.mmdb`
+//! made by an independent writer) raise the score with their reasons; no card number and
+//! no email address is kept.
+
+use crate::harness::{Data, Resp, TestServer, test_pan};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn assess(srv: &TestServer, body: Value) -> Value {
+    let r = srv.post("/v1/risk/assessments", &srv.sk_test, body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.body
+}
+
+fn codes(a: &Value) -> Vec<String> {
+    a["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_card_testing_run_is_blocked_part_way_and_its_address_suspended() {
+    let srv = TestServer::start().await;
+    let tester = "203.0.113.7";
+    let mut decisions = Vec::new();
+    let mut last = Value::Null;
+    for n in 0..14 {
+        let card = srv.tokenize(&test_pan(400 + n)).await;
+        last = assess(
+            &srv,
+            json!({"action": "tokenize", "card": card["id"], "ip": tester}),
+        )
+        .await;
+        decisions.push(last["decision"].as_str().unwrap().to_owned());
+    }
+    // Ten cards pass; the eleventh (ten others seen from the address) is blocked.
+    assert!(
+        decisions[..10].iter().all(|d| d == "allow"),
+        "{decisions:?}"
+    );
+    assert!(
+        decisions[10..].iter().all(|d| d == "block"),
+        "{decisions:?}"
+    );
+    assert!(codes(&last).contains(&"suspended".to_owned()), "{last}");
+    assert_eq!(last["rules_version"], "builtin-1");
+    assert!(last["features"]["ip_distinct_cards_10m"].as_f64().unwrap() >= 10.0);
+
+    // The rule suspended the address, once, for an hour, and said so.
+    let list = srv.get("/v1/suspensions", &srv.sk_test).await;
+    let made: Vec<&Value> = list.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["created_by"] == "rule:card_testing_ip")
+        .collect();
+    assert_eq!(made.len(), 1, "{}", list.text);
+    assert_eq!(made[0]["target"]["value"], "203.0.113.7/32");
+    let span = made[0]["expires_at"].as_i64().unwrap() - made[0]["created"].as_i64().unwrap();
+    assert_eq!(span, 3600);
+    let ev = srv
+        .get("/v1/events?type=suspension.created", &srv.sk_test)
+        .await;
+    assert_eq!(ev.body["data"].as_array().unwrap().len(), 1, "{}", ev.text);
+    let id = last["id"].as_str().unwrap();
+    let read = srv
+        .get(&format!("/v1/risk/assessments/{id}"), &srv.sk_test)
+        .await;
+    assert_eq!(read.body["decision"], "block", "{}", read.text);
+
+    // Another address is unaffected.
+    let card = srv.tokenize(&test_pan(499)).await;
+    let other = assess(
+        &srv,
+        json!({"action": "payment", "card": card["id"], "ip": "198.51.100.1", "amount": 500, "currency": "usd"}),
+    )
+    .await;
+    assert_eq!(other["decision"], "allow", "{other}");
+
+    // After the hour: the suspension and the windows have passed.
+    srv.clock.advance(Duration::from_secs(3601));
+    let again = assess(
+        &srv,
+        json!({"action": "tokenize", "card": card["id"], "ip": tester}),
+    )
+    .await;
+    assert_eq!(again["decision"], "allow", "{again}");
+}
+
+fn geo_files(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let csv = dir.join("bins.csv");
+    std::fs::write(&csv, "bin_prefix,country\n4242,US\n555555,GB\n").unwrap();
+    let mmdb = dir.join("country.mmdb");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new("python3")
+        .arg(root.join("tests/interop/geo/make_mmdb.py"))
+        .arg(&mmdb)
+        .output()
+        .unwrap_or_else(|e| panic!("python3 is required: {e}"));
+    assert!(
+        out.status.success(),
+        "make_mmdb.py failed: pip install -r tests/interop/requirements.txt\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (csv, mmdb)
+}
+
+#[tokio::test]
+async fn country_mismatches_raise_the_score_with_their_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, mmdb) = geo_files(dir.path());
+    let srv = TestServer::start_on(Arc::new(Data::new()), |c| {
+        c.risk_bin_table = Some(csv);
+        c.risk_ip_database = Some(mmdb);
+    })
+    .await;
+    let card = srv.tokenize("4242424242424242").await;
+    // A US card, from a British address, billed to Sweden.
+    let odd = assess(
+        &srv,
+        json!({"action": "payment", "card": card["id"], "ip": "81.2.69.5", "billing_country": "se"}),
+    )
+    .await;
+    let c = codes(&odd);
+    for want in [
+        "bin_ip_country_mismatch",
+        "bin_billing_country_mismatch",
+        "ip_billing_country_mismatch",
+    ] {
+        assert!(c.contains(&want.to_owned()), "{want}: {odd}");
+    }
+    // The same card from a US address, billed to the US.
+    let usual = assess(
+        &srv,
+        json!({"action": "payment", "card": card["id"], "ip": "216.160.83.9", "billing_country": "US"}),
+    )
+    .await;
+    assert!(
+        odd["score"].as_i64().unwrap() > usual["score"].as_i64().unwrap(),
+        "{odd} vs {usual}"
+    );
+    assert!(
+        !codes(&usual).iter().any(|c| c.ends_with("mismatch")),
+        "{usual}"
+    );
+}
+
+#[tokio::test]
+async fn assessments_keep_no_card_number_and_no_email() {
+    let srv = TestServer::start().await;
+    let card = srv.tokenize("5555555555554444").await;
+    let a = assess(
+        &srv,
+        json!({"action": "payment", "card": card["id"], "email": "Shopper@Example.com",
+               "device_id": "dev-77", "ip": "192.0.2.44"}),
+    )
+    .await;
+    assert!(!a.to_string().to_lowercase().contains("shopper"), "{a}");
+    for f in srv.data.sqlite_files() {
+        crate::harness::assert_not_in_file(&f, &["hopper@", "5555555555554444"]);
+    }
+    // Malformed input is refused with its code; a publishable key cannot assess.
+    for (body, code) in [
+        (
+            json!({"action": "payment", "card": card["id"], "fingerprint": card["fingerprint"]}),
+            "invalid_parameter",
+        ),
+        (
+            json!({"action": "payment", "ip": "999.1.1.1"}),
+            "invalid_parameter",
+        ),
+        (
+            json!({"action": "payment", "email": "nobody"}),
+            "invalid_parameter",
+        ),
+        (
+            json!({"action": "payment", "amount": 5}),
+            "invalid_parameter",
+        ),
+        (json!({"action": "teleport"}), "invalid_request"),
+        (
+            json!({"action": "payment", "pan": "4242424242424242"}),
+            "unknown_field",
+        ),
+    ] {
+        srv.post("/v1/risk/assessments", &srv.sk_test, body)
+            .await
+            .assert_error(400, code);
+    }
+    srv.post(
+        "/v1/risk/assessments",
+        &srv.pk_test,
+        json!({"action": "tokenize"}),
+    )
+    .await
+    .assert_error(403, "permission_denied");
+    srv.get(
+        "/v1/risk/assessments/risk_0190f3a4b5c6d7e8f9a0b1c2d3e4f5a6",
+        &srv.sk_test,
+    )
+    .await
+    .assert_error(404, "not_found");
+}
+
+/// Tokenizes with the publishable key as the shopper at `from` would (behind the
+/// trusted proxy the test client plays).
+async fn pk_tokenize(srv: &TestServer, number: &str, from: &str) -> Resp {
+    let r = srv
+        .client
+        .post(format!("{}/v1/cards", srv.url))
+        .bearer_auth(&srv.pk_test)
+        .header("X-Forwarded-For", from)
+        .json(&json!({"number": number, "exp_month": 12, "exp_year": 2031}))
+        .send()
+        .await
+        .unwrap();
+    Resp::from(r).await
+}
+
+#[tokio::test]
+async fn card_testing_through_a_publishable_key_is_stopped_and_the_address_suspended() {
+    let srv = TestServer::start_on(Arc::new(Data::new()), |c| {
+        c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let tester = "203.0.113.50";
+    let mut statuses = Vec::new();
+    let mut codes_seen = Vec::new();
+    for n in 0..30 {
+        let r = pk_tokenize(&srv, &test_pan(600 + n), tester).await;
+        statuses.push(r.status.as_u16());
+        codes_seen.push(r.body["error"]["code"].as_str().unwrap_or("").to_owned());
+    }
+    // Blocked part-way: the first ten pass, the eleventh is blocked by the rule, and
+    // the rest meet the address's suspension at the gateway.
+    assert!(statuses[..10].iter().all(|s| *s == 201), "{statuses:?}");
+    assert_eq!(
+        (statuses[10], codes_seen[10].as_str()),
+        (403, "risk_blocked")
+    );
+    assert!(
+        codes_seen[11..].iter().all(|c| c == "suspended"),
+        "{codes_seen:?}"
+    );
+    // Nothing was stored for the blocked card.
+    let found = srv.get("/v1/cards?limit=100", &srv.sk_test).await;
+    assert_eq!(
+        found.body["data"].as_array().unwrap().len(),
+        10,
+        "{}",
+        found.text
+    );
+    let list = srv.get("/v1/suspensions", &srv.sk_test).await;
+    let s = &list.body["data"][0];
+    assert_eq!(s["target"]["value"], "203.0.113.50/32", "{}", list.text);
+    assert_eq!(s["created_by"], "rule:card_testing_ip");
+    assert!(s["reason"].as_str().unwrap().contains("card testing"));
+    let ev = srv
+        .get("/v1/events?type=suspension.created", &srv.sk_test)
+        .await;
+    assert_eq!(ev.body["data"].as_array().unwrap().len(), 1, "{}", ev.text);
+
+    // Another address is unaffected.
+    let other = pk_tokenize(&srv, &test_pan(700), "198.51.100.9").await;
+    assert_eq!(other.status, 201, "{}", other.text);
+    // After the suspension's hour the address works again.
+    srv.clock.advance(Duration::from_secs(3601));
+    let later = pk_tokenize(&srv, &test_pan(701), tester).await;
+    assert_eq!(later.status, 201, "{}", later.text);
+}
+
+#[tokio::test]
+async fn shadow_mode_records_and_off_skips_but_neither_refuses() {
+    let srv = TestServer::start_on(Arc::new(Data::new()), |c| {
+        c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let set = |mode: &'static str| {
+        srv.call(
+            reqwest::Method::PATCH,
+            "/v1/account",
+            Some(&srv.sk_live),
+            Some(json!({ "risk_mode": mode })),
+        )
+    };
+    let r = set("shadow").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["risk_mode"], "shadow");
+    for n in 0..15 {
+        let r = pk_tokenize(&srv, &test_pan(800 + n), "203.0.113.60").await;
+        assert_eq!(r.status, 201, "shadow never refuses: {}", r.text);
+    }
+    // Shadow takes no action: no suspension was made ...
+    let list = srv.get("/v1/suspensions", &srv.sk_test).await;
+    assert_eq!(list.body["data"], json!([]), "{}", list.text);
+    // ... but the run was seen: enforced now, the next card from there is blocked.
+    assert_eq!(set("enforce").await.body["risk_mode"], "enforce");
+    let r = pk_tokenize(&srv, &test_pan(830), "203.0.113.60").await;
+    r.assert_error(403, "risk_blocked");
+    let r = set("off").await;
+    assert_eq!(r.body["risk_mode"], "off");
+    let r = set("sometimes").await;
+    r.assert_error(400, "invalid_request");
+}

@@ -1,0 +1,160 @@
+//! Risk assessments (docs/risk.md): one row per assessed card use, with the features it
+//! was scored on, so that the merchant can read why and a model can later be trained on
+//! the labelled rows. Holds a fingerprint and a keyed email digest, never a card number
+//! or an address.
+//!
+//! Reads run on a pooled connection; writes go through the one writer as
+//! [`crate::sql::WriteOp::Risk`].
+
+use crate::StoreResult;
+use crate::exec::{Exec, RowGet, args};
+use crate::sql::{self, FromRow};
+use strongroom_core::Mode;
+
+/// One assessment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssessmentRecord {
+    /// `risk_…`
+    pub id: String,
+    /// The account.
+    pub account_id: String,
+    /// Its mode.
+    pub mode: Mode,
+    /// What was assessed: `tokenize`, `payment`, `reveal`, `relay`, …
+    pub action: String,
+    /// 0–100.
+    pub score: i64,
+    /// `allow`, `review` or `block`.
+    pub decision: String,
+    /// The reasons, as the server's JSON.
+    pub reasons: String,
+    /// The features, as JSON keyed by name.
+    pub features: String,
+    /// The rule set that scored it.
+    pub rules_version: String,
+    /// The model that scored it, if one did.
+    pub model_version: Option<String>,
+    /// The card's fingerprint (base64url), when a card was named.
+    pub fingerprint: Option<String>,
+    /// The client address, when known.
+    pub ip: Option<String>,
+    /// The email's keyed digest, when one was given.
+    pub email_digest: Option<String>,
+    /// The device id, when one was given.
+    pub device_id: Option<String>,
+    /// The API key of the request.
+    pub key_id: Option<String>,
+    /// The suspension a rule made, if one did.
+    pub suspension_id: Option<String>,
+    /// The merchant's label (`fraud`, `legitimate`, `chargeback`), once given.
+    pub label: Option<String>,
+    /// When the label says the outcome happened.
+    pub label_ms: Option<i64>,
+    /// When it was made.
+    pub created_ms: i64,
+}
+
+/// The assessments' storage reads.
+#[allow(async_fn_in_trait)]
+pub trait RiskStore: Send + Sync {
+    /// One assessment of the account and mode.
+    async fn assessment(
+        &self,
+        account_id: &str,
+        mode: Mode,
+        id: &str,
+    ) -> StoreResult<Option<AssessmentRecord>>;
+}
+
+macro_rules! cols {
+    () => {
+        "id, account_id, mode, action, score, decision, reasons, features, rules_version, \
+         model_version, fingerprint, ip, email_digest, device_id, key_id, suspension_id, label, \
+         label_ms, created_ms"
+    };
+}
+
+const GET: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM risk_assessments WHERE account_id = $1 AND mode = $2 AND id = $3"
+);
+const INSERT: &str = concat!(
+    "INSERT INTO risk_assessments (",
+    cols!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+     $18, $19)"
+);
+
+impl FromRow for AssessmentRecord {
+    fn from_row<R: RowGet>(r: &R) -> StoreResult<Self> {
+        Ok(Self {
+            id: r.text(0)?,
+            account_id: r.text(1)?,
+            mode: sql::mode(&r.text(2)?)?,
+            action: r.text(3)?,
+            score: r.int(4)?,
+            decision: r.text(5)?,
+            reasons: r.text(6)?,
+            features: r.text(7)?,
+            rules_version: r.text(8)?,
+            model_version: r.opt_text(9)?,
+            fingerprint: r.opt_text(10)?,
+            ip: r.opt_text(11)?,
+            email_digest: r.opt_text(12)?,
+            device_id: r.opt_text(13)?,
+            key_id: r.opt_text(14)?,
+            suspension_id: r.opt_text(15)?,
+            label: r.opt_text(16)?,
+            label_ms: r.opt_int(17)?,
+            created_ms: r.int(18)?,
+        })
+    }
+}
+
+pub(crate) async fn assessment<C: Exec>(
+    c: &mut C,
+    account_id: &str,
+    mode: Mode,
+    id: &str,
+) -> StoreResult<Option<AssessmentRecord>> {
+    sql::one(c, GET, args![account_id, mode.as_str(), id]).await
+}
+
+/// A risk write, applied by the one writer.
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// A new assessment.
+    Insert(AssessmentRecord),
+}
+
+/// Applies `op`.
+pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<()> {
+    match op {
+        Op::Insert(r) => {
+            let a = args![
+                &r.id,
+                &r.account_id,
+                r.mode.as_str(),
+                &r.action,
+                r.score,
+                &r.decision,
+                &r.reasons,
+                &r.features,
+                &r.rules_version,
+                r.model_version.as_deref(),
+                r.fingerprint.as_deref(),
+                r.ip.as_deref(),
+                r.email_digest.as_deref(),
+                r.device_id.as_deref(),
+                r.key_id.as_deref(),
+                r.suspension_id.as_deref(),
+                r.label.as_deref(),
+                r.label_ms,
+                r.created_ms
+            ];
+            c.exec(INSERT, a).await?;
+            Ok(())
+        }
+    }
+}
