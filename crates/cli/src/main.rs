@@ -16,6 +16,7 @@ mod logfmt;
 mod logq;
 mod pin;
 mod relay;
+mod risk;
 mod tokens;
 mod webhooks;
 
@@ -112,6 +113,12 @@ enum Command {
         #[command(subcommand)]
         command: relay::RelayCommand,
     },
+    /// The risk engine's learned model: train it on labelled assessments, or run the
+    /// whole loop on simulated traffic (docs/risk.md).
+    Risk {
+        #[command(subcommand)]
+        command: risk::RiskCommand,
+    },
     /// Incident response through the admin API.
     Incident {
         #[command(subcommand)]
@@ -168,6 +175,7 @@ fn main() -> std::process::ExitCode {
             Command::Keys { command, target } => admin::keys(command, target).await,
             Command::AdminKeys { command, target } => admin::admin_keys(command, target).await,
             Command::Audit { command } => audit::run(command).await,
+            Command::Risk { command } => risk::run(command).await,
             Command::Incident { command, target } => tokens::incident(command, target).await,
             Command::Relay { command } => relay::run(command).await,
             // Run before the runtime was built (above).

@@ -75,6 +75,7 @@ impl Modify for Security {
         crate::routes::relay::send,
         crate::routes::risk::create,
         crate::routes::risk::get,
+        crate::routes::risk::feedback,
         crate::routes::suspensions::create,
         crate::routes::suspensions::list,
         crate::routes::suspensions::get,

@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/js/v1/strongroom.d.ts", get(elements::strongroom_dts))
         .route("/v1/risk/assessments", post(risk::create))
         .route("/v1/risk/assessments/{id}", get(risk::get))
+        .route("/v1/risk/feedback", post(risk::feedback))
         .route(
             "/v1/suspensions",
             post(suspensions::create).get(suspensions::list),

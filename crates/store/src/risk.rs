@@ -64,6 +64,22 @@ pub trait RiskStore: Send + Sync {
         mode: Mode,
         id: &str,
     ) -> StoreResult<Option<AssessmentRecord>>;
+    /// Up to `limit` labelled assessments (of one account, or of all), oldest first:
+    /// what a model is trained on.
+    async fn labelled_assessments(
+        &self,
+        account_id: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<AssessmentRecord>>;
+}
+
+/// What feedback labels.
+#[derive(Debug, Clone)]
+pub enum LabelTarget {
+    /// One assessment.
+    Assessment(String),
+    /// Every assessment of a card, by its fingerprint (base64url).
+    Fingerprint(String),
 }
 
 macro_rules! cols {
@@ -79,6 +95,16 @@ const GET: &str = concat!(
     cols!(),
     " FROM risk_assessments WHERE account_id = $1 AND mode = $2 AND id = $3"
 );
+const LABELLED: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM risk_assessments WHERE label IS NOT NULL AND ($1 IS NULL OR account_id = $1) \
+     ORDER BY created_ms, id LIMIT $2"
+);
+const LABEL_ONE: &str = "UPDATE risk_assessments SET label = $4, label_ms = $5 \
+     WHERE account_id = $1 AND mode = $2 AND id = $3";
+const LABEL_CARD: &str = "UPDATE risk_assessments SET label = $4, label_ms = $5 \
+     WHERE account_id = $1 AND mode = $2 AND fingerprint = $3";
 const INSERT: &str = concat!(
     "INSERT INTO risk_assessments (",
     cols!(),
@@ -121,16 +147,46 @@ pub(crate) async fn assessment<C: Exec>(
     sql::one(c, GET, args![account_id, mode.as_str(), id]).await
 }
 
+pub(crate) async fn labelled<C: Exec>(
+    c: &mut C,
+    account_id: Option<&str>,
+    limit: i64,
+) -> StoreResult<Vec<AssessmentRecord>> {
+    sql::many(c, LABELLED, args![account_id, limit]).await
+}
+
 /// A risk write, applied by the one writer.
 #[derive(Debug)]
 pub(crate) enum Op {
-    /// A new assessment.
-    Insert(AssessmentRecord),
+    /// A new assessment (boxed: the writer's ops stay small).
+    Insert(Box<AssessmentRecord>),
+    /// The merchant's label on assessments.
+    Label {
+        account_id: String,
+        mode: Mode,
+        target: LabelTarget,
+        label: String,
+        label_ms: i64,
+    },
 }
 
-/// Applies `op`.
-pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<()> {
+/// Applies `op`: how many rows it wrote.
+pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<u64> {
     match op {
+        Op::Label {
+            account_id,
+            mode,
+            target,
+            label,
+            label_ms,
+        } => {
+            let (sql, value) = match target {
+                LabelTarget::Assessment(id) => (LABEL_ONE, id),
+                LabelTarget::Fingerprint(fp) => (LABEL_CARD, fp),
+            };
+            let a = args![account_id, mode.as_str(), value, label, *label_ms];
+            c.exec(sql, a).await
+        }
         Op::Insert(r) => {
             let a = args![
                 &r.id,
@@ -153,8 +209,7 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<()> {
                 r.label_ms,
                 r.created_ms
             ];
-            c.exec(INSERT, a).await?;
-            Ok(())
+            c.exec(INSERT, a).await
         }
     }
 }

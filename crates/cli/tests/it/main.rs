@@ -12,15 +12,26 @@ mod bench;
 mod config;
 mod dev_audit;
 mod relay;
+mod risk;
 mod webhooks;
 
 /// Starts `strongroom dev` on a free loopback port with data in `dir`, and waits for its
 /// dev.json (URL, keys, account, CA), which it returns with the child.
 pub fn start_dev(dir: &std::path::Path) -> (std::process::Child, serde_json::Value) {
+    start_dev_with(dir, &[])
+}
+
+/// [`start_dev`] with more `strongroom dev` options.
+pub fn start_dev_with(
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (std::process::Child, serde_json::Value) {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
     let mut child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["dev", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .arg("--data-dir")
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -87,6 +87,14 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
     ("post", "/v1/suspensions", SUSPENSION_RULES),
     (
         "post",
+        "/v1/risk/feedback",
+        &[
+            ("missing_field", "assessment or card is required"),
+            ("invalid_parameter", "assessment or card, not both"),
+        ],
+    ),
+    (
+        "post",
         "/v1/risk/assessments",
         &[(
             "invalid_parameter",

@@ -4,7 +4,9 @@ use crate::auth::Principal;
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiPath};
 use crate::openapi::ErrorResponse;
-use crate::service::assessments::{self as svc, AssessmentView, NewAssessment};
+use crate::service::assessments::{
+    self as svc, AssessmentView, FeedbackView, NewAssessment, NewFeedback,
+};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -55,4 +57,26 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<AssessmentView>> {
     Ok(Json(svc::get(&state, &who, &id).await?))
+}
+
+/// Label what a use turned out to be: one assessment, or every assessment of a card
+/// (`fraud`, `legitimate`, `chargeback`). `strongroom risk train` learns from the labels.
+/// Needs `risk:write`. Rules JSON Schema cannot state: `missing_field` (neither
+/// `assessment` nor `card`), `invalid_parameter` (both).
+#[utoipa::path(post, path = "/v1/risk/feedback", tag = "risk", security(("api_key" = [])), request_body = NewFeedback,
+    responses((status = 200, description = "How many assessments were labelled", body = FeedbackView),
+        (status = 400, description = "invalid_request, unknown_field, missing_field, invalid_parameter, idempotency_key_invalid", body = ErrorResponse),
+        (status = 401, description = "authentication_required, invalid_api_key, api_key_revoked", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no risk:write), ip_not_allowed, suspended, api_key_suspended, account_suspended", body = ErrorResponse),
+        (status = 404, description = "not_found (no such assessment or card, or a card never assessed)", body = ErrorResponse),
+        (status = 413, description = "body_too_large", body = ErrorResponse),
+        (status = 415, description = "unsupported_media_type", body = ErrorResponse),
+        (status = 429, description = "rate_limited", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
+pub async fn feedback(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiJson(body): ApiJson<NewFeedback>,
+) -> ApiResult<Json<FeedbackView>> {
+    Ok(Json(svc::feedback(&state, &who, &body).await?))
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use strongroom_core::{IdKind, KeyKind, Scope};
 use strongroom_risk::{Feature, Features};
-use strongroom_store::{AssessmentRecord, RiskStore, VaultStore};
+use strongroom_store::{AssessmentRecord, LabelTarget, RiskStore, VaultStore};
 use utoipa::ToSchema;
 
 /// The built-in rule set's version.
@@ -141,6 +141,8 @@ pub struct AssessmentView {
     pub model_version: Option<String>,
     /// The suspension a rule made, if one did (`susp_…`).
     pub suspension: Option<String>,
+    /// The merchant's label (`fraud`, `legitimate`, `chargeback`); null until given.
+    pub label: Option<String>,
     /// Unix seconds.
     pub created: i64,
 }
@@ -159,6 +161,7 @@ impl AssessmentView {
             rules_version: r.rules_version.clone(),
             model_version: r.model_version.clone(),
             suspension: r.suspension_id.clone(),
+            label: r.label.clone(),
             created: secs(r.created_ms),
         }
     }
@@ -586,6 +589,101 @@ async fn subjects_of(state: &AppState, who: &Principal, new: &NewAssessment) -> 
         ip,
         email_digest,
         device,
+    })
+}
+
+/// A label the merchant gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Label {
+    /// The use was fraud.
+    Fraud,
+    /// The use was genuine.
+    Legitimate,
+    /// The payment was charged back (trained as fraud).
+    Chargeback,
+}
+
+impl Label {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Fraud => "fraud",
+            Self::Legitimate => "legitimate",
+            Self::Chargeback => "chargeback",
+        }
+    }
+}
+
+/// Body of `POST /v1/risk/feedback`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewFeedback {
+    /// One assessment (`risk_…`); or give `card`.
+    #[schema(pattern = "^risk_[0-9a-f]{32}$")]
+    pub assessment: Option<String>,
+    /// A card (`card_…`): every assessment of its number is labelled.
+    #[schema(pattern = "^card_[0-9a-f]{32}$")]
+    pub card: Option<String>,
+    /// What the use turned out to be.
+    pub label: Label,
+    /// Unix seconds: when it turned out so (default now).
+    #[serde(default, deserialize_with = "crate::extract::integer_opt")]
+    #[schema(minimum = 0, maximum = 32_503_680_000_i64)]
+    pub at: Option<i64>,
+}
+
+/// What feedback did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeedbackView {
+    /// Always `risk_feedback`.
+    pub object: &'static str,
+    /// The label given.
+    pub label: Label,
+    /// How many assessments it labelled.
+    pub labelled: i64,
+}
+
+/// Labels assessments of the caller's account and mode (`risk:write`): one, or every
+/// one of a card's number. The labels are what `strongroom risk train` learns from.
+pub async fn feedback(
+    state: &AppState,
+    who: &Principal,
+    new: &NewFeedback,
+) -> Result<FeedbackView> {
+    who.require(Scope::RiskWrite)?;
+    let target = match (&new.assessment, &new.card) {
+        (Some(id), None) => {
+            strongroom_core::parse_id(IdKind::RiskAssessment, id)?;
+            LabelTarget::Assessment(id.clone())
+        }
+        (None, Some(id)) => {
+            strongroom_core::parse_id(IdKind::Card, id)?;
+            let card = state
+                .store()
+                .get_card(&who.account_id, who.mode, id)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            LabelTarget::Fingerprint(URL_SAFE_NO_PAD.encode(&card.fingerprint))
+        }
+        (None, None) => return Err(ServiceError::MissingField),
+        (Some(_), Some(_)) => return Err(ServiceError::InvalidParameter),
+    };
+    let at_ms = match new.at {
+        Some(s) => s.checked_mul(1000).ok_or(ServiceError::InvalidParameter)?,
+        None => state.now_ms(),
+    };
+    let labelled = state
+        .store()
+        .audited(&who.audit)
+        .label_assessments(&who.account_id, who.mode, target, new.label.as_str(), at_ms)
+        .await?;
+    if labelled == 0 {
+        return Err(ServiceError::NotFound);
+    }
+    Ok(FeedbackView {
+        object: "risk_feedback",
+        label: new.label,
+        labelled,
     })
 }
 

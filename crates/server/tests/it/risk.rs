@@ -308,3 +308,62 @@ async fn shadow_mode_records_and_off_skips_but_neither_refuses() {
     let r = set("sometimes").await;
     r.assert_error(400, "invalid_request");
 }
+
+#[tokio::test]
+async fn feedback_labels_one_assessment_or_every_one_of_a_card() {
+    let srv = TestServer::start().await;
+    let card = srv.tokenize("4242424242424242").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let a = assess(&srv, json!({"action": "payment", "card": card["id"]})).await;
+        assert_eq!(a["label"], Value::Null);
+        ids.push(a["id"].as_str().unwrap().to_owned());
+    }
+    let r = srv
+        .post(
+            "/v1/risk/feedback",
+            &srv.sk_test,
+            json!({"assessment": ids[0], "label": "legitimate"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["labelled"].as_i64()),
+        (200, Some(1)),
+        "{}",
+        r.text
+    );
+    let r = srv
+        .post(
+            "/v1/risk/feedback",
+            &srv.sk_test,
+            json!({"card": card["id"], "label": "chargeback", "at": 1_900_000_000}),
+        )
+        .await;
+    assert_eq!(r.body["labelled"], 3, "{}", r.text);
+    let got = srv
+        .get(&format!("/v1/risk/assessments/{}", ids[2]), &srv.sk_test)
+        .await;
+    assert_eq!(got.body["label"], "chargeback");
+    for (body, status, code) in [
+        (json!({"label": "fraud"}), 400, "missing_field"),
+        (
+            json!({"assessment": ids[0], "card": card["id"], "label": "fraud"}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            json!({"assessment": ids[0], "label": "maybe"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"assessment": "risk_0190f3a4b5c6d7e8f9a0b1c2d3e4f5a6", "label": "fraud"}),
+            404,
+            "not_found",
+        ),
+    ] {
+        srv.post("/v1/risk/feedback", &srv.sk_test, body)
+            .await
+            .assert_error(status, code);
+    }
+}

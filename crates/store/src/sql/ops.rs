@@ -179,9 +179,6 @@ impl Write<()> {
     pub(crate) fn rotate_data_key(new_key: DataKeyRecord, events: Vec<EventRecord>) -> Self {
         Self::new(WriteOp::RotateDataKey { new_key, events }, done)
     }
-    pub(crate) fn risk(op: crate::risk::Op) -> Self {
-        Self::new(WriteOp::Risk(op), done)
-    }
     pub(crate) fn relay_done(op: crate::relay::Op) -> Self {
         Self::new(WriteOp::Relay(op), done)
     }
@@ -308,6 +305,12 @@ impl Write<InsertCard> {
             WriteReply::Card(v) => Some(v),
             _ => None,
         })
+    }
+}
+
+impl Write<i64> {
+    pub(crate) fn risk(op: crate::risk::Op) -> Self {
+        Self::new(WriteOp::Risk(op), count)
     }
 }
 
@@ -481,8 +484,8 @@ pub(crate) async fn apply<C: Exec>(
         }
         WriteOp::InboundRoute(op) => WriteReply::Flag(crate::inbound_routes::apply(c, op).await?),
         WriteOp::Risk(op) => {
-            crate::risk::apply(c, op).await?;
-            WriteReply::Done
+            let n = crate::risk::apply(c, op).await?;
+            WriteReply::Count(i64::try_from(n).unwrap_or(i64::MAX))
         }
         WriteOp::Suspension(op) => WriteReply::Suspension(crate::suspensions::apply(c, op).await?),
         WriteOp::ClientSession(op) => {

@@ -15,11 +15,41 @@ impl RiskStore for Store {
     ) -> StoreResult<Option<AssessmentRecord>> {
         assessment(&mut self.reader().await?, account_id, mode, id).await
     }
+
+    async fn labelled_assessments(
+        &self,
+        account_id: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<AssessmentRecord>> {
+        labelled(&mut self.reader().await?, account_id, limit).await
+    }
 }
 
 impl Writes<'_> {
     /// Stores an assessment.
     pub async fn insert_assessment(self, record: &AssessmentRecord) -> StoreResult<()> {
-        self.write(Write::risk(Op::Insert(record.clone()))).await
+        self.write(Write::risk(Op::Insert(Box::new(record.clone()))))
+            .await
+            .map(drop)
+    }
+
+    /// Labels the account's assessments in this mode (one, or every one of a card);
+    /// how many it labelled.
+    pub async fn label_assessments(
+        self,
+        account_id: &str,
+        mode: Mode,
+        target: LabelTarget,
+        label: &str,
+        label_ms: i64,
+    ) -> StoreResult<i64> {
+        let op = Op::Label {
+            account_id: account_id.to_owned(),
+            mode,
+            target,
+            label: label.to_owned(),
+            label_ms,
+        };
+        self.write(Write::risk(op)).await
     }
 }

@@ -1,0 +1,143 @@
+//! `strongroom risk`: the learned model's loop (docs/risk.md, "The model"). `train` fits
+//! a model on the labelled assessments of a database and reports how it does on the
+//! newest rows against the rules alone; `simulate` runs the same loop on seeded,
+//! labelled traffic with planted fraud patterns, with no data needed.
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use strongroom_risk::{Features, LabeledRow, SimOptions, TrainOptions, TrainReport};
+use strongroom_store::{AssessmentRecord, RiskStore, Store, StoreConfig};
+
+/// The database to read.
+#[derive(Args, Debug, Clone)]
+pub struct Db {
+    /// A `strongroom dev` data directory (its SQLite file).
+    #[arg(
+        long,
+        conflicts_with = "database_url",
+        required_unless_present = "database_url"
+    )]
+    pub data_dir: Option<PathBuf>,
+    /// A database URL (`sqlite://PATH` or `postgres://…`).
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// PostgreSQL only: the schema.
+    #[arg(long, requires = "database_url")]
+    pub database_schema: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum RiskCommand {
+    /// Fit a model on the labelled assessments (`POST /v1/risk/feedback`), hold out the
+    /// newest fifth, and print how the model and the rules alone did on it (AUC,
+    /// precision, recall) as JSON; with --out, write the model.
+    Train {
+        #[command(flatten)]
+        db: Db,
+        /// Only this account's assessments (default: every account's).
+        #[arg(long)]
+        account: Option<String>,
+        /// Where to write the model (JSON).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run the loop on simulated traffic (seeded, with planted card testing, takeover
+    /// and card cycling): simulate, compute the features, train, and print the report.
+    Simulate {
+        /// The stream follows from it.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Days of traffic.
+        #[arg(long, default_value_t = 14)]
+        days: u32,
+        /// Where to write the model (JSON).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+pub async fn run(cmd: RiskCommand) -> Result<()> {
+    let (report, out) = match cmd {
+        RiskCommand::Train { db, account, out } => {
+            let store = open(&db).await?;
+            let records = store
+                .labelled_assessments(account.as_deref(), 1_000_000)
+                .await
+                .map_err(|e| anyhow!("cannot read the assessments: {e}"))?;
+            let rows = records.iter().map(row).collect::<Result<Vec<_>>>()?;
+            (train(&rows)?, out)
+        }
+        RiskCommand::Simulate { seed, days, out } => {
+            let opts = SimOptions {
+                seed,
+                days,
+                ..SimOptions::default()
+            };
+            let rows = strongroom_risk::features_of(&strongroom_risk::simulate(&opts));
+            (train(&rows)?, out)
+        }
+    };
+    // The figures, not the coefficients (those are in --out).
+    let summary = serde_json::json!({
+        "model_version": report.model.version(),
+        "training": report.training,
+        "holdout": report.holdout,
+    });
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    if let Some(path) = out {
+        let json = report.model.to_json()?;
+        std::fs::write(&path, json).with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!(
+            "model {} written to {}",
+            report.model.version(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn train(rows: &[LabeledRow]) -> Result<TrainReport> {
+    strongroom_risk::train(rows, &TrainOptions::default()).map_err(|e| anyhow!("{e}"))
+}
+
+/// A stored, labelled assessment as a training row: its features, its label (a
+/// chargeback is fraud), and the rules' score at the time.
+fn row(r: &AssessmentRecord) -> Result<LabeledRow> {
+    let features: Features = serde_json::from_str(&r.features)
+        .with_context(|| format!("assessment {}: features", r.id))?;
+    let fraud = match r.label.as_deref() {
+        Some("fraud" | "chargeback") => true,
+        Some("legitimate") => false,
+        _ => bail!("assessment {}: no label", r.id),
+    };
+    Ok(LabeledRow {
+        at_ms: r.created_ms,
+        features,
+        fraud,
+        #[allow(clippy::cast_precision_loss)]
+        rules_score: r.score as f64,
+    })
+}
+
+async fn open(db: &Db) -> Result<Store> {
+    let url = match (&db.data_dir, &db.database_url) {
+        (Some(dir), None) => {
+            let file = dir.join("strongroom.db");
+            if !file.is_file() {
+                bail!("no database at {}", file.display());
+            }
+            format!("sqlite://{}", file.display())
+        }
+        (None, Some(url)) => url.clone(),
+        _ => bail!("give --data-dir or --database-url"),
+    };
+    let cfg = StoreConfig {
+        url,
+        schema: db.database_schema.clone(),
+        max_connections: 2,
+    };
+    Store::connect(&cfg)
+        .await
+        .map_err(|e| anyhow!("cannot open the database: {e}"))
+}
