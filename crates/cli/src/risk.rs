@@ -7,7 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use strongroom_risk::{Features, LabeledRow, SimOptions, TrainOptions, TrainReport};
-use strongroom_store::{AssessmentRecord, RiskStore, Store, StoreConfig};
+use strongroom_store::{AssessmentRecord, RiskModelRecord, RiskStore, Store, StoreConfig};
 
 /// The database to read.
 #[derive(Args, Debug, Clone)]
@@ -42,6 +42,20 @@ pub enum RiskCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Put a trained model in service: `shadow` (the default: scored and recorded in each
+    /// assessment's reasons, never counted) or, with --active, `active` (it adds up to 60
+    /// points). The model that held that state is retired. Servers pick it up within
+    /// ten seconds.
+    Promote {
+        #[command(flatten)]
+        db: Db,
+        /// The model (`strongroom risk train --out`).
+        #[arg(long)]
+        model: PathBuf,
+        /// Count its points (after a shadow period).
+        #[arg(long)]
+        active: bool,
+    },
     /// Run the loop on simulated traffic (seeded, with planted card testing, takeover
     /// and card cycling): simulate, compute the features, train, and print the report.
     Simulate {
@@ -59,6 +73,7 @@ pub enum RiskCommand {
 
 pub async fn run(cmd: RiskCommand) -> Result<()> {
     let (report, out) = match cmd {
+        RiskCommand::Promote { db, model, active } => return promote(&db, &model, active).await,
         RiskCommand::Train { db, account, out } => {
             let store = open(&db).await?;
             let records = store
@@ -118,6 +133,32 @@ fn row(r: &AssessmentRecord) -> Result<LabeledRow> {
         #[allow(clippy::cast_precision_loss)]
         rules_score: r.score as f64,
     })
+}
+
+async fn promote(db: &Db, path: &std::path::Path, active: bool) -> Result<()> {
+    let json =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // Loaded before it is stored: a model of another feature schema is refused here.
+    let model = strongroom_risk::Model::from_json(&json).map_err(|e| anyhow!("{e}"))?;
+    let store = open(db).await?;
+    let clock = strongroom_core::SystemClock;
+    let state = if active { "active" } else { "shadow" };
+    let record = RiskModelRecord {
+        version: model.version().to_owned(),
+        state: state.to_owned(),
+        model: json,
+        promoted_ms: strongroom_core::Clock::now_ms(&clock),
+    };
+    // The promotion is in the audit log (actor `system`), with the write.
+    let audit = strongroom_server::audit::Origin::System.scope(&clock, "risk.model_promoted");
+    strongroom_server::audit::set_resource(&audit, "risk_model", model.version());
+    store
+        .audited(&audit)
+        .promote_risk_model(&record)
+        .await
+        .map_err(|e| anyhow!("cannot store the model: {e}"))?;
+    println!("model {} is now {state}", model.version());
+    Ok(())
 }
 
 async fn open(db: &Db) -> Result<Store> {

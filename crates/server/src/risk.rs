@@ -6,4 +6,5 @@
 //! routes that load the data and the assessments that read it stay thin.
 
 pub mod geo;
+pub mod models;
 pub mod velocity;

@@ -43,6 +43,7 @@ struct Inner {
     cvcs: service::cvc::Cvcs,
     velocity: crate::risk::velocity::Velocity,
     geo: crate::risk::geo::Geo,
+    risk_models: crate::risk::models::RiskModels,
 }
 
 impl AppState {
@@ -142,6 +143,7 @@ impl AppState {
             cvcs,
             velocity,
             geo,
+            risk_models: crate::risk::models::RiskModels::default(),
         }));
         state.watch_store();
         state
@@ -275,6 +277,12 @@ impl AppState {
     /// The risk engine's velocity counters (in this process, or in the nodes' Redis).
     pub fn velocity(&self) -> &crate::risk::velocity::Velocity {
         &self.0.velocity
+    }
+
+    /// The risk models in service (see [`crate::risk::models`]).
+    pub async fn risk_models(&self) -> crate::service::Result<Arc<crate::risk::models::InService>> {
+        let (now, sync) = (self.now_ms(), self.cache_sync());
+        Ok(self.0.risk_models.get(self.store(), sync, now).await?)
     }
 
     /// The risk engine's country data (empty unless configured).

@@ -71,6 +71,32 @@ pub trait RiskStore: Send + Sync {
         account_id: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<AssessmentRecord>>;
+    /// The models in service (`shadow` and `active`).
+    async fn risk_models(&self) -> StoreResult<Vec<RiskModelRecord>>;
+}
+
+/// A trained model in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RiskModelRecord {
+    /// The model's version.
+    pub version: String,
+    /// `shadow`, `active` or `retired`.
+    pub state: String,
+    /// The model, as `strongroom_risk::Model::to_json` wrote it.
+    pub model: String,
+    /// When it took this state.
+    pub promoted_ms: i64,
+}
+
+impl FromRow for RiskModelRecord {
+    fn from_row<R: RowGet>(r: &R) -> StoreResult<Self> {
+        Ok(Self {
+            version: r.text(0)?,
+            state: r.text(1)?,
+            model: r.text(2)?,
+            promoted_ms: r.int(3)?,
+        })
+    }
 }
 
 /// What feedback labels.
@@ -105,6 +131,13 @@ const LABEL_ONE: &str = "UPDATE risk_assessments SET label = $4, label_ms = $5 \
      WHERE account_id = $1 AND mode = $2 AND id = $3";
 const LABEL_CARD: &str = "UPDATE risk_assessments SET label = $4, label_ms = $5 \
      WHERE account_id = $1 AND mode = $2 AND fingerprint = $3";
+const MODELS: &str = "SELECT version, state, model, promoted_ms FROM risk_models \
+     WHERE state IN ('shadow', 'active') ORDER BY promoted_ms";
+const RETIRE_MODELS: &str = "UPDATE risk_models SET state = 'retired', promoted_ms = $2 \
+     WHERE state = $1";
+const PUT_MODEL: &str = "INSERT INTO risk_models (version, state, model, promoted_ms) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (version) DO UPDATE SET state = excluded.state, \
+     model = excluded.model, promoted_ms = excluded.promoted_ms";
 const INSERT: &str = concat!(
     "INSERT INTO risk_assessments (",
     cols!(),
@@ -155,11 +188,17 @@ pub(crate) async fn labelled<C: Exec>(
     sql::many(c, LABELLED, args![account_id, limit]).await
 }
 
+pub(crate) async fn models<C: Exec>(c: &mut C) -> StoreResult<Vec<RiskModelRecord>> {
+    sql::many(c, MODELS, &[]).await
+}
+
 /// A risk write, applied by the one writer.
 #[derive(Debug)]
 pub(crate) enum Op {
     /// A new assessment (boxed: the writer's ops stay small).
     Insert(Box<AssessmentRecord>),
+    /// A model put in service in its state; the one in that state before is retired.
+    Promote(RiskModelRecord),
     /// The merchant's label on assessments.
     Label {
         account_id: String,
@@ -173,6 +212,12 @@ pub(crate) enum Op {
 /// Applies `op`: how many rows it wrote.
 pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<u64> {
     match op {
+        Op::Promote(m) => {
+            c.exec(RETIRE_MODELS, args![&m.state, m.promoted_ms])
+                .await?;
+            let a = args![&m.version, &m.state, &m.model, m.promoted_ms];
+            c.exec(PUT_MODEL, a).await
+        }
         Op::Label {
             account_id,
             mode,

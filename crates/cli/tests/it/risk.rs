@@ -90,9 +90,32 @@ async fn a_vaults_labelled_assessments_train_a_model() {
         .unwrap();
         assert_eq!(r.status(), 200);
     }
+    // Five other cards from one new address: below the card-testing rule's ten.
+    let mut before = Value::Null;
+    for i in 0..6u32 {
+        let fp = format!("{i:B>42}A");
+        let r = post(
+            "/v1/risk/assessments",
+            json!({"action": "payment", "fingerprint": fp, "ip": "192.0.2.77"}),
+        )
+        .await
+        .unwrap();
+        before = r.json().await.unwrap();
+    }
+    assert_eq!(before["decision"], "allow", "{before}");
     child.kill().ok();
     child.wait().ok();
-    let (ok, out, err) = strongroom(&["risk", "train", "--data-dir", d.to_str().unwrap()]);
+
+    let model = dir.path().join("model.json");
+    let data = d.to_str().unwrap();
+    let (ok, out, err) = strongroom(&[
+        "risk",
+        "train",
+        "--data-dir",
+        data,
+        "--out",
+        model.to_str().unwrap(),
+    ]);
     assert!(ok, "{err}");
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["training"]["rows"], 96, "{out}");
@@ -101,4 +124,45 @@ async fn a_vaults_labelled_assessments_train_a_model() {
         report["holdout"]["model"]["auc"].as_f64().unwrap() > 0.9,
         "{out}"
     );
+
+    // Promoted (active), the model changes the decision on the same pattern.
+    let m = model.to_str().unwrap();
+    let (ok, out, err) = strongroom(&[
+        "risk",
+        "promote",
+        "--data-dir",
+        data,
+        "--model",
+        m,
+        "--active",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("is now active"), "{out}");
+    std::fs::remove_file(d.join("dev.json")).unwrap();
+    let (mut child, dev) = crate::start_dev_with(&d, &["--rate-limit-per-minute", "10000"]);
+    let url2 = dev["url"].as_str().unwrap().to_owned();
+    let mut after = Value::Null;
+    for i in 0..6u32 {
+        let fp = format!("{i:C>42}A");
+        let r = client
+            .post(format!("{url2}/v1/risk/assessments"))
+            .bearer_auth(&sk)
+            .json(&json!({"action": "payment", "fingerprint": fp, "ip": "192.0.2.78"}))
+            .send()
+            .await
+            .unwrap();
+        after = r.json().await.unwrap();
+    }
+    child.kill().ok();
+    child.wait().ok();
+    assert_ne!(after["decision"], "allow", "{after}");
+    assert_eq!(after["model_version"], report["model_version"], "{after}");
+    let weight = after["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == "model")
+        .and_then(|r| r["weight"].as_i64())
+        .unwrap_or(0);
+    assert!(weight >= 50, "{after}");
 }

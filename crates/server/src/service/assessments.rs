@@ -24,6 +24,40 @@ use strongroom_risk::{Feature, Features};
 use strongroom_store::{AssessmentRecord, LabelTarget, RiskStore, VaultStore};
 use utoipa::ToSchema;
 
+/// The most points an active model adds: a confident model alone asks for review; a
+/// block needs a rule too.
+pub const MODEL_POINTS: f64 = 60.0;
+
+/// The model's points for `features`, and what it says of them.
+fn model_reason(m: &strongroom_risk::Model, f: &Features, shadow: bool) -> Reason {
+    let p = m.score(f);
+    #[allow(clippy::cast_possible_truncation)]
+    let points = (p * MODEL_POINTS).round() as i64;
+    let top: Vec<&str> = m
+        .explain(f)
+        .into_iter()
+        .filter(|(_, c)| *c > 0.0)
+        .take(3)
+        .map(|(name, _)| name)
+        .collect();
+    let why = if top.is_empty() {
+        String::new()
+    } else {
+        format!("; most from {}", top.join(", "))
+    };
+    Reason {
+        code: if shadow { "model_shadow" } else { "model" }.into(),
+        detail: format!(
+            "model {}: fraud likelihood {:.0}%{why}{}",
+            m.version(),
+            p * 100.0,
+            if shadow { " (shadow: not counted)" } else { "" }
+        ),
+        weight: if shadow { 0 } else { points },
+        source: "model".into(),
+    }
+}
+
 /// The built-in rule set's version.
 pub const RULES_VERSION: &str = "builtin-1";
 /// A score at or above this blocks.
@@ -465,6 +499,13 @@ async fn assess(
             });
         }
     }
+    let models = state.risk_models().await?;
+    if let Some(m) = &models.active {
+        reasons.push(model_reason(m, &features, false));
+    }
+    if let Some(m) = &models.shadow {
+        reasons.push(model_reason(m, &features, true));
+    }
     reasons.sort_by_key(|r| std::cmp::Reverse(r.weight));
     let score = reasons.iter().map(|r| r.weight).sum::<i64>().min(100);
     let decision = if score >= BLOCK_AT {
@@ -512,7 +553,7 @@ async fn assess(
         features: serde_json::to_string(&features)
             .map_err(|_| ServiceError::internal("assessment features"))?,
         rules_version: RULES_VERSION.to_owned(),
-        model_version: None,
+        model_version: models.active.as_ref().map(|m| m.version().to_owned()),
         fingerprint: subjects.fingerprint,
         ip: subjects.ip.map(|ip| ip.to_string()),
         email_digest: subjects.email_digest,

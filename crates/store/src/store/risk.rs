@@ -23,12 +23,24 @@ impl RiskStore for Store {
     ) -> StoreResult<Vec<AssessmentRecord>> {
         labelled(&mut self.reader().await?, account_id, limit).await
     }
+
+    async fn risk_models(&self) -> StoreResult<Vec<RiskModelRecord>> {
+        models(&mut self.reader().await?).await
+    }
 }
 
 impl Writes<'_> {
     /// Stores an assessment.
     pub async fn insert_assessment(self, record: &AssessmentRecord) -> StoreResult<()> {
         self.write(Write::risk(Op::Insert(Box::new(record.clone()))))
+            .await
+            .map(drop)
+    }
+
+    /// Puts a model in service in its state (`shadow` or `active`), retiring the one
+    /// that held that state.
+    pub async fn promote_risk_model(self, model: &RiskModelRecord) -> StoreResult<()> {
+        self.write(Write::risk(Op::Promote(model.clone())))
             .await
             .map(drop)
     }
