@@ -60,7 +60,9 @@ async fn accounts_and_keys_lifecycle() {
             "events:read",
             "webhooks:read",
             "webhooks:write",
-            "cards:relay"
+            "cards:relay",
+            "risk:read",
+            "risk:write"
         ])
     );
 
