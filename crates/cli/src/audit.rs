@@ -1,6 +1,7 @@
 //! `strongroom audit verify` and `strongroom audit export`: read the audit log straight
 //! from the database (no server needed), so an auditor can check a copy offline.
 
+use crate::db::Db;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use std::io::Write;
@@ -9,24 +10,13 @@ use strongroom_crypto::RootKey;
 use strongroom_crypto::audit::AuditSigner;
 use strongroom_server::audit::{self, anchor};
 use strongroom_server::service::audit::AuditRecordView;
-use strongroom_store::{AuditCheckpoint, AuditQuery, AuditStore, Store, StoreConfig};
+use strongroom_store::{AuditCheckpoint, AuditQuery, AuditStore, Store};
 
 /// Which database to read.
 #[derive(Args, Debug, Clone)]
 pub struct Source {
-    /// A `strongroom dev` data directory (its SQLite file and dev root key).
-    #[arg(
-        long,
-        conflicts_with = "database_url",
-        required_unless_present = "database_url"
-    )]
-    pub data_dir: Option<PathBuf>,
-    /// A database URL (`sqlite://PATH` or `postgres://…`).
-    #[arg(long)]
-    pub database_url: Option<String>,
-    /// PostgreSQL only: the schema.
-    #[arg(long, requires = "database_url")]
-    pub database_schema: Option<String>,
+    #[command(flatten)]
+    pub db: Db,
     /// The root key file, to check checkpoint signatures against the audit key derived
     /// from it (default with --data-dir: its dev root key).
     #[arg(long)]
@@ -60,27 +50,8 @@ pub enum AuditCommand {
     },
 }
 
-fn store_config(s: &Source) -> Result<StoreConfig> {
-    let url = match (&s.data_dir, &s.database_url) {
-        (Some(dir), None) => {
-            let db = dir.join("strongroom.db");
-            if !db.is_file() {
-                bail!("no database at {}", db.display());
-            }
-            format!("sqlite://{}", db.display())
-        }
-        (None, Some(url)) => url.clone(),
-        _ => bail!("give --data-dir or --database-url"),
-    };
-    Ok(StoreConfig {
-        url,
-        schema: s.database_schema.clone(),
-        max_connections: 2,
-    })
-}
-
 fn root_key(s: &Source) -> Result<Option<RootKey>> {
-    let path = match (&s.root_key_file, &s.data_dir) {
+    let path = match (&s.root_key_file, &s.db.data_dir) {
         (Some(p), _) => p.clone(),
         (None, Some(dir)) if dir.join("root.key").is_file() => dir.join("root.key"),
         _ => return Ok(None),
@@ -94,9 +65,7 @@ fn root_key(s: &Source) -> Result<Option<RootKey>> {
 }
 
 async fn open(s: &Source) -> Result<Store> {
-    Store::connect(&store_config(s)?)
-        .await
-        .map_err(|e| anyhow!("cannot open the database: {e}"))
+    s.db.open().await
 }
 
 pub async fn run(cmd: AuditCommand) -> Result<()> {
@@ -128,7 +97,7 @@ pub async fn run(cmd: AuditCommand) -> Result<()> {
 
 /// Where the anchor is: given, or the data directory's. `None`: no anchor to check.
 fn anchor_path(s: &Source) -> Option<(PathBuf, bool)> {
-    match (&s.anchor, &s.data_dir) {
+    match (&s.anchor, &s.db.data_dir) {
         (Some(p), _) => Some((p.clone(), true)),
         (None, Some(dir)) => Some((dir.join(anchor::FILE_NAME), false)),
         (None, None) => None,

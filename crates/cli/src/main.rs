@@ -11,6 +11,7 @@ mod admin;
 mod audit;
 mod config;
 mod controls;
+mod db;
 mod dev;
 mod logfmt;
 mod logq;

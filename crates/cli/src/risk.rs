@@ -3,29 +3,12 @@
 //! newest rows against the rules alone; `simulate` runs the same loop on seeded,
 //! labelled traffic with planted fraud patterns, with no data needed.
 
+use crate::db::Db;
 use anyhow::{Context, Result, anyhow, bail};
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use std::path::PathBuf;
 use strongroom_risk::{Features, LabeledRow, SimOptions, TrainOptions, TrainReport};
-use strongroom_store::{AssessmentRecord, RiskModelRecord, RiskStore, Store, StoreConfig};
-
-/// The database to read.
-#[derive(Args, Debug, Clone)]
-pub struct Db {
-    /// A `strongroom dev` data directory (its SQLite file).
-    #[arg(
-        long,
-        conflicts_with = "database_url",
-        required_unless_present = "database_url"
-    )]
-    pub data_dir: Option<PathBuf>,
-    /// A database URL (`sqlite://PATH` or `postgres://…`).
-    #[arg(long)]
-    pub database_url: Option<String>,
-    /// PostgreSQL only: the schema.
-    #[arg(long, requires = "database_url")]
-    pub database_schema: Option<String>,
-}
+use strongroom_store::{AssessmentRecord, RiskModelRecord, RiskStore};
 
 #[derive(Subcommand)]
 pub enum RiskCommand {
@@ -75,7 +58,7 @@ pub async fn run(cmd: RiskCommand) -> Result<()> {
     let (report, out) = match cmd {
         RiskCommand::Promote { db, model, active } => return promote(&db, &model, active).await,
         RiskCommand::Train { db, account, out } => {
-            let store = open(&db).await?;
+            let store = db.open().await?;
             let records = store
                 .labelled_assessments(account.as_deref(), 1_000_000)
                 .await
@@ -140,7 +123,7 @@ async fn promote(db: &Db, path: &std::path::Path, active: bool) -> Result<()> {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     // Loaded before it is stored: a model of another feature schema is refused here.
     let model = strongroom_risk::Model::from_json(&json).map_err(|e| anyhow!("{e}"))?;
-    let store = open(db).await?;
+    let store = db.open().await?;
     let clock = strongroom_core::SystemClock;
     let state = if active { "active" } else { "shadow" };
     let record = RiskModelRecord {
@@ -159,26 +142,4 @@ async fn promote(db: &Db, path: &std::path::Path, active: bool) -> Result<()> {
         .map_err(|e| anyhow!("cannot store the model: {e}"))?;
     println!("model {} is now {state}", model.version());
     Ok(())
-}
-
-async fn open(db: &Db) -> Result<Store> {
-    let url = match (&db.data_dir, &db.database_url) {
-        (Some(dir), None) => {
-            let file = dir.join("strongroom.db");
-            if !file.is_file() {
-                bail!("no database at {}", file.display());
-            }
-            format!("sqlite://{}", file.display())
-        }
-        (None, Some(url)) => url.clone(),
-        _ => bail!("give --data-dir or --database-url"),
-    };
-    let cfg = StoreConfig {
-        url,
-        schema: db.database_schema.clone(),
-        max_connections: 2,
-    };
-    Store::connect(&cfg)
-        .await
-        .map_err(|e| anyhow!("cannot open the database: {e}"))
 }

@@ -111,7 +111,7 @@ async fn accounts_and_keys_lifecycle() {
     srv.post(
         &path,
         &srv.admin_key,
-        json!({"kind": "restricted", "mode": "test", "scopes": vec!["cards:read"; 14]}),
+        json!({"kind": "restricted", "mode": "test", "scopes": vec!["cards:read"; strongroom_core::Scope::ALL.len() + 1]}),
     )
     .await
     .assert_error(400, "invalid_parameter");
