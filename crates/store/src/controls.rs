@@ -310,8 +310,9 @@ pub(crate) async fn key_with_controls<C: Exec>(
         (Some(_), Some(_)) => Some(AccountControls::from_row(&At(&r, at))?),
         (Some(account), None) => Some(AccountControls::defaults(account)),
     };
+    // After the six columns of the account's controls (GET_CONTROLS's order).
     let key_allowlist = r
-        .opt_text(at + 5)?
+        .opt_text(at + 6)?
         .map(|s| split_cidrs(&s))
         .unwrap_or_default();
     Ok(Some(KeyWithControls {

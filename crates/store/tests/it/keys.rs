@@ -334,7 +334,8 @@ async fn a_key_with_its_controls_in_one_read(store: Store) {
         require_signed_requests: true,
         ip_allowlist: vec!["10.0.0.0/8".into()],
         rate_limit_per_minute: Some(250),
-        risk_mode: None,
+        // Every column set, so that a read that shifts one shows.
+        risk_mode: Some("shadow".into()),
         updated_ms: T0,
     };
     writes(&store).set_account_controls(&c).await.unwrap();
