@@ -16,7 +16,8 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 const FIELD_HTML: &str = include_str!("../../../../web/elements/field.html");
@@ -50,18 +51,45 @@ fn elements_js_integrity() -> &'static str {
 
 /// The brand rules the page checks numbers with: the vault's own IIN table, so the
 /// field and the API never disagree about a brand.
-fn brands() -> &'static serde_json::Value {
-    static BRANDS: OnceLock<serde_json::Value> = OnceLock::new();
+#[derive(Serialize)]
+struct Brands {
+    /// `[digits, lo, hi, brand]`, first match wins.
+    iins: Vec<(u32, u32, u32, &'static str)>,
+    /// Brand → `[shortest, longest]` number length.
+    lengths: BTreeMap<&'static str, (usize, usize)>,
+    /// Brand → CVC length, where it is not 3.
+    cvc: BTreeMap<&'static str, u8>,
+}
+
+fn brands() -> &'static Brands {
+    static BRANDS: OnceLock<Brands> = OnceLock::new();
     BRANDS.get_or_init(|| {
         let mut iins = Vec::new();
-        let mut lengths = serde_json::Map::new();
+        let mut lengths = BTreeMap::new();
         for (digits, lo, hi, brand) in strongroom_core::pan::iin_rows() {
-            iins.push(serde_json::json!([digits, lo, hi, brand.as_str()]));
-            let (min, max) = brand.lengths();
-            lengths.insert(brand.as_str().to_owned(), serde_json::json!([min, max]));
+            iins.push((digits, lo, hi, brand.as_str()));
+            lengths.insert(brand.as_str(), brand.lengths());
         }
-        serde_json::json!({"iins": iins, "lengths": lengths, "cvc": {"amex": 4}})
+        Brands {
+            iins,
+            lengths,
+            cvc: BTreeMap::from([("amex", 4)]),
+        }
     })
+}
+
+/// What the page's script is told (`#sr-config`): nothing secret.
+#[derive(Serialize)]
+struct PageConfig<'a> {
+    field: &'a str,
+    session: &'a str,
+    frame: &'a str,
+    origin: &'a str,
+    state: &'static str,
+    collect_cvc: bool,
+    mode: &'static str,
+    api: String,
+    brands: &'static Brands,
 }
 
 fn script(body: &'static str, content_type: &'static str) -> Response {
@@ -134,8 +162,9 @@ fn page_headers(res: &mut Response, nonce: &str, ancestors: &str) -> Result<(), 
 }
 
 /// JSON safe inside a `<script type="application/json">` element.
-fn script_json(v: &serde_json::Value) -> String {
-    v.to_string()
+fn script_json(v: &impl Serialize) -> String {
+    serde_json::to_string(v)
+        .unwrap_or_default()
         .replace('<', "\\u003c")
         .replace('>', "\\u003e")
         .replace('&', "\\u0026")
@@ -180,17 +209,17 @@ pub async fn field(
 }
 
 fn render(state: &AppState, s: &Session, field: &str, q: &FieldQuery, nonce: &str) -> String {
-    let config = serde_json::json!({
-        "field": field,
-        "session": s.record.id,
-        "frame": q.frame,
-        "origin": q.origin,
-        "state": s.status(state.now_ms()),
-        "collect_cvc": s.params.collect_cvc,
-        "mode": s.record.mode.as_str(),
-        "api": format!("/v1/client_sessions/{}/cards", s.record.id),
-        "brands": brands(),
-    });
+    let config = PageConfig {
+        field,
+        session: &s.record.id,
+        frame: &q.frame,
+        origin: &q.origin,
+        state: s.status(state.now_ms()),
+        collect_cvc: s.params.collect_cvc,
+        mode: s.record.mode.as_str(),
+        api: format!("/v1/client_sessions/{}/cards", s.record.id),
+        brands: brands(),
+    };
     FIELD_HTML
         .replace("{{NONCE}}", nonce)
         .replace("{{ELEMENTS_SRI}}", elements_js_integrity())
