@@ -93,6 +93,7 @@ def main(dev_json_path):
         "live-signatures": "PATCH /v1/account",
         "live-suspensions": "POST /v1/suspensions",
         "live-assessments": "POST /v1/risk/assessments",
+        "live-rules": "PUT /v1/risk/rules",
     }
     # The browser pass: a publishable key posting cards through a session that takes many.
     session = call(

@@ -23,6 +23,7 @@ pub mod features;
 pub mod metrics;
 pub mod model;
 pub mod rules;
+pub mod ruleset;
 pub mod simulate;
 
 pub use error::RiskError;
@@ -32,6 +33,10 @@ pub use model::{
     Backtest, LabeledRow, MIN_TRAINING_ROWS, Model, SliceSummary, TrainOptions, TrainReport, train,
 };
 pub use rules::{RULES_THRESHOLD, baseline_rules_score};
+pub use ruleset::{
+    BUILTIN_VERSION, Decision, RuleAction, RuleError, RuleSet, RuleSetSpec, RuleSpec, Signals,
+    Standing, SuspendTarget, Verdict,
+};
 pub use simulate::{
     Outcome, PATTERN_ACCOUNT_TAKEOVER, PATTERN_CARD_CYCLING, PATTERN_CARD_TESTING,
     PATTERN_CHARGEBACK, SimEvent, SimOptions, features_of, network_of, simulate,

@@ -22,6 +22,19 @@ pub struct ApiError {
     pub message: &'static str,
     /// Seconds until a retry can succeed (`Retry-After`): set for a suspension.
     pub retry_after: Option<u64>,
+    /// Which part of an operator's configuration was refused, and why (a rule set's
+    /// rule id and problem): text the operator wrote, never request secrets.
+    pub detail: Option<Box<Refused>>,
+}
+
+/// What of a refused configuration was wrong (`rule`, `problem` in the error body).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Refused {
+    /// The rule (its id, or `rules[i]`); absent when the whole set is at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// What is wrong, in words.
+    pub problem: String,
 }
 
 /// Marker placed in a response's extensions so the outer middleware renders the body.
@@ -35,6 +48,7 @@ impl ApiError {
             code,
             message,
             retry_after: None,
+            detail: None,
         }
     }
 
@@ -179,6 +193,8 @@ pub mod codes {
         SUSPENDED = (FORBIDDEN, "suspended", "The request was refused; retry after the number of seconds in Retry-After.");
         API_KEY_SUSPENDED = (FORBIDDEN, "api_key_suspended", "This API key is suspended; retry after the number of seconds in Retry-After, or ask the account's owner.");
         ACCOUNT_SUSPENDED = (FORBIDDEN, "account_suspended", "This account is suspended; retry after the number of seconds in Retry-After, or contact the operator.");
+        RULES_INVALID = (BAD_REQUEST, "rules_invalid", "The rule set was refused whole: `rule` names the rule and `problem` says what is wrong with it.");
+        RULES_VERSION_CONFLICT = (CONFLICT, "rules_version_conflict", "The rules in force are no longer the version `replaces` names; read them again.");
         SUSPENSION_TARGET_INVALID = (BAD_REQUEST, "suspension_target_invalid", "The suspension's target is malformed or unknown: a card id or fingerprint of this account and mode, an IP address or CIDR, an email address, a device id of 1 to 200 characters, or a key id of this account.");
         BROWSER_NOT_ALLOWED = (FORBIDDEN, "browser_not_allowed", "This endpoint is for servers; browsers may only reach the hosted fields, strongroom.js and the client session card route.");
         RELAY_EXPRESSION_INVALID = (BAD_REQUEST, "relay_expression_invalid", "A relay expression is malformed: it must be {{card_<id>:<field>}}, inside a string in a JSON body, and a cvc must not touch a digit or another expression.");
@@ -256,6 +272,8 @@ fn mapped(e: &ServiceError) -> ApiError {
         E::Suspended { .. } => SUSPENDED,
         E::RiskBlocked => RISK_BLOCKED,
         E::SuspensionTargetInvalid => SUSPENSION_TARGET_INVALID,
+        E::RulesInvalid(_) => RULES_INVALID,
+        E::RulesVersionConflict => RULES_VERSION_CONFLICT,
         E::RelayHeaderInvalid => RELAY_HEADER_INVALID,
         E::RelayUpstreamFailed => RELAY_UPSTREAM_FAILED,
         E::RelayUpstreamTimeout => RELAY_UPSTREAM_TIMEOUT,
@@ -289,6 +307,12 @@ impl From<ServiceError> for ApiError {
         let mut err = mapped(&e);
         if let ServiceError::Suspended { retry_after } = e {
             err = err.retry_after(retry_after);
+        }
+        if let ServiceError::RulesInvalid(r) = &e {
+            err.detail = Some(Box::new(Refused {
+                rule: r.rule.clone(),
+                problem: r.problem.clone(),
+            }));
         }
         if let Some((detail, at)) = e.failure()
             && err.status.is_server_error()
@@ -347,6 +371,8 @@ struct Envelope<'a> {
 struct Detail<'a> {
     code: &'a str,
     message: &'a str,
+    #[serde(flatten)]
+    refused: Option<&'a Refused>,
     request_id: &'a str,
     #[serde(rename = "type")]
     kind: &'a str,
@@ -358,6 +384,7 @@ pub fn render(err: &ApiError, request_id: &str) -> Vec<u8> {
         error: Detail {
             code: err.code,
             message: err.message,
+            refused: err.detail.as_deref(),
             request_id,
             kind: err.error_type(),
         },

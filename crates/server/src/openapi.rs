@@ -24,6 +24,12 @@ pub struct ErrorDetail {
     pub code: String,
     /// Human-readable; never echoes input.
     pub message: String,
+    /// `rules_invalid` only: the rule refused (its id, or `rules[i]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// `rules_invalid` only: what is wrong with the rule set, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
     /// The `Request-Id` of the request.
     pub request_id: String,
 }
@@ -76,6 +82,10 @@ impl Modify for Security {
         crate::routes::risk::create,
         crate::routes::risk::get,
         crate::routes::risk::feedback,
+        crate::routes::risk::rules,
+        crate::routes::risk::put_rules,
+        crate::routes::risk::rule_versions,
+        crate::routes::risk::rule_version,
         crate::routes::suspensions::create,
         crate::routes::suspensions::list,
         crate::routes::suspensions::get,

@@ -17,6 +17,9 @@ use strongroom_crypto::RootKey;
 use strongroom_store::{CacheEvent, EventRecord, Store};
 use tokio::sync::Notify;
 
+/// How long an account's risk rules are served from memory.
+const RISK_RULES_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Most API keys cached.
 const KEY_CACHE_MAX: usize = 10_000;
 
@@ -44,6 +47,7 @@ struct Inner {
     velocity: crate::risk::velocity::Velocity,
     geo: crate::risk::geo::Geo,
     risk_models: crate::risk::models::RiskModels,
+    risk_rules: crate::risk::rules::RiskRules,
 }
 
 impl AppState {
@@ -144,6 +148,7 @@ impl AppState {
             velocity,
             geo,
             risk_models: crate::risk::models::RiskModels::default(),
+            risk_rules: crate::risk::rules::RiskRules::new(RISK_RULES_TTL),
         }));
         state.watch_store();
         state
@@ -283,6 +288,27 @@ impl AppState {
     pub async fn risk_models(&self) -> crate::service::Result<Arc<crate::risk::models::InService>> {
         let (now, sync) = (self.now_ms(), self.cache_sync());
         Ok(self.0.risk_models.get(self.store(), sync, now).await?)
+    }
+
+    /// The risk rules in force for an account in a mode (see [`crate::risk::rules`]).
+    pub async fn risk_rules(
+        &self,
+        account_id: &str,
+        mode: Mode,
+    ) -> crate::service::Result<Arc<crate::risk::rules::InForce>> {
+        let (now, sync) = (self.now_ms(), self.cache_sync());
+        let rules = self
+            .0
+            .risk_rules
+            .get(self.store(), sync, account_id, mode, now);
+        Ok(rules.await?)
+    }
+
+    /// Forgets an account's cached rules (after a put through this node).
+    pub fn forget_risk_rules(&self, account_id: &str, mode: Mode) {
+        self.0
+            .risk_rules
+            .forget(self.cache_sync(), account_id, mode);
     }
 
     /// The risk engine's country data (empty unless configured).

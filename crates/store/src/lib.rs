@@ -41,7 +41,7 @@ pub use model::*;
 pub use pin::{PinOutcome, PinRecord, PinRewrap, PinStore, SetKind, SpendOtp, TransportKeyRecord};
 pub use postgres::{CacheEvent, PgStore};
 pub use relay::{RelayDestinationRecord, RelayStore};
-pub use risk::{AssessmentRecord, LabelTarget, RiskModelRecord, RiskStore};
+pub use risk::{AssessmentRecord, LabelTarget, RiskModelRecord, RiskStore, RuleSetRecord};
 pub use sqlite::SqliteStore;
 pub use stats::StatsStore;
 pub use store::{Store, Writes};

@@ -73,6 +73,54 @@ pub trait RiskStore: Send + Sync {
     ) -> StoreResult<Vec<AssessmentRecord>>;
     /// The models in service (`shadow` and `active`).
     async fn risk_models(&self) -> StoreResult<Vec<RiskModelRecord>>;
+    /// Up to `limit` of the account's assessments in this mode made at or after
+    /// `since_ms`, oldest first: what a dry run of a rule set decides again.
+    async fn assessments_since(
+        &self,
+        account_id: &str,
+        mode: Mode,
+        since_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<AssessmentRecord>>;
+    /// Up to `limit` of the account's rule sets in this mode, newest first, below
+    /// version `before` when given: the first is the set in force.
+    async fn rule_sets(
+        &self,
+        account_id: &str,
+        mode: Mode,
+        before: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<RuleSetRecord>>;
+}
+
+/// One version of an account's risk rules in one mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSetRecord {
+    /// The account.
+    pub account_id: String,
+    /// Its mode.
+    pub mode: Mode,
+    /// 1, 2, …: the highest is in force.
+    pub version: i64,
+    /// The set, as JSON.
+    pub rules: String,
+    /// The key that put it.
+    pub created_by: String,
+    /// When.
+    pub created_ms: i64,
+}
+
+impl FromRow for RuleSetRecord {
+    fn from_row<R: RowGet>(r: &R) -> StoreResult<Self> {
+        Ok(Self {
+            account_id: r.text(0)?,
+            mode: sql::mode(&r.text(1)?)?,
+            version: r.int(2)?,
+            rules: r.text(3)?,
+            created_by: r.text(4)?,
+            created_ms: r.int(5)?,
+        })
+    }
 }
 
 /// A trained model in the store.
@@ -127,6 +175,20 @@ const LABELLED: &str = concat!(
     " FROM risk_assessments WHERE label IS NOT NULL AND ($1 IS NULL OR account_id = $1) \
      ORDER BY created_ms, id LIMIT $2"
 );
+const SINCE: &str = concat!(
+    "SELECT ",
+    cols!(),
+    " FROM risk_assessments WHERE account_id = $1 AND mode = $2 AND created_ms >= $3 \
+     ORDER BY created_ms, id LIMIT $4"
+);
+const RULE_SETS: &str = "SELECT account_id, mode, version, rules, created_by, created_ms \
+     FROM risk_rule_sets WHERE account_id = $1 AND mode = $2 AND ($3 IS NULL OR version < $3) \
+     ORDER BY version DESC LIMIT $4";
+// Stored only if no version as high exists: two nodes putting at once cannot both win.
+const PUT_RULES: &str = "INSERT INTO risk_rule_sets \
+     (account_id, mode, version, rules, created_by, created_ms) \
+     SELECT $1, $2, $3, $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM risk_rule_sets \
+     WHERE account_id = $1 AND mode = $2 AND version >= $3)";
 const LABEL_ONE: &str = "UPDATE risk_assessments SET label = $4, label_ms = $5 \
      WHERE account_id = $1 AND mode = $2 AND id = $3";
 const LABEL_CARD: &str = "UPDATE risk_assessments SET label = $4, label_ms = $5 \
@@ -192,6 +254,28 @@ pub(crate) async fn models<C: Exec>(c: &mut C) -> StoreResult<Vec<RiskModelRecor
     sql::many(c, MODELS, &[]).await
 }
 
+pub(crate) async fn since<C: Exec>(
+    c: &mut C,
+    account_id: &str,
+    mode: Mode,
+    since_ms: i64,
+    limit: i64,
+) -> StoreResult<Vec<AssessmentRecord>> {
+    let a = args![account_id, mode.as_str(), since_ms, limit];
+    sql::many(c, SINCE, a).await
+}
+
+pub(crate) async fn rule_sets<C: Exec>(
+    c: &mut C,
+    account_id: &str,
+    mode: Mode,
+    before: Option<i64>,
+    limit: i64,
+) -> StoreResult<Vec<RuleSetRecord>> {
+    let a = args![account_id, mode.as_str(), before, limit];
+    sql::many(c, RULE_SETS, a).await
+}
+
 /// A risk write, applied by the one writer.
 #[derive(Debug)]
 pub(crate) enum Op {
@@ -199,6 +283,8 @@ pub(crate) enum Op {
     Insert(Box<AssessmentRecord>),
     /// A model put in service in its state; the one in that state before is retired.
     Promote(RiskModelRecord),
+    /// A new version of an account's rules (written only if it is the highest).
+    PutRules(RuleSetRecord),
     /// The merchant's label on assessments.
     Label {
         account_id: String,
@@ -212,6 +298,17 @@ pub(crate) enum Op {
 /// Applies `op`: how many rows it wrote.
 pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<u64> {
     match op {
+        Op::PutRules(r) => {
+            let a = args![
+                &r.account_id,
+                r.mode.as_str(),
+                r.version,
+                &r.rules,
+                &r.created_by,
+                r.created_ms
+            ];
+            c.exec(PUT_RULES, a).await
+        }
         Op::Promote(m) => {
             c.exec(RETIRE_MODELS, args![&m.state, m.promoted_ms])
                 .await?;

@@ -4,10 +4,11 @@
 //!
 //! The signals are `strongroom_risk`'s feature schema, computed here as its simulator
 //! defines them (earlier uses only, in each window), and stored with the assessment, so
-//! that a model can later be trained on the labelled rows. The rules are the built-in
-//! set ([`RULES_VERSION`]); a rule may block, and may suspend the subject it saw (the
-//! card-testing rule suspends the address for an hour). Nothing here keeps a card number
-//! or an email address: a fingerprint and a keyed digest.
+//! that a model can later be trained on the labelled rows. The rules are the account's
+//! set in force ([`crate::risk::rules`]: its own, or the built-in one); a rule may
+//! block, and may suspend the subject it saw (the built-in card-testing rule suspends the
+//! address for an hour). Nothing here keeps a card number or an email address: a
+//! fingerprint and a keyed digest.
 
 use crate::auth::Principal;
 use crate::risk::velocity::{Counts, Use};
@@ -20,7 +21,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use strongroom_core::{IdKind, KeyKind, Scope};
-use strongroom_risk::{Feature, Features};
+use strongroom_risk::ruleset::Hit;
+use strongroom_risk::{
+    Feature, Features, RuleAction, RuleSet, RuleSpec, Signals, Standing, SuspendTarget,
+};
 use strongroom_store::{AssessmentRecord, LabelTarget, RiskStore, VaultStore};
 use utoipa::ToSchema;
 
@@ -57,15 +61,6 @@ fn model_reason(m: &strongroom_risk::Model, f: &Features, shadow: bool) -> Reaso
         source: "model".into(),
     }
 }
-
-/// The built-in rule set's version.
-pub const RULES_VERSION: &str = "builtin-1";
-/// A score at or above this blocks.
-pub const BLOCK_AT: i64 = 80;
-/// A score at or above this asks for review.
-pub const REVIEW_AT: i64 = 50;
-/// How long the card-testing rule suspends an address.
-const CARD_TESTING_SUSPENSION_S: i64 = 3600;
 
 /// What is being assessed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
@@ -137,15 +132,17 @@ pub struct NewAssessment {
 /// Why a score is what it is.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Reason {
-    /// Stable: `suspended`, `card_testing_ip`, `card_testing_network`, `card_velocity`,
+    /// Stable: `suspended`, `model`, `model_shadow`, or the id of the rule that held
+    /// (the built-in set's: `card_testing_ip`, `card_testing_network`, `card_velocity`,
     /// `device_cycling`, `email_cycling`, `bin_ip_country_mismatch`,
-    /// `bin_billing_country_mismatch`, `ip_billing_country_mismatch`.
+    /// `bin_billing_country_mismatch`, `ip_billing_country_mismatch`, `declines`).
     pub code: String,
-    /// What was seen, in words (counts and countries; never a number or an address).
+    /// What was seen, in words: the rule's description and the signals it read (counts
+    /// and flags; never a number or an address).
     pub detail: String,
     /// Points it added to the score.
     pub weight: i64,
-    /// `rule` (and, later, `model`).
+    /// `rule`, `model` or `suspension`.
     pub source: String,
 }
 
@@ -219,91 +216,6 @@ fn country(c: Option<&String>) -> Result<Option<String>> {
         None => Ok(None),
     }
 }
-
-/// A rule of the built-in set: a condition over the signals, its points, and whether
-/// it suspends the address it saw.
-struct Rule {
-    code: &'static str,
-    weight: i64,
-    hit: fn(&Features) -> Option<String>,
-    suspend_ip: bool,
-}
-
-const fn rule(code: &'static str, weight: i64, hit: fn(&Features) -> Option<String>) -> Rule {
-    Rule {
-        code,
-        weight,
-        hit,
-        suspend_ip: false,
-    }
-}
-
-fn at_least(f: &Features, feature: Feature, n: f64, what: &str) -> Option<String> {
-    let v = f.get(feature);
-    (v >= n).then(|| format!("{v} {what}"))
-}
-
-/// The built-in rules ([`RULES_VERSION`]). A card-testing run (many different cards
-/// from one address in minutes) blocks and suspends the address.
-const RULES: &[Rule] = &[
-    Rule {
-        code: "card_testing_ip",
-        weight: 80,
-        hit: |f| {
-            at_least(
-                f,
-                Feature::IpDistinctCards10m,
-                10.0,
-                "other cards from this address in 10 minutes",
-            )
-        },
-        suspend_ip: true,
-    },
-    rule("card_testing_network", 50, |f| {
-        at_least(
-            f,
-            Feature::NetDistinctCards1h,
-            30.0,
-            "other cards from this network in an hour",
-        )
-    }),
-    rule("card_velocity", 30, |f| {
-        at_least(
-            f,
-            Feature::CardUses10m,
-            5.0,
-            "uses of this card in 10 minutes",
-        )
-    }),
-    rule("device_cycling", 60, |f| {
-        at_least(
-            f,
-            Feature::DeviceDistinctCards1h,
-            5.0,
-            "other cards on this device in an hour",
-        )
-    }),
-    rule("email_cycling", 50, |f| {
-        at_least(
-            f,
-            Feature::EmailDistinctCards24h,
-            5.0,
-            "other cards with this email in a day",
-        )
-    }),
-    rule("bin_ip_country_mismatch", 20, |f| {
-        (f.get(Feature::BinIpCountryMismatch) > 0.0)
-            .then(|| "the card's country is not the address's".to_owned())
-    }),
-    rule("bin_billing_country_mismatch", 15, |f| {
-        (f.get(Feature::BinBillingCountryMismatch) > 0.0)
-            .then(|| "the card's country is not the billing country".to_owned())
-    }),
-    rule("ip_billing_country_mismatch", 15, |f| {
-        (f.get(Feature::IpBillingCountryMismatch) > 0.0)
-            .then(|| "the address's country is not the billing country".to_owned())
-    }),
-];
 
 /// The signals of one use: the velocity counts before it, the country mismatches, the
 /// amount and the hour (UTC until accounts have a time zone).
@@ -466,93 +378,73 @@ async fn assess(
     };
     let features = features(&counts, &mismatches, amount, now);
 
-    let mut reasons = Vec::new();
-    let mut suspend_ip = false;
     let active = state
         .gateway()
         .suspensions(&who.account_id)
         .await
         .map_err(|_| ServiceError::internal("suspensions unavailable"))?;
-    if active.any_of(
+    let suspended = active.any_of(
         who.mode,
         now,
         subjects.fingerprint.as_deref(),
         subjects.ip,
         subjects.email_digest.as_deref(),
         subjects.device.as_deref(),
-    ) {
+    );
+    let rules = state.risk_rules(&who.account_id, who.mode).await?;
+    let models = state.risk_models().await?;
+    let signals = Signals::new(&features, action.as_str(), suspended, false);
+    let hits = rules.set.evaluate(&signals);
+    let mut reasons = Vec::new();
+    if suspended {
         reasons.push(Reason {
             code: "suspended".into(),
             detail: "a subject of this use is suspended".into(),
             weight: 100,
-            source: "rule".into(),
+            source: "suspension".into(),
         });
     }
-    for r in RULES {
-        if let Some(detail) = (r.hit)(&features) {
-            suspend_ip |= r.suspend_ip && subjects.ip.is_some();
-            reasons.push(Reason {
-                code: r.code.into(),
-                detail,
-                weight: r.weight,
-                source: "rule".into(),
-            });
-        }
+    for h in &hits {
+        reasons.push(rule_reason(&rules.set, h, &signals));
     }
-    let models = state.risk_models().await?;
+    let mut model_points = 0;
     if let Some(m) = &models.active {
-        reasons.push(model_reason(m, &features, false));
+        let r = model_reason(m, &features, false);
+        model_points = r.weight;
+        reasons.push(r);
     }
     if let Some(m) = &models.shadow {
         reasons.push(model_reason(m, &features, true));
     }
     reasons.sort_by_key(|r| std::cmp::Reverse(r.weight));
-    let score = reasons.iter().map(|r| r.weight).sum::<i64>().min(100);
-    let decision = if score >= BLOCK_AT {
-        "block"
-    } else if score >= REVIEW_AT {
-        "review"
-    } else {
-        "allow"
+    let standing = Standing {
+        suspended,
+        model_points,
+        ..Standing::default()
     };
+    let verdict = rules.set.decide(&hits, standing);
 
     let id = state.new_id(IdKind::RiskAssessment)?;
     crate::audit::set_resource(&who.audit, "risk_assessment", &id);
-    let suspension = match subjects.ip {
-        Some(ip)
-            if act && suspend_ip && !active.any_of(who.mode, now, None, Some(ip), None, None) =>
-        {
-            let subject = Subject {
-                account_id: &who.account_id,
-                mode: who.mode,
-                kind: TargetType::Ip,
-                target: ipnet::IpNet::from(ip).to_string(),
-            };
-            let made = suspensions::store(
-                state,
-                &who.audit,
-                subject,
-                "card testing: many different cards from one address",
-                "rule:card_testing_ip",
-                CARD_TESTING_SUSPENSION_S,
-            )
-            .await?;
-            Some(made.id)
+    let mut suspension = None;
+    if act {
+        for rule in &verdict.suspend {
+            let made = suspend(state, who, &subjects, &active, rule, now).await?;
+            suspension = suspension.or(made);
         }
-        _ => None,
-    };
+    }
     let record = AssessmentRecord {
         id,
         account_id: who.account_id.clone(),
         mode: who.mode,
         action: action.as_str().to_owned(),
-        score,
-        decision: decision.to_owned(),
+        score: verdict.score,
+        decision: verdict.decision.as_str().to_owned(),
         reasons: serde_json::to_string(&reasons)
             .map_err(|_| ServiceError::internal("assessment reasons"))?,
         features: serde_json::to_string(&features)
             .map_err(|_| ServiceError::internal("assessment features"))?,
-        rules_version: RULES_VERSION.to_owned(),
+        rules_version: rules.version.clone(),
         model_version: models.active.as_ref().map(|m| m.version().to_owned()),
         fingerprint: subjects.fingerprint,
         ip: subjects.ip.map(|ip| ip.to_string()),
@@ -570,6 +462,88 @@ async fn assess(
         .insert_assessment(&record)
         .await?;
     Ok(AssessmentView::new(&record))
+}
+
+/// The reason a rule gives: its description and the signals it read.
+fn rule_reason(set: &RuleSet, hit: &Hit<'_>, signals: &Signals) -> Reason {
+    let read = set.values_read(&hit.rule.id, signals);
+    let detail = match (hit.detail, read.is_empty()) {
+        ("", _) => read,
+        (d, true) => d.to_owned(),
+        (d, false) => format!("{d} ({read})"),
+    };
+    Reason {
+        code: hit.rule.id.clone(),
+        detail,
+        weight: hit.rule.score,
+        source: "rule".into(),
+    }
+}
+
+/// Makes the suspension a rule's action asks for, unless the use has no such subject or
+/// it is suspended already: the new suspension's id.
+async fn suspend(
+    state: &AppState,
+    who: &Principal,
+    subjects: &Subjects,
+    active: &crate::gateway::suspended::Active,
+    rule: &RuleSpec,
+    now: i64,
+) -> Result<Option<String>> {
+    let Some(RuleAction::Suspend { target, duration }) = rule.action else {
+        return Ok(None);
+    };
+    let mode = who.mode;
+    let (kind, value, already) = match target {
+        SuspendTarget::Ip | SuspendTarget::Network => {
+            let Some(ip) = subjects.ip else {
+                return Ok(None);
+            };
+            let net = if target == SuspendTarget::Ip {
+                ipnet::IpNet::from(ip)
+            } else {
+                let prefix = if ip.is_ipv4() { 24 } else { 64 };
+                ipnet::IpNet::new(strongroom_risk::network_of(ip), prefix)
+                    .map_err(|_| ServiceError::internal("network prefix"))?
+            };
+            let already = active.any_of(mode, now, None, Some(ip), None, None);
+            (TargetType::Ip, net.to_string(), already)
+        }
+        SuspendTarget::Card => {
+            let Some(fp) = subjects.fingerprint.as_deref() else {
+                return Ok(None);
+            };
+            let already = active.any_of(mode, now, Some(fp), None, None, None);
+            (TargetType::Card, fp.to_owned(), already)
+        }
+        SuspendTarget::Email => {
+            let Some(d) = subjects.email_digest.as_deref() else {
+                return Ok(None);
+            };
+            let already = active.any_of(mode, now, None, None, Some(d), None);
+            (TargetType::Email, d.to_owned(), already)
+        }
+        SuspendTarget::DeviceId => {
+            let Some(d) = subjects.device.as_deref() else {
+                return Ok(None);
+            };
+            let already = active.any_of(mode, now, None, None, None, Some(d));
+            (TargetType::Device, d.to_owned(), already)
+        }
+    };
+    if already {
+        return Ok(None);
+    }
+    let subject = Subject {
+        account_id: &who.account_id,
+        mode,
+        kind,
+        target: value,
+    };
+    let reason = rule.description.as_deref().unwrap_or(rule.id.as_str());
+    let by = format!("rule:{}", rule.id);
+    let made = suspensions::store(state, &who.audit, subject, reason, &by, duration).await?;
+    Ok(Some(made.id))
 }
 
 /// The subjects a request names, checked: the card of this account and mode (or a

@@ -109,6 +109,10 @@ pub enum ServiceError {
     RiskBlocked,
     /// A suspension's target is malformed, or names no card or key of the account.
     SuspensionTargetInvalid,
+    /// A risk rule set was refused whole: which rule, and why.
+    RulesInvalid(strongroom_risk::RuleError),
+    /// The rules in force are not the version the put said it replaces.
+    RulesVersionConflict,
     /// A relay expression, value or pointer was refused (its code says which).
     Relay(strongroom_core::relay::RelayError),
     /// A card named in a relay request is not one of the account's in this mode.

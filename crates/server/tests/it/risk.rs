@@ -367,3 +367,279 @@ async fn feedback_labels_one_assessment_or_every_one_of_a_card() {
             .assert_error(status, code);
     }
 }
+
+async fn put_rules(srv: &TestServer, body: Value) -> Resp {
+    srv.call(
+        reqwest::Method::PUT,
+        "/v1/risk/rules",
+        Some(&srv.sk_test),
+        Some(body),
+    )
+    .await
+}
+
+fn rule_set() -> Value {
+    json!({"rules": [
+        {"id": "big_payment", "description": "a large payment",
+         "when": "action == \"payment\" && amount >= 100000", "score": 40,
+         "action": {"type": "review"}},
+        {"id": "tight_testing", "when": "ip_distinct_cards_10m >= 2", "score": 90,
+         "action": {"type": "suspend", "target": "network", "duration": 600}},
+        {"id": "never", "when": "card_uses_24h > 1000", "score": 10, "enabled": false}
+    ]})
+}
+
+#[tokio::test]
+async fn rules_are_data_put_whole_versioned_and_in_force() {
+    let srv = TestServer::start().await;
+    let got = srv.get("/v1/risk/rules", &srv.sk_test).await;
+    assert_eq!(got.body["version"], "builtin-1", "{}", got.text);
+    assert_eq!(got.body["builtin"], true);
+    assert_eq!(got.body["rules"][0]["id"], "card_testing_ip");
+
+    // A bad rule anywhere refuses the whole set, naming the rule and the problem.
+    let ok = rule_set()["rules"][0].clone();
+    let with = |bad: Value| json!({"rules": [ok.clone(), bad]});
+    let cases = [
+        (
+            with(json!({"id": "x", "when": "card_uses_10mm > 1", "score": 1})),
+            "x",
+            "unknown signal",
+        ),
+        (
+            with(json!({"id": "x", "when": "card_uses_10m + 1", "score": 1})),
+            "x",
+            "condition",
+        ),
+        (
+            with(json!({"id": "x", "when": "a = 1", "score": 1})),
+            "x",
+            "assign",
+        ),
+        (
+            with(json!({"id": "x", "when": "card_uses_10m > (", "score": 1})),
+            "x",
+            "parse",
+        ),
+        (
+            with(json!({"id": "x", "when": "true", "score": 101})),
+            "x",
+            "score",
+        ),
+        (
+            with(json!({"id": "x", "when": "true", "score": 1, "eval": "rm"})),
+            "x",
+            "unknown field",
+        ),
+        (with(json!({"when": "true", "score": 1})), "rules[1]", "id"),
+        (
+            with(json!({"id": "Bad-Id", "when": "true", "score": 1})),
+            "rules[1]",
+            "id",
+        ),
+        (
+            with(json!({"id": "big_payment", "when": "true", "score": 1})),
+            "big_payment",
+            "twice",
+        ),
+        (
+            with(json!({"id": "x", "when": "true", "score": 1,
+                "action": {"type": "suspend", "target": "ip", "duration": 5}})),
+            "x",
+            "duration",
+        ),
+        (
+            with(json!({"id": "x", "when": "str::from(1) == \"1\"", "score": 1})),
+            "x",
+            "function",
+        ),
+    ];
+    for (body, rule, problem) in cases {
+        let r = put_rules(&srv, body.clone()).await;
+        r.assert_error(400, "rules_invalid");
+        assert_eq!(r.body["error"]["rule"], rule, "{body}: {}", r.text);
+        let said = r.body["error"]["problem"].as_str().unwrap();
+        assert!(said.contains(problem), "{body}: {said}");
+    }
+    let r = put_rules(
+        &srv,
+        json!({"rules": [ok], "review_at": 90, "block_at": 80}),
+    )
+    .await;
+    r.assert_error(400, "rules_invalid");
+    assert_eq!(r.body["error"].get("rule"), None, "{}", r.text);
+    let r = put_rules(&srv, json!({"rules": "all"})).await;
+    r.assert_error(400, "invalid_request");
+    let r = srv.get("/v1/risk/rules", &srv.sk_test).await;
+    assert_eq!(
+        r.body["version"], "builtin-1",
+        "nothing was stored: {}",
+        r.text
+    );
+    let r = put_rules(&srv, json!({"rules": [], "replaces": "v1"})).await;
+    r.assert_error(409, "rules_version_conflict");
+
+    // A good set is stored as v1 and decides at once.
+    let mut body = rule_set();
+    body["replaces"] = json!("builtin-1");
+    let r = put_rules(&srv, body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        (r.body["version"].as_str(), r.body["builtin"].as_bool()),
+        (Some("v1"), Some(false))
+    );
+    assert_eq!(r.body["rules"][2]["enabled"], false);
+    let card = srv.tokenize(&test_pan(700)).await;
+    let a = assess(
+        &srv,
+        json!({"action": "payment", "card": card["id"], "amount": 200_000, "currency": "eur"}),
+    )
+    .await;
+    assert_eq!(
+        (a["decision"].as_str(), a["score"].as_i64()),
+        (Some("review"), Some(40)),
+        "{a}"
+    );
+    assert_eq!(a["rules_version"], "v1");
+    assert_eq!(codes(&a), ["big_payment"]);
+    assert_eq!(
+        a["reasons"][0]["detail"],
+        "a large payment (action=payment, amount=200000)"
+    );
+    assert_eq!(a["reasons"][0]["source"], "rule");
+    // The built-in card-testing threshold is gone; the new one suspends the network.
+    let mut last = Value::Null;
+    for n in 0..3 {
+        let card = srv.tokenize(&test_pan(710 + n)).await;
+        last = assess(
+            &srv,
+            json!({"action": "tokenize", "card": card["id"], "ip": "198.51.100.9"}),
+        )
+        .await;
+    }
+    assert_eq!(last["decision"], "block", "{last}");
+    let list = srv.get("/v1/suspensions", &srv.sk_test).await;
+    let made = &list.body["data"][0];
+    assert_eq!(made["created_by"], "rule:tight_testing", "{}", list.text);
+    assert_eq!(made["target"]["value"], "198.51.100.0/24");
+    assert_eq!(
+        made["expires_at"].as_i64().unwrap() - made["created"].as_i64().unwrap(),
+        600
+    );
+    assert_eq!(last["suspension"], made["id"]);
+
+    // Optimistic concurrency, history, and one version read back.
+    let mut body = rule_set();
+    body["replaces"] = json!("builtin-1");
+    put_rules(&srv, body)
+        .await
+        .assert_error(409, "rules_version_conflict");
+    let r = put_rules(&srv, json!({"rules": [], "block_at": 90, "replaces": "v1"})).await;
+    assert_eq!(r.body["version"], "v2", "{}", r.text);
+    let h = srv.get("/v1/risk/rules/versions", &srv.sk_test).await;
+    let names: Vec<&str> = h.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["v2", "v1"], "{}", h.text);
+    let h = srv
+        .get("/v1/risk/rules/versions?limit=1&before=2", &srv.sk_test)
+        .await;
+    assert_eq!(h.body["data"][0]["version"], "v1", "{}", h.text);
+    assert_eq!(h.body["data"][0]["rules"][0]["id"], "big_payment");
+    let v1 = srv.get("/v1/risk/rules/versions/v1", &srv.sk_test).await;
+    assert_eq!(v1.body["rules"], h.body["data"][0]["rules"]);
+    let b = srv
+        .get("/v1/risk/rules/versions/builtin-1", &srv.sk_test)
+        .await;
+    assert_eq!(b.body["builtin"], true, "{}", b.text);
+    for bad in ["v9", "v0", "v01", "latest"] {
+        srv.get(&format!("/v1/risk/rules/versions/{bad}"), &srv.sk_test)
+            .await
+            .assert_error(404, "not_found");
+    }
+    srv.get("/v1/risk/rules/versions?limit=0", &srv.sk_test)
+        .await
+        .assert_error(400, "invalid_parameter");
+    // Live mode has its own rules; a publishable key may not read them.
+    let live = srv.get("/v1/risk/rules", &srv.sk_live).await;
+    assert_eq!(live.body["version"], "builtin-1", "{}", live.text);
+    srv.get("/v1/risk/rules", &srv.pk_test)
+        .await
+        .assert_error(403, "permission_denied");
+}
+
+#[tokio::test]
+async fn a_dry_run_reports_how_the_last_30_days_would_have_gone() {
+    let srv = TestServer::start().await;
+    let old = srv.tokenize(&test_pan(720)).await;
+    assess(
+        &srv,
+        json!({"action": "payment", "card": old["id"], "amount": 900_000, "currency": "usd"}),
+    )
+    .await;
+    srv.clock.advance(Duration::from_secs(31 * 86_400));
+    let mut big = Vec::new();
+    for n in 0..5_u64 {
+        let card = srv.tokenize(&test_pan(730 + n)).await;
+        let amount = if n < 2 { 250_000 } else { 500 };
+        let a = assess(
+            &srv,
+            json!({"action": "payment", "card": card["id"], "amount": amount, "currency": "usd"}),
+        )
+        .await;
+        assert_eq!(a["decision"], "allow", "{a}");
+        if n < 2 {
+            big.push(a["id"].clone());
+        }
+    }
+    let r = srv
+        .post(
+            "/v1/risk/feedback",
+            &srv.sk_test,
+            json!({"assessment": big[0], "label": "fraud"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let body = json!({"dry_run": true, "rules": [
+        {"id": "large", "when": "amount >= 100000", "score": 10, "action": {"type": "block"}},
+        {"id": "refunds", "when": "action == \"refund\"", "score": 10}
+    ]});
+    let r = put_rules(&srv, body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let d = &r.body;
+    assert_eq!(d["object"], "risk_rules_dry_run");
+    assert_eq!(
+        (d["window_days"].as_i64(), d["assessments"].as_i64()),
+        (Some(30), Some(5)),
+        "{d}"
+    );
+    assert_eq!(d["current"], json!({"allow": 5, "review": 0, "block": 0}));
+    assert_eq!(d["proposed"], json!({"allow": 3, "review": 0, "block": 2}));
+    assert_eq!(d["changed"], 2);
+    assert_eq!(d["truncated"], false);
+    assert_eq!(
+        d["rules"],
+        json!([{"id": "large", "hits": 2}, {"id": "refunds", "hits": 0}])
+    );
+    assert_eq!(
+        d["fraud"],
+        json!({"total": 1, "blocked_current": 0, "blocked_proposed": 1})
+    );
+    assert_eq!(d["legitimate"]["total"], 0);
+    let r = srv.get("/v1/risk/rules", &srv.sk_test).await;
+    assert_eq!(
+        r.body["version"], "builtin-1",
+        "a dry run stores nothing: {}",
+        r.text
+    );
+    // A bad set is refused before any dry run.
+    let r = put_rules(
+        &srv,
+        json!({"dry_run": true, "rules": [{"id": "x", "when": "1", "score": 1}]}),
+    )
+    .await;
+    r.assert_error(400, "rules_invalid");
+}

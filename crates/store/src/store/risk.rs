@@ -27,6 +27,26 @@ impl RiskStore for Store {
     async fn risk_models(&self) -> StoreResult<Vec<RiskModelRecord>> {
         models(&mut self.reader().await?).await
     }
+
+    async fn assessments_since(
+        &self,
+        account_id: &str,
+        mode: Mode,
+        since_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<AssessmentRecord>> {
+        since(&mut self.reader().await?, account_id, mode, since_ms, limit).await
+    }
+
+    async fn rule_sets(
+        &self,
+        account_id: &str,
+        mode: Mode,
+        before: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<RuleSetRecord>> {
+        rule_sets(&mut self.reader().await?, account_id, mode, before, limit).await
+    }
 }
 
 impl Writes<'_> {
@@ -43,6 +63,15 @@ impl Writes<'_> {
         self.write(Write::risk(Op::Promote(model.clone())))
             .await
             .map(drop)
+    }
+
+    /// Stores a new version of an account's rules; `false` (nothing written) when that
+    /// version, or a later one, exists already.
+    pub async fn put_rule_set(self, record: &RuleSetRecord) -> StoreResult<bool> {
+        let n = self
+            .write(Write::risk(Op::PutRules(record.clone())))
+            .await?;
+        Ok(n > 0)
     }
 
     /// Labels the account's assessments in this mode (one, or every one of a card);
