@@ -110,6 +110,12 @@ pub fn set_resource(scope: &AuditScope, kind: &str, id: &str) {
     scope.update(|rec| rec.resource = r);
 }
 
+/// Names a numbered version (a rule set's) as the request's object (`kind:vN`).
+pub fn set_version(scope: &AuditScope, kind: &str, version: i64) {
+    let r = format!("{kind}:v{version}");
+    scope.update(|rec| rec.resource = r);
+}
+
 /// Names a relay's destination as the request's object (`relay:host:port`); the host
 /// is an operator-approved destination's, never input that was not checked.
 pub fn set_relay_destination(scope: &AuditScope, host: &str, port: i64) {
@@ -198,6 +204,10 @@ pub fn action_for(method: &str, route: &str) -> String {
         ("GET", "/v1/inbound_routes/{id}") => "inbound_route.retrieve",
         ("DELETE", "/v1/inbound_routes/{id}") => "inbound_route.delete",
         (_, INBOUND_ROUTE | INBOUND_ROUTE_ROOT) => "inbound_route.forward",
+        ("GET", "/v1/risk/rules") => "risk_rules.retrieve",
+        ("PUT", "/v1/risk/rules") => "risk_rules.update",
+        ("GET", "/v1/risk/rules/versions") => "risk_rules.versions",
+        ("GET", "/v1/risk/rules/versions/{version}") => "risk_rules.version",
         _ => "",
     };
     if named.is_empty() {

@@ -237,7 +237,7 @@ pub async fn put(state: &AppState, who: &Principal, put: &PutRules) -> Result<Pu
         created_by: who.key_id.clone(),
         created_ms: state.now_ms(),
     };
-    crate::audit::set_resource(&who.audit, "risk_rules", &version_name(record.version));
+    crate::audit::set_version(&who.audit, "risk_rules", record.version);
     let stored = state
         .store()
         .audited(&who.audit)

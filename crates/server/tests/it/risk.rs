@@ -569,6 +569,22 @@ async fn rules_are_data_put_whole_versioned_and_in_force() {
     srv.get("/v1/risk/rules", &srv.pk_test)
         .await
         .assert_error(403, "permission_denied");
+    // Each stored put is audited under its version.
+    let log = srv
+        .get(
+            "/v1/admin/audit?limit=1000&action=risk_rules.update",
+            &srv.admin_key,
+        )
+        .await;
+    let resources: Vec<&str> = log.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["outcome"] == "success")
+        .filter_map(|r| r["resource"].as_str())
+        .collect();
+    assert!(resources.contains(&"risk_rules:v1"), "{}", log.text);
+    assert!(resources.contains(&"risk_rules:v2"), "{}", log.text);
 }
 
 #[tokio::test]
