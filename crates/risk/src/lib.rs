@@ -20,6 +20,7 @@
 
 pub mod error;
 pub mod features;
+pub mod lists;
 pub mod metrics;
 pub mod model;
 pub mod rules;

@@ -1,0 +1,269 @@
+//! Allow and block lists: the in-memory form an account's live entries take for scoring, and
+//! how a card use is matched against them. No I/O: the server loads the entries.
+
+use std::net::IpAddr;
+
+/// Which list an entry is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListName {
+    /// Uses matching an entry are allowed unless suspended or block-listed.
+    Allow,
+    /// Uses matching an entry are refused.
+    Block,
+}
+
+/// What an entry matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListTarget {
+    /// A card fingerprint.
+    Card(String),
+    /// An address or network: `addr` masked to `prefix` bits.
+    Ip {
+        /// The network address.
+        addr: IpAddr,
+        /// The prefix length in bits.
+        prefix: u8,
+    },
+    /// A keyed email digest.
+    Email(String),
+    /// A BIN prefix of 6 to 8 digits.
+    Bin(String),
+    /// A device id.
+    Device(String),
+}
+
+/// The kind of a target, as reported in hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ListKind {
+    /// A card fingerprint.
+    Card,
+    /// An address or network.
+    Ip,
+    /// An email digest.
+    Email,
+    /// A BIN prefix.
+    Bin,
+    /// A device id.
+    Device,
+}
+
+impl ListTarget {
+    /// The kind of this target.
+    pub fn kind(&self) -> ListKind {
+        match self {
+            Self::Card(_) => ListKind::Card,
+            Self::Ip { .. } => ListKind::Ip,
+            Self::Email(_) => ListKind::Email,
+            Self::Bin(_) => ListKind::Bin,
+            Self::Device(_) => ListKind::Device,
+        }
+    }
+}
+
+/// One live entry as loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    /// Which list.
+    pub list: ListName,
+    /// What it matches.
+    pub target: ListTarget,
+    /// When it stops matching, in ms since the epoch; `None`: never.
+    pub expires_ms: Option<i64>,
+}
+
+/// The facts of a card use matched against the lists.
+#[derive(Debug, Clone, Default)]
+pub struct ListProbe<'a> {
+    /// The card's fingerprint.
+    pub fingerprint: Option<&'a str>,
+    /// The card's BIN (its leading digits, at least as long as any listed prefix).
+    pub bin: Option<&'a str>,
+    /// The client address.
+    pub ip: Option<IpAddr>,
+    /// The keyed email digest.
+    pub email_digest: Option<&'a str>,
+    /// The device id.
+    pub device: Option<&'a str>,
+}
+
+/// How many live entries of each list a probe matched, and of which kinds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListHits {
+    /// Block-list entries matched.
+    pub block: u32,
+    /// Allow-list entries matched.
+    pub allow: u32,
+    /// Kinds of the block-list entries matched, sorted, without repeats.
+    pub block_kinds: Vec<ListKind>,
+    /// Kinds of the allow-list entries matched, sorted, without repeats.
+    pub allow_kinds: Vec<ListKind>,
+}
+
+/// An account's entries for one mode.
+#[derive(Debug, Clone, Default)]
+pub struct Lists {
+    entries: Vec<ListEntry>,
+}
+
+/// Parses `addr` or `addr/prefix` into a network with host bits cleared.
+pub fn parse_network(s: &str) -> Option<(IpAddr, u8)> {
+    let (a, p) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let addr: IpAddr = a.trim().parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match p {
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p.parse().ok()?,
+        Some(_) => return None,
+        None => max,
+    };
+    if prefix > max {
+        return None;
+    }
+    Some((mask(addr, prefix), prefix))
+}
+
+fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let m = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
+            IpAddr::V4((u32::from(a) & m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
+            IpAddr::V6((u128::from(a) & m).into())
+        }
+    }
+}
+
+fn contains(net: IpAddr, prefix: u8, ip: IpAddr) -> bool {
+    let ip = match (net, ip) {
+        (IpAddr::V6(_), IpAddr::V4(v4)) => IpAddr::V6(v4.to_ipv6_mapped()),
+        (IpAddr::V4(_), IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => return false,
+        },
+        _ => ip,
+    };
+    mask(ip, prefix) == net
+}
+
+impl Lists {
+    /// Lists holding `entries`.
+    pub fn new(entries: Vec<ListEntry>) -> Self {
+        Self { entries }
+    }
+
+    /// Matches `probe` against the entries live at `now_ms`.
+    pub fn hits(&self, now_ms: i64, probe: &ListProbe<'_>) -> ListHits {
+        let mut hits = ListHits::default();
+        for e in &self.entries {
+            if e.expires_ms.is_some_and(|x| x <= now_ms) {
+                continue;
+            }
+            let hit = match &e.target {
+                ListTarget::Card(f) => probe.fingerprint == Some(f.as_str()),
+                ListTarget::Ip { addr, prefix } => {
+                    probe.ip.is_some_and(|ip| contains(*addr, *prefix, ip))
+                }
+                ListTarget::Email(d) => probe.email_digest == Some(d.as_str()),
+                ListTarget::Bin(b) => probe.bin.is_some_and(|x| x.starts_with(b.as_str())),
+                ListTarget::Device(d) => probe.device == Some(d.as_str()),
+            };
+            if !hit {
+                continue;
+            }
+            let (n, kinds) = match e.list {
+                ListName::Block => (&mut hits.block, &mut hits.block_kinds),
+                ListName::Allow => (&mut hits.allow, &mut hits.allow_kinds),
+            };
+            *n += 1;
+            kinds.push(e.target.kind());
+        }
+        for k in [&mut hits.block_kinds, &mut hits.allow_kinds] {
+            k.sort();
+            k.dedup();
+        }
+        hits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(list: ListName, s: &str, expires_ms: Option<i64>) -> ListEntry {
+        let (addr, prefix) = parse_network(s).unwrap();
+        ListEntry {
+            list,
+            target: ListTarget::Ip { addr, prefix },
+            expires_ms,
+        }
+    }
+
+    #[test]
+    fn cidr_containment_v4_and_v6() {
+        let l = Lists::new(vec![
+            entry(ListName::Block, "10.1.2.3/16", None),
+            entry(ListName::Allow, "2001:db8::1/32", None),
+        ]);
+        let p = |ip: &str| ListProbe {
+            ip: Some(ip.parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(l.hits(0, &p("10.1.200.7")).block, 1);
+        assert_eq!(l.hits(0, &p("10.2.0.1")).block, 0);
+        assert_eq!(l.hits(0, &p("::ffff:10.1.0.9")).block, 1);
+        let h = l.hits(0, &p("2001:db8:ffff::2"));
+        assert_eq!((h.allow, h.allow_kinds), (1, vec![ListKind::Ip]));
+        assert_eq!(
+            parse_network("10.1.2.3/16").unwrap().0.to_string(),
+            "10.1.0.0"
+        );
+        assert!(parse_network("10.0.0.0/33").is_none());
+        assert!(parse_network("10.0.0.0/").is_none());
+        assert!(parse_network("nope").is_none());
+    }
+
+    #[test]
+    fn expiry_checked_at_lookup_and_bin_by_prefix() {
+        let l = Lists::new(vec![
+            ListEntry {
+                list: ListName::Block,
+                target: ListTarget::Bin("424242".into()),
+                expires_ms: Some(1_000),
+            },
+            ListEntry {
+                list: ListName::Block,
+                target: ListTarget::Card("fp".into()),
+                expires_ms: None,
+            },
+        ]);
+        let p = ListProbe {
+            bin: Some("42424242"),
+            fingerprint: Some("fp"),
+            ..Default::default()
+        };
+        let h = l.hits(999, &p);
+        assert_eq!(
+            (h.block, h.block_kinds),
+            (2, vec![ListKind::Card, ListKind::Bin])
+        );
+        let h = l.hits(1_000, &p);
+        assert_eq!((h.block, h.block_kinds), (1, vec![ListKind::Card]));
+        let other = ListProbe {
+            bin: Some("42424"),
+            ..Default::default()
+        };
+        assert_eq!(l.hits(0, &other), ListHits::default());
+    }
+}
