@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 /// Which list an entry is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ListName {
@@ -17,13 +19,8 @@ pub enum ListName {
 pub enum ListTarget {
     /// A card fingerprint.
     Card(String),
-    /// An address or network: `addr` masked to `prefix` bits.
-    Ip {
-        /// The network address.
-        addr: IpAddr,
-        /// The prefix length in bits.
-        prefix: u8,
-    },
+    /// An address (a /32 or /128) or a network, its host bits cleared.
+    Ip(IpNet),
     /// A keyed email digest.
     Email(String),
     /// A BIN prefix of 6 to 8 digits.
@@ -52,7 +49,7 @@ impl ListTarget {
     pub fn kind(&self) -> ListKind {
         match self {
             Self::Card(_) => ListKind::Card,
-            Self::Ip { .. } => ListKind::Ip,
+            Self::Ip(_) => ListKind::Ip,
             Self::Email(_) => ListKind::Email,
             Self::Bin(_) => ListKind::Bin,
             Self::Device(_) => ListKind::Device,
@@ -105,56 +102,26 @@ pub struct Lists {
     entries: Vec<ListEntry>,
 }
 
-/// Parses `addr` or `addr/prefix` into a network with host bits cleared.
-pub fn parse_network(s: &str) -> Option<(IpAddr, u8)> {
-    let (a, p) = match s.split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (s, None),
+/// Parses `addr` or `addr/prefix` (IPv4 or IPv6) into a network with its host bits
+/// cleared; an IPv4-mapped IPv6 address counts as the IPv4 one.
+pub fn parse_network(s: &str) -> Option<IpNet> {
+    let net = match s.parse::<IpNet>() {
+        Ok(n) => n,
+        Err(_) => IpNet::from(s.parse::<IpAddr>().ok()?),
     };
-    let addr: IpAddr = a.trim().parse().ok()?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix = match p {
-        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p.parse().ok()?,
-        Some(_) => return None,
-        None => max,
-    };
-    if prefix > max {
-        return None;
-    }
-    Some((mask(addr, prefix), prefix))
+    Some(net.trunc())
 }
 
-fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let m = if prefix == 0 {
-                0
-            } else {
-                u32::MAX << (32 - u32::from(prefix))
-            };
-            IpAddr::V4((u32::from(a) & m).into())
-        }
-        IpAddr::V6(a) => {
-            let m = if prefix == 0 {
-                0
-            } else {
-                u128::MAX << (128 - u32::from(prefix))
-            };
-            IpAddr::V6((u128::from(a) & m).into())
-        }
-    }
-}
-
-fn contains(net: IpAddr, prefix: u8, ip: IpAddr) -> bool {
-    let ip = match (net, ip) {
-        (IpAddr::V6(_), IpAddr::V4(v4)) => IpAddr::V6(v4.to_ipv6_mapped()),
-        (IpAddr::V4(_), IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => return false,
-        },
-        _ => ip,
+/// Whether `net` holds `ip`, across the IPv4-mapped IPv6 form either way.
+fn contains(net: &IpNet, ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     };
-    mask(ip, prefix) == net
+    match (net, ip) {
+        (IpNet::V6(n), IpAddr::V4(v4)) => n.contains(&v4.to_ipv6_mapped()),
+        _ => net.contains(&ip),
+    }
 }
 
 impl Lists {
@@ -172,9 +139,7 @@ impl Lists {
             }
             let hit = match &e.target {
                 ListTarget::Card(f) => probe.fingerprint == Some(f.as_str()),
-                ListTarget::Ip { addr, prefix } => {
-                    probe.ip.is_some_and(|ip| contains(*addr, *prefix, ip))
-                }
+                ListTarget::Ip(net) => probe.ip.is_some_and(|ip| contains(net, ip)),
                 ListTarget::Email(d) => probe.email_digest == Some(d.as_str()),
                 ListTarget::Bin(b) => probe.bin.is_some_and(|x| x.starts_with(b.as_str())),
                 ListTarget::Device(d) => probe.device == Some(d.as_str()),
@@ -202,10 +167,9 @@ mod tests {
     use super::*;
 
     fn entry(list: ListName, s: &str, expires_ms: Option<i64>) -> ListEntry {
-        let (addr, prefix) = parse_network(s).unwrap();
         ListEntry {
             list,
-            target: ListTarget::Ip { addr, prefix },
+            target: ListTarget::Ip(parse_network(s).unwrap()),
             expires_ms,
         }
     }
@@ -226,12 +190,16 @@ mod tests {
         let h = l.hits(0, &p("2001:db8:ffff::2"));
         assert_eq!((h.allow, h.allow_kinds), (1, vec![ListKind::Ip]));
         assert_eq!(
-            parse_network("10.1.2.3/16").unwrap().0.to_string(),
-            "10.1.0.0"
+            parse_network("10.1.2.3/16").unwrap().to_string(),
+            "10.1.0.0/16"
         );
         assert!(parse_network("10.0.0.0/33").is_none());
         assert!(parse_network("10.0.0.0/").is_none());
         assert!(parse_network("nope").is_none());
+        assert_eq!(
+            parse_network("2001:db8::7").unwrap().to_string(),
+            "2001:db8::7/128"
+        );
     }
 
     #[test]
