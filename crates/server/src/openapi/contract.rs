@@ -106,6 +106,14 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
         "/v1/admin/accounts/{id}/suspensions",
         SUSPENSION_RULES,
     ),
+    (
+        "put",
+        "/v1/risk/rules",
+        &[(
+            "rules_invalid",
+            "each rule has the documented fields; each condition parses, reads only known signals, calls only allowed functions and yields a boolean; ids are unique; review_at is below block_at",
+        )],
+    ),
     ("post", "/v1/client_sessions/{id}/cards", CARD_RULES),
     (
         "post",
