@@ -17,6 +17,8 @@
 import json
 import os
 
+import jsonschema
+
 import schemathesis
 from hypothesis import strategies as st
 
@@ -90,8 +92,77 @@ def flatmap_path_parameters(context, path_parameters):
     return st.sampled_from([path_parameters, {**path_parameters, **real}])
 
 
+# Rule conditions that parse: random strings almost never do, so half the rule sets
+# the fuzzer puts are made of these, to reach the store and the dry run behind the check.
+_SIGNALS = ["card_uses_10m", "ip_distinct_cards_10m", "amount", "hour", "amount_vs_card_mean"]
+_CONDITIONS = st.one_of(
+    st.builds(
+        "{} {} {}".format,
+        st.sampled_from(_SIGNALS),
+        st.sampled_from([">", ">=", "<", "==", "!="]),
+        st.integers(min_value=-10, max_value=10**6),
+    ),
+    st.sampled_from(
+        ['action == "payment"', "bin_ip_country_mismatch", "suspended || allow_listed",
+         "max(card_uses_24h, ip_uses_1m) >= 3 && !allow_listed"]
+    ),
+)
+_ACTIONS = st.one_of(
+    st.none(),
+    st.sampled_from([{"type": "review"}, {"type": "block"}]),
+    st.builds(
+        lambda t, d: {"type": "suspend", "target": t, "duration": d},
+        st.sampled_from(["ip", "network", "card", "email", "device_id"]),
+        st.integers(min_value=60, max_value=7_776_000),
+    ),
+)
+_RULES = st.lists(
+    st.fixed_dictionaries(
+        {"when": _CONDITIONS, "score": st.integers(min_value=-100, max_value=100)},
+        optional={
+            "action": _ACTIONS,
+            "description": st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
+            "enabled": st.booleans(),
+        },
+    ),
+    max_size=5,
+).map(lambda rules: [{**r, "id": f"r{i}"} for i, r in enumerate(rules)])
+
+
+def _rule_set_schema():
+    op = DOC["paths"].get("/v1/risk/rules", {}).get("put", {})
+    schema = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+    schema = schema.get("schema", {})
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/components/schemas/"):
+        schema = DOC["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    return jsonschema.Draft202012Validator(schema)
+
+
+_RULE_SET = _rule_set_schema()
+
+
+def _valid_rule_set(body, rules):
+    """`body` with parsing rules, thresholds in order (review below block), no `replaces`."""
+    out = {**body, "rules": rules}
+    out.pop("replaces", None)  # a random version name only ever meets 409
+    review, block = out.get("review_at"), out.get("block_at")
+    if isinstance(review, int) and isinstance(block, int) and review >= block:
+        out.pop("review_at")
+        out.pop("block_at")
+    return out
+
+
 @schemathesis.hook
 def flatmap_body(context, body):
+    if (
+        context.operation
+        and context.operation.path == "/v1/risk/rules"
+        and isinstance(body, dict)
+        and _RULE_SET.is_valid(body)
+    ):
+        # Only a schema-valid body: a negative case must stay negative.
+        return st.one_of(st.just(body), _RULES.map(lambda r: _valid_rule_set(body, r)))
     # Always the real value: a random client secret only ever meets the same 403, and
     # the path's id (real half the time) already gives the foreign-session case.
     real = BODIES.get(context.operation.path) if context.operation else None
