@@ -210,7 +210,7 @@ pub async fn put(state: &AppState, who: &Principal, put: &PutRules) -> Result<Pu
     who.require(Scope::RiskWrite)?;
     let set = checked(put).map_err(ServiceError::RulesInvalid)?;
     if put.dry_run {
-        return Ok(PutOutcome::DryRun(dry_run(state, who, &set).await?));
+        return Ok(PutOutcome::DryRun(dry_run(state, who, set).await?));
     }
     let latest = state
         .store()
@@ -337,13 +337,21 @@ fn decision_of(s: &str) -> Decision {
 
 /// Decides the last 30 days' assessments again with `set`, from what each stored: its
 /// signals, its action, and its standing (suspended, listed, the model's points). A
-/// suspension the new set would have made is counted, not replayed into later uses.
-async fn dry_run(state: &AppState, who: &Principal, set: &RuleSet) -> Result<DryRunView> {
+/// suspension the new set would have made is counted, not replayed into later uses. The
+/// deciding (up to 100 000 rows) runs on the blocking pool, off the request workers.
+async fn dry_run(state: &AppState, who: &Principal, set: RuleSet) -> Result<DryRunView> {
     let since = state.now_ms() - DRY_RUN_DAYS * 86_400_000;
     let rows = state
         .store()
         .assessments_since(&who.account_id, who.mode, since, DRY_RUN_MAX + 1)
         .await?;
+    tokio::task::spawn_blocking(move || tally(&set, &rows))
+        .await
+        .map_err(|_| ServiceError::internal("dry run"))
+}
+
+/// The dry run's report of `rows` decided again by `set`.
+fn tally(set: &RuleSet, rows: &[AssessmentRecord]) -> DryRunView {
     let truncated = rows.len() as i64 > DRY_RUN_MAX;
     let mut hits_by_rule: BTreeMap<&str, i64> = BTreeMap::new();
     let mut view = DryRunView {
@@ -395,7 +403,7 @@ async fn dry_run(state: &AppState, who: &Principal, set: &RuleSet) -> Result<Dry
             hits: hits_by_rule.get(rule.id.as_str()).copied().unwrap_or(0),
         })
         .collect();
-    Ok(view)
+    view
 }
 
 /// One stored assessment decided by `set`: the decision, how many suspensions it asks
