@@ -136,7 +136,8 @@ def _rule_set_schema():
     ref = schema.get("$ref", "")
     if ref.startswith("#/components/schemas/"):
         schema = DOC["components"]["schemas"][ref.rsplit("/", 1)[1]]
-    return jsonschema.Draft202012Validator(schema)
+    # The document's components alongside, for the schema's own references.
+    return jsonschema.Draft202012Validator({**schema, "components": DOC["components"]})
 
 
 _RULE_SET = _rule_set_schema()

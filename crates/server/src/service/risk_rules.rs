@@ -47,9 +47,8 @@ pub struct RulesView {
     pub review_at: i64,
     /// A score at or above this blocks.
     pub block_at: i64,
-    /// The rules, in order: `{id, description?, when, score, action?, enabled}` (see
-    /// docs/risk.md for the expression language and the signals).
-    #[schema(value_type = Vec<Object>)]
+    /// The rules, in order (docs/risk.md: the expression language and the signals).
+    #[schema(value_type = Vec<RuleDoc>)]
     pub rules: Vec<RuleSpec>,
 }
 
@@ -69,15 +68,83 @@ impl RulesView {
     }
 }
 
+// The next three describe `strongroom_risk`'s rule JSON in the API document only.
+
+/// One rule (docs/risk.md, "Rules").
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Rule)]
+#[allow(dead_code, reason = "describes RuleSpec's JSON in the API document")]
+pub struct RuleDoc {
+    /// `[a-z0-9_]`, unique in the set: the reason code.
+    #[schema(pattern = "^[a-z0-9_]{1,64}$", example = "card_testing_ip")]
+    id: String,
+    /// What it catches, in words (at most 500 characters): the reason's detail.
+    #[schema(max_length = 500)]
+    description: Option<String>,
+    /// The condition over the signals, which must yield true or false (at most 1000
+    /// characters).
+    #[schema(max_length = 1000, example = "ip_distinct_cards_10m >= 10")]
+    when: String,
+    /// Points added to the score when it holds (negative lowers it).
+    #[schema(minimum = -100, maximum = 100)]
+    score: i64,
+    /// What else it does when it holds.
+    action: Option<RuleActionDoc>,
+    /// A disabled rule is kept but not evaluated (default true).
+    #[schema(nullable = false)]
+    enabled: Option<bool>,
+}
+
+/// What a rule does besides adding its score.
+#[derive(Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[schema(as = RuleAction)]
+#[allow(dead_code, reason = "describes RuleAction's JSON in the API document")]
+pub enum RuleActionDoc {
+    /// The decision is at least `review`.
+    Review,
+    /// The decision is `block`.
+    Block,
+    /// The decision is `block`, and the subject is suspended (in an account that
+    /// enforces).
+    Suspend {
+        /// What to suspend: `network` is the address's /24 or /64.
+        target: SuspendTargetDoc,
+        /// Seconds.
+        #[schema(minimum = 60, maximum = 7_776_000)]
+        duration: i64,
+    },
+}
+
+/// What a rule suspends.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = SuspendTarget)]
+#[allow(
+    dead_code,
+    reason = "describes SuspendTarget's JSON in the API document"
+)]
+pub enum SuspendTargetDoc {
+    /// The client's address.
+    Ip,
+    /// Its /24 (IPv4) or /64 (IPv6).
+    Network,
+    /// The card's fingerprint.
+    Card,
+    /// The email's keyed digest.
+    Email,
+    /// The device id.
+    DeviceId,
+}
+
 /// Body of `PUT /v1/risk/rules`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutRules {
-    /// The whole set, at most 100 rules: `{id, description?, when, score, action?,
-    /// enabled?}`; `action` is `{type: "review"}`, `{type: "block"}` or
-    /// `{type: "suspend", target: "ip" | "network" | "card" | "email" | "device_id",
-    /// duration: seconds}`.
-    #[schema(value_type = Vec<Object>)]
+    /// The whole set, at most 100 rules, evaluated in order. Each is checked here (not
+    /// by the JSON parser), so a bad one is named in `400 rules_invalid`.
+    #[schema(value_type = Vec<RuleDoc>, max_items = 100)]
     pub rules: Vec<serde_json::Value>,
     /// Default 50.
     #[serde(default, deserialize_with = "crate::extract::integer_opt")]
