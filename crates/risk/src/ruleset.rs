@@ -294,8 +294,25 @@ impl fmt::Debug for RuleSet {
 pub struct Hit<'a> {
     /// The rule.
     pub rule: &'a RuleSpec,
-    /// Its detail: the description and the values it read.
-    pub detail: &'a str,
+    /// The signals its condition reads, in first-read order.
+    reads: &'a [String],
+}
+
+impl Hit<'_> {
+    /// The signals the rule read, with their values for `signals`: `name=value, …`.
+    pub fn values_read(&self, signals: &Signals) -> String {
+        self.reads
+            .iter()
+            .filter_map(|name| {
+                signals.get(name).map(|v| match v {
+                    Value::Float(x) => format!("{name}={x:.2}"),
+                    Value::String(x) => format!("{name}={x}"),
+                    other => format!("{name}={other}"),
+                })
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 fn valid_id(id: &str) -> bool {
@@ -489,27 +506,9 @@ impl RuleSet {
             .filter(|r| matches!(r.node.eval_boolean_with_context(signals), Ok(true)))
             .map(|r| Hit {
                 rule: &r.spec,
-                detail: r.spec.description.as_deref().unwrap_or(""),
+                reads: &r.reads,
             })
             .collect()
-    }
-
-    /// The signals rule `id` reads, with their values for `signals`: `name=value, …`.
-    pub fn values_read(&self, id: &str, signals: &Signals) -> String {
-        let Some(r) = self.rules.iter().find(|r| r.spec.id == id) else {
-            return String::new();
-        };
-        r.reads
-            .iter()
-            .filter_map(|name| {
-                signals.get(name).map(|v| match v {
-                    Value::Float(x) => format!("{name}={x:.2}"),
-                    Value::String(x) => format!("{name}={x}"),
-                    other => format!("{name}={other}"),
-                })
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 }
 
@@ -760,12 +759,13 @@ mod tests {
             ),
         ]))
         .unwrap();
-        let ids: Vec<&str> = rs.evaluate(&s).iter().map(|h| h.rule.id.as_str()).collect();
+        let hits = rs.evaluate(&s);
+        let ids: Vec<&str> = hits.iter().map(|h| h.rule.id.as_str()).collect();
         assert_eq!(
             ids,
             ["testing", "mismatch", "big", "evening", "relay", "fn"]
         );
-        assert_eq!(rs.values_read("testing", &s), "ip_distinct_cards_10m=12");
+        assert_eq!(hits[0].values_read(&s), "ip_distinct_cards_10m=12");
         assert_eq!(s.get("amount"), Some(&Value::Int(250_000)));
         assert_eq!(s.get("hour"), Some(&Value::Int(18)));
     }

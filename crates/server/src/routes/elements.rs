@@ -232,11 +232,15 @@ mod tests {
 
     #[test]
     fn config_cannot_close_its_script_element() {
-        let v = serde_json::json!({"origin": "</script><script>alert(1)</script>&"});
+        let v =
+            std::collections::BTreeMap::from([("origin", "</script><script>alert(1)</script>&")]);
         let out = script_json(&v);
         assert!(!out.contains('<') && !out.contains('>') && !out.contains('&'));
-        let back: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(back, v);
+        let back: std::collections::BTreeMap<String, String> = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            back.get("origin").map(String::as_str),
+            v.get("origin").copied()
+        );
     }
 
     #[test]

@@ -22,9 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use strongroom_core::{IdKind, KeyKind, Scope};
 use strongroom_risk::ruleset::Hit;
-use strongroom_risk::{
-    Feature, Features, RuleAction, RuleSet, RuleSpec, Signals, Standing, SuspendTarget,
-};
+use strongroom_risk::{Feature, Features, RuleAction, RuleSpec, Signals, Standing, SuspendTarget};
 use strongroom_store::{AssessmentRecord, LabelTarget, RiskStore, VaultStore};
 use utoipa::ToSchema;
 
@@ -405,7 +403,7 @@ async fn assess(
         });
     }
     for h in &hits {
-        reasons.push(rule_reason(&rules.set, h, &signals));
+        reasons.push(rule_reason(h, &signals));
     }
     let mut model_points = 0;
     if let Some(m) = &models.active {
@@ -465,12 +463,12 @@ async fn assess(
 }
 
 /// The reason a rule gives: its description and the signals it read.
-fn rule_reason(set: &RuleSet, hit: &Hit<'_>, signals: &Signals) -> Reason {
-    let read = set.values_read(&hit.rule.id, signals);
-    let detail = match (hit.detail, read.is_empty()) {
-        ("", _) => read,
-        (d, true) => d.to_owned(),
-        (d, false) => format!("{d} ({read})"),
+fn rule_reason(hit: &Hit<'_>, signals: &Signals) -> Reason {
+    let read = hit.values_read(signals);
+    let detail = match (hit.rule.description.as_deref(), read.is_empty()) {
+        (None | Some(""), _) => read,
+        (Some(d), true) => d.to_owned(),
+        (Some(d), false) => format!("{d} ({read})"),
     };
     Reason {
         code: hit.rule.id.clone(),
