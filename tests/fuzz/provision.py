@@ -94,6 +94,7 @@ def main(dev_json_path):
         "live-suspensions": "POST /v1/suspensions",
         "live-assessments": "POST /v1/risk/assessments",
         "live-rules": "PUT /v1/risk/rules",
+        "live-lists": "POST /v1/risk/lists/{list}/entries",
     }
     # The browser pass: a publishable key posting cards through a session that takes many.
     session = call(

@@ -32,6 +32,8 @@ pub enum IdKind {
     Suspension,
     /// `risk_`: a risk assessment.
     RiskAssessment,
+    /// `rle_`: an entry of a risk allow or block list.
+    RiskListEntry,
 }
 
 impl IdKind {
@@ -49,6 +51,7 @@ impl IdKind {
             Self::ClientSession => "cs_",
             Self::Suspension => "susp_",
             Self::RiskAssessment => "risk_",
+            Self::RiskListEntry => "rle_",
         }
     }
 }

@@ -208,6 +208,10 @@ pub fn action_for(method: &str, route: &str) -> String {
         ("PUT", "/v1/risk/rules") => "risk_rules.update",
         ("GET", "/v1/risk/rules/versions") => "risk_rules.versions",
         ("GET", "/v1/risk/rules/versions/{version}") => "risk_rules.version",
+        ("POST", "/v1/risk/lists/{list}/entries") => "risk_list_entry.create",
+        ("GET", "/v1/risk/lists/{list}/entries") => "risk_list_entry.list",
+        ("GET", "/v1/risk/lists/{list}/entries/{id}") => "risk_list_entry.retrieve",
+        ("DELETE", "/v1/risk/lists/{list}/entries/{id}") => "risk_list_entry.delete",
         _ => "",
     };
     if named.is_empty() {
@@ -228,6 +232,7 @@ const KINDS: &[(IdKind, &str)] = &[
     (IdKind::ClientSession, "client_session"),
     (IdKind::Suspension, "suspension"),
     (IdKind::RiskAssessment, "risk_assessment"),
+    (IdKind::RiskListEntry, "risk_list_entry"),
 ];
 
 /// The resource a path names: the last path parameter that is a well-formed id.

@@ -195,6 +195,8 @@ pub mod codes {
         ACCOUNT_SUSPENDED = (FORBIDDEN, "account_suspended", "This account is suspended; retry after the number of seconds in Retry-After, or contact the operator.");
         RULES_INVALID = (BAD_REQUEST, "rules_invalid", "The rule set was refused whole: `rule` names the rule and `problem` says what is wrong with it.");
         RULES_VERSION_CONFLICT = (CONFLICT, "rules_version_conflict", "The rules in force are no longer the version `replaces` names; read them again.");
+        LIST_ENTRY_INVALID = (BAD_REQUEST, "list_entry_invalid", "The list entry's value is malformed for its type: a card id or fingerprint of this account and mode, an IP address or CIDR, an email address, a BIN of 6 digits, or a device id of 1 to 200 characters.");
+        LIST_ENTRY_EXISTS = (CONFLICT, "list_entry_exists", "The list already holds this subject in an entry that has not expired or been deleted.");
         SUSPENSION_TARGET_INVALID = (BAD_REQUEST, "suspension_target_invalid", "The suspension's target is malformed or unknown: a card id or fingerprint of this account and mode, an IP address or CIDR, an email address, a device id of 1 to 200 characters, or a key id of this account.");
         BROWSER_NOT_ALLOWED = (FORBIDDEN, "browser_not_allowed", "This endpoint is for servers; browsers may only reach the hosted fields, strongroom.js and the client session card route.");
         RELAY_EXPRESSION_INVALID = (BAD_REQUEST, "relay_expression_invalid", "A relay expression is malformed: it must be {{card_<id>:<field>}}, inside a string in a JSON body, and a cvc must not touch a digit or another expression.");
@@ -272,6 +274,8 @@ fn mapped(e: &ServiceError) -> ApiError {
         E::Suspended { .. } => SUSPENDED,
         E::RiskBlocked => RISK_BLOCKED,
         E::SuspensionTargetInvalid => SUSPENSION_TARGET_INVALID,
+        E::ListEntryInvalid => LIST_ENTRY_INVALID,
+        E::ListEntryExists => LIST_ENTRY_EXISTS,
         E::RulesInvalid(_) => RULES_INVALID,
         E::RulesVersionConflict => RULES_VERSION_CONFLICT,
         E::RelayHeaderInvalid => RELAY_HEADER_INVALID,

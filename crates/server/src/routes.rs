@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod pin;
 pub mod relay;
 pub mod risk;
+pub mod risk_lists;
 pub mod suspensions;
 pub mod tokens;
 pub mod webhooks;
@@ -44,6 +45,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/risk/rules", get(risk::rules).put(risk::put_rules))
         .route("/v1/risk/rules/versions", get(risk::rule_versions))
         .route("/v1/risk/rules/versions/{version}", get(risk::rule_version))
+        .route(
+            "/v1/risk/lists/{list}/entries",
+            post(risk_lists::create).get(risk_lists::list),
+        )
+        .route(
+            "/v1/risk/lists/{list}/entries/{id}",
+            get(risk_lists::get).delete(risk_lists::delete),
+        )
         .route(
             "/v1/suspensions",
             post(suspensions::create).get(suspensions::list),

@@ -17,7 +17,7 @@ use strongroom_crypto::RootKey;
 use strongroom_store::{CacheEvent, EventRecord, Store};
 use tokio::sync::Notify;
 
-/// How long an account's risk rules are served from memory.
+/// How long an account's risk rules and lists are served from memory.
 const RISK_RULES_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Most API keys cached.
@@ -48,6 +48,7 @@ struct Inner {
     geo: crate::risk::geo::Geo,
     risk_models: crate::risk::models::RiskModels,
     risk_rules: crate::risk::rules::RiskRules,
+    risk_lists: crate::risk::lists::RiskLists,
 }
 
 impl AppState {
@@ -149,6 +150,7 @@ impl AppState {
             geo,
             risk_models: crate::risk::models::RiskModels::default(),
             risk_rules: crate::risk::rules::RiskRules::new(RISK_RULES_TTL),
+            risk_lists: crate::risk::lists::RiskLists::new(RISK_RULES_TTL),
         }));
         state.watch_store();
         state
@@ -308,6 +310,28 @@ impl AppState {
     pub fn forget_risk_rules(&self, account_id: &str, mode: Mode) {
         self.0
             .risk_rules
+            .forget(self.cache_sync(), account_id, mode);
+    }
+
+    /// The live allow and block list entries of an account in a mode (see
+    /// [`crate::risk::lists`]).
+    pub async fn risk_lists(
+        &self,
+        account_id: &str,
+        mode: Mode,
+    ) -> crate::service::Result<Arc<strongroom_risk::lists::Lists>> {
+        let (now, sync) = (self.now_ms(), self.cache_sync());
+        let lists = self
+            .0
+            .risk_lists
+            .get(self.store(), sync, account_id, mode, now);
+        Ok(lists.await?)
+    }
+
+    /// Forgets an account's cached lists (after a change through this node).
+    pub fn forget_risk_lists(&self, account_id: &str, mode: Mode) {
+        self.0
+            .risk_lists
             .forget(self.cache_sync(), account_id, mode);
     }
 

@@ -85,6 +85,7 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
     ("post", "/v1/inbound_routes", INBOUND_ROUTE_RULES),
     ("post", "/v1/client_sessions", CLIENT_SESSION_RULES),
     ("post", "/v1/suspensions", SUSPENSION_RULES),
+    ("post", "/v1/risk/lists/{list}/entries", LIST_ENTRY_RULES),
     (
         "post",
         "/v1/risk/feedback",
@@ -120,6 +121,15 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
         "/v1/client_sessions/{id}/cards",
         CLIENT_SESSION_CARD_RULES,
     ),
+];
+
+/// What a new list entry is refused for beyond its schema (docs/risk.md, "Lists").
+const LIST_ENTRY_RULES: &[(&str, &str)] = &[
+    (
+        "list_entry_invalid",
+        "the value must fit its type: a card id or fingerprint of the account and mode, an IP address or CIDR, an email address, a BIN of 6 digits, or a device id",
+    ),
+    ("invalid_parameter", "the note holds no control characters"),
 ];
 
 /// What a new suspension is refused for beyond its schema (docs/risk.md).

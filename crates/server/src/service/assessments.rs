@@ -21,6 +21,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use strongroom_core::{IdKind, KeyKind, Scope};
+use strongroom_risk::lists::{ListHits, ListKind, ListProbe};
 use strongroom_risk::ruleset::Hit;
 use strongroom_risk::{Feature, Features, RuleAction, RuleSpec, Signals, Standing, SuspendTarget};
 use strongroom_store::{AssessmentRecord, LabelTarget, RiskStore, VaultStore};
@@ -130,7 +131,8 @@ pub struct NewAssessment {
 /// Why a score is what it is.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Reason {
-    /// Stable: `suspended`, `model`, `model_shadow`, or the id of the rule that held
+    /// Stable: `suspended`, `block_listed`, `allow_listed`, `model`, `model_shadow`, or
+    /// the id of the rule that held
     /// (the built-in set's: `card_testing_ip`, `card_testing_network`, `card_velocity`,
     /// `device_cycling`, `email_cycling`, `bin_ip_country_mismatch`,
     /// `bin_billing_country_mismatch`, `ip_billing_country_mismatch`, `declines`).
@@ -140,7 +142,7 @@ pub struct Reason {
     pub detail: String,
     /// Points it added to the score.
     pub weight: i64,
-    /// `rule`, `model` or `suspension`.
+    /// `rule`, `model`, `suspension` or `list`.
     pub source: String,
 }
 
@@ -203,6 +205,19 @@ struct Subjects {
     ip: Option<IpAddr>,
     email_digest: Option<String>,
     device: Option<String>,
+}
+
+impl Subjects {
+    /// What the lists match.
+    fn probe(&self) -> ListProbe<'_> {
+        ListProbe {
+            fingerprint: self.fingerprint.as_deref(),
+            bin: self.bin.as_deref(),
+            ip: self.ip,
+            email_digest: self.email_digest.as_deref(),
+            device: self.device.as_deref(),
+        }
+    }
 }
 
 fn country(c: Option<&String>) -> Result<Option<String>> {
@@ -374,7 +389,7 @@ async fn assess(
         ),
         (None, None) => crate::risk::geo::Mismatches::default(),
     };
-    let features = features(&counts, &mismatches, amount, now);
+    let mut features = features(&counts, &mismatches, amount, now);
 
     let active = state
         .gateway()
@@ -389,9 +404,14 @@ async fn assess(
         subjects.email_digest.as_deref(),
         subjects.device.as_deref(),
     );
+    let listed = state
+        .risk_lists(&who.account_id, who.mode)
+        .await?
+        .hits(now, &subjects.probe());
+    features.set(Feature::BlockListHits, f64::from(listed.block));
     let rules = state.risk_rules(&who.account_id, who.mode).await?;
     let models = state.risk_models().await?;
-    let signals = Signals::new(&features, action.as_str(), suspended, false);
+    let signals = Signals::new(&features, action.as_str(), suspended, listed.allow > 0);
     let hits = rules.set.evaluate(&signals);
     let mut reasons = Vec::new();
     if suspended {
@@ -402,6 +422,7 @@ async fn assess(
             source: "suspension".into(),
         });
     }
+    reasons.extend(list_reasons(&listed));
     for h in &hits {
         reasons.push(rule_reason(h, &signals));
     }
@@ -417,8 +438,9 @@ async fn assess(
     reasons.sort_by_key(|r| std::cmp::Reverse(r.weight));
     let standing = Standing {
         suspended,
+        block_listed: listed.block > 0,
+        allow_listed: listed.allow > 0,
         model_points,
-        ..Standing::default()
     };
     let verdict = rules.set.decide(&hits, standing);
 
@@ -460,6 +482,44 @@ async fn assess(
         .insert_assessment(&record)
         .await?;
     Ok(AssessmentView::new(&record))
+}
+
+/// The reasons the lists give: `block_listed` (it blocks) and `allow_listed` (it allows
+/// unless something blocks), each naming the kinds of entry matched, never the values.
+fn list_reasons(listed: &ListHits) -> Vec<Reason> {
+    let kinds = |k: &[ListKind]| {
+        k.iter()
+            .map(|k| match k {
+                ListKind::Card => "card",
+                ListKind::Ip => "ip",
+                ListKind::Email => "email",
+                ListKind::Bin => "bin",
+                ListKind::Device => "device",
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = Vec::new();
+    if listed.block > 0 {
+        out.push(Reason {
+            code: "block_listed".into(),
+            detail: format!("on the block list (by {})", kinds(&listed.block_kinds)),
+            weight: 100,
+            source: "list".into(),
+        });
+    }
+    if listed.allow > 0 {
+        out.push(Reason {
+            code: "allow_listed".into(),
+            detail: format!(
+                "on the allow list (by {}): allowed unless suspended or block-listed",
+                kinds(&listed.allow_kinds)
+            ),
+            weight: 0,
+            source: "list".into(),
+        });
+    }
+    out
 }
 
 /// The reason a rule gives: its description and the signals it read.

@@ -109,6 +109,10 @@ pub enum ServiceError {
     RiskBlocked,
     /// A suspension's target is malformed, or names no card or key of the account.
     SuspensionTargetInvalid,
+    /// A list entry's value is malformed for its type, or names no card of the account.
+    ListEntryInvalid,
+    /// The list already holds the same subject, live.
+    ListEntryExists,
     /// A risk rule set was refused whole: which rule, and why.
     RulesInvalid(strongroom_risk::RuleError),
     /// The rules in force are not the version the put said it replaces.

@@ -94,6 +94,7 @@ pub(crate) enum WriteOp {
     InboundRoute(crate::inbound_routes::Op),
     ClientSession(crate::client_sessions::Op),
     Suspension(crate::suspensions::Op),
+    RiskList(crate::risk_lists::Op),
     Risk(crate::risk::Op),
     Audit(AuditOp),
     Tokens(crate::tokens::Op),
@@ -110,6 +111,7 @@ pub(crate) enum WriteReply {
     Card(InsertCard),
     Collected(Option<crate::Collected>),
     Suspension(Option<crate::SuspensionRecord>),
+    RiskList(crate::risk_lists::Reply),
     Renewed(Option<CardRecord>),
     Retire(RetireOutcome),
     Controls(crate::controls::Reply),
@@ -323,6 +325,15 @@ impl Write<Option<crate::SuspensionRecord>> {
     }
 }
 
+impl Write<crate::risk_lists::Reply> {
+    pub(crate) fn risk_list(op: crate::risk_lists::Op) -> Self {
+        Self::new(WriteOp::RiskList(op), |r| match r {
+            WriteReply::RiskList(v) => Some(v),
+            _ => None,
+        })
+    }
+}
+
 impl Write<Option<crate::Collected>> {
     pub(crate) fn client_session(op: crate::client_sessions::Op) -> Self {
         Self::new(WriteOp::ClientSession(op), |r| match r {
@@ -488,6 +499,7 @@ pub(crate) async fn apply<C: Exec>(
             WriteReply::Count(i64::try_from(n).unwrap_or(i64::MAX))
         }
         WriteOp::Suspension(op) => WriteReply::Suspension(crate::suspensions::apply(c, op).await?),
+        WriteOp::RiskList(op) => WriteReply::RiskList(crate::risk_lists::apply(c, op).await?),
         WriteOp::ClientSession(op) => {
             WriteReply::Collected(crate::client_sessions::apply(c, op).await?)
         }
@@ -757,6 +769,9 @@ pub(crate) fn apply_audit<'a, C: Exec>(
 fn took_effect(op: &WriteOp, reply: &WriteReply) -> bool {
     if matches!(op, WriteOp::OtpFail { .. }) {
         return false;
+    }
+    if let WriteReply::RiskList(r) = reply {
+        return r.took_effect();
     }
     !matches!(
         reply,
