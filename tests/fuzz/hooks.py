@@ -56,6 +56,18 @@ def _error_code(response):
         return None
 
 
+# BIN tables (`PUT /v1/admin/risk/bin_table`, text/csv): rows that parse, rows that do not,
+# and text of any kind, so that both the table and its refusal with a line are reached.
+_BIN_ROW = st.tuples(
+    st.from_regex(r"\A[0-9]{1,11}\Z"), st.from_regex(r"\A[A-Za-z]{2}\Z")
+).map(lambda r: f"{r[0]},{r[1]}")
+_CSV = st.one_of(
+    st.lists(_BIN_ROW, min_size=1, max_size=20).map(lambda rows: "\n".join(rows) + "\n"),
+    st.lists(st.one_of(_BIN_ROW, st.text(max_size=30)), max_size=20).map("\n".join),
+).map(lambda t: t.encode("utf-8"))
+schemathesis.openapi.media_type("text/csv", _CSV)
+
+
 @schemathesis.check
 def positive_refusal_beyond_schema(ctx, response, case):
     """Valid data is accepted unless a rule the schema cannot state refuses it."""

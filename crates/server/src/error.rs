@@ -33,6 +33,9 @@ pub struct Refused {
     /// The rule (its id, or `rules[i]`); absent when the whole set is at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// The 1-based line of an uploaded file at fault; absent when no one line is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
     /// What is wrong, in words.
     pub problem: String,
 }
@@ -119,7 +122,7 @@ pub mod codes {
         MISSING_FIELD = (BAD_REQUEST, "missing_field", "A required field is missing.");
         INVALID_PARAMETER = (BAD_REQUEST, "invalid_parameter", "A parameter has an invalid value.");
         BODY_TOO_LARGE = (PAYLOAD_TOO_LARGE, "body_too_large", "The request body is too large.");
-        UNSUPPORTED_MEDIA_TYPE = (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "The request body must be application/json.");
+        UNSUPPORTED_MEDIA_TYPE = (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "The request body's Content-Type is not the one this endpoint takes: application/json, unless the endpoint's documentation names another.");
         AUTHENTICATION_REQUIRED = (UNAUTHORIZED, "authentication_required", "An API key is required: Authorization: Bearer <key>.");
         INVALID_API_KEY = (UNAUTHORIZED, "invalid_api_key", "The API key is invalid.");
         API_KEY_REVOKED = (UNAUTHORIZED, "api_key_revoked", "The API key has been revoked.");
@@ -195,6 +198,8 @@ pub mod codes {
         ACCOUNT_SUSPENDED = (FORBIDDEN, "account_suspended", "This account is suspended; retry after the number of seconds in Retry-After, or contact the operator.");
         RULES_INVALID = (BAD_REQUEST, "rules_invalid", "The rule set was refused whole: `rule` names the rule and `problem` says what is wrong with it.");
         RULES_VERSION_CONFLICT = (CONFLICT, "rules_version_conflict", "The rules in force are no longer the version `replaces` names; read them again.");
+        BIN_TABLE_INVALID = (BAD_REQUEST, "bin_table_invalid", "The BIN table was refused whole: `line` names the line at fault (when one is) and `problem` says what is wrong; the table in force is unchanged.");
+        IP_DATABASE_INVALID = (BAD_REQUEST, "ip_database_invalid", "The IP database was refused: `problem` says why (not a readable MaxMind DB file, or one without country codes); the database in force is unchanged.");
         LIST_ENTRY_INVALID = (BAD_REQUEST, "list_entry_invalid", "The list entry's value is malformed for its type: a card id or fingerprint of this account and mode, an IP address or CIDR, an email address, a BIN of 6 digits, or a device id of 1 to 200 characters.");
         LIST_ENTRY_EXISTS = (CONFLICT, "list_entry_exists", "The list already holds this subject in an entry that has not expired or been deleted.");
         SUSPENSION_TARGET_INVALID = (BAD_REQUEST, "suspension_target_invalid", "The suspension's target is malformed or unknown: a card id or fingerprint of this account and mode, an IP address or CIDR, an email address, a device id of 1 to 200 characters, or a key id of this account.");
@@ -274,6 +279,8 @@ fn mapped(e: &ServiceError) -> ApiError {
         E::Suspended { .. } => SUSPENDED,
         E::RiskBlocked => RISK_BLOCKED,
         E::SuspensionTargetInvalid => SUSPENSION_TARGET_INVALID,
+        E::BinTableInvalid { .. } => BIN_TABLE_INVALID,
+        E::IpDatabaseInvalid { .. } => IP_DATABASE_INVALID,
         E::ListEntryInvalid => LIST_ENTRY_INVALID,
         E::ListEntryExists => LIST_ENTRY_EXISTS,
         E::RulesInvalid(_) => RULES_INVALID,
@@ -312,11 +319,29 @@ impl From<ServiceError> for ApiError {
         if let ServiceError::Suspended { retry_after } = e {
             err = err.retry_after(retry_after);
         }
-        if let ServiceError::RulesInvalid(r) = &e {
-            err.detail = Some(Box::new(Refused {
-                rule: r.rule.clone(),
-                problem: r.problem.clone(),
-            }));
+        match &e {
+            ServiceError::RulesInvalid(r) => {
+                err.detail = Some(Box::new(Refused {
+                    rule: r.rule.clone(),
+                    line: None,
+                    problem: r.problem.clone(),
+                }));
+            }
+            ServiceError::BinTableInvalid { line, problem } => {
+                err.detail = Some(Box::new(Refused {
+                    rule: None,
+                    line: *line,
+                    problem: problem.clone(),
+                }));
+            }
+            ServiceError::IpDatabaseInvalid { problem } => {
+                err.detail = Some(Box::new(Refused {
+                    rule: None,
+                    line: None,
+                    problem: problem.clone(),
+                }));
+            }
+            _ => {}
         }
         if let Some((detail, at)) = e.failure()
             && err.status.is_server_error()

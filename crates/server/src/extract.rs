@@ -26,13 +26,45 @@ pub fn is_relay_route(route: &str) -> bool {
     route == RELAY_ROUTE || route == INBOUND_ROUTE || route == INBOUND_ROUTE_ROOT
 }
 
+/// The operators' BIN table upload (`text/csv`).
+pub const BIN_TABLE_ROUTE: &str = "/v1/admin/risk/bin_table";
+/// The operators' IP database upload (`application/octet-stream`).
+pub const IP_DATABASE_ROUTE: &str = "/v1/admin/risk/ip_database";
+
+/// Largest BIN table upload, in bytes (16 MiB).
+pub const BIN_TABLE_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Largest IP database upload, in bytes (64 MiB; a country database is under 10 MiB).
+pub const IP_DATABASE_MAX_BYTES: usize = 64 * 1024 * 1024;
+
 /// The largest body a route accepts.
 pub fn body_limit(route: &str) -> usize {
-    if is_relay_route(route) {
-        RELAY_BODY_LIMIT
-    } else {
-        BODY_LIMIT
+    match route {
+        BIN_TABLE_ROUTE => BIN_TABLE_MAX_BYTES,
+        IP_DATABASE_ROUTE => IP_DATABASE_MAX_BYTES,
+        r if is_relay_route(r) => RELAY_BODY_LIMIT,
+        _ => BODY_LIMIT,
     }
+}
+
+/// A file upload's body: its `Content-Type` must be `media_type` (any parameters), and
+/// it is read up to `limit` bytes and no further (`413` past it, `415` for another type).
+pub async fn upload(req: Request, media_type: &str, limit: usize) -> Result<Vec<u8>, ApiError> {
+    if declared_over(req.headers(), limit) {
+        return Err(codes::BODY_TOO_LARGE);
+    }
+    let typed = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(media_type));
+    if !typed {
+        return Err(codes::UNSUPPORTED_MEDIA_TYPE);
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|_| codes::BODY_TOO_LARGE)
 }
 
 /// A JSON body: `application/json`, at most [`BODY_LIMIT`] bytes, unknown fields refused

@@ -147,6 +147,16 @@ pub async fn start_with_clock(
     service::rewrap::spawn(state.clone());
     service::webhooks::spawn(state.clone());
     service::suspensions::spawn(state.clone());
+    // Uploaded country data wins over the configuration's files: in force before the
+    // first request, then followed.
+    if let Err(e) = state
+        .country_data()
+        .follow(state.store(), state.now_ms())
+        .await
+    {
+        tracing::warn!(error = %e, "uploaded risk country data not read; will retry");
+    }
+    service::risk_data::spawn(state.clone());
     let app = routes::router(state.clone());
     let listener = std::net::TcpListener::bind(config.listen)?;
     listener.set_nonblocking(true)?;

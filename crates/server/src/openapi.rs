@@ -27,7 +27,11 @@ pub struct ErrorDetail {
     /// `rules_invalid` only: the rule refused (its id, or `rules[i]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
-    /// `rules_invalid` only: what is wrong with the rule set, in words.
+    /// `bin_table_invalid` only: the 1-based line of the table at fault, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<i64>,
+    /// `rules_invalid`, `bin_table_invalid` and `ip_database_invalid` only: what is
+    /// wrong, in words (never the data).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
     /// The `Request-Id` of the request.
@@ -86,6 +90,10 @@ impl Modify for Security {
         crate::routes::risk::put_rules,
         crate::routes::risk::rule_versions,
         crate::routes::risk::rule_version,
+        crate::routes::risk_data::put_bin_table,
+        crate::routes::risk_data::bin_table,
+        crate::routes::risk_data::put_ip_database,
+        crate::routes::risk_data::ip_database,
         crate::routes::risk_lists::create,
         crate::routes::risk_lists::list,
         crate::routes::risk_lists::get,

@@ -5,6 +5,7 @@
 //! Each signal module holds data the operator loads and pure functions over it, so the
 //! routes that load the data and the assessments that read it stay thin.
 
+pub mod country_data;
 pub mod geo;
 pub mod lists;
 pub mod models;

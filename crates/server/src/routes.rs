@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod pin;
 pub mod relay;
 pub mod risk;
+pub mod risk_data;
 pub mod risk_lists;
 pub mod suspensions;
 pub mod tokens;
@@ -45,6 +46,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/risk/rules", get(risk::rules).put(risk::put_rules))
         .route("/v1/risk/rules/versions", get(risk::rule_versions))
         .route("/v1/risk/rules/versions/{version}", get(risk::rule_version))
+        .route(
+            crate::extract::BIN_TABLE_ROUTE,
+            get(risk_data::bin_table).put(risk_data::put_bin_table),
+        )
+        .route(
+            crate::extract::IP_DATABASE_ROUTE,
+            get(risk_data::ip_database).put(risk_data::put_ip_database),
+        )
         .route(
             "/v1/risk/lists/{list}/entries",
             post(risk_lists::create).get(risk_lists::list),

@@ -45,7 +45,7 @@ struct Inner {
     relay_clients: service::relay::RelayClients,
     cvcs: service::cvc::Cvcs,
     velocity: crate::risk::velocity::Velocity,
-    geo: crate::risk::geo::Geo,
+    country: crate::risk::country_data::CountryData,
     risk_models: crate::risk::models::RiskModels,
     risk_rules: crate::risk::rules::RiskRules,
     risk_lists: crate::risk::lists::RiskLists,
@@ -60,6 +60,7 @@ impl AppState {
         geo: crate::risk::geo::Geo,
     ) -> Self {
         let root = Arc::new(root);
+        let now_ms = clock.now_ms();
         let rewrap_wake = Arc::new(Notify::new());
         let keyring = Keyring::new(
             store.clone(),
@@ -147,7 +148,7 @@ impl AppState {
             relay_clients,
             cvcs,
             velocity,
-            geo,
+            country: crate::risk::country_data::CountryData::new(geo, now_ms),
             risk_models: crate::risk::models::RiskModels::default(),
             risk_rules: crate::risk::rules::RiskRules::new(RISK_RULES_TTL),
             risk_lists: crate::risk::lists::RiskLists::new(RISK_RULES_TTL),
@@ -335,9 +336,16 @@ impl AppState {
             .forget(self.cache_sync(), account_id, mode);
     }
 
-    /// The risk engine's country data (empty unless configured).
-    pub fn geo(&self) -> &crate::risk::geo::Geo {
-        &self.0.geo
+    /// The risk engine's country data in force now (empty unless configured or
+    /// uploaded).
+    pub fn geo(&self) -> Arc<crate::risk::geo::Geo> {
+        self.0.country.geo()
+    }
+
+    /// The country data and where each part came from (see
+    /// [`crate::risk::country_data`]).
+    pub fn country_data(&self) -> &crate::risk::country_data::CountryData {
+        &self.0.country
     }
 
     /// The CVCs held for cards' first payments (see [`service::cvc`]).

@@ -15,6 +15,7 @@ pub mod model;
 pub mod pin;
 pub mod relay;
 pub mod risk;
+pub mod risk_data;
 pub mod risk_lists;
 pub mod suspensions;
 
@@ -43,6 +44,7 @@ pub use pin::{PinOutcome, PinRecord, PinRewrap, PinStore, SetKind, SpendOtp, Tra
 pub use postgres::{CacheEvent, PgStore};
 pub use relay::{RelayDestinationRecord, RelayStore};
 pub use risk::{AssessmentRecord, LabelTarget, RiskModelRecord, RiskStore, RuleSetRecord};
+pub use risk_data::{DataBytes, RiskDataInfo, RiskDataStore};
 pub use risk_lists::{ListEntryRecord, RiskListStore};
 pub use sqlite::SqliteStore;
 pub use stats::StatsStore;

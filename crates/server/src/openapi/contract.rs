@@ -87,6 +87,22 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
     ("post", "/v1/suspensions", SUSPENSION_RULES),
     ("post", "/v1/risk/lists/{list}/entries", LIST_ENTRY_RULES),
     (
+        "put",
+        "/v1/admin/risk/bin_table",
+        &[(
+            "bin_table_invalid",
+            "each line is bin_prefix,country (1 to 11 digits, two letters), no prefix with two countries, at least one row",
+        )],
+    ),
+    (
+        "put",
+        "/v1/admin/risk/ip_database",
+        &[(
+            "ip_database_invalid",
+            "the bytes are a well-formed MaxMind DB file whose records carry country codes",
+        )],
+    ),
+    (
         "post",
         "/v1/risk/feedback",
         &[

@@ -85,6 +85,10 @@ pub enum GeoError {
         #[source]
         source: MaxMindDbError,
     },
+    /// The check of the data stopped before it ended (the checker failed): the data is
+    /// refused, as it could not be checked.
+    #[error("the data could not be checked")]
+    Unchecked,
     /// A well-formed MaxMind DB whose records carry no country code (an ASN or ISP
     /// database, say).
     #[error("the IP database holds no country codes")]

@@ -109,6 +109,18 @@ pub enum ServiceError {
     RiskBlocked,
     /// A suspension's target is malformed, or names no card or key of the account.
     SuspensionTargetInvalid,
+    /// An uploaded BIN table was refused: where (a 1-based line) and why, never the data.
+    BinTableInvalid {
+        /// The line at fault, when one is.
+        line: Option<usize>,
+        /// What is wrong.
+        problem: String,
+    },
+    /// An uploaded IP database was refused: why, never the data.
+    IpDatabaseInvalid {
+        /// What is wrong.
+        problem: String,
+    },
     /// A list entry's value is malformed for its type, or names no card of the account.
     ListEntryInvalid,
     /// The list already holds the same subject, live.

@@ -32,6 +32,7 @@ mod pin;
 mod relay;
 mod relay_send;
 mod risk;
+mod risk_data;
 mod risk_lists;
 mod rotation;
 mod security;

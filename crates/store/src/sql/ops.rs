@@ -95,6 +95,7 @@ pub(crate) enum WriteOp {
     ClientSession(crate::client_sessions::Op),
     Suspension(crate::suspensions::Op),
     RiskList(crate::risk_lists::Op),
+    RiskData(crate::risk_data::Op),
     Risk(crate::risk::Op),
     Audit(AuditOp),
     Tokens(crate::tokens::Op),
@@ -325,6 +326,15 @@ impl Write<Option<crate::SuspensionRecord>> {
     }
 }
 
+impl Write<bool> {
+    pub(crate) fn risk_data(op: crate::risk_data::Op) -> Self {
+        Self::new(WriteOp::RiskData(op), |r| match r {
+            WriteReply::Flag(v) => Some(v),
+            _ => None,
+        })
+    }
+}
+
 impl Write<crate::risk_lists::Reply> {
     pub(crate) fn risk_list(op: crate::risk_lists::Op) -> Self {
         Self::new(WriteOp::RiskList(op), |r| match r {
@@ -500,6 +510,7 @@ pub(crate) async fn apply<C: Exec>(
         }
         WriteOp::Suspension(op) => WriteReply::Suspension(crate::suspensions::apply(c, op).await?),
         WriteOp::RiskList(op) => WriteReply::RiskList(crate::risk_lists::apply(c, op).await?),
+        WriteOp::RiskData(op) => WriteReply::Flag(crate::risk_data::apply(c, op).await?),
         WriteOp::ClientSession(op) => {
             WriteReply::Collected(crate::client_sessions::apply(c, op).await?)
         }

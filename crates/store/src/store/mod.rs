@@ -8,6 +8,7 @@ mod inbound_routes;
 mod pin;
 mod relay;
 mod risk;
+mod risk_data;
 mod risk_lists;
 mod stats;
 mod suspensions;
