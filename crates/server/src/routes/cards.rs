@@ -80,7 +80,7 @@ pub async fn create(
         cardholder_name: body.cardholder_name,
         cvc: body.cvc,
     };
-    // A publishable key's request comes from the shopper: assessed implicitly.
+    // Assessed implicitly; the address counts for a publishable key only (the shopper).
     let risk = crate::service::assessments::Implicit {
         action: crate::service::assessments::Action::Tokenize,
         ip: ip.map(|axum::Extension(c)| c.0),

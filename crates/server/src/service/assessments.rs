@@ -298,7 +298,11 @@ pub async fn create(
     }
     let mode = risk_mode(state, who).await?;
     let act = mode == RiskMode::Enforce;
-    assess(state, who, new.action, subjects, new.amount, billing, act).await
+    let run = Run {
+        act,
+        implicit: false,
+    };
+    assess(state, who, new.action, subjects, new.amount, billing, run).await
 }
 
 async fn risk_mode(state: &AppState, who: &Principal) -> Result<RiskMode> {
@@ -314,15 +318,18 @@ async fn risk_mode(state: &AppState, who: &Principal) -> Result<RiskMode> {
 pub struct Implicit {
     /// What is being done.
     pub action: Action,
-    /// The client's address (the shopper's, for a publishable key).
+    /// The client's address. Used only for a publishable key, whose requests come from
+    /// the shopper's browser; a secret or restricted key's address is the merchant's
+    /// server (or a partner's, through an inbound route), which says nothing of the
+    /// shopper and would make every card look as if it came from one place.
     pub ip: Option<IpAddr>,
 }
 
-/// The implicit assessment of a card use (docs/risk.md): for a publishable key, whose
-/// requests come from the shopper's browser (hosted fields, strongroom.js, a tokenize),
-/// so that its address is the shopper's. The account's switch decides: `off` skips it,
-/// `shadow` records it, `enforce` (the default) also refuses a `block` with
-/// `risk_blocked` before anything is stored.
+/// The implicit assessment of a card use (docs/risk.md, "Implicit assessment"): every
+/// tokenize (`POST /v1/cards`, hosted fields and strongroom.js, inbound routes), reveal
+/// and relay, before anything is stored, revealed or sent. The account's switch
+/// decides: `off` skips it, `shadow` records it, `enforce` (the default) also refuses a
+/// `block` with `risk_blocked` and makes the suspension a rule asks for.
 pub async fn implicit(
     state: &AppState,
     who: &Principal,
@@ -330,9 +337,6 @@ pub async fn implicit(
     fingerprint: &[u8],
     bin: &str,
 ) -> Result<()> {
-    if who.kind != KeyKind::Publishable {
-        return Ok(());
-    }
     let mode = risk_mode(state, who).await?;
     if mode == RiskMode::Off {
         return Ok(());
@@ -340,19 +344,35 @@ pub async fn implicit(
     let subjects = Subjects {
         fingerprint: Some(URL_SAFE_NO_PAD.encode(fingerprint)),
         bin: Some(bin.to_owned()),
-        ip: ctx.ip,
+        ip: ctx.ip.filter(|_| who.kind == KeyKind::Publishable),
         email_digest: None,
         device: None,
     };
     let enforce = mode == RiskMode::Enforce;
-    let view = assess(state, who, ctx.action, subjects, None, None, enforce).await?;
-    if mode == RiskMode::Enforce && view.decision == "block" {
+    let run = Run {
+        act: enforce,
+        implicit: true,
+    };
+    let view = assess(state, who, ctx.action, subjects, None, None, run).await?;
+    if enforce && view.decision == "block" {
         return Err(ServiceError::RiskBlocked);
     }
     Ok(())
 }
 
-/// Scores one use, stores the assessment, and, when `act` (the account enforces),
+/// How an assessment runs.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    /// Make the suspension a rule asks for (the account enforces).
+    act: bool,
+    /// Part of another request (a tokenize, reveal or relay): the assessment is not the
+    /// request's object, and its writes do not carry the request's audit record, which
+    /// must say how the request itself ended. A suspension a rule makes then commits
+    /// with a system record of its own (`suspension.rule`).
+    implicit: bool,
+}
+
+/// Scores one use, stores the assessment, and, when `run.act` (the account enforces),
 /// makes the suspension a rule asks for.
 async fn assess(
     state: &AppState,
@@ -361,7 +381,7 @@ async fn assess(
     subjects: Subjects,
     amount: Option<i64>,
     billing: Option<String>,
-    act: bool,
+    run: Run,
 ) -> Result<AssessmentView> {
     let now = state.now_ms();
     let counts = state
@@ -445,11 +465,18 @@ async fn assess(
     let verdict = rules.set.decide(&hits, standing);
 
     let id = state.new_id(IdKind::RiskAssessment)?;
-    crate::audit::set_resource(&who.audit, "risk_assessment", &id);
+    if !run.implicit {
+        crate::audit::set_resource(&who.audit, "risk_assessment", &id);
+    }
     let mut suspension = None;
-    if act {
+    if run.act {
+        let audit = if run.implicit {
+            crate::audit::Origin::System.scope(state.clock(), "suspension.rule")
+        } else {
+            who.audit.clone()
+        };
         for rule in &verdict.suspend {
-            let made = suspend(state, who, &subjects, &active, rule, now).await?;
+            let made = suspend(state, who, &audit, &subjects, &active, rule, now).await?;
             suspension = suspension.or(made);
         }
     }
@@ -476,11 +503,17 @@ async fn assess(
         label_ms: None,
         created_ms: now,
     };
-    state
-        .store()
-        .audited(&who.audit)
-        .insert_assessment(&record)
-        .await?;
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "an implicit assessment is part of a request whose own record says how it \
+                  ended; carried by this write, the record would say it succeeded before it did"
+    )]
+    let writes = if run.implicit {
+        state.store().unaudited()
+    } else {
+        state.store().audited(&who.audit)
+    };
+    writes.insert_assessment(&record).await?;
     Ok(AssessmentView::new(&record))
 }
 
@@ -543,6 +576,7 @@ fn rule_reason(hit: &Hit<'_>, signals: &Signals) -> Reason {
 async fn suspend(
     state: &AppState,
     who: &Principal,
+    audit: &std::sync::Arc<strongroom_store::AuditScope>,
     subjects: &Subjects,
     active: &crate::gateway::suspended::Active,
     rule: &RuleSpec,
@@ -600,7 +634,7 @@ async fn suspend(
     };
     let reason = rule.description.as_deref().unwrap_or(rule.id.as_str());
     let by = format!("rule:{}", rule.id);
-    let made = suspensions::store(state, &who.audit, subject, reason, &by, duration).await?;
+    let made = suspensions::store(state, audit, subject, reason, &by, duration).await?;
     Ok(Some(made.id))
 }
 

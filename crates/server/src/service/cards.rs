@@ -272,7 +272,11 @@ pub struct Tokenized {
 /// it (`card.updated`), never back. A CVC sent is held for the card, the existing one
 /// too (it is the customer's fresh CVC), replacing any held before.
 pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> Result<Tokenized> {
-    tokenize_through(state, who, new, None, None).await
+    let risk = Implicit {
+        action: crate::service::assessments::Action::Tokenize,
+        ip: None,
+    };
+    tokenize_through(state, who, new, None, Some(&risk)).await
 }
 
 /// [`tokenize`], through a client session when one is given: the session's slot is

@@ -415,6 +415,12 @@ pub async fn reveal(
     let card = cards::get(state, who, card_id).await?;
     let fingerprint = [card.fingerprint.as_slice()];
     crate::service::suspensions::check_card(state, &who.account_id, who.mode, fingerprint).await?;
+    // Assessed before the OTP is spent: a blocked reveal leaves the code usable.
+    let risk = crate::service::assessments::Implicit {
+        action: crate::service::assessments::Action::Reveal,
+        ip: None,
+    };
+    crate::service::assessments::implicit(state, who, &risk, &card.fingerprint, &card.bin).await?;
     // The reveal is recorded in the outbox in the same transaction that spends the OTP.
     let event = state.event_of(
         &card.account_id,

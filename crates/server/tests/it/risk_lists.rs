@@ -394,3 +394,65 @@ async fn malformed_entries_are_refused_and_nothing_is_stored() {
     .await
     .assert_error(403, "permission_denied");
 }
+
+#[tokio::test]
+async fn a_block_listed_card_is_refused_at_tokenize_reveal_and_relay() {
+    let echo = crate::echo::Echo::start().await;
+    let srv = TestServer::start_on(Arc::new(Data::new()), |c| c.dev_mode = false).await;
+    let body = json!({"destinations": [{"host": "127.0.0.1", "port": echo.port(),
+        "path_prefix": "/v1", "ca_cert_pem": echo.ca_pem, "test_only": true}]});
+    let path = format!("/v1/admin/accounts/{}/relay_destinations", srv.account);
+    let r = srv
+        .call(
+            reqwest::Method::PUT,
+            &path,
+            Some(&srv.admin_key),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let pan = test_pan(61);
+    let card = srv.tokenize(&pan).await;
+    let id = card["id"].as_str().unwrap().to_owned();
+    let send = json!({
+        "destination": format!("https://127.0.0.1:{}/v1/charges", echo.port()),
+        "body": {"pan": format!("{{{{{id}:number}}}}")}
+    });
+    // Before the entry: a secret-key relay and a reveal go through.
+    let sent = srv.post("/v1/relay", &srv.sk_test, send.clone()).await;
+    assert_eq!(sent.status, 200, "{}", sent.text);
+    assert_eq!(srv.reveal(&srv.rk_reveal, &id).await.status, 200);
+
+    let r = add(&srv, "block", json!({"type": "card", "value": id})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // Tokenizing the number again, revealing it and relaying it are all refused.
+    srv.post(
+        "/v1/cards",
+        &srv.sk_test,
+        json!({"number": pan, "exp_month": 12, "exp_year": 2030}),
+    )
+    .await
+    .assert_error(403, "risk_blocked");
+    srv.reveal(&srv.rk_reveal, &id)
+        .await
+        .assert_error(403, "risk_blocked");
+    srv.post("/v1/relay", &srv.sk_test, send.clone())
+        .await
+        .assert_error(403, "risk_blocked");
+    assert_eq!(echo.received().len(), 1, "the blocked relay sent nothing");
+
+    // In shadow mode the same uses are assessed and recorded, never refused.
+    let r = srv
+        .call(
+            reqwest::Method::PATCH,
+            "/v1/account",
+            Some(&srv.sk_live),
+            Some(json!({"risk_mode": "shadow"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(srv.reveal(&srv.rk_reveal, &id).await.status, 200);
+    let sent = srv.post("/v1/relay", &srv.sk_test, send).await;
+    assert_eq!(sent.status, 200, "{}", sent.text);
+    assert_not_logged(&[&pan]);
+}

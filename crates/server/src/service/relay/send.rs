@@ -321,6 +321,12 @@ async fn open_cards<'a>(
         let fingerprint = [record.fingerprint.as_slice()];
         crate::service::suspensions::check_card(state, &who.account_id, who.mode, fingerprint)
             .await?;
+        let risk = crate::service::assessments::Implicit {
+            action: crate::service::assessments::Action::Relay,
+            ip: None,
+        };
+        let (fp, bin) = (&record.fingerprint, &record.bin);
+        crate::service::assessments::implicit(state, who, &risk, fp, bin).await?;
         let clear = cards::open(&keys, &record)?;
         out.insert(
             *id,
