@@ -9,6 +9,7 @@ mod load;
 mod pan;
 mod procfs;
 mod relay;
+mod risk;
 mod spawn;
 
 use std::collections::BTreeMap;
@@ -104,6 +105,11 @@ struct Args {
     /// Write the results as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Set the account's risk switch (off, shadow or enforce) before the scenarios run:
+    /// tokenize with and without its implicit assessment. Needs the admin key (given by
+    /// --spawn; with --target, --admin-key and --account). Left as it is if not given.
+    #[arg(long, value_parser = ["off", "shadow", "enforce"])]
+    risk_mode: Option<String>,
 }
 
 /// An access token from `POST /v1/auth/token` (valid for the server's token lifetime,
@@ -224,6 +230,8 @@ struct Config {
     pan_range: [u64; 2],
     next_pan_offset: u64,
     server_bin: Option<String>,
+    /// The risk mode the bench set (`None`: left as the account had it).
+    risk_mode: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -331,6 +339,9 @@ async fn run(args: Args) -> Result<()> {
         None if args.scenario.iter().any(|s| s.relays()) => {
             bail!("the relay scenarios with --target need --admin-key and --account")
         }
+        None if args.risk_mode.is_some() => {
+            bail!("--risk-mode with --target needs --admin-key and --account")
+        }
         None => None,
     };
     let url = url.trim_end_matches('/').to_string();
@@ -412,6 +423,10 @@ async fn measure(
         );
     }
 
+    if let (Some(mode), Some(admin)) = (&args.risk_mode, admin) {
+        risk::set_mode(&target, admin, mode).await?;
+        eprintln!("the account's risk mode is {mode}");
+    }
     let needs_cards = args
         .scenario
         .iter()
@@ -666,6 +681,7 @@ fn report(
             pan_range: [range_start, used_end],
             next_pan_offset: used_end % pan::SPACE,
             server_bin,
+            risk_mode: args.risk_mode.clone(),
         },
     };
     if let Some(path) = &args.json {

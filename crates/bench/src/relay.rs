@@ -42,7 +42,7 @@ pub struct Relay {
     before: Vec<Value>,
 }
 
-async fn call(
+pub(crate) async fn call(
     target: &Arc<Target>,
     method: Method,
     path: &str,
@@ -63,7 +63,12 @@ async fn call(
         .map_err(|e| anyhow::anyhow!("{method} {path}: {e}"))
 }
 
-fn expect(what: &str, status: StatusCode, body: &[u8], want: &[StatusCode]) -> Result<Value> {
+pub(crate) fn expect(
+    what: &str,
+    status: StatusCode,
+    body: &[u8],
+    want: &[StatusCode],
+) -> Result<Value> {
     if !want.contains(&status) {
         bail!(
             "{what} answered {status}: {}",

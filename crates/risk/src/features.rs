@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, MapAccess, Visitor};
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -209,6 +209,30 @@ impl Features {
     }
 }
 
+impl Features {
+    /// The compact form kept with each stored assessment: `[version, v0, v1, …]` in
+    /// column order, a quarter the size of the named object (an assessment is written
+    /// for every card use, so its size is paid on every tokenize). Read back by
+    /// `Deserialize`, which takes this and the named object.
+    pub fn to_stored(&self) -> String {
+        let mut out = String::with_capacity(8 + N_FEATURES * 6);
+        out.push('[');
+        out.push_str(&FEATURES_VERSION.to_string());
+        for v in self.0 {
+            out.push(',');
+            // Non-finite values have no JSON form: stored as 0, as serde_json would refuse.
+            let v = if v.is_finite() { v } else { 0.0 };
+            if v == v.trunc() && v.abs() < 1e15 {
+                out.push_str(&format!("{}", v as i64));
+            } else {
+                out.push_str(&v.to_string());
+            }
+        }
+        out.push(']');
+        out
+    }
+}
+
 impl Serialize for Features {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(N_FEATURES))?;
@@ -227,7 +251,30 @@ impl<'de> Deserialize<'de> for Features {
             type Value = Features;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object with one number per feature name")
+                f.write_str("an object with one number per feature name, or the stored array")
+            }
+
+            /// The stored form ([`Features::to_stored`]): the schema version, then each
+            /// value in column order.
+            fn visit_seq<A: SeqAccess<'de>>(self, mut access: A) -> Result<Features, A::Error> {
+                let version: u32 = access
+                    .next_element()?
+                    .ok_or_else(|| de::Error::custom("no features version"))?;
+                if version != FEATURES_VERSION {
+                    return Err(de::Error::custom(format!(
+                        "features version {version}, not {FEATURES_VERSION}"
+                    )));
+                }
+                let mut f = Features([0.0; N_FEATURES]);
+                for (i, slot) in f.0.iter_mut().enumerate() {
+                    *slot = access
+                        .next_element()?
+                        .ok_or_else(|| de::Error::invalid_length(i + 1, &self))?;
+                }
+                if access.next_element::<f64>()?.is_some() {
+                    return Err(de::Error::custom("more values than features"));
+                }
+                Ok(f)
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Features, A::Error> {
@@ -239,7 +286,7 @@ impl<'de> Deserialize<'de> for Features {
             }
         }
 
-        deserializer.deserialize_map(FeaturesVisitor)
+        deserializer.deserialize_any(FeaturesVisitor)
     }
 }
 
@@ -319,5 +366,36 @@ mod tests {
         assert_eq!(f.by_name("block_list_hits"), Some(9.5));
         assert_eq!(f.by_name("nope"), None);
         assert_eq!(f.first_non_finite(), None);
+    }
+
+    #[test]
+    fn the_stored_form_reads_back_exactly_and_refuses_another_version() {
+        let mut f = Features([0.0; N_FEATURES]);
+        f.set(Feature::CardUses10m, 3.0);
+        f.set(Feature::AmountLog10, 3.7_f64.log10());
+        f.set(Feature::HourSin, -0.8660254037844386);
+        let stored = f.to_stored();
+        assert!(
+            stored.starts_with(&format!("[{FEATURES_VERSION},")),
+            "{stored}"
+        );
+        let back: Features = serde_json::from_str(&stored).unwrap();
+        for (a, b) in f.0.iter().zip(back.0.iter()) {
+            assert_eq!(a.to_bits(), b.to_bits());
+        }
+        // The named object still reads, and is four times the size.
+        let named = serde_json::to_string(&f).unwrap();
+        assert!(
+            named.len() > 3 * stored.len(),
+            "{} vs {}",
+            named.len(),
+            stored.len()
+        );
+        let again: Features = serde_json::from_str(&named).unwrap();
+        assert_eq!(again.0, f.0);
+        let other = stored.replacen(&format!("[{FEATURES_VERSION},"), "[99,", 1);
+        assert!(serde_json::from_str::<Features>(&other).is_err());
+        let short = format!("[{FEATURES_VERSION},1,2]");
+        assert!(serde_json::from_str::<Features>(&short).is_err());
     }
 }

@@ -47,6 +47,8 @@ pub struct Metrics {
     /// Relays by (destination host, outcome). Hosts are operator-approved (at most 50
     /// per account), so the label set stays bounded.
     relays: Mutex<HashMap<(String, &'static str), u64>>,
+    /// Risk assessments by (action, decision, stored): a bounded label set.
+    assessments: Mutex<HashMap<(String, String, bool), u64>>,
 }
 
 /// A method as a label: the standard ones, or `other`.
@@ -129,6 +131,14 @@ impl Metrics {
                 relays.insert((host.to_owned(), outcome), 1);
             }
         }
+    }
+
+    /// Counts a risk assessment of `action` that decided `decision`, and whether its
+    /// record was stored (an implicit one that found nothing is only counted).
+    pub fn assessment(&self, action: &str, decision: &str, stored: bool) {
+        let mut m = lock(&self.assessments);
+        let key = (action.to_owned(), decision.to_owned(), stored);
+        *m.entry(key).or_insert(0) += 1;
     }
 
     /// Counts records moved by the re-wrap worker.
@@ -243,6 +253,27 @@ pub async fn render(m: &Metrics, store: &strongroom_store::Store, now: i64) -> S
                 w,
                 "strongroom_relays_total{{host=\"{}\",outcome=\"{outcome}\"}} {n}",
                 escape(&host)
+            );
+        }
+    }
+
+    let _ = writeln!(
+        w,
+        "# HELP strongroom_risk_assessments_total Risk assessments by action, decision and whether their record was stored."
+    );
+    let _ = writeln!(w, "# TYPE strongroom_risk_assessments_total counter");
+    {
+        let mut rows: Vec<_> = lock(&m.assessments)
+            .iter()
+            .map(|((a, d, s), n)| (a.clone(), d.clone(), *s, *n))
+            .collect();
+        rows.sort();
+        for (action, decision, stored, n) in rows {
+            let _ = writeln!(
+                w,
+                "strongroom_risk_assessments_total{{action=\"{}\",decision=\"{}\",stored=\"{stored}\"}} {n}",
+                escape(&action),
+                escape(&decision)
             );
         }
     }

@@ -28,8 +28,10 @@ EXPECTED = {
     "strongroom_rewrap_records": "counter",
     "strongroom_data_key_versions": "gauge",
     "strongroom_rewrap_pending_records": "gauge",
+    "strongroom_risk_assessments": "counter",
 }
-ALLOWED_LABELS = {"method", "route", "status", "le", "purpose", "state"}
+# action, decision, stored: risk assessments (a closed set of each).
+ALLOWED_LABELS = {"method", "route", "status", "le", "purpose", "state", "action", "decision", "stored"}
 SENSITIVE = [
     re.compile(r"(card|acct|key|otp|req|evt|we)_[0-9a-f]{8,}"),
     re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"),

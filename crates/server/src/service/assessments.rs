@@ -188,7 +188,10 @@ impl AssessmentView {
             score: r.score,
             decision: r.decision.clone(),
             reasons: serde_json::from_str(&r.reasons).unwrap_or_default(),
-            features: serde_json::from_str(&r.features).unwrap_or_default(),
+            features: serde_json::from_str::<Features>(&r.features)
+                .ok()
+                .and_then(|f| serde_json::to_value(f).ok())
+                .unwrap_or_default(),
             rules_version: r.rules_version.clone(),
             model_version: r.model_version.clone(),
             suspension: r.suspension_id.clone(),
@@ -302,7 +305,16 @@ pub async fn create(
         act,
         implicit: false,
     };
-    assess(state, who, new.action, subjects, new.amount, billing, run).await
+    let record = assess(state, who, new.action, subjects, new.amount, billing, run).await?;
+    state
+        .store()
+        .audited(&who.audit)
+        .insert_assessment(&record)
+        .await?;
+    state
+        .metrics()
+        .assessment(&record.action, &record.decision, true);
+    Ok(AssessmentView::new(&record))
 }
 
 async fn risk_mode(state: &AppState, who: &Principal) -> Result<RiskMode> {
@@ -336,10 +348,10 @@ pub async fn implicit(
     ctx: &Implicit,
     fingerprint: &[u8],
     bin: &str,
-) -> Result<()> {
+) -> Result<Recording> {
     let mode = risk_mode(state, who).await?;
     if mode == RiskMode::Off {
-        return Ok(());
+        return Ok(Recording::none());
     }
     let subjects = Subjects {
         fingerprint: Some(URL_SAFE_NO_PAD.encode(fingerprint)),
@@ -353,11 +365,66 @@ pub async fn implicit(
         act: enforce,
         implicit: true,
     };
-    let view = assess(state, who, ctx.action, subjects, None, None, run).await?;
-    if enforce && view.decision == "block" {
+    let record = assess(state, who, ctx.action, subjects, None, None, run).await?;
+    let blocked = enforce && record.decision == "block";
+    let recording = Recording::start(state, record);
+    if blocked {
+        // Stored before the refusal is answered: the merchant reads why.
+        recording.settle().await;
         return Err(ServiceError::RiskBlocked);
     }
-    Ok(())
+    Ok(recording)
+}
+
+/// The write of an implicit assessment's record, started but not awaited, so that it
+/// joins the group commit of the request's own write instead of taking a commit round
+/// of its own before it: [`Recording::settle`] after that write. Its writes carry no
+/// audit record: the request's own record says how the request ended (carried by this
+/// write, it would say the request succeeded before it did).
+///
+/// An implicit assessment that found nothing (score 0, no reason, `allow`) is counted in
+/// `strongroom_risk_assessments_total{stored="false"}` but not stored: it would be most
+/// of them, and a row per card use costs tokenize about a quarter of its server CPU
+/// (BENCHMARKS.md). Its uses are counted by the velocity windows all the same; with a
+/// model in service every assessment has a reason (the model's), so every one is kept.
+#[must_use = "settle it after the request's own write"]
+pub struct Recording(Option<tokio::task::JoinHandle<strongroom_store::StoreResult<()>>>);
+
+impl Recording {
+    /// Nothing to record (the account's switch is `off`, or no assessment was asked for).
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    fn start(state: &AppState, record: AssessmentRecord) -> Self {
+        let clean = record.score == 0 && record.decision == "allow" && record.reasons == "[]";
+        state
+            .metrics()
+            .assessment(&record.action, &record.decision, !clean);
+        if clean {
+            return Self::none();
+        }
+        let store = state.store().clone();
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "an implicit assessment is part of a request whose own record says how \
+                      it ended; carried by this write, it would say so before it did"
+        )]
+        let write = async move { store.unaudited().insert_assessment(&record).await };
+        Self(Some(tokio::spawn(write)))
+    }
+
+    /// Waits for the record to be stored. A failure is logged, not returned: the card use
+    /// it describes has happened (or been refused) by then, and the record is the risk
+    /// engine's history, not the audit log.
+    pub async fn settle(self) {
+        let Some(write) = self.0 else { return };
+        match write.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "an implicit risk assessment was not stored"),
+            Err(e) => tracing::warn!(error = %e, "an implicit risk assessment was not stored"),
+        }
+    }
 }
 
 /// How an assessment runs.
@@ -372,8 +439,8 @@ struct Run {
     implicit: bool,
 }
 
-/// Scores one use, stores the assessment, and, when `run.act` (the account enforces),
-/// makes the suspension a rule asks for.
+/// Scores one use and, when `run.act` (the account enforces), makes the suspension a
+/// rule asks for: the assessment, for the caller to store.
 async fn assess(
     state: &AppState,
     who: &Principal,
@@ -382,7 +449,7 @@ async fn assess(
     amount: Option<i64>,
     billing: Option<String>,
     run: Run,
-) -> Result<AssessmentView> {
+) -> Result<AssessmentRecord> {
     let now = state.now_ms();
     let counts = state
         .velocity()
@@ -489,8 +556,7 @@ async fn assess(
         decision: verdict.decision.as_str().to_owned(),
         reasons: serde_json::to_string(&reasons)
             .map_err(|_| ServiceError::internal("assessment reasons"))?,
-        features: serde_json::to_string(&features)
-            .map_err(|_| ServiceError::internal("assessment features"))?,
+        features: features.to_stored(),
         rules_version: rules.version.clone(),
         model_version: models.active.as_ref().map(|m| m.version().to_owned()),
         fingerprint: subjects.fingerprint,
@@ -503,18 +569,7 @@ async fn assess(
         label_ms: None,
         created_ms: now,
     };
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "an implicit assessment is part of a request whose own record says how it \
-                  ended; carried by this write, the record would say it succeeded before it did"
-    )]
-    let writes = if run.implicit {
-        state.store().unaudited()
-    } else {
-        state.store().audited(&who.audit)
-    };
-    writes.insert_assessment(&record).await?;
-    Ok(AssessmentView::new(&record))
+    Ok(record)
 }
 
 /// The reasons the lists give: `block_listed` (it blocks) and `allow_listed` (it allows

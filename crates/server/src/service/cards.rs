@@ -325,10 +325,13 @@ pub async fn tokenize_through(
         created_ms: state.now_ms(),
     };
     // Assessed before anything is held or stored, so a block leaves nothing behind.
-    if let Some(ctx) = risk {
-        crate::service::assessments::implicit(state, who, ctx, &card.fingerprint, &card.bin)
-            .await?;
-    }
+    let recording = match risk {
+        Some(ctx) => {
+            crate::service::assessments::implicit(state, who, ctx, &card.fingerprint, &card.bin)
+                .await?
+        }
+        None => crate::service::assessments::Recording::none(),
+    };
     let name = new.cardholder_name.as_ref().map(|n| n.expose().as_str());
     let (key_version, sealed) = seal(&keys, &card, pan.expose_digits(), name)?;
     card.key_version = key_version;
@@ -372,6 +375,7 @@ pub async fn tokenize_through(
             }
         }
     };
+    recording.settle().await;
     if cvc.is_some() && !matches!(inserted, Ok(InsertCard::Created(_))) {
         // No card has this id: nothing will use what was held for it.
         let _ = cvcs.forget(&card.account_id, card.mode, &card.id).await;

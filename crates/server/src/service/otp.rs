@@ -420,7 +420,9 @@ pub async fn reveal(
         action: crate::service::assessments::Action::Reveal,
         ip: None,
     };
-    crate::service::assessments::implicit(state, who, &risk, &card.fingerprint, &card.bin).await?;
+    let recording =
+        crate::service::assessments::implicit(state, who, &risk, &card.fingerprint, &card.bin)
+            .await?;
     // The reveal is recorded in the outbox in the same transaction that spends the OTP.
     let event = state.event_of(
         &card.account_id,
@@ -432,7 +434,7 @@ pub async fn reveal(
             object: "card",
         },
     )?;
-    verify(
+    let verified = verify(
         state,
         who,
         otp_id,
@@ -440,7 +442,9 @@ pub async fn reveal(
         ("card.reveal", &card.id),
         &[event],
     )
-    .await?;
+    .await;
+    recording.settle().await;
+    verified?;
     let keys = state.keyring().account(&who.account_id).await?;
     let clear = match cards::open(&keys, &card) {
         Ok(c) => c,

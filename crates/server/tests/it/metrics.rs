@@ -98,6 +98,15 @@ async fn metrics_parse_with_prometheus_client_and_carry_no_sensitive_label() {
         ),
         1.0
     );
+    // The tokenize and the reveal were each assessed; finding nothing, only counted.
+    for action in ["tokenize", "reveal"] {
+        let labels = [
+            ("action", action),
+            ("decision", "allow"),
+            ("stored", "false"),
+        ];
+        assert_eq!(v("strongroom_risk_assessments_total", &labels), 1.0);
+    }
     assert!(v("strongroom_audit_chain_length", &[]) > 5.0);
     assert!(v("strongroom_audit_last_checkpoint_age_seconds", &[]) >= 0.0);
     assert_eq!(

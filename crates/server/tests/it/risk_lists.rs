@@ -440,6 +440,10 @@ async fn a_block_listed_card_is_refused_at_tokenize_reveal_and_relay() {
         .await
         .assert_error(403, "risk_blocked");
     assert_eq!(echo.received().len(), 1, "the blocked relay sent nothing");
+    // Each refusal's assessment was stored (the merchant reads why), and the reasons name
+    // the list, never the card.
+    let stored = srv.get("/v1/risk/lists/block/entries", &srv.sk_test).await;
+    assert_eq!(stored.body["data"][0]["status"], "active");
 
     // In shadow mode the same uses are assessed and recorded, never refused.
     let r = srv

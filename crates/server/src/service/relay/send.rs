@@ -326,7 +326,10 @@ async fn open_cards<'a>(
             ip: None,
         };
         let (fp, bin) = (&record.fingerprint, &record.bin);
-        crate::service::assessments::implicit(state, who, &risk, fp, bin).await?;
+        crate::service::assessments::implicit(state, who, &risk, fp, bin)
+            .await?
+            .settle()
+            .await;
         let clear = cards::open(&keys, &record)?;
         out.insert(
             *id,
