@@ -73,13 +73,16 @@ pub trait RiskStore: Send + Sync {
     ) -> StoreResult<Vec<AssessmentRecord>>;
     /// The models in service (`shadow` and `active`).
     async fn risk_models(&self) -> StoreResult<Vec<RiskModelRecord>>;
-    /// Up to `limit` of the account's assessments in this mode made at or after
-    /// `since_ms`, oldest first: what a dry run of a rule set decides again.
+    /// A page of the account's assessments in this mode made at or after `since_ms`,
+    /// newest first, up to `limit`, those before `before` (the last row of the previous
+    /// page, as `(created_ms, id)`): what a dry run of a rule set decides again, a page at
+    /// a time.
     async fn assessments_since(
         &self,
         account_id: &str,
         mode: Mode,
         since_ms: i64,
+        before: Option<(i64, &str)>,
         limit: i64,
     ) -> StoreResult<Vec<AssessmentRecord>>;
     /// Up to `limit` of the account's rule sets in this mode, newest first, below
@@ -179,7 +182,8 @@ const SINCE: &str = concat!(
     "SELECT ",
     cols!(),
     " FROM risk_assessments WHERE account_id = $1 AND mode = $2 AND created_ms >= $3 \
-     ORDER BY created_ms, id LIMIT $4"
+     AND (created_ms < $4 OR (created_ms = $4 AND id < $5)) \
+     ORDER BY created_ms DESC, id DESC LIMIT $6"
 );
 const RULE_SETS: &str = "SELECT account_id, mode, version, rules, created_by, created_ms \
      FROM risk_rule_sets WHERE account_id = $1 AND mode = $2 AND ($3 IS NULL OR version < $3) \
@@ -259,9 +263,19 @@ pub(crate) async fn since<C: Exec>(
     account_id: &str,
     mode: Mode,
     since_ms: i64,
+    before: Option<(i64, &str)>,
     limit: i64,
 ) -> StoreResult<Vec<AssessmentRecord>> {
-    let a = args![account_id, mode.as_str(), since_ms, limit];
+    // Past every row: the first page's cursor.
+    let (before_ms, before_id) = before.unwrap_or((i64::MAX, "risk_~"));
+    let a = args![
+        account_id,
+        mode.as_str(),
+        since_ms,
+        before_ms,
+        before_id,
+        limit
+    ];
     sql::many(c, SINCE, a).await
 }
 

@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 
 /// How far back a dry run looks.
 pub const DRY_RUN_DAYS: i64 = 30;
-/// The most assessments a dry run decides again (the newest are left out beyond it).
+/// The most assessments a dry run decides again (the oldest are left out beyond it).
 pub const DRY_RUN_MAX: i64 = 100_000;
 
 crate::service::object_name!(
@@ -405,72 +405,117 @@ fn decision_of(s: &str) -> Decision {
 /// Decides the last 30 days' assessments again with `set`, from what each stored: its
 /// signals, its action, and its standing (suspended, listed, the model's points). A
 /// suspension the new set would have made is counted, not replayed into later uses. The
-/// deciding (up to 100 000 rows) runs on the blocking pool, off the request workers.
+/// rows are read newest first, a page at a time (memory holds one page, whatever the
+/// account's volume), and each page is decided on the blocking pool, off the request
+/// workers; beyond [`DRY_RUN_MAX`] rows the oldest are left out (`truncated`).
 async fn dry_run(state: &AppState, who: &Principal, set: RuleSet) -> Result<DryRunView> {
     let since = state.now_ms() - DRY_RUN_DAYS * 86_400_000;
-    let rows = state
-        .store()
-        .assessments_since(&who.account_id, who.mode, since, DRY_RUN_MAX + 1)
-        .await?;
-    tokio::task::spawn_blocking(move || tally(&set, &rows))
+    let set = std::sync::Arc::new(set);
+    let mut tally = Tally::default();
+    let mut before: Option<(i64, String)> = None;
+    let mut read = 0_i64;
+    let truncated = loop {
+        let cursor = before.as_ref().map(|(t, id)| (*t, id.as_str()));
+        let want = (DRY_RUN_MAX - read).min(DRY_RUN_PAGE);
+        if want == 0 {
+            // At the cap: say whether anything older was left out.
+            let more = state
+                .store()
+                .assessments_since(&who.account_id, who.mode, since, cursor, 1)
+                .await?;
+            break !more.is_empty();
+        }
+        let rows = state
+            .store()
+            .assessments_since(&who.account_id, who.mode, since, cursor, want)
+            .await?;
+        let n = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+        read += n;
+        before = rows.last().map(|r| (r.created_ms, r.id.clone()));
+        let page_set = set.clone();
+        tally = tokio::task::spawn_blocking(move || {
+            tally.add(&page_set, &rows);
+            tally
+        })
         .await
-        .map_err(|_| ServiceError::internal("dry run"))
+        .map_err(|_| ServiceError::internal("dry run"))?;
+        if n < want {
+            break false;
+        }
+    };
+    Ok(tally.finish(&set, truncated))
 }
 
-/// The dry run's report of `rows` decided again by `set`.
-fn tally(set: &RuleSet, rows: &[AssessmentRecord]) -> DryRunView {
-    let truncated = rows.len() as i64 > DRY_RUN_MAX;
-    let mut hits_by_rule: BTreeMap<&str, i64> = BTreeMap::new();
-    let mut view = DryRunView {
-        object: DryRunObject::Value,
-        window_days: DRY_RUN_DAYS,
-        assessments: 0,
-        truncated,
-        current: DecisionCounts::default(),
-        proposed: DecisionCounts::default(),
-        changed: 0,
-        suspensions: 0,
-        rules: Vec::new(),
-        fraud: LabelledCounts::default(),
-        legitimate: LabelledCounts::default(),
-    };
-    for r in rows
-        .iter()
-        .take(usize::try_from(DRY_RUN_MAX).unwrap_or(usize::MAX))
-    {
-        let Some((proposed, suspends, held)) = decide_again(set, r) else {
-            continue;
-        };
-        let current = decision_of(&r.decision);
-        view.assessments += 1;
-        view.current.add(current);
-        view.proposed.add(proposed);
-        view.changed += i64::from(current != proposed);
-        view.suspensions += suspends;
-        for id in held {
-            *hits_by_rule.entry(id).or_default() += 1;
-        }
-        let labelled = match r.label.as_deref() {
-            Some("fraud" | "chargeback") => Some(&mut view.fraud),
-            Some("legitimate") => Some(&mut view.legitimate),
-            _ => None,
-        };
-        if let Some(l) = labelled {
-            l.total += 1;
-            l.blocked_current += i64::from(current == Decision::Block);
-            l.blocked_proposed += i64::from(proposed == Decision::Block);
+/// Rows a dry run reads at once.
+const DRY_RUN_PAGE: i64 = 5_000;
+
+/// A dry run's counts so far.
+#[derive(Default)]
+struct Tally {
+    assessments: i64,
+    current: DecisionCounts,
+    proposed: DecisionCounts,
+    changed: i64,
+    suspensions: i64,
+    hits_by_rule: BTreeMap<String, i64>,
+    fraud: LabelledCounts,
+    legitimate: LabelledCounts,
+}
+
+impl Tally {
+    /// Counts `rows` decided again by `set`.
+    fn add(&mut self, set: &RuleSet, rows: &[AssessmentRecord]) {
+        for r in rows {
+            let Some((proposed, suspends, held)) = decide_again(set, r) else {
+                continue;
+            };
+            let current = decision_of(&r.decision);
+            self.assessments += 1;
+            self.current.add(current);
+            self.proposed.add(proposed);
+            self.changed += i64::from(current != proposed);
+            self.suspensions += suspends;
+            for id in held {
+                *self.hits_by_rule.entry(id.to_owned()).or_default() += 1;
+            }
+            let labelled = match r.label.as_deref() {
+                Some("fraud" | "chargeback") => Some(&mut self.fraud),
+                Some("legitimate") => Some(&mut self.legitimate),
+                _ => None,
+            };
+            if let Some(l) = labelled {
+                l.total += 1;
+                l.blocked_current += i64::from(current == Decision::Block);
+                l.blocked_proposed += i64::from(proposed == Decision::Block);
+            }
         }
     }
-    view.rules = set
-        .spec()
-        .rules
-        .iter()
-        .map(|rule| RuleHits {
-            id: rule.id.clone(),
-            hits: hits_by_rule.get(rule.id.as_str()).copied().unwrap_or(0),
-        })
-        .collect();
-    view
+
+    /// The report: every rule of `set` with its hits, in the set's order.
+    fn finish(self, set: &RuleSet, truncated: bool) -> DryRunView {
+        let rules = set
+            .spec()
+            .rules
+            .iter()
+            .map(|rule| RuleHits {
+                id: rule.id.clone(),
+                hits: self.hits_by_rule.get(&rule.id).copied().unwrap_or(0),
+            })
+            .collect();
+        DryRunView {
+            object: DryRunObject::Value,
+            window_days: DRY_RUN_DAYS,
+            assessments: self.assessments,
+            truncated,
+            current: self.current,
+            proposed: self.proposed,
+            changed: self.changed,
+            suspensions: self.suspensions,
+            rules,
+            fraud: self.fraud,
+            legitimate: self.legitimate,
+        }
+    }
 }
 
 /// One stored assessment decided by `set`: the decision, how many suspensions it asks

@@ -33,9 +33,11 @@ impl RiskStore for Store {
         account_id: &str,
         mode: Mode,
         since_ms: i64,
+        before: Option<(i64, &str)>,
         limit: i64,
     ) -> StoreResult<Vec<AssessmentRecord>> {
-        since(&mut self.reader().await?, account_id, mode, since_ms, limit).await
+        let mut c = self.reader().await?;
+        since(&mut c, account_id, mode, since_ms, before, limit).await
     }
 
     async fn rule_sets(

@@ -251,3 +251,70 @@ async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
         t.await.unwrap();
     }
 }
+
+fn assessment(account_id: &str, ms: i64) -> strongroom_store::AssessmentRecord {
+    strongroom_store::AssessmentRecord {
+        id: id(IdKind::RiskAssessment, ms),
+        account_id: account_id.to_owned(),
+        mode: Mode::Test,
+        action: "payment".into(),
+        score: 0,
+        decision: "allow".into(),
+        reasons: "[]".into(),
+        features: "[1]".into(),
+        rules_version: "builtin-1".into(),
+        model_version: None,
+        fingerprint: None,
+        ip: None,
+        email_digest: None,
+        device_id: None,
+        key_id: None,
+        suspension_id: None,
+        label: None,
+        label_ms: None,
+        created_ms: ms,
+    }
+}
+
+store_test!(assessments_page_newest_first_across_equal_times);
+async fn assessments_page_newest_first_across_equal_times(store: Store) {
+    use strongroom_store::RiskStore;
+    let a = account(&store).await;
+    // Seven rows, three of them in one millisecond, one before the window.
+    let mut made = Vec::new();
+    for ms in [T0 - 1, T0, T0 + 1, T0 + 1, T0 + 1, T0 + 2, T0 + 3] {
+        let r = assessment(&a, ms);
+        writes(&store).insert_assessment(&r).await.unwrap();
+        made.push(r);
+    }
+    let mut seen: Vec<(i64, String)> = Vec::new();
+    let mut before: Option<(i64, String)> = None;
+    loop {
+        let cursor = before.as_ref().map(|(t, i)| (*t, i.as_str()));
+        let page = store
+            .assessments_since(&a, Mode::Test, T0, cursor, 2)
+            .await
+            .unwrap();
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|r| (r.created_ms, r.id.clone())));
+        before = page.last().map(|r| (r.created_ms, r.id.clone()));
+        if page.len() < 2 {
+            break;
+        }
+    }
+    // Every row in the window once, newest first (ties by id, descending).
+    let mut want: Vec<(i64, String)> = made
+        .iter()
+        .filter(|r| r.created_ms >= T0)
+        .map(|r| (r.created_ms, r.id.clone()))
+        .collect();
+    want.sort();
+    want.reverse();
+    assert_eq!(seen, want);
+    // Another mode's rows are not an account's test rows.
+    let live = store
+        .assessments_since(&a, Mode::Live, T0, None, 10)
+        .await
+        .unwrap();
+    assert!(live.is_empty());
+}
