@@ -208,6 +208,7 @@ pub fn action_for(method: &str, route: &str) -> String {
         ("PUT", "/v1/risk/rules") => "risk_rules.update",
         ("GET", "/v1/risk/rules/versions") => "risk_rules.versions",
         ("GET", "/v1/risk/rules/versions/{version}") => "risk_rules.version",
+        ("POST", "/v1/risk/card_failures") => "risk_card_failure.create",
         ("GET", "/v1/admin/risk/bin_table") => "risk_bin_table.retrieve",
         ("PUT", "/v1/admin/risk/bin_table") => "risk_bin_table.update",
         ("GET", "/v1/admin/risk/ip_database") => "risk_ip_database.retrieve",

@@ -86,6 +86,7 @@ impl Modify for Security {
         crate::routes::risk::create,
         crate::routes::risk::get,
         crate::routes::risk::feedback,
+        crate::routes::risk::card_failure,
         crate::routes::risk::rules,
         crate::routes::risk::put_rules,
         crate::routes::risk::rule_versions,

@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/risk/assessments", post(risk::create))
         .route("/v1/risk/assessments/{id}", get(risk::get))
         .route("/v1/risk/feedback", post(risk::feedback))
+        .route("/v1/risk/card_failures", post(risk::card_failure))
         .route("/v1/risk/rules", get(risk::rules).put(risk::put_rules))
         .route("/v1/risk/rules/versions", get(risk::rule_versions))
         .route("/v1/risk/rules/versions/{version}", get(risk::rule_version))

@@ -19,6 +19,7 @@ pub mod pin;
 pub mod relay;
 pub mod rewrap;
 pub mod risk_data;
+pub mod risk_failures;
 pub mod risk_lists;
 pub mod risk_rules;
 pub mod session_params;

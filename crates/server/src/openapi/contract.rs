@@ -112,6 +112,17 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
     ),
     (
         "post",
+        "/v1/risk/card_failures",
+        &[
+            ("missing_field", "card or fingerprint is required"),
+            (
+                "invalid_parameter",
+                "card or fingerprint, not both; at within the last day",
+            ),
+        ],
+    ),
+    (
+        "post",
         "/v1/risk/assessments",
         &[(
             "invalid_parameter",

@@ -84,6 +84,35 @@ pub struct Counts {
     pub email_distinct_cards_24h: u32,
     /// Distinct cards used from this device in the last hour.
     pub device_distinct_cards_1h: u32,
+    /// Declines of this card in the last 24 hours (see [`Failure`]).
+    pub card_declines_24h: u32,
+    /// Failed one-time passwords for this card in the last 24 hours.
+    pub card_otp_failures_24h: u32,
+}
+
+/// What went wrong with a card, counted in the windows of its later uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A payment with it was declined (reported by the merchant, or a relay answered
+    /// `402 Payment Required`).
+    Decline,
+    /// A one-time password for it was wrong.
+    OtpFailure,
+}
+
+/// One failure of a card, as the counters record it.
+#[derive(Debug, Clone, Copy)]
+pub struct FailureAt<'a> {
+    /// The merchant account.
+    pub account_id: &'a str,
+    /// Test or live.
+    pub mode: Mode,
+    /// When it happened (Unix milliseconds).
+    pub at_ms: i64,
+    /// The card's fingerprint as text (base64url).
+    pub card: &'a str,
+    /// What went wrong.
+    pub failure: Failure,
 }
 
 /// Why counts could not be had.
@@ -124,6 +153,17 @@ impl Velocity {
             Self::Redis(r) => r.observe(u).await,
         }
     }
+
+    /// Records a card's failure: later uses of the card count it for a day.
+    pub async fn record_failure(&self, f: &FailureAt<'_>) -> Result<(), VelocityError> {
+        match self {
+            Self::Memory(m) => {
+                m.record_failure(f);
+                Ok(())
+            }
+            Self::Redis(r) => r.record_failure(f).await,
+        }
+    }
 }
 
 /// What is counted per subject. Each kind has its own trail per subject, so one trail's
@@ -137,9 +177,11 @@ enum Kind {
     KeyUses,
     EmailCards,
     DeviceCards,
+    CardDeclines,
+    CardOtpFailures,
 }
 
-const KINDS: usize = 7;
+const KINDS: usize = 9;
 
 impl Kind {
     const ALL: [Kind; KINDS] = [
@@ -150,6 +192,8 @@ impl Kind {
         Kind::KeyUses,
         Kind::EmailCards,
         Kind::DeviceCards,
+        Kind::CardDeclines,
+        Kind::CardOtpFailures,
     ];
 
     /// The kind's part of a Redis key.
@@ -162,6 +206,22 @@ impl Kind {
             Kind::KeyUses => "key",
             Kind::EmailCards => "email-cards",
             Kind::DeviceCards => "device-cards",
+            Kind::CardDeclines => "card-declines",
+            Kind::CardOtpFailures => "card-otp-failures",
+        }
+    }
+
+    /// A use counts these but records nothing in them: their entries are failures
+    /// ([`Velocity::record_failure`]).
+    fn counted_only(self) -> bool {
+        matches!(self, Kind::CardDeclines | Kind::CardOtpFailures)
+    }
+
+    /// The kind a failure is recorded in.
+    fn of_failure(f: Failure) -> Self {
+        match f {
+            Failure::Decline => Kind::CardDeclines,
+            Failure::OtpFailure => Kind::CardOtpFailures,
         }
     }
 
@@ -180,7 +240,7 @@ impl Kind {
             Kind::IpUses | Kind::KeyUses => &[MINUTE_MS],
             Kind::IpCards => &[10 * MINUTE_MS, HOUR_MS],
             Kind::NetCards | Kind::DeviceCards => &[HOUR_MS],
-            Kind::EmailCards => &[DAY_MS],
+            Kind::EmailCards | Kind::CardDeclines | Kind::CardOtpFailures => &[DAY_MS],
         }
     }
 
@@ -202,6 +262,8 @@ fn counts(t: Tally) -> Counts {
         [key_uses_1m, _],
         [email_distinct_cards_24h, _],
         [device_distinct_cards_1h, _],
+        [card_declines_24h, _],
+        [card_otp_failures_24h, _],
     ] = t;
     Counts {
         card_uses_10m,
@@ -213,6 +275,8 @@ fn counts(t: Tally) -> Counts {
         key_uses_1m,
         email_distinct_cards_24h,
         device_distinct_cards_1h,
+        card_declines_24h,
+        card_otp_failures_24h,
     }
 }
 
@@ -243,6 +307,8 @@ fn subjects<'a>(u: &Use<'a>) -> [Option<Cow<'a, str>>; KINDS] {
         u.key_id.map(Cow::Borrowed),
         u.email.map(Cow::Borrowed),
         u.device.map(Cow::Borrowed),
+        u.card.map(Cow::Borrowed),
+        u.card.map(Cow::Borrowed),
     ]
 }
 
@@ -262,6 +328,20 @@ fn key_part(s: &str, colon: bool) -> Cow<'_, str> {
     } else {
         Cow::Owned(format!("#{}", hex::encode(sha256(s.as_bytes()))))
     }
+}
+
+/// The in-memory key of one subject: the account length-prefixed, the mode fixed, so no
+/// two uses' keys meet.
+fn subject_key(key: &mut String, account_id: &str, mode: Mode, subject: &str) {
+    key.clear();
+    let _ = write!(
+        key,
+        "{}:{}:{}:{}",
+        account_id.len(),
+        account_id,
+        mode.as_str(),
+        key_part(subject, true)
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -452,40 +532,53 @@ impl MemoryVelocity {
         let each = Kind::ALL.iter().zip(&self.tables).zip(subjects(u));
         for (slot, ((&kind, table), subject)) in tally.iter_mut().zip(each) {
             let Some(subject) = subject else { continue };
-            key.clear();
-            // The account is length-prefixed, the mode fixed: no two uses' keys meet.
-            let _ = write!(
-                key,
-                "{}:{}:{}:{}",
-                u.account_id.len(),
-                u.account_id,
-                u.mode.as_str(),
-                key_part(&subject, true)
-            );
-            *slot = self.observe_one(kind, table, &key, now, card);
+            subject_key(&mut key, u.account_id, u.mode, &subject);
+            // A use counts in every use trail, but only a use with a card in a card
+            // trail, and in a failure trail not at all.
+            let entry = if kind.counted_only() {
+                None
+            } else if kind.distinct() {
+                card.map(Some)
+            } else {
+                Some(None)
+            };
+            *slot = self.observe_one(kind, table, &key, now, entry);
         }
         counts(tally)
     }
 
-    /// Counts and records one subject under its shard's lock.
+    fn record_failure(&self, f: &FailureAt<'_>) {
+        let kind = Kind::of_failure(f.failure);
+        let Some(table) = Kind::ALL
+            .iter()
+            .zip(&self.tables)
+            .find_map(|(k, t)| (*k == kind).then_some(t))
+        else {
+            return;
+        };
+        let mut key = String::new();
+        subject_key(&mut key, f.account_id, f.mode, f.card);
+        self.observe_one(kind, table, &key, f.at_ms, Some(None));
+    }
+
+    /// Counts one subject's windows and records `entry` (a use's, or a card's last use;
+    /// `None`: nothing) under its shard's lock.
     fn observe_one(
         &self,
         kind: Kind,
         table: &Table,
         key: &str,
         now: i64,
-        card: Option<u64>,
+        entry: Option<Option<u64>>,
     ) -> [u32; 2] {
         let Some(mut guard) = table.shard(self.hasher.hash_one(key)) else {
             return [0, 0];
         };
         let shard = &mut *guard;
         let retention = kind.retention();
-        // A use counts in every use trail, but only a use with a card in a card trail.
-        let (records, entry_card) = if kind.distinct() {
-            (card.is_some(), card)
-        } else {
-            (true, None)
+        let (records, entry_card) = match entry {
+            Some(card) => (true, card),
+            None => (false, None),
         };
         let mut out = [0, 0];
         if let Some(trail) = shard.trails.get_mut(key) {
@@ -522,8 +615,9 @@ impl MemoryVelocity {
 /// One observe in one atomic step. KEYS[1] is the account's use counter, whose value
 /// names each use uniquely; then one sorted set per subject, of use ids by time or of
 /// cards by last-seen time. ARGV: key TTL (ms) for the counter, now, 1 if a card comes
-/// with the use, the card, the most entries per set; then per set: `u` (uses) or `c`
-/// (cards), the score at and below which entries are dropped, its TTL, the number of
+/// with the use, the card, the most entries per set; then per set: `u` (uses), `c`
+/// (cards) or `n` (counted, nothing added: failures), the score at and below which
+/// entries are dropped, its TTL, the number of
 /// windows and each window's exclusive lower bound. Returns each set's window counts,
 /// taken before this use is added. Times come from the caller (never Redis TIME), so
 /// tests can move the clock and every node counts on the same clock as its rules.
@@ -553,7 +647,7 @@ for k = 2, #KEYS do
   if what == 'u' then
     redis.call('ZADD', key, now, id)
     added = true
-  elseif has_card then
+  elseif what == 'c' and has_card then
     -- GT: a card's score is its latest use, even if uses arrive out of order.
     redis.call('ZADD', key, 'GT', now, card)
     added = true
@@ -625,7 +719,13 @@ impl RedisVelocity {
                     kind.name(),
                     key_part(&subject, true)
                 ))
-                .arg(if kind.distinct() { "c" } else { "u" })
+                .arg(if kind.counted_only() {
+                    "n"
+                } else if kind.distinct() {
+                    "c"
+                } else {
+                    "u"
+                })
                 .arg(now.saturating_sub(kind.retention()))
                 .arg(kind.retention() + REDIS_TTL_SLACK_MS)
                 .arg(kind.windows().len());
@@ -658,6 +758,39 @@ impl RedisVelocity {
             }
         }
         Ok(counts(tally))
+    }
+
+    /// Adds a failure to its card's set, through the same script: one set, `u`, no
+    /// window counted.
+    async fn record_failure(&self, f: &FailureAt<'_>) -> Result<(), VelocityError> {
+        let kind = Kind::of_failure(f.failure);
+        let prefix = format!(
+            "sr:v1:{{{}}}:{}:",
+            key_part(f.account_id, false),
+            f.mode.as_str()
+        );
+        let mut call = self.script.prepare_invoke();
+        call.key(format!("{prefix}seq"))
+            .arg(DAY_MS + REDIS_TTL_SLACK_MS)
+            .arg(f.at_ms)
+            .arg(0)
+            .arg("")
+            .arg(MAX_PER_SUBJECT);
+        call.key(format!(
+            "{prefix}{}:{}",
+            kind.name(),
+            key_part(f.card, true)
+        ))
+        .arg("u")
+        .arg(f.at_ms.saturating_sub(kind.retention()))
+        .arg(kind.retention() + REDIS_TTL_SLACK_MS)
+        .arg(0);
+        let mut conn = self.conn().await?;
+        let _: Vec<i64> = call
+            .invoke_async(&mut conn)
+            .await
+            .map_err(VelocityError::Unavailable)?;
+        Ok(())
     }
 }
 
@@ -764,6 +897,8 @@ mod tests {
                     key_uses_1m: f(Feature::KeyUses1m),
                     email_distinct_cards_24h: f(Feature::EmailDistinctCards24h),
                     device_distinct_cards_1h: f(Feature::DeviceDistinctCards1h),
+                    card_declines_24h: f(Feature::CardDeclines24h),
+                    card_otp_failures_24h: f(Feature::CardOtpFailures24h),
                 }
             })
             .collect()
@@ -780,6 +915,22 @@ mod tests {
             let c = v.observe(&use_of(&account, e, &o)).await.unwrap();
             assert_eq!(c, want[i], "use {i}: {e:?}");
             got.push(c);
+            // The use's outcome, as the server learns it after the use.
+            let failure = match e.outcome {
+                Outcome::Declined => Some(Failure::Decline),
+                Outcome::OtpFailed => Some(Failure::OtpFailure),
+                Outcome::Approved => None,
+            };
+            if let Some(failure) = failure {
+                let f = FailureAt {
+                    account_id: &account,
+                    mode: Mode::Test,
+                    at_ms: e.at_ms,
+                    card: &o.card,
+                    failure,
+                };
+                v.record_failure(&f).await.unwrap();
+            }
         }
         forget(v, &account).await;
         got
@@ -811,6 +962,9 @@ mod tests {
         assert!(max(|c| c.key_uses_1m) >= 1);
         assert!(max(|c| c.email_distinct_cards_24h) >= 3);
         assert!(max(|c| c.device_distinct_cards_1h) >= 3);
+        // Cards that failed before, counted in their later uses.
+        assert!(max(|c| c.card_declines_24h) >= 1);
+        assert!(max(|c| c.card_otp_failures_24h) >= 1);
     }
 
     #[tokio::test]
@@ -931,6 +1085,7 @@ mod tests {
                     key_uses_1m: 1,
                     email_distinct_cards_24h: 1,
                     device_distinct_cards_1h: 1,
+                    ..Counts::default()
                 }
             );
             // A use without subjects counts and records nothing but its time.

@@ -8,6 +8,7 @@ use crate::service::List;
 use crate::service::assessments::{
     self as svc, AssessmentView, FeedbackView, NewAssessment, NewFeedback,
 };
+use crate::service::risk_failures::{self as failures_svc, CardFailureView, NewCardFailure};
 use crate::service::risk_rules::{self as rules_svc, PutOutcome, PutRules, RulesView};
 use crate::state::AppState;
 use axum::Json;
@@ -84,6 +85,32 @@ pub async fn feedback(
     ApiJson(body): ApiJson<NewFeedback>,
 ) -> ApiResult<Json<FeedbackView>> {
     Ok(Json(svc::feedback(&state, &who, &body).await?))
+}
+
+/// Report a card's failure the vault did not see: a payment your processor declined
+/// outside the relay, or a one-time password (a 3-D Secure or other step-up) that failed
+/// elsewhere. It counts in the card's assessments for a day (`card_declines_24h`,
+/// `card_otp_failures_24h`; the built-in rule `declines` holds at three of either). The
+/// vault counts by itself a wrong OTP code for a card and a relay answered `402`. Needs
+/// `risk:write`. Rules JSON Schema cannot state: `missing_field` (neither `card` nor
+/// `fingerprint`), `invalid_parameter` (both; `at` more than a day ago or in the future).
+#[utoipa::path(post, path = "/v1/risk/card_failures", tag = "risk", security(("api_key" = [])), request_body = NewCardFailure,
+    responses((status = 201, description = "The failure, counted", body = CardFailureView),
+        (status = 400, description = "invalid_request, unknown_field, missing_field, invalid_parameter, idempotency_key_invalid", body = ErrorResponse),
+        (status = 401, description = "authentication_required, invalid_api_key, api_key_revoked", body = ErrorResponse),
+        (status = 403, description = "permission_denied (no risk:write), ip_not_allowed, suspended, api_key_suspended, account_suspended", body = ErrorResponse),
+        (status = 404, description = "not_found (the card)", body = ErrorResponse),
+        (status = 413, description = "body_too_large", body = ErrorResponse),
+        (status = 415, description = "unsupported_media_type", body = ErrorResponse),
+        (status = 429, description = "rate_limited", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
+pub async fn card_failure(
+    State(state): State<AppState>,
+    who: Principal,
+    ApiJson(body): ApiJson<NewCardFailure>,
+) -> ApiResult<(StatusCode, Json<CardFailureView>)> {
+    let view = failures_svc::report(&state, &who, &body).await?;
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 /// The risk rules in force for the account, in the key's mode: its own latest set, or

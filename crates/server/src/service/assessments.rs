@@ -266,6 +266,8 @@ fn features(
             Feature::DeviceDistinctCards1h,
             n(counts.device_distinct_cards_1h),
         ),
+        (Feature::CardDeclines24h, n(counts.card_declines_24h)),
+        (Feature::CardOtpFailures24h, n(counts.card_otp_failures_24h)),
         (Feature::BinIpCountryMismatch, flag(m.bin_ip)),
         (Feature::BinBillingCountryMismatch, flag(m.bin_billing)),
         (Feature::IpBillingCountryMismatch, flag(m.ip_billing)),

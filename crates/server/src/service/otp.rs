@@ -389,6 +389,23 @@ pub async fn check(
             crate::audit::code_of(&ServiceError::OtpInvalid),
         );
         let attempts = state.store().audited(&who.audit).otp_fail(&otp.id).await?;
+        // A wrong code for a card counts in the card's later assessments.
+        if let Some(card) = state
+            .store()
+            .get_card(&who.account_id, who.mode, card_id)
+            .await?
+        {
+            let failure = crate::risk::velocity::Failure::OtpFailure;
+            let fp = &card.fingerprint;
+            crate::service::risk_failures::card_failed(
+                state,
+                &who.account_id,
+                who.mode,
+                fp,
+                failure,
+            )
+            .await;
+        }
         if attempts >= OTP_MAX_ATTEMPTS {
             crate::audit::event(
                 &who.audit,

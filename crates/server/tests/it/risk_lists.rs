@@ -460,3 +460,147 @@ async fn a_block_listed_card_is_refused_at_tokenize_reveal_and_relay() {
     assert_eq!(sent.status, 200, "{}", sent.text);
     assert_not_logged(&[&pan]);
 }
+
+#[tokio::test]
+async fn declines_and_failed_otps_count_in_the_cards_later_assessments() {
+    let echo = crate::echo::Echo::start().await;
+    let srv = TestServer::start_on(Arc::new(Data::new()), |c| c.dev_mode = false).await;
+    let body = json!({"destinations": [{"host": "127.0.0.1", "port": echo.port(),
+        "path_prefix": "/v1", "ca_cert_pem": echo.ca_pem, "test_only": true}]});
+    let path = format!("/v1/admin/accounts/{}/relay_destinations", srv.account);
+    let r = srv
+        .call(
+            reqwest::Method::PUT,
+            &path,
+            Some(&srv.admin_key),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let card = srv.tokenize(&test_pan(71)).await;
+    let id = card["id"].as_str().unwrap().to_owned();
+    let features = |a: &Value| {
+        let f = &a["features"];
+        (
+            f["card_declines_24h"].as_f64(),
+            f["card_otp_failures_24h"].as_f64(),
+        )
+    };
+    let pay = json!({"action": "payment", "card": id});
+
+    // Two wrong codes for a reveal OTP of the card: counted by the vault itself.
+    let otp = srv
+        .post(
+            "/v1/otp",
+            &srv.rk_reveal,
+            json!({"purpose": "card.reveal", "card": id}),
+        )
+        .await;
+    assert_eq!(otp.status, 201, "{}", otp.text);
+    let right = otp.body["test_code"].as_str().unwrap();
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..2 {
+        srv.post(
+            &format!("/v1/cards/{id}/reveal"),
+            &srv.rk_reveal,
+            json!({"otp": otp.body["id"], "code": wrong}),
+        )
+        .await
+        .assert_error(403, "otp_invalid");
+    }
+    let a = assess(&srv, pay.clone()).await;
+    assert_eq!(features(&a), (Some(0.0), Some(2.0)), "{a}");
+
+    // A relay the processor answers 402: a decline of the card.
+    echo.answer_with(
+        402,
+        "application/json",
+        r#"{"error":"card_declined"}"#,
+        None,
+    );
+    let send = json!({
+        "destination": format!("https://127.0.0.1:{}/v1/charges", echo.port()),
+        "body": {"pan": format!("{{{{{id}:number}}}}")}
+    });
+    let r = srv.post("/v1/relay", &srv.sk_test, send).await;
+    assert_eq!(r.status, 402, "the answer is passed on: {}", r.text);
+    // Two more, reported by the merchant (one dated an hour ago).
+    let now = a["created"].as_i64().unwrap();
+    for at in [None, Some(now - 3600)] {
+        let mut body = json!({"type": "decline", "card": id});
+        if let Some(at) = at {
+            body["at"] = json!(at);
+        }
+        let r = srv.post("/v1/risk/card_failures", &srv.sk_test, body).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!(r.body["object"], "risk_card_failure");
+        assert_eq!(r.body["fingerprint"], card["fingerprint"]);
+    }
+    let a = assess(&srv, pay.clone()).await;
+    assert_eq!(features(&a), (Some(3.0), Some(2.0)), "{a}");
+    assert!(reason(&a, "declines").is_some(), "three declines: {a}");
+    // By fingerprint, an OTP failed elsewhere: three of those too.
+    let r = srv
+        .post(
+            "/v1/risk/card_failures",
+            &srv.sk_test,
+            json!({"type": "otp_failure", "fingerprint": card["fingerprint"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        features(&assess(&srv, pay.clone()).await),
+        (Some(3.0), Some(3.0))
+    );
+
+    // Another card is untouched; a day later the card's counts have gone.
+    let other = srv.tokenize(&test_pan(72)).await;
+    let a = assess(&srv, json!({"action": "payment", "card": other["id"]})).await;
+    assert_eq!(features(&a), (Some(0.0), Some(0.0)));
+    srv.clock.advance(Duration::from_secs(24 * 3600 + 1));
+    assert_eq!(features(&assess(&srv, pay).await), (Some(0.0), Some(0.0)));
+
+    // Malformed reports.
+    let now = now + 24 * 3600;
+    for (body, status, code) in [
+        (json!({"type": "decline"}), 400, "missing_field"),
+        (
+            json!({"type": "decline", "card": id, "fingerprint": card["fingerprint"]}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            json!({"type": "decline", "card": id, "at": now - 2 * 24 * 3600}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            json!({"type": "decline", "card": id, "at": now + 600}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            json!({"type": "decline", "fingerprint": "c2hvcnQ"}),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            json!({"type": "refund", "card": id}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json!({"type": "decline", "card": "card_0190f3a4b5c6d7e8f9a0b1c2d3e4f5a6"}),
+            404,
+            "not_found",
+        ),
+    ] {
+        srv.post("/v1/risk/card_failures", &srv.sk_test, body)
+            .await
+            .assert_error(status, code);
+    }
+}

@@ -189,6 +189,8 @@ pub struct RelayEventObject<'a> {
 
 /// A card's values, opened for one relay.
 struct Values {
+    /// The card's fingerprint (not a secret: a keyed digest), for the risk counters.
+    fingerprint: Vec<u8>,
     number: Zeroizing<String>,
     name: Option<Zeroizing<String>>,
     exp_month: String,
@@ -334,6 +336,7 @@ async fn open_cards<'a>(
         out.insert(
             *id,
             Values {
+                fingerprint: record.fingerprint.clone(),
                 number: clear.number,
                 name: clear.cardholder_name,
                 exp_month: format!("{:02}", record.exp_month),
@@ -409,6 +412,15 @@ pub async fn relay(state: &AppState, who: &Principal, req: &RelayRequest) -> Res
         }
     };
     ev.ended = Ended::answered(status, latency);
+    if status == 402 {
+        // 402 Payment Required: the processor declined; each card counts it for a day.
+        for v in values.values() {
+            let failure = crate::risk::velocity::Failure::Decline;
+            let (acct, mode) = (&who.account_id, who.mode);
+            crate::service::risk_failures::card_failed(state, acct, mode, &v.fingerprint, failure)
+                .await;
+        }
+    }
     let kind = answer_kind(&raw_headers);
     let tokens = response_tokens(state, who, &raw_body, kind, &pointers, &values).await?;
     let secret_bytes: Vec<&[u8]> = secrets.iter().map(|s| s.as_bytes()).collect();
