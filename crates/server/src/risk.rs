@@ -8,6 +8,7 @@
 pub mod country_data;
 pub mod geo;
 pub mod lists;
+pub mod local_time;
 pub mod models;
 pub mod rules;
 pub mod velocity;

@@ -22,6 +22,8 @@ pub struct AccountControls {
     pub rate_limit_per_minute: Option<i64>,
     /// The risk switch: `off`, `shadow` or `enforce`; `None` is the default.
     pub risk_mode: Option<String>,
+    /// The account's IANA time zone; `None`: UTC.
+    pub time_zone: Option<String>,
     /// Last change.
     pub updated_ms: i64,
 }
@@ -35,6 +37,7 @@ impl AccountControls {
             ip_allowlist: Vec::new(),
             rate_limit_per_minute: None,
             risk_mode: None,
+            time_zone: None,
             updated_ms: 0,
         }
     }
@@ -54,6 +57,8 @@ pub struct ControlsUpdate {
     pub rate_limit_per_minute: Option<i64>,
     /// New risk switch.
     pub risk_mode: Option<String>,
+    /// New time zone.
+    pub time_zone: Option<String>,
     /// Now.
     pub now_ms: i64,
     /// Events that announce the change, in the same transaction.
@@ -158,23 +163,26 @@ pub trait ControlStore: Send + Sync {
 // ---- SQL ----
 
 const GET_CONTROLS: &str = "SELECT account_id, require_signed_requests, ip_allowlist, \
-     rate_limit_per_minute, updated_ms, risk_mode FROM account_controls WHERE account_id = $1";
+     rate_limit_per_minute, updated_ms, risk_mode, time_zone FROM account_controls \
+     WHERE account_id = $1";
 const UPSERT_CONTROLS: &str = "INSERT INTO account_controls (account_id, \
-     require_signed_requests, ip_allowlist, rate_limit_per_minute, updated_ms, risk_mode) \
-     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (account_id) DO UPDATE SET \
+     require_signed_requests, ip_allowlist, rate_limit_per_minute, updated_ms, risk_mode, \
+     time_zone) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (account_id) DO UPDATE SET \
      require_signed_requests = excluded.require_signed_requests, \
      ip_allowlist = excluded.ip_allowlist, \
      rate_limit_per_minute = excluded.rate_limit_per_minute, updated_ms = excluded.updated_ms, \
-     risk_mode = excluded.risk_mode";
+     risk_mode = excluded.risk_mode, time_zone = excluded.time_zone";
 const UPDATE_CONTROLS: &str = "INSERT INTO account_controls (account_id, \
-     require_signed_requests, ip_allowlist, rate_limit_per_minute, updated_ms, risk_mode) \
-     VALUES ($1, COALESCE($2, 0), COALESCE($3, ''), $4, $5, $6) ON CONFLICT (account_id) DO UPDATE SET \
+     require_signed_requests, ip_allowlist, rate_limit_per_minute, updated_ms, risk_mode, \
+     time_zone) \
+     VALUES ($1, COALESCE($2, 0), COALESCE($3, ''), $4, $5, $6, $7) ON CONFLICT (account_id) DO UPDATE SET \
      require_signed_requests = COALESCE($2, account_controls.require_signed_requests), \
      ip_allowlist = COALESCE($3, account_controls.ip_allowlist), \
      rate_limit_per_minute = COALESCE($4, account_controls.rate_limit_per_minute), \
-     updated_ms = $5, risk_mode = COALESCE($6, account_controls.risk_mode) \
+     updated_ms = $5, risk_mode = COALESCE($6, account_controls.risk_mode), \
+     time_zone = COALESCE($7, account_controls.time_zone) \
      RETURNING account_id, require_signed_requests, ip_allowlist, rate_limit_per_minute, \
-     updated_ms, risk_mode";
+     updated_ms, risk_mode, time_zone";
 const GET_KEY_ALLOWLIST: &str = "SELECT ip_allowlist FROM api_key_controls WHERE key_id = $1";
 const UPSERT_KEY_ALLOWLIST: &str = "INSERT INTO api_key_controls (key_id, ip_allowlist) \
      VALUES ($1, $2) ON CONFLICT (key_id) DO UPDATE SET ip_allowlist = excluded.ip_allowlist";
@@ -245,6 +253,7 @@ impl FromRow for AccountControls {
             rate_limit_per_minute: r.opt_int(3)?,
             updated_ms: r.int(4)?,
             risk_mode: r.opt_text(5)?,
+            time_zone: r.opt_text(6)?,
         })
     }
 }
@@ -310,9 +319,9 @@ pub(crate) async fn key_with_controls<C: Exec>(
         (Some(_), Some(_)) => Some(AccountControls::from_row(&At(&r, at))?),
         (Some(account), None) => Some(AccountControls::defaults(account)),
     };
-    // After the six columns of the account's controls (GET_CONTROLS's order).
+    // After the seven columns of the account's controls (GET_CONTROLS's order).
     let key_allowlist = r
-        .opt_text(at + 6)?
+        .opt_text(at + 7)?
         .map(|s| split_cidrs(&s))
         .unwrap_or_default();
     Ok(Some(KeyWithControls {
@@ -409,7 +418,8 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<Reply> {
                 &cidrs,
                 a.rate_limit_per_minute,
                 a.updated_ms,
-                a.risk_mode.as_deref()
+                a.risk_mode.as_deref(),
+                a.time_zone.as_deref()
             ];
             c.exec(UPSERT_CONTROLS, a).await?;
             Reply::Done
@@ -422,7 +432,8 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<Reply> {
                 cidrs.as_deref(),
                 u.rate_limit_per_minute,
                 u.now_ms,
-                u.risk_mode.as_deref()
+                u.risk_mode.as_deref(),
+                u.time_zone.as_deref()
             ];
             let row = sql::one(c, UPDATE_CONTROLS, a)
                 .await?

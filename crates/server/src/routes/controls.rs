@@ -124,12 +124,16 @@ pub struct UpdateAccountControlsBody {
     /// The risk switch for the account, both modes (docs/risk.md): `off`, `shadow`
     /// (assess, never refuse) or `enforce` (the default: a `block` refuses).
     pub risk_mode: Option<crate::service::controls::RiskMode>,
+    /// The account's IANA time zone (`Europe/Paris`), both modes: the risk signals' hour
+    /// of day is the local hour there, daylight saving included. Default `UTC`.
+    #[schema(min_length = 1, max_length = 64, example = "Europe/Paris")]
+    pub time_zone: Option<String>,
 }
 
 /// Change the calling account's gateway settings.
 #[utoipa::path(patch, path = "/v1/account", tag = "controls", security(("api_key" = [])), request_body = UpdateAccountControlsBody,
     responses((status = 200, description = "The account's settings; emits `account.updated` in live mode", body = AccountControlsView),
-        (status = 400, description = "unknown_field, invalid_request", body = ErrorResponse),
+        (status = 400, description = "unknown_field, invalid_request, invalid_parameter (a time zone that is not an IANA name)", body = ErrorResponse),
         (status = 403, description = "permission_denied (no account:write), live_mode_required (a test key)", body = ErrorResponse),
         (status = 413, description = "body_too_large", body = ErrorResponse),
         (status = 415, description = "unsupported_media_type", body = ErrorResponse)))]
@@ -139,9 +143,12 @@ pub async fn update_account(
     ApiJson(body): ApiJson<UpdateAccountControlsBody>,
 ) -> ApiResult<Json<AccountControlsView>> {
     who.require_live(Scope::AccountWrite)?;
-    let view =
-        svc::update_account_controls(&state, &who, body.require_signed_requests, body.risk_mode)
-            .await?;
+    let change = svc::AccountChange {
+        require_signed_requests: body.require_signed_requests,
+        risk_mode: body.risk_mode,
+        time_zone: body.time_zone,
+    };
+    let view = svc::update_account_controls(&state, &who, change).await?;
     Ok(Json(view))
 }
 

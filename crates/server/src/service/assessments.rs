@@ -234,18 +234,18 @@ fn country(c: Option<&String>) -> Result<Option<String>> {
 }
 
 /// The signals of one use: the velocity counts before it, the country mismatches, the
-/// amount and the hour (UTC until accounts have a time zone).
+/// amount and the hour of `local_ms` (the account's wall clock).
 fn features(
     counts: &Counts,
     m: &crate::risk::geo::Mismatches,
     amount: Option<i64>,
-    now_ms: i64,
+    local_ms: i64,
 ) -> Features {
     let mut f = Features([0.0; strongroom_risk::N_FEATURES]);
     let n = |v: u32| f64::from(v);
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     let day_ms = 86_400_000_i64;
-    let angle = std::f64::consts::TAU * (now_ms.rem_euclid(day_ms) as f64) / day_ms as f64;
+    let angle = std::f64::consts::TAU * (local_ms.rem_euclid(day_ms) as f64) / day_ms as f64;
     for (feature, v) in [
         (
             Feature::AmountLog10,
@@ -319,13 +319,21 @@ pub async fn create(
     Ok(AssessmentView::new(&record))
 }
 
-async fn risk_mode(state: &AppState, who: &Principal) -> Result<RiskMode> {
-    let controls = state
+async fn controls(
+    state: &AppState,
+    who: &Principal,
+) -> Result<std::sync::Arc<strongroom_store::AccountControls>> {
+    state
         .gateway()
         .account_controls(&who.account_id)
         .await
-        .map_err(|_| ServiceError::internal("account controls unavailable"))?;
-    Ok(RiskMode::of(controls.risk_mode.as_deref()))
+        .map_err(|_| ServiceError::internal("account controls unavailable"))
+}
+
+async fn risk_mode(state: &AppState, who: &Principal) -> Result<RiskMode> {
+    Ok(RiskMode::of(
+        controls(state, who).await?.risk_mode.as_deref(),
+    ))
 }
 
 /// What the implicit assessment of a card use knows.
@@ -478,7 +486,10 @@ async fn assess(
         ),
         (None, None) => crate::risk::geo::Mismatches::default(),
     };
-    let mut features = features(&counts, &mismatches, amount, now);
+    // The hour of day is the account's local one.
+    let zone = controls(state, who).await?.time_zone.clone();
+    let local = crate::risk::local_time::local_ms(zone.as_deref(), now);
+    let mut features = features(&counts, &mismatches, amount, local);
 
     let active = state
         .gateway()

@@ -118,6 +118,8 @@ pub struct AccountControlsView {
     pub rate_limit_per_minute: Option<i64>,
     /// The risk switch (docs/risk.md): `off`, `shadow` or `enforce`.
     pub risk_mode: RiskMode,
+    /// The account's IANA time zone (the risk signals' hour of day); `UTC` by default.
+    pub time_zone: String,
 }
 
 /// The account's risk switch: whether card uses are assessed implicitly, and whether a
@@ -163,6 +165,7 @@ impl From<&AccountControls> for AccountControlsView {
             ip_allowlist: c.ip_allowlist.clone(),
             rate_limit_per_minute: c.rate_limit_per_minute,
             risk_mode: RiskMode::of(c.risk_mode.as_deref()),
+            time_zone: c.time_zone.clone().unwrap_or_else(|| "UTC".to_owned()),
         }
     }
 }
@@ -345,24 +348,42 @@ pub async fn account_controls(state: &AppState, account_id: &str) -> Result<Acco
     Ok(AccountControlsView::from(&c))
 }
 
-/// Sets (or, with `None`, keeps) whether the caller's account requires signed requests.
+/// What `PATCH /v1/account` changes; `None` keeps a setting.
+#[derive(Debug, Default)]
+pub struct AccountChange {
+    /// Whether every request must be signed.
+    pub require_signed_requests: Option<bool>,
+    /// The risk switch.
+    pub risk_mode: Option<RiskMode>,
+    /// The IANA time zone (`invalid_parameter` for a name that is not one).
+    pub time_zone: Option<String>,
+}
+
+/// Changes the caller's account's settings that `change` names, keeping the others.
 pub async fn update_account_controls(
     state: &AppState,
     who: &Principal,
-    require_signed_requests: Option<bool>,
-    risk_mode: Option<RiskMode>,
+    change: AccountChange,
 ) -> Result<AccountControlsView> {
-    let update = ControlsUpdate {
-        account_id: who.account_id.clone(),
-        require_signed_requests,
-        risk_mode: risk_mode.map(|m| m.as_str().to_owned()),
-        now_ms: state.now_ms(),
-        ..Default::default()
-    };
-    let event = if require_signed_requests.is_none() && risk_mode.is_some() {
+    if let Some(tz) = &change.time_zone
+        && crate::risk::local_time::zone(tz).is_none()
+    {
+        return Err(ServiceError::InvalidParameter);
+    }
+    let event = if change.require_signed_requests.is_some() {
+        "security.signatures_setting_changed"
+    } else if change.risk_mode.is_some() {
         "security.risk_mode_changed"
     } else {
-        "security.signatures_setting_changed"
+        "account.time_zone_changed"
+    };
+    let update = ControlsUpdate {
+        account_id: who.account_id.clone(),
+        require_signed_requests: change.require_signed_requests,
+        risk_mode: change.risk_mode.map(|m| m.as_str().to_owned()),
+        time_zone: change.time_zone,
+        now_ms: state.now_ms(),
+        ..Default::default()
     };
     let c = change_controls(state, who, update, event).await?;
     Ok(AccountControlsView::from(&c))
@@ -410,6 +431,9 @@ async fn change_controls(
     }
     if let Some(m) = &update.risk_mode {
         next.risk_mode = Some(m.clone());
+    }
+    if let Some(tz) = &update.time_zone {
+        next.time_zone = Some(tz.clone());
     }
     update.events = vec![state.event_of(
         &who.account_id,

@@ -604,3 +604,63 @@ async fn declines_and_failed_otps_count_in_the_cards_later_assessments() {
             .assert_error(status, code);
     }
 }
+
+#[tokio::test]
+async fn the_hour_signal_is_the_accounts_local_hour() {
+    let srv = TestServer::start().await;
+    let hour_of = |a: &Value| {
+        let (s, c) = (
+            a["features"]["hour_sin"].as_f64().unwrap(),
+            a["features"]["hour_cos"].as_f64().unwrap(),
+        );
+        let turn = s.atan2(c).rem_euclid(std::f64::consts::TAU) / std::f64::consts::TAU;
+        (turn * 24.0 + 1e-9).floor() as i64
+    };
+    let utc_hour = |a: &Value, offset_h: i64| {
+        (a["created"].as_i64().unwrap() + offset_h * 3600).rem_euclid(86_400) / 3600
+    };
+    let account = srv.get("/v1/account", &srv.sk_live).await;
+    assert_eq!(account.body["time_zone"], "UTC", "{}", account.text);
+    let a = assess(&srv, json!({"action": "login"})).await;
+    assert_eq!(hour_of(&a), utc_hour(&a, 0), "{a}");
+
+    let patch = |tz: &str| {
+        srv.call(
+            reqwest::Method::PATCH,
+            "/v1/account",
+            Some(&srv.sk_live),
+            Some(json!({ "time_zone": tz })),
+        )
+    };
+    let r = patch("Asia/Tokyo").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["time_zone"], "Asia/Tokyo");
+    assert_eq!(r.body["risk_mode"], "enforce", "other settings are kept");
+    // Tokyo is UTC+9 all year.
+    let a = assess(&srv, json!({"action": "login"})).await;
+    assert_eq!(hour_of(&a), utc_hour(&a, 9), "{a}");
+    // A rule reads it as `hour`.
+    let local = hour_of(&a);
+    let rules = json!({"rules": [
+        {"id": "this_hour", "when": format!("hour == {local}"), "score": 5}
+    ]});
+    let r = srv
+        .call(
+            reqwest::Method::PUT,
+            "/v1/risk/rules",
+            Some(&srv.sk_test),
+            Some(rules),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let b = assess(&srv, json!({"action": "login"})).await;
+    if hour_of(&b) == local {
+        assert!(reason(&b, "this_hour").is_some(), "{b}");
+    }
+
+    for bad in ["Mars/Olympus", "+02:00", "", "../../etc/passwd"] {
+        patch(bad).await.assert_error(400, "invalid_parameter");
+    }
+    let account = srv.get("/v1/account", &srv.sk_live).await;
+    assert_eq!(account.body["time_zone"], "Asia/Tokyo");
+}

@@ -32,7 +32,8 @@ const API_KEY_BY_DIGEST: &str = concat!(
 /// allowlist (NULL when none).
 pub(crate) const KEY_WITH_CONTROLS: &str = concat!(
     "SELECT k.*, c.account_id, c.require_signed_requests, c.ip_allowlist, \
-     c.rate_limit_per_minute, c.updated_ms, c.risk_mode, kc.ip_allowlist FROM (SELECT ",
+     c.rate_limit_per_minute, c.updated_ms, c.risk_mode, c.time_zone, kc.ip_allowlist \
+     FROM (SELECT ",
     api_key_cols!(),
     " FROM api_keys WHERE digest = $1) k \
      LEFT JOIN account_controls c ON c.account_id = k.account_id \

@@ -23,6 +23,7 @@ async fn account_settings_and_key_allowlists(store: Store) {
         ip_allowlist: vec!["10.0.0.0/8".into(), "2001:db8::/32".into()],
         rate_limit_per_minute: Some(250),
         risk_mode: None,
+        time_zone: Some("Europe/Paris".into()),
         updated_ms: T0,
     };
     writes(&store).set_account_controls(&c).await.unwrap();
@@ -79,6 +80,7 @@ async fn account_settings_and_key_allowlists(store: Store) {
             ip_allowlist: vec!["192.0.2.0/24".into()],
             rate_limit_per_minute: Some(30),
             risk_mode: None,
+            time_zone: None,
             updated_ms: T0 + 7,
         }
     );

@@ -336,6 +336,7 @@ async fn a_key_with_its_controls_in_one_read(store: Store) {
         rate_limit_per_minute: Some(250),
         // Every column set, so that a read that shifts one shows.
         risk_mode: Some("shadow".into()),
+        time_zone: Some("Asia/Tokyo".into()),
         updated_ms: T0,
     };
     writes(&store).set_account_controls(&c).await.unwrap();
