@@ -111,6 +111,14 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
         ],
     ),
     (
+        "patch",
+        "/v1/account",
+        &[(
+            "invalid_parameter",
+            "time_zone is an IANA time zone name (Europe/Paris, UTC), not an offset",
+        )],
+    ),
+    (
         "post",
         "/v1/risk/card_failures",
         &[
