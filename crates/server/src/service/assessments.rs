@@ -709,28 +709,9 @@ async fn suspend(
 /// The subjects a request names, checked: the card of this account and mode (or a
 /// fingerprint), the address, the email (digested at once), the device.
 async fn subjects_of(state: &AppState, who: &Principal, new: &NewAssessment) -> Result<Subjects> {
-    let (fingerprint, bin) = match (&new.card, &new.fingerprint) {
-        (Some(_), Some(_)) => return Err(ServiceError::InvalidParameter),
-        (Some(id), None) => {
-            strongroom_core::parse_id(IdKind::Card, id)?;
-            let card = state
-                .store()
-                .get_card(&who.account_id, who.mode, id)
-                .await?
-                .ok_or(ServiceError::NotFound)?;
-            (
-                Some(URL_SAFE_NO_PAD.encode(&card.fingerprint)),
-                Some(card.bin),
-            )
-        }
-        (None, Some(fp)) => {
-            let ok = URL_SAFE_NO_PAD.decode(fp).is_ok_and(|b| b.len() == 32);
-            if !ok {
-                return Err(ServiceError::InvalidParameter);
-            }
-            (Some(fp.clone()), None)
-        }
-        (None, None) => (None, None),
+    let (fingerprint, bin) = match card_named(state, who, &new.card, &new.fingerprint).await? {
+        Some((fp, bin)) => (Some(fp), bin),
+        None => (None, None),
     };
     let ip = new
         .ip
@@ -765,6 +746,39 @@ async fn subjects_of(state: &AppState, who: &Principal, new: &NewAssessment) -> 
         email_digest,
         device,
     })
+}
+
+/// The card a request names by `card` (an id of the caller's account and mode: its
+/// fingerprint and BIN) or by `fingerprint` (no BIN); `None` when it names neither.
+/// Both is `invalid_parameter`, a malformed fingerprint too; an unknown card `not_found`.
+pub(crate) async fn card_named(
+    state: &AppState,
+    who: &Principal,
+    card: &Option<String>,
+    fingerprint: &Option<String>,
+) -> Result<Option<(String, Option<String>)>> {
+    match (card, fingerprint) {
+        (Some(_), Some(_)) => Err(ServiceError::InvalidParameter),
+        (Some(id), None) => {
+            strongroom_core::parse_id(IdKind::Card, id)?;
+            let card = state
+                .store()
+                .get_card(&who.account_id, who.mode, id)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            Ok(Some((
+                URL_SAFE_NO_PAD.encode(&card.fingerprint),
+                Some(card.bin),
+            )))
+        }
+        (None, Some(fp)) => {
+            if !URL_SAFE_NO_PAD.decode(fp).is_ok_and(|b| b.len() == 32) {
+                return Err(ServiceError::InvalidParameter);
+            }
+            Ok(Some((fp.clone(), None)))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// A label the merchant gives.

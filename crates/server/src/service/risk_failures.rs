@@ -13,8 +13,7 @@ use crate::state::AppState;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use strongroom_core::{IdKind, Mode, Scope};
-use strongroom_store::VaultStore;
+use strongroom_core::{Mode, Scope};
 use utoipa::ToSchema;
 
 /// How far back a reported failure may be dated: its window is a day.
@@ -88,25 +87,10 @@ pub async fn report(
     new: &NewCardFailure,
 ) -> Result<CardFailureView> {
     who.require(Scope::RiskWrite)?;
-    let fingerprint = match (&new.card, &new.fingerprint) {
-        (Some(id), None) => {
-            strongroom_core::parse_id(IdKind::Card, id)?;
-            let card = state
-                .store()
-                .get_card(&who.account_id, who.mode, id)
-                .await?
-                .ok_or(ServiceError::NotFound)?;
-            URL_SAFE_NO_PAD.encode(&card.fingerprint)
-        }
-        (None, Some(fp)) => {
-            if !URL_SAFE_NO_PAD.decode(fp).is_ok_and(|b| b.len() == 32) {
-                return Err(ServiceError::InvalidParameter);
-            }
-            fp.clone()
-        }
-        (None, None) => return Err(ServiceError::MissingField),
-        (Some(_), Some(_)) => return Err(ServiceError::InvalidParameter),
-    };
+    let (fingerprint, _) =
+        crate::service::assessments::card_named(state, who, &new.card, &new.fingerprint)
+            .await?
+            .ok_or(ServiceError::MissingField)?;
     let now = state.now_ms();
     let at_ms = match new.at {
         None => now,

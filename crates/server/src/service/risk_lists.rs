@@ -5,16 +5,14 @@
 //! every node (its cache is dropped), until it expires or is deleted.
 
 use crate::auth::Principal;
-use crate::service::suspensions::email_digest;
+use crate::service::suspensions::{card_fingerprint, email_subject, printable};
 use crate::service::{List, ModeName, Result, ServiceError, secs};
 use crate::state::AppState;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use strongroom_core::{IdKind, Mode, Scope};
 use strongroom_risk::lists::parse_network;
 use strongroom_store::risk_lists::Reply;
-use strongroom_store::{ListEntryRecord, RiskListStore, VaultStore};
+use strongroom_store::{ListEntryRecord, RiskListStore};
 use utoipa::ToSchema;
 
 /// Shortest life of an entry that ends by itself, in seconds.
@@ -179,11 +177,6 @@ impl ListEntryView {
     }
 }
 
-fn printable(s: &str, max: usize) -> bool {
-    let n = s.chars().count();
-    (1..=max).contains(&n) && !s.chars().any(char::is_control)
-}
-
 /// The stored form of an entry's subject: checked, normalized, an email digested, a card
 /// id turned into its fingerprint.
 async fn stored_value(
@@ -196,34 +189,11 @@ async fn stored_value(
     let bad = || ServiceError::ListEntryInvalid;
     let v = value.trim();
     Ok(match kind {
-        EntryType::Card if v.starts_with(IdKind::Card.prefix()) => {
-            strongroom_core::parse_id(IdKind::Card, v).map_err(|_| bad())?;
-            let card = state
-                .store()
-                .get_card(account_id, mode, v)
-                .await?
-                .ok_or_else(bad)?;
-            URL_SAFE_NO_PAD.encode(&card.fingerprint)
-        }
-        EntryType::Card => {
-            // A fingerprint as the card object spells it: 32 bytes, base64url.
-            let bytes = URL_SAFE_NO_PAD.decode(v).map_err(|_| bad())?;
-            if bytes.len() != 32 {
-                return Err(bad());
-            }
-            v.to_owned()
-        }
+        EntryType::Card => card_fingerprint(state, account_id, mode, v)
+            .await?
+            .ok_or_else(bad)?,
         EntryType::Ip => parse_network(v).ok_or_else(bad)?.to_string(),
-        EntryType::Email => {
-            let ok = v.len() <= 254
-                && v.split_once('@')
-                    .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
-                && printable(v, 254);
-            if !ok {
-                return Err(bad());
-            }
-            email_digest(state, account_id, v)
-        }
+        EntryType::Email => email_subject(state, account_id, v).ok_or_else(bad)?,
         EntryType::Bin if v.len() == 6 && v.bytes().all(|b| b.is_ascii_digit()) => v.to_owned(),
         EntryType::Bin => return Err(bad()),
         EntryType::Device if printable(v, DEVICE_MAX) => v.to_owned(),

@@ -180,9 +180,39 @@ pub fn email_digest(state: &AppState, account_id: &str, email: &str) -> String {
     hex::encode(state.root().digest("risk-email", input.as_bytes()))
 }
 
-fn printable(s: &str, max: usize) -> bool {
+/// Whether `s` is 1 to `max` characters with no control character.
+pub(crate) fn printable(s: &str, max: usize) -> bool {
     let n = s.chars().count();
     (1..=max).contains(&n) && !s.chars().any(char::is_control)
+}
+
+/// The fingerprint a subject value names as the card object spells it: a card id of the
+/// account and mode (looked up), or a fingerprint itself (32 bytes, base64url). `None`
+/// for anything else, a card of another account or mode included.
+pub(crate) async fn card_fingerprint(
+    state: &AppState,
+    account_id: &str,
+    mode: Mode,
+    v: &str,
+) -> Result<Option<String>> {
+    if v.starts_with(IdKind::Card.prefix()) {
+        if strongroom_core::parse_id(IdKind::Card, v).is_err() {
+            return Ok(None);
+        }
+        let card = state.store().get_card(account_id, mode, v).await?;
+        return Ok(card.map(|c| URL_SAFE_NO_PAD.encode(&c.fingerprint)));
+    }
+    let ok = URL_SAFE_NO_PAD.decode(v).is_ok_and(|b| b.len() == 32);
+    Ok(ok.then(|| v.to_owned()))
+}
+
+/// The keyed digest of an email address given as a subject; `None` when it is not one.
+pub(crate) fn email_subject(state: &AppState, account_id: &str, v: &str) -> Option<String> {
+    let ok = v.len() <= 254
+        && v.split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
+        && printable(v, 254);
+    ok.then(|| email_digest(state, account_id, v))
 }
 
 /// The stored form of a target of `account_id` in `mode`: checked, normalized, an email
@@ -196,34 +226,11 @@ async fn stored_target(
     let bad = || ServiceError::SuspensionTargetInvalid;
     let v = t.value.trim();
     Ok(match t.kind {
-        TargetType::Card if v.starts_with(IdKind::Card.prefix()) => {
-            strongroom_core::parse_id(IdKind::Card, v).map_err(|_| bad())?;
-            let card = state
-                .store()
-                .get_card(account_id, mode, v)
-                .await?
-                .ok_or(ServiceError::SuspensionTargetInvalid)?;
-            URL_SAFE_NO_PAD.encode(&card.fingerprint)
-        }
-        TargetType::Card => {
-            // A fingerprint as the card object spells it: 32 bytes, base64url.
-            let bytes = URL_SAFE_NO_PAD.decode(v).map_err(|_| bad())?;
-            if bytes.len() != 32 {
-                return Err(bad());
-            }
-            v.to_owned()
-        }
+        TargetType::Card => card_fingerprint(state, account_id, mode, v)
+            .await?
+            .ok_or_else(bad)?,
         TargetType::Ip => parse_net(v).ok_or_else(bad)?.to_string(),
-        TargetType::Email => {
-            let ok = v.len() <= 254
-                && v.split_once('@')
-                    .is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
-                && printable(v, 254);
-            if !ok {
-                return Err(bad());
-            }
-            email_digest(state, account_id, v)
-        }
+        TargetType::Email => email_subject(state, account_id, v).ok_or_else(bad)?,
         TargetType::Device if printable(v, DEVICE_MAX) => v.to_owned(),
         TargetType::Device => return Err(bad()),
         TargetType::ApiKey => {

@@ -395,8 +395,8 @@ async fn malformed_entries_are_refused_and_nothing_is_stored() {
     .assert_error(403, "permission_denied");
 }
 
-#[tokio::test]
-async fn a_block_listed_card_is_refused_at_tokenize_reveal_and_relay() {
+/// A server (not a dev deployment) whose account may relay to a loopback echo processor.
+async fn with_echo() -> (crate::echo::Echo, TestServer) {
     let echo = crate::echo::Echo::start().await;
     let srv = TestServer::start_on(Arc::new(Data::new()), |c| c.dev_mode = false).await;
     let body = json!({"destinations": [{"host": "127.0.0.1", "port": echo.port(),
@@ -411,6 +411,12 @@ async fn a_block_listed_card_is_refused_at_tokenize_reveal_and_relay() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
+    (echo, srv)
+}
+
+#[tokio::test]
+async fn a_block_listed_card_is_refused_at_tokenize_reveal_and_relay() {
+    let (echo, srv) = with_echo().await;
     let pan = test_pan(61);
     let card = srv.tokenize(&pan).await;
     let id = card["id"].as_str().unwrap().to_owned();
@@ -463,20 +469,7 @@ async fn a_block_listed_card_is_refused_at_tokenize_reveal_and_relay() {
 
 #[tokio::test]
 async fn declines_and_failed_otps_count_in_the_cards_later_assessments() {
-    let echo = crate::echo::Echo::start().await;
-    let srv = TestServer::start_on(Arc::new(Data::new()), |c| c.dev_mode = false).await;
-    let body = json!({"destinations": [{"host": "127.0.0.1", "port": echo.port(),
-        "path_prefix": "/v1", "ca_cert_pem": echo.ca_pem, "test_only": true}]});
-    let path = format!("/v1/admin/accounts/{}/relay_destinations", srv.account);
-    let r = srv
-        .call(
-            reqwest::Method::PUT,
-            &path,
-            Some(&srv.admin_key),
-            Some(body),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    let (echo, srv) = with_echo().await;
     let card = srv.tokenize(&test_pan(71)).await;
     let id = card["id"].as_str().unwrap().to_owned();
     let features = |a: &Value| {
