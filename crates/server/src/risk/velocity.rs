@@ -90,6 +90,59 @@ pub struct Counts {
     pub card_otp_failures_24h: u32,
 }
 
+/// How long amounts count toward a mean: 30 days, as `strongroom_risk`'s simulator
+/// defines the amount-history features.
+pub const AMOUNT_SPAN_MS: i64 = 30 * DAY_MS;
+
+/// The amounts of a subject's earlier payments in the last 30 days: how many, their sum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Amounts {
+    /// How many.
+    pub n: u32,
+    /// Their sum, in minor units.
+    pub sum: i64,
+}
+
+impl Amounts {
+    /// `amount` against their mean: 1 when there is none (a first payment), as the
+    /// feature schema defines it.
+    pub fn ratio(&self, amount: i64) -> f64 {
+        if self.n == 0 {
+            return 1.0;
+        }
+        let mean = self.sum as f64 / f64::from(self.n);
+        if mean > 0.0 {
+            amount as f64 / mean
+        } else {
+            1.0
+        }
+    }
+}
+
+/// One payment's amount, as the amount history records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Payment<'a> {
+    /// The merchant account.
+    pub account_id: &'a str,
+    /// Test or live.
+    pub mode: Mode,
+    /// When (Unix milliseconds).
+    pub at_ms: i64,
+    /// The card's fingerprint as text, when the payment names one.
+    pub card: Option<&'a str>,
+    /// In minor units.
+    pub amount: i64,
+}
+
+/// The card's and the account's amount history before a payment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct History {
+    /// The card's earlier amounts.
+    pub card: Amounts,
+    /// The account's earlier amounts (its most recent [`MAX_PER_SUBJECT`] in the span).
+    pub account: Amounts,
+}
+
 /// What went wrong with a card, counted in the windows of its later uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
@@ -151,6 +204,15 @@ impl Velocity {
         match self {
             Self::Memory(m) => Ok(m.observe(u)),
             Self::Redis(r) => r.observe(u).await,
+        }
+    }
+
+    /// The card's and the account's earlier amounts in the last 30 days, then records
+    /// this payment's. Atomic per subject, like [`Velocity::observe`].
+    pub async fn amounts(&self, p: &Payment<'_>) -> Result<History, VelocityError> {
+        match self {
+            Self::Memory(m) => Ok(m.amounts(p)),
+            Self::Redis(r) => r.amounts(p).await,
         }
     }
 
@@ -476,6 +538,8 @@ impl Table {
 /// other addresses' trails (each kind has its own table).
 pub struct MemoryVelocity {
     tables: [Table; KINDS],
+    /// Amount trails: entries `(time, amount)`, per card and per account.
+    amounts: Table,
     hasher: RandomState,
     max_subjects: usize,
     max_entries: usize,
@@ -495,6 +559,7 @@ impl MemoryVelocity {
     pub fn with_limits(max_subjects: usize, max_entries: usize, max_per_subject: usize) -> Self {
         Self {
             tables: std::array::from_fn(|_| Table::new()),
+            amounts: Table::new(),
             hasher: RandomState::new(),
             max_subjects: (max_subjects / SHARDS).max(1),
             max_entries: (max_entries / SHARDS).max(1),
@@ -545,6 +610,56 @@ impl MemoryVelocity {
             *slot = self.observe_one(kind, table, &key, now, entry);
         }
         counts(tally)
+    }
+
+    fn amounts(&self, p: &Payment<'_>) -> History {
+        let mut key = String::new();
+        let mut one = |subject: &str| {
+            subject_key(&mut key, p.account_id, p.mode, subject);
+            self.amount_one(&key, p.at_ms, p.amount)
+        };
+        // The account's trail: a subject no card fingerprint can spell (`*`).
+        History {
+            card: p.card.map(&mut one).unwrap_or_default(),
+            account: one("*"),
+        }
+    }
+
+    /// Sums one subject's amounts in the span, then records `amount`.
+    fn amount_one(&self, key: &str, now: i64, amount: i64) -> Amounts {
+        let Some(mut guard) = self.amounts.shard(self.hasher.hash_one(key)) else {
+            return Amounts::default();
+        };
+        let shard = &mut *guard;
+        // Amounts are at least 0 (the request's schema): stored as they are.
+        let entry = (now, u64::try_from(amount.max(0)).unwrap_or(0));
+        let mut out = Amounts::default();
+        if let Some(trail) = shard.trails.get_mut(key) {
+            let before = trail.0.len();
+            trail.trim(now, AMOUNT_SPAN_MS, self.max_per_subject);
+            let from = now.saturating_sub(AMOUNT_SPAN_MS);
+            for e in trail.0.iter().filter(|e| e.0 > from) {
+                out.n += 1;
+                out.sum = out
+                    .sum
+                    .saturating_add(i64::try_from(e.1).unwrap_or(i64::MAX));
+            }
+            trail.insert(entry);
+            trail.trim(now, AMOUNT_SPAN_MS, self.max_per_subject);
+            shard.entries = (shard.entries + trail.0.len()).saturating_sub(before);
+        } else {
+            if shard.trails.len() >= self.max_subjects || shard.entries >= self.max_entries {
+                shard.make_room(now, AMOUNT_SPAN_MS, self.max_subjects, self.max_entries);
+            }
+            let mut trail = Trail::default();
+            trail.insert(entry);
+            shard.entries += 1;
+            shard.trails.insert(key.to_owned(), trail);
+        }
+        if shard.entries > self.max_entries {
+            shard.make_room(now, AMOUNT_SPAN_MS, self.max_subjects, self.max_entries);
+        }
+        out
     }
 
     fn record_failure(&self, f: &FailureAt<'_>) {
@@ -660,6 +775,46 @@ end
 return out
 ";
 
+/// The amount history in one atomic step. KEYS[1] is the account's use counter; then a
+/// pair per subject: the sorted set of its payments (members `seq:amount` by time) and the
+/// running sum of their amounts. ARGV: the counter's TTL, now, the score at and below
+/// which payments are dropped (their amounts taken off the sum), the sets' TTL, the most
+/// payments per set, the amount. Returns each subject's count and sum before this one.
+const AMOUNTS_LUA: &str = r"
+local seq = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local now = ARGV[2]
+local cutoff = ARGV[3]
+local ttl = ARGV[4]
+local keep = tonumber(ARGV[5])
+local amount = ARGV[6]
+local member = string.format('%d', seq) .. ':' .. amount
+local function take_off(sum, members)
+  for _, m in ipairs(members) do
+    local a = tonumber(string.match(m, ':(%d+)$'))
+    if a then redis.call('DECRBY', sum, a) end
+  end
+end
+local out = {}
+for k = 2, #KEYS, 2 do
+  local set, sum = KEYS[k], KEYS[k + 1]
+  take_off(sum, redis.call('ZRANGEBYSCORE', set, '-inf', cutoff))
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', cutoff)
+  out[#out + 1] = redis.call('ZCARD', set)
+  out[#out + 1] = tonumber(redis.call('GET', sum) or '0')
+  redis.call('ZADD', set, now, member)
+  redis.call('INCRBY', sum, amount)
+  local extra = redis.call('ZCARD', set) - keep
+  if extra > 0 then
+    take_off(sum, redis.call('ZRANGE', set, 0, extra - 1))
+    redis.call('ZREMRANGEBYRANK', set, 0, extra - 1)
+  end
+  redis.call('PEXPIRE', set, ttl)
+  redis.call('PEXPIRE', sum, ttl)
+end
+return out
+";
+
 /// Counters in Redis, shared by every node that uses the same Redis: one script call
 /// (one round trip) per observe. Keys are `sr:v1:{account}:{mode}:{kind}:{subject}`, the
 /// account in braces as a cluster hash tag, so one script's keys share a slot.
@@ -667,6 +822,7 @@ pub struct RedisVelocity {
     client: redis::Client,
     conn: OnceCell<redis::aio::ConnectionManager>,
     script: redis::Script,
+    amounts_script: redis::Script,
 }
 
 impl RedisVelocity {
@@ -677,6 +833,7 @@ impl RedisVelocity {
             client,
             conn: OnceCell::new(),
             script: redis::Script::new(OBSERVE_LUA),
+            amounts_script: redis::Script::new(AMOUNTS_LUA),
         })
     }
 
@@ -758,6 +915,53 @@ impl RedisVelocity {
             }
         }
         Ok(counts(tally))
+    }
+
+    async fn amounts(&self, p: &Payment<'_>) -> Result<History, VelocityError> {
+        let prefix = format!(
+            "sr:v1:{{{}}}:{}:",
+            key_part(p.account_id, false),
+            p.mode.as_str()
+        );
+        let mut call = self.amounts_script.prepare_invoke();
+        call.key(format!("{prefix}seq"))
+            .arg(DAY_MS + REDIS_TTL_SLACK_MS)
+            .arg(p.at_ms)
+            .arg(p.at_ms.saturating_sub(AMOUNT_SPAN_MS))
+            .arg(AMOUNT_SPAN_MS + REDIS_TTL_SLACK_MS)
+            .arg(MAX_PER_SUBJECT)
+            .arg(p.amount.max(0));
+        let subjects: Vec<String> = p
+            .card
+            .map(|c| format!("amounts:{}", key_part(c, true)))
+            .into_iter()
+            .chain(std::iter::once("amounts-account".to_owned()))
+            .collect();
+        for s in &subjects {
+            call.key(format!("{prefix}{s}"))
+                .key(format!("{prefix}{s}:sum"));
+        }
+        let mut conn = self.conn().await?;
+        let reply: Vec<i64> = call
+            .invoke_async(&mut conn)
+            .await
+            .map_err(VelocityError::Unavailable)?;
+        let mut pairs = reply.chunks_exact(2).map(|c| match c {
+            [n, sum] => Amounts {
+                n: u32::try_from((*n).max(0)).unwrap_or(u32::MAX),
+                sum: (*sum).max(0),
+            },
+            _ => Amounts::default(),
+        });
+        let card = if p.card.is_some() {
+            pairs.next().unwrap_or_default()
+        } else {
+            Amounts::default()
+        };
+        Ok(History {
+            card,
+            account: pairs.next().unwrap_or_default(),
+        })
     }
 
     /// Adds a failure to its card's set, through the same script: one set, `u`, no
@@ -909,12 +1113,38 @@ mod tests {
     async fn check_against_reference(v: &Velocity, events: &[SimEvent]) -> Vec<Counts> {
         let account = fresh_account("reference");
         let want = reference(events);
+        let refs = features_of(events);
+        let mut amounts_seen = 0;
         let mut got = Vec::new();
         for (i, e) in events.iter().enumerate() {
             let o = owned(e);
             let c = v.observe(&use_of(&account, e, &o)).await.unwrap();
             assert_eq!(c, want[i], "use {i}: {e:?}");
             got.push(c);
+            // The amount history: the card's across merchants, the merchant's own (the
+            // simulator's merchant is the server's account).
+            let pay = |account_id, card| Payment {
+                account_id,
+                mode: Mode::Test,
+                at_ms: e.at_ms,
+                card,
+                amount: e.amount,
+            };
+            let card = v.amounts(&pay(&account, Some(&o.card))).await.unwrap().card;
+            let merchant = format!("{account}-m{}", e.merchant);
+            let own = v.amounts(&pay(&merchant, None)).await.unwrap().account;
+            let r = &refs[i].features;
+            assert_eq!(
+                card.ratio(e.amount).to_bits(),
+                r.get(Feature::AmountVsCardMean).to_bits(),
+                "use {i}: card mean"
+            );
+            assert_eq!(
+                own.ratio(e.amount).to_bits(),
+                r.get(Feature::AmountVsAccountMean).to_bits(),
+                "use {i}: account mean"
+            );
+            amounts_seen += usize::from(card.n > 0);
             // The use's outcome, as the server learns it after the use.
             let failure = match e.outcome {
                 Outcome::Declined => Some(Failure::Decline),
@@ -932,7 +1162,11 @@ mod tests {
                 v.record_failure(&f).await.unwrap();
             }
         }
+        assert!(amounts_seen > 0, "some card paid twice");
         forget(v, &account).await;
+        for m in 0..8 {
+            forget(v, &format!("{account}-m{m}")).await;
+        }
         got
     }
 

@@ -234,7 +234,8 @@ fn country(c: Option<&String>) -> Result<Option<String>> {
 }
 
 /// The signals of one use: the velocity counts before it, the country mismatches, the
-/// amount and the hour of `local_ms` (the account's wall clock).
+/// amount and the hour of `local_ms` (the account's wall clock); the amount-history
+/// ratios are set apart.
 fn features(
     counts: &Counts,
     m: &crate::risk::geo::Mismatches,
@@ -271,9 +272,6 @@ fn features(
         (Feature::BinIpCountryMismatch, flag(m.bin_ip)),
         (Feature::BinBillingCountryMismatch, flag(m.bin_billing)),
         (Feature::IpBillingCountryMismatch, flag(m.ip_billing)),
-        // No history of amounts yet: the ratio of a first use.
-        (Feature::AmountVsCardMean, 1.0),
-        (Feature::AmountVsAccountMean, 1.0),
         (Feature::HourSin, angle.sin()),
         (Feature::HourCos, angle.cos()),
     ] {
@@ -490,6 +488,26 @@ async fn assess(
     let zone = controls(state, who).await?.time_zone.clone();
     let local = crate::risk::local_time::local_ms(zone.as_deref(), now);
     let mut features = features(&counts, &mismatches, amount, local);
+    // A payment's amount against the card's and the account's last 30 days (1 without an
+    // amount, or for a first payment).
+    let history = match amount {
+        Some(amount) => {
+            let p = crate::risk::velocity::Payment {
+                account_id: &who.account_id,
+                mode: who.mode,
+                at_ms: now,
+                card: subjects.fingerprint.as_deref(),
+                amount,
+            };
+            let h = state.velocity().amounts(&p).await;
+            let h = h.map_err(|e| ServiceError::internal(e.to_string()))?;
+            Some((h.card.ratio(amount), h.account.ratio(amount)))
+        }
+        None => None,
+    };
+    let (vs_card, vs_account) = history.unwrap_or((1.0, 1.0));
+    features.set(Feature::AmountVsCardMean, vs_card);
+    features.set(Feature::AmountVsAccountMean, vs_account);
 
     let active = state
         .gateway()

@@ -662,3 +662,34 @@ async fn a_dry_run_reports_how_the_last_30_days_would_have_gone() {
     .await;
     r.assert_error(400, "rules_invalid");
 }
+
+#[tokio::test]
+async fn a_payment_is_weighed_against_the_cards_and_the_accounts_amounts() {
+    let srv = TestServer::start().await;
+    let card = srv.tokenize(&test_pan(840)).await;
+    let other = srv.tokenize(&test_pan(841)).await;
+    let pay = |c: &Value, amount: i64| json!({"action": "payment", "card": c["id"], "amount": amount, "currency": "eur"});
+    let ratios = |a: &Value| {
+        (
+            a["features"]["amount_vs_card_mean"].as_f64().unwrap(),
+            a["features"]["amount_vs_account_mean"].as_f64().unwrap(),
+        )
+    };
+    // A first payment has nothing to compare with.
+    assert_eq!(ratios(&assess(&srv, pay(&card, 1_000)).await), (1.0, 1.0));
+    assert_eq!(ratios(&assess(&srv, pay(&card, 3_000)).await), (3.0, 3.0));
+    // The card's mean is 2 000; the account's too.
+    assert_eq!(
+        ratios(&assess(&srv, pay(&card, 20_000)).await),
+        (10.0, 10.0)
+    );
+    // Another card's first payment: its own history is empty, the account's mean is
+    // (1 000 + 3 000 + 20 000) / 3 = 8 000.
+    assert_eq!(ratios(&assess(&srv, pay(&other, 4_000)).await), (1.0, 0.5));
+    // A use without an amount weighs nothing.
+    let a = assess(&srv, json!({"action": "login", "card": card["id"]})).await;
+    assert_eq!(ratios(&a), (1.0, 1.0));
+    // After 30 days the history has gone.
+    srv.clock.advance(Duration::from_secs(30 * 24 * 3600 + 1));
+    assert_eq!(ratios(&assess(&srv, pay(&card, 5_000)).await), (1.0, 1.0));
+}
