@@ -93,6 +93,8 @@ impl Running {
         }
         // Counted auth failures are written before the stop.
         flush_auth_failures(&self.state, i64::MAX).await;
+        // So are a single node's risk counters.
+        risk::kept::keep(&self.state).await;
         // The stop is recorded and the head signed, so a truncation behind it shows.
         if let Err(e) = audit_system(&self.state, "service.stop").await {
             tracing::error!(code = e.code, "could not record the service stop");
@@ -157,6 +159,8 @@ pub async fn start_with_clock(
         tracing::warn!(error = %e, "uploaded risk country data not read; will retry");
     }
     service::risk_data::spawn(state.clone());
+    // A single node's risk counters, kept across its restart.
+    risk::kept::restore(&state).await;
     let app = routes::router(state.clone());
     let listener = std::net::TcpListener::bind(config.listen)?;
     listener.set_nonblocking(true)?;

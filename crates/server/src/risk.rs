@@ -7,6 +7,7 @@
 
 pub mod country_data;
 pub mod geo;
+pub mod kept;
 pub mod lists;
 pub mod local_time;
 pub mod models;

@@ -28,6 +28,7 @@ mod sqlite;
 mod stats;
 mod store;
 pub mod tokens;
+pub mod velocity;
 pub mod webhooks;
 
 pub use audit::{
@@ -51,6 +52,7 @@ pub use stats::StatsStore;
 pub use store::{Store, Writes};
 pub use suspensions::{SuspensionRecord, SuspensionStore};
 pub use tokens::{JwtKeyRecord, TokenStore};
+pub use velocity::{KeptRow, VelocitySnapshotStore};
 pub use webhooks::WebhookStore;
 
 use thiserror::Error;

@@ -392,6 +392,26 @@ fn key_part(s: &str, colon: bool) -> Cow<'_, str> {
     }
 }
 
+/// A card's number in a distinct-cards trail: FNV-1a of its fingerprint. Stable across
+/// restarts (a kept trail must name a card as the next process will), and not a
+/// collision risk: the fingerprint is a keyed digest no client chooses.
+fn card_id(card: &str) -> u64 {
+    card.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// One subject's trail as kept across a restart (see [`MemoryVelocity::snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptTrail {
+    /// Which table: a kind's index, or the amounts'.
+    pub table: i64,
+    /// The subject's key.
+    pub subject: String,
+    /// Its entries, oldest first: `(time, card or amount)`.
+    pub entries: Vec<(i64, u64)>,
+}
+
 /// The in-memory key of one subject: the account length-prefixed, the mode fixed, so no
 /// two uses' keys meet.
 fn subject_key(key: &mut String, account_id: &str, mode: Mode, subject: &str) {
@@ -591,7 +611,7 @@ impl MemoryVelocity {
 
     fn observe(&self, u: &Use<'_>) -> Counts {
         let now = u.at_ms;
-        let card = u.card.map(|c| self.hasher.hash_one(c));
+        let card = u.card.map(card_id);
         let mut key = String::new();
         let mut tally: Tally = Default::default();
         let each = Kind::ALL.iter().zip(&self.tables).zip(subjects(u));
@@ -610,6 +630,57 @@ impl MemoryVelocity {
             *slot = self.observe_one(kind, table, &key, now, entry);
         }
         counts(tally)
+    }
+
+    /// Every trail still inside its retention at `now_ms`: what a single node keeps in
+    /// its store across a restart.
+    pub fn snapshot(&self, now_ms: i64) -> Vec<KeptTrail> {
+        let amounts = i64::try_from(KINDS).unwrap_or(i64::MAX);
+        let tables = Kind::ALL
+            .iter()
+            .map(|k| k.retention())
+            .zip(&self.tables)
+            .chain(std::iter::once((AMOUNT_SPAN_MS, &self.amounts)));
+        let mut out = Vec::new();
+        for (i, (retention, table)) in (0_i64..).zip(tables) {
+            let index = if i < amounts { i } else { amounts };
+            for shard in &table.shards {
+                let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                for (subject, trail) in &mut shard.trails {
+                    trail.trim(now_ms, retention, self.max_per_subject);
+                    if !trail.0.is_empty() {
+                        out.push(KeptTrail {
+                            table: index,
+                            subject: subject.clone(),
+                            entries: trail.0.iter().copied().collect(),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Puts kept trails back (at start, before any use), within the bounds.
+    pub fn restore(&self, kept: Vec<KeptTrail>) {
+        for k in kept {
+            let table = usize::try_from(k.table)
+                .ok()
+                .and_then(|i| self.tables.get(i))
+                .unwrap_or(&self.amounts);
+            let Some(mut shard) = table.shard(self.hasher.hash_one(&k.subject)) else {
+                continue;
+            };
+            if shard.trails.len() >= self.max_subjects || shard.entries >= self.max_entries {
+                continue;
+            }
+            let mut entries: VecDeque<(i64, u64)> = k.entries.into_iter().collect();
+            while entries.len() > self.max_per_subject {
+                entries.pop_front();
+            }
+            shard.entries += entries.len();
+            shard.trails.insert(k.subject, Trail(entries));
+        }
     }
 
     fn amounts(&self, p: &Payment<'_>) -> History {

@@ -693,3 +693,29 @@ async fn a_payment_is_weighed_against_the_cards_and_the_accounts_amounts() {
     srv.clock.advance(Duration::from_secs(30 * 24 * 3600 + 1));
     assert_eq!(ratios(&assess(&srv, pay(&card, 5_000)).await), (1.0, 1.0));
 }
+
+#[tokio::test]
+async fn a_single_nodes_counters_outlive_its_restart() {
+    let srv = TestServer::start().await;
+    let card = srv.tokenize(&test_pan(850)).await;
+    let pay = json!({"action": "payment", "card": card["id"], "ip": "203.0.113.80"});
+    for _ in 0..3 {
+        assess(&srv, pay.clone()).await;
+    }
+    // The same account, through the key it had (the restarted harness makes another).
+    let key = srv.sk_test.clone();
+    let again = TestServer::start_on(srv.stop().await, |_| {}).await;
+    let r = again.post("/v1/risk/assessments", &key, pay).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let a = r.body;
+    // The card's uses: its tokenize and three payments; the address's: the payments.
+    let (card_uses, ip_uses) = if crate::harness::backend() == "sqlite" {
+        // The one node of a SQLite store kept its counters in the store at shutdown.
+        (4.0, 3.0)
+    } else {
+        // Several nodes share Redis for this; a node's own memory is not kept.
+        (0.0, 0.0)
+    };
+    assert_eq!(a["features"]["card_uses_10m"], card_uses, "{a}");
+    assert_eq!(a["features"]["ip_uses_1m"], ip_uses, "{a}");
+}

@@ -96,6 +96,7 @@ pub(crate) enum WriteOp {
     Suspension(crate::suspensions::Op),
     RiskList(crate::risk_lists::Op),
     RiskData(crate::risk_data::Op),
+    Velocity(crate::velocity::Op),
     Risk(crate::risk::Op),
     Audit(AuditOp),
     Tokens(crate::tokens::Op),
@@ -335,6 +336,15 @@ impl Write<bool> {
     }
 }
 
+impl Write<()> {
+    pub(crate) fn velocity(op: crate::velocity::Op) -> Self {
+        Self::new(WriteOp::Velocity(op), |r| match r {
+            WriteReply::Done => Some(()),
+            _ => None,
+        })
+    }
+}
+
 impl Write<crate::risk_lists::Reply> {
     pub(crate) fn risk_list(op: crate::risk_lists::Op) -> Self {
         Self::new(WriteOp::RiskList(op), |r| match r {
@@ -511,6 +521,10 @@ pub(crate) async fn apply<C: Exec>(
         WriteOp::Suspension(op) => WriteReply::Suspension(crate::suspensions::apply(c, op).await?),
         WriteOp::RiskList(op) => WriteReply::RiskList(crate::risk_lists::apply(c, op).await?),
         WriteOp::RiskData(op) => WriteReply::Flag(crate::risk_data::apply(c, op).await?),
+        WriteOp::Velocity(op) => {
+            crate::velocity::apply(c, op).await?;
+            WriteReply::Done
+        }
         WriteOp::ClientSession(op) => {
             WriteReply::Collected(crate::client_sessions::apply(c, op).await?)
         }

@@ -13,6 +13,7 @@ mod risk_lists;
 mod stats;
 mod suspensions;
 mod tokens;
+mod velocity;
 mod webhooks;
 
 use std::path::Path;
