@@ -34,6 +34,7 @@ mod relay_send;
 mod risk;
 mod risk_data;
 mod risk_lists;
+mod risk_signals;
 mod rotation;
 mod security;
 mod suspensions;
