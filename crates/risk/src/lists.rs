@@ -1,6 +1,7 @@
 //! Allow and block lists: the in-memory form an account's live entries take for scoring, and
 //! how a card use is matched against them. No I/O: the server loads the entries.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -42,6 +43,19 @@ pub enum ListKind {
     Bin,
     /// A device id.
     Device,
+}
+
+impl ListKind {
+    /// Its name, as entries and reasons spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Card => "card",
+            Self::Ip => "ip",
+            Self::Email => "email",
+            Self::Bin => "bin",
+            Self::Device => "device",
+        }
+    }
 }
 
 impl ListTarget {
@@ -96,10 +110,19 @@ pub struct ListHits {
     pub allow_kinds: Vec<ListKind>,
 }
 
-/// An account's entries for one mode.
+/// One entry as indexed: which list, and when it stops matching.
+type Listed = (ListName, Option<i64>);
+
+/// An account's entries for one mode, indexed so that a match is a few hash lookups
+/// whatever the lists' size (they are read on every assessment, tokenize included):
+/// exact values by kind, BIN prefixes by prefix; networks are scanned, being few.
 #[derive(Debug, Clone, Default)]
 pub struct Lists {
-    entries: Vec<ListEntry>,
+    cards: HashMap<String, Vec<Listed>>,
+    emails: HashMap<String, Vec<Listed>>,
+    devices: HashMap<String, Vec<Listed>>,
+    bins: HashMap<String, Vec<Listed>>,
+    nets: Vec<(IpNet, Listed)>,
 }
 
 /// Parses `addr` or `addr/prefix` (IPv4 or IPv6) into a network with its host bits
@@ -127,39 +150,65 @@ fn contains(net: &IpNet, ip: IpAddr) -> bool {
 impl Lists {
     /// Lists holding `entries`.
     pub fn new(entries: Vec<ListEntry>) -> Self {
-        Self { entries }
+        let mut l = Self::default();
+        for e in entries {
+            let listed = (e.list, e.expires_ms);
+            let (map, value) = match e.target {
+                ListTarget::Ip(net) => {
+                    l.nets.push((net, listed));
+                    continue;
+                }
+                ListTarget::Card(v) => (&mut l.cards, v),
+                ListTarget::Email(v) => (&mut l.emails, v),
+                ListTarget::Device(v) => (&mut l.devices, v),
+                ListTarget::Bin(v) => (&mut l.bins, v),
+            };
+            map.entry(value).or_default().push(listed);
+        }
+        l
     }
 
     /// Matches `probe` against the entries live at `now_ms`.
     pub fn hits(&self, now_ms: i64, probe: &ListProbe<'_>) -> ListHits {
         let mut hits = ListHits::default();
-        for e in &self.entries {
-            if e.expires_ms.is_some_and(|x| x <= now_ms) {
-                continue;
+        let mut count = |kind: ListKind, listed: &[Listed]| {
+            for (list, expires_ms) in listed {
+                if expires_ms.is_some_and(|x| x <= now_ms) {
+                    continue;
+                }
+                let (n, kinds) = match list {
+                    ListName::Block => (&mut hits.block, &mut hits.block_kinds),
+                    ListName::Allow => (&mut hits.allow, &mut hits.allow_kinds),
+                };
+                *n += 1;
+                kinds.push(kind);
             }
-            let hit = match &e.target {
-                ListTarget::Card(f) => probe.fingerprint == Some(f.as_str()),
-                ListTarget::Ip(net) => probe.ip.is_some_and(|ip| contains(net, ip)),
-                ListTarget::Email(d) => probe.email_digest == Some(d.as_str()),
-                ListTarget::Bin(b) => probe.bin.is_some_and(|x| x.starts_with(b.as_str())),
-                ListTarget::Device(d) => probe.device == Some(d.as_str()),
-            };
-            if !hit {
-                continue;
+        };
+        count(ListKind::Card, exact(&self.cards, probe.fingerprint));
+        for (net, listed) in &self.nets {
+            if probe.ip.is_some_and(|ip| contains(net, ip)) {
+                count(ListKind::Ip, std::slice::from_ref(listed));
             }
-            let (n, kinds) = match e.list {
-                ListName::Block => (&mut hits.block, &mut hits.block_kinds),
-                ListName::Allow => (&mut hits.allow, &mut hits.allow_kinds),
-            };
-            *n += 1;
-            kinds.push(e.target.kind());
         }
+        count(ListKind::Email, exact(&self.emails, probe.email_digest));
+        if let Some(bin) = probe.bin {
+            // Every prefix of the card's leading digits that is listed.
+            for end in 1..=bin.len() {
+                count(ListKind::Bin, exact(&self.bins, bin.get(..end)));
+            }
+        }
+        count(ListKind::Device, exact(&self.devices, probe.device));
         for k in [&mut hits.block_kinds, &mut hits.allow_kinds] {
             k.sort();
             k.dedup();
         }
         hits
     }
+}
+
+/// The entries listed for exactly `v` in `map` (none for an absent value).
+fn exact<'m>(map: &'m HashMap<String, Vec<Listed>>, v: Option<&str>) -> &'m [Listed] {
+    v.and_then(|v| map.get(v)).map_or(&[], Vec::as_slice)
 }
 
 #[cfg(test)]

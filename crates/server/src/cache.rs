@@ -105,6 +105,31 @@ impl<K: Eq + Hash, V: Clone> Cache<K, V> {
         (e.epoch == epoch && now_ms.saturating_sub(e.at_ms) < self.ttl_ms).then(|| e.value.clone())
     }
 
+    /// The value cached for `k`, or else the one `load` reads, cached under the
+    /// generation taken before the read (see [`Cache::epoch`]).
+    /// The key is owned only on a miss.
+    pub(crate) async fn get_or_load<Q, E, F, Fut>(
+        &self,
+        sync: &CacheSync,
+        k: &Q,
+        now_ms: i64,
+        load: F,
+    ) -> Result<V, E>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<V, E>>,
+    {
+        if let Some(v) = self.get(sync, k, now_ms) {
+            return Ok(v);
+        }
+        let epoch = self.epoch(sync);
+        let v = load().await?;
+        self.put(sync, k.to_owned(), v.clone(), now_ms, epoch);
+        Ok(v)
+    }
+
     /// Caches `value` if the generation is still `epoch`.
     pub(crate) fn put(&self, sync: &CacheSync, k: K, value: V, now_ms: i64, epoch: Option<u64>) {
         let Some(epoch) = epoch else { return };

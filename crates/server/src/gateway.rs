@@ -199,15 +199,13 @@ impl Gateway {
     /// whatever the cache holds: [`suspended::Active`] compares with the clock).
     pub async fn suspensions(&self, account_id: &str) -> ApiResult<Arc<suspended::Active>> {
         let (now, sync) = (self.clock.now_ms(), self.sync.as_ref());
-        if let Some(a) = self.suspensions.get(sync, account_id, now) {
-            return Ok(a);
-        }
-        let epoch = self.suspensions.epoch(sync);
-        let rows = self.store.active_suspensions(account_id, now).await?;
-        let active = Arc::new(suspended::Active::new(&rows));
+        let load = || async {
+            let rows = self.store.active_suspensions(account_id, now).await?;
+            Ok(Arc::new(suspended::Active::new(&rows)))
+        };
         self.suspensions
-            .put(sync, account_id.to_owned(), active.clone(), now, epoch);
-        Ok(active)
+            .get_or_load(sync, account_id, now, load)
+            .await
     }
 
     /// Forgets an account's cached suspensions (after a change through this node).
@@ -218,14 +216,8 @@ impl Gateway {
     /// The account's controls, through the cache.
     pub async fn account_controls(&self, account_id: &str) -> ApiResult<Arc<AccountControls>> {
         let (now, sync) = (self.clock.now_ms(), self.sync.as_ref());
-        if let Some(c) = self.controls.get(sync, account_id, now) {
-            return Ok(c);
-        }
-        let epoch = self.controls.epoch(sync);
-        let c = Arc::new(self.store.account_controls(account_id).await?);
-        self.controls
-            .put(sync, account_id.to_owned(), c.clone(), now, epoch);
-        Ok(c)
+        let load = || async { Ok(Arc::new(self.store.account_controls(account_id).await?)) };
+        self.controls.get_or_load(sync, account_id, now, load).await
     }
 
     /// Forgets cached controls of an account (after a change through this node).
@@ -235,15 +227,11 @@ impl Gateway {
 
     async fn key_allowlist(&self, key_id: &str) -> ApiResult<Arc<Vec<IpNet>>> {
         let (now, sync) = (self.clock.now_ms(), self.sync.as_ref());
-        if let Some(c) = self.key_lists.get(sync, key_id, now) {
-            return Ok(c);
-        }
-        let epoch = self.key_lists.epoch(sync);
-        let list = self.store.key_ip_allowlist(key_id).await?;
-        let nets = Arc::new(parse_stored_cidrs(&list));
-        self.key_lists
-            .put(sync, key_id.to_owned(), nets.clone(), now, epoch);
-        Ok(nets)
+        let load = || async {
+            let list = self.store.key_ip_allowlist(key_id).await?;
+            Ok(Arc::new(parse_stored_cidrs(&list)))
+        };
+        self.key_lists.get_or_load(sync, key_id, now, load).await
     }
 
     /// Forgets a cached key allowlist.

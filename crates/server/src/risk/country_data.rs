@@ -95,6 +95,13 @@ struct PerPart<T> {
 }
 
 impl<T> PerPart<T> {
+    fn get(&self, part: Part) -> &T {
+        match part {
+            Part::BinTable => &self.bins,
+            Part::IpDatabase => &self.ips,
+        }
+    }
+
     fn of(&mut self, part: Part) -> &mut T {
         match part {
             Part::BinTable => &mut self.bins,
@@ -136,11 +143,11 @@ impl CountryData {
 
     /// What is in force for `part`.
     pub fn in_force(&self, part: Part) -> InForce {
-        let mut parts = self
+        let parts = self
             .parts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        parts.of(part).clone()
+        parts.get(part).clone()
     }
 
     /// Swaps in an upload unless one as new or newer is in force already (two nodes'
@@ -191,7 +198,7 @@ impl CountryData {
                 .refused
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .of(part);
+                .get(part);
             if info.version <= have || refused == Some(info.version) {
                 continue;
             }

@@ -59,21 +59,19 @@ impl RiskLists {
         now_ms: i64,
     ) -> StoreResult<Arc<Lists>> {
         let key = (account_id.to_owned(), mode);
-        if let Some(l) = self.cache.get(sync, &key, now_ms) {
-            return Ok(l);
-        }
-        let epoch = self.cache.epoch(sync);
-        let rows = store.live_list_entries(account_id, mode, now_ms).await?;
-        let entries: Vec<ListEntry> = rows.iter().filter_map(entry_of).collect();
-        if entries.len() < rows.len() {
-            tracing::warn!(
-                unread = rows.len() - entries.len(),
-                "risk list entries this build cannot read were left out"
-            );
-        }
-        let lists = Arc::new(Lists::new(entries));
-        self.cache.put(sync, key, lists.clone(), now_ms, epoch);
-        Ok(lists)
+        self.cache
+            .get_or_load(sync, &key, now_ms, || async {
+                let rows = store.live_list_entries(account_id, mode, now_ms).await?;
+                let entries: Vec<ListEntry> = rows.iter().filter_map(entry_of).collect();
+                if entries.len() < rows.len() {
+                    tracing::warn!(
+                        unread = rows.len() - entries.len(),
+                        "risk list entries this build cannot read were left out"
+                    );
+                }
+                Ok(Arc::new(Lists::new(entries)))
+            })
+            .await
     }
 
     /// Forgets what is cached for an account (after a change through this node).

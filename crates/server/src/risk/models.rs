@@ -54,13 +54,10 @@ impl RiskModels {
         sync: &CacheSync,
         now_ms: i64,
     ) -> StoreResult<Arc<InService>> {
-        if let Some(m) = self.cache.get(sync, &(), now_ms) {
-            return Ok(m);
-        }
-        let epoch = self.cache.epoch(sync);
-        let rows = store.risk_models().await?;
-        let models = Arc::new(InService::load(&rows));
-        self.cache.put(sync, (), models.clone(), now_ms, epoch);
-        Ok(models)
+        self.cache
+            .get_or_load(sync, &(), now_ms, || async {
+                Ok(Arc::new(InService::load(&store.risk_models().await?)))
+            })
+            .await
     }
 }

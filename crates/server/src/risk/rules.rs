@@ -103,26 +103,24 @@ impl RiskRules {
         now_ms: i64,
     ) -> StoreResult<Arc<InForce>> {
         let key = (account_id.to_owned(), mode);
-        if let Some(r) = self.cache.get(sync, &key, now_ms) {
-            return Ok(r);
-        }
-        let epoch = self.cache.epoch(sync);
-        let rows = store.rule_sets(account_id, mode, None, 1).await?;
-        let rules = match rows.first() {
-            None => self.builtin.clone(),
-            Some(r) => match InForce::load(r) {
-                Some(f) => Arc::new(f),
-                None => {
-                    tracing::warn!(
-                        version = r.version,
-                        "stored risk rules no longer compile; using the built-in set"
-                    );
-                    self.builtin.clone()
-                }
-            },
-        };
-        self.cache.put(sync, key, rules.clone(), now_ms, epoch);
-        Ok(rules)
+        self.cache
+            .get_or_load(sync, &key, now_ms, || async {
+                let rows = store.rule_sets(account_id, mode, None, 1).await?;
+                Ok(match rows.first() {
+                    None => self.builtin.clone(),
+                    Some(r) => match InForce::load(r) {
+                        Some(f) => Arc::new(f),
+                        None => {
+                            tracing::warn!(
+                                version = r.version,
+                                "stored risk rules no longer compile; using the built-in set"
+                            );
+                            self.builtin.clone()
+                        }
+                    },
+                })
+            })
+            .await
     }
 
     /// Forgets what is cached for an account (after a put through this node).

@@ -3,9 +3,7 @@
 
 use crate::auth::Admin;
 use crate::error::ApiResult;
-use crate::extract::{
-    BIN_TABLE_MAX_BYTES, BIN_TABLE_ROUTE, IP_DATABASE_MAX_BYTES, IP_DATABASE_ROUTE, upload,
-};
+use crate::extract::{BIN_TABLE_MAX_BYTES, IP_DATABASE_MAX_BYTES, upload};
 use crate::openapi::ErrorResponse;
 use crate::service::risk_data::{self as svc, BinTableView, IpDatabaseView};
 use crate::state::AppState;
@@ -38,7 +36,6 @@ pub async fn put_bin_table(
     admin: Admin,
     req: Request,
 ) -> ApiResult<Json<BinTableView>> {
-    debug_assert_eq!(req.uri().path(), BIN_TABLE_ROUTE);
     let csv = upload(req, "text/csv", BIN_TABLE_MAX_BYTES).await?;
     Ok(Json(svc::put_bin_table(&state, &admin, csv).await?))
 }
@@ -74,7 +71,6 @@ pub async fn put_ip_database(
     admin: Admin,
     req: Request,
 ) -> ApiResult<Json<IpDatabaseView>> {
-    debug_assert_eq!(req.uri().path(), IP_DATABASE_ROUTE);
     let mmdb = upload(req, "application/octet-stream", IP_DATABASE_MAX_BYTES).await?;
     Ok(Json(svc::put_ip_database(&state, &admin, mmdb).await?))
 }

@@ -299,11 +299,11 @@ pub async fn create(
     {
         return Err(ServiceError::InvalidParameter);
     }
-    let mode = risk_mode(state, who).await?;
-    let act = mode == RiskMode::Enforce;
+    let controls = controls(state, who).await?;
     let run = Run {
-        act,
+        act: RiskMode::of(controls.risk_mode.as_deref()) == RiskMode::Enforce,
         implicit: false,
+        zone: controls.time_zone.as_deref(),
     };
     let record = assess(state, who, new.action, subjects, new.amount, billing, run).await?;
     state
@@ -326,12 +326,6 @@ async fn controls(
         .account_controls(&who.account_id)
         .await
         .map_err(|_| ServiceError::internal("account controls unavailable"))
-}
-
-async fn risk_mode(state: &AppState, who: &Principal) -> Result<RiskMode> {
-    Ok(RiskMode::of(
-        controls(state, who).await?.risk_mode.as_deref(),
-    ))
 }
 
 /// What the implicit assessment of a card use knows.
@@ -357,7 +351,8 @@ pub async fn implicit(
     fingerprint: &[u8],
     bin: &str,
 ) -> Result<Recording> {
-    let mode = risk_mode(state, who).await?;
+    let controls = controls(state, who).await?;
+    let mode = RiskMode::of(controls.risk_mode.as_deref());
     if mode == RiskMode::Off {
         return Ok(Recording::none());
     }
@@ -372,6 +367,7 @@ pub async fn implicit(
     let run = Run {
         act: enforce,
         implicit: true,
+        zone: controls.time_zone.as_deref(),
     };
     let record = assess(state, who, ctx.action, subjects, None, None, run).await?;
     let blocked = enforce && record.decision == "block";
@@ -437,7 +433,7 @@ impl Recording {
 
 /// How an assessment runs.
 #[derive(Debug, Clone, Copy)]
-struct Run {
+struct Run<'a> {
     /// Make the suspension a rule asks for (the account enforces).
     act: bool,
     /// Part of another request (a tokenize, reveal or relay): the assessment is not the
@@ -445,6 +441,9 @@ struct Run {
     /// must say how the request itself ended. A suspension a rule makes then commits
     /// with a system record of its own (`suspension.rule`).
     implicit: bool,
+    /// The account's time zone (its controls, read once by the caller): the hour of day
+    /// is its local one.
+    zone: Option<&'a str>,
 }
 
 /// Scores one use and, when `run.act` (the account enforces), makes the suspension a
@@ -456,7 +455,7 @@ async fn assess(
     subjects: Subjects,
     amount: Option<i64>,
     billing: Option<String>,
-    run: Run,
+    run: Run<'_>,
 ) -> Result<AssessmentRecord> {
     let now = state.now_ms();
     let counts = state
@@ -485,8 +484,7 @@ async fn assess(
         (None, None) => crate::risk::geo::Mismatches::default(),
     };
     // The hour of day is the account's local one.
-    let zone = controls(state, who).await?.time_zone.clone();
-    let local = crate::risk::local_time::local_ms(zone.as_deref(), now);
+    let local = crate::risk::local_time::local_ms(run.zone, now);
     let mut features = features(&counts, &mismatches, amount, local);
     // A payment's amount against the card's and the account's last 30 days (1 without an
     // amount, or for a first payment).
@@ -606,18 +604,7 @@ async fn assess(
 /// The reasons the lists give: `block_listed` (it blocks) and `allow_listed` (it allows
 /// unless something blocks), each naming the kinds of entry matched, never the values.
 fn list_reasons(listed: &ListHits) -> Vec<Reason> {
-    let kinds = |k: &[ListKind]| {
-        k.iter()
-            .map(|k| match k {
-                ListKind::Card => "card",
-                ListKind::Ip => "ip",
-                ListKind::Email => "email",
-                ListKind::Bin => "bin",
-                ListKind::Device => "device",
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let kinds = |k: &[ListKind]| k.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ");
     let mut out = Vec::new();
     if listed.block > 0 {
         out.push(Reason {
