@@ -106,7 +106,7 @@ def main(dev_json_path):
     )
     cards_path = "/v1/client_sessions/{id}/cards"
     passes = {
-        "open": {"key": None, "ids": {}, "include": "^/(healthz|readyz|v1/openapi.json|\\.well-known/.*|v1/inbound/.*)$"},
+        "open": {"key": None, "ids": {}, "include": "^/(healthz|readyz|v1/openapi.json|\\.well-known/.*|v1/inbound/.*|v1/sys/(seal_status|unseal))$"},
         "test": {"key": test, "ids": test_ids, "include": "^/v1/(?!admin/|inbound/)"},
         "live": {"key": live, "ids": {}, "include": "^/v1/(?!admin/|inbound/)"},
         "admin": {"key": admin, "ids": admin_ids, "include": "^/v1/admin/"},

@@ -177,20 +177,24 @@ impl Target {
 
     pub(crate) fn connect(self) -> Result<Conn> {
         let r = self.resolve()?;
-        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
-        if let Some(ca) = r.ca {
-            let pem =
-                std::fs::read(&ca).with_context(|| format!("cannot read {}", ca.display()))?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|_| anyhow!("{} is not a PEM certificate", ca.display()))?;
-            builder = builder.add_root_certificate(cert);
-        }
         Ok(Conn {
             url: r.url.trim_end_matches('/').to_owned(),
             key: r.key,
-            client: builder.build()?,
+            client: client(r.ca.as_deref())?,
         })
     }
+}
+
+/// An HTTPS client that also trusts the PEM CA certificate at `ca`.
+pub(crate) fn client(ca: Option<&std::path::Path>) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+        let cert = reqwest::Certificate::from_pem(&pem)
+            .map_err(|_| anyhow!("{} is not a PEM certificate", ca.display()))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    Ok(builder.build()?)
 }
 
 /// Ids go into URL paths, so only id characters are allowed (no `/`, `?`, `..`).
@@ -216,32 +220,41 @@ impl Conn {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let res = req.send().await.map_err(|e| {
-            // The source chain says why (refused, unknown issuer, …); the URL is already known.
-            let why = format!("{:#}", anyhow::Error::from(e.without_url()));
-            let hint = if why.contains("certificate") {
-                " (pass --ca-cert with the CA that signed the server's certificate)"
-            } else {
-                ""
-            };
-            anyhow!("cannot reach the server: {why}{hint}")
-        })?;
-        let status = res.status();
-        let body: Value = res.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!(
-                "{} {}: {}",
-                status.as_u16(),
-                body.pointer("/error/code")
-                    .and_then(Value::as_str)
-                    .unwrap_or("error"),
-                body.pointer("/error/message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-            );
-        }
+        let res = req.send().await.map_err(unreachable)?;
+        let body = answer(res).await?;
         print_stdout(&serde_json::to_string_pretty(&body)?)
     }
+}
+
+/// Why the server could not be reached: the source chain (refused, unknown issuer, …);
+/// the URL is already known.
+pub(crate) fn unreachable(e: reqwest::Error) -> anyhow::Error {
+    let why = format!("{:#}", anyhow::Error::from(e.without_url()));
+    let hint = if why.contains("certificate") {
+        " (pass --ca-cert with the CA that signed the server's certificate)"
+    } else {
+        ""
+    };
+    anyhow!("cannot reach the server: {why}{hint}")
+}
+
+/// The JSON body of a success, or the error's status, code and message.
+pub(crate) async fn answer(res: reqwest::Response) -> Result<Value> {
+    let status = res.status();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!(
+            "{} {}: {}",
+            status.as_u16(),
+            body.pointer("/error/code")
+                .and_then(Value::as_str)
+                .unwrap_or("error"),
+            body.pointer("/error/message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        );
+    }
+    Ok(body)
 }
 
 /// Prints a line; a closed pipe (`… | head`) is not an error.
@@ -419,6 +432,7 @@ mod tests {
             publishable_key: "pk_test_x".into(),
             admin_key: "sk_admin_dev".into(),
             metrics_url: None,
+            unseal_shares: None,
         };
         std::fs::write(
             dir.path().join("dev.json"),

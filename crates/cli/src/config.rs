@@ -18,7 +18,9 @@ pub struct FileConfig {
     pub listen: SocketAddr,
     /// `sqlite://PATH` or `postgres://…`.
     pub database_url: String,
-    /// 32-byte root key file (mode 0600); else `STRONGROOM_ROOT_KEY_FILE`.
+    /// Where the root key is kept: `file` (the default) or `shamir` (docs/key-custody.md).
+    pub root_key_provider: Option<String>,
+    /// `file` provider: the 32-byte root key file (mode 0600); else `STRONGROOM_ROOT_KEY_FILE`.
     pub root_key_file: Option<PathBuf>,
     /// TLS files.
     pub tls: Option<TlsSection>,
@@ -151,7 +153,8 @@ pub struct StoreSection {
 /// A validated configuration, ready to start.
 pub struct Checked {
     pub server: ServerConfig,
-    pub root: RootKey,
+    /// The root key (`file`), or a sealed start (`shamir`).
+    pub custody: strongroom_server::Custody,
     pub log_dir: Option<PathBuf>,
     /// Serving plain HTTP on loopback (worth a warning in the log).
     pub plaintext: bool,
@@ -228,13 +231,32 @@ fn validate(file: FileConfig) -> Result<Checked> {
     {
         bail!("database_url must start with sqlite:// or postgres://");
     }
-    let key_path = match &file.root_key_file {
-        Some(p) => p.clone(),
-        None => std::env::var_os("STRONGROOM_ROOT_KEY_FILE")
-            .map(PathBuf::from)
-            .ok_or_else(|| anyhow!("no root key: set root_key_file or STRONGROOM_ROOT_KEY_FILE"))?,
+    let provider = file.root_key_provider.as_deref().unwrap_or("file");
+    let custody = match strongroom_server::Provider::parse(provider) {
+        Some(strongroom_server::Provider::File) => {
+            let key_path = match &file.root_key_file {
+                Some(p) => p.clone(),
+                None => std::env::var_os("STRONGROOM_ROOT_KEY_FILE")
+                    .map(PathBuf::from)
+                    .ok_or_else(|| {
+                        anyhow!("no root key: set root_key_file or STRONGROOM_ROOT_KEY_FILE")
+                    })?,
+            };
+            strongroom_server::Custody::Open {
+                root: load_root_key(&key_path)?,
+                provider: strongroom_server::Provider::File,
+            }
+        }
+        Some(strongroom_server::Provider::Shamir) => {
+            if file.root_key_file.is_some() {
+                bail!(
+                    "root_key_file is for root_key_provider = \"file\"; a shamir vault's key is rebuilt from unseal shares (docs/key-custody.md)"
+                );
+            }
+            strongroom_server::Custody::Sealed
+        }
+        _ => bail!("root_key_provider must be \"file\" or \"shamir\""),
     };
-    let root = load_root_key(&key_path)?;
     if let Some(t) = &tls {
         strongroom_server::tls::rustls_config(t).map_err(|e| anyhow!(e))?;
     }
@@ -319,9 +341,14 @@ fn validate(file: FileConfig) -> Result<Checked> {
         server.risk_ip_database.clone_from(&r.ip_database);
     }
     warnings.extend(crate::webhooks::warnings(&server));
+    if matches!(custody, strongroom_server::Custody::Open { .. }) {
+        warnings.push(format!(
+            "root_key_provider = \"file\": whoever can read the disk can read the root key; `serve` asks for {FILE_ROOT_KEY_FLAG}, and production vaults should start sealed (root_key_provider = \"shamir\", docs/key-custody.md)"
+        ));
+    }
     Ok(Checked {
         server,
-        root,
+        custody,
         log_dir: file.log_dir,
         plaintext: file.plaintext,
         warnings,
@@ -398,9 +425,18 @@ pub fn init_root_key(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `strongroom serve`.
-pub async fn serve(path: &Path) -> Result<()> {
+/// The switch `serve` needs to start on a root key file.
+pub const FILE_ROOT_KEY_FLAG: &str = "--i-understand-file-root-key";
+
+/// `strongroom serve`. A root key in a file is refused unless `file_root_key_ok`
+/// (`--i-understand-file-root-key`): a production vault should start sealed.
+pub async fn serve(path: &Path, file_root_key_ok: bool) -> Result<()> {
     let checked = check(path)?;
+    if matches!(checked.custody, strongroom_server::Custody::Open { .. }) && !file_root_key_ok {
+        bail!(
+            "the root key is a file (root_key_provider = \"file\"), which anyone who can read this disk can take; start sealed with root_key_provider = \"shamir\" (docs/key-custody.md), or pass {FILE_ROOT_KEY_FLAG} to accept the risk"
+        );
+    }
     let _guard = init_logging(checked.log_dir.as_deref())?;
     if checked.plaintext {
         tracing::warn!(
@@ -411,7 +447,8 @@ pub async fn serve(path: &Path) -> Result<()> {
     for w in &checked.warnings {
         tracing::warn!("{w}");
     }
-    let running = strongroom_server::start(checked.server, checked.root)
+    let clock = std::sync::Arc::new(strongroom_core::SystemClock);
+    let running = strongroom_server::start_custody(checked.server, checked.custody, clock)
         .await
         .map_err(|e| anyhow!("cannot start: {e}"))?;
     crate::dev::shutdown_signal().await;

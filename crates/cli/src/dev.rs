@@ -41,7 +41,25 @@ pub struct DevArgs {
     /// raises them).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     browser_rate_limit_per_minute: Option<u32>,
+    /// Where the root key is kept: `file` (in the data directory), or `shamir` (the
+    /// vault starts sealed; the first start splits the key into 5 shares, 3 of which
+    /// open it, prints them and keeps them in dev.json as `unseal_shares`, which only a
+    /// development vault may do).
+    #[arg(long, value_enum, default_value = "file")]
+    root_key: DevRootKey,
 }
+
+/// `strongroom dev --root-key`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DevRootKey {
+    /// A dev root key file in the data directory.
+    File,
+    /// Shamir shares: a sealed start.
+    Shamir,
+}
+
+/// The dev vault's shares: 5, any 3 of which open it.
+const DEV_SHARES: (u8, u8) = (5, 3);
 
 /// What `dev.json` holds: exactly these fields.
 #[derive(Serialize, Deserialize)]
@@ -55,6 +73,10 @@ pub struct DevJson {
     /// The admin listener's `/metrics` (plain HTTP, loopback).
     #[serde(default)]
     pub metrics_url: Option<String>,
+    /// `--root-key shamir`: the unseal shares. Only a development vault keeps them
+    /// together, and beside the vault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseal_shares: Option<Vec<String>>,
 }
 
 pub async fn run(args: DevArgs) -> Result<()> {
@@ -69,7 +91,6 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let dir = dir.canonicalize()?;
     let _log_guard = crate::config::init_logging(Some(&dir.join("logs")))?;
 
-    let root = dev_root_key(&dir.join("root.key"))?;
     let tls = dev_tls(&dir.join("tls"))?;
     let store = StoreConfig {
         url: args
@@ -95,13 +116,57 @@ pub async fn run(args: DevArgs) -> Result<()> {
         rl.browser_ip_per_minute = n;
         rl.browser_key_per_minute = n;
     }
-    let running = strongroom_server::start(config, root)
+    let (custody, new_shares) = match args.root_key {
+        DevRootKey::File => {
+            let root = dev_root_key(&dir.join("root.key"))?;
+            let provider = strongroom_server::Provider::File;
+            (strongroom_server::Custody::Open { root, provider }, None)
+        }
+        DevRootKey::Shamir => (
+            strongroom_server::Custody::Sealed,
+            dev_shares(&config.store).await?,
+        ),
+    };
+    let clock = std::sync::Arc::new(strongroom_core::SystemClock);
+    let running = strongroom_server::start_custody(config, custody, clock)
         .await
         .map_err(|e| anyhow!("cannot start: {e}"))?;
     let url = format!("https://{}", running.local_addr);
-    let mut dev = provision(&running.state, &dir, url).await?;
-    dev.metrics_url = running.metrics_addr.map(|a| format!("http://{a}/metrics"));
     let path = dir.join("dev.json");
+    let old_shares = read_dev_json(&dir).and_then(|d| d.unseal_shares);
+    if let Some(shares) = &new_shares {
+        println!(
+            "Unseal shares of this dev vault ({} of {} open it; shown once, and kept in {} only because this is a development vault):",
+            DEV_SHARES.1,
+            DEV_SHARES.0,
+            path.display()
+        );
+        for s in shares {
+            println!("  {}", s.as_str());
+        }
+        // The first start opens it with them, to provision the account.
+        for s in shares.iter().take(usize::from(DEV_SHARES.1)) {
+            running
+                .vault()
+                .unseal(s)
+                .await
+                .map_err(|e| anyhow!("cannot unseal the new dev vault: {}", e.code))?;
+        }
+    } else if running.vault().is_sealed() {
+        println!(
+            "Strongroom dev vault on {url} is sealed: run `strongroom operator unseal --data-dir {}` with {} of the shares in {}",
+            dir.display(),
+            DEV_SHARES.1,
+            path.display()
+        );
+    }
+    let state = running.vault().opened().await;
+    let mut dev = provision(&state, &dir, url).await?;
+    drop(state);
+    dev.metrics_url = running.metrics_addr.map(|a| format!("http://{a}/metrics"));
+    dev.unseal_shares = new_shares
+        .map(|s| s.iter().map(|s| s.as_str().to_owned()).collect())
+        .or(old_shares);
     write_private(&path, &serde_json::to_vec_pretty(&dev)?)?;
 
     println!("Strongroom dev vault on {}", dev.url);
@@ -137,11 +202,37 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// What `dev.json` holds now, if it is one.
+fn read_dev_json(dir: &Path) -> Option<DevJson> {
+    std::fs::read(dir.join("dev.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+/// A Shamir dev vault's first start: makes its root key and returns the shares; `None`
+/// when the vault has a root key already.
+async fn dev_shares(store: &StoreConfig) -> Result<Option<Vec<zeroize::Zeroizing<String>>>> {
+    use strongroom_core::Clock;
+    use strongroom_store::CustodyStore;
+    let db = strongroom_store::Store::connect(store)
+        .await
+        .map_err(|e| anyhow!("cannot open the database: {e}"))?;
+    let shares = match db.root_key().await? {
+        Some(_) => None,
+        None => {
+            let (n, k) = DEV_SHARES;
+            let now = strongroom_core::SystemClock.now_ms();
+            let shares = strongroom_server::custody::init_shamir(&db, now, n, k).await?;
+            Some(shares.iter().map(|s| s.text()).collect())
+        }
+    };
+    db.close().await;
+    Ok(shares)
+}
+
 /// Reuses what `dev.json` names if it is all still valid; creates what is missing.
 async fn provision(state: &AppState, dir: &Path, url: String) -> Result<DevJson> {
-    let old: Option<DevJson> = std::fs::read(dir.join("dev.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let old = read_dev_json(dir);
     let valid = |secret: &str| {
         let secret = secret.to_owned();
         async move {
@@ -206,6 +297,7 @@ async fn provision(state: &AppState, dir: &Path, url: String) -> Result<DevJson>
         publishable_key,
         admin_key,
         metrics_url: None,
+        unseal_shares: None,
     })
 }
 

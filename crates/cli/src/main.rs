@@ -15,6 +15,7 @@ mod db;
 mod dev;
 mod logfmt;
 mod logq;
+mod operator;
 mod pin;
 mod relay;
 mod risk;
@@ -62,6 +63,10 @@ enum Command {
         /// The configuration file.
         #[arg(long)]
         config: PathBuf,
+        /// Start with `root_key_provider = "file"`: anyone who can read the disk can
+        /// read that key (docs/key-custody.md).
+        #[arg(long = "i-understand-file-root-key")]
+        i_understand_file_root_key: bool,
     },
     /// Configuration tools.
     Config {
@@ -73,6 +78,12 @@ enum Command {
         /// Where to write it; refuses to overwrite.
         #[arg(long)]
         root_key_file: PathBuf,
+    },
+    /// The root key's custody: initialise a sealed vault, unseal, seal
+    /// (docs/key-custody.md).
+    Operator {
+        #[command(subcommand)]
+        command: operator::OperatorCommand,
     },
     /// Manage accounts through the admin API.
     Accounts {
@@ -167,7 +178,11 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
-            Command::Serve { config } => config::serve(&config).await,
+            Command::Serve {
+                config,
+                i_understand_file_root_key,
+            } => config::serve(&config, i_understand_file_root_key).await,
+            Command::Operator { command } => operator::run(command).await,
             Command::Config {
                 command: ConfigCommand::Check { config },
             } => config::check_and_report(&config),

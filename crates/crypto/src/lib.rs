@@ -17,6 +17,7 @@ pub mod jwe;
 pub mod jwt;
 pub mod pin;
 pub mod random;
+pub mod shamir;
 
 use aws_lc_rs::{aead, constant_time, hkdf, hmac};
 use thiserror::Error;
@@ -43,6 +44,7 @@ pub const KEY_LEN: usize = 32;
 pub struct RootKey {
     wrap: SealingKey,
     digest: hmac::Key,
+    verifier: [u8; 32],
 }
 
 impl RootKey {
@@ -54,10 +56,19 @@ impl RootKey {
         // Two independent subkeys, so wrapping and digesting never share a key.
         let wrap = derive(bytes, b"strongroom/v1/wrap")?;
         let digest = derive(bytes, b"strongroom/v1/digest")?;
+        let verifier = derive(bytes, b"strongroom/v1/verifier")?;
         Ok(Self {
             wrap: SealingKey::from_bytes(wrap.as_slice())?,
             digest: hmac::Key::new(hmac::HMAC_SHA256, digest.as_slice()),
+            verifier: *verifier,
         })
+    }
+
+    /// A value that tells this key from another without revealing it (a one-way
+    /// derivation, independent of every other subkey): the vault keeps it to refuse a
+    /// wrong root key, or wrong unseal shares, before any data is touched.
+    pub fn verifier(&self) -> [u8; 32] {
+        self.verifier
     }
 
     /// Wraps a data key. `context` names the account, purpose and version, so a wrapped

@@ -157,6 +157,10 @@ pub mod codes {
         SIGNATURE_EXPIRED = (UNAUTHORIZED, "signature_expired", "The request signature was created outside the accepted time window.");
         CONTENT_DIGEST_MISMATCH = (UNAUTHORIZED, "content_digest_mismatch", "The Content-Digest header is missing, unsupported or does not match the body.");
         IP_NOT_ALLOWED = (FORBIDDEN, "ip_not_allowed", "Requests from this address are not allowed for this account or key.");
+        SEALED = (SERVICE_UNAVAILABLE, "sealed", "The vault is sealed: its keys are not in memory. It opens when enough unseal shares are in (POST /v1/sys/unseal), or, with a file or HSM root key, when the server restarts.");
+        SHARE_INVALID = (BAD_REQUEST, "share_invalid", "The unseal share is malformed or is not a share of this vault's root key.");
+        SHARE_DUPLICATE = (CONFLICT, "share_duplicate", "This unseal share has already been given.");
+        UNSEAL_BY_RESTART = (CONFLICT, "unseal_by_restart", "This vault's root key comes from a file or an HSM, which opens it at start: restart the server to unseal it.");
         RATE_LIMITED = (TOO_MANY_REQUESTS, "rate_limited", "Too many requests; retry after the number of seconds in Retry-After.");
         IDEMPOTENCY_KEY_INVALID = (BAD_REQUEST, "idempotency_key_invalid", "The Idempotency-Key header must be 1 to 255 printable ASCII characters.");
         IDEMPOTENCY_NOT_SUPPORTED = (BAD_REQUEST, "idempotency_not_supported", "This endpoint does not accept an Idempotency-Key because its response carries a secret.");

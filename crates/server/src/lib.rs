@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod custody;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -22,13 +23,16 @@ pub mod risk;
 pub mod routes;
 pub mod secret_body;
 pub mod service;
+pub mod startup;
 pub mod state;
 pub mod tls;
 
 pub use audit::Origin;
 pub use config::{ServerConfig, TlsFiles};
+pub use custody::{Custody, Provider, Vault};
 pub use error::{ApiError, ApiResult};
 pub use service::accounts::{IssuedKey, NewKeyKind};
+pub use startup::StartError;
 pub use state::AppState;
 
 use axum_server::accept::NoDelayAcceptor;
@@ -38,45 +42,31 @@ use std::time::Duration;
 use strongroom_core::{Clock, SystemClock};
 use strongroom_crypto::RootKey;
 use strongroom_store::{Store, VaultStore};
-use thiserror::Error;
-
-/// Why the server could not start or stopped with an error.
-#[derive(Debug, Error)]
-pub enum StartError {
-    /// The database could not be opened or migrated.
-    #[error("database: {0}")]
-    Store(#[from] strongroom_store::StoreError),
-    /// The TLS files could not be read or used.
-    #[error("TLS: {0}")]
-    Tls(String),
-    /// The listener could not be bound.
-    #[error("listen: {0}")]
-    Io(#[from] std::io::Error),
-    /// A setting cannot be used.
-    #[error("configuration: {0}")]
-    Config(String),
-    /// The audit log could not be written (the service fails closed).
-    #[error("audit log: {0}")]
-    Audit(&'static str),
-    /// The JWT signing keys could not be loaded or created.
-    #[error("JWT signing keys: {0}")]
-    Keys(&'static str),
-}
 
 /// A started server.
 pub struct Running {
     /// The address it listens on.
     pub local_addr: SocketAddr,
-    /// Its state, for provisioning (accounts, keys) from the CLI and tests.
-    pub state: AppState,
     /// The admin listener's address (`/metrics`), if one runs.
     pub metrics_addr: Option<SocketAddr>,
+    vault: Arc<Vault>,
     metrics_task: Option<tokio::task::JoinHandle<()>>,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Running {
+    /// Its state while the vault is open, for provisioning (accounts, keys) from the CLI
+    /// and tests; `None` while sealed.
+    pub fn state(&self) -> Option<AppState> {
+        self.vault.state()
+    }
+
+    /// The vault: sealed or open (see [`custody`]).
+    pub fn vault(&self) -> &Arc<Vault> {
+        &self.vault
+    }
+
     /// Asks the server to stop accepting and finish in-flight requests.
     pub fn shutdown(&self) {
         self.handle.graceful_shutdown(Some(Duration::from_secs(10)));
@@ -91,15 +81,25 @@ impl Running {
         if let Some(t) = &self.metrics_task {
             t.abort();
         }
+        let Some(state) = self.vault.close() else {
+            // Sealed: no key to sign a checkpoint with; the stop is recorded all the same.
+            let v = &self.vault;
+            if let Err(e) =
+                audit::system(v.store(), v.metrics(), v.now_ms(), "service.stop", "").await
+            {
+                tracing::error!(code = e.code, "could not record the service stop");
+            }
+            return result;
+        };
         // Counted auth failures are written before the stop.
-        flush_auth_failures(&self.state, i64::MAX).await;
+        flush_auth_failures(&state, i64::MAX).await;
         // So are a single node's risk counters.
-        risk::kept::keep(&self.state).await;
+        risk::kept::keep(&state).await;
         // The stop is recorded and the head signed, so a truncation behind it shows.
-        if let Err(e) = audit_system(&self.state, "service.stop").await {
+        if let Err(e) = audit_system(&state, "service.stop").await {
             tracing::error!(code = e.code, "could not record the service stop");
         }
-        if let Err(e) = audit_checkpoint(&self.state).await {
+        if let Err(e) = audit_checkpoint(&state).await {
             tracing::error!(
                 code = e.code,
                 "could not checkpoint the audit log at shutdown"
@@ -109,7 +109,7 @@ impl Running {
     }
 }
 
-/// Opens the store, builds the app and starts listening.
+/// Opens the store, builds the app and starts listening, with a root key at hand.
 pub async fn start(config: ServerConfig, root: RootKey) -> Result<Running, StartError> {
     start_with_clock(config, root, Arc::new(SystemClock)).await
 }
@@ -120,6 +120,20 @@ pub async fn start_with_clock(
     root: RootKey,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, StartError> {
+    let custody = Custody::Open {
+        root,
+        provider: Provider::File,
+    };
+    start_custody(config, custody, clock).await
+}
+
+/// Opens the store and starts listening: open at once when the root key is at hand,
+/// sealed until enough unseal shares are in otherwise (see [`custody`]).
+pub async fn start_custody(
+    config: ServerConfig,
+    custody: Custody,
+    clock: Arc<dyn Clock>,
+) -> Result<Running, StartError> {
     gateway::check_config(&config.rate_limit).map_err(StartError::Config)?;
     let store = Store::connect(&config.store).await?;
     check_inbound_accounts(&store, &config.inbound_sources).await?;
@@ -127,41 +141,48 @@ pub async fn start_with_clock(
         Some(files) => Some(tls::rustls_config(files).map_err(StartError::Tls)?),
         None => None,
     };
-    let geo = load_geo(&config).map_err(StartError::Config)?;
-    let state = AppState::new(store, root, clock, config.clone(), geo);
-    // Fail closed from the start: a service that cannot record cannot serve.
-    audit_system(&state, "service.start")
-        .await
-        .map_err(|e| StartError::Audit(e.code))?;
-    audit::prepare_anchor(state.config().audit_anchor.clone())
-        .await
-        .map_err(|e| StartError::Audit(e.code))?;
-    audit_checkpoint(&state)
-        .await
-        .map_err(|e| StartError::Audit(e.code))?;
-    spawn_checkpointer(state.clone());
-    spawn_failure_flusher(state.clone());
-    state
-        .tokens()
-        .ensure_keys()
-        .await
-        .map_err(|e| StartError::Keys(ApiError::from(e).message))?;
-    service::rewrap::spawn(state.clone());
-    service::webhooks::spawn(state.clone());
-    service::suspensions::spawn(state.clone());
-    // Uploaded country data wins over the configuration's files: in force before the
-    // first request, then followed.
-    if let Err(e) = state
-        .country_data()
-        .follow(state.store(), state.now_ms())
-        .await
-    {
-        tracing::warn!(error = %e, "uploaded risk country data not read; will retry");
+    // The country data files are read now, sealed or not, so that a bad one stops the start.
+    load_geo(&config).map_err(StartError::Config)?;
+    let provider = match &custody {
+        Custody::Open { provider, .. } => *provider,
+        Custody::Sealed => Provider::Shamir,
+    };
+    let vault = Vault::new(
+        store.clone(),
+        clock.clone(),
+        opener(store.clone(), clock, config.clone()),
+        provider,
+    );
+    vault.set_sealed_router(routes::sys::sealed_router(vault.clone()));
+    match custody {
+        Custody::Open { root, .. } => {
+            vault.open(root, "service.start").await?;
+        }
+        Custody::Sealed => {
+            use strongroom_store::CustodyStore;
+            match store.root_key().await? {
+                Some(r) if r.provider == Provider::Shamir.as_str() => {}
+                Some(r) => {
+                    return Err(StartError::Custody(format!(
+                        "this vault's root key is kept by the `{}` provider, not `shamir`",
+                        r.provider
+                    )));
+                }
+                None => {
+                    return Err(StartError::Custody(
+                        "this vault has no root key yet: run `strongroom operator init`".into(),
+                    ));
+                }
+            }
+            audit::system(&store, vault.metrics(), vault.now_ms(), "service.start", "")
+                .await
+                .map_err(|e| StartError::Audit(e.code))?;
+            tracing::warn!("vault sealed: hand in unseal shares (strongroom operator unseal)");
+        }
     }
-    service::risk_data::spawn(state.clone());
-    // A single node's risk counters, kept across its restart.
-    risk::kept::restore(&state).await;
-    let app = routes::router(state.clone());
+    let app = axum::Router::new()
+        .fallback(front)
+        .with_state(vault.clone());
     let listener = std::net::TcpListener::bind(config.listen)?;
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;
@@ -188,23 +209,99 @@ pub async fn start_with_clock(
     };
     let (metrics_addr, metrics_task) = match config.metrics_listen {
         Some(addr) => {
-            let (a, t) = routes::metrics::serve(state.clone(), addr).await?;
+            let (a, t) = routes::metrics::serve(vault.clone(), addr).await?;
             (Some(a), Some(t))
         }
         None => (None, None),
     };
-    tracing::info!(addr = %local_addr, backend = state.store().backend_name(), tls = config.tls.is_some(), "strongroom listening");
+    tracing::info!(addr = %local_addr, backend = store.backend_name(), tls = config.tls.is_some(), sealed = vault.is_sealed(), "strongroom listening");
     Ok(Running {
         local_addr,
-        state,
         metrics_addr,
+        vault,
         metrics_task,
         handle,
         task,
     })
 }
 
-/// Records a system action (start, stop) in the audit log on its own.
+/// How the vault opens: a state on the store with the root key, started by [`boot`], and
+/// the API's router over it.
+fn opener(store: Store, clock: Arc<dyn Clock>, config: ServerConfig) -> custody::Opener {
+    Box::new(move |root, action| {
+        let (store, clock, config) = (store.clone(), clock.clone(), config.clone());
+        Box::pin(async move {
+            let geo = load_geo(&config).map_err(StartError::Config)?;
+            let state = AppState::new(store, root, clock, config, geo);
+            if let Err(e) = boot(&state, action).await {
+                state.stop_workers();
+                return Err(e);
+            }
+            let router = routes::router(state.clone());
+            Ok((state, router))
+        })
+    })
+}
+
+/// Every request goes to the router of the vault's state now: the API while open, the
+/// sealed vault's few routes otherwise. The `/v1/sys` routes find the vault in the
+/// request's extensions.
+async fn front(
+    axum::extract::State(vault): axum::extract::State<Arc<Vault>>,
+    mut req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use tower::ServiceExt;
+    if req.uri().path().starts_with("/v1/sys/") {
+        req.extensions_mut().insert(vault.clone());
+    }
+    match vault.router() {
+        Some(r) => match r.oneshot(req).await {
+            Ok(res) => res,
+            Err(never) => match never {},
+        },
+        None => error::codes::SEALED.into_response(),
+    }
+}
+
+/// What an opened state starts: the audit record of the start (`action`), the workers, the JWT
+/// signing keys, the uploaded country data and the kept risk counters.
+async fn boot(state: &AppState, action: &str) -> Result<(), StartError> {
+    // Fail closed from the start: a service that cannot record cannot serve.
+    audit_system(state, action)
+        .await
+        .map_err(|e| StartError::Audit(e.code))?;
+    audit::prepare_anchor(state.config().audit_anchor.clone())
+        .await
+        .map_err(|e| StartError::Audit(e.code))?;
+    audit_checkpoint(state)
+        .await
+        .map_err(|e| StartError::Audit(e.code))?;
+    spawn_checkpointer(state.clone());
+    spawn_failure_flusher(state.clone());
+    state
+        .tokens()
+        .ensure_keys()
+        .await
+        .map_err(|e| StartError::Keys(ApiError::from(e).message))?;
+    service::rewrap::spawn(state.clone());
+    service::webhooks::spawn(state.clone());
+    service::suspensions::spawn(state.clone());
+    // Uploaded country data wins over the configuration's files: in force before the
+    // first request, then followed.
+    if let Err(e) = state
+        .country_data()
+        .follow(state.store(), state.now_ms())
+        .await
+    {
+        tracing::warn!(error = %e, "uploaded risk country data not read; will retry");
+    }
+    service::risk_data::spawn(state.clone());
+    // A single node's risk counters, kept across its restart.
+    risk::kept::restore(state).await;
+    Ok(())
+}
+
 /// The risk engine's country data from the files the configuration names.
 fn load_geo(config: &ServerConfig) -> Result<risk::geo::Geo, String> {
     let read = |p: &std::path::Path, what: &str| {
@@ -227,6 +324,7 @@ fn load_geo(config: &ServerConfig) -> Result<risk::geo::Geo, String> {
     Ok(risk::geo::Geo::new(bins, ips))
 }
 
+/// Records a system action (start, stop) in the audit log on its own.
 async fn audit_system(state: &AppState, action: &str) -> ApiResult<()> {
     let now = state.now_ms();
     audit::system(state.store(), state.metrics(), now, action, "").await
@@ -251,7 +349,7 @@ async fn flush_auth_failures(state: &AppState, due_ms: i64) {
 /// Writes the counts of ended failure windows once per window, so a quiet server
 /// records them too.
 fn spawn_failure_flusher(state: AppState) {
-    tokio::spawn(async move {
+    state.clone().spawn_worker(async move {
         let every = Duration::from_millis(audit::failures::REPEAT_WINDOW_MS.unsigned_abs());
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
@@ -268,7 +366,7 @@ fn spawn_checkpointer(state: AppState) {
     if every.is_zero() {
         return;
     }
-    tokio::spawn(async move {
+    state.clone().spawn_worker(async move {
         let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
         tick.tick().await;
         loop {

@@ -100,21 +100,7 @@ pub async fn request_context(
         res.headers_mut()
             .insert(header::WWW_AUTHENTICATE, www_authenticate(error.as_ref()));
     }
-    let h = res.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        h.insert(REQUEST_ID, v);
-    }
-    h.insert(
-        header::STRICT_TRANSPORT_SECURITY,
-        HeaderValue::from_static("max-age=63072000; includeSubDomains; preload"),
-    );
-    // Only the hosted field scripts say otherwise (long-lived, integrity-pinned).
-    h.entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    security_headers(&mut res, &request_id);
 
     let status = res.status().as_u16();
     let elapsed = started.elapsed();
@@ -129,6 +115,26 @@ pub async fn request_context(
         None => tracing::info!(target: "access", request_id, %method, route, status, latency_us),
     }
     res
+}
+
+/// The headers every response carries: its request id, HSTS, `no-store` (unless the
+/// handler set its own caching) and `nosniff`.
+pub(crate) fn security_headers(res: &mut Response, request_id: &str) {
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(REQUEST_ID, v);
+    }
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=63072000; includeSubDomains; preload"),
+    );
+    // Only the hosted field scripts say otherwise (long-lived, integrity-pinned).
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
 }
 
 /// Commits what the request still owes the audit log: its own record if no write

@@ -15,6 +15,7 @@ pub mod risk;
 pub mod risk_data;
 pub mod risk_lists;
 pub mod suspensions;
+pub mod sys;
 pub mod tokens;
 pub mod webhooks;
 
@@ -157,6 +158,9 @@ pub fn router(state: AppState) -> Router {
             get(pin::get_settings).post(pin::set_settings),
         )
         .route("/v1/admin/audit", get(audit::list))
+        .route("/v1/sys/seal_status", get(sys::seal_status))
+        .route("/v1/sys/unseal", post(sys::unseal))
+        .route("/v1/sys/seal", post(sys::seal))
         .route("/v1/auth/token", post(tokens::issue))
         .route("/.well-known/jwks.json", get(tokens::jwks))
         .route("/v1/admin/jwt_keys", get(tokens::list_keys))

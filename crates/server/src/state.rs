@@ -49,6 +49,8 @@ struct Inner {
     risk_models: crate::risk::models::RiskModels,
     risk_rules: crate::risk::rules::RiskRules,
     risk_lists: crate::risk::lists::RiskLists,
+    /// The background tasks that hold this state, stopped when the vault seals.
+    workers: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl AppState {
@@ -152,6 +154,7 @@ impl AppState {
             risk_models: crate::risk::models::RiskModels::default(),
             risk_rules: crate::risk::rules::RiskRules::new(RISK_RULES_TTL),
             risk_lists: crate::risk::lists::RiskLists::new(RISK_RULES_TTL),
+            workers: std::sync::Mutex::new(Vec::new()),
         }));
         state.watch_store();
         state
@@ -235,8 +238,12 @@ impl AppState {
     /// Hears committed changes on a shared database: drops every cache of shared rows
     /// on a change, and bypasses them while not listening.
     fn watch_store(&self) {
-        let state = self.clone();
+        // Weak: the store outlives a sealed state, and must not keep it (or its keys).
+        let state = Arc::downgrade(&self.0);
         let watching = self.store().watch(move |event| {
+            let Some(state) = state.upgrade().map(AppState) else {
+                return;
+            };
             match event {
                 CacheEvent::Changed => state.cache_sync().invalidate(),
                 CacheEvent::Listening => state.cache_sync().set_live(true),
@@ -247,9 +254,38 @@ impl AppState {
                 state.tokens().clear_keyset();
             }
         });
-        if !watching {
+        match watching {
+            Some(task) => self.track(task),
             // One node owns the store (SQLite) and forgets what it changes itself.
-            self.cache_sync().set_live(true);
+            None => self.cache_sync().set_live(true),
+        }
+    }
+
+    /// Runs `work` in the background for as long as this state is open: a seal stops it.
+    pub(crate) fn spawn_worker(
+        &self,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        self.track(tokio::spawn(work).abort_handle());
+    }
+
+    fn track(&self, task: tokio::task::AbortHandle) {
+        if let Ok(mut w) = self.0.workers.lock() {
+            w.retain(|t| !t.is_finished());
+            w.push(task);
+        }
+    }
+
+    /// Stops every background task that holds this state (the vault seals or stops).
+    pub(crate) fn stop_workers(&self) {
+        let tasks = self
+            .0
+            .workers
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        for t in tasks {
+            t.abort();
         }
     }
 

@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod client_sessions;
 pub mod controls;
+pub mod custody;
 pub mod inbound_routes;
 pub mod model;
 pub mod pin;
@@ -39,6 +40,7 @@ pub use controls::{
     AccountControls, ControlStore, ControlsUpdate, IdempotencyBegin, IdempotencyClaim,
     IdempotencyRecord, KeyWithControls, SigningKeyRecord,
 };
+pub use custody::{CustodyStore, RootKeyRecord};
 pub use inbound_routes::{InboundRouteRecord, InboundRouteStore};
 pub use model::*;
 pub use pin::{PinOutcome, PinRecord, PinRewrap, PinStore, SetKind, SpendOtp, TransportKeyRecord};

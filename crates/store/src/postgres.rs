@@ -132,12 +132,15 @@ impl PgStore {
 
     /// Listens for committed changes to the tables nodes cache (API keys, controls,
     /// data keys, JWT keys) and reports them to `on`, from a task of its own, until the
-    /// store closes. The first report is `Listening` once `LISTEN` is in place; a lost
+    /// store closes (or the returned task is aborted). The first report is `Listening` once `LISTEN` is in place; a lost
     /// connection reports `Lost` and is retried (backing off up to 5 s).
-    pub fn watch(&self, on: impl Fn(CacheEvent) + Send + Sync + 'static) {
+    pub fn watch(
+        &self,
+        on: impl Fn(CacheEvent) + Send + Sync + 'static,
+    ) -> tokio::task::AbortHandle {
         let pool = self.pool.clone();
         let mut closed = self.closed.subscribe();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
                 tokio::select! {
@@ -152,6 +155,7 @@ impl PgStore {
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         });
+        task.abort_handle()
     }
 
     /// A connection from the pool.

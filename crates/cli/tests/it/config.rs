@@ -45,10 +45,16 @@ fn config_check_warns_about_metrics_off_loopback_and_passes() {
     );
     assert!(stderr.contains("without authentication"), "{stderr}");
 
-    // On loopback: no warning.
+    // On loopback: no warning about it; only the one every file root key gets.
     let out = check(dir.path(), "[metrics]\nlisten = \"127.0.0.1:9464\"");
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = stderr.lines().collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(
+        warnings[0].contains("root_key_provider = \"file\""),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@
 mod audit_cli;
 mod bench;
 mod config;
+mod custody;
 mod dev_audit;
 mod relay;
 mod risk;

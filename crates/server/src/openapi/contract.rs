@@ -43,6 +43,14 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
         )],
     ),
     ("post", "/v1/admin/accounts", OTP_URL_RULES),
+    (
+        "post",
+        "/v1/sys/unseal",
+        &[(
+            "share_invalid",
+            "the share must be one of this vault's: its digest is checked as it is handed in",
+        )],
+    ),
     ("patch", "/v1/admin/accounts/{id}", OTP_URL_RULES),
     (
         "post",

@@ -10,7 +10,7 @@ use strongroom_store::{KeyPurpose, KeyState, Mode, RewrapQuery, VaultStore};
 
 /// Starts the worker on the runtime.
 pub fn spawn(state: AppState) {
-    tokio::spawn(async move {
+    state.clone().spawn_worker(async move {
         loop {
             if let Err(e) = run_once(&state).await {
                 tracing::warn!(error = %e, "re-wrap pass failed; will retry");

@@ -227,7 +227,7 @@ pub async fn put_ip_database(
 
 /// Follows other nodes' uploads: every 2 seconds, swaps in a newer stored version.
 pub fn spawn(state: AppState) {
-    tokio::spawn(async move {
+    state.clone().spawn_worker(async move {
         loop {
             tokio::time::sleep(country_data::CHECK_EVERY).await;
             let now = state.now_ms();

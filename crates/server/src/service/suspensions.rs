@@ -519,7 +519,7 @@ pub async fn sweep_once(state: &AppState) -> Result<usize> {
 /// Runs the expiry sweep in the background. Each node sweeps; the write lifts only what
 /// is not lifted yet, so a suspension's end is recorded (and announced) once.
 pub fn spawn(state: AppState) {
-    tokio::spawn(async move {
+    state.clone().spawn_worker(async move {
         loop {
             if let Err(e) = sweep_once(&state).await {
                 tracing::warn!(error = ?e, "suspension sweep failed; will retry");

@@ -540,7 +540,7 @@ fn error_class(e: &reqwest::Error) -> &'static str {
 
 /// Starts the worker pool on the runtime.
 pub fn spawn(state: AppState) {
-    tokio::spawn(async move {
+    state.clone().spawn_worker(async move {
         let cfg = state.config().webhooks.clone();
         let clients = match Clients::new(cfg.timeout, cfg.egress_proxy.as_deref()) {
             Ok(c) => c,

@@ -785,7 +785,7 @@ async fn the_head_is_checkpointed_at_intervals() {
     })
     .await;
     srv.tokenize(&test_pan(4242)).await;
-    let store = srv.running.state.store().clone();
+    let store = srv.running.state().unwrap().store().clone();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let (head, _) = store.audit_head().await.unwrap();

@@ -20,14 +20,16 @@ async fn bad_card_input_is_refused_with_stable_codes_and_nothing_written() {
     // Another account's card.
     let other = srv
         .running
-        .state
+        .state()
+        .unwrap()
         .accounts()
         .create(strongroom_server::Origin::System, "Other", None)
         .await
         .unwrap();
     let other_key = srv
         .running
-        .state
+        .state()
+        .unwrap()
         .accounts()
         .create_key(
             strongroom_server::Origin::System,

@@ -81,7 +81,8 @@ async fn nothing_the_server_emits_contains_a_test_number_or_key() {
     emitted.push('\n');
     let events = srv
         .running
-        .state
+        .state()
+        .unwrap()
         .store()
         .list_events(
             &srv.account,

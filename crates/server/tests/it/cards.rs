@@ -254,7 +254,8 @@ async fn otp_rules_single_use_three_tries_five_minutes() {
     use strongroom_store::{ListEvents, VaultStore};
     let revealed = srv
         .running
-        .state
+        .state()
+        .unwrap()
         .store()
         .list_events(
             &srv.account,

@@ -201,7 +201,7 @@ async fn expired_foreign_and_wrong_secrets_are_refused() {
     collect(&srv, &srv.sk_test, &id, body())
         .await
         .assert_error(403, "permission_denied");
-    let s = &srv.running.state;
+    let s = &srv.running.state().unwrap();
     let other = s
         .accounts()
         .create(Origin::System, "Other shop", None)

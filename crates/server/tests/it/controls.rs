@@ -995,7 +995,7 @@ async fn a_node_that_loses_its_cache_listener_listens_again() {
     data.store.url = format!("{server}/{db}");
     let data = Arc::new(data);
 
-    let live = |s: &TestServer| s.running.state.cache_sync().current().is_some();
+    let live = |s: &TestServer| s.running.state().unwrap().cache_sync().current().is_some();
     let a = TestServer::start_on(data.clone(), |_| {}).await;
     eventually("A listens", || async { live(&a) }).await;
     let before_b = listeners(&mut admin, &db).await;
@@ -1012,7 +1012,7 @@ async fn a_node_that_loses_its_cache_listener_listens_again() {
     let first = a.new_secret_key().await;
     let first_secret = first.secret.expose().clone();
     assert_eq!(b.get("/v1/cards", &first_secret).await.status, 200);
-    let cached = b.running.state.cache_sync().current();
+    let cached = b.running.state().unwrap().cache_sync().current();
     let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
         .bind(b_pid)
         .fetch_one(&mut admin)
@@ -1021,7 +1021,7 @@ async fn a_node_that_loses_its_cache_listener_listens_again() {
     assert!(killed);
     // B notices: what it cached is stale (reading through, or listening anew).
     eventually("B drops its cache", || async {
-        b.running.state.cache_sync().current() != cached
+        b.running.state().unwrap().cache_sync().current() != cached
     })
     .await;
     let revoke = |k: &strongroom_server::IssuedKey| {

@@ -35,7 +35,7 @@ async fn take(srv: &TestServer, card: &str) -> Option<String> {
 
 /// Takes a card's CVC through `srv`'s store (another node's card: its account).
 async fn take_on(srv: &TestServer, account: &str, card: &str) -> Option<String> {
-    let state = &srv.running.state;
+    let state = &srv.running.state().unwrap();
     state
         .cvcs()
         .take(account, Mode::Test, card, state.now_ms())
@@ -94,7 +94,7 @@ async fn a_cvc_is_held_until_its_first_use() {
     assert_eq!(take(&srv, &id).await, None);
     assert_eq!(shown(&srv, &id).await, false);
     // Another account's or mode's view of the same id holds nothing.
-    let state = &srv.running.state;
+    let state = &srv.running.state().unwrap();
     let now = state.now_ms();
     let again = create(&srv, &srv.sk_test, "4242424242424242", "123").await;
     assert_eq!(again.status, 200);

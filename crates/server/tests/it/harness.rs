@@ -178,6 +178,38 @@ impl Data {
     }
 }
 
+/// Starts a server on `data` with the test configuration, `tweak`ed, and `custody`.
+pub async fn boot(
+    data: &Data,
+    tweak: impl FnOnce(&mut ServerConfig),
+    custody: strongroom_server::Custody,
+    clock: &TestClock,
+) -> Result<Running, strongroom_server::StartError> {
+    init_logging();
+    let p = pki();
+    let tls = TlsFiles {
+        cert_path: p.dir.join("cert.pem"),
+        key_path: p.dir.join("key.pem"),
+    };
+    let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut config = ServerConfig::new(addr, Some(tls), data.store.clone());
+    config.dev_mode = true;
+    config.rewrap_interval = Duration::from_millis(200);
+    config.rewrap_batch = 50;
+    // Tests that are not about rate limits must not trip them (controls.rs sets its own).
+    config.rate_limit.per_minute = 1_000_000;
+    config.rate_limit.reveal_per_minute = 1_000_000;
+    config.rate_limit.otp_per_minute = 1_000_000;
+    config.rate_limit.ip_per_minute = 1_000_000;
+    config.rate_limit.browser_session_per_minute = 1_000_000;
+    config.rate_limit.browser_ip_per_minute = 1_000_000;
+    config.rate_limit.browser_key_per_minute = 1_000_000;
+    // The audit anchor lives with the data on both backends (SQLite's default).
+    config.audit_anchor = Some(data.anchor());
+    tweak(&mut config);
+    strongroom_server::start_custody(config, custody, Arc::new(clock.clone())).await
+}
+
 pub struct TestServer {
     pub running: Running,
     pub url: String,
@@ -208,34 +240,19 @@ impl TestServer {
 
     /// Boots a server on existing data (for restarts).
     pub async fn start_on(data: Arc<Data>, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
-        init_logging();
-        let p = pki();
-        let tls = TlsFiles {
-            cert_path: p.dir.join("cert.pem"),
-            key_path: p.dir.join("key.pem"),
-        };
-        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let mut config = ServerConfig::new(addr, Some(tls), data.store.clone());
-        config.dev_mode = true;
-        config.rewrap_interval = Duration::from_millis(200);
-        config.rewrap_batch = 50;
-        // Tests that are not about rate limits must not trip them (controls.rs sets its own).
-        config.rate_limit.per_minute = 1_000_000;
-        config.rate_limit.reveal_per_minute = 1_000_000;
-        config.rate_limit.otp_per_minute = 1_000_000;
-        config.rate_limit.ip_per_minute = 1_000_000;
-        config.rate_limit.browser_session_per_minute = 1_000_000;
-        config.rate_limit.browser_ip_per_minute = 1_000_000;
-        config.rate_limit.browser_key_per_minute = 1_000_000;
-        // The audit anchor lives with the data on both backends (SQLite's default).
-        config.audit_anchor = Some(data.anchor());
-        tweak(&mut config);
         let clock = TestClock::default();
         let root = RootKey::from_bytes(&data.root).unwrap();
-        let running = strongroom_server::start_with_clock(config, root, Arc::new(clock.clone()))
-            .await
-            .unwrap();
-        let s = running.state.clone();
+        let custody = strongroom_server::Custody::Open {
+            root,
+            provider: strongroom_server::Provider::File,
+        };
+        let running = boot(&data, tweak, custody, &clock).await.unwrap();
+        Self::provision(running, clock, data).await
+    }
+
+    /// Provisions an admin key, an account and its keys on a started, open server.
+    pub async fn provision(running: Running, clock: TestClock, data: Arc<Data>) -> Self {
+        let s = running.state().unwrap();
         let admin = s
             .accounts()
             .create_key(Origin::System, None, NewKeyKind::Admin, Mode::Live, None)
@@ -292,7 +309,8 @@ impl TestServer {
     /// A new secret test-mode key of this server's account.
     pub async fn new_secret_key(&self) -> strongroom_server::IssuedKey {
         self.running
-            .state
+            .state()
+            .unwrap()
             .accounts()
             .create_key(
                 Origin::System,

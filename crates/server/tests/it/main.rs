@@ -22,6 +22,7 @@ mod cards;
 mod client_sessions;
 mod contract;
 mod controls;
+mod custody;
 mod cvc;
 mod echo;
 mod harness;

@@ -122,7 +122,7 @@ async fn metrics_parse_with_prometheus_client_and_carry_no_sensitive_label() {
     );
     assert_eq!(v("strongroom_rate_limit_refusals_total", &[]), 0.0);
     // The counter others increment.
-    srv.running.state.metrics().rate_limited();
+    srv.running.state().unwrap().metrics().rate_limited();
     // The webhook backlog is read from the outbox at scrape time: an endpoint that
     // refuses connections (nothing listens on the discard port) keeps its delivery pending.
     let r = srv

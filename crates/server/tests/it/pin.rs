@@ -80,7 +80,8 @@ async fn event_types(srv: &TestServer, account: &str) -> Vec<(String, String)> {
     };
     let mut out: Vec<(String, String)> = srv
         .running
-        .state
+        .state()
+        .unwrap()
         .store()
         .list_events(account, Mode::Test, &q)
         .await

@@ -380,7 +380,7 @@ async fn approve_matches_host_port_path_and_mode() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let state = &srv.running.state;
+    let state = &srv.running.state().unwrap();
     let acct = srv.account.as_str();
 
     // Public destination: both modes, the pinned address is the one checked.
@@ -458,7 +458,7 @@ async fn approve_rechecks_addresses_at_send_time() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let ok = approve(
-        &srv.running.state,
+        &srv.running.state().unwrap(),
         &srv.account,
         Mode::Live,
         "https://127.0.0.1:8443/",
@@ -467,7 +467,7 @@ async fn approve_rechecks_addresses_at_send_time() {
     .unwrap();
     assert_eq!(ok.addr, "127.0.0.1:8443".parse().unwrap());
     let ok = approve(
-        &srv.running.state,
+        &srv.running.state().unwrap(),
         &srv.account,
         Mode::Live,
         "https://localhost:8443/",
@@ -481,7 +481,7 @@ async fn approve_rechecks_addresses_at_send_time() {
     let srv = TestServer::start_on(data, |c| c.dev_mode = false).await;
     for url in ["https://127.0.0.1:8443/", "https://localhost:8443/"] {
         for mode in [Mode::Live, Mode::Test] {
-            let e = approve(&srv.running.state, &account, mode, url)
+            let e = approve(&srv.running.state().unwrap(), &account, mode, url)
                 .await
                 .unwrap_err();
             assert!(

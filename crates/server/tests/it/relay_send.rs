@@ -540,8 +540,9 @@ async fn a_withdrawn_destination_stops_the_relay_on_every_node() {
     assert_eq!(relay(&a, &a.sk_test, body.clone()).await.status, 200);
     // Straight to the store through node B, so that nothing but the change itself (no
     // key's use, no audit) can tell node A.
+    let st = b.running.state().unwrap();
     #[allow(clippy::disallowed_methods)]
-    let writes = b.running.state.store().unaudited();
+    let writes = st.store().unaudited();
     writes
         .set_relay_destinations(&a.account, &[])
         .await

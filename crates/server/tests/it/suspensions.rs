@@ -143,7 +143,7 @@ async fn an_address_suspension_ends_by_itself_and_its_end_is_recorded() {
 #[tokio::test]
 async fn keys_and_accounts_are_told_they_are_suspended() {
     let srv = TestServer::start().await;
-    let s = &srv.running.state;
+    let s = &srv.running.state().unwrap();
     let extra = s
         .accounts()
         .create_key(

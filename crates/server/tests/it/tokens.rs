@@ -236,7 +236,7 @@ async fn tampered_none_expired_and_foreign_tokens_are_refused() {
         .assert_error(401, "token_invalid");
 
     // Signed by us but for another audience or issuer, or not yet valid.
-    let state = &srv.running.state;
+    let state = &srv.running.state().unwrap();
     let base: Claims = serde_json::from_value(part(&t, 1)).unwrap();
     let now = base.iat;
     let variants = [
@@ -415,7 +415,8 @@ async fn revoke_all_revokes_every_key_and_token_of_the_account() {
     for mode in [strongroom_core::Mode::Test, strongroom_core::Mode::Live] {
         let events = srv
             .running
-            .state
+            .state()
+            .unwrap()
             .store()
             .list_events(
                 &acct,

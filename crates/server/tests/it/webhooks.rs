@@ -1431,7 +1431,8 @@ async fn otp_delivery_urls_get_the_live_webhook_checks() {
     // is refused before any connection, and never echoed with its credentials.
     let rx = Receiver::start().await;
     let legacy = rx.url.replace("http://", "http://otp-user:s3cret-pw@");
-    let store = s.running.state.store();
+    let st = s.running.state().unwrap();
+    let store = st.store();
     let mut acct = store.get_account(&s.account).await.unwrap().unwrap();
     acct.otp_delivery_url = Some(legacy);
     // Set behind the API's back: no request, so no audit scope.

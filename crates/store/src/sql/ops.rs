@@ -96,6 +96,7 @@ pub(crate) enum WriteOp {
     Suspension(crate::suspensions::Op),
     RiskList(crate::risk_lists::Op),
     RiskData(crate::risk_data::Op),
+    Custody(crate::custody::Op),
     Velocity(crate::velocity::Op),
     Risk(crate::risk::Op),
     Audit(AuditOp),
@@ -336,6 +337,15 @@ impl Write<bool> {
     }
 }
 
+impl Write<bool> {
+    pub(crate) fn custody(op: crate::custody::Op) -> Self {
+        Self::new(WriteOp::Custody(op), |r| match r {
+            WriteReply::Flag(v) => Some(v),
+            _ => None,
+        })
+    }
+}
+
 impl Write<()> {
     pub(crate) fn velocity(op: crate::velocity::Op) -> Self {
         Self::new(WriteOp::Velocity(op), |r| match r {
@@ -521,6 +531,7 @@ pub(crate) async fn apply<C: Exec>(
         WriteOp::Suspension(op) => WriteReply::Suspension(crate::suspensions::apply(c, op).await?),
         WriteOp::RiskList(op) => WriteReply::RiskList(crate::risk_lists::apply(c, op).await?),
         WriteOp::RiskData(op) => WriteReply::Flag(crate::risk_data::apply(c, op).await?),
+        WriteOp::Custody(op) => WriteReply::Flag(crate::custody::apply(c, op).await?),
         WriteOp::Velocity(op) => {
             crate::velocity::apply(c, op).await?;
             WriteReply::Done

@@ -4,6 +4,7 @@
 mod audit;
 mod client_sessions;
 mod controls;
+mod custody;
 mod inbound_routes;
 mod pin;
 mod relay;
@@ -77,15 +78,16 @@ impl Store {
         }
     }
 
-    /// Reports committed changes to what nodes cache (see [`PgStore::watch`]). Returns
-    /// false on SQLite: one node owns the file, and it forgets what it changes itself.
-    pub fn watch(&self, on: impl Fn(CacheEvent) + Send + Sync + 'static) -> bool {
+    /// Reports committed changes to what nodes cache (see [`PgStore::watch`]) and
+    /// returns the listening task, to stop it; `None` on SQLite: one node owns the file,
+    /// and it forgets what it changes itself.
+    pub fn watch(
+        &self,
+        on: impl Fn(CacheEvent) + Send + Sync + 'static,
+    ) -> Option<tokio::task::AbortHandle> {
         match self {
-            Self::Sqlite(_) => false,
-            Self::Postgres(p) => {
-                p.watch(on);
-                true
-            }
+            Self::Sqlite(_) => None,
+            Self::Postgres(p) => Some(p.watch(on)),
         }
     }
 

@@ -1,0 +1,207 @@
+//! `strongroom operator`: the root key's custody (docs/key-custody.md). `init` writes to
+//! the database directly (the server need not run); `unseal`, `status` and `seal` talk to a
+//! running server.
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use strongroom_core::Clock;
+use zeroize::Zeroizing;
+
+#[derive(Subcommand)]
+pub enum OperatorCommand {
+    /// Make the root key of a new vault, split it into unseal shares (printed once) and
+    /// record only a verifier and the shares' digests. The server then starts sealed with
+    /// `root_key_provider = "shamir"`.
+    Init {
+        /// The server's configuration file (its `database_url`).
+        #[arg(
+            long,
+            conflicts_with = "database_url",
+            required_unless_present = "database_url"
+        )]
+        config: Option<PathBuf>,
+        /// Or the database URL (`sqlite://PATH` or `postgres://…`).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// PostgreSQL only: the schema.
+        #[arg(long, requires = "database_url")]
+        database_schema: Option<String>,
+        /// How many shares (custodians), 2 to 32.
+        #[arg(long, default_value_t = 5)]
+        shares: u8,
+        /// How many shares open the vault, 2 to `--shares`.
+        #[arg(long, default_value_t = 3)]
+        threshold: u8,
+    },
+    /// Hand in one unseal share: asked for without echo on a terminal, else read as one
+    /// line from standard input. Only this answer says how many shares are in.
+    Unseal {
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Whether the vault is sealed, and how many shares open it.
+    Status {
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Seal the vault now: every key leaves memory (admin key).
+    Seal {
+        #[command(flatten)]
+        target: crate::admin::Target,
+    },
+}
+
+/// Which server: `--url` (and `--ca-cert`), or a dev data directory's `dev.json`.
+#[derive(Args)]
+pub struct Server {
+    /// Base URL, e.g. https://vault.internal:8443.
+    #[arg(long, env = "STRONGROOM_URL")]
+    url: Option<String>,
+    /// A PEM CA certificate to trust besides the system roots.
+    #[arg(long, env = "STRONGROOM_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Dev data directory whose dev.json supplies the URL and CA.
+    #[arg(long, default_value = "./.strongroom-dev")]
+    data_dir: PathBuf,
+}
+
+impl Server {
+    fn connect(self) -> Result<(reqwest::Client, String)> {
+        let (url, ca) = match self.url {
+            Some(url) => (url, self.ca_cert),
+            None => {
+                let path = self.data_dir.join("dev.json");
+                let bytes = std::fs::read(&path).map_err(|_| {
+                    anyhow!(
+                        "no server: pass --url (or set STRONGROOM_URL), or run `strongroom dev` so that {} exists",
+                        path.display()
+                    )
+                })?;
+                let dev: crate::dev::DevJson = serde_json::from_slice(&bytes)
+                    .map_err(|_| anyhow!("{} is not a strongroom dev.json", path.display()))?;
+                (dev.url, self.ca_cert.or(Some(PathBuf::from(dev.ca_cert))))
+            }
+        };
+        let client = crate::admin::client(ca.as_deref())?;
+        Ok((client, url.trim_end_matches('/').to_owned()))
+    }
+}
+
+pub async fn run(cmd: OperatorCommand) -> Result<()> {
+    match cmd {
+        OperatorCommand::Init {
+            config,
+            database_url,
+            database_schema,
+            shares,
+            threshold,
+        } => {
+            let url = match (config, database_url) {
+                (Some(path), _) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    database_url_of(&text)
+                        .ok_or_else(|| anyhow!("{} has no database_url", path.display()))?
+                }
+                (None, Some(url)) => url,
+                (None, None) => bail!("give --config or --database-url"),
+            };
+            init(url, database_schema, shares, threshold).await
+        }
+        OperatorCommand::Unseal { server } => unseal(server).await,
+        OperatorCommand::Status { server } => {
+            let (client, url) = server.connect()?;
+            let res = client
+                .get(format!("{url}/v1/sys/seal_status"))
+                .send()
+                .await
+                .map_err(crate::admin::unreachable)?;
+            let body = crate::admin::answer(res).await?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            Ok(())
+        }
+        OperatorCommand::Seal { target } => {
+            target
+                .connect()?
+                .call(reqwest::Method::POST, "/v1/sys/seal", None)
+                .await
+        }
+    }
+}
+
+/// The `database_url` line of a configuration file (the rest is `serve`'s to check).
+fn database_url_of(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Only {
+        database_url: String,
+    }
+    // Other keys are allowed here: only this one is read.
+    toml::from_str::<Only>(text).ok().map(|o| o.database_url)
+}
+
+async fn init(url: String, schema: Option<String>, shares: u8, threshold: u8) -> Result<()> {
+    let store = strongroom_store::Store::connect(&strongroom_store::StoreConfig {
+        url,
+        schema,
+        max_connections: 2,
+    })
+    .await
+    .map_err(|e| anyhow!("cannot open the database: {e}"))?;
+    let now = strongroom_core::SystemClock.now_ms();
+    let made = strongroom_server::custody::init_shamir(&store, now, shares, threshold).await;
+    store.close().await;
+    let made = made?;
+    println!(
+        "The vault's root key is made, and split into {shares} unseal shares; any {threshold} of them open it."
+    );
+    println!(
+        "Each is shown this once. Give each to a different custodian, to keep offline; Strongroom keeps only their digests."
+    );
+    for s in &made {
+        println!("  share {}: {}", s.index(), s.text().as_str());
+    }
+    println!("Start the server with root_key_provider = \"shamir\"; it starts sealed.");
+    Ok(())
+}
+
+async fn unseal(server: Server) -> Result<()> {
+    let (client, url) = server.connect()?;
+    let share = read_share()?;
+    let res = client
+        .post(format!("{url}/v1/sys/unseal"))
+        .json(&json!({"share": share.as_str()}))
+        .send()
+        .await
+        .map_err(crate::admin::unreachable)?;
+    let body = crate::admin::answer(res).await?;
+    let field = |name: &str| body.get(name).cloned().unwrap_or_default();
+    if field("sealed") == json!(false) {
+        println!("unsealed: the vault is open");
+    } else {
+        println!(
+            "share accepted: {} of {}; the vault is still sealed",
+            field("progress"),
+            field("threshold")
+        );
+    }
+    Ok(())
+}
+
+/// One share: asked for without echo on a terminal, or one line of standard input.
+fn read_share() -> Result<Zeroizing<String>> {
+    let line = if std::io::stdin().is_terminal() {
+        Zeroizing::new(rpassword::prompt_password("Unseal share: ")?)
+    } else {
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin().lock().read_line(&mut line)?;
+        line
+    };
+    let share = Zeroizing::new(line.trim().to_owned());
+    if share.is_empty() {
+        bail!("no share given");
+    }
+    Ok(share)
+}

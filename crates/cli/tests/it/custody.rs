@@ -1,0 +1,228 @@
+//! `strongroom operator` and `dev --root-key shamir` with the real binary: init prints
+//! the shares once; a Shamir dev vault restarts sealed and opens with three shares handed
+//! in through `operator unseal`; `serve` refuses a root key file without the switch.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn strongroom(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn operator_init_prints_the_shares_once_and_refuses_a_second_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("v.db").display());
+    let out = strongroom(&[
+        "operator",
+        "init",
+        "--database-url",
+        &url,
+        "--shares",
+        "3",
+        "--threshold",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shares: Vec<&str> = std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .filter(|w| w.starts_with("srshare1_"))
+        .collect();
+    assert_eq!(shares.len(), 3, "{}", text(&out));
+    // The database holds digests, never a share.
+    let db = std::fs::read(dir.path().join("v.db")).unwrap();
+    for s in &shares {
+        assert!(!db.windows(20).any(|w| w == &s.as_bytes()[9..29]));
+    }
+    let again = strongroom(&["operator", "init", "--database-url", &url]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again).contains("already has a root key"),
+        "{}",
+        text(&again)
+    );
+    // Out-of-range parameters are refused before anything is made.
+    let fresh = format!("sqlite://{}", dir.path().join("w.db").display());
+    let bad = strongroom(&[
+        "operator",
+        "init",
+        "--database-url",
+        &fresh,
+        "--shares",
+        "2",
+        "--threshold",
+        "3",
+    ]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("threshold"), "{}", text(&bad));
+}
+
+#[test]
+fn serve_refuses_a_root_key_file_without_the_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("root.key");
+    let out = strongroom(&["init", "--root-key-file", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let config = dir.path().join("strongroom.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:1\"\nplaintext = true\ndatabase_url = \"sqlite://{}\"\nroot_key_file = \"{}\"\n",
+            dir.path().join("s.db").display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let out = strongroom(&["serve", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("--i-understand-file-root-key") && said.contains("shamir"),
+        "{said}"
+    );
+    // A Shamir configuration names no key file.
+    let mut shamir = std::fs::read_to_string(&config).unwrap();
+    shamir.push_str("root_key_provider = \"shamir\"\n");
+    std::fs::write(&config, shamir).unwrap();
+    let out = strongroom(&["config", "check", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("root_key_file is for"),
+        "{}",
+        text(&out)
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn dev_shamir(dir: &Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["dev", "--root-key", "shamir", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn dev_json(dir: &Path) -> Option<serde_json::Value> {
+    std::fs::read(dir.join("dev.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+fn stop(mut child: Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+}
+
+fn operator(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["operator"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_shamir_dev_vault_restarts_sealed_and_opens_with_three_shares() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let port = free_port();
+    let child = dev_shamir(&dir, port);
+    wait_for("dev.json", || dev_json(&dir).is_some());
+    let dev = dev_json(&dir).unwrap();
+    let shares: Vec<String> = dev["unseal_shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(shares.len(), 5);
+    assert!(
+        !dir.join("root.key").exists(),
+        "a Shamir vault has no key file"
+    );
+    let status = operator(&dir, &["status"], "");
+    assert!(status.status.success(), "{}", text(&status));
+    assert!(
+        text(&status).contains("\"sealed\": false"),
+        "{}",
+        text(&status)
+    );
+    stop(child);
+
+    // Restarted: sealed, until three custodians have handed in their shares.
+    let child = dev_shamir(&dir, port);
+    wait_for("the sealed server", || {
+        let out = operator(&dir, &["status"], "");
+        out.status.success() && text(&out).contains("\"sealed\": true")
+    });
+    let out = operator(&dir, &["unseal"], &format!("{}\n", shares[4]));
+    assert!(text(&out).contains("1 of 3"), "{}", text(&out));
+    let out = operator(&dir, &["unseal"], &format!("{}\n", shares[4]));
+    assert!(!out.status.success());
+    assert!(text(&out).contains("share_duplicate"), "{}", text(&out));
+    let out = operator(&dir, &["unseal"], "srshare1_nonsense\n");
+    assert!(text(&out).contains("share_invalid"), "{}", text(&out));
+    assert!(
+        !text(&out).contains("srshare1_nonsense"),
+        "the share is not echoed"
+    );
+    assert!(text(&operator(&dir, &["unseal"], &shares[0])).contains("2 of 3"));
+    let out = operator(&dir, &["unseal"], &shares[2]);
+    assert!(text(&out).contains("unsealed"), "{}", text(&out));
+    let out = operator(&dir, &["status"], "");
+    assert!(text(&out).contains("\"sealed\": false"), "{}", text(&out));
+    // Sealing again takes the admin key dev.json holds.
+    let out = operator(&dir, &["seal"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("\"sealed\": true"), "{}", text(&out));
+    stop(child);
+}

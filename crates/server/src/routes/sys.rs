@@ -1,0 +1,132 @@
+//! `/v1/sys`: the seal (docs/key-custody.md). The handlers find the vault in the
+//! request's extensions, where the server's front puts it for these routes. `seal_status` and `unseal` answer whether
+//! the vault is open or sealed and take no credential (a sealed vault cannot check one:
+//! the digests of API keys are keyed by the root key); `seal` takes an admin key.
+//!
+//! A sealed vault serves [`sealed_router`]: these two routes, `/healthz`, and `503 sealed`
+//! for everything else.
+
+use crate::auth::Admin;
+use crate::custody::{SealStatusView, UnsealView, Vault};
+use crate::error::{ApiResult, ErrorBody, codes, render};
+use crate::extract::ApiJson;
+use crate::middleware::RequestId;
+use crate::openapi::ErrorResponse;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Instant;
+use strongroom_core::{IdKind, Sensitive};
+use utoipa::ToSchema;
+
+/// Body of `POST /v1/sys/unseal`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnsealBody {
+    /// One custodian's share, as `strongroom operator init` printed it.
+    #[schema(value_type = String, pattern = "^srshare1_[A-Za-z0-9_-]{44}$")]
+    pub share: Sensitive<String>,
+}
+
+/// Whether the vault is sealed, and how it opens. Never how many shares are in.
+#[utoipa::path(get, path = "/v1/sys/seal_status", tag = "sys",
+    responses((status = 200, body = SealStatusView),
+        (status = 503, description = "service_unavailable (store unreachable)", body = ErrorResponse)))]
+pub async fn seal_status(
+    Extension(vault): Extension<Arc<Vault>>,
+) -> ApiResult<Json<SealStatusView>> {
+    Ok(Json(vault.status().await?))
+}
+
+/// Hand in one custodian's unseal share. When the threshold is reached the root key is
+/// rebuilt, checked against the vault's verifier, and the vault opens. Only this answer
+/// says how many shares are in; an open vault answers `sealed: false`.
+#[utoipa::path(post, path = "/v1/sys/unseal", tag = "sys", request_body = UnsealBody,
+    responses((status = 200, body = UnsealView),
+        (status = 400, description = "share_invalid (malformed, or not a share of this vault's root key), unknown_field, missing_field, invalid_request", body = ErrorResponse),
+        (status = 409, description = "share_duplicate, unseal_by_restart (the root key comes from a file or an HSM)", body = ErrorResponse),
+        (status = 413, description = "body_too_large", body = ErrorResponse),
+        (status = 415, description = "unsupported_media_type", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
+pub async fn unseal(
+    Extension(vault): Extension<Arc<Vault>>,
+    ApiJson(body): ApiJson<UnsealBody>,
+) -> ApiResult<Json<UnsealView>> {
+    Ok(Json(vault.unseal(body.share.expose()).await?))
+}
+
+/// Seal the vault: every key leaves memory at once, and every route answers
+/// `503 sealed` until it is unsealed (Shamir) or restarted (file, HSM).
+#[utoipa::path(post, path = "/v1/sys/seal", tag = "sys", security(("admin_key" = [])),
+    responses((status = 200, body = SealStatusView),
+        (status = 403, description = "permission_denied (not an admin key)", body = ErrorResponse)))]
+pub async fn seal(
+    Extension(vault): Extension<Arc<Vault>>,
+    _admin: Admin,
+) -> ApiResult<Json<SealStatusView>> {
+    vault.seal().await;
+    Ok(Json(vault.status().await?))
+}
+
+/// What a sealed vault serves.
+pub(crate) fn sealed_router(vault: Arc<Vault>) -> Router {
+    Router::new()
+        .route("/healthz", get(crate::routes::meta::healthz))
+        .route("/v1/sys/seal_status", get(seal_status))
+        .route("/v1/sys/unseal", post(unseal))
+        .fallback(|| async { codes::SEALED })
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::extract::BODY_LIMIT,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            vault.clone(),
+            sealed_context,
+        ))
+        .with_state(vault)
+}
+
+/// The open vault's request context, reduced to what a sealed vault has: a request id,
+/// the error body, the security headers and the access log line. Refused shares are
+/// audited by [`Vault::unseal`] itself.
+async fn sealed_context(State(vault): State<Arc<Vault>>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = crate::events::new_id(vault.clock(), IdKind::Request)
+        .unwrap_or_else(|_| String::from("req_unavailable"));
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("(unmatched)", |p| p.as_str())
+        .to_owned();
+    let method = req.method().clone();
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let mut res = next.run(req).await;
+    let error = res.extensions_mut().remove::<ErrorBody>().map(|e| e.0);
+    if let Some(err) = &error {
+        *res.body_mut() = axum::body::Body::from(render(err, &request_id));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        res.headers_mut().remove(header::CONTENT_LENGTH);
+        if err.code == codes::SEALED.code {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+    }
+    crate::middleware::security_headers(&mut res, &request_id);
+    let status = res.status().as_u16();
+    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let route = route.as_str();
+    match &error {
+        Some(e) => {
+            tracing::info!(target: "access", request_id, %method, route, status, latency_us, code = e.code)
+        }
+        None => tracing::info!(target: "access", request_id, %method, route, status, latency_us),
+    }
+    res.into_response()
+}

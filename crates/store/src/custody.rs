@@ -1,0 +1,106 @@
+//! What the vault keeps of its root key (docs/key-custody.md): the provider, a verifier
+//! and, for a sealed start, the Shamir parameters and one digest per share. Never the key
+//! and never a share. Writes go through the one writer as [`crate::sql::WriteOp::Custody`].
+
+use crate::StoreResult;
+use crate::exec::{Exec, RowGet, args};
+use crate::sql::{self, FromRow};
+
+/// Length of a verifier and of a share digest.
+pub const DIGEST_LEN: usize = 32;
+
+/// One generation of the root key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootKeyRecord {
+    /// 1 for the first root key, one more for each rotation.
+    pub generation: i64,
+    /// `file`, `shamir` or `pkcs11`.
+    pub provider: String,
+    /// A one-way derivation of the key that tells it from another.
+    pub verifier: Vec<u8>,
+    /// Shamir only: how many shares open the vault.
+    pub threshold: Option<i64>,
+    /// Shamir only: how many shares exist.
+    pub shares: Option<i64>,
+    /// Shamir only: the digest of each share, [`DIGEST_LEN`] bytes each, in share order.
+    pub share_digests: Vec<[u8; DIGEST_LEN]>,
+    /// When it was made.
+    pub created_ms: i64,
+}
+
+/// The root key's storage reads.
+#[allow(async_fn_in_trait)]
+pub trait CustodyStore: Send + Sync {
+    /// The root key in force; `None` before the vault is initialised.
+    async fn root_key(&self) -> StoreResult<Option<RootKeyRecord>>;
+}
+
+const CURRENT: &str = "SELECT generation, provider, verifier, threshold, shares, share_digests, \
+     created_ms FROM root_key WHERE retired_ms IS NULL ORDER BY generation DESC LIMIT 1";
+/// The first generation, unless one exists.
+const INIT: &str = "INSERT INTO root_key \
+     (generation, provider, verifier, threshold, shares, share_digests, created_ms) \
+     SELECT $1, $2, $3, $4, $5, $6, $7 \
+     WHERE NOT EXISTS (SELECT 1 FROM root_key) ON CONFLICT (generation) DO NOTHING";
+/// New shares for the key in force (a rekey): same key, same verifier.
+const REKEY: &str = "UPDATE root_key SET threshold = $2, shares = $3, share_digests = $4 \
+     WHERE generation = $1 AND retired_ms IS NULL AND provider = 'shamir'";
+
+impl FromRow for RootKeyRecord {
+    fn from_row<R: RowGet>(r: &R) -> StoreResult<Self> {
+        let digests = r.opt_blob(5)?.unwrap_or_default();
+        Ok(Self {
+            generation: r.int(0)?,
+            provider: r.text(1)?,
+            verifier: r.blob(2)?,
+            threshold: r.opt_int(3)?,
+            shares: r.opt_int(4)?,
+            share_digests: digests
+                .chunks_exact(DIGEST_LEN)
+                .filter_map(|c| <[u8; DIGEST_LEN]>::try_from(c).ok())
+                .collect(),
+            created_ms: r.int(6)?,
+        })
+    }
+}
+
+pub(crate) async fn current<C: Exec>(c: &mut C) -> StoreResult<Option<RootKeyRecord>> {
+    sql::one(c, CURRENT, &[]).await
+}
+
+/// A change to the root key's record.
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// Records the first root key; nothing if the vault already has one.
+    Init(RootKeyRecord),
+    /// Replaces the shares of `generation` (threshold, count, digests).
+    Rekey(RootKeyRecord),
+}
+
+fn digests(r: &RootKeyRecord) -> Option<Vec<u8>> {
+    (!r.share_digests.is_empty()).then(|| r.share_digests.concat())
+}
+
+/// Applies `op`: whether it changed a row.
+pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<bool> {
+    match op {
+        Op::Init(r) => {
+            let d = digests(r);
+            let a = args![
+                r.generation,
+                &r.provider,
+                r.verifier.as_slice(),
+                r.threshold,
+                r.shares,
+                d.as_deref(),
+                r.created_ms
+            ];
+            Ok(c.exec(INIT, a).await? == 1)
+        }
+        Op::Rekey(r) => {
+            let d = digests(r);
+            let a = args![r.generation, r.threshold, r.shares, d.as_deref()];
+            Ok(c.exec(REKEY, a).await? == 1)
+        }
+    }
+}
