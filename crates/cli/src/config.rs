@@ -595,8 +595,16 @@ mod tests {
         )
     }
 
+    /// The checked configuration, without the warning every file root key gets (which
+    /// must be there when the configuration names a key file): the tests look at the rest.
     fn parse(text: &str) -> Result<Checked> {
-        validate(parse_toml(text)?)
+        let mut c = validate(parse_toml(text)?)?;
+        let file = matches!(c.custody, strongroom_server::Custody::Open { .. });
+        let before = c.warnings.len();
+        c.warnings
+            .retain(|w| !w.starts_with("root_key_provider = \"file\""));
+        assert_eq!(before - c.warnings.len(), usize::from(file));
+        Ok(c)
     }
 
     fn err(text: &str) -> String {
@@ -617,6 +625,28 @@ mod tests {
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         (c, k)
+    }
+
+    #[test]
+    fn the_root_key_provider_is_chosen_and_checked() {
+        let f = fixture();
+        let file = parse(&toml_with("127.0.0.1:8443", &f.key, "plaintext = true")).unwrap();
+        assert!(matches!(
+            file.custody,
+            strongroom_server::Custody::Open { .. }
+        ));
+        let shamir = "listen = \"127.0.0.1:8443\"\ndatabase_url = \"sqlite:///tmp/x.db\"\nplaintext = true\nroot_key_provider = \"shamir\"\n";
+        let c = parse(shamir).unwrap();
+        assert!(matches!(c.custody, strongroom_server::Custody::Sealed));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let e = err(&toml_with(
+            "127.0.0.1:8443",
+            &f.key,
+            "plaintext = true\nroot_key_provider = \"shamir\"",
+        ));
+        assert!(e.contains("root_key_file is for"), "{e}");
+        let e = err(&shamir.replace("shamir", "vault"));
+        assert!(e.contains("\"file\" or \"shamir\""), "{e}");
     }
 
     #[test]

@@ -16,23 +16,25 @@ pub enum OperatorCommand {
     /// record only a verifier and the shares' digests. The server then starts sealed with
     /// `root_key_provider = "shamir"`.
     Init {
-        /// The server's configuration file (its `database_url`).
-        #[arg(
-            long,
-            conflicts_with = "database_url",
-            required_unless_present = "database_url"
-        )]
-        config: Option<PathBuf>,
-        /// Or the database URL (`sqlite://PATH` or `postgres://…`).
-        #[arg(long)]
-        database_url: Option<String>,
-        /// PostgreSQL only: the schema.
-        #[arg(long, requires = "database_url")]
-        database_schema: Option<String>,
+        #[command(flatten)]
+        db: VaultDb,
         /// How many shares (custodians), 2 to 32.
         #[arg(long, default_value_t = 5)]
         shares: u8,
         /// How many shares open the vault, 2 to `--shares`.
+        #[arg(long, default_value_t = 3)]
+        threshold: u8,
+    },
+    /// Issue new unseal shares for the same root key: the custodians hand in the current
+    /// threshold of shares (asked for without echo, or one per line on standard input),
+    /// and the new shares are printed once. The old shares stop opening the vault.
+    Rekey {
+        #[command(flatten)]
+        db: VaultDb,
+        /// How many new shares, 2 to 32.
+        #[arg(long, default_value_t = 5)]
+        shares: u8,
+        /// How many of them open the vault.
         #[arg(long, default_value_t = 3)]
         threshold: u8,
     },
@@ -52,6 +54,46 @@ pub enum OperatorCommand {
         #[command(flatten)]
         target: crate::admin::Target,
     },
+}
+
+/// The vault's database: the server's configuration file, or a URL.
+#[derive(Args)]
+pub struct VaultDb {
+    /// The server's configuration file (its `database_url`).
+    #[arg(
+        long,
+        conflicts_with = "database_url",
+        required_unless_present = "database_url"
+    )]
+    config: Option<PathBuf>,
+    /// Or the database URL (`sqlite://PATH` or `postgres://…`).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// PostgreSQL only: the schema.
+    #[arg(long, requires = "database_url")]
+    database_schema: Option<String>,
+}
+
+impl VaultDb {
+    async fn open(self) -> Result<strongroom_store::Store> {
+        let url = match (self.config, self.database_url) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                database_url_of(&text)
+                    .ok_or_else(|| anyhow!("{} has no database_url", path.display()))?
+            }
+            (None, Some(url)) => url,
+            (None, None) => bail!("give --config or --database-url"),
+        };
+        strongroom_store::Store::connect(&strongroom_store::StoreConfig {
+            url,
+            schema: self.database_schema,
+            max_connections: 2,
+        })
+        .await
+        .map_err(|e| anyhow!("cannot open the database: {e}"))
+    }
 }
 
 /// Which server: `--url` (and `--ca-cert`), or a dev data directory's `dev.json`.
@@ -93,23 +135,45 @@ impl Server {
 pub async fn run(cmd: OperatorCommand) -> Result<()> {
     match cmd {
         OperatorCommand::Init {
-            config,
-            database_url,
-            database_schema,
+            db,
             shares,
             threshold,
         } => {
-            let url = match (config, database_url) {
-                (Some(path), _) => {
-                    let text = std::fs::read_to_string(&path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    database_url_of(&text)
-                        .ok_or_else(|| anyhow!("{} has no database_url", path.display()))?
+            let store = db.open().await?;
+            let now = strongroom_core::SystemClock.now_ms();
+            let made =
+                strongroom_server::custody::init_shamir(&store, now, shares, threshold).await;
+            store.close().await;
+            println!(
+                "The vault's root key is made, and split into {shares} unseal shares; any {threshold} of them open it."
+            );
+            print_shares(&made?);
+            println!("Start the server with root_key_provider = \"shamir\"; it starts sealed.");
+            Ok(())
+        }
+        OperatorCommand::Rekey {
+            db,
+            shares,
+            threshold,
+        } => {
+            let store = db.open().await?;
+            let old = read_old_shares(&store).await;
+            let made = match old {
+                Ok(old) => {
+                    let old: Vec<&str> = old.iter().map(|s| s.as_str()).collect();
+                    strongroom_server::custody::rekey_shamir(&store, &old, shares, threshold)
+                        .await
+                        .map_err(anyhow::Error::from)
                 }
-                (None, Some(url)) => url,
-                (None, None) => bail!("give --config or --database-url"),
+                Err(e) => Err(e),
             };
-            init(url, database_schema, shares, threshold).await
+            store.close().await;
+            let made = made?;
+            println!(
+                "New unseal shares for the same root key: {shares}, any {threshold} of which open the vault. The old shares no longer do."
+            );
+            print_shares(&made);
+            Ok(())
         }
         OperatorCommand::Unseal { server } => unseal(server).await,
         OperatorCommand::Status { server } => {
@@ -142,29 +206,42 @@ fn database_url_of(text: &str) -> Option<String> {
     toml::from_str::<Only>(text).ok().map(|o| o.database_url)
 }
 
-async fn init(url: String, schema: Option<String>, shares: u8, threshold: u8) -> Result<()> {
-    let store = strongroom_store::Store::connect(&strongroom_store::StoreConfig {
-        url,
-        schema,
-        max_connections: 2,
-    })
-    .await
-    .map_err(|e| anyhow!("cannot open the database: {e}"))?;
-    let now = strongroom_core::SystemClock.now_ms();
-    let made = strongroom_server::custody::init_shamir(&store, now, shares, threshold).await;
-    store.close().await;
-    let made = made?;
-    println!(
-        "The vault's root key is made, and split into {shares} unseal shares; any {threshold} of them open it."
-    );
+fn print_shares(shares: &[strongroom_crypto::shamir::Share]) {
     println!(
         "Each is shown this once. Give each to a different custodian, to keep offline; Strongroom keeps only their digests."
     );
-    for s in &made {
+    for s in shares {
         println!("  share {}: {}", s.index(), s.text().as_str());
     }
-    println!("Start the server with root_key_provider = \"shamir\"; it starts sealed.");
-    Ok(())
+}
+
+/// The current shares for a rekey: as many as the threshold, asked for without echo on
+/// a terminal, or every line of standard input.
+async fn read_old_shares(store: &strongroom_store::Store) -> Result<Vec<Zeroizing<String>>> {
+    use strongroom_store::CustodyStore;
+    let record = store
+        .root_key()
+        .await?
+        .filter(|r| r.provider == "shamir")
+        .ok_or_else(|| anyhow!("this vault's root key is not kept by Shamir shares"))?;
+    let k = record.threshold.unwrap_or(0);
+    let mut out = Vec::new();
+    if std::io::stdin().is_terminal() {
+        for i in 1..=k {
+            let s = Zeroizing::new(rpassword::prompt_password(format!(
+                "Current unseal share {i} of {k}: "
+            ))?);
+            out.push(Zeroizing::new(s.trim().to_owned()));
+        }
+    } else {
+        for line in std::io::stdin().lock().lines() {
+            let line = Zeroizing::new(line?);
+            if !line.trim().is_empty() {
+                out.push(Zeroizing::new(line.trim().to_owned()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 async fn unseal(server: Server) -> Result<()> {

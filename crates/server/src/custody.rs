@@ -112,7 +112,74 @@ pub async fn init_shamir(
     Ok(split)
 }
 
-/// Why [`init_shamir`] refused.
+/// Issues new shares for the root key of a Shamir vault (a rekey): `old` must hold at
+/// least the threshold of the current shares; they rebuild the key, which is checked
+/// against the verifier, and split anew. The old shares stop opening the vault: only the
+/// new shares' digests are kept. The key, and so every wrapped key, stays the same.
+pub async fn rekey_shamir(
+    store: &Store,
+    old: &[&str],
+    shares: u8,
+    threshold: u8,
+) -> Result<Vec<Share>, InitError> {
+    if threshold < 2 || threshold > shares || shares > shamir::MAX_SHARES {
+        return Err(InitError::Parameters);
+    }
+    let record = store
+        .root_key()
+        .await?
+        .filter(|r| r.provider == Provider::Shamir.as_str())
+        .ok_or(InitError::NotShamir)?;
+    let old_threshold = record
+        .threshold
+        .and_then(|t| u8::try_from(t).ok())
+        .ok_or(InitError::Crypto)?;
+    let mut given: Vec<Share> = Vec::new();
+    for text in old {
+        let share = Share::parse(text).map_err(|_| InitError::WrongShares)?;
+        let digest = share.digest();
+        if !record
+            .share_digests
+            .iter()
+            .any(|d| strongroom_crypto::ct_eq(d, &digest))
+        {
+            return Err(InitError::WrongShares);
+        }
+        if !given.iter().any(|g| g.digest() == digest) {
+            given.push(share);
+        }
+    }
+    if given.len() < usize::from(old_threshold) {
+        return Err(InitError::TooFewShares(old_threshold));
+    }
+    let secret = shamir::combine(old_threshold, &given).map_err(|_| InitError::WrongShares)?;
+    let root = RootKey::from_bytes(secret.as_slice()).map_err(|_| InitError::Crypto)?;
+    if !strongroom_crypto::ct_eq(&root.verifier(), &record.verifier) {
+        return Err(InitError::WrongShares);
+    }
+    let split = shamir::split(&secret, shares, threshold).map_err(|_| InitError::Crypto)?;
+    let old_digests = record.share_digests.clone();
+    let replaced = RootKeyRecord {
+        threshold: Some(i64::from(threshold)),
+        shares: Some(i64::from(shares)),
+        share_digests: split.iter().map(Share::digest).collect(),
+        ..record
+    };
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a rekey is an operator's offline ceremony, outside any request"
+    )]
+    let stored = store
+        .unaudited()
+        .rekey_root_key(replaced, old_digests)
+        .await?;
+    if !stored {
+        return Err(InitError::Changed);
+    }
+    Ok(split)
+}
+
+/// Why [`init_shamir`] or [`rekey_shamir`] refused.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     /// The vault already has a root key.
@@ -120,6 +187,18 @@ pub enum InitError {
         "this vault already has a root key; to issue new shares for it, use `strongroom operator rekey`"
     )]
     AlreadyInitialised,
+    /// The vault's root key is not kept by Shamir shares.
+    #[error("this vault's root key is not kept by Shamir shares")]
+    NotShamir,
+    /// A share given is not one of the vault's, or they do not rebuild its key.
+    #[error("a share given is not a share of this vault's root key")]
+    WrongShares,
+    /// Fewer distinct shares than the threshold.
+    #[error("{0} distinct shares of the vault are needed")]
+    TooFewShares(u8),
+    /// The record changed while the rekey ran (another rekey or a rotation).
+    #[error("the vault's root key changed meanwhile; run the rekey again")]
+    Changed,
     /// Threshold and share count out of range.
     #[error(
         "shares must be between 2 and {}, and the threshold between 2 and the number of shares",

@@ -42,9 +42,11 @@ const INIT: &str = "INSERT INTO root_key \
      (generation, provider, verifier, threshold, shares, share_digests, created_ms) \
      SELECT $1, $2, $3, $4, $5, $6, $7 \
      WHERE NOT EXISTS (SELECT 1 FROM root_key) ON CONFLICT (generation) DO NOTHING";
-/// New shares for the key in force (a rekey): same key, same verifier.
+/// New shares for the key in force (a rekey): same key, same verifier; only if the
+/// shares are still those the rekey was given ($5), so two rekeys cannot both succeed.
 const REKEY: &str = "UPDATE root_key SET threshold = $2, shares = $3, share_digests = $4 \
-     WHERE generation = $1 AND retired_ms IS NULL AND provider = 'shamir'";
+     WHERE generation = $1 AND retired_ms IS NULL AND provider = 'shamir' \
+     AND share_digests = $5";
 
 impl FromRow for RootKeyRecord {
     fn from_row<R: RowGet>(r: &R) -> StoreResult<Self> {
@@ -73,8 +75,12 @@ pub(crate) async fn current<C: Exec>(c: &mut C) -> StoreResult<Option<RootKeyRec
 pub(crate) enum Op {
     /// Records the first root key; nothing if the vault already has one.
     Init(RootKeyRecord),
-    /// Replaces the shares of `generation` (threshold, count, digests).
-    Rekey(RootKeyRecord),
+    /// Replaces the shares of `generation` (threshold, count, digests) if its digests
+    /// are still `old`.
+    Rekey {
+        new: RootKeyRecord,
+        old: Vec<[u8; DIGEST_LEN]>,
+    },
 }
 
 fn digests(r: &RootKeyRecord) -> Option<Vec<u8>> {
@@ -97,9 +103,16 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<bool> {
             ];
             Ok(c.exec(INIT, a).await? == 1)
         }
-        Op::Rekey(r) => {
-            let d = digests(r);
-            let a = args![r.generation, r.threshold, r.shares, d.as_deref()];
+        Op::Rekey { new, old } => {
+            let d = digests(new);
+            let old = old.concat();
+            let a = args![
+                new.generation,
+                new.threshold,
+                new.shares,
+                d.as_deref(),
+                old.as_slice()
+            ];
             Ok(c.exec(REKEY, a).await? == 1)
         }
     }

@@ -72,6 +72,71 @@ fn operator_init_prints_the_shares_once_and_refuses_a_second_time() {
 }
 
 #[test]
+fn operator_rekey_takes_the_current_shares_and_prints_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("v.db").display());
+    let shares = |out: &Output| -> Vec<String> {
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter(|w| w.starts_with("srshare1_"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let init = strongroom(&[
+        "operator",
+        "init",
+        "--database-url",
+        &url,
+        "--shares",
+        "3",
+        "--threshold",
+        "2",
+    ]);
+    let old = shares(&init);
+    let rekey = |given: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+            .args([
+                "operator",
+                "rekey",
+                "--database-url",
+                &url,
+                "--shares",
+                "4",
+                "--threshold",
+                "3",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(given.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let one = rekey(&format!("{}\n", old[0]));
+    assert!(!one.status.success());
+    assert!(text(&one).contains("2 distinct shares"), "{}", text(&one));
+    let out = rekey(&format!("{}\n\n{}\n", old[2], old[0]));
+    assert!(out.status.success(), "{}", text(&out));
+    let new = shares(&out);
+    assert_eq!(new.len(), 4, "{}", text(&out));
+    assert!(old.iter().all(|o| !new.contains(o)));
+    // The old shares are spent; the new ones rekey.
+    assert!(!rekey(&format!("{}\n{}\n", old[0], old[1])).status.success());
+    let again = rekey(&format!("{}\n{}\n{}\n", new[0], new[1], new[3]));
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        !text(&again).contains(&new[0]),
+        "the shares given are not echoed"
+    );
+}
+
+#[test]
 fn serve_refuses_a_root_key_file_without_the_switch() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("root.key");

@@ -285,3 +285,76 @@ async fn a_root_key_that_does_not_match_the_vault_is_refused_at_start() {
         .unwrap();
     assert!(e.to_string().contains("operator init"), "{e}");
 }
+
+#[tokio::test]
+async fn a_rekey_issues_new_shares_for_the_same_key_and_retires_the_old() {
+    let (data, old) = shamir_vault(5, 3).await;
+    // Tokenize under the first shares.
+    let clock = TestClock::default();
+    let running = sealed_on(&data, &clock).await;
+    for s in &old[..3] {
+        running.vault().unseal(s).await.unwrap();
+    }
+    let srv = TestServer::provision(running, clock, data).await;
+    let pan = test_pan(3402);
+    let id = srv.tokenize(&pan).await["id"].as_str().unwrap().to_owned();
+    let rk = srv.rk_reveal.clone();
+    let data = srv.stop().await;
+
+    let store = Store::connect(&data.store).await.unwrap();
+    let rekey = |given: Vec<&str>, n, k| {
+        let store = store.clone();
+        let given: Vec<String> = given.into_iter().map(str::to_owned).collect();
+        async move {
+            let given: Vec<&str> = given.iter().map(String::as_str).collect();
+            strongroom_server::custody::rekey_shamir(&store, &given, n, k).await
+        }
+    };
+    // Too few, a foreign one, or the same one thrice: refused, and nothing changes.
+    let e = rekey(vec![&old[0], &old[1]], 3, 2).await.err().unwrap();
+    assert!(e.to_string().contains("3 distinct shares"), "{e}");
+    let e = rekey(vec![&old[0], &old[0], &old[0]], 3, 2)
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("3 distinct shares"), "{e}");
+    let foreign = shamir::split(&[3u8; 32], 5, 3)
+        .unwrap()
+        .remove(2)
+        .text()
+        .to_string();
+    let e = rekey(vec![&old[0], &old[1], &foreign], 3, 2)
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("not a share"), "{e}");
+    let e = rekey(vec![&old[0], &old[1], &old[2]], 2, 3)
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("threshold"), "{e}");
+    // Three old shares, any three: new 2-of-3 shares.
+    let new = rekey(vec![&old[4], &old[1], &old[3]], 3, 2).await.unwrap();
+    let new: Vec<String> = new.iter().map(|s| s.text().to_string()).collect();
+    let record = store.root_key().await.unwrap().unwrap();
+    assert_eq!((record.threshold, record.shares), (Some(2), Some(3)));
+    // The old shares can no longer rekey either.
+    assert!(rekey(vec![&old[0], &old[1], &old[2]], 3, 2).await.is_err());
+    store.close().await;
+
+    let clock = TestClock::default();
+    let running = sealed_on(&data, &clock).await;
+    let url = format!("https://127.0.0.1:{}", running.local_addr.port());
+    unseal(&url, &old[0])
+        .await
+        .assert_error(400, "share_invalid");
+    let r = unseal(&url, &new[2]).await;
+    assert_eq!(
+        (r.body["progress"].clone(), r.body["threshold"].clone()),
+        (json!(1), json!(2))
+    );
+    assert_eq!(unseal(&url, &new[0]).await.body["sealed"], false);
+    let srv = TestServer::provision(running, clock, data).await;
+    assert_eq!(srv.reveal(&rk, &id).await.body["number"], pan.as_str());
+    srv.stop().await;
+}

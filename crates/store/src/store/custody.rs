@@ -17,9 +17,13 @@ impl Writes<'_> {
         self.write(Write::custody(Op::Init(record))).await
     }
 
-    /// Replaces the shares of the root key in force, generation `record.generation`:
-    /// `false` when that generation is not the Shamir key in force.
-    pub async fn rekey_root_key(self, record: RootKeyRecord) -> StoreResult<bool> {
-        self.write(Write::custody(Op::Rekey(record))).await
+    /// Replaces the shares of the root key in force, generation `new.generation`, whose
+    /// share digests must still be `old`: `false` (nothing written) otherwise.
+    pub async fn rekey_root_key(
+        self,
+        new: RootKeyRecord,
+        old: Vec<[u8; DIGEST_LEN]>,
+    ) -> StoreResult<bool> {
+        self.write(Write::custody(Op::Rekey { new, old })).await
     }
 }
