@@ -114,6 +114,9 @@ pub enum KeysCommand {
     },
     /// The token signing keys: pending, active, retiring, expired.
     JwtStatus,
+    /// Every key of every kind: purpose, provider, age against the key-age policy, and a
+    /// check value where the key is symmetric (never the key).
+    Inventory,
     /// Data-key versions, states and re-wrap progress.
     Status {
         #[arg(long)]
@@ -388,6 +391,7 @@ pub async fn keys(cmd: KeysCommand, target: Target) -> Result<()> {
             }
             (_, None) => bail!("--account is required for --purpose {purpose}"),
         },
+        KeysCommand::Inventory => c.call(Method::GET, "/v1/admin/key_inventory", None).await,
         KeysCommand::JwtStatus => c.call(Method::GET, "/v1/admin/jwt_keys", None).await,
         KeysCommand::Status { account } => {
             c.call(Method::GET, &format!("{}/keys", base(&account)?), None)

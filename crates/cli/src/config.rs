@@ -58,6 +58,71 @@ pub struct FileConfig {
     pub relay: Option<RelaySection>,
     /// The risk engine's country data (docs/risk.md).
     pub risk: Option<RiskSection>,
+    /// The key-age policy (docs/key-custody.md).
+    pub key_policy: Option<KeyPolicySection>,
+}
+
+/// `[key_policy]`: the longest each kind of key may live, in days, and what happens near
+/// the limit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPolicySection {
+    pub cards_days: Option<i64>,
+    pub fingerprint_days: Option<i64>,
+    pub pin_days: Option<i64>,
+    pub jwt_days: Option<i64>,
+    pub api_key_days: Option<i64>,
+    pub webhook_secret_days: Option<i64>,
+    /// Days before the limit at which `key.rotation_due` goes out.
+    pub notice_days: Option<Vec<i64>>,
+    pub check_interval_secs: Option<u64>,
+    /// Rotate data keys and the JWT signing key on their own when due.
+    pub auto_rotate: Option<bool>,
+}
+
+impl KeyPolicySection {
+    fn apply(&self, p: &mut strongroom_server::config::KeyPolicy) -> Result<()> {
+        for (name, value, field) in [
+            ("cards_days", self.cards_days, &mut p.cards_days),
+            (
+                "fingerprint_days",
+                self.fingerprint_days,
+                &mut p.fingerprint_days,
+            ),
+            ("pin_days", self.pin_days, &mut p.pin_days),
+            ("jwt_days", self.jwt_days, &mut p.jwt_days),
+            ("api_key_days", self.api_key_days, &mut p.api_key_days),
+            (
+                "webhook_secret_days",
+                self.webhook_secret_days,
+                &mut p.webhook_secret_days,
+            ),
+        ] {
+            if let Some(v) = value {
+                if !(1..=3650).contains(&v) {
+                    bail!("[key_policy] {name} must be between 1 and 3650");
+                }
+                *field = v;
+            }
+        }
+        if let Some(n) = &self.notice_days {
+            if n.len() > 5 || n.iter().any(|d| !(1..=365).contains(d)) {
+                bail!("[key_policy] notice_days: at most 5 values, each between 1 and 365");
+            }
+            p.notice_days.clone_from(n);
+        }
+        if let Some(d) = secs(
+            "[key_policy] check_interval_secs",
+            self.check_interval_secs,
+            false,
+        )? {
+            p.check_interval = d;
+        }
+        if let Some(a) = self.auto_rotate {
+            p.auto_rotate = a;
+        }
+        Ok(())
+    }
 }
 
 /// `[risk]`: country data for the mismatch signals, read at start.
@@ -336,6 +401,9 @@ fn validate(file: FileConfig) -> Result<Checked> {
     crate::tokens::apply(file.tokens.as_ref(), file.connections.as_ref(), &mut server)?;
     crate::webhooks::apply(&mut server, file.webhooks.as_ref(), &file.inbound)?;
     apply_relay(&mut server, file.relay.as_ref())?;
+    if let Some(k) = &file.key_policy {
+        k.apply(&mut server.key_policy)?;
+    }
     if let Some(r) = &file.risk {
         server.risk_bin_table.clone_from(&r.bin_table);
         server.risk_ip_database.clone_from(&r.ip_database);
@@ -647,6 +715,35 @@ mod tests {
         assert!(e.contains("root_key_file is for"), "{e}");
         let e = err(&shamir.replace("shamir", "vault"));
         assert!(e.contains("\"file\" or \"shamir\""), "{e}");
+    }
+
+    #[test]
+    fn the_key_policy_section_is_read_and_checked() {
+        let f = fixture();
+        let c = parse(&toml_with(
+            "127.0.0.1:8443",
+            &f.key,
+            "plaintext = true\n[key_policy]\njwt_days = 30\nnotice_days = [14]\nauto_rotate = true\ncheck_interval_secs = 60",
+        ))
+        .unwrap();
+        let p = &c.server.key_policy;
+        assert_eq!((p.jwt_days, p.cards_days, p.api_key_days), (30, 365, 90));
+        assert_eq!(p.notice_days, [14]);
+        assert!(p.auto_rotate);
+        assert_eq!(p.check_interval, Duration::from_secs(60));
+        for bad in [
+            "cards_days = 0",
+            "notice_days = [400]",
+            "check_interval_secs = 0",
+            "api_key_days = 99999",
+        ] {
+            let e = err(&toml_with(
+                "127.0.0.1:8443",
+                &f.key,
+                &format!("plaintext = true\n[key_policy]\n{bad}"),
+            ));
+            assert!(e.contains("[key_policy]"), "{bad}: {e}");
+        }
     }
 
     #[test]

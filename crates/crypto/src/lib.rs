@@ -145,6 +145,13 @@ impl DataKey {
         })
     }
 
+    /// The key check value: the first 3 bytes of AES-256 enciphering a zero block (the
+    /// usual KCV of payment key management, ANSI X9.24). It identifies the key in an
+    /// inventory without revealing it.
+    pub fn check_value(&self) -> Result<[u8; 3], CryptoError> {
+        aes_kcv(self.bytes.as_slice())
+    }
+
     /// AES-256-GCM with a random 96-bit nonce. Returns nonce ‖ ciphertext ‖ tag. The
     /// `aad` must bind account, record and key version.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
@@ -292,6 +299,23 @@ impl std::fmt::Debug for RootKey {
     }
 }
 
+/// The check value of an AES key: the first 3 bytes of enciphering a zero block.
+pub fn aes_kcv(key: &[u8]) -> Result<[u8; 3], CryptoError> {
+    use aws_lc_rs::cipher::{AES_128, AES_192, AES_256, EncryptingKey, UnboundCipherKey};
+    let alg = match key.len() {
+        16 => &AES_128,
+        24 => &AES_192,
+        32 => &AES_256,
+        _ => return Err(CryptoError::Operation),
+    };
+    let unbound = UnboundCipherKey::new(alg, key).map_err(|_| CryptoError::Operation)?;
+    let ecb = EncryptingKey::ecb(unbound).map_err(|_| CryptoError::Operation)?;
+    let mut block = [0u8; 16];
+    ecb.encrypt(&mut block)
+        .map_err(|_| CryptoError::Operation)?;
+    Ok([block[0], block[1], block[2]])
+}
+
 /// Constant-time equality for MACs, digests and codes.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     constant_time::verify_slices_are_equal(a, b).is_ok()
@@ -363,6 +387,22 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_check_values_match_the_published_aes_vectors() {
+        // FIPS-197 / NIST: AES under an all-zero key of a zero block.
+        assert_eq!(aes_kcv(&[0u8; 16]).unwrap(), [0x66, 0xe9, 0x4b]);
+        assert_eq!(aes_kcv(&[0u8; 24]).unwrap(), [0xaa, 0xe0, 0x69]);
+        assert_eq!(aes_kcv(&[0u8; 32]).unwrap(), [0xdc, 0x95, 0xc0]);
+        assert_eq!(
+            DataKey::from_bytes(&[0u8; 32])
+                .unwrap()
+                .check_value()
+                .unwrap(),
+            [0xdc, 0x95, 0xc0]
+        );
+        assert!(aes_kcv(&[0u8; 20]).is_err());
+    }
 
     fn root() -> RootKey {
         RootKey::from_bytes(&[7u8; 32]).unwrap()

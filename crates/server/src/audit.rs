@@ -159,6 +159,7 @@ pub fn action_for(method: &str, route: &str) -> String {
         ("GET", "/v1/admin/accounts/{id}/api_keys") => "api_key.list",
         ("DELETE", "/v1/admin/accounts/{id}/api_keys/{key_id}") => "api_key.revoke",
         ("GET", "/v1/admin/accounts/{id}/keys") => "data_key.list",
+        ("GET", "/v1/admin/key_inventory") => "key_inventory.retrieve",
         ("POST", "/v1/admin/accounts/{id}/keys/rotate") => "data_key.rotate",
         ("POST", "/v1/admin/accounts/{id}/keys/retire") => "data_key.retire",
         ("GET", "/v1/admin/accounts/{id}/relay_destinations") => "relay_destinations.retrieve",

@@ -85,6 +85,49 @@ pub struct ServerConfig {
     pub risk_bin_table: Option<std::path::PathBuf>,
     /// See [`ServerConfig::risk_bin_table`].
     pub risk_ip_database: Option<std::path::PathBuf>,
+    /// The longest each kind of key may live, and what happens as it nears the limit.
+    pub key_policy: KeyPolicy,
+}
+
+/// The key-age policy (docs/key-custody.md, "Key-age policy"): the longest each kind of
+/// key may live before it must be rotated, in days.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPolicy {
+    /// Card data keys.
+    pub cards_days: i64,
+    /// Fingerprint keys.
+    pub fingerprint_days: i64,
+    /// PIN-block keys and PIN transport keys.
+    pub pin_days: i64,
+    /// JWT signing keys.
+    pub jwt_days: i64,
+    /// API keys and admin keys.
+    pub api_key_days: i64,
+    /// Webhook signing secrets.
+    pub webhook_secret_days: i64,
+    /// `key.rotation_due` goes out this many days before the limit (each once).
+    pub notice_days: Vec<i64>,
+    /// How often the ages are checked (events, the metric, automatic rotation).
+    pub check_interval: Duration,
+    /// Rotate card, fingerprint and PIN data keys, and the JWT signing key, on their
+    /// own when they reach the first notice.
+    pub auto_rotate: bool,
+}
+
+impl Default for KeyPolicy {
+    fn default() -> Self {
+        Self {
+            cards_days: 365,
+            fingerprint_days: 365,
+            pin_days: 365,
+            jwt_days: 90,
+            api_key_days: 90,
+            webhook_secret_days: 365,
+            notice_days: vec![30, 7],
+            check_interval: Duration::from_secs(3600),
+            auto_rotate: false,
+        }
+    }
 }
 
 impl ServerConfig {
@@ -120,6 +163,7 @@ impl ServerConfig {
             relay: RelayConfig::default(),
             risk_bin_table: None,
             risk_ip_database: None,
+            key_policy: KeyPolicy::default(),
         }
     }
 }

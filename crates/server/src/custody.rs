@@ -354,10 +354,6 @@ impl Vault {
         self.clock.now_ms()
     }
 
-    pub(crate) fn clock(&self) -> &dyn Clock {
-        self.clock.as_ref()
-    }
-
     pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics
     }

@@ -150,10 +150,10 @@ pub async fn start_custody(
     let vault = Vault::new(
         store.clone(),
         clock.clone(),
-        opener(store.clone(), clock, config.clone()),
+        opener(store.clone(), clock.clone(), config.clone()),
         provider,
     );
-    vault.set_sealed_router(routes::sys::sealed_router(vault.clone()));
+    vault.set_sealed_router(routes::sys::sealed_router(clock));
     match custody {
         Custody::Open { root, .. } => {
             vault.open(root, "service.start").await?;
@@ -287,6 +287,7 @@ async fn boot(state: &AppState, action: &str) -> Result<(), StartError> {
     service::rewrap::spawn(state.clone());
     service::webhooks::spawn(state.clone());
     service::suspensions::spawn(state.clone());
+    service::key_inventory::spawn(state.clone());
     // Uploaded country data wins over the configuration's files: in force before the
     // first request, then followed.
     if let Err(e) = state

@@ -49,6 +49,8 @@ pub struct Metrics {
     relays: Mutex<HashMap<(String, &'static str), u64>>,
     /// Risk assessments by (action, decision, stored): a bounded label set.
     assessments: Mutex<HashMap<(String, String, bool), u64>>,
+    /// When the oldest active key of each purpose was made (the key-age check sets it).
+    key_oldest_ms: Mutex<std::collections::BTreeMap<&'static str, i64>>,
 }
 
 /// A method as a label: the standard ones, or `other`.
@@ -104,6 +106,11 @@ impl Metrics {
         self.webhook_queue_depth.store(depth, Ordering::Relaxed);
         self.webhook_oldest_ms
             .store(oldest_ms.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Replaces the creation times of the oldest active key per purpose.
+    pub fn key_oldest(&self, oldest: std::collections::BTreeMap<&'static str, i64>) {
+        *lock(&self.key_oldest_ms) = oldest;
     }
 
     /// Records the audit chain head after an append.
@@ -331,6 +338,20 @@ pub async fn render(m: &Metrics, store: &strongroom_store::Store, now: i64) -> S
         let _ = writeln!(w, "# HELP {name} {help}");
         let _ = writeln!(w, "# TYPE {name} {kind}");
         let _ = writeln!(w, "{name} {value}");
+    }
+
+    let _ = writeln!(
+        w,
+        "# HELP strongroom_key_oldest_age_seconds Age of the oldest active key of each purpose (the key-age policy's purposes: root, cards, fingerprint, pin, jwt, api_key, webhook_secret), as of the last key-age check."
+    );
+    let _ = writeln!(w, "# TYPE strongroom_key_oldest_age_seconds gauge");
+    let oldest = lock(&m.key_oldest_ms).clone();
+    for (purpose, created) in oldest {
+        let _ = writeln!(
+            w,
+            "strongroom_key_oldest_age_seconds{{purpose=\"{purpose}\"}} {}",
+            age_secs(now, created)
+        );
     }
 
     let _ = writeln!(

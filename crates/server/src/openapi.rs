@@ -129,6 +129,7 @@ impl Modify for Security {
         crate::routes::pin::get_settings,
         crate::routes::pin::set_settings,
         crate::routes::audit::list,
+        crate::routes::admin::key_inventory,
         crate::routes::sys::seal_status,
         crate::routes::sys::unseal,
         crate::routes::sys::seal,

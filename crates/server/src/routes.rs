@@ -120,6 +120,7 @@ pub fn router(state: AppState) -> Router {
             get(relay::get_destinations).put(relay::put_destinations),
         )
         .route("/v1/admin/accounts/{id}/keys", get(admin::key_status))
+        .route("/v1/admin/key_inventory", get(admin::key_inventory))
         .route(
             "/v1/admin/accounts/{id}/keys/rotate",
             post(admin::rotate_keys),

@@ -1,6 +1,6 @@
 //! What the vault keeps of its root key (docs/key-custody.md): the provider, a verifier
 //! and, for a sealed start, the Shamir parameters and one digest per share. Never the key
-//! and never a share. Writes go through the one writer as [`crate::sql::WriteOp::Custody`].
+//! and never a share. Also the key-age notices already sent. Writes go through the one writer as [`crate::sql::WriteOp::Custody`].
 
 use crate::StoreResult;
 use crate::exec::{Exec, RowGet, args};
@@ -70,9 +70,21 @@ pub(crate) async fn current<C: Exec>(c: &mut C) -> StoreResult<Option<RootKeyRec
     sql::one(c, CURRENT, &[]).await
 }
 
-/// A change to the root key's record.
+/// Records a key-age notice unless it was sent, with its events (none for a key that
+/// belongs to no account).
+const NOTICE: &str = "INSERT INTO key_notices (key_ref, notice, created_ms) VALUES ($1, $2, $3) \
+     ON CONFLICT (key_ref, notice) DO NOTHING";
+
+/// A change to the root key's record, or a key-age notice.
 #[derive(Debug)]
 pub(crate) enum Op {
+    /// A notice about a key's age: written, with `events`, only the first time.
+    Notice {
+        key_ref: String,
+        notice: String,
+        now_ms: i64,
+        events: Vec<crate::EventRecord>,
+    },
     /// Records the first root key; nothing if the vault already has one.
     Init(RootKeyRecord),
     /// Replaces the shares of `generation` (threshold, count, digests) if its digests
@@ -90,6 +102,18 @@ fn digests(r: &RootKeyRecord) -> Option<Vec<u8>> {
 /// Applies `op`: whether it changed a row.
 pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<bool> {
     match op {
+        Op::Notice {
+            key_ref,
+            notice,
+            now_ms,
+            events,
+        } => {
+            let first = c.exec(NOTICE, args![key_ref, notice, *now_ms]).await? == 1;
+            if first {
+                sql::insert_events(c, events).await?;
+            }
+            Ok(first)
+        }
         Op::Init(r) => {
             let d = digests(r);
             let a = args![

@@ -336,6 +336,22 @@ fn purpose(s: &str) -> ApiResult<KeyPurpose> {
     KeyPurpose::parse(s).ok_or(codes::INVALID_PARAMETER)
 }
 
+/// Every key the vault holds, of every kind: its purpose, where it is kept, its age
+/// against the key-age policy, and a key check value where the key is symmetric (never
+/// the key).
+#[utoipa::path(get, path = "/v1/admin/key_inventory", tag = "admin", security(("admin_key" = [])),
+    responses((status = 200, description = "The vault's own keys first, then each account's", body = crate::service::key_inventory::KeyInventoryView),
+        (status = 403, description = "ip_not_allowed", body = ErrorResponse),
+        (status = 503, description = "service_unavailable", body = ErrorResponse)))]
+pub async fn key_inventory(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> ApiResult<Json<crate::service::key_inventory::KeyInventoryView>> {
+    Ok(Json(
+        crate::service::key_inventory::inventory(&state).await?,
+    ))
+}
+
 /// Data-key versions and re-wrap progress.
 #[utoipa::path(get, path = "/v1/admin/accounts/{id}/keys", tag = "admin", security(("admin_key" = [])),
     params(("id" = String, Path, pattern = "^acct_[0-9a-f]{32}$")),

@@ -21,7 +21,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Instant;
-use strongroom_core::{IdKind, Sensitive};
+use strongroom_core::{Clock, IdKind, Sensitive};
 use utoipa::ToSchema;
 
 /// Body of `POST /v1/sys/unseal`.
@@ -73,8 +73,10 @@ pub async fn seal(
     Ok(Json(vault.status().await?))
 }
 
-/// What a sealed vault serves.
-pub(crate) fn sealed_router(vault: Arc<Vault>) -> Router {
+/// What a sealed vault serves. It keeps only the clock (request ids): the vault comes
+/// with each `/v1/sys` request, so that the vault, which keeps this router, is not kept
+/// alive by it.
+pub(crate) fn sealed_router(clock: Arc<dyn Clock>) -> Router {
     Router::new()
         .route("/healthz", get(crate::routes::meta::healthz))
         .route("/v1/sys/seal_status", get(seal_status))
@@ -83,19 +85,19 @@ pub(crate) fn sealed_router(vault: Arc<Vault>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::extract::BODY_LIMIT,
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            vault.clone(),
-            sealed_context,
-        ))
-        .with_state(vault)
+        .layer(axum::middleware::from_fn_with_state(clock, sealed_context))
 }
 
 /// The open vault's request context, reduced to what a sealed vault has: a request id,
 /// the error body, the security headers and the access log line. Refused shares are
 /// audited by [`Vault::unseal`] itself.
-async fn sealed_context(State(vault): State<Arc<Vault>>, mut req: Request, next: Next) -> Response {
+async fn sealed_context(
+    State(clock): State<Arc<dyn Clock>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
-    let request_id = crate::events::new_id(vault.clock(), IdKind::Request)
+    let request_id = crate::events::new_id(clock.as_ref(), IdKind::Request)
         .unwrap_or_else(|_| String::from("req_unavailable"));
     let route = req
         .extensions()

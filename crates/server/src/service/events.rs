@@ -48,6 +48,11 @@ event_types! {
     CardRevealed = "card.revealed",
     /// A data key was rotated.
     DataKeyRotated = "data_key.rotated",
+    /// A key nears the end of its life under the key-age policy (30 and 7 days before,
+    /// by default): rotate it.
+    KeyRotationDue = "key.rotation_due",
+    /// A key passed the end of its life under the key-age policy.
+    KeyExpired = "key.expired",
     /// A processor notification was received and verified.
     InboundReceived = "inbound.received",
     /// A partner's request went through an inbound route: its cards were tokenized and

@@ -358,3 +358,232 @@ async fn a_rekey_issues_new_shares_for_the_same_key_and_retires_the_old() {
     assert_eq!(srv.reveal(&rk, &id).await.body["number"], pan.as_str());
     srv.stop().await;
 }
+
+/// The check value of an AES key by OpenSSL (an independent implementation): the first 3
+/// bytes of enciphering a zero block, in upper-case hex.
+fn openssl_kcv(key: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args(["enc", "-aes-256-ecb", "-nopad", "-K", &hex::encode(key)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl is installed by scripts/test");
+    child.stdin.take().unwrap().write_all(&[0u8; 16]).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    hex::encode_upper(&out.stdout[..3])
+}
+
+#[tokio::test]
+async fn the_key_inventory_lists_every_key_and_the_age_policy_speaks_up() {
+    use strongroom_store::{KeyPurpose, VaultStore};
+    let srv = TestServer::start_on(Arc::new(Data::new()), |c| {
+        c.key_policy.check_interval = std::time::Duration::from_millis(100);
+    })
+    .await;
+    srv.get("/v1/admin/key_inventory", &srv.sk_test)
+        .await
+        .assert_error(403, "permission_denied");
+    let r = srv.get("/v1/admin/key_inventory", &srv.admin_key).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["object"], "key_inventory");
+    let data = r.body["data"].as_array().unwrap().clone();
+    let find = |kind: &str, id: &str| {
+        data.iter()
+            .find(|k| k["kind"] == kind && k["id"].as_str().unwrap().contains(id))
+            .unwrap_or_else(|| panic!("no {kind} {id} in {data:?}"))
+            .clone()
+    };
+    let root = find("root", "root/1");
+    assert_eq!(
+        (root["provider"].clone(), root["status"].clone()),
+        (json!("file"), json!("not_applicable"))
+    );
+    // Every data key of the account, with a check value OpenSSL agrees with.
+    let st = srv.running.state().unwrap();
+    let root_key = RootKey::from_bytes(&srv.data.root).unwrap();
+    let wrapped = st.store().data_keys(&srv.account).await.unwrap();
+    for purpose in [KeyPurpose::Cards, KeyPurpose::Fingerprint, KeyPurpose::Pin] {
+        let k = find(
+            "data_key",
+            &format!("{}/{}/1", srv.account, purpose.as_str()),
+        );
+        assert_eq!(
+            (k["state"].clone(), k["status"].clone()),
+            (json!("active"), json!("ok"))
+        );
+        assert_eq!(
+            (k["max_age_days"].clone(), k["age_days"].clone()),
+            (json!(365), json!(0))
+        );
+        let rec = wrapped.iter().find(|r| r.purpose == purpose).unwrap();
+        let ctx = strongroom_server::keyring::wrap_context(&srv.account, purpose, 1);
+        let raw = root_key.unwrap_bytes(&rec.wrapped, &ctx).unwrap();
+        assert_eq!(k["kcv"], openssl_kcv(&raw), "{purpose:?}");
+    }
+    let jwt = data
+        .iter()
+        .find(|k| k["kind"] == "jwt_signing_key")
+        .unwrap();
+    assert_eq!(
+        (jwt["max_age_days"].clone(), jwt["kcv"].clone()),
+        (json!(90), Value::Null)
+    );
+    let api = data.iter().filter(|k| k["kind"] == "api_key").count();
+    assert_eq!(api, 4, "the four keys the harness made");
+    assert!(
+        data.iter()
+            .any(|k| k["kind"] == "admin_key" && k["provider"] == "digest")
+    );
+    // Nothing secret in it: no key material, no API key secret.
+    for secret in [srv.sk_test.as_str(), srv.admin_key.as_str()] {
+        assert!(!r.text.contains(secret));
+    }
+
+    // 340 days on: the data keys are due (30 days before 365), the API keys and the JWT
+    // signing key past their 90 days.
+    srv.clock
+        .advance(std::time::Duration::from_secs(340 * 86_400));
+    let events = |ty: &'static str| {
+        let srv = &srv;
+        async move {
+            let r = srv
+                .get(&format!("/v1/events?type={ty}&limit=100"), &srv.sk_test)
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            r.body["data"].as_array().unwrap().clone()
+        }
+    };
+    harness::eventually("the key-age notices", || async {
+        events("key.rotation_due").await.len() >= 3 && !events("key.expired").await.is_empty()
+    })
+    .await;
+    let due = events("key.rotation_due").await;
+    let due_ids: Vec<&str> = due
+        .iter()
+        .filter_map(|e| e["data"]["object"]["id"].as_str())
+        .collect();
+    for p in ["cards", "fingerprint", "pin"] {
+        assert!(
+            due_ids.contains(&format!("{}/{p}/1", srv.account).as_str()),
+            "{due_ids:?}"
+        );
+    }
+    let expired = events("key.expired").await;
+    assert!(
+        expired
+            .iter()
+            .all(|e| e["data"]["object"]["kind"] == "api_key")
+    );
+    // Each notice goes out once, however many checks run.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(events("key.rotation_due").await.len(), due.len());
+    let r = srv.get("/v1/admin/key_inventory", &srv.admin_key).await;
+    let data = r.body["data"].as_array().unwrap().clone();
+    let cards = find_in(&data, "data_key", &format!("{}/cards/1", srv.account));
+    assert_eq!(
+        (cards["status"].clone(), cards["age_days"].clone()),
+        (json!("rotation_due"), json!(340))
+    );
+    let jwt = data
+        .iter()
+        .find(|k| k["kind"] == "jwt_signing_key")
+        .unwrap();
+    assert_eq!(jwt["status"], "expired");
+    // The metric says how old the oldest key of each purpose is.
+    let addr = srv.running.metrics_addr.unwrap();
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("strongroom_key_oldest_age_seconds{purpose=\"cards\"}"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let age: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(age >= 340.0 * 86_400.0, "{line}");
+    // A rotation makes a young writer; the old version only decrypts.
+    let r = srv
+        .post(
+            &format!("/v1/admin/accounts/{}/keys/rotate", srv.account),
+            &srv.admin_key,
+            json!({"purpose": "cards"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = srv.get("/v1/admin/key_inventory", &srv.admin_key).await;
+    let data = r.body["data"].as_array().unwrap().clone();
+    let new = find_in(&data, "data_key", &format!("{}/cards/2", srv.account));
+    assert_eq!(
+        (new["status"].clone(), new["age_days"].clone()),
+        (json!("ok"), json!(0))
+    );
+    let old = find_in(&data, "data_key", &format!("{}/cards/1", srv.account));
+    assert_eq!(old["state"], "decrypt_only");
+    srv.stop().await;
+}
+
+fn find_in(data: &[Value], kind: &str, id: &str) -> Value {
+    data.iter()
+        .find(|k| k["kind"] == kind && k["id"] == id)
+        .unwrap_or_else(|| panic!("no {kind} {id}"))
+        .clone()
+}
+
+#[tokio::test]
+async fn with_auto_rotate_the_due_data_keys_and_signing_key_rotate_themselves() {
+    let srv = TestServer::start_on(Arc::new(Data::new()), |c| {
+        c.key_policy.check_interval = std::time::Duration::from_millis(100);
+        c.key_policy.auto_rotate = true;
+    })
+    .await;
+    let pan = test_pan(3403);
+    let id = srv.tokenize(&pan).await["id"].as_str().unwrap().to_owned();
+    srv.clock
+        .advance(std::time::Duration::from_secs(80 * 86_400));
+    harness::eventually("the JWT signing key's rotation", || async {
+        let r = srv.get("/v1/admin/key_inventory", &srv.admin_key).await;
+        let data = r.body["data"].as_array().unwrap().clone();
+        data.iter()
+            .any(|k| k["kind"] == "jwt_signing_key" && k["state"] == "pending")
+    })
+    .await;
+    // Not yet due: the data keys stay.
+    let r = srv.get("/v1/admin/key_inventory", &srv.admin_key).await;
+    let data = r.body["data"].as_array().unwrap().clone();
+    assert!(
+        !data
+            .iter()
+            .any(|k| k["id"] == format!("{}/cards/2", srv.account))
+    );
+    // Exactly one rotation while the new key waits to sign.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let r = srv.get("/v1/admin/key_inventory", &srv.admin_key).await;
+    let pending = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["kind"] == "jwt_signing_key" && k["state"] == "pending")
+        .count();
+    assert_eq!(pending, 1);
+    srv.clock
+        .advance(std::time::Duration::from_secs(260 * 86_400));
+    harness::eventually("the data keys' rotation", || async {
+        let r = srv.get("/v1/admin/key_inventory", &srv.admin_key).await;
+        let data = r.body["data"].as_array().unwrap().clone();
+        ["cards", "fingerprint", "pin"].iter().all(|p| {
+            data.iter()
+                .any(|k| k["id"] == format!("{}/{p}/2", srv.account) && k["state"] == "active")
+        })
+    })
+    .await;
+    // The card made under the old key still reveals.
+    assert_eq!(
+        srv.reveal(&srv.rk_reveal, &id).await.body["number"],
+        pan.as_str()
+    );
+    srv.stop().await;
+}

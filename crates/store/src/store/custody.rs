@@ -12,6 +12,24 @@ impl CustodyStore for Store {
 }
 
 impl Writes<'_> {
+    /// Records the key-age `notice` (`due_30`, `due_7`, `expired`) of `key_ref` with its
+    /// `events`, unless it was recorded before: whether this was the first time.
+    pub async fn key_notice(
+        self,
+        key_ref: &str,
+        notice: &str,
+        now_ms: i64,
+        events: Vec<crate::EventRecord>,
+    ) -> StoreResult<bool> {
+        let op = Op::Notice {
+            key_ref: key_ref.to_owned(),
+            notice: notice.to_owned(),
+            now_ms,
+            events,
+        };
+        self.write(Write::custody(op)).await
+    }
+
     /// Records the vault's first root key: `false` (nothing written) when it has one.
     pub async fn init_root_key(self, record: RootKeyRecord) -> StoreResult<bool> {
         self.write(Write::custody(Op::Init(record))).await
