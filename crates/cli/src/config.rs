@@ -18,7 +18,8 @@ pub struct FileConfig {
     pub listen: SocketAddr,
     /// `sqlite://PATH` or `postgres://…`.
     pub database_url: String,
-    /// Where the root key is kept: `file` (the default) or `shamir` (docs/key-custody.md).
+    /// Where the root key is kept: `file` (the default), `shamir` or `pkcs11`
+    /// (docs/key-custody.md).
     pub root_key_provider: Option<String>,
     /// `file` provider: the 32-byte root key file (mode 0600); else `STRONGROOM_ROOT_KEY_FILE`.
     pub root_key_file: Option<PathBuf>,
@@ -60,6 +61,103 @@ pub struct FileConfig {
     pub risk: Option<RiskSection>,
     /// The key-age policy (docs/key-custody.md).
     pub key_policy: Option<KeyPolicySection>,
+    /// The HSM of `root_key_provider = "pkcs11"`.
+    pub pkcs11: Option<Pkcs11Section>,
+}
+
+/// `[pkcs11]`: the HSM that holds the key wrapping the root key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Section {
+    /// The PKCS#11 module (e.g. `/usr/lib/softhsm/libsofthsm2.so`).
+    pub module: PathBuf,
+    /// The token's label.
+    pub token_label: String,
+    /// The wrapping key's label (made on the first start). Default `strongroom-root`.
+    pub key_label: Option<String>,
+    /// A file (mode 0600) holding the user PIN; else `STRONGROOM_PKCS11_PIN`.
+    pub pin_file: Option<PathBuf>,
+}
+
+/// The variable that carries the HSM's user PIN when no `pin_file` is set.
+pub const PKCS11_PIN_VAR: &str = "STRONGROOM_PKCS11_PIN";
+
+/// Where the root key comes from, once the configuration is checked.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made once at start; boxing the key would only add an allocation"
+)]
+pub enum Root {
+    /// A file, read.
+    File(RootKey),
+    /// Shamir shares: a sealed start.
+    Shamir,
+    /// An HSM: unwrapped at start (it needs the database).
+    Pkcs11(strongroom_server::custody::pkcs11::Pkcs11Config),
+}
+
+impl Root {
+    /// How the server starts: for an HSM, the root key is unwrapped (or made) now.
+    pub async fn custody(self, store: &StoreConfig) -> Result<strongroom_server::Custody> {
+        use strongroom_core::Clock;
+        use strongroom_server::{Custody, Provider};
+        Ok(match self {
+            Self::File(root) => Custody::Open {
+                root,
+                provider: Provider::File,
+            },
+            Self::Shamir => Custody::Sealed,
+            Self::Pkcs11(cfg) => {
+                let db = strongroom_store::Store::connect(store)
+                    .await
+                    .map_err(|e| anyhow!("cannot open the database: {e}"))?;
+                let now = strongroom_core::SystemClock.now_ms();
+                let root = strongroom_server::custody::pkcs11::open_root(&db, &cfg, now).await;
+                db.close().await;
+                Custody::Open {
+                    root: root.map_err(|e| anyhow!("{e}"))?,
+                    provider: Provider::Pkcs11,
+                }
+            }
+        })
+    }
+}
+
+/// The HSM settings, with the PIN from its file or the environment.
+pub fn pkcs11_config(
+    module: PathBuf,
+    token_label: String,
+    key_label: Option<String>,
+    pin_file: Option<&Path>,
+) -> Result<strongroom_server::custody::pkcs11::Pkcs11Config> {
+    let pin = match pin_file {
+        Some(p) => {
+            let meta =
+                std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                bail!(
+                    "{} gives group or others access; it must be 0600 or stricter",
+                    p.display()
+                );
+            }
+            zeroize::Zeroizing::new(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read {}", p.display()))?
+                    .trim()
+                    .to_owned(),
+            )
+        }
+        None => zeroize::Zeroizing::new(
+            std::env::var(PKCS11_PIN_VAR)
+                .map_err(|_| anyhow!("no HSM PIN: set [pkcs11] pin_file or {PKCS11_PIN_VAR}"))?,
+        ),
+    };
+    Ok(strongroom_server::custody::pkcs11::Pkcs11Config {
+        module,
+        token_label,
+        key_label: key_label.unwrap_or_else(|| "strongroom-root".to_owned()),
+        pin,
+    })
 }
 
 /// `[key_policy]`: the longest each kind of key may live, in days, and what happens near
@@ -218,8 +316,8 @@ pub struct StoreSection {
 /// A validated configuration, ready to start.
 pub struct Checked {
     pub server: ServerConfig,
-    /// The root key (`file`), or a sealed start (`shamir`).
-    pub custody: strongroom_server::Custody,
+    /// Where the root key comes from.
+    pub root: Root,
     pub log_dir: Option<PathBuf>,
     /// Serving plain HTTP on loopback (worth a warning in the log).
     pub plaintext: bool,
@@ -297,7 +395,15 @@ fn validate(file: FileConfig) -> Result<Checked> {
         bail!("database_url must start with sqlite:// or postgres://");
     }
     let provider = file.root_key_provider.as_deref().unwrap_or("file");
-    let custody = match strongroom_server::Provider::parse(provider) {
+    if file.root_key_file.is_some() && provider != "file" {
+        bail!(
+            "root_key_file is for root_key_provider = \"file\"; a {provider} vault's key is not in a file (docs/key-custody.md)"
+        );
+    }
+    if file.pkcs11.is_some() != (provider == "pkcs11") {
+        bail!("[pkcs11] goes with root_key_provider = \"pkcs11\", and only with it");
+    }
+    let root = match strongroom_server::Provider::parse(provider) {
         Some(strongroom_server::Provider::File) => {
             let key_path = match &file.root_key_file {
                 Some(p) => p.clone(),
@@ -307,20 +413,24 @@ fn validate(file: FileConfig) -> Result<Checked> {
                         anyhow!("no root key: set root_key_file or STRONGROOM_ROOT_KEY_FILE")
                     })?,
             };
-            strongroom_server::Custody::Open {
-                root: load_root_key(&key_path)?,
-                provider: strongroom_server::Provider::File,
-            }
+            Root::File(load_root_key(&key_path)?)
         }
-        Some(strongroom_server::Provider::Shamir) => {
-            if file.root_key_file.is_some() {
-                bail!(
-                    "root_key_file is for root_key_provider = \"file\"; a shamir vault's key is rebuilt from unseal shares (docs/key-custody.md)"
-                );
+        Some(strongroom_server::Provider::Shamir) => Root::Shamir,
+        Some(strongroom_server::Provider::Pkcs11) => {
+            let h = file.pkcs11.as_ref().ok_or_else(|| {
+                anyhow!("root_key_provider = \"pkcs11\" needs a [pkcs11] section")
+            })?;
+            if !h.module.is_file() {
+                bail!("[pkcs11] module {} does not exist", h.module.display());
             }
-            strongroom_server::Custody::Sealed
+            Root::Pkcs11(pkcs11_config(
+                h.module.clone(),
+                h.token_label.clone(),
+                h.key_label.clone(),
+                h.pin_file.as_deref(),
+            )?)
         }
-        _ => bail!("root_key_provider must be \"file\" or \"shamir\""),
+        None => bail!("root_key_provider must be \"file\", \"shamir\" or \"pkcs11\""),
     };
     if let Some(t) = &tls {
         strongroom_server::tls::rustls_config(t).map_err(|e| anyhow!(e))?;
@@ -409,14 +519,14 @@ fn validate(file: FileConfig) -> Result<Checked> {
         server.risk_ip_database.clone_from(&r.ip_database);
     }
     warnings.extend(crate::webhooks::warnings(&server));
-    if matches!(custody, strongroom_server::Custody::Open { .. }) {
+    if matches!(root, Root::File(_)) {
         warnings.push(format!(
             "root_key_provider = \"file\": whoever can read the disk can read the root key; `serve` asks for {FILE_ROOT_KEY_FLAG}, and production vaults should start sealed (root_key_provider = \"shamir\", docs/key-custody.md)"
         ));
     }
     Ok(Checked {
         server,
-        custody,
+        root,
         log_dir: file.log_dir,
         plaintext: file.plaintext,
         warnings,
@@ -500,7 +610,7 @@ pub const FILE_ROOT_KEY_FLAG: &str = "--i-understand-file-root-key";
 /// (`--i-understand-file-root-key`): a production vault should start sealed.
 pub async fn serve(path: &Path, file_root_key_ok: bool) -> Result<()> {
     let checked = check(path)?;
-    if matches!(checked.custody, strongroom_server::Custody::Open { .. }) && !file_root_key_ok {
+    if matches!(checked.root, Root::File(_)) && !file_root_key_ok {
         bail!(
             "the root key is a file (root_key_provider = \"file\"), which anyone who can read this disk can take; start sealed with root_key_provider = \"shamir\" (docs/key-custody.md), or pass {FILE_ROOT_KEY_FLAG} to accept the risk"
         );
@@ -516,7 +626,8 @@ pub async fn serve(path: &Path, file_root_key_ok: bool) -> Result<()> {
         tracing::warn!("{w}");
     }
     let clock = std::sync::Arc::new(strongroom_core::SystemClock);
-    let running = strongroom_server::start_custody(checked.server, checked.custody, clock)
+    let custody = checked.root.custody(&checked.server.store).await?;
+    let running = strongroom_server::start_custody(checked.server, custody, clock)
         .await
         .map_err(|e| anyhow!("cannot start: {e}"))?;
     crate::dev::shutdown_signal().await;
@@ -667,7 +778,7 @@ mod tests {
     /// must be there when the configuration names a key file): the tests look at the rest.
     fn parse(text: &str) -> Result<Checked> {
         let mut c = validate(parse_toml(text)?)?;
-        let file = matches!(c.custody, strongroom_server::Custody::Open { .. });
+        let file = matches!(c.root, Root::File(_));
         let before = c.warnings.len();
         c.warnings
             .retain(|w| !w.starts_with("root_key_provider = \"file\""));
@@ -699,13 +810,10 @@ mod tests {
     fn the_root_key_provider_is_chosen_and_checked() {
         let f = fixture();
         let file = parse(&toml_with("127.0.0.1:8443", &f.key, "plaintext = true")).unwrap();
-        assert!(matches!(
-            file.custody,
-            strongroom_server::Custody::Open { .. }
-        ));
+        assert!(matches!(file.root, Root::File(_)));
         let shamir = "listen = \"127.0.0.1:8443\"\ndatabase_url = \"sqlite:///tmp/x.db\"\nplaintext = true\nroot_key_provider = \"shamir\"\n";
         let c = parse(shamir).unwrap();
-        assert!(matches!(c.custody, strongroom_server::Custody::Sealed));
+        assert!(matches!(c.root, Root::Shamir));
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         let e = err(&toml_with(
             "127.0.0.1:8443",
@@ -714,7 +822,13 @@ mod tests {
         ));
         assert!(e.contains("root_key_file is for"), "{e}");
         let e = err(&shamir.replace("shamir", "vault"));
-        assert!(e.contains("\"file\" or \"shamir\""), "{e}");
+        assert!(e.contains("\"shamir\" or \"pkcs11\""), "{e}");
+        let e = err(&shamir.replace("shamir", "pkcs11"));
+        assert!(e.contains("[pkcs11]"), "{e}");
+        let e = err(&format!(
+            "{shamir}[pkcs11]\nmodule = \"/nonexistent.so\"\ntoken_label = \"t\"\n"
+        ));
+        assert!(e.contains("[pkcs11] goes with"), "{e}");
     }
 
     #[test]

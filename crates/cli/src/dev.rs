@@ -41,12 +41,22 @@ pub struct DevArgs {
     /// raises them).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     browser_rate_limit_per_minute: Option<u32>,
-    /// Where the root key is kept: `file` (in the data directory), or `shamir` (the
-    /// vault starts sealed; the first start splits the key into 5 shares, 3 of which
-    /// open it, prints them and keeps them in dev.json as `unseal_shares`, which only a
-    /// development vault may do).
+    /// Where the root key is kept: `file` (in the data directory), `shamir` (the vault
+    /// starts sealed; the first start splits the key into 5 shares, 3 of which open it,
+    /// prints them and keeps them in dev.json as `unseal_shares`, which only a
+    /// development vault may do), or `pkcs11` (wrapped by a key in an HSM; PIN from
+    /// `STRONGROOM_PKCS11_PIN`).
     #[arg(long, value_enum, default_value = "file")]
     root_key: DevRootKey,
+    /// `--root-key pkcs11`: the PKCS#11 module.
+    #[arg(long, default_value = "/usr/lib/softhsm/libsofthsm2.so")]
+    pkcs11_module: PathBuf,
+    /// `--root-key pkcs11`: the token's label.
+    #[arg(long, required_if_eq("root_key", "pkcs11"))]
+    pkcs11_token_label: Option<String>,
+    /// `--root-key pkcs11`: the wrapping key's label (made on the first start).
+    #[arg(long, default_value = "strongroom-root")]
+    pkcs11_key_label: String,
 }
 
 /// `strongroom dev --root-key`.
@@ -56,6 +66,8 @@ pub enum DevRootKey {
     File,
     /// Shamir shares: a sealed start.
     Shamir,
+    /// Wrapped by a key in an HSM.
+    Pkcs11,
 }
 
 /// The dev vault's shares: 5, any 3 of which open it.
@@ -126,6 +138,16 @@ pub async fn run(args: DevArgs) -> Result<()> {
             strongroom_server::Custody::Sealed,
             dev_shares(&config.store).await?,
         ),
+        DevRootKey::Pkcs11 => {
+            let hsm = crate::config::pkcs11_config(
+                args.pkcs11_module.clone(),
+                args.pkcs11_token_label.clone().unwrap_or_default(),
+                Some(args.pkcs11_key_label.clone()),
+                None,
+            )?;
+            let root = crate::config::Root::Pkcs11(hsm);
+            (root.custody(&config.store).await?, None)
+        }
     };
     let clock = std::sync::Arc::new(strongroom_core::SystemClock);
     let running = strongroom_server::start_custody(config, custody, clock)

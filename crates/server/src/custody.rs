@@ -12,6 +12,8 @@
 //! and, for Shamir, the threshold and a digest of each share. A wrong root key file, or
 //! the shares of another vault, are refused before any data is touched.
 
+pub mod pkcs11;
+
 use crate::audit;
 use crate::error::{ApiError, ApiResult, codes};
 use crate::startup::StartError;
@@ -100,6 +102,7 @@ pub async fn init_shamir(
         shares: Some(i64::from(shares)),
         share_digests: split.iter().map(Share::digest).collect(),
         created_ms: now_ms,
+        wrapped_root: None,
     };
     #[allow(
         clippy::disallowed_methods,
@@ -541,6 +544,7 @@ impl Vault {
                     shares: None,
                     share_digests: Vec::new(),
                     created_ms: self.now_ms(),
+                    wrapped_root: None,
                 };
                 #[allow(
                     clippy::disallowed_methods,

@@ -26,6 +26,8 @@ pub struct RootKeyRecord {
     pub share_digests: Vec<[u8; DIGEST_LEN]>,
     /// When it was made.
     pub created_ms: i64,
+    /// PKCS#11 only: the root key wrapped by the HSM's key (never the key itself).
+    pub wrapped_root: Option<Vec<u8>>,
 }
 
 /// The root key's storage reads.
@@ -36,11 +38,11 @@ pub trait CustodyStore: Send + Sync {
 }
 
 const CURRENT: &str = "SELECT generation, provider, verifier, threshold, shares, share_digests, \
-     created_ms FROM root_key WHERE retired_ms IS NULL ORDER BY generation DESC LIMIT 1";
+     created_ms, wrapped_root FROM root_key WHERE retired_ms IS NULL ORDER BY generation DESC LIMIT 1";
 /// The first generation, unless one exists.
 const INIT: &str = "INSERT INTO root_key \
-     (generation, provider, verifier, threshold, shares, share_digests, created_ms) \
-     SELECT $1, $2, $3, $4, $5, $6, $7 \
+     (generation, provider, verifier, threshold, shares, share_digests, created_ms, wrapped_root) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
      WHERE NOT EXISTS (SELECT 1 FROM root_key) ON CONFLICT (generation) DO NOTHING";
 /// New shares for the key in force (a rekey): same key, same verifier; only if the
 /// shares are still those the rekey was given ($5), so two rekeys cannot both succeed.
@@ -62,6 +64,7 @@ impl FromRow for RootKeyRecord {
                 .filter_map(|c| <[u8; DIGEST_LEN]>::try_from(c).ok())
                 .collect(),
             created_ms: r.int(6)?,
+            wrapped_root: r.opt_blob(7)?,
         })
     }
 }
@@ -123,7 +126,8 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<bool> {
                 r.threshold,
                 r.shares,
                 d.as_deref(),
-                r.created_ms
+                r.created_ms,
+                r.wrapped_root.as_deref()
             ];
             Ok(c.exec(INIT, a).await? == 1)
         }

@@ -291,3 +291,81 @@ fn a_shamir_dev_vault_restarts_sealed_and_opens_with_three_shares() {
     assert!(text(&out).contains("\"sealed\": true"), "{}", text(&out));
     stop(child);
 }
+
+#[test]
+fn a_dev_vault_on_softhsm_opens_from_the_hsm_and_keeps_no_key_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let label = format!("dev-{}", std::process::id());
+    let made = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            &label,
+            "--so-pin",
+            "1234",
+            "--pin",
+            "4321",
+        ])
+        .output()
+        .expect("softhsm2-util is installed by scripts/test");
+    assert!(made.status.success(), "{}", text(&made));
+    let port = free_port();
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_strongroom"))
+            .args([
+                "dev",
+                "--root-key",
+                "pkcs11",
+                "--pkcs11-token-label",
+                &label,
+                "--listen",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&dir)
+            .env("STRONGROOM_PKCS11_PIN", "4321")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    for round in 0..2 {
+        let child = start();
+        wait_for("the dev vault", || {
+            let out = operator(&dir, &["status"], "");
+            out.status.success() && text(&out).contains("\"provider\": \"pkcs11\"")
+        });
+        let out = operator(&dir, &["status"], "");
+        assert!(
+            text(&out).contains("\"sealed\": false"),
+            "round {round}: {}",
+            text(&out)
+        );
+        assert!(!dir.join("root.key").exists());
+        stop(child);
+    }
+    // Without the PIN it does not start.
+    let out = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args([
+            "dev",
+            "--root-key",
+            "pkcs11",
+            "--pkcs11-token-label",
+            &label,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env_remove("STRONGROOM_PKCS11_PIN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("STRONGROOM_PKCS11_PIN"),
+        "{}",
+        text(&out)
+    );
+}

@@ -208,11 +208,22 @@ async fn keys(state: &AppState, check_values: bool) -> Result<Vec<Key>> {
     }
     for acct in store.list_accounts().await? {
         let records = store.data_keys(&acct.id).await?;
-        let ring = if check_values {
+        let mut ring = if check_values {
             Some(state.keyring().account(&acct.id).await?)
         } else {
             None
         };
+        // A version made since the keyring was cached (another node's rotation): read
+        // the keys again, once.
+        let cached_all = |ring: &crate::keyring::AccountKeys| {
+            records
+                .iter()
+                .filter(|r| r.state != KeyState::Retired)
+                .all(|r| ring.version(r.purpose, r.version).is_ok())
+        };
+        if ring.as_ref().is_some_and(|r| !cached_all(r)) {
+            ring = Some(state.keyring().reload(&acct.id).await?);
+        }
         for r in records.iter().filter(|r| r.state != KeyState::Retired) {
             let rotated = records
                 .iter()

@@ -573,6 +573,7 @@ async fn with_auto_rotate_the_due_data_keys_and_signing_key_rotate_themselves() 
         .advance(std::time::Duration::from_secs(260 * 86_400));
     harness::eventually("the data keys' rotation", || async {
         let r = srv.get("/v1/admin/key_inventory", &srv.admin_key).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         let data = r.body["data"].as_array().unwrap().clone();
         ["cards", "fingerprint", "pin"].iter().all(|p| {
             data.iter()
@@ -586,4 +587,148 @@ async fn with_auto_rotate_the_due_data_keys_and_signing_key_rotate_themselves() 
         pan.as_str()
     );
     srv.stop().await;
+}
+
+/// SoftHSM2's module as Debian installs it (`softhsm2`, installed by scripts/test, which
+/// also points `SOFTHSM2_CONF` at a token directory of its own).
+const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+#[tokio::test]
+async fn a_pkcs11_vault_keeps_its_root_key_wrapped_by_the_hsm() {
+    use strongroom_server::custody::pkcs11::{Pkcs11Config, open_root};
+    let label = format!(
+        "sr-{}",
+        hex::encode(strongroom_crypto::random::bytes::<4>().unwrap())
+    );
+    let init = std::process::Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            &label,
+            "--so-pin",
+            "1234",
+            "--pin",
+            "5678",
+        ])
+        .output()
+        .expect("softhsm2-util is installed by scripts/test");
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let cfg = Pkcs11Config {
+        module: SOFTHSM.into(),
+        token_label: label.clone(),
+        key_label: "strongroom-root".into(),
+        pin: "5678".to_owned().into(),
+    };
+    let data = Arc::new(Data::new());
+    let open = |cfg: Pkcs11Config| {
+        let data = data.clone();
+        async move {
+            let store = Store::connect(&data.store).await.unwrap();
+            let now = strongroom_core::SystemClock.now_ms();
+            let root = open_root(&store, &cfg, now).await;
+            store.close().await;
+            root
+        }
+    };
+    let custody = |root| Custody::Open {
+        root,
+        provider: Provider::Pkcs11,
+    };
+    // First start: the key is made in the HSM, the root key recorded only wrapped.
+    let root = open(cfg.clone()).await.unwrap();
+    let clock = TestClock::default();
+    let running = harness::boot(&data, |_| {}, custody(root), &clock)
+        .await
+        .unwrap();
+    let srv = TestServer::provision(running, clock, data.clone()).await;
+    let pan = test_pan(3404);
+    let id = srv.tokenize(&pan).await["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        srv.reveal(&srv.rk_reveal, &id).await.body["number"],
+        pan.as_str()
+    );
+    let status = srv.get("/v1/sys/seal_status", &srv.sk_test).await;
+    assert_eq!(status.body["provider"], "pkcs11");
+    let inventory = srv.get("/v1/admin/key_inventory", &srv.admin_key).await;
+    assert_eq!(
+        find_in(inventory.body["data"].as_array().unwrap(), "root", "root/1")["provider"],
+        "pkcs11"
+    );
+    let rk = srv.rk_reveal.clone();
+    srv.stop().await;
+
+    // Restarted, the HSM unwraps the same key: cards made before reveal.
+    let root = open(cfg.clone()).await.unwrap();
+    let clock = TestClock::default();
+    let running = harness::boot(&data, |_| {}, custody(root), &clock)
+        .await
+        .unwrap();
+    let srv = TestServer::provision(running, clock, data.clone()).await;
+    assert_eq!(srv.reveal(&rk, &id).await.body["number"], pan.as_str());
+    srv.stop().await;
+
+    // A wrong PIN, or a token without the key, opens nothing.
+    let wrong = Pkcs11Config {
+        pin: "0000".to_owned().into(),
+        ..cfg.clone()
+    };
+    let e = open(wrong).await.err().unwrap();
+    assert!(e.to_string().contains("login"), "{e}");
+    assert!(!e.to_string().contains("0000"));
+    let other = Pkcs11Config {
+        key_label: "not-there".into(),
+        ..cfg.clone()
+    };
+    assert!(
+        open(other)
+            .await
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("not on the token")
+    );
+
+    // OpenSC's pkcs11-tool sees the wrapping key as sensitive and never extractable.
+    let out = std::process::Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            SOFTHSM,
+            "--token-label",
+            &label,
+            "--login",
+            "--pin",
+            "5678",
+        ])
+        .args(["--list-objects", "--type", "secrkey"])
+        .output()
+        .expect("pkcs11-tool (OpenSC) is installed by scripts/test");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(listed.contains("label:      strongroom-root"), "{listed}");
+    assert!(
+        listed.contains("sensitive") && listed.contains("never extractable"),
+        "{listed}"
+    );
+    // The data directory holds no root key file, and the database only the wrapping.
+    for entry in std::fs::read_dir(data.dir.path()).unwrap() {
+        assert!(
+            !entry
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("root")
+        );
+    }
+    let store = Store::connect(&data.store).await.unwrap();
+    let record = store.root_key().await.unwrap().unwrap();
+    assert_eq!(record.provider, "pkcs11");
+    assert_eq!(
+        record.wrapped_root.as_ref().map(Vec::len),
+        Some(12 + 32 + 16)
+    );
+    store.close().await;
 }
