@@ -23,6 +23,16 @@ const RISK_RULES_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 /// Most API keys cached.
 const KEY_CACHE_MAX: usize = 10_000;
 
+/// Tells whether an [`AppState`] has left memory (see [`AppState::watch_drop`]).
+pub struct StateGone(std::sync::Weak<Inner>);
+
+impl StateGone {
+    /// Whether every handle of the state (and with them its keys) is dropped.
+    pub fn is_gone(&self) -> bool {
+        self.0.strong_count() == 0
+    }
+}
+
 /// Shared state; cheap to clone.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -259,6 +269,12 @@ impl AppState {
             // One node owns the store (SQLite) and forgets what it changes itself.
             None => self.cache_sync().set_live(true),
         }
+    }
+
+    /// A handle that does not keep this state (and its keys) alive: it tells whether the
+    /// state is gone, which a seal must bring about.
+    pub fn watch_drop(&self) -> StateGone {
+        StateGone(Arc::downgrade(&self.0))
     }
 
     /// Runs `work` in the background for as long as this state is open: a seal stops it.

@@ -182,6 +182,7 @@ async fn a_shamir_vault_starts_sealed_and_opens_with_three_of_five_shares() {
     srv.post("/v1/sys/seal", &srv.sk_test, json!({}))
         .await
         .assert_error(403, "permission_denied");
+    let gone = srv.running.state().unwrap().watch_drop();
     let r = srv
         .call(Method::POST, "/v1/sys/seal", Some(&srv.admin_key), None)
         .await;
@@ -189,6 +190,11 @@ async fn a_shamir_vault_starts_sealed_and_opens_with_three_of_five_shares() {
     assert_eq!(r.body["sealed"], true);
     assert!(srv.running.state().is_none());
     assert_sealed(&srv.url, Some(&srv.sk_test)).await;
+    // The open state, with every key in it, leaves memory: nothing keeps it.
+    harness::eventually("the sealed state to be dropped", || async {
+        gone.is_gone()
+    })
+    .await;
 
     // Three other shares open it again, with every card as it was.
     for s in [&shares[1], &shares[2], &shares[0]] {
