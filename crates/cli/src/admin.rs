@@ -162,15 +162,7 @@ impl Target {
                 ca: self.ca_cert,
             });
         }
-        let path = self.data_dir.join("dev.json");
-        let bytes = std::fs::read(&path).map_err(|_| {
-            anyhow!(
-                "no server: pass --url (or set STRONGROOM_URL), or run `strongroom dev` so that {} exists",
-                path.display()
-            )
-        })?;
-        let dev: crate::dev::DevJson = serde_json::from_slice(&bytes)
-            .map_err(|_| anyhow!("{} is not a strongroom dev.json", path.display()))?;
+        let dev = crate::dev::load_dev_json(&self.data_dir)?;
         Ok(Resolved {
             url: dev.url,
             key: self.admin_key.unwrap_or(dev.admin_key),

@@ -224,6 +224,20 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// The `dev.json` of a data directory, for the commands that talk to a dev vault; the
+/// error says how to get one.
+pub(crate) fn load_dev_json(dir: &Path) -> Result<DevJson> {
+    let path = dir.join("dev.json");
+    let bytes = std::fs::read(&path).map_err(|_| {
+        anyhow!(
+            "no server: pass --url (or set STRONGROOM_URL), or run `strongroom dev` so that {} exists",
+            path.display()
+        )
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|_| anyhow!("{} is not a strongroom dev.json", path.display()))
+}
+
 /// What `dev.json` holds now, if it is one.
 fn read_dev_json(dir: &Path) -> Option<DevJson> {
     std::fs::read(dir.join("dev.json"))

@@ -115,15 +115,7 @@ impl Server {
         let (url, ca) = match self.url {
             Some(url) => (url, self.ca_cert),
             None => {
-                let path = self.data_dir.join("dev.json");
-                let bytes = std::fs::read(&path).map_err(|_| {
-                    anyhow!(
-                        "no server: pass --url (or set STRONGROOM_URL), or run `strongroom dev` so that {} exists",
-                        path.display()
-                    )
-                })?;
-                let dev: crate::dev::DevJson = serde_json::from_slice(&bytes)
-                    .map_err(|_| anyhow!("{} is not a strongroom dev.json", path.display()))?;
+                let dev = crate::dev::load_dev_json(&self.data_dir)?;
                 (dev.url, self.ca_cert.or(Some(PathBuf::from(dev.ca_cert))))
             }
         };

@@ -35,13 +35,7 @@ pub async fn request_context(
     let request_id = state
         .new_id(IdKind::Request)
         .unwrap_or_else(|_| String::from("req_unavailable"));
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("(unmatched)", |p| p.as_str())
-        .to_owned();
-    let method = req.method().clone();
-    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let (route, method) = tag(&mut req, &request_id);
     // The client's address, resolved once here (X-Forwarded-For counts only from a
     // trusted proxy) so that the audit record names the same address the gateway's
     // controls apply to, and not the proxy's.
@@ -115,6 +109,19 @@ pub async fn request_context(
         None => tracing::info!(target: "access", request_id, %method, route, status, latency_us),
     }
     res
+}
+
+/// A request's route template and method, with its request id put in its extensions
+/// for the handlers.
+pub(crate) fn tag(req: &mut Request, request_id: &str) -> (String, axum::http::Method) {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("(unmatched)", |p| p.as_str())
+        .to_owned();
+    req.extensions_mut()
+        .insert(RequestId(request_id.to_owned()));
+    (route, req.method().clone())
 }
 
 /// The headers every response carries: its request id, HSTS, `no-store` (unless the

@@ -94,29 +94,10 @@ fn operator_rekey_takes_the_current_shares_and_prints_new_ones() {
     ]);
     let old = shares(&init);
     let rekey = |given: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
-            .args([
-                "operator",
-                "rekey",
-                "--database-url",
-                &url,
-                "--shares",
-                "4",
-                "--threshold",
-                "3",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(given.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strongroom"));
+        cmd.args(["operator", "rekey", "--database-url", &url])
+            .args(["--shares", "4", "--threshold", "3"]);
+        with_stdin(&mut cmd, given)
     };
     let one = rekey(&format!("{}\n", old[0]));
     assert!(!one.status.success());
@@ -216,11 +197,14 @@ fn stop(mut child: Child) {
 }
 
 fn operator(dir: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strongroom"))
-        .args(["operator"])
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strongroom"));
+    cmd.args(["operator"]).args(args).arg("--data-dir").arg(dir);
+    with_stdin(&mut cmd, stdin)
+}
+
+/// Runs `cmd` with `stdin` as its standard input; its output.
+fn with_stdin(cmd: &mut Command, stdin: &str) -> Output {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -10,9 +10,8 @@ use crate::auth::Admin;
 use crate::custody::{SealStatusView, UnsealView, Vault};
 use crate::error::{ApiResult, ErrorBody, codes, render};
 use crate::extract::ApiJson;
-use crate::middleware::RequestId;
 use crate::openapi::ErrorResponse;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -99,13 +98,7 @@ async fn sealed_context(
     let started = Instant::now();
     let request_id = crate::events::new_id(clock.as_ref(), IdKind::Request)
         .unwrap_or_else(|_| String::from("req_unavailable"));
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("(unmatched)", |p| p.as_str())
-        .to_owned();
-    let method = req.method().clone();
-    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let (route, method) = crate::middleware::tag(&mut req, &request_id);
     let mut res = next.run(req).await;
     let error = res.extensions_mut().remove::<ErrorBody>().map(|e| e.0);
     if let Some(err) = &error {
