@@ -180,14 +180,21 @@ pub async fn start_custody(
             tracing::warn!("vault sealed: hand in unseal shares (strongroom operator unseal)");
         }
     }
-    let app = axum::Router::new()
-        .fallback(front)
-        .with_state(vault.clone());
+    // A plain service, not a router with a fallback: a router would box a new route for
+    // its fallback on every request.
+    let front_vault = vault.clone();
+    let app = tower::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let vault = front_vault.clone();
+        async move {
+            let res = front(vault, req.map(axum::body::Body::new)).await;
+            Ok::<_, std::convert::Infallible>(res)
+        }
+    });
     let listener = std::net::TcpListener::bind(config.listen)?;
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;
     let handle = axum_server::Handle::new();
-    let make = app.into_make_service_with_connect_info::<SocketAddr>();
+    let make = axum::ServiceExt::<hyper::Request<hyper::body::Incoming>>::into_make_service_with_connect_info::<SocketAddr>(app);
     // TCP_NODELAY on every connection: a response goes out when it is written, not held
     // back by Nagle's algorithm until the client acknowledges an earlier segment (which
     // a client may delay by up to 40 ms).
@@ -246,10 +253,7 @@ fn opener(store: Store, clock: Arc<dyn Clock>, config: ServerConfig) -> custody:
 /// Every request goes to the router of the vault's state now: the API while open, the
 /// sealed vault's few routes otherwise. The `/v1/sys` routes find the vault in the
 /// request's extensions.
-async fn front(
-    axum::extract::State(vault): axum::extract::State<Arc<Vault>>,
-    mut req: axum::extract::Request,
-) -> axum::response::Response {
+async fn front(vault: Arc<Vault>, mut req: axum::extract::Request) -> axum::response::Response {
     use axum::response::IntoResponse;
     use tower::ServiceExt;
     if req.uri().path().starts_with("/v1/sys/") {
