@@ -22,20 +22,25 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// `strongroom operator init` on `url` with `shares` and `threshold`.
+fn init(url: &str, shares: &str, threshold: &str) -> Output {
+    strongroom(&[
+        "operator",
+        "init",
+        "--database-url",
+        url,
+        "--shares",
+        shares,
+        "--threshold",
+        threshold,
+    ])
+}
+
 #[test]
 fn operator_init_prints_the_shares_once_and_refuses_a_second_time() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("v.db").display());
-    let out = strongroom(&[
-        "operator",
-        "init",
-        "--database-url",
-        &url,
-        "--shares",
-        "3",
-        "--threshold",
-        "2",
-    ]);
+    let out = init(&url, "3", "2");
     assert!(out.status.success(), "{}", text(&out));
     let shares: Vec<&str> = std::str::from_utf8(&out.stdout)
         .unwrap()
@@ -82,16 +87,7 @@ fn operator_rekey_takes_the_current_shares_and_prints_new_ones() {
             .map(str::to_owned)
             .collect()
     };
-    let init = strongroom(&[
-        "operator",
-        "init",
-        "--database-url",
-        &url,
-        "--shares",
-        "3",
-        "--threshold",
-        "2",
-    ]);
+    let init = init(&url, "3", "2");
     let old = shares(&init);
     let rekey = |given: &str| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strongroom"));
