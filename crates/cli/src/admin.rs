@@ -202,12 +202,24 @@ pub(crate) fn id(s: &str) -> Result<&str> {
 }
 
 impl Conn {
+    /// Calls the admin API and prints the JSON answer.
     pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> Result<()> {
+        let body = self.json(method, path, body).await?;
+        print_stdout(&serde_json::to_string_pretty(&body)?)
+    }
+
+    /// Calls the admin API: the JSON answer of a success.
+    pub(crate) async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.url))
@@ -216,8 +228,7 @@ impl Conn {
             req = req.json(&b);
         }
         let res = req.send().await.map_err(unreachable)?;
-        let body = answer(res).await?;
-        print_stdout(&serde_json::to_string_pretty(&body)?)
+        answer(res).await
     }
 }
 

@@ -106,6 +106,22 @@ fn anchor_path(s: &Source) -> Option<(PathBuf, bool)> {
 
 async fn verify(source: &Source) -> Result<()> {
     let key = root_key(source)?;
+    let store = open(source).await?;
+    // A rotated root key signs with the digest key it carries.
+    let key = match key {
+        Some(k) => {
+            use strongroom_store::CustodyStore;
+            let record = store.root_key().await;
+            match record {
+                Ok(Some(r)) if strongroom_crypto::ct_eq(&r.verifier, &k.verifier()) => Some(
+                    strongroom_server::custody::with_carried_digest(&r, k)
+                        .map_err(|e| anyhow!("{e}"))?,
+                ),
+                _ => Some(k),
+            }
+        }
+        None => None,
+    };
     let pk = match &key {
         Some(k) => Some(
             AuditSigner::derive(k)
@@ -123,7 +139,6 @@ async fn verify(source: &Source) -> Result<()> {
         ),
         _ => None,
     };
-    let store = open(source).await?;
     let result = audit::verify_anchored(&store, pk.as_deref(), anchor.as_ref()).await;
     store.close().await;
     let v = result.map_err(|e| anyhow!("cannot read the audit log: {}", e.code))?;

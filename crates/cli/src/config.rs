@@ -400,9 +400,22 @@ fn validate(file: FileConfig) -> Result<Checked> {
             "root_key_file is for root_key_provider = \"file\"; a {provider} vault's key is not in a file (docs/key-custody.md)"
         );
     }
-    if file.pkcs11.is_some() != (provider == "pkcs11") {
-        bail!("[pkcs11] goes with root_key_provider = \"pkcs11\", and only with it");
-    }
+    // With another provider, [pkcs11] names the HSM a root rotation may move the key to.
+    let hsm = match &file.pkcs11 {
+        Some(h) => {
+            if !h.module.is_file() {
+                bail!("[pkcs11] module {} does not exist", h.module.display());
+            }
+            Some(pkcs11_config(
+                h.module.clone(),
+                h.token_label.clone(),
+                h.key_label.clone(),
+                h.pin_file.as_deref(),
+            )?)
+        }
+        None => None,
+    };
+    let mut root_file = None;
     let root = match strongroom_server::Provider::parse(provider) {
         Some(strongroom_server::Provider::File) => {
             let key_path = match &file.root_key_file {
@@ -413,22 +426,15 @@ fn validate(file: FileConfig) -> Result<Checked> {
                         anyhow!("no root key: set root_key_file or STRONGROOM_ROOT_KEY_FILE")
                     })?,
             };
-            Root::File(load_root_key(&key_path)?)
+            let root = Root::File(load_root_key(&key_path)?);
+            root_file = Some(root_file_writer(key_path, |k| k.to_vec()));
+            root
         }
         Some(strongroom_server::Provider::Shamir) => Root::Shamir,
         Some(strongroom_server::Provider::Pkcs11) => {
-            let h = file.pkcs11.as_ref().ok_or_else(|| {
+            Root::Pkcs11(hsm.clone().ok_or_else(|| {
                 anyhow!("root_key_provider = \"pkcs11\" needs a [pkcs11] section")
-            })?;
-            if !h.module.is_file() {
-                bail!("[pkcs11] module {} does not exist", h.module.display());
-            }
-            Root::Pkcs11(pkcs11_config(
-                h.module.clone(),
-                h.token_label.clone(),
-                h.key_label.clone(),
-                h.pin_file.as_deref(),
-            )?)
+            })?)
         }
         None => bail!("root_key_provider must be \"file\", \"shamir\" or \"pkcs11\""),
     };
@@ -514,6 +520,8 @@ fn validate(file: FileConfig) -> Result<Checked> {
     if let Some(k) = &file.key_policy {
         k.apply(&mut server.key_policy)?;
     }
+    server.custody.pkcs11 = hsm;
+    server.custody.root_file = root_file;
     if let Some(r) = &file.risk {
         server.risk_bin_table.clone_from(&r.bin_table);
         server.risk_ip_database.clone_from(&r.ip_database);
@@ -601,6 +609,26 @@ pub fn init_root_key(path: &Path) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// Writes a rotated root key to `path` (0600, through a temporary file and a rename),
+/// in the form `encode` gives it; removes it when the key moves to another provider.
+pub fn root_file_writer(
+    path: PathBuf,
+    encode: fn(&[u8]) -> Vec<u8>,
+) -> strongroom_server::config::RootFileWriter {
+    strongroom_server::config::RootFileWriter(std::sync::Arc::new(move |key: Option<&[u8]>| {
+        match key {
+            Some(key) => {
+                let bytes = zeroize::Zeroizing::new(encode(key));
+                crate::dev::write_private(&path, &bytes).map_err(std::io::Error::other)
+            }
+            None => match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+        }
+    }))
 }
 
 /// The switch `serve` needs to start on a root key file.
@@ -828,7 +856,7 @@ mod tests {
         let e = err(&format!(
             "{shamir}[pkcs11]\nmodule = \"/nonexistent.so\"\ntoken_label = \"t\"\n"
         ));
-        assert!(e.contains("[pkcs11] goes with"), "{e}");
+        assert!(e.contains("/nonexistent.so does not exist"), "{e}");
     }
 
     #[test]

@@ -48,10 +48,11 @@ pub struct DevArgs {
     /// `STRONGROOM_PKCS11_PIN`).
     #[arg(long, value_enum, default_value = "file")]
     root_key: DevRootKey,
-    /// `--root-key pkcs11`: the PKCS#11 module.
+    /// `--root-key pkcs11` (or an HSM that `strongroom operator rotate-root --to pkcs11`
+    /// may move the root key into): the PKCS#11 module.
     #[arg(long, default_value = "/usr/lib/softhsm/libsofthsm2.so")]
     pkcs11_module: PathBuf,
-    /// `--root-key pkcs11`: the token's label.
+    /// `--root-key pkcs11`, or a rotation's HSM: the token's label.
     #[arg(long, required_if_eq("root_key", "pkcs11"))]
     pkcs11_token_label: Option<String>,
     /// `--root-key pkcs11`: the wrapping key's label (made on the first start).
@@ -128,9 +129,22 @@ pub async fn run(args: DevArgs) -> Result<()> {
         rl.browser_ip_per_minute = n;
         rl.browser_key_per_minute = n;
     }
+    // With the HSM's options, a rotation may move the root key into it.
+    if let Some(label) = &args.pkcs11_token_label {
+        config.custody.pkcs11 = Some(crate::config::pkcs11_config(
+            args.pkcs11_module.clone(),
+            label.clone(),
+            Some(args.pkcs11_key_label.clone()),
+            None,
+        )?);
+    }
     let (custody, new_shares) = match args.root_key {
         DevRootKey::File => {
             let root = dev_root_key(&dir.join("root.key"))?;
+            config.custody.root_file =
+                Some(crate::config::root_file_writer(dir.join("root.key"), |k| {
+                    format!("{DEV_KEY_MARKER}{}\n", hex_encode(k)).into_bytes()
+                }));
             let provider = strongroom_server::Provider::File;
             (strongroom_server::Custody::Open { root, provider }, None)
         }
@@ -139,12 +153,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
             dev_shares(&config.store).await?,
         ),
         DevRootKey::Pkcs11 => {
-            let hsm = crate::config::pkcs11_config(
-                args.pkcs11_module.clone(),
-                args.pkcs11_token_label.clone().unwrap_or_default(),
-                Some(args.pkcs11_key_label.clone()),
-                None,
-            )?;
+            let hsm = config.custody.pkcs11.clone();
+            let hsm = hsm.ok_or_else(|| anyhow!("--root-key pkcs11 needs --pkcs11-token-label"))?;
             let root = crate::config::Root::Pkcs11(hsm);
             (root.custody(&config.store).await?, None)
         }

@@ -54,6 +54,24 @@ pub enum OperatorCommand {
         #[command(flatten)]
         target: crate::admin::Target,
     },
+    /// Rotate the root key (admin key): a new one, kept by the same provider or moved
+    /// into an HSM (`--to pkcs11`, which needs the server's [pkcs11] section), takes over
+    /// every wrapped key while the vault keeps serving; the old one is retired. Shows
+    /// the progress; with Shamir, prints the new shares once.
+    RotateRoot {
+        #[command(flatten)]
+        target: crate::admin::Target,
+        /// The next key's provider: `file`, `shamir` or `pkcs11` (default: the one in
+        /// force). A key moves only to a stronger provider.
+        #[arg(long, value_parser = ["file", "shamir", "pkcs11"])]
+        to: Option<String>,
+        /// With Shamir: how many new shares, 2 to 32.
+        #[arg(long, default_value_t = 5)]
+        shares: u8,
+        /// With Shamir: how many of them open the vault.
+        #[arg(long, default_value_t = 3)]
+        threshold: u8,
+    },
 }
 
 /// The vault's database: the server's configuration file, or a URL.
@@ -185,7 +203,75 @@ pub async fn run(cmd: OperatorCommand) -> Result<()> {
                 .call(reqwest::Method::POST, "/v1/sys/seal", None)
                 .await
         }
+        OperatorCommand::RotateRoot {
+            target,
+            to,
+            shares,
+            threshold,
+        } => rotate_root(target, to, shares, threshold).await,
     }
+}
+
+/// `operator rotate-root`: starts the rotation, prints the new shares (if any) at once,
+/// then the progress until it ends.
+async fn rotate_root(
+    target: crate::admin::Target,
+    to: Option<String>,
+    shares: u8,
+    threshold: u8,
+) -> Result<()> {
+    use reqwest::Method;
+    let conn = target.connect()?;
+    let body = match &to {
+        Some(p) => json!({"provider": p, "shares": shares, "threshold": threshold}),
+        None => json!({"shares": shares, "threshold": threshold}),
+    };
+    let started = conn
+        .json(Method::POST, "/v1/sys/rotate_root", Some(body))
+        .await?;
+    let field = |v: &serde_json::Value, name: &str| v.get(name).cloned().unwrap_or_default();
+    println!(
+        "Root rotation to generation {} ({}) begun: every wrapped key moves under the new root key while the vault serves.",
+        field(&started, "generation"),
+        field(&started, "provider").as_str().unwrap_or("?")
+    );
+    if let Some(list) = started.get("shares").and_then(|s| s.as_array()) {
+        println!(
+            "The new root key's unseal shares, any {threshold} of which open the vault once the rotation ends. Each is shown this once; give each to a different custodian."
+        );
+        for (i, s) in list.iter().enumerate() {
+            println!("  share {}: {}", i + 1, s.as_str().unwrap_or_default());
+        }
+    }
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let now = conn.json(Method::GET, "/v1/sys/rotate_root", None).await?;
+        let progress = format!(
+            "pass {}: moved {}",
+            field(&now, "passes"),
+            field(&now, "moved")
+        );
+        if progress != last {
+            println!("  {progress}");
+            last = progress;
+        }
+        match field(&now, "state").as_str() {
+            Some("finished") => break,
+            Some("running") => {}
+            _ => bail!(
+                "the rotation stopped: {}; it stays pending: run `strongroom operator rotate-root` again with the same provider",
+                field(&now, "error").as_str().unwrap_or("unknown")
+            ),
+        }
+    }
+    println!("The root key is rotated; the previous one is retired.");
+    if let Some(p) = &to {
+        println!(
+            "Before the next start, set root_key_provider = \"{p}\" in the server's configuration (docs/key-custody.md)."
+        );
+    }
+    Ok(())
 }
 
 /// The `database_url` line of a configuration file (the rest is `serve`'s to check).

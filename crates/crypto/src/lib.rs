@@ -20,6 +20,7 @@ pub mod random;
 pub mod shamir;
 
 use aws_lc_rs::{aead, constant_time, hkdf, hmac};
+use std::sync::{Arc, RwLock};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -41,52 +42,187 @@ const TAG_LEN: usize = 16;
 pub const KEY_LEN: usize = 32;
 
 /// The root key. Loaded from a key provider, never stored by Strongroom.
+///
+/// It has two halves. The *wrap key* wraps every stored key and changes when the root
+/// key is rotated: while a rotation runs, the previous wrap key still opens what it
+/// wrapped, new wraps use the next one, and [`RootKey::rewrap`] moves a wrapped key
+/// across; [`RootKey::finish_rotation`] then drops the previous one. The *digest key*
+/// keys the digests of API secrets and OTP codes and derives the long-lived subkeys:
+/// those digests are stored, so it must outlive a rotation. The first root key derives
+/// it; each later one carries it, wrapped under itself ([`RootKey::carry_digest`]).
 pub struct RootKey {
-    wrap: SealingKey,
+    wraps: RwLock<Wraps>,
     digest: hmac::Key,
-    verifier: [u8; 32],
+    digest_seed: Zeroizing<[u8; KEY_LEN]>,
 }
+
+/// The wrap keys of a [`RootKey`]: the one in force and, during a rotation, the one
+/// before it.
+struct Wraps {
+    current: Arc<SealingKey>,
+    verifier: [u8; 32],
+    previous: Option<Arc<SealingKey>>,
+}
+
+/// What a rotation to a next root key gives the vault to record (none of it secret
+/// without a root key).
+pub struct NextRoot {
+    /// The next root key's verifier.
+    pub verifier: [u8; 32],
+    /// The digest key's seed wrapped under the next root key, for
+    /// [`RootKey::carry_digest`].
+    pub digest_wrapped: Vec<u8>,
+    /// The next root key wrapped under the previous one: kept only while the rotation
+    /// runs, so that an interrupted rotation (or another node) can pick it up.
+    pub transit: Vec<u8>,
+}
+
+/// What the digest key's seed is bound to when a root key carries it.
+const DIGEST_CARRY: &str = "strongroom/root/digest-seed/v1";
+/// What a next root key is bound to while it is wrapped under the previous one.
+const NEXT_ROOT: &str = "strongroom/root/next/v1";
 
 impl RootKey {
     /// Builds the root key from 32 bytes. The caller zeroizes its copy.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
-        if bytes.len() != KEY_LEN {
-            return Err(CryptoError::Operation);
-        }
+        let (wrap, verifier) = wrap_half(bytes)?;
         // Two independent subkeys, so wrapping and digesting never share a key.
-        let wrap = derive(bytes, b"strongroom/v1/wrap")?;
-        let digest = derive(bytes, b"strongroom/v1/digest")?;
-        let verifier = derive(bytes, b"strongroom/v1/verifier")?;
+        let digest_seed = derive(bytes, b"strongroom/v1/digest")?;
         Ok(Self {
-            wrap: SealingKey::from_bytes(wrap.as_slice())?,
-            digest: hmac::Key::new(hmac::HMAC_SHA256, digest.as_slice()),
-            verifier: *verifier,
+            wraps: RwLock::new(Wraps {
+                current: Arc::new(wrap),
+                verifier,
+                previous: None,
+            }),
+            digest: hmac::Key::new(hmac::HMAC_SHA256, digest_seed.as_slice()),
+            digest_seed,
         })
+    }
+
+    /// Takes the digest key a rotated root key carries (`digest_wrapped` of its
+    /// [`NextRoot`]) in place of the one its bytes derive.
+    pub fn carry_digest(&mut self, digest_wrapped: &[u8]) -> Result<(), CryptoError> {
+        let seed = self.unwrap_bytes(digest_wrapped, DIGEST_CARRY)?;
+        let mut carried = Zeroizing::new([0u8; KEY_LEN]);
+        if seed.len() != KEY_LEN {
+            return Err(CryptoError::Decrypt);
+        }
+        carried.copy_from_slice(seed.as_slice());
+        self.digest = hmac::Key::new(hmac::HMAC_SHA256, carried.as_slice());
+        self.digest_seed = carried;
+        Ok(())
+    }
+
+    fn wraps(&self) -> std::sync::RwLockReadGuard<'_, Wraps> {
+        self.wraps
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A value that tells this key from another without revealing it (a one-way
     /// derivation, independent of every other subkey): the vault keeps it to refuse a
-    /// wrong root key, or wrong unseal shares, before any data is touched.
+    /// wrong root key, or wrong unseal shares, before any data is touched. During a
+    /// rotation, the next key's.
     pub fn verifier(&self) -> [u8; 32] {
-        self.verifier
+        self.wraps().verifier
+    }
+
+    /// The verifier the root key of `bytes` would have.
+    pub fn verifier_of(bytes: &[u8]) -> Result<[u8; 32], CryptoError> {
+        Ok(wrap_half(bytes)?.1)
+    }
+
+    /// What the vault records before a rotation to the root key of `next` begins: its
+    /// verifier, the digest key wrapped under it, and `next` wrapped under the key in
+    /// force (under the previous one if the rotation has begun). Changes nothing.
+    pub fn prepare_rotation(&self, next: &[u8]) -> Result<NextRoot, CryptoError> {
+        let (wrap, verifier) = wrap_half(next)?;
+        let before = {
+            let w = self.wraps();
+            w.previous.clone().unwrap_or_else(|| w.current.clone())
+        };
+        Ok(NextRoot {
+            verifier,
+            digest_wrapped: wrap.seal(self.digest_seed.as_slice(), DIGEST_CARRY.as_bytes())?,
+            transit: before.seal(next, NEXT_ROOT.as_bytes())?,
+        })
+    }
+
+    /// Starts a rotation to the root key of `next`: from now on wraps use it, and
+    /// unwrapping tries it first, then the key in force until now. Starting again with
+    /// the same next key (a resumed rotation) changes nothing; another is refused until
+    /// [`RootKey::finish_rotation`].
+    pub fn begin_rotation(&self, next: &[u8]) -> Result<(), CryptoError> {
+        let (wrap, verifier) = wrap_half(next)?;
+        let mut w = self
+            .wraps
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if w.previous.is_some() {
+            return if ct_eq(&w.verifier, &verifier) {
+                Ok(())
+            } else {
+                Err(CryptoError::Operation)
+            };
+        }
+        let before = std::mem::replace(&mut w.current, Arc::new(wrap));
+        w.previous = Some(before);
+        w.verifier = verifier;
+        Ok(())
+    }
+
+    /// The next root key's bytes from a [`NextRoot::transit`] wrapped under this key (or,
+    /// during the rotation, under the key before it).
+    pub fn open_transit(&self, transit: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        self.unwrap_bytes(transit, NEXT_ROOT)
+    }
+
+    /// Whether a rotation has begun and not finished.
+    pub fn rotating(&self) -> bool {
+        self.wraps().previous.is_some()
+    }
+
+    /// Moves a wrapped key under the key in force: `None` if it is there already, the
+    /// new wrapping if the previous key opened it. Fails if neither opens it.
+    pub fn rewrap(&self, wrapped: &[u8], context: &str) -> Result<Option<Vec<u8>>, CryptoError> {
+        let (current, previous) = {
+            let w = self.wraps();
+            (w.current.clone(), w.previous.clone())
+        };
+        if current.open(wrapped, context.as_bytes()).is_ok() {
+            return Ok(None);
+        }
+        let previous = previous.ok_or(CryptoError::Decrypt)?;
+        let secret = previous.open(wrapped, context.as_bytes())?;
+        current.seal(&secret, context.as_bytes()).map(Some)
+    }
+
+    /// Ends a rotation: the previous wrap key leaves memory. `false` if none ran.
+    pub fn finish_rotation(&self) -> bool {
+        let mut w = self
+            .wraps
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.previous.take().is_some()
     }
 
     /// Wraps a data key. `context` names the account, purpose and version, so a wrapped
     /// key moved to another row does not unwrap.
     pub fn wrap(&self, key: &DataKey, context: &str) -> Result<Vec<u8>, CryptoError> {
-        self.wrap.seal(key.bytes.as_slice(), context.as_bytes())
+        self.wrap_bytes(key.bytes.as_slice(), context)
     }
 
     /// Unwraps a data key wrapped under the same `context`.
     pub fn unwrap_key(&self, wrapped: &[u8], context: &str) -> Result<DataKey, CryptoError> {
-        let bytes = self.wrap.open(wrapped, context.as_bytes())?;
+        let bytes = self.unwrap_bytes(wrapped, context)?;
         DataKey::from_bytes(&bytes)
     }
 
     /// Wraps other key material (e.g. a JWT signing key's or the PIN transport key's
     /// PKCS#8) under `context`.
     pub fn wrap_bytes(&self, secret: &[u8], context: &str) -> Result<Vec<u8>, CryptoError> {
-        self.wrap.seal(secret, context.as_bytes())
+        let current = self.wraps().current.clone();
+        current.seal(secret, context.as_bytes())
     }
 
     /// Unwraps what [`RootKey::wrap_bytes`] wrapped under the same `context`.
@@ -95,7 +231,17 @@ impl RootKey {
         wrapped: &[u8],
         context: &str,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        self.wrap.open(wrapped, context.as_bytes())
+        let (current, previous) = {
+            let w = self.wraps();
+            (w.current.clone(), w.previous.clone())
+        };
+        match current.open(wrapped, context.as_bytes()) {
+            Ok(plain) => Ok(plain),
+            Err(e) => match previous {
+                Some(p) => p.open(wrapped, context.as_bytes()),
+                None => Err(e),
+            },
+        }
     }
 
     /// Keyed digest (HMAC-SHA256) of a high-entropy secret such as an API key, under a
@@ -117,6 +263,16 @@ impl RootKey {
         let seed = self.digest("subkey", label.as_bytes());
         derive(&seed, label.as_bytes())
     }
+}
+
+/// The wrap key and the verifier of a root key's bytes.
+fn wrap_half(bytes: &[u8]) -> Result<(SealingKey, [u8; 32]), CryptoError> {
+    if bytes.len() != KEY_LEN {
+        return Err(CryptoError::Operation);
+    }
+    let wrap = derive(bytes, b"strongroom/v1/wrap")?;
+    let verifier = derive(bytes, b"strongroom/v1/verifier")?;
+    Ok((SealingKey::from_bytes(wrap.as_slice())?, *verifier))
 }
 
 /// A data key: 32 bytes of AES-256-GCM (cards) or HMAC-SHA256 (fingerprint) key.
@@ -636,6 +792,66 @@ mod tests {
         );
         assert!(ct_eq(&a, &a));
         assert!(!ct_eq(&a, &r.digest("api_key", b"sk_test_abd")));
+    }
+
+    #[test]
+    fn a_rotation_moves_wrapped_keys_and_keeps_the_digests() {
+        let r = root();
+        let old_verifier = r.verifier();
+        let digest = r.digest("api_key", b"sk_live_x");
+        let before = r.wrap_bytes(b"secret one", "ctx/1").unwrap();
+        let next = [9u8; 32];
+        let n = r.prepare_rotation(&next).unwrap();
+        assert!(!r.rotating());
+        assert_eq!(r.verifier(), old_verifier);
+        r.begin_rotation(&next).unwrap();
+        assert!(r.rotating());
+        assert_eq!(r.verifier(), n.verifier);
+        assert_ne!(n.verifier, old_verifier);
+        // Again with the same next key: a resumed rotation; another key is refused.
+        r.begin_rotation(&next).unwrap();
+        assert!(r.begin_rotation(&[10u8; 32]).is_err());
+        // Prepared again mid-rotation, the transit is still under the old key.
+        let again = r.prepare_rotation(&next).unwrap();
+        assert_eq!(
+            root().open_transit(&again.transit).unwrap().as_slice(),
+            next.as_slice()
+        );
+        // Both keys open while it runs; new wraps are the next key's.
+        assert_eq!(
+            r.unwrap_bytes(&before, "ctx/1").unwrap().as_slice(),
+            b"secret one"
+        );
+        let during = r.wrap_bytes(b"secret two", "ctx/2").unwrap();
+        assert_eq!(r.rewrap(&during, "ctx/2").unwrap(), None);
+        let moved = r.rewrap(&before, "ctx/1").unwrap().unwrap();
+        assert!(r.rewrap(&before, "ctx/other").is_err());
+        assert_eq!(
+            r.open_transit(&n.transit).unwrap().as_slice(),
+            next.as_slice()
+        );
+        assert!(r.finish_rotation());
+        assert!(!r.finish_rotation());
+        // The old key is gone: what it wrapped no longer opens; what moved does.
+        assert!(r.unwrap_bytes(&before, "ctx/1").is_err());
+        assert_eq!(
+            r.unwrap_bytes(&moved, "ctx/1").unwrap().as_slice(),
+            b"secret one"
+        );
+        // A restart with the next key alone: it carries the digest key.
+        let mut restarted = RootKey::from_bytes(&next).unwrap();
+        assert_ne!(restarted.digest("api_key", b"sk_live_x"), digest);
+        restarted.carry_digest(&n.digest_wrapped).unwrap();
+        assert_eq!(restarted.digest("api_key", b"sk_live_x"), digest);
+        assert_eq!(restarted.verifier(), n.verifier);
+        assert_eq!(
+            restarted.unwrap_bytes(&during, "ctx/2").unwrap().as_slice(),
+            b"secret two"
+        );
+        // The old key neither opens the carried digest nor the next key's wraps.
+        assert!(root().carry_digest(&n.digest_wrapped).is_err());
+        assert!(root().unwrap_bytes(&moved, "ctx/1").is_err());
+        assert_eq!(RootKey::verifier_of(&next).unwrap(), n.verifier);
     }
 
     #[test]

@@ -87,6 +87,72 @@ pub struct ServerConfig {
     pub risk_ip_database: Option<std::path::PathBuf>,
     /// The longest each kind of key may live, and what happens as it nears the limit.
     pub key_policy: KeyPolicy,
+    /// Where a root-key rotation may put the next root key.
+    pub custody: CustodyConfig,
+}
+
+/// What a root-key rotation needs besides the vault (docs/key-custody.md).
+#[derive(Debug, Clone)]
+pub struct CustodyConfig {
+    /// Writes the next root key where the `file` provider reads it at start (the CLI's
+    /// root key file, in its format). `None`: a rotation cannot keep a file root key.
+    pub root_file: Option<RootFileWriter>,
+    /// The HSM a rotation to (or within) `pkcs11` uses.
+    pub pkcs11: Option<Pkcs11Config>,
+    /// How often a node checks whether another has begun or ended a rotation.
+    pub follow_interval: Duration,
+}
+
+impl Default for CustodyConfig {
+    fn default() -> Self {
+        Self {
+            root_file: None,
+            pkcs11: None,
+            follow_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Writes a root key's 32 bytes to the file it is read from at start, replacing the
+/// key there (atomically: a crash leaves the old key or the new one); given `None`,
+/// removes the file (the key moved to another provider).
+#[derive(Clone)]
+#[allow(
+    clippy::type_complexity,
+    reason = "one callback, named by this type and nowhere else"
+)]
+pub struct RootFileWriter(
+    pub std::sync::Arc<dyn Fn(Option<&[u8]>) -> std::io::Result<()> + Send + Sync>,
+);
+
+impl std::fmt::Debug for RootFileWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RootFileWriter")
+    }
+}
+
+/// Where the HSM's key is (the `pkcs11` root-key provider).
+#[derive(Clone)]
+pub struct Pkcs11Config {
+    /// The PKCS#11 module (e.g. `/usr/lib/softhsm/libsofthsm2.so`).
+    pub module: PathBuf,
+    /// The token's label.
+    pub token_label: String,
+    /// The label of the AES key that wraps the root key (made on the first start).
+    pub key_label: String,
+    /// The user PIN.
+    pub pin: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Pkcs11Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Config")
+            .field("module", &self.module)
+            .field("token_label", &self.token_label)
+            .field("key_label", &self.key_label)
+            .field("pin", &"[REDACTED]")
+            .finish()
+    }
 }
 
 /// The key-age policy (docs/key-custody.md, "Key-age policy"): the longest each kind of
@@ -164,6 +230,7 @@ impl ServerConfig {
             risk_bin_table: None,
             risk_ip_database: None,
             key_policy: KeyPolicy::default(),
+            custody: CustodyConfig::default(),
         }
     }
 }

@@ -13,6 +13,8 @@
 //! the shares of another vault, are refused before any data is touched.
 
 pub mod pkcs11;
+mod provider;
+pub mod rotation;
 
 use crate::audit;
 use crate::error::{ApiError, ApiResult, codes};
@@ -20,6 +22,7 @@ use crate::startup::StartError;
 use crate::state::AppState;
 use axum::Router;
 use futures_util::future::BoxFuture;
+pub use provider::Provider;
 use std::sync::{Arc, RwLock};
 use strongroom_core::Clock;
 use strongroom_crypto::shamir::{self, Share};
@@ -29,35 +32,6 @@ use zeroize::Zeroizing;
 
 /// Shares handed in are forgotten if the rest do not follow within this time.
 const COLLECT_FOR_MS: i64 = 15 * 60 * 1000;
-
-/// Where the root key is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Provider {
-    /// A 0600 file (development and tests; `serve` asks for an explicit switch).
-    File,
-    /// Nowhere: it is rebuilt in memory from k of n custodians' shares.
-    Shamir,
-    /// Wrapped by a non-extractable key in an HSM (PKCS#11).
-    Pkcs11,
-}
-
-impl Provider {
-    /// The name in the configuration and the store.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::File => "file",
-            Self::Shamir => "shamir",
-            Self::Pkcs11 => "pkcs11",
-        }
-    }
-
-    /// The provider of a name.
-    pub fn parse(name: &str) -> Option<Self> {
-        [Self::File, Self::Shamir, Self::Pkcs11]
-            .into_iter()
-            .find(|p| p.as_str() == name)
-    }
-}
 
 /// How the server starts.
 #[allow(
@@ -102,7 +76,7 @@ pub async fn init_shamir(
         shares: Some(i64::from(shares)),
         share_digests: split.iter().map(Share::digest).collect(),
         created_ms: now_ms,
-        wrapped_root: None,
+        ..RootKeyRecord::default()
     };
     #[allow(
         clippy::disallowed_methods,
@@ -216,6 +190,17 @@ pub enum InitError {
     Crypto,
 }
 
+/// `root` as the vault uses it: a root key made by a rotation takes the digest key it
+/// carries (see [`rotation`]). `record` is the vault's record of `root`, checked.
+pub fn with_carried_digest(record: &RootKeyRecord, mut root: RootKey) -> Result<RootKey, StartError> {
+    if let Some(carried) = &record.digest_wrapped {
+        root.carry_digest(carried).map_err(|_| {
+            StartError::Custody("the root key does not open the digest key it carries".into())
+        })?;
+    }
+    Ok(root)
+}
+
 /// Builds the open state from a checked root key and starts it (its workers, its
 /// start-up records): the state and the router that serves it. The action names the
 /// audit record of the opening (`service.start`, `vault.unsealed`).
@@ -230,8 +215,9 @@ pub struct Vault {
     store: Store,
     clock: Arc<dyn Clock>,
     opener: Opener,
-    provider: Provider,
     metrics: crate::metrics::Metrics,
+    /// The provider in force, and the root rotation that may change it.
+    rotations: Arc<rotation::Rotations>,
     open: RwLock<Option<Opened>>,
     opened: tokio::sync::watch::Sender<bool>,
     /// Serialises opening and sealing.
@@ -296,8 +282,8 @@ impl Vault {
             store,
             clock,
             opener,
-            provider,
             metrics: crate::metrics::Metrics::default(),
+            rotations: rotation::Rotations::new(provider),
             open: RwLock::new(None),
             opened: tokio::sync::watch::channel(false).0,
             turn: tokio::sync::Mutex::new(()),
@@ -363,7 +349,22 @@ impl Vault {
 
     /// Where the root key is kept.
     pub fn provider(&self) -> Provider {
-        self.provider
+        self.rotations.provider()
+    }
+
+    /// Starts a root rotation (see [`rotation`]), or takes up an interrupted one; the
+    /// answer comes at once and the keys move in the background.
+    pub async fn rotate_root(
+        &self,
+        req: rotation::RotateRoot,
+    ) -> ApiResult<rotation::RootRotationView> {
+        let state = self.state().ok_or(codes::SEALED)?;
+        self.rotations.start(&state, req).await
+    }
+
+    /// The root rotation this node runs or last ran, or one pending in the store.
+    pub async fn rotation(&self) -> ApiResult<Option<rotation::RootRotationView>> {
+        self.rotations.status(&self.store).await
     }
 
     /// Opens the vault with `root`: checks it against the store's record (recording it
@@ -374,7 +375,7 @@ impl Vault {
         if !self.is_sealed() {
             return Ok(());
         }
-        self.check_root(&root).await?;
+        let root = self.check_root(root).await?;
         let (state, router) = (self.opener)(root, action).await?;
         if let Ok(mut o) = self.open.write() {
             *o = Some(Opened { state, router });
@@ -420,7 +421,7 @@ impl Vault {
         Ok(SealStatusView {
             object: "seal_status",
             sealed: self.is_sealed(),
-            provider: self.provider.as_str(),
+            provider: self.provider().as_str(),
             threshold: record.as_ref().and_then(|r| r.threshold),
             shares: record.as_ref().and_then(|r| r.shares),
         })
@@ -525,12 +526,15 @@ impl Vault {
     }
 
     /// Refuses a root key the store does not know, or that another provider holds;
-    /// records the first key of a vault that opens from a file or an HSM.
-    async fn check_root(&self, root: &RootKey) -> Result<(), StartError> {
+    /// records the first key of a vault that opens from a file or an HSM. A root key
+    /// after the first takes the digest key it carries; one whose rotation is still
+    /// running takes up the next key too (see [`rotation`]).
+    async fn check_root(&self, mut root: RootKey) -> Result<RootKey, StartError> {
+        let provider = self.provider();
         let verifier = root.verifier();
         let record = match self.store.root_key().await? {
             Some(r) => r,
-            None if self.provider == Provider::Shamir => {
+            None if provider == Provider::Shamir => {
                 return Err(StartError::Custody(
                     "this vault has no root key yet: run `strongroom operator init`".into(),
                 ));
@@ -538,13 +542,10 @@ impl Vault {
             None => {
                 let record = RootKeyRecord {
                     generation: 1,
-                    provider: self.provider.as_str().to_owned(),
+                    provider: provider.as_str().to_owned(),
                     verifier: verifier.to_vec(),
-                    threshold: None,
-                    shares: None,
-                    share_digests: Vec::new(),
                     created_ms: self.now_ms(),
-                    wrapped_root: None,
+                    ..RootKeyRecord::default()
                 };
                 #[allow(
                     clippy::disallowed_methods,
@@ -552,7 +553,7 @@ impl Vault {
                 )]
                 let stored = self.store.unaudited().init_root_key(record).await?;
                 if stored {
-                    return Ok(());
+                    return Ok(root);
                 }
                 // Another node recorded first: check against its record.
                 self.store.root_key().await?.ok_or_else(|| {
@@ -560,19 +561,20 @@ impl Vault {
                 })?
             }
         };
-        if record.provider != self.provider.as_str() {
+        if record.provider != provider.as_str() {
             return Err(StartError::Custody(format!(
                 "this vault's root key is kept by the `{}` provider, not `{}`",
                 record.provider,
-                self.provider.as_str()
+                provider.as_str()
             )));
         }
         if !strongroom_crypto::ct_eq(&record.verifier, &verifier) {
-            return Err(StartError::Custody(
-                "the root key does not open this vault's database (a different key, or another vault's)"
-                    .into(),
-            ));
+            return rotation::finish_at_start(&self.store, root, provider, self.now_ms()).await;
         }
-        Ok(())
+        root = with_carried_digest(&record, root)?;
+        rotation::follow(&self.store, &root)
+            .await
+            .map_err(|e| StartError::Custody(format!("a root rotation is running: {e}")))?;
+        Ok(root)
     }
 }

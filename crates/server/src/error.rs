@@ -160,6 +160,10 @@ pub mod codes {
         SEALED = (SERVICE_UNAVAILABLE, "sealed", "The vault is sealed: its keys are not in memory. It opens when enough unseal shares are in (POST /v1/sys/unseal), or, with a file or HSM root key, when the server restarts.");
         SHARE_INVALID = (BAD_REQUEST, "share_invalid", "The unseal share is malformed or is not a share of this vault's root key.");
         SHARE_DUPLICATE = (CONFLICT, "share_duplicate", "This unseal share has already been given.");
+        ROTATION_RUNNING = (CONFLICT, "rotation_running", "A root-key rotation is already running (GET /v1/sys/rotate_root shows its progress).");
+        ROTATION_PENDING = (CONFLICT, "rotation_pending", "An interrupted root-key rotation to another provider is pending: run it again with that provider (GET /v1/sys/rotate_root shows which).");
+        ROOT_PROVIDER_DOWNGRADE = (BAD_REQUEST, "root_provider_downgrade", "A root key may move to an HSM (pkcs11), or from a file to Shamir shares, but never to a weaker provider.");
+        PROVIDER_NOT_CONFIGURED = (CONFLICT, "provider_not_configured", "The server has no configuration for that root-key provider (the [pkcs11] section, or a root key file).");
         UNSEAL_BY_RESTART = (CONFLICT, "unseal_by_restart", "This vault's root key comes from a file or an HSM, which opens it at start: restart the server to unseal it.");
         RATE_LIMITED = (TOO_MANY_REQUESTS, "rate_limited", "Too many requests; retry after the number of seconds in Retry-After.");
         IDEMPOTENCY_KEY_INVALID = (BAD_REQUEST, "idempotency_key_invalid", "The Idempotency-Key header must be 1 to 255 printable ASCII characters.");

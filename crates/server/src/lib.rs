@@ -292,6 +292,7 @@ async fn boot(state: &AppState, action: &str) -> Result<(), StartError> {
     service::webhooks::spawn(state.clone());
     service::suspensions::spawn(state.clone());
     service::key_inventory::spawn(state.clone());
+    custody::rotation::spawn_follower(state.clone());
     // Uploaded country data wins over the configuration's files: in force before the
     // first request, then followed.
     if let Err(e) = state

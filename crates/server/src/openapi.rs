@@ -133,6 +133,8 @@ impl Modify for Security {
         crate::routes::sys::seal_status,
         crate::routes::sys::unseal,
         crate::routes::sys::seal,
+        crate::routes::sys::rotate_root,
+        crate::routes::sys::rotation,
         crate::routes::tokens::issue,
         crate::routes::tokens::jwks,
         crate::routes::tokens::list_keys,

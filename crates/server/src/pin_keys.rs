@@ -59,7 +59,7 @@ impl UnknownKidGate {
     }
 }
 
-fn transport_context(kid: &str) -> String {
+pub(crate) fn transport_context(kid: &str) -> String {
     format!("strongroom/pin-transport/v1|{kid}")
 }
 

@@ -162,6 +162,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sys/seal_status", get(sys::seal_status))
         .route("/v1/sys/unseal", post(sys::unseal))
         .route("/v1/sys/seal", post(sys::seal))
+        .route(
+            "/v1/sys/rotate_root",
+            get(sys::rotation).post(sys::rotate_root),
+        )
         .route("/v1/auth/token", post(tokens::issue))
         .route("/.well-known/jwks.json", get(tokens::jwks))
         .route("/v1/admin/jwt_keys", get(tokens::list_keys))

@@ -10,7 +10,7 @@ use crate::sql::{self, FromRow};
 pub const DIGEST_LEN: usize = 32;
 
 /// One generation of the root key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RootKeyRecord {
     /// 1 for the first root key, one more for each rotation.
     pub generation: i64,
@@ -28,6 +28,82 @@ pub struct RootKeyRecord {
     pub created_ms: i64,
     /// PKCS#11 only: the root key wrapped by the HSM's key (never the key itself).
     pub wrapped_root: Option<Vec<u8>>,
+    /// After the first generation: the digest key, wrapped under this root key.
+    pub digest_wrapped: Option<Vec<u8>>,
+    /// While a rotation to this generation runs: its root key wrapped under the one in
+    /// force. A row with it is pending, not in force.
+    pub transit: Option<Vec<u8>>,
+}
+
+/// A kind of key the root key wraps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WrappedKind {
+    /// A data key: `id` the account, `sub` the purpose, `version` its version.
+    DataKey,
+    /// A JWT signing key: `id` the kid, `sub` the algorithm, `version` the generation.
+    JwtKey,
+    /// A PIN transport key: `id` the kid.
+    PinTransportKey,
+    /// A webhook endpoint's signing secret: `id` the endpoint, `version` the secret's.
+    WebhookSecret,
+    /// A webhook endpoint's previous secret during its overlap.
+    WebhookOldSecret,
+    /// An `otp.created` event's sealed code: `id` the event; the value is the event's
+    /// data (JSON), which holds the code wrapped under the root key.
+    OtpEvent,
+}
+
+impl WrappedKind {
+    /// Every kind, in the order a rotation moves them.
+    pub const ALL: [Self; 6] = [
+        Self::DataKey,
+        Self::JwtKey,
+        Self::PinTransportKey,
+        Self::WebhookSecret,
+        Self::WebhookOldSecret,
+        Self::OtpEvent,
+    ];
+
+    /// Its name in progress reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DataKey => "data_keys",
+            Self::JwtKey => "jwt_signing_keys",
+            Self::PinTransportKey => "pin_transport_keys",
+            Self::WebhookSecret => "webhook_secrets",
+            Self::WebhookOldSecret => "webhook_previous_secrets",
+            Self::OtpEvent => "otp_codes",
+        }
+    }
+}
+
+/// One stored value wrapped under the root key, and what names it (and so its wrap
+/// context). Also the cursor of [`CustodyStore::wrapped_keys`]: the next page starts
+/// after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WrappedKey {
+    /// See [`WrappedKind`].
+    pub id: String,
+    /// See [`WrappedKind`]; empty where the kind has none.
+    pub sub: String,
+    /// See [`WrappedKind`]; 0 where the kind has none.
+    pub version: i64,
+    /// The stored value.
+    pub wrapped: Vec<u8>,
+}
+
+/// A page of [`CustodyStore::wrapped_keys`].
+#[derive(Debug, Clone, Copy)]
+pub struct WrappedQuery<'a> {
+    /// Which kind.
+    pub kind: WrappedKind,
+    /// The last of the previous page (`None` for the first).
+    pub after: Option<&'a WrappedKey>,
+    /// The page size.
+    pub limit: i64,
+    /// [`WrappedKind::OtpEvent`] only: events made before this are not read (their codes
+    /// have expired).
+    pub since_ms: i64,
 }
 
 /// The root key's storage reads.
@@ -35,15 +111,42 @@ pub struct RootKeyRecord {
 pub trait CustodyStore: Send + Sync {
     /// The root key in force; `None` before the vault is initialised.
     async fn root_key(&self) -> StoreResult<Option<RootKeyRecord>>;
+
+    /// The generation a rotation is moving to, while one runs.
+    async fn pending_root_key(&self) -> StoreResult<Option<RootKeyRecord>>;
+
+    /// A page of the values of one kind that the root key wraps, in key order.
+    async fn wrapped_keys(&self, q: WrappedQuery<'_>) -> StoreResult<Vec<WrappedKey>>;
 }
 
 const CURRENT: &str = "SELECT generation, provider, verifier, threshold, shares, share_digests, \
-     created_ms, wrapped_root FROM root_key WHERE retired_ms IS NULL ORDER BY generation DESC LIMIT 1";
+     created_ms, wrapped_root, digest_wrapped, transit FROM root_key \
+     WHERE retired_ms IS NULL AND transit IS NULL ORDER BY generation DESC LIMIT 1";
+const PENDING: &str = "SELECT generation, provider, verifier, threshold, shares, share_digests, \
+     created_ms, wrapped_root, digest_wrapped, transit FROM root_key \
+     WHERE retired_ms IS NULL AND transit IS NOT NULL ORDER BY generation DESC LIMIT 1";
 /// The first generation, unless one exists.
 const INIT: &str = "INSERT INTO root_key \
-     (generation, provider, verifier, threshold, shares, share_digests, created_ms, wrapped_root) \
-     SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+     (generation, provider, verifier, threshold, shares, share_digests, created_ms, wrapped_root, \
+     digest_wrapped, transit) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
      WHERE NOT EXISTS (SELECT 1 FROM root_key) ON CONFLICT (generation) DO NOTHING";
+/// The next generation, pending: only one more than the newest, and only while no
+/// other rotation runs (one re-wrapper at a time, across nodes).
+const BEGIN: &str = "INSERT INTO root_key \
+     (generation, provider, verifier, threshold, shares, share_digests, created_ms, wrapped_root, \
+     digest_wrapped, transit) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 \
+     WHERE NOT EXISTS (SELECT 1 FROM root_key WHERE transit IS NOT NULL AND retired_ms IS NULL) \
+     AND $1 = (SELECT MAX(generation) FROM root_key) + 1 ON CONFLICT (generation) DO NOTHING";
+/// The end of a rotation, in one transaction: every older generation is retired and
+/// forgets all it held but its verifier...
+const RETIRE: &str = "UPDATE root_key SET retired_ms = $2, share_digests = NULL, \
+     wrapped_root = NULL, digest_wrapped = NULL, transit = NULL \
+     WHERE generation < $1 AND retired_ms IS NULL";
+/// ...and the pending one is in force.
+const ACTIVATE: &str =
+    "UPDATE root_key SET transit = NULL WHERE generation = $1 AND transit IS NOT NULL";
 /// New shares for the key in force (a rekey): same key, same verifier; only if the
 /// shares are still those the rekey was given ($5), so two rekeys cannot both succeed.
 const REKEY: &str = "UPDATE root_key SET threshold = $2, shares = $3, share_digests = $4 \
@@ -65,12 +168,129 @@ impl FromRow for RootKeyRecord {
                 .collect(),
             created_ms: r.int(6)?,
             wrapped_root: r.opt_blob(7)?,
+            digest_wrapped: r.opt_blob(8)?,
+            transit: r.opt_blob(9)?,
         })
     }
 }
 
 pub(crate) async fn current<C: Exec>(c: &mut C) -> StoreResult<Option<RootKeyRecord>> {
     sql::one(c, CURRENT, &[]).await
+}
+
+pub(crate) async fn pending<C: Exec>(c: &mut C) -> StoreResult<Option<RootKeyRecord>> {
+    sql::one(c, PENDING, &[]).await
+}
+
+const DATA_KEYS: &str = "SELECT account_id, purpose, version, wrapped FROM data_keys \
+     WHERE (account_id, purpose, version) > ($1, $2, $3) \
+     ORDER BY account_id, purpose, version LIMIT $4";
+const JWT_KEYS: &str = "SELECT kid, alg, generation, wrapped FROM jwt_keys \
+     WHERE kid > $1 AND length(wrapped) > 0 ORDER BY kid LIMIT $2";
+const PIN_KEYS: &str = "SELECT kid, '', CAST(0 AS BIGINT), wrapped FROM pin_transport_keys \
+     WHERE kid > $1 ORDER BY kid LIMIT $2";
+const WEBHOOK_SECRETS: &str = "SELECT id, '', secret_version, secret_wrapped \
+     FROM webhook_endpoints WHERE id > $1 ORDER BY id LIMIT $2";
+const WEBHOOK_OLD: &str = "SELECT id, '', old_version, old_wrapped FROM webhook_endpoints \
+     WHERE id > $1 AND old_wrapped IS NOT NULL AND old_version IS NOT NULL ORDER BY id LIMIT $2";
+const OTP_EVENTS: &str = "SELECT id, '', CAST(0 AS BIGINT), data FROM events \
+     WHERE id > $1 AND event_type = 'otp.created' AND created_ms >= $3 ORDER BY id LIMIT $2";
+
+impl FromRow for WrappedKey {
+    fn from_row<R: RowGet>(r: &R) -> StoreResult<Self> {
+        Ok(Self {
+            id: r.text(0)?,
+            sub: r.text(1)?,
+            version: r.int(2)?,
+            wrapped: r.blob(3)?,
+        })
+    }
+}
+
+/// An event's data is text: read as such, carried as its bytes.
+struct EventData(WrappedKey);
+
+impl FromRow for EventData {
+    fn from_row<R: RowGet>(r: &R) -> StoreResult<Self> {
+        Ok(Self(WrappedKey {
+            id: r.text(0)?,
+            sub: String::new(),
+            version: 0,
+            wrapped: r.text(3)?.into_bytes(),
+        }))
+    }
+}
+
+pub(crate) async fn wrapped_keys<C: Exec>(
+    c: &mut C,
+    q: WrappedQuery<'_>,
+) -> StoreResult<Vec<WrappedKey>> {
+    let start = WrappedKey {
+        version: i64::MIN,
+        ..WrappedKey::default()
+    };
+    let after = q.after.unwrap_or(&start);
+    let id = after.id.as_str();
+    match q.kind {
+        WrappedKind::DataKey => {
+            let a = args![id, after.sub.as_str(), after.version, q.limit];
+            sql::many(c, DATA_KEYS, a).await
+        }
+        WrappedKind::JwtKey => sql::many(c, JWT_KEYS, args![id, q.limit]).await,
+        WrappedKind::PinTransportKey => sql::many(c, PIN_KEYS, args![id, q.limit]).await,
+        WrappedKind::WebhookSecret => sql::many(c, WEBHOOK_SECRETS, args![id, q.limit]).await,
+        WrappedKind::WebhookOldSecret => sql::many(c, WEBHOOK_OLD, args![id, q.limit]).await,
+        WrappedKind::OtpEvent => {
+            let rows: Vec<EventData> =
+                sql::many(c, OTP_EVENTS, args![id, q.limit, q.since_ms]).await?;
+            Ok(rows.into_iter().map(|e| e.0).collect())
+        }
+    }
+}
+
+/// Each re-wrap is written only if the stored value is still the one read: a value
+/// changed meanwhile (a webhook secret rotated, a JWT key emptied) was written under
+/// the key in force already, or is picked up by the next pass.
+const REWRAP_DATA_KEY: &str = "UPDATE data_keys SET wrapped = $1 \
+     WHERE account_id = $2 AND purpose = $3 AND version = $4 AND wrapped = $5";
+const REWRAP_JWT_KEY: &str = "UPDATE jwt_keys SET wrapped = $1 WHERE kid = $2 AND wrapped = $3";
+const REWRAP_PIN_KEY: &str =
+    "UPDATE pin_transport_keys SET wrapped = $1 WHERE kid = $2 AND wrapped = $3";
+const REWRAP_WEBHOOK: &str = "UPDATE webhook_endpoints SET secret_wrapped = $1 \
+     WHERE id = $2 AND secret_version = $3 AND secret_wrapped = $4";
+const REWRAP_WEBHOOK_OLD: &str = "UPDATE webhook_endpoints SET old_wrapped = $1 \
+     WHERE id = $2 AND old_version = $3 AND old_wrapped = $4";
+const REWRAP_OTP_EVENT: &str = "UPDATE events SET data = $1 WHERE id = $2 AND data = $3";
+
+async fn rewrap_one<C: Exec>(
+    c: &mut C,
+    kind: WrappedKind,
+    old: &WrappedKey,
+    new: &[u8],
+) -> StoreResult<u64> {
+    let (id, was) = (old.id.as_str(), old.wrapped.as_slice());
+    match kind {
+        WrappedKind::DataKey => {
+            let a = args![new, id, old.sub.as_str(), old.version, was];
+            c.exec(REWRAP_DATA_KEY, a).await
+        }
+        WrappedKind::JwtKey => c.exec(REWRAP_JWT_KEY, args![new, id, was]).await,
+        WrappedKind::PinTransportKey => c.exec(REWRAP_PIN_KEY, args![new, id, was]).await,
+        WrappedKind::WebhookSecret => {
+            c.exec(REWRAP_WEBHOOK, args![new, id, old.version, was])
+                .await
+        }
+        WrappedKind::WebhookOldSecret => {
+            c.exec(REWRAP_WEBHOOK_OLD, args![new, id, old.version, was])
+                .await
+        }
+        WrappedKind::OtpEvent => {
+            let (Ok(new), Ok(was)) = (std::str::from_utf8(new), std::str::from_utf8(was)) else {
+                return Ok(0);
+            };
+            c.exec(REWRAP_OTP_EVENT, args![new, id, was]).await
+        }
+    }
 }
 
 /// Records a key-age notice unless it was sent, with its events (none for a key that
@@ -96,14 +316,39 @@ pub(crate) enum Op {
         new: RootKeyRecord,
         old: Vec<[u8; DIGEST_LEN]>,
     },
+    /// Records the pending generation of a rotation, unless another rotation runs.
+    BeginRotation(RootKeyRecord),
+    /// Moves wrapped values of one kind under the next root key: (as read, new value).
+    Rewrap {
+        kind: WrappedKind,
+        updates: Vec<(WrappedKey, Vec<u8>)>,
+    },
+    /// Puts `generation` in force and retires every one before it.
+    FinishRotation { generation: i64, now_ms: i64 },
 }
 
 fn digests(r: &RootKeyRecord) -> Option<Vec<u8>> {
     (!r.share_digests.is_empty()).then(|| r.share_digests.concat())
 }
 
-/// Applies `op`: whether it changed a row.
-pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<bool> {
+fn insert_args<'a>(r: &'a RootKeyRecord, digests: Option<&'a [u8]>) -> [crate::exec::Arg<'a>; 10] {
+    use crate::exec::Arg;
+    [
+        Arg::from(r.generation),
+        Arg::from(r.provider.as_str()),
+        Arg::from(r.verifier.as_slice()),
+        Arg::from(r.threshold),
+        Arg::from(r.shares),
+        Arg::from(digests),
+        Arg::from(r.created_ms),
+        Arg::from(r.wrapped_root.as_deref()),
+        Arg::from(r.digest_wrapped.as_deref()),
+        Arg::from(r.transit.as_deref()),
+    ]
+}
+
+/// Applies `op`: how many rows (or values) it changed.
+pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<u64> {
     match op {
         Op::Notice {
             key_ref,
@@ -111,25 +356,30 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<bool> {
             now_ms,
             events,
         } => {
-            let first = c.exec(NOTICE, args![key_ref, notice, *now_ms]).await? == 1;
-            if first {
+            let first = c.exec(NOTICE, args![key_ref, notice, *now_ms]).await?;
+            if first == 1 {
                 sql::insert_events(c, events).await?;
             }
             Ok(first)
         }
         Op::Init(r) => {
             let d = digests(r);
-            let a = args![
-                r.generation,
-                &r.provider,
-                r.verifier.as_slice(),
-                r.threshold,
-                r.shares,
-                d.as_deref(),
-                r.created_ms,
-                r.wrapped_root.as_deref()
-            ];
-            Ok(c.exec(INIT, a).await? == 1)
+            c.exec(INIT, &insert_args(r, d.as_deref())).await
+        }
+        Op::BeginRotation(r) => {
+            let d = digests(r);
+            c.exec(BEGIN, &insert_args(r, d.as_deref())).await
+        }
+        Op::Rewrap { kind, updates } => {
+            let mut n = 0;
+            for (old, new) in updates {
+                n += rewrap_one(c, *kind, old, new).await?;
+            }
+            Ok(n)
+        }
+        Op::FinishRotation { generation, now_ms } => {
+            c.exec(RETIRE, args![*generation, *now_ms]).await?;
+            c.exec(ACTIVATE, args![*generation]).await
         }
         Op::Rekey { new, old } => {
             let d = digests(new);
@@ -141,7 +391,7 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<bool> {
                 d.as_deref(),
                 old.as_slice()
             ];
-            Ok(c.exec(REKEY, a).await? == 1)
+            c.exec(REKEY, a).await
         }
     }
 }

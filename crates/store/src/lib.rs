@@ -40,7 +40,7 @@ pub use controls::{
     AccountControls, ControlStore, ControlsUpdate, IdempotencyBegin, IdempotencyClaim,
     IdempotencyRecord, KeyWithControls, SigningKeyRecord,
 };
-pub use custody::{CustodyStore, RootKeyRecord};
+pub use custody::{CustodyStore, RootKeyRecord, WrappedKey, WrappedKind, WrappedQuery};
 pub use inbound_routes::{InboundRouteRecord, InboundRouteStore};
 pub use model::*;
 pub use pin::{PinOutcome, PinRecord, PinRewrap, PinStore, SetKind, SpendOtp, TransportKeyRecord};

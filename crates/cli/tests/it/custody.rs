@@ -272,11 +272,9 @@ fn a_shamir_dev_vault_restarts_sealed_and_opens_with_three_shares() {
     stop(child);
 }
 
-#[test]
-fn a_dev_vault_on_softhsm_opens_from_the_hsm_and_keeps_no_key_file() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("dev");
-    let label = format!("dev-{}", std::process::id());
+/// A fresh SoftHSM2 token labelled `<prefix>-<pid>` (user PIN 4321): its label.
+fn softhsm_token(prefix: &str) -> String {
+    let label = format!("{prefix}-{}", std::process::id());
     let made = Command::new("softhsm2-util")
         .args([
             "--init-token",
@@ -291,6 +289,110 @@ fn a_dev_vault_on_softhsm_opens_from_the_hsm_and_keeps_no_key_file() {
         .output()
         .expect("softhsm2-util is installed by scripts/test");
     assert!(made.status.success(), "{}", text(&made));
+    label
+}
+
+/// `strongroom dev` on `dir` and `port` with `args` (and the HSM's PIN).
+fn dev(dir: &Path, port: u16, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .arg("dev")
+        .args(args)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir)
+        .env("STRONGROOM_PKCS11_PIN", "4321")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn operator_rotate_root_moves_a_dev_vault_into_the_hsm_and_removes_the_key_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let label = softhsm_token("rot");
+    let port = free_port();
+    let hsm = ["--pkcs11-token-label", label.as_str()];
+    let open = |dir: &Path| {
+        wait_for("the dev vault", || {
+            let out = operator(dir, &["status"], "");
+            out.status.success() && text(&out).contains("\"sealed\": false")
+        });
+    };
+    let child = dev(&dir, port, &hsm);
+    open(&dir);
+    let first = std::fs::read(dir.join("root.key")).unwrap();
+    // A new key in the same file first, then into the HSM.
+    let out = operator(&dir, &["rotate-root"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("generation 2 (file)"), "{}", text(&out));
+    assert!(text(&out).contains("data_keys"), "{}", text(&out));
+    assert!(
+        text(&out).contains("previous one is retired"),
+        "{}",
+        text(&out)
+    );
+    let second = std::fs::read(dir.join("root.key")).unwrap();
+    assert_ne!(first, second);
+    assert!(second.starts_with(b"strongroom-dev-root-key:"));
+    // The audit checkpoints signed before still verify with the new key file: it carries
+    // the key they are signed under.
+    let out = strongroom(&["audit", "verify", "--data-dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("signatures checked"), "{}", text(&out));
+    let out = operator(
+        &dir,
+        &["rotate-root", "--to", "shamir", "--threshold", "9"],
+        "",
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("invalid_parameter"), "{}", text(&out));
+    let out = operator(&dir, &["rotate-root", "--to", "pkcs11"], "");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("generation 3 (pkcs11)"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("root_key_provider = \"pkcs11\""),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.join("root.key").exists(), "the old key file is gone");
+    stop(child);
+
+    // As a file vault it no longer starts; from the HSM it does, and the dev admin key
+    // (its digest made under the first root key) still works.
+    let out = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("`pkcs11` provider"), "{}", text(&out));
+    let child = dev(&dir, port, &["--root-key", "pkcs11", hsm[0], hsm[1]]);
+    open(&dir);
+    let account = dev_json(&dir).unwrap()["account_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strongroom"));
+    cmd.args(["accounts", "get", "--account", &account, "--data-dir"])
+        .arg(&dir);
+    let out = with_stdin(&mut cmd, "");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&account), "{}", text(&out));
+    stop(child);
+}
+
+#[test]
+fn a_dev_vault_on_softhsm_opens_from_the_hsm_and_keeps_no_key_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let label = softhsm_token("dev");
     let port = free_port();
     let start = || {
         Command::new(env!("CARGO_BIN_EXE_strongroom"))

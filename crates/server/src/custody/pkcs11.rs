@@ -14,34 +14,11 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
-use std::path::PathBuf;
 use strongroom_crypto::{KEY_LEN, RootKey, random};
 use strongroom_store::{CustodyStore, RootKeyRecord, Store};
 use zeroize::Zeroizing;
 
-/// Where the HSM's key is.
-#[derive(Clone)]
-pub struct Pkcs11Config {
-    /// The PKCS#11 module (e.g. `/usr/lib/softhsm/libsofthsm2.so`).
-    pub module: PathBuf,
-    /// The token's label.
-    pub token_label: String,
-    /// The label of the AES key that wraps the root key (made on the first start).
-    pub key_label: String,
-    /// The user PIN.
-    pub pin: Zeroizing<String>,
-}
-
-impl std::fmt::Debug for Pkcs11Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pkcs11Config")
-            .field("module", &self.module)
-            .field("token_label", &self.token_label)
-            .field("key_label", &self.key_label)
-            .field("pin", &"[REDACTED]")
-            .finish()
-    }
-}
+pub use crate::config::Pkcs11Config;
 
 /// What the GCM of the root key's wrapping binds.
 const AAD: &[u8] = b"strongroom/root-key/pkcs11/v1";
@@ -84,6 +61,7 @@ pub async fn open_root(
             share_digests: Vec::new(),
             created_ms: now_ms,
             wrapped_root: Some(wrapped_root),
+            ..RootKeyRecord::default()
         };
         #[allow(
             clippy::disallowed_methods,
@@ -97,6 +75,19 @@ pub async fn open_root(
         }
     }
     Ok(root)
+}
+
+/// A new root key for a rotation, and its wrapping by the HSM's key (made on the token
+/// if it is not there yet).
+pub async fn make_root(
+    cfg: &Pkcs11Config,
+) -> Result<(Zeroizing<[u8; KEY_LEN]>, Vec<u8>), StartError> {
+    let c = cfg.clone();
+    let (bytes, wrapping) = tokio::task::spawn_blocking(move || in_hsm(&c, None))
+        .await
+        .map_err(|e| hsm("task", e))??;
+    let wrapping = wrapping.ok_or_else(|| hsm("the new root key", "not wrapped"))?;
+    Ok((bytes, wrapping))
 }
 
 /// The root key's bytes, and its wrapping when it was just made (to record).

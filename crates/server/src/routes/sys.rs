@@ -7,9 +7,10 @@
 //! for everything else.
 
 use crate::auth::Admin;
-use crate::custody::{SealStatusView, UnsealView, Vault};
+use crate::custody::rotation::{RootRotationView, RotateRoot};
+use crate::custody::{Provider, SealStatusView, UnsealView, Vault};
 use crate::error::{ApiResult, ErrorBody, codes, render};
-use crate::extract::ApiJson;
+use crate::extract::{ApiBytes, ApiJson, optional_json};
 use crate::openapi::ErrorResponse;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
@@ -70,6 +71,84 @@ pub async fn seal(
 ) -> ApiResult<Json<SealStatusView>> {
     vault.seal().await;
     Ok(Json(vault.status().await?))
+}
+
+/// A root-key provider, in a request.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderName {
+    /// A 0600 file (development and tests).
+    File,
+    /// Shamir shares held by custodians.
+    Shamir,
+    /// An HSM through PKCS#11.
+    Pkcs11,
+}
+
+impl From<ProviderName> for Provider {
+    fn from(p: ProviderName) -> Self {
+        match p {
+            ProviderName::File => Self::File,
+            ProviderName::Shamir => Self::Shamir,
+            ProviderName::Pkcs11 => Self::Pkcs11,
+        }
+    }
+}
+
+/// Body of `POST /v1/sys/rotate_root`.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRootBody {
+    /// The next root key's provider: the one in force (default), or a stronger one
+    /// (`pkcs11`; `shamir` from `file`).
+    pub provider: Option<ProviderName>,
+    /// `shamir`: how many shares (default 5, at most 32).
+    #[schema(minimum = 2, maximum = 32)]
+    pub shares: Option<u8>,
+    /// `shamir`: how many shares open the vault (default 3).
+    #[schema(minimum = 2, maximum = 32)]
+    pub threshold: Option<u8>,
+}
+
+/// Rotate the root key: a new one (under the same provider or a stronger one) takes
+/// over every wrapped key while the API keeps serving, and the old one is retired. The
+/// answer comes at once, with the new Shamir shares if the next key is kept by shares
+/// (shown only here); `GET /v1/sys/rotate_root` follows the progress.
+#[utoipa::path(post, path = "/v1/sys/rotate_root", tag = "sys", security(("admin_key" = [])),
+    request_body = RotateRootBody,
+    responses((status = 202, body = RootRotationView),
+        (status = 400, description = "root_provider_downgrade, invalid_parameter (shares, threshold), unknown_field, invalid_request", body = ErrorResponse),
+        (status = 403, description = "permission_denied (not an admin key)", body = ErrorResponse),
+        (status = 409, description = "rotation_running, rotation_pending (an interrupted rotation to another provider), provider_not_configured", body = ErrorResponse),
+        (status = 413, description = "body_too_large", body = ErrorResponse),
+        (status = 415, description = "unsupported_media_type", body = ErrorResponse),
+        (status = 503, description = "sealed, service_unavailable (the HSM)", body = ErrorResponse)))]
+pub async fn rotate_root(
+    Extension(vault): Extension<Arc<Vault>>,
+    _admin: Admin,
+    headers: axum::http::HeaderMap,
+    ApiBytes(body): ApiBytes,
+) -> ApiResult<(axum::http::StatusCode, Json<RootRotationView>)> {
+    let body: RotateRootBody = optional_json(&headers, &body)?;
+    let req = RotateRoot {
+        provider: body.provider.map(Provider::from),
+        shares: body.shares.unwrap_or(5),
+        threshold: body.threshold.unwrap_or(3),
+    };
+    let view = vault.rotate_root(req).await?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(view)))
+}
+
+/// The root rotation this node runs or last ran, or one pending in the store.
+#[utoipa::path(get, path = "/v1/sys/rotate_root", tag = "sys", security(("admin_key" = [])),
+    responses((status = 200, body = RootRotationView),
+        (status = 403, description = "permission_denied (not an admin key)", body = ErrorResponse),
+        (status = 404, description = "not_found (no rotation ran on this node since it started, and none is pending)", body = ErrorResponse)))]
+pub async fn rotation(
+    Extension(vault): Extension<Arc<Vault>>,
+    _admin: Admin,
+) -> ApiResult<Json<RootRotationView>> {
+    vault.rotation().await?.map(Json).ok_or(codes::NOT_FOUND)
 }
 
 /// What a sealed vault serves. It keeps only the clock (request ids): the vault comes

@@ -39,6 +39,40 @@ pub fn delivery_body(root: &RootKey, data: &str) -> Result<Zeroizing<Vec<u8>>> {
     with_code(&mut v, code, data.len())
 }
 
+/// The stored `otp.created` event `data` with its sealed code moved under the root key
+/// in force, during a root rotation: `None` if it is there already, or holds no code
+/// that either key opens (the code cannot be delivered either way).
+pub(crate) fn rewrap_event(root: &RootKey, data: &[u8]) -> Result<Option<Vec<u8>>> {
+    let mut v: serde_json::Value = serde_json::from_slice(data).map_err(ServiceError::internal)?;
+    let Some(obj) = v
+        .pointer_mut("/data/object")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return Ok(None);
+    };
+    let (Some(id), Some(sealed)) = (
+        obj.get("id").and_then(|i| i.as_str()),
+        obj.get("sealed_code").and_then(|s| s.as_str()),
+    ) else {
+        return Ok(None);
+    };
+    let Ok(sealed) = base64::engine::general_purpose::STANDARD.decode(sealed) else {
+        return Ok(None);
+    };
+    let Ok(Some(moved)) = root.rewrap(&sealed, &code_context(id)) else {
+        return Ok(None);
+    };
+    obj.insert(
+        "sealed_code".into(),
+        base64::engine::general_purpose::STANDARD
+            .encode(moved)
+            .into(),
+    );
+    serde_json::to_vec(&v)
+        .map(Some)
+        .map_err(ServiceError::internal)
+}
+
 /// `event` serialised as before (`Value::to_string`), with `"code": code` put into
 /// `/data/object`. The map takes a placeholder under `code`, so the key lands wherever
 /// inserting it would put it; the serializer writes the borrowed code in its place, so

@@ -12,7 +12,7 @@ use strongroom_server::{Custody, Provider, StartError};
 use strongroom_store::{CustodyStore, Store};
 
 /// A fresh vault initialised with `n` shares of which `k` open it.
-async fn shamir_vault(n: u8, k: u8) -> (Arc<Data>, Vec<String>) {
+pub(crate) async fn shamir_vault(n: u8, k: u8) -> (Arc<Data>, Vec<String>) {
     let data = Arc::new(Data::new());
     let store = Store::connect(&data.store).await.unwrap();
     let now = strongroom_core::SystemClock.now_ms();
@@ -57,7 +57,7 @@ async fn raw(
     Resp::from(req.send().await.unwrap()).await
 }
 
-async fn unseal(url: &str, share: &str) -> Resp {
+pub(crate) async fn unseal(url: &str, share: &str) -> Resp {
     raw(
         url,
         Method::POST,
@@ -599,9 +599,8 @@ async fn with_auto_rotate_the_due_data_keys_and_signing_key_rotate_themselves() 
 /// also points `SOFTHSM2_CONF` at a token directory of its own).
 const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
-#[tokio::test]
-async fn a_pkcs11_vault_keeps_its_root_key_wrapped_by_the_hsm() {
-    use strongroom_server::custody::pkcs11::{Pkcs11Config, open_root};
+/// A fresh SoftHSM2 token (user PIN 5678), and the vault's settings for it.
+pub(crate) fn softhsm_token() -> strongroom_server::custody::pkcs11::Pkcs11Config {
     let label = format!(
         "sr-{}",
         hex::encode(strongroom_crypto::random::bytes::<4>().unwrap())
@@ -624,12 +623,19 @@ async fn a_pkcs11_vault_keeps_its_root_key_wrapped_by_the_hsm() {
         "{}",
         String::from_utf8_lossy(&init.stderr)
     );
-    let cfg = Pkcs11Config {
+    strongroom_server::custody::pkcs11::Pkcs11Config {
         module: SOFTHSM.into(),
-        token_label: label.clone(),
+        token_label: label,
         key_label: "strongroom-root".into(),
         pin: "5678".to_owned().into(),
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_pkcs11_vault_keeps_its_root_key_wrapped_by_the_hsm() {
+    use strongroom_server::custody::pkcs11::{Pkcs11Config, open_root};
+    let cfg = softhsm_token();
+    let label = cfg.token_label.clone();
     let data = Arc::new(Data::new());
     let open = |cfg: Pkcs11Config| {
         let data = data.clone();

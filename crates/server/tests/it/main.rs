@@ -36,6 +36,7 @@ mod risk;
 mod risk_data;
 mod risk_lists;
 mod risk_signals;
+mod root_rotation;
 mod rotation;
 mod security;
 mod suspensions;

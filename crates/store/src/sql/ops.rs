@@ -340,7 +340,16 @@ impl Write<bool> {
 impl Write<bool> {
     pub(crate) fn custody(op: crate::custody::Op) -> Self {
         Self::new(WriteOp::Custody(op), |r| match r {
-            WriteReply::Flag(v) => Some(v),
+            WriteReply::Count(v) => Some(v > 0),
+            _ => None,
+        })
+    }
+}
+
+impl Write<u64> {
+    pub(crate) fn custody_count(op: crate::custody::Op) -> Self {
+        Self::new(WriteOp::Custody(op), |r| match r {
+            WriteReply::Count(v) => u64::try_from(v).ok(),
             _ => None,
         })
     }
@@ -531,7 +540,10 @@ pub(crate) async fn apply<C: Exec>(
         WriteOp::Suspension(op) => WriteReply::Suspension(crate::suspensions::apply(c, op).await?),
         WriteOp::RiskList(op) => WriteReply::RiskList(crate::risk_lists::apply(c, op).await?),
         WriteOp::RiskData(op) => WriteReply::Flag(crate::risk_data::apply(c, op).await?),
-        WriteOp::Custody(op) => WriteReply::Flag(crate::custody::apply(c, op).await?),
+        WriteOp::Custody(op) => {
+            let n = crate::custody::apply(c, op).await?;
+            WriteReply::Count(i64::try_from(n).unwrap_or(i64::MAX))
+        }
         WriteOp::Velocity(op) => {
             crate::velocity::apply(c, op).await?;
             WriteReply::Done

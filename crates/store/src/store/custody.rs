@@ -9,6 +9,14 @@ impl CustodyStore for Store {
     async fn root_key(&self) -> StoreResult<Option<RootKeyRecord>> {
         current(&mut self.reader().await?).await
     }
+
+    async fn pending_root_key(&self) -> StoreResult<Option<RootKeyRecord>> {
+        pending(&mut self.reader().await?).await
+    }
+
+    async fn wrapped_keys(&self, q: WrappedQuery<'_>) -> StoreResult<Vec<WrappedKey>> {
+        wrapped_keys(&mut self.reader().await?, q).await
+    }
 }
 
 impl Writes<'_> {
@@ -43,5 +51,29 @@ impl Writes<'_> {
         old: Vec<[u8; DIGEST_LEN]>,
     ) -> StoreResult<bool> {
         self.write(Write::custody(Op::Rekey { new, old })).await
+    }
+
+    /// Records the pending generation of a root rotation: `false` (nothing written)
+    /// when another rotation runs or `record.generation` is not the next one.
+    pub async fn begin_root_rotation(self, record: RootKeyRecord) -> StoreResult<bool> {
+        self.write(Write::custody(Op::BeginRotation(record))).await
+    }
+
+    /// Moves a page of wrapped values of `kind` under the next root key, in one
+    /// transaction: how many were still as read, and so written.
+    pub async fn rewrap_under_root(
+        self,
+        kind: WrappedKind,
+        updates: Vec<(WrappedKey, Vec<u8>)>,
+    ) -> StoreResult<u64> {
+        self.write(Write::custody_count(Op::Rewrap { kind, updates }))
+            .await
+    }
+
+    /// Puts the pending `generation` in force and retires the generations before it:
+    /// `false` when it was not pending.
+    pub async fn finish_root_rotation(self, generation: i64, now_ms: i64) -> StoreResult<bool> {
+        self.write(Write::custody(Op::FinishRotation { generation, now_ms }))
+            .await
     }
 }
