@@ -78,7 +78,19 @@ impl PinKey {
         };
         UnboundCipherKey::new(alg, &self.0).map_err(|_| CryptoError::Operation)
     }
+}
 
+/// What enciphers PIN blocks: AES on one 16-byte block (ECB), in either direction. A
+/// [`PinKey`] does it in memory with aws-lc-rs; an HSM does it with a key that never
+/// leaves it (the server's PKCS#11 provider).
+pub trait PinCipher {
+    /// Encrypts one block in place.
+    fn encrypt_block(&self, block: &mut [u8; BLOCK_LEN]) -> Result<(), CryptoError>;
+    /// Decrypts one block in place.
+    fn decrypt_block(&self, block: &mut [u8; BLOCK_LEN]) -> Result<(), CryptoError>;
+}
+
+impl PinCipher for PinKey {
     fn encrypt_block(&self, block: &mut [u8; BLOCK_LEN]) -> Result<(), CryptoError> {
         let key = EncryptingKey::ecb(self.unbound()?).map_err(|_| CryptoError::Operation)?;
         key.encrypt(block)
@@ -214,13 +226,17 @@ fn xor_into(a: &mut [u8; BLOCK_LEN], b: &[u8; BLOCK_LEN]) {
 }
 
 /// Enciphers a PIN for a PAN with fresh random fill.
-pub fn encipher(key: &PinKey, pin: &Pin, pan: &str) -> Result<PinBlock, CryptoError> {
+pub fn encipher<K: PinCipher + ?Sized>(
+    key: &K,
+    pin: &Pin,
+    pan: &str,
+) -> Result<PinBlock, CryptoError> {
     encipher_with_fill(key, pin, pan, random::bytes::<8>()?)
 }
 
 /// [`encipher`] with given fill (for known-answer tests and benchmarks).
-pub fn encipher_with_fill(
-    key: &PinKey,
+pub fn encipher_with_fill<K: PinCipher + ?Sized>(
+    key: &K,
     pin: &Pin,
     pan: &str,
     fill: [u8; 8],
@@ -236,7 +252,11 @@ pub fn encipher_with_fill(
 /// Deciphers a PIN block for a PAN. A wrong key, a wrong PAN or a tampered block fails
 /// with [`CryptoError::Decrypt`] (with overwhelming probability the field will not
 /// decode); nothing says which.
-pub fn decipher(key: &PinKey, block: &PinBlock, pan: &str) -> Result<Pin, CryptoError> {
+pub fn decipher<K: PinCipher + ?Sized>(
+    key: &K,
+    block: &PinBlock,
+    pan: &str,
+) -> Result<Pin, CryptoError> {
     let pan = pan_field(pan)?;
     let mut work = Zeroizing::new(block.0);
     key.decrypt_block(&mut work)?;

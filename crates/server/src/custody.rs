@@ -192,7 +192,10 @@ pub enum InitError {
 
 /// `root` as the vault uses it: a root key made by a rotation takes the digest key it
 /// carries (see [`rotation`]). `record` is the vault's record of `root`, checked.
-pub fn with_carried_digest(record: &RootKeyRecord, mut root: RootKey) -> Result<RootKey, StartError> {
+pub fn with_carried_digest(
+    record: &RootKeyRecord,
+    mut root: RootKey,
+) -> Result<RootKey, StartError> {
     if let Some(carried) = &record.digest_wrapped {
         root.carry_digest(carried).map_err(|_| {
             StartError::Custody("the root key does not open the digest key it carries".into())

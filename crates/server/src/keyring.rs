@@ -1,12 +1,17 @@
 //! The in-memory keyring: unwrapped data keys per account, purpose and version.
-//! Unwrapped copies live only here; the store holds them wrapped by the root key.
+//! Unwrapped copies live only here; the store holds them wrapped by the root key. With
+//! an HSM, the `pin` versions are keys on the token instead: the store holds a marker
+//! ([`HSM_KEY`]), and PIN blocks are enciphered in the HSM ([`PinKeyRef`]).
 
+use crate::custody::pkcs11::{HSM_KEY, Hsm, HsmPinKey};
 use crate::service::{Result, ServiceError};
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use strongroom_core::{Clock, Mode};
-use strongroom_crypto::{DataKey, RootKey};
+use strongroom_crypto::pin::{BLOCK_LEN, PinCipher, PinKey};
+use strongroom_crypto::{CryptoError, DataKey, RootKey};
 use strongroom_store::{AuditScope, DataKeyRecord, KeyPurpose, KeyState, Store, VaultStore};
 use tokio::sync::Notify;
 
@@ -20,9 +25,37 @@ pub fn wrap_context(account_id: &str, purpose: KeyPurpose, version: i64) -> Stri
 
 /// One account's unwrapped keys.
 pub struct AccountKeys {
+    account_id: String,
     loaded_ms: i64,
     keys: HashMap<(KeyPurpose, i64), Arc<DataKey>>,
+    /// Versions that are keys on the HSM's token.
+    on_hsm: HashSet<(KeyPurpose, i64)>,
+    hsm: Option<Arc<Hsm>>,
     writers: HashMap<KeyPurpose, i64>,
+}
+
+/// A PIN-block key: unwrapped in memory, or on the HSM's token.
+pub enum PinKeyRef {
+    /// An AES-256 key in memory (from the account's `pin` data key).
+    Memory(PinKey),
+    /// A key that never leaves the HSM.
+    Hsm(HsmPinKey),
+}
+
+impl PinCipher for PinKeyRef {
+    fn encrypt_block(&self, block: &mut [u8; BLOCK_LEN]) -> std::result::Result<(), CryptoError> {
+        match self {
+            Self::Memory(k) => k.encrypt_block(block),
+            Self::Hsm(k) => k.encrypt_block(block),
+        }
+    }
+
+    fn decrypt_block(&self, block: &mut [u8; BLOCK_LEN]) -> std::result::Result<(), CryptoError> {
+        match self {
+            Self::Memory(k) => k.decrypt_block(block),
+            Self::Hsm(k) => k.decrypt_block(block),
+        }
+    }
 }
 
 impl AccountKeys {
@@ -38,6 +71,37 @@ impl AccountKeys {
     /// Whether the purpose has a writer (accounts made before a purpose existed may not).
     pub fn has_writer(&self, purpose: KeyPurpose) -> bool {
         self.writers.contains_key(&purpose)
+    }
+
+    /// Whether a version is here (in memory or on the HSM).
+    pub fn has_version(&self, purpose: KeyPurpose, version: i64) -> bool {
+        self.keys.contains_key(&(purpose, version)) || self.on_hsm.contains(&(purpose, version))
+    }
+
+    /// Whether a version is a key on the HSM's token.
+    pub fn is_on_hsm(&self, purpose: KeyPurpose, version: i64) -> bool {
+        self.on_hsm.contains(&(purpose, version))
+    }
+
+    /// A `pin` version, in memory or on the HSM.
+    pub fn pin_key(&self, version: i64) -> Result<PinKeyRef> {
+        if self.on_hsm.contains(&(KeyPurpose::Pin, version)) {
+            let hsm = self.hsm.as_ref().ok_or_else(|| {
+                missing("the PIN-block key is on an HSM this server is not configured for")
+            })?;
+            return Ok(PinKeyRef::Hsm(hsm.pin_key(&self.account_id, version)));
+        }
+        let key = self.version(KeyPurpose::Pin, version)?;
+        Ok(PinKeyRef::Memory(PinKey::from_data_key(&key)))
+    }
+
+    /// The `pin` writer version and its key.
+    pub fn pin_writer(&self) -> Result<(i64, PinKeyRef)> {
+        let v = *self
+            .writers
+            .get(&KeyPurpose::Pin)
+            .ok_or_else(|| missing("no active key"))?;
+        Ok((v, self.pin_key(v)?))
     }
 
     /// A version's key; fails if it is retired or unknown.
@@ -72,6 +136,8 @@ fn missing(what: &'static str) -> ServiceError {
 pub struct Keyring {
     store: Store,
     root: Arc<RootKey>,
+    /// Where new `pin` versions are made, when the vault has an HSM.
+    hsm: Option<Arc<Hsm>>,
     clock: Arc<dyn Clock>,
     /// Woken after a rotation: the re-wrap worker moves records to the new version.
     rewrap_wake: Arc<Notify>,
@@ -83,6 +149,7 @@ impl Keyring {
     pub(crate) fn new(
         store: Store,
         root: Arc<RootKey>,
+        hsm: Option<Arc<Hsm>>,
         clock: Arc<dyn Clock>,
         rewrap_wake: Arc<Notify>,
         ttl: Duration,
@@ -90,6 +157,7 @@ impl Keyring {
         Self {
             store,
             root,
+            hsm,
             clock,
             rewrap_wake,
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
@@ -131,18 +199,26 @@ impl Keyring {
             return Err(ServiceError::NotFound);
         }
         let mut keys = HashMap::new();
+        let mut on_hsm = HashSet::new();
         let mut writers = HashMap::new();
         for r in records.iter().filter(|r| r.state != KeyState::Retired) {
-            let ctx = wrap_context(account_id, r.purpose, r.version);
-            let key = self.root.unwrap_key(&r.wrapped, &ctx)?;
-            keys.insert((r.purpose, r.version), Arc::new(key));
+            if r.wrapped == HSM_KEY {
+                on_hsm.insert((r.purpose, r.version));
+            } else {
+                let ctx = wrap_context(account_id, r.purpose, r.version);
+                let key = self.root.unwrap_key(&r.wrapped, &ctx)?;
+                keys.insert((r.purpose, r.version), Arc::new(key));
+            }
             if r.state == KeyState::Active {
                 writers.insert(r.purpose, r.version);
             }
         }
         let loaded = Arc::new(AccountKeys {
+            account_id: account_id.to_owned(),
             loaded_ms: self.clock.now_ms(),
             keys,
+            on_hsm,
+            hsm: self.hsm.clone(),
             writers,
         });
         if let Ok(mut map) = self.accounts.write() {
@@ -216,10 +292,18 @@ impl Keyring {
         purpose: KeyPurpose,
         version: i64,
     ) -> Result<DataKeyRecord> {
-        let key = DataKey::generate()?;
-        let wrapped = self
-            .root
-            .wrap(&key, &wrap_context(account_id, purpose, version))?;
+        let wrapped = match &self.hsm {
+            // With an HSM, a PIN-block key is made on its token and never leaves it.
+            Some(hsm) if purpose == KeyPurpose::Pin => {
+                hsm.make_pin_key(account_id, version)?;
+                HSM_KEY.to_vec()
+            }
+            _ => {
+                let key = DataKey::generate()?;
+                self.root
+                    .wrap(&key, &wrap_context(account_id, purpose, version))?
+            }
+        };
         Ok(DataKeyRecord {
             account_id: account_id.to_owned(),
             purpose,

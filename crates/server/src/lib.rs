@@ -239,7 +239,11 @@ fn opener(store: Store, clock: Arc<dyn Clock>, config: ServerConfig) -> custody:
         let (store, clock, config) = (store.clone(), clock.clone(), config.clone());
         Box::pin(async move {
             let geo = load_geo(&config).map_err(StartError::Config)?;
-            let state = AppState::new(store, root, clock, config, geo);
+            let hsm = match &config.custody.pkcs11 {
+                Some(cfg) => Some(custody::pkcs11::Hsm::open(cfg).await?),
+                None => None,
+            };
+            let state = AppState::new(store, root, hsm, clock, config, geo);
             if let Err(e) = boot(&state, action).await {
                 state.stop_workers();
                 return Err(e);

@@ -40,6 +40,8 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     store: Store,
     root: Arc<RootKey>,
+    /// The HSM, when the vault has one (`[pkcs11]`): PIN-block keys live on it.
+    hsm: Option<Arc<crate::custody::pkcs11::Hsm>>,
     clock: Arc<dyn Clock>,
     config: ServerConfig,
     keyring: Keyring,
@@ -67,6 +69,7 @@ impl AppState {
     pub(crate) fn new(
         store: Store,
         root: RootKey,
+        hsm: Option<Arc<crate::custody::pkcs11::Hsm>>,
         clock: Arc<dyn Clock>,
         config: ServerConfig,
         geo: crate::risk::geo::Geo,
@@ -77,6 +80,7 @@ impl AppState {
         let keyring = Keyring::new(
             store.clone(),
             root.clone(),
+            hsm.clone(),
             clock.clone(),
             rewrap_wake.clone(),
             config.keyring_ttl,
@@ -145,6 +149,7 @@ impl AppState {
         let state = Self(Arc::new(Inner {
             store,
             root,
+            hsm,
             clock,
             config,
             keyring,
@@ -178,6 +183,11 @@ impl AppState {
     /// The root key.
     pub fn root(&self) -> &RootKey {
         &self.0.root
+    }
+
+    /// The HSM, when the vault has one.
+    pub fn hsm(&self) -> Option<&Arc<crate::custody::pkcs11::Hsm>> {
+        self.0.hsm.as_ref()
     }
 
     /// The clock.

@@ -14,7 +14,8 @@ use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
-use strongroom_crypto::{KEY_LEN, RootKey, random};
+use strongroom_crypto::pin::{BLOCK_LEN, PinCipher};
+use strongroom_crypto::{CryptoError, KEY_LEN, RootKey, random};
 use strongroom_store::{CustodyStore, RootKeyRecord, Store};
 use zeroize::Zeroizing;
 
@@ -93,12 +94,16 @@ pub async fn make_root(
 /// The root key's bytes, and its wrapping when it was just made (to record).
 type Unwrapped = (Zeroizing<[u8; KEY_LEN]>, Option<Vec<u8>>);
 
-/// In the HSM: unwraps `wrapped`, or makes a root key and wraps it (returning the
-/// wrapping to record).
-fn in_hsm(cfg: &Pkcs11Config, wrapped: Option<&[u8]>) -> Result<Unwrapped, StartError> {
+/// A logged-in session on the token `cfg` names. Another user of the module in this
+/// process (the vault's [`Hsm`]) may have initialised it and logged in already: the
+/// login state belongs to the process, so that is no error, and nothing here logs out.
+fn logged_in(cfg: &Pkcs11Config) -> Result<(Pkcs11, Session), StartError> {
+    use cryptoki::error::{Error, RvError};
     let ctx = Pkcs11::new(&cfg.module).map_err(|e| hsm("cannot load the module", e))?;
-    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .map_err(|e| hsm("initialize", e))?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(hsm("initialize", e)),
+    }
     let slot = ctx
         .get_slots_with_token()
         .map_err(|e| hsm("slots", e))?
@@ -110,9 +115,17 @@ fn in_hsm(cfg: &Pkcs11Config, wrapped: Option<&[u8]>) -> Result<Unwrapped, Start
         .ok_or_else(|| hsm("no token labelled", &cfg.token_label))?;
     let session = ctx.open_rw_session(slot).map_err(|e| hsm("session", e))?;
     let pin = AuthPin::from(cfg.pin.as_str());
-    session
-        .login(UserType::User, Some(&pin))
-        .map_err(|e| hsm("login (check the PIN)", e))?;
+    match session.login(UserType::User, Some(&pin)) {
+        Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(e) => return Err(hsm("login (check the PIN)", e)),
+    }
+    Ok((ctx, session))
+}
+
+/// In the HSM: unwraps `wrapped`, or makes a root key and wraps it (returning the
+/// wrapping to record).
+fn in_hsm(cfg: &Pkcs11Config, wrapped: Option<&[u8]>) -> Result<Unwrapped, StartError> {
+    let (_ctx, session) = logged_in(cfg)?;
     let key = find_key(&session, &cfg.key_label)?;
     let out = match (wrapped, key) {
         (Some(w), Some(key)) => (unwrap_root(&session, key, w)?, None),
@@ -127,14 +140,22 @@ fn in_hsm(cfg: &Pkcs11Config, wrapped: Option<&[u8]>) -> Result<Unwrapped, Start
                 Some(k) => k,
                 None => make_key(&session, &cfg.key_label)?,
             };
-            let root = Zeroizing::new(random::bytes::<KEY_LEN>().map_err(|e| hsm("random", e))?);
-            let wrapping = wrap_root(&session, key, root.as_slice())?;
+            let (root, wrapping) = new_root(&session, key)?;
             (root, Some(wrapping))
         }
     };
-    session.logout().ok();
     Ok(out)
 }
+
+/// A random root key and its wrapping under the HSM's `key`.
+fn new_root(session: &Session, key: ObjectHandle) -> Result<NewRoot, StartError> {
+    let root = Zeroizing::new(random::bytes::<KEY_LEN>().map_err(|e| hsm("random", e))?);
+    let wrapping = wrap_root(session, key, root.as_slice())?;
+    Ok((root, wrapping))
+}
+
+/// A root key's bytes and its wrapping.
+type NewRoot = (Zeroizing<[u8; KEY_LEN]>, Vec<u8>);
 
 fn find_key(session: &Session, label: &str) -> Result<Option<ObjectHandle>, StartError> {
     let found = session
@@ -147,7 +168,7 @@ fn find_key(session: &Session, label: &str) -> Result<Option<ObjectHandle>, Star
 }
 
 /// A new AES-256 key on the token: sensitive and never extractable, for encrypting and
-/// decrypting only.
+/// decrypting only (the root key's wrapping key, and each PIN-block key).
 fn make_key(session: &Session, label: &str) -> Result<ObjectHandle, StartError> {
     let template = [
         Attribute::Class(ObjectClass::SECRET_KEY),
@@ -161,6 +182,10 @@ fn make_key(session: &Session, label: &str) -> Result<ObjectHandle, StartError> 
         Attribute::Decrypt(true),
         Attribute::Wrap(false),
         Attribute::Unwrap(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        // The label as its id too: tools such as OpenSC's pkcs11-tool pick keys by id.
+        Attribute::Id(label.as_bytes().to_vec()),
         Attribute::Label(label.as_bytes().to_vec()),
     ];
     session
@@ -204,4 +229,161 @@ fn unwrap_root(
     }
     out.copy_from_slice(plain.as_slice());
     Ok(out)
+}
+
+/// What a PIN-block key in the HSM is: a marker where a wrapped key would be, in the
+/// data-key record of an account's `pin` purpose. The key is on the token, labelled
+/// [`Hsm::pin_key_label`], and nothing of it is in the database.
+pub const HSM_KEY: &[u8] = b"strongroom/hsm-key/v1";
+
+/// The HSM while the vault is open: one logged-in session, for the PIN-block keys that
+/// live on the token (each account's `pin` versions, made there and never extractable),
+/// and for the next root key of a rotation. The calls block for as long as the HSM takes
+/// to encrypt one AES block (microseconds for SoftHSM2, a round trip for a network HSM).
+pub struct Hsm {
+    _ctx: Pkcs11,
+    session: std::sync::Mutex<Session>,
+    cfg: Pkcs11Config,
+    handles: std::sync::Mutex<std::collections::HashMap<String, ObjectHandle>>,
+}
+
+impl std::fmt::Debug for Hsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hsm").field("cfg", &self.cfg).finish()
+    }
+}
+
+impl Hsm {
+    /// Logs in to the token `cfg` names.
+    pub async fn open(cfg: &Pkcs11Config) -> Result<std::sync::Arc<Self>, StartError> {
+        let c = cfg.clone();
+        let (ctx, session) = tokio::task::spawn_blocking(move || logged_in(&c))
+            .await
+            .map_err(|e| hsm("task", e))??;
+        Ok(std::sync::Arc::new(Self {
+            _ctx: ctx,
+            session: std::sync::Mutex::new(session),
+            cfg: cfg.clone(),
+            handles: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }))
+    }
+
+    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The label of an account's PIN-block key `version` on the token.
+    pub fn pin_key_label(&self, account_id: &str, version: i64) -> String {
+        format!("{}/pin/{account_id}/{version}", self.cfg.key_label)
+    }
+
+    /// Makes an account's PIN-block key `version` on the token (AES-256, sensitive,
+    /// never extractable). One left by an earlier attempt that was never recorded is
+    /// taken as it is: it has enciphered nothing.
+    pub fn make_pin_key(&self, account_id: &str, version: i64) -> Result<(), CryptoError> {
+        let label = self.pin_key_label(account_id, version);
+        let session = self.session();
+        let existing = find_key(&session, &label).map_err(|_| CryptoError::Operation)?;
+        let handle = match existing {
+            Some(h) => h,
+            None => make_key(&session, &label).map_err(|e| {
+                tracing::error!(error = %e, "the HSM could not make a PIN-block key");
+                CryptoError::Operation
+            })?,
+        };
+        drop(session);
+        self.remember(label, handle);
+        Ok(())
+    }
+
+    fn remember(&self, label: String, handle: ObjectHandle) {
+        if let Ok(mut h) = self.handles.lock() {
+            h.insert(label, handle);
+        }
+    }
+
+    fn handle(&self, label: &str) -> Result<ObjectHandle, CryptoError> {
+        if let Some(h) = self.handles.lock().ok().and_then(|h| h.get(label).copied()) {
+            return Ok(h);
+        }
+        let found = find_key(&self.session(), label).map_err(|_| CryptoError::Operation)?;
+        let handle = found.ok_or_else(|| {
+            tracing::error!(label, "a PIN-block key is not on the token");
+            CryptoError::Operation
+        })?;
+        self.remember(label.to_owned(), handle);
+        Ok(handle)
+    }
+
+    /// AES-ECB on one block with the key labelled `label`, in the HSM.
+    fn ecb(
+        &self,
+        label: &str,
+        block: &mut [u8; BLOCK_LEN],
+        encrypt: bool,
+    ) -> Result<(), CryptoError> {
+        let key = self.handle(label)?;
+        let session = self.session();
+        let out = if encrypt {
+            session.encrypt(&Mechanism::AesEcb, key, block.as_slice())
+        } else {
+            session.decrypt(&Mechanism::AesEcb, key, block.as_slice())
+        };
+        let out = Zeroizing::new(out.map_err(|_| CryptoError::Decrypt)?);
+        if out.len() != BLOCK_LEN {
+            return Err(CryptoError::Operation);
+        }
+        block.copy_from_slice(&out);
+        Ok(())
+    }
+
+    /// The key check value of an account's PIN-block key `version`: AES of a zero
+    /// block, first three bytes, computed by the HSM.
+    pub fn pin_key_check_value(
+        &self,
+        account_id: &str,
+        version: i64,
+    ) -> Result<[u8; 3], CryptoError> {
+        let mut block = [0u8; BLOCK_LEN];
+        self.ecb(&self.pin_key_label(account_id, version), &mut block, true)?;
+        let [a, b, c, ..] = block;
+        Ok([a, b, c])
+    }
+
+    /// An account's PIN-block key `version`, to encipher with.
+    pub fn pin_key(self: &std::sync::Arc<Self>, account_id: &str, version: i64) -> HsmPinKey {
+        HsmPinKey {
+            hsm: self.clone(),
+            label: self.pin_key_label(account_id, version),
+        }
+    }
+
+    /// A new root key for a rotation, wrapped by the token's root wrapping key (made if
+    /// it is not there yet).
+    pub fn make_root(&self) -> Result<(Zeroizing<[u8; KEY_LEN]>, Vec<u8>), StartError> {
+        let session = self.session();
+        let key = match find_key(&session, &self.cfg.key_label)? {
+            Some(k) => k,
+            None => make_key(&session, &self.cfg.key_label)?,
+        };
+        new_root(&session, key)
+    }
+}
+
+/// A PIN-block key on the token: [`PinCipher`] through the HSM.
+pub struct HsmPinKey {
+    hsm: std::sync::Arc<Hsm>,
+    label: String,
+}
+
+impl PinCipher for HsmPinKey {
+    fn encrypt_block(&self, block: &mut [u8; BLOCK_LEN]) -> Result<(), CryptoError> {
+        self.hsm.ecb(&self.label, block, true)
+    }
+
+    fn decrypt_block(&self, block: &mut [u8; BLOCK_LEN]) -> Result<(), CryptoError> {
+        self.hsm.ecb(&self.label, block, false)
+    }
 }

@@ -273,7 +273,17 @@ impl Rotations {
                             .pkcs11
                             .as_ref()
                             .ok_or(codes::PROVIDER_NOT_CONFIGURED)?;
-                        let (bytes, wrapping) = pkcs11::make_root(cfg).await.map_err(|e| {
+                        let made = match state.hsm() {
+                            Some(hsm) => {
+                                let hsm = hsm.clone();
+                                tokio::task::spawn_blocking(move || hsm.make_root())
+                                    .await
+                                    .map_err(|e| StartError::Custody(e.to_string()))
+                                    .and_then(|r| r)
+                            }
+                            None => pkcs11::make_root(cfg).await,
+                        };
+                        let (bytes, wrapping) = made.map_err(|e| {
                             tracing::error!(error = %e, "the HSM could not make the next root key");
                             codes::SERVICE_UNAVAILABLE
                         })?;
@@ -541,8 +551,12 @@ pub fn context_of(kind: WrappedKind, v: &WrappedKey) -> ApiResult<Option<String>
     }))
 }
 
-/// The value moved under the key in force, if the previous one wrapped it.
+/// The value moved under the key in force, if the previous one wrapped it. A PIN-block
+/// key on the HSM is not wrapped by the root key: it stays where it is.
 fn rewrap(root: &RootKey, kind: WrappedKind, v: &WrappedKey) -> ApiResult<Option<Vec<u8>>> {
+    if kind == WrappedKind::DataKey && v.wrapped == pkcs11::HSM_KEY {
+        return Ok(None);
+    }
     match context_of(kind, v)? {
         Some(context) => Ok(root.rewrap(&v.wrapped, &context)?),
         None => Ok(crate::service::otp_code::rewrap_event(root, &v.wrapped)?),

@@ -219,7 +219,7 @@ async fn keys(state: &AppState, check_values: bool) -> Result<Vec<Key>> {
             records
                 .iter()
                 .filter(|r| r.state != KeyState::Retired)
-                .all(|r| ring.version(r.purpose, r.version).is_ok())
+                .all(|r| ring.has_version(r.purpose, r.version))
         };
         if ring.as_ref().is_some_and(|r| !cached_all(r)) {
             ring = Some(state.keyring().reload(&acct.id).await?);
@@ -231,9 +231,15 @@ async fn keys(state: &AppState, check_values: bool) -> Result<Vec<Key>> {
                 .map(|o| o.created_ms)
                 .max()
                 .unwrap_or(r.created_ms);
-            let kcv = match &ring {
-                Some(ring) => Some(kcv_hex(ring.version(r.purpose, r.version)?.check_value()?)),
-                None => None,
+            let on_hsm = r.wrapped == crate::custody::pkcs11::HSM_KEY;
+            let kcv = match (&ring, state.hsm()) {
+                (Some(_), Some(hsm)) if on_hsm => {
+                    Some(kcv_hex(hsm.pin_key_check_value(&acct.id, r.version)?))
+                }
+                (Some(ring), _) if !on_hsm => {
+                    Some(kcv_hex(ring.version(r.purpose, r.version)?.check_value()?))
+                }
+                _ => None,
             };
             out.push(Key {
                 kind: "data_key",
@@ -241,7 +247,7 @@ async fn keys(state: &AppState, check_values: bool) -> Result<Vec<Key>> {
                 purpose: purpose_name(r.purpose),
                 account: Some(acct.id.clone()),
                 modes: vec![Mode::Test, Mode::Live],
-                provider: "wrapped".into(),
+                provider: if on_hsm { "pkcs11" } else { "wrapped" }.into(),
                 state: if r.state == KeyState::Active {
                     "active"
                 } else {

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use strongroom_core::{Scope, Sensitive};
 use strongroom_crypto::jwe::{CompactJwe, JweError, TransportKey};
-use strongroom_crypto::pin::{self as blocks, Pin, PinBlock, PinKey};
+use strongroom_crypto::pin::{self as blocks, Pin, PinBlock};
 use strongroom_store::{
     AuditScope, CardRecord, EventRecord, KeyPurpose, PinOutcome, PinRecord, PinRewrap, PinStore,
     SetKind, SpendOtp, VaultStore,
@@ -232,24 +232,20 @@ async fn stored_pin(
     rec: &PinRecord,
 ) -> Result<(Pin, Arc<AccountKeys>)> {
     let mut keys = state.keyring().account(&card.account_id).await?;
-    if !keys
-        .usable(KeyPurpose::Pin)
-        .iter()
-        .any(|(v, _)| *v == rec.key_version)
-    {
+    if !keys.has_version(KeyPurpose::Pin, rec.key_version) {
         keys = state.keyring().reload(&card.account_id).await?;
     }
-    let key = keys.version(KeyPurpose::Pin, rec.key_version)?;
+    let key = keys.pin_key(rec.key_version)?;
     let pan = pan_of(&keys, card)?;
     let block = PinBlock::from_bytes(&rec.block)?;
-    let pin = blocks::decipher(&PinKey::from_data_key(&key), &block, &pan.number)?;
+    let pin = blocks::decipher(&key, &block, &pan.number)?;
     Ok((pin, keys))
 }
 
 fn encipher(keys: &AccountKeys, card: &CardRecord, pin: &Pin) -> Result<(i64, Vec<u8>)> {
-    let (version, key) = keys.writer(KeyPurpose::Pin)?;
+    let (version, key) = keys.pin_writer()?;
     let pan = pan_of(keys, card)?;
-    let block = blocks::encipher(&PinKey::from_data_key(&key), pin, &pan.number)?;
+    let block = blocks::encipher(&key, pin, &pan.number)?;
     Ok((version, block.expose_bytes().to_vec()))
 }
 
@@ -671,13 +667,9 @@ pub async fn rewrap(
             else {
                 continue;
             };
-            let old = keys.version(KeyPurpose::Pin, rec.key_version)?;
+            let old = keys.pin_key(rec.key_version)?;
             let pan = pan_of(keys, &card)?;
-            let pin = blocks::decipher(
-                &PinKey::from_data_key(&old),
-                &PinBlock::from_bytes(&rec.block)?,
-                &pan.number,
-            )?;
+            let pin = blocks::decipher(&old, &PinBlock::from_bytes(&rec.block)?, &pan.number)?;
             let (key_version, block) = encipher(keys, &card, &pin)?;
             updates.push(PinRewrap {
                 card_id: rec.card_id.clone(),

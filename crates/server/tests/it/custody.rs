@@ -599,6 +599,37 @@ async fn with_auto_rotate_the_due_data_keys_and_signing_key_rotate_themselves() 
 /// also points `SOFTHSM2_CONF` at a token directory of its own).
 const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
+/// AES-ECB of `data` with the key labelled `key` (its id is its label) on token
+/// `token`, by OpenSC's `pkcs11-tool`: PKCS#11 calls made by other code than the vault's.
+fn hsm_ecb(token: &str, key: &str, op: &str, data: &[u8]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    std::fs::write(&input, data).unwrap();
+    let out = std::process::Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            SOFTHSM,
+            "--token-label",
+            token,
+            "--login",
+            "--pin",
+            "5678",
+        ])
+        .args([op, "--mechanism", "AES-ECB", "--id", &hex::encode(key)])
+        .arg("--input-file")
+        .arg(&input)
+        .arg("--output-file")
+        .arg(&output)
+        .output()
+        .expect("pkcs11-tool (OpenSC) is installed by scripts/test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(&output).unwrap()
+}
+
 /// A fresh SoftHSM2 token (user PIN 5678), and the vault's settings for it.
 pub(crate) fn softhsm_token() -> strongroom_server::custody::pkcs11::Pkcs11Config {
     let label = format!(
@@ -651,10 +682,13 @@ async fn a_pkcs11_vault_keeps_its_root_key_wrapped_by_the_hsm() {
         root,
         provider: Provider::Pkcs11,
     };
+    let with_hsm = |c: &mut strongroom_server::config::ServerConfig| {
+        c.custody.pkcs11 = Some(cfg.clone());
+    };
     // First start: the key is made in the HSM, the root key recorded only wrapped.
     let root = open(cfg.clone()).await.unwrap();
     let clock = TestClock::default();
-    let running = harness::boot(&data, |_| {}, custody(root), &clock)
+    let running = harness::boot(&data, with_hsm, custody(root), &clock)
         .await
         .unwrap();
     let srv = TestServer::provision(running, clock, data.clone()).await;
@@ -667,21 +701,69 @@ async fn a_pkcs11_vault_keeps_its_root_key_wrapped_by_the_hsm() {
     let status = srv.get("/v1/sys/seal_status", &srv.sk_test).await;
     assert_eq!(status.body["provider"], "pkcs11");
     let inventory = srv.get("/v1/admin/key_inventory", &srv.admin_key).await;
+    let keys = inventory.body["data"].as_array().unwrap();
+    assert_eq!(find_in(keys, "root", "root/1")["provider"], "pkcs11");
+    // The PIN-block key is on the token: the PIN service enciphers there.
+    let jwk = crate::pin::jwk(&srv).await;
+    let r = crate::pin::set_pin(&srv, &jwk, &id, "4821", "pin.set").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(crate::pin::matches(&srv, &jwk, &id, "4821").await);
+    assert!(!crate::pin::matches(&srv, &jwk, &id, "4822").await);
+    let pin_key = find_in(keys, "data_key", &format!("{}/pin/1", srv.account));
+    assert_eq!(pin_key["provider"], "pkcs11", "{pin_key}");
+    let key_label = format!("strongroom-root/pin/{}/1", srv.account);
+    // Its check value, and the stored block, as OpenSC computes them on the token.
+    let zero = hsm_ecb(&label, &key_label, "--encrypt", &[0u8; 16]);
     assert_eq!(
-        find_in(inventory.body["data"].as_array().unwrap(), "root", "root/1")["provider"],
-        "pkcs11"
+        pin_key["kcv"],
+        hex::encode_upper(&zero[..3]).as_str(),
+        "{pin_key}"
     );
-    let rk = srv.rk_reveal.clone();
+    let store = Store::connect(&data.store).await.unwrap();
+    use strongroom_store::{PinStore, VaultStore};
+    let rec = store
+        .get_pin(&srv.account, strongroom_store::Mode::Test, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    let pin_row = store
+        .data_keys(&srv.account)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.purpose == strongroom_store::KeyPurpose::Pin)
+        .unwrap();
+    assert_eq!(pin_row.wrapped, strongroom_server::custody::pkcs11::HSM_KEY);
+    store.close().await;
+    let mut work = hsm_ecb(&label, &key_label, "--decrypt", &rec.block);
+    let pan_field = strongroom_crypto::pin::pan_field(&pan).unwrap();
+    for (w, p) in work.iter_mut().zip(pan_field) {
+        *w ^= p;
+    }
+    let field: [u8; 16] = hsm_ecb(&label, &key_label, "--decrypt", &work)
+        .try_into()
+        .unwrap();
+    assert_eq!(
+        strongroom_crypto::pin::decode_pin_field(&field)
+            .unwrap()
+            .expose_digits(),
+        "4821"
+    );
+    let (rk, sk) = (srv.rk_reveal.clone(), srv.sk_test.clone());
     srv.stop().await;
 
-    // Restarted, the HSM unwraps the same key: cards made before reveal.
+    // Restarted, the HSM unwraps the same key: cards made before reveal, and the PIN
+    // still verifies on the token.
     let root = open(cfg.clone()).await.unwrap();
     let clock = TestClock::default();
-    let running = harness::boot(&data, |_| {}, custody(root), &clock)
+    let running = harness::boot(&data, with_hsm, custody(root), &clock)
         .await
         .unwrap();
     let srv = TestServer::provision(running, clock, data.clone()).await;
     assert_eq!(srv.reveal(&rk, &id).await.body["number"], pan.as_str());
+    let enc = crate::pin::payload(&srv, &jwk, "4821", &id);
+    let r = crate::pin::verify(&srv, &sk, &id, enc).await;
+    assert_eq!(r.body["match"], true, "{}", r.text);
     srv.stop().await;
 
     // A wrong PIN, or a token without the key, opens nothing.
@@ -720,11 +802,21 @@ async fn a_pkcs11_vault_keeps_its_root_key_wrapped_by_the_hsm() {
         .output()
         .expect("pkcs11-tool (OpenSC) is installed by scripts/test");
     let listed = String::from_utf8_lossy(&out.stdout);
-    assert!(listed.contains("label:      strongroom-root"), "{listed}");
+    // The root key's wrapping key and a PIN-block key for the account of each start,
+    // each sensitive, never extractable, for encrypting and decrypting only.
+    let objects: Vec<&str> = listed.split("Secret Key Object").skip(1).collect();
+    assert_eq!(objects.len(), 3, "{listed}");
+    assert!(listed.contains("label:      strongroom-root\n"), "{listed}");
     assert!(
-        listed.contains("sensitive") && listed.contains("never extractable"),
+        listed.contains("label:      strongroom-root/pin/acct_"),
         "{listed}"
     );
+    for o in objects {
+        assert!(
+            o.contains("sensitive") && o.contains("never extractable"),
+            "{o}"
+        );
+    }
     // The data directory holds no root key file, and the database only the wrapping.
     for entry in std::fs::read_dir(data.dir.path()).unwrap() {
         assert!(

@@ -12,7 +12,7 @@ fn now_s(srv: &TestServer) -> i64 {
     srv.clock.now_ms() / 1000
 }
 
-async fn jwk(srv: &TestServer) -> Value {
+pub(crate) async fn jwk(srv: &TestServer) -> Value {
     let r = srv.get("/v1/pin/encryption_key", &srv.sk_test).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     r.body
@@ -28,7 +28,7 @@ fn seal_with(jwk: &Value, alg: &str, claims: Value) -> String {
     strongroom_crypto::jwe::encrypt_compact(jwk, &header, claims.to_string().as_bytes()).unwrap()
 }
 
-fn payload(srv: &TestServer, jwk: &Value, pin: &str, card: &str) -> String {
+pub(crate) fn payload(srv: &TestServer, jwk: &Value, pin: &str, card: &str) -> String {
     seal_with(
         jwk,
         "RSA-OAEP-256",
@@ -47,7 +47,13 @@ async fn otp(srv: &TestServer, key: &str, purpose: &str, card: &str) -> (String,
     )
 }
 
-async fn set_pin(srv: &TestServer, jwk: &Value, card: &str, pin: &str, purpose: &str) -> Resp {
+pub(crate) async fn set_pin(
+    srv: &TestServer,
+    jwk: &Value,
+    card: &str,
+    pin: &str,
+    purpose: &str,
+) -> Resp {
     let (id, code) = otp(srv, &srv.sk_test, purpose, card).await;
     srv.call(
         reqwest::Method::PUT,
@@ -58,7 +64,7 @@ async fn set_pin(srv: &TestServer, jwk: &Value, card: &str, pin: &str, purpose: 
     .await
 }
 
-async fn verify(srv: &TestServer, key: &str, card: &str, enc: String) -> Resp {
+pub(crate) async fn verify(srv: &TestServer, key: &str, card: &str, enc: String) -> Resp {
     srv.post(
         &format!("/v1/cards/{card}/pin/verify"),
         key,
@@ -67,7 +73,7 @@ async fn verify(srv: &TestServer, key: &str, card: &str, enc: String) -> Resp {
     .await
 }
 
-async fn matches(srv: &TestServer, jwk: &Value, card: &str, pin: &str) -> bool {
+pub(crate) async fn matches(srv: &TestServer, jwk: &Value, card: &str, pin: &str) -> bool {
     let r = verify(srv, &srv.sk_test, card, payload(srv, jwk, pin, card)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     r.body["match"].as_bool().unwrap()
