@@ -54,6 +54,9 @@ pub enum AccountsCommand {
 pub enum AdminKeysCommand {
     /// Create another admin key (its secret is shown once).
     Create {
+        /// The custodian the key belongs to (named in dual-control key imports).
+        #[arg(long)]
+        name: Option<String>,
         /// A CIDR (or address) the key may be used from (repeatable); none: anywhere.
         #[arg(long = "ip")]
         ips: Vec<String>,
@@ -313,13 +316,13 @@ pub async fn admin_keys(cmd: AdminKeysCommand, target: Target) -> Result<()> {
     use reqwest::Method;
     let c = target.connect()?;
     match cmd {
-        AdminKeysCommand::Create { ips } => {
-            c.call(
-                Method::POST,
-                "/v1/admin/admin_keys",
-                Some(json!({"ip_allowlist": ips})),
-            )
-            .await
+        AdminKeysCommand::Create { name, ips } => {
+            let body = match name {
+                Some(n) => json!({"name": n, "ip_allowlist": ips}),
+                None => json!({"ip_allowlist": ips}),
+            };
+            c.call(Method::POST, "/v1/admin/admin_keys", Some(body))
+                .await
         }
         AdminKeysCommand::List => c.call(Method::GET, "/v1/admin/admin_keys", None).await,
         AdminKeysCommand::Revoke { key } => {

@@ -12,6 +12,7 @@
 //!   RSA-OAEP-256 + A256GCM JWE decryption.
 
 pub mod audit;
+pub mod components;
 pub mod httpsig;
 pub mod jwe;
 pub mod jwt;

@@ -36,6 +36,8 @@ pub struct ApiKeyRecord {
     pub created_ms: i64,
     /// When it was revoked, if it was.
     pub revoked_ms: Option<i64>,
+    /// Admin keys: the custodian it belongs to, if named.
+    pub name: Option<String>,
 }
 
 /// What a data key protects.

@@ -33,7 +33,7 @@ const INSERT_JWT_KEY: &str = "INSERT INTO jwt_keys (kid, generation, alg, wrappe
 const ERASE_OLD_JWT_KEYS: &str =
     "UPDATE jwt_keys SET wrapped = $2 WHERE generation < $1 AND wrapped <> $2";
 const API_KEY_BY_ID: &str = "SELECT id, account_id, kind, mode, prefix, digest, scopes, \
-     created_ms, revoked_ms FROM api_keys WHERE id = $1";
+     created_ms, revoked_ms, name FROM api_keys WHERE id = $1";
 const REVOKE_ALL: &str = "UPDATE api_keys SET revoked_ms = $2 \
      WHERE account_id = $1 AND revoked_ms IS NULL";
 const ACCOUNT_EXISTS: &str = "SELECT id FROM accounts WHERE id = $1";

@@ -385,6 +385,13 @@ fn operator_rotate_root_moves_a_dev_vault_into_the_hsm_and_removes_the_key_file(
     let out = with_stdin(&mut cmd, "");
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains(&account), "{}", text(&out));
+    // A named custodian's admin key.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strongroom"));
+    cmd.args(["admin-keys", "create", "--name", "Grace H", "--data-dir"])
+        .arg(&dir);
+    let out = with_stdin(&mut cmd, "");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("\"name\": \"Grace H\""), "{}", text(&out));
     stop(child);
 }
 

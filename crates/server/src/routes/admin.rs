@@ -463,6 +463,10 @@ pub async fn rotate_otp_secret(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAdminKeyBody {
+    /// The custodian the key belongs to (1 to 100 characters): dual-control key imports
+    /// name who keyed in each component.
+    #[schema(min_length = 1, max_length = 100)]
+    pub name: Option<String>,
     /// CIDRs the key may be used from (at most 100); absent or empty: anywhere.
     #[schema(max_items = 100)]
     pub ip_allowlist: Option<Vec<String>>,
@@ -481,7 +485,7 @@ pub struct AdminAllowlistBody {
 /// response carries `secret`; it is never shown again.
 #[utoipa::path(post, path = "/v1/admin/admin_keys", tag = "admin", security(("admin_key" = [])), request_body = CreateAdminKeyBody,
     responses((status = 201, description = "The key (`kind: admin`), with its `secret` and `ip_allowlist`", body = NewApiKeyView),
-        (status = 400, description = "idempotency_key_invalid, idempotency_not_supported (POST with Idempotency-Key: the response carries a secret), invalid_request, unknown_field, invalid_parameter (a malformed CIDR)", body = ErrorResponse),
+        (status = 400, description = "idempotency_key_invalid, idempotency_not_supported (POST with Idempotency-Key: the response carries a secret), invalid_request, unknown_field, invalid_parameter (a malformed CIDR, an empty or over-long name)", body = ErrorResponse),
         (status = 403, description = "ip_not_allowed", body = ErrorResponse),
         (status = 413, description = "body_too_large", body = ErrorResponse),
         (status = 415, description = "unsupported_media_type", body = ErrorResponse),
@@ -494,13 +498,7 @@ pub async fn create_admin_key(
     let nets = crate::gateway::parse_cidrs(body.ip_allowlist.as_deref().unwrap_or_default())?;
     let accounts = state.accounts();
     let issued = accounts
-        .create_key(
-            Origin::Request(&admin.audit),
-            None,
-            NewKeyKind::Admin,
-            Mode::Live,
-            None,
-        )
+        .create_admin_key(Origin::Request(&admin.audit), body.name.as_deref())
         .await?;
     crate::service::controls::set_key_allowlist(&state, &admin.audit, &issued.record, &nets)
         .await?;

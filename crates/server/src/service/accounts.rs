@@ -102,6 +102,35 @@ impl Accounts<'_> {
         mode: Mode,
         scopes: Option<Scopes>,
     ) -> Result<IssuedKey> {
+        self.create_named_key(origin, account_id, kind, mode, scopes, None)
+            .await
+    }
+
+    /// An admin key for a named custodian (`name`: 1 to 100 printable characters).
+    pub async fn create_admin_key(
+        &self,
+        origin: Origin<'_>,
+        name: Option<&str>,
+    ) -> Result<IssuedKey> {
+        if let Some(n) = name
+            && (n.trim().is_empty() || n.chars().count() > 100 || n.chars().any(char::is_control))
+        {
+            return Err(ServiceError::InvalidParameter);
+        }
+        let name = name.map(|n| n.trim().to_owned());
+        self.create_named_key(origin, None, NewKeyKind::Admin, Mode::Live, None, name)
+            .await
+    }
+
+    async fn create_named_key(
+        &self,
+        origin: Origin<'_>,
+        account_id: Option<&str>,
+        kind: NewKeyKind,
+        mode: Mode,
+        scopes: Option<Scopes>,
+        name: Option<String>,
+    ) -> Result<IssuedKey> {
         let (prefix, scopes, kind_name, mode) = match kind {
             NewKeyKind::Account(k) => {
                 let scopes = k.effective_scopes(scopes)?;
@@ -135,6 +164,7 @@ impl Accounts<'_> {
             scopes,
             created_ms: self.clock.now_ms(),
             revoked_ms: None,
+            name,
         };
         let events = match account_id {
             Some(acct) => vec![crate::events::event_of(
@@ -371,6 +401,9 @@ pub struct ApiKeyView {
     /// When it was revoked (Unix seconds), or `null`.
     #[schema(required = true)]
     pub revoked_at: Option<i64>,
+    /// Admin keys: the custodian it belongs to, when named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl From<&ApiKeyRecord> for ApiKeyView {
@@ -394,6 +427,7 @@ impl From<&ApiKeyRecord> for ApiKeyView {
             created: secs(k.created_ms),
             revoked: k.revoked_ms.is_some(),
             revoked_at: k.revoked_ms.map(secs),
+            name: k.name.clone(),
         }
     }
 }

@@ -286,10 +286,20 @@ async fn openapi_is_served_and_matches_the_committed_copy() {
 async fn admin_keys_are_created_restricted_by_ip_and_revoked() {
     let srv = TestServer::start().await;
     let account = format!("/v1/admin/accounts/{}", srv.account);
+    for bad in ["", "  ", "a\u{7}b", &"x".repeat(101)] {
+        srv.post("/v1/admin/admin_keys", &srv.admin_key, json!({"name": bad}))
+            .await
+            .assert_error(400, "invalid_parameter");
+    }
     let created = srv
-        .post("/v1/admin/admin_keys", &srv.admin_key, json!({}))
+        .post(
+            "/v1/admin/admin_keys",
+            &srv.admin_key,
+            json!({"name": " Ada Custodian "}),
+        )
         .await;
     assert_eq!(created.status, 201, "{}", created.text);
+    assert_eq!(created.body["name"], "Ada Custodian");
     let second = created.body["secret"].as_str().unwrap().to_owned();
     let second_id = created.body["id"].as_str().unwrap().to_owned();
     assert!(second.starts_with("sk_admin_"));
@@ -300,6 +310,8 @@ async fn admin_keys_are_created_restricted_by_ip_and_revoked() {
     assert_eq!(list.status, 200, "{}", list.text);
     let keys = list.body["data"].as_array().unwrap();
     assert_eq!(keys.len(), 2);
+    let named: Vec<_> = keys.iter().filter_map(|k| k["name"].as_str()).collect();
+    assert_eq!(named, ["Ada Custodian"], "{}", list.text);
     let first_id = keys.iter().find(|k| k["id"] != second_id.as_str()).unwrap()["id"]
         .as_str()
         .unwrap()

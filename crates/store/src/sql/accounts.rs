@@ -20,7 +20,7 @@ const UPDATE_ACCOUNT: &str = "UPDATE accounts SET name = $2, otp_delivery_url = 
 const INSERT_API_KEY: &str = concat!(
     "INSERT INTO api_keys (",
     api_key_cols!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 );
 const API_KEY_BY_DIGEST: &str = concat!(
     "SELECT ",
@@ -40,7 +40,7 @@ pub(crate) const KEY_WITH_CONTROLS: &str = concat!(
      LEFT JOIN api_key_controls kc ON kc.key_id = k.id"
 );
 /// Columns of [`api_key_cols`].
-pub(crate) const API_KEY_COLS: usize = 9;
+pub(crate) const API_KEY_COLS: usize = 10;
 const LIST_API_KEYS: &str = concat!(
     "SELECT ",
     api_key_cols!(),
@@ -166,7 +166,8 @@ pub(crate) async fn insert_api_key<C: Exec>(
         &k.digest,
         &k.scopes,
         k.created_ms,
-        k.revoked_ms
+        k.revoked_ms,
+        k.name.as_deref()
     ];
     c.exec(INSERT_API_KEY, args).await?;
     insert_events(c, events).await

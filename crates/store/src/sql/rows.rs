@@ -16,7 +16,7 @@ macro_rules! account_cols {
 }
 macro_rules! api_key_cols {
     () => {
-        "id, account_id, kind, mode, prefix, digest, scopes, created_ms, revoked_ms"
+        "id, account_id, kind, mode, prefix, digest, scopes, created_ms, revoked_ms, name"
     };
 }
 macro_rules! data_key_cols {
@@ -74,6 +74,7 @@ impl FromRow for ApiKeyRecord {
             scopes: r.text(6)?,
             created_ms: r.int(7)?,
             revoked_ms: r.opt_int(8)?,
+            name: r.opt_text(9)?,
         })
     }
 }

@@ -79,6 +79,7 @@ fn api_key(account_id: Option<&str>, ms: i64, digest: u8) -> ApiKeyRecord {
         scopes: "cards:write cards:read".into(),
         created_ms: ms,
         revoked_ms: None,
+        name: None,
     }
 }
 

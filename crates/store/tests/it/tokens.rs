@@ -61,6 +61,7 @@ fn api_key(account: &str, n: u8, revoked_ms: Option<i64>) -> ApiKeyRecord {
         scopes: "cards:read".into(),
         created_ms: T0,
         revoked_ms,
+        name: None,
     }
 }
 
