@@ -79,6 +79,45 @@ pub enum AdminKeysCommand {
 }
 
 #[derive(Subcommand)]
+pub enum KeyImportsCommand {
+    /// Begin an import: the key is made when `--components` custodians have each given one.
+    Create {
+        /// The account the key is for.
+        #[arg(long)]
+        account: String,
+        /// `bdk`, `zone_pin_key` or `kek`.
+        #[arg(long, value_parser = ["bdk", "zone_pin_key", "kek"])]
+        kind: String,
+        /// `aes128`, `aes192`, `aes256`, `tdes2` or `tdes3`.
+        #[arg(long, value_parser = ["aes128", "aes192", "aes256", "tdes2", "tdes3"])]
+        algorithm: String,
+        /// How many components (2 or 3), each from a different admin key.
+        #[arg(long, default_value_t = 2)]
+        components: i64,
+        /// What the operators call the key.
+        #[arg(long)]
+        name: String,
+    },
+    /// Give one component, with the admin key of the custodian who holds it: the
+    /// component (hex) is asked for without echo on a terminal, else read as the first
+    /// line of standard input; its check value is `--kcv`.
+    Component {
+        /// The import (`kimp_…`).
+        #[arg(long)]
+        id: String,
+        /// The component's check value, as printed with it (6 hex digits).
+        #[arg(long)]
+        kcv: String,
+    },
+    /// Show an import: who has given a component, and the key once made.
+    Get {
+        /// The import (`kimp_…`).
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum KeysCommand {
     /// Create an API key (its secret is shown once).
     Create {
@@ -308,6 +347,35 @@ pub async fn accounts(cmd: AccountsCommand, target: Target) -> Result<()> {
                 None,
             )
             .await
+        }
+    }
+}
+
+pub async fn key_imports(cmd: KeyImportsCommand, target: Target) -> Result<()> {
+    use reqwest::Method;
+    let c = target.connect()?;
+    match cmd {
+        KeyImportsCommand::Create {
+            account,
+            kind,
+            algorithm,
+            components,
+            name,
+        } => {
+            let body = json!({"account": account, "kind": kind, "algorithm": algorithm,
+                "components": components, "name": name});
+            c.call(Method::POST, "/v1/admin/key_imports", Some(body))
+                .await
+        }
+        KeyImportsCommand::Component { id, kcv } => {
+            let component = crate::operator::read_secret_line("Key component (hex): ")?;
+            let body = json!({"component": component.as_str(), "kcv": kcv});
+            let path = format!("/v1/admin/key_imports/{}/components", self::id(&id)?);
+            c.call(Method::POST, &path, Some(body)).await
+        }
+        KeyImportsCommand::Get { id } => {
+            let path = format!("/v1/admin/key_imports/{}", self::id(&id)?);
+            c.call(Method::GET, &path, None).await
         }
     }
 }

@@ -99,6 +99,14 @@ enum Command {
         #[command(flatten)]
         target: admin::Target,
     },
+    /// Import a key under dual control (BDKs, zone PIN keys, KEKs): begin a ceremony, then
+    /// each custodian gives one component with their own admin key.
+    KeyImports {
+        #[command(subcommand)]
+        command: admin::KeyImportsCommand,
+        #[command(flatten)]
+        target: admin::Target,
+    },
     /// Verify or export the audit log, reading the database directly.
     Audit {
         #[command(subcommand)]
@@ -190,6 +198,7 @@ fn main() -> std::process::ExitCode {
             Command::Accounts { command, target } => admin::accounts(command, target).await,
             Command::Keys { command, target } => admin::keys(command, target).await,
             Command::AdminKeys { command, target } => admin::admin_keys(command, target).await,
+            Command::KeyImports { command, target } => admin::key_imports(command, target).await,
             Command::Audit { command } => audit::run(command).await,
             Command::Risk { command } => risk::run(command).await,
             Command::Incident { command, target } => tokens::incident(command, target).await,

@@ -347,16 +347,22 @@ async fn unseal(server: Server) -> Result<()> {
 
 /// One share: asked for without echo on a terminal, or one line of standard input.
 fn read_share() -> Result<Zeroizing<String>> {
+    read_secret_line("Unseal share: ")
+}
+
+/// A secret: asked for without echo on a terminal (after `prompt`), or the first line of
+/// standard input. Never empty.
+pub(crate) fn read_secret_line(prompt: &str) -> Result<Zeroizing<String>> {
     let line = if std::io::stdin().is_terminal() {
-        Zeroizing::new(rpassword::prompt_password("Unseal share: ")?)
+        Zeroizing::new(rpassword::prompt_password(prompt)?)
     } else {
         let mut line = Zeroizing::new(String::new());
         std::io::stdin().lock().read_line(&mut line)?;
         line
     };
-    let share = Zeroizing::new(line.trim().to_owned());
-    if share.is_empty() {
-        bail!("no share given");
+    let secret = Zeroizing::new(line.trim().to_owned());
+    if secret.is_empty() {
+        bail!("nothing given");
     }
-    Ok(share)
+    Ok(secret)
 }

@@ -34,6 +34,14 @@ pub enum IdKind {
     RiskAssessment,
     /// `rle_`: an entry of a risk allow or block list.
     RiskListEntry,
+    /// `kimp_`: a dual-control key import ceremony.
+    KeyImport,
+    /// `bdk_`: an imported base derivation key.
+    Bdk,
+    /// `zpk_`: an imported zone PIN key.
+    ZonePinKey,
+    /// `kek_`: an imported key-encryption key.
+    Kek,
 }
 
 impl IdKind {
@@ -52,6 +60,10 @@ impl IdKind {
             Self::Suspension => "susp_",
             Self::RiskAssessment => "risk_",
             Self::RiskListEntry => "rle_",
+            Self::KeyImport => "kimp_",
+            Self::Bdk => "bdk_",
+            Self::ZonePinKey => "zpk_",
+            Self::Kek => "kek_",
         }
     }
 }

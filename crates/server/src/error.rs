@@ -160,6 +160,8 @@ pub mod codes {
         SEALED = (SERVICE_UNAVAILABLE, "sealed", "The vault is sealed: its keys are not in memory. It opens when enough unseal shares are in (POST /v1/sys/unseal), or, with a file or HSM root key, when the server restarts.");
         SHARE_INVALID = (BAD_REQUEST, "share_invalid", "The unseal share is malformed or is not a share of this vault's root key.");
         SHARE_DUPLICATE = (CONFLICT, "share_duplicate", "This unseal share has already been given.");
+        KCV_MISMATCH = (BAD_REQUEST, "kcv_mismatch", "The key component does not have the check value given with it.");
+        CUSTODIAN_REPEATED = (CONFLICT, "custodian_repeated", "This admin key already gave a component to this import: each component comes from a different custodian.");
         ROTATION_RUNNING = (CONFLICT, "rotation_running", "A root-key rotation is already running (GET /v1/sys/rotate_root shows its progress).");
         ROTATION_PENDING = (CONFLICT, "rotation_pending", "An interrupted root-key rotation to another provider is pending: run it again with that provider (GET /v1/sys/rotate_root shows which).");
         ROOT_PROVIDER_DOWNGRADE = (BAD_REQUEST, "root_provider_downgrade", "A root key may move to an HSM (pkcs11), or from a file to Shamir shares, but never to a weaker provider.");
@@ -244,6 +246,8 @@ fn mapped(e: &ServiceError) -> ApiError {
         E::CvcInvalid => CVC_INVALID,
         E::CardTokenInvalid => CARD_TOKEN_INVALID,
         E::OtpInvalid => OTP_INVALID,
+        E::KcvMismatch => KCV_MISMATCH,
+        E::CustodianRepeated => CUSTODIAN_REPEATED,
         E::OtpDeliveryNotConfigured => OTP_DELIVERY_NOT_CONFIGURED,
         E::PinPayloadInvalid => PIN_PAYLOAD_INVALID,
         E::PinPayloadUnsupported => PIN_PAYLOAD_UNSUPPORTED,

@@ -7,6 +7,7 @@ pub mod client_sessions;
 pub mod controls;
 pub mod elements;
 pub mod inbound_routes;
+pub mod key_imports;
 pub mod meta;
 pub mod metrics;
 pub mod pin;
@@ -162,6 +163,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sys/seal_status", get(sys::seal_status))
         .route("/v1/sys/unseal", post(sys::unseal))
         .route("/v1/sys/seal", post(sys::seal))
+        .route("/v1/admin/key_imports", post(key_imports::create))
+        .route("/v1/admin/key_imports/{id}", get(key_imports::get))
+        .route(
+            "/v1/admin/key_imports/{id}/components",
+            post(key_imports::add_component),
+        )
         .route(
             "/v1/sys/rotate_root",
             get(sys::rotation).post(sys::rotate_root),

@@ -51,17 +51,23 @@ pub enum WrappedKind {
     /// An `otp.created` event's sealed code: `id` the event; the value is the event's
     /// data (JSON), which holds the code wrapped under the root key.
     OtpEvent,
+    /// A key made by a dual-control import: `id` the key.
+    ImportedKey,
+    /// The XOR so far of an unfinished import's components: `id` the import.
+    KeyImportPartial,
 }
 
 impl WrappedKind {
     /// Every kind, in the order a rotation moves them.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::DataKey,
         Self::JwtKey,
         Self::PinTransportKey,
         Self::WebhookSecret,
         Self::WebhookOldSecret,
         Self::OtpEvent,
+        Self::ImportedKey,
+        Self::KeyImportPartial,
     ];
 
     /// Its name in progress reports.
@@ -73,6 +79,8 @@ impl WrappedKind {
             Self::WebhookSecret => "webhook_secrets",
             Self::WebhookOldSecret => "webhook_previous_secrets",
             Self::OtpEvent => "otp_codes",
+            Self::ImportedKey => "imported_keys",
+            Self::KeyImportPartial => "key_import_partials",
         }
     }
 }
@@ -193,6 +201,10 @@ const WEBHOOK_SECRETS: &str = "SELECT id, '', secret_version, secret_wrapped \
      FROM webhook_endpoints WHERE id > $1 ORDER BY id LIMIT $2";
 const WEBHOOK_OLD: &str = "SELECT id, '', old_version, old_wrapped FROM webhook_endpoints \
      WHERE id > $1 AND old_wrapped IS NOT NULL AND old_version IS NOT NULL ORDER BY id LIMIT $2";
+const IMPORTED_KEYS: &str = "SELECT id, '', CAST(0 AS BIGINT), wrapped FROM imported_keys \
+     WHERE id > $1 ORDER BY id LIMIT $2";
+const IMPORT_PARTIALS: &str = "SELECT id, '', CAST(0 AS BIGINT), partial FROM key_imports \
+     WHERE id > $1 AND partial IS NOT NULL ORDER BY id LIMIT $2";
 const OTP_EVENTS: &str = "SELECT id, '', CAST(0 AS BIGINT), data FROM events \
      WHERE id > $1 AND event_type = 'otp.created' AND created_ms >= $3 ORDER BY id LIMIT $2";
 
@@ -240,6 +252,8 @@ pub(crate) async fn wrapped_keys<C: Exec>(
         WrappedKind::PinTransportKey => sql::many(c, PIN_KEYS, args![id, q.limit]).await,
         WrappedKind::WebhookSecret => sql::many(c, WEBHOOK_SECRETS, args![id, q.limit]).await,
         WrappedKind::WebhookOldSecret => sql::many(c, WEBHOOK_OLD, args![id, q.limit]).await,
+        WrappedKind::ImportedKey => sql::many(c, IMPORTED_KEYS, args![id, q.limit]).await,
+        WrappedKind::KeyImportPartial => sql::many(c, IMPORT_PARTIALS, args![id, q.limit]).await,
         WrappedKind::OtpEvent => {
             let rows: Vec<EventData> =
                 sql::many(c, OTP_EVENTS, args![id, q.limit, q.since_ms]).await?;
@@ -260,6 +274,10 @@ const REWRAP_WEBHOOK: &str = "UPDATE webhook_endpoints SET secret_wrapped = $1 \
      WHERE id = $2 AND secret_version = $3 AND secret_wrapped = $4";
 const REWRAP_WEBHOOK_OLD: &str = "UPDATE webhook_endpoints SET old_wrapped = $1 \
      WHERE id = $2 AND old_version = $3 AND old_wrapped = $4";
+const REWRAP_IMPORTED_KEY: &str =
+    "UPDATE imported_keys SET wrapped = $1 WHERE id = $2 AND wrapped = $3";
+const REWRAP_IMPORT_PARTIAL: &str =
+    "UPDATE key_imports SET partial = $1 WHERE id = $2 AND partial = $3";
 const REWRAP_OTP_EVENT: &str = "UPDATE events SET data = $1 WHERE id = $2 AND data = $3";
 
 async fn rewrap_one<C: Exec>(
@@ -284,6 +302,8 @@ async fn rewrap_one<C: Exec>(
             c.exec(REWRAP_WEBHOOK_OLD, args![new, id, old.version, was])
                 .await
         }
+        WrappedKind::ImportedKey => c.exec(REWRAP_IMPORTED_KEY, args![new, id, was]).await,
+        WrappedKind::KeyImportPartial => c.exec(REWRAP_IMPORT_PARTIAL, args![new, id, was]).await,
         WrappedKind::OtpEvent => {
             let (Ok(new), Ok(was)) = (std::str::from_utf8(new), std::str::from_utf8(was)) else {
                 return Ok(0);

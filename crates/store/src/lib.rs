@@ -12,6 +12,7 @@ pub mod client_sessions;
 pub mod controls;
 pub mod custody;
 pub mod inbound_routes;
+pub mod key_imports;
 pub mod model;
 pub mod pin;
 pub mod relay;
@@ -42,6 +43,7 @@ pub use controls::{
 };
 pub use custody::{CustodyStore, RootKeyRecord, WrappedKey, WrappedKind, WrappedQuery};
 pub use inbound_routes::{InboundRouteRecord, InboundRouteStore};
+pub use key_imports::{ImportedKeyRecord, KeyImportRecord, KeyImportStore};
 pub use model::*;
 pub use pin::{PinOutcome, PinRecord, PinRewrap, PinStore, SetKind, SpendOtp, TransportKeyRecord};
 pub use postgres::{CacheEvent, PgStore};

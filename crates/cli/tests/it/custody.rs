@@ -292,6 +292,27 @@ fn softhsm_token(prefix: &str) -> String {
     label
 }
 
+fn hex_bytes(h: &str) -> Vec<u8> {
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The AES-128 check value of a hex key, by OpenSSL: 6 upper-case hex digits.
+fn aes_kcv(key: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let zero = dir.path().join("zero");
+    std::fs::write(&zero, [0u8; 16]).unwrap();
+    let out = Command::new("openssl")
+        .args(["enc", "-aes-128-ecb", "-nopad", "-K", key, "-in"])
+        .arg(&zero)
+        .output()
+        .expect("openssl is installed");
+    assert!(out.status.success());
+    out.stdout[..3].iter().map(|b| format!("{b:02X}")).collect()
+}
+
 /// `strongroom dev` on `dir` and `port` with `args` (and the HSM's PIN).
 fn dev(dir: &Path, port: u16, args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_strongroom"))
@@ -391,7 +412,64 @@ fn operator_rotate_root_moves_a_dev_vault_into_the_hsm_and_removes_the_key_file(
         .arg(&dir);
     let out = with_stdin(&mut cmd, "");
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("\"name\": \"Grace H\""), "{}", text(&out));
+    assert!(
+        text(&out).contains("\"name\": \"Grace H\""),
+        "{}",
+        text(&out)
+    );
+    let grace: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let grace = grace["secret"].as_str().unwrap().to_owned();
+    // A KEK imported under dual control: the dev admin key and Grace's give a component
+    // each, read from standard input (never an argument).
+    let key_imports = |args: &[&str], admin: Option<&str>, stdin: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strongroom"));
+        cmd.arg("key-imports")
+            .args(args)
+            .arg("--data-dir")
+            .arg(&dir);
+        if let Some(k) = admin {
+            cmd.args(["--admin-key", k]);
+        }
+        with_stdin(&mut cmd, stdin)
+    };
+    let create = [
+        "create",
+        "--account",
+        &account,
+        "--kind",
+        "kek",
+        "--algorithm",
+        "aes128",
+    ];
+    let out = key_imports(&create, None, "");
+    assert!(!out.status.success(), "--name is required");
+    let out = key_imports(
+        &[&create[..], &["--name", "Processor KEK"]].concat(),
+        None,
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let import: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let import = import["id"].as_str().unwrap().to_owned();
+    let (c1, c2) = (
+        "00112233445566778899aabbccddeeff",
+        "0f0e0d0c0b0a09080706050403020100",
+    );
+    let give = ["component", "--id", &import, "--kcv"];
+    let out = key_imports(&[&give[..], &[&aes_kcv(c1)]].concat(), None, c1);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(c1), "the component is not echoed");
+    let out = key_imports(&[&give[..], &[&aes_kcv(c1)]].concat(), None, c1);
+    assert!(text(&out).contains("custodian_repeated"), "{}", text(&out));
+    let out = key_imports(&[&give[..], &[&aes_kcv(c2)]].concat(), Some(&grace), c2);
+    assert!(out.status.success(), "{}", text(&out));
+    let whole: String = hex_bytes(c1)
+        .iter()
+        .zip(hex_bytes(c2))
+        .map(|(a, b)| format!("{:02x}", a ^ b))
+        .collect();
+    assert!(text(&out).contains(&aes_kcv(&whole)), "{}", text(&out));
+    assert!(text(&out).contains("\"id\": \"kek_"), "{}", text(&out));
     stop(child);
 }
 

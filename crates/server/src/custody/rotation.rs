@@ -547,6 +547,8 @@ pub fn context_of(kind: WrappedKind, v: &WrappedKey) -> ApiResult<Option<String>
         WrappedKind::WebhookSecret | WrappedKind::WebhookOldSecret => {
             webhooks::wrap_context(&v.id, v.version)
         }
+        WrappedKind::ImportedKey => crate::service::key_imports::wrap_context(&v.id),
+        WrappedKind::KeyImportPartial => crate::service::key_imports::partial_wrap_context(&v.id),
         WrappedKind::OtpEvent => return Ok(None),
     }))
 }

@@ -39,6 +39,10 @@ pub enum ServiceError {
     CardTokenInvalid,
     /// An OTP is unknown, wrong, expired, used or for something else.
     OtpInvalid,
+    /// A key component does not have the check value given with it.
+    KcvMismatch,
+    /// This admin key already gave a component to the import.
+    CustodianRepeated,
     /// Live OTPs need a delivery URL and the account has none.
     OtpDeliveryNotConfigured,
     /// An encrypted PIN could not be read (malformed, unknown key, not decryptable).

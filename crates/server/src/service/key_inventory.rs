@@ -17,7 +17,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use strongroom_core::Mode;
 use strongroom_store::{
-    CustodyStore, KeyPurpose, KeyState, PinStore, TokenStore, VaultStore, WebhookStore,
+    CustodyStore, KeyImportStore, KeyPurpose, KeyState, PinStore, TokenStore, VaultStore,
+    WebhookStore,
 };
 use utoipa::ToSchema;
 
@@ -47,12 +48,13 @@ pub enum AgeStatus {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct KeyView {
     /// `root`, `data_key`, `jwt_signing_key`, `pin_transport_key`, `api_key`,
-    /// `admin_key` or `webhook_secret`.
+    /// `admin_key`, `webhook_secret` or `imported_key`.
     pub kind: &'static str,
     /// Which key: `root/1`, `acct_…/cards/2`, a JWT or PIN key id, `key_…`, `we_…/3`.
     pub id: String,
     /// The policy's purpose: `root`, `cards`, `fingerprint`, `pin`, `jwt`, `api_key`,
-    /// `webhook_secret`.
+    /// `webhook_secret`; for an imported key its kind, `bdk`, `zone_pin_key` or `kek`
+    /// (no age limit).
     pub purpose: &'static str,
     /// The account it belongs to; none for the vault's own keys.
     #[schema(required = true)]
@@ -256,6 +258,24 @@ async fn keys(state: &AppState, check_values: bool) -> Result<Vec<Key>> {
                 created_ms: r.created_ms,
                 last_rotated_ms: rotated,
                 kcv,
+            });
+        }
+        for k in store.imported_keys(Some(&acct.id)).await? {
+            out.push(Key {
+                kind: "imported_key",
+                id: k.id,
+                purpose: match k.kind.as_str() {
+                    "bdk" => "bdk",
+                    "zone_pin_key" => "zone_pin_key",
+                    _ => "kek",
+                },
+                account: Some(acct.id.clone()),
+                modes: vec![Mode::Test, Mode::Live],
+                provider: "wrapped".into(),
+                state: "active",
+                created_ms: k.created_ms,
+                last_rotated_ms: k.created_ms,
+                kcv: Some(k.kcv),
             });
         }
         for k in store

@@ -68,6 +68,15 @@ async fn opening(store: &Store, root: &RootKey) -> (usize, usize) {
     (total, open)
 }
 
+/// Gives an AES-128 component to an import: the answer's status.
+async fn give(srv: &TestServer, id: &str, key: &str, c: [u8; 16]) -> u16 {
+    use strongroom_crypto::components::{KeyAlgorithm, kcv};
+    let kcv = hex::encode(kcv(KeyAlgorithm::Aes128, &c).unwrap());
+    let path = format!("/v1/admin/key_imports/{id}/components");
+    let body = json!({"component": hex::encode(c), "kcv": kcv});
+    srv.post(&path, key, body).await.status.as_u16()
+}
+
 #[tokio::test]
 async fn a_root_rotation_under_load_moves_every_key_and_fails_no_request() {
     let data = Arc::new(Data::new());
@@ -104,11 +113,32 @@ async fn a_root_rotation_under_load_moves_every_key_and_fails_no_request() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
+    // An imported key, and an import still waiting for its second component.
+    let other = srv
+        .post("/v1/admin/admin_keys", &srv.admin_key, json!({"name": "B"}))
+        .await;
+    let other = other.body["secret"].as_str().unwrap().to_owned();
+    let part = [0x5au8; 16];
+    let mut imports = Vec::new();
+    for _ in 0..2 {
+        let r = srv
+            .post(
+                "/v1/admin/key_imports",
+                &srv.admin_key,
+                json!({"account": srv.account, "kind": "kek", "algorithm": "aes128",
+                    "components": 2, "name": "KEK"}),
+            )
+            .await;
+        imports.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(give(&srv, &imports[0], &srv.admin_key, part).await, 200);
+    assert_eq!(give(&srv, &imports[0], &other, [0x33; 16]).await, 200);
+    assert_eq!(give(&srv, &imports[1], &srv.admin_key, part).await, 200);
     let old_root = RootKey::from_bytes(&data.root).unwrap();
     let store = Store::connect(&data.store).await.unwrap();
     let (before, under_old) = opening(&store, &old_root).await;
     assert_eq!(before, under_old);
-    assert!(before >= 5, "{before} wrapped keys");
+    assert!(before >= 7, "{before} wrapped keys");
 
     // Tokenize and reveal, three clients at once, for as long as the rotation runs.
     let srv = Arc::new(srv);
@@ -174,6 +204,8 @@ async fn a_root_rotation_under_load_moves_every_key_and_fails_no_request() {
         "pin_transport_keys",
         "webhook_secrets",
         "webhook_previous_secrets",
+        "imported_keys",
+        "key_import_partials",
     ] {
         assert!(
             ended["moved"][kind].as_u64().unwrap_or(0) >= 1,

@@ -97,6 +97,7 @@ pub(crate) enum WriteOp {
     RiskList(crate::risk_lists::Op),
     RiskData(crate::risk_data::Op),
     Custody(crate::custody::Op),
+    KeyImport(crate::key_imports::Op),
     Velocity(crate::velocity::Op),
     Risk(crate::risk::Op),
     Audit(AuditOp),
@@ -347,6 +348,13 @@ impl Write<bool> {
 }
 
 impl Write<u64> {
+    pub(crate) fn key_import(op: crate::key_imports::Op) -> Self {
+        Self::new(WriteOp::KeyImport(op), |r| match r {
+            WriteReply::Count(v) => u64::try_from(v).ok(),
+            _ => None,
+        })
+    }
+
     pub(crate) fn custody_count(op: crate::custody::Op) -> Self {
         Self::new(WriteOp::Custody(op), |r| match r {
             WriteReply::Count(v) => u64::try_from(v).ok(),
@@ -540,6 +548,10 @@ pub(crate) async fn apply<C: Exec>(
         WriteOp::Suspension(op) => WriteReply::Suspension(crate::suspensions::apply(c, op).await?),
         WriteOp::RiskList(op) => WriteReply::RiskList(crate::risk_lists::apply(c, op).await?),
         WriteOp::RiskData(op) => WriteReply::Flag(crate::risk_data::apply(c, op).await?),
+        WriteOp::KeyImport(op) => {
+            let n = crate::key_imports::apply(c, op).await?;
+            WriteReply::Count(i64::try_from(n).unwrap_or(i64::MAX))
+        }
         WriteOp::Custody(op) => {
             let n = crate::custody::apply(c, op).await?;
             WriteReply::Count(i64::try_from(n).unwrap_or(i64::MAX))

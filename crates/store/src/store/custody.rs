@@ -77,3 +77,63 @@ impl Writes<'_> {
             .await
     }
 }
+
+impl crate::KeyImportStore for Store {
+    async fn key_import(&self, id: &str) -> StoreResult<Option<crate::KeyImportRecord>> {
+        crate::key_imports::get(&mut self.reader().await?, id).await
+    }
+
+    async fn imported_keys(
+        &self,
+        account_id: Option<&str>,
+    ) -> StoreResult<Vec<crate::ImportedKeyRecord>> {
+        crate::key_imports::keys(&mut self.reader().await?, account_id).await
+    }
+}
+
+impl Writes<'_> {
+    /// Begins an import ceremony.
+    pub async fn create_key_import(self, record: crate::KeyImportRecord) -> StoreResult<()> {
+        use crate::key_imports::Op;
+        self.write(Write::key_import(Op::Create(record))).await?;
+        Ok(())
+    }
+
+    /// Records a component that is not the last: `false` if the ceremony changed
+    /// meanwhile (another component, or its end) and nothing was written.
+    pub async fn key_import_component(
+        self,
+        id: &str,
+        expect: Vec<String>,
+        custodians: Vec<String>,
+        partial: Vec<u8>,
+    ) -> StoreResult<bool> {
+        use crate::key_imports::Op;
+        let op = Op::Component {
+            id: id.to_owned(),
+            expect,
+            custodians,
+            partial,
+        };
+        Ok(self.write(Write::key_import(op)).await? == 1)
+    }
+
+    /// The last component: ends the ceremony and stores `key`, in one transaction;
+    /// `false` if the ceremony changed meanwhile.
+    pub async fn complete_key_import(
+        self,
+        id: &str,
+        expect: Vec<String>,
+        custodians: Vec<String>,
+        key: crate::ImportedKeyRecord,
+    ) -> StoreResult<bool> {
+        use crate::key_imports::Op;
+        let op = Op::Complete {
+            id: id.to_owned(),
+            expect,
+            custodians,
+            key,
+        };
+        Ok(self.write(Write::key_import(op)).await? == 1)
+    }
+}

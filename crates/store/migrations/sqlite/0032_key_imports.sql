@@ -1,0 +1,31 @@
+-- Dual-control key imports (docs/key-custody.md, "Importing keys"). A ceremony collects
+-- clear components from different admin keys; until the last arrives, their XOR so far
+-- is kept only wrapped by the root key (`partial`), never in clear. The key it makes is
+-- kept wrapped like every other key, with its check value.
+CREATE TABLE key_imports (
+    id           TEXT   NOT NULL PRIMARY KEY,
+    account_id   TEXT   NOT NULL REFERENCES accounts (id),
+    kind         TEXT   NOT NULL,
+    algorithm    TEXT   NOT NULL,
+    name         TEXT   NOT NULL,
+    components   INTEGER NOT NULL,
+    -- The admin keys that gave a component, in order, space-separated.
+    custodians   TEXT   NOT NULL,
+    partial      BLOB,
+    created_ms   INTEGER NOT NULL,
+    completed_ms INTEGER,
+    key_id       TEXT
+);
+
+CREATE TABLE imported_keys (
+    id          TEXT   NOT NULL PRIMARY KEY,
+    account_id  TEXT   NOT NULL REFERENCES accounts (id),
+    kind        TEXT   NOT NULL,
+    algorithm   TEXT   NOT NULL,
+    name        TEXT   NOT NULL,
+    kcv         TEXT   NOT NULL,
+    wrapped     BLOB  NOT NULL,
+    import_id   TEXT   NOT NULL,
+    created_ms  INTEGER NOT NULL
+);
+CREATE INDEX imported_keys_account ON imported_keys (account_id, id);
