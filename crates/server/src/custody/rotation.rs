@@ -249,15 +249,7 @@ impl Rotations {
                         share_digests: digests,
                         ..p.clone()
                     };
-                    #[allow(
-                        clippy::disallowed_methods,
-                        reason = "the rotation is audited as a system action, begun and ended"
-                    )]
-                    let stored = state
-                        .store()
-                        .unaudited()
-                        .rekey_root_key(replaced, old)
-                        .await?;
+                    let stored = writes(state.store()).rekey_root_key(replaced, old).await?;
                     if !stored {
                         return Err(codes::ROTATION_RUNNING);
                     }
@@ -311,15 +303,7 @@ impl Rotations {
                     digest_wrapped: Some(prepared.digest_wrapped),
                     transit: Some(prepared.transit),
                 };
-                #[allow(
-                    clippy::disallowed_methods,
-                    reason = "the rotation is audited as a system action, begun and ended"
-                )]
-                let stored = state
-                    .store()
-                    .unaudited()
-                    .begin_root_rotation(record)
-                    .await?;
+                let stored = writes(state.store()).begin_root_rotation(record).await?;
                 if !stored {
                     return Err(codes::ROTATION_RUNNING);
                 }
@@ -384,13 +368,7 @@ impl Rotations {
                 .map_err(|e| format!("the root key file could not be written: {e}"))?;
         }
         drop(next);
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "the rotation is audited as a system action, begun and ended"
-        )]
-        let done = state
-            .store()
-            .unaudited()
+        let done = writes(state.store())
             .finish_root_rotation(generation, state.now_ms())
             .await
             .map_err(|e| e.to_string())?;
@@ -451,13 +429,7 @@ impl Rotations {
                     }
                 }
                 if !updates.is_empty() {
-                    #[allow(
-                        clippy::disallowed_methods,
-                        reason = "the rotation is audited as a system action, begun and ended"
-                    )]
-                    let n = state
-                        .store()
-                        .unaudited()
+                    let n = writes(state.store())
                         .rewrap_under_root(kind, updates)
                         .await?;
                     total += n;
@@ -516,6 +488,16 @@ impl Rotations {
             }
         });
     }
+}
+
+/// The rotation's writes. It is audited as a system action when it begins and when it
+/// ends, not at each batch.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the rotation is audited as a system action, begun and ended"
+)]
+fn writes(store: &Store) -> strongroom_store::Writes<'_> {
+    store.unaudited()
 }
 
 /// 32 bytes of a root key, or an internal error.
