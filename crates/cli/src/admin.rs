@@ -80,7 +80,9 @@ pub enum AdminKeysCommand {
 
 #[derive(Subcommand)]
 pub enum KeyImportsCommand {
-    /// Begin an import: the key is made when `--components` custodians have each given one.
+    /// Begin an import: the key is made when `--components` custodians have each given
+    /// one. Or, with `--tr31` and `--kbpk`, import a key whole from a TR-31 key block
+    /// (version B or D) under a KEK imported under dual control.
     Create {
         /// The account the key is for.
         #[arg(long)]
@@ -89,14 +91,21 @@ pub enum KeyImportsCommand {
         #[arg(long, value_parser = ["bdk", "zone_pin_key", "kek"])]
         kind: String,
         /// `aes128`, `aes192`, `aes256`, `tdes2` or `tdes3`.
-        #[arg(long, value_parser = ["aes128", "aes192", "aes256", "tdes2", "tdes3"])]
-        algorithm: String,
+        #[arg(long, value_parser = ["aes128", "aes192", "aes256", "tdes2", "tdes3"],
+            required_unless_present = "tr31", conflicts_with = "tr31")]
+        algorithm: Option<String>,
         /// How many components (2 or 3), each from a different admin key.
-        #[arg(long, default_value_t = 2)]
-        components: i64,
+        #[arg(long, conflicts_with = "tr31")]
+        components: Option<i64>,
         /// What the operators call the key.
         #[arg(long)]
         name: String,
+        /// A TR-31 key block holding the key.
+        #[arg(long, requires = "kbpk")]
+        tr31: Option<String>,
+        /// The `kek_…` the TR-31 block is wrapped under.
+        #[arg(long, requires = "tr31")]
+        kbpk: Option<String>,
     },
     /// Give one component, with the admin key of the custodian who holds it: the
     /// component (hex) is asked for without echo on a terminal, else read as the first
@@ -361,9 +370,15 @@ pub async fn key_imports(cmd: KeyImportsCommand, target: Target) -> Result<()> {
             algorithm,
             components,
             name,
+            tr31,
+            kbpk,
         } => {
-            let body = json!({"account": account, "kind": kind, "algorithm": algorithm,
-                "components": components, "name": name});
+            let body = match (tr31, kbpk) {
+                (Some(block), Some(kbpk)) => json!({"account": account, "kind": kind,
+                    "name": name, "tr31": block, "kbpk": kbpk}),
+                _ => json!({"account": account, "kind": kind, "algorithm": algorithm,
+                    "components": components.unwrap_or(2), "name": name}),
+            };
             c.call(Method::POST, "/v1/admin/key_imports", Some(body))
                 .await
         }

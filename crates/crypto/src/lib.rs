@@ -19,6 +19,7 @@ pub mod jwt;
 pub mod pin;
 pub mod random;
 pub mod shamir;
+pub mod tr31;
 
 use aws_lc_rs::{aead, constant_time, hkdf, hmac};
 use std::sync::{Arc, RwLock};

@@ -86,3 +86,71 @@ fn blocks_agree_with_psec_both_ways() {
         );
     }
 }
+
+/// TR-31 key blocks made by psec (versions B and D, every KBPK length, with and without
+/// optional blocks) unwrap to the key psec wrapped; a changed block, or another KBPK,
+/// does not unwrap.
+#[test]
+fn tr31_blocks_from_psec_unwrap_to_their_keys() {
+    use strongroom_crypto::tr31;
+    let script = r#"
+import json, os, psec.tr31 as t
+cases = []
+for version, alg, kbpk_len, key_len, usage, mode in [
+    ("D", "A", 16, 16, "B0", "X"), ("D", "A", 24, 32, "P0", "E"), ("D", "A", 32, 24, "K0", "B"),
+    ("D", "T", 32, 16, "B0", "X"), ("B", "T", 16, 16, "B0", "X"), ("B", "T", 24, 24, "P0", "E"),
+    ("B", "T", 24, 16, "K1", "B"),
+]:
+    kbpk, key = os.urandom(kbpk_len), os.urandom(key_len)
+    header = t.Header(version_id=version, key_usage=usage, algorithm=alg, mode_of_use=mode,
+                      version_num="00", exportability="N")
+    if usage == "K0":
+        header.blocks["KS"] = "00604B120F9292800000"
+    cases.append({"kbpk": kbpk.hex(), "key": key.hex(), "usage": usage, "algorithm": alg,
+                  "block": t.wrap(kbpk, header, key)})
+print(json.dumps(cases))
+"#;
+    let out = Command::new("python3")
+        .args(["-W", "ignore", "-c", script])
+        .output()
+        .expect("python3 is required for the psec cross-check");
+    assert!(
+        out.status.success(),
+        "psec TR-31 failed to run (pip install psec): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cases: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cases.len(), 7);
+    for c in &cases {
+        let kbpk = hex::decode(c["kbpk"].as_str().unwrap()).unwrap();
+        let block = c["block"].as_str().unwrap();
+        let (header, key) = tr31::unwrap(&kbpk, block).unwrap_or_else(|_| panic!("{c}"));
+        assert_eq!(
+            hex::encode(key.as_slice()),
+            c["key"].as_str().unwrap(),
+            "{c}"
+        );
+        assert_eq!(header.key_usage, c["usage"].as_str().unwrap());
+        assert_eq!(
+            header.algorithm.to_string(),
+            c["algorithm"].as_str().unwrap()
+        );
+        assert_eq!(header.version, block.chars().next().unwrap());
+        // One hex digit changed anywhere after the header, a changed header, another
+        // KBPK, or a truncated block: nothing unwraps.
+        let mut bad = block.to_owned().into_bytes();
+        let at = bad.len() - 5;
+        bad[at] = if bad[at] == b'0' { b'1' } else { b'0' };
+        assert!(tr31::unwrap(&kbpk, std::str::from_utf8(&bad).unwrap()).is_err());
+        let mut bad = block.to_owned().into_bytes();
+        bad[11] = if bad[11] == b'N' { b'E' } else { b'N' };
+        assert!(tr31::unwrap(&kbpk, std::str::from_utf8(&bad).unwrap()).is_err());
+        let mut other = kbpk.clone();
+        // Not the low bit: in a TDES key it is parity, which DES ignores.
+        other[0] ^= 0x80;
+        assert!(tr31::unwrap(&other, block).is_err());
+        assert!(tr31::unwrap(&kbpk, &block[..block.len() - 2]).is_err());
+    }
+    assert!(tr31::unwrap(&[0u8; 16], "not a key block").is_err());
+    assert!(tr31::unwrap(&[0u8; 16], "").is_err());
+}

@@ -162,6 +162,8 @@ pub mod codes {
         SHARE_DUPLICATE = (CONFLICT, "share_duplicate", "This unseal share has already been given.");
         KCV_MISMATCH = (BAD_REQUEST, "kcv_mismatch", "The key component does not have the check value given with it.");
         CUSTODIAN_REPEATED = (CONFLICT, "custodian_repeated", "This admin key already gave a component to this import: each component comes from a different custodian.");
+        KEY_BLOCK_INVALID = (BAD_REQUEST, "key_block_invalid", "The TR-31 key block does not unwrap under the key-encryption key: malformed, altered, of an unsupported version (B and D are), or under another key.");
+        KEY_BLOCK_USAGE = (BAD_REQUEST, "key_block_usage", "The TR-31 key block's key usage or algorithm is not that of the kind of key imported (B0 for a BDK, P0 for a zone PIN key, K0 or K1 for a KEK).");
         ROTATION_RUNNING = (CONFLICT, "rotation_running", "A root-key rotation is already running (GET /v1/sys/rotate_root shows its progress).");
         ROTATION_PENDING = (CONFLICT, "rotation_pending", "An interrupted root-key rotation to another provider is pending: run it again with that provider (GET /v1/sys/rotate_root shows which).");
         ROOT_PROVIDER_DOWNGRADE = (BAD_REQUEST, "root_provider_downgrade", "A root key may move to an HSM (pkcs11), or from a file to Shamir shares, but never to a weaker provider.");
@@ -248,6 +250,8 @@ fn mapped(e: &ServiceError) -> ApiError {
         E::OtpInvalid => OTP_INVALID,
         E::KcvMismatch => KCV_MISMATCH,
         E::CustodianRepeated => CUSTODIAN_REPEATED,
+        E::KeyBlockInvalid => KEY_BLOCK_INVALID,
+        E::KeyBlockUsage => KEY_BLOCK_USAGE,
         E::OtpDeliveryNotConfigured => OTP_DELIVERY_NOT_CONFIGURED,
         E::PinPayloadInvalid => PIN_PAYLOAD_INVALID,
         E::PinPayloadUnsupported => PIN_PAYLOAD_UNSUPPORTED,

@@ -71,6 +71,9 @@ const INSERT_IMPORT: &str = "INSERT INTO key_imports (id, account_id, kind, algo
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)";
 /// A component: only if the custodians are still those read (no other component came in
 /// meanwhile) and the ceremony is not over.
+const INSERT_DONE: &str = "INSERT INTO key_imports (id, account_id, kind, algorithm, name, \
+     components, custodians, partial, created_ms, completed_ms, key_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10)";
 const ADD_COMPONENT: &str = "UPDATE key_imports SET custodians = $2, partial = $3 \
      WHERE id = $1 AND custodians = $4 AND completed_ms IS NULL";
 const COMPLETE: &str = "UPDATE key_imports SET custodians = $2, partial = NULL, \
@@ -142,6 +145,12 @@ pub(crate) enum Op {
         custodians: Vec<String>,
         partial: Vec<u8>,
     },
+    /// A key that came whole (a TR-31 key block under an imported KEK): the finished
+    /// ceremony and the key, together.
+    Imported {
+        import: KeyImportRecord,
+        key: ImportedKeyRecord,
+    },
     /// The last component: the ceremony ends and the key is stored, together.
     Complete {
         id: String,
@@ -169,6 +178,24 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<u64> {
             ];
             c.exec(INSERT_IMPORT, a).await
         }
+        Op::Imported { import: r, key } => {
+            let custodians = r.custodians.join(" ");
+            let a = args![
+                &r.id,
+                &r.account_id,
+                &r.kind,
+                &r.algorithm,
+                &r.name,
+                r.components,
+                custodians.as_str(),
+                r.created_ms,
+                r.completed_ms,
+                r.key_id.as_deref()
+            ];
+            let n = c.exec(INSERT_DONE, a).await?;
+            insert_key(c, key).await?;
+            Ok(n)
+        }
         Op::Component {
             id,
             expect,
@@ -189,20 +216,24 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<u64> {
             let a = args![id, now.as_str(), key.created_ms, &key.id, was.as_str()];
             let n = c.exec(COMPLETE, a).await?;
             if n == 1 {
-                let k = args![
-                    &key.id,
-                    &key.account_id,
-                    &key.kind,
-                    &key.algorithm,
-                    &key.name,
-                    &key.kcv,
-                    key.wrapped.as_slice(),
-                    &key.import_id,
-                    key.created_ms
-                ];
-                c.exec(INSERT_KEY, k).await?;
+                insert_key(c, key).await?;
             }
             Ok(n)
         }
     }
+}
+
+async fn insert_key<C: Exec>(c: &mut C, key: &ImportedKeyRecord) -> StoreResult<u64> {
+    let k = args![
+        &key.id,
+        &key.account_id,
+        &key.kind,
+        &key.algorithm,
+        &key.name,
+        &key.kcv,
+        key.wrapped.as_slice(),
+        &key.import_id,
+        key.created_ms
+    ];
+    c.exec(INSERT_KEY, k).await
 }

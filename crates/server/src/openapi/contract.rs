@@ -65,6 +65,12 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
         ],
     ),
     ("post", "/v1/admin/admin_keys", ADMIN_ALLOWLIST_RULES),
+    ("post", "/v1/admin/key_imports", KEY_IMPORT_RULES),
+    (
+        "post",
+        "/v1/admin/key_imports/{id}/components",
+        KEY_COMPONENT_RULES,
+    ),
     (
         "put",
         "/v1/admin/admin_keys/{key_id}/ip_allowlist",
@@ -335,6 +341,38 @@ const ADMIN_ALLOWLIST_RULES: &[(&str, &str)] = &[
     (
         "allowlist_excludes_caller",
         "the allowlist must admit the address of the admin key making the request",
+    ),
+    (
+        "invalid_parameter",
+        "a custodian's name must have a character that is not blank, and no control characters",
+    ),
+];
+
+/// A dual-control key import: what the schema cannot say of its body.
+const KEY_IMPORT_RULES: &[(&str, &str)] = &[
+    (
+        "invalid_parameter",
+        "either algorithm and components, or tr31 and kbpk, but not both; a name that is not blank",
+    ),
+    (
+        "key_block_invalid",
+        "a TR-31 block must unwrap under the named KEK (its MAC is checked)",
+    ),
+    (
+        "key_block_usage",
+        "a TR-31 block's key usage and algorithm must be those of the kind imported",
+    ),
+];
+
+/// A key component: what the schema cannot say of it.
+const KEY_COMPONENT_RULES: &[(&str, &str)] = &[
+    (
+        "invalid_parameter",
+        "a component has the import's key length, and the components must not cancel out",
+    ),
+    (
+        "kcv_mismatch",
+        "the check value must be the component's own (it is computed and compared)",
     ),
 ];
 

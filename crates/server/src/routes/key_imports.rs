@@ -71,14 +71,22 @@ pub struct CreateImportBody {
     pub account: String,
     /// `bdk`, `zone_pin_key` or `kek`.
     pub kind: ImportKind,
-    /// `aes128`, `aes192`, `aes256`, `tdes2` or `tdes3`.
-    pub algorithm: ImportAlgorithm,
-    /// How many components make the key: 2 or 3, each from a different admin key.
+    /// Components: `aes128`, `aes192`, `aes256`, `tdes2` or `tdes3`. Not with `tr31`
+    /// (the block says it).
+    pub algorithm: Option<ImportAlgorithm>,
+    /// Components: how many make the key, 2 or 3, each from a different admin key.
     #[schema(minimum = 2, maximum = 3)]
-    pub components: i64,
+    pub components: Option<i64>,
     /// What the operators call the key (1 to 100 characters).
     #[schema(min_length = 1, max_length = 100)]
     pub name: String,
+    /// Instead of components: the key as one TR-31 key block (version B or D) under
+    /// `kbpk`. The key is made at once.
+    #[schema(value_type = Option<String>, max_length = 8192)]
+    pub tr31: Option<Sensitive<String>>,
+    /// With `tr31`: the key-encryption key it is wrapped under (`kek_…` of the same
+    /// account, itself imported under dual control).
+    pub kbpk: Option<String>,
 }
 
 /// Body of `POST /v1/admin/key_imports/{id}/components`.
@@ -95,12 +103,14 @@ pub struct ComponentBody {
 
 /// Begin a dual-control key import. The key is made when each of `components` admin keys
 /// has given one clear component (`POST …/components`); no single person ever holds it.
+/// Or import a key whole, as a TR-31 key block (`tr31`) under a KEK imported that way
+/// (`kbpk`): the key is made at once.
 #[utoipa::path(post, path = "/v1/admin/key_imports", tag = "admin", security(("admin_key" = [])),
     request_body = CreateImportBody,
     responses((status = 201, body = KeyImportView),
-        (status = 400, description = "invalid_parameter (components not 2 or 3, an empty name), invalid_request, unknown_field, missing_field", body = ErrorResponse),
+        (status = 400, description = "invalid_parameter (components not 2 or 3, an empty name, neither or both of components and tr31), key_block_invalid, key_block_usage, invalid_request, unknown_field, missing_field", body = ErrorResponse),
         (status = 403, description = "permission_denied, ip_not_allowed", body = ErrorResponse),
-        (status = 404, description = "not_found (no such account)", body = ErrorResponse),
+        (status = 404, description = "not_found (no such account, or no such KEK in it)", body = ErrorResponse),
         (status = 413, description = "body_too_large", body = ErrorResponse),
         (status = 415, description = "unsupported_media_type", body = ErrorResponse),
         (status = 503, description = "service_unavailable, audit_unavailable", body = ErrorResponse)))]
@@ -112,11 +122,17 @@ pub async fn create(
     let req = NewImport {
         account: &body.account,
         kind: body.kind.as_str(),
-        algorithm: body.algorithm.as_str(),
-        components: body.components,
+        algorithm: body.algorithm.map_or("", ImportAlgorithm::as_str),
+        components: body.components.unwrap_or(0),
         name: &body.name,
     };
-    let view = key_imports::create(&state, &admin.audit, req).await?;
+    let view = match (&body.tr31, &body.kbpk, body.algorithm, body.components) {
+        (Some(block), Some(kbpk), None, None) => {
+            key_imports::import_block(&state, &admin.audit, &admin.key_id, req, block, kbpk).await?
+        }
+        (None, None, Some(_), Some(_)) => key_imports::create(&state, &admin.audit, req).await?,
+        _ => return Err(crate::error::codes::INVALID_PARAMETER),
+    };
     Ok((StatusCode::CREATED, Json(view)))
 }
 

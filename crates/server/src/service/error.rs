@@ -43,6 +43,10 @@ pub enum ServiceError {
     KcvMismatch,
     /// This admin key already gave a component to the import.
     CustodianRepeated,
+    /// A TR-31 key block does not unwrap under the key-encryption key.
+    KeyBlockInvalid,
+    /// A TR-31 key block holds another kind of key than the one imported.
+    KeyBlockUsage,
     /// Live OTPs need a delivery URL and the account has none.
     OtpDeliveryNotConfigured,
     /// An encrypted PIN could not be read (malformed, unknown key, not decryptable).

@@ -295,3 +295,99 @@ pub async fn add_component(
         }),
     ))
 }
+
+/// A key that comes whole: a TR-31 key block (version B or D) under `kbpk`, a `kek_…`
+/// of the same account imported under dual control. Its header must say the kind
+/// imported (`B0` BDK, `P0` zone PIN key, `K0`/`K1` KEK); the algorithm is the block's.
+pub async fn import_block(
+    state: &AppState,
+    audit: &AuditScope,
+    admin_key: &str,
+    req: NewImport<'_>,
+    block: &Sensitive<String>,
+    kbpk: &str,
+) -> Result<KeyImportView> {
+    let prefix = KINDS
+        .iter()
+        .find(|(k, _)| *k == req.kind)
+        .map(|(_, p)| *p)
+        .ok_or(ServiceError::InvalidParameter)?;
+    if req.name.trim().is_empty()
+        || req.name.chars().count() > 100
+        || req.name.chars().any(char::is_control)
+    {
+        return Err(ServiceError::InvalidParameter);
+    }
+    strongroom_core::parse_id(IdKind::Account, req.account)?;
+    strongroom_core::parse_id(IdKind::Kek, kbpk)?;
+    let kek = state
+        .store()
+        .imported_keys(Some(req.account))
+        .await?
+        .into_iter()
+        .find(|k| k.id == kbpk && k.kind == "kek")
+        .ok_or(ServiceError::NotFound)?;
+    let root = state.root();
+    let kek_bytes = root.unwrap_bytes(&kek.wrapped, &wrap_context(&kek.id))?;
+    let (header, key) = strongroom_crypto::tr31::unwrap(&kek_bytes, block.expose().trim())
+        .map_err(|_| ServiceError::KeyBlockInvalid)?;
+    drop(kek_bytes);
+    let usage_fits = match req.kind {
+        "bdk" => header.key_usage == "B0",
+        "zone_pin_key" => header.key_usage == "P0",
+        _ => header.key_usage == "K0" || header.key_usage == "K1",
+    };
+    let alg = match (header.algorithm, key.len()) {
+        ('T', 16) => Some(KeyAlgorithm::Tdes2),
+        ('T', 24) => Some(KeyAlgorithm::Tdes3),
+        ('A', 16) => Some(KeyAlgorithm::Aes128),
+        ('A', 24) => Some(KeyAlgorithm::Aes192),
+        ('A', 32) => Some(KeyAlgorithm::Aes256),
+        _ => None,
+    };
+    let (Some(alg), true) = (alg, usage_fits) else {
+        return Err(ServiceError::KeyBlockUsage);
+    };
+    let kcv_hex = hex::encode_upper(components::kcv(alg, &key)?);
+    let now = state.now_ms();
+    let import_id = crate::events::new_id(state.clock(), IdKind::KeyImport)?;
+    let key_id = crate::events::new_id(state.clock(), prefix)?;
+    crate::audit::set_resource(audit, "key_import", &import_id);
+    let record = KeyImportRecord {
+        id: import_id,
+        account_id: req.account.to_owned(),
+        kind: req.kind.to_owned(),
+        algorithm: alg.as_str().to_owned(),
+        name: req.name.trim().to_owned(),
+        components: 1,
+        custodians: vec![admin_key.to_owned()],
+        partial: None,
+        created_ms: now,
+        completed_ms: Some(now),
+        key_id: Some(key_id.clone()),
+    };
+    let imported = ImportedKeyRecord {
+        id: key_id.clone(),
+        account_id: record.account_id.clone(),
+        kind: record.kind.clone(),
+        algorithm: record.algorithm.clone(),
+        name: record.name.clone(),
+        kcv: kcv_hex.clone(),
+        wrapped: root.wrap_bytes(&key, &wrap_context(&key_id))?,
+        import_id: record.id.clone(),
+        created_ms: now,
+    };
+    drop(key);
+    state
+        .store()
+        .audited(audit)
+        .imported_key(record.clone(), imported)
+        .await?;
+    Ok(view(
+        &record,
+        Some(ImportedKeyView {
+            id: key_id,
+            kcv: kcv_hex,
+        }),
+    ))
+}

@@ -180,6 +180,80 @@ async fn a_key_is_imported_from_components_of_different_custodians() {
     );
     assert!(done.body["key"]["id"].as_str().unwrap().starts_with("zpk_"));
 
+    // A KEK of two components; then the test BDK as one TR-31 block under it, made by
+    // psec (an independent implementation), imported whole.
+    let kek_parts: Vec<[u8; 32]> = (0..2)
+        .map(|_| strongroom_crypto::random::bytes::<32>().unwrap())
+        .collect();
+    let r = start(
+        json!({"account": srv.account, "kind": "kek", "algorithm": "aes256",
+        "components": 2, "name": "Processor KEK"}),
+    )
+    .await;
+    let kid = r.body["id"].as_str().unwrap().to_owned();
+    let mut kek_id = String::new();
+    for (key, part) in [&ada, &bob].into_iter().zip(&kek_parts) {
+        let r = component(&srv, key, &kid, part, &openssl_kcv("aes-256-ecb", part)).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        kek_id = r.body["key"]["id"].as_str().unwrap_or_default().to_owned();
+    }
+    assert!(kek_id.starts_with("kek_"), "{kek_id}");
+    let kek: Vec<u8> = (0..32).map(|i| kek_parts[0][i] ^ kek_parts[1][i]).collect();
+    let psec = |header: &str| {
+        let script = "import sys, psec.tr31 as t; \
+            print(t.wrap(bytes.fromhex(sys.argv[1]), sys.argv[2], bytes.fromhex(sys.argv[3])))";
+        let out = std::process::Command::new("python3")
+            .args([
+                "-W",
+                "ignore",
+                "-c",
+                script,
+                &hex::encode(&kek),
+                header,
+                &hex::encode(&bdk),
+            ])
+            .output()
+            .expect("python3 with psec (scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let block = psec("D0000B0TX00N0000");
+    let import_whole = |tr31: &str, kbpk: &str, kind: &str| {
+        srv.post(
+            "/v1/admin/key_imports",
+            &srv.admin_key,
+            json!({"account": srv.account, "kind": kind, "name": "From the processor",
+                "tr31": tr31, "kbpk": kbpk}),
+        )
+    };
+    let mut tampered = block.clone().into_bytes();
+    let at = tampered.len() - 3;
+    tampered[at] = if tampered[at] == b'0' { b'1' } else { b'0' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    import_whole(&tampered, &kek_id, "bdk")
+        .await
+        .assert_error(400, "key_block_invalid");
+    import_whole(&block, &kek_id, "zone_pin_key")
+        .await
+        .assert_error(400, "key_block_usage");
+    import_whole(&block, "kek_00000000000000000000000000000000", "bdk")
+        .await
+        .assert_error(404, "not_found");
+    let mut both = body.clone();
+    both["tr31"] = json!(block);
+    both["kbpk"] = json!(kek_id);
+    start(both).await.assert_error(400, "invalid_parameter");
+    let r = import_whole(&block, &kek_id, "bdk").await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["state"], "complete");
+    assert_eq!(r.body["algorithm"], "tdes2");
+    assert_eq!(r.body["key"]["kcv"], "08D7B4");
+    assert!(r.body["key"]["id"].as_str().unwrap().starts_with("bdk_"));
+
     // No component, nor either key, in the logs or the database.
     let secrets = [
         hex::encode(c1),
@@ -187,12 +261,20 @@ async fn a_key_is_imported_from_components_of_different_custodians() {
         hex::encode(&bdk),
         hex::encode_upper(&bdk),
         hex::encode(&whole),
+        hex::encode(&kek),
     ];
     assert_not_logged(&secrets.iter().map(String::as_str).collect::<Vec<_>>());
     let data = srv.stop().await;
     for f in data.sqlite_files() {
         let db = std::fs::read(&f).unwrap();
-        for needle in [&bdk[..], &c1[..], &c2[..], &whole[..], &parts[0][..]] {
+        for needle in [
+            &bdk[..],
+            &c1[..],
+            &c2[..],
+            &whole[..],
+            &parts[0][..],
+            &kek[..],
+        ] {
             assert!(
                 !db.windows(needle.len()).any(|w| w == needle),
                 "a key in {f:?}"

@@ -118,6 +118,19 @@ impl Writes<'_> {
         Ok(self.write(Write::key_import(op)).await? == 1)
     }
 
+    /// A key that came whole (a TR-31 block): the finished ceremony and the key, in one
+    /// transaction.
+    pub async fn imported_key(
+        self,
+        import: crate::KeyImportRecord,
+        key: crate::ImportedKeyRecord,
+    ) -> StoreResult<()> {
+        use crate::key_imports::Op;
+        self.write(Write::key_import(Op::Imported { import, key }))
+            .await?;
+        Ok(())
+    }
+
     /// The last component: ends the ceremony and stores `key`, in one transaction;
     /// `false` if the ceremony changed meanwhile.
     pub async fn complete_key_import(
