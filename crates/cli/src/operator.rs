@@ -24,6 +24,10 @@ pub enum OperatorCommand {
         /// How many shares open the vault, 2 to `--shares`.
         #[arg(long, default_value_t = 3)]
         threshold: u8,
+        /// A file of custodians' age public keys (`age1…`), one per share, in order: each
+        /// share is printed only encrypted to its custodian (with the `age` tool).
+        #[arg(long)]
+        share_recipients: Option<PathBuf>,
     },
     /// Issue new unseal shares for the same root key: the custodians hand in the current
     /// threshold of shares (asked for without echo, or one per line on standard input),
@@ -37,6 +41,10 @@ pub enum OperatorCommand {
         /// How many of them open the vault.
         #[arg(long, default_value_t = 3)]
         threshold: u8,
+        /// A file of custodians' age public keys (`age1…`), one per share, in order: each
+        /// share is printed only encrypted to its custodian (with the `age` tool).
+        #[arg(long)]
+        share_recipients: Option<PathBuf>,
     },
     /// Hand in one unseal share: asked for without echo on a terminal, else read as one
     /// line from standard input. Only this answer says how many shares are in.
@@ -71,6 +79,10 @@ pub enum OperatorCommand {
         /// With Shamir: how many of them open the vault.
         #[arg(long, default_value_t = 3)]
         threshold: u8,
+        /// A file of custodians' age public keys (`age1…`), one per share, in order: each
+        /// share is printed only encrypted to its custodian (with the `age` tool).
+        #[arg(long)]
+        share_recipients: Option<PathBuf>,
     },
 }
 
@@ -148,7 +160,9 @@ pub async fn run(cmd: OperatorCommand) -> Result<()> {
             db,
             shares,
             threshold,
+            share_recipients,
         } => {
+            let recipients = recipients(share_recipients.as_deref(), shares)?;
             let store = db.open().await?;
             let now = strongroom_core::SystemClock.now_ms();
             let made =
@@ -157,7 +171,7 @@ pub async fn run(cmd: OperatorCommand) -> Result<()> {
             println!(
                 "The vault's root key is made, and split into {shares} unseal shares; any {threshold} of them open it."
             );
-            print_shares(&made?);
+            print_shares(&made?, recipients.as_deref())?;
             println!("Start the server with root_key_provider = \"shamir\"; it starts sealed.");
             Ok(())
         }
@@ -165,7 +179,9 @@ pub async fn run(cmd: OperatorCommand) -> Result<()> {
             db,
             shares,
             threshold,
+            share_recipients,
         } => {
+            let recipients = recipients(share_recipients.as_deref(), shares)?;
             let store = db.open().await?;
             let old = read_old_shares(&store).await;
             let made = match old {
@@ -182,8 +198,7 @@ pub async fn run(cmd: OperatorCommand) -> Result<()> {
             println!(
                 "New unseal shares for the same root key: {shares}, any {threshold} of which open the vault. The old shares no longer do."
             );
-            print_shares(&made);
-            Ok(())
+            print_shares(&made, recipients.as_deref())
         }
         OperatorCommand::Unseal { server } => unseal(server).await,
         OperatorCommand::Status { server } => {
@@ -208,7 +223,14 @@ pub async fn run(cmd: OperatorCommand) -> Result<()> {
             to,
             shares,
             threshold,
-        } => rotate_root(target, to, shares, threshold).await,
+            share_recipients,
+        } => {
+            let recipients = match to.as_deref() {
+                Some("shamir") | None => recipients(share_recipients.as_deref(), shares)?,
+                Some(_) => None,
+            };
+            rotate_root(target, to, shares, threshold, recipients).await
+        }
     }
 }
 
@@ -219,6 +241,7 @@ async fn rotate_root(
     to: Option<String>,
     shares: u8,
     threshold: u8,
+    recipients: Option<Vec<String>>,
 ) -> Result<()> {
     use reqwest::Method;
     let conn = target.connect()?;
@@ -239,9 +262,15 @@ async fn rotate_root(
         println!(
             "The new root key's unseal shares, any {threshold} of which open the vault once the rotation ends. Each is shown this once; give each to a different custodian."
         );
-        for (i, s) in list.iter().enumerate() {
-            println!("  share {}: {}", i + 1, s.as_str().unwrap_or_default());
-        }
+        let texts: Vec<(u8, Zeroizing<String>)> = list
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let i = u8::try_from(i + 1).unwrap_or(u8::MAX);
+                (i, Zeroizing::new(s.as_str().unwrap_or_default().to_owned()))
+            })
+            .collect();
+        emit_shares(&texts, recipients.as_deref())?;
     }
     let mut last = String::new();
     loop {
@@ -284,13 +313,90 @@ fn database_url_of(text: &str) -> Option<String> {
     toml::from_str::<Only>(text).ok().map(|o| o.database_url)
 }
 
-fn print_shares(shares: &[strongroom_crypto::shamir::Share]) {
-    println!(
-        "Each is shown this once. Give each to a different custodian, to keep offline; Strongroom keeps only their digests."
-    );
-    for s in shares {
-        println!("  share {}: {}", s.index(), s.text().as_str());
+fn print_shares(
+    shares: &[strongroom_crypto::shamir::Share],
+    recipients: Option<&[String]>,
+) -> Result<()> {
+    let texts: Vec<(u8, Zeroizing<String>)> =
+        shares.iter().map(|s| (s.index(), s.text())).collect();
+    emit_shares(&texts, recipients)
+}
+
+/// The custodians' age recipients from `path` (one per line; `#` comments and blank
+/// lines skipped): exactly one per share. Checked before any share exists, with the
+/// `age` tool that will encrypt them.
+fn recipients(path: Option<&std::path::Path>, shares: u8) -> Result<Option<Vec<String>>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let list: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if list.len() != usize::from(shares) {
+        bail!(
+            "{} names {} recipients for {shares} shares: one per share",
+            path.display(),
+            list.len()
+        );
     }
+    // Each is tried now, so that a typo stops the ceremony before a share exists.
+    for r in &list {
+        age_encrypt(r, "check")?;
+    }
+    Ok(Some(list))
+}
+
+/// `text` encrypted to the age `recipient`, ASCII-armoured, by the `age` tool.
+fn age_encrypt(recipient: &str, text: &str) -> Result<String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("age")
+        .args(["--encrypt", "--armor", "--recipient", recipient])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow!("cannot run `age` (install it to encrypt shares): {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(text.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "age refused the recipient {recipient}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Prints each share once: in clear, or encrypted to its custodian's age key.
+fn emit_shares(shares: &[(u8, Zeroizing<String>)], recipients: Option<&[String]>) -> Result<()> {
+    match recipients {
+        None => {
+            println!(
+                "Each is shown this once. Give each to a different custodian, to keep offline; Strongroom keeps only their digests."
+            );
+            for (i, s) in shares {
+                println!("  share {i}: {}", s.as_str());
+            }
+        }
+        Some(list) => {
+            println!(
+                "Each share is shown this once, encrypted to its custodian's age key (decrypt with `age --decrypt -i KEY`); Strongroom keeps only their digests."
+            );
+            for ((i, s), r) in shares.iter().zip(list) {
+                println!("share {i} for {r}:");
+                print!("{}", age_encrypt(r, s.as_str())?);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The current shares for a rekey: as many as the threshold, asked for without echo on

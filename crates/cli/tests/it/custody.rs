@@ -77,6 +77,100 @@ fn operator_init_prints_the_shares_once_and_refuses_a_second_time() {
 }
 
 #[test]
+fn operator_init_can_print_each_share_encrypted_to_its_custodian() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("v.db").display());
+    // Three custodians' age identities, made by age itself.
+    let mut recipients = String::from("# one per share\n");
+    let mut identities = Vec::new();
+    for i in 0..3 {
+        let key = dir.path().join(format!("id{i}.txt"));
+        let out = Command::new("age-keygen").arg("-o").arg(&key).output();
+        let out = out.expect("age is installed by scripts/test");
+        assert!(out.status.success(), "{}", text(&out));
+        let public = String::from_utf8_lossy(&out.stderr)
+            .trim()
+            .trim_start_matches("Public key: ")
+            .to_owned();
+        recipients.push_str(&public);
+        recipients.push('\n');
+        identities.push(key);
+    }
+    let file = dir.path().join("recipients.txt");
+    let with = |extra: &str| {
+        std::fs::write(&file, format!("{recipients}{extra}")).unwrap();
+        strongroom(&[
+            "operator",
+            "init",
+            "--database-url",
+            &url,
+            "--shares",
+            "3",
+            "--threshold",
+            "2",
+            "--share-recipients",
+            file.to_str().unwrap(),
+        ])
+    };
+    // One too many, or a bad key: refused before any share exists.
+    let out = with("age1notakey\n");
+    assert!(
+        text(&out).contains("4 recipients for 3 shares"),
+        "{}",
+        text(&out)
+    );
+    std::fs::write(&file, recipients.replace("age1", "age1x")).unwrap();
+    let bad = strongroom(&[
+        "operator",
+        "init",
+        "--database-url",
+        &url,
+        "--shares",
+        "3",
+        "--threshold",
+        "2",
+        "--share-recipients",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("age refused"), "{}", text(&bad));
+    let out = with("");
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        !printed.contains("srshare1_"),
+        "a share in clear: {printed}"
+    );
+    let blocks: Vec<&str> = printed
+        .split("-----BEGIN AGE ENCRYPTED FILE-----")
+        .skip(1)
+        .collect();
+    assert_eq!(blocks.len(), 3, "{printed}");
+    // Each custodian decrypts theirs with age; two of them rekey the vault.
+    let mut shares = Vec::new();
+    for (block, id) in blocks.iter().zip(&identities) {
+        let armored = format!(
+            "-----BEGIN AGE ENCRYPTED FILE-----{}-----END AGE ENCRYPTED FILE-----\n",
+            block
+                .split("-----END AGE ENCRYPTED FILE-----")
+                .next()
+                .unwrap()
+        );
+        let mut cmd = Command::new("age");
+        cmd.arg("--decrypt").arg("-i").arg(id);
+        let out = with_stdin(&mut cmd, &armored);
+        assert!(out.status.success(), "{}", text(&out));
+        let share = String::from_utf8(out.stdout).unwrap();
+        assert!(share.starts_with("srshare1_"), "{share}");
+        shares.push(share);
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strongroom"));
+    cmd.args(["operator", "rekey", "--database-url", &url]);
+    let out = with_stdin(&mut cmd, &format!("{}\n{}\n", shares[0], shares[2]));
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
 fn operator_rekey_takes_the_current_shares_and_prints_new_ones() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("v.db").display());
