@@ -3,7 +3,7 @@
 //! vault restarts on the new key (a file, new Shamir shares, or the HSM).
 
 use crate::custody::{shamir_vault, softhsm_token, unseal};
-use crate::harness::{self, Data, TestClock, TestServer, assert_not_logged, test_pan};
+use crate::harness::{self, Data, TestClock, TestServer, assert_not_logged, eventually, test_pan};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -443,4 +443,88 @@ async fn a_shamir_root_key_moves_into_the_hsm() {
     let r = srv.reveal(&rk, &id).await;
     assert_eq!(r.body["number"], pan.as_str(), "{}", r.text);
     srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_node_follows_a_root_rotation_without_a_failed_request() {
+    if !strongroom_testenv::runs_on(
+        strongroom_testenv::Backend::Postgres,
+        "a_second_node_follows_a_root_rotation_without_a_failed_request",
+    ) {
+        return;
+    }
+    let data = Arc::new(Data::new());
+    let written = Arc::new(Mutex::new(None));
+    let w = written.clone();
+    let a = TestServer::start_on(data.clone(), move |c| key_file(c, &w)).await;
+    let b = Arc::new(
+        TestServer::start_on(data.clone(), |c| key_file(c, &Arc::new(Mutex::new(None)))).await,
+    );
+    // Node B tokenizes and reveals (with A's account keys) all through the rotation on A.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let load = {
+        let (b, stop, failed) = (b.clone(), stop.clone(), failed.clone());
+        let (sk, rk) = (a.sk_test.clone(), a.rk_reveal.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let pan = test_pan(50_000 + n);
+                let r = b
+                    .post(
+                        "/v1/cards",
+                        &sk,
+                        json!({"number": pan, "exp_month": 12, "exp_year": 2031}),
+                    )
+                    .await;
+                let ok = r.status.is_success() && {
+                    let id = r.body["id"].as_str().unwrap_or_default().to_owned();
+                    let r = b.reveal(&rk, &id).await;
+                    r.status == 200 && r.body["number"] == pan.as_str()
+                };
+                if !ok {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    rotate(&a, json!({})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let rounds = load.await.unwrap();
+    assert!(rounds > 5, "only {rounds} rounds on node B");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failed requests on node B"
+    );
+    // B has dropped the old key: it wraps and unwraps under the new one alone. A data
+    // key B makes now, A reads.
+    let next = written.lock().unwrap().clone().unwrap();
+    let verifier = RootKey::from_bytes(&next).unwrap().verifier();
+    let b_state = b.running.state().unwrap();
+    eventually("node B follows the end of the rotation", || async {
+        !b_state.root().rotating() && b_state.root().verifier() == verifier
+    })
+    .await;
+    let r = b
+        .post(
+            &format!("/v1/admin/accounts/{}/keys/rotate", a.account),
+            &a.admin_key,
+            json!({"purpose": "cards"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    a.running.state().unwrap().keyring().clear();
+    let id = a.tokenize(&test_pan(7777)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = b.reveal(&a.rk_reveal, &id).await;
+    assert_eq!(r.body["number"], test_pan(7777).as_str(), "{}", r.text);
+    Arc::into_inner(b).unwrap().stop().await;
+    a.stop().await;
 }
