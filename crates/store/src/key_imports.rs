@@ -68,12 +68,9 @@ const GET_IMPORT: &str = "SELECT id, account_id, kind, algorithm, name, componen
      partial, created_ms, completed_ms, key_id FROM key_imports WHERE id = $1";
 const INSERT_IMPORT: &str = "INSERT INTO key_imports (id, account_id, kind, algorithm, name, \
      components, custodians, partial, created_ms, completed_ms, key_id) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, NULL)";
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 /// A component: only if the custodians are still those read (no other component came in
 /// meanwhile) and the ceremony is not over.
-const INSERT_DONE: &str = "INSERT INTO key_imports (id, account_id, kind, algorithm, name, \
-     components, custodians, partial, created_ms, completed_ms, key_id) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $10)";
 const ADD_COMPONENT: &str = "UPDATE key_imports SET custodians = $2, partial = $3 \
      WHERE id = $1 AND custodians = $4 AND completed_ms IS NULL";
 const COMPLETE: &str = "UPDATE key_imports SET custodians = $2, partial = NULL, \
@@ -163,36 +160,9 @@ pub(crate) enum Op {
 /// Applies `op`: how many ceremonies it changed.
 pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<u64> {
     match op {
-        Op::Create(r) => {
-            let custodians = r.custodians.join(" ");
-            let a = args![
-                &r.id,
-                &r.account_id,
-                &r.kind,
-                &r.algorithm,
-                &r.name,
-                r.components,
-                custodians.as_str(),
-                r.partial.as_deref(),
-                r.created_ms
-            ];
-            c.exec(INSERT_IMPORT, a).await
-        }
-        Op::Imported { import: r, key } => {
-            let custodians = r.custodians.join(" ");
-            let a = args![
-                &r.id,
-                &r.account_id,
-                &r.kind,
-                &r.algorithm,
-                &r.name,
-                r.components,
-                custodians.as_str(),
-                r.created_ms,
-                r.completed_ms,
-                r.key_id.as_deref()
-            ];
-            let n = c.exec(INSERT_DONE, a).await?;
+        Op::Create(r) => insert_import(c, r).await,
+        Op::Imported { import, key } => {
+            let n = insert_import(c, import).await?;
             insert_key(c, key).await?;
             Ok(n)
         }
@@ -221,6 +191,24 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<u64> {
             Ok(n)
         }
     }
+}
+
+async fn insert_import<C: Exec>(c: &mut C, r: &KeyImportRecord) -> StoreResult<u64> {
+    let custodians = r.custodians.join(" ");
+    let a = args![
+        &r.id,
+        &r.account_id,
+        &r.kind,
+        &r.algorithm,
+        &r.name,
+        r.components,
+        custodians.as_str(),
+        r.partial.as_deref(),
+        r.created_ms,
+        r.completed_ms,
+        r.key_id.as_deref()
+    ];
+    c.exec(INSERT_IMPORT, a).await
 }
 
 async fn insert_key<C: Exec>(c: &mut C, key: &ImportedKeyRecord) -> StoreResult<u64> {

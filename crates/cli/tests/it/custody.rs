@@ -97,8 +97,7 @@ fn operator_init_can_print_each_share_encrypted_to_its_custodian() {
         identities.push(key);
     }
     let file = dir.path().join("recipients.txt");
-    let with = |extra: &str| {
-        std::fs::write(&file, format!("{recipients}{extra}")).unwrap();
+    let run = || {
         strongroom(&[
             "operator",
             "init",
@@ -112,6 +111,10 @@ fn operator_init_can_print_each_share_encrypted_to_its_custodian() {
             file.to_str().unwrap(),
         ])
     };
+    let with = |extra: &str| {
+        std::fs::write(&file, format!("{recipients}{extra}")).unwrap();
+        run()
+    };
     // One too many, or a bad key: refused before any share exists.
     let out = with("age1notakey\n");
     assert!(
@@ -120,18 +123,7 @@ fn operator_init_can_print_each_share_encrypted_to_its_custodian() {
         text(&out)
     );
     std::fs::write(&file, recipients.replace("age1", "age1x")).unwrap();
-    let bad = strongroom(&[
-        "operator",
-        "init",
-        "--database-url",
-        &url,
-        "--shares",
-        "3",
-        "--threshold",
-        "2",
-        "--share-recipients",
-        file.to_str().unwrap(),
-    ]);
+    let bad = run();
     assert!(!bad.status.success());
     assert!(text(&bad).contains("age refused"), "{}", text(&bad));
     let out = with("");

@@ -76,6 +76,7 @@ pub struct CreateImportBody {
     pub algorithm: Option<ImportAlgorithm>,
     /// Components: how many make the key, 2 or 3, each from a different admin key.
     #[schema(minimum = 2, maximum = 3)]
+    #[serde(default, deserialize_with = "crate::extract::integer_opt")]
     pub components: Option<i64>,
     /// What the operators call the key (1 to 100 characters).
     #[schema(min_length = 1, max_length = 100)]
