@@ -18,16 +18,8 @@ pub enum OperatorCommand {
     Init {
         #[command(flatten)]
         db: VaultDb,
-        /// How many shares (custodians), 2 to 32.
-        #[arg(long, default_value_t = 5)]
-        shares: u8,
-        /// How many shares open the vault, 2 to `--shares`.
-        #[arg(long, default_value_t = 3)]
-        threshold: u8,
-        /// A file of custodians' age public keys (`age1…`), one per share, in order: each
-        /// share is printed only encrypted to its custodian (with the `age` tool).
-        #[arg(long)]
-        share_recipients: Option<PathBuf>,
+        #[command(flatten)]
+        split: Split,
     },
     /// Issue new unseal shares for the same root key: the custodians hand in the current
     /// threshold of shares (asked for without echo, or one per line on standard input),
@@ -35,16 +27,8 @@ pub enum OperatorCommand {
     Rekey {
         #[command(flatten)]
         db: VaultDb,
-        /// How many new shares, 2 to 32.
-        #[arg(long, default_value_t = 5)]
-        shares: u8,
-        /// How many of them open the vault.
-        #[arg(long, default_value_t = 3)]
-        threshold: u8,
-        /// A file of custodians' age public keys (`age1…`), one per share, in order: each
-        /// share is printed only encrypted to its custodian (with the `age` tool).
-        #[arg(long)]
-        share_recipients: Option<PathBuf>,
+        #[command(flatten)]
+        split: Split,
     },
     /// Hand in one unseal share: asked for without echo on a terminal, else read as one
     /// line from standard input. Only this answer says how many shares are in.
@@ -73,17 +57,24 @@ pub enum OperatorCommand {
         /// force). A key moves only to a stronger provider.
         #[arg(long, value_parser = ["file", "shamir", "pkcs11"])]
         to: Option<String>,
-        /// With Shamir: how many new shares, 2 to 32.
-        #[arg(long, default_value_t = 5)]
-        shares: u8,
-        /// With Shamir: how many of them open the vault.
-        #[arg(long, default_value_t = 3)]
-        threshold: u8,
-        /// A file of custodians' age public keys (`age1…`), one per share, in order: each
-        /// share is printed only encrypted to its custodian (with the `age` tool).
-        #[arg(long)]
-        share_recipients: Option<PathBuf>,
+        #[command(flatten)]
+        split: Split,
     },
+}
+
+/// How a root key is split into unseal shares (with `--to shamir` for `rotate-root`).
+#[derive(Args)]
+pub struct Split {
+    /// How many shares (custodians), 2 to 32.
+    #[arg(long, default_value_t = 5)]
+    shares: u8,
+    /// How many shares open the vault, 2 to `--shares`.
+    #[arg(long, default_value_t = 3)]
+    threshold: u8,
+    /// A file of custodians' age public keys (`age1…`), one per share, in order: each
+    /// share is printed only encrypted to its custodian (with the `age` tool).
+    #[arg(long)]
+    share_recipients: Option<PathBuf>,
 }
 
 /// The vault's database: the server's configuration file, or a URL.
@@ -156,12 +147,12 @@ impl Server {
 
 pub async fn run(cmd: OperatorCommand) -> Result<()> {
     match cmd {
-        OperatorCommand::Init {
-            db,
-            shares,
-            threshold,
-            share_recipients,
-        } => {
+        OperatorCommand::Init { db, split } => {
+            let Split {
+                shares,
+                threshold,
+                share_recipients,
+            } = split;
             let recipients = recipients(share_recipients.as_deref(), shares)?;
             let store = db.open().await?;
             let now = strongroom_core::SystemClock.now_ms();
@@ -175,12 +166,12 @@ pub async fn run(cmd: OperatorCommand) -> Result<()> {
             println!("Start the server with root_key_provider = \"shamir\"; it starts sealed.");
             Ok(())
         }
-        OperatorCommand::Rekey {
-            db,
-            shares,
-            threshold,
-            share_recipients,
-        } => {
+        OperatorCommand::Rekey { db, split } => {
+            let Split {
+                shares,
+                threshold,
+                share_recipients,
+            } = split;
             let recipients = recipients(share_recipients.as_deref(), shares)?;
             let store = db.open().await?;
             let old = read_old_shares(&store).await;
@@ -218,32 +209,23 @@ pub async fn run(cmd: OperatorCommand) -> Result<()> {
                 .call(reqwest::Method::POST, "/v1/sys/seal", None)
                 .await
         }
-        OperatorCommand::RotateRoot {
-            target,
-            to,
-            shares,
-            threshold,
-            share_recipients,
-        } => {
-            let recipients = match to.as_deref() {
-                Some("shamir") | None => recipients(share_recipients.as_deref(), shares)?,
-                Some(_) => None,
-            };
-            rotate_root(target, to, shares, threshold, recipients).await
-        }
+        OperatorCommand::RotateRoot { target, to, split } => rotate_root(target, to, split).await,
     }
 }
 
 /// `operator rotate-root`: starts the rotation, prints the new shares (if any) at once,
 /// then the progress until it ends.
-async fn rotate_root(
-    target: crate::admin::Target,
-    to: Option<String>,
-    shares: u8,
-    threshold: u8,
-    recipients: Option<Vec<String>>,
-) -> Result<()> {
+async fn rotate_root(target: crate::admin::Target, to: Option<String>, split: Split) -> Result<()> {
     use reqwest::Method;
+    let Split {
+        shares,
+        threshold,
+        share_recipients,
+    } = split;
+    let recipients = match to.as_deref() {
+        Some("shamir") | None => recipients(share_recipients.as_deref(), shares)?,
+        Some(_) => None,
+    };
     let conn = target.connect()?;
     let body = match &to {
         Some(p) => json!({"provider": p, "shares": shares, "threshold": threshold}),

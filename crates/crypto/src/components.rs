@@ -85,9 +85,9 @@ fn zero_block<C: BlockEncrypt + KeyInit>(key: &[u8]) -> Result<[u8; 3], CryptoEr
     }
 }
 
-/// The key the components make: their XOR. Refused if a component has the wrong length,
-/// or the key is all zeros (two equal components, or a blank one keyed twice).
-pub fn combine(alg: KeyAlgorithm, components: &[&[u8]]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+/// The XOR of components of `alg`'s length (a key so far, while more are to come).
+/// Refused if a component has the wrong length.
+pub fn xor(alg: KeyAlgorithm, components: &[&[u8]]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     let mut key = Zeroizing::new(vec![0u8; alg.key_len()]);
     for c in components {
         if c.len() != alg.key_len() {
@@ -97,6 +97,13 @@ pub fn combine(alg: KeyAlgorithm, components: &[&[u8]]) -> Result<Zeroizing<Vec<
             *k ^= b;
         }
     }
+    Ok(key)
+}
+
+/// The key the components make: their [`xor`]. Refused also if the key is all zeros
+/// (two equal components, or a blank one keyed twice).
+pub fn combine(alg: KeyAlgorithm, components: &[&[u8]]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    let key = xor(alg, components)?;
     if key.iter().all(|b| *b == 0) {
         return Err(CryptoError::Operation);
     }

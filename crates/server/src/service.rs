@@ -68,6 +68,16 @@ impl<T> List<T> {
     }
 }
 
+/// A name people give (a custodian, an imported key): 1 to 100 characters once trimmed,
+/// none a control character.
+pub fn display_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ServiceError::InvalidParameter);
+    }
+    Ok(name.to_owned())
+}
+
 /// Unix seconds from milliseconds.
 pub fn secs(ms: i64) -> i64 {
     ms.div_euclid(1000)

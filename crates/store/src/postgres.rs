@@ -27,6 +27,10 @@ use crate::group::{self, Msg};
 use crate::sql::{WriteOp, WriteReply};
 use crate::{StoreError, StoreResult};
 
+/// The migrations. sqlx stores a checksum of each applied file and refuses to start when
+/// a file it applied has changed, so a committed migration is never edited, comments
+/// included: the headers of 0002 to 0007 still name the work items that added them (what
+/// each table is for is in ARCHITECTURE.md and the docs of its feature).
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The PostgreSQL backend. Cheap to clone: a pool handle.

@@ -78,19 +78,6 @@ pub async fn open_root(
     Ok(root)
 }
 
-/// A new root key for a rotation, and its wrapping by the HSM's key (made on the token
-/// if it is not there yet).
-pub async fn make_root(
-    cfg: &Pkcs11Config,
-) -> Result<(Zeroizing<[u8; KEY_LEN]>, Vec<u8>), StartError> {
-    let c = cfg.clone();
-    let (bytes, wrapping) = tokio::task::spawn_blocking(move || in_hsm(&c, None))
-        .await
-        .map_err(|e| hsm("task", e))??;
-    let wrapping = wrapping.ok_or_else(|| hsm("the new root key", "not wrapped"))?;
-    Ok((bytes, wrapping))
-}
-
 /// The root key's bytes, and its wrapping when it was just made (to record).
 type Unwrapped = (Zeroizing<[u8; KEY_LEN]>, Option<Vec<u8>>);
 

@@ -91,6 +91,23 @@ pub struct RootRotationView {
     pub shares: Vec<String>,
 }
 
+impl RootRotationView {
+    fn new(generation: i64, provider: &'static str, state: &'static str, started_ms: i64) -> Self {
+        Self {
+            object: "root_rotation",
+            generation,
+            provider,
+            state,
+            moved: BTreeMap::new(),
+            passes: 0,
+            started_at: crate::service::secs(started_ms),
+            ended_at: None,
+            error: None,
+            shares: Vec::new(),
+        }
+    }
+}
+
 /// Whether a vault under `from` may move its root key to `to`: within a provider, or
 /// to a stronger one (an HSM; a file to shares). Never back to a file.
 fn allowed(from: Provider, to: Provider) -> bool {
@@ -148,19 +165,7 @@ impl Rotations {
             if r.as_ref().is_some_and(|v| v.state == "running") {
                 return Err(codes::ROTATION_RUNNING);
             }
-            let now = state.now_ms();
-            let view = RootRotationView {
-                object: "root_rotation",
-                generation: 0,
-                provider: to.as_str(),
-                state: "running",
-                moved: BTreeMap::new(),
-                passes: 0,
-                started_at: crate::service::secs(now),
-                ended_at: None,
-                error: None,
-                shares: Vec::new(),
-            };
+            let view = RootRotationView::new(0, to.as_str(), "running", state.now_ms());
             r.insert(view).clone()
         };
         match self.begin(state, to, req).await {
@@ -194,17 +199,9 @@ impl Rotations {
         if let Some(v) = self.view.lock().ok().and_then(|r| r.clone()) {
             return Ok(Some(v));
         }
-        Ok(store.pending_root_key().await?.map(|p| RootRotationView {
-            object: "root_rotation",
-            generation: p.generation,
-            provider: Provider::parse(&p.provider).map_or("unknown", Provider::as_str),
-            state: "pending",
-            moved: BTreeMap::new(),
-            passes: 0,
-            started_at: crate::service::secs(p.created_ms),
-            ended_at: None,
-            error: None,
-            shares: Vec::new(),
+        Ok(store.pending_root_key().await?.map(|p| {
+            let provider = Provider::parse(&p.provider).map_or("unknown", Provider::as_str);
+            RootRotationView::new(p.generation, provider, "pending", p.created_ms)
         }))
     }
 
@@ -259,22 +256,12 @@ impl Rotations {
             None => {
                 let (next, wrapped_root) = match to {
                     Provider::Pkcs11 => {
-                        let cfg = state
-                            .config()
-                            .custody
-                            .pkcs11
-                            .as_ref()
-                            .ok_or(codes::PROVIDER_NOT_CONFIGURED)?;
-                        let made = match state.hsm() {
-                            Some(hsm) => {
-                                let hsm = hsm.clone();
-                                tokio::task::spawn_blocking(move || hsm.make_root())
-                                    .await
-                                    .map_err(|e| StartError::Custody(e.to_string()))
-                                    .and_then(|r| r)
-                            }
-                            None => pkcs11::make_root(cfg).await,
-                        };
+                        // The open state has the HSM exactly when `[pkcs11]` is configured.
+                        let hsm = state.hsm().ok_or(codes::PROVIDER_NOT_CONFIGURED)?.clone();
+                        let made = tokio::task::spawn_blocking(move || hsm.make_root())
+                            .await
+                            .map_err(|e| StartError::Custody(e.to_string()))
+                            .and_then(|r| r);
                         let (bytes, wrapping) = made.map_err(|e| {
                             tracing::error!(error = %e, "the HSM could not make the next root key");
                             codes::SERVICE_UNAVAILABLE
@@ -457,18 +444,7 @@ impl Rotations {
                 f(v);
                 v.clone()
             }
-            None => RootRotationView {
-                object: "root_rotation",
-                generation: 0,
-                provider: "unknown",
-                state: "failed",
-                moved: BTreeMap::new(),
-                passes: 0,
-                started_at: 0,
-                ended_at: None,
-                error: None,
-                shares: Vec::new(),
-            },
+            None => RootRotationView::new(0, "unknown", "failed", 0),
         }
     }
 
@@ -530,7 +506,7 @@ pub fn context_of(kind: WrappedKind, v: &WrappedKey) -> ApiResult<Option<String>
             webhooks::wrap_context(&v.id, v.version)
         }
         WrappedKind::ImportedKey => crate::service::key_imports::wrap_context(&v.id),
-        WrappedKind::KeyImportPartial => crate::service::key_imports::partial_wrap_context(&v.id),
+        WrappedKind::KeyImportPartial => crate::service::key_imports::partial_context(&v.id),
         WrappedKind::OtpEvent => return Ok(None),
     }))
 }

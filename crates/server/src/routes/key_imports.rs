@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use strongroom_core::Sensitive;
+use strongroom_crypto::components::KeyAlgorithm;
 use utoipa::ToSchema;
 
 /// What kind of key an import makes.
@@ -51,14 +52,14 @@ pub enum ImportAlgorithm {
     Tdes3,
 }
 
-impl ImportAlgorithm {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Aes128 => "aes128",
-            Self::Aes192 => "aes192",
-            Self::Aes256 => "aes256",
-            Self::Tdes2 => "tdes2",
-            Self::Tdes3 => "tdes3",
+impl From<ImportAlgorithm> for KeyAlgorithm {
+    fn from(a: ImportAlgorithm) -> Self {
+        match a {
+            ImportAlgorithm::Aes128 => Self::Aes128,
+            ImportAlgorithm::Aes192 => Self::Aes192,
+            ImportAlgorithm::Aes256 => Self::Aes256,
+            ImportAlgorithm::Tdes2 => Self::Tdes2,
+            ImportAlgorithm::Tdes3 => Self::Tdes3,
         }
     }
 }
@@ -123,7 +124,7 @@ pub async fn create(
     let req = NewImport {
         account: &body.account,
         kind: body.kind.as_str(),
-        algorithm: body.algorithm.map_or("", ImportAlgorithm::as_str),
+        algorithm: body.algorithm.map(KeyAlgorithm::from),
         components: body.components.unwrap_or(0),
         name: &body.name,
     };

@@ -112,12 +112,7 @@ impl Accounts<'_> {
         origin: Origin<'_>,
         name: Option<&str>,
     ) -> Result<IssuedKey> {
-        if let Some(n) = name
-            && (n.trim().is_empty() || n.chars().count() > 100 || n.chars().any(char::is_control))
-        {
-            return Err(ServiceError::InvalidParameter);
-        }
-        let name = name.map(|n| n.trim().to_owned());
+        let name = name.map(crate::service::display_name).transpose()?;
         self.create_named_key(origin, None, NewKeyKind::Admin, Mode::Live, None, name)
             .await
     }

@@ -24,8 +24,13 @@ const KINDS: [(&str, IdKind); 3] = [
     ("kek", IdKind::Kek),
 ];
 
+/// The id kind of the keys of an import kind.
+fn id_kind(kind: &str) -> Option<IdKind> {
+    KINDS.iter().find(|(k, _)| *k == kind).map(|(_, p)| *p)
+}
+
 /// What the XOR of the components so far is wrapped under.
-fn partial_context(import_id: &str) -> String {
+pub fn partial_context(import_id: &str) -> String {
     format!("strongroom/key-import/v1|{import_id}")
 }
 
@@ -34,19 +39,14 @@ pub fn wrap_context(key_id: &str) -> String {
     format!("strongroom/imported-key/v1|{key_id}")
 }
 
-/// The context of a key-import partial (for a root rotation).
-pub fn partial_wrap_context(import_id: &str) -> String {
-    partial_context(import_id)
-}
-
 /// A new ceremony.
 pub struct NewImport<'a> {
     /// The account the key is for.
     pub account: &'a str,
     /// `bdk`, `zone_pin_key` or `kek`.
     pub kind: &'a str,
-    /// `aes128`, `aes192`, `aes256`, `tdes2` or `tdes3`.
-    pub algorithm: &'a str,
+    /// The algorithm (components only: a TR-31 block says its own).
+    pub algorithm: Option<KeyAlgorithm>,
     /// 2 or 3.
     pub components: i64,
     /// What the operators call it (1 to 100 characters).
@@ -123,15 +123,14 @@ pub async fn create(
     audit: &AuditScope,
     req: NewImport<'_>,
 ) -> Result<KeyImportView> {
-    if !KINDS.iter().any(|(k, _)| *k == req.kind)
-        || KeyAlgorithm::parse(req.algorithm).is_none()
-        || !(2..=3).contains(&req.components)
-        || req.name.trim().is_empty()
-        || req.name.chars().count() > 100
-        || req.name.chars().any(char::is_control)
-    {
+    let name = crate::service::display_name(req.name)?;
+    let (Some(_), Some(algorithm), true) = (
+        id_kind(req.kind),
+        req.algorithm,
+        (2..=3).contains(&req.components),
+    ) else {
         return Err(ServiceError::InvalidParameter);
-    }
+    };
     strongroom_core::parse_id(IdKind::Account, req.account)?;
     state
         .store()
@@ -142,8 +141,8 @@ pub async fn create(
         id: crate::events::new_id(state.clock(), IdKind::KeyImport)?,
         account_id: req.account.to_owned(),
         kind: req.kind.to_owned(),
-        algorithm: req.algorithm.to_owned(),
-        name: req.name.trim().to_owned(),
+        algorithm: algorithm.as_str().to_owned(),
+        name,
         components: req.components,
         custodians: Vec::new(),
         partial: None,
@@ -239,12 +238,7 @@ pub async fn add_component(
     if received < r.components {
         // Not the last: keep the XOR so far, wrapped. One component alone is not checked
         // for being zero: its check value already says it is what the custodian holds.
-        let mut xor = Zeroizing::new(vec![0u8; alg.key_len()]);
-        for part in &parts {
-            for (x, b) in xor.iter_mut().zip(part.iter()) {
-                *x ^= b;
-            }
-        }
+        let xor = components::xor(alg, &parts)?;
         let wrapped = root.wrap_bytes(&xor, &partial_context(&r.id))?;
         let ok = writes()
             .key_import_component(&r.id, r.custodians.clone(), custodians.clone(), wrapped)
@@ -257,11 +251,8 @@ pub async fn add_component(
     }
     let key = components::combine(alg, &parts).map_err(|_| ServiceError::InvalidParameter)?;
     let kcv_hex = hex::encode_upper(components::kcv(alg, &key)?);
-    let prefix = KINDS
-        .iter()
-        .find(|(k, _)| *k == r.kind)
-        .map(|(_, p)| *p)
-        .ok_or_else(|| ServiceError::internal("stored key kind unknown"))?;
+    let prefix =
+        id_kind(&r.kind).ok_or_else(|| ServiceError::internal("stored key kind unknown"))?;
     let key_id = crate::events::new_id(state.clock(), prefix)?;
     let record = ImportedKeyRecord {
         id: key_id.clone(),
@@ -307,17 +298,8 @@ pub async fn import_block(
     block: &Sensitive<String>,
     kbpk: &str,
 ) -> Result<KeyImportView> {
-    let prefix = KINDS
-        .iter()
-        .find(|(k, _)| *k == req.kind)
-        .map(|(_, p)| *p)
-        .ok_or(ServiceError::InvalidParameter)?;
-    if req.name.trim().is_empty()
-        || req.name.chars().count() > 100
-        || req.name.chars().any(char::is_control)
-    {
-        return Err(ServiceError::InvalidParameter);
-    }
+    let prefix = id_kind(req.kind).ok_or(ServiceError::InvalidParameter)?;
+    let name = crate::service::display_name(req.name)?;
     strongroom_core::parse_id(IdKind::Account, req.account)?;
     strongroom_core::parse_id(IdKind::Kek, kbpk)?;
     let kek = state
@@ -358,7 +340,7 @@ pub async fn import_block(
         account_id: req.account.to_owned(),
         kind: req.kind.to_owned(),
         algorithm: alg.as_str().to_owned(),
-        name: req.name.trim().to_owned(),
+        name,
         components: 1,
         custodians: vec![admin_key.to_owned()],
         partial: None,
