@@ -42,6 +42,10 @@ pub enum IdKind {
     ZonePinKey,
     /// `kek_`: an imported key-encryption key.
     Kek,
+    /// `term_`: a card-present terminal.
+    Terminal,
+    /// `pint_`: a PIN block translated from a terminal's key to a zone PIN key.
+    PinTranslation,
 }
 
 impl IdKind {
@@ -64,6 +68,8 @@ impl IdKind {
             Self::Bdk => "bdk_",
             Self::ZonePinKey => "zpk_",
             Self::Kek => "kek_",
+            Self::Terminal => "term_",
+            Self::PinTranslation => "pint_",
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod mode;
 pub mod pan;
 pub mod relay;
 pub mod secret;
+pub mod track;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::DomainError;

@@ -146,11 +146,16 @@ pub enum Scope {
     RiskRead,
     /// Create and lift suspensions.
     RiskWrite,
+    /// Register, list and disable card-present terminals.
+    TerminalsWrite,
+    /// Send what a terminal enciphered: decrypt and tokenize its card data, translate its
+    /// PIN blocks.
+    TerminalsUse,
 }
 
 impl Scope {
     /// Every scope, in display order.
-    pub const ALL: [Scope; 15] = [
+    pub const ALL: [Scope; 17] = [
         Scope::CardsWrite,
         Scope::CardsRead,
         Scope::CardsReveal,
@@ -166,6 +171,8 @@ impl Scope {
         Scope::CardsRelay,
         Scope::RiskRead,
         Scope::RiskWrite,
+        Scope::TerminalsWrite,
+        Scope::TerminalsUse,
     ];
 
     /// The scope's name, e.g. `cards:read`.
@@ -186,6 +193,8 @@ impl Scope {
             Self::CardsRelay => "cards:relay",
             Self::RiskRead => "risk:read",
             Self::RiskWrite => "risk:write",
+            Self::TerminalsWrite => "terminals:write",
+            Self::TerminalsUse => "terminals:use",
         }
     }
 
@@ -206,6 +215,8 @@ impl Scope {
             Self::CardsRelay => 4096,
             Self::RiskRead => 8192,
             Self::RiskWrite => 16384,
+            Self::TerminalsWrite => 32768,
+            Self::TerminalsUse => 65536,
         }
     }
 
@@ -236,7 +247,9 @@ impl Scopes {
             | Scope::WebhooksWrite.bit()
             | Scope::CardsRelay.bit()
             | Scope::RiskRead.bit()
-            | Scope::RiskWrite.bit(),
+            | Scope::RiskWrite.bit()
+            | Scope::TerminalsWrite.bit()
+            | Scope::TerminalsUse.bit(),
     );
 
     /// Whether `scope` is in the set.

@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod components;
+pub mod dukpt;
 pub mod httpsig;
 pub mod jwe;
 pub mod jwt;

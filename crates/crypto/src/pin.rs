@@ -12,7 +12,9 @@
 //! - encipherment: `C = E(K, E(K, pin_field) XOR pan_field)`; decipherment reverses it.
 
 use crate::{CryptoError, DataKey, random};
-use aws_lc_rs::cipher::{AES_128, AES_256, DecryptingKey, EncryptingKey, UnboundCipherKey};
+use aws_lc_rs::cipher::{
+    AES_128, AES_192, AES_256, DecryptingKey, EncryptingKey, UnboundCipherKey,
+};
 use zeroize::Zeroizing;
 
 /// Length of a PIN block.
@@ -57,10 +59,10 @@ impl std::fmt::Debug for Pin {
 pub struct PinKey(Zeroizing<Vec<u8>>);
 
 impl PinKey {
-    /// A key from 16 or 32 bytes.
+    /// A key from 16, 24 or 32 bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
         match bytes.len() {
-            16 | 32 => Ok(Self(Zeroizing::new(bytes.to_vec()))),
+            16 | 24 | 32 => Ok(Self(Zeroizing::new(bytes.to_vec()))),
             _ => Err(CryptoError::Operation),
         }
     }
@@ -71,10 +73,10 @@ impl PinKey {
     }
 
     fn unbound(&self) -> Result<UnboundCipherKey, CryptoError> {
-        let alg = if self.0.len() == 16 {
-            &AES_128
-        } else {
-            &AES_256
+        let alg = match self.0.len() {
+            16 => &AES_128,
+            24 => &AES_192,
+            _ => &AES_256,
         };
         UnboundCipherKey::new(alg, &self.0).map_err(|_| CryptoError::Operation)
     }
@@ -265,6 +267,135 @@ pub fn decipher<K: PinCipher + ?Sized>(
     decode_pin_field(&work)
 }
 
+/// ISO 9564-1 format 0 (ANSI X9.8), the TDES PIN block of card-present terminals and
+/// zone PIN keys: the PIN field (control `0`, length, digits, fill `F`) XOR the PAN field
+/// (`0000` and the 12 rightmost PAN digits before the check digit), enciphered under a
+/// double- or triple-length TDES key in ECB mode (RustCrypto's `des`).
+pub mod iso0 {
+    use super::{MAX_PIN_LEN, MIN_PIN_LEN, Pin};
+    use crate::CryptoError;
+    use des::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
+    use zeroize::Zeroizing;
+
+    /// The PAN field: 12 digits (left-padded with zeros) before the check digit.
+    fn pan_field(pan: &str) -> Result<[u8; 8], CryptoError> {
+        let digits = pan.as_bytes();
+        if digits.len() < 2 || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(CryptoError::Operation);
+        }
+        let body = digits
+            .get(..digits.len() - 1)
+            .ok_or(CryptoError::Operation)?;
+        let tail = body.get(body.len().saturating_sub(12)..).unwrap_or(body);
+        let mut nibbles = [0u8; 16];
+        for (slot, d) in nibbles.iter_mut().skip(16 - tail.len()).zip(tail) {
+            *slot = d - b'0';
+        }
+        let mut out = [0u8; 8];
+        for (o, pair) in out.iter_mut().zip(nibbles.chunks_exact(2)) {
+            if let [hi, lo] = pair {
+                *o = (hi << 4) | lo;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The clear PIN block of `pin` for `pan`.
+    pub fn clear_block(pin: &Pin, pan: &str) -> Result<Zeroizing<[u8; 8]>, CryptoError> {
+        let digits = pin.expose_digits().as_bytes();
+        let mut nibbles = Zeroizing::new([0xFu8; 16]);
+        for (i, n) in nibbles.iter_mut().enumerate() {
+            *n = match i {
+                0 => 0,
+                1 => u8::try_from(digits.len()).unwrap_or(0) & 0xF,
+                _ => digits
+                    .get(i - 2)
+                    .map_or(0xF, |d| d.wrapping_sub(b'0') & 0xF),
+            };
+        }
+        let mut out = Zeroizing::new([0u8; 8]);
+        for ((o, pair), p) in out
+            .iter_mut()
+            .zip(nibbles.chunks_exact(2))
+            .zip(pan_field(pan)?)
+        {
+            if let [hi, lo] = pair {
+                *o = ((hi << 4) | lo) ^ p;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The PIN of a clear block for `pan`: refuses a control nibble other than `0`, a
+    /// length outside 4–12, a non-decimal digit or a fill nibble other than `F`.
+    pub fn decode(block: &[u8; 8], pan: &str) -> Result<Pin, CryptoError> {
+        let bad = CryptoError::Decrypt;
+        let mut field = Zeroizing::new(*block);
+        for (f, p) in field.iter_mut().zip(pan_field(pan)?) {
+            *f ^= p;
+        }
+        let nibble = |i: usize| {
+            let b = field.get(i / 2).copied().unwrap_or(0);
+            if i.is_multiple_of(2) { b >> 4 } else { b & 0xF }
+        };
+        let len = usize::from(nibble(1));
+        if nibble(0) != 0 || !(MIN_PIN_LEN..=MAX_PIN_LEN).contains(&len) {
+            return Err(bad);
+        }
+        let mut digits = Zeroizing::new(String::with_capacity(len));
+        for i in 2..2 + len {
+            let n = nibble(i);
+            if n > 9 {
+                return Err(bad);
+            }
+            digits.push(char::from(b'0' + n));
+        }
+        if (2 + len..16).any(|i| nibble(i) != 0xF) {
+            return Err(bad);
+        }
+        Pin::new(&digits).ok_or(bad)
+    }
+
+    fn ecb(key: &[u8], block: &mut [u8; 8], encrypt: bool) -> Result<(), CryptoError> {
+        fn run<C: BlockEncrypt + BlockDecrypt + KeyInit>(
+            key: &[u8],
+            block: &mut [u8; 8],
+            encrypt: bool,
+        ) -> Result<(), CryptoError> {
+            let c = C::new_from_slice(key).map_err(|_| CryptoError::Operation)?;
+            let mut b = des::cipher::Block::<C>::default();
+            b.copy_from_slice(block);
+            if encrypt {
+                c.encrypt_block(&mut b);
+            } else {
+                c.decrypt_block(&mut b);
+            }
+            block.copy_from_slice(&b);
+            zeroize::Zeroize::zeroize(&mut b[..]);
+            Ok(())
+        }
+        match key.len() {
+            16 => run::<des::TdesEde2>(key, block, encrypt),
+            24 => run::<des::TdesEde3>(key, block, encrypt),
+            _ => Err(CryptoError::Operation),
+        }
+    }
+
+    /// Enciphers `pin` for `pan` under a TDES key (16 or 24 bytes).
+    pub fn encipher(key: &[u8], pin: &Pin, pan: &str) -> Result<[u8; 8], CryptoError> {
+        let mut block = clear_block(pin, pan)?;
+        ecb(key, &mut block, true)?;
+        Ok(*block)
+    }
+
+    /// Deciphers a block for `pan` under a TDES key (16 or 24 bytes).
+    pub fn decipher(key: &[u8], block: &[u8; 8], pan: &str) -> Result<Pin, CryptoError> {
+        let mut clear = Zeroizing::new(*block);
+        ecb(key, &mut clear, false)?;
+        decode(&clear, pan)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +409,34 @@ mod tests {
 
     fn s<'a>(v: &'a serde_json::Value, k: &str) -> &'a str {
         v[k].as_str().unwrap()
+    }
+
+    #[test]
+    fn format_0_matches_the_published_vectors() {
+        let v = vectors();
+        for case in v["format0"].as_array().unwrap() {
+            let pin = Pin::new(s(case, "pin")).unwrap();
+            let clear = iso0::clear_block(&pin, s(case, "pan")).unwrap();
+            assert_eq!(hex::encode_upper(clear.as_slice()), s(case, "clear_block"));
+            let back = iso0::decode(&clear, s(case, "pan")).unwrap();
+            assert_eq!(back.expose_digits(), s(case, "pin"));
+        }
+        // ANSI X9.24-1 Annex A: the block of counter 1 under its PIN key.
+        let key = hex::decode("042666B49184CF5C68DE9628D0397B36").unwrap();
+        let pin = Pin::new("1234").unwrap();
+        let block = iso0::encipher(&key, &pin, "4012345678909").unwrap();
+        assert_eq!(hex::encode_upper(block), "1B9C1845EB993A7A");
+        assert_eq!(
+            iso0::decipher(&key, &block, "4012345678909")
+                .unwrap()
+                .expose_digits(),
+            "1234"
+        );
+        // Another PAN, a triple-length key, a bad length: refused or different.
+        assert!(iso0::decipher(&key, &block, "4111111111111111").is_err());
+        let k3 = [key.clone(), key[..8].to_vec()].concat();
+        assert_eq!(iso0::encipher(&k3, &pin, "4012345678909").unwrap(), block);
+        assert!(iso0::encipher(&key[..8], &pin, "4012345678909").is_err());
     }
 
     #[test]
@@ -405,7 +564,8 @@ mod tests {
         let k = PinKey::from_bytes(&[1; 32]).unwrap();
         let b = encipher(&k, &p, "4242424242424242").unwrap();
         assert_eq!(format!("{b:?}"), "PinBlock([REDACTED])");
-        assert!(PinKey::from_bytes(&[1; 24]).is_err());
+        assert!(PinKey::from_bytes(&[1; 24]).is_ok());
+        assert!(PinKey::from_bytes(&[1; 20]).is_err());
     }
 
     #[test]

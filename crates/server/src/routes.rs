@@ -17,6 +17,7 @@ pub mod risk_data;
 pub mod risk_lists;
 pub mod suspensions;
 pub mod sys;
+pub mod terminals;
 pub mod tokens;
 pub mod webhooks;
 
@@ -231,6 +232,17 @@ pub fn router(state: AppState) -> Router {
         .route(
             crate::extract::INBOUND_ROUTE,
             axum::routing::any(inbound_routes::forward),
+        )
+        .route(
+            "/v1/terminals",
+            post(terminals::create).get(terminals::list),
+        )
+        .route("/v1/terminals/{id}", get(terminals::get))
+        .route("/v1/terminals/{id}/disable", post(terminals::disable))
+        .route("/v1/terminals/{id}/cards", post(terminals::cards))
+        .route(
+            "/v1/terminals/{id}/pin_translations",
+            post(terminals::pin_translations),
         )
         .route(
             crate::extract::INBOUND_ROUTE_ROOT,

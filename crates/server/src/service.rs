@@ -26,6 +26,7 @@ pub mod risk_lists;
 pub mod risk_rules;
 pub mod session_params;
 pub mod suspensions;
+pub mod terminals;
 pub mod tokens;
 pub mod webhooks;
 

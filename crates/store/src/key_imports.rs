@@ -62,6 +62,8 @@ pub trait KeyImportStore: Send + Sync {
     async fn key_import(&self, id: &str) -> StoreResult<Option<KeyImportRecord>>;
     /// Every imported key, of one account or of all.
     async fn imported_keys(&self, account_id: Option<&str>) -> StoreResult<Vec<ImportedKeyRecord>>;
+    /// One imported key.
+    async fn imported_key(&self, id: &str) -> StoreResult<Option<ImportedKeyRecord>>;
 }
 
 const GET_IMPORT: &str = "SELECT id, account_id, kind, algorithm, name, components, custodians, \
@@ -79,6 +81,8 @@ const INSERT_KEY: &str = "INSERT INTO imported_keys (id, account_id, kind, algor
      wrapped, import_id, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 const KEYS_OF: &str = "SELECT id, account_id, kind, algorithm, name, kcv, wrapped, import_id, \
      created_ms FROM imported_keys WHERE account_id = $1 ORDER BY id";
+const KEY: &str = "SELECT id, account_id, kind, algorithm, name, kcv, wrapped, import_id, \
+     created_ms FROM imported_keys WHERE id = $1";
 const ALL_KEYS: &str = "SELECT id, account_id, kind, algorithm, name, kcv, wrapped, import_id, \
      created_ms FROM imported_keys ORDER BY id";
 
@@ -118,6 +122,10 @@ impl FromRow for ImportedKeyRecord {
 
 pub(crate) async fn get<C: Exec>(c: &mut C, id: &str) -> StoreResult<Option<KeyImportRecord>> {
     sql::one(c, GET_IMPORT, args![id]).await
+}
+
+pub(crate) async fn key<C: Exec>(c: &mut C, id: &str) -> StoreResult<Option<ImportedKeyRecord>> {
+    sql::one(c, KEY, args![id]).await
 }
 
 pub(crate) async fn keys<C: Exec>(

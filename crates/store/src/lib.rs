@@ -20,6 +20,7 @@ pub mod risk;
 pub mod risk_data;
 pub mod risk_lists;
 pub mod suspensions;
+pub mod terminals;
 
 mod dialect;
 mod exec;
@@ -55,6 +56,7 @@ pub use sqlite::SqliteStore;
 pub use stats::StatsStore;
 pub use store::{Store, Writes};
 pub use suspensions::{SuspensionRecord, SuspensionStore};
+pub use terminals::{TerminalRecord, TerminalStore};
 pub use tokens::{JwtKeyRecord, TokenStore};
 pub use velocity::{KeptRow, VelocitySnapshotStore};
 pub use webhooks::WebhookStore;

@@ -165,10 +165,63 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
         )],
     ),
     ("post", "/v1/client_sessions/{id}/cards", CARD_RULES),
+    ("post", "/v1/terminals", TERMINAL_RULES),
+    ("post", "/v1/terminals/{id}/cards", TERMINAL_CARD_RULES),
+    ("post", "/v1/terminals/{id}/cards", CARD_RULES),
+    (
+        "post",
+        "/v1/terminals/{id}/pin_translations",
+        PIN_TRANSLATION_RULES,
+    ),
     (
         "post",
         "/v1/client_sessions/{id}/cards",
         CLIENT_SESSION_CARD_RULES,
+    ),
+];
+
+/// What a new terminal is refused for beyond its schema (docs/card-present.md).
+const TERMINAL_RULES: &[(&str, &str)] = &[
+    (
+        "invalid_parameter",
+        "exactly one identity, the one the BDK's algorithm takes (initial_key_id for AES, ksn_prefix for TDES); a serial and location that are not blank and hold no control characters",
+    ),
+    (
+        "bdk_unknown",
+        "bdk must name a base derivation key imported into this account",
+    ),
+    (
+        "bdk_unsupported",
+        "the BDK must be AES or double-length TDES (X9.24-1 derives from nothing else)",
+    ),
+];
+
+/// What a terminal's card data is refused for beyond its schema, before it is
+/// deciphered (docs/card-present.md).
+const TERMINAL_CARD_RULES: &[(&str, &str)] = &[
+    (
+        "invalid_parameter",
+        "the cipher must be the terminal's (aes-cbc for AES-DUKPT, tdes-cbc for TDES-DUKPT); encrypted_data must be hex or base64",
+    ),
+    (
+        "ksn_invalid",
+        "the KSN must have the terminal's length, and a counter a terminal uses (not 0; at most 16 one bits for AES-DUKPT, 10 for TDES-DUKPT)",
+    ),
+];
+
+/// What a PIN translation is refused for beyond its schema (docs/card-present.md).
+const PIN_TRANSLATION_RULES: &[(&str, &str)] = &[
+    (
+        "invalid_parameter",
+        "format must be the terminal's (iso0 for TDES-DUKPT, iso4 for AES-DUKPT) and to.format the zone key's; the block must have that format's length",
+    ),
+    (
+        "ksn_invalid",
+        "the KSN must have the terminal's length, and a counter a terminal uses",
+    ),
+    (
+        "zone_key_unknown",
+        "zone_key must name a zone PIN key imported into this account",
     ),
 ];
 

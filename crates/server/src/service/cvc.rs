@@ -421,12 +421,28 @@ impl Cvcs {
         cvc: &str,
         now_ms: i64,
     ) -> Result<()> {
+        self.hold_for(account_id, mode, card_id, cvc, now_ms, TTL_MS)
+            .await
+    }
+
+    /// [`Cvcs::hold`] for `ttl_ms`, under any id of the account (a card's, or a
+    /// translated PIN block's `pint_…`, whose value names its card): the same sealing,
+    /// the same single use through [`Cvcs::take`].
+    pub async fn hold_for(
+        &self,
+        account_id: &str,
+        mode: Mode,
+        card_id: &str,
+        cvc: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<()> {
         let slot = Slot {
             account_id,
             mode,
             card_id,
         };
-        let expires_ms = now_ms.saturating_add(TTL_MS);
+        let expires_ms = now_ms.saturating_add(ttl_ms);
         let sealed = self.key()?.seal(cvc.as_bytes(), &slot.aad(expires_ms))?;
         let held = Held { expires_ms, sealed };
         self.backend.put(&slot.ident(), held, now_ms).await

@@ -47,6 +47,23 @@ pub enum ServiceError {
     KeyBlockInvalid,
     /// A TR-31 key block holds another kind of key than the one imported.
     KeyBlockUsage,
+    /// A terminal's `bdk` is not a base derivation key imported into the account.
+    BdkUnknown,
+    /// A base derivation key of an algorithm DUKPT does not derive from (triple-length
+    /// TDES).
+    BdkUnsupported,
+    /// A zone PIN key named is not one imported into the account.
+    ZoneKeyUnknown,
+    /// A terminal with the same device identity is already registered under the BDK.
+    TerminalExists,
+    /// The terminal is disabled.
+    TerminalDisabled,
+    /// A key serial number is malformed, or its counter is one a terminal never uses.
+    KsnInvalid,
+    /// A key serial number's counter does not move forward (a replay).
+    KsnReplayed,
+    /// What a terminal sent did not decipher to card data (one error, whatever failed).
+    DecryptionFailed,
     /// Live OTPs need a delivery URL and the account has none.
     OtpDeliveryNotConfigured,
     /// An encrypted PIN could not be read (malformed, unknown key, not decryptable).

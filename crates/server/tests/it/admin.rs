@@ -62,7 +62,9 @@ async fn accounts_and_keys_lifecycle() {
             "webhooks:write",
             "cards:relay",
             "risk:read",
-            "risk:write"
+            "risk:write",
+            "terminals:write",
+            "terminals:use"
         ])
     );
 

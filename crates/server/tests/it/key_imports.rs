@@ -5,7 +5,7 @@ use crate::harness::*;
 use serde_json::{Value, json};
 
 /// A key check value computed by OpenSSL: the first 3 bytes of a zero block under `key`.
-fn openssl_kcv(cipher: &str, key: &[u8]) -> String {
+pub(crate) fn openssl_kcv(cipher: &str, key: &[u8]) -> String {
     let block = if cipher.starts_with("des") { 8 } else { 16 };
     let dir = tempfile::tempdir().unwrap();
     let zero = dir.path().join("zero");
@@ -30,7 +30,7 @@ fn openssl_kcv(cipher: &str, key: &[u8]) -> String {
     hex::encode_upper(&out.stdout[..3])
 }
 
-async fn admin_key(srv: &TestServer, name: &str) -> (String, String) {
+pub(crate) async fn admin_key(srv: &TestServer, name: &str) -> (String, String) {
     let r = srv
         .post(
             "/v1/admin/admin_keys",
@@ -45,13 +45,50 @@ async fn admin_key(srv: &TestServer, name: &str) -> (String, String) {
     )
 }
 
-async fn component(srv: &TestServer, key: &str, id: &str, c: &[u8], kcv: &str) -> Resp {
+pub(crate) async fn component(srv: &TestServer, key: &str, id: &str, c: &[u8], kcv: &str) -> Resp {
     srv.post(
         &format!("/v1/admin/key_imports/{id}/components"),
         key,
         json!({"component": hex::encode(c), "kcv": kcv}),
     )
     .await
+}
+
+/// Imports `key` of `kind` and `algorithm` into the server's account as two components
+/// from two new admin keys: the imported key's id.
+pub(crate) async fn import_key(
+    srv: &TestServer,
+    kind: &str,
+    algorithm: &str,
+    key: &[u8],
+) -> String {
+    let cipher = match algorithm {
+        "tdes2" => "des-ede-ecb",
+        "tdes3" => "des-ede3-ecb",
+        "aes128" => "aes-128-ecb",
+        "aes192" => "aes-192-ecb",
+        _ => "aes-256-ecb",
+    };
+    let (ada, _) = admin_key(srv, "Ada").await;
+    let (bob, _) = admin_key(srv, "Bob").await;
+    let r = srv
+        .post(
+            "/v1/admin/key_imports",
+            &srv.admin_key,
+            json!({"account": srv.account, "kind": kind, "algorithm": algorithm,
+                "components": 2, "name": format!("{kind} {algorithm}")}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let c1 = strongroom_crypto::random::bytes::<32>().unwrap()[..key.len()].to_vec();
+    let c2: Vec<u8> = key.iter().zip(&c1).map(|(a, b)| a ^ b).collect();
+    let r = component(srv, &ada, &id, &c1, &openssl_kcv(cipher, &c1)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = component(srv, &bob, &id, &c2, &openssl_kcv(cipher, &c2)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["key"]["kcv"], openssl_kcv(cipher, key).as_str());
+    r.body["key"]["id"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]

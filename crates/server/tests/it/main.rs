@@ -41,6 +41,7 @@ mod root_rotation;
 mod rotation;
 mod security;
 mod suspensions;
+mod terminals;
 mod tls;
 mod tokens;
 mod webhooks;

@@ -64,7 +64,8 @@ async fn a_token_is_issued_and_accepted_like_its_key() {
     assert_eq!(
         r.body["scope"],
         "cards:write cards:read cards:delete pins:write pins:verify account:read \
-         account:write signing_keys:write events:read webhooks:read webhooks:write cards:relay risk:read risk:write"
+         account:write signing_keys:write events:read webhooks:read webhooks:write cards:relay risk:read risk:write \
+         terminals:write terminals:use"
     );
     let t = r.body["access_token"].as_str().unwrap().to_owned();
 

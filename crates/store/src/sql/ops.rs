@@ -92,6 +92,7 @@ pub(crate) enum WriteOp {
     Pin(crate::pin::Op),
     Relay(crate::relay::Op),
     InboundRoute(crate::inbound_routes::Op),
+    Terminal(crate::terminals::Op),
     ClientSession(crate::client_sessions::Op),
     Suspension(crate::suspensions::Op),
     RiskList(crate::risk_lists::Op),
@@ -200,6 +201,9 @@ impl Write<()> {
 impl Write<bool> {
     pub(crate) fn inbound_route(op: crate::inbound_routes::Op) -> Self {
         Self::new(WriteOp::InboundRoute(op), flag)
+    }
+    pub(crate) fn terminal(op: crate::terminals::Op) -> Self {
+        Self::new(WriteOp::Terminal(op), flag)
     }
     pub(crate) fn update_account(account: AccountRecord) -> Self {
         Self::new(WriteOp::UpdateAccount { account }, flag)
@@ -541,6 +545,7 @@ pub(crate) async fn apply<C: Exec>(
             WriteReply::Done
         }
         WriteOp::InboundRoute(op) => WriteReply::Flag(crate::inbound_routes::apply(c, op).await?),
+        WriteOp::Terminal(op) => WriteReply::Flag(crate::terminals::apply(c, op).await?),
         WriteOp::Risk(op) => {
             let n = crate::risk::apply(c, op).await?;
             WriteReply::Count(i64::try_from(n).unwrap_or(i64::MAX))

@@ -89,6 +89,10 @@ impl crate::KeyImportStore for Store {
     ) -> StoreResult<Vec<crate::ImportedKeyRecord>> {
         crate::key_imports::keys(&mut self.reader().await?, account_id).await
     }
+
+    async fn imported_key(&self, id: &str) -> StoreResult<Option<crate::ImportedKeyRecord>> {
+        crate::key_imports::key(&mut self.reader().await?, id).await
+    }
 }
 
 impl Writes<'_> {

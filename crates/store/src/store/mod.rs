@@ -13,6 +13,7 @@ mod risk_data;
 mod risk_lists;
 mod stats;
 mod suspensions;
+mod terminals;
 mod tokens;
 mod velocity;
 mod webhooks;
