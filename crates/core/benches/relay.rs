@@ -54,6 +54,7 @@ fn lookup(_: &str, f: Field) -> Option<&'static str> {
         Field::ExpYear2 => "31",
         Field::CardholderName => "Anne Example",
         Field::Cvc => CVC,
+        Field::PinBlock => "0123456789ABCDEF",
     })
 }
 

@@ -51,6 +51,10 @@ pub enum Field {
     CardholderName,
     /// `cvc`: held for a short time and spent by its first use.
     Cvc,
+    /// `pin_block:pint_…`: a PIN block a terminal's PIN was translated into, under the
+    /// processor's zone PIN key; held for 60 seconds and spent by its first use. The
+    /// expression names the translation ([`Template::pin_blocks`]).
+    PinBlock,
 }
 
 impl Field {
@@ -72,10 +76,12 @@ impl Field {
             Self::ExpYear2 => "exp_year2",
             Self::CardholderName => "cardholder_name",
             Self::Cvc => "cvc",
+            Self::PinBlock => "pin_block",
         }
     }
 
-    /// Parses [`Field::as_str`]. Anything else (`pin_block` included) is not offered.
+    /// Parses [`Field::as_str`], but for `pin_block`, which is offered only with the
+    /// translation it names (`pin_block:pint_…`, parsed by [`Template`]).
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|f| f.as_str() == s)
     }
@@ -115,6 +121,8 @@ pub enum Invalid {
     NotInJsonString,
     /// A CVC touching a digit or another expression.
     CvcNotStandalone,
+    /// A `pin_block:` whose translation id is malformed, or a card given two.
+    PinBlockInvalid,
 }
 
 impl Invalid {
@@ -127,6 +135,9 @@ impl Invalid {
             Self::Syntax => "it is not an id, a colon and a field name",
             Self::NotInJsonString => "in a JSON body it must be inside a string",
             Self::CvcNotStandalone => "a cvc must not touch a digit or another expression",
+            Self::PinBlockInvalid => {
+                "a pin_block names one translation (pint_ and 32 hex digits) per card"
+            }
         }
     }
 }
@@ -144,8 +155,8 @@ pub enum RelayError {
         /// What is wrong.
         reason: Invalid,
     },
-    /// A well-formed expression asking for a field the relay does not offer
-    /// (`pin_block`, or any unknown name).
+    /// A well-formed expression asking for a field the relay does not offer (any unknown
+    /// name, or `pin_block` without the translation it is).
     #[error("The relay expression at byte {offset} asks for a field the relay does not offer.")]
     FieldNotOffered {
         /// Where the `{{` is.
@@ -175,6 +186,9 @@ impl RelayError {
             Self::ExpressionInvalid { .. } => "relay_expression_invalid",
             Self::FieldNotOffered { .. } => "relay_field_not_offered",
             Self::ValueUnavailable { field: Field::Cvc } => "cvc_unavailable",
+            Self::ValueUnavailable {
+                field: Field::PinBlock,
+            } => "pin_block_unavailable",
             Self::ValueUnavailable { .. } => "relay_value_unavailable",
             Self::ValueNotAllowed { .. } => "relay_value_not_allowed",
             Self::PointerInvalid => "relay_pointer_invalid",
@@ -196,6 +210,7 @@ mod tests {
             Field::ExpYear2 => "30",
             Field::CardholderName => "Anne \"Q\" Example",
             Field::Cvc => "7373",
+            Field::PinBlock => "0123456789ABCDEF",
         })
     }
 

@@ -226,6 +226,7 @@ pub mod codes {
         BROWSER_NOT_ALLOWED = (FORBIDDEN, "browser_not_allowed", "This endpoint is for servers; browsers may only reach the hosted fields, strongroom.js and the client session card route.");
         RELAY_EXPRESSION_INVALID = (BAD_REQUEST, "relay_expression_invalid", "A relay expression is malformed: it must be {{card_<id>:<field>}}, inside a string in a JSON body, and a cvc must not touch a digit or another expression.");
         RELAY_FIELD_NOT_OFFERED = (BAD_REQUEST, "relay_field_not_offered", "A relay expression asks for a field the relay does not offer: number, exp_month, exp_year, exp_year2, cardholder_name or cvc.");
+        PIN_BLOCK_UNAVAILABLE = (CONFLICT, "pin_block_unavailable", "The translated PIN block is not held for this card: it was translated for another card, used by an earlier relay, expired after 60 seconds, or lost in a restart.");
         CVC_UNAVAILABLE = (CONFLICT, "cvc_unavailable", "The card's CVC is not held: it was never given, was used by an earlier relay, expired after 10 minutes, or was lost in a restart.");
         RELAY_VALUE_UNAVAILABLE = (CONFLICT, "relay_value_unavailable", "A card named in the relay request has no such value (no cardholder name on file).");
         RELAY_VALUE_NOT_ALLOWED = (BAD_REQUEST, "relay_value_not_allowed", "A card's value holds a character that cannot be placed where the expression is (a control character in a header).");
@@ -295,6 +296,9 @@ fn mapped(e: &ServiceError) -> ApiError {
                 R::ExpressionInvalid { .. } => RELAY_EXPRESSION_INVALID,
                 R::FieldNotOffered { .. } => RELAY_FIELD_NOT_OFFERED,
                 R::ValueUnavailable { field: Field::Cvc } => CVC_UNAVAILABLE,
+                R::ValueUnavailable {
+                    field: Field::PinBlock,
+                } => PIN_BLOCK_UNAVAILABLE,
                 R::ValueUnavailable { .. } => RELAY_VALUE_UNAVAILABLE,
                 R::ValueNotAllowed { .. } => RELAY_VALUE_NOT_ALLOWED,
                 R::PointerInvalid => RELAY_POINTER_INVALID,

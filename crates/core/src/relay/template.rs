@@ -24,6 +24,8 @@ pub struct Template<'a> {
     escape: Escape,
     parts: Vec<Part>,
     cards: Vec<&'a str>,
+    /// The translation each `pin_block:` names, by index in `cards`.
+    pin_blocks: Vec<(usize, &'a str)>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +49,7 @@ impl<'a> Template<'a> {
         let bytes = src.as_bytes();
         let mut parts = Vec::new();
         let mut cards: Vec<&'a str> = Vec::new();
+        let mut pin_blocks: Vec<(usize, &'a str)> = Vec::new();
         let mut lexer = Lexer::default();
         let mut lexed = 0;
         let mut at = 0;
@@ -68,7 +71,7 @@ impl<'a> Template<'a> {
             let inner = src
                 .get(inner_start..inner_start + close)
                 .ok_or(invalid(Invalid::Unterminated))?;
-            let (card, field) = expression(inner).map_err(|e| match e {
+            let (card, field, translation) = expression(inner).map_err(|e| match e {
                 Parsed::Invalid(reason) => invalid(reason),
                 Parsed::NotOffered => RelayError::FieldNotOffered { offset: open },
             })?;
@@ -79,6 +82,13 @@ impl<'a> Template<'a> {
                     cards.len() - 1
                 }
             };
+            if let Some(t) = translation {
+                match pin_blocks.iter().find(|(c, _)| *c == card) {
+                    Some((_, seen)) if *seen != t => return Err(invalid(Invalid::PinBlockInvalid)),
+                    Some(_) => {}
+                    None => pin_blocks.push((card, t)),
+                }
+            }
             if at < open {
                 parts.push(Part::Literal(at..open));
             }
@@ -98,6 +108,7 @@ impl<'a> Template<'a> {
             escape,
             parts,
             cards,
+            pin_blocks,
         };
         t.check_cvc_stands_alone()?;
         Ok(t)
@@ -140,6 +151,13 @@ impl<'a> Template<'a> {
     /// the request if any cannot be used, before rendering.
     pub fn cards(&self) -> &[&'a str] {
         &self.cards
+    }
+
+    /// The translated PIN blocks asked for, as (card id, `pint_…`): at most one per card.
+    pub fn pin_blocks(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+        self.pin_blocks
+            .iter()
+            .filter_map(|(c, t)| Some((*self.cards.get(*c)?, *t)))
     }
 
     /// Every expression as (card id, field), in order, repeats included.
@@ -208,8 +226,9 @@ enum Parsed {
     NotOffered,
 }
 
-/// Parses `card_<id>:<field>` with optional spaces and tabs around each half.
-fn expression(inner: &str) -> Result<(&str, Field), Parsed> {
+/// Parses `card_<id>:<field>` (or `card_<id>:pin_block:pint_<id>`) with optional spaces
+/// and tabs around each part.
+fn expression(inner: &str) -> Result<(&str, Field, Option<&str>), Parsed> {
     let ws: &[char] = &[' ', '\t'];
     let inner = inner.trim_matches(ws);
     if inner.is_empty() {
@@ -220,7 +239,15 @@ fn expression(inner: &str) -> Result<(&str, Field), Parsed> {
         .ok_or(Parsed::Invalid(Invalid::Syntax))?;
     let id = parse_id(IdKind::Card, id.trim_matches(ws))
         .map_err(|_| Parsed::Invalid(Invalid::CardIdInvalid))?;
-    let field = field.trim_matches(ws);
+    let (field, translation) = match field.split_once(':') {
+        Some((f, t)) if f.trim_matches(ws) == Field::PinBlock.as_str() => {
+            let t = parse_id(IdKind::PinTranslation, t.trim_matches(ws))
+                .map_err(|_| Parsed::Invalid(Invalid::PinBlockInvalid))?;
+            return Ok((id, Field::PinBlock, Some(t)));
+        }
+        Some(_) => return Err(Parsed::Invalid(Invalid::Syntax)),
+        None => (field.trim_matches(ws), None::<&str>),
+    };
     if field.is_empty()
         || !field
             .bytes()
@@ -229,7 +256,7 @@ fn expression(inner: &str) -> Result<(&str, Field), Parsed> {
         return Err(Parsed::Invalid(Invalid::Syntax));
     }
     let field = Field::parse(field).ok_or(Parsed::NotOffered)?;
-    Ok((id, field))
+    Ok((id, field, translation))
 }
 
 /// The first `needle` in `hay` at or after `from`.
@@ -247,6 +274,48 @@ mod tests {
 
     const A: &str = "card_0192f3a4b5c67d8e9f00112233445566";
     const B: &str = "card_0192f3a4b5c67d8e9f001122334455ff";
+
+    #[test]
+    fn a_pin_block_names_its_translation() {
+        const T: &str = "pint_0192f3a4b5c67d8e9f00112233445566";
+        const U: &str = "pint_0192f3a4b5c67d8e9f001122334455ff";
+        let src = format!("{{{{{A}:pin_block:{T}}}}}|{{{{ {A} : pin_block : {T} }}}}");
+        let t = Template::parse(&src, Escape::None).unwrap();
+        assert_eq!(t.pin_blocks().collect::<Vec<_>>(), vec![(A, T)]);
+        let out = t
+            .render(|_, f| (f == Field::PinBlock).then_some("0123456789ABCDEF"))
+            .unwrap();
+        assert_eq!(out.as_str(), "0123456789ABCDEF|0123456789ABCDEF");
+        let missing = t.render(|_, _| None::<&str>).unwrap_err();
+        assert_eq!(missing.code(), "pin_block_unavailable");
+        // Two translations for one card, a malformed id, another kind of id, none.
+        for (src, code) in [
+            (
+                format!("{{{{{A}:pin_block:{T}}}}}{{{{{A}:pin_block:{U}}}}}"),
+                "relay_expression_invalid",
+            ),
+            (
+                format!("{{{{{A}:pin_block:pint_12}}}}"),
+                "relay_expression_invalid",
+            ),
+            (
+                format!("{{{{{A}:pin_block:{B}}}}}"),
+                "relay_expression_invalid",
+            ),
+            (
+                format!("{{{{{A}:number:{T}}}}}"),
+                "relay_expression_invalid",
+            ),
+            (format!("{{{{{A}:pin_block}}}}"), "relay_field_not_offered"),
+        ] {
+            let e = Template::parse(&src, Escape::None).unwrap_err();
+            assert_eq!(e.code(), code, "{src}");
+        }
+        // One translation for each of two cards.
+        let src = format!("{{{{{A}:pin_block:{T}}}}}{{{{{B}:pin_block:{U}}}}}");
+        let t = Template::parse(&src, Escape::None).unwrap();
+        assert_eq!(t.pin_blocks().collect::<Vec<_>>(), vec![(A, T), (B, U)]);
+    }
 
     fn card(id: &str, f: Field) -> Option<&'static str> {
         match (id, f) {

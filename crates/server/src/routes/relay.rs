@@ -222,7 +222,7 @@ pub(crate) fn sent_then_failed(e: &ServiceError) -> bool {
         (status = 400, description = "invalid_request, unknown_field, missing_field, invalid_parameter, relay_expression_invalid, relay_field_not_offered, relay_value_not_allowed, relay_pointer_invalid, relay_card_unknown, relay_header_invalid, destination_not_public", body = ErrorResponse),
         (status = 401, description = "authentication_required, invalid_api_key, api_key_revoked", body = ErrorResponse),
         (status = 403, description = "permission_denied (no cards:relay), destination_not_approved, ip_not_allowed", body = ErrorResponse),
-        (status = 409, description = "cvc_unavailable, relay_value_unavailable", body = ErrorResponse),
+        (status = 409, description = "cvc_unavailable, pin_block_unavailable, relay_value_unavailable", body = ErrorResponse),
         (status = 413, description = "body_too_large", body = ErrorResponse),
         (status = 415, description = "unsupported_media_type", body = ErrorResponse),
         (status = 429, description = "rate_limited", body = ErrorResponse),

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 /// A server (not a dev deployment) whose account may send to `echo` in test mode.
-async fn setup(echo: &Echo) -> TestServer {
+pub(crate) async fn setup(echo: &Echo) -> TestServer {
     let srv = TestServer::start_on(std::sync::Arc::new(Data::new()), |c| c.dev_mode = false).await;
     approve(&srv, echo, &srv.admin_key).await;
     srv

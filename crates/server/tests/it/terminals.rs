@@ -539,3 +539,85 @@ async fn terminal_pin_blocks_are_translated_to_the_processors_zone_key() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_translated_pin_block_reaches_the_processor_once_through_the_relay() {
+    let echo = crate::echo::Echo::start().await;
+    let srv = crate::relay_send::setup(&echo).await;
+    let bdk = import_key(&srv, "bdk", "tdes2", &hex::decode(TDES_BDK).unwrap()).await;
+    let zpk_hex = "F1E2D3C4B5A69788796A5B4C3D2E1F00";
+    let zpk = import_key(
+        &srv,
+        "zone_pin_key",
+        "tdes2",
+        &hex::decode(zpk_hex).unwrap(),
+    )
+    .await;
+    let term = terminal(
+        &srv,
+        json!({"bdk": bdk, "ksn_prefix": TDES_KSN, "serial": "R-1"}),
+    )
+    .await;
+    let pan = test_pan(7301);
+    let card = srv.tokenize(&pan).await["id"].as_str().unwrap().to_owned();
+    let other = srv.tokenize(&test_pan(7302)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut pints = Vec::new();
+    for counter in [1, 2, 3] {
+        let k = ksn(TDES_KSN, counter);
+        let block = pydukpt(&["pin", TDES_BDK, &k, "5512", &pan]);
+        let r = translate(
+            &srv,
+            &term,
+            json!({"ksn": k, "pin_block": block, "format": "iso0", "card": card,
+                "to": {"zone_key": zpk, "format": "iso0"}}),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        pints.push((
+            r.body["id"].as_str().unwrap().to_owned(),
+            r.body["pin_block"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let relay = |card: &str, pint: &str| {
+        json!({"destination": format!("https://127.0.0.1:{}/v1/authorize", echo.port()),
+            "body": {"pan": format!("{{{{{card}:number}}}}"),
+                     "pin_block": format!("{{{{{card}:pin_block:{pint}}}}}")}})
+    };
+    let (pint, block) = &pints[0];
+    let r = srv
+        .post("/v1/relay", &srv.sk_test, relay(&card, pint))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let sent: Value = serde_json::from_str(&echo.received()[0].body).unwrap();
+    assert_eq!(sent["pin_block"], block.as_str());
+    assert_eq!(
+        processor_reads("iso0", zpk_hex, sent["pin_block"].as_str().unwrap(), &pan),
+        "5512"
+    );
+    // The echo comes back without the block or the number.
+    assert!(
+        !r.text.contains(block.as_str()) && !r.text.contains(&pan),
+        "{}",
+        r.text
+    );
+    // Spent; named with another card; after 60 seconds: refused, nothing sent.
+    srv.post("/v1/relay", &srv.sk_test, relay(&card, pint))
+        .await
+        .assert_error(409, "pin_block_unavailable");
+    let (pint2, _) = &pints[1];
+    srv.post("/v1/relay", &srv.sk_test, relay(&other, pint2))
+        .await
+        .assert_error(409, "pin_block_unavailable");
+    srv.clock.advance(std::time::Duration::from_millis(60_001));
+    let (pint3, _) = &pints[2];
+    srv.post("/v1/relay", &srv.sk_test, relay(&card, pint3))
+        .await
+        .assert_error(409, "pin_block_unavailable");
+    assert_eq!(echo.received().len(), 1);
+    srv.post("/v1/relay", &srv.sk_test, relay(&card, "pint_12"))
+        .await
+        .assert_error(400, "relay_expression_invalid");
+}

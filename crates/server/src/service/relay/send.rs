@@ -197,6 +197,8 @@ struct Values {
     exp_year: String,
     exp_year2: String,
     cvc: Option<Zeroizing<String>>,
+    /// The translated PIN block the request names for this card, once taken.
+    pin_block: Option<Zeroizing<String>>,
 }
 
 impl Values {
@@ -209,6 +211,8 @@ impl Values {
             Field::CardholderName => self.name.as_deref()?.as_str(),
             Field::Cvc if cvc_stand_in => "000",
             Field::Cvc => self.cvc.as_deref()?.as_str(),
+            Field::PinBlock if cvc_stand_in => "0000000000000000",
+            Field::PinBlock => self.pin_block.as_deref()?.as_str(),
         })
     }
 }
@@ -272,6 +276,18 @@ impl<'a> Templates<'a> {
         for (id, f) in all.flat_map(Template::expressions) {
             if f == Field::Cvc && !out.contains(&id) {
                 out.push(id);
+            }
+        }
+        out
+    }
+
+    /// The translated PIN blocks asked for, as (card, `pint_…`), once each.
+    fn pin_blocks(&self) -> Vec<(&'a str, &'a str)> {
+        let mut out: Vec<(&str, &str)> = Vec::new();
+        let all = self.body.iter().chain(self.headers.iter().map(|(_, t)| t));
+        for pair in all.flat_map(Template::pin_blocks) {
+            if !out.contains(&pair) {
+                out.push(pair);
             }
         }
         out
@@ -343,6 +359,7 @@ async fn open_cards<'a>(
                 exp_year: format!("{:04}", record.exp_year),
                 exp_year2: format!("{:02}", record.exp_year.rem_euclid(100)),
                 cvc: None,
+                pin_block: None,
             },
         );
     }
@@ -370,9 +387,10 @@ pub async fn relay(state: &AppState, who: &Principal, req: &RelayRequest) -> Res
     let ids = templates.cards();
     let mut values = open_cards(state, who, &ids).await?;
     // A trial render: a value that is missing or cannot be placed refuses the relay
-    // before any CVC is spent.
+    // before any CVC or PIN block is spent.
     let cvc_cards = templates.cvc_cards();
-    if !cvc_cards.is_empty() {
+    let pin_blocks = templates.pin_blocks();
+    if !cvc_cards.is_empty() || !pin_blocks.is_empty() {
         templates.render(&values, true)?;
     }
     for id in cvc_cards {
@@ -380,6 +398,19 @@ pub async fn relay(state: &AppState, who: &Principal, req: &RelayRequest) -> Res
         match (values.get_mut(id), cvc) {
             (Some(v), Some(cvc)) => v.cvc = Some(cvc),
             _ => return Err(RelayError::ValueUnavailable { field: Field::Cvc }.into()),
+        }
+    }
+    for (id, translation) in pin_blocks {
+        let block = take_pin_block(state, who, id, translation).await?;
+        match values.get_mut(id) {
+            Some(v) if v.pin_block.is_none() => v.pin_block = Some(block),
+            // Not loaded, or a second translation for the card (body and header).
+            _ => {
+                return Err(RelayError::ValueUnavailable {
+                    field: Field::PinBlock,
+                }
+                .into());
+            }
         }
     }
     let (body, mut headers) = templates.render(&values, false)?;
@@ -391,7 +422,9 @@ pub async fn relay(state: &AppState, who: &Principal, req: &RelayRequest) -> Res
     // holds is Luhn-valid) are masked, like any other number in the answer.
     let secrets: Vec<&str> = values
         .values()
-        .filter_map(|v| v.cvc.as_deref().map(String::as_str))
+        .flat_map(|v| [v.cvc.as_deref(), v.pin_block.as_deref()])
+        .flatten()
+        .map(String::as_str)
         .collect();
     let sent = send(state, &approved, method.clone(), headers, body).await;
     let mut ev = RelayEventObject {
@@ -673,6 +706,31 @@ pub(super) async fn send(
         buf,
         latency,
     ))
+}
+
+/// Spends a translated PIN block held for the card (`pint_…`, docs/card-present.md):
+/// taken is gone, whatever happens next. One held for another card is spent too, and
+/// refused.
+async fn take_pin_block(
+    state: &AppState,
+    who: &Principal,
+    card_id: &str,
+    translation: &str,
+) -> Result<Zeroizing<String>> {
+    let unavailable = || {
+        ServiceError::from(RelayError::ValueUnavailable {
+            field: Field::PinBlock,
+        })
+    };
+    let held = state
+        .cvcs()
+        .take(&who.account_id, who.mode, translation, state.now_ms())
+        .await?
+        .ok_or_else(unavailable)?;
+    match held.split_once(':') {
+        Some((card, block)) if card == card_id => Ok(Zeroizing::new(block.to_owned())),
+        _ => Err(unavailable()),
+    }
 }
 
 /// Spends the card's held CVC, if it has one: taken is gone, whatever happens next.
