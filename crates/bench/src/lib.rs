@@ -6,6 +6,7 @@ mod conn;
 pub mod echo;
 mod hist;
 mod load;
+mod p2pe;
 mod pan;
 mod procfs;
 mod relay;
@@ -68,7 +69,8 @@ struct Args {
     /// Scenarios to run, in order: floor, tokenize, get, mixed, auth (get with a bearer
     /// JWT from POST /v1/auth/token instead of the key), relay (POST /v1/relay to a
     /// loopback echo processor the bench runs, one card substituted), relay-direct (the
-    /// same request straight to the echo processor).
+    /// same request straight to the echo processor), p2pe (a new card's track 2 enciphered
+    /// by an AES-DUKPT terminal, deciphered and tokenized: compare with tokenize).
     #[arg(
         long,
         value_delimiter = ',',
@@ -240,6 +242,9 @@ struct Report {
     /// `relay` against `relay-direct`, when both ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     relay: Option<RelaySummary>,
+    /// `p2pe` against `tokenize` of the same run (docs/card-present.md: target ≥ 0.70).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p2pe_ratio: Option<f64>,
     machine: procfs::Machine,
     config: Config,
 }
@@ -336,8 +341,8 @@ async fn run(args: Args) -> Result<()> {
             key: bearer(&key)?,
             account,
         }),
-        None if args.scenario.iter().any(|s| s.relays()) => {
-            bail!("the relay scenarios with --target need --admin-key and --account")
+        None if args.scenario.iter().any(|s| s.needs_admin()) => {
+            bail!("the relay and p2pe scenarios with --target need --admin-key and --account")
         }
         None if args.risk_mode.is_some() => {
             bail!("--risk-mode with --target needs --admin-key and --account")
@@ -483,6 +488,17 @@ async fn measure(
         }
         shared.relay = Some(r.plan.clone());
         relay = Some(r);
+    }
+    // The p2pe scenario: a BDK imported under dual control, a terminal per connection.
+    if let Some(admin) = admin.filter(|_| args.scenario.contains(&Scenario::P2pe)) {
+        let terminals = p2pe::setup(&target, &shared.auth, admin, workers.len()).await?;
+        eprintln!(
+            "{} AES-DUKPT terminals registered under a new BDK",
+            terminals.len()
+        );
+        for (w, t) in workers.iter_mut().zip(terminals) {
+            w.terminal = Some(t);
+        }
     }
     let echo_port = relay.as_ref().map(|r| r.echo.addr.port());
     let measured = scenarios(args, workers, shared, server, port, echo_port).await;
@@ -652,6 +668,13 @@ fn report(
             f(r.server_cpu_us_per_relay, 1),
         );
     }
+    let p2pe_ratio = results
+        .get("p2pe")
+        .zip(results.get("tokenize").filter(|t| t.ops_per_s > 0.0))
+        .map(|(p, t)| p.ops_per_s / t.ops_per_s);
+    if let Some(r) = p2pe_ratio {
+        println!("p2pe against tokenize: ratio {r:.3} (target ≥ 0.70)");
+    }
     let used_end = range_end; // every worker's slice lies within [start, end)
     if !args.spawn {
         eprintln!(
@@ -662,6 +685,7 @@ fn report(
     let report = Report {
         scenarios: results,
         relay,
+        p2pe_ratio,
         machine,
         config: Config {
             mode: if args.spawn { "spawn" } else { "target" },
@@ -802,6 +826,7 @@ fn print_table(results: &BTreeMap<&'static str, ScenarioResult>) {
         "auth",
         "relay-direct",
         "relay",
+        "p2pe",
     ] {
         let Some(r) = results.get(name) else { continue };
         println!(

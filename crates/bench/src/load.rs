@@ -36,6 +36,9 @@ pub enum Scenario {
     /// The same body with the real values, straight to the echo processor over the
     /// bench's own TLS connections: what `relay` is measured against (expects 200).
     RelayDirect,
+    /// POST /v1/terminals/{id}/cards: a new card's track 2 enciphered by an AES-DUKPT
+    /// terminal (one per connection) under its next transaction's key (expects 201).
+    P2pe,
 }
 
 impl Scenario {
@@ -48,7 +51,13 @@ impl Scenario {
             Self::Auth => "auth",
             Self::Relay => "relay",
             Self::RelayDirect => "relay-direct",
+            Self::P2pe => "p2pe",
         }
+    }
+
+    /// Whether it needs the admin key (to import a BDK and register terminals).
+    pub fn needs_admin(self) -> bool {
+        self.relays() || self == Self::P2pe
     }
 
     /// Whether it needs the echo processor and a relayed card.
@@ -92,6 +101,8 @@ pub struct Worker {
     /// A connection to the echo processor (`relay-direct`).
     pub echo: Option<Conn>,
     pub pans: PanSlice,
+    /// This connection's terminal (`p2pe`).
+    pub terminal: Option<crate::p2pe::Terminal>,
     rng: u64,
 }
 
@@ -101,6 +112,7 @@ impl Worker {
             conn,
             echo: None,
             pans,
+            terminal: None,
             rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
         }
     }
@@ -157,6 +169,7 @@ enum Op {
     AuthGet(usize),
     Relay,
     RelayDirect,
+    P2pe(String),
 }
 
 /// Sends requests of `scenario` until `deadline` or `max_ops` (or, with `keep_ids`, until the worker's
@@ -178,6 +191,13 @@ pub async fn run(
             Scenario::RelayDirect => Op::RelayDirect,
             Scenario::Auth => Op::AuthGet(pick(&mut w, shared.ids.len())),
             Scenario::Get => Op::Get(pick(&mut w, shared.ids.len())),
+            Scenario::P2pe => match w.pans.next_pan() {
+                Some(p) => Op::P2pe(p),
+                None => {
+                    t.exhausted = true;
+                    break;
+                }
+            },
             Scenario::Tokenize => match w.pans.next_pan() {
                 Some(p) => Op::Tokenize(p),
                 None => {
@@ -223,6 +243,15 @@ pub async fn run(
             Op::Get(i) => (
                 target.request(Method::GET, &card(i), Some(&shared.auth), None),
                 StatusCode::OK,
+            ),
+            Op::P2pe(pan) => (
+                match w.terminal.as_mut() {
+                    Some(term) => term.next_body(pan).and_then(|body| {
+                        target.request(Method::POST, &term.path, Some(&shared.auth), Some(body))
+                    }),
+                    None => Err("no terminal".to_string()),
+                },
+                StatusCode::CREATED,
             ),
             Op::AuthGet(i) => (
                 target.request(Method::GET, &card(i), Some(&shared.bearer), None),

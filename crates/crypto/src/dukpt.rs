@@ -369,6 +369,36 @@ pub fn decipher_cbc(key: &[u8], tdes: bool, data: &mut [u8]) -> Result<(), Crypt
     }
 }
 
+/// The terminal's side of [`decipher_cbc`], for the load generator and tests: enciphers
+/// whole blocks in place, CBC with a zero IV.
+pub fn encipher_cbc(key: &[u8], tdes: bool, data: &mut [u8]) -> Result<(), CryptoError> {
+    use cbc::cipher::{BlockEncryptMut, KeyIvInit, block_padding::NoPadding};
+    let len = data.len();
+    if tdes {
+        let enc = cbc::Encryptor::<des::TdesEde2>::new_from_slices(key, &[0; 8])
+            .map_err(|_| CryptoError::Operation)?;
+        enc.encrypt_padded_mut::<NoPadding>(data, len)
+            .map(drop)
+            .map_err(|_| CryptoError::Operation)
+    } else {
+        let alg = match key.len() {
+            16 => &AES_128,
+            24 => &AES_192,
+            32 => &AES_256,
+            _ => return Err(CryptoError::Operation),
+        };
+        if data.is_empty() || !len.is_multiple_of(16) {
+            return Err(CryptoError::Operation);
+        }
+        let unbound = UnboundCipherKey::new(alg, key).map_err(|_| CryptoError::Operation)?;
+        let enc = EncryptingKey::cbc(unbound).map_err(|_| CryptoError::Operation)?;
+        let iv = aws_lc_rs::cipher::EncryptionContext::Iv128([0u8; 16].into());
+        enc.less_safe_encrypt(data, iv)
+            .map(drop)
+            .map_err(|_| CryptoError::Operation)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -642,6 +672,27 @@ mod tests {
             hex::encode_upper(data.as_slice()),
             "F7E1F5AB5FEB800960775E87810C70E8"
         );
+    }
+
+    #[test]
+    fn cbc_round_trips_and_refuses_partial_blocks() {
+        for (key, tdes) in [
+            (vec![7u8; 16], true),
+            (vec![7u8; 16], false),
+            (vec![9u8; 32], false),
+        ] {
+            let clear = b"4111111111111111=30121010000000000000000000000000".to_vec();
+            let mut data = clear.clone();
+            data.truncate(48);
+            let want = data.clone();
+            encipher_cbc(&key, tdes, &mut data).unwrap();
+            assert_ne!(data, want);
+            decipher_cbc(&key, tdes, &mut data).unwrap();
+            assert_eq!(data, want);
+            let mut odd = vec![0u8; 12];
+            assert!(encipher_cbc(&key, tdes, &mut odd).is_err());
+            assert!(decipher_cbc(&key, tdes, &mut odd).is_err());
+        }
     }
 
     #[test]

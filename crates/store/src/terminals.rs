@@ -47,6 +47,12 @@ pub trait TerminalStore: Send + Sync {
     async fn terminal(&self, id: &str) -> StoreResult<Option<TerminalRecord>>;
     /// The account's terminals in a mode, oldest id first.
     async fn terminals(&self, account_id: &str, mode: Mode) -> StoreResult<Vec<TerminalRecord>>;
+    /// A terminal with its base derivation key, in one read (what each transaction
+    /// needs).
+    async fn terminal_with_bdk(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<(TerminalRecord, crate::ImportedKeyRecord)>>;
 }
 
 const GET: &str = "SELECT id, account_id, mode, bdk_id, scheme, device, serial, location, \
@@ -54,6 +60,40 @@ const GET: &str = "SELECT id, account_id, mode, bdk_id, scheme, device, serial, 
 const LIST: &str = "SELECT id, account_id, mode, bdk_id, scheme, device, serial, location, \
      counter, pin_counter, created_ms, disabled_ms FROM terminals WHERE account_id = $1 AND mode = $2 \
      ORDER BY id";
+
+const WITH_BDK: &str = "SELECT t.id, t.account_id, t.mode, t.bdk_id, t.scheme, t.device, \
+     t.serial, t.location, t.counter, t.pin_counter, t.created_ms, t.disabled_ms, \
+     k.account_id, k.kind, k.algorithm, k.name, k.kcv, k.wrapped, k.import_id, k.created_ms \
+     FROM terminals t JOIN imported_keys k ON k.id = t.bdk_id WHERE t.id = $1";
+
+/// A terminal row and its key's columns after it.
+struct WithBdk(TerminalRecord, crate::ImportedKeyRecord);
+
+impl FromRow for WithBdk {
+    fn from_row<R: RowGet>(r: &R) -> StoreResult<Self> {
+        let t = TerminalRecord::from_row(r)?;
+        let k = crate::ImportedKeyRecord {
+            id: t.bdk_id.clone(),
+            account_id: r.text(12)?,
+            kind: r.text(13)?,
+            algorithm: r.text(14)?,
+            name: r.text(15)?,
+            kcv: r.text(16)?,
+            wrapped: r.blob(17)?,
+            import_id: r.text(18)?,
+            created_ms: r.int(19)?,
+        };
+        Ok(Self(t, k))
+    }
+}
+
+pub(crate) async fn terminal_with_bdk<C: Exec>(
+    c: &mut C,
+    id: &str,
+) -> StoreResult<Option<(TerminalRecord, crate::ImportedKeyRecord)>> {
+    let row: Option<WithBdk> = sql::one(c, WITH_BDK, args![id]).await?;
+    Ok(row.map(|WithBdk(t, k)| (t, k)))
+}
 
 impl FromRow for TerminalRecord {
     fn from_row<R: RowGet>(r: &R) -> StoreResult<Self> {
@@ -106,6 +146,27 @@ const ADVANCE: &str = "UPDATE terminals SET counter = $2 \
      WHERE id = $1 AND counter < $2 AND disabled_ms IS NULL";
 const ADVANCE_PIN: &str = "UPDATE terminals SET pin_counter = $2 \
      WHERE id = $1 AND pin_counter < $2 AND disabled_ms IS NULL";
+
+/// A card read by a terminal: the terminal's counter moves and the card is inserted (or
+/// found) in one transaction, or neither happens.
+#[derive(Debug)]
+pub(crate) struct CardOp {
+    pub(crate) id: String,
+    pub(crate) counter: i64,
+    pub(crate) card: crate::CardRecord,
+    pub(crate) dedup: Vec<(i64, Vec<u8>)>,
+    pub(crate) events: Vec<crate::EventRecord>,
+}
+
+/// Applies a [`CardOp`]: `Refused` (nothing written) when the counter does not move
+/// forward or the terminal is disabled.
+pub(crate) async fn tokenize<C: Exec>(c: &mut C, op: &CardOp) -> StoreResult<crate::Collected> {
+    if c.exec(ADVANCE, args![&op.id, op.counter]).await? == 0 {
+        return Ok(crate::Collected::Refused);
+    }
+    let outcome = sql::insert_card(c, None, &op.card, &op.dedup, &op.events).await?;
+    Ok(crate::Collected::Card(outcome))
+}
 
 /// Applies `op`: whether it changed a terminal.
 pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<bool> {

@@ -254,6 +254,20 @@ pub struct Through {
     pub view: CardSession,
 }
 
+/// What a card's own write claims besides the card, refused whole when it cannot.
+pub enum Claim<'a> {
+    /// A slot of the client session the card is collected through.
+    Session(&'a Through),
+    /// The terminal's card-data transaction counter (docs/card-present.md): it must move
+    /// forward (`ksn_replayed` otherwise).
+    Terminal {
+        /// `term_…`
+        id: &'a str,
+        /// The transaction's counter.
+        counter: i64,
+    },
+}
+
 /// The outcome of a tokenization.
 pub struct Tokenized {
     /// The card as stored (after a renewal of its expiry).
@@ -279,17 +293,21 @@ pub async fn tokenize(state: &AppState, who: &Principal, new: NewCard) -> Result
     tokenize_through(state, who, new, None, Some(&risk)).await
 }
 
-/// [`tokenize`], through a client session when one is given: the session's slot is
-/// claimed in the card's own write (a session that expired or filled up meanwhile
+/// [`tokenize`], with a claim in the card's own write when one is given: through a
+/// client session, the session's slot (a session that expired or filled up meanwhile
 /// refuses, and nothing is written), the card is linked to it, and `card.created`
-/// carries its parameters.
+/// carries its parameters; from a terminal, its transaction counter.
 pub async fn tokenize_through(
     state: &AppState,
     who: &Principal,
     new: NewCard,
-    session: Option<&Through>,
+    claim: Option<Claim<'_>>,
     risk: Option<&Implicit>,
 ) -> Result<Tokenized> {
+    let session = match &claim {
+        Some(Claim::Session(s)) => Some(*s),
+        _ => None,
+    };
     let pan = Pan::parse(new.number.expose())?;
     let expiry = Expiry::new(new.exp_month, new.exp_year, state.clock().now())?;
     pan.check_mode(who.mode)?;
@@ -354,9 +372,22 @@ pub async fn tokenize_through(
     )?;
     crate::audit::set_resource(&who.audit, "card", &card.id);
     let vault = state.store().audited(&who.audit);
-    let inserted = match session {
+    let inserted = match claim {
         None => vault.insert_card(&card, &dedup, &[event]).await,
-        Some(s) => {
+        Some(Claim::Terminal { id, counter }) => {
+            match vault
+                .tokenize_at_terminal(id, counter, &card, &dedup, &[event])
+                .await
+            {
+                Ok(Collected::Card(c)) => Ok(c),
+                Ok(Collected::Refused) => {
+                    let _ = cvcs.forget(&card.account_id, card.mode, &card.id).await;
+                    return Err(ServiceError::KsnReplayed);
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Some(Claim::Session(s)) => {
             let now = state.now_ms();
             match vault
                 .collect_card(&s.id, now, &card, &dedup, &[event])

@@ -384,6 +384,13 @@ pub async fn collect(
         action: Action::Tokenize,
         ip: c.ip,
     };
-    let t = cards::tokenize_through(state, who, c.card, Some(&through), Some(&risk)).await?;
+    let t = cards::tokenize_through(
+        state,
+        who,
+        c.card,
+        Some(cards::Claim::Session(&through)),
+        Some(&risk),
+    )
+    .await?;
     cards::card_token(state, who, &t, Some(session_id))
 }

@@ -10,7 +10,7 @@
 //! one generic `decryption_failed`.
 
 use crate::auth::Principal;
-use crate::service::cards::{self, NewCard, Tokenized};
+use crate::service::cards::{self, Claim, NewCard, Tokenized};
 use crate::service::{List, Result, ServiceError, key_imports, object_name, secs};
 use crate::state::AppState;
 use serde::{Deserialize, Serialize};
@@ -335,12 +335,21 @@ async fn begin(
     usage: Usage,
 ) -> Result<(TerminalRecord, Transaction)> {
     who.require(Scope::TerminalsUse)?;
-    let t = terminal(state, who, id).await?;
+    strongroom_core::parse_id(IdKind::Terminal, id)?;
+    let (t, key) = state
+        .store()
+        .terminal_with_bdk(id)
+        .await?
+        .filter(|(t, k)| {
+            t.account_id == who.account_id && t.mode == who.mode && k.account_id == t.account_id
+        })
+        .ok_or(ServiceError::NotFound)?;
     crate::audit::set_resource(&who.audit, "terminal", &t.id);
     if t.disabled_ms.is_some() {
         return Err(ServiceError::TerminalDisabled);
     }
-    let (key, alg) = bdk(state, &who.account_id, &t.bdk_id).await?;
+    let alg = KeyAlgorithm::parse(&key.algorithm)
+        .ok_or_else(|| ServiceError::internal("imported key algorithm"))?;
     let bdk = state
         .root()
         .unwrap_bytes(&key.wrapped, &key_imports::wrap_context(&key.id))?;
@@ -394,8 +403,8 @@ fn enciphered_bytes(s: &str) -> Option<Zeroizing<Vec<u8>>> {
 
 /// Deciphers what a terminal sent and tokenizes the card in it (`terminals:use`),
 /// exactly as `POST /v1/cards` would with the same number, expiry and name. The
-/// transaction counter moves forward once the data deciphered and parsed, before the
-/// card is written: a replay of the same transaction is `ksn_replayed`.
+/// transaction counter moves forward in the card's own write (both or neither): a
+/// replay of the same transaction is `ksn_replayed`.
 pub async fn tokenize(
     state: &AppState,
     who: &Principal,
@@ -413,7 +422,6 @@ pub async fn tokenize(
     }
     let card = read_card(&tx.key, &sent)?;
     drop(tx.key);
-    advance(state, who, &t, tx.counter, false).await?;
     let new = NewCard {
         number: Sensitive::new(String::from(card.pan.as_str())),
         exp_month: card.exp_month,
@@ -425,14 +433,25 @@ pub async fn tokenize(
         cvc: None,
     };
     drop(card);
-    cards::tokenize(state, who, new).await.map_err(|e| match e {
-        // A number that fails its check digit came out of a bad decipherment as far as
-        // anyone outside can tell.
-        ServiceError::Domain(DomainError::CardNumberInvalid | DomainError::CardNumberLuhn) => {
-            ServiceError::DecryptionFailed
-        }
-        other => other,
-    })
+    let risk = crate::service::assessments::Implicit {
+        action: crate::service::assessments::Action::Tokenize,
+        ip: None,
+    };
+    // The counter moves in the card's own write: both, or neither.
+    let claim = Claim::Terminal {
+        id: &t.id,
+        counter: i64::from(tx.counter),
+    };
+    cards::tokenize_through(state, who, new, Some(claim), Some(&risk))
+        .await
+        .map_err(|e| match e {
+            // A number that fails its check digit came out of a bad decipherment as far
+            // as anyone outside can tell.
+            ServiceError::Domain(DomainError::CardNumberInvalid | DomainError::CardNumberLuhn) => {
+                ServiceError::DecryptionFailed
+            }
+            other => other,
+        })
 }
 
 /// Deciphers and parses: every failure is `decryption_failed`.

@@ -93,6 +93,7 @@ pub(crate) enum WriteOp {
     Relay(crate::relay::Op),
     InboundRoute(crate::inbound_routes::Op),
     Terminal(crate::terminals::Op),
+    TerminalCard(crate::terminals::CardOp),
     ClientSession(crate::client_sessions::Op),
     Suspension(crate::suspensions::Op),
     RiskList(crate::risk_lists::Op),
@@ -392,6 +393,13 @@ impl Write<Option<crate::Collected>> {
             _ => None,
         })
     }
+
+    pub(crate) fn terminal_card(op: crate::terminals::CardOp) -> Self {
+        Self::new(WriteOp::TerminalCard(op), |r| match r {
+            WriteReply::Collected(v) => Some(v),
+            _ => None,
+        })
+    }
 }
 
 impl Write<Option<CardRecord>> {
@@ -546,6 +554,9 @@ pub(crate) async fn apply<C: Exec>(
         }
         WriteOp::InboundRoute(op) => WriteReply::Flag(crate::inbound_routes::apply(c, op).await?),
         WriteOp::Terminal(op) => WriteReply::Flag(crate::terminals::apply(c, op).await?),
+        WriteOp::TerminalCard(op) => {
+            WriteReply::Collected(Some(crate::terminals::tokenize(c, op).await?))
+        }
         WriteOp::Risk(op) => {
             let n = crate::risk::apply(c, op).await?;
             WriteReply::Count(i64::try_from(n).unwrap_or(i64::MAX))

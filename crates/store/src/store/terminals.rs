@@ -14,6 +14,13 @@ impl TerminalStore for Store {
     async fn terminals(&self, account_id: &str, mode: Mode) -> StoreResult<Vec<TerminalRecord>> {
         terminals(&mut self.reader().await?, account_id, mode).await
     }
+
+    async fn terminal_with_bdk(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<(TerminalRecord, crate::ImportedKeyRecord)>> {
+        terminal_with_bdk(&mut self.reader().await?, id).await
+    }
 }
 
 impl Writes<'_> {
@@ -31,6 +38,29 @@ impl Writes<'_> {
             now_ms,
         };
         self.write(Write::terminal(op)).await
+    }
+
+    /// Moves the terminal's card-data counter to `counter` and inserts `card` (or finds
+    /// it, as [`Writes::insert_card`] does) in one transaction: `Refused`, and nothing
+    /// written, when the counter does not move forward or the terminal is disabled.
+    pub async fn tokenize_at_terminal(
+        self,
+        id: &str,
+        counter: i64,
+        card: &crate::CardRecord,
+        dedup: &[(i64, Vec<u8>)],
+        events: &[crate::EventRecord],
+    ) -> StoreResult<crate::Collected> {
+        let op = CardOp {
+            id: id.to_owned(),
+            counter,
+            card: card.clone(),
+            dedup: dedup.to_vec(),
+            events: events.to_vec(),
+        };
+        self.write(Write::terminal_card(op))
+            .await?
+            .ok_or_else(|| crate::StoreError::Corrupt("terminal card write replied nothing".into()))
     }
 
     /// Accepts `counter` for the terminal's card data, or its PIN blocks (`pin`):
