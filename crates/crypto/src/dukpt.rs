@@ -24,7 +24,7 @@
 
 use crate::CryptoError;
 use crate::components::KeyAlgorithm;
-use aws_lc_rs::cipher::{AES_128, AES_192, AES_256, EncryptingKey, UnboundCipherKey};
+use aws_lc_rs::cipher::EncryptingKey;
 use des::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 use zeroize::Zeroizing;
 
@@ -104,14 +104,7 @@ fn aes_type(alg: KeyAlgorithm) -> Result<(u16, u16), CryptoError> {
 
 /// Enciphers one block under an AES key of any length.
 fn aes_block(key: &[u8], block: &mut [u8; 16]) -> Result<(), CryptoError> {
-    let alg = match key.len() {
-        16 => &AES_128,
-        24 => &AES_192,
-        32 => &AES_256,
-        _ => return Err(CryptoError::Operation),
-    };
-    let unbound = UnboundCipherKey::new(alg, key).map_err(|_| CryptoError::Operation)?;
-    let ecb = EncryptingKey::ecb(unbound).map_err(|_| CryptoError::Operation)?;
+    let ecb = EncryptingKey::ecb(crate::aes_key(key)?).map_err(|_| CryptoError::Operation)?;
     ecb.encrypt(block)
         .map(drop)
         .map_err(|_| CryptoError::Operation)
@@ -352,17 +345,10 @@ pub fn decipher_cbc(key: &[u8], tdes: bool, data: &mut [u8]) -> Result<(), Crypt
             .map(drop)
             .map_err(|_| CryptoError::Decrypt)
     } else {
-        let alg = match key.len() {
-            16 => &AES_128,
-            24 => &AES_192,
-            32 => &AES_256,
-            _ => return Err(CryptoError::Operation),
-        };
         if data.is_empty() || !data.len().is_multiple_of(16) {
             return Err(CryptoError::Decrypt);
         }
-        let unbound = UnboundCipherKey::new(alg, key).map_err(|_| CryptoError::Operation)?;
-        let dec = DecryptingKey::cbc(unbound).map_err(|_| CryptoError::Operation)?;
+        let dec = DecryptingKey::cbc(crate::aes_key(key)?).map_err(|_| CryptoError::Operation)?;
         dec.decrypt(data, DecryptionContext::Iv128([0u8; 16].into()))
             .map(drop)
             .map_err(|_| CryptoError::Decrypt)
@@ -381,17 +367,10 @@ pub fn encipher_cbc(key: &[u8], tdes: bool, data: &mut [u8]) -> Result<(), Crypt
             .map(drop)
             .map_err(|_| CryptoError::Operation)
     } else {
-        let alg = match key.len() {
-            16 => &AES_128,
-            24 => &AES_192,
-            32 => &AES_256,
-            _ => return Err(CryptoError::Operation),
-        };
         if data.is_empty() || !len.is_multiple_of(16) {
             return Err(CryptoError::Operation);
         }
-        let unbound = UnboundCipherKey::new(alg, key).map_err(|_| CryptoError::Operation)?;
-        let enc = EncryptingKey::cbc(unbound).map_err(|_| CryptoError::Operation)?;
+        let enc = EncryptingKey::cbc(crate::aes_key(key)?).map_err(|_| CryptoError::Operation)?;
         let iv = aws_lc_rs::cipher::EncryptionContext::Iv128([0u8; 16].into());
         enc.less_safe_encrypt(data, iv)
             .map(drop)

@@ -458,16 +458,22 @@ impl std::fmt::Debug for RootKey {
     }
 }
 
-/// The check value of an AES key: the first 3 bytes of enciphering a zero block.
-pub fn aes_kcv(key: &[u8]) -> Result<[u8; 3], CryptoError> {
-    use aws_lc_rs::cipher::{AES_128, AES_192, AES_256, EncryptingKey, UnboundCipherKey};
+/// An AES key of 16, 24 or 32 bytes, for aws-lc-rs's block-cipher modes.
+pub(crate) fn aes_key(key: &[u8]) -> Result<aws_lc_rs::cipher::UnboundCipherKey, CryptoError> {
+    use aws_lc_rs::cipher::{AES_128, AES_192, AES_256, UnboundCipherKey};
     let alg = match key.len() {
         16 => &AES_128,
         24 => &AES_192,
         32 => &AES_256,
         _ => return Err(CryptoError::Operation),
     };
-    let unbound = UnboundCipherKey::new(alg, key).map_err(|_| CryptoError::Operation)?;
+    UnboundCipherKey::new(alg, key).map_err(|_| CryptoError::Operation)
+}
+
+/// The check value of an AES key: the first 3 bytes of enciphering a zero block.
+pub fn aes_kcv(key: &[u8]) -> Result<[u8; 3], CryptoError> {
+    use aws_lc_rs::cipher::EncryptingKey;
+    let unbound = aes_key(key)?;
     let ecb = EncryptingKey::ecb(unbound).map_err(|_| CryptoError::Operation)?;
     let mut block = [0u8; 16];
     ecb.encrypt(&mut block)

@@ -12,9 +12,7 @@
 //! - encipherment: `C = E(K, E(K, pin_field) XOR pan_field)`; decipherment reverses it.
 
 use crate::{CryptoError, DataKey, random};
-use aws_lc_rs::cipher::{
-    AES_128, AES_192, AES_256, DecryptingKey, EncryptingKey, UnboundCipherKey,
-};
+use aws_lc_rs::cipher::{DecryptingKey, EncryptingKey, UnboundCipherKey};
 use zeroize::Zeroizing;
 
 /// Length of a PIN block.
@@ -73,12 +71,7 @@ impl PinKey {
     }
 
     fn unbound(&self) -> Result<UnboundCipherKey, CryptoError> {
-        let alg = match self.0.len() {
-            16 => &AES_128,
-            24 => &AES_192,
-            _ => &AES_256,
-        };
-        UnboundCipherKey::new(alg, &self.0).map_err(|_| CryptoError::Operation)
+        crate::aes_key(&self.0)
     }
 }
 

@@ -248,6 +248,9 @@ const KINDS: &[(IdKind, &str)] = &[
     (IdKind::Suspension, "suspension"),
     (IdKind::RiskAssessment, "risk_assessment"),
     (IdKind::RiskListEntry, "risk_list_entry"),
+    (IdKind::KeyImport, "key_import"),
+    (IdKind::Terminal, "terminal"),
+    (IdKind::PinTranslation, "pin_translation"),
 ];
 
 /// The resource a path names: the last path parameter that is a well-formed id.

@@ -86,8 +86,18 @@ pub async fn create(
         ip: ip.map(|axum::Extension(c)| c.0),
     };
     let t = svc::tokenize_through(&state, &who, new, None, Some(&risk)).await?;
+    tokenized(&state, &who, t)
+}
+
+/// What a tokenization answers: to a caller holding `cards:read`, the card (`201` new,
+/// `200` already vaulted); to any other, a card token (`201` either way).
+pub(crate) fn tokenized(
+    state: &AppState,
+    who: &Principal,
+    t: svc::Tokenized,
+) -> ApiResult<(StatusCode, Json<TokenizeView>)> {
     if !who.scopes.contains(Scope::CardsRead) {
-        let token = svc::card_token(&state, &who, &t, None)?;
+        let token = svc::card_token(state, who, &t, None)?;
         return Ok((StatusCode::CREATED, Json(TokenizeView::Token(token))));
     }
     let status = if t.created {

@@ -17,8 +17,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
+use strongroom_core::Sensitive;
 use strongroom_core::track::TrackKind;
-use strongroom_core::{Scope, Sensitive};
 use utoipa::ToSchema;
 
 /// Register a terminal under one of the account's imported base derivation keys: its
@@ -193,16 +193,7 @@ pub async fn cards(
         cipher,
     };
     let t = svc::tokenize(&state, &who, &id, sent).await?;
-    if !who.scopes.contains(Scope::CardsRead) {
-        let token = crate::service::cards::card_token(&state, &who, &t, None)?;
-        return Ok((StatusCode::CREATED, Json(TokenizeView::Token(token))));
-    }
-    let status = if t.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(TokenizeView::Card(t.card))))
+    crate::routes::cards::tokenized(&state, &who, t)
 }
 
 /// Where a translated PIN block goes.

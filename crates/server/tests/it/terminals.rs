@@ -187,6 +187,22 @@ async fn a_tdes_terminals_track_2_becomes_a_card_once() {
         .await
         .assert_error(409, "terminal_disabled");
 
+    // Each refusal is in the audit log, naming the terminal, with its code.
+    let log = srv.get("/v1/admin/audit?limit=1000", &srv.admin_key).await;
+    let failed: Vec<&Value> = log.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "terminal.card" && r["code"] == "decryption_failed")
+        .collect();
+    assert_eq!(failed.len(), 5, "{}", log.text);
+    assert!(
+        failed
+            .iter()
+            .all(|r| r["outcome"] == "failure" && r["resource"] == format!("terminal:{id}"))
+    );
+    assert!(!log.text.contains(&pan) && !log.text.contains("1011234567890"));
+
     // Nothing of the track, the PAN or the data in the logs or the database.
     let secrets = [
         pan.as_str(),
@@ -406,6 +422,21 @@ async fn terminals_are_registered_only_under_the_accounts_own_bdks() {
     .assert_error(404, "not_found");
 }
 
+/// The TDES zone PIN key the tests translate to.
+const ZPK: &str = "F1E2D3C4B5A69788796A5B4C3D2E1F00";
+
+/// A TDES-DUKPT terminal under the published BDK, and the zone PIN key [`ZPK`], imported.
+async fn tdes_terminal_and_zpk(srv: &TestServer, serial: &str) -> (String, String) {
+    let bdk = import_key(srv, "bdk", "tdes2", &hex::decode(TDES_BDK).unwrap()).await;
+    let zpk = import_key(srv, "zone_pin_key", "tdes2", &hex::decode(ZPK).unwrap()).await;
+    let body = json!({"bdk": bdk, "ksn_prefix": TDES_KSN, "serial": serial});
+    (terminal(srv, body).await, zpk)
+}
+
+async fn card_id(srv: &TestServer, pan: &str) -> String {
+    srv.tokenize(pan).await["id"].as_str().unwrap().to_owned()
+}
+
 async fn translate(srv: &TestServer, t: &str, body: Value) -> Resp {
     let path = format!("/v1/terminals/{t}/pin_translations");
     srv.post(&path, &srv.sk_test, body).await
@@ -420,16 +451,9 @@ fn processor_reads(format: &str, zpk: &str, block: &str, pan: &str) -> String {
 #[tokio::test]
 async fn terminal_pin_blocks_are_translated_to_the_processors_zone_key() {
     let srv = TestServer::start().await;
-    let bdk = import_key(&srv, "bdk", "tdes2", &hex::decode(TDES_BDK).unwrap()).await;
     let aes_bdk = import_key(&srv, "bdk", "aes128", &hex::decode(AES_BDK).unwrap()).await;
-    let zpk_hex = "F1E2D3C4B5A69788796A5B4C3D2E1F00";
-    let zpk = import_key(
-        &srv,
-        "zone_pin_key",
-        "tdes2",
-        &hex::decode(zpk_hex).unwrap(),
-    )
-    .await;
+    let (tdes, zpk) = tdes_terminal_and_zpk(&srv, "P-1").await;
+    let zpk_hex = ZPK;
     let azpk_hex = "00112233445566778899AABBCCDDEEFF";
     let azpk = import_key(
         &srv,
@@ -438,22 +462,16 @@ async fn terminal_pin_blocks_are_translated_to_the_processors_zone_key() {
         &hex::decode(azpk_hex).unwrap(),
     )
     .await;
-    let tdes = terminal(
-        &srv,
-        json!({"bdk": bdk, "ksn_prefix": TDES_KSN, "serial": "P-1"}),
-    )
-    .await;
     let aes = terminal(
         &srv,
         json!({"bdk": aes_bdk, "initial_key_id": IKID, "serial": "P-2"}),
     )
     .await;
     let pan = test_pan(7201);
-    let card = srv.tokenize(&pan).await["id"].as_str().unwrap().to_owned();
-    let other = srv.tokenize(&test_pan(7202)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (card, other) = (
+        card_id(&srv, &pan).await,
+        card_id(&srv, &test_pan(7202)).await,
+    );
 
     // TDES-DUKPT terminal, format 0, to a TDES zone key: the processor reads the PIN.
     let k1 = ksn(TDES_KSN, 1);
@@ -532,11 +550,18 @@ async fn terminal_pin_blocks_are_translated_to_the_processors_zone_key() {
         .assert_error(400, "invalid_parameter");
 
     assert_not_logged(&[&pan]);
+    let audit = srv.get("/v1/admin/audit?limit=1000", &srv.admin_key).await;
+    assert!(audit.text.contains("terminal.pin_translation") && !audit.text.contains(&pan));
     let logs = captured_logs();
     for secret in ["4821", "902211"] {
         for form in [format!("\"pin\":\"{secret}\""), format!("pin={secret}")] {
             assert!(!logs.contains(&form));
         }
+    }
+    // No PAN or PIN block of the terminal in the database or its WAL.
+    let data = srv.stop().await;
+    for f in data.sqlite_files() {
+        assert_not_in_file(&f, &[&pan, &block, &block2, &ablock]);
     }
 }
 
@@ -544,26 +569,13 @@ async fn terminal_pin_blocks_are_translated_to_the_processors_zone_key() {
 async fn a_translated_pin_block_reaches_the_processor_once_through_the_relay() {
     let echo = crate::echo::Echo::start().await;
     let srv = crate::relay_send::setup(&echo).await;
-    let bdk = import_key(&srv, "bdk", "tdes2", &hex::decode(TDES_BDK).unwrap()).await;
-    let zpk_hex = "F1E2D3C4B5A69788796A5B4C3D2E1F00";
-    let zpk = import_key(
-        &srv,
-        "zone_pin_key",
-        "tdes2",
-        &hex::decode(zpk_hex).unwrap(),
-    )
-    .await;
-    let term = terminal(
-        &srv,
-        json!({"bdk": bdk, "ksn_prefix": TDES_KSN, "serial": "R-1"}),
-    )
-    .await;
+    let (term, zpk) = tdes_terminal_and_zpk(&srv, "R-1").await;
+    let zpk_hex = ZPK;
     let pan = test_pan(7301);
-    let card = srv.tokenize(&pan).await["id"].as_str().unwrap().to_owned();
-    let other = srv.tokenize(&test_pan(7302)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (card, other) = (
+        card_id(&srv, &pan).await,
+        card_id(&srv, &test_pan(7302)).await,
+    );
     let mut pints = Vec::new();
     for counter in [1, 2, 3] {
         let k = ksn(TDES_KSN, counter);
