@@ -110,19 +110,19 @@ fn aes_block(key: &[u8], block: &mut [u8; 16]) -> Result<(), CryptoError> {
         .map_err(|_| CryptoError::Operation)
 }
 
-/// X9.24-3 6.3.2/6.3.3: derives a key of type `alg` under `key` from derivation data for
-/// `usage` and, for the initial key, the whole Initial Key ID or, otherwise, its right
+/// X9.24-3 6.3.2/6.3.3: the derivation data (block counter 1) of a key of type `alg`
+/// for `usage` and, for the initial key, the whole Initial Key ID or, otherwise, its right
 /// half and `counter`.
-fn aes_derive(
-    key: &[u8],
+fn derivation_data(
     alg: KeyAlgorithm,
     usage: u16,
     ksn: &AesKsn,
     counter: u32,
-) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+) -> Result<[u8; 16], CryptoError> {
     let (indicator, bits) = aes_type(alg)?;
     let mut data = [0u8; 16];
     data[0] = 1;
+    data[1] = 1;
     data[2..4].copy_from_slice(&usage.to_be_bytes());
     data[4..6].copy_from_slice(&indicator.to_be_bytes());
     data[6..8].copy_from_slice(&bits.to_be_bytes());
@@ -132,14 +132,63 @@ fn aes_derive(
         data[8..12].copy_from_slice(&ksn.initial_key_id[4..8]);
         data[12..16].copy_from_slice(&counter.to_be_bytes());
     }
+    Ok(data)
+}
+
+/// One AES-DUKPT derivation: a key of type `alg` under the previous key, from
+/// derivation data whose block counter (byte 1) counts the 16-byte blocks of output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AesStep {
+    /// The type of the key derived.
+    pub alg: KeyAlgorithm,
+    /// The derivation data of its first block.
+    pub data: [u8; 16],
+}
+
+/// The derivations from an AES BDK of type `bdk_alg` to the working key of `usage` and
+/// type `working` for a transaction: the initial key, then one derivation key per 1 bit of
+/// the counter from the most significant down, then the working key. Each step enciphers
+/// its data under the key the step before derived (the first, under the BDK). The working
+/// key may be as strong as the BDK, not stronger. Any counter is derived (the published
+/// tables include ones a terminal skips): whether a terminal can have used it is
+/// [`aes_counter_valid`]'s to say.
+pub fn aes_path(
+    bdk_alg: KeyAlgorithm,
+    ksn: &AesKsn,
+    usage: Usage,
+    working: KeyAlgorithm,
+) -> Result<Vec<AesStep>, CryptoError> {
+    if working.key_len() > bdk_alg.key_len() {
+        return Err(CryptoError::Operation);
+    }
+    let step = |alg, usage, counter| {
+        derivation_data(alg, usage, ksn, counter).map(|data| AesStep { alg, data })
+    };
+    let mut path = vec![step(bdk_alg, INITIAL_KEY, 0)?];
+    let mut so_far = 0u32;
+    let mut bit = 1u32 << 31;
+    while bit != 0 {
+        if ksn.counter & bit != 0 {
+            so_far |= bit;
+            path.push(step(bdk_alg, KEY_DERIVATION, so_far)?);
+        }
+        bit >>= 1;
+    }
+    path.push(step(working, usage.indicator(), ksn.counter)?);
+    Ok(path)
+}
+
+/// The key a step derives under `key`.
+fn aes_derive(key: &[u8], step: &AesStep) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+    let mut data = step.data;
     let mut out = Zeroizing::new(Vec::with_capacity(32));
-    for block_counter in 1..=alg.key_len().div_ceil(16) {
+    for block_counter in 1..=step.alg.key_len().div_ceil(16) {
         data[1] = u8::try_from(block_counter).map_err(|_| CryptoError::Operation)?;
         let mut block = Zeroizing::new(data);
         aes_block(key, &mut block)?;
         out.extend_from_slice(block.as_slice());
     }
-    out.truncate(alg.key_len());
+    out.truncate(step.alg.key_len());
     Ok(out)
 }
 
@@ -156,13 +205,17 @@ pub fn aes_initial_key(
         initial_key_id,
         counter: 0,
     };
-    aes_derive(bdk, bdk_alg, INITIAL_KEY, &ksn, 0)
+    aes_derive(
+        bdk,
+        &AesStep {
+            alg: bdk_alg,
+            data: derivation_data(bdk_alg, INITIAL_KEY, &ksn, 0)?,
+        },
+    )
 }
 
 /// The working key of `usage` and type `working` for a transaction, from the AES BDK
-/// (type `bdk_alg`). The working key may be as strong as the BDK, not stronger. Any
-/// counter is derived (the published tables include ones a terminal skips): whether a
-/// terminal can have used it is [`aes_counter_valid`]'s to say.
+/// (type `bdk_alg`): [`aes_path`], each step in software.
 pub fn aes_working_key(
     bdk: &[u8],
     bdk_alg: KeyAlgorithm,
@@ -170,20 +223,14 @@ pub fn aes_working_key(
     usage: Usage,
     working: KeyAlgorithm,
 ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    if working.key_len() > bdk_alg.key_len() {
+    if bdk.len() != bdk_alg.key_len() {
         return Err(CryptoError::Operation);
     }
-    let mut key = aes_initial_key(bdk, bdk_alg, ksn.initial_key_id)?;
-    let mut so_far = 0u32;
-    let mut bit = 1u32 << 31;
-    while bit != 0 {
-        if ksn.counter & bit != 0 {
-            so_far |= bit;
-            key = aes_derive(&key, bdk_alg, KEY_DERIVATION, ksn, so_far)?;
-        }
-        bit >>= 1;
+    let mut key = Zeroizing::new(bdk.to_vec());
+    for step in aes_path(bdk_alg, ksn, usage, working)? {
+        key = aes_derive(&key, &step)?;
     }
-    aes_derive(&key, working, usage.indicator(), ksn, ksn.counter)
+    Ok(key)
 }
 
 /// A TDES-DUKPT key serial number (10 bytes; the right 21 bits are the counter).

@@ -95,6 +95,8 @@ pub const IDEMPOTENCY_EXCLUDED: &[&str] = &[
     "/v1/webhook_endpoints/{id}/rotate_secret",
     // Answers with the session's client secret.
     "/v1/client_sessions",
+    // Answers with a PIN block (under the processor's key): never kept after the call.
+    "/v1/terminals/{id}/pin_translations",
 ];
 
 /// Most accounts' controls, and most keys' allowlists, cached.

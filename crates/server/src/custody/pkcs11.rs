@@ -11,9 +11,12 @@ use crate::startup::StartError;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::ekdf::AesCbcDeriveParams;
 use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
+use strongroom_crypto::components::KeyAlgorithm;
+use strongroom_crypto::dukpt::AesStep;
 use strongroom_crypto::pin::{BLOCK_LEN, PinCipher};
 use strongroom_crypto::{CryptoError, KEY_LEN, RootKey, random};
 use strongroom_store::{CustodyStore, RootKeyRecord, Store};
@@ -218,9 +221,10 @@ fn unwrap_root(
     Ok(out)
 }
 
-/// What a PIN-block key in the HSM is: a marker where a wrapped key would be, in the
-/// data-key record of an account's `pin` purpose. The key is on the token, labelled
-/// [`Hsm::pin_key_label`], and nothing of it is in the database.
+/// What a key in the HSM is: a marker where a wrapped key would be, in the data-key
+/// record of an account's `pin` purpose (the key labelled [`Hsm::pin_key_label`]) or in
+/// the record of an imported BDK or zone PIN key ([`Hsm::import_key`]). Nothing of the key
+/// is in the database.
 pub const HSM_KEY: &[u8] = b"strongroom/hsm-key/v1";
 
 /// The HSM while the vault is open: one logged-in session, for the PIN-block keys that
@@ -312,18 +316,172 @@ impl Hsm {
         encrypt: bool,
     ) -> Result<(), CryptoError> {
         let key = self.handle(label)?;
+        self.cipher(key, &Mechanism::AesEcb, block, encrypt)
+    }
+
+    /// `data` enciphered or deciphered in place with `mechanism` (no padding) under the
+    /// key `key`, in the HSM.
+    fn cipher(
+        &self,
+        key: ObjectHandle,
+        mechanism: &Mechanism,
+        data: &mut [u8],
+        encrypt: bool,
+    ) -> Result<(), CryptoError> {
         let session = self.session();
         let out = if encrypt {
-            session.encrypt(&Mechanism::AesEcb, key, block.as_slice())
+            session.encrypt(mechanism, key, data)
         } else {
-            session.decrypt(&Mechanism::AesEcb, key, block.as_slice())
+            session.decrypt(mechanism, key, data)
         };
         let out = Zeroizing::new(out.map_err(|_| CryptoError::Decrypt)?);
-        if out.len() != BLOCK_LEN {
+        if out.len() != data.len() {
             return Err(CryptoError::Operation);
         }
-        block.copy_from_slice(&out);
+        data.copy_from_slice(&out);
         Ok(())
+    }
+
+    /// Whether an imported key of `kind` and `alg` is kept on the token: AES-128 BDKs
+    /// (their DUKPT derivations run in the HSM) and zone PIN keys of every algorithm
+    /// (PIN blocks are enciphered under them there). AES-256 and TDES BDKs stay wrapped by
+    /// the root key and derive in the vault's memory: AES-256 DUKPT derives each key from
+    /// two ECB blocks, which the `cryptoki` crate cannot ask of a token (it offers only
+    /// `CKM_AES_CBC_ENCRYPT_DATA`), and TDES-DUKPT's non-reversible step XORs key halves
+    /// into the data, which no standard PKCS#11 mechanism does. KEKs unwrap TR-31 blocks
+    /// in the vault, so they stay wrapped as well.
+    pub fn holds(kind: &str, alg: KeyAlgorithm) -> bool {
+        match kind {
+            "bdk" => alg == KeyAlgorithm::Aes128,
+            "zone_pin_key" => alg != KeyAlgorithm::Aes192,
+            _ => false,
+        }
+    }
+
+    /// The label of an imported key on the token.
+    fn imported_label(&self, key_id: &str) -> String {
+        format!("{}/imported/{key_id}", self.cfg.key_label)
+    }
+
+    /// Places an imported key (see [`Hsm::holds`]) on the token, sensitive and never
+    /// extractable: a BDK for deriving only, a zone PIN key for enciphering only. Key ids
+    /// are new for each import; an object under the same label (left by an attempt whose
+    /// record was never written) is replaced.
+    pub fn import_key(
+        &self,
+        key_id: &str,
+        kind: &str,
+        alg: KeyAlgorithm,
+        value: &[u8],
+    ) -> Result<(), CryptoError> {
+        if !Self::holds(kind, alg) || value.len() != alg.key_len() {
+            return Err(CryptoError::Operation);
+        }
+        let label = self.imported_label(key_id);
+        let key_type = match alg {
+            KeyAlgorithm::Tdes2 => KeyType::DES2,
+            KeyAlgorithm::Tdes3 => KeyType::DES3,
+            _ => KeyType::AES,
+        };
+        let bdk = kind == "bdk";
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(key_type),
+            Attribute::Value(value.to_vec()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Derive(bdk),
+            Attribute::Encrypt(!bdk),
+            Attribute::Decrypt(false),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Sign(false),
+            Attribute::Verify(false),
+            Attribute::Id(label.as_bytes().to_vec()),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ];
+        let session = self.session();
+        if let Some(old) = find_key(&session, &label).map_err(|_| CryptoError::Operation)? {
+            session
+                .destroy_object(old)
+                .map_err(|_| CryptoError::Operation)?;
+        }
+        let made = session.create_object(&template).map_err(|e| {
+            tracing::error!(error = %e, "the HSM could not take an imported key");
+            CryptoError::Operation
+        });
+        // The clear value the template held.
+        for a in template {
+            if let Attribute::Value(v) = a {
+                drop(Zeroizing::new(v));
+            }
+        }
+        let handle = made?;
+        drop(session);
+        self.remember(label, handle);
+        Ok(())
+    }
+
+    /// An imported key on the token, of algorithm `alg`.
+    pub fn imported(
+        self: &std::sync::Arc<Self>,
+        key_id: &str,
+        alg: KeyAlgorithm,
+    ) -> Result<TokenKey, CryptoError> {
+        Ok(TokenKey {
+            hsm: self.clone(),
+            handle: self.handle(&self.imported_label(key_id))?,
+            alg,
+            derived: false,
+        })
+    }
+
+    /// The AES-128 DUKPT working key at the end of `path` (`dukpt::aes_path`), derived on
+    /// the token from the BDK `bdk_id`: each step is `CKM_AES_CBC_ENCRYPT_DATA` with a zero
+    /// IV over one block, which is the X9.24-3 derivation of a 128-bit key (one ECB block).
+    /// Every key on the way is a session object, sensitive, never extractable, destroyed
+    /// when the next is made; the working key is destroyed when dropped.
+    pub fn aes128_dukpt(
+        self: &std::sync::Arc<Self>,
+        bdk_id: &str,
+        path: &[AesStep],
+    ) -> Result<TokenKey, CryptoError> {
+        let mut key = self.imported(bdk_id, KeyAlgorithm::Aes128)?;
+        for (i, step) in path.iter().enumerate() {
+            if step.alg != KeyAlgorithm::Aes128 {
+                return Err(CryptoError::Operation);
+            }
+            let working = i + 1 == path.len();
+            let template = [
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(16.into()),
+                Attribute::Token(false),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Derive(!working),
+                Attribute::Encrypt(working),
+                Attribute::Decrypt(working),
+            ];
+            let params = AesCbcDeriveParams::new([0u8; 16], &step.data);
+            let handle = self
+                .session()
+                .derive_key(&Mechanism::AesCbcEncryptData(params), key.handle, &template)
+                .map_err(|e| {
+                    tracing::error!(error = %e, "the HSM could not derive a DUKPT key");
+                    CryptoError::Operation
+                })?;
+            // The key before is dropped (and destroyed, unless it is the BDK).
+            key = TokenKey {
+                hsm: self.clone(),
+                handle,
+                alg: KeyAlgorithm::Aes128,
+                derived: true,
+            };
+        }
+        Ok(key)
     }
 
     /// The key check value of an account's PIN-block key `version`: AES of a zero
@@ -372,5 +530,59 @@ impl PinCipher for HsmPinKey {
 
     fn decrypt_block(&self, block: &mut [u8; BLOCK_LEN]) -> Result<(), CryptoError> {
         self.hsm.ecb(&self.label, block, false)
+    }
+}
+
+/// A key on the token the vault enciphers with: an imported zone PIN key, or a DUKPT
+/// working key derived for one transaction (a session object, destroyed when dropped).
+pub struct TokenKey {
+    hsm: std::sync::Arc<Hsm>,
+    handle: ObjectHandle,
+    alg: KeyAlgorithm,
+    derived: bool,
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKey").field("alg", &self.alg).finish()
+    }
+}
+
+impl TokenKey {
+    /// Deciphers `data` (whole blocks) in CBC mode with a zero IV, in the HSM.
+    pub fn decipher_cbc(&self, data: &mut [u8]) -> Result<(), CryptoError> {
+        let mechanism = match self.alg {
+            KeyAlgorithm::Tdes2 | KeyAlgorithm::Tdes3 => Mechanism::Des3Cbc([0u8; 8]),
+            _ => Mechanism::AesCbc([0u8; 16]),
+        };
+        self.hsm.cipher(self.handle, &mechanism, data, false)
+    }
+
+    /// Enciphers one 8-byte block (a format 0 PIN block) under a TDES key, in the HSM.
+    pub fn encipher_tdes(&self, block: &mut [u8; 8]) -> Result<(), CryptoError> {
+        self.hsm
+            .cipher(self.handle, &Mechanism::Des3Ecb, block, true)
+    }
+}
+
+impl PinCipher for TokenKey {
+    fn encrypt_block(&self, block: &mut [u8; BLOCK_LEN]) -> Result<(), CryptoError> {
+        self.hsm
+            .cipher(self.handle, &Mechanism::AesEcb, block, true)
+    }
+
+    fn decrypt_block(&self, block: &mut [u8; BLOCK_LEN]) -> Result<(), CryptoError> {
+        self.hsm
+            .cipher(self.handle, &Mechanism::AesEcb, block, false)
+    }
+}
+
+impl Drop for TokenKey {
+    fn drop(&mut self) {
+        if self.derived
+            && let Err(e) = self.hsm.session().destroy_object(self.handle)
+        {
+            tracing::warn!(error = %e, "the HSM kept a derived key it was asked to destroy");
+        }
     }
 }

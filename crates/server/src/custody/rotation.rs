@@ -512,9 +512,11 @@ pub fn context_of(kind: WrappedKind, v: &WrappedKey) -> ApiResult<Option<String>
 }
 
 /// The value moved under the key in force, if the previous one wrapped it. A PIN-block
-/// key on the HSM is not wrapped by the root key: it stays where it is.
+/// key or an imported key on the HSM is not wrapped by the root key: it stays where it is.
 fn rewrap(root: &RootKey, kind: WrappedKind, v: &WrappedKey) -> ApiResult<Option<Vec<u8>>> {
-    if kind == WrappedKind::DataKey && v.wrapped == pkcs11::HSM_KEY {
+    if matches!(kind, WrappedKind::DataKey | WrappedKind::ImportedKey)
+        && v.wrapped == pkcs11::HSM_KEY
+    {
         return Ok(None);
     }
     match context_of(kind, v)? {

@@ -241,7 +241,7 @@ pub struct PinTranslationBody {
     params(("id" = String, Path, pattern = "^term_[0-9a-f]{32}$")),
     request_body = PinTranslationBody,
     responses((status = 201, description = "The translated block", body = PinTranslationView),
-        (status = 400, description = "invalid_request, unknown_field, missing_field, invalid_parameter, ksn_invalid, zone_key_unknown", body = ErrorResponse),
+        (status = 400, description = "invalid_request, unknown_field, missing_field, invalid_parameter, ksn_invalid, zone_key_unknown, idempotency_not_supported (the answer carries a PIN block, which is never stored)", body = ErrorResponse),
         (status = 401, description = "authentication_required, invalid_api_key, api_key_revoked", body = ErrorResponse),
         (status = 403, description = "permission_denied (no terminals:use), ip_not_allowed", body = ErrorResponse),
         (status = 404, description = "not_found (the terminal or the card)", body = ErrorResponse),

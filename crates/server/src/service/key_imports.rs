@@ -6,6 +6,7 @@
 //! XOR so far is kept only wrapped. No component, partial or key is ever in a response,
 //! a log, an event or the database in clear.
 
+use crate::custody::pkcs11::{HSM_KEY, Hsm};
 use crate::service::{Result, ServiceError, secs};
 use crate::state::AppState;
 use serde::Serialize;
@@ -261,7 +262,7 @@ pub async fn add_component(
         algorithm: r.algorithm.clone(),
         name: r.name.clone(),
         kcv: kcv_hex.clone(),
-        wrapped: root.wrap_bytes(&key, &wrap_context(&key_id))?,
+        wrapped: keep(state, &key_id, &r.kind, alg, &key)?,
         import_id: r.id.clone(),
         created_ms: state.now_ms(),
     };
@@ -285,6 +286,25 @@ pub async fn add_component(
             kcv: kcv_hex,
         }),
     ))
+}
+
+/// What the record of a new imported key holds of it: with the `pkcs11` provider, a BDK
+/// or zone PIN key the HSM can use ([`Hsm::holds`]) goes onto the token and the record
+/// holds only [`HSM_KEY`]; any other key is wrapped by the root key.
+fn keep(
+    state: &AppState,
+    key_id: &str,
+    kind: &str,
+    alg: KeyAlgorithm,
+    key: &[u8],
+) -> Result<Vec<u8>> {
+    match state.hsm() {
+        Some(hsm) if Hsm::holds(kind, alg) => {
+            hsm.import_key(key_id, kind, alg, key)?;
+            Ok(HSM_KEY.to_vec())
+        }
+        _ => Ok(state.root().wrap_bytes(key, &wrap_context(key_id))?),
+    }
 }
 
 /// A key that comes whole: a TR-31 key block (version B or D) under `kbpk`, a `kek_…`
@@ -355,7 +375,7 @@ pub async fn import_block(
         algorithm: record.algorithm.clone(),
         name: record.name.clone(),
         kcv: kcv_hex.clone(),
-        wrapped: root.wrap_bytes(&key, &wrap_context(&key_id))?,
+        wrapped: keep(state, &key_id, &record.kind, alg, &key)?,
         import_id: record.id.clone(),
         created_ms: now,
     };

@@ -271,7 +271,12 @@ async fn keys(state: &AppState, check_values: bool) -> Result<Vec<Key>> {
                 },
                 account: Some(acct.id.clone()),
                 modes: vec![Mode::Test, Mode::Live],
-                provider: "wrapped".into(),
+                provider: if k.wrapped == crate::custody::pkcs11::HSM_KEY {
+                    "pkcs11"
+                } else {
+                    "wrapped"
+                }
+                .into(),
                 state: "active",
                 created_ms: k.created_ms,
                 last_rotated_ms: k.created_ms,

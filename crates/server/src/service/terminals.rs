@@ -10,6 +10,7 @@
 //! one generic `decryption_failed`.
 
 use crate::auth::Principal;
+use crate::custody::pkcs11::{HSM_KEY, Hsm, TokenKey};
 use crate::service::cards::{self, Claim, NewCard, Tokenized};
 use crate::service::{List, Result, ServiceError, key_imports, object_name, secs};
 use crate::state::AppState;
@@ -272,18 +273,56 @@ pub struct Enciphered<'a> {
     pub cipher: &'a str,
 }
 
+/// A working key: in zeroizing memory, or a session object on the HSM (an AES-128
+/// BDK kept on the token derives there).
+enum Working {
+    Clear(Zeroizing<Vec<u8>>),
+    Token(TokenKey),
+}
+
+impl Working {
+    /// Deciphers `data` in CBC mode with a zero IV (`tdes`: 8-byte blocks).
+    fn decipher_cbc(&self, tdes: bool, data: &mut [u8]) -> Result<()> {
+        match self {
+            Self::Clear(k) => dukpt::decipher_cbc(k, tdes, data),
+            Self::Token(k) => k.decipher_cbc(data),
+        }
+        .map_err(|_| ServiceError::DecryptionFailed)
+    }
+}
+
+/// A BDK: unwrapped into zeroizing memory, or on the HSM.
+enum Bdk {
+    Clear(Zeroizing<Vec<u8>>),
+    Token(std::sync::Arc<Hsm>, String),
+}
+
+/// The terminal's BDK, as it is kept.
+fn open_bdk(state: &AppState, key: &ImportedKeyRecord) -> Result<Bdk> {
+    if key.wrapped == HSM_KEY {
+        let hsm = state
+            .hsm()
+            .ok_or_else(|| ServiceError::internal("a BDK on an HSM the vault has not opened"))?;
+        return Ok(Bdk::Token(hsm.clone(), key.id.clone()));
+    }
+    Ok(Bdk::Clear(state.root().unwrap_bytes(
+        &key.wrapped,
+        &key_imports::wrap_context(&key.id),
+    )?))
+}
+
 /// A transaction's key serial number, checked against the terminal: its counter, and
 /// the working key it gives for `usage`. `Err(KsnInvalid)` for a KSN that is not the
 /// terminal's shape or a counter a terminal never uses; a KSN of another device is
 /// `decryption_failed`.
 struct Transaction {
     counter: u32,
-    key: Zeroizing<Vec<u8>>,
+    key: Working,
 }
 
 fn transaction(
     t: &TerminalRecord,
-    bdk: &[u8],
+    bdk: &Bdk,
     alg: KeyAlgorithm,
     ksn: &str,
     usage: Usage,
@@ -298,7 +337,15 @@ fn transaction(
         if hex::encode_upper(ksn.initial_key_id) != t.device {
             return Err(ServiceError::DecryptionFailed);
         }
-        let key = dukpt::aes_working_key(bdk, alg, &ksn, usage, alg).map_err(fail)?;
+        let key = match bdk {
+            Bdk::Clear(b) => {
+                Working::Clear(dukpt::aes_working_key(b, alg, &ksn, usage, alg).map_err(fail)?)
+            }
+            Bdk::Token(hsm, id) => {
+                let path = dukpt::aes_path(alg, &ksn, usage, alg).map_err(fail)?;
+                Working::Token(hsm.aes128_dukpt(id, &path)?)
+            }
+        };
         Ok(Transaction {
             counter: ksn.counter,
             key,
@@ -312,6 +359,9 @@ fn transaction(
         if hex::encode_upper(ksn.initial()) != t.device {
             return Err(ServiceError::DecryptionFailed);
         }
+        let Bdk::Clear(bdk) = bdk else {
+            return Err(ServiceError::internal("a TDES BDK on the HSM"));
+        };
         let ipek = dukpt::tdes_ipek(bdk, &ksn).map_err(fail)?;
         let current = dukpt::tdes_transaction_key(&ipek, &ksn);
         let key = match usage {
@@ -320,7 +370,7 @@ fn transaction(
         };
         Ok(Transaction {
             counter: ksn.counter(),
-            key: Zeroizing::new(key.to_vec()),
+            key: Working::Clear(Zeroizing::new(key.to_vec())),
         })
     }
 }
@@ -350,9 +400,7 @@ async fn begin(
     }
     let alg = KeyAlgorithm::parse(&key.algorithm)
         .ok_or_else(|| ServiceError::internal("imported key algorithm"))?;
-    let bdk = state
-        .root()
-        .unwrap_bytes(&key.wrapped, &key_imports::wrap_context(&key.id))?;
+    let bdk = open_bdk(state, &key)?;
     let tx = transaction(&t, &bdk, alg, ksn, usage)?;
     drop(bdk);
     let seen = if usage == Usage::Pin {
@@ -455,7 +503,7 @@ pub async fn tokenize(
 }
 
 /// Deciphers and parses: every failure is `decryption_failed`.
-fn read_card(key: &[u8], sent: &Enciphered<'_>) -> Result<CardData> {
+fn read_card(key: &Working, sent: &Enciphered<'_>) -> Result<CardData> {
     let fail = ServiceError::DecryptionFailed;
     let data = enciphered_bytes(sent.data.expose()).ok_or(ServiceError::InvalidParameter)?;
     let block = if sent.cipher == "tdes-cbc" { 8 } else { 16 };
@@ -463,7 +511,7 @@ fn read_card(key: &[u8], sent: &Enciphered<'_>) -> Result<CardData> {
         return Err(fail);
     }
     let mut clear = data;
-    dukpt::decipher_cbc(key, block == 8, &mut clear).map_err(|_| ServiceError::DecryptionFailed)?;
+    key.decipher_cbc(block == 8, &mut clear)?;
     track::parse(sent.kind, &clear, block).ok_or(fail)
 }
 
@@ -532,6 +580,40 @@ pub struct PinTranslationView {
     pub expires_at: i64,
 }
 
+/// `pin` for `pan` in the zone key's format, hex, enciphered under the zone key: on the
+/// HSM where it is kept there.
+fn encipher_for_zone(
+    state: &AppState,
+    zpk: &ImportedKeyRecord,
+    alg: KeyAlgorithm,
+    pin: &pin::Pin,
+    pan: &str,
+) -> Result<String> {
+    let tdes = PinFormat::of(alg) == PinFormat::Iso0;
+    if zpk.wrapped == HSM_KEY {
+        let hsm = state.hsm().ok_or_else(|| {
+            ServiceError::internal("a zone key on an HSM the vault has not opened")
+        })?;
+        let key = hsm.imported(&zpk.id, alg)?;
+        return Ok(if tdes {
+            let mut block = pin::iso0::clear_block(pin, pan)?;
+            key.encipher_tdes(&mut block)?;
+            hex::encode_upper(block.as_slice())
+        } else {
+            hex::encode_upper(pin::encipher(&key, pin, pan)?.expose_bytes())
+        });
+    }
+    let zone = state
+        .root()
+        .unwrap_bytes(&zpk.wrapped, &key_imports::wrap_context(&zpk.id))?;
+    Ok(if tdes {
+        hex::encode_upper(pin::iso0::encipher(&zone, pin, pan)?)
+    } else {
+        let key = pin::PinKey::from_bytes(&zone)?;
+        hex::encode_upper(pin::encipher(&key, pin, pan)?.expose_bytes())
+    })
+}
+
 /// Re-enciphers a terminal's PIN block under a processor's zone PIN key
 /// (`terminals:use`): deciphered under the transaction's DUKPT PIN key, checked against the
 /// card's PAN, enciphered under the zone key in the format asked. The clear PIN exists
@@ -570,34 +652,31 @@ pub async fn translate_pin(
         if theirs == PinFormat::Iso0 { 8 } else { 16 },
     )
     .ok_or(ServiceError::InvalidParameter)?;
-    let pin = match theirs {
-        PinFormat::Iso0 => {
+    let pin = match (theirs, &tx.key) {
+        (PinFormat::Iso0, Working::Clear(key)) => {
             let b: [u8; 8] = block
                 .as_slice()
                 .try_into()
                 .map_err(|_| ServiceError::InvalidParameter)?;
-            pin::iso0::decipher(&tx.key, &b, pan).map_err(fail)?
+            pin::iso0::decipher(key, &b, pan).map_err(fail)?
         }
-        PinFormat::Iso4 => {
-            let key = pin::PinKey::from_bytes(&tx.key)?;
+        (PinFormat::Iso4, key) => {
             let b =
                 pin::PinBlock::from_bytes(&block).map_err(|_| ServiceError::InvalidParameter)?;
-            pin::decipher(&key, &b, pan).map_err(fail)?
+            match key {
+                Working::Clear(k) => pin::decipher(&pin::PinKey::from_bytes(k)?, &b, pan),
+                Working::Token(k) => pin::decipher(k, &b, pan),
+            }
+            .map_err(fail)?
+        }
+        (PinFormat::Iso0, Working::Token(_)) => {
+            return Err(ServiceError::internal("a TDES PIN key on the HSM"));
         }
     };
     drop(tx.key);
     advance(state, who, &t, tx.counter, true).await?;
-    let zone = state
-        .root()
-        .unwrap_bytes(&zpk.wrapped, &key_imports::wrap_context(&zpk.id))?;
-    let out = match sent.to_format {
-        PinFormat::Iso0 => hex::encode_upper(pin::iso0::encipher(&zone, &pin, pan)?),
-        PinFormat::Iso4 => {
-            let key = pin::PinKey::from_bytes(&zone)?;
-            hex::encode_upper(pin::encipher(&key, &pin, pan)?.expose_bytes())
-        }
-    };
-    drop((pin, zone, clear));
+    let out = encipher_for_zone(state, &zpk, zpk_alg, &pin, pan)?;
+    drop((pin, clear));
     let now = state.now_ms();
     let translation = state.new_id(IdKind::PinTranslation)?;
     let held = format!("{}:{out}", card.id);

@@ -532,7 +532,7 @@ async fn the_key_inventory_lists_every_key_and_the_age_policy_speaks_up() {
     srv.stop().await;
 }
 
-fn find_in(data: &[Value], kind: &str, id: &str) -> Value {
+pub(crate) fn find_in(data: &[Value], kind: &str, id: &str) -> Value {
     data.iter()
         .find(|k| k["kind"] == kind && k["id"] == id)
         .unwrap_or_else(|| panic!("no {kind} {id}"))
@@ -601,7 +601,7 @@ const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 /// AES-ECB of `data` with the key labelled `key` (its id is its label) on token
 /// `token`, by OpenSC's `pkcs11-tool`: PKCS#11 calls made by other code than the vault's.
-fn hsm_ecb(token: &str, key: &str, op: &str, data: &[u8]) -> Vec<u8> {
+pub(crate) fn hsm_ecb(token: &str, key: &str, op: &str, data: &[u8]) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("in"), dir.path().join("out"));
     std::fs::write(&input, data).unwrap();
@@ -662,6 +662,54 @@ pub(crate) fn softhsm_token() -> strongroom_server::custody::pkcs11::Pkcs11Confi
     }
 }
 
+/// A vault whose root key the HSM `cfg` names keeps (made there on this first start).
+pub(crate) async fn pkcs11_server(
+    cfg: &strongroom_server::custody::pkcs11::Pkcs11Config,
+    data: &Arc<Data>,
+) -> TestServer {
+    let store = Store::connect(&data.store).await.unwrap();
+    let now = strongroom_core::SystemClock.now_ms();
+    let root = strongroom_server::custody::pkcs11::open_root(&store, cfg, now)
+        .await
+        .unwrap();
+    store.close().await;
+    let clock = TestClock::default();
+    let custody = Custody::Open {
+        root,
+        provider: Provider::Pkcs11,
+    };
+    let with_hsm = |c: &mut strongroom_server::config::ServerConfig| {
+        c.custody.pkcs11 = Some(cfg.clone());
+    };
+    let running = harness::boot(data, with_hsm, custody, &clock)
+        .await
+        .unwrap();
+    TestServer::provision(running, clock, data.clone()).await
+}
+
+/// The secret-key objects on token `token`, as OpenSC's pkcs11-tool lists them.
+pub(crate) fn token_objects(token: &str) -> Vec<String> {
+    let out = std::process::Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            SOFTHSM,
+            "--token-label",
+            token,
+            "--login",
+            "--pin",
+            "5678",
+        ])
+        .args(["--list-objects", "--type", "secrkey"])
+        .output()
+        .expect("pkcs11-tool (OpenSC) is installed by scripts/test");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    listed
+        .split("Secret Key Object")
+        .skip(1)
+        .map(str::to_owned)
+        .collect()
+}
+
 #[tokio::test]
 async fn a_pkcs11_vault_keeps_its_root_key_wrapped_by_the_hsm() {
     use strongroom_server::custody::pkcs11::{Pkcs11Config, open_root};
@@ -678,20 +726,8 @@ async fn a_pkcs11_vault_keeps_its_root_key_wrapped_by_the_hsm() {
             root
         }
     };
-    let custody = |root| Custody::Open {
-        root,
-        provider: Provider::Pkcs11,
-    };
-    let with_hsm = |c: &mut strongroom_server::config::ServerConfig| {
-        c.custody.pkcs11 = Some(cfg.clone());
-    };
     // First start: the key is made in the HSM, the root key recorded only wrapped.
-    let root = open(cfg.clone()).await.unwrap();
-    let clock = TestClock::default();
-    let running = harness::boot(&data, with_hsm, custody(root), &clock)
-        .await
-        .unwrap();
-    let srv = TestServer::provision(running, clock, data.clone()).await;
+    let srv = pkcs11_server(&cfg, &data).await;
     let pan = test_pan(3404);
     let id = srv.tokenize(&pan).await["id"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -754,12 +790,7 @@ async fn a_pkcs11_vault_keeps_its_root_key_wrapped_by_the_hsm() {
 
     // Restarted, the HSM unwraps the same key: cards made before reveal, and the PIN
     // still verifies on the token.
-    let root = open(cfg.clone()).await.unwrap();
-    let clock = TestClock::default();
-    let running = harness::boot(&data, with_hsm, custody(root), &clock)
-        .await
-        .unwrap();
-    let srv = TestServer::provision(running, clock, data.clone()).await;
+    let srv = pkcs11_server(&cfg, &data).await;
     assert_eq!(srv.reveal(&rk, &id).await.body["number"], pan.as_str());
     let enc = crate::pin::payload(&srv, &jwk, "4821", &id);
     let r = crate::pin::verify(&srv, &sk, &id, enc).await;
@@ -788,24 +819,11 @@ async fn a_pkcs11_vault_keeps_its_root_key_wrapped_by_the_hsm() {
     );
 
     // OpenSC's pkcs11-tool sees the wrapping key as sensitive and never extractable.
-    let out = std::process::Command::new("pkcs11-tool")
-        .args([
-            "--module",
-            SOFTHSM,
-            "--token-label",
-            &label,
-            "--login",
-            "--pin",
-            "5678",
-        ])
-        .args(["--list-objects", "--type", "secrkey"])
-        .output()
-        .expect("pkcs11-tool (OpenSC) is installed by scripts/test");
-    let listed = String::from_utf8_lossy(&out.stdout);
     // The root key's wrapping key and a PIN-block key for the account of each start,
     // each sensitive, never extractable, for encrypting and decrypting only.
-    let objects: Vec<&str> = listed.split("Secret Key Object").skip(1).collect();
-    assert_eq!(objects.len(), 3, "{listed}");
+    let objects = token_objects(&label);
+    assert_eq!(objects.len(), 3, "{objects:?}");
+    let listed = objects.concat();
     assert!(listed.contains("label:      strongroom-root\n"), "{listed}");
     assert!(
         listed.contains("label:      strongroom-root/pin/acct_"),

@@ -109,6 +109,27 @@ async fn a_tdes_terminals_track_2_becomes_a_card_once() {
     // The same number through POST /v1/cards is the same card.
     assert_eq!(srv.tokenize(&pan).await["id"], card.as_str());
 
+    // A retry with the request's Idempotency-Key replays the answer (the terminal's
+    // transaction is not run twice); without one, the same transaction is a replay.
+    let k4 = ksn(TDES_KSN, 4);
+    let enc4 = pydukpt(&["data", TDES_BDK, &k4, &clear]);
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let r = srv
+            .client
+            .post(format!("{}/v1/terminals/{id}/cards", srv.url))
+            .bearer_auth(&srv.sk_test)
+            .header("idempotency-key", "lane-3-tx-4")
+            .json(&body(&k4, &enc4))
+            .send()
+            .await
+            .unwrap();
+        answers.push(Resp::from(r).await);
+    }
+    assert_eq!(answers[0].status, 200, "{}", answers[0].text);
+    assert_eq!(answers[0].text, answers[1].text);
+    assert_eq!(answers[1].body["id"], card.as_str());
+
     // The same transaction again, or an older one: replays.
     send(&srv, &id, body(&k1, &enc))
         .await
@@ -549,6 +570,20 @@ async fn terminal_pin_blocks_are_translated_to_the_processors_zone_key() {
         .await
         .assert_error(400, "invalid_parameter");
 
+    // Never kept for an idempotent replay: the answer carries a PIN block.
+    let r = srv
+        .client
+        .post(format!("{}/v1/terminals/{aes}/pin_translations", srv.url))
+        .bearer_auth(&srv.sk_test)
+        .header("idempotency-key", "pin-1")
+        .json(&abody(ksn(IKID, 2), to0.clone()))
+        .send()
+        .await
+        .unwrap();
+    Resp::from(r)
+        .await
+        .assert_error(400, "idempotency_not_supported");
+
     assert_not_logged(&[&pan]);
     let audit = srv.get("/v1/admin/audit?limit=1000", &srv.admin_key).await;
     assert!(audit.text.contains("terminal.pin_translation") && !audit.text.contains(&pan));
@@ -632,4 +667,165 @@ async fn a_translated_pin_block_reaches_the_processor_once_through_the_relay() {
     srv.post("/v1/relay", &srv.sk_test, relay(&card, "pint_12"))
         .await
         .assert_error(400, "relay_expression_invalid");
+}
+
+/// With the `pkcs11` provider, an AES-128 BDK and the zone PIN keys go onto the token:
+/// the DUKPT derivations, the card data's decipherment and the PIN blocks' encipherment
+/// run in the HSM, and the database holds only a marker. AES-256 and TDES BDKs cannot
+/// derive there through PKCS#11 and stay wrapped by the root key.
+#[tokio::test]
+async fn with_an_hsm_dukpt_and_zone_pin_keys_run_on_the_token() {
+    use strongroom_store::{KeyImportStore, Store};
+    let cfg = crate::custody::softhsm_token();
+    let token = cfg.token_label.clone();
+    let data = std::sync::Arc::new(Data::new());
+    let srv = crate::custody::pkcs11_server(&cfg, &data).await;
+    let b128 = hex::decode(AES_BDK).unwrap();
+    let bdk = import_key(&srv, "bdk", "aes128", &b128).await;
+    let bdk256 = import_key(&srv, "bdk", "aes256", &[b128.clone(), b128].concat()).await;
+    let (tdes, zpk) = tdes_terminal_and_zpk(&srv, "H-1").await;
+    let azpk_hex = "00112233445566778899AABBCCDDEEFF";
+    let azpk = import_key(
+        &srv,
+        "zone_pin_key",
+        "aes128",
+        &hex::decode(azpk_hex).unwrap(),
+    )
+    .await;
+    let aes = terminal(
+        &srv,
+        json!({"bdk": bdk, "initial_key_id": IKID, "serial": "H-2"}),
+    )
+    .await;
+    let t256 = terminal(
+        &srv,
+        json!({"bdk": bdk256, "initial_key_id": IKID, "serial": "H-3"}),
+    )
+    .await;
+
+    // Track 2 under the published data key of counter 1: the card, once.
+    let pan = test_pan(7301);
+    let track2 = format!("{pan}=29061011234567890");
+    let enc = openssl_aes("A35C412EFD41FDB98B69797C02DCD08F", track2.as_bytes(), false);
+    let body = |k: String, t: &str| json!({"ksn": k, "encrypted_data": hex::encode(&enc), "data": t, "cipher": "aes-cbc", "key_usage": "data"});
+    let r = send(&srv, &aes, body(ksn(IKID, 1), "track2")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["last4"], &pan[12..]);
+    let card = r.body["id"].as_str().unwrap().to_owned();
+    send(&srv, &aes, body(ksn(IKID, 1), "track2"))
+        .await
+        .assert_error(409, "ksn_replayed");
+    // Counter 2's key is another: the same bytes do not decipher.
+    send(&srv, &aes, body(ksn(IKID, 2), "track2"))
+        .await
+        .assert_error(422, "decryption_failed");
+    // The AES-256 terminal derives in memory, as without an HSM.
+    let enc256 = openssl_aes(
+        "71EB36C9A6B7F801D1D1700C29741FC5A5C4E9B45D742DA7AF6992B8AA29AF58",
+        track2.as_bytes(),
+        false,
+    );
+    let r = send(
+        &srv,
+        &t256,
+        json!({"ksn": ksn(IKID, 1), "encrypted_data": hex::encode(&enc256), "data": "track2", "cipher": "aes-cbc", "key_usage": "data"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["id"], card.as_str());
+
+    // The AES terminal's format 4 block (the published PIN key of counter 1) to the TDES
+    // zone key on the token, and the TDES terminal's format 0 block to the AES one: the
+    // processor reads each PIN with independent code.
+    let ablock = pydukpt(&[
+        "iso4-encipher",
+        "AF8CB133A78F8DC2D1359F18527593FB",
+        "902211",
+        &pan,
+    ]);
+    let r = translate(
+        &srv,
+        &aes,
+        json!({"ksn": ksn(IKID, 1), "pin_block": ablock, "format": "iso4", "card": card,
+            "to": {"zone_key": zpk, "format": "iso0"}}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let out = r.body["pin_block"].as_str().unwrap();
+    assert_eq!(processor_reads("iso0", ZPK, out, &pan), "902211");
+    let k1 = ksn(TDES_KSN, 1);
+    let block = pydukpt(&["pin", TDES_BDK, &k1, "4821", &pan]);
+    let r = translate(
+        &srv,
+        &tdes,
+        json!({"ksn": k1, "pin_block": block, "format": "iso0", "card": card,
+            "to": {"zone_key": azpk, "format": "iso4"}}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let out = r.body["pin_block"].as_str().unwrap();
+    assert_eq!(processor_reads("iso4", azpk_hex, out, &pan), "4821");
+    // A wrong PIN block under the HSM's key is the same one error.
+    let wrong = pydukpt(&["iso4-encipher", azpk_hex, "902211", &pan]);
+    translate(
+        &srv,
+        &aes,
+        json!({"ksn": ksn(IKID, 2), "pin_block": wrong, "format": "iso4", "card": card,
+            "to": {"zone_key": zpk, "format": "iso0"}}),
+    )
+    .await
+    .assert_error(422, "decryption_failed");
+
+    // The inventory says where each key is; the token holds those on it, sensitive and
+    // not extractable, and OpenSC computes the AES zone key's check value there.
+    let inventory = srv.get("/v1/admin/key_inventory", &srv.admin_key).await;
+    let keys = inventory.body["data"].as_array().unwrap();
+    let tdes_bdk = srv
+        .get(&format!("/v1/terminals/{tdes}"), &srv.sk_test)
+        .await
+        .body["bdk"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (id, provider) in [
+        (&bdk, "pkcs11"),
+        (&zpk, "pkcs11"),
+        (&azpk, "pkcs11"),
+        (&bdk256, "wrapped"),
+        (&tdes_bdk, "wrapped"),
+    ] {
+        let k = crate::custody::find_in(keys, "imported_key", id);
+        assert_eq!(k["provider"], provider, "{k}");
+    }
+    let objects = crate::custody::token_objects(&token);
+    for id in [&bdk, &zpk, &azpk] {
+        let label = format!("label:      strongroom-root/imported/{id}\n");
+        let o = objects.iter().find(|o| o.contains(&label)).expect(id);
+        // Not extractable (pkcs11-tool prints `extractable` only for a key that is);
+        // never `never extractable`, which PKCS#11 keeps for keys made on the token.
+        assert!(o.contains("sensitive") && !o.contains("extractable"), "{o}");
+    }
+    assert!(!objects.concat().contains(&bdk256));
+    let kcv = crate::custody::hsm_ecb(
+        &token,
+        &format!("strongroom-root/imported/{azpk}"),
+        "--encrypt",
+        &[0u8; 16],
+    );
+    let k = crate::custody::find_in(keys, "imported_key", &azpk);
+    assert_eq!(k["kcv"], hex::encode_upper(&kcv[..3]).as_str());
+    assert_not_logged(&[&pan, &track2]);
+    let data = srv.stop().await;
+
+    // The database holds a marker for the keys on the token, and no PAN or PIN block.
+    let store = Store::connect(&data.store).await.unwrap();
+    for (id, on_token) in [(&bdk, true), (&azpk, true), (&bdk256, false)] {
+        let rec = store.imported_key(id).await.unwrap().unwrap();
+        let marker = rec.wrapped == strongroom_server::custody::pkcs11::HSM_KEY;
+        assert_eq!(marker, on_token, "{id}");
+    }
+    store.close().await;
+    for f in data.sqlite_files() {
+        assert_not_in_file(&f, &[&pan, &block, &ablock]);
+    }
 }
