@@ -46,6 +46,10 @@ pub enum IdKind {
     Terminal,
     /// `pint_`: a PIN block translated from a terminal's key to a zone PIN key.
     PinTranslation,
+    /// `iapp_`: an application whose Play Integrity tokens an account accepts.
+    IntegrityApp,
+    /// `att_`: a device attestation earned with a Play Integrity token.
+    Attestation,
 }
 
 impl IdKind {
@@ -70,6 +74,8 @@ impl IdKind {
             Self::Kek => "kek_",
             Self::Terminal => "term_",
             Self::PinTranslation => "pint_",
+            Self::IntegrityApp => "iapp_",
+            Self::Attestation => "att_",
         }
     }
 }

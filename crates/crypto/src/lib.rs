@@ -15,6 +15,7 @@ pub mod audit;
 pub mod components;
 pub mod dukpt;
 pub mod httpsig;
+pub mod integrity;
 pub mod jwe;
 pub mod jwt;
 pub mod pin;

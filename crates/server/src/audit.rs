@@ -251,6 +251,8 @@ const KINDS: &[(IdKind, &str)] = &[
     (IdKind::KeyImport, "key_import"),
     (IdKind::Terminal, "terminal"),
     (IdKind::PinTranslation, "pin_translation"),
+    (IdKind::IntegrityApp, "integrity_app"),
+    (IdKind::Attestation, "attestation"),
 ];
 
 /// The resource a path names: the last path parameter that is a well-formed id.

@@ -21,6 +21,12 @@ pub const ADMIN_PREFIX: &str = "sk_admin_";
 /// The `kind` of admin keys in storage.
 pub const ADMIN_KIND: &str = "admin";
 
+/// The header that names the calling application on `GET /v1/integrity/app` (and, on a
+/// step-up, the application its attestation must be of).
+pub const APPLICATION_HEADER: &str = "applicationid";
+/// The header a step-up carries its device attestation in (docs/device-integrity.md).
+pub const ATTESTATION_HEADER: &str = "strongroom-attestation";
+
 /// An authenticated account credential.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -36,6 +42,11 @@ pub struct Principal {
     pub scopes: Scopes,
     /// The token id (`jti`) when the request carried a bearer JWT rather than the key.
     pub token_id: Option<String>,
+    /// The device attestation the request carries (`Strongroom-Attestation`), unchecked:
+    /// a step-up that needs one checks it.
+    pub attestation: Option<String>,
+    /// The application the request names (`applicationid`), unchecked.
+    pub application: Option<String>,
     /// The request's audit scope: the writes made for this caller carry it
     /// (`store.audited(&who.audit)`).
     pub audit: Arc<AuditScope>,
@@ -102,6 +113,8 @@ impl Principal {
             kind,
             scopes: kind.held_scopes(&key.scopes),
             token_id: None,
+            attestation: None,
+            application: None,
             audit,
         })
     }
@@ -280,7 +293,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let e = match caller(parts)? {
-            Caller::Account(p) => return Ok(p.clone()),
+            Caller::Account(p) => {
+                let header = |name: &str| {
+                    parts
+                        .headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(|v| v.trim().to_owned())
+                        .filter(|v| !v.is_empty() && v.len() <= 255)
+                };
+                let mut who = p.clone();
+                who.attestation = header(ATTESTATION_HEADER);
+                who.application = header(APPLICATION_HEADER);
+                return Ok(who);
+            }
             Caller::Anonymous => codes::AUTHENTICATION_REQUIRED,
             // An admin key has no account.
             Caller::Admin(_) => codes::INVALID_API_KEY,

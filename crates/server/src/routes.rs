@@ -7,6 +7,7 @@ pub mod client_sessions;
 pub mod controls;
 pub mod elements;
 pub mod inbound_routes;
+pub mod integrity;
 pub mod key_imports;
 pub mod meta;
 pub mod metrics;
@@ -116,6 +117,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/admin/admin_keys/{key_id}/ip_allowlist",
             axum::routing::put(admin::set_admin_key_allowlist),
+        )
+        .route(
+            "/v1/admin/accounts/{id}/integrity_apps",
+            post(integrity::create_app).get(integrity::list_apps),
+        )
+        .route(
+            "/v1/admin/accounts/{id}/integrity_apps/{app_id}",
+            get(integrity::get_app)
+                .patch(integrity::update_app)
+                .delete(integrity::delete_app),
         )
         .route(
             "/v1/admin/accounts/{id}/relay_destinations",
@@ -238,6 +249,10 @@ pub fn router(state: AppState) -> Router {
             post(terminals::create).get(terminals::list),
         )
         .route("/v1/terminals/{id}", get(terminals::get))
+        .route(
+            "/v1/integrity/app",
+            get(integrity::new_hash).post(integrity::attest),
+        )
         .route("/v1/terminals/{id}/disable", post(terminals::disable))
         .route("/v1/terminals/{id}/cards", post(terminals::cards))
         .route(

@@ -13,6 +13,7 @@ pub mod egress;
 pub mod error;
 pub mod events;
 pub mod inbound;
+pub mod integrity;
 pub mod key_imports;
 pub mod key_inventory;
 pub mod otp;

@@ -24,6 +24,8 @@ pub struct AccountControls {
     pub risk_mode: Option<String>,
     /// The account's IANA time zone; `None`: UTC.
     pub time_zone: Option<String>,
+    /// The step-ups that need a device attestation (`card.reveal`, `pin.set`, …).
+    pub require_attestation: Vec<String>,
     /// Last change.
     pub updated_ms: i64,
 }
@@ -38,6 +40,7 @@ impl AccountControls {
             rate_limit_per_minute: None,
             risk_mode: None,
             time_zone: None,
+            require_attestation: Vec::new(),
             updated_ms: 0,
         }
     }
@@ -59,6 +62,8 @@ pub struct ControlsUpdate {
     pub risk_mode: Option<String>,
     /// New time zone.
     pub time_zone: Option<String>,
+    /// New list of the step-ups that need an attestation.
+    pub require_attestation: Option<Vec<String>>,
     /// Now.
     pub now_ms: i64,
     /// Events that announce the change, in the same transaction.
@@ -163,26 +168,30 @@ pub trait ControlStore: Send + Sync {
 // ---- SQL ----
 
 const GET_CONTROLS: &str = "SELECT account_id, require_signed_requests, ip_allowlist, \
-     rate_limit_per_minute, updated_ms, risk_mode, time_zone FROM account_controls \
-     WHERE account_id = $1";
+     rate_limit_per_minute, updated_ms, risk_mode, time_zone, require_attestation \
+     FROM account_controls WHERE account_id = $1";
 const UPSERT_CONTROLS: &str = "INSERT INTO account_controls (account_id, \
      require_signed_requests, ip_allowlist, rate_limit_per_minute, updated_ms, risk_mode, \
-     time_zone) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (account_id) DO UPDATE SET \
+     time_zone, require_attestation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (account_id) DO UPDATE SET \
      require_signed_requests = excluded.require_signed_requests, \
      ip_allowlist = excluded.ip_allowlist, \
      rate_limit_per_minute = excluded.rate_limit_per_minute, updated_ms = excluded.updated_ms, \
-     risk_mode = excluded.risk_mode, time_zone = excluded.time_zone";
+     risk_mode = excluded.risk_mode, time_zone = excluded.time_zone, \
+     require_attestation = excluded.require_attestation";
 const UPDATE_CONTROLS: &str = "INSERT INTO account_controls (account_id, \
      require_signed_requests, ip_allowlist, rate_limit_per_minute, updated_ms, risk_mode, \
-     time_zone) \
-     VALUES ($1, COALESCE($2, 0), COALESCE($3, ''), $4, $5, $6, $7) ON CONFLICT (account_id) DO UPDATE SET \
+     time_zone, require_attestation) \
+     VALUES ($1, COALESCE($2, 0), COALESCE($3, ''), $4, $5, $6, $7, $8) \
+     ON CONFLICT (account_id) DO UPDATE SET \
      require_signed_requests = COALESCE($2, account_controls.require_signed_requests), \
      ip_allowlist = COALESCE($3, account_controls.ip_allowlist), \
      rate_limit_per_minute = COALESCE($4, account_controls.rate_limit_per_minute), \
      updated_ms = $5, risk_mode = COALESCE($6, account_controls.risk_mode), \
-     time_zone = COALESCE($7, account_controls.time_zone) \
+     time_zone = COALESCE($7, account_controls.time_zone), \
+     require_attestation = COALESCE($8, account_controls.require_attestation) \
      RETURNING account_id, require_signed_requests, ip_allowlist, rate_limit_per_minute, \
-     updated_ms, risk_mode, time_zone";
+     updated_ms, risk_mode, time_zone, require_attestation";
 const GET_KEY_ALLOWLIST: &str = "SELECT ip_allowlist FROM api_key_controls WHERE key_id = $1";
 const UPSERT_KEY_ALLOWLIST: &str = "INSERT INTO api_key_controls (key_id, ip_allowlist) \
      VALUES ($1, $2) ON CONFLICT (key_id) DO UPDATE SET ip_allowlist = excluded.ip_allowlist";
@@ -254,6 +263,7 @@ impl FromRow for AccountControls {
             updated_ms: r.int(4)?,
             risk_mode: r.opt_text(5)?,
             time_zone: r.opt_text(6)?,
+            require_attestation: split_cidrs(&r.opt_text(7)?.unwrap_or_default()),
         })
     }
 }
@@ -319,9 +329,9 @@ pub(crate) async fn key_with_controls<C: Exec>(
         (Some(_), Some(_)) => Some(AccountControls::from_row(&At(&r, at))?),
         (Some(account), None) => Some(AccountControls::defaults(account)),
     };
-    // After the seven columns of the account's controls (GET_CONTROLS's order).
+    // After the eight columns of the account's controls (GET_CONTROLS's order).
     let key_allowlist = r
-        .opt_text(at + 7)?
+        .opt_text(at + 8)?
         .map(|s| split_cidrs(&s))
         .unwrap_or_default();
     Ok(Some(KeyWithControls {
@@ -412,6 +422,7 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<Reply> {
     let reply = match op {
         Op::SetControls(a) => {
             let cidrs = join_cidrs(&a.ip_allowlist);
+            let attest = a.require_attestation.join(" ");
             let a = args![
                 &a.account_id,
                 i64::from(a.require_signed_requests),
@@ -419,13 +430,15 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<Reply> {
                 a.rate_limit_per_minute,
                 a.updated_ms,
                 a.risk_mode.as_deref(),
-                a.time_zone.as_deref()
+                a.time_zone.as_deref(),
+                &attest
             ];
             c.exec(UPSERT_CONTROLS, a).await?;
             Reply::Done
         }
         Op::UpdateControls(u) => {
             let cidrs = u.ip_allowlist.as_deref().map(join_cidrs);
+            let attest = u.require_attestation.as_ref().map(|l| l.join(" "));
             let a = args![
                 &u.account_id,
                 u.require_signed_requests.map(i64::from),
@@ -433,7 +446,8 @@ pub(crate) async fn apply<C: Exec>(c: &mut C, op: &Op) -> StoreResult<Reply> {
                 u.rate_limit_per_minute,
                 u.now_ms,
                 u.risk_mode.as_deref(),
-                u.time_zone.as_deref()
+                u.time_zone.as_deref(),
+                attest.as_deref()
             ];
             let row = sql::one(c, UPDATE_CONTROLS, a)
                 .await?

@@ -12,6 +12,7 @@ pub mod client_sessions;
 pub mod controls;
 pub mod custody;
 pub mod inbound_routes;
+pub mod integrity;
 pub mod key_imports;
 pub mod model;
 pub mod pin;
@@ -44,6 +45,7 @@ pub use controls::{
 };
 pub use custody::{CustodyStore, RootKeyRecord, WrappedKey, WrappedKind, WrappedQuery};
 pub use inbound_routes::{InboundRouteRecord, InboundRouteStore};
+pub use integrity::{AttestationRecord, ChallengeRecord, IntegrityAppRecord, IntegrityStore};
 pub use key_imports::{ImportedKeyRecord, KeyImportRecord, KeyImportStore};
 pub use model::*;
 pub use pin::{PinOutcome, PinRecord, PinRewrap, PinStore, SetKind, SpendOtp, TransportKeyRecord};

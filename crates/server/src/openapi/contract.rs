@@ -178,6 +178,31 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
         "/v1/client_sessions/{id}/cards",
         CLIENT_SESSION_CARD_RULES,
     ),
+    ("get", "/v1/integrity/app", &[INTEGRITY_APP_RULE]),
+    ("post", "/v1/integrity/app", INTEGRITY_RULES),
+];
+
+/// The application must be one the operator registered (docs/device-integrity.md).
+const INTEGRITY_APP_RULE: (&str, &str) = (
+    "integrity_application_invalid",
+    "the application must be registered for the account (POST /v1/admin/accounts/{id}/integrity_apps), and the token requested by that package",
+);
+
+/// What an integrity token is refused for beyond its schema (docs/device-integrity.md).
+const INTEGRITY_RULES: &[(&str, &str)] = &[
+    INTEGRITY_APP_RULE,
+    (
+        "integrity_hash_invalid",
+        "the hash must be a live one from GET /v1/integrity/app, of this caller and application, and the one the token was requested with",
+    ),
+    (
+        "integrity_token_invalid",
+        "the token must decrypt under the application's decryption key (A256KW, A256GCM) and verify under its verification key (ES256)",
+    ),
+    (
+        "integrity_token_expired",
+        "the token's timestamp must be within the application's max_token_age_s",
+    ),
 ];
 
 /// What a new terminal is refused for beyond its schema (docs/card-present.md).

@@ -136,6 +136,11 @@ pub struct UpdateAccountBody {
     #[serde(default, deserialize_with = "crate::extract::integer_opt")]
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub rate_limit_per_minute: Option<i64>,
+    /// The step-ups that need a device attestation (`Strongroom-Attestation`, from
+    /// `POST /v1/integrity/app`): any of `card.reveal`, `pin.set`, `pin.change`, `relay`,
+    /// `otp.create`; the list replaces the account's, `[]` removes the requirement.
+    #[schema(value_type = Option<Vec<crate::service::accounts::StepUpName>>, max_items = 5)]
+    pub require_attestation: Option<Vec<String>>,
 }
 
 /// Update an account. `url_not_allowed` also refuses a schema-valid URL that is not HTTPS
@@ -163,6 +168,11 @@ pub async fn update_account(
     {
         return Err(codes::INVALID_PARAMETER);
     }
+    let attest = body
+        .require_attestation
+        .as_deref()
+        .map(crate::service::integrity::checked_actions)
+        .transpose()?;
     let accounts = state.accounts();
     let mut acct = accounts.get(&id).await?;
     if let Some(n) = body.name {
@@ -187,7 +197,8 @@ pub async fn update_account(
         body.rate_limit_per_minute,
     )
     .await?;
-    let v = AccountView::new(&acct, rate);
+    let attest = crate::service::integrity::set_required(&state, &admin.audit, &id, attest).await?;
+    let v = AccountView::new(&acct, rate).with_attestation(attest);
     Ok(Json(with_delivery_secret(&state, &acct, v).await?))
 }
 

@@ -272,12 +272,9 @@ impl Accounts<'_> {
     /// The account's view, its per-credential rate limit read from its controls
     /// (without the OTP signing secret, which the admin routes add where they show it).
     pub async fn view(&self, acct: &AccountRecord) -> Result<AccountView> {
-        let rate = self
-            .store
-            .account_controls(&acct.id)
-            .await?
-            .rate_limit_per_minute;
-        Ok(AccountView::new(acct, rate))
+        let controls = self.store.account_controls(&acct.id).await?;
+        Ok(AccountView::new(acct, controls.rate_limit_per_minute)
+            .with_attestation(controls.require_attestation))
     }
 }
 
@@ -324,6 +321,9 @@ pub struct AccountView {
     /// Per-credential rate limit, requests per minute; `null`: the server's default.
     #[schema(required = true)]
     pub rate_limit_per_minute: Option<i64>,
+    /// The step-ups that need a device attestation (docs/device-integrity.md).
+    #[schema(value_type = Vec<StepUpName>)]
+    pub require_attestation: Vec<String>,
     /// When an OTP delivery URL is set, in the responses of create, update and rotate:
     /// the secret (`whsec_…`) OTP deliveries are signed with.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -340,6 +340,14 @@ pub struct AccountView {
 
 impl AccountView {
     /// The view of an account, without its OTP signing secret.
+    /// The view with the step-ups that need an attestation.
+    pub fn with_attestation(self, require_attestation: Vec<String>) -> Self {
+        Self {
+            require_attestation,
+            ..self
+        }
+    }
+
     pub fn new(a: &AccountRecord, rate_limit_per_minute: Option<i64>) -> Self {
         Self {
             id: a.id.clone(),
@@ -348,6 +356,7 @@ impl AccountView {
             otp_delivery_url: a.otp_delivery_url.as_deref().map(without_userinfo),
             created: secs(a.created_ms),
             rate_limit_per_minute,
+            require_attestation: Vec::new(),
             otp_signing_secret: None,
             otp_signing_secret_version: None,
             otp_signing_secret_rotation_ends_at: None,
@@ -474,6 +483,26 @@ impl utoipa::PartialSchema for ScopeName {
 }
 
 impl ToSchema for ScopeName {}
+
+/// A step-up that may need an attestation.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub enum StepUpName {
+    /// Revealing a card's number.
+    #[serde(rename = "card.reveal")]
+    CardReveal,
+    /// Setting a PIN.
+    #[serde(rename = "pin.set")]
+    PinSet,
+    /// Changing a PIN.
+    #[serde(rename = "pin.change")]
+    PinChange,
+    /// Sending card data through the relay.
+    #[serde(rename = "relay")]
+    Relay,
+    /// Creating a one-time password.
+    #[serde(rename = "otp.create")]
+    OtpCreate,
+}
 
 /// The kind of a new account key.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]

@@ -64,6 +64,29 @@ pub enum ServiceError {
     KsnReplayed,
     /// What a terminal sent did not decipher to card data (one error, whatever failed).
     DecryptionFailed,
+    /// The application named is not registered, or the token names another package.
+    IntegrityApplicationInvalid,
+    /// The integrity hash is not a live one of this caller and application, or not the
+    /// token's.
+    IntegrityHashInvalid,
+    /// The integrity token does not decrypt, verify or parse.
+    IntegrityTokenInvalid,
+    /// The integrity token is too old (or from the future).
+    IntegrityTokenExpired,
+    /// Play does not recognize the app, or its package or certificate is not registered.
+    IntegrityAppUnrecognized,
+    /// The app's version code is below the minimum.
+    IntegrityAppVersion,
+    /// A required device verdict is missing.
+    IntegrityDevice,
+    /// The app is not licensed and must be.
+    IntegrityLicensing,
+    /// The application is already registered for the account.
+    IntegrityAppExists,
+    /// The step-up needs a device attestation and none was sent.
+    AttestationRequired,
+    /// The attestation sent is unknown, expired, used, or another caller's.
+    AttestationInvalid,
     /// Live OTPs need a delivery URL and the account has none.
     OtpDeliveryNotConfigured,
     /// An encrypted PIN could not be read (malformed, unknown key, not decryptable).

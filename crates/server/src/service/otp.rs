@@ -195,6 +195,7 @@ pub async fn create(
     }
     who.require(purpose_scope(purpose))?;
     let card = cards::get(state, who, card_id).await?;
+    crate::service::integrity::require(state, who, "otp.create").await?;
     let account = state.accounts().get(&who.account_id).await?;
     if who.mode == Mode::Live && account.otp_delivery_url.is_none() {
         return Err(ServiceError::OtpDeliveryNotConfigured);
@@ -430,6 +431,7 @@ pub async fn reveal(
 ) -> Result<(strongroom_store::CardRecord, RevealedCard)> {
     who.require(Scope::CardsReveal)?;
     let card = cards::get(state, who, card_id).await?;
+    crate::service::integrity::require(state, who, "card.reveal").await?;
     let fingerprint = [card.fingerprint.as_slice()];
     crate::service::suspensions::check_card(state, &who.account_id, who.mode, fingerprint).await?;
     // Assessed before the OTP is spent: a blocked reveal leaves the code usable.

@@ -401,6 +401,7 @@ async fn set_inner(
 ) -> Result<SetResult> {
     who.require(Scope::PinsWrite)?;
     let card = cards::get(state, who, card_id).await?;
+    crate::service::integrity::require(state, who, "pin.set").await?;
     let purpose = match state.store().get_otp(&who.account_id, otp_id).await? {
         Some(o) if o.purpose == "pin.set" || o.purpose == "pin.reset" => o.purpose,
         _ => return Err(ServiceError::OtpInvalid),
@@ -563,6 +564,7 @@ async fn change_inner(
 ) -> Result<()> {
     who.require(Scope::PinsWrite)?;
     let card = cards::get(state, who, card_id).await?;
+    crate::service::integrity::require(state, who, "pin.change").await?;
     let rec = unlocked_pin(state, who, &card).await?;
     otp::check(state, who, otp_id, code, ("pin.change", &card.id)).await?;
     let current = open_payload(state, who, &card, encrypted_current).await?;

@@ -611,6 +611,8 @@ impl Tokens {
             kind,
             scopes,
             token_id: Some(claims.jti.clone()),
+            attestation: None,
+            application: None,
             audit,
         })
     }

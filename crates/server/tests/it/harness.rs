@@ -349,6 +349,10 @@ impl TestServer {
         self.call(Method::GET, path, Some(key), None).await
     }
 
+    pub async fn patch(&self, path: &str, key: &str, body: Value) -> Resp {
+        self.call(Method::PATCH, path, Some(key), Some(body)).await
+    }
+
     pub async fn delete(&self, path: &str, key: &str) -> Resp {
         self.call(Method::DELETE, path, Some(key), None).await
     }

@@ -27,6 +27,7 @@ mod cvc;
 mod echo;
 mod harness;
 mod inbound_routes;
+mod integrity;
 mod key_imports;
 mod leaks;
 mod metrics;

@@ -28,11 +28,12 @@ const API_KEY_BY_DIGEST: &str = concat!(
     " FROM api_keys WHERE digest = $1"
 );
 /// An API key with its account's controls and its own allowlist: the key's columns,
-/// then `account_controls`' five (all NULL when the account has none), then the key's
+/// then `account_controls`' eight (all NULL when the account has none), then the key's
 /// allowlist (NULL when none).
 pub(crate) const KEY_WITH_CONTROLS: &str = concat!(
     "SELECT k.*, c.account_id, c.require_signed_requests, c.ip_allowlist, \
-     c.rate_limit_per_minute, c.updated_ms, c.risk_mode, c.time_zone, kc.ip_allowlist \
+     c.rate_limit_per_minute, c.updated_ms, c.risk_mode, c.time_zone, c.require_attestation, \
+     kc.ip_allowlist \
      FROM (SELECT ",
     api_key_cols!(),
     " FROM api_keys WHERE digest = $1) k \

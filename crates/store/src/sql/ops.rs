@@ -93,6 +93,7 @@ pub(crate) enum WriteOp {
     Relay(crate::relay::Op),
     InboundRoute(crate::inbound_routes::Op),
     Terminal(crate::terminals::Op),
+    Integrity(crate::integrity::Op),
     TerminalCard(crate::terminals::CardOp),
     ClientSession(crate::client_sessions::Op),
     Suspension(crate::suspensions::Op),
@@ -205,6 +206,9 @@ impl Write<bool> {
     }
     pub(crate) fn terminal(op: crate::terminals::Op) -> Self {
         Self::new(WriteOp::Terminal(op), flag)
+    }
+    pub(crate) fn integrity(op: crate::integrity::Op) -> Self {
+        Self::new(WriteOp::Integrity(op), flag)
     }
     pub(crate) fn update_account(account: AccountRecord) -> Self {
         Self::new(WriteOp::UpdateAccount { account }, flag)
@@ -554,6 +558,7 @@ pub(crate) async fn apply<C: Exec>(
         }
         WriteOp::InboundRoute(op) => WriteReply::Flag(crate::inbound_routes::apply(c, op).await?),
         WriteOp::Terminal(op) => WriteReply::Flag(crate::terminals::apply(c, op).await?),
+        WriteOp::Integrity(op) => WriteReply::Flag(crate::integrity::apply(c, op).await?),
         WriteOp::TerminalCard(op) => {
             WriteReply::Collected(Some(crate::terminals::tokenize(c, op).await?))
         }

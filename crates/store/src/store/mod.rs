@@ -6,6 +6,7 @@ mod client_sessions;
 mod controls;
 mod custody;
 mod inbound_routes;
+mod integrity;
 mod pin;
 mod relay;
 mod risk;

@@ -24,6 +24,7 @@ async fn account_settings_and_key_allowlists(store: Store) {
         rate_limit_per_minute: Some(250),
         risk_mode: None,
         time_zone: Some("Europe/Paris".into()),
+        require_attestation: vec!["card.reveal".into(), "relay".into()],
         updated_ms: T0,
     };
     writes(&store).set_account_controls(&c).await.unwrap();
@@ -81,6 +82,7 @@ async fn account_settings_and_key_allowlists(store: Store) {
             rate_limit_per_minute: Some(30),
             risk_mode: None,
             time_zone: None,
+            require_attestation: Vec::new(),
             updated_ms: T0 + 7,
         }
     );
@@ -295,4 +297,131 @@ async fn idempotency_records(store: Store) {
     }
     assert_eq!(started, 1);
     let _ = store.ping().await;
+}
+
+store_test!(integrity_apps_challenges_and_attestations);
+async fn integrity_apps_challenges_and_attestations(store: Store) {
+    use strongroom_store::{
+        AttestationRecord, ChallengeRecord, IntegrityAppRecord, IntegrityStore,
+    };
+    let a = account(&store).await;
+    let app = IntegrityAppRecord {
+        id: "iapp_1".into(),
+        account_id: a.clone(),
+        application_id: "com.example.pay".into(),
+        decryption_key: vec![1; 40],
+        verification_key: vec![2; 90],
+        allowed_certificates: vec!["ab".repeat(32)],
+        min_version_code: Some(42),
+        required_device_verdicts: vec!["MEETS_DEVICE_INTEGRITY".into()],
+        require_licensed: true,
+        max_token_age_s: 120,
+        attestation_ttl_s: 600,
+        reusable_attestations: false,
+        created_ms: T0,
+        updated_ms: T0,
+    };
+    writes(&store).insert_integrity_app(&app).await.unwrap();
+    // One registration per application and account.
+    assert!(writes(&store).insert_integrity_app(&app).await.is_err());
+    let got = store.integrity_app(&a, "com.example.pay").await.unwrap();
+    assert_eq!(got.as_ref(), Some(&app));
+    let changed = IntegrityAppRecord {
+        min_version_code: None,
+        required_device_verdicts: vec![],
+        reusable_attestations: true,
+        updated_ms: T0 + 1,
+        ..app.clone()
+    };
+    assert!(writes(&store).update_integrity_app(&changed).await.unwrap());
+    assert_eq!(store.integrity_apps(&a).await.unwrap(), vec![changed]);
+
+    // A challenge is taken once, by its caller and application, while live.
+    let h = ChallengeRecord {
+        digest: vec![7; 32],
+        account_id: a.clone(),
+        subject: "key_1".into(),
+        application_id: "com.example.pay".into(),
+        expires_ms: T0 + 300_000,
+    };
+    assert!(
+        writes(&store)
+            .insert_integrity_challenge(&h, T0)
+            .await
+            .unwrap()
+    );
+    let other = ChallengeRecord {
+        subject: "key_2".into(),
+        ..h.clone()
+    };
+    let w = || writes(&store);
+    assert!(!w().consume_integrity_challenge(&other, T0).await.unwrap());
+    assert!(
+        !w().consume_integrity_challenge(&h, T0 + 300_000)
+            .await
+            .unwrap()
+    );
+    assert!(w().consume_integrity_challenge(&h, T0 + 1).await.unwrap());
+    assert!(!w().consume_integrity_challenge(&h, T0 + 2).await.unwrap());
+
+    // An attestation: its caller's, once unless reusable, until it expires.
+    let att = AttestationRecord {
+        id: "att_1".into(),
+        account_id: a.clone(),
+        subject: "key_1".into(),
+        application_id: "com.example.pay".into(),
+        reusable: false,
+        created_ms: T0,
+        expires_ms: T0 + 600_000,
+    };
+    assert!(w().insert_attestation(&att).await.unwrap());
+    let app_id = Some("com.example.pay");
+    assert!(
+        !w().use_attestation("att_1", &a, "key_2", None, T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !w().use_attestation("att_1", &a, "key_1", Some("com.other"), T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        w().use_attestation("att_1", &a, "key_1", app_id, T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !w().use_attestation("att_1", &a, "key_1", None, T0)
+            .await
+            .unwrap()
+    );
+    let again = AttestationRecord {
+        id: "att_2".into(),
+        reusable: true,
+        ..att
+    };
+    assert!(w().insert_attestation(&again).await.unwrap());
+    assert!(
+        w().use_attestation("att_2", &a, "key_1", None, T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        w().use_attestation("att_2", &a, "key_1", None, T0 + 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !w().use_attestation("att_2", &a, "key_1", None, T0 + 600_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        writes(&store)
+            .delete_integrity_app(&a, "iapp_1")
+            .await
+            .unwrap()
+    );
+    assert!(store.integrity_apps(&a).await.unwrap().is_empty());
 }

@@ -338,6 +338,7 @@ async fn a_key_with_its_controls_in_one_read(store: Store) {
         // Every column set, so that a read that shifts one shows.
         risk_mode: Some("shadow".into()),
         time_zone: Some("Asia/Tokyo".into()),
+        require_attestation: vec!["pin.set".into()],
         updated_ms: T0,
     };
     writes(&store).set_account_controls(&c).await.unwrap();

@@ -536,6 +536,8 @@ fn route_principal(route: &InboundRouteRecord, audit: Arc<AuditScope>) -> Princi
         kind: KeyKind::Restricted,
         scopes: Scopes::from(Scope::CardsWrite),
         token_id: None,
+        attestation: None,
+        application: None,
         audit,
     }
 }

@@ -369,6 +369,7 @@ async fn open_cards<'a>(
 /// Sends `req` for `who` and returns the cleaned answer (see the module's docs).
 pub async fn relay(state: &AppState, who: &Principal, req: &RelayRequest) -> Result<Relayed> {
     who.require(Scope::CardsRelay)?;
+    crate::service::integrity::require(state, who, "relay").await?;
     let method = METHODS
         .iter()
         .find(|m| **m == req.method)
