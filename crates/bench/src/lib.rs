@@ -53,6 +53,10 @@ struct Args {
     /// Base URL of a running deployment (instead of --spawn).
     #[arg(long, value_name = "URL", requires = "key")]
     target: Option<String>,
+    /// Base URLs of several nodes of one deployment (`strongroom cluster up`): the
+    /// connections are spread over them in turn (instead of --target).
+    #[arg(long, value_name = "URL,URL…", value_delimiter = ',', conflicts_with_all = ["spawn", "target"], requires = "key")]
+    targets: Vec<String>,
     /// Secret API key (sk_test_…) for --target.
     #[arg(long, env = "STRONGROOM_BENCH_KEY", hide_env_values = true)]
     key: Option<String>,
@@ -325,8 +329,12 @@ async fn run(args: Args) -> Result<()> {
         server = Some(s);
         t
     } else {
-        let (Some(url), Some(key)) = (args.target.clone(), args.key.clone()) else {
-            bail!("give either --spawn or --target URL --key KEY");
+        let first = args
+            .target
+            .clone()
+            .or_else(|| args.targets.first().cloned());
+        let (Some(url), Some(key)) = (first, args.key.clone()) else {
+            bail!("give either --spawn, or --target URL (or --targets URL,URL…) --key KEY");
         };
         let Some(ca) = args.ca_cert.clone() else {
             bail!("--target needs --ca-cert PEM (the CA that signed the server's certificate)");
@@ -388,12 +396,21 @@ async fn measure(
     let range_end = args.pan_offset + block;
 
     let target = Arc::new(conn::Target::new(url, ca, http2).await?);
+    // With --targets, connection w goes to node w mod N (requests are the same on each).
+    let mut nodes = Vec::with_capacity(args.targets.len().max(1));
+    for t in args.targets.iter().skip(1) {
+        nodes.push(Arc::new(
+            conn::Target::new(t.trim_end_matches('/'), ca, http2).await?,
+        ));
+    }
+    nodes.insert(0, target.clone());
     let mut workers = Vec::with_capacity(n);
     for w in 0..n {
         let pans =
             pan::PanSlice::for_worker(range_start, range_start + preload, w as u64, n as u64);
+        let node = nodes.get(w % nodes.len()).unwrap_or(&target);
         workers.push(Worker::new(
-            conn::Conn::new(target.clone()),
+            conn::Conn::new(node.clone()),
             pans,
             w as u64 + 1,
         ));

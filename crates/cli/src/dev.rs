@@ -30,6 +30,10 @@ pub struct DevArgs {
     /// vaults can share one database.
     #[arg(long, requires = "database_url")]
     database_schema: Option<String>,
+    /// Share rate limits, idempotency records, held CVCs and risk counters with other
+    /// nodes through this Redis (`strongroom cluster up` passes it).
+    #[arg(long)]
+    redis_url: Option<String>,
     /// Per-credential rate limit, requests per minute (default 100; benchmarks raise it).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     rate_limit_per_minute: Option<u32>,
@@ -119,6 +123,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
     config.audit_anchor = Some(dir.join(strongroom_server::audit::anchor::FILE_NAME));
     if let Some(n) = args.rate_limit_per_minute {
         config.rate_limit.per_minute = n;
+    }
+    if let Some(url) = &args.redis_url {
+        config.rate_limit.store = strongroom_server::gateway::RateLimitStore::Redis(url.clone());
     }
     if let Some(n) = args.relay_rate_limit_per_minute {
         config.rate_limit.relay_per_minute = n;

@@ -9,6 +9,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod admin;
 mod audit;
+mod cluster;
 mod config;
 mod controls;
 mod db;
@@ -58,6 +59,12 @@ struct Cli {
 enum Command {
     /// Start a development vault: no setup, HTTPS on loopback, embedded SQLite.
     Dev(dev::DevArgs),
+    /// Several development nodes on one PostgreSQL and one Redis, for scale-out trials
+    /// and fault drills: up, status, kill, start, down (docs/scale-out.md).
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
     /// Start the production server from a TOML configuration file.
     Serve {
         /// The configuration file.
@@ -186,6 +193,7 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
+            Command::Cluster { command } => cluster::run(command).await,
             Command::Serve {
                 config,
                 i_understand_file_root_key,

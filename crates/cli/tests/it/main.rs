@@ -9,6 +9,7 @@
 
 mod audit_cli;
 mod bench;
+mod cluster;
 mod config;
 mod custody;
 mod dev_audit;
