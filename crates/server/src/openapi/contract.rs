@@ -179,8 +179,24 @@ const BEYOND_SCHEMA: &[(&str, &str, Rules)] = &[
         CLIENT_SESSION_CARD_RULES,
     ),
     ("get", "/v1/integrity/app", &[INTEGRITY_APP_RULE]),
+    (
+        "post",
+        "/v1/admin/accounts/{id}/integrity_apps",
+        INTEGRITY_APP_SETTINGS_RULES,
+    ),
+    (
+        "patch",
+        "/v1/admin/accounts/{id}/integrity_apps/{app_id}",
+        INTEGRITY_APP_SETTINGS_RULES,
+    ),
     ("post", "/v1/integrity/app", INTEGRITY_RULES),
 ];
+
+/// What an application's settings are refused for beyond their schema.
+const INTEGRITY_APP_SETTINGS_RULES: &[(&str, &str)] = &[(
+    "invalid_parameter",
+    "decryption_key must be base64 of 32 bytes and verification_key base64 of a DER P-256 public key; each certificate digest 32 bytes (hex or base64url); device verdicts among the four Play gives; application_id, decryption_key, verification_key and allowed_certificate_sha256 given when registering, and application_id unchanged in an update",
+)];
 
 /// The application must be one the operator registered (docs/device-integrity.md).
 const INTEGRITY_APP_RULE: (&str, &str) = (
