@@ -163,11 +163,16 @@ impl Gateway {
         store: Store,
         clock: Arc<dyn Clock>,
         sync: Arc<CacheSync>,
+        redis_health: Arc<crate::metrics::RedisHealth>,
     ) -> Self {
         let limiter = match &settings.rate_limit.store {
             RateLimitStore::Memory => Limiter::Memory(MemoryLimiter::default()),
             RateLimitStore::Redis(url) => match RedisLimiter::new(url) {
-                Ok(r) => Limiter::Redis(Box::new(r)),
+                Ok(r) => Limiter::Redis {
+                    shared: Box::new(r),
+                    local: MemoryLimiter::default(),
+                    health: redis_health,
+                },
                 Err(e) => {
                     // `check_config` refuses this before start; stay safe anyway.
                     tracing::error!(error = %e, "redis rate limiter unusable; using memory");
@@ -244,7 +249,7 @@ impl Gateway {
     /// Redis, when the deployment uses it (rate limits and the idempotency cache).
     pub(crate) fn redis(&self) -> Option<&RedisLimiter> {
         match &self.limiter {
-            Limiter::Redis(r) => Some(r),
+            Limiter::Redis { shared, .. } => Some(shared),
             Limiter::Memory(_) => None,
         }
     }

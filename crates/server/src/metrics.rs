@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Latency buckets, seconds.
 const BUCKETS: [f64; 14] = [
@@ -51,6 +51,81 @@ pub struct Metrics {
     assessments: Mutex<HashMap<(String, String, bool), u64>>,
     /// When the oldest active key of each purpose was made (the key-age check sets it).
     key_oldest_ms: Mutex<std::collections::BTreeMap<&'static str, i64>>,
+    /// The Redis-backed features this node serves from its own memory while Redis is
+    /// unreachable (docs/scale-out.md, "When Redis is lost").
+    redis: Arc<RedisHealth>,
+}
+
+/// How long a node leaves Redis alone after a failure before it tries again: requests in
+/// between go to the node's own memory at once instead of waiting for Redis to time out.
+pub const REDIS_RETRY_MS: i64 = 2_000;
+
+/// One Redis-backed feature's health on this node.
+#[derive(Default)]
+pub struct FeatureHealth {
+    /// Until when (Unix ms) Redis is not tried.
+    retry_at_ms: AtomicI64,
+    /// 1 while the feature is served from this node's memory.
+    degraded: AtomicU64,
+    /// Operations served from memory because Redis failed.
+    fallbacks: AtomicU64,
+}
+
+impl FeatureHealth {
+    /// `redis`, unless Redis failed within [`REDIS_RETRY_MS`]; on its failure (or while it
+    /// is left alone), `local`: this node's own state. The first fallback is logged as a
+    /// warning, the recovery as information; the gauge and counter say the rest.
+    pub async fn run<T, E: std::fmt::Debug>(
+        &self,
+        feature: &'static str,
+        now_ms: i64,
+        redis: impl std::future::Future<Output = Result<T, E>>,
+        local: impl std::future::Future<Output = T>,
+    ) -> T {
+        if now_ms >= self.retry_at_ms.load(Ordering::Relaxed) {
+            match redis.await {
+                Ok(v) => {
+                    if self.degraded.swap(0, Ordering::Relaxed) == 1 {
+                        tracing::info!(feature, "redis reachable again: shared state in use");
+                    }
+                    return v;
+                }
+                Err(e) => {
+                    self.retry_at_ms
+                        .store(now_ms + REDIS_RETRY_MS, Ordering::Relaxed);
+                    if self.degraded.swap(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(
+                            feature,
+                            error = ?e,
+                            "redis unreachable: this node uses its own state until it is back"
+                        );
+                    }
+                }
+            }
+        }
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        local.await
+    }
+}
+
+/// The Redis-backed features that degrade to a node's own state (rate limits, risk
+/// velocity counters). Held CVCs fail closed instead, and idempotency records live in the
+/// database: neither is here.
+#[derive(Default)]
+pub struct RedisHealth {
+    /// Per-key, per-IP and the other rate limits.
+    pub rate_limit: FeatureHealth,
+    /// The risk engine's velocity counters.
+    pub risk_velocity: FeatureHealth,
+}
+
+impl RedisHealth {
+    fn features(&self) -> [(&'static str, &FeatureHealth); 2] {
+        [
+            ("rate_limit", &self.rate_limit),
+            ("velocity", &self.risk_velocity),
+        ]
+    }
 }
 
 /// A method as a label: the standard ones, or `other`.
@@ -146,6 +221,12 @@ impl Metrics {
         let mut m = lock(&self.assessments);
         let key = (action.to_owned(), decision.to_owned(), stored);
         *m.entry(key).or_insert(0) += 1;
+    }
+
+    /// The Redis-backed features' health, shared with the rate limiter and the velocity
+    /// counters.
+    pub fn redis(&self) -> Arc<RedisHealth> {
+        self.redis.clone()
     }
 
     /// Counts records moved by the re-wrap worker.
@@ -283,6 +364,28 @@ pub async fn render(m: &Metrics, store: &strongroom_store::Store, now: i64) -> S
                 escape(&decision)
             );
         }
+    }
+
+    let _ = writeln!(
+        w,
+        "# HELP strongroom_redis_degraded 1 while this node serves a Redis-backed feature from its own memory (Redis unreachable)."
+    );
+    let _ = writeln!(w, "# TYPE strongroom_redis_degraded gauge");
+    for (name, f) in m.redis.features() {
+        let v = f.degraded.load(Ordering::Relaxed);
+        let _ = writeln!(w, "strongroom_redis_degraded{{feature=\"{name}\"}} {v}");
+    }
+    let _ = writeln!(
+        w,
+        "# HELP strongroom_redis_fallbacks_total Operations served from this node's memory because Redis was unreachable."
+    );
+    let _ = writeln!(w, "# TYPE strongroom_redis_fallbacks_total counter");
+    for (name, f) in m.redis.features() {
+        let v = f.fallbacks.load(Ordering::Relaxed);
+        let _ = writeln!(
+            w,
+            "strongroom_redis_fallbacks_total{{feature=\"{name}\"}} {v}"
+        );
     }
 
     // The delivery backlog is read at scrape time: the outbox table is the truth, shared by

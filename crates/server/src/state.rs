@@ -88,6 +88,7 @@ impl AppState {
         let key_cache = Arc::new(Cache::new(config.api_key_cache_ttl, KEY_CACHE_MAX));
         // Nothing cached is trusted until `watch_store` says changes are heard.
         let cache_sync = Arc::new(CacheSync::offline());
+        let metrics = crate::metrics::Metrics::default();
         let gateway = crate::gateway::Gateway::new(
             crate::gateway::GatewaySettings {
                 rate_limit: config.rate_limit.clone(),
@@ -101,6 +102,7 @@ impl AppState {
             store.clone(),
             clock.clone(),
             cache_sync.clone(),
+            metrics.redis(),
         );
         let audit_appender = crate::audit::Appender::spawn(store.clone());
         let tokens = service::tokens::Tokens::new(
@@ -139,10 +141,11 @@ impl AppState {
         let velocity = match &config.rate_limit.store {
             crate::gateway::RateLimitStore::Memory => crate::risk::velocity::Velocity::memory(),
             crate::gateway::RateLimitStore::Redis(url) => {
-                crate::risk::velocity::Velocity::redis(url).unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "redis velocity store unusable; using memory");
-                    crate::risk::velocity::Velocity::memory()
-                })
+                crate::risk::velocity::Velocity::redis_or_local(url, metrics.redis())
+                    .unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "redis velocity store unusable; using memory");
+                        crate::risk::velocity::Velocity::memory()
+                    })
             }
         };
         let relay_clients = service::relay::RelayClients::new(config.api_key_cache_ttl);
@@ -158,7 +161,7 @@ impl AppState {
             rewrap_wake,
             gateway,
             pin,
-            metrics: crate::metrics::Metrics::default(),
+            metrics,
             audit_appender,
             tokens,
             ready,

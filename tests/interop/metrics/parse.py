@@ -29,9 +29,13 @@ EXPECTED = {
     "strongroom_data_key_versions": "gauge",
     "strongroom_rewrap_pending_records": "gauge",
     "strongroom_risk_assessments": "counter",
+    "strongroom_redis_degraded": "gauge",
+    "strongroom_redis_fallbacks": "counter",
 }
-# action, decision, stored: risk assessments (a closed set of each).
-ALLOWED_LABELS = {"method", "route", "status", "le", "purpose", "state", "action", "decision", "stored"}
+# action, decision, stored: risk assessments (a closed set of each); feature: the
+# Redis-backed features that can degrade (rate_limit, velocity).
+ALLOWED_LABELS = {"method", "route", "status", "le", "purpose", "state", "action", "decision",
+                  "stored", "feature"}
 SENSITIVE = [
     re.compile(r"(card|acct|key|otp|req|evt|we)_[0-9a-f]{8,}"),
     re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"),

@@ -10,7 +10,7 @@ use crate::error::{ApiError, ApiResult};
 use ipnet::Ipv6Net;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
 /// Largest quota: one request per 60 µs (the state is kept in microseconds).
@@ -322,22 +322,50 @@ impl RateLimitBackend for RedisLimiter {
 pub enum Limiter {
     /// In-process.
     Memory(MemoryLimiter),
-    /// Redis.
-    Redis(Box<RedisLimiter>),
+    /// Redis, shared by the nodes; while Redis is unreachable, this node's own limiter
+    /// (each node then allows a key its whole budget: at most N times the limit over N
+    /// nodes, never no limit), with a warning and `strongroom_redis_degraded`.
+    Redis {
+        shared: Box<RedisLimiter>,
+        local: MemoryLimiter,
+        health: Arc<crate::metrics::RedisHealth>,
+    },
 }
 
 impl RateLimitBackend for Limiter {
     async fn check(&self, key: &str, quota: Quota, now_ms: i64) -> ApiResult<Decision> {
         match self {
             Self::Memory(m) => m.check(key, quota, now_ms).await,
-            Self::Redis(r) => r.check(key, quota, now_ms).await,
+            Self::Redis {
+                shared,
+                local,
+                health,
+            } => {
+                let redis = async { shared.check(key, quota, now_ms).await.map(Ok) };
+                let local = local.check(key, quota, now_ms);
+                health
+                    .rate_limit
+                    .run("rate_limit", now_ms, redis, local)
+                    .await
+            }
         }
     }
 
     async fn peek(&self, key: &str, quota: Quota, now_ms: i64) -> ApiResult<Decision> {
         match self {
             Self::Memory(m) => m.peek(key, quota, now_ms).await,
-            Self::Redis(r) => r.peek(key, quota, now_ms).await,
+            Self::Redis {
+                shared,
+                local,
+                health,
+            } => {
+                let redis = async { shared.peek(key, quota, now_ms).await.map(Ok) };
+                let local = local.peek(key, quota, now_ms);
+                health
+                    .rate_limit
+                    .run("rate_limit", now_ms, redis, local)
+                    .await
+            }
         }
     }
 }

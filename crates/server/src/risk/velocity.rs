@@ -185,6 +185,14 @@ pub enum Velocity {
     Memory(MemoryVelocity),
     /// In Redis, shared by every node that uses it.
     Redis(RedisVelocity),
+    /// In Redis and, while Redis is unreachable, in this process: the node keeps counting
+    /// what it sees (a card tested across N nodes is seen 1/N at a time, never not at all),
+    /// with a warning and `strongroom_redis_degraded{feature="velocity"}`.
+    Shared {
+        redis: Box<RedisVelocity>,
+        local: Box<MemoryVelocity>,
+        health: std::sync::Arc<crate::metrics::RedisHealth>,
+    },
 }
 
 impl Velocity {
@@ -198,12 +206,34 @@ impl Velocity {
         RedisVelocity::new(url).map(Self::Redis)
     }
 
+    /// Counters in Redis that fall back to this process's while Redis is unreachable.
+    pub fn redis_or_local(
+        url: &str,
+        health: std::sync::Arc<crate::metrics::RedisHealth>,
+    ) -> Result<Self, VelocityError> {
+        Ok(Self::Shared {
+            redis: Box::new(RedisVelocity::new(url)?),
+            local: Box::default(),
+            health,
+        })
+    }
+
     /// Counts the earlier uses of each subject in its windows, then records this use.
     /// Atomic per subject: of two concurrent uses, exactly one counts the other.
     pub async fn observe(&self, u: &Use<'_>) -> Result<Counts, VelocityError> {
         match self {
             Self::Memory(m) => Ok(m.observe(u)),
             Self::Redis(r) => r.observe(u).await,
+            Self::Shared {
+                redis,
+                local,
+                health,
+            } => Ok(health
+                .risk_velocity
+                .run(FEATURE, u.at_ms, redis.observe(u), async {
+                    local.observe(u)
+                })
+                .await),
         }
     }
 
@@ -213,6 +243,16 @@ impl Velocity {
         match self {
             Self::Memory(m) => Ok(m.amounts(p)),
             Self::Redis(r) => r.amounts(p).await,
+            Self::Shared {
+                redis,
+                local,
+                health,
+            } => Ok(health
+                .risk_velocity
+                .run(FEATURE, p.at_ms, redis.amounts(p), async {
+                    local.amounts(p)
+                })
+                .await),
         }
     }
 
@@ -224,9 +264,25 @@ impl Velocity {
                 Ok(())
             }
             Self::Redis(r) => r.record_failure(f).await,
+            Self::Shared {
+                redis,
+                local,
+                health,
+            } => {
+                let at = f.at_ms;
+                let local = async { local.record_failure(f) };
+                health
+                    .risk_velocity
+                    .run(FEATURE, at, redis.record_failure(f), local)
+                    .await;
+                Ok(())
+            }
         }
     }
 }
+
+/// The feature's name in `strongroom_redis_degraded`.
+const FEATURE: &str = "velocity";
 
 /// What is counted per subject. Each kind has its own trail per subject, so one trail's
 /// bound and eviction never costs another kind its history.

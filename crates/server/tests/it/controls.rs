@@ -425,15 +425,203 @@ async fn two_nodes_sharing_redis_stay_within_the_limit() {
     assert_eq!(accepted, 40, "in-process limiters are per node");
 }
 
+/// What each Redis-backed feature does with Redis unreachable (docs/scale-out.md, "When
+/// Redis is lost"): rate limits and risk counters go on in the node's own memory, said by
+/// `strongroom_redis_degraded`; a CVC is not held anywhere else (503, nothing written);
+/// idempotent replays come from the database.
 #[tokio::test]
-async fn unreachable_redis_fails_closed() {
+async fn with_redis_unreachable_each_feature_does_what_is_documented() {
     let srv = TestServer::start_on(Arc::new(Data::new()), |c| {
         c.rate_limit.store = RateLimitStore::Redis("redis://127.0.0.1:1".into());
+        c.rate_limit.per_minute = 20;
     })
     .await;
-    srv.get("/v1/cards", &srv.sk_test)
+    let srv = Arc::new(srv);
+    let metric = |name: &'static str, feature: &'static str| {
+        let addr = srv.running.metrics_addr.unwrap();
+        async move {
+            let text = reqwest::get(format!("http://{addr}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let line = format!("{name}{{feature=\"{feature}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(line.as_str()))
+                .unwrap_or_else(|| panic!("{line} missing"))
+                .parse::<f64>()
+                .unwrap()
+        }
+    };
+    assert_eq!(metric("strongroom_redis_degraded", "rate_limit").await, 0.0);
+
+    // Rate limits: served, and the key's limit holds on this node.
+    let (accepted, took) = burst(std::slice::from_ref(&srv), &srv.sk_test, 30).await;
+    let refill = usize::try_from(took.as_secs() / 3).unwrap() + 1;
+    assert!(
+        (20..=20 + refill).contains(&accepted),
+        "accepted {accepted} of 30 with a limit of 20"
+    );
+    assert_eq!(metric("strongroom_redis_degraded", "rate_limit").await, 1.0);
+    assert!(metric("strongroom_redis_fallbacks_total", "rate_limit").await >= 30.0);
+    assert!(
+        crate::harness::captured_logs().contains("redis unreachable: this node uses its own state"),
+        "the fallback is logged"
+    );
+
+    // Another key with a budget of its own for the rest.
+    let r = srv
+        .post(
+            &format!("/v1/admin/accounts/{}/api_keys", srv.account),
+            &srv.admin_key,
+            json!({"kind": "secret", "mode": "test"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let key = r.body["secret"].as_str().unwrap().to_owned();
+
+    // A CVC cannot be held where the other nodes would find it: refused, nothing written.
+    let pan = test_pan(4410);
+    let with_cvc = json!({"number": pan, "exp_month": 12, "exp_year": 2030, "cvc": "737"});
+    srv.post("/v1/cards", &key, with_cvc)
         .await
         .assert_error(503, "service_unavailable");
+    let listed = srv.get("/v1/cards?limit=100", &key).await;
+    assert!(!listed.text.contains(&pan[12..]), "{}", listed.text);
+
+    // Idempotent replays come from the database.
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let r = srv
+            .client
+            .post(format!("{}/v1/cards", srv.url))
+            .bearer_auth(&key)
+            .header("idempotency-key", "redis-down-1")
+            .json(&json!({"number": pan, "exp_month": 12, "exp_year": 2030}))
+            .send()
+            .await
+            .unwrap();
+        answers.push(Resp::from(r).await);
+    }
+    assert_eq!(answers[0].status, 201, "{}", answers[0].text);
+    assert_eq!(answers[0].text, answers[1].text);
+
+    // Risk counters: an assessment still counts this node's uses.
+    let r = srv
+        .call(
+            Method::PATCH,
+            "/v1/account",
+            Some(&srv.sk_live),
+            Some(json!({"risk_mode": "shadow"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for n in 0..3 {
+        let r = srv
+            .post(
+                "/v1/cards",
+                &key,
+                json!({"number": test_pan(4420 + n), "exp_month": 12, "exp_year": 2030}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    assert_eq!(metric("strongroom_redis_degraded", "velocity").await, 1.0);
+}
+
+/// A TCP relay to the test Redis that can be stopped and started on the same port: Redis
+/// "stops" for the node behind it without stopping for the other tests.
+struct RedisPlug {
+    port: u16,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl RedisPlug {
+    async fn new() -> Self {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let plug = Self {
+            port: l.local_addr().unwrap().port(),
+            tasks: Arc::default(),
+        };
+        plug.serve(l);
+        plug
+    }
+
+    fn serve(&self, l: tokio::net::TcpListener) {
+        let tasks = self.tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = l.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect("127.0.0.1:6379").await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut up).await;
+                    }
+                });
+                tasks.lock().unwrap().push(conn);
+            }
+        });
+        self.tasks.lock().unwrap().push(accept);
+    }
+
+    /// Closes the port and every connection through it.
+    fn stop(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    async fn start(&self) {
+        let l = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        self.serve(l);
+    }
+}
+
+/// Redis stopped under a running node, then started again: the node falls back to its
+/// own limiter and says so, then goes back to the shared one and says that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_and_started_under_a_node_degrades_then_recovers() {
+    let plug = RedisPlug::new().await;
+    let url = format!("redis://127.0.0.1:{}", plug.port);
+    let srv = TestServer::start_on(Arc::new(Data::new()), move |c| {
+        c.rate_limit.store = RateLimitStore::Redis(url);
+    })
+    .await;
+    let degraded = || {
+        let addr = srv.running.metrics_addr.unwrap();
+        async move {
+            let text = reqwest::get(format!("http://{addr}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.contains("strongroom_redis_degraded{feature=\"rate_limit\"} 1")
+        }
+    };
+    assert_eq!(srv.get("/v1/cards", &srv.sk_test).await.status, 200);
+    assert!(!degraded().await);
+
+    plug.stop();
+    // The node notices on its next request to Redis; every request is served.
+    for _ in 0..3 {
+        assert_eq!(srv.get("/v1/cards", &srv.sk_test).await.status, 200);
+    }
+    assert!(degraded().await);
+
+    plug.start().await;
+    // After the retry interval the node tries Redis again, finds it, and says so.
+    srv.clock.advance(Duration::from_millis(
+        u64::try_from(strongroom_server::metrics::REDIS_RETRY_MS).unwrap() + 100,
+    ));
+    eventually("the node goes back to Redis", || async {
+        assert_eq!(srv.get("/v1/cards", &srv.sk_test).await.status, 200);
+        srv.clock.advance(Duration::from_millis(2_100));
+        !degraded().await
+    })
+    .await;
+    assert!(crate::harness::captured_logs().contains("redis reachable again"));
 }
 
 // ---------------------------------------------------------------- idempotency
