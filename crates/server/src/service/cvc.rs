@@ -507,7 +507,15 @@ impl Cvcs {
                 .ident()
             })
             .collect();
-        let expiries = self.backend.expiries(&idents, now_ms).await?;
+        let expiries = match self.backend.expiries(&idents, now_ms).await {
+            Ok(e) => e,
+            // A card read must not fail for want of Redis: while it is unreachable no held
+            // CVC can be used anyway (a relay naming one is refused), so none is shown.
+            Err(e) => {
+                tracing::warn!(error = %e, "cvc store unreachable: cards read as holding no CVC");
+                return Ok(vec![false; card_ids.len()]);
+            }
+        };
         Ok(expiries
             .iter()
             .map(|e| e.is_some_and(|ms| now_ms < ms))

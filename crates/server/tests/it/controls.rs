@@ -506,6 +506,11 @@ async fn with_redis_unreachable_each_feature_does_what_is_documented() {
     }
     assert_eq!(answers[0].status, 201, "{}", answers[0].text);
     assert_eq!(answers[0].text, answers[1].text);
+    // Cards still read; none shows a CVC, since none could be used.
+    let id = answers[0].body["id"].as_str().unwrap();
+    let r = srv.get(&format!("/v1/cards/{id}"), &key).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["cvc_available"], false);
 
     // Risk counters: an assessment still counts this node's uses.
     let r = srv
