@@ -435,10 +435,18 @@ impl From<CryptoError> for ApiError {
     }
 }
 
+/// The `Retry-After` of a 503 that names no other.
+pub const UNAVAILABLE_RETRY_SECS: u64 = 1;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = self.status.into_response();
-        if let Some(secs) = self.retry_after {
+        // A 503 is a passing state (a database failing over, a store unreachable, a sealed
+        // vault): every one tells the client when to try again.
+        let retry_after = self.retry_after.or_else(|| {
+            (self.status == StatusCode::SERVICE_UNAVAILABLE).then_some(UNAVAILABLE_RETRY_SECS)
+        });
+        if let Some(secs) = retry_after {
             res.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, secs.into());
         }

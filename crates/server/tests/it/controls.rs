@@ -484,9 +484,9 @@ async fn with_redis_unreachable_each_feature_does_what_is_documented() {
     // A CVC cannot be held where the other nodes would find it: refused, nothing written.
     let pan = test_pan(4410);
     let with_cvc = json!({"number": pan, "exp_month": 12, "exp_year": 2030, "cvc": "737"});
-    srv.post("/v1/cards", &key, with_cvc)
-        .await
-        .assert_error(503, "service_unavailable");
+    let r = srv.post("/v1/cards", &key, with_cvc).await;
+    r.assert_error(503, "service_unavailable");
+    assert_eq!(header(&r, "retry-after"), "1");
     let listed = srv.get("/v1/cards?limit=100", &key).await;
     assert!(!listed.text.contains(&pan[12..]), "{}", listed.text);
 
