@@ -23,7 +23,77 @@ import time
 
 import requests
 
+
+def proxy(listen_port: int, target_file: str):
+    """The database's writer endpoint, as Patroni's HAProxy or a managed service's DNS name
+    is: connections go to the port in `target_file`; when it changes (a failover), every
+    connection to the old primary is cut."""
+    import socket
+
+    conns = []
+    lock = threading.Lock()
+
+    def target() -> int:
+        return int(open(target_file).read().strip())
+
+    def pump(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            # shutdown, not only close: the other pump may be blocked on the same socket,
+            # and the far end must see the end now (a node killed in a transaction must
+            # release its locks on the database, as it does without a proxy).
+            for x in (a, b):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                x.close()
+
+    def watch():
+        current = target()
+        while True:
+            time.sleep(0.05)
+            now = target()
+            if now != current:
+                current = now
+                with lock:
+                    for x in conns:
+                        try:
+                            x.shutdown(socket.SHUT_RDWR)
+                        except OSError:
+                            pass
+                    conns.clear()
+
+    threading.Thread(target=watch, daemon=True).start()
+    srv = socket.create_server(("127.0.0.1", listen_port))
+    while True:
+        client, _ = srv.accept()
+        try:
+            up = socket.create_connection(("127.0.0.1", target()), timeout=5)
+            up.settimeout(None)
+        except OSError:
+            client.close()
+            continue
+        with lock:
+            conns.extend([client, up])
+        threading.Thread(target=pump, args=(client, up), daemon=True).start()
+        threading.Thread(target=pump, args=(up, client), daemon=True).start()
+
+
+if sys.argv[1] == "proxy":
+    proxy(int(sys.argv[2]), sys.argv[3])
+    sys.exit(0)
+
 CLUSTER, BIN, DATA, REDIS_PORT, DURATION, OUT = sys.argv[1:7]
+# With a primary/standby pair (scripts/chaos sets it up): its directory and the endpoint file.
+PG = sys.argv[7] if len(sys.argv) > 7 else ""
 DURATION = float(DURATION)
 c = json.load(open(CLUSTER))
 NODES = [n["url"] for n in c["nodes"]]
@@ -149,8 +219,10 @@ def worker(w: int):
 
 
 def cluster(*args):
-    subprocess.run([BIN, "cluster", *args, "--data-dir", DATA], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    r = subprocess.run([BIN, "cluster", *args, "--data-dir", DATA], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"strongroom cluster {' '.join(args)}: {r.stdout}{r.stderr}")
 
 
 def redis_stop():
@@ -164,13 +236,37 @@ def redis_start():
                     "--logfile", f"{DATA}/redis.log"], check=True)
 
 
-step = DURATION / 6
+def pg_failover():
+    """kill -9 the primary's postmaster, promote the synchronous standby, move the endpoint."""
+    pid = open(f"{PG}/a/postmaster.pid").readline().strip()
+    subprocess.run(["kill", "-9", pid], check=True)
+    import glob
+    pg_ctl = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))[-1]
+    subprocess.run(["runuser", "-u", "postgres", "--", pg_ctl,
+                    "-D", f"{PG}/b", "promote", "-w"], check=True, stdout=subprocess.DEVNULL)
+    port = open(f"{PG}/b/postgresql.conf").read().split("\nport = ")[-1].split()[0]
+    # The new primary has no standby yet: without this it would wait for one at every commit
+    # (what Patroni's strict synchronous mode chooses; its default mode does this).
+    subprocess.run(["psql", f"postgres://postgres@127.0.0.1:{port}/postgres", "-qc",
+                    "ALTER SYSTEM SET synchronous_standby_names = ''", "-qc",
+                    "SELECT pg_reload_conf()"], check=True, stdout=subprocess.DEVNULL)
+    with open(f"{PG}/endpoint.tmp", "w") as f:
+        f.write(port)
+    import os
+    os.replace(f"{PG}/endpoint.tmp", f"{PG}/endpoint")
+
+
+step = DURATION / 7
 # (name, at, do, back at, undo, the node whose requests it affects: "" for all)
 faults = [
     ("kill -9 node 2", step, lambda: cluster("kill", "--node", "2"),
      2 * step, lambda: cluster("start", "--node", "2"), NODES[1]),
     ("Redis stopped", 3 * step, redis_stop, 4 * step, redis_start, ""),
 ]
+if PG:
+    # The fault and its repair are one act: what is measured is the switch itself.
+    faults.append(("PostgreSQL primary killed, standby promoted", 5 * step, pg_failover,
+                   5 * step, lambda: None, ""))
 threads = [threading.Thread(target=worker, args=(w,)) for w in range(6)]
 for t in threads:
     t.start()
@@ -191,11 +287,14 @@ for t in threads:
 # ---- after ----
 report = {"duration_s": DURATION, "nodes": len(NODES), "acknowledged": len(acked),
           "refused": len(refused), "unanswered": len(unanswered), "faults": []}
-for name, start, undone, end, node in events:
+starts = [e[1] for e in events] + [DURATION]
+for i, (name, start, undone, end, node) in enumerate(events):
     mine = [(t, ok) for t, ok, n in log if not node or n == node]
     during = [ok for t, ok in mine if start <= t < undone]
-    back = [t for t, ok in mine if t >= undone and ok]
-    fails_after = [t for t, ok in mine if t >= undone and not ok]
+    # Until the next fault.
+    until = starts[i + 1]
+    back = [t for t, ok in mine if undone <= t < until and ok]
+    fails_after = [t for t, ok in mine if undone <= t < until and not ok]
     report["faults"].append({
         "fault": name,
         "lasted_s": round(undone - start, 3),

@@ -280,7 +280,9 @@ fn spawn(args: &[String], dir: &Path) -> Result<u32> {
     let child = std::process::Command::new(exe)
         .args(args)
         .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
+        // stdout is `strongroom dev`'s banner, keys included: they are in dev.json (0600)
+        // and must not be copied into a log. The logs are on stderr.
+        .stdout(std::process::Stdio::null())
         .stderr(log)
         .process_group(0)
         .spawn()
