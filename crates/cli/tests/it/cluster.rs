@@ -1,6 +1,7 @@
 //! `strongroom cluster` with the real binary: three nodes on the test PostgreSQL and Redis.
-//! One key's rate limit is one budget across the nodes, a key revoked on node 1 fails on
-//! node 3 within a second, a killed node is reported down and comes back, and
+//! The JWKS is the same on each, an OTP is spent once across them, each webhook event is
+//! delivered once, one key's rate limit is one budget across the nodes, a key revoked on
+//! node 1 fails on node 3 within a second, a killed node is reported down and comes back, and
 //! `bench --targets` spreads its connections over every node.
 
 use serde_json::{Value, json};
@@ -136,6 +137,130 @@ async fn a_three_node_cluster_shares_its_controls_and_survives_a_killed_node() {
     .unwrap();
     assert_eq!(read.status(), 200);
     assert_eq!(read.json::<Value>().await.unwrap()["last4"], "5556");
+
+    // The token signing keys are the same on every node.
+    let mut jwks = Vec::new();
+    for node in 0..3 {
+        let r = call(
+            node,
+            reqwest::Method::GET,
+            "/.well-known/jwks.json",
+            &sk,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 200);
+        jwks.push(r.json::<Value>().await.unwrap());
+    }
+    assert!(jwks[0]["keys"].as_array().is_some_and(|k| !k.is_empty()));
+    assert!(jwks.iter().all(|j| *j == jwks[0]));
+
+    // An OTP made on node 1 is spent on node 2 and refused on node 3.
+    let r = call(
+        0,
+        reqwest::Method::POST,
+        &format!("/v1/admin/accounts/{account}/api_keys"),
+        &admin,
+        Some(json!({"kind": "restricted", "mode": "test", "scopes": ["cards:reveal"]})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let rk = r.json::<Value>().await.unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let otp: Value = call(
+        0,
+        reqwest::Method::POST,
+        "/v1/otp",
+        &rk,
+        Some(json!({"purpose": "card.reveal", "card": id})),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let reveal = json!({"otp": otp["id"], "code": otp["test_code"]});
+    let reveal_path = format!("/v1/cards/{id}/reveal");
+    let r = call(
+        1,
+        reqwest::Method::POST,
+        &reveal_path,
+        &rk,
+        Some(reveal.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["number"],
+        "4000056655665556"
+    );
+    let r = call(2, reqwest::Method::POST, &reveal_path, &rk, Some(reveal))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a spent OTP is refused on another node");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "otp_invalid"
+    );
+
+    // Webhook deliveries: one per event, whichever node made the card.
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let sink = sink.clone();
+            async move {
+                let v: Value = serde_json::from_str(&body).unwrap();
+                sink.lock()
+                    .unwrap()
+                    .push(v["id"].as_str().unwrap().to_owned());
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let r = call(
+        0,
+        reqwest::Method::POST,
+        "/v1/webhook_endpoints",
+        &sk,
+        Some(json!({"url": hook, "enabled_events": ["card.created"]})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    for i in 0..12u64 {
+        let pan = luhn(&format!("400000000077{i:03}"));
+        let r = call(
+            (i % 3) as usize,
+            reqwest::Method::POST,
+            "/v1/cards",
+            &sk,
+            Some(json!({"number": pan, "exp_month": 12, "exp_year": 2030})),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let waited = Instant::now();
+    while got.lock().unwrap().len() < 12 && waited.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Time for a doubled delivery to show.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut events = got.lock().unwrap().clone();
+    assert_eq!(events.len(), 12, "{events:?}");
+    events.sort();
+    events.dedup();
+    assert_eq!(events.len(), 12, "an event was delivered twice");
 
     // bench --targets spreads its connections over the nodes.
     let targets = nodes.join(",");
@@ -302,6 +427,25 @@ async fn a_three_node_cluster_shares_its_controls_and_survives_a_killed_node() {
     let status = strongroom(&["cluster", "status", "--data-dir", &data_s]);
     assert_eq!(status.matches("down").count(), 3, "{status}");
     drop_schema(&pg, &schema).await;
+}
+
+/// `body` and its Luhn check digit.
+fn luhn(body: &str) -> String {
+    let sum: u32 = body
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 0 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
+        .sum();
+    format!("{body}{}", (10 - sum % 10) % 10)
 }
 
 async fn drop_schema(pg: &str, schema: &str) {
