@@ -719,3 +719,25 @@ async fn a_single_nodes_counters_outlive_its_restart() {
     assert_eq!(a["features"]["card_uses_10m"], card_uses, "{a}");
     assert_eq!(a["features"]["ip_uses_1m"], ip_uses, "{a}");
 }
+
+/// Nodes that share Redis share the velocity counters: a card tested on one node counts on
+/// the next (with in-process counters each node would see only its own share).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sharing_redis_count_each_others_uses() {
+    let redis = |c: &mut strongroom_server::ServerConfig| {
+        c.rate_limit.store =
+            strongroom_server::gateway::RateLimitStore::Redis("redis://127.0.0.1:6379".into());
+    };
+    let a = TestServer::start_on(Arc::new(Data::new()), redis).await;
+    let b = TestServer::start_on(a.data.clone(), redis).await;
+    let card = a.tokenize(&test_pan(851)).await;
+    let pay = json!({"action": "payment", "card": card["id"], "ip": "203.0.113.81"});
+    for _ in 0..3 {
+        assess(&a, pay.clone()).await;
+    }
+    let r = b.post("/v1/risk/assessments", &a.sk_test, pay).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // The card's tokenize and three payments, and the address's payments, all on node A.
+    assert_eq!(r.body["features"]["card_uses_10m"], 4.0, "{}", r.body);
+    assert_eq!(r.body["features"]["ip_uses_1m"], 3.0, "{}", r.body);
+}
