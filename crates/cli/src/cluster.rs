@@ -55,6 +55,10 @@ pub enum ClusterCommand {
         /// Per-credential rate limit, requests per minute (default 100).
         #[arg(long)]
         rate_limit_per_minute: Option<u32>,
+        /// Where HAProxy listens in front of the nodes (TLS passed through), when
+        /// `haproxy` is installed; default: the port before the first node's.
+        #[arg(long)]
+        proxy_port: Option<u16>,
     },
     /// Each node: its process and `/readyz`.
     Status {
@@ -104,10 +108,24 @@ pub struct Node {
     pub args: Vec<String>,
 }
 
+/// HAProxy in front of the nodes.
+#[derive(Serialize, Deserialize, Clone)]
+pub struct Proxy {
+    /// One URL for the whole cluster.
+    pub url: String,
+    /// `null` after `down`.
+    pub pid: Option<u32>,
+    /// Its configuration file.
+    pub config: String,
+}
+
 /// What `cluster.json` holds: what a client needs, and what `start` needs.
 #[derive(Serialize, Deserialize)]
 pub struct ClusterJson {
     pub nodes: Vec<Node>,
+    /// HAProxy in front of the nodes, when it is installed.
+    #[serde(default)]
+    pub proxy: Option<Proxy>,
     pub ca_cert: String,
     pub account_id: String,
     pub secret_key: String,
@@ -129,6 +147,7 @@ pub async fn run(cmd: ClusterCommand) -> Result<()> {
             database_schema,
             redis_url,
             rate_limit_per_minute,
+            proxy_port,
         } => {
             let up = Up {
                 nodes,
@@ -137,6 +156,7 @@ pub async fn run(cmd: ClusterCommand) -> Result<()> {
                 database_schema,
                 redis_url,
                 rate_limit_per_minute,
+                proxy_port,
             };
             up.run(&dir.data_dir).await
         }
@@ -154,6 +174,7 @@ struct Up {
     database_schema: Option<String>,
     redis_url: String,
     rate_limit_per_minute: Option<u32>,
+    proxy_port: Option<u16>,
 }
 
 impl Up {
@@ -162,7 +183,8 @@ impl Up {
         let dir = dir.canonicalize()?;
         let before = read(&dir).ok();
         if let Some(b) = &before
-            && b.nodes.iter().any(|n| n.pid.is_some_and(alive))
+            && (b.nodes.iter().any(|n| n.pid.is_some_and(alive))
+                || b.proxy.as_ref().is_some_and(|p| p.pid.is_some_and(alive)))
         {
             bail!(
                 "a cluster is already running from {} (`strongroom cluster down` first)",
@@ -228,7 +250,18 @@ impl Up {
             ));
         }
         let first = &nodes.first().ok_or_else(|| anyhow!("no nodes"))?.1;
+        let proxy_port = match self.proxy_port {
+            Some(p) => p,
+            None => self.port.saturating_sub(1),
+        };
+        let proxy = haproxy(
+            &dir,
+            proxy_port,
+            &nodes.iter().map(|(n, _)| n.url.clone()).collect::<Vec<_>>(),
+        )
+        .await?;
         let cluster = ClusterJson {
+            proxy,
             ca_cert: first.ca_cert.clone(),
             account_id: first.account_id.clone(),
             secret_key: first.secret_key.clone(),
@@ -248,6 +281,73 @@ impl Up {
         );
         Ok(())
     }
+}
+
+/// Starts HAProxy in front of `nodes` on `port` (TCP, TLS passed through, a node that
+/// refuses connections taken out within two seconds and a refused connection tried on
+/// another), if `haproxy` is installed.
+async fn haproxy(dir: &Path, port: u16, nodes: &[String]) -> Result<Option<Proxy>> {
+    let installed = std::process::Command::new("haproxy")
+        .arg("-v")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        println!("haproxy is not installed: no proxy in front (the nodes are reached directly)");
+        return Ok(None);
+    }
+    let mut cfg = format!(
+        "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 60s\n    \
+         timeout server 60s\n    retries 3\n    option redispatch\n\n\
+         frontend vault\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\n\
+         backend nodes\n    balance roundrobin\n"
+    );
+    for (i, url) in nodes.iter().enumerate() {
+        let addr = url.trim_start_matches("https://");
+        cfg.push_str(&format!(
+            "    server node{} {addr} check inter 500ms fall 2 rise 1\n",
+            i + 1
+        ));
+    }
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("haproxy.log"))?;
+    let child = std::process::Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("cannot start haproxy")?;
+    let pid = child.id();
+    // Listening (or exited, on a bad configuration or a port in use).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if !alive(pid) || Instant::now() > deadline {
+            bail!(
+                "haproxy did not start; see {}",
+                dir.join("haproxy.log").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("https://127.0.0.1:{port}");
+    println!("proxy: {url} (haproxy, pid {pid})");
+    Ok(Some(Proxy {
+        url,
+        pid: Some(pid),
+        config: path.display().to_string(),
+    }))
 }
 
 fn rand4() -> Result<[u8; 4]> {
@@ -393,6 +493,14 @@ async fn status(dir: &Path) -> Result<()> {
         let pid = n.pid.map_or("-".to_owned(), |p| p.to_string());
         println!("node {}: {} pid {pid} {state}", i + 1, n.url);
     }
+    if let Some(p) = &c.proxy {
+        let state = if p.pid.is_some_and(alive) {
+            "running"
+        } else {
+            "down"
+        };
+        println!("proxy: {} {state}", p.url);
+    }
     Ok(())
 }
 
@@ -441,10 +549,12 @@ async fn start(dir: &Path, node: usize) -> Result<()> {
 async fn down(dir: &Path) -> Result<()> {
     let dir = dir.canonicalize()?;
     let mut c = read(&dir)?;
+    let proxy = c.proxy.as_ref().and_then(|p| p.pid);
     let pids: Vec<u32> = c
         .nodes
         .iter()
         .filter_map(|n| n.pid)
+        .chain(proxy)
         .filter(|p| alive(*p))
         .collect();
     for pid in &pids {
@@ -460,7 +570,10 @@ async fn down(dir: &Path) -> Result<()> {
     for n in &mut c.nodes {
         n.pid = None;
     }
+    if let Some(p) = &mut c.proxy {
+        p.pid = None;
+    }
     write(&dir, &c)?;
-    println!("cluster stopped ({} nodes)", pids.len());
+    println!("cluster stopped ({} processes)", pids.len());
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! `strongroom cluster` with the real binary: three nodes on the test PostgreSQL and Redis.
 //! The JWKS is the same on each, an OTP is spent once across them, each webhook event is
 //! delivered once, one key's rate limit is one budget across the nodes, a key revoked on
-//! node 1 fails on node 3 within a second, a killed node is reported down and comes back, and
-//! `bench --targets` spreads its connections over every node.
+//! node 1 fails on node 3 within a second, a killed node is reported down and comes back (and
+//! HAProxy in front serves every request meanwhile), and `bench --targets` spreads its
+//! connections over every node.
 
 use serde_json::{Value, json};
 use std::process::Command;
@@ -402,6 +403,21 @@ async fn a_three_node_cluster_shares_its_controls_and_survives_a_killed_node() {
     .await
     .unwrap();
     assert_eq!(read.status(), 200);
+    // Through HAProxy (scripts/test installs it), one URL: no request fails for the node
+    // that is down (a refused connection is tried on another).
+    let proxy = c["proxy"]["url"]
+        .as_str()
+        .expect("haproxy is installed by scripts/test: cluster.json names the proxy")
+        .to_owned();
+    for _ in 0..9 {
+        let r = client
+            .get(format!("{proxy}/v1/cards/{id}"))
+            .bearer_auth(&sk)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
     strongroom(&["cluster", "start", "--data-dir", &data_s, "--node", "2"]);
     let read = call(
         1,
@@ -414,18 +430,19 @@ async fn a_three_node_cluster_shares_its_controls_and_survives_a_killed_node() {
     .unwrap();
     assert_eq!(read.status(), 200);
 
-    // Down: every node's process is gone.
-    let pids: Vec<u64> =
-        serde_json::from_slice::<Value>(&std::fs::read(&path).unwrap()).unwrap()["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["pid"].as_u64().unwrap())
-            .collect();
+    // Down: every node's process, and the proxy's, is gone.
+    let now: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let mut pids: Vec<u64> = now["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["pid"].as_u64().unwrap())
+        .collect();
+    pids.push(now["proxy"]["pid"].as_u64().unwrap());
     strongroom(&["cluster", "down", "--data-dir", &data_s]);
     assert!(pids.iter().all(|p| !alive(*p)));
     let status = strongroom(&["cluster", "status", "--data-dir", &data_s]);
-    assert_eq!(status.matches("down").count(), 3, "{status}");
+    assert_eq!(status.matches("down").count(), 4, "{status}");
     drop_schema(&pg, &schema).await;
 }
 
