@@ -194,7 +194,7 @@ impl Up {
         let schema = match (&self.database_schema, &before) {
             (Some(s), _) => s.clone(),
             (None, Some(b)) => b.database_schema.clone(),
-            (None, None) => format!("strongroom_cluster_{}", hex(&rand4()?)),
+            (None, None) => format!("strongroom_cluster_{}", crate::dev::hex_encode(&rand4()?)),
         };
         if !schema
             .bytes()
@@ -352,10 +352,6 @@ async fn haproxy(dir: &Path, port: u16, nodes: &[String]) -> Result<Option<Proxy
 
 fn rand4() -> Result<[u8; 4]> {
     strongroom_crypto::random::bytes::<4>().map_err(|e| anyhow!("{e}"))
-}
-
-fn hex(b: &[u8]) -> String {
-    crate::dev::hex_encode(b)
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<()> {

@@ -157,19 +157,24 @@ fn find_key(session: &Session, label: &str) -> Result<Option<ObjectHandle>, Star
     Ok(found.into_iter().next())
 }
 
-/// A new AES-256 key on the token: sensitive and never extractable, for encrypting and
-/// decrypting only (the root key's wrapping key, and each PIN-block key).
-fn make_key(session: &Session, label: &str) -> Result<ObjectHandle, StartError> {
-    let template = [
+/// The template of a secret key kept on the token, labelled `label`: sensitive, not
+/// extractable, never wrapping, unwrapping, signing or verifying, and usable for what
+/// `[encrypt, decrypt, derive]` allows.
+fn token_key(
+    label: &str,
+    key_type: KeyType,
+    [encrypt, decrypt, derive]: [bool; 3],
+) -> Vec<Attribute> {
+    vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::AES),
-        Attribute::ValueLen(32.into()),
+        Attribute::KeyType(key_type),
         Attribute::Token(true),
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
-        Attribute::Encrypt(true),
-        Attribute::Decrypt(true),
+        Attribute::Encrypt(encrypt),
+        Attribute::Decrypt(decrypt),
+        Attribute::Derive(derive),
         Attribute::Wrap(false),
         Attribute::Unwrap(false),
         Attribute::Sign(false),
@@ -177,7 +182,14 @@ fn make_key(session: &Session, label: &str) -> Result<ObjectHandle, StartError> 
         // The label as its id too: tools such as OpenSC's pkcs11-tool pick keys by id.
         Attribute::Id(label.as_bytes().to_vec()),
         Attribute::Label(label.as_bytes().to_vec()),
-    ];
+    ]
+}
+
+/// A new AES-256 key on the token: sensitive and never extractable, for encrypting and
+/// decrypting only (the root key's wrapping key, and each PIN-block key).
+fn make_key(session: &Session, label: &str) -> Result<ObjectHandle, StartError> {
+    let mut template = token_key(label, KeyType::AES, [true, true, false]);
+    template.push(Attribute::ValueLen(32.into()));
     session
         .generate_key(&Mechanism::AesKeyGen, &template)
         .map_err(|e| hsm("make the wrapping key", e))
@@ -384,24 +396,8 @@ impl Hsm {
             _ => KeyType::AES,
         };
         let bdk = kind == "bdk";
-        let template = [
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(key_type),
-            Attribute::Value(value.to_vec()),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Derive(bdk),
-            Attribute::Encrypt(!bdk),
-            Attribute::Decrypt(false),
-            Attribute::Wrap(false),
-            Attribute::Unwrap(false),
-            Attribute::Sign(false),
-            Attribute::Verify(false),
-            Attribute::Id(label.as_bytes().to_vec()),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ];
+        let mut template = token_key(&label, key_type, [!bdk, false, bdk]);
+        template.push(Attribute::Value(value.to_vec()));
         let session = self.session();
         if let Some(old) = find_key(&session, &label).map_err(|_| CryptoError::Operation)? {
             session

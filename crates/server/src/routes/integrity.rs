@@ -4,12 +4,13 @@
 //! (`POST /v1/integrity/app`).
 
 use crate::auth::{Admin, Principal};
-use crate::error::{ApiResult, codes};
+use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiPath};
 use crate::openapi::ErrorResponse;
 use crate::service::List;
 use crate::service::integrity::{
-    self as svc, AppSettings, AttestationView, IntegrityAppView, IntegrityHashView, Submitted,
+    self as svc, AttestationView, IntegrityAppSettings, IntegrityAppView, IntegrityHashView,
+    Submitted,
 };
 use crate::state::AppState;
 use axum::Json;
@@ -18,72 +19,6 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use strongroom_core::Sensitive;
 use utoipa::ToSchema;
-
-/// Body of `POST /v1/admin/accounts/{id}/integrity_apps` and of `PATCH` on one: in a
-/// `PATCH` each field is optional and only those given change.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct IntegrityAppSettings {
-    /// The Android package name (`com.example.wallet`). Required when registering; it
-    /// cannot change.
-    #[schema(
-        max_length = 255,
-        pattern = "^[A-Za-z][A-Za-z0-9_]*(\\.[A-Za-z][A-Za-z0-9_]*)+$"
-    )]
-    pub application_id: Option<String>,
-    /// The token decryption key from the Play Console, base64 (AES-256, 32 bytes).
-    /// Required when registering. Stored wrapped; never shown again.
-    #[schema(value_type = Option<String>, max_length = 64)]
-    pub decryption_key: Option<Sensitive<String>>,
-    /// The token verification key from the Play Console, base64 DER (an EC P-256
-    /// public key). Required when registering.
-    #[schema(max_length = 512)]
-    pub verification_key: Option<String>,
-    /// SHA-256 digests of the app's signing certificates (hex, colons allowed, or
-    /// base64url), 1–10. Required when registering.
-    #[schema(min_items = 1, max_items = 10)]
-    pub allowed_certificate_sha256: Option<Vec<String>>,
-    /// The lowest `versionCode` accepted; 0: any.
-    #[serde(default, deserialize_with = "crate::extract::integer_opt")]
-    #[schema(minimum = 0, maximum = 2_147_483_647)]
-    pub min_version_code: Option<i64>,
-    /// Device verdicts a token must carry, each (`MEETS_BASIC_INTEGRITY`,
-    /// `MEETS_DEVICE_INTEGRITY`, `MEETS_STRONG_INTEGRITY`, `MEETS_VIRTUAL_INTEGRITY`);
-    /// default `["MEETS_DEVICE_INTEGRITY"]`.
-    #[schema(max_items = 4)]
-    pub required_device_verdicts: Option<Vec<String>>,
-    /// Whether the install must be `LICENSED`; default false.
-    pub require_licensed: Option<bool>,
-    /// How old a token may be, seconds (10–3600); default 120.
-    #[serde(default, deserialize_with = "crate::extract::integer_opt")]
-    #[schema(minimum = 10, maximum = 3600)]
-    pub max_token_age_s: Option<i64>,
-    /// How long an attestation lasts, seconds (60–3600); default 600.
-    #[serde(default, deserialize_with = "crate::extract::integer_opt")]
-    #[schema(minimum = 60, maximum = 3600)]
-    pub attestation_ttl_s: Option<i64>,
-    /// Whether an attestation may be used more than once before it expires; default
-    /// false (each step-up needs a fresh one).
-    pub reusable_attestations: Option<bool>,
-}
-
-impl IntegrityAppSettings {
-    fn split(self) -> (Option<String>, AppSettings) {
-        let b = self;
-        let settings = AppSettings {
-            decryption_key: b.decryption_key,
-            verification_key: b.verification_key,
-            allowed_certificate_sha256: b.allowed_certificate_sha256,
-            min_version_code: b.min_version_code,
-            required_device_verdicts: b.required_device_verdicts,
-            require_licensed: b.require_licensed,
-            max_token_age_s: b.max_token_age_s,
-            attestation_ttl_s: b.attestation_ttl_s,
-            reusable_attestations: b.reusable_attestations,
-        };
-        (b.application_id, settings)
-    }
-}
 
 /// Register an application whose Play Integrity tokens the account accepts.
 /// `invalid_parameter` also refuses a schema-valid key that is not an AES-256 key or a
@@ -104,9 +39,7 @@ pub async fn create_app(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<IntegrityAppSettings>,
 ) -> ApiResult<(StatusCode, Json<IntegrityAppView>)> {
-    let (application, settings) = body.split();
-    let application = application.ok_or(codes::INVALID_PARAMETER)?;
-    let app = svc::create_app(&state, &admin.audit, &id, &application, settings).await?;
+    let app = svc::create_app(&state, &admin.audit, &id, body).await?;
     Ok((StatusCode::CREATED, Json(app)))
 }
 
@@ -157,8 +90,7 @@ pub async fn update_app(
     ApiPath((id, app_id)): ApiPath<(String, String)>,
     ApiJson(body): ApiJson<IntegrityAppSettings>,
 ) -> ApiResult<Json<IntegrityAppView>> {
-    let (application, settings) = body.split();
-    let app = svc::update_app(&state, &admin.audit, &id, &app_id, application, settings).await?;
+    let app = svc::update_app(&state, &admin.audit, &id, &app_id, body).await?;
     Ok(Json(app))
 }
 

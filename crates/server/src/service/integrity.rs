@@ -12,7 +12,7 @@
 use crate::auth::Principal;
 use crate::service::{List, Result, ServiceError, object_name, secs};
 use crate::state::AppState;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use strongroom_core::{IdKind, Sensitive};
 use strongroom_crypto::integrity::{self, DecryptionKey, VerificationKey};
@@ -81,31 +81,56 @@ fn certificate_digest(s: &str) -> Option<String> {
     (raw.len() == 32).then(|| hex::encode(raw))
 }
 
-/// An application's settings, as registered or changed.
-#[derive(Debug, Default)]
-pub struct AppSettings {
-    /// The token decryption key, base64 (AES-256).
+/// Body of `POST /v1/admin/accounts/{id}/integrity_apps` and of `PATCH` on one: in a
+/// `PATCH` each field is optional and only those given change.
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrityAppSettings {
+    /// The Android package name (`com.example.wallet`). Required when registering; it
+    /// cannot change.
+    #[schema(
+        max_length = 255,
+        pattern = "^[A-Za-z][A-Za-z0-9_]*(\\.[A-Za-z][A-Za-z0-9_]*)+$"
+    )]
+    pub application_id: Option<String>,
+    /// The token decryption key from the Play Console, base64 (AES-256, 32 bytes).
+    /// Required when registering. Stored wrapped; never shown again.
+    #[schema(value_type = Option<String>, max_length = 64)]
     pub decryption_key: Option<Sensitive<String>>,
-    /// The token verification key, base64 DER (P-256).
+    /// The token verification key from the Play Console, base64 DER (an EC P-256
+    /// public key). Required when registering.
+    #[schema(max_length = 512)]
     pub verification_key: Option<String>,
-    /// Certificate digests accepted.
+    /// SHA-256 digests of the app's signing certificates (hex, colons allowed, or
+    /// base64url), 1–10. Required when registering.
+    #[schema(min_items = 1, max_items = 10)]
     pub allowed_certificate_sha256: Option<Vec<String>>,
-    /// Lowest version code (0: any).
+    /// The lowest `versionCode` accepted; 0: any.
+    #[serde(default, deserialize_with = "crate::extract::integer_opt")]
+    #[schema(minimum = 0, maximum = 2_147_483_647)]
     pub min_version_code: Option<i64>,
-    /// Device verdicts required.
+    /// Device verdicts a token must carry, each (`MEETS_BASIC_INTEGRITY`,
+    /// `MEETS_DEVICE_INTEGRITY`, `MEETS_STRONG_INTEGRITY`, `MEETS_VIRTUAL_INTEGRITY`);
+    /// default `["MEETS_DEVICE_INTEGRITY"]`.
+    #[schema(max_items = 4)]
     pub required_device_verdicts: Option<Vec<String>>,
-    /// Whether a licensed install is required.
+    /// Whether the install must be `LICENSED`; default false.
     pub require_licensed: Option<bool>,
-    /// Maximum token age, seconds (10–3600).
+    /// How old a token may be, seconds (10–3600); default 120.
+    #[serde(default, deserialize_with = "crate::extract::integer_opt")]
+    #[schema(minimum = 10, maximum = 3600)]
     pub max_token_age_s: Option<i64>,
-    /// Attestation lifetime, seconds (60–3600).
+    /// How long an attestation lasts, seconds (60–3600); default 600.
+    #[serde(default, deserialize_with = "crate::extract::integer_opt")]
+    #[schema(minimum = 60, maximum = 3600)]
     pub attestation_ttl_s: Option<i64>,
-    /// Whether attestations may be used more than once.
+    /// Whether an attestation may be used more than once before it expires; default
+    /// false (each step-up needs a fresh one).
     pub reusable_attestations: Option<bool>,
 }
 
 /// Applies `s` to `r`, checking each value; the keys are wrapped under `r.id`.
-fn apply(state: &AppState, r: &mut IntegrityAppRecord, s: AppSettings) -> Result<()> {
+fn apply(state: &AppState, r: &mut IntegrityAppRecord, s: IntegrityAppSettings) -> Result<()> {
     let bad = || ServiceError::InvalidParameter;
     if let Some(k) = s.decryption_key {
         let key = DecryptionKey::from_base64(k.expose().trim()).map_err(|_| bad())?;
@@ -235,12 +260,15 @@ pub async fn create_app(
     state: &AppState,
     audit: &strongroom_store::AuditScope,
     account: &str,
-    application_id: &str,
-    settings: AppSettings,
+    settings: IntegrityAppSettings,
 ) -> Result<IntegrityAppView> {
+    let application_id = match settings.application_id.as_deref() {
+        Some(a) => a.to_owned(),
+        None => return Err(ServiceError::InvalidParameter),
+    };
     strongroom_core::parse_id(IdKind::Account, account)?;
     state.accounts().get(account).await?;
-    if !valid_application_id(application_id) {
+    if !valid_application_id(&application_id) {
         return Err(ServiceError::InvalidParameter);
     }
     if settings.decryption_key.is_none()
@@ -256,7 +284,7 @@ pub async fn create_app(
     let mut r = IntegrityAppRecord {
         id: state.new_id(IdKind::IntegrityApp)?,
         account_id: account.to_owned(),
-        application_id: application_id.to_owned(),
+        application_id,
         decryption_key: Vec::new(),
         verification_key: Vec::new(),
         allowed_certificates: Vec::new(),
@@ -313,12 +341,15 @@ pub async fn update_app(
     audit: &strongroom_store::AuditScope,
     account: &str,
     id: &str,
-    application_id: Option<String>,
-    settings: AppSettings,
+    settings: IntegrityAppSettings,
 ) -> Result<IntegrityAppView> {
     let mut r = app_by_id(state, account, id).await?;
     crate::audit::set_resource(audit, "integrity_app", &r.id);
-    if application_id.is_some_and(|a| a != r.application_id) {
+    if settings
+        .application_id
+        .as_ref()
+        .is_some_and(|a| *a != r.application_id)
+    {
         return Err(ServiceError::InvalidParameter);
     }
     apply(state, &mut r, settings)?;

@@ -425,6 +425,23 @@ async fn two_nodes_sharing_redis_stay_within_the_limit() {
     assert_eq!(accepted, 40, "in-process limiters are per node");
 }
 
+/// A node's `name{feature="…"}` from its /metrics.
+async fn redis_metric(srv: &TestServer, name: &str, feature: &str) -> f64 {
+    let addr = srv.running.metrics_addr.unwrap();
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = format!("{name}{{feature=\"{feature}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line.as_str()))
+        .unwrap_or_else(|| panic!("{line} missing"))
+        .parse::<f64>()
+        .unwrap()
+}
+
 /// What each Redis-backed feature does with Redis unreachable (docs/scale-out.md, "When
 /// Redis is lost"): rate limits and risk counters go on in the node's own memory, said by
 /// `strongroom_redis_degraded`; a CVC is not held anywhere else (503, nothing written);
@@ -437,24 +454,10 @@ async fn with_redis_unreachable_each_feature_does_what_is_documented() {
     })
     .await;
     let srv = Arc::new(srv);
-    let metric = |name: &'static str, feature: &'static str| {
-        let addr = srv.running.metrics_addr.unwrap();
-        async move {
-            let text = reqwest::get(format!("http://{addr}/metrics"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let line = format!("{name}{{feature=\"{feature}\"}} ");
-            text.lines()
-                .find_map(|l| l.strip_prefix(line.as_str()))
-                .unwrap_or_else(|| panic!("{line} missing"))
-                .parse::<f64>()
-                .unwrap()
-        }
-    };
-    assert_eq!(metric("strongroom_redis_degraded", "rate_limit").await, 0.0);
+    assert_eq!(
+        redis_metric(&srv, "strongroom_redis_degraded", "rate_limit").await,
+        0.0
+    );
 
     // Rate limits: served, and the key's limit holds on this node.
     let (accepted, took) = burst(std::slice::from_ref(&srv), &srv.sk_test, 30).await;
@@ -463,8 +466,11 @@ async fn with_redis_unreachable_each_feature_does_what_is_documented() {
         (20..=20 + refill).contains(&accepted),
         "accepted {accepted} of 30 with a limit of 20"
     );
-    assert_eq!(metric("strongroom_redis_degraded", "rate_limit").await, 1.0);
-    assert!(metric("strongroom_redis_fallbacks_total", "rate_limit").await >= 30.0);
+    assert_eq!(
+        redis_metric(&srv, "strongroom_redis_degraded", "rate_limit").await,
+        1.0
+    );
+    assert!(redis_metric(&srv, "strongroom_redis_fallbacks_total", "rate_limit").await >= 30.0);
     assert!(
         crate::harness::captured_logs().contains("redis unreachable: this node uses its own state"),
         "the fallback is logged"
@@ -532,7 +538,10 @@ async fn with_redis_unreachable_each_feature_does_what_is_documented() {
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
     }
-    assert_eq!(metric("strongroom_redis_degraded", "velocity").await, 1.0);
+    assert_eq!(
+        redis_metric(&srv, "strongroom_redis_degraded", "velocity").await,
+        1.0
+    );
 }
 
 /// A TCP relay to the test Redis that can be stopped and started on the same port: Redis
@@ -593,18 +602,8 @@ async fn redis_stopped_and_started_under_a_node_degrades_then_recovers() {
         c.rate_limit.store = RateLimitStore::Redis(url);
     })
     .await;
-    let degraded = || {
-        let addr = srv.running.metrics_addr.unwrap();
-        async move {
-            let text = reqwest::get(format!("http://{addr}/metrics"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            text.contains("strongroom_redis_degraded{feature=\"rate_limit\"} 1")
-        }
-    };
+    let degraded =
+        || async { redis_metric(&srv, "strongroom_redis_degraded", "rate_limit").await == 1.0 };
     assert_eq!(srv.get("/v1/cards", &srv.sk_test).await.status, 200);
     assert!(!degraded().await);
 
