@@ -148,6 +148,15 @@ macro_rules! audit_cols {
 // commit and then reads its head); on SQLite the writer is alone anyway.
 const LOCK_HEAD: &str = "UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
 const HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+/// PostgreSQL: a whole append in one statement, every row through `UNNEST` (one array per
+/// column, `$1`…`$13`) and the new head (`$14`, `$15`) in the same round trip.
+const APPEND_UNNEST: &str = concat!(
+    "WITH appended AS (INSERT INTO audit_log (",
+    audit_cols!(),
+    ") SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+     $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], \
+     $13::BYTEA[])) UPDATE audit_head SET seq = $14, hash = $15 WHERE id = 1"
+);
 /// The head after an append (under the lock `LOCK_HEAD` took).
 const SET_HEAD: &str = "UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1";
 /// Columns of one audit row, i.e. bind values per row of [`insert_sql`].
@@ -265,17 +274,30 @@ fn hash32(v: &[u8]) -> StoreResult<[u8; 32]> {
     <[u8; 32]>::try_from(v).map_err(|_| StoreError::Corrupt("audit head hash length".into()))
 }
 
+/// The chain head: sequence number and hash.
+pub(crate) type Head = (i64, [u8; 32]);
+
+/// A head read from a row `(seq, hash)`.
+pub(crate) fn head_of(row: &impl RowGet) -> StoreResult<Head> {
+    Ok((row.int(0)?, hash32(&row.blob(1)?)?))
+}
+
 /// Appends `records` to the chain inside the caller's transaction; returns the new
-/// head's sequence number.
+/// head's sequence number. `head`: the head as the transaction read it under its lock
+/// when it opened, if it did ([`Exec::begin`]); otherwise it is locked and read here.
 pub(crate) async fn append<'r, C: Exec>(
     c: &mut C,
+    head: Option<Head>,
     records: impl Iterator<Item = (&'r AuditRecord, HashFn)>,
 ) -> StoreResult<i64> {
-    let head = c
-        .opt(LOCK_HEAD, &[])
-        .await?
-        .ok_or_else(|| StoreError::Corrupt("audit head missing".into()))?;
-    let (mut seq, mut prev) = (head.int(0)?, hash32(&head.blob(1)?)?);
+    let (mut seq, mut prev) = match head {
+        Some(h) => h,
+        None => head_of(
+            &c.opt(LOCK_HEAD, &[])
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("audit head missing".into()))?,
+        )?,
+    };
     // Chain first (seq and hash of every record), then insert in as few statements as
     // the chunk sizes allow, in order.
     let mut rows: Vec<(&AuditRecord, i64, [u8; 32])> = Vec::new();
@@ -283,6 +305,13 @@ pub(crate) async fn append<'r, C: Exec>(
         seq = seq.saturating_add(1);
         prev = hash(&prev, &r.canonical(seq));
         rows.push((r, seq, prev));
+    }
+    if rows.is_empty() {
+        return Ok(seq);
+    }
+    if c.dialect().bulk_insert() {
+        append_unnest(c, &rows).await?;
+        return Ok(seq);
     }
     let mut rest = rows.as_slice();
     while !rest.is_empty() {
@@ -313,10 +342,46 @@ pub(crate) async fn append<'r, C: Exec>(
         c.exec(insert_sql(n), &a).await?;
         rest = tail;
     }
-    if let Some((_, seq, h)) = rows.last() {
-        c.exec(SET_HEAD, args![*seq, &h[..]]).await?;
-    }
+    c.exec(SET_HEAD, args![seq, &prev[..]]).await?;
     Ok(seq)
+}
+
+/// [`APPEND_UNNEST`]: the rows of an append and its new head (the last row's), in one
+/// statement.
+async fn append_unnest<C: Exec>(
+    c: &mut C,
+    rows: &[(&AuditRecord, i64, [u8; 32])],
+) -> StoreResult<()> {
+    let text =
+        |f: fn(&AuditRecord) -> &str| rows.iter().map(|(r, _, _)| f(r)).collect::<Vec<&str>>();
+    let seqs: Vec<i64> = rows.iter().map(|(_, s, _)| *s).collect();
+    let times: Vec<i64> = rows.iter().map(|(r, _, _)| r.time_ms).collect();
+    let hashes: Vec<&[u8]> = rows.iter().map(|(_, _, h)| &h[..]).collect();
+    let cols = [
+        text(|r| &r.request_id),
+        text(|r| &r.account_id),
+        text(|r| &r.actor),
+        text(|r| &r.action),
+        text(|r| &r.resource),
+        text(|r| &r.outcome),
+        text(|r| &r.code),
+        text(|r| &r.client_ip),
+        text(|r| &r.method),
+        text(|r| &r.route),
+    ];
+    let (last_seq, last_hash) = rows
+        .last()
+        .map(|(_, s, h)| (*s, &h[..]))
+        .ok_or_else(|| StoreError::Corrupt("empty audit append".into()))?;
+    let mut a: Vec<Arg<'_>> = Vec::with_capacity(COLS + 2);
+    a.push(Arg::Ints(&seqs));
+    a.push(Arg::Ints(&times));
+    a.extend(cols.iter().map(|v| Arg::Texts(v)));
+    a.push(Arg::Blobs(&hashes));
+    a.push(Arg::Int(last_seq));
+    a.push(Arg::Blob(last_hash));
+    c.exec(APPEND_UNNEST, &a).await?;
+    Ok(())
 }
 
 // ---- the request scope ----

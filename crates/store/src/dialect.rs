@@ -19,7 +19,8 @@ pub(crate) trait Dialect: Send + Sync {
     /// directly (see [`crate::sql::get_card`]).
     fn row_id_from_id(&self) -> bool;
 
-    /// Whether a group commit inserts its new cards in one statement
-    /// ([`crate::sql::insert_cards_bulk`]): worth it where each statement is a round trip.
-    fn bulk_card_insert(&self) -> bool;
+    /// Whether a group commit inserts its new cards, and its audit records, in one
+    /// statement each (arrays through `UNNEST`: [`crate::sql::insert_cards_bulk`],
+    /// [`crate::audit::append`]): worth it where each statement is a round trip.
+    fn bulk_insert(&self) -> bool;
 }

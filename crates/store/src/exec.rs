@@ -112,7 +112,31 @@ pub(crate) trait Exec: Send {
         sql: &'static str,
         args: &[Arg<'_>],
     ) -> impl Future<Output = StoreResult<Option<Self::Row>>> + Send;
+
+    /// Opens a group commit's transaction with the dialect's statements
+    /// ([`Dialect::begin`]). Returns the audit chain's head row `(seq, hash)` where opening
+    /// locked and read it ([`crate::audit::append`] then need not). A failure leaves no
+    /// transaction open.
+    fn begin(&mut self) -> impl Future<Output = StoreResult<Option<Self::Row>>> + Send {
+        async move {
+            for (i, stmt) in self.dialect().begin().iter().enumerate() {
+                if let Err(e) = self.exec(stmt, &[]).await {
+                    if i > 0 {
+                        self.exec("ROLLBACK", &[]).await.ok();
+                    }
+                    return Err(e);
+                }
+            }
+            Ok(None)
+        }
+    }
 }
+
+/// PostgreSQL: a group commit's transaction opens, locks the audit chain's head (first,
+/// so that every node takes its locks in the same order) and reads it, in one round trip:
+/// a simple query may hold several statements, where each parameterised one is a round
+/// trip of its own.
+const PG_BEGIN: &str = "BEGIN; UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash";
 
 /// PostgreSQL's connection (SQLite's is [`crate::sqlite::SyncConn`]).
 impl Exec for sqlx::PgConnection {
@@ -142,6 +166,19 @@ impl Exec for sqlx::PgConnection {
             .fetch_optional(&mut *self)
             .await
             .map_err(db_err)
+    }
+
+    async fn begin(&mut self) -> StoreResult<Option<Self::Row>> {
+        let row = match sqlx::raw_sql(PG_BEGIN).fetch_optional(&mut *self).await {
+            Ok(Some(row)) => Ok(row),
+            Ok(None) => Err(StoreError::Corrupt("audit head missing".into())),
+            Err(e) => Err(db_err(e)),
+        };
+        if row.is_err() {
+            // Whatever part of the query ran: no transaction stays open.
+            sqlx::raw_sql("ROLLBACK").execute(&mut *self).await.ok();
+        }
+        row.map(Some)
     }
 }
 
@@ -258,6 +295,7 @@ impl Dialect for Postgres {
         "postgres"
     }
     fn begin(&self) -> &'static [&'static str] {
+        // The same as [`PG_BEGIN`], which is what runs.
         &["BEGIN", "UPDATE audit_head SET seq = seq WHERE id = 1"]
     }
     fn fingerprint_lookup(&self) -> bool {
@@ -266,7 +304,7 @@ impl Dialect for Postgres {
     fn row_id_from_id(&self) -> bool {
         false
     }
-    fn bulk_card_insert(&self) -> bool {
+    fn bulk_insert(&self) -> bool {
         true
     }
 }

@@ -6,6 +6,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::audit::{Head, head_of};
 use crate::dialect::Dialect;
 use crate::exec::Exec;
 use crate::sql::{self, Batch, WriteOp, WriteReply};
@@ -80,6 +81,8 @@ pub(crate) trait WriterConn: Send {
     /// The batch is answered: let go of what `get` took (a pooled connection goes back
     /// to the pool, which may be as small as one connection).
     fn done(&mut self) {}
+    /// The batch failed as a whole: the connection may be broken.
+    fn failed(&mut self) {}
     /// The batch's transaction has ended; its writes are about to be answered. `data`:
     /// it held more than audit records appended alone ([`sql::audit_only`]).
     fn committed(&mut self, _data: bool) {}
@@ -141,6 +144,7 @@ async fn commit<K: WriterConn>(conn: &mut K, batch: &mut Vec<(WriteOp, Reply)>) 
             }
         }
         Err(e) => {
+            conn.failed();
             tracing::error!(error = %e, writes = batch.len(), backend = dialect.name(), "group commit failed");
             for (op, reply) in batch.drain(..) {
                 reply.send((Err(copy_err(&e)), op)).ok();
@@ -153,16 +157,18 @@ async fn commit<K: WriterConn>(conn: &mut K, batch: &mut Vec<(WriteOp, Reply)>) 
     conn.done();
 }
 
-async fn open<C: Exec>(c: &mut C, begin: &'static [&'static str]) -> StoreResult<()> {
-    for (i, stmt) in begin.iter().enumerate() {
-        if let Err(e) = c.exec(stmt, &[]).await {
-            if i > 0 {
-                c.exec(ROLLBACK, &[]).await.ok();
-            }
-            return Err(e);
+/// Opens the batch's transaction ([`Exec::begin`]); the audit head, where that read it.
+async fn open<C: Exec>(c: &mut C) -> StoreResult<Option<Head>> {
+    let Some(row) = c.begin().await? else {
+        return Ok(None);
+    };
+    match head_of(&row) {
+        Ok(h) => Ok(Some(h)),
+        Err(e) => {
+            c.exec(ROLLBACK, &[]).await.ok();
+            Err(e)
         }
     }
-    Ok(())
 }
 
 /// Writes rarely fail, so a batch first runs without savepoints (two statements fewer
@@ -177,11 +183,12 @@ async fn grouped<C: Exec>(
     dialect: &'static dyn Dialect,
     batch: &[(WriteOp, Reply)],
 ) -> StoreResult<Vec<StoreResult<WriteReply>>> {
-    let begin = dialect.begin();
-    open(c, begin).await?;
     let mut results = Vec::with_capacity(batch.len());
-    let mut b = Batch::default();
-    let Err(e) = apply_all(c, &mut b, dialect.bulk_card_insert(), batch, &mut results).await else {
+    let mut b = Batch {
+        head: open(c).await?,
+        ..Batch::default()
+    };
+    let Err(e) = apply_all(c, &mut b, dialect.bulk_insert(), batch, &mut results).await else {
         b.commit(c, batch, &mut results).await?;
         return Ok(results);
     };
@@ -191,8 +198,10 @@ async fn grouped<C: Exec>(
     }
     results.clear();
 
-    open(c, begin).await?;
-    let mut b = Batch::default();
+    let mut b = Batch {
+        head: open(c).await?,
+        ..Batch::default()
+    };
     for (i, (op, _)) in batch.iter().enumerate() {
         b.current = i;
         match savepoint(c, &mut b, op).await {
@@ -235,7 +244,8 @@ impl Batch {
         results: &mut [StoreResult<WriteReply>],
     ) -> StoreResult<()> {
         let op_at = |i: usize| batch.get(i).map(|(op, _)| op);
-        if let Err(e) = crate::sql::flush_audit(c, op_at, &self.deferred, results).await {
+        if let Err(e) = crate::sql::flush_audit(c, self.head, op_at, &self.deferred, results).await
+        {
             finish(c, ROLLBACK).await.ok();
             return Err(e);
         }

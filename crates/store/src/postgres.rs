@@ -1,6 +1,6 @@
 //! The scale-out backend: PostgreSQL through a connection pool. Reads take any pooled
-//! connection; writes go through one writer task per node that group-commits whatever
-//! is queued in one transaction (see [`crate::group`]), as on SQLite. Races between
+//! connection; writes go through one writer task per node, on a connection of its own
+//! besides the pool, that group-commits whatever is queued in one transaction (see [`crate::group`]), as on SQLite. Races between
 //! nodes are settled by the database: a unique index for card dedup, conditional
 //! updates for one-time passwords, the primary key for data key versions.
 //!
@@ -13,19 +13,22 @@
 use std::str::FromStr;
 
 use sqlx::migrate::Migrator;
-use sqlx::pool::PoolConnection;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, Postgres};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection};
 
 use tokio::sync::{mpsc, watch};
 
 use crate::exec::db_err;
+
+mod readers;
 use crate::group::{self, Msg};
 use crate::sql::{WriteOp, WriteReply};
 use crate::{StoreError, StoreResult};
+pub(crate) use readers::PgReader;
+use readers::Readers;
 
 /// The migrations. sqlx stores a checksum of each applied file and refuses to start when
 /// a file it applied has changed, so a committed migration is never edited, comments
@@ -36,6 +39,9 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 /// The PostgreSQL backend. Cheap to clone: a pool handle.
 #[derive(Debug, Clone)]
 pub struct PgStore {
+    /// The read connections.
+    readers: Arc<Readers>,
+    /// For the migrations and the change watcher's `LISTEN` connection.
     pool: PgPool,
     writer: mpsc::Sender<Msg>,
     /// Set on [`PgStore::close`]: stops the change watcher.
@@ -56,22 +62,30 @@ pub enum CacheEvent {
 /// The channel the `0007_cache_notify` triggers notify.
 const CACHE_CHANNEL: &str = "strongroom_cache";
 
-/// The writer takes a pooled connection per batch and gives it back after: a broken
-/// connection is replaced by the pool, and a pool of one still serves reads between
-/// batches.
+/// The writer's connection: its own, outside the pool, opened on the first write and
+/// kept between batches. sqlx's pool pings a connection when it is handed out and again
+/// when it comes back, two round trips per batch for nothing on a connection that is in
+/// use all the time. A batch that fails as a whole (the connection broke, the primary
+/// went away) drops the connection; the next batch connects again, to whatever the URL
+/// names then.
 struct PgWriter {
-    pool: PgPool,
-    conn: Option<PoolConnection<Postgres>>,
+    opts: PgConnectOptions,
+    conn: Option<PgConnection>,
 }
 
 impl group::WriterConn for PgWriter {
     type C = PgConnection;
     async fn get(&mut self) -> StoreResult<&mut PgConnection> {
-        // Boxed as in [`PgStore::reader`]: keeps the writer task's future small.
-        let c = Box::pin(self.pool.acquire()).await.map_err(db_err)?;
-        Ok(&mut **self.conn.insert(c))
+        if self.conn.is_none() {
+            // Boxed as in [`PgStore::reader`]: keeps the writer task's future small.
+            let c = Box::pin(PgConnection::connect_with(&self.opts))
+                .await
+                .map_err(db_err)?;
+            self.conn = Some(c);
+        }
+        self.conn.as_mut().ok_or_else(group::closed)
     }
-    fn done(&mut self) {
+    fn failed(&mut self) {
         self.conn = None;
     }
     fn dialect(&self) -> &'static dyn crate::dialect::Dialect {
@@ -110,9 +124,11 @@ impl PgStore {
             conn.close().await.map_err(db_err)?;
             opts = opts.options([("search_path", schema)]);
         }
+        // The listener holds one connection for good; the migrations and the listener's
+        // schema query take the other at times.
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .connect_with(opts)
+            .max_connections(2)
+            .connect_with(opts.clone())
             .await
             .map_err(db_err)?;
         MIGRATOR
@@ -120,14 +136,13 @@ impl PgStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         let (tx, rx) = mpsc::channel(group::QUEUE);
-        let conn = PgWriter {
-            pool: pool.clone(),
-            conn: None,
-        };
+        let readers = Readers::new(opts.clone(), max_connections);
+        let conn = PgWriter { opts, conn: None };
         tokio::spawn(async move {
             drop(group::writer(conn, rx).await);
         });
         Ok(Self {
+            readers,
             pool,
             writer: tx,
             closed: Arc::new(watch::channel(false).0),
@@ -162,13 +177,13 @@ impl PgStore {
         task.abort_handle()
     }
 
-    /// A connection from the pool.
+    /// A read connection ([`readers`]).
     ///
-    /// sqlx's acquire future is about 8.5 KB. Boxed here, it stays out of every future
-    /// that reads the store, SQLite's included (they are sized for either backend), and so
-    /// out of every request future the server moves into a box on each request.
-    pub(crate) async fn reader(&self) -> StoreResult<PoolConnection<Postgres>> {
-        Box::pin(self.pool.acquire()).await.map_err(db_err)
+    /// Boxed: connecting is a large future, kept out of every future that reads the store,
+    /// SQLite's included (they are sized for either backend), and so out of every request
+    /// future the server moves into a box on each request.
+    pub(crate) async fn reader(&self) -> StoreResult<PgReader> {
+        Box::pin(self.readers.acquire()).await
     }
 
     /// Queues a write and waits until its group commit is durable.
@@ -180,6 +195,7 @@ impl PgStore {
     pub async fn close(&self) {
         self.closed.send_replace(true);
         group::stop(&self.writer).await;
+        self.readers.close().await;
         self.pool.close().await;
     }
 }

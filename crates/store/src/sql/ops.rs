@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::audit::{
-    AuditCheckpoint, AuditRecord, AuditScope, HashFn, INSERT_CHECKPOINT, PROBE, append,
+    AuditCheckpoint, AuditRecord, AuditScope, HashFn, Head, INSERT_CHECKPOINT, PROBE, append,
 };
 use crate::exec::{Exec, args};
 use crate::sql::cards::NewCard;
@@ -602,6 +602,8 @@ pub(crate) struct Batch {
     pub(crate) deferred: Vec<Deferred>,
     /// The outcomes of the card inserts made in one statement, by batch index.
     pub(crate) cards: Vec<Option<InsertCard>>,
+    /// The audit head, where opening the transaction read it ([`Exec::begin`]).
+    pub(crate) head: Option<Head>,
 }
 
 impl Batch {
@@ -728,6 +730,7 @@ pub(crate) struct Deferred {
 /// and the batch must roll back.
 pub(crate) async fn flush_audit<'o, C: Exec>(
     c: &mut C,
+    head: Option<Head>,
     op_at: impl Fn(usize) -> Option<&'o WriteOp>,
     deferred: &[Deferred],
     results: &mut [StoreResult<WriteReply>],
@@ -751,7 +754,7 @@ pub(crate) async fn flush_audit<'o, C: Exec>(
         }
         ends.push(recs.len());
     }
-    let head = match append(c, recs.into_iter()).await {
+    let head = match append(c, head, recs.into_iter()).await {
         Ok(h) => h,
         Err(e) => {
             for d in deferred {

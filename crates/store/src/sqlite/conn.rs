@@ -383,7 +383,7 @@ impl Dialect for Sqlite {
         true
     }
     // Statements run in place (no round trip), so one statement gains nothing.
-    fn bulk_card_insert(&self) -> bool {
+    fn bulk_insert(&self) -> bool {
         false
     }
 }

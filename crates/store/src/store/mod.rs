@@ -21,8 +21,6 @@ mod webhooks;
 
 use std::path::Path;
 
-use sqlx::pool::PoolConnection;
-
 use crate::audit::AuditScope;
 use crate::dialect::Dialect;
 use crate::exec::{Arg, Exec, RowGet};
@@ -178,7 +176,7 @@ impl Writes<'_> {
 /// domain modules) run on it through [`Exec`].
 pub(crate) enum ReadConn<'s> {
     Sqlite(sqlite_backend::Reader<'s>),
-    Postgres(PoolConnection<sqlx::Postgres>),
+    Postgres(crate::postgres::PgReader),
 }
 
 /// A row read through a [`ReadConn`].

@@ -246,6 +246,68 @@ async fn a_postgres_pool_of_one_serves_reads_and_writes() {
         .unwrap();
 }
 
+/// Connections the server cuts (a restart, a failover, an administrator) fail the one
+/// request that finds them, with `Unavailable` (the API's 503 and `Retry-After`), and are
+/// replaced: reads and writes work again at once, and nothing was half-written.
+#[tokio::test]
+async fn postgres_connections_cut_by_the_server_fail_once_then_recover() {
+    if !crate::runs_on(
+        crate::Backend::Postgres,
+        "postgres_connections_cut_by_the_server_fail_once_then_recover",
+    ) {
+        return;
+    }
+    let pid = std::process::id();
+    let (schema, app) = (format!("t_cut_{pid}"), format!("strongroom_cut_{pid}"));
+    let url = crate::pg_url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = Store::connect(&StoreConfig {
+        url: format!("{url}{sep}application_name={app}"),
+        schema: Some(schema.clone()),
+        max_connections: 1,
+    })
+    .await
+    .unwrap();
+    let a = account(&store).await;
+    writes(&store).insert_otp(&otp(&a, T0), &[]).await.unwrap();
+    assert!(store.get_account(&a).await.unwrap().is_some());
+
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&app)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    // The reader, the writer and the cache listener.
+    assert!(cut.len() >= 2, "{cut:?}");
+
+    let read = store.get_account(&a).await;
+    assert!(
+        matches!(read, Err(strongroom_store::StoreError::Unavailable(_))),
+        "{read:?}"
+    );
+    assert!(store.get_account(&a).await.unwrap().is_some());
+    let o = otp(&a, T0 + 1);
+    let write = writes(&store).insert_otp(&o, &[]).await;
+    assert!(
+        matches!(write, Err(strongroom_store::StoreError::Unavailable(_))),
+        "{write:?}"
+    );
+    assert!(store.get_otp(&a, &o.id).await.unwrap().is_none());
+    writes(&store).insert_otp(&o, &[]).await.unwrap();
+    assert!(store.get_otp(&a, &o.id).await.unwrap().is_some());
+
+    store.close().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
 async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
     for t in tasks {
         t.await.unwrap();
