@@ -26,6 +26,9 @@ use serde::Serialize;
 
 use load::{Scenario, Shared, Tally, Worker};
 
+/// The name of the server's SQLite writer thread (`strongroom_store::sqlite`).
+const WRITER_THREAD: &str = "sqlite-writer";
+
 /// Load generator for a Strongroom vault: tokenize / get / mixed throughput and latency,
 /// each quoted against the "floor" (GET /healthz over the same TLS and HTTP stack).
 ///
@@ -177,6 +180,9 @@ struct ScenarioResult {
     p999_ms: Option<f64>,
     errors: u64,
     server_cpu_us_per_op: Option<f64>,
+    /// The server's SQLite writer thread's share of it (`--spawn` on SQLite only): the one
+    /// thread every write passes through.
+    writer_cpu_us_per_op: Option<f64>,
     server_peak_rss_mb: Option<f64>,
     floor_ratio: Option<f64>,
     /// Also reported: what the rest of the run looked like.
@@ -582,6 +588,10 @@ async fn scenarios(
         let cpu0 = pid.and_then(procfs::cpu_micros);
         let me0 = procfs::cpu_micros(std::process::id());
         let echo0 = procfs::threads_cpu_micros(echo::THREAD_NAME);
+        let writer_cpu = |pid: Option<u32>| {
+            pid.and_then(|p| procfs::process_threads_cpu_micros(p, WRITER_THREAD))
+        };
+        let writer0 = writer_cpu(pid);
         let m0 = procfs::machine_ticks();
         let start = Instant::now();
         let conns_seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -605,6 +615,7 @@ async fn scenarios(
         let cpu1 = pid.and_then(procfs::cpu_micros);
         let me1 = procfs::cpu_micros(std::process::id());
         let echo1 = procfs::threads_cpu_micros(echo::THREAD_NAME);
+        let writer1 = writer_cpu(pid);
         let m1 = procfs::machine_ticks();
         let total = t.ok + t.errors;
         let per_op = |a: Option<u64>, b: Option<u64>| match (a, b) {
@@ -633,6 +644,7 @@ async fn scenarios(
                 p999_ms: ms(0.999),
                 errors: t.errors,
                 server_cpu_us_per_op: per_op(cpu0, cpu1),
+                writer_cpu_us_per_op: per_op(writer0, writer1),
                 server_peak_rss_mb: pid.and_then(procfs::peak_rss_mb),
                 floor_ratio: None,
                 ok: t.ok,
@@ -821,7 +833,7 @@ async fn phase_with(
 fn print_table(results: &BTreeMap<&'static str, ScenarioResult>) {
     let f = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
     println!(
-        "{:<12} {:>10} {:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>9} {:>7} {:>6}",
+        "{:<12} {:>10} {:>8} {:>8} {:>8} {:>7} {:>10} {:>9} {:>10} {:>9} {:>7} {:>6}",
         "scenario",
         "ops/s",
         "p50 ms",
@@ -829,6 +841,7 @@ fn print_table(results: &BTreeMap<&'static str, ScenarioResult>) {
         "p99.9 ms",
         "errors",
         "srv µs/op",
+        "wr µs/op",
         "cli µs/op",
         "srv MiB",
         "floor×",
@@ -847,7 +860,7 @@ fn print_table(results: &BTreeMap<&'static str, ScenarioResult>) {
     ] {
         let Some(r) = results.get(name) else { continue };
         println!(
-            "{:<12} {:>10.0} {:>8} {:>8} {:>8} {:>7} {:>10} {:>10} {:>9} {:>7} {:>6}",
+            "{:<12} {:>10.0} {:>8} {:>8} {:>8} {:>7} {:>10} {:>9} {:>10} {:>9} {:>7} {:>6}",
             name,
             r.ops_per_s,
             f(r.p50_ms, 2),
@@ -855,6 +868,7 @@ fn print_table(results: &BTreeMap<&'static str, ScenarioResult>) {
             f(r.p999_ms, 2),
             r.errors,
             f(r.server_cpu_us_per_op, 0),
+            f(r.writer_cpu_us_per_op, 1),
             f(r.client_cpu_us_per_op, 0),
             f(r.server_peak_rss_mb, 1),
             f(r.floor_ratio, 3),

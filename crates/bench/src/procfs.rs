@@ -24,9 +24,18 @@ fn stat_cpu_micros(path: &std::path::Path) -> Option<u64> {
 /// microseconds (user + system); `None` when `/proc/self/task` cannot be read or no thread
 /// has that name.
 pub fn threads_cpu_micros(prefix: &str) -> Option<u64> {
+    tasks_cpu_micros("/proc/self/task", prefix)
+}
+
+/// [`threads_cpu_micros`] of another process (the server's SQLite writer thread).
+pub fn process_threads_cpu_micros(pid: u32, prefix: &str) -> Option<u64> {
+    tasks_cpu_micros(&format!("/proc/{pid}/task"), prefix)
+}
+
+fn tasks_cpu_micros(dir: &str, prefix: &str) -> Option<u64> {
     let mut total = 0;
     let mut any = false;
-    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+    for task in std::fs::read_dir(dir).ok()?.flatten() {
         let path = task.path();
         let named = std::fs::read_to_string(path.join("comm"))
             .is_ok_and(|c| c.trim_end().starts_with(prefix));

@@ -54,6 +54,12 @@ fn check(report: &serde_json::Value, http: &str) {
         );
     }
     assert_eq!(report["scenarios"]["floor"]["floor_ratio"], 1.0);
+    // The SQLite writer thread is found in the server and is part of its CPU.
+    let t = &report["scenarios"]["tokenize"];
+    let writer = t["writer_cpu_us_per_op"]
+        .as_f64()
+        .expect("writer CPU of a spawned server");
+    assert!(writer <= t["server_cpu_us_per_op"].as_f64().unwrap(), "{t}");
 }
 
 #[test]
