@@ -142,6 +142,38 @@ async fn a_large_append_is_chained_in_order(store: Store) {
     assert_eq!(head_hash, prev);
 }
 
+store_test!(records_in_any_text_chain_as_the_server_hashes);
+/// Fields with multi-byte UTF-8, empty fields, a long one and a negative time: stored and
+/// read back as they were, chained over [`AuditRecord::canonical`] (one `UNNEST` statement
+/// on PostgreSQL, multi-row inserts on SQLite).
+async fn records_in_any_text_chain_as_the_server_hashes(store: Store) {
+    let mut odd = rec("card.read");
+    odd.resource = "café 漢字 ✓".into();
+    odd.route = String::new();
+    odd.code = "x".repeat(5000);
+    odd.time_ms = -1;
+    let mut empty = rec("");
+    empty.request_id = String::new();
+    empty.account_id = String::new();
+    assert_eq!(
+        store
+            .append_audit(vec![odd, empty], test_hash)
+            .await
+            .unwrap(),
+        2
+    );
+    let rows = store.audit_range(0, 10).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].resource, "café 漢字 ✓");
+    assert_eq!(rows[0].time_ms, -1);
+    let mut prev = [0u8; 32];
+    for r in &rows {
+        prev = test_hash(&prev, &r.canonical(r.seq));
+        assert_eq!(r.hash, prev.to_vec(), "record {}", r.seq);
+    }
+    assert_eq!(store.audit_head().await.unwrap(), (2, prev.to_vec()));
+}
+
 store_test!(concurrent_writes_share_one_append_per_batch);
 /// Writes queued together are group-committed, and their records appended together at
 /// the end of the batch: each scope still learns the head right after its own records,
