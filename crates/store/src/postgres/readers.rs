@@ -146,3 +146,56 @@ impl Exec for PgReader {
         self.finished(r)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn readers(max: u32) -> Option<Arc<Readers>> {
+        if !strongroom_testenv::runs_on(
+            strongroom_testenv::Backend::Postgres,
+            "postgres::readers::tests",
+        ) {
+            return None;
+        }
+        let opts = PgConnectOptions::from_str(&strongroom_testenv::pg_url()).unwrap();
+        Some(Readers::new(opts, max))
+    }
+
+    fn backend_pid(row: &PgRow) -> i32 {
+        sqlx::Row::get(row, 0)
+    }
+
+    /// A connection whose statement finished goes back and is used again; one whose
+    /// statement was cut short (its request dropped mid-read) is closed, and the next read
+    /// gets a fresh one that works.
+    #[tokio::test]
+    async fn finished_connections_are_kept_and_cut_ones_closed() {
+        let Some(pool) = readers(1) else { return };
+        const PID: &str = "SELECT pg_backend_pid()";
+        let mut r = pool.acquire().await.unwrap();
+        let first = backend_pid(&r.opt(PID, &[]).await.unwrap().unwrap());
+        drop(r);
+        assert_eq!(pool.idle().len(), 1);
+        let mut r = pool.acquire().await.unwrap();
+        assert_eq!(backend_pid(&r.opt(PID, &[]).await.unwrap().unwrap()), first);
+
+        let cut = tokio::time::timeout(
+            Duration::from_millis(200),
+            r.exec("SELECT pg_sleep(5)", &[]),
+        )
+        .await;
+        assert!(cut.is_err(), "the sleep was cut short");
+        drop(r);
+        assert!(pool.idle().is_empty(), "a cut connection is not kept");
+        let mut r = pool.acquire().await.unwrap();
+        let next = backend_pid(&r.opt(PID, &[]).await.unwrap().unwrap());
+        assert_ne!(next, first);
+        drop(r);
+
+        pool.close().await;
+        assert!(pool.acquire().await.is_err());
+    }
+}
