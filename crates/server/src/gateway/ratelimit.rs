@@ -10,6 +10,7 @@ use crate::error::{ApiError, ApiResult};
 use ipnet::Ipv6Net;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
@@ -122,6 +123,8 @@ pub const MEMORY_MAX_BUCKETS: usize = 100_000;
 struct Buckets {
     tats: Mutex<HashMap<String, i64>>,
     max: usize,
+    /// The latest `now` a check has used, microseconds.
+    latest: AtomicI64,
 }
 
 impl Buckets {
@@ -129,7 +132,18 @@ impl Buckets {
         Self {
             tats: Mutex::new(HashMap::new()),
             max: max.max(1),
+            latest: AtomicI64::new(i64::MIN),
         }
+    }
+
+    /// `now_ms` in microseconds, never earlier than a `now` this map has already used. A
+    /// request reads the clock before it reaches the limiter, so concurrent requests arrive
+    /// slightly out of order; one that read the clock before a jump (a stepped clock, a
+    /// test's) and arrives after another moved its bucket past the jump would otherwise
+    /// find the bucket a whole jump ahead of it and be refused.
+    fn now_us(&self, now_ms: i64) -> i64 {
+        let now = now_ms.saturating_mul(1000);
+        self.latest.fetch_max(now, Ordering::Relaxed).max(now)
     }
 
     fn lock(&self) -> ApiResult<std::sync::MutexGuard<'_, HashMap<String, i64>>> {
@@ -216,9 +230,9 @@ impl MemoryLimiter {
 
 impl RateLimitBackend for MemoryLimiter {
     async fn check(&self, key: &str, quota: Quota, now_ms: i64) -> ApiResult<Decision> {
-        let now = now_ms.saturating_mul(1000);
         let buckets = self.partition(key);
         let mut map = buckets.lock()?;
+        let now = buckets.now_us(now_ms);
         let tat = map.get(key).copied().unwrap_or(now).max(now);
         let new_tat = tat + quota.interval_us();
         if new_tat - now > quota.tolerance_us() {
@@ -232,8 +246,9 @@ impl RateLimitBackend for MemoryLimiter {
     }
 
     async fn peek(&self, key: &str, quota: Quota, now_ms: i64) -> ApiResult<Decision> {
-        let now = now_ms.saturating_mul(1000);
-        let map = self.partition(key).lock()?;
+        let buckets = self.partition(key);
+        let map = buckets.lock()?;
+        let now = buckets.now_us(now_ms);
         Ok(peeked(quota, map.get(key).map_or(0, |tat| tat - now)))
     }
 }
@@ -416,6 +431,26 @@ mod tests {
         for key in ["key:k", "ip:198.51.100.1:/v1/cards"] {
             assert!(!m.check(key, q, t0 + 1).await.unwrap().allowed, "{key}");
         }
+    }
+
+    /// A request that read the clock before a jump and reaches the limiter after another
+    /// request moved the bucket past it counts as arriving at the later time.
+    #[tokio::test]
+    async fn a_request_with_an_earlier_clock_reading_is_not_refused() {
+        let m = MemoryLimiter::default();
+        let q = Quota {
+            per_minute: MAX_PER_MINUTE,
+        };
+        let t0 = 1_700_000_000_000;
+        assert!(m.check("k", q, t0 + 301_000).await.unwrap().allowed);
+        let late = m.check("k", q, t0).await.unwrap();
+        assert!(late.allowed, "{late:?}");
+        // The quota still holds at the later time: 100 per minute, the burst spent.
+        let small = Quota { per_minute: 100 };
+        for _ in 0..100 {
+            assert!(m.check("s", small, t0 + 301_000).await.unwrap().allowed);
+        }
+        assert!(!m.check("s", small, t0).await.unwrap().allowed);
     }
 
     #[tokio::test]
