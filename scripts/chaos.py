@@ -317,22 +317,23 @@ for card, pan in acked.items():
         if g.status_code != 200 or g.json().get("masked_number") != "XXXX" + pan[-4:]:
             lost.append((card, node, g.status_code))
 report["lost_or_wrong"] = len(lost)
-existing = 0
-for pan in refused:
-    r = s.post(f"{NODES[0]}/v1/cards", headers=H, timeout=10, verify=CA,
-               json={"number": pan, "exp_month": 12, "exp_year": 2031})
-    if r.status_code == 200:
-        existing += 1
-report["refused_but_stored"] = existing
+
+
+def stored(pans):
+    """How many of these numbers the vault already holds (a repeat tokenization answers 200)."""
+    held = 0
+    for pan in pans:
+        r = s.post(f"{NODES[0]}/v1/cards", headers=H, timeout=10, verify=CA,
+                   json={"number": pan, "exp_month": 12, "exp_year": 2031})
+        if r.status_code == 200:
+            held += 1
+    return held
+
+
+report["refused_but_stored"] = stored(refused)
 # Requests that got no answer (refused connections to a killed node, or cut in flight) may or
 # may not have been stored; the client cannot know, and this is only reported.
-stored = 0
-for pan in unanswered:
-    r = s.post(f"{NODES[0]}/v1/cards", headers=H, timeout=10, verify=CA,
-               json={"number": pan, "exp_month": 12, "exp_year": 2031})
-    if r.status_code == 200:
-        stored += 1
-report["unanswered_but_stored"] = stored
+report["unanswered_but_stored"] = stored(unanswered)
 deadline = time.monotonic() + 60
 while time.monotonic() < deadline:
     with deliv_lock:

@@ -8,8 +8,9 @@ pub(crate) trait Dialect: Send + Sync {
     /// The backend, for logs.
     fn name(&self) -> &'static str;
 
-    /// The statements that open a write transaction, in order.
-    fn begin(&self) -> &'static [&'static str];
+    /// What opens a write transaction: one statement, or on PostgreSQL a simple query of
+    /// several that also locks and reads the audit head ([`crate::exec::Exec::begin`]).
+    fn begin(&self) -> &'static str;
 
     /// Whether a card's fingerprint is checked by a lookup before its insert, because no
     /// unique index settles it (see [`crate::sql::insert_card`]).

@@ -113,22 +113,11 @@ pub(crate) trait Exec: Send {
         args: &[Arg<'_>],
     ) -> impl Future<Output = StoreResult<Option<Self::Row>>> + Send;
 
-    /// Opens a group commit's transaction with the dialect's statements
-    /// ([`Dialect::begin`]). Returns the audit chain's head row `(seq, hash)` where opening
-    /// locked and read it ([`crate::audit::append`] then need not). A failure leaves no
-    /// transaction open.
+    /// Opens a group commit's transaction ([`Dialect::begin`]). Returns the audit chain's
+    /// head row `(seq, hash)` where opening locked and read it ([`crate::audit::append`]
+    /// then need not). A failure leaves no transaction open.
     fn begin(&mut self) -> impl Future<Output = StoreResult<Option<Self::Row>>> + Send {
-        async move {
-            for (i, stmt) in self.dialect().begin().iter().enumerate() {
-                if let Err(e) = self.exec(stmt, &[]).await {
-                    if i > 0 {
-                        self.exec("ROLLBACK", &[]).await.ok();
-                    }
-                    return Err(e);
-                }
-            }
-            Ok(None)
-        }
+        async move { self.exec(self.dialect().begin(), &[]).await.map(|_| None) }
     }
 }
 
@@ -169,7 +158,8 @@ impl Exec for sqlx::PgConnection {
     }
 
     async fn begin(&mut self) -> StoreResult<Option<Self::Row>> {
-        let row = match sqlx::raw_sql(PG_BEGIN).fetch_optional(&mut *self).await {
+        let begin = self.dialect().begin();
+        let row = match sqlx::raw_sql(begin).fetch_optional(&mut *self).await {
             Ok(Some(row)) => Ok(row),
             Ok(None) => Err(StoreError::Corrupt("audit head missing".into())),
             Err(e) => Err(db_err(e)),
@@ -294,9 +284,8 @@ impl Dialect for Postgres {
     fn name(&self) -> &'static str {
         "postgres"
     }
-    fn begin(&self) -> &'static [&'static str] {
-        // The same as [`PG_BEGIN`], which is what runs.
-        &["BEGIN", "UPDATE audit_head SET seq = seq WHERE id = 1"]
+    fn begin(&self) -> &'static str {
+        PG_BEGIN
     }
     fn fingerprint_lookup(&self) -> bool {
         false

@@ -6,7 +6,6 @@
 //! (the server restarted, the primary moved) fails its next statement, which the request
 //! answers with `503` and `Retry-After`, and is closed then.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,8 +24,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Readers {
     opts: PgConnectOptions,
     idle: Mutex<Vec<PgConnection>>,
+    /// One per connection that may be open; closed when the store closes.
     permits: Arc<Semaphore>,
-    closed: AtomicBool,
 }
 
 impl Readers {
@@ -36,7 +35,6 @@ impl Readers {
             opts,
             idle: Mutex::new(Vec::with_capacity(max)),
             permits: Arc::new(Semaphore::new(max)),
-            closed: AtomicBool::new(false),
         })
     }
 
@@ -65,7 +63,7 @@ impl Readers {
         let (conn, permit) = tokio::time::timeout(ACQUIRE_TIMEOUT, Box::pin(get))
             .await
             .map_err(|_| timeout())??;
-        if self.closed.load(Ordering::Acquire) {
+        if self.permits.is_closed() {
             return Err(closed());
         }
         Ok(PgReader {
@@ -79,7 +77,6 @@ impl Readers {
     /// Refuses new reads and closes the idle connections (those in use close when
     /// they come back).
     pub(crate) async fn close(&self) {
-        self.closed.store(true, Ordering::Release);
         self.permits.close();
         let idle: Vec<PgConnection> = std::mem::take(&mut *self.idle());
         for c in idle {
@@ -99,7 +96,8 @@ pub(crate) struct PgReader {
 }
 
 impl PgReader {
-    fn conn(&mut self) -> StoreResult<&mut PgConnection> {
+    /// The connection, for a statement about to run: not clean until it finishes.
+    fn start(&mut self) -> StoreResult<&mut PgConnection> {
         self.clean = false;
         self.conn
             .as_mut()
@@ -116,7 +114,7 @@ impl Drop for PgReader {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take()
             && self.clean
-            && !self.home.closed.load(Ordering::Acquire)
+            && !self.home.permits.is_closed()
         {
             self.home.idle().push(c);
         }
@@ -132,17 +130,17 @@ impl Exec for PgReader {
     }
 
     async fn exec(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<u64> {
-        let r = self.conn()?.exec(sql, args).await;
+        let r = self.start()?.exec(sql, args).await;
         self.finished(r)
     }
 
     async fn all(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<Vec<PgRow>> {
-        let r = self.conn()?.all(sql, args).await;
+        let r = self.start()?.all(sql, args).await;
         self.finished(r)
     }
 
     async fn opt(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<Option<PgRow>> {
-        let r = self.conn()?.opt(sql, args).await;
+        let r = self.start()?.opt(sql, args).await;
         self.finished(r)
     }
 }

@@ -373,8 +373,8 @@ impl Dialect for Sqlite {
     fn name(&self) -> &'static str {
         "sqlite"
     }
-    fn begin(&self) -> &'static [&'static str] {
-        &["BEGIN IMMEDIATE"]
+    fn begin(&self) -> &'static str {
+        "BEGIN IMMEDIATE"
     }
     fn fingerprint_lookup(&self) -> bool {
         true
