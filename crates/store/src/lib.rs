@@ -66,7 +66,7 @@ pub use webhooks::WebhookStore;
 use thiserror::Error;
 
 /// What went wrong in the store. The detail string is for the log, never for a client.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     /// A uniqueness or state rule refused the write (e.g. a version that already exists).
     #[error("conflict: {0}")]

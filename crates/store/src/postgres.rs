@@ -23,10 +23,12 @@ use tokio::sync::{mpsc, watch};
 
 use crate::exec::db_err;
 
+mod card_reads;
 mod readers;
 use crate::group::{self, Msg};
 use crate::sql::{WriteOp, WriteReply};
 use crate::{StoreError, StoreResult};
+use card_reads::CardReads;
 pub(crate) use readers::PgReader;
 use readers::Readers;
 
@@ -41,6 +43,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 pub struct PgStore {
     /// The read connections.
     readers: Arc<Readers>,
+    /// Card reads by id, coalesced ([`card_reads`]).
+    card_reads: CardReads,
     /// For the migrations and the change watcher's `LISTEN` connection.
     pool: PgPool,
     writer: mpsc::Sender<Msg>,
@@ -58,6 +62,9 @@ pub enum CacheEvent {
     /// The listening connection is gone: changes may go unheard until `Listening`.
     Lost,
 }
+
+/// Lanes of the coalesced card reads: each runs one statement at a time.
+const CARD_READ_LANES: usize = 1;
 
 /// The channel the `0007_cache_notify` triggers notify.
 const CACHE_CHANNEL: &str = "strongroom_cache";
@@ -137,12 +144,14 @@ impl PgStore {
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         let (tx, rx) = mpsc::channel(group::QUEUE);
         let readers = Readers::new(opts.clone(), max_connections);
+        let card_reads = CardReads::start(Arc::clone(&readers), CARD_READ_LANES);
         let conn = PgWriter { opts, conn: None };
         tokio::spawn(async move {
             drop(group::writer(conn, rx).await);
         });
         Ok(Self {
             readers,
+            card_reads,
             pool,
             writer: tx,
             closed: Arc::new(watch::channel(false).0),
@@ -184,6 +193,17 @@ impl PgStore {
     /// future the server moves into a box on each request.
     pub(crate) async fn reader(&self) -> StoreResult<PgReader> {
         Box::pin(self.readers.acquire()).await
+    }
+
+    /// The card `id` of `account_id` in `mode`: a read coalesced with the others queued
+    /// at the time ([`card_reads`]).
+    pub(crate) async fn get_card(
+        &self,
+        account_id: &str,
+        mode: strongroom_core::Mode,
+        id: &str,
+    ) -> StoreResult<Option<crate::model::CardRecord>> {
+        self.card_reads.get(account_id, mode, id).await
     }
 
     /// Queues a write and waits until its group commit is durable.

@@ -95,6 +95,10 @@ pub(crate) const GET_CARD_AT: &str = concat!(
     card_cols!(),
     " FROM cards WHERE rowid = $4 AND account_id = $1 AND mode = $2 AND id = $3"
 );
+/// PostgreSQL: many cards by id, of any account and mode (the caller matches each to
+/// its own): the coalesced reads of [`crate::postgres`].
+pub(crate) const GET_CARDS_BY_ID: &str =
+    concat!("SELECT ", card_cols!(), " FROM cards WHERE id = ANY($1)");
 const LIST_CARDS: &str = concat!(
     "SELECT ",
     card_cols!(),

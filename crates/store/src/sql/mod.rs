@@ -26,7 +26,7 @@ pub(crate) use accounts::{
 };
 #[cfg(test)]
 pub(crate) use cards::{FINGERPRINT_LOOKUPS, GET_CARD_AT};
-pub(crate) use cards::{cards_for_rewrap, get_card, insert_card, list_cards};
+pub(crate) use cards::{GET_CARDS_BY_ID, cards_for_rewrap, get_card, insert_card, list_cards};
 pub(crate) use events::{delivery_insert, fan_out_match, get_event, insert_events, list_events};
 pub(crate) use ops::{
     AuditOp, Batch, Write, WriteOp, WriteReply, apply, attach, audit_only, flush_audit,

@@ -305,7 +305,10 @@ impl VaultStore for Store {
         mode: Mode,
         id: &str,
     ) -> StoreResult<Option<CardRecord>> {
-        sql::get_card(&mut self.reader().await?, account_id, mode, id).await
+        match self {
+            Self::Sqlite(_) => sql::get_card(&mut self.reader().await?, account_id, mode, id).await,
+            Self::Postgres(p) => p.get_card(account_id, mode, id).await,
+        }
     }
 
     async fn list_cards(

@@ -476,6 +476,65 @@ async fn rewrap(store: Store) {
     );
 }
 
+store_test!(concurrent_reads_each_get_their_own_card);
+/// Many reads at once (on PostgreSQL they share statements, `postgres::card_reads`):
+/// each gets its own card, and only in its own account and mode; an id of another
+/// account, another mode or no card reads as none, whatever else shares its statement.
+async fn concurrent_reads_each_get_their_own_card(store: Store) {
+    let (a, b) = (account(&store).await, account(&store).await);
+    let mut cards = Vec::new();
+    for (i, (acct, mode)) in [(&a, Mode::Test), (&b, Mode::Test), (&a, Mode::Live)]
+        .into_iter()
+        .cycle()
+        .take(30)
+        .enumerate()
+    {
+        let n = u64::try_from(i).unwrap();
+        let c = card(acct, mode, T0 + i64::try_from(i).unwrap(), &fp(5000 + n));
+        let r = writes(&store)
+            .insert_card(&c, &[(1, c.fingerprint.clone())], &[])
+            .await
+            .unwrap();
+        assert!(matches!(r, InsertCard::Created(_)));
+        cards.push(c);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for round in 0..4 {
+        for c in &cards {
+            let (store, c) = (store.clone(), c.clone());
+            let (a, b) = (a.clone(), b.clone());
+            tasks.spawn(async move {
+                let other_mode = match c.mode {
+                    Mode::Test => Mode::Live,
+                    Mode::Live => Mode::Test,
+                };
+                let other_account = if c.account_id == a { b } else { a };
+                let (acct, mode) = match round {
+                    0 | 1 => (c.account_id.clone(), c.mode),
+                    2 => (other_account, c.mode),
+                    _ => (c.account_id.clone(), other_mode),
+                };
+                let got = store.get_card(&acct, mode, &c.id).await.unwrap();
+                (round, c, got)
+            });
+        }
+        let none = id(IdKind::Card, T0 + 999);
+        let store = store.clone();
+        let a = a.clone();
+        tasks.spawn(async move {
+            let got = store.get_card(&a, Mode::Test, &none).await.unwrap();
+            assert!(got.is_none(), "no such card");
+            (9, card(&a, Mode::Test, T0, &fp(1)), None)
+        });
+    }
+    for (round, c, got) in tasks.join_all().await {
+        match round {
+            0 | 1 => assert_eq!(got.as_ref(), Some(&c), "{}", c.id),
+            _ => assert!(got.is_none(), "round {round}: {} read elsewhere", c.id),
+        }
+    }
+}
+
 store_test!(concurrent_same_fingerprint);
 async fn concurrent_same_fingerprint(store: Store) {
     let a = account(&store).await;
