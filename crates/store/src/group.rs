@@ -147,7 +147,7 @@ async fn commit<K: WriterConn>(conn: &mut K, batch: &mut Vec<(WriteOp, Reply)>) 
             conn.failed();
             tracing::error!(error = %e, writes = batch.len(), backend = dialect.name(), "group commit failed");
             for (op, reply) in batch.drain(..) {
-                reply.send((Err(copy_err(&e)), op)).ok();
+                reply.send((Err(e.clone()), op)).ok();
             }
         }
     }
@@ -278,13 +278,5 @@ async fn finish<C: Exec>(c: &mut C, end: &'static str) -> StoreResult<()> {
             }
             Err(StoreError::Unavailable(format!("{end} failed: {e}")))
         }
-    }
-}
-
-fn copy_err(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Conflict(m) => StoreError::Conflict(m),
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
     }
 }

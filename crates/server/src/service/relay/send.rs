@@ -316,16 +316,33 @@ impl<'a> Templates<'a> {
     }
 }
 
-/// Opens the named cards of the caller's account and mode. One that does not exist
-/// there (unknown, another account's or mode's, deleted) refuses the relay.
+/// The writes of a relay's risk assessments (one per card), started: settled after the
+/// relay's own record, whose group commit they join, rather than each taking a commit
+/// of its own before anything is sent. Dropped unsettled (the relay refused later),
+/// they are still stored.
+#[must_use = "settle them after the relay's own record"]
+struct Assessments(Vec<crate::service::assessments::Recording>);
+
+impl Assessments {
+    async fn settle(self) {
+        for r in self.0 {
+            r.settle().await;
+        }
+    }
+}
+
+/// Opens the named cards of the caller's account and mode, and assesses each use. One
+/// that does not exist there (unknown, another account's or mode's, deleted) refuses the
+/// relay.
 async fn open_cards<'a>(
     state: &AppState,
     who: &Principal,
     ids: &[&'a str],
-) -> Result<HashMap<&'a str, Values>> {
+) -> Result<(HashMap<&'a str, Values>, Assessments)> {
     let mut out = HashMap::with_capacity(ids.len());
+    let mut assessments = Assessments(Vec::with_capacity(ids.len()));
     if ids.is_empty() {
-        return Ok(out);
+        return Ok((out, assessments));
     }
     let keys = state.keyring().account(&who.account_id).await?;
     for id in ids {
@@ -344,10 +361,8 @@ async fn open_cards<'a>(
             ip: None,
         };
         let (fp, bin) = (&record.fingerprint, &record.bin);
-        crate::service::assessments::implicit(state, who, &risk, fp, bin)
-            .await?
-            .settle()
-            .await;
+        let assessment = crate::service::assessments::implicit(state, who, &risk, fp, bin).await?;
+        assessments.0.push(assessment);
         let clear = cards::open(&keys, &record)?;
         out.insert(
             *id,
@@ -363,7 +378,7 @@ async fn open_cards<'a>(
             },
         );
     }
-    Ok(out)
+    Ok((out, assessments))
 }
 
 /// Sends `req` for `who` and returns the cleaned answer (see the module's docs).
@@ -386,7 +401,7 @@ pub async fn relay(state: &AppState, who: &Principal, req: &RelayRequest) -> Res
     let templates = Templates::parse(req)?;
     let approved = approve(state, &who.account_id, who.mode, &req.url).await?;
     let ids = templates.cards();
-    let mut values = open_cards(state, who, &ids).await?;
+    let (mut values, assessments) = open_cards(state, who, &ids).await?;
     // A trial render: a value that is missing or cannot be placed refuses the relay
     // before any CVC or PIN block is spent.
     let cvc_cards = templates.cvc_cards();
@@ -442,6 +457,7 @@ pub async fn relay(state: &AppState, who: &Principal, req: &RelayRequest) -> Res
         Err((failure, latency)) => {
             ev.ended = Ended::failed(failure, latency);
             record(state, who, EventType::RelayFailed, &ev, "failed").await;
+            assessments.settle().await;
             return Err(failure.error());
         }
     };
@@ -468,6 +484,7 @@ pub async fn relay(state: &AppState, who: &Principal, req: &RelayRequest) -> Res
     let (clean_headers, clean_body) =
         clean_answer(&raw_headers, &raw_body, kind, &secret_bytes, &reps);
     record(state, who, EventType::RelayCompleted, &ev, "completed").await;
+    assessments.settle().await;
     Ok(Relayed {
         status,
         headers: clean_headers,
