@@ -146,9 +146,18 @@ impl PgStore {
         let readers = Readers::new(opts.clone(), max_connections);
         let card_reads = CardReads::start(Arc::clone(&readers), CARD_READ_LANES);
         let conn = PgWriter { opts, conn: None };
-        tokio::spawn(async move {
-            drop(group::writer(conn, rx).await);
-        });
+        // The writer gets a thread (and a runtime) of its own, as on SQLite: each of its
+        // round trips wakes it, and on the server's busy runtime every wake-up waited
+        // behind the request tasks queued there, which stretched each batch's four round
+        // trips and so every write's wait. Its connection is opened there too.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
+        std::thread::Builder::new()
+            .name("pg-writer".into())
+            .spawn(move || drop(rt.block_on(group::writer(conn, rx))))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(Self {
             readers,
             card_reads,
