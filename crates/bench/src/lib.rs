@@ -26,8 +26,8 @@ use serde::Serialize;
 
 use load::{Scenario, Shared, Tally, Worker};
 
-/// The name of the server's SQLite writer thread (`strongroom_store::sqlite`).
-const WRITER_THREAD: &str = "sqlite-writer";
+/// The names of the server's writer thread (`strongroom_store`): SQLite's or PostgreSQL's.
+const WRITER_THREADS: [&str; 2] = ["sqlite-writer", "pg-writer"];
 
 /// Load generator for a Strongroom vault: tokenize / get / mixed throughput and latency,
 /// each quoted against the "floor" (GET /healthz over the same TLS and HTTP stack).
@@ -180,8 +180,8 @@ struct ScenarioResult {
     p999_ms: Option<f64>,
     errors: u64,
     server_cpu_us_per_op: Option<f64>,
-    /// The server's SQLite writer thread's share of it (`--spawn` on SQLite only): the one
-    /// thread every write passes through.
+    /// The server's writer thread's share of it (`--spawn` only): the one thread every
+    /// write passes through (on PostgreSQL, the database's own work is not in it).
     writer_cpu_us_per_op: Option<f64>,
     server_peak_rss_mb: Option<f64>,
     floor_ratio: Option<f64>,
@@ -589,7 +589,12 @@ async fn scenarios(
         let me0 = procfs::cpu_micros(std::process::id());
         let echo0 = procfs::threads_cpu_micros(echo::THREAD_NAME);
         let writer_cpu = |pid: Option<u32>| {
-            pid.and_then(|p| procfs::process_threads_cpu_micros(p, WRITER_THREAD))
+            let of = |p: u32| {
+                WRITER_THREADS
+                    .iter()
+                    .find_map(|name| procfs::process_threads_cpu_micros(p, name))
+            };
+            pid.and_then(of)
         };
         let writer0 = writer_cpu(pid);
         let m0 = procfs::machine_ticks();
