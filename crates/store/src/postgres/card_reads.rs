@@ -2,10 +2,11 @@
 //! reveal, and each card a relay sends) asks of the database, and on PostgreSQL each read
 //! is a round trip: a send that wakes a database backend, a statement, an answer. Under
 //! load, most of that is fixed cost per statement, not per row. So reads queue here, and
-//! a few lanes each take whatever is queued when they are free (up to [`MAX_BATCH`]) and
-//! read it with one statement (`WHERE id = ANY($1)`). Nothing waits for a batch to fill:
-//! a read that finds a lane free goes at once, alone; reads gather only while every lane
-//! is busy, which is when gathering them pays.
+//! a lane (the store starts one; more are possible) takes whatever is queued when it is
+//! free (up to [`MAX_BATCH`]) and reads it with one statement (`WHERE id = ANY($1)`).
+//! Nothing waits for a batch to fill: a read that finds a lane free goes at once, alone;
+//! reads gather only while every lane is busy, which is when gathering them pays. One
+//! lane beat two and four where the database shares the server's cores (BENCHMARKS.md).
 //!
 //! The statement runs in the lane's task, never in the caller's: a request that gives up
 //! (its client went away) does not cut a statement short, so the connection stays
