@@ -63,9 +63,6 @@ pub enum CacheEvent {
     Lost,
 }
 
-/// Lanes of the coalesced card reads: each runs one statement at a time.
-const CARD_READ_LANES: usize = 1;
-
 /// The channel the `0007_cache_notify` triggers notify.
 const CACHE_CHANNEL: &str = "strongroom_cache";
 
@@ -144,7 +141,7 @@ impl PgStore {
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         let (tx, rx) = mpsc::channel(group::QUEUE);
         let readers = Readers::new(opts.clone(), max_connections);
-        let card_reads = CardReads::start(Arc::clone(&readers), CARD_READ_LANES);
+        let card_reads = CardReads::start(Arc::clone(&readers));
         let conn = PgWriter { opts, conn: None };
         // The writer gets a thread (and a runtime) of its own, as on SQLite: each of its
         // round trips wakes it, and on the server's busy runtime every wake-up waited

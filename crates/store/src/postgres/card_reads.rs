@@ -2,11 +2,11 @@
 //! reveal, and each card a relay sends) asks of the database, and on PostgreSQL each read
 //! is a round trip: a send that wakes a database backend, a statement, an answer. Under
 //! load, most of that is fixed cost per statement, not per row. So reads queue here, and
-//! a lane (the store starts one; more are possible) takes whatever is queued when it is
-//! free (up to [`MAX_BATCH`]) and reads it with one statement (`WHERE id = ANY($1)`).
-//! Nothing waits for a batch to fill: a read that finds a lane free goes at once, alone;
-//! reads gather only while every lane is busy, which is when gathering them pays. One
-//! lane beat two and four where the database shares the server's cores (BENCHMARKS.md).
+//! one lane takes whatever is queued when it is free (up to [`MAX_BATCH`]) and reads it
+//! with one statement (`WHERE id = ANY($1)`). Nothing waits for a batch to fill: a read
+//! that finds the lane free goes at once, alone; reads gather only while the lane is
+//! busy, which is when gathering them pays. One lane beat two and four where the
+//! database shares the server's cores (BENCHMARKS.md).
 //!
 //! The statement runs in the lane's task, never in the caller's: a request that gives up
 //! (its client went away) does not cut a statement short, so the connection stays
@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use strongroom_core::Mode;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::readers::Readers;
 use crate::exec::{Arg, Exec};
@@ -26,7 +26,7 @@ use crate::{StoreError, StoreResult};
 
 /// The most reads one statement answers.
 const MAX_BATCH: usize = 64;
-/// Reads that may wait for a lane before a caller waits to queue.
+/// Reads that may wait for the lane before a caller waits to queue.
 const QUEUE: usize = 4096;
 
 /// One read: the card `id` of `account_id` in `mode`, and where its answer goes.
@@ -37,7 +37,7 @@ struct Ask {
     reply: oneshot::Sender<StoreResult<Option<CardRecord>>>,
 }
 
-/// The queue the lanes read from.
+/// The queue the lane reads from.
 #[derive(Debug, Clone)]
 pub(crate) struct CardReads {
     tx: mpsc::Sender<Ask>,
@@ -48,14 +48,11 @@ fn closed() -> StoreError {
 }
 
 impl CardReads {
-    /// Starts `lanes` lanes reading through `readers` (each holds one of its connections
-    /// while it reads). They stop when the last handle to the queue is dropped.
-    pub(crate) fn start(readers: Arc<Readers>, lanes: usize) -> Self {
+    /// Starts the lane, reading through `readers` (it holds one of their connections
+    /// while it reads). It stops when the last handle to the queue is dropped.
+    pub(crate) fn start(readers: Arc<Readers>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..lanes.max(1) {
-            tokio::spawn(lane(Arc::clone(&readers), Arc::clone(&rx)));
-        }
+        tokio::spawn(lane(readers, rx));
         Self { tx }
     }
 
@@ -79,20 +76,14 @@ impl CardReads {
 }
 
 /// Takes what is queued when it is free, reads it, answers it; until the queue closes.
-async fn lane(readers: Arc<Readers>, rx: Arc<Mutex<mpsc::Receiver<Ask>>>) {
+async fn lane(readers: Arc<Readers>, mut rx: mpsc::Receiver<Ask>) {
     let mut batch: Vec<Ask> = Vec::with_capacity(MAX_BATCH);
-    loop {
-        {
-            let mut rx = rx.lock().await;
-            match rx.recv().await {
-                Some(ask) => batch.push(ask),
-                None => return,
-            }
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(ask) => batch.push(ask),
-                    Err(_) => break,
-                }
+    while let Some(ask) = rx.recv().await {
+        batch.push(ask);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(ask) => batch.push(ask),
+                Err(_) => break,
             }
         }
         // Asks whose caller gave up are dropped unread.
@@ -100,24 +91,17 @@ async fn lane(readers: Arc<Readers>, rx: Arc<Mutex<mpsc::Receiver<Ask>>>) {
         if batch.is_empty() {
             continue;
         }
-        match read(&readers, &batch).await {
-            Ok(cards) => {
-                for ask in batch.drain(..) {
-                    let card = cards
-                        .iter()
-                        .find(|c| {
-                            c.id == ask.id && c.account_id == ask.account_id && c.mode == ask.mode
-                        })
-                        .cloned();
-                    // The caller may have gone since: nothing to answer then.
-                    drop(ask.reply.send(Ok(card)));
-                }
-            }
-            Err(e) => {
-                for ask in batch.drain(..) {
-                    drop(ask.reply.send(Err(e.clone())));
-                }
-            }
+        let read = read(&readers, &batch).await;
+        for ask in batch.drain(..) {
+            let own = |c: &&CardRecord| {
+                c.id == ask.id && c.account_id == ask.account_id && c.mode == ask.mode
+            };
+            let answer = match &read {
+                Ok(cards) => Ok(cards.iter().find(own).cloned()),
+                Err(e) => Err(e.clone()),
+            };
+            // The caller may have gone since: nothing to answer then.
+            drop(ask.reply.send(answer));
         }
     }
 }
