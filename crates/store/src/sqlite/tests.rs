@@ -307,6 +307,86 @@ async fn the_wal_is_checkpointed_off_the_writer_and_starts_over() {
     );
 }
 
+/// The writer wakes the checkpointer once per run, not once per batch: batches that land
+/// while a run is coming send nothing, and the run copies them; a batch after the run
+/// has started wakes the next one.
+#[tokio::test]
+async fn the_writer_wakes_the_checkpointer_once_per_run() {
+    use group::WriterConn as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let conn = wal_writer(&path);
+    let state = Arc::new(CheckpointState::default());
+    let (wake, woken) = std_mpsc::sync_channel(1);
+    let readers = Arc::new(Readers::new(&path, 4, SNAPSHOT_AGE, SNAPSHOT_AGE).unwrap());
+    let mut owned = SqliteWriter {
+        conn,
+        ckpt: state.clone(),
+        wake,
+        cache: WriterCache::default(),
+        readers: readers.clone(),
+        version: None,
+    };
+    let page = vec![7u8; 4000];
+    // No checkpointer yet: the first batch sends the one wake-up, the rest find a run
+    // coming and send none (a second send would find the channel full and be lost, so
+    // the count of queued wake-ups cannot tell; the flag can).
+    for i in 0..100 {
+        owned
+            .conn
+            .exec("INSERT INTO t VALUES ($1)", args![&page])
+            .await
+            .unwrap();
+        owned.done();
+        assert!(
+            state.woken.load(Ordering::Acquire),
+            "batch {i}: no run is coming"
+        );
+    }
+    assert!(woken.try_recv().is_ok(), "the first batch sent no wake-up");
+    assert!(woken.try_recv().is_err());
+    owned.wake.try_send(()).unwrap(); // the wake-up, as the checkpointer would find it
+
+    let ck = SyncConn::open(&path, Role::Checkpointer).unwrap();
+    let db_file = std::fs::File::open(&path).unwrap();
+    let (st, rd) = (state.clone(), readers.clone());
+    let t = std::thread::spawn(move || checkpointer(ck, &db_file, woken, st, rd));
+    // The run copies the batches that sent nothing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while size(&path) < 100 * 4000 {
+        assert!(std::time::Instant::now() < deadline, "nothing was copied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The run has started, so the next batch wakes the next run, which copies it.
+    while state.woken.load(Ordering::Acquire) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let copied = size(&path);
+    for _ in 0..50 {
+        owned
+            .conn
+            .exec("INSERT INTO t VALUES ($1)", args![&page])
+            .await
+            .unwrap();
+    }
+    owned.done();
+    assert!(state.woken.load(Ordering::Acquire));
+    while size(&path) < copied + 50 * 4000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a batch after the run woke nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(owned);
+    t.join().unwrap();
+}
+
 /// Past the WAL threshold, the checkpointer copies and flushes again until a round
 /// copies little, and only then asks the writer to finish; below it, never.
 #[tokio::test]

@@ -178,7 +178,9 @@ impl group::WriterConn for SqliteWriter {
             self.readers.expire();
         }
         // A full channel means the checkpointer has a wake-up pending already.
-        self.wake.try_send(()).ok();
+        if self.ckpt.wanted() {
+            self.wake.try_send(()).ok();
+        }
     }
     fn dialect(&self) -> &'static dyn Dialect {
         &super::conn::Sqlite
