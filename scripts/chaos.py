@@ -241,7 +241,9 @@ def pg_failover():
     pid = open(f"{PG}/a/postmaster.pid").readline().strip()
     subprocess.run(["kill", "-9", pid], check=True)
     import glob
-    pg_ctl = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))[-1]
+    # The newest installed version, as scripts/pg-pair picks it (`sort -V`: 9 before 10).
+    pg_ctl = max(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+                 key=lambda p: [int(x) for x in p.split("/")[4].split(".") if x.isdigit()])
     subprocess.run(["runuser", "-u", "postgres", "--", pg_ctl,
                     "-D", f"{PG}/b", "promote", "-w"], check=True, stdout=subprocess.DEVNULL)
     port = open(f"{PG}/b/postgresql.conf").read().split("\nport = ")[-1].split()[0]
