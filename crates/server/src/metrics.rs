@@ -46,9 +46,10 @@ pub struct Metrics {
     rewrapped: AtomicU64,
     /// Relays by (destination host, outcome). Hosts are operator-approved (at most 50
     /// per account), so the label set stays bounded.
-    relays: Mutex<HashMap<(String, &'static str), u64>>,
-    /// Risk assessments by (action, decision, stored): a bounded label set.
-    assessments: Mutex<HashMap<(String, String, bool), u64>>,
+    relays: Mutex<HashMap<String, Vec<(&'static str, u64)>>>,
+    /// Risk assessments by (action, decision, stored): a bounded label set (a few dozen),
+    /// found by a scan, so that counting one allocates nothing.
+    assessments: Mutex<Vec<(String, String, bool, u64)>>,
     /// When the oldest active key of each purpose was made (the key-age check sets it).
     key_oldest_ms: Mutex<std::collections::BTreeMap<&'static str, i64>>,
     /// The Redis-backed features this node serves from its own memory while Redis is
@@ -207,11 +208,14 @@ impl Metrics {
     /// Counts a relay to `host` that ended with `outcome` (`completed`, `failed`).
     pub fn relay(&self, host: &str, outcome: &'static str) {
         let mut relays = lock(&self.relays);
-        match relays.get_mut(&(host.to_owned(), outcome)) {
-            Some(n) => *n += 1,
-            None => {
-                relays.insert((host.to_owned(), outcome), 1);
-            }
+        // Looked up by `&str`: the host is copied only the first time it is seen.
+        let outcomes = match relays.get_mut(host) {
+            Some(o) => o,
+            None => relays.entry(host.to_owned()).or_default(),
+        };
+        match outcomes.iter_mut().find(|(o, _)| *o == outcome) {
+            Some((_, n)) => *n += 1,
+            None => outcomes.push((outcome, 1)),
         }
     }
 
@@ -219,8 +223,13 @@ impl Metrics {
     /// record was stored (an implicit one that found nothing is only counted).
     pub fn assessment(&self, action: &str, decision: &str, stored: bool) {
         let mut m = lock(&self.assessments);
-        let key = (action.to_owned(), decision.to_owned(), stored);
-        *m.entry(key).or_insert(0) += 1;
+        let found = m
+            .iter_mut()
+            .find(|(a, d, s, _)| *s == stored && a == action && d == decision);
+        match found {
+            Some((.., n)) => *n += 1,
+            None => m.push((action.to_owned(), decision.to_owned(), stored, 1)),
+        }
     }
 
     /// The Redis-backed features' health, shared with the rate limiter and the velocity
@@ -333,7 +342,7 @@ pub async fn render(m: &Metrics, store: &strongroom_store::Store, now: i64) -> S
     {
         let mut rows: Vec<_> = lock(&m.relays)
             .iter()
-            .map(|((host, outcome), n)| (host.clone(), *outcome, *n))
+            .flat_map(|(host, outcomes)| outcomes.iter().map(|(o, n)| (host.clone(), *o, *n)))
             .collect();
         rows.sort();
         for (host, outcome, n) in rows {
@@ -353,7 +362,7 @@ pub async fn render(m: &Metrics, store: &strongroom_store::Store, now: i64) -> S
     {
         let mut rows: Vec<_> = lock(&m.assessments)
             .iter()
-            .map(|((a, d, s), n)| (a.clone(), d.clone(), *s, *n))
+            .map(|(a, d, s, n)| (a.clone(), d.clone(), *s, *n))
             .collect();
         rows.sort();
         for (action, decision, stored, n) in rows {
@@ -487,4 +496,51 @@ pub async fn render(m: &Metrics, store: &strongroom_store::Store, now: i64) -> S
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each label set counts on its own, and a repeated one adds to its count.
+    #[test]
+    fn relays_and_assessments_count_per_label_set() {
+        let m = Metrics::default();
+        for (host, outcome) in [
+            ("a.example", "completed"),
+            ("a.example", "completed"),
+            ("a.example", "failed"),
+            ("b.example", "completed"),
+        ] {
+            m.relay(host, outcome);
+        }
+        {
+            let relays = lock(&m.relays);
+            assert_eq!(relays.len(), 2);
+            assert_eq!(relays["a.example"], vec![("completed", 2), ("failed", 1)]);
+            assert_eq!(relays["b.example"], vec![("completed", 1)]);
+        }
+        for (action, decision, stored) in [
+            ("relay", "review", true),
+            ("relay", "review", true),
+            ("relay", "review", false),
+            ("relay", "allow", true),
+            ("tokenize", "review", true),
+        ] {
+            m.assessment(action, decision, stored);
+        }
+        let mut rows = lock(&m.assessments).clone();
+        rows.sort();
+        let want = [
+            ("relay", "allow", true, 1),
+            ("relay", "review", false, 1),
+            ("relay", "review", true, 2),
+            ("tokenize", "review", true, 1),
+        ];
+        let got: Vec<_> = rows
+            .iter()
+            .map(|(a, d, s, n)| (a.as_str(), d.as_str(), *s, *n))
+            .collect();
+        assert_eq!(got, want);
+    }
 }
