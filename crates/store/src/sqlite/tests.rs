@@ -329,15 +329,24 @@ async fn the_writer_wakes_the_checkpointer_once_per_run() {
         version: None,
     };
     let page = vec![7u8; 4000];
+    async fn insert(w: &mut SqliteWriter, page: &[u8], rows: usize) {
+        for _ in 0..rows {
+            let sql = "INSERT INTO t VALUES ($1)";
+            w.conn.exec(sql, args![page]).await.unwrap();
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let until = async |what: &str, ok: &dyn Fn() -> bool| {
+        while !ok() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
     // No checkpointer yet: the first batch sends the one wake-up, the rest find a run
     // coming and send none (a second send would find the channel full and be lost, so
     // the count of queued wake-ups cannot tell; the flag can).
     for i in 0..100 {
-        owned
-            .conn
-            .exec("INSERT INTO t VALUES ($1)", args![&page])
-            .await
-            .unwrap();
+        insert(&mut owned, &page, 1).await;
         owned.done();
         assert!(
             state.woken.load(Ordering::Acquire),
@@ -353,36 +362,16 @@ async fn the_writer_wakes_the_checkpointer_once_per_run() {
     let (st, rd) = (state.clone(), readers.clone());
     let t = std::thread::spawn(move || checkpointer(ck, &db_file, woken, st, rd));
     // The run copies the batches that sent nothing.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while size(&path) < 100 * 4000 {
-        assert!(std::time::Instant::now() < deadline, "nothing was copied");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("nothing was copied", &|| size(&path) >= 100 * 4000).await;
     // The run has started, so the next batch wakes the next run, which copies it.
-    while state.woken.load(Ordering::Acquire) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the run never started"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let started = || !state.woken.load(Ordering::Acquire);
+    until("the run never started", &started).await;
     let copied = size(&path);
-    for _ in 0..50 {
-        owned
-            .conn
-            .exec("INSERT INTO t VALUES ($1)", args![&page])
-            .await
-            .unwrap();
-    }
+    insert(&mut owned, &page, 50).await;
     owned.done();
     assert!(state.woken.load(Ordering::Acquire));
-    while size(&path) < copied + 50 * 4000 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a batch after the run woke nothing"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let again = || size(&path) >= copied + 50 * 4000;
+    until("a batch after the run woke nothing", &again).await;
     drop(owned);
     t.join().unwrap();
 }
