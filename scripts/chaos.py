@@ -240,10 +240,8 @@ def pg_failover():
     """kill -9 the primary's postmaster, promote the synchronous standby, move the endpoint."""
     pid = open(f"{PG}/a/postmaster.pid").readline().strip()
     subprocess.run(["kill", "-9", pid], check=True)
-    import glob
-    # The newest installed version, as scripts/pg-pair picks it (`sort -V`: 9 before 10).
-    pg_ctl = max(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
-                 key=lambda p: [int(x) for x in p.split("/")[4].split(".") if x.isdigit()])
+    # The binaries scripts/pg-pair started the pair with.
+    pg_ctl = open(f"{PG}/bin").read().strip() + "/pg_ctl"
     subprocess.run(["runuser", "-u", "postgres", "--", pg_ctl,
                     "-D", f"{PG}/b", "promote", "-w"], check=True, stdout=subprocess.DEVNULL)
     port = open(f"{PG}/b/postgresql.conf").read().split("\nport = ")[-1].split()[0]
