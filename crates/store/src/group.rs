@@ -71,6 +71,26 @@ pub(crate) async fn stop(writer: &mpsc::Sender<Msg>) {
     }
 }
 
+/// Runs a store's writer on a thread named `name` with a current-thread runtime of its own,
+/// so that it is woken at once rather than queued behind request tasks on a busy runtime,
+/// and its statements never hold up a runtime worker.
+pub(crate) fn spawn_thread(
+    name: &str,
+    writer: impl Future<Output = ()> + Send + 'static,
+) -> StoreResult<()> {
+    let failed =
+        |e: std::io::Error| StoreError::Unavailable(format!("cannot start the writer: {e}"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(failed)?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || rt.block_on(writer))
+        .map(drop)
+        .map_err(failed)
+}
+
 /// A backend's side of its writer: where the writer gets its connection for each batch,
 /// and what it does around a batch.
 pub(crate) trait WriterConn: Send {

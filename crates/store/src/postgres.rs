@@ -147,14 +147,9 @@ impl PgStore {
         // round trips wakes it, and on the server's busy runtime every wake-up waited
         // behind the request tasks queued there, which stretched each batch's four round
         // trips and so every write's wait. Its connection is opened there too.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
-        std::thread::Builder::new()
-            .name("pg-writer".into())
-            .spawn(move || drop(rt.block_on(group::writer(conn, rx))))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
+        group::spawn_thread("pg-writer", async move {
+            drop(group::writer(conn, rx).await);
+        })?;
         Ok(Self {
             readers,
             card_reads,

@@ -104,13 +104,6 @@ impl SqliteStore {
             DATA_SNAPSHOT_AGE,
         )?);
         let (tx, rx) = mpsc::channel(group::QUEUE);
-        // The writer gets a thread of its own, so it is woken at once rather than
-        // queued behind request handlers on a busy runtime, and its synchronous
-        // statements never hold up a runtime worker.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
         let state = Arc::new(CheckpointState::default());
         let (wake, woken) = std_mpsc::sync_channel(1);
         let (stopped_tx, stopped) = oneshot::channel();
@@ -133,10 +126,8 @@ impl SqliteStore {
             readers: readers.clone(),
             version: None,
         };
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || rt.block_on(run_writer(owned, rx)))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
+        // Its synchronous statements never hold up a runtime worker.
+        group::spawn_thread("sqlite-writer", run_writer(owned, rx))?;
         Ok(Self {
             readers,
             writer: tx,
