@@ -108,11 +108,21 @@ pub(crate) trait WriterConn: Send {
     fn committed(&mut self, _data: bool) {}
     /// What the backend's database does differently.
     fn dialect(&self) -> &'static dyn Dialect;
+    /// The writer has stopped: close the connection. Runs before a closing store is
+    /// answered, so that when `close` returns the writer's connection is closed too
+    /// (on SQLite the last connection to close removes the WAL file).
+    fn close(self) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        async {}
+    }
 }
 
 /// The writer task: waits for a write, takes whatever else is queued (up to
-/// [`MAX_BATCH`]), commits it all; on `Close`, refuses what is left and returns.
-pub(crate) async fn writer<K: WriterConn>(mut conn: K, mut rx: mpsc::Receiver<Msg>) -> K {
+/// [`MAX_BATCH`]), commits it all; on `Close`, refuses what is left, closes `conn` and
+/// answers.
+pub(crate) async fn writer<K: WriterConn>(mut conn: K, mut rx: mpsc::Receiver<Msg>) {
     let mut batch: Vec<(WriteOp, Reply)> = Vec::with_capacity(MAX_BATCH);
     let mut closing: Vec<oneshot::Sender<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -143,10 +153,10 @@ pub(crate) async fn writer<K: WriterConn>(mut conn: K, mut rx: mpsc::Receiver<Ms
             Msg::Close(done) => closing.push(done),
         }
     }
+    conn.close().await;
     for done in closing {
         done.send(()).ok();
     }
-    conn
 }
 
 /// Runs a batch as one transaction and answers every write (after `COMMIT`).

@@ -95,6 +95,12 @@ impl group::WriterConn for PgWriter {
     fn dialect(&self) -> &'static dyn crate::dialect::Dialect {
         &crate::exec::Postgres
     }
+    async fn close(self) {
+        if let Some(c) = self.conn {
+            // An error only means the server has gone already.
+            c.close().await.ok();
+        }
+    }
 }
 
 /// A schema name we are willing to put into SQL: an unquoted identifier of ASCII
@@ -148,7 +154,7 @@ impl PgStore {
         // behind the request tasks queued there, which stretched each batch's four round
         // trips and so every write's wait. Its connection is opened there too.
         group::spawn_thread("pg-writer", async move {
-            drop(group::writer(conn, rx).await);
+            group::writer(conn, rx).await;
         })?;
         Ok(Self {
             readers,

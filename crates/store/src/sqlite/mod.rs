@@ -34,7 +34,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, Sq
 use tokio::sync::{mpsc, oneshot};
 
 use checkpointer::{CheckpointState, checkpointer};
-use conn::{Role, sq_err};
+use conn::Role;
 use readers::{DATA_SNAPSHOT_AGE, Readers, SNAPSHOT_AGE};
 use writer::{SqliteWriter, WriterCache};
 
@@ -127,7 +127,7 @@ impl SqliteStore {
             version: None,
         };
         // Its synchronous statements never hold up a runtime worker.
-        group::spawn_thread("sqlite-writer", run_writer(owned, rx))?;
+        group::spawn_thread("sqlite-writer", group::writer(owned, rx))?;
         Ok(Self {
             readers,
             writer: tx,
@@ -169,16 +169,6 @@ impl SqliteStore {
         let idle =
             std::mem::take(&mut *self.readers.idle.lock().unwrap_or_else(|p| p.into_inner()));
         drop(idle);
-    }
-}
-
-/// The writer task ([`group::writer`]), then a clean close of the database.
-async fn run_writer(owned: SqliteWriter, rx: mpsc::Receiver<Msg>) {
-    let SqliteWriter { conn, wake, .. } = group::writer(owned, rx).await;
-    // Tells the checkpointer to stop (after a last checkpoint).
-    drop(wake);
-    if let Err((_, e)) = conn.conn.close() {
-        tracing::warn!(error = %sq_err(e), "closing the SQLite writer connection failed");
     }
 }
 

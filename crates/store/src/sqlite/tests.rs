@@ -712,7 +712,7 @@ async fn a_batch_is_answered_before_the_writer_moves_on() {
             .enable_all()
             .build()
             .unwrap();
-        drop(rt.block_on(group::writer(Gate { conn, held }, rx)));
+        rt.block_on(group::writer(Gate { conn, held }, rx));
     });
     let op = WriteOp::RevokeApiKey {
         account_id: None,
@@ -727,6 +727,62 @@ async fn a_batch_is_answered_before_the_writer_moves_on() {
     assert!(
         matches!(answer, Ok(Ok(WriteReply::ApiKey(None)))),
         "no answer while the writer was held after the batch"
+    );
+}
+
+/// `close` returns only when the writer's connection is closed: a writer that takes its
+/// time closing still has closed when the store's `close` answers. (The writer used to
+/// answer first and close after, so the last connection's close, which removes the WAL
+/// file, could land after `close` had returned, under a caller reading the files.)
+#[tokio::test]
+async fn close_returns_after_the_writer_has_closed() {
+    struct Slow {
+        conn: SyncConn,
+        closed: Arc<std::sync::atomic::AtomicBool>,
+    }
+    impl group::WriterConn for Slow {
+        type C = SyncConn;
+        async fn get(&mut self) -> StoreResult<&mut SyncConn> {
+            Ok(&mut self.conn)
+        }
+        fn dialect(&self) -> &'static dyn Dialect {
+            &super::conn::Sqlite
+        }
+        async fn close(self) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.conn.conn.close().ok();
+            self.closed.store(true, Ordering::SeqCst);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    SqliteStore::open(&path, 1).await.unwrap().close().await;
+    let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let conn = SyncConn::open(&path, Role::Writer).unwrap();
+    let (tx, rx) = mpsc::channel(8);
+    let slow = Slow {
+        conn,
+        closed: closed.clone(),
+    };
+    group::spawn_thread("slow-writer", group::writer(slow, rx)).unwrap();
+    group::stop(&tx).await;
+    assert!(closed.load(Ordering::SeqCst), "answered before closing");
+
+    // And the store's own: after a write and `close`, no connection is left open, so
+    // the WAL file is gone.
+    let store = SqliteStore::open(&path, 4).await.unwrap();
+    let op = WriteOp::RevokeApiKey {
+        account_id: None,
+        key_id: "key_missing".into(),
+        now_ms: 1,
+        events: Vec::new(),
+    };
+    group::write(&store.writer, op).await.unwrap();
+    assert!(dir.path().join("t.db-wal").exists());
+    store.close().await;
+    assert!(
+        !dir.path().join("t.db-wal").exists(),
+        "a connection is still open"
     );
 }
 

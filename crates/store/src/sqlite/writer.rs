@@ -182,6 +182,14 @@ impl group::WriterConn for SqliteWriter {
             self.wake.try_send(()).ok();
         }
     }
+    async fn close(self) {
+        let Self { conn, wake, .. } = self;
+        // Tells the checkpointer to stop (after a last checkpoint).
+        drop(wake);
+        if let Err((_, e)) = conn.conn.close() {
+            tracing::warn!(error = %sq_err(e), "closing the SQLite writer connection failed");
+        }
+    }
     fn dialect(&self) -> &'static dyn Dialect {
         &super::conn::Sqlite
     }
