@@ -89,6 +89,7 @@ impl Running {
             {
                 tracing::error!(code = e.code, "could not record the service stop");
             }
+            v.store().close().await;
             return result;
         };
         // Counted auth failures are written before the stop.
@@ -105,6 +106,10 @@ impl Running {
                 "could not checkpoint the audit log at shutdown"
             );
         }
+        // Closed here rather than when the last task holding it lets go: when `wait`
+        // returns, the database's files are closed (SQLite's WAL copied and removed) and
+        // another process may open them.
+        state.store().close().await;
         result
     }
 }
