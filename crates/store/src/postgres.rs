@@ -113,6 +113,31 @@ pub(crate) fn valid_schema(s: &str) -> bool {
         && s.len() <= 63
 }
 
+/// How long the writer waits for a row lock (`lock_timeout`) unless the URL sets one
+/// (`options=-c lock_timeout=…`). Every write transaction takes the audit chain's head row
+/// first; a session that holds it and neither commits nor dies (a node killed behind a
+/// proxy that keeps its connection open, a transaction left open by hand) would otherwise
+/// stall every node's writes until the database lets the lock go, each request ending in
+/// the request timeout's `408` with the write's fate unknown. With a bound, the batch
+/// fails, nothing of it is written, and its requests get `503` with `Retry-After`.
+/// Waits behind other nodes' commits last milliseconds. Only lock waits are bounded: a
+/// `COMMIT` waiting for a synchronous standby is left alone, since cancelling that wait
+/// would report a commit that reached only one copy.
+pub(crate) const WRITER_LOCK_TIMEOUT: &str = "5s";
+
+/// The writer's connection options: `opts` with [`WRITER_LOCK_TIMEOUT`], unless they set a
+/// `lock_timeout` of their own.
+pub(crate) fn writer_options(opts: PgConnectOptions) -> PgConnectOptions {
+    if opts
+        .get_options()
+        .is_some_and(|o| o.contains("lock_timeout"))
+    {
+        opts
+    } else {
+        opts.options([("lock_timeout", WRITER_LOCK_TIMEOUT)])
+    }
+}
+
 impl PgStore {
     /// Connects, creates `schema` if given (and uses it as every connection's
     /// `search_path`), and runs the migrations.
@@ -148,7 +173,10 @@ impl PgStore {
         let (tx, rx) = mpsc::channel(group::QUEUE);
         let readers = Readers::new(opts.clone(), max_connections);
         let card_reads = CardReads::start(Arc::clone(&readers));
-        let conn = PgWriter { opts, conn: None };
+        let conn = PgWriter {
+            opts: writer_options(opts),
+            conn: None,
+        };
         // The writer gets a thread (and a runtime) of its own, as on SQLite: each of its
         // round trips wakes it, and on the server's busy runtime every wake-up waited
         // behind the request tasks queued there, which stretched each batch's four round

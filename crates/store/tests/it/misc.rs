@@ -308,6 +308,65 @@ async fn postgres_connections_cut_by_the_server_fail_once_then_recover() {
         .unwrap();
 }
 
+/// A session that holds the audit chain's head row lock and neither commits nor goes away
+/// (a node killed behind a proxy that keeps its connection open) does not stall writes
+/// for good: after the writer's `lock_timeout` the batch fails as
+/// unavailable, nothing of it is written, and writes go through once the lock is free.
+/// The writer's default timeout (5 s), not one the URL sets: this test takes that long.
+#[tokio::test]
+async fn a_held_audit_head_lock_fails_writes_after_the_lock_timeout() {
+    if !crate::runs_on(
+        crate::Backend::Postgres,
+        "a_held_audit_head_lock_fails_writes_after_the_lock_timeout",
+    ) {
+        return;
+    }
+    let schema = format!("t_lock_{}", std::process::id());
+    let url = crate::pg_url();
+    let store = Store::connect(&StoreConfig {
+        url: url.clone(),
+        schema: Some(schema.clone()),
+        max_connections: 2,
+    })
+    .await
+    .unwrap();
+    let a = account(&store).await;
+
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let mut held = sqlx::Connection::begin(&mut admin).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "UPDATE {schema}.audit_head SET seq = seq WHERE id = 1"
+    )))
+    .execute(&mut *held)
+    .await
+    .unwrap();
+
+    let o = otp(&a, T0);
+    let write = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        writes(&store).insert_otp(&o, &[]),
+    )
+    .await
+    .expect("the write waited for the lock past its timeout");
+    assert!(
+        matches!(write, Err(strongroom_store::StoreError::Unavailable(_))),
+        "{write:?}"
+    );
+    assert!(store.get_otp(&a, &o.id).await.unwrap().is_none());
+
+    held.rollback().await.unwrap();
+    writes(&store).insert_otp(&o, &[]).await.unwrap();
+    assert!(store.get_otp(&a, &o.id).await.unwrap().is_some());
+
+    store.close().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
 async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
     for t in tasks {
         t.await.unwrap();
