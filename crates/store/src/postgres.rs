@@ -171,7 +171,7 @@ impl PgStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         let (tx, rx) = mpsc::channel(group::QUEUE);
-        let readers = Readers::new(opts.clone(), max_connections);
+        let readers = Readers::new(opts.clone(), max_connections, readers::IDLE_TIMEOUT);
         let card_reads = CardReads::start(Arc::clone(&readers));
         let conn = PgWriter {
             opts: writer_options(opts),
