@@ -20,6 +20,60 @@ fn created_events(limit: i64) -> ListEvents {
     }
 }
 
+store_test!(cards_and_events_of_a_missing_account_are_refused);
+/// A card, or a card's event, that names an account the store does not hold is refused as
+/// a conflict and nothing of its write is kept, while a write beside it in the same group
+/// commit goes through (a foreign key on SQLite; a check per statement on PostgreSQL).
+async fn cards_and_events_of_a_missing_account_are_refused(store: Store) {
+    let a = account(&store).await;
+    let missing = id(IdKind::Account, T0);
+    let good = card(&a, Mode::Test, T0 + 1, &fp(1));
+    let orphan = card(&missing, Mode::Test, T0 + 2, &fp(2));
+    let stray = card(&a, Mode::Test, T0 + 3, &fp(3));
+    let good_ev = [event(&a, Mode::Test, "card.created", T0 + 1)];
+    let orphan_ev = [event(&missing, Mode::Test, "card.created", T0 + 2)];
+    let w = writes(&store);
+    let dedup = [[(1, fp(1))], [(1, fp(2))], [(1, fp(3))]];
+    let (g, o, s) = tokio::join!(
+        w.insert_card(&good, &dedup[0], &good_ev),
+        w.insert_card(&orphan, &dedup[1], &orphan_ev),
+        // The card's account exists; its event's does not.
+        w.insert_card(&stray, &dedup[2], &orphan_ev),
+    );
+    assert_eq!(g.unwrap(), InsertCard::Created(good.clone()));
+    for r in [o, s] {
+        assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+    }
+    assert_eq!(
+        store.get_card(&a, Mode::Test, &good.id).await.unwrap(),
+        Some(good)
+    );
+    assert_eq!(
+        store.get_card(&a, Mode::Test, &stray.id).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .get_card(&missing, Mode::Test, &orphan.id)
+            .await
+            .unwrap(),
+        None
+    );
+    let evts = store
+        .list_events(&a, Mode::Test, &created_events(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        evts.iter().map(|e| &e.id).collect::<Vec<_>>(),
+        [&good_ev[0].id]
+    );
+    let none = store
+        .list_events(&missing, Mode::Test, &created_events(10))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
 store_test!(insert_card_dedups);
 async fn insert_card_dedups(store: Store) {
     let a = account(&store).await;

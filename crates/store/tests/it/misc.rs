@@ -367,6 +367,71 @@ async fn a_held_audit_head_lock_fails_writes_after_the_lock_timeout() {
         .unwrap();
 }
 
+/// PostgreSQL keeps cards and events to accounts that exist whoever writes (the foreign
+/// keys, bound to their tables whatever a session's `search_path`): a row moved to another
+/// account, an account deleted while rows name it, an event of a missing account.
+#[tokio::test]
+async fn postgres_keeps_cards_and_events_to_existing_accounts() {
+    if !crate::runs_on(
+        crate::Backend::Postgres,
+        "postgres_keeps_cards_and_events_to_existing_accounts",
+    ) {
+        return;
+    }
+    let schema = format!("t_fk_{}", std::process::id());
+    let url = crate::pg_url();
+    let store = Store::connect(&StoreConfig {
+        url: url.clone(),
+        schema: Some(schema.clone()),
+        max_connections: 2,
+    })
+    .await
+    .unwrap();
+    let a = account(&store).await;
+    let c = crate::card(&a, Mode::Test, T0, &crate::fp(1));
+    writes(&store)
+        .insert_card(&c, &[(1, crate::fp(1))], &[])
+        .await
+        .unwrap();
+    store.close().await;
+
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let refused = [
+        format!("UPDATE {schema}.cards SET account_id = 'acct_other'"),
+        format!("UPDATE {schema}.events SET account_id = 'acct_other'"),
+        format!("DELETE FROM {schema}.accounts"),
+        format!(
+            "INSERT INTO {schema}.events (id, account_id, mode, event_type, created_ms, data) \
+             VALUES ('evt_x', 'acct_other', 'test', 'card.created', 1, '{{}}')"
+        ),
+    ];
+    for sql in refused {
+        let e = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(&mut admin)
+            .await
+            .expect_err(&sql);
+        let code = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .unwrap_or_default();
+        assert_eq!(code, "23503", "{sql}: {e}");
+    }
+    let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) FROM {schema}.cards WHERE account_id = $1"
+    )))
+    .bind(&a)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(left, 1);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
 async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
     for t in tasks {
         t.await.unwrap();
