@@ -207,20 +207,10 @@ async fn bad_urls_and_schemas_are_refused() {
 /// with a pool of one, reads and writes from many tasks still all finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_pool_of_one_serves_reads_and_writes() {
-    if !crate::runs_on(
-        crate::Backend::Postgres,
-        "a_postgres_pool_of_one_serves_reads_and_writes",
-    ) {
+    let name = "a_postgres_pool_of_one_serves_reads_and_writes";
+    let Some((store, schema)) = pg_only(name, "pool1", "", 1).await else {
         return;
-    }
-    let schema = format!("t_pool1_{}", std::process::id());
-    let store = Store::connect(&StoreConfig {
-        url: crate::pg_url(),
-        schema: Some(schema.clone()),
-        max_connections: 1,
-    })
-    .await
-    .unwrap();
+    };
     let a = account(&store).await;
     let tasks: Vec<_> = (0..20)
         .map(|i| {
@@ -237,13 +227,7 @@ async fn a_postgres_pool_of_one_serves_reads_and_writes() {
         .await
         .expect("reads and writes on a pool of one finished");
     store.close().await;
-    let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&crate::pg_url())
-        .await
-        .unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&mut c)
-        .await
-        .unwrap();
+    drop_schema(&mut admin().await, &schema).await;
 }
 
 /// Connections the server cuts (a restart, a failover, an administrator) fail the one
@@ -251,30 +235,17 @@ async fn a_postgres_pool_of_one_serves_reads_and_writes() {
 /// replaced: reads and writes work again at once, and nothing was half-written.
 #[tokio::test]
 async fn postgres_connections_cut_by_the_server_fail_once_then_recover() {
-    if !crate::runs_on(
-        crate::Backend::Postgres,
-        "postgres_connections_cut_by_the_server_fail_once_then_recover",
-    ) {
+    let name = "postgres_connections_cut_by_the_server_fail_once_then_recover";
+    let app = format!("strongroom_cut_{}", std::process::id());
+    let args = format!("application_name={app}");
+    let Some((store, schema)) = pg_only(name, "cut", &args, 1).await else {
         return;
-    }
-    let pid = std::process::id();
-    let (schema, app) = (format!("t_cut_{pid}"), format!("strongroom_cut_{pid}"));
-    let url = crate::pg_url();
-    let sep = if url.contains('?') { '&' } else { '?' };
-    let store = Store::connect(&StoreConfig {
-        url: format!("{url}{sep}application_name={app}"),
-        schema: Some(schema.clone()),
-        max_connections: 1,
-    })
-    .await
-    .unwrap();
+    };
     let a = account(&store).await;
     writes(&store).insert_otp(&otp(&a, T0), &[]).await.unwrap();
     assert!(store.get_account(&a).await.unwrap().is_some());
 
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut admin = admin().await;
     let cut: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
     )
@@ -302,10 +273,7 @@ async fn postgres_connections_cut_by_the_server_fail_once_then_recover() {
     assert!(store.get_otp(&a, &o.id).await.unwrap().is_some());
 
     store.close().await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    drop_schema(&mut admin, &schema).await;
 }
 
 /// A session that holds the audit chain's head row lock and neither commits nor goes away
@@ -315,26 +283,13 @@ async fn postgres_connections_cut_by_the_server_fail_once_then_recover() {
 /// The writer's default timeout (5 s), not one the URL sets: this test takes that long.
 #[tokio::test]
 async fn a_held_audit_head_lock_fails_writes_after_the_lock_timeout() {
-    if !crate::runs_on(
-        crate::Backend::Postgres,
-        "a_held_audit_head_lock_fails_writes_after_the_lock_timeout",
-    ) {
+    let name = "a_held_audit_head_lock_fails_writes_after_the_lock_timeout";
+    let Some((store, schema)) = pg_only(name, "lock", "", 2).await else {
         return;
-    }
-    let schema = format!("t_lock_{}", std::process::id());
-    let url = crate::pg_url();
-    let store = Store::connect(&StoreConfig {
-        url: url.clone(),
-        schema: Some(schema.clone()),
-        max_connections: 2,
-    })
-    .await
-    .unwrap();
+    };
     let a = account(&store).await;
 
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut admin = admin().await;
     let mut held = sqlx::Connection::begin(&mut admin).await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "UPDATE {schema}.audit_head SET seq = seq WHERE id = 1"
@@ -361,10 +316,7 @@ async fn a_held_audit_head_lock_fails_writes_after_the_lock_timeout() {
     assert!(store.get_otp(&a, &o.id).await.unwrap().is_some());
 
     store.close().await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    drop_schema(&mut admin, &schema).await;
 }
 
 /// PostgreSQL keeps cards and events to accounts that exist whoever writes (the foreign
@@ -372,21 +324,10 @@ async fn a_held_audit_head_lock_fails_writes_after_the_lock_timeout() {
 /// account, an account deleted while rows name it, an event of a missing account.
 #[tokio::test]
 async fn postgres_keeps_cards_and_events_to_existing_accounts() {
-    if !crate::runs_on(
-        crate::Backend::Postgres,
-        "postgres_keeps_cards_and_events_to_existing_accounts",
-    ) {
+    let name = "postgres_keeps_cards_and_events_to_existing_accounts";
+    let Some((store, schema)) = pg_only(name, "fk", "", 2).await else {
         return;
-    }
-    let schema = format!("t_fk_{}", std::process::id());
-    let url = crate::pg_url();
-    let store = Store::connect(&StoreConfig {
-        url: url.clone(),
-        schema: Some(schema.clone()),
-        max_connections: 2,
-    })
-    .await
-    .unwrap();
+    };
     let a = account(&store).await;
     let c = crate::card(&a, Mode::Test, T0, &crate::fp(1));
     writes(&store)
@@ -395,9 +336,7 @@ async fn postgres_keeps_cards_and_events_to_existing_accounts() {
         .unwrap();
     store.close().await;
 
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
+    let mut admin = admin().await;
     let refused = [
         format!("UPDATE {schema}.cards SET account_id = 'acct_other'"),
         format!("UPDATE {schema}.events SET account_id = 'acct_other'"),
@@ -426,8 +365,42 @@ async fn postgres_keeps_cards_and_events_to_existing_accounts() {
     .await
     .unwrap();
     assert_eq!(left, 1);
+    drop_schema(&mut admin, &schema).await;
+}
+
+/// For a PostgreSQL-only test `name`: a store in a fresh schema `t_<tag>_<pid>`, its URL
+/// `url_args` added, with a pool of `max`; `None` (the test skipped) on SQLite.
+async fn pg_only(name: &str, tag: &str, url_args: &str, max: u32) -> Option<(Store, String)> {
+    if !crate::runs_on(crate::Backend::Postgres, name) {
+        return None;
+    }
+    let schema = format!("t_{tag}_{}", std::process::id());
+    let url = crate::pg_url();
+    let url = match (url_args, url.contains('?')) {
+        ("", _) => url,
+        (args, true) => format!("{url}&{args}"),
+        (args, false) => format!("{url}?{args}"),
+    };
+    let store = Store::connect(&StoreConfig {
+        url,
+        schema: Some(schema.clone()),
+        max_connections: max,
+    })
+    .await
+    .unwrap();
+    Some((store, schema))
+}
+
+/// A connection to the test database outside any store (its default `search_path`).
+async fn admin() -> sqlx::PgConnection {
+    <sqlx::PgConnection as sqlx::Connection>::connect(&crate::pg_url())
+        .await
+        .unwrap()
+}
+
+async fn drop_schema(admin: &mut sqlx::PgConnection, schema: &str) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-        .execute(&mut admin)
+        .execute(admin)
         .await
         .unwrap();
 }
