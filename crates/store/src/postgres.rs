@@ -181,9 +181,7 @@ impl PgStore {
         // round trips wakes it, and on the server's busy runtime every wake-up waited
         // behind the request tasks queued there, which stretched each batch's four round
         // trips and so every write's wait. Its connection is opened there too.
-        group::spawn_thread("pg-writer", async move {
-            group::writer(conn, rx).await;
-        })?;
+        group::spawn_thread("pg-writer", group::writer(conn, rx))?;
         Ok(Self {
             readers,
             card_reads,
@@ -279,6 +277,36 @@ async fn listen(pool: &PgPool, on: &impl Fn(CacheEvent), backoff: &mut Duration)
                 tracing::warn!("lost the cache invalidation connection; reading through");
                 return;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    #[test]
+    fn the_postgres_writer_bounds_lock_waits_unless_the_url_does() {
+        let opts = |url: &str| PgConnectOptions::from_str(url).unwrap();
+        let plain = writer_options(opts("postgres://u@127.0.0.1/db"));
+        assert_eq!(
+            plain.get_options(),
+            Some(format!("-c lock_timeout={WRITER_LOCK_TIMEOUT}").as_str())
+        );
+        let own = writer_options(opts(
+            "postgres://u@127.0.0.1/db?options=-c%20lock_timeout%3D250ms",
+        ));
+        assert_eq!(own.get_options(), Some("-c lock_timeout=250ms"));
+    }
+
+    #[test]
+    fn schema_names_are_validated() {
+        assert!(valid_schema("t_0123abcd"));
+        assert!(valid_schema("Tenant_1"));
+        for bad in ["", "1abc", "a-b", "a;b", "a b", "\"x\"", &"a".repeat(64)] {
+            assert!(!valid_schema(bad), "{bad}");
         }
     }
 }

@@ -210,7 +210,7 @@ mod tests {
 
     use super::*;
 
-    fn readers(max: u32) -> Option<Arc<Readers>> {
+    fn readers(max: u32, idle_timeout: Duration) -> Option<Arc<Readers>> {
         if !strongroom_testenv::runs_on(
             strongroom_testenv::Backend::Postgres,
             "postgres::readers::tests",
@@ -218,7 +218,7 @@ mod tests {
             return None;
         }
         let opts = PgConnectOptions::from_str(&strongroom_testenv::pg_url()).unwrap();
-        Some(Readers::new(opts, max, IDLE_TIMEOUT))
+        Some(Readers::new(opts, max, idle_timeout))
     }
 
     fn backend_pid(row: &PgRow) -> i32 {
@@ -230,7 +230,9 @@ mod tests {
     /// gets a fresh one that works.
     #[tokio::test]
     async fn finished_connections_are_kept_and_cut_ones_closed() {
-        let Some(pool) = readers(1) else { return };
+        let Some(pool) = readers(1, IDLE_TIMEOUT) else {
+            return;
+        };
         const PID: &str = "SELECT pg_backend_pid()";
         let mut r = pool.acquire().await.unwrap();
         let first = backend_pid(&r.opt(PID, &[]).await.unwrap().unwrap());
@@ -260,12 +262,10 @@ mod tests {
     /// shrinks after a burst) and when a read finds only stale ones (it gets a new one).
     #[tokio::test]
     async fn connections_idle_past_the_timeout_are_closed() {
-        if readers(1).is_none() {
+        let Some(pool) = readers(3, Duration::from_millis(300)) else {
             return;
-        }
+        };
         const PID: &str = "SELECT pg_backend_pid()";
-        let opts = PgConnectOptions::from_str(&strongroom_testenv::pg_url()).unwrap();
-        let pool = Readers::new(opts, 3, Duration::from_millis(300));
         let mut burst = Vec::new();
         for _ in 0..3 {
             burst.push(pool.acquire().await.unwrap());

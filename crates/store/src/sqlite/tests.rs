@@ -785,29 +785,3 @@ async fn close_returns_after_the_writer_has_closed() {
         "a connection is still open"
     );
 }
-
-#[test]
-fn the_postgres_writer_bounds_lock_waits_unless_the_url_does() {
-    use crate::postgres::{WRITER_LOCK_TIMEOUT, writer_options};
-    use std::str::FromStr;
-    let opts = |url: &str| sqlx::postgres::PgConnectOptions::from_str(url).unwrap();
-    let plain = writer_options(opts("postgres://u@127.0.0.1/db"));
-    assert_eq!(
-        plain.get_options(),
-        Some(format!("-c lock_timeout={WRITER_LOCK_TIMEOUT}").as_str())
-    );
-    let own = writer_options(opts(
-        "postgres://u@127.0.0.1/db?options=-c%20lock_timeout%3D250ms",
-    ));
-    assert_eq!(own.get_options(), Some("-c lock_timeout=250ms"));
-}
-
-#[test]
-fn schema_names_are_validated() {
-    use crate::postgres::valid_schema;
-    assert!(valid_schema("t_0123abcd"));
-    assert!(valid_schema("Tenant_1"));
-    for bad in ["", "1abc", "a-b", "a;b", "a b", "\"x\"", &"a".repeat(64)] {
-        assert!(!valid_schema(bad), "{bad}");
-    }
-}

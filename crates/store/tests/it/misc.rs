@@ -264,11 +264,7 @@ async fn postgres_connections_cut_by_the_server_fail_once_then_recover() {
     assert!(store.get_account(&a).await.unwrap().is_some());
     let o = otp(&a, T0 + 1);
     let write = writes(&store).insert_otp(&o, &[]).await;
-    assert!(
-        matches!(write, Err(strongroom_store::StoreError::Unavailable(_))),
-        "{write:?}"
-    );
-    assert!(store.get_otp(&a, &o.id).await.unwrap().is_none());
+    unavailable_and_unwritten(&store, &o, write).await;
     writes(&store).insert_otp(&o, &[]).await.unwrap();
     assert!(store.get_otp(&a, &o.id).await.unwrap().is_some());
 
@@ -305,11 +301,7 @@ async fn a_held_audit_head_lock_fails_writes_after_the_lock_timeout() {
     )
     .await
     .expect("the write waited for the lock past its timeout");
-    assert!(
-        matches!(write, Err(strongroom_store::StoreError::Unavailable(_))),
-        "{write:?}"
-    );
-    assert!(store.get_otp(&a, &o.id).await.unwrap().is_none());
+    unavailable_and_unwritten(&store, &o, write).await;
 
     held.rollback().await.unwrap();
     writes(&store).insert_otp(&o, &[]).await.unwrap();
@@ -389,6 +381,19 @@ async fn pg_only(name: &str, tag: &str, url_args: &str, max: u32) -> Option<(Sto
     .await
     .unwrap();
     Some((store, schema))
+}
+
+/// The write of `o` failed as unavailable (the API's 503) and left nothing behind.
+async fn unavailable_and_unwritten(
+    store: &Store,
+    o: &OtpRecord,
+    write: strongroom_store::StoreResult<()>,
+) {
+    assert!(
+        matches!(write, Err(strongroom_store::StoreError::Unavailable(_))),
+        "{write:?}"
+    );
+    assert!(store.get_otp(&o.account_id, &o.id).await.unwrap().is_none());
 }
 
 /// A connection to the test database outside any store (its default `search_path`).
